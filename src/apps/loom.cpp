@@ -1,0 +1,23 @@
+// loom: the command line.
+#include <CLI/CLI.hpp>
+#include <csignal>
+
+#include "cli/common.h"
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"loom: a cluster resource manager's job pipeline"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "loom 0.1.0");
+  loom::cli::Runner run;
+  loom::cli::add_start_command(app, run);
+  loom::cli::add_ping_command(app, run);
+  loom::cli::add_rpc_command(app, run);
+  loom::cli::add_status_command(app, run);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return run ? run() : 0;
+}

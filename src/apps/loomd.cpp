@@ -1,0 +1,66 @@
+// loomd: one broker. Normally started by `loom start`.
+#include <sys/prctl.h>
+
+#include <CLI/CLI.hpp>
+#include <asio/io_context.hpp>
+#include <asio/signal_set.hpp>
+#include <csignal>
+#include <iostream>
+
+#include "base/clock.h"
+#include "base/log.h"
+#include "broker/broker.h"
+
+int main(int argc, char** argv) {
+  std::signal(SIGPIPE, SIG_IGN);
+  CLI::App app{"loomd: the loom broker (normally started by `loom start`)"};
+  loom::BrokerConfig cfg;
+  std::string log_level = "warn";
+  std::string rundir;
+  std::string state_dir;
+  app.add_option("--rank", cfg.rank, "This broker's rank")->required();
+  app.add_option("--size", cfg.size, "Number of ranks in the instance")->required()->check(CLI::PositiveNumber);
+  app.add_option("--fanout", cfg.fanout, "Children per broker")->check(CLI::PositiveNumber);
+  app.add_option("--local-fd", cfg.local_fd, "Inherited listening Unix socket for clients");
+  app.add_option("--local-path", cfg.local_path, "Unix socket path to listen on for clients");
+  app.add_option("--overlay-fd", cfg.overlay_fd, "Inherited listening TCP socket for child brokers");
+  app.add_option("--parent-host", cfg.parent_host, "Address of the parent broker (default 127.0.0.1)");
+  app.add_option("--parent-port", cfg.parent_port, "TCP port of the parent broker");
+  app.add_option("--heartbeat-interval", cfg.heartbeat_interval, "Seconds between heartbeats")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--heartbeat-timeout", cfg.heartbeat_timeout, "Seconds of silence before a link is lost")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--rundir", rundir, "Run directory of the instance");
+  app.add_option("--state-dir", state_dir, "Durable state directory");
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  CLI11_PARSE(app, argc, argv);
+  if (cfg.rank >= cfg.size) {
+    std::cerr << "loomd: --rank must be below --size\n";
+    return 2;
+  }
+
+  loom::init_logging("loomd[" + std::to_string(cfg.rank) + "]", log_level);
+  asio::io_context io;
+  auto clock = loom::make_real_clock(io);
+  loom::Broker broker(io, *clock, cfg);
+  int exit_code = 0;
+  broker.on_finished([&](int code) {
+    exit_code = code;
+    io.stop();
+  });
+  if (auto st = broker.start(); !st) {
+    std::cerr << "loomd: " << st.error().text << "\n";
+    return 1;
+  }
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  std::function<void()> wait_signal = [&] {
+    signals.async_wait([&](const std::error_code& ec, int sig) {
+      if (ec) return;
+      broker.shutdown(std::string("signal ") + strsignal(sig), 0);
+      wait_signal();
+    });
+  };
+  wait_signal();
+  io.run();
+  return exit_code;
+}

@@ -1,0 +1,40 @@
+// Every timer and timestamp in a broker goes through one Clock, so that the
+// simulator can run the same services in virtual time and tests can step it.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+// A one-shot timer. Destroying it or calling cancel() guarantees the
+// callback will not run afterwards.
+class Timer {
+ public:
+  virtual ~Timer() = default;
+  // (Re)arm: run `fn` once, `seconds` from now. Re-arming cancels the
+  // previous arming.
+  virtual void arm(double seconds, std::function<void()> fn) = 0;
+  virtual void cancel() = 0;
+  virtual bool armed() const = 0;
+};
+
+class Clock {
+ public:
+  virtual ~Clock() = default;
+  // Seconds on a monotonic scale, for intervals and deadlines.
+  virtual double now() const = 0;
+  // Seconds since the Unix epoch, for timestamps people read (eventlogs).
+  virtual double wall() const = 0;
+  virtual std::unique_ptr<Timer> make_timer() = 0;
+};
+
+// The clock of the real world, timers on an Asio io_context.
+std::unique_ptr<Clock> make_real_clock(asio::io_context& io);
+
+}  // namespace loom

@@ -1,0 +1,362 @@
+#include "broker/broker.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/post.hpp>
+#include <cstring>
+
+namespace loom {
+
+namespace {
+// Past this many distinct (service, rank) pairs a client's disconnect
+// notifications are not tracked any further; the set must stay bounded.
+constexpr size_t kMaxTalkedTo = 1024;
+}  // namespace
+
+const char* rank_state_name(RankState s) {
+  switch (s) {
+    case RankState::kOffline: return "offline";
+    case RankState::kOnline: return "online";
+    case RankState::kLost: return "lost";
+  }
+  return "unknown";
+}
+
+Broker::Broker(asio::io_context& io, Clock& clock, BrokerConfig cfg)
+    : io_(io), clock_(clock), cfg_(std::move(cfg)), topo_{cfg_.size, cfg_.fanout} {
+  started_at_ = clock_.now();
+  if (cfg_.rank == 0) rank_state_.assign(cfg_.size, RankState::kOffline);
+}
+
+Broker::~Broker() {
+  if (!bound_path_.empty()) ::unlink(bound_path_.c_str());
+}
+
+Status Broker::start() {
+  if (cfg_.size == 0 || cfg_.rank >= cfg_.size) return Error{EINVAL, "rank must be below size"};
+  if (cfg_.fanout == 0) return Error{EINVAL, "fanout must be at least 1"};
+  // Local clients.
+  local_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
+  std::error_code ec;
+  if (cfg_.local_fd >= 0) {
+    local_acceptor_->assign(asio::local::stream_protocol(), cfg_.local_fd, ec);
+    if (ec) return Error{EINVAL, "cannot use local socket fd: " + ec.message()};
+  } else if (!cfg_.local_path.empty()) {
+    ::unlink(cfg_.local_path.c_str());
+    local_acceptor_->open(asio::local::stream_protocol(), ec);
+    if (!ec) local_acceptor_->bind(asio::local::stream_protocol::endpoint(cfg_.local_path), ec);
+    if (!ec) local_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) return Error{EADDRINUSE, "cannot listen on " + cfg_.local_path + ": " + ec.message()};
+    bound_path_ = cfg_.local_path;
+  } else {
+    return Error{EINVAL, "no local socket given"};
+  }
+  accept_local();
+  install_builtin_services();
+  if (auto st = start_overlay(); !st) return st;
+  return {};
+}
+
+Handle& Broker::add_module(const std::vector<std::string>& services) {
+  Peer& p = add_peer(PeerKind::kModule);
+  p.owner = true;
+  p.uid = static_cast<uint32_t>(::getuid());
+  uint32_t id = p.id;
+  p.handle = std::make_unique<Handle>(clock_, [this, id](Message m) { on_message(id, std::move(m)); });
+  p.handle->set_credentials(p.uid, role::kOwner);
+  for (const auto& s : services) {
+    auto st = register_service(s, id);
+    LOOM_ASSERT(st.ok());  // built-in names are ours; a clash is a bug
+  }
+  return *p.handle;
+}
+
+Broker::Peer& Broker::add_peer(PeerKind kind) {
+  auto p = std::make_unique<Peer>();
+  p->id = next_peer_id_++;
+  if (next_peer_id_ == 0) next_peer_id_ = 1;
+  p->kind = kind;
+  p->last_rx = clock_.now();
+  Peer& ref = *p;
+  peers_.emplace(ref.id, std::move(p));
+  return ref;
+}
+
+Broker::Peer* Broker::find_peer(uint32_t id) {
+  auto it = peers_.find(id);
+  return it == peers_.end() ? nullptr : it->second.get();
+}
+
+void Broker::attach_connection(Peer& p, std::shared_ptr<Connection> conn) {
+  uint32_t id = p.id;
+  conn->on_message = [this, id](Message&& m) { on_message(id, std::move(m)); };
+  conn->on_close = [this, id](const Error& why) { on_peer_closed(id, why); };
+  p.conn = std::move(conn);
+  p.conn->start();
+}
+
+void Broker::accept_local() {
+  local_acceptor_->async_accept([this](const std::error_code& ec, asio::local::stream_protocol::socket sock) {
+    if (ec == asio::error::operation_aborted || !local_acceptor_->is_open()) return;
+    if (!ec) on_local_connection(std::move(sock));
+    else spdlog::warn("accept on local socket: {}", ec.message());
+    accept_local();
+  });
+}
+
+void Broker::on_local_connection(asio::local::stream_protocol::socket sock) {
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    spdlog::warn("SO_PEERCRED failed: {}; refusing client", std::strerror(errno));
+    return;
+  }
+  if (shutting_down_) return;  // closes the socket
+  Peer& p = add_peer(PeerKind::kClient);
+  p.uid = cred.uid;
+  p.owner = cred.uid == ::getuid();
+  attach_connection(p, std::make_shared<UnixConnection>(std::move(sock)));
+}
+
+void Broker::send_to(Peer& p, Message&& m) {
+  if (p.kind == PeerKind::kModule) {
+    // Deliver from the loop, never from inside the sender's call stack.
+    asio::post(io_, [this, id = p.id, m = std::move(m)]() mutable {
+      if (Peer* q = find_peer(id)) q->handle->dispatch(std::move(m));
+    });
+    return;
+  }
+  if (p.conn) p.conn->send(m);
+}
+
+void Broker::on_peer_closed(uint32_t id, const Error& why) {
+  Peer* p = find_peer(id);
+  if (!p) return;
+  switch (p->kind) {
+    case PeerKind::kClient:
+      spdlog::debug("client {} (uid {}) gone: {}", id, p->uid, why.text);
+      notify_disconnect(*p);
+      break;
+    case PeerKind::kChild:
+      if (p->hello) {
+        child_links_.erase(p->rank);
+        if (!shutting_down_) child_lost(p->rank, why.text);
+      }
+      break;
+    case PeerKind::kParent:
+      parent_peer_.reset();
+      if (!shutting_down_) {
+        spdlog::error("lost the parent broker: {}; stopping", why.text);
+        peers_.erase(id);
+        shutdown("lost the parent broker", 1);
+        maybe_finish_shutdown();
+        return;
+      }
+      break;
+    case PeerKind::kModule: break;
+  }
+  for (const auto& s : p->services) services_.erase(s);
+  peers_.erase(id);
+  maybe_finish_shutdown();
+}
+
+Status Broker::register_service(const std::string& name, uint32_t peer_id) {
+  if (name.empty() || name.find('.') != std::string::npos || name.size() > 64) {
+    return Error{EINVAL, "a service name is 1-64 characters without '.'"};
+  }
+  for (unsigned char c : name) {
+    if (c <= 0x20 || c >= 0x7f) return Error{EINVAL, "a service name has no spaces or control characters"};
+  }
+  if (services_.count(name)) return Error{EEXIST, "service " + name + " is already registered"};
+  Peer* p = find_peer(peer_id);
+  LOOM_ASSERT(p != nullptr);
+  services_[name] = peer_id;
+  p->services.push_back(name);
+  return {};
+}
+
+// --- routing ---
+
+void Broker::on_message(uint32_t peer_id, Message&& m) {
+  Peer* p = find_peer(peer_id);
+  if (!p) return;
+  p->last_rx = clock_.now();
+  if (p->kind == PeerKind::kChild || p->kind == PeerKind::kParent) {
+    if (m.topic.starts_with("overlay.") && m.is_request()) {
+      on_overlay_control(*p, m);
+      return;
+    }
+    if (p->kind == PeerKind::kChild && !p->hello) {
+      spdlog::warn("overlay peer sent {} before hello; closing it", m.topic);
+      p->conn->close();
+      return;
+    }
+  }
+  if (p->kind == PeerKind::kClient) {
+    // The broker, not the client, says who is speaking. Only the instance
+    // owner may speak for someone else (tests of access rules).
+    bool keep = p->owner && m.userid != kUserIdUnknown && (m.rolemask == role::kOwner || m.rolemask == role::kUser);
+    if (!keep) {
+      m.userid = p->uid;
+      m.rolemask = p->owner ? role::kOwner : role::kUser;
+    }
+    if (m.is_request()) {
+      m.route.clear();  // a client cannot forge hops
+      if (m.has_flag(msgflag::kStreaming) && m.has_flag(msgflag::kNoResponse)) {
+        m.flags &= ~msgflag::kNoResponse;
+      }
+      if (p->talked_to.size() < kMaxTalkedTo) p->talked_to.emplace(std::string(m.service()), m.nodeid);
+    }
+  }
+  switch (m.type) {
+    case MsgType::kRequest:
+      if (m.route.size() >= kMaxRouteHops) {
+        spdlog::warn("dropping request {}: route too long", m.topic);
+        return;
+      }
+      m.route.push_back(make_hop(cfg_.rank, peer_id));
+      route_request(std::move(m));
+      break;
+    case MsgType::kResponse: route_response(std::move(m)); break;
+    case MsgType::kEvent:
+      if (p->kind == PeerKind::kClient && !p->owner) {
+        spdlog::debug("dropping event {} from uid {}: only the owner publishes", m.topic, p->uid);
+        return;
+      }
+      route_event(std::move(m), p->kind);
+      break;
+  }
+}
+
+void Broker::route_request(Message&& m) {
+  std::string service(m.service());
+  auto local = [&]() -> Peer* {
+    auto it = services_.find(service);
+    return it == services_.end() ? nullptr : find_peer(it->second);
+  };
+  if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
+    if (Peer* p = local()) {
+      send_to(*p, std::move(m));
+      return;
+    }
+    if (m.nodeid == kNodeAny && parent_peer_) {
+      if (Peer* up = find_peer(*parent_peer_)) {
+        send_to(*up, std::move(m));
+        return;
+      }
+    }
+    respond_error(m, ENOSYS, "no service " + service + " is registered (topic " + m.topic + ")");
+    return;
+  }
+  if (m.nodeid >= cfg_.size) {
+    respond_error(m, EHOSTUNREACH,
+                  "rank " + std::to_string(m.nodeid) + " does not exist (size " + std::to_string(cfg_.size) + ")");
+    return;
+  }
+  if (auto child = topo_.child_toward(cfg_.rank, m.nodeid)) {
+    auto it = child_links_.find(*child);
+    if (it != child_links_.end()) {
+      if (Peer* c = find_peer(it->second)) {
+        send_to(*c, std::move(m));
+        return;
+      }
+    }
+    respond_error(m, EHOSTUNREACH, "rank " + std::to_string(m.nodeid) + " is not reachable (rank " +
+                                       std::to_string(*child) + " is not connected)");
+    return;
+  }
+  if (parent_peer_) {
+    if (Peer* up = find_peer(*parent_peer_)) {
+      send_to(*up, std::move(m));
+      return;
+    }
+  }
+  respond_error(m, EHOSTUNREACH, "rank " + std::to_string(m.nodeid) + " is not reachable");
+}
+
+void Broker::route_response(Message&& m) {
+  if (m.route.empty()) {
+    spdlog::debug("dropping response {} with an empty route", m.topic);
+    return;
+  }
+  HopId hop = m.route.back();
+  if (hop_rank(hop) != cfg_.rank) {
+    spdlog::debug("dropping response {}: next hop is for rank {}", m.topic, hop_rank(hop));
+    return;
+  }
+  m.route.pop_back();
+  Peer* p = find_peer(hop_local(hop));
+  if (!p) return;  // the requester went away
+  send_to(*p, std::move(m));
+}
+
+void Broker::respond_error(const Message& req, int errnum, const std::string& text) {
+  if (!req.wants_response()) return;
+  route_response(make_error_response(req, errnum, text));
+}
+
+void Broker::route_event(Message&& m, PeerKind from) {
+  if (from != PeerKind::kParent && cfg_.rank != 0) {
+    if (parent_peer_) {
+      if (Peer* up = find_peer(*parent_peer_)) send_to(*up, std::move(m));
+    }
+    return;
+  }
+  if (cfg_.rank == 0) m.seq = ++event_seq_;
+  if (cfg_.rank == 0 && m.topic.starts_with("broker.")) {
+    // Rank 0 keeps the state of every rank from these announcements.
+    auto j = parse_json(m.payload);
+    if (j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned()) {
+      auto r = (*j)["rank"].get<uint64_t>();
+      if (r < cfg_.size) {
+        if (m.topic == "broker.online") set_rank_state(static_cast<uint32_t>(r), RankState::kOnline);
+        if (m.topic == "broker.lost") set_rank_state(static_cast<uint32_t>(r), RankState::kLost);
+      }
+    }
+  }
+  // Down the tree, encoded once.
+  std::string frame;
+  for (auto& [rank, id] : child_links_) {
+    if (Peer* c = find_peer(id)) {
+      if (frame.empty()) encode_message(m, frame);
+      c->conn->send_encoded(frame);
+    }
+  }
+  deliver_event(m);
+}
+
+void Broker::deliver_event(const Message& m) {
+  std::string frame;
+  for (auto& [id, p] : peers_) {
+    bool match = false;
+    for (const auto& prefix : p->subscriptions) {
+      if (m.topic.starts_with(prefix)) {
+        match = true;
+        break;
+      }
+    }
+    if (!match) continue;
+    if (p->kind == PeerKind::kModule) {
+      send_to(*p, Message(m));
+    } else if (p->conn) {
+      if (frame.empty()) encode_message(m, frame);
+      p->conn->send_encoded(frame);
+    }
+  }
+}
+
+void Broker::notify_disconnect(Peer& p) {
+  // Tell every service this client talked to, as if the client asked.
+  for (const auto& [service, nodeid] : p.talked_to) {
+    if (service == "event" || service == "service" || service == "broker") continue;
+    Message m = make_request(service + ".disconnect", {}, nodeid, msgflag::kNoResponse);
+    m.userid = p.uid;
+    m.rolemask = p.owner ? role::kOwner : role::kUser;
+    m.route.push_back(make_hop(cfg_.rank, p.id));
+    route_request(std::move(m));
+  }
+}
+
+}  // namespace loom

@@ -1,0 +1,159 @@
+// loomd's core (DESIGN §2, §3): peers, routing and the overlay tree.
+//
+// Peers are local clients (Unix socket), services inside this broker
+// (modules), the link to the parent broker and the links to children.
+// Requests push a hop onto their route at every broker they pass and are
+// routed by topic and nodeid; responses pop hops to find their way back;
+// events travel up to rank 0, which numbers them and sends them down to
+// every broker, each delivering them to its subscribers.
+#pragma once
+
+#include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
+#include <asio/local/stream_protocol.hpp>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "broker/topology.h"
+#include "msg/connection.h"
+#include "msg/handle.h"
+#include "msg/message.h"
+
+namespace loom {
+
+struct BrokerConfig {
+  uint32_t rank = 0;
+  uint32_t size = 1;
+  uint32_t fanout = 2;
+  // Local clients: an already listening Unix socket (from `loom start`),
+  // else a path to bind.
+  int local_fd = -1;
+  std::string local_path;
+  // Children: an already listening TCP socket; else one is bound on
+  // 127.0.0.1 when this rank has children.
+  int overlay_fd = -1;
+  std::string parent_host = "127.0.0.1";
+  uint16_t parent_port = 0;
+  double heartbeat_interval = 1.0;  // seconds between heartbeats on each link
+  double heartbeat_timeout = 10.0;  // silence after which a link is declared lost
+  double shutdown_timeout = 10.0;   // how long to wait for children to stop
+};
+
+enum class RankState { kOffline, kOnline, kLost };
+const char* rank_state_name(RankState s);
+
+class Broker {
+ public:
+  Broker(asio::io_context& io, Clock& clock, BrokerConfig cfg);
+  ~Broker();
+  Broker(const Broker&) = delete;
+  Broker& operator=(const Broker&) = delete;
+
+  // Opens the listeners, connects to the parent, starts heartbeats.
+  Status start();
+
+  // A Handle for a service inside this broker, registered under each name
+  // in `services`. The broker owns it for its whole life.
+  Handle& add_module(const std::vector<std::string>& services);
+
+  // Orderly stop: children first, then this broker. `done` runs when this
+  // broker has finished (the caller then stops the loop).
+  void shutdown(const std::string& why, int exit_code);
+  void on_finished(std::function<void(int exit_code)> fn) { finished_ = std::move(fn); }
+
+  uint32_t rank() const { return cfg_.rank; }
+  uint32_t size() const { return cfg_.size; }
+  const Topology& topology() const { return topo_; }
+  Clock& clock() { return clock_; }
+
+ private:
+  enum class PeerKind { kClient, kModule, kChild, kParent };
+  struct Peer {
+    uint32_t id = 0;
+    PeerKind kind = PeerKind::kClient;
+    uint32_t uid = 0;
+    bool owner = false;
+    uint32_t rank = 0;  // the broker at the other end of an overlay link
+    bool hello = false;
+    double last_rx = 0;
+    std::shared_ptr<Connection> conn;  // shared with Asio handlers in flight
+    std::unique_ptr<Handle> handle;    // modules only
+    std::set<std::pair<std::string, uint32_t>> talked_to;  // clients: (service, nodeid)
+    std::vector<std::string> subscriptions;
+    std::vector<std::string> services;
+  };
+
+  // --- peers (broker.cpp) ---
+  Peer& add_peer(PeerKind kind);
+  Peer* find_peer(uint32_t id);
+  void attach_connection(Peer& p, std::shared_ptr<Connection> conn);
+  void on_peer_closed(uint32_t id, const Error& why);
+  void send_to(Peer& p, Message&& m);
+  void accept_local();
+  void on_local_connection(asio::local::stream_protocol::socket sock);
+
+  // --- routing (broker.cpp) ---
+  void on_message(uint32_t peer_id, Message&& m);
+  void route_request(Message&& m);
+  void route_response(Message&& m);
+  void route_event(Message&& m, PeerKind from);
+  void deliver_event(const Message& m);
+  void respond_error(const Message& req, int errnum, const std::string& text);
+  void notify_disconnect(Peer& p);
+  Status register_service(const std::string& name, uint32_t peer_id);
+
+  // --- overlay (overlay.cpp) ---
+  Status start_overlay();
+  void accept_child();
+  void connect_parent(int attempt);
+  void on_overlay_control(Peer& p, const Message& m);
+  void heartbeat_tick();
+  void child_lost(uint32_t rank, const std::string& why);
+  void set_rank_state(uint32_t rank, RankState s);
+  void maybe_finish_shutdown();
+  void finish_shutdown();
+
+  // --- built-in services: broker.*, service.*, event.* (builtin.cpp) ---
+  void install_builtin_services();
+  Peer* local_requester(const Message& req);
+  void answer_waiters();
+
+  asio::io_context& io_;
+  Clock& clock_;
+  BrokerConfig cfg_;
+  Topology topo_;
+  double started_at_ = 0;
+
+  uint32_t next_peer_id_ = 1;
+  std::unordered_map<uint32_t, std::unique_ptr<Peer>> peers_;
+  std::unordered_map<std::string, uint32_t> services_;  // name → peer id
+  std::unordered_map<uint32_t, uint32_t> child_links_;  // child rank → peer id
+  std::optional<uint32_t> parent_peer_;
+  uint32_t event_seq_ = 0;
+
+  std::unique_ptr<asio::local::stream_protocol::acceptor> local_acceptor_;
+  std::unique_ptr<asio::ip::tcp::acceptor> overlay_acceptor_;
+  std::unique_ptr<Timer> heartbeat_timer_;
+  std::unique_ptr<Timer> connect_timer_;
+  std::unique_ptr<Timer> shutdown_timer_;
+  std::string bound_path_;  // a socket file we created and must remove
+
+  Handle* builtin_ = nullptr;
+  std::vector<RankState> rank_state_;  // rank 0 only: the whole instance
+  std::vector<Message> ready_waiters_;
+
+  bool shutting_down_ = false;
+  bool finished_flag_ = false;
+  int exit_code_ = 0;
+  std::function<void(int)> finished_;
+};
+
+}  // namespace loom

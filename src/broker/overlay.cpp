@@ -1,0 +1,203 @@
+// The overlay tree between brokers.
+//
+// A child connects to its parent over TCP and first sends the request
+// `overlay.hello {"rank": R}` (no response); the parent accepts it only from
+// one of its own children and only once. Both ends then send
+// `overlay.heartbeat` every heartbeat_interval; a link silent for
+// heartbeat_timeout is closed. A lost child is announced with one
+// `broker.lost {"rank", "reason"}` event per rank of its subtree. A broker
+// that loses its parent cannot reach the instance any more and stops.
+// `overlay.shutdown` from the parent asks a child to stop (children first).
+#include <spdlog/spdlog.h>
+
+#include <asio/connect.hpp>
+
+#include "broker/broker.h"
+
+namespace loom {
+
+Status Broker::start_overlay() {
+  std::error_code ec;
+  if (!topo_.children(cfg_.rank).empty()) {
+    overlay_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
+    if (cfg_.overlay_fd >= 0) {
+      overlay_acceptor_->assign(asio::ip::tcp::v4(), cfg_.overlay_fd, ec);
+      if (ec) return Error{EINVAL, "cannot use overlay socket fd: " + ec.message()};
+    } else {
+      asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
+      overlay_acceptor_->open(ep.protocol(), ec);
+      if (!ec) overlay_acceptor_->bind(ep, ec);
+      if (!ec) overlay_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
+      if (ec) return Error{EADDRINUSE, "cannot listen for child brokers: " + ec.message()};
+    }
+    accept_child();
+  }
+  heartbeat_timer_ = clock_.make_timer();
+  heartbeat_timer_->arm(cfg_.heartbeat_interval, [this] { heartbeat_tick(); });
+  if (cfg_.rank == 0) {
+    builtin_->publish("broker.online", dump_json(Json{{"rank", 0}}));
+  } else {
+    if (cfg_.parent_port == 0) return Error{EINVAL, "rank " + std::to_string(cfg_.rank) + " needs a parent address"};
+    connect_timer_ = clock_.make_timer();
+    connect_parent(0);
+  }
+  return {};
+}
+
+void Broker::accept_child() {
+  overlay_acceptor_->async_accept([this](const std::error_code& ec, asio::ip::tcp::socket sock) {
+    if (ec == asio::error::operation_aborted || !overlay_acceptor_->is_open()) return;
+    if (!ec && !shutting_down_) {
+      std::error_code ignored;
+      sock.set_option(asio::ip::tcp::no_delay(true), ignored);
+      Peer& p = add_peer(PeerKind::kChild);
+      attach_connection(p, std::make_shared<TcpConnection>(std::move(sock)));
+    }
+    accept_child();
+  });
+}
+
+void Broker::connect_parent(int attempt) {
+  auto sock = std::make_shared<asio::ip::tcp::socket>(io_);
+  std::error_code ec;
+  asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.parent_host, ec), cfg_.parent_port);
+  if (ec) {
+    spdlog::error("bad parent address {}: {}", cfg_.parent_host, ec.message());
+    shutdown("bad parent address", 1);
+    return;
+  }
+  sock->async_connect(ep, [this, sock, attempt](const std::error_code& cec) {
+    if (shutting_down_) return;
+    if (cec) {
+      // The parent's socket normally exists before we start (loom start
+      // binds it), so this is rare; back off briefly, then give up.
+      if (attempt >= 20) {
+        spdlog::error("cannot reach the parent broker: {}", cec.message());
+        shutdown("cannot reach the parent broker", 1);
+        return;
+      }
+      connect_timer_->arm(0.05 * (attempt + 1), [this, attempt] { connect_parent(attempt + 1); });
+      return;
+    }
+    std::error_code ignored;
+    sock->set_option(asio::ip::tcp::no_delay(true), ignored);
+    Peer& p = add_peer(PeerKind::kParent);
+    p.rank = *topo_.parent(cfg_.rank);
+    p.hello = true;
+    p.owner = true;
+    parent_peer_ = p.id;
+    attach_connection(p, std::make_shared<TcpConnection>(std::move(*sock)));
+    p.conn->send(make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
+    builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
+  });
+}
+
+void Broker::on_overlay_control(Peer& p, const Message& m) {
+  if (m.topic == "overlay.heartbeat") return;  // last_rx is already updated
+  if (m.topic == "overlay.hello" && p.kind == PeerKind::kChild) {
+    auto j = parse_json(m.payload);
+    uint64_t r = 0;
+    bool valid = j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned();
+    if (valid) r = (*j)["rank"].get<uint64_t>();
+    auto kids = topo_.children(cfg_.rank);
+    bool mine = valid && std::find(kids.begin(), kids.end(), r) != kids.end();
+    if (p.hello || !mine || child_links_.count(static_cast<uint32_t>(r))) {
+      spdlog::warn("refusing overlay hello ({}) from a peer that is not a new child", m.payload);
+      p.conn->close();
+      return;
+    }
+    p.hello = true;
+    p.owner = true;
+    p.rank = static_cast<uint32_t>(r);
+    child_links_[p.rank] = p.id;
+    spdlog::debug("child rank {} connected", p.rank);
+    return;
+  }
+  if (m.topic == "overlay.shutdown" && p.kind == PeerKind::kParent) {
+    shutdown("the parent broker is stopping", exit_code_);
+    return;
+  }
+  spdlog::debug("ignoring overlay control {} from peer {}", m.topic, p.id);
+}
+
+void Broker::heartbeat_tick() {
+  double now = clock_.now();
+  std::vector<std::shared_ptr<Connection>> silent;
+  Message hb = make_request("overlay.heartbeat", {}, kNodeAny, msgflag::kNoResponse);
+  std::string frame = encode_message(hb);
+  for (auto& [id, p] : peers_) {
+    if (p->kind != PeerKind::kChild && p->kind != PeerKind::kParent) continue;
+    if (!p->conn) continue;
+    if (now - p->last_rx > cfg_.heartbeat_timeout) {
+      silent.push_back(p->conn);
+      continue;
+    }
+    p->conn->send_encoded(frame);
+  }
+  for (auto& c : silent) {
+    spdlog::warn("an overlay link was silent for more than {}s; closing it", cfg_.heartbeat_timeout);
+    c->close();
+  }
+  heartbeat_timer_->arm(cfg_.heartbeat_interval, [this] { heartbeat_tick(); });
+}
+
+void Broker::child_lost(uint32_t rank, const std::string& why) {
+  std::vector<uint32_t> gone{rank};
+  for (uint32_t d : topo_.descendants(rank)) gone.push_back(d);
+  for (uint32_t r : gone) {
+    spdlog::error("rank {} lost: {}", r, r == rank ? why : "its parent rank was lost");
+    builtin_->publish("broker.lost", dump_json(Json{{"rank", r}, {"reason", r == rank ? why : "parent lost"}}));
+  }
+}
+
+void Broker::set_rank_state(uint32_t rank, RankState s) {
+  if (rank >= rank_state_.size()) return;
+  rank_state_[rank] = s;
+  answer_waiters();
+}
+
+void Broker::shutdown(const std::string& why, int exit_code) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  exit_code_ = exit_code;
+  spdlog::info("stopping: {}", why);
+  if (local_acceptor_) {
+    std::error_code ignored;
+    local_acceptor_->close(ignored);
+  }
+  for (auto& [rank, id] : child_links_) {
+    if (Peer* c = find_peer(id)) c->conn->send(make_request("overlay.shutdown", {}, rank, msgflag::kNoResponse));
+  }
+  shutdown_timer_ = clock_.make_timer();
+  shutdown_timer_->arm(cfg_.shutdown_timeout, [this] {
+    spdlog::warn("children did not stop within {}s; stopping anyway", cfg_.shutdown_timeout);
+    finish_shutdown();
+  });
+  maybe_finish_shutdown();
+}
+
+void Broker::maybe_finish_shutdown() {
+  if (shutting_down_ && child_links_.empty()) {
+    // Let queued frames (the children's shutdown requests) go out first.
+    asio::post(io_, [this] { finish_shutdown(); });
+  }
+}
+
+void Broker::finish_shutdown() {
+  if (finished_flag_) return;
+  finished_flag_ = true;
+  std::error_code ignored;
+  if (overlay_acceptor_) overlay_acceptor_->close(ignored);
+  if (heartbeat_timer_) heartbeat_timer_->cancel();
+  if (connect_timer_) connect_timer_->cancel();
+  if (shutdown_timer_) shutdown_timer_->cancel();
+  for (auto& [id, p] : peers_) {
+    if (p->conn) {
+      p->conn->on_close = nullptr;
+      p->conn->close();
+    }
+  }
+  if (finished_) finished_(exit_code_);
+}
+
+}  // namespace loom

@@ -1,0 +1,45 @@
+#include "cli/common.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+namespace loom::cli {
+
+std::string latest_uri_file() {
+  const char* dir = std::getenv("XDG_RUNTIME_DIR");
+  std::string base = (dir && *dir) ? dir : "/tmp";
+  return base + "/loom-" + std::to_string(::getuid()) + "/latest";
+}
+
+Result<std::string> instance_uri() {
+  if (const char* uri = std::getenv("LOOM_URI"); uri && *uri) return std::string(uri);
+  std::ifstream in(latest_uri_file());
+  std::string uri;
+  if (in && std::getline(in, uri) && !uri.empty()) return uri;
+  return Error{ENOENT, "no instance found: set LOOM_URI or start one with `loom start`"};
+}
+
+Result<std::unique_ptr<Session>> connect_session() {
+  auto uri = instance_uri();
+  if (!uri.ok()) return uri.error();
+  auto s = std::make_unique<Session>();
+  s->clock = make_real_clock(s->io);
+  auto c = Client::connect(s->io, *s->clock, *uri);
+  if (!c.ok()) return c.error();
+  s->client = std::move(*c);
+  return s;
+}
+
+int fail(const std::string& cmd, const std::string& text, int code) {
+  std::cerr << "loom " << cmd << ": " << text << "\n";
+  return code;
+}
+
+int fail(const std::string& cmd, const Error& e, int code) { return fail(cmd, e.text, code); }
+
+uint32_t rank_or_any(int rank) { return rank < 0 ? kNodeAny : static_cast<uint32_t>(rank); }
+
+}  // namespace loom::cli

@@ -1,0 +1,46 @@
+// What every loom subcommand shares: finding the instance, connecting,
+// reporting errors as one line on stderr.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <asio/io_context.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "msg/client.h"
+
+namespace loom::cli {
+
+// The subcommand picked on the command line, run after parsing.
+using Runner = std::function<int()>;
+
+// Where `loom start` records the URI of the user's most recent instance.
+std::string latest_uri_file();
+// LOOM_URI, else the user's most recent instance.
+Result<std::string> instance_uri();
+
+// A connected client with its own loop and clock.
+struct Session {
+  asio::io_context io;
+  std::unique_ptr<Clock> clock;
+  std::unique_ptr<Client> client;
+  Handle& handle() { return client->handle(); }
+};
+Result<std::unique_ptr<Session>> connect_session();
+
+// Prints "loom CMD: TEXT" to stderr and returns `code`.
+int fail(const std::string& cmd, const std::string& text, int code = 1);
+int fail(const std::string& cmd, const Error& e, int code = 1);
+
+// Parses a rank argument, "any" or a number.
+uint32_t rank_or_any(int rank);
+
+void add_start_command(CLI::App& app, Runner& run);
+void add_ping_command(CLI::App& app, Runner& run);
+void add_rpc_command(CLI::App& app, Runner& run);
+void add_status_command(CLI::App& app, Runner& run);
+
+}  // namespace loom::cli

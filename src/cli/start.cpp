@@ -1,0 +1,384 @@
+// loom start [--test-size=N] [--fanout=F] [--rundir=D] [-- CMD...]
+//
+// Binds every broker's sockets itself (a Unix socket per rank for clients,
+// a TCP socket on loopback per rank that has children), then starts one
+// loomd per rank with those sockets inherited. Because the sockets exist
+// before any broker runs, a child's connect never races its parent's
+// listen. Waits until rank 0 reports every rank online, then runs CMD with
+// LOOM_URI set (stopping the instance when CMD exits, and exiting with its
+// status), or serves until SIGINT/SIGTERM.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+#include <map>
+
+#include "broker/topology.h"
+#include "cli/common.h"
+
+namespace loom::cli {
+
+namespace {
+namespace fs = std::filesystem;
+
+struct StartOpts {
+  uint32_t size = 1;
+  uint32_t fanout = 2;
+  std::string rundir;
+  std::string state_dir;
+  std::string log_level = "warn";
+  double heartbeat_interval = 1.0;
+  double heartbeat_timeout = 10.0;
+  double wait_timeout = 60.0;
+  std::vector<std::string> command;
+};
+
+Result<int> listen_unix(const std::string& path) {
+  sockaddr_un addr{};
+  if (path.size() >= sizeof addr.sun_path) return Error{ENAMETOOLONG, "socket path too long: " + path};
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{errno, std::string("socket: ") + std::strerror(errno)};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, SOMAXCONN) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Error{e, "cannot listen on " + path + ": " + std::strerror(e)};
+  }
+  return fd;
+}
+
+Result<std::pair<int, uint16_t>> listen_tcp_loopback() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return Error{errno, std::string("socket: ") + std::strerror(errno)};
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof addr;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    int e = errno;
+    ::close(fd);
+    return Error{e, std::string("cannot listen on loopback: ") + std::strerror(e)};
+  }
+  return std::make_pair(fd, ntohs(addr.sin_port));
+}
+
+std::string self_dir() {
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? std::string(".") : exe.parent_path().string();
+}
+
+std::string loomd_path() {
+  if (const char* p = std::getenv("LOOM_BROKER_PATH"); p && *p) return p;
+  return self_dir() + "/loomd";
+}
+
+// Starts a child with the given fds kept open; it dies with us.
+pid_t spawn(const std::vector<std::string>& argv, const std::vector<int>& keep_fds,
+            const std::map<std::string, std::string>& env, bool die_with_parent, const sigset_t& saved_mask) {
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid != 0) return pid;
+  if (die_with_parent) {
+    ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (::getppid() != parent) ::_exit(1);
+  }
+  ::sigprocmask(SIG_SETMASK, &saved_mask, nullptr);
+  for (int fd : keep_fds) ::fcntl(fd, F_SETFD, 0);  // inherit across exec
+  for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  ::execvp(args[0], args.data());
+  std::fprintf(stderr, "loom start: cannot run %s: %s\n", args[0], std::strerror(errno));
+  ::_exit(127);
+}
+
+int status_to_exit(int status) {
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return 1;
+}
+
+// Waits for the next signal in `set`, up to `timeout` seconds (<0: forever).
+int wait_signal(const sigset_t& set, double timeout) {
+  if (timeout < 0) return ::sigwaitinfo(&set, nullptr);
+  timespec ts{static_cast<time_t>(timeout), static_cast<long>((timeout - static_cast<time_t>(timeout)) * 1e9)};
+  return ::sigtimedwait(&set, nullptr, &ts);
+}
+
+class Launcher {
+ public:
+  explicit Launcher(const StartOpts& o) : o_(o) {}
+
+  int run() {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGCHLD);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGHUP);
+    ::sigprocmask(SIG_BLOCK, &set, &saved_mask_);
+    set_ = set;
+
+    if (auto st = make_rundir(); !st) return fail("start", st.error());
+    if (auto st = launch_brokers(); !st) {
+      stop_brokers();
+      cleanup();
+      return fail("start", st.error());
+    }
+    std::string uri = "local://" + rundir_ + "/rank-0.sock";
+    if (auto st = wait_ready(uri); !st) {
+      stop_brokers();
+      cleanup();
+      return fail("start", st.error());
+    }
+    record_latest(uri);
+    int rc = o_.command.empty() ? serve(uri) : run_command(uri);
+    int brc = stop_brokers();
+    cleanup();
+    if (rc == 0 && brc != 0) rc = brc;
+    return rc;
+  }
+
+ private:
+  Status make_rundir() {
+    if (!o_.rundir.empty()) {
+      rundir_ = o_.rundir;
+      std::error_code ec;
+      fs::create_directories(rundir_, ec);
+      if (ec) return Error{ec.value(), "cannot create " + rundir_ + ": " + ec.message()};
+      return {};
+    }
+    std::string tmpl = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : "/tmp") + "/loom-XXXXXX";
+    if (!::mkdtemp(tmpl.data())) return Error{errno, std::string("mkdtemp: ") + std::strerror(errno)};
+    rundir_ = tmpl;
+    remove_rundir_ = true;
+    return {};
+  }
+
+  Status launch_brokers() {
+    Topology topo{o_.size, o_.fanout};
+    std::vector<int> local_fd(o_.size, -1), overlay_fd(o_.size, -1);
+    std::vector<uint16_t> port(o_.size, 0);
+    for (uint32_t r = 0; r < o_.size; ++r) {
+      auto fd = listen_unix(rundir_ + "/rank-" + std::to_string(r) + ".sock");
+      if (!fd.ok()) return fd.error();
+      local_fd[r] = *fd;
+      if (!topo.children(r).empty()) {
+        auto t = listen_tcp_loopback();
+        if (!t.ok()) return t.error();
+        overlay_fd[r] = t->first;
+        port[r] = t->second;
+      }
+    }
+    std::string loomd = loomd_path();
+    for (uint32_t r = 0; r < o_.size; ++r) {
+      std::vector<std::string> argv = {loomd,
+                                       "--rank=" + std::to_string(r),
+                                       "--size=" + std::to_string(o_.size),
+                                       "--fanout=" + std::to_string(o_.fanout),
+                                       "--local-fd=" + std::to_string(local_fd[r]),
+                                       "--rundir=" + rundir_,
+                                       "--log-level=" + o_.log_level,
+                                       "--heartbeat-interval=" + std::to_string(o_.heartbeat_interval),
+                                       "--heartbeat-timeout=" + std::to_string(o_.heartbeat_timeout)};
+      std::vector<int> keep = {local_fd[r]};
+      if (overlay_fd[r] >= 0) {
+        argv.push_back("--overlay-fd=" + std::to_string(overlay_fd[r]));
+        keep.push_back(overlay_fd[r]);
+      }
+      if (auto p = topo.parent(r)) argv.push_back("--parent-port=" + std::to_string(port[*p]));
+      if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
+      pid_t pid = spawn(argv, keep, {}, true, saved_mask_);
+      if (pid < 0) return Error{errno, std::string("fork: ") + std::strerror(errno)};
+      brokers_[pid] = r;
+    }
+    for (uint32_t r = 0; r < o_.size; ++r) {
+      ::close(local_fd[r]);
+      if (overlay_fd[r] >= 0) ::close(overlay_fd[r]);
+    }
+    return {};
+  }
+
+  Status wait_ready(const std::string& uri) {
+    asio::io_context io;
+    auto clock = make_real_clock(io);
+    auto c = Client::connect(io, *clock, uri);
+    if (!c.ok()) return c.error();
+    auto r = (*c)->call("broker.wait-ready", Json::object(), {0, false, o_.wait_timeout});
+    if (!r.ok()) return Error{r.error().code, "the instance did not come up: " + r.error().text};
+    return {};
+  }
+
+  void record_latest(const std::string& uri) {
+    std::string file = latest_uri_file();
+    std::error_code ec;
+    fs::create_directories(fs::path(file).parent_path(), ec);
+    ::chmod(fs::path(file).parent_path().c_str(), 0700);
+    std::string tmp = file + "." + std::to_string(::getpid());
+    {
+      std::ofstream out(tmp);
+      out << uri << "\n";
+    }
+    fs::rename(tmp, file, ec);
+  }
+
+  // Reaps exited children; returns true if rank 0 is gone.
+  bool reap(pid_t cmd_pid, int* cmd_status) {
+    bool rank0_gone = false;
+    while (true) {
+      int status = 0;
+      pid_t pid = ::waitpid(-1, &status, WNOHANG);
+      if (pid <= 0) break;
+      if (pid == cmd_pid) {
+        *cmd_status = status;
+        continue;
+      }
+      auto it = brokers_.find(pid);
+      if (it == brokers_.end()) continue;
+      if (status_to_exit(status) != 0) {
+        std::cerr << "loom start: broker rank " << it->second << " exited with status " << status_to_exit(status)
+                  << "\n";
+        broker_failed_ = true;
+      }
+      if (it->second == 0) rank0_gone = true;
+      brokers_.erase(it);
+    }
+    return rank0_gone;
+  }
+
+  int serve(const std::string& uri) {
+    std::cout << uri << std::endl;  // one line, then serve: scripts read it
+    while (true) {
+      int sig = wait_signal(set_, -1);
+      if (sig == SIGCHLD) {
+        int ignored = 0;
+        if (reap(-1, &ignored)) {
+          std::cerr << "loom start: rank 0 exited; stopping the instance\n";
+          return 1;
+        }
+        continue;
+      }
+      if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) return 0;
+    }
+  }
+
+  int run_command(const std::string& uri) {
+    pid_t cmd = spawn(o_.command, {}, {{"LOOM_URI", uri}}, false, saved_mask_);
+    if (cmd < 0) return fail("start", std::string("fork: ") + std::strerror(errno));
+    int status = -1;
+    while (status < 0) {
+      int sig = wait_signal(set_, -1);
+      if (sig == SIGCHLD) {
+        reap(cmd, &status);
+      } else if (sig == SIGINT || sig == SIGTERM || sig == SIGHUP) {
+        ::kill(cmd, sig);  // let the command decide; we stop when it exits
+      }
+    }
+    return status_to_exit(status);
+  }
+
+  // Stops rank 0 (which stops its subtree first), then waits for every
+  // broker; stragglers get SIGTERM, then SIGKILL. Never hangs on a rank
+  // that is gone.
+  int stop_brokers() {
+    for (auto& [pid, rank] : brokers_) {
+      if (rank == 0) ::kill(pid, SIGTERM);
+    }
+    double grace = o_.heartbeat_timeout + 5.0;
+    auto deadline = [](double secs) {
+      timespec now{};
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      return now.tv_sec + now.tv_nsec / 1e9 + secs;
+    };
+    auto now = [] {
+      timespec t{};
+      ::clock_gettime(CLOCK_MONOTONIC, &t);
+      return t.tv_sec + t.tv_nsec / 1e9;
+    };
+    for (int round = 0; round < 3 && !brokers_.empty(); ++round) {
+      if (round == 1) {
+        for (auto& [pid, rank] : brokers_) ::kill(pid, SIGTERM);
+      } else if (round == 2) {
+        for (auto& [pid, rank] : brokers_) {
+          std::cerr << "loom start: rank " << rank << " did not stop; killing it\n";
+          ::kill(pid, SIGKILL);
+        }
+      }
+      double until = deadline(round == 0 ? grace : 5.0);
+      int ignored = 0;
+      reap(-1, &ignored);
+      while (!brokers_.empty() && now() < until) {
+        wait_signal(set_, until - now());
+        reap(-1, &ignored);
+      }
+    }
+    return broker_failed_ ? 1 : 0;
+  }
+
+  void cleanup() {
+    std::error_code ec;
+    for (uint32_t r = 0; r < o_.size; ++r) fs::remove(rundir_ + "/rank-" + std::to_string(r) + ".sock", ec);
+    if (remove_rundir_) fs::remove_all(rundir_, ec);
+  }
+
+  const StartOpts& o_;
+  std::string rundir_;
+  bool remove_rundir_ = false;
+  std::map<pid_t, uint32_t> brokers_;
+  bool broker_failed_ = false;
+  sigset_t set_{};
+  sigset_t saved_mask_{};
+};
+
+}  // namespace
+
+void add_start_command(CLI::App& app, Runner& run) {
+  auto o = std::make_shared<StartOpts>();
+  auto* sub = app.add_subcommand("start", "Start an instance of one or more brokers on this machine");
+  sub->add_option("--test-size", o->size, "Number of brokers (ranks) to start (default 1)")
+      ->check(CLI::Range(1u, 4096u));
+  sub->add_option("--fanout", o->fanout, "Children per broker in the overlay tree (default 2)")
+      ->check(CLI::Range(1u, 1024u));
+  sub->add_option("--rundir", o->rundir, "Directory for the brokers' sockets (default: a new temporary one)");
+  sub->add_option("--state-dir", o->state_dir, "Directory for durable state (default: none, nothing kept)");
+  sub->add_option("--log-level", o->log_level, "Broker log level: trace, debug, info, warn, error (default warn)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  sub->add_option("--heartbeat-interval", o->heartbeat_interval, "Seconds between overlay heartbeats (default 1)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--heartbeat-timeout", o->heartbeat_timeout,
+                  "Seconds of silence after which a broker is declared lost (default 10)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--wait-timeout", o->wait_timeout, "Seconds to wait for every rank to come up (default 60)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("command", o->command, "Command to run inside the instance (after --)");
+  sub->footer(
+      "With a command: run it with LOOM_URI set, stop the instance when it exits, exit with its status.\n"
+      "Without: print the instance's URI and serve until SIGINT or SIGTERM.\n"
+      "Example: loom start --test-size=4 -- loom rpc --rank 3 broker.info");
+  sub->callback([o, &run] {
+    run = [o] {
+      if (o->heartbeat_timeout <= o->heartbeat_interval) {
+        return fail("start", "--heartbeat-timeout must be longer than --heartbeat-interval");
+      }
+      return Launcher(*o).run();
+    };
+  });
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,154 @@
+#include "msg/codec.h"
+
+#include <cstring>
+
+#include "base/assert.h"
+
+namespace loom {
+namespace {
+
+void put_u8(std::string& out, uint8_t v) { out.push_back(static_cast<char>(v)); }
+void put_u32(std::string& out, uint32_t v) {
+  char b[4];
+  for (int i = 0; i < 4; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 4);
+}
+void put_u64(std::string& out, uint64_t v) {
+  char b[8];
+  for (int i = 0; i < 8; ++i) b[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  out.append(b, 8);
+}
+
+class Reader {
+ public:
+  explicit Reader(std::string_view s) : s_(s) {}
+  bool has(size_t n) const { return s_.size() - pos_ >= n; }
+  uint8_t u8() { return static_cast<uint8_t>(s_[pos_++]); }
+  uint32_t u32() {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; ++i) v |= uint32_t{static_cast<uint8_t>(s_[pos_ + i])} << (8 * i);
+    pos_ += 4;
+    return v;
+  }
+  uint64_t u64() {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; ++i) v |= uint64_t{static_cast<uint8_t>(s_[pos_ + i])} << (8 * i);
+    pos_ += 8;
+    return v;
+  }
+  std::string_view bytes(size_t n) {
+    auto v = s_.substr(pos_, n);
+    pos_ += n;
+    return v;
+  }
+  std::string_view rest() { return s_.substr(pos_); }
+
+ private:
+  std::string_view s_;
+  size_t pos_ = 0;
+};
+
+bool valid_type(uint8_t t) {
+  return t == static_cast<uint8_t>(MsgType::kRequest) || t == static_cast<uint8_t>(MsgType::kResponse) ||
+         t == static_cast<uint8_t>(MsgType::kEvent);
+}
+
+Error proto(std::string text) { return Error{EPROTO, std::move(text)}; }
+
+}  // namespace
+
+Status validate_message(const Message& m) {
+  if (!valid_type(static_cast<uint8_t>(m.type))) return proto("unknown message type");
+  if (m.flags & ~msgflag::kAll) return proto("unknown message flags");
+  if (m.topic.empty()) return proto("empty topic");
+  if (m.topic.size() > kMaxTopicSize) return proto("topic longer than 255 bytes");
+  for (unsigned char c : m.topic) {
+    if (c <= 0x20 || c >= 0x7f) return proto("topic has a space or a non-printable byte");
+  }
+  if (m.route.size() > kMaxRouteHops) return proto("route longer than 64 hops");
+  if (m.is_request() && m.has_flag(msgflag::kStreaming) && m.has_flag(msgflag::kNoResponse)) {
+    return proto("a request cannot be both streaming and no-response");
+  }
+  return {};
+}
+
+void encode_message(const Message& m, std::string& out) {
+  LOOM_ASSERT(m.topic.size() <= kMaxTopicSize);
+  LOOM_ASSERT(m.route.size() <= kMaxRouteHops);
+  size_t body = kFrameHeaderSize + m.topic.size() + 8 * m.route.size() + m.payload.size();
+  LOOM_ASSERT(body <= kMaxFrameSize);
+  out.reserve(out.size() + 4 + body);
+  put_u32(out, static_cast<uint32_t>(body));
+  put_u8(out, kCodecVersion);
+  put_u8(out, static_cast<uint8_t>(m.type));
+  put_u8(out, m.flags);
+  put_u8(out, static_cast<uint8_t>(m.route.size()));
+  put_u32(out, m.matchtag);
+  put_u32(out, m.nodeid);
+  put_u32(out, m.userid);
+  put_u32(out, m.rolemask);
+  put_u32(out, static_cast<uint32_t>(m.errnum));
+  put_u32(out, m.seq);
+  put_u8(out, static_cast<uint8_t>(m.topic.size()));
+  out.append(m.topic);
+  for (HopId h : m.route) put_u64(out, h);
+  out.append(m.payload);
+}
+
+std::string encode_message(const Message& m) {
+  std::string out;
+  encode_message(m, out);
+  return out;
+}
+
+Result<Message> decode_body(std::string_view body) {
+  Reader r(body);
+  if (!r.has(kFrameHeaderSize)) return proto("truncated frame header");
+  uint8_t version = r.u8();
+  if (version != kCodecVersion) return proto("unsupported codec version " + std::to_string(version));
+  Message m;
+  uint8_t type = r.u8();
+  if (!valid_type(type)) return proto("unknown message type " + std::to_string(type));
+  m.type = static_cast<MsgType>(type);
+  m.flags = r.u8();
+  uint8_t hops = r.u8();
+  m.matchtag = r.u32();
+  m.nodeid = r.u32();
+  m.userid = r.u32();
+  m.rolemask = r.u32();
+  m.errnum = static_cast<int32_t>(r.u32());
+  m.seq = r.u32();
+  uint8_t topic_len = r.u8();
+  if (!r.has(topic_len)) return proto("truncated topic");
+  m.topic = std::string(r.bytes(topic_len));
+  if (hops > kMaxRouteHops) return proto("route longer than 64 hops");
+  if (!r.has(size_t{8} * hops)) return proto("truncated route");
+  m.route.reserve(hops);
+  for (int i = 0; i < hops; ++i) m.route.push_back(r.u64());
+  m.payload = std::string(r.rest());
+  if (auto st = validate_message(m); !st) return st.error();
+  return m;
+}
+
+Result<std::optional<Message>> FrameDecoder::next() {
+  if (buf_.size() - pos_ < 4) return std::optional<Message>{};
+  uint32_t len = 0;
+  for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<uint8_t>(buf_[pos_ + i])} << (8 * i);
+  if (len > max_frame_) return proto("frame of " + std::to_string(len) + " bytes exceeds the limit");
+  if (buf_.size() - pos_ - 4 < len) return std::optional<Message>{};
+  auto m = decode_body(std::string_view(buf_).substr(pos_ + 4, len));
+  pos_ += 4 + len;
+  // Compact once the consumed prefix dominates, so the buffer stays small
+  // without moving bytes on every message.
+  if (pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  } else if (pos_ > 65536 && pos_ * 2 > buf_.size()) {
+    buf_.erase(0, pos_);
+    pos_ = 0;
+  }
+  if (!m.ok()) return m.error();
+  return std::optional<Message>(std::move(m.value()));
+}
+
+}  // namespace loom

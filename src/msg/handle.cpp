@@ -1,0 +1,171 @@
+#include "msg/handle.h"
+
+#include <spdlog/spdlog.h>
+
+namespace loom {
+
+Handle::Handle(Clock& clock, SendFn send) : clock_(clock), send_(std::move(send)) {}
+
+Handle::~Handle() = default;
+
+void Handle::set_credentials(uint32_t userid, uint32_t rolemask) {
+  userid_ = userid;
+  rolemask_ = rolemask;
+}
+
+void Handle::send(Message m) {
+  if (m.userid == kUserIdUnknown) {
+    m.userid = userid_;
+    m.rolemask = rolemask_;
+  }
+  send_(std::move(m));
+}
+
+uint32_t Handle::next_matchtag() {
+  // Skip 0 (matchtag-less) and any tag still in flight after wrapping.
+  do {
+    ++matchtag_;
+  } while (matchtag_ == 0 || rpcs_.count(matchtag_));
+  return matchtag_;
+}
+
+uint32_t Handle::rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn) {
+  uint32_t tag = next_matchtag();
+  Message m = make_request(std::move(topic), std::move(payload), opts.nodeid,
+                           opts.streaming ? msgflag::kStreaming : 0);
+  m.matchtag = tag;
+  Rpc rpc{std::move(fn), opts.streaming, nullptr};
+  if (opts.timeout > 0) {
+    rpc.timer = clock_.make_timer();
+    Message req = m;  // for the synthetic error response
+    rpc.timer->arm(opts.timeout, [this, tag, req = std::move(req), timeout = opts.timeout] {
+      auto it = rpcs_.find(tag);
+      if (it == rpcs_.end()) return;
+      auto f = std::move(it->second.fn);
+      rpcs_.erase(it);
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "no response within %gs", timeout);
+      f(make_error_response(req, ETIMEDOUT, buf));
+    });
+  }
+  rpcs_.emplace(tag, std::move(rpc));
+  send(std::move(m));
+  return tag;
+}
+
+void Handle::cancel_rpc(uint32_t matchtag) { rpcs_.erase(matchtag); }
+
+void Handle::send_oneway(std::string topic, std::string payload, uint32_t nodeid) {
+  send(make_request(std::move(topic), std::move(payload), nodeid, msgflag::kNoResponse));
+}
+
+void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = std::move(fn); }
+
+void Handle::add_method(const std::string& topic, Access access, RequestFn fn) {
+  methods_[topic] = Method{access, std::move(fn)};
+}
+
+void Handle::remove_methods(const std::string& service) {
+  std::string prefix = service + ".";
+  std::erase_if(methods_, [&](const auto& kv) { return kv.first.starts_with(prefix); });
+}
+
+void Handle::respond(const Message& req, std::string payload) {
+  if (!req.wants_response()) return;
+  send(make_response(req, std::move(payload)));
+}
+
+void Handle::respond_error(const Message& req, int errnum, std::string_view text) {
+  if (!req.wants_response()) return;
+  send(make_error_response(req, errnum, text));
+}
+
+void Handle::subscribe(const std::string& prefix, EventFn fn, std::function<void(const Error*)> done) {
+  subscriptions_.emplace_back(prefix, std::move(fn));
+  rpc("event.subscribe", Json{{"topic", prefix}}, {}, [done = std::move(done)](const Message& r) {
+    if (!done) return;
+    if (r.errnum) {
+      Error e{r.errnum, error_text(r)};
+      done(&e);
+    } else {
+      done(nullptr);
+    }
+  });
+}
+
+void Handle::publish(std::string topic, std::string payload) {
+  send(make_event(std::move(topic), std::move(payload)));
+}
+
+void Handle::dispatch(Message&& m) {
+  switch (m.type) {
+    case MsgType::kResponse: dispatch_response(std::move(m)); break;
+    case MsgType::kRequest: dispatch_request(std::move(m)); break;
+    case MsgType::kEvent: dispatch_event(m); break;
+  }
+}
+
+void Handle::dispatch_response(Message&& m) {
+  if (m.matchtag == 0) {
+    auto it = matchless_.find(m.topic);
+    if (it != matchless_.end()) {
+      auto fn = it->second;  // the handler may replace itself
+      fn(m);
+    }
+    return;
+  }
+  auto it = rpcs_.find(m.matchtag);
+  if (it == rpcs_.end()) return;  // cancelled or timed out: drop
+  bool last = !it->second.streaming || m.errnum != 0;
+  if (last) {
+    auto fn = std::move(it->second.fn);
+    rpcs_.erase(it);
+    fn(m);
+  } else {
+    it->second.fn(m);
+  }
+}
+
+void Handle::dispatch_request(Message&& m) {
+  auto it = methods_.find(m.topic);
+  if (it == methods_.end()) {
+    // Every service answers ping, so `loom ping SERVICE` works for all.
+    if (m.method() == "ping") {
+      respond(m, m.payload.empty() ? std::string("{}") : m.payload);
+      return;
+    }
+    if (m.method() == "disconnect") return;  // nothing to clean up here
+    respond_error(m, ENOSYS, "unknown method " + m.topic);
+    return;
+  }
+  if (it->second.access == Access::kOwner && !(m.rolemask & role::kOwner)) {
+    respond_error(m, EPERM, m.topic + " is restricted to the instance owner");
+    return;
+  }
+  auto fn = it->second.fn;  // the handler may remove its own method
+  fn(m);
+}
+
+void Handle::dispatch_event(const Message& m) {
+  // Copy the matching handlers first: a handler may (un)subscribe.
+  std::vector<EventFn> fns;
+  for (auto& [prefix, fn] : subscriptions_) {
+    if (m.topic.starts_with(prefix)) fns.push_back(fn);
+  }
+  for (auto& fn : fns) fn(m);
+}
+
+void Handle::fail_all(int errnum, const std::string& text) {
+  auto rpcs = std::move(rpcs_);
+  rpcs_.clear();
+  for (auto& [tag, rpc] : rpcs) {
+    Message r;
+    r.type = MsgType::kResponse;
+    r.matchtag = tag;
+    r.errnum = errnum;
+    r.payload = dump_json(Json{{"errstr", text}});
+    rpc.fn(r);
+  }
+}
+
+}  // namespace loom

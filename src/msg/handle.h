@@ -1,0 +1,121 @@
+// Handle: one endpoint's view of the message protocol (DESIGN §3), the same
+// for a CLI client, a test, the simulator and a service inside a broker.
+//
+//   rpc()              send a request; the callback gets each response.
+//                      Single-response RPCs end after one response;
+//                      streaming ones end with an ENODATA error response.
+//   on_response()      responses without a matchtag, matched by the
+//                      caller (e.g. by a job id in the payload).
+//   add_method()       serve TOPIC with a per-method access rule.
+//   subscribe()        receive events whose topic starts with a prefix.
+//
+// A Handle does not own its transport: it is given a function to send
+// with, and its owner feeds it every message that arrives (dispatch()).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "msg/json.h"
+#include "msg/message.h"
+
+namespace loom {
+
+enum class Access { kOwner, kUser };
+
+using ResponseFn = std::function<void(const Message&)>;
+using RequestFn = std::function<void(const Message&)>;
+using EventFn = std::function<void(const Message&)>;
+
+struct RpcOptions {
+  uint32_t nodeid = kNodeAny;
+  bool streaming = false;
+  double timeout = 0;  // seconds; 0 = none. On expiry the callback gets ETIMEDOUT.
+};
+
+class Handle {
+ public:
+  using SendFn = std::function<void(Message)>;
+  Handle(Clock& clock, SendFn send);
+  ~Handle();
+  Handle(const Handle&) = delete;
+  Handle& operator=(const Handle&) = delete;
+
+  Clock& clock() { return clock_; }
+
+  // Credentials to put on every outgoing message (the broker keeps them
+  // only when this connection belongs to the instance owner).
+  void set_credentials(uint32_t userid, uint32_t rolemask);
+
+  // --- client side ---
+  // Sends a request; returns its matchtag (to cancel_rpc with).
+  uint32_t rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn);
+  uint32_t rpc(std::string topic, const Json& payload, RpcOptions opts, ResponseFn fn) {
+    return rpc(std::move(topic), dump_json(payload), opts, std::move(fn));
+  }
+  // Forgets an RPC: later responses to it are dropped.
+  void cancel_rpc(uint32_t matchtag);
+  size_t rpcs_in_flight() const { return rpcs_.size(); }
+  // Sends a request that wants no response.
+  void send_oneway(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
+  // Handler for responses that carry no matchtag, by exact topic.
+  void on_response(const std::string& topic, ResponseFn fn);
+
+  // --- service side ---
+  void add_method(const std::string& topic, Access access, RequestFn fn);
+  void remove_methods(const std::string& service);
+  void respond(const Message& req, std::string payload);
+  void respond(const Message& req, const Json& payload) { respond(req, dump_json(payload)); }
+  void respond_error(const Message& req, int errnum, std::string_view text);
+  void respond_error(const Message& req, const Error& e) { respond_error(req, e.code, e.text); }
+
+  // --- events ---
+  // Asks the broker for events under `prefix`; `fn` sees each one.
+  // `done` (optional) runs once the subscription is in place.
+  void subscribe(const std::string& prefix, EventFn fn, std::function<void(const Error*)> done = nullptr);
+  void publish(std::string topic, std::string payload);
+
+  // Everything that arrives for this endpoint goes through here.
+  void dispatch(Message&& m);
+
+  // Fails every RPC in flight with `errnum` (the transport went away).
+  void fail_all(int errnum, const std::string& text);
+
+ private:
+  struct Rpc {
+    ResponseFn fn;
+    bool streaming = false;
+    std::unique_ptr<Timer> timer;
+  };
+  struct Method {
+    Access access;
+    RequestFn fn;
+  };
+
+  void send(Message m);
+  void dispatch_response(Message&& m);
+  void dispatch_request(Message&& m);
+  void dispatch_event(const Message& m);
+  uint32_t next_matchtag();
+
+  Clock& clock_;
+  SendFn send_;
+  uint32_t userid_ = kUserIdUnknown;
+  uint32_t rolemask_ = role::kNone;
+  uint32_t matchtag_ = 0;
+  std::unordered_map<uint32_t, Rpc> rpcs_;
+  std::unordered_map<std::string, ResponseFn> matchless_;
+  std::unordered_map<std::string, Method> methods_;
+  std::vector<std::pair<std::string, EventFn>> subscriptions_;
+  // Shared with callbacks posted by this Handle, to know it still exists.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+};
+
+}  // namespace loom

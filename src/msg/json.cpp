@@ -1,0 +1,59 @@
+#include "msg/json.h"
+
+namespace loom {
+
+namespace {
+// A linear pre-scan that measures nesting without recursion, skipping
+// brackets inside strings. Cheaper than parsing, and it runs first so that
+// nlohmann never builds a value deep enough to hurt.
+bool nests_deeper_than(std::string_view s, int max_depth) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    switch (c) {
+      case '"': in_string = true; break;
+      case '[':
+      case '{':
+        if (++depth > max_depth) return true;
+        break;
+      case ']':
+      case '}': --depth; break;
+      default: break;
+    }
+  }
+  return false;
+}
+}  // namespace
+
+Result<Json> parse_json(std::string_view text, int max_depth) {
+  if (nests_deeper_than(text, max_depth)) {
+    return Error{EPROTO, "JSON nests deeper than " + std::to_string(max_depth) + " levels"};
+  }
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    // Parse again with exceptions only to get a useful position in the text.
+    try {
+      Json ignored = Json::parse(text);
+      (void)ignored;
+    } catch (const Json::parse_error& e) {
+      std::string what = e.what();
+      auto pos = what.find("parse error");
+      return Error{EPROTO, "invalid JSON: " + (pos == std::string::npos ? what : what.substr(pos))};
+    }
+    return Error{EPROTO, "invalid JSON"};
+  }
+  return j;
+}
+
+std::string dump_json(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+
+}  // namespace loom

@@ -1,0 +1,24 @@
+// JSON parsing with a nesting limit. nlohmann-json itself accepts any depth
+// and then overflows the stack when it dumps or destroys the value, so
+// every payload from outside goes through parse_json.
+#pragma once
+
+#include <nlohmann/json.hpp>
+#include <string_view>
+
+#include "base/result.h"
+
+namespace loom {
+
+using Json = nlohmann::json;
+
+inline constexpr int kMaxJsonDepth = 64;
+
+// Parses `text`; EPROTO with a one-line reason if it is not JSON or nests
+// deeper than `max_depth` arrays/objects.
+Result<Json> parse_json(std::string_view text, int max_depth = kMaxJsonDepth);
+
+// Dumps compactly; invalid UTF-8 in strings is replaced, never thrown.
+std::string dump_json(const Json& j);
+
+}  // namespace loom
