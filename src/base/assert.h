@@ -6,5 +6,4 @@ namespace loom::detail {
 [[noreturn]] void assert_fail(const char* cond, const char* file, int line);
 }
 
-#define LOOM_ASSERT(cond) \
-  ((cond) ? static_cast<void>(0) : ::loom::detail::assert_fail(#cond, __FILE__, __LINE__))
+#define LOOM_ASSERT(cond) ((cond) ? static_cast<void>(0) : ::loom::detail::assert_fail(#cond, __FILE__, __LINE__))

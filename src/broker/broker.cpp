@@ -263,8 +263,9 @@ void Broker::route_request(Message&& m) {
         return;
       }
     }
-    respond_error(m, EHOSTUNREACH, "rank " + std::to_string(m.nodeid) + " is not reachable (rank " +
-                                       std::to_string(*child) + " is not connected)");
+    respond_error(m, EHOSTUNREACH,
+                  "rank " + std::to_string(m.nodeid) + " is not reachable (rank " + std::to_string(*child) +
+                      " is not connected)");
     return;
   }
   if (parent_peer_) {

@@ -84,8 +84,8 @@ class Broker {
     uint32_t rank = 0;  // the broker at the other end of an overlay link
     bool hello = false;
     double last_rx = 0;
-    std::shared_ptr<Connection> conn;  // shared with Asio handlers in flight
-    std::unique_ptr<Handle> handle;    // modules only
+    std::shared_ptr<Connection> conn;                      // shared with Asio handlers in flight
+    std::unique_ptr<Handle> handle;                        // modules only
     std::set<std::pair<std::string, uint32_t>> talked_to;  // clients: (service, nodeid)
     std::vector<std::string> subscriptions;
     std::vector<std::string> services;

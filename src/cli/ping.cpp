@@ -28,22 +28,23 @@ int run_ping(const PingOpts& o) {
   std::function<void()> send_one = [&] {
     int seq = sent++;
     double t0 = sess.clock->now();
-    sess.handle().rpc(topic, Json{{"seq", seq}}, {rank_or_any(o.rank), false, o.timeout}, [&, seq, t0](const Message& r) {
-      double ms = (sess.clock->now() - t0) * 1000.0;
-      if (r.errnum) {
-        rc = fail("ping", topic + ": " + error_text(r));
-        return;
-      }
-      ++answered;
-      std::string where = o.rank < 0 ? "" : " rank=" + std::to_string(o.rank);
-      std::printf("%s%s seq=%d time=%.3f ms\n", topic.c_str(), where.c_str(), seq, ms);
-      std::fflush(stdout);
-      if (o.count > 0 && answered >= o.count) {
-        rc = 0;
-        return;
-      }
-      timer->arm(o.interval, send_one);
-    });
+    sess.handle().rpc(topic, Json{{"seq", seq}}, {rank_or_any(o.rank), false, o.timeout},
+                      [&, seq, t0](const Message& r) {
+                        double ms = (sess.clock->now() - t0) * 1000.0;
+                        if (r.errnum) {
+                          rc = fail("ping", topic + ": " + error_text(r));
+                          return;
+                        }
+                        ++answered;
+                        std::string where = o.rank < 0 ? "" : " rank=" + std::to_string(o.rank);
+                        std::printf("%s%s seq=%d time=%.3f ms\n", topic.c_str(), where.c_str(), seq, ms);
+                        std::fflush(stdout);
+                        if (o.count > 0 && answered >= o.count) {
+                          rc = 0;
+                          return;
+                        }
+                        timer->arm(o.interval, send_one);
+                      });
   };
   send_one();
   while (rc < 0 && sess.client->is_open()) sess.io.run_one();
@@ -59,8 +60,7 @@ void add_ping_command(CLI::App& app, Runner& run) {
       ->check(CLI::NonNegativeNumber);
   sub->add_option("-c,--count", o->count, "Number of pings, 0 for no end (default 1)")->check(CLI::NonNegativeNumber);
   sub->add_option("-i,--interval", o->interval, "Seconds between pings (default 1)")->check(CLI::NonNegativeNumber);
-  sub->add_option("--timeout", o->timeout, "Seconds to wait for each answer (default 10)")
-      ->check(CLI::PositiveNumber);
+  sub->add_option("--timeout", o->timeout, "Seconds to wait for each answer (default 10)")->check(CLI::PositiveNumber);
   sub->add_option("service", o->service, "Service name (e.g. broker, kvs) or a full topic")->required();
   sub->callback([o, &run] { run = [o] { return run_ping(*o); }; });
 }

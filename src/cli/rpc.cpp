@@ -50,8 +50,10 @@ int run_rpc(const RpcOpts& o) {
 
 void add_rpc_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<RpcOpts>();
-  auto* sub = app.add_subcommand("rpc", "Send a request to any service and print each response payload as one JSON line");
-  sub->add_option("--rank", o->rank, "Send to this rank (default: the nearest provider)")->check(CLI::NonNegativeNumber);
+  auto* sub =
+      app.add_subcommand("rpc", "Send a request to any service and print each response payload as one JSON line");
+  sub->add_option("--rank", o->rank, "Send to this rank (default: the nearest provider)")
+      ->check(CLI::NonNegativeNumber);
   sub->add_flag("--stream", o->stream, "Streaming request: print every response until the stream ends");
   sub->add_option("--timeout", o->timeout, "Give up after this many seconds (default: wait forever)")
       ->check(CLI::NonNegativeNumber);

@@ -61,10 +61,9 @@ class StreamConnection final : public Connection, public std::enable_shared_from
 
  private:
   void read_more() {
-    socket_.async_read_some(asio::buffer(rbuf_, sizeof rbuf_),
-                            [self = this->shared_from_this()](const std::error_code& ec, size_t n) {
-                              self->on_read(ec, n);
-                            });
+    socket_.async_read_some(
+        asio::buffer(rbuf_, sizeof rbuf_),
+        [self = this->shared_from_this()](const std::error_code& ec, size_t n) { self->on_read(ec, n); });
   }
 
   void on_read(const std::error_code& ec, size_t n) {

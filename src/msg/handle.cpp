@@ -31,8 +31,7 @@ uint32_t Handle::next_matchtag() {
 
 uint32_t Handle::rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn) {
   uint32_t tag = next_matchtag();
-  Message m = make_request(std::move(topic), std::move(payload), opts.nodeid,
-                           opts.streaming ? msgflag::kStreaming : 0);
+  Message m = make_request(std::move(topic), std::move(payload), opts.nodeid, opts.streaming ? msgflag::kStreaming : 0);
   m.matchtag = tag;
   Rpc rpc{std::move(fn), opts.streaming, nullptr};
   if (opts.timeout > 0) {
@@ -93,9 +92,7 @@ void Handle::subscribe(const std::string& prefix, EventFn fn, std::function<void
   });
 }
 
-void Handle::publish(std::string topic, std::string payload) {
-  send(make_event(std::move(topic), std::move(payload)));
-}
+void Handle::publish(std::string topic, std::string payload) { send(make_event(std::move(topic), std::move(payload))); }
 
 void Handle::dispatch(Message&& m) {
   switch (m.type) {

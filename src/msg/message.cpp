@@ -54,7 +54,8 @@ Message make_response(const Message& req, std::string payload) {
 Message make_error_response(const Message& req, int errnum, std::string_view text) {
   Message m = make_response(req);
   m.errnum = errnum == 0 ? EINVAL : errnum;
-  if (!text.empty()) m.payload = nlohmann::json{{"errstr", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  if (!text.empty())
+    m.payload = nlohmann::json{{"errstr", text}}.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
   return m;
 }
 

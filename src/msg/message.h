@@ -17,7 +17,7 @@ inline constexpr uint8_t kNoResponse = 0x02;  // request expects no response at 
 inline constexpr uint8_t kAll = kStreaming | kNoResponse;
 }  // namespace msgflag
 
-inline constexpr uint32_t kNodeAny = 0xFFFFFFFFu;     // nearest provider, else upstream
+inline constexpr uint32_t kNodeAny = 0xFFFFFFFFu;  // nearest provider, else upstream
 inline constexpr uint32_t kUserIdUnknown = 0xFFFFFFFFu;
 
 namespace role {
@@ -61,8 +61,7 @@ struct Message {
   std::string_view method() const;
 };
 
-Message make_request(std::string topic, std::string payload = {}, uint32_t nodeid = kNodeAny,
-                     uint8_t flags = 0);
+Message make_request(std::string topic, std::string payload = {}, uint32_t nodeid = kNodeAny, uint8_t flags = 0);
 Message make_event(std::string topic, std::string payload = {});
 // A response to `req`: same topic, matchtag and route.
 Message make_response(const Message& req, std::string payload = {});
