@@ -14,6 +14,7 @@ int main(int argc, char** argv) {
   loom::cli::add_ping_command(app, run);
   loom::cli::add_rpc_command(app, run);
   loom::cli::add_status_command(app, run);
+  loom::cli::add_kvs_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -10,6 +10,13 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "broker/broker.h"
+#include "kvs/kvs.h"
+#include "kvs/storage.h"
+
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
@@ -31,7 +38,9 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-timeout", cfg.heartbeat_timeout, "Seconds of silence before a link is lost")
       ->check(CLI::PositiveNumber);
   app.add_option("--rundir", rundir, "Run directory of the instance");
-  app.add_option("--state-dir", state_dir, "Durable state directory");
+  std::string kvs_sync = "normal";
+  app.add_option("--state-dir", state_dir, "Durable state directory (default: a temporary one, removed at exit)");
+  app.add_option("--kvs-synchronous", kvs_sync, "off, normal (survives a process crash) or full (survives power loss)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
   CLI11_PARSE(app, argc, argv);
   if (cfg.rank >= cfg.size) {
@@ -48,9 +57,53 @@ int main(int argc, char** argv) {
     exit_code = code;
     io.stop();
   });
+  // Rank 0 holds the KVS. Open its store before serving anything, so a
+  // bad state directory stops the broker with one clear line.
+  std::unique_ptr<loom::Storage> storage;
+  std::string temp_state;
+  if (cfg.rank == 0) {
+    auto sync = loom::parse_synchronous(kvs_sync);
+    if (!sync.ok()) {
+      std::cerr << "loomd: " << sync.error().text << "\n";
+      return 1;
+    }
+    if (state_dir.empty()) {
+      const char* tmp = std::getenv("TMPDIR");
+      std::string tmpl = std::string(tmp && *tmp ? tmp : "/tmp") + "/loom-state-XXXXXX";
+      if (!::mkdtemp(tmpl.data())) {
+        std::cerr << "loomd: cannot create a temporary state directory\n";
+        return 1;
+      }
+      state_dir = temp_state = tmpl;
+    }
+    auto st = loom::open_sqlite_storage(state_dir, *sync);
+    if (!st.ok()) {
+      std::cerr << "loomd: " << st.error().text << "\n";
+      if (!temp_state.empty()) std::filesystem::remove_all(temp_state);
+      return 1;
+    }
+    storage = std::move(*st);
+  }
+  struct TempDir {
+    std::string path;
+    ~TempDir() {
+      std::error_code ec;
+      if (!path.empty()) std::filesystem::remove_all(path, ec);
+    }
+  } temp_dir{temp_state};
+
   if (auto st = broker.start(); !st) {
     std::cerr << "loomd: " << st.error().text << "\n";
     return 1;
+  }
+  std::unique_ptr<loom::Kvs> kvs;
+  if (storage) {
+    auto k = loom::Kvs::create(io, broker.add_module({"kvs"}), std::move(storage), static_cast<uint32_t>(::getuid()));
+    if (!k.ok()) {
+      std::cerr << "loomd: " << k.error().text << "\n";
+      return 1;
+    }
+    kvs = std::move(*k);
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

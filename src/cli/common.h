@@ -42,5 +42,6 @@ void add_start_command(CLI::App& app, Runner& run);
 void add_ping_command(CLI::App& app, Runner& run);
 void add_rpc_command(CLI::App& app, Runner& run);
 void add_status_command(CLI::App& app, Runner& run);
+void add_kvs_command(CLI::App& app, Runner& run);
 
 }  // namespace loom::cli

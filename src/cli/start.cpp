@@ -41,8 +41,41 @@ struct StartOpts {
   double heartbeat_interval = 1.0;
   double heartbeat_timeout = 10.0;
   double wait_timeout = 60.0;
+  std::vector<std::string> setconf;
   std::vector<std::string> command;
 };
+
+// --setconf KEY=VALUE: the configuration keys known so far, as broker flags.
+Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
+  for (const auto& kv : o.setconf) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) return Error{EINVAL, "--setconf wants KEY=VALUE, got \"" + kv + "\""};
+    std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
+    try {
+      if (key == "kvs.synchronous") {
+        if (value != "off" && value != "normal" && value != "full") {
+          return Error{EINVAL, "kvs.synchronous must be off, normal or full"};
+        }
+        rank0_args.push_back("--kvs-synchronous=" + value);
+      } else if (key == "broker.fanout") {
+        int f = std::stoi(value);
+        if (f < 1) return Error{EINVAL, "broker.fanout must be at least 1"};
+        o.fanout = static_cast<uint32_t>(f);
+      } else if (key == "broker.heartbeat-interval") {
+        o.heartbeat_interval = std::stod(value);
+      } else if (key == "broker.heartbeat-timeout") {
+        o.heartbeat_timeout = std::stod(value);
+      } else {
+        return Error{EINVAL, "unknown configuration key " + key +
+                                 " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
+                                 "broker.heartbeat-timeout)"};
+      }
+    } catch (const std::exception&) {
+      return Error{EINVAL, "bad value for " + key + ": \"" + value + "\""};
+    }
+  }
+  return {};
+}
 
 Result<int> listen_unix(const std::string& path) {
   sockaddr_un addr{};
@@ -123,7 +156,7 @@ int wait_signal(const sigset_t& set, double timeout) {
 
 class Launcher {
  public:
-  explicit Launcher(const StartOpts& o) : o_(o) {}
+  Launcher(const StartOpts& o, std::vector<std::string> rank0_args) : o_(o), rank0_args_(std::move(rank0_args)) {}
 
   int run() {
     sigset_t set;
@@ -204,6 +237,7 @@ class Launcher {
       }
       if (auto p = topo.parent(r)) argv.push_back("--parent-port=" + std::to_string(port[*p]));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
+      if (r == 0) argv.insert(argv.end(), rank0_args_.begin(), rank0_args_.end());
       pid_t pid = spawn(argv, keep, {}, true, saved_mask_);
       if (pid < 0) return Error{errno, std::string("fork: ") + std::strerror(errno)};
       brokers_[pid] = r;
@@ -338,6 +372,7 @@ class Launcher {
   }
 
   const StartOpts& o_;
+  std::vector<std::string> rank0_args_;
   std::string rundir_;
   bool remove_rundir_ = false;
   std::map<pid_t, uint32_t> brokers_;
@@ -366,6 +401,7 @@ void add_start_command(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--wait-timeout", o->wait_timeout, "Seconds to wait for every rank to come up (default 60)")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--setconf", o->setconf, "Set one configuration key, KEY=VALUE (e.g. kvs.synchronous=full)");
   sub->add_option("command", o->command, "Command to run inside the instance (after --)");
   sub->footer(
       "With a command: run it with LOOM_URI set, stop the instance when it exits, exit with its status.\n"
@@ -373,10 +409,12 @@ void add_start_command(CLI::App& app, Runner& run) {
       "Example: loom start --test-size=4 -- loom rpc --rank 3 broker.info");
   sub->callback([o, &run] {
     run = [o] {
+      std::vector<std::string> rank0_args;
+      if (auto st = apply_setconf(*o, rank0_args); !st) return fail("start", st.error());
       if (o->heartbeat_timeout <= o->heartbeat_interval) {
-        return fail("start", "--heartbeat-timeout must be longer than --heartbeat-interval");
+        return fail("start", "the heartbeat timeout must be longer than the heartbeat interval");
       }
-      return Launcher(*o).run();
+      return Launcher(*o, std::move(rank0_args)).run();
     };
   });
 }

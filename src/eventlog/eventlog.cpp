@@ -1,0 +1,76 @@
+#include "eventlog/eventlog.h"
+
+#include <cmath>
+
+namespace loom {
+
+Status validate_event(const EventEntry& e) {
+  if (!std::isfinite(e.timestamp) || e.timestamp < 0) return Error{EINVAL, "timestamp must be a non-negative number"};
+  if (e.name.empty()) return Error{EINVAL, "event name is empty"};
+  for (unsigned char c : e.name) {
+    if (c <= 0x20 || c == 0x7f) return Error{EINVAL, "event name \"" + e.name + "\" has whitespace or a control byte"};
+  }
+  if (!e.context.is_null() && !e.context.is_object()) return Error{EINVAL, "event context must be an object"};
+  return {};
+}
+
+Result<EventEntry> parse_event(std::string_view line) {
+  auto j = parse_json(line);
+  if (!j.ok()) return Error{EINVAL, j.error().text};
+  if (!j->is_object()) return Error{EINVAL, "an event must be a JSON object"};
+  EventEntry e;
+  for (auto& [k, v] : j->items()) {
+    if (k == "timestamp") {
+      if (!v.is_number()) return Error{EINVAL, "timestamp must be a number"};
+      e.timestamp = v.get<double>();
+    } else if (k == "name") {
+      if (!v.is_string()) return Error{EINVAL, "name must be a string"};
+      e.name = v.get<std::string>();
+    } else if (k == "context") {
+      e.context = v;
+      if (!e.context.is_object()) return Error{EINVAL, "context must be an object"};
+    } else {
+      return Error{EINVAL, "unknown member \"" + k + "\""};
+    }
+  }
+  if (!j->contains("timestamp")) return Error{EINVAL, "missing timestamp"};
+  if (!j->contains("name")) return Error{EINVAL, "missing name"};
+  if (auto st = validate_event(e); !st) return st.error();
+  return e;
+}
+
+Result<std::vector<EventEntry>> parse_eventlog(std::string_view text) {
+  std::vector<EventEntry> out;
+  size_t lineno = 0;
+  while (!text.empty()) {
+    ++lineno;
+    auto nl = text.find('\n');
+    if (nl == std::string_view::npos) {
+      return Error{EINVAL, "line " + std::to_string(lineno) + ": not terminated by a newline"};
+    }
+    auto e = parse_event(text.substr(0, nl));
+    if (!e.ok()) return Error{EINVAL, "line " + std::to_string(lineno) + ": " + e.error().text};
+    out.push_back(std::move(*e));
+    text.remove_prefix(nl + 1);
+  }
+  return out;
+}
+
+std::string format_event(const EventEntry& e) {
+  Json j = {{"timestamp", e.timestamp}, {"name", e.name}};
+  if (!e.context.is_null()) j["context"] = e.context;
+  return dump_json(j) + "\n";
+}
+
+std::vector<std::string> LineSplitter::feed(std::string_view chunk) {
+  std::vector<std::string> lines;
+  partial_.append(chunk);
+  size_t start = 0;
+  for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {
+    lines.emplace_back(partial_, start, nl - start);
+  }
+  partial_.erase(0, start);
+  return lines;
+}
+
+}  // namespace loom

@@ -1,0 +1,65 @@
+#include "eventlog/eventlog.h"
+
+#include <gtest/gtest.h>
+
+namespace loom {
+
+TEST(Eventlog, FormatsAndParsesBack) {
+  EventEntry e{1700000000.25, "alloc", Json{{"annotations", Json::object()}}};
+  std::string line = format_event(e);
+  EXPECT_EQ(line.back(), '\n');
+  auto back = parse_event(std::string_view(line).substr(0, line.size() - 1));
+  ASSERT_TRUE(back.ok()) << back.error().text;
+  EXPECT_EQ(*back, e);
+}
+
+TEST(Eventlog, ContextIsOptional) {
+  auto e = parse_event(R"({"timestamp":1.5,"name":"clean"})");
+  ASSERT_TRUE(e.ok());
+  EXPECT_TRUE(e->context.is_null());
+  EXPECT_EQ(format_event(*e), "{\"name\":\"clean\",\"timestamp\":1.5}\n");
+}
+
+TEST(Eventlog, RejectsWhatRfc18Forbids) {
+  EXPECT_FALSE(parse_event(R"({"name":"x"})").ok());                                // no timestamp
+  EXPECT_FALSE(parse_event(R"({"timestamp":1})").ok());                             // no name
+  EXPECT_FALSE(parse_event(R"({"timestamp":-1,"name":"x"})").ok());                 // negative
+  EXPECT_FALSE(parse_event(R"({"timestamp":"1","name":"x"})").ok());                // string time
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"two words"})").ok());          // space
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":""})").ok());                   // empty
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","context":[1]})").ok());    // not object
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","extra":1})").ok());        // unknown
+  EXPECT_FALSE(parse_event(R"([1,2])").ok());
+  EXPECT_FALSE(parse_event("not json").ok());
+}
+
+TEST(Eventlog, ErrorsNameTheLine) {
+  std::string text = "{\"timestamp\":1,\"name\":\"a\"}\n{\"timestamp\":2,\"name\":\"b c\"}\n";
+  auto r = parse_eventlog(text);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.error().text.find("line 2"), std::string::npos) << r.error().text;
+}
+
+TEST(Eventlog, ParsesManyLinesInOrder) {
+  std::string text;
+  for (int i = 0; i < 100; ++i) text += format_event({double(i), "e" + std::to_string(i), Json{{"i", i}}});
+  auto r = parse_eventlog(text);
+  ASSERT_TRUE(r.ok());
+  ASSERT_EQ(r->size(), 100u);
+  EXPECT_EQ((*r)[42].name, "e42");
+  EXPECT_EQ((*r)[42].context["i"], 42);
+}
+
+TEST(Eventlog, UnterminatedLastLineIsAnError) {
+  EXPECT_FALSE(parse_eventlog("{\"timestamp\":1,\"name\":\"a\"}").ok());
+  EXPECT_TRUE(parse_eventlog("").ok());
+}
+
+TEST(LineSplitter, KeepsPartialLinesForLater) {
+  LineSplitter s;
+  EXPECT_TRUE(s.feed("ab").empty());
+  EXPECT_EQ(s.feed("c\nd"), (std::vector<std::string>{"abc"}));
+  EXPECT_EQ(s.feed("\ne\nf\n"), (std::vector<std::string>{"d", "e", "f"}));
+}
+
+}  // namespace loom

@@ -1,0 +1,332 @@
+#include "kvs/kvs.h"
+
+#include <spdlog/spdlog.h>
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+
+namespace loom {
+
+Status validate_key(const std::string& key) {
+  if (key.empty()) return Error{EINVAL, "empty key"};
+  if (key.size() > 1024) return Error{EINVAL, "key longer than 1024 bytes"};
+  if (key.front() == '.' || key.back() == '.' || key.find("..") != std::string::npos) {
+    return Error{EINVAL, "key \"" + key + "\" has an empty path component"};
+  }
+  for (unsigned char c : key) {
+    if (c <= 0x20 || c == 0x7f) return Error{EINVAL, "key has whitespace or a control byte"};
+  }
+  return {};
+}
+
+namespace {
+Result<Json> payload_object(const Message& req) {
+  auto j = parse_json(req.payload);
+  if (!j.ok()) return j.error();
+  if (!j->is_object()) return Error{EPROTO, "payload must be a JSON object"};
+  return j;
+}
+
+Result<std::string> get_string(const Json& j, const char* k, const char* dflt = nullptr) {
+  auto it = j.find(k);
+  if (it == j.end()) {
+    if (dflt) return std::string(dflt);
+    return Error{EPROTO, std::string("missing \"") + k + "\""};
+  }
+  if (!it->is_string()) return Error{EPROTO, std::string("\"") + k + "\" must be a string"};
+  return it->get<std::string>();
+}
+}  // namespace
+
+Result<std::unique_ptr<Kvs>> Kvs::create(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage,
+                                         uint32_t owner) {
+  auto loaded = storage->load();
+  if (!loaded.ok()) return loaded.error();
+  std::unique_ptr<Kvs> kvs(new Kvs(io, h, std::move(storage), owner));
+  for (auto& [name, sns] : *loaded) {
+    Namespace& ns = kvs->namespaces_[name];
+    ns.owner = sns.owner;
+    for (auto& [k, v] : sns.keys) ns.keys[k] = Entry{std::move(v.first), v.second};
+  }
+  if (!kvs->namespaces_.count(kPrimaryNamespace)) {
+    StoredOp op{StoredOp::kNamespaceCreate, kPrimaryNamespace, {}, {}, 0, owner};
+    if (auto st = kvs->storage_->write({op}); !st) return st.error();
+    kvs->namespaces_[kPrimaryNamespace].owner = owner;
+  }
+  kvs->install();
+  return kvs;
+}
+
+Kvs::Kvs(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage, uint32_t owner)
+    : io_(io), h_(h), storage_(std::move(storage)), owner_(owner) {}
+
+Kvs::~Kvs() = default;
+
+void Kvs::install() {
+  h_.add_method("kvs.lookup", Access::kUser, [this](const Message& m) { lookup(m); });
+  h_.add_method("kvs.commit", Access::kUser, [this](const Message& m) { commit(m); });
+  h_.add_method("kvs.watch", Access::kUser, [this](const Message& m) { watch(m); });
+  h_.add_method("kvs.watch-cancel", Access::kUser, [this](const Message& m) { watch_cancel(m); });
+  h_.add_method("kvs.disconnect", Access::kUser, [this](const Message& m) { disconnect(m); });
+  h_.add_method("kvs.namespace-create", Access::kOwner, [this](const Message& m) { namespace_create(m); });
+  h_.add_method("kvs.namespace-remove", Access::kOwner, [this](const Message& m) { namespace_remove(m); });
+  h_.add_method("kvs.namespace-list", Access::kUser, [this](const Message& m) { namespace_list(m); });
+  h_.add_method("kvs.namespace-link", Access::kOwner, [this](const Message& m) { namespace_link(m); });
+}
+
+Result<Kvs::Namespace*> Kvs::access(const Message& req, const std::string& ns, bool write) {
+  auto it = namespaces_.find(ns);
+  bool owner = (req.rolemask & role::kOwner) != 0;
+  if (it == namespaces_.end()) return Error{ENOENT, "no namespace " + ns};
+  if (!owner && it->second.owner != req.userid) {
+    return Error{EPERM, std::string(write ? "writing" : "reading") + " namespace " + ns + " is not allowed"};
+  }
+  return &it->second;
+}
+
+void Kvs::lookup(const Message& req) {
+  auto j = payload_object(req);
+  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto ns_name = get_string(*j, "namespace", kPrimaryNamespace);
+  auto key = get_string(*j, "key", ".");
+  if (!ns_name.ok()) return h_.respond_error(req, ns_name.error());
+  if (!key.ok()) return h_.respond_error(req, key.error());
+  auto ns = access(req, *ns_name, false);
+  if (!ns.ok()) return h_.respond_error(req, ns.error());
+  auto& keys = (*ns)->keys;
+  bool root = *key == ".";
+  if (!root) {
+    if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
+    auto it = keys.find(*key);
+    if (it != keys.end()) return h_.respond(req, Json{{"value", it->second.value}});
+  }
+  // A directory: the distinct next components of the keys below it.
+  std::string prefix = root ? "" : *key + ".";
+  Json names = Json::array();
+  std::string last;
+  for (auto it = keys.lower_bound(prefix); it != keys.end() && it->first.starts_with(prefix); ++it) {
+    std::string rest = it->first.substr(prefix.size());
+    std::string name = rest.substr(0, rest.find('.'));
+    if (name != last) {
+      names.push_back(name);
+      last = name;
+    }
+  }
+  if (names.empty() && !root) return h_.respond_error(req, ENOENT, "no key " + *key);
+  h_.respond(req, Json{{"dir", names}});
+}
+
+void Kvs::commit(const Message& req) {
+  auto j = payload_object(req);
+  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto ns_name = get_string(*j, "namespace", kPrimaryNamespace);
+  if (!ns_name.ok()) return h_.respond_error(req, ns_name.error());
+  auto ns = access(req, *ns_name, true);
+  if (!ns.ok()) return h_.respond_error(req, ns.error());
+  auto ops_it = j->find("ops");
+  if (ops_it == j->end() || !ops_it->is_array()) return h_.respond_error(req, EPROTO, "commit needs an \"ops\" array");
+  std::vector<StoredOp> ops;
+  for (auto& o : *ops_it) {
+    if (!o.is_object()) return h_.respond_error(req, EPROTO, "each op must be an object");
+    auto kind = get_string(o, "op");
+    auto key = get_string(o, "key");
+    if (!kind.ok()) return h_.respond_error(req, kind.error());
+    if (!key.ok()) return h_.respond_error(req, key.error());
+    if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
+    StoredOp op;
+    op.ns = *ns_name;
+    op.key = *key;
+    if (*kind == "put" || *kind == "append") {
+      auto v = get_string(o, "value");
+      if (!v.ok()) return h_.respond_error(req, v.error());
+      op.kind = *kind == "put" ? StoredOp::kPut : StoredOp::kAppend;
+      op.value = std::move(*v);
+    } else if (*kind == "unlink") {
+      op.kind = StoredOp::kUnlink;
+    } else {
+      return h_.respond_error(req, EPROTO, "unknown op \"" + *kind + "\" (put, append, unlink)");
+    }
+    ops.push_back(std::move(op));
+  }
+  enqueue(req, std::move(ops));
+}
+
+void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
+  pending_.push_back(PendingCommit{req, std::move(ops)});
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  // Everything that arrives before this runs joins the same transaction.
+  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
+    if (alive.expired()) return;
+    flush();
+  });
+}
+
+void Kvs::flush() {
+  flush_posted_ = false;
+  auto batch = std::move(pending_);
+  pending_.clear();
+  // Number the appended segments against what memory will hold by then.
+  std::map<std::pair<std::string, std::string>, uint32_t> segs;
+  auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
+    auto k = std::make_pair(ns, key);
+    auto it = segs.find(k);
+    if (it != segs.end()) return it->second;
+    uint32_t n = 0;
+    if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) {
+      if (auto kit = nit->second.keys.find(key); kit != nit->second.keys.end()) n = kit->second.segments;
+    }
+    return segs[k] = n;
+  };
+  std::vector<StoredOp> all;
+  for (auto& c : batch) {
+    for (auto& op : c.ops) {
+      switch (op.kind) {
+        case StoredOp::kPut: segments_of(op.ns, op.key) = 1; break;
+        case StoredOp::kAppend: op.seq = segments_of(op.ns, op.key)++; break;
+        case StoredOp::kUnlink: {
+          segments_of(op.ns, op.key) = 0;
+          // Keys below it vanish too; forget their counts.
+          std::string prefix = op.key + ".";
+          std::erase_if(segs, [&](auto& kv) { return kv.first.first == op.ns && kv.first.second.starts_with(prefix); });
+          break;
+        }
+        default: break;
+      }
+      all.push_back(op);
+    }
+  }
+  auto st = storage_->write(all);
+  if (!st) {
+    spdlog::error("kvs: writing {} commits failed: {}", batch.size(), st.error().text);
+    for (auto& c : batch) {
+      if (!c.req.topic.empty()) h_.respond_error(c.req, st.error());
+    }
+    return;
+  }
+  for (auto& c : batch) {
+    for (auto& op : c.ops) apply(op);
+    if (!c.req.topic.empty()) h_.respond(c.req, std::string("{}"));
+  }
+}
+
+void Kvs::apply(const StoredOp& op) {
+  auto nit = namespaces_.find(op.ns);
+  switch (op.kind) {
+    case StoredOp::kNamespaceCreate:
+      namespaces_[op.ns].owner = op.owner;
+      return;
+    case StoredOp::kNamespaceRemove:
+      if (nit != namespaces_.end()) {
+        namespaces_.erase(nit);
+        end_watches_in(op.ns);
+      }
+      return;
+    default: break;
+  }
+  if (nit == namespaces_.end()) return;  // removed earlier in this batch
+  auto& keys = nit->second.keys;
+  switch (op.kind) {
+    case StoredOp::kPut: {
+      auto& e = keys[op.key];
+      e.value = op.value;
+      e.segments = 1;
+      notify(op.ns, op.key);
+      break;
+    }
+    case StoredOp::kAppend: {
+      auto& e = keys[op.key];
+      e.value += op.value;
+      e.segments = op.seq + 1;
+      notify(op.ns, op.key);
+      break;
+    }
+    case StoredOp::kUnlink: {
+      std::vector<std::string> gone;
+      if (keys.erase(op.key)) gone.push_back(op.key);
+      std::string prefix = op.key + ".";
+      for (auto it = keys.lower_bound(prefix); it != keys.end() && it->first.starts_with(prefix);) {
+        gone.push_back(it->first);
+        it = keys.erase(it);
+      }
+      for (auto& k : gone) notify(op.ns, k);
+      break;
+    }
+    default: break;
+  }
+}
+
+void Kvs::namespace_create(const Message& req) {
+  auto j = payload_object(req);
+  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto name = get_string(*j, "name");
+  if (!name.ok()) return h_.respond_error(req, name.error());
+  if (auto st = validate_key(*name); !st || name->find('.') != std::string::npos) {
+    return h_.respond_error(req, EINVAL, "a namespace name is one key component");
+  }
+  auto owner_it = j->find("owner");
+  uint32_t owner = owner_;
+  if (owner_it != j->end()) {
+    if (!owner_it->is_number_unsigned() || owner_it->get<uint64_t>() >= kUserIdUnknown) {
+      return h_.respond_error(req, EPROTO, "\"owner\" must be a uid");
+    }
+    owner = owner_it->get<uint32_t>();
+  }
+  if (namespaces_.count(*name)) return h_.respond_error(req, EEXIST, "namespace " + *name + " exists");
+  StoredOp op{StoredOp::kNamespaceCreate, *name, {}, {}, 0, owner};
+  enqueue(req, {op});
+}
+
+void Kvs::namespace_remove(const Message& req) {
+  auto j = payload_object(req);
+  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto name = get_string(*j, "name");
+  if (!name.ok()) return h_.respond_error(req, name.error());
+  if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "the primary namespace cannot be removed");
+  if (!namespaces_.count(*name)) return h_.respond_error(req, ENOENT, "no namespace " + *name);
+  StoredOp op;
+  op.kind = StoredOp::kNamespaceRemove;
+  op.ns = *name;
+  enqueue(req, {op});
+}
+
+void Kvs::namespace_list(const Message& req) {
+  Json out = Json::array();
+  for (auto& [name, ns] : namespaces_) {
+    if ((req.rolemask & role::kOwner) || ns.owner == req.userid) {
+      out.push_back({{"name", name}, {"owner", ns.owner}, {"keys", ns.keys.size()}});
+    }
+  }
+  h_.respond(req, Json{{"namespaces", out}});
+}
+
+void Kvs::namespace_link(const Message& req) {
+  auto j = payload_object(req);
+  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto name = get_string(*j, "namespace");
+  auto key = get_string(*j, "key");
+  if (!name.ok()) return h_.respond_error(req, name.error());
+  if (!key.ok()) return h_.respond_error(req, key.error());
+  if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
+  auto it = namespaces_.find(*name);
+  if (it == namespaces_.end()) return h_.respond_error(req, ENOENT, "no namespace " + *name);
+  if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "cannot link the primary namespace");
+  // Replace whatever was under KEY with a copy of the namespace: one batch.
+  std::vector<StoredOp> ops;
+  StoredOp unlink;
+  unlink.kind = StoredOp::kUnlink;
+  unlink.ns = kPrimaryNamespace;
+  unlink.key = *key;
+  ops.push_back(unlink);
+  for (auto& [k, e] : it->second.keys) {
+    StoredOp put;
+    put.kind = StoredOp::kPut;
+    put.ns = kPrimaryNamespace;
+    put.key = *key + "." + k;
+    put.value = e.value;
+    ops.push_back(std::move(put));
+  }
+  enqueue(req, std::move(ops));
+}
+
+}  // namespace loom

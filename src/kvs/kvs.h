@@ -1,0 +1,115 @@
+// The `kvs` service on rank 0 (DESIGN §7). Used only through messages:
+//
+//   kvs.lookup {namespace?, key}             → {"value": S} or {"dir": [names]}
+//   kvs.commit {namespace?, ops: [{op: put|append|unlink, key, value?}, ...]}
+//                                            → {} once durable; all ops or none
+//   kvs.watch {namespace?, key, append?, waitcreate?, from?: "start"|"now"}
+//            streaming: {"value": S} per change, or with append {"data": S}
+//            per appended chunk; ends with ENODATA when the key is removed
+//            or the watch is cancelled
+//   kvs.watch-cancel {matchtag}              ends the caller's watch
+//   kvs.namespace-create {name, owner}       (owner only)
+//   kvs.namespace-remove {name}              (owner only)
+//   kvs.namespace-list {}                    the caller's namespaces (all for the owner)
+//   kvs.namespace-link {namespace, key}      copy a namespace under KEY of the
+//                                            primary namespace, atomically (owner only)
+//
+// The namespace defaults to "primary", which belongs to the instance owner.
+// A user may read and write only the namespaces they own.
+//
+// Values are strings. Keys are dot-separated paths ("job.42.eventlog");
+// a key with keys below it is a directory. Every commit that arrives in
+// one loop turn is written in one storage transaction (group commit); the
+// responses go out after it.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/result.h"
+#include "kvs/storage.h"
+#include "msg/handle.h"
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+inline constexpr const char* kPrimaryNamespace = "primary";
+
+class Kvs {
+ public:
+  // Loads `storage` and serves on `h`. `owner` is the instance owner's uid.
+  static Result<std::unique_ptr<Kvs>> create(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage,
+                                             uint32_t owner);
+  ~Kvs();
+
+  struct Entry {
+    std::string value;
+    uint32_t segments = 0;  // how many pieces storage holds it in
+  };
+  struct Namespace {
+    uint32_t owner = 0;
+    std::map<std::string, Entry> keys;
+  };
+
+ private:
+  struct Watch {
+    Message req;
+    std::string ns;
+    std::string key;
+    bool append = false;
+    size_t sent = 0;  // bytes of the value already sent (append mode)
+  };
+  struct PendingCommit {
+    Message req;  // empty topic for internal commits
+    std::vector<StoredOp> ops;
+  };
+
+  Kvs(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage, uint32_t owner);
+  void install();
+
+  void lookup(const Message& req);
+  void commit(const Message& req);
+  void namespace_create(const Message& req);
+  void namespace_remove(const Message& req);
+  void namespace_list(const Message& req);
+  void namespace_link(const Message& req);
+  void watch(const Message& req);
+  void watch_cancel(const Message& req);
+  void disconnect(const Message& req);
+
+  // Queues ops for the next group write; the request is answered after it.
+  void enqueue(const Message& req, std::vector<StoredOp> ops);
+  void flush();
+  void apply(const StoredOp& op);
+  void notify(const std::string& ns, const std::string& key);
+  void end_watches_in(const std::string& ns);
+  // Sends what `w` has not seen; false when that ended the watch.
+  bool send_update(Watch& w);
+
+  Result<Namespace*> access(const Message& req, const std::string& ns, bool write);
+
+  asio::io_context& io_;
+  Handle& h_;
+  std::unique_ptr<Storage> storage_;
+  uint32_t owner_;
+  std::map<std::string, Namespace> namespaces_;
+  std::vector<PendingCommit> pending_;
+  bool flush_posted_ = false;
+  uint64_t next_watch_ = 1;
+  std::unordered_map<uint64_t, Watch> watches_;
+  std::multimap<std::pair<std::string, std::string>, uint64_t> watch_index_;  // (ns, key) → watch
+  // Shared with posted flushes, to know the service still exists.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+};
+
+// A key is non-empty dot-separated components without whitespace or
+// control bytes, at most 1024 bytes.
+Status validate_key(const std::string& key);
+
+}  // namespace loom
