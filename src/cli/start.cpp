@@ -401,7 +401,8 @@ void add_start_command(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--wait-timeout", o->wait_timeout, "Seconds to wait for every rank to come up (default 60)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--setconf", o->setconf, "Set one configuration key, KEY=VALUE (e.g. kvs.synchronous=full)");
+  sub->add_option("--setconf", o->setconf, "Set one configuration key, KEY=VALUE (e.g. kvs.synchronous=full)")
+      ->allow_extra_args(false);
   sub->add_option("command", o->command, "Command to run inside the instance (after --)");
   sub->footer(
       "With a command: run it with LOOM_URI set, stop the instance when it exits, exit with its status.\n"
