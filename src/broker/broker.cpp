@@ -138,6 +138,11 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
     case PeerKind::kClient:
       spdlog::debug("client {} (uid {}) gone: {}", id, p->uid, why.text);
       notify_disconnect(*p);
+      for (const auto& s : p->services) services_.erase(s);
+      p->services.clear();
+      for (auto& [key, req] : p->unanswered) {
+        respond_error(req, ENOSYS, "service " + std::string(req.service()) + " went away before answering");
+      }
       break;
     case PeerKind::kChild:
       if (p->hello) {
@@ -184,7 +189,10 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
   if (!p) return;
   p->last_rx = clock_.now();
   if (p->kind == PeerKind::kChild || p->kind == PeerKind::kParent) {
-    if (m.topic.starts_with("overlay.") && m.is_request()) {
+    // Control comes straight from the broker at the other end, with an
+    // empty route. An "overlay.*" request with hops was forwarded for some
+    // client and must not be obeyed (it would let anyone stop a rank).
+    if (m.topic.starts_with("overlay.") && m.is_request() && m.route.empty()) {
       on_overlay_control(*p, m);
       return;
     }
@@ -219,7 +227,15 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
       m.route.push_back(make_hop(cfg_.rank, peer_id));
       route_request(std::move(m));
       break;
-    case MsgType::kResponse: route_response(std::move(m)); break;
+    case MsgType::kResponse:
+      if (p->kind == PeerKind::kClient && !p->unanswered.empty()) {
+        auto it = p->unanswered.find(std::make_pair(m.route, m.matchtag));
+        if (it != p->unanswered.end() && (!it->second.has_flag(msgflag::kStreaming) || m.errnum != 0)) {
+          p->unanswered.erase(it);
+        }
+      }
+      route_response(std::move(m));
+      break;
     case MsgType::kEvent:
       if (p->kind == PeerKind::kClient && !p->owner) {
         spdlog::debug("dropping event {} from uid {}: only the owner publishes", m.topic, p->uid);
@@ -238,6 +254,11 @@ void Broker::route_request(Message&& m) {
   };
   if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
     if (Peer* p = local()) {
+      if (p->kind == PeerKind::kClient && m.wants_response() && m.matchtag != 0) {
+        Message head = m;
+        head.payload.clear();
+        p->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
+      }
       send_to(*p, std::move(m));
       return;
     }
