@@ -1,0 +1,141 @@
+#include "idset/idset.h"
+
+#include <algorithm>
+
+namespace loom {
+
+IdSet::IdSet(std::initializer_list<uint32_t> ids) {
+  for (uint32_t id : ids) insert(id);
+}
+
+namespace {
+Error bad(std::string_view s, const std::string& why) {
+  return Error{EINVAL, "invalid idset \"" + std::string(s) + "\": " + why};
+}
+
+std::optional<uint32_t> parse_u32(std::string_view s) {
+  if (s.empty() || s.size() > 10) return std::nullopt;
+  uint64_t v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + static_cast<uint64_t>(c - '0');
+  }
+  if (v > UINT32_MAX) return std::nullopt;
+  return static_cast<uint32_t>(v);
+}
+}  // namespace
+
+Result<IdSet> IdSet::parse(std::string_view s) {
+  std::string_view body = s;
+  if (!body.empty() && body.front() == '[') {
+    if (body.size() < 2 || body.back() != ']') return bad(s, "unbalanced brackets");
+    body = body.substr(1, body.size() - 2);
+  }
+  IdSet out;
+  if (body.empty()) return out;
+  size_t start = 0;
+  while (true) {
+    size_t comma = body.find(',', start);
+    std::string_view part = body.substr(start, comma == std::string_view::npos ? body.size() - start : comma - start);
+    if (part.empty()) return bad(s, "empty element");
+    size_t dash = part.find('-');
+    if (dash == std::string_view::npos) {
+      auto v = parse_u32(part);
+      if (!v) return bad(s, "\"" + std::string(part) + "\" is not a number");
+      out.insert(*v);
+    } else {
+      auto lo = parse_u32(part.substr(0, dash));
+      auto hi = parse_u32(part.substr(dash + 1));
+      if (!lo || !hi) return bad(s, "\"" + std::string(part) + "\" is not a range");
+      if (*lo > *hi) return bad(s, "range \"" + std::string(part) + "\" is reversed");
+      out.insert_range(*lo, *hi);
+    }
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
+}
+
+std::string IdSet::encode() const {
+  std::string out;
+  for (auto [lo, hi] : ranges_) {
+    if (!out.empty()) out += ',';
+    out += std::to_string(lo);
+    if (hi != lo) out += '-' + std::to_string(hi);
+  }
+  return out;
+}
+
+void IdSet::insert_range(uint32_t lo, uint32_t hi) {
+  // Merge with every range that overlaps or touches [lo, hi].
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), lo,
+                             [](const auto& r, uint32_t v) { return r.second < v && r.second + 1 < v; });
+  auto end = it;
+  uint64_t new_lo = lo, new_hi = hi;
+  while (end != ranges_.end() && uint64_t{end->first} <= new_hi + 1) {
+    new_lo = std::min<uint64_t>(new_lo, end->first);
+    new_hi = std::max<uint64_t>(new_hi, end->second);
+    ++end;
+  }
+  it = ranges_.erase(it, end);
+  ranges_.insert(it, {static_cast<uint32_t>(new_lo), static_cast<uint32_t>(new_hi)});
+}
+
+void IdSet::erase_range(uint32_t lo, uint32_t hi) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  out.reserve(ranges_.size() + 1);
+  for (auto [a, b] : ranges_) {
+    if (b < lo || a > hi) {
+      out.emplace_back(a, b);
+      continue;
+    }
+    if (a < lo) out.emplace_back(a, lo - 1);
+    if (b > hi) out.emplace_back(hi + 1, b);
+  }
+  ranges_ = std::move(out);
+}
+
+bool IdSet::contains(uint32_t id) const {
+  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), id, [](const auto& r, uint32_t v) { return r.second < v; });
+  return it != ranges_.end() && it->first <= id;
+}
+
+uint64_t IdSet::count() const {
+  uint64_t n = 0;
+  for (auto [a, b] : ranges_) n += uint64_t{b} - a + 1;
+  return n;
+}
+
+std::optional<uint32_t> IdSet::first() const {
+  if (ranges_.empty()) return std::nullopt;
+  return ranges_.front().first;
+}
+
+std::optional<uint32_t> IdSet::last() const {
+  if (ranges_.empty()) return std::nullopt;
+  return ranges_.back().second;
+}
+
+std::vector<uint32_t> IdSet::to_vector() const {
+  std::vector<uint32_t> out;
+  for (auto [a, b] : ranges_) {
+    for (uint64_t i = a; i <= b; ++i) out.push_back(static_cast<uint32_t>(i));
+  }
+  return out;
+}
+
+IdSet IdSet::set_union(const IdSet& o) const {
+  IdSet out = *this;
+  for (auto [a, b] : o.ranges_) out.insert_range(a, b);
+  return out;
+}
+
+IdSet IdSet::subtract(const IdSet& o) const {
+  IdSet out = *this;
+  for (auto [a, b] : o.ranges_) out.erase_range(a, b);
+  return out;
+}
+
+IdSet IdSet::intersect(const IdSet& o) const { return subtract(subtract(o)); }
+
+}  // namespace loom
