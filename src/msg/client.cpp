@@ -30,7 +30,7 @@ Result<std::unique_ptr<Client>> Client::connect(asio::io_context& io, Clock& clo
   std::error_code ec;
   sock.connect(asio::local::stream_protocol::endpoint(*path), ec);
   if (ec) return Error{ECONNREFUSED, "cannot connect to " + uri + ": " + ec.message()};
-  std::unique_ptr<Client> c(new Client(io, clock));
+  std::unique_ptr<Client> c(new Client(io));
   c->conn_ = std::make_shared<UnixConnection>(std::move(sock));
   UnixConnection* raw = c->conn_.get();
   c->handle_ = std::make_unique<Handle>(clock, [raw](Message m) { raw->send(m); });

@@ -33,9 +33,8 @@ class Client {
   Result<std::string> call_raw(const std::string& topic, const std::string& payload, RpcOptions opts = {});
 
  private:
-  Client(asio::io_context& io, Clock& clock) : io_(io), clock_(clock) {}
+  explicit Client(asio::io_context& io) : io_(io) {}
   asio::io_context& io_;
-  Clock& clock_;
   std::shared_ptr<UnixConnection> conn_;  // shared with Asio handlers in flight
   std::unique_ptr<Handle> handle_;
 };

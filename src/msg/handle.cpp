@@ -119,7 +119,10 @@ void Handle::dispatch_response(Message&& m) {
     rpcs_.erase(it);
     fn(m);
   } else {
-    it->second.fn(m);
+    // Call a copy: the callback may cancel_rpc() or fail_all(), which
+    // destroys the one in the table while it runs.
+    auto fn = it->second.fn;
+    fn(m);
   }
 }
 

@@ -44,7 +44,7 @@ Result<Json> parse_json(std::string_view text, int max_depth) {
     try {
       Json ignored = Json::parse(text);
       (void)ignored;
-    } catch (const Json::parse_error& e) {
+    } catch (const Json::exception& e) {  // not only parse_error: "1e400" is out_of_range
       std::string what = e.what();
       auto pos = what.find("parse error");
       return Error{EPROTO, "invalid JSON: " + (pos == std::string::npos ? what : what.substr(pos))};
