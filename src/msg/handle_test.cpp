@@ -1,0 +1,649 @@
+// Handle (handle.h) without sockets: each test wires a Handle to a list
+// that records what it sends and to a fake clock that moves only when the
+// test says so, then plays the peer by dispatching messages into it.
+#include "msg/handle.h"
+
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "msg/message.h"
+
+namespace loom {
+namespace {
+
+class FakeClock;
+
+class FakeTimer final : public Timer {
+ public:
+  explicit FakeTimer(FakeClock& clock);
+  ~FakeTimer() override;
+  void arm(double seconds, std::function<void()> fn) override;
+  void cancel() override {
+    armed_ = false;
+    fn_ = nullptr;
+  }
+  bool armed() const override { return armed_; }
+
+ private:
+  friend class FakeClock;
+  // Runs the callback, which may destroy this timer.
+  void fire() {
+    armed_ = false;
+    auto fn = std::move(fn_);
+    fn_ = nullptr;
+    fn();
+  }
+  FakeClock& clock_;
+  bool armed_ = false;
+  double deadline_ = 0;
+  uint64_t order_ = 0;  // arming order, to break ties between equal deadlines
+  std::function<void()> fn_;
+};
+
+// Time stands still until advance(); then the timers that come due run in
+// deadline order, each seeing now() at its own deadline.
+class FakeClock final : public Clock {
+ public:
+  double now() const override { return now_; }
+  double wall() const override { return 1.7e9 + now_; }
+  std::unique_ptr<Timer> make_timer() override { return std::make_unique<FakeTimer>(*this); }
+
+  void advance(double seconds) {
+    double until = now_ + seconds;
+    while (FakeTimer* t = next_due(until)) {
+      now_ = t->deadline_;
+      t->fire();
+    }
+    now_ = until;
+  }
+  size_t armed_timers() const {
+    size_t n = 0;
+    for (auto* t : timers_) n += t->armed_;
+    return n;
+  }
+
+ private:
+  friend class FakeTimer;
+  FakeTimer* next_due(double until) const {
+    FakeTimer* best = nullptr;
+    for (auto* t : timers_) {
+      if (!t->armed_ || t->deadline_ > until) continue;
+      if (!best || t->deadline_ < best->deadline_ || (t->deadline_ == best->deadline_ && t->order_ < best->order_)) {
+        best = t;
+      }
+    }
+    return best;
+  }
+  double now_ = 0;
+  uint64_t armings_ = 0;
+  std::set<FakeTimer*> timers_;  // every live timer; each removes itself when destroyed
+};
+
+FakeTimer::FakeTimer(FakeClock& clock) : clock_(clock) { clock_.timers_.insert(this); }
+FakeTimer::~FakeTimer() { clock_.timers_.erase(this); }
+void FakeTimer::arm(double seconds, std::function<void()> fn) {
+  armed_ = true;
+  deadline_ = clock_.now_ + (seconds < 0 ? 0 : seconds);
+  order_ = ++clock_.armings_;
+  fn_ = std::move(fn);
+}
+
+// A Handle wired to a fake clock, recording every message it sends.
+struct Endpoint {
+  FakeClock clock;
+  std::vector<Message> sent;
+  Handle handle{clock, [this](Message m) { sent.push_back(std::move(m)); }};
+
+  const Message& last_sent() {
+    LOOM_ASSERT(!sent.empty());
+    return sent.back();
+  }
+};
+
+// What a peer would answer to `req`.
+Message reply(const Message& req, std::string payload = "{}") { return make_response(req, std::move(payload)); }
+Message reply_error(const Message& req, int errnum, std::string text = "") {
+  return make_error_response(req, errnum, text);
+}
+
+// A request as it arrives from elsewhere: with a matchtag, a route and the
+// credentials the broker vouched for.
+Message incoming_request(std::string topic, uint32_t rolemask = role::kOwner, std::string payload = "{}") {
+  Message m = make_request(std::move(topic), std::move(payload));
+  m.matchtag = 77;
+  m.route = {make_hop(3, 9), make_hop(0, 2)};
+  m.userid = 1000;
+  m.rolemask = rolemask;
+  return m;
+}
+
+// --- client side ---
+
+TEST(Handle, SendsAnRpcAsARequestWithAMatchtag) {
+  Endpoint ep;
+  uint32_t tag = ep.handle.rpc("kvs.get", std::string(R"({"key":"a"})"), {.nodeid = 3}, [](const Message&) {});
+  ASSERT_EQ(ep.sent.size(), 1u);
+  const Message& req = ep.sent[0];
+  EXPECT_TRUE(req.is_request());
+  EXPECT_EQ(req.topic, "kvs.get");
+  EXPECT_EQ(req.payload, R"({"key":"a"})");
+  EXPECT_EQ(req.nodeid, 3u);
+  EXPECT_EQ(req.matchtag, tag);
+  EXPECT_NE(tag, 0u);
+  EXPECT_EQ(req.flags, 0);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 1u);
+}
+
+TEST(Handle, SendsAJsonPayloadCompactly) {
+  Endpoint ep;
+  ep.handle.rpc("kvs.get", Json{{"key", "a"}}, {}, [](const Message&) {});
+  EXPECT_EQ(ep.last_sent().payload, R"({"key":"a"})");
+}
+
+TEST(Handle, SingleRpcGetsOneResponseThenIsForgotten) {
+  Endpoint ep;
+  std::vector<std::string> got;
+  ep.handle.rpc("kvs.get", Json::object(), {}, [&](const Message& r) { got.push_back(r.payload); });
+  Message req = ep.last_sent();
+
+  ep.handle.dispatch(reply(req, R"({"value":1})"));
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(got[0], R"({"value":1})");
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+
+  ep.handle.dispatch(reply(req, R"({"value":2})"));
+  EXPECT_EQ(got.size(), 1u);
+}
+
+TEST(Handle, SingleRpcEndsOnAnErrorResponseToo) {
+  Endpoint ep;
+  int errnum = 0;
+  std::string text;
+  ep.handle.rpc("kvs.get", Json::object(), {}, [&](const Message& r) {
+    errnum = r.errnum;
+    text = error_text(r);
+  });
+  ep.handle.dispatch(reply_error(ep.last_sent(), ENOENT, "no such key"));
+  EXPECT_EQ(errnum, ENOENT);
+  EXPECT_EQ(text, "no such key");
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+}
+
+TEST(Handle, StreamingRpcGetsEveryResponseAndEndsOnEnodata) {
+  Endpoint ep;
+  std::vector<Message> got;
+  ep.handle.rpc("job-manager.events", Json::object(), {.streaming = true}, [&](const Message& r) { got.push_back(r); });
+  Message req = ep.last_sent();
+  EXPECT_TRUE(req.has_flag(msgflag::kStreaming));
+
+  for (int i = 0; i < 3; ++i) ep.handle.dispatch(reply(req, std::to_string(i)));
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 1u);
+  ep.handle.dispatch(reply_error(req, ENODATA));
+  ASSERT_EQ(got.size(), 4u);
+  EXPECT_EQ(got[2].payload, "2");
+  EXPECT_EQ(got[3].errnum, ENODATA);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+
+  ep.handle.dispatch(reply(req, "late"));
+  EXPECT_EQ(got.size(), 4u);
+}
+
+TEST(Handle, StreamingRpcEndsOnAnyError) {
+  Endpoint ep;
+  std::vector<int> errnums;
+  ep.handle.rpc("job-manager.events", Json::object(), {.streaming = true},
+                [&](const Message& r) { errnums.push_back(r.errnum); });
+  Message req = ep.last_sent();
+  ep.handle.dispatch(reply(req));
+  ep.handle.dispatch(reply_error(req, EPERM));
+  ep.handle.dispatch(reply(req));
+  EXPECT_EQ(errnums, (std::vector<int>{0, EPERM}));
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+}
+
+TEST(Handle, StreamingCallbackMayCancelItsOwnRpc) {
+  // "Stop after the first answer" is a common pattern. The callback must
+  // still be intact after cancel_rpc returns: here it reads a capture.
+  Endpoint ep;
+  auto seen = std::make_shared<std::string>();
+  uint32_t tag = 0;
+  tag = ep.handle.rpc("job-manager.events", Json::object(), {.streaming = true}, [&ep, &tag, seen](const Message& r) {
+    ep.handle.cancel_rpc(tag);
+    *seen += r.payload;
+  });
+  Message req = ep.last_sent();
+  ep.handle.dispatch(reply(req, "first"));
+  ep.handle.dispatch(reply(req, "second"));
+  EXPECT_EQ(*seen, "first");
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+}
+
+TEST(Handle, StreamingCallbackMayFailEverythingInFlight) {
+  Endpoint ep;
+  auto calls = std::make_shared<std::vector<int>>();
+  ep.handle.rpc("job-manager.events", Json::object(), {.streaming = true}, [&ep, calls](const Message& r) {
+    if (r.errnum == 0) ep.handle.fail_all(ECONNRESET, "giving up");
+    calls->push_back(r.errnum);
+  });
+  ep.handle.dispatch(reply(ep.last_sent()));
+  EXPECT_EQ(*calls, (std::vector<int>{ECONNRESET, 0}));
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+}
+
+TEST(Handle, CallbackMayStartAnotherRpc) {
+  Endpoint ep;
+  std::vector<std::string> order;
+  ep.handle.rpc("a.first", Json::object(), {}, [&](const Message&) {
+    order.push_back("first");
+    ep.handle.rpc("a.second", Json::object(), {}, [&](const Message&) { order.push_back("second"); });
+  });
+  ep.handle.dispatch(reply(ep.last_sent()));
+  ASSERT_EQ(ep.sent.size(), 2u);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 1u);
+  ep.handle.dispatch(reply(ep.last_sent()));
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "second"}));
+}
+
+TEST(Handle, MatchtagsAreUniqueAmongRpcsInFlight) {
+  Endpoint ep;
+  std::set<uint32_t> tags;
+  for (int i = 0; i < 1000; ++i) tags.insert(ep.handle.rpc("a.b", Json::object(), {}, [](const Message&) {}));
+  EXPECT_EQ(tags.size(), 1000u);
+  EXPECT_EQ(tags.count(0), 0u);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 1000u);
+  for (auto& m : ep.sent) EXPECT_EQ(tags.count(m.matchtag), 1u);
+}
+
+TEST(Handle, ResponsesReachTheRpcTheyMatch) {
+  Endpoint ep;
+  std::string a, b;
+  ep.handle.rpc("x.a", Json::object(), {}, [&](const Message& r) { a = r.payload; });
+  Message req_a = ep.last_sent();
+  ep.handle.rpc("x.b", Json::object(), {}, [&](const Message& r) { b = r.payload; });
+  Message req_b = ep.last_sent();
+  ep.handle.dispatch(reply(req_b, "for b"));
+  ep.handle.dispatch(reply(req_a, "for a"));
+  EXPECT_EQ(a, "for a");
+  EXPECT_EQ(b, "for b");
+}
+
+TEST(Handle, CancelledRpcDropsLaterResponses) {
+  Endpoint ep;
+  int calls = 0;
+  uint32_t tag =
+      ep.handle.rpc("job-manager.events", Json::object(), {.streaming = true}, [&](const Message&) { ++calls; });
+  Message req = ep.last_sent();
+  ep.handle.dispatch(reply(req));
+  ep.handle.cancel_rpc(tag);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+  ep.handle.dispatch(reply(req));
+  ep.handle.dispatch(reply_error(req, ENODATA));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Handle, TimeoutFailsTheRpcWithEtimedoutAndIgnoresALateResponse) {
+  Endpoint ep;
+  std::vector<Message> got;
+  uint32_t tag =
+      ep.handle.rpc("sched.alloc", Json::object(), {.timeout = 5}, [&](const Message& r) { got.push_back(r); });
+  Message req = ep.last_sent();
+
+  ep.clock.advance(4.9);
+  EXPECT_TRUE(got.empty());
+  ep.clock.advance(0.2);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_TRUE(got[0].is_response());
+  EXPECT_EQ(got[0].errnum, ETIMEDOUT);
+  EXPECT_EQ(got[0].matchtag, tag);
+  EXPECT_EQ(got[0].topic, "sched.alloc");
+  EXPECT_EQ(error_text(got[0]), "no response within 5s");
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+
+  ep.handle.dispatch(reply(req));
+  ep.clock.advance(100);
+  EXPECT_EQ(got.size(), 1u);
+}
+
+TEST(Handle, AnAnswerInTimeDisarmsTheTimeout) {
+  Endpoint ep;
+  std::vector<int> errnums;
+  ep.handle.rpc("sched.alloc", Json::object(), {.timeout = 5}, [&](const Message& r) { errnums.push_back(r.errnum); });
+  EXPECT_EQ(ep.clock.armed_timers(), 1u);
+  ep.clock.advance(1);
+  ep.handle.dispatch(reply(ep.last_sent()));
+  EXPECT_EQ(ep.clock.armed_timers(), 0u);
+  ep.clock.advance(10);
+  EXPECT_EQ(errnums, (std::vector<int>{0}));
+}
+
+TEST(Handle, CancelDisarmsTheTimeout) {
+  Endpoint ep;
+  int calls = 0;
+  uint32_t tag = ep.handle.rpc("sched.alloc", Json::object(), {.timeout = 5}, [&](const Message&) { ++calls; });
+  ep.handle.cancel_rpc(tag);
+  ep.clock.advance(10);
+  EXPECT_EQ(calls, 0);
+}
+
+TEST(Handle, TimeoutsExpireEachOnItsOwnDeadline) {
+  Endpoint ep;
+  std::vector<std::string> expired;
+  ep.handle.rpc("a.slow", Json::object(), {.timeout = 3}, [&](const Message& r) { expired.push_back(r.topic); });
+  ep.handle.rpc("a.fast", Json::object(), {.timeout = 1}, [&](const Message& r) { expired.push_back(r.topic); });
+  ep.handle.rpc("a.forever", Json::object(), {}, [&](const Message& r) { expired.push_back(r.topic); });
+  ep.clock.advance(2);
+  EXPECT_EQ(expired, (std::vector<std::string>{"a.fast"}));
+  ep.clock.advance(2);
+  EXPECT_EQ(expired, (std::vector<std::string>{"a.fast", "a.slow"}));
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 1u);
+}
+
+TEST(Handle, MatchtaglessResponsesGoToOnResponseByTopic) {
+  Endpoint ep;
+  std::vector<std::string> alloc, free;
+  ep.handle.on_response("sched.alloc", [&](const Message& r) { alloc.push_back(r.payload); });
+  ep.handle.on_response("sched.free", [&](const Message& r) { free.push_back(r.payload); });
+
+  Message r = make_response(make_request("sched.alloc"), R"({"id":1})");
+  ASSERT_EQ(r.matchtag, 0u);
+  ep.handle.dispatch(std::move(r));
+  ep.handle.dispatch(make_response(make_request("sched.other"), "{}"));
+  EXPECT_EQ(alloc, (std::vector<std::string>{R"({"id":1})"}));
+  EXPECT_TRUE(free.empty());
+
+  // A response with a matchtag belongs to an RPC, never to on_response.
+  Message tagged = make_response(make_request("sched.alloc"), "{}");
+  tagged.matchtag = 5;
+  ep.handle.dispatch(std::move(tagged));
+  EXPECT_EQ(alloc.size(), 1u);
+}
+
+TEST(Handle, SendsOneWayRequestsWithoutAMatchtag) {
+  Endpoint ep;
+  ep.handle.send_oneway("log.append", R"({"line":"x"})", 2);
+  const Message& m = ep.last_sent();
+  EXPECT_TRUE(m.is_request());
+  EXPECT_TRUE(m.has_flag(msgflag::kNoResponse));
+  EXPECT_FALSE(m.wants_response());
+  EXPECT_EQ(m.matchtag, 0u);
+  EXPECT_EQ(m.nodeid, 2u);
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+}
+
+TEST(Handle, StampsOutgoingMessagesWithItsCredentials) {
+  Endpoint ep;
+  ep.handle.publish("a.before", "{}");
+  EXPECT_EQ(ep.last_sent().userid, kUserIdUnknown);
+  EXPECT_EQ(ep.last_sent().rolemask, role::kNone);
+
+  ep.handle.set_credentials(1000, role::kUser);
+  ep.handle.rpc("a.rpc", Json::object(), {}, [](const Message&) {});
+  ep.handle.send_oneway("a.oneway", "{}");
+  ep.handle.publish("a.event", "{}");
+  ASSERT_EQ(ep.sent.size(), 4u);
+  for (size_t i = 1; i < ep.sent.size(); ++i) {
+    EXPECT_EQ(ep.sent[i].userid, 1000u) << ep.sent[i].topic;
+    EXPECT_EQ(ep.sent[i].rolemask, role::kUser) << ep.sent[i].topic;
+  }
+}
+
+// --- service side ---
+
+TEST(Handle, DispatchesARequestToItsMethod) {
+  Endpoint ep;
+  std::vector<std::string> seen;
+  ep.handle.add_method("kvs.get", Access::kUser, [&](const Message& req) {
+    seen.push_back(req.payload);
+    ep.handle.respond(req, Json{{"value", 7}});
+  });
+  Message req = incoming_request("kvs.get", role::kUser, R"({"key":"a"})");
+  ep.handle.dispatch(Message(req));
+
+  EXPECT_EQ(seen, (std::vector<std::string>{R"({"key":"a"})"}));
+  ASSERT_EQ(ep.sent.size(), 1u);
+  const Message& r = ep.sent[0];
+  EXPECT_TRUE(r.is_response());
+  EXPECT_EQ(r.topic, "kvs.get");
+  EXPECT_EQ(r.matchtag, req.matchtag);
+  EXPECT_EQ(r.route, req.route);
+  EXPECT_EQ(r.errnum, 0);
+  EXPECT_EQ(r.payload, R"({"value":7})");
+}
+
+TEST(Handle, RespondsWithAnErrorFromAnErrorValue) {
+  Endpoint ep;
+  ep.handle.add_method("kvs.get", Access::kUser, [&](const Message& req) {
+    ep.handle.respond_error(req, Error{ENOENT, "no key a"});
+  });
+  ep.handle.dispatch(incoming_request("kvs.get"));
+  EXPECT_EQ(ep.last_sent().errnum, ENOENT);
+  EXPECT_EQ(error_text(ep.last_sent()), "no key a");
+}
+
+TEST(Handle, OwnerOnlyMethodRefusesAUserWithEperm) {
+  Endpoint ep;
+  int calls = 0;
+  ep.handle.add_method("job-manager.kill-all", Access::kOwner, [&](const Message&) { ++calls; });
+
+  ep.handle.dispatch(incoming_request("job-manager.kill-all", role::kUser));
+  EXPECT_EQ(calls, 0);
+  ASSERT_EQ(ep.sent.size(), 1u);
+  EXPECT_EQ(ep.sent[0].errnum, EPERM);
+  EXPECT_EQ(ep.sent[0].matchtag, 77u);
+  EXPECT_NE(error_text(ep.sent[0]).find("restricted to the instance owner"), std::string::npos);
+
+  ep.handle.dispatch(incoming_request("job-manager.kill-all", role::kNone));
+  EXPECT_EQ(calls, 0);
+  EXPECT_EQ(ep.last_sent().errnum, EPERM);
+
+  ep.handle.dispatch(incoming_request("job-manager.kill-all", role::kOwner | role::kUser));
+  EXPECT_EQ(calls, 1);
+}
+
+TEST(Handle, UserMethodServesEveryone) {
+  Endpoint ep;
+  int calls = 0;
+  ep.handle.add_method("job-manager.list", Access::kUser, [&](const Message&) { ++calls; });
+  ep.handle.dispatch(incoming_request("job-manager.list", role::kUser));
+  ep.handle.dispatch(incoming_request("job-manager.list", role::kOwner));
+  EXPECT_EQ(calls, 2);
+  EXPECT_TRUE(ep.sent.empty());
+}
+
+TEST(Handle, UnknownMethodAnswersEnosys) {
+  Endpoint ep;
+  ep.handle.add_method("kvs.get", Access::kUser, [](const Message&) {});
+  ep.handle.dispatch(incoming_request("kvs.put"));
+  ASSERT_EQ(ep.sent.size(), 1u);
+  EXPECT_EQ(ep.sent[0].errnum, ENOSYS);
+  EXPECT_EQ(ep.sent[0].matchtag, 77u);
+  EXPECT_EQ(error_text(ep.sent[0]), "unknown method kvs.put");
+}
+
+TEST(Handle, EveryServiceAnswersPingWithItsPayload) {
+  Endpoint ep;
+  ep.handle.dispatch(incoming_request("kvs.ping", role::kUser, R"({"seq":3,"pad":"xyz"})"));
+  ASSERT_EQ(ep.sent.size(), 1u);
+  EXPECT_EQ(ep.sent[0].errnum, 0);
+  EXPECT_EQ(ep.sent[0].topic, "kvs.ping");
+  EXPECT_EQ(ep.sent[0].payload, R"({"seq":3,"pad":"xyz"})");
+
+  ep.handle.dispatch(incoming_request("sched.ping", role::kUser, ""));
+  EXPECT_EQ(ep.last_sent().payload, "{}");
+}
+
+TEST(Handle, AServiceMayServeItsOwnPing) {
+  Endpoint ep;
+  ep.handle.add_method("kvs.ping", Access::kUser, [&](const Message& req) {
+    ep.handle.respond(req, Json{{"custom", true}});
+  });
+  ep.handle.dispatch(incoming_request("kvs.ping"));
+  EXPECT_EQ(ep.last_sent().payload, R"({"custom":true})");
+}
+
+TEST(Handle, IgnoresAnUnservedDisconnect) {
+  Endpoint ep;
+  ep.handle.dispatch(incoming_request("kvs.disconnect"));
+  EXPECT_TRUE(ep.sent.empty());
+}
+
+TEST(Handle, NeverAnswersANoResponseRequest) {
+  Endpoint ep;
+  int calls = 0;
+  ep.handle.add_method("log.append", Access::kUser, [&](const Message& req) {
+    ++calls;
+    ep.handle.respond(req, Json::object());
+    ep.handle.respond_error(req, EIO, "failed");
+  });
+  ep.handle.add_method("log.clear", Access::kOwner, [](const Message&) {});
+  auto oneway = [](std::string topic, uint32_t rolemask) {
+    Message m = incoming_request(std::move(topic), rolemask);
+    m.flags = msgflag::kNoResponse;
+    m.matchtag = 0;
+    return m;
+  };
+  ep.handle.dispatch(oneway("log.append", role::kUser));  // served
+  ep.handle.dispatch(oneway("log.clear", role::kUser));   // refused
+  ep.handle.dispatch(oneway("log.nosuch", role::kUser));  // unknown
+  ep.handle.dispatch(oneway("log.ping", role::kUser));    // automatic
+  EXPECT_EQ(calls, 1);
+  EXPECT_TRUE(ep.sent.empty());
+}
+
+TEST(Handle, MethodHandlerMayRemoveItsOwnService) {
+  Endpoint ep;
+  auto served = std::make_shared<int>(0);
+  ep.handle.add_method("job.stop", Access::kUser, [&ep, served](const Message&) {
+    ep.handle.remove_methods("job");
+    ++*served;
+  });
+  ep.handle.dispatch(incoming_request("job.stop"));
+  EXPECT_EQ(*served, 1);
+  ep.handle.dispatch(incoming_request("job.stop"));
+  EXPECT_EQ(*served, 1);
+  EXPECT_EQ(ep.last_sent().errnum, ENOSYS);
+}
+
+TEST(Handle, RemoveMethodsRemovesOnlyThatService) {
+  Endpoint ep;
+  std::vector<std::string> served;
+  auto record = [&](const Message& req) { served.push_back(req.topic); };
+  ep.handle.add_method("kvs.get", Access::kUser, record);
+  ep.handle.add_method("kvs.put", Access::kUser, record);
+  ep.handle.add_method("kvsx.get", Access::kUser, record);
+  ep.handle.add_method("kvs", Access::kUser, record);
+  ep.handle.remove_methods("kvs");
+  for (auto topic : {"kvs.get", "kvs.put", "kvsx.get", "kvs"}) ep.handle.dispatch(incoming_request(topic));
+  EXPECT_EQ(served, (std::vector<std::string>{"kvsx.get", "kvs"}));
+}
+
+// --- events ---
+
+TEST(Handle, SubscribeAsksTheBrokerAndReportsWhenInPlace) {
+  Endpoint ep;
+  bool done = false;
+  ep.handle.subscribe(
+      "job-state.", [](const Message&) {},
+      [&](const Error* e) {
+        EXPECT_EQ(e, nullptr);
+        done = true;
+      });
+  const Message& req = ep.last_sent();
+  EXPECT_EQ(req.topic, "event.subscribe");
+  EXPECT_EQ(req.payload, R"({"topic":"job-state."})");
+  EXPECT_FALSE(done);
+  ep.handle.dispatch(reply(req));
+  EXPECT_TRUE(done);
+}
+
+TEST(Handle, SubscribeReportsARefusal) {
+  Endpoint ep;
+  std::string why;
+  int code = 0;
+  ep.handle.subscribe(
+      "secret.", [](const Message&) {},
+      [&](const Error* e) {
+        ASSERT_NE(e, nullptr);
+        code = e->code;
+        why = e->text;
+      });
+  ep.handle.dispatch(reply_error(ep.last_sent(), EPERM, "not yours"));
+  EXPECT_EQ(code, EPERM);
+  EXPECT_EQ(why, "not yours");
+}
+
+TEST(Handle, DeliversEventsOnlyToSubscriptionsWithAMatchingPrefix) {
+  Endpoint ep;
+  std::vector<std::string> jobs, kvs, all;
+  ep.handle.subscribe("job-state.", [&](const Message& m) { jobs.push_back(m.topic); });
+  ep.handle.subscribe("kvs.", [&](const Message& m) { kvs.push_back(m.topic); });
+  ep.handle.subscribe("", [&](const Message& m) { all.push_back(m.topic); });
+
+  for (auto topic : {"job-state.run", "kvs.setroot", "job-manager.x", "kvs", "job-state.cleanup"}) {
+    ep.handle.dispatch(make_event(topic));
+  }
+  EXPECT_EQ(jobs, (std::vector<std::string>{"job-state.run", "job-state.cleanup"}));
+  EXPECT_EQ(kvs, (std::vector<std::string>{"kvs.setroot"}));
+  EXPECT_EQ(all.size(), 5u);
+}
+
+TEST(Handle, PublishesEvents) {
+  Endpoint ep;
+  ep.handle.publish("job-state.run", R"({"id":1})");
+  const Message& m = ep.last_sent();
+  EXPECT_TRUE(m.is_event());
+  EXPECT_EQ(m.topic, "job-state.run");
+  EXPECT_EQ(m.payload, R"({"id":1})");
+}
+
+// --- the transport going away ---
+
+TEST(Handle, FailAllFailsEveryRpcInFlightOnce) {
+  Endpoint ep;
+  std::vector<std::pair<uint32_t, int>> got;
+  std::vector<std::string> texts;
+  auto record = [&](const Message& r) {
+    got.emplace_back(r.matchtag, r.errnum);
+    texts.push_back(error_text(r));
+  };
+  std::set<uint32_t> tags;
+  tags.insert(ep.handle.rpc("a.single", Json::object(), {}, record));
+  tags.insert(ep.handle.rpc("a.stream", Json::object(), {.streaming = true}, record));
+  tags.insert(ep.handle.rpc("a.timed", Json::object(), {.timeout = 5}, record));
+
+  ep.handle.fail_all(ECONNRESET, "lost the broker");
+  ASSERT_EQ(got.size(), 3u);
+  std::set<uint32_t> failed;
+  for (auto& [tag, errnum] : got) {
+    failed.insert(tag);
+    EXPECT_EQ(errnum, ECONNRESET);
+  }
+  EXPECT_EQ(failed, tags);
+  for (auto& t : texts) EXPECT_EQ(t, "lost the broker");
+  EXPECT_EQ(ep.handle.rpcs_in_flight(), 0u);
+
+  // Nothing comes after: not the timeout, not a straggling response.
+  ep.clock.advance(10);
+  for (auto& m : std::vector<Message>(ep.sent)) ep.handle.dispatch(reply(m));
+  EXPECT_EQ(got.size(), 3u);
+}
+
+TEST(Handle, TimersDieWithTheHandle) {
+  FakeClock clock;
+  {
+    Handle h(clock, [](Message) {});
+    h.rpc("a.b", Json::object(), {.timeout = 1}, [](const Message&) { ADD_FAILURE() << "called after destruction"; });
+  }
+  clock.advance(5);
+  EXPECT_EQ(clock.armed_timers(), 0u);
+}
+
+}  // namespace
+}  // namespace loom
