@@ -1,0 +1,253 @@
+#include "jobspec/jobspec.h"
+
+#include <cmath>
+#include <limits>
+
+namespace loom {
+
+namespace {
+
+Error bad(const std::string& why) { return Error{EINVAL, "jobspec: " + why}; }
+
+Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
+  auto it = vertex.find("count");
+  if (it == vertex.end()) return bad(type + " has no count");
+  if (!it->is_number_integer()) return bad(type + " count must be an integer");
+  int64_t n = it->get<int64_t>();
+  if (n < 1) return bad(type + " count must be at least 1 (got " + std::to_string(n) + ")");
+  if (n > 1'000'000) return bad(type + " count " + std::to_string(n) + " is too large");
+  return static_cast<uint32_t>(n);
+}
+
+Status check_keys(const Json& vertex) {
+  for (auto& [k, v] : vertex.items()) {
+    if (k != "type" && k != "count" && k != "unit" && k != "with" && k != "label" && k != "exclusive") {
+      return bad("unknown resource key \"" + k + "\"");
+    }
+  }
+  return {};
+}
+
+Result<std::string> type_of(const Json& vertex) {
+  if (!vertex.is_object()) return bad("a resource must be an object");
+  auto it = vertex.find("type");
+  if (it == vertex.end() || !it->is_string()) return bad("a resource needs a string type");
+  std::string t = it->get<std::string>();
+  if (t != "node" && t != "slot" && t != "core" && t != "gpu") {
+    return bad("unknown resource type \"" + t + "\" (version 1 knows node, slot, core, gpu)");
+  }
+  if (auto st = check_keys(vertex); !st) return st.error();
+  return t;
+}
+
+// slot>core or slot>(core,gpu)
+Status parse_slot(const Json& slot, Jobspec& js, std::string& label) {
+  auto n = positive_count(slot, "slot");
+  if (!n.ok()) return n.error();
+  js.nslots = *n;
+  auto lit = slot.find("label");
+  if (lit == slot.end() || !lit->is_string() || lit->get<std::string>().empty()) {
+    return bad("slot needs a label");
+  }
+  label = lit->get<std::string>();
+  auto with = slot.find("with");
+  if (with == slot.end() || !with->is_array() || with->empty() || with->size() > 2) {
+    return bad("slot must contain core (and optionally gpu)");
+  }
+  bool core = false, gpu = false;
+  for (auto& child : *with) {
+    auto t = type_of(child);
+    if (!t.ok()) return t.error();
+    if (child.contains("with")) return bad(*t + " cannot contain other resources");
+    auto c = positive_count(child, *t);
+    if (!c.ok()) return c.error();
+    if (*t == "core" && !core) {
+      core = true;
+      js.cores_per_slot = *c;
+    } else if (*t == "gpu" && !gpu) {
+      gpu = true;
+      js.gpus_per_slot = *c;
+    } else {
+      return bad("slot may contain one core and one gpu resource, not " + *t + " here");
+    }
+  }
+  if (!core) return bad("slot must contain core");
+  return {};
+}
+
+}  // namespace
+
+Result<Jobspec> parse_jobspec_text(std::string_view text) {
+  auto j = parse_json(text);
+  if (!j.ok()) return bad(j.error().text);
+  return parse_jobspec(*j);
+}
+
+Result<Jobspec> parse_jobspec(const Json& j) {
+  if (!j.is_object()) return bad("must be a JSON object");
+  for (const char* k : {"version", "resources", "tasks", "attributes"}) {
+    if (!j.contains(k)) return bad(std::string("missing \"") + k + "\"");
+  }
+  if (!j["version"].is_number_integer() || j["version"].get<int64_t>() != 1) return bad("version must be 1");
+  Jobspec js;
+  js.raw = j;
+
+  const Json& res = j["resources"];
+  if (!res.is_array() || res.size() != 1) return bad("resources must be a list of exactly one node or slot");
+  auto top = type_of(res[0]);
+  if (!top.ok()) return top.error();
+  std::string label;
+  if (*top == "node") {
+    auto n = positive_count(res[0], "node");
+    if (!n.ok()) return n.error();
+    js.nnodes = *n;
+    if (res[0].contains("exclusive")) {
+      if (!res[0]["exclusive"].is_boolean()) return bad("exclusive must be true or false");
+      js.exclusive = res[0]["exclusive"].get<bool>();
+    }
+    auto with = res[0].find("with");
+    if (with == res[0].end() || !with->is_array() || with->size() != 1) return bad("node must contain one slot");
+    auto t = type_of((*with)[0]);
+    if (!t.ok()) return t.error();
+    if (*t != "slot") return bad("node must contain a slot, not " + *t);
+    if (auto st = parse_slot((*with)[0], js, label); !st) return st.error();
+    js.slots_per_node = js.nslots;
+    js.nslots = js.slots_per_node * js.nnodes;
+  } else if (*top == "slot") {
+    if (res[0].contains("exclusive")) return bad("only a node can be exclusive");
+    if (auto st = parse_slot(res[0], js, label); !st) return st.error();
+  } else {
+    return bad("resources must start with node or slot, not " + *top);
+  }
+
+  const Json& tasks = j["tasks"];
+  if (!tasks.is_array() || tasks.size() != 1 || !tasks[0].is_object()) return bad("tasks must be a list of one task");
+  const Json& task = tasks[0];
+  auto cmd = task.find("command");
+  if (cmd == task.end() || !cmd->is_array() || cmd->empty()) return bad("task command must be a non-empty list");
+  for (auto& a : *cmd) {
+    if (!a.is_string()) return bad("task command must be a list of strings");
+    js.command.push_back(a.get<std::string>());
+  }
+  if (js.command[0].empty()) return bad("task command is empty");
+  if (!task.contains("slot") || !task["slot"].is_string() || task["slot"].get<std::string>() != label) {
+    return bad("task slot must name the slot label \"" + label + "\"");
+  }
+  auto count = task.find("count");
+  if (count == task.end() || !count->is_object() || count->size() != 1) {
+    return bad("task count must hold exactly one of per_slot and total");
+  }
+  if (count->contains("per_slot")) {
+    const Json& ps = (*count)["per_slot"];
+    if (!ps.is_number_integer() || ps.get<int64_t>() != 1) return bad("per_slot must be 1 in version 1");
+    js.ntasks = js.nslots;
+  } else if (count->contains("total")) {
+    const Json& t = (*count)["total"];
+    if (!t.is_number_integer() || t.get<int64_t>() < 1) return bad("total task count must be at least 1");
+    if (t.get<int64_t>() > js.nslots) {
+      return bad("total task count " + std::to_string(t.get<int64_t>()) + " exceeds the " +
+                 std::to_string(js.nslots) + " slots");
+    }
+    js.ntasks = static_cast<uint32_t>(t.get<int64_t>());
+    if (js.nnodes > 0 && js.ntasks < js.nnodes) {
+      return bad("total task count " + std::to_string(js.ntasks) + " is less than the " +
+                 std::to_string(js.nnodes) + " nodes");
+    }
+  } else {
+    return bad("task count must hold per_slot or total");
+  }
+
+  const Json& attrs = j["attributes"];
+  if (!attrs.is_object()) return bad("attributes must be an object");
+  for (auto& [k, v] : attrs.items()) {
+    if (k != "system" && k != "user") return bad("unknown attributes section \"" + k + "\"");
+    if (!v.is_object()) return bad("attributes." + k + " must be an object");
+  }
+  if (!attrs.contains("system")) return bad("attributes.system is required");
+  const Json& sys = attrs["system"];
+  if (!sys.contains("duration")) return bad("attributes.system.duration is required");
+  if (!sys["duration"].is_number() || !std::isfinite(sys["duration"].get<double>()) ||
+      sys["duration"].get<double>() < 0) {
+    return bad("duration must be a non-negative number of seconds");
+  }
+  js.duration = sys["duration"].get<double>();
+  if (sys.contains("cwd")) {
+    if (!sys["cwd"].is_string()) return bad("cwd must be a string");
+    js.cwd = sys["cwd"].get<std::string>();
+  }
+  if (sys.contains("environment") && !sys["environment"].is_object()) return bad("environment must be an object");
+  if (sys.contains("environment")) {
+    for (auto& [k, v] : sys["environment"].items()) {
+      if (!v.is_string()) return bad("environment value of " + k + " must be a string");
+    }
+  }
+  if (sys.contains("job") && sys["job"].is_object() && sys["job"].contains("name") && sys["job"]["name"].is_string()) {
+    js.name = sys["job"]["name"].get<std::string>();
+  } else {
+    auto slash = js.command[0].rfind('/');
+    js.name = slash == std::string::npos ? js.command[0] : js.command[0].substr(slash + 1);
+  }
+  return js;
+}
+
+Result<Json> build_jobspec(const JobRequest& r) {
+  if (r.command.empty()) return bad("no command given");
+  if (r.cores_per_task < 1) return bad("cores per task must be at least 1");
+  uint32_t tasks = r.tasks ? r.tasks : (r.nodes ? r.nodes : 1);
+  if (r.nodes && tasks < r.nodes) {
+    return bad("fewer tasks (" + std::to_string(tasks) + ") than nodes (" + std::to_string(r.nodes) + ")");
+  }
+  Json with = Json::array({{{"type", "core"}, {"count", r.cores_per_task}}});
+  if (r.gpus_per_task) with.push_back({{"type", "gpu"}, {"count", r.gpus_per_task}});
+  Json resources;
+  Json count;
+  if (r.nodes) {
+    uint32_t per_node = (tasks + r.nodes - 1) / r.nodes;
+    Json slot = {{"type", "slot"}, {"count", per_node}, {"label", "task"}, {"with", with}};
+    Json node = {{"type", "node"}, {"count", r.nodes}, {"with", Json::array({slot})}};
+    if (r.exclusive) node["exclusive"] = true;
+    resources = Json::array({node});
+    count = {{"total", tasks}};
+  } else {
+    if (r.exclusive) return bad("-x (exclusive) needs -N (nodes)");
+    resources = Json::array({{{"type", "slot"}, {"count", tasks}, {"label", "task"}, {"with", with}}});
+    count = {{"per_slot", 1}};
+  }
+  Json system = {{"duration", r.duration}};
+  if (!r.cwd.empty()) system["cwd"] = r.cwd;
+  if (r.environment.is_object()) system["environment"] = r.environment;
+  if (!r.name.empty()) system["job"] = {{"name", r.name}};
+  Json j = {{"version", 1},
+            {"resources", resources},
+            {"tasks", Json::array({{{"command", r.command}, {"slot", "task"}, {"count", count}}})},
+            {"attributes", {{"system", system}}}};
+  // What we build must be what we accept.
+  if (auto js = parse_jobspec(j); !js.ok()) return js.error();
+  return j;
+}
+
+namespace {
+Result<double> parse_duration(std::string_view s, double bare_unit, const char* what) {
+  std::string text(s);
+  if (text == "inf" || text == "infinity") return std::numeric_limits<double>::infinity();
+  if (text.empty()) return Error{EINVAL, std::string("empty ") + what};
+  double unit = bare_unit;
+  char last = text.back();
+  if (last == 's' || last == 'm' || last == 'h' || last == 'd') {
+    unit = last == 's' ? 1 : last == 'm' ? 60 : last == 'h' ? 3600 : 86400;
+    text.pop_back();
+  }
+  if (text.empty() || text.find_first_not_of("0123456789.") != std::string::npos ||
+      text.find('.') != text.rfind('.') || text == ".") {
+    return Error{EINVAL, std::string("invalid ") + what + " \"" + std::string(s) + "\" (e.g. 30s, 5m, 2h, 1d)"};
+  }
+  double v = std::strtod(text.c_str(), nullptr);
+  if (!std::isfinite(v)) return Error{EINVAL, std::string("invalid ") + what + " \"" + std::string(s) + "\""};
+  return v * unit;
+}
+}  // namespace
+
+Result<double> parse_fsd(std::string_view s) { return parse_duration(s, 1, "duration"); }
+Result<double> parse_time_limit(std::string_view s) { return parse_duration(s, 60, "time limit"); }
+
+}  // namespace loom

@@ -1,0 +1,64 @@
+// Jobspec version 1 (Flux RFC 25, a subset of RFC 14), as JSON.
+//
+//   resources: exactly one of  slot>core, slot>(core,gpu),
+//              node>slot>core, node>slot>(core,gpu)   with integer counts
+//   tasks:     one task {command: [..], slot: LABEL, count: {per_slot: 1} | {total: N}}
+//   attributes.system: duration (seconds, required, 0 = none), cwd,
+//              environment, job.name, ... ; attributes.user: anything
+//   version:   1
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "base/result.h"
+#include "msg/json.h"
+
+namespace loom {
+
+// What the scheduler and the execution service need, decoded once.
+struct Jobspec {
+  Json raw;                  // the validated document
+  uint32_t nnodes = 0;       // 0: no node level (slots anywhere)
+  uint32_t nslots = 1;       // all slots of the job
+  uint32_t slots_per_node = 0;
+  uint32_t cores_per_slot = 1;
+  uint32_t gpus_per_slot = 0;
+  bool exclusive = false;    // whole nodes
+  uint32_t ntasks = 1;
+  std::vector<std::string> command;
+  double duration = 0;       // seconds; 0 means no limit was asked
+  std::string cwd;
+  std::string name;          // attributes.system.job.name, else basename of command[0]
+};
+
+Result<Jobspec> parse_jobspec(const Json& j);
+Result<Jobspec> parse_jobspec_text(std::string_view text);
+
+// What `loom submit -N -n -c -g -x -t` asks for.
+struct JobRequest {
+  uint32_t nodes = 0;  // 0: not given
+  uint32_t tasks = 0;  // 0: not given
+  uint32_t cores_per_task = 1;
+  uint32_t gpus_per_task = 0;
+  bool exclusive = false;
+  double duration = 0;
+  std::vector<std::string> command;
+  std::string cwd;
+  Json environment;  // object, or null
+  std::string name;
+};
+// Builds a version 1 jobspec the way Flux users expect: -N without -n runs
+// one task per node; -n tasks are spread over -N nodes in ceil(n/N) slots
+// per node; -x asks for whole nodes.
+Result<Json> build_jobspec(const JobRequest& r);
+
+// Flux Standard Duration: "30", "30s", "1.5m", "2h", "1d", "inf"; a bare
+// number is seconds.
+Result<double> parse_fsd(std::string_view s);
+// A time limit as `-t` takes it: the same, but a bare number is minutes.
+Result<double> parse_time_limit(std::string_view s);
+
+}  // namespace loom

@@ -1,0 +1,122 @@
+#include "jobspec/jobspec.h"
+
+#include <gtest/gtest.h>
+
+namespace loom {
+
+namespace {
+Json valid() {
+  return R"({"version":1,
+    "resources":[{"type":"node","count":2,"with":[{"type":"slot","count":2,"label":"task",
+                  "with":[{"type":"core","count":3},{"type":"gpu","count":1}]}]}],
+    "tasks":[{"command":["/bin/app","-v"],"slot":"task","count":{"per_slot":1}}],
+    "attributes":{"system":{"duration":60,"cwd":"/tmp","environment":{"A":"1"}}}})"_json;
+}
+std::string why(const Json& j) {
+  auto r = parse_jobspec(j);
+  return r.ok() ? "" : r.error().text;
+}
+}  // namespace
+
+TEST(Jobspec, DecodesANodeSlotCoreGpuRequest) {
+  auto js = parse_jobspec(valid());
+  ASSERT_TRUE(js.ok()) << js.error().text;
+  EXPECT_EQ(js->nnodes, 2u);
+  EXPECT_EQ(js->slots_per_node, 2u);
+  EXPECT_EQ(js->nslots, 4u);
+  EXPECT_EQ(js->cores_per_slot, 3u);
+  EXPECT_EQ(js->gpus_per_slot, 1u);
+  EXPECT_EQ(js->ntasks, 4u);
+  EXPECT_EQ(js->duration, 60);
+  EXPECT_EQ(js->cwd, "/tmp");
+  EXPECT_EQ(js->name, "app");
+  EXPECT_EQ(js->command, (std::vector<std::string>{"/bin/app", "-v"}));
+}
+
+TEST(Jobspec, RefusesWhatVersion1Forbids) {
+  auto with = [](auto edit) {
+    Json j = valid();
+    edit(j);
+    return why(j);
+  };
+  EXPECT_NE(with([](Json& j) { j.erase("version"); }).find("version"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["version"] = 2; }).find("version"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = -1; }).find("at least 1"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = 0; }).find("at least 1"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"][0]["type"] = "socket"; }).find("unknown resource type"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"][0]["with"][0]["with"][0]["type"] = "memory"; }).find("memory"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"][0]["with"][0]["with"].erase(0); }).find("core"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["tasks"][0]["command"] = Json::array(); }).find("command"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["tasks"][0]["slot"] = "other"; }).find("label"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["tasks"][0]["count"] = {{"per_slot", 2}}; }).find("per_slot"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["tasks"][0]["count"] = {{"total", 5}}; }).find("exceeds"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["tasks"][0]["count"] = {{"total", 1}}; }).find("less than"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["attributes"]["system"].erase("duration"); }).find("duration"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["attributes"]["system"]["duration"] = -5; }).find("duration"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["resources"].push_back(j["resources"][0]); }).find("exactly one"), std::string::npos);
+  EXPECT_NE(with([](Json& j) { j["attributes"]["other"] = Json::object(); }).find("other"), std::string::npos);
+  EXPECT_FALSE(parse_jobspec_text("not json").ok());
+  EXPECT_FALSE(parse_jobspec_text("[]").ok());
+}
+
+TEST(Jobspec, BuildsWhatFluxUsersExpect) {
+  JobRequest r;
+  r.command = {"hostname"};
+  r.nodes = 4;
+  r.tasks = 8;
+  r.cores_per_task = 2;
+  auto j = build_jobspec(r);
+  ASSERT_TRUE(j.ok()) << j.error().text;
+  auto js = parse_jobspec(*j);
+  ASSERT_TRUE(js.ok());
+  EXPECT_EQ(js->nnodes, 4u);
+  EXPECT_EQ(js->slots_per_node, 2u);
+  EXPECT_EQ(js->ntasks, 8u);
+  EXPECT_EQ(js->cores_per_slot, 2u);
+
+  JobRequest one_per_node;
+  one_per_node.command = {"true"};
+  one_per_node.nodes = 3;
+  EXPECT_EQ(parse_jobspec(*build_jobspec(one_per_node))->ntasks, 3u);
+
+  JobRequest uneven;  // 5 tasks on 4 nodes: 2 slots per node, 5 tasks in all
+  uneven.command = {"true"};
+  uneven.nodes = 4;
+  uneven.tasks = 5;
+  auto u = parse_jobspec(*build_jobspec(uneven));
+  EXPECT_EQ(u->nslots, 8u);
+  EXPECT_EQ(u->ntasks, 5u);
+
+  JobRequest slots;
+  slots.command = {"true"};
+  slots.tasks = 10;
+  slots.gpus_per_task = 1;
+  auto s = parse_jobspec(*build_jobspec(slots));
+  EXPECT_EQ(s->nnodes, 0u);
+  EXPECT_EQ(s->nslots, 10u);
+  EXPECT_EQ(s->gpus_per_slot, 1u);
+
+  JobRequest bad = slots;
+  bad.exclusive = true;
+  EXPECT_FALSE(build_jobspec(bad).ok());
+  JobRequest fewer;
+  fewer.command = {"true"};
+  fewer.nodes = 4;
+  fewer.tasks = 2;
+  EXPECT_FALSE(build_jobspec(fewer).ok());
+}
+
+TEST(Duration, ParsesFluxStandardDurations) {
+  EXPECT_EQ(*parse_fsd("30"), 30);
+  EXPECT_EQ(*parse_fsd("30s"), 30);
+  EXPECT_EQ(*parse_fsd("1.5m"), 90);
+  EXPECT_EQ(*parse_fsd("2h"), 7200);
+  EXPECT_EQ(*parse_fsd("1d"), 86400);
+  EXPECT_EQ(*parse_fsd("0.5s"), 0.5);
+  EXPECT_EQ(*parse_time_limit("10"), 600);  // -t: a bare number is minutes
+  for (const char* s : {"", "s", "-1", "1x", "1..2", "abc", "1 s"}) EXPECT_FALSE(parse_fsd(s).ok()) << s;
+}
+
+}  // namespace loom
