@@ -57,6 +57,9 @@ class Handle {
   // --- client side ---
   // Sends a request; returns its matchtag (to cancel_rpc with).
   uint32_t rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn);
+  uint32_t rpc(std::string topic, const char* payload, RpcOptions opts, ResponseFn fn) {
+    return rpc(std::move(topic), std::string(payload), opts, std::move(fn));
+  }
   uint32_t rpc(std::string topic, const Json& payload, RpcOptions opts, ResponseFn fn) {
     return rpc(std::move(topic), dump_json(payload), opts, std::move(fn));
   }
@@ -72,6 +75,7 @@ class Handle {
   void add_method(const std::string& topic, Access access, RequestFn fn);
   void remove_methods(const std::string& service);
   void respond(const Message& req, std::string payload);
+  void respond(const Message& req, const char* payload) { respond(req, std::string(payload)); }
   void respond(const Message& req, const Json& payload) { respond(req, dump_json(payload)); }
   void respond_error(const Message& req, int errnum, std::string_view text);
   void respond_error(const Message& req, const Error& e) { respond_error(req, e.code, e.text); }
