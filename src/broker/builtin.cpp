@@ -93,7 +93,9 @@ void Broker::install_builtin_services() {
     if (!p || p->kind != PeerKind::kClient) {
       return h.respond_error(req, EINVAL, "service.add must come from a client of this broker");
     }
-    std::string user_prefix = std::to_string(p->uid) + "-";
+    // The stamped userid: the peer's own uid, or the user the owner speaks
+    // as (test credentials), matching the rolemask checked below.
+    std::string user_prefix = std::to_string(req.userid) + "-";
     if (!(req.rolemask & role::kOwner) && !name->starts_with(user_prefix)) {
       return h.respond_error(req, EPERM, "a user may only register services named " + user_prefix + "*");
     }

@@ -1,0 +1,199 @@
+#include "kit/process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <map>
+
+extern char** environ;
+
+namespace loom::test {
+
+std::string build_dir() {
+  if (const char* d = std::getenv("LOOM_BUILD_DIR"); d && *d) return d;
+  return LOOM_TEST_DEFAULT_BUILD_DIR;
+}
+
+std::string bin(const std::string& name) { return build_dir() + "/bin/" + name; }
+
+int exit_code(int st) {
+  if (WIFEXITED(st)) return WEXITSTATUS(st);
+  if (WIFSIGNALED(st)) return 128 + WTERMSIG(st);
+  return -1;
+}
+
+double monotonic_now() {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9;
+}
+
+namespace {
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+int remaining_ms(double deadline) {
+  double left = deadline - monotonic_now();
+  if (left <= 0) return 0;
+  return static_cast<int>(std::ceil(left * 1000));
+}
+
+// Polls `fd` for POLLIN until the deadline. True if readable (or hung up).
+bool poll_in(int fd, double deadline) {
+  while (true) {
+    pollfd p{fd, POLLIN, 0};
+    int n = ::poll(&p, 1, remaining_ms(deadline));
+    if (n > 0) return true;
+    if (n == 0) return false;
+    if (errno != EINTR) return false;
+  }
+}
+
+}  // namespace
+
+std::optional<int> wait_child(pid_t pid, double timeout) {
+  int st = 0;
+  pid_t r = ::waitpid(pid, &st, WNOHANG);
+  if (r == pid) return st;
+  if (r < 0) return std::nullopt;  // not our child (already reaped?)
+  int fd = pidfd_open(pid);
+  if (fd < 0) {
+    r = ::waitpid(pid, &st, WNOHANG);
+    return r == pid ? std::optional<int>(st) : std::nullopt;
+  }
+  bool exited = poll_in(fd, monotonic_now() + timeout);
+  ::close(fd);
+  if (!exited) return std::nullopt;
+  while ((r = ::waitpid(pid, &st, 0)) < 0 && errno == EINTR) {
+  }
+  return r == pid ? std::optional<int>(st) : std::nullopt;
+}
+
+bool wait_gone(pid_t pid, double timeout) {
+  int fd = pidfd_open(pid);
+  if (fd < 0) return errno == ESRCH;
+  bool gone = poll_in(fd, monotonic_now() + timeout);
+  ::close(fd);
+  return gone;
+}
+
+bool is_alive(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!in || !std::getline(in, line)) return false;
+  // pid (comm) STATE ...; comm may hold spaces or parentheses.
+  auto close_paren = line.rfind(')');
+  if (close_paren == std::string::npos || close_paren + 2 >= line.size()) return false;
+  char state = line[close_paren + 2];
+  return state != 'Z' && state != 'X';
+}
+
+std::vector<std::string> split_lines(const std::string& s) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start < s.size()) {
+    size_t nl = s.find('\n', start);
+    if (nl == std::string::npos) {
+      out.push_back(s.substr(start));
+      break;
+    }
+    out.push_back(s.substr(start, nl - start));
+    start = nl + 1;
+  }
+  return out;
+}
+
+std::vector<std::string> CmdResult::out_lines() const { return split_lines(out); }
+std::vector<std::string> CmdResult::err_lines() const { return split_lines(err); }
+
+CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double timeout) {
+  CmdResult res;
+  // The environment of the child, built before fork.
+  std::map<std::string, std::string> vars;
+  for (char** e = environ; *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq != std::string::npos) vars[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (auto& [k, v] : env) {
+    if (v.empty()) vars.erase(k);
+    else vars[k] = v;
+  }
+  std::vector<std::string> envs;
+  for (auto& [k, v] : vars) envs.push_back(k + "=" + v);
+  std::vector<char*> envp;
+  for (auto& s : envs) envp.push_back(s.data());
+  envp.push_back(nullptr);
+  std::vector<std::string> args_copy = argv;
+  std::vector<char*> args;
+  for (auto& a : args_copy) args.push_back(a.data());
+  args.push_back(nullptr);
+
+  int out[2], err[2];
+  if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
+    res.err = std::string("pipe: ") + std::strerror(errno);
+    return res;
+  }
+  pid_t parent = ::getpid();
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(127);
+    int devnull = ::open("/dev/null", O_RDONLY);
+    ::dup2(devnull, 0);
+    ::dup2(out[1], 1);
+    ::dup2(err[1], 2);
+    ::execve(args[0], args.data(), envp.data());
+    std::fprintf(stderr, "run_cmd: cannot run %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(127);
+  }
+  ::close(out[1]);
+  ::close(err[1]);
+  double deadline = monotonic_now() + timeout;
+  bool out_open = true, err_open = true;
+  char buf[65536];
+  while (out_open || err_open) {
+    pollfd p[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
+    int n = ::poll(p, 2, remaining_ms(deadline));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      res.timed_out = true;
+      break;
+    }
+    for (int i = 0; i < 2; ++i) {
+      if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      ssize_t k = ::read(p[i].fd, buf, sizeof buf);
+      if (k > 0) {
+        (i == 0 ? res.out : res.err).append(buf, static_cast<size_t>(k));
+      } else if (k == 0 || errno != EINTR) {
+        (i == 0 ? out_open : err_open) = false;
+      }
+    }
+  }
+  ::close(out[0]);
+  ::close(err[0]);
+  std::optional<int> st;
+  if (!res.timed_out) st = wait_child(pid, std::max(0.0, deadline - monotonic_now()));
+  if (!st) {
+    res.timed_out = true;
+    ::kill(pid, SIGKILL);
+    st = wait_child(pid, 10);
+    res.code = -1;
+    return res;
+  }
+  res.code = exit_code(*st);
+  return res;
+}
+
+}  // namespace loom::test
