@@ -149,6 +149,9 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
         child_links_.erase(p->rank);
         if (!shutting_down_) child_lost(p->rank, why.text);
       }
+      for (auto& [key, req] : p->unanswered) {
+        respond_error(req, EHOSTUNREACH, "rank " + std::to_string(p->rank) + " was lost before answering");
+      }
       break;
     case PeerKind::kParent:
       parent_peer_.reset();
@@ -228,7 +231,7 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
       route_request(std::move(m));
       break;
     case MsgType::kResponse:
-      if (p->kind == PeerKind::kClient && !p->unanswered.empty()) {
+      if ((p->kind == PeerKind::kClient || p->kind == PeerKind::kChild) && !p->unanswered.empty()) {
         auto it = p->unanswered.find(std::make_pair(m.route, m.matchtag));
         if (it != p->unanswered.end() && (!it->second.has_flag(msgflag::kStreaming) || m.errnum != 0)) {
           p->unanswered.erase(it);
@@ -282,6 +285,11 @@ void Broker::route_request(Message&& m) {
     auto it = child_links_.find(*child);
     if (it != child_links_.end()) {
       if (Peer* c = find_peer(it->second)) {
+        if (m.wants_response() && m.matchtag != 0) {
+          Message head = m;
+          head.payload.clear();
+          c->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
+        }
         send_to(*c, std::move(m));
         return;
       }

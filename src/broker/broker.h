@@ -90,10 +90,11 @@ class Broker {
     std::set<std::pair<std::string, uint32_t>> talked_to;  // clients: (service, nodeid)
     std::vector<std::string> subscriptions;
     std::vector<std::string> services;
-    // Clients that provide services: the requests they have not finished
-    // answering, by (route, matchtag), so that their requesters get ENOSYS
-    // instead of waiting forever if this client goes away. Matchtag-less
-    // requests are matched by their payload and cannot be tracked here.
+    // Clients that provide services, and child links: the requests they
+    // have not finished answering, by (route, matchtag), so that their
+    // requesters get ENOSYS (client gone) or EHOSTUNREACH (child rank lost)
+    // instead of waiting forever. Matchtag-less requests are matched by
+    // their payload and cannot be tracked here.
     std::map<std::pair<std::vector<HopId>, uint32_t>, Message> unanswered;
   };
 

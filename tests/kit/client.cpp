@@ -6,7 +6,9 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
 #include <chrono>
 #include <cmath>
 #include <cstring>
@@ -32,6 +34,19 @@ bool Loop::run_until(const std::function<bool()>& pred, double timeout) {
     }
   }
   return true;
+}
+
+bool Loop::run_until_readable(int fd, double timeout) {
+  // A duplicate, so that the descriptor object may close what it owns.
+  asio::posix::stream_descriptor d(io_, ::dup(fd));
+  bool ready = false;
+  d.async_wait(asio::posix::stream_descriptor::wait_read, [&ready](const std::error_code&) { ready = true; });
+  bool ok = run_until([&] { return ready; }, timeout);
+  if (!ok) {
+    d.cancel();
+    run_until([&] { return ready; }, 5);  // the handler refers to `ready`
+  }
+  return ok;
 }
 
 void Loop::poll() {
@@ -140,13 +155,17 @@ bool RawConn::write(std::string_view bytes, double timeout) {
   return true;
 }
 
-bool RawConn::read_some(double deadline) {
+bool RawConn::read_some(double deadline, Loop* loop) {
   if (closed_ || fd_ < 0) return false;
   while (true) {
-    pollfd p{fd_, POLLIN, 0};
-    int n = ::poll(&p, 1, remaining_ms(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return false;
+    if (loop) {
+      if (!loop->run_until_readable(fd_, std::max(0.0, deadline - monotonic_now()))) return false;
+    } else {
+      pollfd p{fd_, POLLIN, 0};
+      int n = ::poll(&p, 1, remaining_ms(deadline));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+    }
     char buf[65536];
     ssize_t k = ::recv(fd_, buf, sizeof buf, 0);
     if (k > 0) {
@@ -159,13 +178,16 @@ bool RawConn::read_some(double deadline) {
   }
 }
 
-std::optional<Message> RawConn::recv(double timeout) {
+std::optional<Message> RawConn::recv(double timeout) { return recv_impl(timeout, nullptr); }
+std::optional<Message> RawConn::recv(Loop& loop, double timeout) { return recv_impl(timeout, &loop); }
+
+std::optional<Message> RawConn::recv_impl(double timeout, Loop* loop) {
   double deadline = monotonic_now() + timeout;
   while (true) {
     auto next = decoder_.next();
     if (!next.ok()) return std::nullopt;  // the broker sent garbage: a test failure upstream
     if (next->has_value()) return std::move(**next);
-    if (!read_some(deadline)) return std::nullopt;
+    if (!read_some(deadline, loop)) return std::nullopt;
   }
 }
 

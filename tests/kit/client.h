@@ -31,6 +31,8 @@ class Loop {
   Result<std::unique_ptr<Client>> connect(const std::string& path);
   // Runs handlers until pred() holds or `timeout` seconds pass; returns pred().
   bool run_until(const std::function<bool()>& pred, double timeout = 10);
+  // Runs handlers until `fd` is readable (or hung up) or `timeout` passes.
+  bool run_until_readable(int fd, double timeout = 10);
   // Runs whatever is ready now, without waiting.
   void poll();
 
@@ -75,6 +77,8 @@ class RawConn {
   // The next whole message, or nullopt at the deadline or when closed
   // (closed() then says which).
   std::optional<Message> recv(double timeout = 10);
+  // The same, running `loop` while it waits (for services on that loop).
+  std::optional<Message> recv(Loop& loop, double timeout = 10);
   // Reads and discards until the peer closes; true if it did in time.
   bool wait_closed(double timeout = 10);
   bool closed() const { return closed_; }
@@ -85,7 +89,8 @@ class RawConn {
   explicit RawConn(int fd) : fd_(fd) {}
   // Reads what is available, waiting up to the deadline. False when closed
   // or timed out.
-  bool read_some(double deadline);
+  bool read_some(double deadline, Loop* loop = nullptr);
+  std::optional<Message> recv_impl(double timeout, Loop* loop);
   int fd_ = -1;
   bool closed_ = false;
   FrameDecoder decoder_;
