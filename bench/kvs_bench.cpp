@@ -20,9 +20,7 @@
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -37,8 +35,8 @@ std::string commit_payload(const std::string& key, int seq) {
 }
 
 // Appends `total` lines spread over `clients` connections; returns appends/s.
-double run_appends(asio::io_context& io, loom::Clock& clock, const std::string& uri, int clients, int total,
-                   int window, const std::string& tag) {
+double run_appends(asio::io_context& io, loom::Clock& clock, const std::string& uri, int clients, int total, int window,
+                   const std::string& tag) {
   std::vector<std::unique_ptr<loom::Client>> conns;
   for (int i = 0; i < clients; ++i) {
     auto c = loom::Client::connect(io, clock, uri);
@@ -122,16 +120,17 @@ int main(int argc, char** argv) {
     auto c = loom::Client::connect(io, *clock, uri);
     if (!c.ok()) return 1;
     ws.push_back(std::move(*c));
-    ws.back()->handle().rpc("kvs.watch",
-                            loom::Json{{"key", "bench.fanout"}, {"append", true}, {"waitcreate", true}, {"from", "now"}},
-                            {loom::kNodeAny, true, 0}, [&](const loom::Message& m) {
-                              if (m.errnum == 0) ++seen;
-                            });
+    ws.back()->handle().rpc(
+        "kvs.watch", loom::Json{{"key", "bench.fanout"}, {"append", true}, {"waitcreate", true}, {"from", "now"}},
+        {loom::kNodeAny, true, 0}, [&](const loom::Message& m) {
+          if (m.errnum == 0) ++seen;
+        });
   }
   auto writer = loom::Client::connect(io, *clock, uri);
   if (!writer.ok()) return 1;
   // Make sure every watch is registered before measuring.
-  (void)(*writer)->call("kvs.commit", loom::Json{{"ops", {{{"op", "append"}, {"key", "bench.fanout"}, {"value", "x"}}}}});
+  (void)(*writer)->call("kvs.commit",
+                        loom::Json{{"ops", {{{"op", "append"}, {"key", "bench.fanout"}, {"value", "x"}}}}});
   while (seen < watchers) io.run_one();
   std::vector<double> lat;
   for (int i = 0; i < rounds; ++i) {
@@ -147,8 +146,8 @@ int main(int argc, char** argv) {
     std::printf("{\"figure\":\"fanout\",\"watchers\":%d,\"p50_us\":%.1f,\"p99_us\":%.1f}\n", watchers,
                 percentile(lat, 0.5), percentile(lat, 0.99));
   } else {
-    std::printf("watch fan-out to %d watchers: p50 %.1f us, p99 %.1f us (%d appends)\n", watchers,
-                percentile(lat, 0.5), percentile(lat, 0.99), rounds);
+    std::printf("watch fan-out to %d watchers: p50 %.1f us, p99 %.1f us (%d appends)\n", watchers, percentile(lat, 0.5),
+                percentile(lat, 0.99), rounds);
   }
   return 0;
 }

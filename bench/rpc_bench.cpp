@@ -17,9 +17,7 @@
 
 namespace {
 
-double now() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
+double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
 
 double percentile(std::vector<double> v, double p) {
   std::sort(v.begin(), v.end());
@@ -110,10 +108,10 @@ int main(int argc, char** argv) {
         *std::max_element(rtt.begin(), rtt.end()), total, window, rate);
   } else {
     std::printf("%s to rank %s: latency p50 %.1f us, p99 %.1f us, max %.1f us (%d sequential)\n", topic.c_str(),
-                target.c_str(), percentile(rtt, 0.5), percentile(rtt, 0.99),
-                *std::max_element(rtt.begin(), rtt.end()), count);
-    std::printf("%s to rank %s: %.0f RPCs/s pipelined (%d requests, %d in flight)\n", topic.c_str(),
-                target.c_str(), rate, total, window);
+                target.c_str(), percentile(rtt, 0.5), percentile(rtt, 0.99), *std::max_element(rtt.begin(), rtt.end()),
+                count);
+    std::printf("%s to rank %s: %.0f RPCs/s pipelined (%d requests, %d in flight)\n", topic.c_str(), target.c_str(),
+                rate, total, window);
   }
   return 0;
 }

@@ -181,9 +181,15 @@ TEST_F(BadInput, DeeplyNestedJsonIsRefusedNotFollowed) {
     bool must_refuse;  // the service reads the payload: EPROTO
   };
   std::vector<Case> cases = {
-      {"broker.info", 0, false},        {"broker.info", 1, false},        {"service.add", kNodeAny, true},
-      {"event.subscribe", kNodeAny, true}, {"event.unsubscribe", kNodeAny, true}, {"service.remove", kNodeAny, true},
-      {"broker.status", 0, false},      {"broker.ping", 1, false},        {"nosuch.method", 1, false},
+      {"broker.info", 0, false},
+      {"broker.info", 1, false},
+      {"service.add", kNodeAny, true},
+      {"event.subscribe", kNodeAny, true},
+      {"event.unsubscribe", kNodeAny, true},
+      {"service.remove", kNodeAny, true},
+      {"broker.status", 0, false},
+      {"broker.ping", 1, false},
+      {"nosuch.method", 1, false},
   };
   uint32_t tag = 0;
   std::map<uint32_t, std::string> sent;
@@ -315,8 +321,8 @@ TEST_F(BadInput, ForgedRoutesAndStrayResponsesAreHarmless) {
   EXPECT_TRUE(r->route.empty());
   // Responses nobody asked for, with routes to nowhere, a missing rank, and
   // over the overlay link to rank 1.
-  for (auto route : std::vector<std::vector<HopId>>{{}, {make_hop(0, 99999)}, {make_hop(9, 1)},
-                                                     {make_hop(1, 99999), make_hop(0, 1)}, {make_hop(0, 0)}}) {
+  for (auto route : std::vector<std::vector<HopId>>{
+           {}, {make_hop(0, 99999)}, {make_hop(9, 1)}, {make_hop(1, 99999), make_hop(0, 1)}, {make_hop(0, 0)}}) {
     Message resp;
     resp.type = MsgType::kResponse;
     resp.topic = "broker.ping";

@@ -1,5 +1,7 @@
 // A whole instance through the command line: `loom start` with and without
 // a command, and every rank reachable through the overlay tree.
+#include "kit/instance.h"
+
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
@@ -8,7 +10,6 @@
 #include <vector>
 
 #include "kit/client.h"
-#include "kit/instance.h"
 
 namespace loom::test {
 namespace {
@@ -45,8 +46,8 @@ TEST(LoomStart, ExitsWithTheCommandsStatus) {
 }
 
 TEST(LoomStart, GivesTheCommandTheInstancesUri) {
-  auto r = run_cmd({bin("loom"), "start", "--test-size=2", "--", "/bin/sh", "-c", "echo \"$LOOM_URI\""},
-                   {{"LOOM_URI", ""}});
+  auto r =
+      run_cmd({bin("loom"), "start", "--test-size=2", "--", "/bin/sh", "-c", "echo \"$LOOM_URI\""}, {{"LOOM_URI", ""}});
   ASSERT_EQ(r.code, 0) << show(r);
   auto lines = r.out_lines();
   ASSERT_EQ(lines.size(), 1u) << show(r);

@@ -238,7 +238,10 @@ TEST_F(Lost, RequestsInFlightThroughAStoppedRankFail) {
   // Rank 0 loses rank 1 and answers for everything it had sent down that
   // link, including requests meant for rank 3 beyond it.
   expect_in_flight_requests_fail(
-      loop_, inst_, [&] { ASSERT_EQ(::kill(pids_[1], SIGSTOP), 0); }, [&] { return wait_lost({1, 3}); });
+      loop_, inst_, [&] { ASSERT_EQ(::kill(pids_[1], SIGSTOP), 0); },
+      [&] {
+        return wait_lost({1, 3});
+      });
 }
 
 }  // namespace

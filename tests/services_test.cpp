@@ -1,7 +1,6 @@
 // Services provided by clients and events between clients, across ranks of
 // a real four-rank instance (tree: 0 → 1, 2; 1 → 3).
 #include <gtest/gtest.h>
-
 #include <signal.h>
 #include <unistd.h>
 
@@ -64,10 +63,8 @@ class Services : public ::testing::Test {
     });
     h.add_method(name + ".who", Access::kUser, [raw, &h, tag](const Message& req) {
       ++raw->requests;
-      h.respond(req, Json{{"provider", tag},
-                          {"userid", req.userid},
-                          {"rolemask", req.rolemask},
-                          {"sender", req.sender()}});
+      h.respond(req,
+                Json{{"provider", tag}, {"userid", req.userid}, {"rolemask", req.rolemask}, {"sender", req.sender()}});
     });
     h.add_method(name + ".stream", Access::kUser, [raw, &h](const Message& req) {
       ++raw->requests;

@@ -1,10 +1,13 @@
 // loomd: one broker. Normally started by `loom start`.
 #include <sys/prctl.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <csignal>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 #include "base/clock.h"
@@ -12,11 +15,6 @@
 #include "broker/broker.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
-
-#include <unistd.h>
-
-#include <cstdlib>
-#include <filesystem>
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);

@@ -13,7 +13,9 @@ constexpr std::string_view kFlorin = "\xc6\x92";  // U+0192 in UTF-8
 constexpr uint64_t kMaxSeq = (1u << kFluidSequenceBits) - 1;
 constexpr uint64_t kMaxTs = (uint64_t{1} << kFluidTimestampBits) - 1;
 
-Error bad(std::string_view s, const char* why) { return Error{EINVAL, "invalid job id \"" + std::string(s) + "\": " + why}; }
+Error bad(std::string_view s, const char* why) {
+  return Error{EINVAL, "invalid job id \"" + std::string(s) + "\": " + why};
+}
 
 bool mul_add(uint64_t& acc, uint64_t base, uint64_t digit) {
   if (acc > (UINT64_MAX - digit) / base) return false;
@@ -39,8 +41,8 @@ JobId FluidGenerator::next(uint64_t now_ms) {
     seq_ = 0;
   }
   LOOM_ASSERT(last_ts_ <= kMaxTs);
-  return JobId{(last_ts_ << (kFluidGeneratorBits + kFluidSequenceBits)) |
-               (uint64_t{generator_} << kFluidSequenceBits) | seq_};
+  return JobId{(last_ts_ << (kFluidGeneratorBits + kFluidSequenceBits)) | (uint64_t{generator_} << kFluidSequenceBits) |
+               seq_};
 }
 
 void FluidGenerator::restore(JobId last) {
@@ -82,7 +84,8 @@ Result<JobId> parse_jobid(std::string_view s) {
       if (g.size() != 4) return bad(orig, "dotted hex wants four groups of four digits");
       for (char c : g) {
         if (!std::isxdigit(static_cast<unsigned char>(c))) return bad(orig, "not a hex digit");
-        v = (v << 4) | static_cast<uint64_t>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
+        v = (v << 4) |
+            static_cast<uint64_t>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
       }
       if (dot == std::string_view::npos) break;
       start = dot + 1;
@@ -105,7 +108,8 @@ Result<JobId> parse_jobid(std::string_view s) {
     if (s.empty() || s.size() > 16) return bad(orig, "hex wants 1 to 16 digits");
     for (char c : s) {
       if (!std::isxdigit(static_cast<unsigned char>(c))) return bad(orig, "not a hex digit");
-      v = (v << 4) | static_cast<uint64_t>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
+      v = (v << 4) |
+          static_cast<uint64_t>(std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : (std::tolower(c) - 'a' + 10));
     }
     return JobId{v};
   }

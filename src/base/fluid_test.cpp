@@ -6,7 +6,9 @@ namespace loom {
 
 TEST(Fluid, EncodesTheRfc19Example) {
   EXPECT_EQ(encode_f58(JobId{6731191091817518}), "\xc6\x92uZZybuNNy");
-  EXPECT_EQ(encode_f58(JobId{0}), "\xc6\x92" "1");
+  EXPECT_EQ(encode_f58(JobId{0}),
+            "\xc6\x92"
+            "1");
 }
 
 TEST(Fluid, ParsesEveryRepresentation) {

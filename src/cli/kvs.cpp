@@ -219,7 +219,7 @@ int run_ns_list(const KvsOpts& o) {
   return 0;
 }
 
-CLI::App* leaf(CLI::App* parent, const char* name, const char* help, std::shared_ptr<KvsOpts> o, Runner& run,
+CLI::App* leaf(CLI::App* parent, const char* name, const char* help, const std::shared_ptr<KvsOpts>& o, Runner& run,
                int (*fn)(const KvsOpts&)) {
   auto* sub = parent->add_subcommand(name, help);
   sub->callback([o, &run, fn] { run = [o, fn] { return fn(*o); }; });

@@ -21,14 +21,14 @@ TEST(Eventlog, ContextIsOptional) {
 }
 
 TEST(Eventlog, RejectsWhatRfc18Forbids) {
-  EXPECT_FALSE(parse_event(R"({"name":"x"})").ok());                                // no timestamp
-  EXPECT_FALSE(parse_event(R"({"timestamp":1})").ok());                             // no name
-  EXPECT_FALSE(parse_event(R"({"timestamp":-1,"name":"x"})").ok());                 // negative
-  EXPECT_FALSE(parse_event(R"({"timestamp":"1","name":"x"})").ok());                // string time
-  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"two words"})").ok());          // space
-  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":""})").ok());                   // empty
-  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","context":[1]})").ok());    // not object
-  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","extra":1})").ok());        // unknown
+  EXPECT_FALSE(parse_event(R"({"name":"x"})").ok());                              // no timestamp
+  EXPECT_FALSE(parse_event(R"({"timestamp":1})").ok());                           // no name
+  EXPECT_FALSE(parse_event(R"({"timestamp":-1,"name":"x"})").ok());               // negative
+  EXPECT_FALSE(parse_event(R"({"timestamp":"1","name":"x"})").ok());              // string time
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"two words"})").ok());        // space
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":""})").ok());                 // empty
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","context":[1]})").ok());  // not object
+  EXPECT_FALSE(parse_event(R"({"timestamp":1,"name":"x","extra":1})").ok());      // unknown
   EXPECT_FALSE(parse_event(R"([1,2])").ok());
   EXPECT_FALSE(parse_event("not json").ok());
 }

@@ -96,7 +96,8 @@ void IdSet::erase_range(uint32_t lo, uint32_t hi) {
 }
 
 bool IdSet::contains(uint32_t id) const {
-  auto it = std::lower_bound(ranges_.begin(), ranges_.end(), id, [](const auto& r, uint32_t v) { return r.second < v; });
+  auto it =
+      std::lower_bound(ranges_.begin(), ranges_.end(), id, [](const auto& r, uint32_t v) { return r.second < v; });
   return it != ranges_.end() && it->first <= id;
 }
 

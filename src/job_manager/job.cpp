@@ -21,7 +21,8 @@ bool is_pending(JobState s) { return s == JobState::kDepend || s == JobState::kP
 namespace {
 
 Error not_allowed(const EventEntry& e, const JobRecord& j, const std::string& why = {}) {
-  return Error{EINVAL, e.name + " is not allowed in state " + job_state_name(j.state) + (why.empty() ? "" : ": " + why)};
+  return Error{EINVAL,
+               e.name + " is not allowed in state " + job_state_name(j.state) + (why.empty() ? "" : ": " + why)};
 }
 
 Result<int64_t> int_field(const EventEntry& e, const char* key, int64_t lo, int64_t hi) {

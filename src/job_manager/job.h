@@ -44,7 +44,7 @@ struct JobRecord {
   uint32_t urgency = kUrgencyDefault;
   int64_t priority = -1;  // -1 until the first priority event
   double t_submit = 0;
-  double t_run = 0;       // alloc
+  double t_run = 0;  // alloc
   double t_cleanup = 0;
   double t_inactive = 0;
   bool allocated = false;
@@ -54,8 +54,8 @@ struct JobRecord {
   bool fatal_exception = false;
   std::string exception_type;  // the first fatal exception
   std::string exception_note;
-  IdSet released;              // ranks given back so far (when not "all")
-  bool released_all = false;   // final release seen
+  IdSet released;             // ranks given back so far (when not "all")
+  bool released_all = false;  // final release seen
   bool freed = false;
 };
 

@@ -145,13 +145,13 @@ Result<Jobspec> parse_jobspec(const Json& j) {
     const Json& t = (*count)["total"];
     if (!t.is_number_integer() || t.get<int64_t>() < 1) return bad("total task count must be at least 1");
     if (t.get<int64_t>() > js.nslots) {
-      return bad("total task count " + std::to_string(t.get<int64_t>()) + " exceeds the " +
-                 std::to_string(js.nslots) + " slots");
+      return bad("total task count " + std::to_string(t.get<int64_t>()) + " exceeds the " + std::to_string(js.nslots) +
+                 " slots");
     }
     js.ntasks = static_cast<uint32_t>(t.get<int64_t>());
     if (js.nnodes > 0 && js.ntasks < js.nnodes) {
-      return bad("total task count " + std::to_string(js.ntasks) + " is less than the " +
-                 std::to_string(js.nnodes) + " nodes");
+      return bad("total task count " + std::to_string(js.ntasks) + " is less than the " + std::to_string(js.nnodes) +
+                 " nodes");
     }
   } else {
     return bad("task count must hold per_slot or total");
@@ -237,8 +237,8 @@ Result<double> parse_duration(std::string_view s, double bare_unit, const char* 
     unit = last == 's' ? 1 : last == 'm' ? 60 : last == 'h' ? 3600 : 86400;
     text.pop_back();
   }
-  if (text.empty() || text.find_first_not_of("0123456789.") != std::string::npos ||
-      text.find('.') != text.rfind('.') || text == ".") {
+  if (text.empty() || text.find_first_not_of("0123456789.") != std::string::npos || text.find('.') != text.rfind('.') ||
+      text == ".") {
     return Error{EINVAL, std::string("invalid ") + what + " \"" + std::string(s) + "\" (e.g. 30s, 5m, 2h, 1d)"};
   }
   double v = std::strtod(text.c_str(), nullptr);

@@ -20,18 +20,18 @@ namespace loom {
 
 // What the scheduler and the execution service need, decoded once.
 struct Jobspec {
-  Json raw;                  // the validated document
-  uint32_t nnodes = 0;       // 0: no node level (slots anywhere)
-  uint32_t nslots = 1;       // all slots of the job
+  Json raw;             // the validated document
+  uint32_t nnodes = 0;  // 0: no node level (slots anywhere)
+  uint32_t nslots = 1;  // all slots of the job
   uint32_t slots_per_node = 0;
   uint32_t cores_per_slot = 1;
   uint32_t gpus_per_slot = 0;
-  bool exclusive = false;    // whole nodes
+  bool exclusive = false;  // whole nodes
   uint32_t ntasks = 1;
   std::vector<std::string> command;
-  double duration = 0;       // seconds; 0 means no limit was asked
+  double duration = 0;  // seconds; 0 means no limit was asked
   std::string cwd;
-  std::string name;          // attributes.system.job.name, else basename of command[0]
+  std::string name;  // attributes.system.job.name, else basename of command[0]
 };
 
 Result<Jobspec> parse_jobspec(const Json& j);

@@ -28,7 +28,9 @@ class Stmt {
   Stmt& operator=(const Stmt&) = delete;
   bool ok() const { return ok_; }
   sqlite3_stmt* get() { return s_; }
-  void bind(int i, const std::string& v) { sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT); }
+  void bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
   void bind_blob(int i, const std::string& v) {
     sqlite3_bind_blob(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
   }
@@ -219,8 +221,8 @@ Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Syn
     }
     if (!query_one("SELECT v FROM meta WHERE k='version'", version)) return refuse(dir, "has no format version");
     if (std::atoi(version.c_str()) > kStorageFormatVersion) {
-      return refuse(dir, "is of format version " + version + ", newer than this loom's " +
-                             std::to_string(kStorageFormatVersion));
+      return refuse(
+          dir, "is of format version " + version + ", newer than this loom's " + std::to_string(kStorageFormatVersion));
     }
   }
   const char* sync_sql = sync == Synchronous::kFull     ? "PRAGMA synchronous=FULL"

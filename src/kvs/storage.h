@@ -17,10 +17,10 @@ struct StoredOp {
   enum Kind { kPut, kAppend, kUnlink, kNamespaceCreate, kNamespaceRemove };
   Kind kind = kPut;
   std::string ns;
-  std::string key;    // unlink also removes every key below "key."
-  std::string value;  // put, append
-  uint32_t seq = 0;   // append: the segment number of this piece
-  uint32_t owner = 0; // namespace-create
+  std::string key;     // unlink also removes every key below "key."
+  std::string value;   // put, append
+  uint32_t seq = 0;    // append: the segment number of this piece
+  uint32_t owner = 0;  // namespace-create
 };
 
 struct StoredNamespace {

@@ -1,3 +1,5 @@
+#include "kvs/storage.h"
+
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>
@@ -7,7 +9,6 @@
 #include <sstream>
 
 #include "kvs/kvs.h"
-#include "kvs/storage.h"
 
 namespace loom {
 namespace {
@@ -46,10 +47,10 @@ TEST_F(StorageTest, WhatIsWrittenIsLoadedAfterReopening) {
     ASSERT_TRUE(s.ok()) << s.error().text;
     StoredOp ns = op(StoredOp::kNamespaceCreate, "primary", "");
     ns.owner = 1000;
-    ASSERT_TRUE((*s)->write({ns, op(StoredOp::kPut, "primary", "a", "1"),
-                             op(StoredOp::kAppend, "primary", "log", "x\n", 0),
-                             op(StoredOp::kAppend, "primary", "log", "y\n", 1)})
-                    .ok());
+    ASSERT_TRUE(
+        (*s)->write({ns, op(StoredOp::kPut, "primary", "a", "1"), op(StoredOp::kAppend, "primary", "log", "x\n", 0),
+                     op(StoredOp::kAppend, "primary", "log", "y\n", 1)})
+            .ok());
   }
   auto s = open_sqlite_storage(dir_, Synchronous::kNormal);
   ASSERT_TRUE(s.ok()) << s.error().text;

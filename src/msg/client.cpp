@@ -33,7 +33,7 @@ Result<std::unique_ptr<Client>> Client::connect(asio::io_context& io, Clock& clo
   std::unique_ptr<Client> c(new Client(io));
   c->conn_ = std::make_shared<UnixConnection>(std::move(sock));
   UnixConnection* raw = c->conn_.get();
-  c->handle_ = std::make_unique<Handle>(clock, [raw](Message m) { raw->send(m); });
+  c->handle_ = std::make_unique<Handle>(clock, [raw](const Message& m) { raw->send(m); });
   auto uid = env_u32("LOOM_HANDLE_USERID");
   if (!uid.ok()) return uid.error();
   if (*uid != kUserIdUnknown) {

@@ -34,9 +34,8 @@ Result<std::vector<std::string>> expand_hostlist(std::string_view s) {
     if (!ids.ok()) return bad("hostlist \"" + std::string(s) + "\": " + ids.error().text);
     // Keep zero padding: "node[01-03]" → node01 node02 node03.
     size_t width = 0;
-    if (inner.size() > 1 && inner[0] == '0') width = inner.find_first_of("-,") == std::string_view::npos
-                                                         ? inner.size()
-                                                         : inner.find_first_of("-,");
+    if (inner.size() > 1 && inner[0] == '0')
+      width = inner.find_first_of("-,") == std::string_view::npos ? inner.size() : inner.find_first_of("-,");
     if (ids->count() > 1'000'000) return bad("hostlist too large");
     for (uint32_t n : ids->to_vector()) {
       std::string num = std::to_string(n);
@@ -64,7 +63,8 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
   if (!ex.contains("R_lite") || !ex["R_lite"].is_array()) return bad("execution.R_lite must be a list");
   ResourceSet rs;
   for (const Json& e : ex["R_lite"]) {
-    if (!e.is_object() || !e.contains("rank") || !e["rank"].is_string()) return bad("each R_lite entry needs a rank idset");
+    if (!e.is_object() || !e.contains("rank") || !e["rank"].is_string())
+      return bad("each R_lite entry needs a rank idset");
     auto ranks = IdSet::parse(e["rank"].get<std::string>());
     if (!ranks.ok()) return bad(ranks.error().text);
     if (!e.contains("children") || !e["children"].is_object()) return bad("each R_lite entry needs children");

@@ -53,13 +53,14 @@ TEST(ResourceSet, SubtractKeepsRanksWithCoresLeft) {
 }
 
 TEST(ResourceSet, RefusesMalformedR) {
-  for (const char* s :
-       {R"({"version":2,"execution":{"R_lite":[]}})", R"({"version":1})", R"({"version":1,"execution":{"R_lite":{}}})",
-        R"({"version":1,"execution":{"R_lite":[{"rank":"3-1","children":{"core":"0"}}]}})",
-        R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"memory":"0"}}]}})",
-        R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"0"}},{"rank":"0","children":{"core":"1"}}]}})",
-        R"({"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0"}}],"nodelist":["a"]}})",
-        R"({"version":1,"execution":{"R_lite":[],"expiration":-1}})"}) {
+  for (
+      const char* s :
+      {R"({"version":2,"execution":{"R_lite":[]}})", R"({"version":1})", R"({"version":1,"execution":{"R_lite":{}}})",
+       R"({"version":1,"execution":{"R_lite":[{"rank":"3-1","children":{"core":"0"}}]}})",
+       R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"memory":"0"}}]}})",
+       R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"0"}},{"rank":"0","children":{"core":"1"}}]}})",
+       R"({"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0"}}],"nodelist":["a"]}})",
+       R"({"version":1,"execution":{"R_lite":[],"expiration":-1}})"}) {
     EXPECT_FALSE(ResourceSet::parse_text(s).ok()) << s;
   }
 }

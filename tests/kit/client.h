@@ -51,8 +51,8 @@ struct Reply {
 
 // One single-response RPC, waiting on `loop` up to `timeout` seconds (then
 // the RPC is cancelled and the Reply says ETIMEDOUT, errstr "test deadline").
-Reply call(Loop& loop, Handle& h, const std::string& topic, const std::string& payload = "{}",
-           RpcOptions opts = {}, double timeout = 10);
+Reply call(Loop& loop, Handle& h, const std::string& topic, const std::string& payload = "{}", RpcOptions opts = {},
+           double timeout = 10);
 inline Reply call(Loop& loop, Client& c, const std::string& topic, const std::string& payload = "{}",
                   RpcOptions opts = {}, double timeout = 10) {
   return call(loop, c.handle(), topic, payload, opts, timeout);

@@ -70,8 +70,8 @@ Instance::~Instance() { stop(); }
     if (k <= 0) {
       auto st = wait_child(pid_, 10);
       pid_ = -1;
-      return ::testing::AssertionFailure() << "`" << cmdline << "` exited (status "
-                                           << (st ? exit_code(*st) : -1) << ") before printing its URI";
+      return ::testing::AssertionFailure()
+             << "`" << cmdline << "` exited (status " << (st ? exit_code(*st) : -1) << ") before printing its URI";
     }
     line.append(buf, static_cast<size_t>(k));
   }
