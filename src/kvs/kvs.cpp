@@ -164,8 +164,37 @@ void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
 
 void Kvs::flush() {
   flush_posted_ = false;
-  auto batch = std::move(pending_);
+  auto queued = std::move(pending_);
   pending_.clear();
+  // Requests were checked against memory when they arrived, but one batch
+  // can invalidate its own later requests (a namespace created twice, a
+  // commit into a namespace removed just before): check again in order.
+  std::map<std::string, bool> exists;  // namespaces created/removed so far in this batch
+  std::vector<PendingCommit> batch;
+  for (auto& c : queued) {
+    int code = 0;
+    std::string name;
+    for (auto& op : c.ops) {
+      auto it = exists.find(op.ns);
+      bool present = it != exists.end() ? it->second : namespaces_.count(op.ns) > 0;
+      if (op.kind == StoredOp::kNamespaceCreate ? present : !present) {
+        code = present ? EEXIST : ENOENT;
+        name = op.ns;
+        break;
+      }
+    }
+    if (code) {
+      if (!c.req.topic.empty()) {
+        h_.respond_error(c.req, code, code == EEXIST ? "namespace " + name + " exists" : "no namespace " + name);
+      }
+      continue;
+    }
+    for (auto& op : c.ops) {
+      if (op.kind == StoredOp::kNamespaceCreate) exists[op.ns] = true;
+      if (op.kind == StoredOp::kNamespaceRemove) exists[op.ns] = false;
+    }
+    batch.push_back(std::move(c));
+  }
   // Number the appended segments against what memory will hold by then.
   std::map<std::pair<std::string, std::string>, uint32_t> segs;
   auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
@@ -213,9 +242,7 @@ void Kvs::flush() {
 void Kvs::apply(const StoredOp& op) {
   auto nit = namespaces_.find(op.ns);
   switch (op.kind) {
-    case StoredOp::kNamespaceCreate:
-      namespaces_[op.ns].owner = op.owner;
-      return;
+    case StoredOp::kNamespaceCreate: namespaces_[op.ns].owner = op.owner; return;
     case StoredOp::kNamespaceRemove:
       if (nit != namespaces_.end()) {
         namespaces_.erase(nit);
@@ -229,8 +256,24 @@ void Kvs::apply(const StoredOp& op) {
   switch (op.kind) {
     case StoredOp::kPut: {
       auto& e = keys[op.key];
+      bool overwrite = e.segments > 0;  // 0: the key is new
       e.value = op.value;
       e.segments = 1;
+      if (overwrite) {
+        // Not an append: an append watcher that has seen the old value
+        // cannot follow (its tail of a longer value would be wrong data).
+        auto range = watch_index_.equal_range(std::make_pair(op.ns, op.key));
+        for (auto it = range.first; it != range.second;) {
+          auto wit = watches_.find(it->second);
+          if (wit == watches_.end() || !wit->second.append || wit->second.sent == 0) {
+            ++it;
+            continue;
+          }
+          h_.respond_error(wit->second.req, EINVAL, "key " + op.key + " was overwritten, not appended to");
+          watches_.erase(wit);
+          it = watch_index_.erase(it);
+        }
+      }
       notify(op.ns, op.key);
       break;
     }
