@@ -17,15 +17,12 @@
 
 #include "base/clock.h"
 #include "msg/client.h"
+#include "stats.h"
+
+using loom::bench::now;
+using loom::bench::percentile;
 
 namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
 
 std::string commit_payload(const std::string& key, int seq) {
   char line[160];

@@ -14,18 +14,10 @@
 
 #include "base/clock.h"
 #include "msg/client.h"
+#include "stats.h"
 
-namespace {
-
-double now() { return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count(); }
-
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  size_t i = std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())));
-  return v[i];
-}
-
-}  // namespace
+using loom::bench::now;
+using loom::bench::percentile;
 
 int main(int argc, char** argv) {
   CLI::App app{"rpc_bench: RPC round-trip latency and pipelined throughput"};

@@ -38,6 +38,15 @@ int run_get(const KvsOpts& o) {
   return 0;
 }
 
+// One kvs.commit of `ops`; the exit status of `cmd`.
+int commit(const std::string& cmd, const KvsOpts& o, Json ops) {
+  auto s = connect_session();
+  if (!s.ok()) return fail(cmd, s.error());
+  auto r = (*s)->client->call("kvs.commit", with_ns(o, {{"ops", std::move(ops)}}));
+  if (!r.ok()) return fail(cmd, r.error());
+  return 0;
+}
+
 int run_put(const KvsOpts& o) {
   Json ops = Json::array();
   for (const auto& kv : o.args) {
@@ -45,21 +54,13 @@ int run_put(const KvsOpts& o) {
     if (eq == std::string::npos || eq == 0) return fail("kvs put", "expected KEY=VALUE, got \"" + kv + "\"");
     ops.push_back({{"op", "put"}, {"key", kv.substr(0, eq)}, {"value", kv.substr(eq + 1)}});
   }
-  auto s = connect_session();
-  if (!s.ok()) return fail("kvs put", s.error());
-  auto r = (*s)->client->call("kvs.commit", with_ns(o, {{"ops", ops}}));
-  if (!r.ok()) return fail("kvs put", r.error());
-  return 0;
+  return commit("kvs put", o, std::move(ops));
 }
 
 int run_unlink(const KvsOpts& o) {
   Json ops = Json::array();
   for (const auto& k : o.args) ops.push_back({{"op", "unlink"}, {"key", k}});
-  auto s = connect_session();
-  if (!s.ok()) return fail("kvs unlink", s.error());
-  auto r = (*s)->client->call("kvs.commit", with_ns(o, {{"ops", ops}}));
-  if (!r.ok()) return fail("kvs unlink", r.error());
-  return 0;
+  return commit("kvs unlink", o, std::move(ops));
 }
 
 int run_ls(const KvsOpts& o) {
