@@ -25,6 +25,7 @@ class Lost : public ::testing::Test {
  protected:
   void SetUp() override {
     ASSERT_TRUE(inst_.start(4, kFastHeartbeats));
+    inst_.expect_clean_exit(false);  // brokers are killed here on purpose
     for (uint32_t r = 0; r < 4; ++r) {
       std::string why;
       auto pid = inst_.broker_pid(r, &why);

@@ -15,7 +15,14 @@
 
 namespace loom::test {
 
-Instance::~Instance() { stop(); }
+Instance::~Instance() {
+  bool was_running = pid_ > 0;
+  auto code = stop();
+  if (was_running && expect_clean_exit_ && code != std::optional<int>(0)) {
+    ADD_FAILURE() << "loom start exited with " << (code ? std::to_string(*code) : "no status (killed)")
+                  << ": a broker failed (see its stderr above)";
+  }
+}
 
 ::testing::AssertionResult Instance::start(uint32_t size, const std::vector<std::string>& extra, double timeout) {
   if (pid_ > 0) return ::testing::AssertionFailure() << "instance already started";

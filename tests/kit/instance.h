@@ -52,6 +52,12 @@ class Instance {
   // code, or nullopt if it had to be killed. Safe to call twice.
   std::optional<int> stop(double timeout = 30);
 
+  // By default the destructor, when it stops a running instance, fails the
+  // test unless `loom start` exits 0, i.e. every broker exited cleanly (an
+  // ASan report or a crash in any broker fails the test that caused it).
+  // Tests that kill brokers on purpose turn this off.
+  void expect_clean_exit(bool on) { expect_clean_exit_ = on; }
+
   // Runs `loom ARGS...` with LOOM_URI pointing at this instance.
   CmdResult loom(const std::vector<std::string>& args, const Env& env = {}, double timeout = 30) const;
 
@@ -62,6 +68,7 @@ class Instance {
   std::string uri_;
   std::string rundir_;
   std::optional<int> exit_code_;
+  bool expect_clean_exit_ = true;
 };
 
 }  // namespace loom::test
