@@ -16,8 +16,8 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "common.h"
 #include "msg/client.h"
-#include "stats.h"
 
 using loom::bench::now;
 using loom::bench::percentile;
@@ -84,11 +84,8 @@ int main(int argc, char** argv) {
   app.add_option("--rounds", rounds, "Appends measured in the fan-out run");
   app.add_flag("--json", json, "One JSON line per figure");
   CLI11_PARSE(app, argc, argv);
-  const char* uri = std::getenv("LOOM_URI");
-  if (!uri) {
-    std::fprintf(stderr, "kvs_bench: LOOM_URI is not set (run it under `loom start -- ...`)\n");
-    return 2;
-  }
+  const char* uri = loom::bench::instance_uri("kvs_bench");
+  if (!uri) return 2;
   asio::io_context io;
   auto clock = loom::make_real_clock(io);
 

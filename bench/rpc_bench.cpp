@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "common.h"
 #include "msg/client.h"
-#include "stats.h"
 
 using loom::bench::now;
 using loom::bench::percentile;
@@ -35,11 +35,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", json, "Print one JSON line");
   CLI11_PARSE(app, argc, argv);
 
-  const char* uri = std::getenv("LOOM_URI");
-  if (!uri) {
-    std::fprintf(stderr, "rpc_bench: LOOM_URI is not set (run it under `loom start -- ...`)\n");
-    return 2;
-  }
+  const char* uri = loom::bench::instance_uri("rpc_bench");
+  if (!uri) return 2;
   asio::io_context io;
   auto clock = loom::make_real_clock(io);
   auto c = loom::Client::connect(io, *clock, uri);

@@ -1,11 +1,22 @@
-// What the benchmarks share: a monotonic clock in seconds and percentiles.
+// What the benchmarks share: the instance's URI, a monotonic clock in
+// seconds, and percentiles.
 #pragma once
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace loom::bench {
+
+// LOOM_URI, or nothing after telling the user how to run `name`.
+inline const char* instance_uri(const char* name) {
+  const char* uri = std::getenv("LOOM_URI");
+  if (!uri) std::fprintf(stderr, "%s: LOOM_URI is not set (run it under `loom start -- ...`)\n", name);
+  return uri;
+}
 
 inline double now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
