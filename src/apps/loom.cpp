@@ -15,6 +15,12 @@ int main(int argc, char** argv) {
   loom::cli::add_rpc_command(app, run);
   loom::cli::add_status_command(app, run);
   loom::cli::add_kvs_command(app, run);
+  loom::cli::add_submit_command(app, run);
+  loom::cli::add_jobs_command(app, run);
+  loom::cli::add_cancel_command(app, run);
+  loom::cli::add_job_command(app, run);
+  loom::cli::add_resource_command(app, run);
+  loom::cli::add_queue_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,8 +13,10 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "broker/broker.h"
+#include "job_manager/job_manager.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
+#include "sched/sched.h"
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
@@ -40,6 +42,14 @@ int main(int argc, char** argv) {
   app.add_option("--state-dir", state_dir, "Durable state directory (default: a temporary one, removed at exit)");
   app.add_option("--kvs-synchronous", kvs_sync, "off, normal (survives a process crash) or full (survives power loss)");
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error");
+  loom::SchedConfig sched_cfg;
+  sched_cfg.size = 0;  // set from --size below
+  uint32_t cores = 0, gpus = 0;
+  auto* cores_opt = app.add_option("--cores-per-rank", cores, "Cores per rank for the scheduler (default: hwloc)");
+  auto* gpus_opt = app.add_option("--gpus-per-rank", gpus, "GPUs per rank for the scheduler (default: hwloc)");
+  app.add_option("--sched-policy", sched_cfg.policy, "fcfs or easy")->check(CLI::IsMember({"fcfs", "easy"}));
+  loom::JobManagerConfig jm_cfg;
+  app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
   CLI11_PARSE(app, argc, argv);
   if (cfg.rank >= cfg.size) {
     std::cerr << "loomd: --rank must be below --size\n";
@@ -102,6 +112,23 @@ int main(int argc, char** argv) {
       return 1;
     }
     kvs = std::move(*k);
+  }
+  // The job manager and the scheduler live on rank 0 beside the KVS and
+  // reach it, and each other, only through messages.
+  std::unique_ptr<loom::JobManager> job_manager;
+  std::unique_ptr<loom::Sched> sched;
+  if (cfg.rank == 0) {
+    jm_cfg.owner = static_cast<uint32_t>(::getuid());
+    job_manager = loom::JobManager::create(io, broker.add_module({"job-manager", "job-info"}), jm_cfg);
+    sched_cfg.size = cfg.size;
+    if (*cores_opt) sched_cfg.cores_per_rank = cores;
+    if (*gpus_opt) sched_cfg.gpus_per_rank = gpus;
+    auto s = loom::Sched::create(io, broker.add_module({"sched"}), sched_cfg);
+    if (!s.ok()) {
+      std::cerr << "loomd: " << s.error().text << "\n";
+      return 1;
+    }
+    sched = std::move(*s);
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

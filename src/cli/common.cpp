@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -31,6 +32,27 @@ Result<std::unique_ptr<Session>> connect_session() {
   if (!c.ok()) return c.error();
   s->client = std::move(*c);
   return s;
+}
+
+std::string format_event_human(const EventEntry& e) {
+  char ts[64];
+  std::snprintf(ts, sizeof ts, "%.6f", e.timestamp);
+  std::string out = std::string(ts) + " " + e.name;
+  if (e.context.is_object()) {
+    for (auto& [k, v] : e.context.items()) out += " " + k + "=" + (v.is_string() ? v.get<std::string>() : dump_json(v));
+  }
+  return out;
+}
+
+Result<JobId> job_arg(const std::string& s) {
+  auto id = parse_jobid(s);
+  if (!id.ok()) return Error{EINVAL, "\"" + s + "\" is not a job id"};
+  return id;
+}
+
+bool run_until(Session& s, const bool& done) {
+  while (!done && s.client->is_open()) s.io.run_one();
+  return done;
 }
 
 int fail(const std::string& cmd, const std::string& text, int code) {

@@ -9,7 +9,9 @@
 #include <string>
 
 #include "base/clock.h"
+#include "base/fluid.h"
 #include "base/result.h"
+#include "eventlog/eventlog.h"
 #include "msg/client.h"
 
 namespace loom::cli {
@@ -35,6 +37,16 @@ Result<std::unique_ptr<Session>> connect_session();
 int fail(const std::string& cmd, const std::string& text, int code = 1);
 int fail(const std::string& cmd, const Error& e, int code = 1);
 
+// "1700000000.123456 name key=value ..." for people reading an eventlog.
+std::string format_event_human(const EventEntry& e);
+
+// A job id argument in any accepted form, or a one-line error.
+Result<JobId> job_arg(const std::string& s);
+
+// Runs the session's loop until `done` is true or the connection closes;
+// false if it closed first.
+bool run_until(Session& s, const bool& done);
+
 // Parses a rank argument, "any" or a number.
 uint32_t rank_or_any(int rank);
 
@@ -43,5 +55,11 @@ void add_ping_command(CLI::App& app, Runner& run);
 void add_rpc_command(CLI::App& app, Runner& run);
 void add_status_command(CLI::App& app, Runner& run);
 void add_kvs_command(CLI::App& app, Runner& run);
+void add_submit_command(CLI::App& app, Runner& run);
+void add_jobs_command(CLI::App& app, Runner& run);
+void add_cancel_command(CLI::App& app, Runner& run);
+void add_job_command(CLI::App& app, Runner& run);
+void add_resource_command(CLI::App& app, Runner& run);
+void add_queue_command(CLI::App& app, Runner& run);
 
 }  // namespace loom::cli

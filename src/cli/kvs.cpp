@@ -94,17 +94,6 @@ int run_append(const KvsOpts& o) {
   return 0;
 }
 
-// "1700000000.123456 name key=value ..." like flux job eventlog.
-std::string human(const EventEntry& e) {
-  char ts[64];
-  std::snprintf(ts, sizeof ts, "%.6f", e.timestamp);
-  std::string out = std::string(ts) + " " + e.name;
-  if (e.context.is_object()) {
-    for (auto& [k, v] : e.context.items()) out += " " + k + "=" + (v.is_string() ? v.get<std::string>() : dump_json(v));
-  }
-  return out;
-}
-
 // Follows KEY's eventlog; `on_event` returns true to stop.
 int follow_eventlog(const std::string& cmd, const KvsOpts& o, bool follow,
                     const std::function<bool(const std::string& line, const EventEntry&)>& on_event) {
@@ -168,7 +157,7 @@ int follow_eventlog(const std::string& cmd, const KvsOpts& o, bool follow,
 
 int run_eventlog_get(const KvsOpts& o) {
   return follow_eventlog("kvs eventlog get", o, o.follow, [&](const std::string& line, const EventEntry& e) {
-    std::cout << (o.json ? line : human(e)) << "\n" << std::flush;
+    std::cout << (o.json ? line : format_event_human(e)) << "\n" << std::flush;
     return false;
   });
 }
@@ -177,7 +166,7 @@ int run_wait_event(const KvsOpts& o) {
   bool found = false;
   int rc = follow_eventlog("kvs eventlog wait-event", o, true, [&](const std::string& line, const EventEntry& e) {
     if (e.name != o.name) return false;
-    std::cout << (o.json ? line : human(e)) << "\n";
+    std::cout << (o.json ? line : format_event_human(e)) << "\n";
     found = true;
     return true;
   });

@@ -23,6 +23,9 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
+#include <sstream>
+#include <toml.hpp>
 
 #include "broker/topology.h"
 #include "cli/common.h"
@@ -41,9 +44,22 @@ struct StartOpts {
   double heartbeat_interval = 1.0;
   double heartbeat_timeout = 10.0;
   double wait_timeout = 60.0;
+  std::string config;
   std::vector<std::string> setconf;
   std::vector<std::string> command;
+  std::optional<uint32_t> cores_per_rank;
+  std::optional<uint32_t> gpus_per_rank;
 };
+
+// A non-negative integer configuration value.
+uint32_t config_count(const std::string& key, const std::string& value, uint32_t max) {
+  size_t used = 0;
+  long long v = std::stoll(value, &used);
+  if (used != value.size() || v < 0 || v > max) {
+    throw std::invalid_argument(key + " must be an integer 0-" + std::to_string(max));
+  }
+  return static_cast<uint32_t>(v);
+}
 
 // --setconf KEY=VALUE: the configuration keys known so far, as broker flags.
 Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
@@ -65,16 +81,67 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
         o.heartbeat_interval = std::stod(value);
       } else if (key == "broker.heartbeat-timeout") {
         o.heartbeat_timeout = std::stod(value);
+      } else if (key == "sched.policy") {
+        if (value != "fcfs" && value != "easy") return Error{EINVAL, "sched.policy must be fcfs or easy"};
+        rank0_args.push_back("--sched-policy=" + value);
+      } else if (key == "resource.cores-per-rank") {
+        o.cores_per_rank = config_count(key, value, 1u << 20);
+        if (*o.cores_per_rank == 0) return Error{EINVAL, "resource.cores-per-rank must be at least 1"};
+      } else if (key == "resource.gpus-per-rank") {
+        o.gpus_per_rank = config_count(key, value, 1u << 16);
+      } else if (key == "job-manager.inactive-num-limit") {
+        rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
       } else {
         return Error{EINVAL, "unknown configuration key " + key +
                                  " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
-                                 "broker.heartbeat-timeout)"};
+                                 "broker.heartbeat-timeout, sched.policy, resource.cores-per-rank, "
+                                 "resource.gpus-per-rank, job-manager.inactive-num-limit)"};
       }
+    } catch (const std::invalid_argument& e) {
+      std::string what = e.what();
+      if (what.starts_with(key)) return Error{EINVAL, what};
+      return Error{EINVAL, "bad value for " + key + ": \"" + value + "\""};
     } catch (const std::exception&) {
       return Error{EINVAL, "bad value for " + key + ": \"" + value + "\""};
     }
   }
   return {};
+}
+
+// A TOML configuration file as KEY=VALUE strings ("kvs.synchronous=full"),
+// so that the file and --setconf go through the same checks.
+Result<std::vector<std::string>> read_config_file(const std::string& path) {
+  std::vector<std::string> out;
+  try {
+    auto data = toml::parse(path);
+    for (const auto& [table, t] : data.as_table()) {
+      if (!t.is_table()) return Error{EINVAL, path + ": " + table + " must be a table, as in [" + table + "]"};
+      for (const auto& [k, v] : t.as_table()) {
+        std::string value;
+        if (v.is_string()) {
+          value = v.as_string().str;
+        } else if (v.is_integer()) {
+          value = std::to_string(v.as_integer());
+        } else if (v.is_floating()) {
+          std::ostringstream os;
+          os << v.as_floating();
+          value = os.str();
+        } else if (v.is_boolean()) {
+          value = v.as_boolean() ? "true" : "false";
+        } else {
+          return Error{EINVAL, path + ": " + table + "." + k + " must be a string, a number or a boolean"};
+        }
+        out.push_back(table + "." + k + "=" + value);
+      }
+    }
+  } catch (const std::exception& e) {
+    // toml11 explains over several lines; the first names the problem.
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    if (what.starts_with("[error] ")) what = what.substr(8);
+    return Error{EINVAL, path + ": " + what};
+  }
+  return out;
 }
 
 Result<int> listen_unix(const std::string& path) {
@@ -237,7 +304,11 @@ class Launcher {
       }
       if (auto p = topo.parent(r)) argv.push_back("--parent-port=" + std::to_string(port[*p]));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
-      if (r == 0) argv.insert(argv.end(), rank0_args_.begin(), rank0_args_.end());
+      if (r == 0) {
+        argv.insert(argv.end(), rank0_args_.begin(), rank0_args_.end());
+        if (o_.cores_per_rank) argv.push_back("--cores-per-rank=" + std::to_string(*o_.cores_per_rank));
+        if (o_.gpus_per_rank) argv.push_back("--gpus-per-rank=" + std::to_string(*o_.gpus_per_rank));
+      }
       pid_t pid = spawn(argv, keep, {}, true, saved_mask_);
       if (pid < 0) return Error{errno, std::string("fork: ") + std::strerror(errno)};
       brokers_[pid] = r;
@@ -401,6 +472,12 @@ void add_start_command(CLI::App& app, Runner& run) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--wait-timeout", o->wait_timeout, "Seconds to wait for every rank to come up (default 60)")
       ->check(CLI::PositiveNumber);
+  sub->add_option("--cores-per-rank", o->cores_per_rank,
+                  "Cores the scheduler sees on each rank (default: what hwloc finds on this machine)")
+      ->check(CLI::Range(1u, 1u << 20));
+  sub->add_option("--gpus-per-rank", o->gpus_per_rank, "GPUs the scheduler sees on each rank (default: found by hwloc)")
+      ->check(CLI::Range(0u, 1u << 16));
+  sub->add_option("--config", o->config, "TOML configuration file (see docs/configuration.md)");
   sub->add_option("--setconf", o->setconf, "Set one configuration key, KEY=VALUE (e.g. kvs.synchronous=full)")
       ->allow_extra_args(false);
   sub->add_option("command", o->command, "Command to run inside the instance (after --)");
@@ -411,7 +488,20 @@ void add_start_command(CLI::App& app, Runner& run) {
   sub->callback([o, &run] {
     run = [o] {
       std::vector<std::string> rank0_args;
+      // The file first, then --setconf, then the plain options win.
+      auto cli_cores = o->cores_per_rank, cli_gpus = o->gpus_per_rank;
+      if (!o->config.empty()) {
+        auto keys = read_config_file(o->config);
+        if (!keys.ok()) return fail("start", keys.error());
+        StartOpts file = *o;
+        file.setconf = std::move(*keys);
+        if (auto st = apply_setconf(file, rank0_args); !st) return fail("start", o->config + ": " + st.error().text);
+        file.setconf = o->setconf;
+        *o = std::move(file);
+      }
       if (auto st = apply_setconf(*o, rank0_args); !st) return fail("start", st.error());
+      if (cli_cores) o->cores_per_rank = cli_cores;
+      if (cli_gpus) o->gpus_per_rank = cli_gpus;
       if (o->heartbeat_timeout <= o->heartbeat_interval) {
         return fail("start", "the heartbeat timeout must be longer than the heartbeat interval");
       }

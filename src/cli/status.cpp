@@ -34,10 +34,20 @@ int run_status(const StatusOpts& o) {
       if (j.ok()) r["info"] = *j;
     });
   }
+  // The jobs, from the job manager on rank 0 (absent in a bare broker).
+  Json jobs;
+  ++pending;
+  sess.handle().rpc("job-manager.stats", Json::object(), {0, false, 5}, [&](const Message& m) {
+    --pending;
+    if (m.errnum) return;
+    auto j = parse_json(m.payload);
+    if (j.ok()) jobs = *j;
+  });
   while (pending > 0 && sess.client->is_open()) sess.io.run_one();
   if (o.json) {
     Json out = *st;
     out["ranks"] = ranks;
+    if (!jobs.is_null()) out["jobs"] = jobs;
     std::cout << dump_json(out) << "\n";
     return 0;
   }
@@ -58,6 +68,16 @@ int run_status(const StatusOpts& o) {
     }
     std::printf("%-6d %-8s %-7s %-10s %s\n", r["rank"].get<int>(), r["state"].get<std::string>().c_str(),
                 parent.c_str(), uptime.c_str(), services.c_str());
+  }
+  if (jobs.is_object() && jobs.contains("states")) {
+    std::string line;
+    for (auto& [name, n] : jobs["states"].items()) {
+      if (n.get<int>() > 0) line += (line.empty() ? "" : ", ") + std::to_string(n.get<int>()) + " " + name;
+    }
+    std::printf("\njobs: %s\n", line.empty() ? "none" : line.c_str());
+    for (auto& b : jobs["bad"]) {
+      std::printf("job %s set aside at restart: %s\n", b.value("id", "?").c_str(), b.value("error", "").c_str());
+    }
   }
   return 0;
 }

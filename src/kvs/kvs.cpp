@@ -5,6 +5,8 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
+#include "msg/payload.h"
+
 namespace loom {
 
 Status validate_key(const std::string& key) {
@@ -18,25 +20,6 @@ Status validate_key(const std::string& key) {
   }
   return {};
 }
-
-namespace {
-Result<Json> payload_object(const Message& req) {
-  auto j = parse_json(req.payload);
-  if (!j.ok()) return j.error();
-  if (!j->is_object()) return Error{EPROTO, "payload must be a JSON object"};
-  return j;
-}
-
-Result<std::string> get_string(const Json& j, const char* k, const char* dflt = nullptr) {
-  auto it = j.find(k);
-  if (it == j.end()) {
-    if (dflt) return std::string(dflt);
-    return Error{EPROTO, std::string("missing \"") + k + "\""};
-  }
-  if (!it->is_string()) return Error{EPROTO, std::string("\"") + k + "\" must be a string"};
-  return it->get<std::string>();
-}
-}  // namespace
 
 Result<std::unique_ptr<Kvs>> Kvs::create(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage,
                                          uint32_t owner) {

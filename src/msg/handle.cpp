@@ -58,6 +58,10 @@ void Handle::send_oneway(std::string topic, std::string payload, uint32_t nodeid
   send(make_request(std::move(topic), std::move(payload), nodeid, msgflag::kNoResponse));
 }
 
+void Handle::send_matchless(std::string topic, std::string payload, uint32_t nodeid) {
+  send(make_request(std::move(topic), std::move(payload), nodeid, msgflag::kStreaming));
+}
+
 void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = std::move(fn); }
 
 void Handle::add_method(const std::string& topic, Access access, RequestFn fn) {

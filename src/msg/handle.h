@@ -68,6 +68,10 @@ class Handle {
   size_t rpcs_in_flight() const { return rpcs_.size(); }
   // Sends a request that wants no response.
   void send_oneway(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
+  // Sends a request without a matchtag that still wants responses: the
+  // matchtag-less protocols of DESIGN §5 and §6 (sched.alloc, NAME.start),
+  // whose responses carry the job id and arrive through on_response().
+  void send_matchless(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
   // Handler for responses that carry no matchtag, by exact topic.
   void on_response(const std::string& topic, ResponseFn fn);
 

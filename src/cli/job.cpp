@@ -1,0 +1,229 @@
+// loom job eventlog [--json] [-f] ID
+// loom job wait-event [-t SECS] [--json] [-m KEY=VALUE] ID EVENT
+// loom job info ID jobspec|R|eventlog
+// loom job urgency ID N|hold|default|expedite
+// loom job wait ID
+// loom job purge [--num-limit N] [--age-limit T] [ID...]
+// Users read their own jobs through job-info, never the raw KVS.
+#include <cstdio>
+#include <iostream>
+
+#include "cli/common.h"
+#include "jobspec/jobspec.h"
+
+namespace loom::cli {
+
+namespace {
+
+struct JobOpts {
+  std::string id;
+  std::string event;
+  std::string key;
+  std::string value;
+  std::vector<std::string> ids;
+  std::vector<std::string> match;
+  bool json = false;
+  bool follow = false;
+  double timeout = -1;
+  int num_limit = -1;
+  std::string age_limit;
+};
+
+// Streams job ID's events to `on_event` (return true to stop); the exit
+// status of `cmd`.
+int stream_eventlog(const std::string& cmd, const JobOpts& o, bool follow,
+                    const std::function<bool(const Json& raw, const EventEntry& e)>& on_event) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail(cmd, id.error());
+  auto s = connect_session();
+  if (!s.ok()) return fail(cmd, s.error());
+  Session& sess = **s;
+  int rc = -1;
+  auto timer = sess.clock->make_timer();
+  if (o.timeout >= 0) {
+    timer->arm(o.timeout, [&] {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "timed out after %gs", o.timeout);
+      rc = fail(cmd, buf);
+    });
+  }
+  sess.handle().rpc("job-info.eventlog", Json{{"id", id->value()}, {"follow", follow}}, {kNodeAny, true, 0},
+                    [&](const Message& m) {
+                      if (rc >= 0) return;
+                      if (m.errnum == ENODATA) {
+                        rc = 0;
+                        return;
+                      }
+                      if (m.errnum) {
+                        rc = fail(cmd, error_text(m));
+                        return;
+                      }
+                      auto j = parse_json(m.payload);
+                      if (!j.ok() || !j->contains("event")) {
+                        rc = fail(cmd, "unexpected response from job-info.eventlog");
+                        return;
+                      }
+                      auto e = parse_event(dump_json((*j)["event"]));
+                      if (!e.ok()) return;
+                      if (on_event((*j)["event"], *e)) rc = 0;
+                    });
+  while (rc < 0 && sess.client->is_open()) sess.io.run_one();
+  if (rc < 0) return fail(cmd, "lost the connection to the broker");
+  return rc;
+}
+
+int run_eventlog(const JobOpts& o) {
+  return stream_eventlog("job eventlog", o, o.follow, [&](const Json& raw, const EventEntry& e) {
+    std::cout << (o.json ? dump_json(raw) : format_event_human(e)) << "\n" << std::flush;
+    return false;
+  });
+}
+
+int run_wait_event(const JobOpts& o) {
+  std::vector<std::pair<std::string, std::string>> match;
+  for (const auto& kv : o.match) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) return fail("job wait-event", "-m wants KEY=VALUE, got \"" + kv + "\"");
+    match.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  bool found = false;
+  int rc = stream_eventlog("job wait-event", o, true, [&](const Json& raw, const EventEntry& e) {
+    if (e.name != o.event) return false;
+    for (auto& [k, v] : match) {
+      if (!e.context.is_object() || !e.context.contains(k)) return false;
+      const Json& c = e.context[k];
+      if ((c.is_string() ? c.get<std::string>() : dump_json(c)) != v) return false;
+    }
+    std::cout << (o.json ? dump_json(raw) : format_event_human(e)) << "\n";
+    found = true;
+    return true;
+  });
+  if (rc == 0 && !found) return fail("job wait-event", "job " + o.id + " ended without a " + o.event + " event");
+  return rc;
+}
+
+int run_info(const JobOpts& o) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail("job info", id.error());
+  if (o.key != "jobspec" && o.key != "R" && o.key != "eventlog") {
+    return fail("job info", "KEY is jobspec, R or eventlog, not " + o.key);
+  }
+  auto s = connect_session();
+  if (!s.ok()) return fail("job info", s.error());
+  auto r = (*s)->client->call("job-info.lookup", Json{{"id", id->value()}, {"keys", {o.key}}});
+  if (!r.ok()) return fail("job info", r.error());
+  std::string v = (*r)[o.key].get<std::string>();
+  std::cout << v << (v.empty() || v.back() != '\n' ? "\n" : "");
+  return 0;
+}
+
+int run_urgency(const JobOpts& o) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail("job urgency", id.error());
+  int u = -1;
+  if (o.value == "hold") u = 0;
+  else if (o.value == "default") u = 16;
+  else if (o.value == "expedite") u = 31;
+  else {
+    char* end = nullptr;
+    long v = std::strtol(o.value.c_str(), &end, 10);
+    if (o.value.empty() || *end || v < 0 || v > 31) {
+      return fail("job urgency", "urgency must be 0-31, hold, default or expedite, not \"" + o.value + "\"");
+    }
+    u = static_cast<int>(v);
+  }
+  auto s = connect_session();
+  if (!s.ok()) return fail("job urgency", s.error());
+  auto r = (*s)->client->call("job-manager.urgency", Json{{"id", id->value()}, {"urgency", u}});
+  if (!r.ok()) return fail("job urgency", r.error());
+  return 0;
+}
+
+int run_wait(const JobOpts& o) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail("job wait", id.error(), 2);
+  auto s = connect_session();
+  if (!s.ok()) return fail("job wait", s.error(), 2);
+  auto r = (*s)->client->call("job-manager.wait", Json{{"id", id->value()}});
+  if (!r.ok()) return fail("job wait", r.error(), 2);
+  if (r->value("success", false)) return 0;
+  std::string why = r->value("result", "FAILED");
+  if (r->contains("exception")) {
+    std::string note = (*r)["exception"].value("note", "");
+    why += ": " + (*r)["exception"].value("type", "") + (note.empty() ? "" : " (" + note + ")");
+  } else if (r->contains("status")) {
+    why += ": status " + std::to_string((*r)["status"].get<int>());
+  }
+  return fail("job wait", encode_f58(*id) + " " + why, 1);
+}
+
+int run_purge(const JobOpts& o) {
+  Json req = Json::object();
+  if (!o.ids.empty()) {
+    Json ids = Json::array();
+    for (const auto& a : o.ids) {
+      auto id = job_arg(a);
+      if (!id.ok()) return fail("job purge", id.error());
+      ids.push_back(id->value());
+    }
+    req["ids"] = ids;
+  }
+  if (o.num_limit >= 0) req["num_limit"] = o.num_limit;
+  if (!o.age_limit.empty()) {
+    auto d = parse_fsd(o.age_limit);
+    if (!d.ok()) return fail("job purge", "--age-limit: " + d.error().text);
+    req["age_limit"] = *d;
+  }
+  if (req.empty()) return fail("job purge", "give job ids, --num-limit or --age-limit");
+  auto s = connect_session();
+  if (!s.ok()) return fail("job purge", s.error());
+  auto r = (*s)->client->call("job-manager.purge", req);
+  if (!r.ok()) return fail("job purge", r.error());
+  std::cerr << "loom job purge: purged " << (*r)["purged"].get<size_t>() << " inactive jobs\n";
+  return 0;
+}
+
+}  // namespace
+
+void add_job_command(CLI::App& app, Runner& run) {
+  auto o = std::make_shared<JobOpts>();
+  auto* job = app.add_subcommand("job", "Look at and act on one job");
+  job->require_subcommand(1);
+
+  auto* ev = job->add_subcommand("eventlog", "Print a job's eventlog");
+  ev->add_flag("--json", o->json, "Print each event as its JSON line");
+  ev->add_flag("-f,--follow", o->follow, "Keep printing events until the job is clean");
+  ev->add_option("id", o->id, "Job id")->required();
+  ev->callback([o, &run] { run = [o] { return run_eventlog(*o); }; });
+
+  auto* we = job->add_subcommand("wait-event", "Wait until EVENT is in a job's eventlog, then print it");
+  we->add_option("-t,--timeout", o->timeout, "Give up after SECS seconds")->check(CLI::NonNegativeNumber);
+  we->add_flag("--json", o->json, "Print the event as its JSON line");
+  we->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)");
+  we->add_option("id", o->id, "Job id")->required();
+  we->add_option("event", o->event, "Event name")->required();
+  we->callback([o, &run] { run = [o] { return run_wait_event(*o); }; });
+
+  auto* in = job->add_subcommand("info", "Print a job's jobspec, R or eventlog");
+  in->add_option("id", o->id, "Job id")->required();
+  in->add_option("key", o->key, "jobspec, R or eventlog")->required();
+  in->callback([o, &run] { run = [o] { return run_info(*o); }; });
+
+  auto* ur = job->add_subcommand("urgency", "Change a pending job's urgency");
+  ur->add_option("id", o->id, "Job id")->required();
+  ur->add_option("urgency", o->value, "0-31, hold (0), default (16) or expedite (31)")->required();
+  ur->callback([o, &run] { run = [o] { return run_urgency(*o); }; });
+
+  auto* wa = job->add_subcommand("wait", "Wait for a job to end: exit 0 on success, 1 on failure, 2 if it cannot");
+  wa->add_option("id", o->id, "Job id")->required();
+  wa->callback([o, &run] { run = [o] { return run_wait(*o); }; });
+
+  auto* pu = job->add_subcommand("purge", "Forget inactive jobs (instance owner)");
+  pu->add_option("--num-limit", o->num_limit, "Keep only the N most recent inactive jobs")
+      ->check(CLI::NonNegativeNumber);
+  pu->add_option("--age-limit", o->age_limit, "Purge jobs inactive for longer than this (e.g. 1h, 7d)");
+  pu->add_option("ids", o->ids, "Inactive job ids to purge");
+  pu->callback([o, &run] { run = [o] { return run_purge(*o); }; });
+}
+
+}  // namespace loom::cli

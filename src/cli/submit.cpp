@@ -1,0 +1,195 @@
+// loom submit [-N nodes] [-n tasks] [-c cores/task] [-g gpus/task] [-x]
+//             [-t limit] [--urgency U] [--cc IDSET] [--setattr K=V] [--env K=V]
+//             CMD...
+// Builds a jobspec the way Flux users expect and submits it; prints the id.
+// With --cc, one job per id of the set (LOOM_JOB_CC set in each), all in
+// batched requests so that thousands of jobs go in at once.
+#include <unistd.h>
+
+#include <filesystem>
+#include <iostream>
+
+#include "cli/common.h"
+#include "idset/idset.h"
+#include "jobspec/jobspec.h"
+
+extern char** environ;
+
+namespace loom::cli {
+
+namespace {
+
+constexpr size_t kSubmitBatch = 4096;
+
+struct SubmitOpts {
+  uint32_t nodes = 0;
+  uint32_t tasks = 0;
+  uint32_t cores = 1;
+  uint32_t gpus = 0;
+  bool exclusive = false;
+  std::string time_limit;
+  int urgency = 16;
+  std::string cc;
+  std::string name;
+  std::string cwd;
+  std::vector<std::string> setattr;
+  std::vector<std::string> env;
+  std::vector<std::string> env_remove;
+  bool dry_run = false;
+  std::vector<std::string> command;
+};
+
+// Puts `value` at the dotted `path` under `root` (objects created on the way).
+void set_path(Json& root, const std::string& path, Json value) {
+  Json* at = &root;
+  size_t start = 0;
+  for (;;) {
+    size_t dot = path.find('.', start);
+    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (dot == std::string::npos) {
+      (*at)[part] = std::move(value);
+      return;
+    }
+    if (!(*at)[part].is_object()) (*at)[part] = Json::object();
+    at = &(*at)[part];
+    start = dot + 1;
+  }
+}
+
+Result<Json> make_jobspec(const SubmitOpts& o) {
+  JobRequest r;
+  r.nodes = o.nodes;
+  r.tasks = o.tasks;
+  r.cores_per_task = o.cores;
+  r.gpus_per_task = o.gpus;
+  r.exclusive = o.exclusive;
+  r.command = o.command;
+  r.name = o.name;
+  if (!o.time_limit.empty()) {
+    auto d = parse_time_limit(o.time_limit);
+    if (!d.ok()) return Error{EINVAL, "-t: " + d.error().text};
+    r.duration = *d;
+  }
+  std::error_code ec;
+  r.cwd = o.cwd.empty() ? std::filesystem::current_path(ec).string() : o.cwd;
+  // The job sees the submitter's environment, as with Flux and Slurm,
+  // changed by --env-remove and --env.
+  Json env = Json::object();
+  for (char** e = environ; e && *e; ++e) {
+    std::string kv = *e;
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || kv.starts_with("LOOM_URI=")) continue;
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  for (const auto& name : o.env_remove) env.erase(name);
+  for (const auto& kv : o.env) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) return Error{EINVAL, "--env wants NAME=VALUE, got \"" + kv + "\""};
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  r.environment = std::move(env);
+  auto js = build_jobspec(r);
+  if (!js.ok()) return js.error();
+  for (const auto& kv : o.setattr) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) return Error{EINVAL, "--setattr wants KEY=VALUE, got \"" + kv + "\""};
+    std::string key = kv.substr(0, eq);
+    // A value that parses as JSON is taken as JSON, else as a string.
+    auto v = parse_json(kv.substr(eq + 1));
+    Json value = v.ok() ? *v : Json(kv.substr(eq + 1));
+    if (!key.starts_with("system.") && !key.starts_with("user.")) key = "system." + key;
+    set_path((*js)["attributes"], key, std::move(value));
+  }
+  // Check it here too, so that a bad --setattr is reported before anything is sent.
+  auto spec = parse_jobspec(*js);
+  if (!spec.ok()) return spec.error();
+  return js;
+}
+
+int run_submit(const SubmitOpts& o) {
+  auto js = make_jobspec(o);
+  if (!js.ok()) return fail("submit", js.error());
+  std::vector<Json> jobs;
+  if (o.cc.empty()) {
+    jobs.push_back(Json{{"jobspec", *js}, {"urgency", o.urgency}});
+  } else {
+    auto cc = IdSet::parse(o.cc);
+    if (!cc.ok()) return fail("submit", "--cc: " + cc.error().text);
+    if (cc->count() > 1000000) return fail("submit", "--cc: at most 1000000 jobs at once");
+    for (uint32_t id : cc->to_vector()) {
+      Json one = *js;
+      one["attributes"]["system"]["environment"]["LOOM_JOB_CC"] = std::to_string(id);
+      jobs.push_back(Json{{"jobspec", std::move(one)}, {"urgency", o.urgency}});
+    }
+  }
+  if (o.dry_run) {
+    for (auto& j : jobs) std::cout << dump_json(j["jobspec"]) << "\n";
+    return 0;
+  }
+  auto s = connect_session();
+  if (!s.ok()) return fail("submit", s.error());
+  Session& sess = **s;
+  // Batches go out together; their ids are printed in submit order.
+  size_t nbatch = (jobs.size() + kSubmitBatch - 1) / kSubmitBatch;
+  std::vector<Json> answers(nbatch);
+  size_t left = nbatch;
+  std::optional<Error> error;
+  for (size_t b = 0; b < nbatch; ++b) {
+    Json batch = Json::array();
+    for (size_t i = b * kSubmitBatch; i < std::min(jobs.size(), (b + 1) * kSubmitBatch); ++i) {
+      batch.push_back(std::move(jobs[i]));
+    }
+    sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
+      --left;
+      if (m.errnum) {
+        if (!error) error = Error{m.errnum, error_text(m)};
+        return;
+      }
+      auto j = parse_json(m.payload);
+      if (j.ok()) answers[b] = std::move(*j);
+    });
+  }
+  while (left > 0 && sess.client->is_open()) sess.io.run_one();
+  if (left > 0) return fail("submit", "lost the connection to the broker");
+  std::string out;
+  for (auto& a : answers) {
+    if (!a.contains("ids")) continue;
+    for (auto& id : a["ids"]) out += encode_f58(JobId{id.get<uint64_t>()}) + "\n";
+  }
+  std::cout << out << std::flush;
+  if (error) return fail("submit", *error);
+  return 0;
+}
+
+}  // namespace
+
+void add_submit_command(CLI::App& app, Runner& run) {
+  auto o = std::make_shared<SubmitOpts>();
+  auto* sub = app.add_subcommand("submit", "Submit a job; print its id");
+  sub->add_option("-N,--nodes", o->nodes, "Number of nodes (ranks)")->check(CLI::Range(1u, 1u << 20));
+  sub->add_option("-n,--ntasks", o->tasks, "Number of tasks (default: one per node, else 1)")
+      ->check(CLI::Range(1u, 1u << 24));
+  sub->add_option("-c,--cores-per-task", o->cores, "Cores per task (default 1)")->check(CLI::Range(1u, 1u << 20));
+  sub->add_option("-g,--gpus-per-task", o->gpus, "GPUs per task (default 0)")->check(CLI::Range(0u, 1u << 16));
+  sub->add_flag("-x,--exclusive", o->exclusive, "Whole nodes only");
+  sub->add_option("-t,--time-limit", o->time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
+  sub->add_option("--urgency", o->urgency, "0-31: 0 holds, 16 is the default, 31 expedites (owner only above 16)")
+      ->check(CLI::Range(0, 31));
+  sub->add_option("--cc", o->cc, "Submit one copy per id of IDSET (e.g. 1-100), LOOM_JOB_CC set to it");
+  sub->add_option("--job-name", o->name, "Job name (default: the command's basename)");
+  sub->add_option("--cwd", o->cwd, "Working directory of the tasks (default: the current one)");
+  sub->add_option("--setattr", o->setattr,
+                  "Set a jobspec attribute, KEY=VALUE (under attributes.system unless "
+                  "KEY starts with user. or system.)");
+  sub->add_option("--env", o->env, "Set NAME=VALUE in the job's environment");
+  sub->add_option("--env-remove", o->env_remove, "Remove NAME from the job's environment");
+  sub->add_flag("--dry-run", o->dry_run, "Print the jobspec instead of submitting it");
+  sub->add_option("command", o->command, "The command and its arguments")->required();
+  sub->positionals_at_end(true);
+  sub->footer(
+      "Examples:\n  loom submit -N2 -n4 hostname\n  loom submit --cc=1-1000 -t 5m ./work\n"
+      "  loom submit --setattr=exec.test='{\"run_duration\":\"1s\"}' true");
+  sub->callback([o, &run] { run = [o] { return run_submit(*o); }; });
+}
+
+}  // namespace loom::cli

@@ -1,0 +1,52 @@
+// The job manager on rank 0 (DESIGN §4, §5; messages in
+// docs/protocols/jobs.md). It accepts jobs, gives each a FLUID id and a
+// durable eventlog in the KVS, and drives every job through its states
+// by posting events: each event is checked by apply_event() (job.h), kept
+// in memory and appended to `job.<id>.eventlog`; the side effects of a
+// state (asking the scheduler for resources, giving them back) follow
+// from the state and are idempotent. It talks to the KVS, the scheduler
+// and later the execution service only through messages.
+//
+// It also serves `job-info`, users' read access to their own jobs
+// (jobspec, R, eventlog), since the primary KVS namespace is owner-only.
+//
+// At startup it replays every `job.<id>.eventlog` found in the KVS; a job
+// whose eventlog cannot be replayed is set aside and reported by
+// `job-manager.stats`.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+class Handle;
+
+struct JobManagerConfig {
+  uint32_t owner = 0;  // the instance owner's uid
+  // Inactive jobs kept before the oldest are purged automatically
+  // (0: keep them all until `loom job purge`).
+  uint32_t inactive_num_limit = 0;
+};
+
+class JobManager {
+ public:
+  // Starts loading the jobs from the KVS and serves `job-manager` and
+  // `job-info` on `h`; requests that need the jobs wait for the load.
+  static std::unique_ptr<JobManager> create(asio::io_context& io, Handle& h, JobManagerConfig cfg);
+  ~JobManager();
+  JobManager(const JobManager&) = delete;
+  JobManager& operator=(const JobManager&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit JobManager(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loom

@@ -1,0 +1,48 @@
+#include "msg/payload.h"
+
+namespace loom {
+
+Result<Json> payload_object(const Message& m) {
+  auto j = parse_json(m.payload);
+  if (!j.ok()) return j.error();
+  if (!j->is_object()) return Error{EPROTO, "payload must be a JSON object"};
+  return j;
+}
+
+Result<std::string> get_string(const Json& j, const char* k, const char* dflt) {
+  auto it = j.find(k);
+  if (it == j.end()) {
+    if (dflt) return std::string(dflt);
+    return Error{EPROTO, std::string("missing \"") + k + "\""};
+  }
+  if (!it->is_string()) return Error{EPROTO, std::string("\"") + k + "\" must be a string"};
+  return it->get<std::string>();
+}
+
+Result<int64_t> get_int(const Json& j, const char* k, int64_t lo, int64_t hi, const int64_t* dflt) {
+  auto it = j.find(k);
+  if (it == j.end()) {
+    if (dflt) return *dflt;
+    return Error{EPROTO, std::string("missing \"") + k + "\""};
+  }
+  if (!it->is_number_integer()) return Error{EPROTO, std::string("\"") + k + "\" must be an integer"};
+  // Unsigned values above INT64_MAX are out of every range asked for here.
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return Error{EINVAL, std::string("\"") + k + "\" is out of range"};
+  }
+  int64_t v = it->get<int64_t>();
+  if (v < lo || v > hi) {
+    return Error{EINVAL, std::string("\"") + k + "\" must be " + std::to_string(lo) + "-" + std::to_string(hi) +
+                             ", not " + std::to_string(v)};
+  }
+  return v;
+}
+
+Result<bool> get_bool(const Json& j, const char* k, bool dflt) {
+  auto it = j.find(k);
+  if (it == j.end()) return dflt;
+  if (!it->is_boolean()) return Error{EPROTO, std::string("\"") + k + "\" must be true or false"};
+  return it->get<bool>();
+}
+
+}  // namespace loom

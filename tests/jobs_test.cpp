@@ -1,0 +1,475 @@
+// The job manager and the scheduler end to end (DESIGN §4, §5, §8, §10):
+// real `loom start` instances with 4 ranks of 2 cores each, driven through
+// the `loom` command line as users drive them. No execution service is
+// registered, so jobs stay in RUN after `alloc`, which is correct.
+//
+// Waiting is always on events (`loom job wait-event`). To check that the
+// scheduler has *not* started a job, tests call settle(): a
+// sched.resource-status round trip. The scheduler considers every alloc
+// request in the loop turn after it arrives, and the job manager sends a
+// job's alloc before it answers the submit, so once settle() returns, a
+// job that could have been allocated shows in the allocated resources.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "kit/client.h"
+#include "kit/instance.h"
+#include "msg/json.h"
+
+namespace loom::test {
+namespace {
+
+std::string show(const CmdResult& r) {
+  return "exit " + std::to_string(r.code) + (r.timed_out ? " (timed out)" : "") + "\nstdout: " + r.out +
+         "\nstderr: " + r.err;
+}
+
+std::string trim(std::string s) {
+  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
+  return s;
+}
+
+class Jobs : public ::testing::Test {
+ protected:
+  Instance inst;
+
+  void start(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ASSERT_TRUE(inst.start(4, args));
+  }
+
+  CmdResult loom(const std::vector<std::string>& args, const Env& env = {}) { return inst.loom(args, env); }
+
+  // Submits and returns the printed id.
+  std::string submit(std::vector<std::string> args) {
+    args.insert(args.begin(), "submit");
+    auto r = loom(args);
+    EXPECT_EQ(r.code, 0) << show(r);
+    auto id = parse_jobid(trim(r.out));
+    EXPECT_TRUE(id.ok()) << "not a job id: " << r.out;
+    return trim(r.out);
+  }
+
+  void wait_event(const std::string& id, const std::string& event) {
+    auto r = loom({"job", "wait-event", "-t", "20", id, event});
+    ASSERT_EQ(r.code, 0) << "waiting for " << event << " of " << id << ": " << show(r);
+  }
+
+  std::vector<std::string> events(const std::string& id) {
+    auto r = loom({"job", "eventlog", "--json", id});
+    EXPECT_EQ(r.code, 0) << show(r);
+    std::vector<std::string> names;
+    for (auto& line : r.out_lines()) {
+      auto j = parse_json(line);
+      if (j.ok()) names.push_back((*j)["name"].get<std::string>());
+    }
+    return names;
+  }
+
+  Json resources() {
+    auto r = loom({"resource", "list", "--json"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    auto j = parse_json(r.out);
+    EXPECT_TRUE(j.ok()) << r.out;
+    return j.ok() ? *j : Json::object();
+  }
+  // A scheduler round trip; see the comment at the top.
+  Json settle() { return resources(); }
+  std::string allocated_ranks() { return settle()["allocated"].value("ranks", ""); }
+
+  Json job(const std::string& id) {
+    auto r = loom({"jobs", "-a", "--json"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    auto j = parse_json(r.out);
+    uint64_t want = parse_jobid(id).value().value();
+    if (j.ok()) {
+      for (auto& x : *j) {
+        if (x["id"].get<uint64_t>() == want) return x;
+      }
+    }
+    ADD_FAILURE() << "job " << id << " is not listed";
+    return Json::object();
+  }
+  std::string state(const std::string& id) { return job(id).value("state", "?"); }
+
+  void TearDown() override {
+    if (!inst.running()) return;
+    // The double-booking check must never have fired.
+    auto r = inst.loom({"resource", "list", "--json"});
+    auto j = parse_json(r.out);
+    if (j.ok()) EXPECT_EQ((*j).value("alarms", -1), 0) << r.out;
+  }
+};
+
+using Names = std::vector<std::string>;
+
+TEST_F(Jobs, SubmitAllocatesAndCancelGivesBack) {
+  start();
+  std::string id = submit({"-N2", "hostname"});
+  wait_event(id, "alloc");
+  EXPECT_EQ(events(id), (Names{"submit", "validate", "depend", "priority", "alloc"}));
+  Json res = resources();
+  EXPECT_EQ(res["allocated"]["nnodes"], 2) << res;
+  EXPECT_EQ(res["allocated"]["ranks"], "0-1") << res;
+  EXPECT_EQ(res["free"]["nnodes"], 2) << res;
+  EXPECT_EQ(state(id), "RUN");
+  auto info = loom({"job", "info", id, "R"});
+  ASSERT_EQ(info.code, 0) << show(info);
+  EXPECT_NE(info.out.find("R_lite"), std::string::npos) << info.out;
+
+  auto c = loom({"cancel", id});
+  ASSERT_EQ(c.code, 0) << show(c);
+  wait_event(id, "clean");
+  EXPECT_EQ(events(id), (Names{"submit", "validate", "depend", "priority", "alloc", "exception", "free", "clean"}));
+  res = resources();
+  EXPECT_EQ(res["allocated"].value("nnodes", -1), 0) << res;
+  EXPECT_EQ(res["free"]["nnodes"], 4) << res;
+  Json j = job(id);
+  EXPECT_EQ(j["state"], "INACTIVE");
+  EXPECT_EQ(j["result"], "CANCELED");
+  // The default listing leaves inactive jobs out; -a shows them.
+  auto ls = loom({"jobs"});
+  EXPECT_EQ(ls.out_lines().size(), 1u) << ls.out;
+  auto all = loom({"jobs", "-a"});
+  EXPECT_EQ(all.out_lines().size(), 2u) << all.out;
+  EXPECT_NE(all.out.find(" CA "), std::string::npos) << all.out;
+}
+
+TEST_F(Jobs, CancelWhilePendingLogsNoAllocOrFree) {
+  start();
+  std::string big = submit({"-N4", "-x", "true"});
+  wait_event(big, "alloc");
+  std::string waiting = submit({"-N1", "true"});
+  wait_event(waiting, "priority");
+  EXPECT_EQ(state(waiting), "SCHED");
+  ASSERT_EQ(loom({"cancel", waiting}).code, 0);
+  wait_event(waiting, "clean");
+  EXPECT_EQ(events(waiting), (Names{"submit", "validate", "depend", "priority", "exception", "clean"}));
+  // Cancelling it again, or cancelling an unknown job, is an error that changes nothing.
+  auto again = loom({"cancel", waiting});
+  EXPECT_NE(again.code, 0);
+  EXPECT_NE(again.err.find("inactive"), std::string::npos) << again.err;
+  EXPECT_EQ(events(waiting).size(), 6u);
+  auto unknown = loom({"cancel", "123456789"});
+  EXPECT_NE(unknown.code, 0);
+  EXPECT_NE(unknown.err.find("unknown job"), std::string::npos) << unknown.err;
+}
+
+TEST_F(Jobs, FcfsDoesNotLetSmallJobsPass) {
+  start();
+  std::string a = submit({"-N4", "-x", "true"});
+  wait_event(a, "alloc");
+  std::string b = submit({"-N3", "true"});  // blocked behind a
+  std::string c = submit({"-N1", "true"});  // would fit after a, but b is first
+  wait_event(c, "priority");
+  EXPECT_EQ(allocated_ranks(), "0-3");
+  EXPECT_EQ(state(b), "SCHED");
+  EXPECT_EQ(state(c), "SCHED");
+  ASSERT_EQ(loom({"cancel", a}).code, 0);
+  wait_event(b, "alloc");
+  wait_event(c, "alloc");  // one rank is left after b's three
+  EXPECT_EQ(job(b)["ranks"], "0-2");
+  EXPECT_EQ(job(c)["ranks"], "3");
+}
+
+TEST_F(Jobs, EasyBackfillsShortJobsWithoutDelayingTheReservation) {
+  start({"--setconf", "sched.policy=easy"});
+  std::string a = submit({"-N2", "-t", "100s", "true"});  // ranks 0-1 for 100 s
+  wait_event(a, "alloc");
+  std::string b = submit({"-N4", "-t", "100s", "true"});         // reservation when a ends
+  std::string shortjob = submit({"-N1", "-t", "10s", "true"});   // ends long before: backfills
+  std::string forever = submit({"-N1", "true"});                 // no duration: never ahead
+  std::string longjob = submit({"-N1", "-t", "1000s", "true"});  // would delay b
+  wait_event(shortjob, "alloc");
+  EXPECT_EQ(job(shortjob)["ranks"], "2");
+  settle();
+  EXPECT_EQ(state(b), "SCHED");
+  EXPECT_EQ(state(forever), "SCHED");
+  EXPECT_EQ(state(longjob), "SCHED");
+  Json jb = job(b);
+  ASSERT_TRUE(jb.contains("annotations")) << jb;
+  double t_est = jb["annotations"]["sched"]["t_estimate"].get<double>();
+  double a_end = job(a)["t_run"].get<double>() + 100;
+  EXPECT_NEAR(t_est, a_end, 2.0) << jb;
+}
+
+TEST_F(Jobs, FcfsPolicyDoesNotBackfill) {
+  start({"--setconf", "sched.policy=fcfs"});
+  std::string a = submit({"-N2", "-t", "100s", "true"});
+  wait_event(a, "alloc");
+  std::string b = submit({"-N4", "-t", "100s", "true"});
+  std::string shortjob = submit({"-N1", "-t", "10s", "true"});
+  wait_event(shortjob, "priority");
+  EXPECT_EQ(allocated_ranks(), "0-1");
+  EXPECT_EQ(state(shortjob), "SCHED");
+  EXPECT_EQ(resources()["policy"], "fcfs");
+}
+
+TEST_F(Jobs, UrgencyChangesOrderAndHoldKeepsAJobBack) {
+  start();
+  std::string a = submit({"-N4", "-x", "true"});
+  wait_event(a, "alloc");
+  std::string first = submit({"-N4", "-x", "true"});
+  std::string second = submit({"-N4", "-x", "true"});
+  ASSERT_EQ(loom({"job", "urgency", second, "20"}).code, 0);
+  ASSERT_EQ(loom({"cancel", a}).code, 0);
+  wait_event(second, "alloc");
+  settle();
+  EXPECT_EQ(state(first), "SCHED");
+  auto ev = events(second);
+  EXPECT_NE(std::find(ev.begin(), ev.end(), "urgency"), ev.end());
+
+  // A held job stays in SCHED with priority 0 even with resources free.
+  ASSERT_EQ(loom({"cancel", second}).code, 0);
+  ASSERT_EQ(loom({"cancel", first}).code, 0);
+  wait_event(first, "clean");
+  std::string held = submit({"--urgency=0", "-N1", "true"});
+  wait_event(held, "priority");
+  EXPECT_EQ(allocated_ranks(), "");
+  EXPECT_EQ(job(held)["priority"], 0);
+  EXPECT_EQ(state(held), "SCHED");
+  ASSERT_EQ(loom({"job", "urgency", held, "default"}).code, 0);
+  wait_event(held, "alloc");
+}
+
+TEST_F(Jobs, DrainKeepsRanksFromNewJobs) {
+  start();
+  auto d = loom({"resource", "drain", "0-1", "bad", "fan"});
+  ASSERT_EQ(d.code, 0) << show(d);
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "0-1") << res;
+  EXPECT_EQ(res["free"]["ranks"], "2-3") << res;
+  EXPECT_EQ(res["drain"][0]["reason"], "bad fan") << res;
+  std::string j = submit({"-N3", "true"});
+  wait_event(j, "priority");
+  EXPECT_EQ(allocated_ranks(), "");
+  std::string two = submit({"-N2", "true"});
+  wait_event(two, "alloc");
+  EXPECT_EQ(job(two)["ranks"], "2-3");
+  ASSERT_EQ(loom({"resource", "undrain", "0-1"}).code, 0);
+  ASSERT_EQ(loom({"cancel", two}).code, 0);
+  wait_event(j, "alloc");
+  auto bad = loom({"resource", "drain", "7"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_EQ(bad.err_lines().size(), 1u) << bad.err;
+}
+
+TEST_F(Jobs, PartialFreeMakesExactlyThoseRanksAvailable) {
+  start();
+  std::string a = submit({"-N4", "-x", "true"});
+  wait_event(a, "alloc");
+  auto R = loom({"job", "info", a, "R"});
+  ASSERT_EQ(R.code, 0) << show(R);
+  // Give back ranks 0-1 of a as the job manager does on a partial release.
+  Loop loop;
+  auto c = loop.connect(inst.socket(0));
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  Json r01 = {{"version", 1}, {"execution", {{"R_lite", {{{"rank", "0-1"}, {"children", {{"core", "0-1"}}}}}}}}};
+  bool answered = false;
+  int errnum = -1;
+  (*c)->handle().on_response("sched.free", [&](const Message& m) {
+    answered = true;
+    errnum = m.errnum;
+  });
+  uint64_t id = parse_jobid(a).value().value();
+  (*c)->handle().send_matchless("sched.free", dump_json(Json{{"id", id}, {"R", r01}, {"final", false}}));
+  ASSERT_TRUE(loop.run_until([&] { return answered; }));
+  EXPECT_EQ(errnum, 0);
+  EXPECT_EQ(allocated_ranks(), "2-3");
+  std::string b = submit({"-N2", "true"});
+  wait_event(b, "alloc");
+  EXPECT_EQ(job(b)["ranks"], "0-1");
+  std::string c1 = submit({"-N1", "true"});
+  wait_event(c1, "priority");
+  EXPECT_EQ(allocated_ranks(), "0-3");
+  EXPECT_EQ(state(c1), "SCHED");
+  // Cancelling a gives back only what it still holds: c gets a rank, b keeps its own.
+  ASSERT_EQ(loom({"cancel", a}).code, 0);
+  wait_event(c1, "alloc");
+  EXPECT_EQ(job(c1)["ranks"], "2");
+  EXPECT_EQ(state(b), "RUN");
+  EXPECT_EQ(allocated_ranks(), "0-2");
+}
+
+TEST_F(Jobs, BadJobsAreRefusedWithOneLineAndChangeNothing) {
+  start();
+  struct Case {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  std::vector<Case> cases = {
+      {{"submit", "-N5", "true"}, "5 nodes"},
+      {{"submit", "-n1", "-c3", "true"}, "3 cores"},
+      {{"submit", "-g1", "true"}, "gpu"},
+      {{"submit", "-t", "bogus", "true"}, "-t"},
+      {{"rpc", "job-manager.submit", R"({"jobspec":{"resources":[],"tasks":[]}})"}, "version"},
+      {{"rpc", "job-manager.submit",
+        "{\"jobspec\":{\"version\":1,\"resources\":[{\"type\":\"slot\",\"count\":-1,"
+        "\"label\":\"task\",\"with\":[{\"type\":\"core\",\"count\":1}]}],\"tasks\":[{"
+        "\"command\":[\"true\"],\"slot\":\"task\",\"count\":{\"per_slot\":1}}],"
+        "\"attributes\":{\"system\":{\"duration\":0}}}}"},
+       "count"},
+      {{"rpc", "job-manager.submit",
+        "{\"jobspec\":{\"version\":1,\"resources\":[{\"type\":\"socket\",\"count\":1,"
+        "\"label\":\"task\",\"with\":[{\"type\":\"core\",\"count\":1}]}],\"tasks\":[{"
+        "\"command\":[\"true\"],\"slot\":\"task\",\"count\":{\"per_slot\":1}}],"
+        "\"attributes\":{\"system\":{\"duration\":0}}}}"},
+       "socket"},
+      {{"rpc", "job-manager.submit",
+        "{\"jobspec\":{\"version\":1,\"resources\":[{\"type\":\"slot\",\"count\":1,"
+        "\"label\":\"task\",\"with\":[{\"type\":\"core\",\"count\":1}]}],\"tasks\":[{"
+        "\"command\":[\"true\"],\"slot\":\"task\",\"count\":{\"total\":0}}],"
+        "\"attributes\":{\"system\":{\"duration\":0}}}}"},
+       "task"},
+      {{"rpc", "job-manager.submit", "[1,2"}, ""},
+      {{"job", "urgency", "12345", "40"}, "urgency"},
+      {{"cancel", "notanid"}, "not a job id"},
+  };
+  for (auto& c : cases) {
+    auto r = loom(c.args);
+    EXPECT_NE(r.code, 0) << c.args[1] << ": " << show(r);
+    EXPECT_EQ(r.err_lines().size(), 1u) << show(r);
+    if (!c.says.empty()) EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected \"" << c.says << "\": " << r.err;
+  }
+  auto ls = loom({"jobs", "-a", "--json"});
+  EXPECT_EQ(trim(ls.out), "[]") << "a refused job was created: " << ls.out;
+
+  // A user acting on another user's job.
+  std::string mine = submit({"-N4", "-x", "true"});
+  wait_event(mine, "alloc");
+  std::string queued = submit({"-N1", "true"});
+  Env other = {{"LOOM_HANDLE_USERID", "4242"}, {"LOOM_HANDLE_ROLEMASK", "2"}};
+  for (auto args : std::vector<std::vector<std::string>>{
+           {"cancel", mine}, {"job", "urgency", queued, "1"}, {"job", "eventlog", mine}, {"job", "info", mine, "R"}}) {
+    auto r = loom(args, other);
+    EXPECT_NE(r.code, 0) << args[0] << ": " << show(r);
+    EXPECT_NE(r.err.find("another user"), std::string::npos) << r.err;
+  }
+  // That user sees none of them, may submit, but not expedite.
+  auto theirs = loom({"jobs", "-A", "--json"}, other);
+  EXPECT_EQ(trim(theirs.out), "[]") << theirs.out;
+  auto expedite = loom({"submit", "--urgency=31", "true"}, other);
+  EXPECT_NE(expedite.code, 0);
+  EXPECT_NE(expedite.err.find("owner"), std::string::npos) << expedite.err;
+  auto ok = loom({"submit", "true"}, other);
+  ASSERT_EQ(ok.code, 0) << show(ok);
+  auto own = loom({"jobs", "--json"}, other);
+  EXPECT_NE(own.out.find("4242"), std::string::npos) << own.out;
+  EXPECT_EQ(loom({"cancel", trim(ok.out)}, other).code, 0);
+  EXPECT_EQ(state(mine), "RUN");
+}
+
+TEST_F(Jobs, QueueControl) {
+  start();
+  ASSERT_EQ(loom({"queue", "disable", "maintenance"}).code, 0);
+  auto r = loom({"submit", "true"});
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.err.find("maintenance"), std::string::npos) << r.err;
+  ASSERT_EQ(loom({"queue", "enable"}).code, 0);
+  ASSERT_EQ(loom({"queue", "stop"}).code, 0);
+  std::string j = submit({"true"});
+  wait_event(j, "priority");
+  EXPECT_EQ(allocated_ranks(), "");
+  auto st = loom({"queue", "status"});
+  EXPECT_NE(st.out.find("stopped"), std::string::npos) << st.out;
+  ASSERT_EQ(loom({"queue", "start"}).code, 0);
+  wait_event(j, "alloc");
+  // drain returns once nothing is active.
+  ASSERT_EQ(loom({"cancel", "--all"}).code, 0);
+  auto dr = loom({"queue", "drain", "-t", "20"});
+  EXPECT_EQ(dr.code, 0) << show(dr);
+  EXPECT_EQ(state(j), "INACTIVE");
+}
+
+TEST_F(Jobs, PurgeForgetsInactiveJobs) {
+  start();
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(submit({"--urgency=0", "true"}));
+    ASSERT_EQ(loom({"cancel", ids.back()}).code, 0);
+    wait_event(ids.back(), "clean");
+  }
+  auto keep = loom({"job", "purge", "--num-limit=1"});
+  ASSERT_EQ(keep.code, 0) << show(keep);
+  auto ls = loom({"jobs", "-a", "--json"});
+  auto j = parse_json(ls.out);
+  ASSERT_TRUE(j.ok());
+  ASSERT_EQ(j->size(), 1u) << ls.out;
+  EXPECT_EQ((*j)[0]["id"], parse_jobid(ids[2]).value().value());
+  auto gone = loom({"job", "eventlog", ids[0]});
+  EXPECT_NE(gone.code, 0);
+  std::string active = submit({"--urgency=0", "true"});
+  auto busy = loom({"job", "purge", active});
+  EXPECT_NE(busy.code, 0);
+  EXPECT_NE(busy.err.find("active"), std::string::npos) << busy.err;
+}
+
+TEST_F(Jobs, RestartKeepsPendingAllocatedAndInactiveJobs) {
+  auto dir = std::filesystem::temp_directory_path() / ("loom-jobs-restart-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  start({"--state-dir", dir.string()});
+  std::string done = submit({"--urgency=0", "true"});
+  ASSERT_EQ(loom({"cancel", done}).code, 0);
+  wait_event(done, "clean");
+  std::string running = submit({"-N3", "true"});
+  wait_event(running, "alloc");
+  std::string pending = submit({"-N2", "true"});
+  wait_event(pending, "priority");
+  ASSERT_EQ(inst.stop(), 0);
+
+  Instance again;
+  ASSERT_TRUE(again.start(4, {"--cores-per-rank=2", "--state-dir", dir.string()}));
+  auto run = [&](std::vector<std::string> a) { return again.loom(a); };
+  // The allocated job still holds its ranks; the pending one is marked and waits.
+  auto wait_restart = run({"job", "wait-event", "-t", "20", pending, "restart"});
+  ASSERT_EQ(wait_restart.code, 0) << show(wait_restart);
+  auto res = parse_json(run({"resource", "list", "--json"}).out);
+  ASSERT_TRUE(res.ok());
+  EXPECT_EQ((*res)["allocated"]["ranks"], "0-2") << *res;
+  auto ev = split_lines(run({"job", "eventlog", pending}).out);
+  ASSERT_GE(ev.size(), 5u);
+  auto ls = parse_json(run({"jobs", "-a", "--json"}).out);
+  ASSERT_TRUE(ls.ok());
+  ASSERT_EQ(ls->size(), 3u) << *ls;
+  // Newer ids than any before the restart.
+  auto fresh = run({"submit", "--urgency=0", "true"});
+  ASSERT_EQ(fresh.code, 0) << show(fresh);
+  EXPECT_GT(parse_jobid(trim(fresh.out)).value().value(), parse_jobid(pending).value().value());
+  // Cancelling the allocated job lets the pending one run.
+  ASSERT_EQ(run({"cancel", running}).code, 0);
+  auto alloc = run({"job", "wait-event", "-t", "20", pending, "alloc"});
+  EXPECT_EQ(alloc.code, 0) << show(alloc);
+  ASSERT_EQ(again.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(Jobs, CorruptEventlogIsSetAsideAtRestart) {
+  auto dir = std::filesystem::temp_directory_path() / ("loom-jobs-bad-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  start({"--state-dir", dir.string()});
+  std::string good = submit({"--urgency=0", "true"});
+  // An eventlog that breaks the order: alloc before priority.
+  auto put = loom({"kvs", "eventlog", "append", "job.77.eventlog", "alloc"});
+  ASSERT_EQ(put.code, 0) << show(put);
+  ASSERT_EQ(inst.stop(), 0);
+  Instance again;
+  ASSERT_TRUE(again.start(4, {"--cores-per-rank=2", "--state-dir", dir.string()}));
+  auto st = again.loom({"rpc", "job-manager.stats"});
+  ASSERT_EQ(st.code, 0) << show(st);
+  EXPECT_NE(st.out.find("77"), std::string::npos) << st.out;
+  auto status = again.loom({"status"});
+  EXPECT_NE(status.out.find("set aside"), std::string::npos) << status.out;
+  EXPECT_EQ(again.loom({"job", "eventlog", good}).code, 0);
+  ASSERT_EQ(again.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace loom::test
