@@ -104,7 +104,8 @@ class Jobs : public ::testing::Test {
     // The double-booking check must never have fired.
     auto r = inst.loom({"resource", "list", "--json"});
     auto j = parse_json(r.out);
-    if (j.ok()) EXPECT_EQ((*j).value("alarms", -1), 0) << r.out;
+    ASSERT_TRUE(j.ok()) << r.out;
+    EXPECT_EQ((*j).value("alarms", -1), 0) << r.out;
   }
 };
 
@@ -247,13 +248,18 @@ TEST_F(Jobs, DrainKeepsRanksFromNewJobs) {
   EXPECT_EQ(res["drained"]["ranks"], "0-1") << res;
   EXPECT_EQ(res["free"]["ranks"], "2-3") << res;
   EXPECT_EQ(res["drain"][0]["reason"], "bad fan") << res;
-  std::string j = submit({"-N3", "true"});
-  wait_event(j, "priority");
-  EXPECT_EQ(allocated_ranks(), "");
   std::string two = submit({"-N2", "true"});
   wait_event(two, "alloc");
   EXPECT_EQ(job(two)["ranks"], "2-3");
+  // Three ranks are up and not drained only once two is gone and 0-1 undrained.
+  std::string j = submit({"-N3", "true"});
+  wait_event(j, "priority");
+  settle();
+  EXPECT_EQ(state(j), "SCHED");
+  EXPECT_EQ(allocated_ranks(), "2-3");
   ASSERT_EQ(loom({"resource", "undrain", "0-1"}).code, 0);
+  settle();
+  EXPECT_EQ(state(j), "SCHED");
   ASSERT_EQ(loom({"cancel", two}).code, 0);
   wait_event(j, "alloc");
   auto bad = loom({"resource", "drain", "7"});
@@ -336,7 +342,9 @@ TEST_F(Jobs, BadJobsAreRefusedWithOneLineAndChangeNothing) {
     auto r = loom(c.args);
     EXPECT_NE(r.code, 0) << c.args[1] << ": " << show(r);
     EXPECT_EQ(r.err_lines().size(), 1u) << show(r);
-    if (!c.says.empty()) EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected \"" << c.says << "\": " << r.err;
+    if (!c.says.empty()) {
+      EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected \"" << c.says << "\": " << r.err;
+    }
   }
   auto ls = loom({"jobs", "-a", "--json"});
   EXPECT_EQ(trim(ls.out), "[]") << "a refused job was created: " << ls.out;

@@ -205,7 +205,8 @@ Result<Json> build_jobspec(const JobRequest& r) {
     uint32_t per_node = (tasks + r.nodes - 1) / r.nodes;
     Json slot = {{"type", "slot"}, {"count", per_node}, {"label", "task"}, {"with", with}};
     Json node = {{"type", "node"}, {"count", r.nodes}, {"with", Json::array({slot})}};
-    if (r.exclusive) node["exclusive"] = true;
+    // -N without -n asks for those nodes, whole, as in Flux.
+    if (r.exclusive || !r.tasks) node["exclusive"] = true;
     resources = Json::array({node});
     count = {{"total", tasks}};
   } else {

@@ -51,7 +51,7 @@ struct JobRequest {
   std::string name;
 };
 // Builds a version 1 jobspec the way Flux users expect: -N without -n runs
-// one task per node; -n tasks are spread over -N nodes in ceil(n/N) slots
+// one task per node on whole nodes; -n tasks are spread over -N nodes in ceil(n/N) slots
 // per node; -x asks for whole nodes.
 Result<Json> build_jobspec(const JobRequest& r);
 

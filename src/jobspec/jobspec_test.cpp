@@ -80,6 +80,9 @@ TEST(Jobspec, BuildsWhatFluxUsersExpect) {
   one_per_node.command = {"true"};
   one_per_node.nodes = 3;
   EXPECT_EQ(parse_jobspec(*build_jobspec(one_per_node))->ntasks, 3u);
+  // -N alone takes whole nodes; with -n it takes only the cores it asks.
+  EXPECT_TRUE(parse_jobspec(*build_jobspec(one_per_node))->exclusive);
+  EXPECT_FALSE(js->exclusive);
 
   JobRequest uneven;  // 5 tasks on 4 nodes: 2 slots per node, 5 tasks in all
   uneven.command = {"true"};

@@ -1,0 +1,402 @@
+// ResourcePool (pool.h): matching, allocation bookkeeping and the EASY
+// reservation, all on plain data.
+//
+// Every rank keeps the union of the cores and gpus its jobs hold; a match
+// works on the complement ("Avail"), restricted to up, undrained ranks. The
+// one matcher (match_in) serves match(), match_avoiding() and reserve(),
+// which differ only in the availability they hand it.
+#include "sched/pool.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "base/assert.h"
+
+namespace loom {
+
+namespace {
+
+// 0..n-1
+IdSet first_ids(uint64_t n) {
+  IdSet s;
+  if (n > 0) s.insert_range(0, static_cast<uint32_t>(n - 1));
+  return s;
+}
+
+// The k lowest ids of s (all of s if it has fewer).
+IdSet take_lowest(const IdSet& s, uint64_t k) {
+  IdSet out;
+  for (auto [lo, hi] : s.ranges()) {
+    if (k == 0) break;
+    uint64_t n = uint64_t{hi} - lo + 1;
+    uint64_t take = std::min(n, k);
+    out.insert_range(lo, static_cast<uint32_t>(lo + take - 1));
+    k -= take;
+  }
+  return out;
+}
+
+std::string plural(uint64_t n, const std::string& word) { return std::to_string(n) + " " + word + (n == 1 ? "" : "s"); }
+
+Error bad(std::string why) { return Error{EINVAL, std::move(why)}; }
+
+// A Jobspec made by parse_jobspec always has this shape; one built by hand
+// might not, and must not divide by zero here.
+Status check_shape(const Jobspec& js) {
+  if (js.cores_per_slot == 0) return bad("a slot needs at least 1 core");
+  if (js.nnodes > 0 && js.slots_per_node == 0) return bad("a node needs at least 1 slot");
+  if (js.nnodes == 0 && js.nslots == 0) return bad("at least 1 slot is needed");
+  if (js.exclusive && js.nnodes == 0) return bad("only a node can be exclusive");
+  return {};
+}
+
+}  // namespace
+
+Json ResourceCount::to_json() const {
+  return Json{{"ranks", ranks.encode()}, {"nnodes", nnodes()}, {"ncores", ncores}, {"ngpus", ngpus}};
+}
+
+ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
+    : inventory_(std::move(ranks)), state_(inventory_.size()) {}
+
+const RankInventory& ResourcePool::inventory(uint32_t rank) const {
+  LOOM_ASSERT(rank < size());
+  return inventory_[rank];
+}
+
+void ResourcePool::set_up(uint32_t rank, bool up) {
+  if (rank < size()) state_[rank].up = up;
+}
+
+bool ResourcePool::is_up(uint32_t rank) const { return rank < size() && state_[rank].up; }
+
+void ResourcePool::drain(uint32_t rank, DrainInfo info) {
+  if (rank < size()) drained_[rank] = std::move(info);
+}
+
+void ResourcePool::undrain(uint32_t rank) { drained_.erase(rank); }
+
+bool ResourcePool::is_drained(uint32_t rank) const { return drained_.count(rank) > 0; }
+
+// --- matching ---
+
+Status ResourcePool::feasible(const Jobspec& js) const {
+  if (auto st = check_shape(js); !st) return st;
+  const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
+  uint64_t max_cores = 0, max_gpus = 0, total_cores = 0, total_gpus = 0;
+  for (const auto& inv : inventory_) {
+    max_cores = std::max<uint64_t>(max_cores, inv.ncores);
+    max_gpus = std::max<uint64_t>(max_gpus, inv.ngpus);
+    total_cores += inv.ncores;
+    total_gpus += inv.ngpus;
+  }
+  if (cps > max_cores) {
+    return bad(plural(cps, "core") + " per slot but a rank has at most " + plural(max_cores, "core"));
+  }
+  if (gps > 0 && total_gpus == 0) return bad(plural(gps, "gpu") + " per slot but the instance has no gpus");
+  if (gps > max_gpus) return bad(plural(gps, "gpu") + " per slot but a rank has at most " + plural(max_gpus, "gpu"));
+
+  if (js.nnodes > 0) {
+    if (js.nnodes > size()) {
+      return bad(plural(js.nnodes, "node") + " requested but the instance has " + plural(size(), "rank"));
+    }
+    const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
+    if (need_c > max_cores) {
+      return bad(plural(js.slots_per_node, "slot") + " of " + plural(cps, "core") + " per node need " +
+                 plural(need_c, "core") + " on one rank; a rank has at most " + std::to_string(max_cores));
+    }
+    if (need_g > max_gpus) {
+      return bad(plural(js.slots_per_node, "slot") + " of " + plural(gps, "gpu") + " per node need " +
+                 plural(need_g, "gpu") + " on one rank; a rank has at most " + std::to_string(max_gpus));
+    }
+    uint64_t fit = std::count_if(inventory_.begin(), inventory_.end(),
+                                 [&](const RankInventory& inv) { return inv.ncores >= need_c && inv.ngpus >= need_g; });
+    if (fit < js.nnodes) {
+      std::string each = plural(need_c, "core") + (need_g ? " and " + plural(need_g, "gpu") : "");
+      return bad(plural(js.nnodes, "node") + " of " + each + " requested but only " + std::to_string(fit) + " of " +
+                 plural(size(), "rank") + " have that many");
+    }
+    return {};
+  }
+
+  const uint64_t n = js.nslots;
+  if (n * cps > total_cores) {
+    return bad(plural(n, "slot") + " of " + plural(cps, "core") + " need " + plural(n * cps, "core") +
+               "; the instance has " + std::to_string(total_cores));
+  }
+  if (n * gps > total_gpus) {
+    return bad(plural(n, "slot") + " of " + plural(gps, "gpu") + " need " + plural(n * gps, "gpu") +
+               "; the instance has " + std::to_string(total_gpus));
+  }
+  uint64_t capacity = 0;
+  for (const auto& inv : inventory_) {
+    uint64_t k = inv.ncores / cps;
+    if (gps > 0) k = std::min<uint64_t>(k, inv.ngpus / gps);
+    capacity += k;
+  }
+  if (capacity < n) {
+    return bad(plural(n, "slot") + " requested but the instance holds at most " + std::to_string(capacity) +
+               " of that size (a slot must fit on one rank)");
+  }
+  return {};
+}
+
+std::vector<ResourcePool::Avail> ResourcePool::available() const {
+  std::vector<Avail> avail(size());
+  for (uint32_t r = 0; r < size(); ++r) {
+    avail[r].usable = state_[r].up && !drained_.count(r);
+    avail[r].cores = first_ids(inventory_[r].ncores).subtract(state_[r].used_cores);
+    avail[r].gpus = first_ids(inventory_[r].ngpus).subtract(state_[r].used_gpus);
+  }
+  return avail;
+}
+
+std::optional<ResourceSet> ResourcePool::match_in(const Jobspec& js, const std::vector<Avail>& avail) const {
+  if (!check_shape(js)) return std::nullopt;
+  const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
+  ResourceSet out;
+  if (js.nnodes > 0) {
+    const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
+    uint32_t picked = 0;
+    for (uint32_t r = 0; r < size() && picked < js.nnodes; ++r) {
+      const Avail& a = avail[r];
+      const RankInventory& inv = inventory_[r];
+      if (!a.usable) continue;
+      RankResources rr;
+      rr.hostname = inv.hostname;
+      if (js.exclusive) {
+        if (inv.ncores < need_c || inv.ngpus < need_g) continue;
+        if (a.cores.count() != inv.ncores || a.gpus.count() != inv.ngpus) continue;  // not wholly free
+        rr.cores = a.cores;
+        rr.gpus = a.gpus;
+      } else {
+        if (a.cores.count() < need_c || a.gpus.count() < need_g) continue;
+        rr.cores = take_lowest(a.cores, need_c);
+        rr.gpus = take_lowest(a.gpus, need_g);
+      }
+      out.add_rank(r, std::move(rr));
+      ++picked;
+    }
+    if (picked < js.nnodes) return std::nullopt;
+    return out;
+  }
+  uint64_t left = js.nslots;
+  for (uint32_t r = 0; r < size() && left > 0; ++r) {
+    const Avail& a = avail[r];
+    if (!a.usable) continue;
+    uint64_t k = a.cores.count() / cps;
+    if (gps > 0) k = std::min<uint64_t>(k, a.gpus.count() / gps);
+    k = std::min(k, left);
+    if (k == 0) continue;
+    RankResources rr;
+    rr.hostname = inventory_[r].hostname;
+    rr.cores = take_lowest(a.cores, k * cps);
+    rr.gpus = take_lowest(a.gpus, k * gps);
+    out.add_rank(r, std::move(rr));
+    left -= k;
+  }
+  if (left > 0) return std::nullopt;
+  return out;
+}
+
+std::optional<ResourceSet> ResourcePool::match(const Jobspec& js) const { return match_in(js, available()); }
+
+std::optional<ResourceSet> ResourcePool::match_avoiding(const Jobspec& js, const ResourceSet& avoid) const {
+  auto avail = available();
+  for (const auto& [r, rr] : avoid.ranks()) {
+    if (r >= size()) continue;
+    avail[r].cores = avail[r].cores.subtract(rr.cores);
+    avail[r].gpus = avail[r].gpus.subtract(rr.gpus);
+  }
+  return match_in(js, avail);
+}
+
+// --- allocations ---
+
+Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
+  if (auto it = allocations_.find(id); it != allocations_.end()) {
+    return bad("job " + std::to_string(id) + " already holds resources (ranks " + it->second.rank_set().encode() + ")");
+  }
+  for (const auto& [rank, rr] : r.ranks()) {
+    if (rank >= size()) {
+      return bad("rank " + std::to_string(rank) + " is not in this instance (size " + std::to_string(size()) + ")");
+    }
+    const RankInventory& inv = inventory_[rank];
+    if (auto extra = rr.cores.subtract(first_ids(inv.ncores)); !extra.empty()) {
+      return bad("rank " + std::to_string(rank) + " has no cores " + extra.encode() + " (it has " +
+                 plural(inv.ncores, "core") + ")");
+    }
+    if (auto extra = rr.gpus.subtract(first_ids(inv.ngpus)); !extra.empty()) {
+      return bad("rank " + std::to_string(rank) + " has no gpus " + extra.encode() + " (it has " +
+                 plural(inv.ngpus, "gpu") + ")");
+    }
+    IdSet busy_cores = rr.cores.intersect(state_[rank].used_cores);
+    IdSet busy_gpus = rr.gpus.intersect(state_[rank].used_gpus);
+    if (busy_cores.empty() && busy_gpus.empty()) continue;
+    std::string what = !busy_cores.empty() ? "cores " + busy_cores.encode() : "gpus " + busy_gpus.encode();
+    std::string holder;
+    for (const auto& [other, held] : allocations_) {
+      auto h = held.ranks().find(rank);
+      if (h == held.ranks().end()) continue;
+      if (!h->second.cores.intersect(busy_cores).empty() || !h->second.gpus.intersect(busy_gpus).empty()) {
+        holder = " to job " + std::to_string(other);
+        break;
+      }
+    }
+    return bad(what + " of rank " + std::to_string(rank) + " are already allocated" + holder);
+  }
+  return {};
+}
+
+Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
+  if (r.empty()) return bad("job " + std::to_string(id) + ": an empty resource set cannot be allocated");
+  if (auto st = check_allocation(id, r); !st) {
+    ++alarms_;
+    return Error{EINVAL, "double-booking refused for job " + std::to_string(id) + ": " + st.error().text};
+  }
+  ResourceSet held;
+  held.starttime = r.starttime;
+  held.expiration = r.expiration;
+  for (const auto& [rank, rr] : r.ranks()) {
+    RankResources copy = rr;
+    if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
+    state_[rank].used_cores = state_[rank].used_cores.set_union(rr.cores);
+    state_[rank].used_gpus = state_[rank].used_gpus.set_union(rr.gpus);
+    held.add_rank(rank, std::move(copy));
+  }
+  allocations_[id] = std::move(held);
+  return {};
+}
+
+Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
+  auto it = allocations_.find(id);
+  if (it == allocations_.end()) return bad("job " + std::to_string(id) + " holds no resources");
+  IdSet held = it->second.rank_set();
+  IdSet ranks = part.rank_set();
+  if (IdSet missing = ranks.subtract(held); !missing.empty()) {
+    return bad("job " + std::to_string(id) + " does not hold ranks " + missing.encode() + " (it holds " +
+               (held.empty() ? std::string("none") : held.encode()) + ")");
+  }
+  for (const auto& [rank, rr] : it->second.ranks()) {
+    if (!ranks.contains(rank)) continue;
+    state_[rank].used_cores = state_[rank].used_cores.subtract(rr.cores);
+    state_[rank].used_gpus = state_[rank].used_gpus.subtract(rr.gpus);
+  }
+  it->second = it->second.subset(held.subtract(ranks));
+  if (it->second.empty()) allocations_.erase(it);
+  return {};
+}
+
+Status ResourcePool::free_all(uint64_t id) {
+  auto it = allocations_.find(id);
+  if (it == allocations_.end()) return bad("job " + std::to_string(id) + " holds no resources");
+  ResourceSet all = it->second;
+  return free(id, all);
+}
+
+// --- reports ---
+
+ResourceCount ResourcePool::count_all() const {
+  ResourceCount c;
+  for (uint32_t r = 0; r < size(); ++r) {
+    c.ranks.insert(r);
+    c.ncores += inventory_[r].ncores;
+    c.ngpus += inventory_[r].ngpus;
+  }
+  return c;
+}
+
+ResourceCount ResourcePool::count_free() const {
+  ResourceCount c;
+  for (uint32_t r = 0; r < size(); ++r) {
+    if (!state_[r].up || drained_.count(r)) continue;
+    uint64_t fc = inventory_[r].ncores - state_[r].used_cores.count();
+    uint64_t fg = inventory_[r].ngpus - state_[r].used_gpus.count();
+    if (fc + fg == 0) continue;
+    c.ranks.insert(r);
+    c.ncores += fc;
+    c.ngpus += fg;
+  }
+  return c;
+}
+
+ResourceCount ResourcePool::count_allocated() const {
+  ResourceCount c;
+  for (uint32_t r = 0; r < size(); ++r) {
+    uint64_t uc = state_[r].used_cores.count(), ug = state_[r].used_gpus.count();
+    if (uc + ug == 0) continue;
+    c.ranks.insert(r);
+    c.ncores += uc;
+    c.ngpus += ug;
+  }
+  return c;
+}
+
+ResourceCount ResourcePool::count_down() const {
+  ResourceCount c;
+  for (uint32_t r = 0; r < size(); ++r) {
+    if (state_[r].up) continue;
+    c.ranks.insert(r);
+    c.ncores += inventory_[r].ncores;
+    c.ngpus += inventory_[r].ngpus;
+  }
+  return c;
+}
+
+ResourceCount ResourcePool::count_drained() const {
+  ResourceCount c;
+  for (const auto& [r, info] : drained_) {
+    c.ranks.insert(r);
+    c.ncores += inventory_[r].ncores;
+    c.ngpus += inventory_[r].ngpus;
+  }
+  return c;
+}
+
+// --- EASY backfill ---
+
+std::map<uint64_t, double> ResourcePool::expected_ends() const {
+  std::map<uint64_t, double> ends;
+  for (const auto& [id, r] : allocations_) {
+    if (r.expiration > 0) ends[id] = r.expiration;
+  }
+  return ends;
+}
+
+std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
+                                                 double now) const {
+  auto avail = available();
+  if (auto r = match_in(head, avail)) return Reservation{now, std::move(*r)};
+  // Give back each job's resources in the order the jobs are expected to
+  // end; the first moment the head fits is its reservation. Jobs ending at
+  // the same moment are given back together.
+  std::vector<std::pair<double, uint64_t>> order;
+  for (const auto& [id, end] : ends) {
+    if (!allocations_.count(id) || !std::isfinite(end)) continue;
+    order.emplace_back(std::max(end, now), id);
+  }
+  std::sort(order.begin(), order.end());
+  for (size_t i = 0; i < order.size();) {
+    double t = order[i].first;
+    for (; i < order.size() && order[i].first == t; ++i) {
+      for (const auto& [rank, rr] : allocations_.at(order[i].second).ranks()) {
+        avail[rank].cores = avail[rank].cores.set_union(rr.cores);
+        avail[rank].gpus = avail[rank].gpus.set_union(rr.gpus);
+      }
+    }
+    if (auto r = match_in(head, avail)) return Reservation{t, std::move(*r)};
+  }
+  return std::nullopt;
+}
+
+std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, const Reservation& res, double now) const {
+  auto fit = match(candidate);
+  if (!fit) return std::nullopt;
+  // A job with a duration that ends by the reservation time hands back
+  // whatever it takes before the head needs it.
+  if (candidate.duration > 0 && now + candidate.duration <= res.time) return fit;
+  return match_avoiding(candidate, res.resources);
+}
+
+}  // namespace loom

@@ -1,0 +1,165 @@
+// ResourcePool: the scheduler's pure core (DESIGN §8). It knows the
+// instance's inventory (per rank: cores, gpus, hostname), the state of each
+// rank (up or down, drained or not) and which job holds which cores and
+// gpus. It sends no messages and reads no clock: times are passed in, so
+// every rule here is tested without a broker (pool_test.cpp).
+//
+//   feasible()   could a jobspec ever be satisfied by the whole inventory?
+//   match()      the resources a jobspec would get now, from what is free
+//                (up, not drained, not allocated), lowest ranks and ids first
+//   allocate()   mark resources held by a job, refusing double-booking
+//   free()       give back some ranks of a job (partial release) or all
+//   reserve()    EASY backfill: when and where a blocked job could start
+//   backfill()   EASY backfill: what a later job may take now without
+//                delaying that reservation
+//
+// Core ids on a rank are 0..ncores-1 and gpu ids 0..ngpus-1.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "idset/idset.h"
+#include "jobspec/jobspec.h"
+#include "msg/json.h"
+#include "rset/rset.h"
+
+namespace loom {
+
+// What one rank has.
+struct RankInventory {
+  uint32_t ncores = 0;
+  uint32_t ngpus = 0;
+  std::string hostname;
+};
+
+// Why and since when (wall seconds) a rank is drained.
+struct DrainInfo {
+  std::string reason;
+  double timestamp = 0;
+  bool operator==(const DrainInfo&) const = default;
+};
+
+// A quantity of resources as the resource commands report it.
+struct ResourceCount {
+  IdSet ranks;
+  uint64_t ncores = 0;
+  uint64_t ngpus = 0;
+  uint64_t nnodes() const { return ranks.count(); }
+  // {ranks, nnodes, ncores, ngpus}
+  Json to_json() const;
+};
+
+// Where and when a blocked job will start, assuming running jobs end when
+// their duration says (EASY backfill).
+struct Reservation {
+  double time = 0;  // wall seconds
+  ResourceSet resources;
+};
+
+class ResourcePool {
+ public:
+  // Every rank starts up, undrained and free.
+  explicit ResourcePool(std::vector<RankInventory> ranks);
+
+  uint32_t size() const { return static_cast<uint32_t>(inventory_.size()); }
+  // `rank` must be < size().
+  const RankInventory& inventory(uint32_t rank) const;
+
+  // --- rank state; ranks >= size() are ignored ---
+  void set_up(uint32_t rank, bool up);
+  bool is_up(uint32_t rank) const;
+  void drain(uint32_t rank, DrainInfo info);
+  void undrain(uint32_t rank);
+  bool is_drained(uint32_t rank) const;
+  const std::map<uint32_t, DrainInfo>& drained() const { return drained_; }
+
+  // --- matching ---
+  // Ok if the whole inventory (ignoring allocations, drain and down) could
+  // satisfy `js`; else one line saying why, e.g. "5 nodes requested but the
+  // instance has 4 ranks". feasible() holds exactly when match() would
+  // succeed on this pool with every rank up, undrained and free.
+  Status feasible(const Jobspec& js) const;
+  // The resources `js` gets from what is free now, or nullopt. With a node
+  // level: the first `nnodes` ranks that each hold `slots_per_node` slots
+  // (an exclusive job needs the whole rank free and gets all of it).
+  // Without: `nslots` slots, each on one rank, filling ranks in order.
+  // Hostnames are filled in; starttime and expiration are left 0.
+  std::optional<ResourceSet> match(const Jobspec& js) const;
+  // The same, without using any core or gpu of `avoid`.
+  std::optional<ResourceSet> match_avoiding(const Jobspec& js, const ResourceSet& avoid) const;
+
+  // --- allocations ---
+  // Marks `r` held by job `id`. Refused, and counted in alarms(), if `id`
+  // already holds resources or any core or gpu of `r` is not in the
+  // inventory or is already held: that is double-booking, always a bug.
+  // Down and drained ranks are accepted (a job restored after a restart).
+  // An empty `r` is refused without an alarm.
+  Status allocate(uint64_t id, const ResourceSet& r);
+  // Frees the ranks of `part` that job `id` holds (every core and gpu the
+  // job has there). EINVAL, and nothing changes, if the job holds nothing or
+  // does not hold one of those ranks.
+  Status free(uint64_t id, const ResourceSet& part);
+  Status free_all(uint64_t id);
+  // Job id → what it holds now (with starttime and expiration as allocated).
+  const std::map<uint64_t, ResourceSet>& allocations() const { return allocations_; }
+  uint64_t alarms() const { return alarms_; }
+
+  // --- reports ---
+  // all:       every rank with all its cores and gpus
+  // free:      up, undrained ranks with a free core or gpu; the free ones
+  // allocated: ranks with a held core or gpu (any state); the held ones
+  // down:      down ranks with all their cores and gpus
+  // drained:   drained ranks (up or down) with all their cores and gpus
+  ResourceCount count_all() const;
+  ResourceCount count_free() const;
+  ResourceCount count_allocated() const;
+  ResourceCount count_down() const;
+  ResourceCount count_drained() const;
+
+  // --- EASY backfill ---
+  // The expected end of each allocation: its expiration, when it has one
+  // (a job without a duration has none and never ends, as far as planning
+  // goes).
+  std::map<uint64_t, double> expected_ends() const;
+  // The earliest time >= now at which `head` could start if every job in
+  // `ends` (id → expected end, wall seconds) ended on time and nothing else
+  // changed, and the resources it would get then. Jobs not in `ends` never
+  // end; ends before `now` count as `now`. nullopt when `head` cannot start
+  // even after all of those jobs end.
+  std::optional<Reservation> reserve(const Jobspec& head, const std::map<uint64_t, double>& ends, double now) const;
+  // What `candidate` may take now without delaying `res`: a match if it has
+  // a duration and ends by res.time; else a match that avoids res's
+  // resources. nullopt if neither.
+  std::optional<ResourceSet> backfill(const Jobspec& candidate, const Reservation& res, double now) const;
+
+ private:
+  struct RankState {
+    IdSet used_cores;
+    IdSet used_gpus;
+    bool up = true;
+  };
+  // What a match may use on one rank.
+  struct Avail {
+    bool usable = false;  // up and undrained
+    IdSet cores;          // free cores
+    IdSet gpus;           // free gpus
+  };
+
+  std::vector<Avail> available() const;
+  std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<Avail>& avail) const;
+  // Why `r` cannot be allocated to `id`, or ok.
+  Status check_allocation(uint64_t id, const ResourceSet& r) const;
+
+  std::vector<RankInventory> inventory_;
+  std::vector<RankState> state_;
+  std::map<uint32_t, DrainInfo> drained_;
+  std::map<uint64_t, ResourceSet> allocations_;
+  uint64_t alarms_ = 0;
+};
+
+}  // namespace loom

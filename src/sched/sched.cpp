@@ -1,0 +1,664 @@
+// The `sched` service (sched.h): the message side of the scheduler. The
+// rules live in ResourcePool (pool.h); this file decodes requests, keeps the
+// queue of pending allocs in priority order, runs the scheduling pass and
+// talks to the job manager and the KVS.
+//
+// Startup, retried every second from the step that failed:
+//   kvs.lookup resource.drain → broker.status (which ranks are up)
+//   → job-manager.sched-hello (each job that holds resources: allocate its
+//     R minus the ranks it already freed) → job-manager.sched-ready.
+// No allocation is made before sched-ready is answered.
+//
+// A scheduling pass runs at most once per loop turn, posted after anything
+// that can let a job start (alloc, free, cancel, prioritize, undrain, a
+// rank coming online, readiness). It walks the queue in priority order:
+//   fcfs  start each job that fits; the first that does not is annotated
+//         "insufficient resources" and the pass stops there.
+//   easy  the same up to the first job that does not fit, which gets a
+//         reservation (ResourcePool::reserve, from the expected ends of
+//         running jobs) and a t_estimate annotation; every later job may
+//         start only where ResourcePool::backfill says it cannot delay that
+//         reservation. With no reservation possible (running jobs without
+//         a duration), nothing backfills: the pass stops as with fcfs.
+// A started job's R is written to job.<id>.R before the alloc is answered.
+#include "sched/sched.h"
+
+#include "msg/payload.h"
+
+#include <hwloc.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <cmath>
+#include <set>
+#include <string_view>
+
+namespace loom {
+
+namespace {
+
+constexpr double kRetrySeconds = 1.0;
+constexpr const char* kDrainKey = "resource.drain";
+constexpr const char* kInsufficient = "insufficient resources";
+
+enum AllocType { kSuccess = 0, kAnnotate = 1, kDeny = 2, kCancel = 3 };
+
+Error invalid(std::string why) { return Error{EINVAL, std::move(why)}; }
+// A request of the wrong shape (a field missing or of the wrong type).
+Error malformed(std::string why) { return Error{EPROTO, std::move(why)}; }
+
+Result<uint64_t> get_u64(const Json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return malformed(std::string("missing \"") + key + "\"");
+  if (!it->is_number_unsigned()) return malformed(std::string("\"") + key + "\" must be a non-negative integer");
+  return it->get<uint64_t>();
+}
+
+Result<int64_t> get_i64(const Json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return malformed(std::string("missing \"") + key + "\"");
+  if (!it->is_number_integer()) return malformed(std::string("\"") + key + "\" must be an integer");
+  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
+    return invalid(std::string("\"") + key + "\" is too large");
+  }
+  return it->get<int64_t>();
+}
+
+Result<double> get_number(const Json& j, const char* key, double dflt) {
+  auto it = j.find(key);
+  if (it == j.end()) return dflt;
+  if (!it->is_number() || !std::isfinite(it->get<double>())) {
+    return malformed(std::string("\"") + key + "\" must be a number");
+  }
+  return it->get<double>();
+}
+
+// R as an object, or as its JSON text.
+Result<ResourceSet> get_R(const Json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end()) return malformed(std::string("missing \"") + key + "\"");
+  auto r = it->is_string() ? ResourceSet::parse_text(it->get<std::string>()) : ResourceSet::parse(*it);
+  if (!r.ok()) return invalid(r.error().text);
+  return r;
+}
+
+// A jobspec as an object, or as its JSON text. The "jobspec: " prefix of
+// parse errors is dropped: callers say which jobspec.
+Result<Jobspec> to_jobspec(const Json& j) {
+  auto js = j.is_string() ? parse_jobspec_text(j.get<std::string>()) : parse_jobspec(j);
+  if (js.ok()) return js;
+  std::string text = js.error().text;
+  if (text.starts_with("jobspec: ")) text.erase(0, 9);
+  return invalid(text);
+}
+
+// "rank 5 is" / "ranks 5-6 are"
+std::string ranks_are(const IdSet& s) {
+  return s.count() == 1 ? "rank " + s.encode() + " is" : "ranks " + s.encode() + " are";
+}
+
+// An idset of ranks of this instance, for drain and undrain.
+Result<IdSet> get_ranks(const Json& j, uint32_t size) {
+  auto text = get_string(j, "ranks");
+  if (!text.ok()) return text.error();
+  auto ranks = IdSet::parse(*text);
+  if (!ranks.ok()) return invalid(ranks.error().text);
+  if (ranks->empty()) return invalid("no ranks given");
+  IdSet outside = size > 0 ? ranks->subtract(IdSet::parse("0-" + std::to_string(size - 1)).value()) : *ranks;
+  if (!outside.empty()) {
+    return invalid(ranks_are(outside) + " not in this instance (size " + std::to_string(size) + ")");
+  }
+  return ranks;
+}
+
+// The minimum number of cores `js` needs: a quick test before matching.
+uint64_t min_cores(const Jobspec& js) {
+  if (js.nnodes > 0) return uint64_t{js.nnodes} * js.slots_per_node * js.cores_per_slot;
+  return uint64_t{js.nslots} * js.cores_per_slot;
+}
+
+}  // namespace
+
+// --- configuration and discovery ---
+
+Result<SchedConfig> validate_sched_config(SchedConfig c) {
+  if (c.policy != "fcfs" && c.policy != "easy") {
+    return Error{EINVAL, "sched.policy must be fcfs or easy, not " + c.policy};
+  }
+  if (c.size == 0) return Error{EINVAL, "the instance size must be at least 1"};
+  if (c.cores_per_rank && *c.cores_per_rank == 0) {
+    return Error{EINVAL, "resource.cores-per-rank must be at least 1"};
+  }
+  return c;
+}
+
+RankInventory discover_local_resources() {
+  RankInventory inv;
+  inv.ncores = 1;
+  hwloc_topology_t topo;
+  if (hwloc_topology_init(&topo) == 0) {
+    // Keep GPUs and co-processors (and the PCI devices they hang on).
+    hwloc_topology_set_io_types_filter(topo, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+    if (hwloc_topology_load(topo) == 0) {
+      int n = hwloc_get_nbobjs_by_type(topo, HWLOC_OBJ_CORE);
+      if (n > 0) inv.ncores = static_cast<uint32_t>(n);
+      // One physical device may show up several times (CUDA, NVML, OpenCL),
+      // so count their parents. A display adapter's DRM nodes (card0,
+      // renderD128, controlD64) are GPU devices to hwloc but not compute
+      // devices to a job.
+      std::set<hwloc_obj_t> devices;
+      for (hwloc_obj_t o = hwloc_get_next_osdev(topo, nullptr); o; o = hwloc_get_next_osdev(topo, o)) {
+        auto type = o->attr->osdev.type;
+        if (type != HWLOC_OBJ_OSDEV_GPU && type != HWLOC_OBJ_OSDEV_COPROC) continue;
+        std::string_view name = o->name ? o->name : "";
+        if (type == HWLOC_OBJ_OSDEV_GPU &&
+            (name.starts_with("card") || name.starts_with("renderD") || name.starts_with("controlD"))) {
+          continue;
+        }
+        devices.insert(o->parent ? o->parent : o);
+      }
+      inv.ngpus = static_cast<uint32_t>(devices.size());
+    }
+    hwloc_topology_destroy(topo);
+  }
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  inv.hostname = host;
+  return inv;
+}
+
+// --- lifetime ---
+
+bool Sched::QueueKey::operator<(const QueueKey& o) const {
+  if (priority != o.priority) return priority > o.priority;
+  if (t_submit != o.t_submit) return t_submit < o.t_submit;
+  return id < o.id;
+}
+
+Result<std::unique_ptr<Sched>> Sched::create(asio::io_context& io, Handle& h, SchedConfig cfg) {
+  auto valid = validate_sched_config(std::move(cfg));
+  if (!valid.ok()) return valid.error();
+  cfg = std::move(*valid);
+  RankInventory rank;
+  if (cfg.cores_per_rank && cfg.gpus_per_rank) {
+    char host[256] = {};
+    ::gethostname(host, sizeof host - 1);
+    rank.hostname = host;
+  } else {
+    rank = discover_local_resources();
+  }
+  if (cfg.cores_per_rank) rank.ncores = *cfg.cores_per_rank;
+  if (cfg.gpus_per_rank) rank.ngpus = *cfg.gpus_per_rank;
+  spdlog::info("sched: {} ranks of {} cores and {} gpus each, policy {}", cfg.size, rank.ncores, rank.ngpus,
+               cfg.policy);
+  ResourcePool pool(std::vector<RankInventory>(cfg.size, rank));
+  std::unique_ptr<Sched> s(new Sched(io, h, std::move(cfg), std::move(pool)));
+  s->install();
+  s->load_drain();
+  return s;
+}
+
+Sched::Sched(asio::io_context& io, Handle& h, SchedConfig cfg, ResourcePool pool)
+    : io_(io),
+      h_(h),
+      clock_(h.clock()),
+      cfg_(std::move(cfg)),
+      policy_(cfg_.policy == "easy" ? Policy::kEasy : Policy::kFcfs),
+      pool_(std::move(pool)),
+      retry_timer_(clock_.make_timer()) {}
+
+Sched::~Sched() { h_.remove_methods("sched"); }
+
+void Sched::install() {
+  auto method = [this](const char* topic, Access access, void (Sched::*fn)(const Message&)) {
+    h_.add_method(topic, access, [this, fn](const Message& m) { (this->*fn)(m); });
+  };
+  method("sched.alloc", Access::kOwner, &Sched::alloc);
+  method("sched.cancel", Access::kOwner, &Sched::cancel);
+  method("sched.prioritize", Access::kOwner, &Sched::prioritize);
+  method("sched.free", Access::kOwner, &Sched::free);
+  method("sched.feasibility", Access::kUser, &Sched::feasibility);
+  method("sched.resource-status", Access::kUser, &Sched::resource_status);
+  method("sched.drain", Access::kOwner, &Sched::drain);
+  method("sched.undrain", Access::kOwner, &Sched::undrain);
+  method("sched.disconnect", Access::kUser, &Sched::disconnect);
+  // Subscribed before broker.status is asked, so that no change is missed.
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.subscribe("broker.lost", [this, alive](const Message& ev) {
+    if (!alive.expired()) rank_event(ev, false);
+  });
+  h_.subscribe("broker.online", [this, alive](const Message& ev) {
+    if (!alive.expired()) rank_event(ev, true);
+  });
+}
+
+// --- startup ---
+
+void Sched::retry_startup(const std::string& why) {
+  spdlog::warn("sched: {}; trying again in {}s", why, kRetrySeconds);
+  // Allocations learnt from a hello that did not finish are learnt again.
+  std::vector<uint64_t> ids;
+  for (const auto& [id, r] : pool_.allocations()) ids.push_back(id);
+  for (uint64_t id : ids) (void)pool_.free_all(id);
+  retry_timer_->arm(kRetrySeconds, [this] { hello(); });
+}
+
+void Sched::load_drain() {
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.lookup", Json{{"key", kDrainKey}}, {}, [this, alive](const Message& r) {
+    if (alive.expired()) return;
+    if (r.errnum && r.errnum != ENOENT) {
+      spdlog::warn("sched: cannot read {}: {}; trying again in {}s", kDrainKey, error_text(r), kRetrySeconds);
+      retry_timer_->arm(kRetrySeconds, [this] { load_drain(); });
+      return;
+    }
+    if (!r.errnum) {
+      auto p = parse_json(r.payload);
+      Result<Json> drains = p.ok() && p->is_object() && p->contains("value") && (*p)["value"].is_string()
+                                ? parse_json((*p)["value"].get<std::string>())
+                                : Result<Json>(Error{EINVAL, "not a value"});
+      if (!drains.ok() || !drains->is_object()) {
+        spdlog::error("sched: ignoring {}: it is not a JSON object", kDrainKey);
+      } else {
+        for (auto& [key, v] : drains->items()) {
+          auto ranks = IdSet::parse(key);
+          auto reason = v.is_object() ? get_string(v, "reason", "") : Result<std::string>(invalid("not an object"));
+          auto ts = v.is_object() ? get_number(v, "timestamp", 0) : Result<double>(invalid("not an object"));
+          if (!ranks.ok() || !reason.ok() || !ts.ok()) {
+            spdlog::error("sched: ignoring the malformed entry \"{}\" of {}", key, kDrainKey);
+            continue;
+          }
+          for (uint32_t rank : ranks->to_vector()) {
+            if (rank >= pool_.size()) {
+              spdlog::warn("sched: rank {} is drained in {} but not in this instance", rank, kDrainKey);
+              continue;
+            }
+            pool_.drain(rank, DrainInfo{*reason, *ts});
+          }
+        }
+      }
+    }
+    query_ranks();
+  });
+}
+
+void Sched::query_ranks() {
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("broker.status", "{}", {}, [this, alive](const Message& r) {
+    if (alive.expired()) return;
+    auto p = r.errnum ? Result<Json>(Error{r.errnum, error_text(r)}) : parse_json(r.payload);
+    if (p.ok() && p->is_object() && p->contains("ranks") && (*p)["ranks"].is_array()) {
+      for (const Json& e : (*p)["ranks"]) {
+        if (!e.is_object() || !e.contains("rank") || !e["rank"].is_number_unsigned()) continue;
+        if (!e.contains("state") || !e["state"].is_string()) continue;
+        uint64_t rank = e["rank"].get<uint64_t>();
+        if (rank < pool_.size()) pool_.set_up(static_cast<uint32_t>(rank), e["state"] == "online");
+      }
+    } else {
+      spdlog::warn("sched: cannot learn which ranks are up ({}); assuming all are",
+                   p.ok() ? "malformed broker.status" : p.error().text);
+    }
+    hello();
+  });
+}
+
+void Sched::hello() {
+  auto alive = std::weak_ptr<int>(alive_);
+  RpcOptions opts;
+  opts.streaming = true;
+  h_.rpc("job-manager.sched-hello", "{}", opts, [this, alive](const Message& r) {
+    if (alive.expired()) return;
+    if (r.errnum == ENODATA) return sched_ready();
+    if (r.errnum) return retry_startup("job-manager.sched-hello failed: " + error_text(r));
+    auto p = payload_object(r);
+    auto id = p.ok() ? get_u64(*p, "id") : Result<uint64_t>(p.error());
+    auto R = id.ok() ? get_R(*p, "R") : Result<ResourceSet>(id.error());
+    auto freed_text = R.ok() ? get_string(*p, "free", "") : Result<std::string>(R.error());
+    auto freed = freed_text.ok() ? IdSet::parse(*freed_text) : Result<IdSet>(freed_text.error());
+    if (!freed.ok()) {
+      spdlog::error("sched: ignoring a malformed sched-hello response: {}", freed.error().text);
+      return;
+    }
+    ResourceSet held = R->subset(R->rank_set().subtract(*freed));
+    if (held.empty()) return;
+    if (auto st = pool_.allocate(*id, held); !st) spdlog::error("sched: {}", st.error().text);
+  });
+}
+
+void Sched::sched_ready() {
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("job-manager.sched-ready", Json{{"mode", "unlimited"}}, {}, [this, alive](const Message& r) {
+    if (alive.expired()) return;
+    if (r.errnum) return retry_startup("job-manager.sched-ready failed: " + error_text(r));
+    ready_ = true;
+    spdlog::info("sched: ready, {} jobs hold resources", pool_.allocations().size());
+    request_pass();
+  });
+}
+
+// --- the job manager's requests ---
+
+void Sched::alloc(const Message& req) {
+  auto p = payload_object(req);
+  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto id = get_u64(*p, "id");
+  if (!id.ok()) return h_.respond_error(req, id.error());
+  auto priority = get_i64(*p, "priority");
+  if (!priority.ok()) return h_.respond_error(req, priority.error());
+  auto t_submit = get_number(*p, "t_submit", 0);
+  if (!t_submit.ok()) return h_.respond_error(req, t_submit.error());
+  if (p->contains("userid") && !(*p)["userid"].is_number_unsigned()) {
+    return h_.respond_error(req, EPROTO, "\"userid\" must be a non-negative integer");
+  }
+  if (!p->contains("jobspec")) return h_.respond_error(req, EPROTO, "missing \"jobspec\"");
+  if (pending_.count(*id)) return h_.respond_error(req, EINVAL, "job " + std::to_string(*id) + " is already pending");
+  if (pool_.allocations().count(*id)) {
+    return h_.respond_error(req, EINVAL, "job " + std::to_string(*id) + " already holds resources");
+  }
+  // A jobspec that cannot be read or never fits is this job's problem, not
+  // the protocol's: deny it.
+  auto js = to_jobspec((*p)["jobspec"]);
+  if (!js.ok()) return h_.respond(req, Json{{"id", *id}, {"type", kDeny}, {"note", "jobspec: " + js.error().text}});
+  if (auto st = pool_.feasible(*js); !st) {
+    return h_.respond(req, Json{{"id", *id}, {"type", kDeny}, {"note", st.error().text}});
+  }
+  QueueKey key{*priority, *t_submit, *id};
+  pending_.emplace(*id, PendingJob{req, key, std::move(*js), Json()});
+  queue_.insert(key);
+  request_pass();
+}
+
+void Sched::cancel(const Message& req) {
+  auto p = payload_object(req);
+  auto id = p.ok() ? get_u64(*p, "id") : Result<uint64_t>(p.error());
+  if (!id.ok()) {
+    spdlog::warn("sched: bad sched.cancel: {}", id.error().text);
+    return h_.respond_error(req, id.error());
+  }
+  auto it = pending_.find(*id);
+  if (it == pending_.end()) return;  // not pending (any more): nothing to do
+  h_.respond(it->second.req, Json{{"id", *id}, {"type", kCancel}});
+  remove_pending(*id);
+  request_pass();
+}
+
+void Sched::prioritize(const Message& req) {
+  auto p = payload_object(req);
+  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto jobs = p->find("jobs");
+  if (jobs == p->end() || !jobs->is_array()) {
+    spdlog::warn("sched: bad sched.prioritize: it needs a \"jobs\" list");
+    return h_.respond_error(req, EPROTO, "\"jobs\" must be a list of [id, priority] pairs");
+  }
+  for (const Json& e : *jobs) {
+    if (!e.is_array() || e.size() != 2 || !e[0].is_number_unsigned() || !e[1].is_number_integer() ||
+        (e[1].is_number_unsigned() && e[1].get<uint64_t>() > static_cast<uint64_t>(INT64_MAX))) {
+      spdlog::warn("sched: bad sched.prioritize: each job must be [id, priority]");
+      return h_.respond_error(req, EPROTO, "\"jobs\" must be a list of [id, priority] pairs");
+    }
+  }
+  for (const Json& e : *jobs) {
+    auto it = pending_.find(e[0].get<uint64_t>());
+    if (it == pending_.end()) continue;
+    queue_.erase(it->second.key);
+    it->second.key.priority = e[1].get<int64_t>();
+    queue_.insert(it->second.key);
+  }
+  h_.respond(req, Json::object());  // only if a response was asked for
+  request_pass();
+}
+
+void Sched::free(const Message& req) {
+  auto fail = [&](const Error& e) {
+    spdlog::warn("sched: refusing sched.free: {}", e.text);
+    h_.respond_error(req, e);
+  };
+  auto p = payload_object(req);
+  if (!p.ok()) return fail(p.error());
+  auto id = get_u64(*p, "id");
+  if (!id.ok()) return fail(id.error());
+  auto R = get_R(*p, "R");
+  if (!R.ok()) return fail(R.error());
+  auto final_ = get_bool(*p, "final", false);
+  if (!final_.ok()) return fail(final_.error());
+  bool final = *final_;
+  if (final) {
+    // The last free of a job: whatever it still holds goes back, and ranks
+    // it names but no longer holds are only worth a warning. Nothing of
+    // another job is touched: allocations are kept per job.
+    auto held = pool_.allocations().find(*id);
+    IdSet held_ranks = held != pool_.allocations().end() ? held->second.rank_set() : IdSet();
+    IdSet gone = R->rank_set().subtract(held_ranks);
+    IdSet extra = held_ranks.subtract(R->rank_set());
+    if (!gone.empty()) spdlog::warn("sched: job {} no longer held ranks {} named in its final free", *id, gone.encode());
+    if (!extra.empty()) spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", *id, extra.encode());
+    (void)pool_.free_all(*id);
+  } else if (!R->empty()) {
+    if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
+  }
+  h_.respond(req, Json{{"id", *id}});
+  request_pass();
+}
+
+void Sched::feasibility(const Message& req) {
+  auto p = payload_object(req);
+  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto specs = p->find("jobspecs");
+  if (specs == p->end() || !specs->is_array()) return h_.respond_error(req, EPROTO, "\"jobspecs\" must be a list");
+  for (size_t i = 0; i < specs->size(); ++i) {
+    auto js = to_jobspec((*specs)[i]);
+    Status st = js.ok() ? pool_.feasible(*js) : Status(js.error());
+    if (!st) return h_.respond_error(req, EINVAL, "jobspec " + std::to_string(i) + ": " + st.error().text);
+  }
+  h_.respond(req, Json::object());
+}
+
+void Sched::disconnect(const Message& req) {
+  // A client that sent allocs went away: nobody will read their answers.
+  std::vector<uint64_t> gone;
+  for (const auto& [id, job] : pending_) {
+    if (job.req.sender() == req.sender()) gone.push_back(id);
+  }
+  for (uint64_t id : gone) remove_pending(id);
+  if (!gone.empty()) request_pass();
+}
+
+// --- resource commands ---
+
+void Sched::resource_status(const Message& req) {
+  // Ranks drained with the same reason at the same time are listed together.
+  std::map<std::pair<std::string, double>, IdSet> groups;
+  for (const auto& [rank, info] : pool_.drained()) groups[{info.reason, info.timestamp}].insert(rank);
+  Json drain = Json::array();
+  for (const auto& [what, ranks] : groups) {
+    drain.push_back(Json{{"ranks", ranks.encode()}, {"reason", what.first}, {"timestamp", what.second}});
+  }
+  h_.respond(req, Json{{"all", pool_.count_all().to_json()},
+                       {"free", pool_.count_free().to_json()},
+                       {"allocated", pool_.count_allocated().to_json()},
+                       {"down", pool_.count_down().to_json()},
+                       {"drained", pool_.count_drained().to_json()},
+                       {"drain", drain},
+                       {"policy", cfg_.policy},
+                       {"alarms", pool_.alarms()}});
+}
+
+void Sched::drain(const Message& req) {
+  auto p = payload_object(req);
+  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto ranks = get_ranks(*p, pool_.size());
+  if (!ranks.ok()) return h_.respond_error(req, ranks.error());
+  auto reason = get_string(*p, "reason", "");
+  if (!reason.ok()) return h_.respond_error(req, reason.error());
+  double now = clock_.wall();
+  for (uint32_t rank : ranks->to_vector()) {
+    // Draining again changes the reason, not when the rank was drained.
+    auto it = pool_.drained().find(rank);
+    pool_.drain(rank, DrainInfo{*reason, it != pool_.drained().end() ? it->second.timestamp : now});
+  }
+  spdlog::info("sched: drained ranks {}{}", ranks->encode(), reason->empty() ? "" : ": " + *reason);
+  save_drain(req);
+}
+
+void Sched::undrain(const Message& req) {
+  auto p = payload_object(req);
+  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto ranks = get_ranks(*p, pool_.size());
+  if (!ranks.ok()) return h_.respond_error(req, ranks.error());
+  IdSet not_drained;
+  for (uint32_t rank : ranks->to_vector()) {
+    if (!pool_.is_drained(rank)) not_drained.insert(rank);
+  }
+  if (!not_drained.empty()) return h_.respond_error(req, EINVAL, ranks_are(not_drained) + " not drained");
+  for (uint32_t rank : ranks->to_vector()) pool_.undrain(rank);
+  spdlog::info("sched: undrained ranks {}", ranks->encode());
+  save_drain(req);
+  request_pass();
+}
+
+void Sched::save_drain(const Message& req) {
+  Json drains = Json::object();
+  for (const auto& [rank, info] : pool_.drained()) {
+    drains[std::to_string(rank)] = Json{{"reason", info.reason}, {"timestamp", info.timestamp}};
+  }
+  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kDrainKey}, {"value", dump_json(drains)}}})}};
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.commit", commit, {}, [this, alive, req](const Message& r) {
+    if (alive.expired()) return;
+    if (r.errnum) {
+      spdlog::error("sched: cannot save {}: {}", kDrainKey, error_text(r));
+      return h_.respond_error(req, r.errnum, std::string("cannot save ") + kDrainKey + ": " + error_text(r));
+    }
+    h_.respond(req, Json::object());
+  });
+}
+
+void Sched::rank_event(const Message& ev, bool up) {
+  auto p = parse_json(ev.payload);
+  if (!p.ok() || !p->is_object() || !p->contains("rank") || !(*p)["rank"].is_number_unsigned()) {
+    spdlog::warn("sched: ignoring a malformed {} event", ev.topic);
+    return;
+  }
+  uint64_t rank = (*p)["rank"].get<uint64_t>();
+  if (rank >= pool_.size()) return;
+  bool was_up = pool_.is_up(static_cast<uint32_t>(rank));
+  pool_.set_up(static_cast<uint32_t>(rank), up);
+  if (was_up == up) return;
+  if (up) {
+    spdlog::info("sched: rank {} is up", rank);
+    request_pass();
+  } else {
+    spdlog::warn("sched: rank {} is down ({}); it gets no new jobs", rank, p->value("reason", "no reason given"));
+  }
+}
+
+// --- scheduling ---
+
+void Sched::request_pass() {
+  if (pass_posted_) return;
+  pass_posted_ = true;
+  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
+    if (alive.expired()) return;
+    pass();
+  });
+}
+
+void Sched::pass() {
+  pass_posted_ = false;
+  if (!ready_) return;
+  const double now = clock_.wall();
+  uint64_t free_cores = pool_.count_free().ncores;
+  std::optional<Reservation> reservation;
+  bool blocked = false;
+  // start() changes the queue: walk a copy of its order.
+  std::vector<QueueKey> order(queue_.begin(), queue_.end());
+  for (const QueueKey& key : order) {
+    auto it = pending_.find(key.id);
+    if (it == pending_.end()) continue;
+    PendingJob& job = it->second;
+    if (!blocked) {
+      std::optional<ResourceSet> fit;
+      if (min_cores(job.jobspec) <= free_cores) fit = pool_.match(job.jobspec);
+      if (fit) {
+        free_cores -= fit->ncores();
+        start(key.id, std::move(*fit));
+        continue;
+      }
+      blocked = true;
+      if (policy_ == Policy::kFcfs) {
+        annotate(job, Json{{"reason_pending", kInsufficient}});
+        break;
+      }
+      reservation = pool_.reserve(job.jobspec, pool_.expected_ends(), now);
+      Json a{{"reason_pending", kInsufficient}};
+      if (reservation) a["t_estimate"] = reservation->time;
+      annotate(job, std::move(a));
+      if (!reservation) break;
+      continue;
+    }
+    // EASY, behind the reservation. A job that held it earlier loses its
+    // estimate.
+    if (job.annotation.contains("t_estimate")) annotate(job, Json{{"reason_pending", kInsufficient}});
+    if (free_cores == 0) continue;
+    if (min_cores(job.jobspec) > free_cores) continue;
+    if (auto fit = pool_.backfill(job.jobspec, *reservation, now)) {
+      free_cores -= fit->ncores();
+      start(key.id, std::move(*fit));
+    }
+  }
+}
+
+void Sched::start(uint64_t id, ResourceSet r) {
+  auto it = pending_.find(id);
+  LOOM_ASSERT(it != pending_.end());
+  Message req = it->second.req;
+  double duration = it->second.jobspec.duration;
+  remove_pending(id);
+  r.starttime = clock_.wall();
+  r.expiration = duration > 0 ? r.starttime + duration : 0;
+  if (auto st = pool_.allocate(id, r); !st) {
+    // match() only offers free resources: this is a bug in the pool.
+    spdlog::error("sched: {}", st.error().text);
+    h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "internal scheduler error: " + st.error().text}});
+    return;
+  }
+  Json R = r.to_json();
+  std::string key = "job." + std::to_string(id) + ".R";
+  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", key}, {"value", dump_json(R)}}})}};
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.commit", commit, {}, [this, alive, req, id, R, key](const Message& resp) {
+    if (alive.expired()) return;
+    if (resp.errnum) {
+      spdlog::error("sched: job {}: cannot write {}: {}", id, key, error_text(resp));
+      (void)pool_.free_all(id);
+      h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "cannot write " + key + ": " + error_text(resp)}});
+      request_pass();
+      return;
+    }
+    h_.respond(req, Json{{"id", id}, {"type", kSuccess}, {"R", R}});
+  });
+}
+
+void Sched::annotate(PendingJob& job, Json sched) {
+  if (job.annotation == sched) return;
+  // Keys sent before and not wanted now are removed with null.
+  Json update = sched;
+  if (job.annotation.is_object()) {
+    for (auto& [k, v] : job.annotation.items()) {
+      if (!update.contains(k)) update[k] = nullptr;
+    }
+  }
+  h_.respond(job.req, Json{{"id", job.key.id}, {"type", kAnnotate}, {"annotations", Json{{"sched", update}}}});
+  job.annotation = std::move(sched);
+}
+
+void Sched::remove_pending(uint64_t id) {
+  auto it = pending_.find(id);
+  if (it == pending_.end()) return;
+  queue_.erase(it->second.key);
+  pending_.erase(it);
+}
+
+}  // namespace loom

@@ -1,0 +1,137 @@
+// The `sched` service on rank 0 (DESIGN §5, §8; docs/protocols/jobs.md).
+// It owns the instance's resource inventory (a ResourcePool) and answers
+// the job manager's allocation requests by policy, FCFS or EASY backfill.
+//
+// Messages served (access in brackets):
+//   sched.alloc {id, priority, userid, t_submit, jobspec}   [owner]
+//       no matchtag; answered later, by job id: {id, type: 0, R} success,
+//       {id, type: 1, annotations} annotate, {id, type: 2, note} deny,
+//       {id, type: 3} cancelled. R is written to job.<id>.R first.
+//   sched.cancel {id}                                       [owner]
+//   sched.prioritize {jobs: [[id, priority], ...]}          [owner]
+//   sched.free {id, R, final}    no matchtag; → {id}        [owner]
+//   sched.feasibility {jobspecs: [...]}  → {} or EINVAL "jobspec N: why"
+//                                                           [user]
+//   sched.resource-status {} → {all, free, allocated, down, drained, drain,
+//                               policy, alarms}             [user]
+//   sched.drain {ranks, reason} / sched.undrain {ranks} → {}  [owner]
+// Messages sent:
+//   kvs.lookup resource.drain, broker.status, then job-manager.sched-hello
+//   (streaming), then job-manager.sched-ready {mode: "unlimited"};
+//   kvs.commit of job.<id>.R and of resource.drain.
+// Events: broker.lost {rank} marks a rank down, broker.online {rank} up.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <unordered_map>
+
+#include "base/clock.h"
+#include "base/result.h"
+#include "jobspec/jobspec.h"
+#include "msg/handle.h"
+#include "sched/pool.h"
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+struct SchedConfig {
+  uint32_t size = 1;  // ranks in the instance
+  // Configured ([resource] cores-per-rank, gpus-per-rank); else discovered.
+  std::optional<uint32_t> cores_per_rank, gpus_per_rank;
+  std::string policy = "fcfs";  // "fcfs" or "easy"
+};
+
+// `c` if it is usable, else one line naming the bad setting, such as
+// "sched.policy must be fcfs or easy, not lifo".
+Result<SchedConfig> validate_sched_config(SchedConfig c);
+
+// What this host has: hwloc's core count (at least 1), its GPU and
+// co-processor devices (one per physical device), and gethostname().
+RankInventory discover_local_resources();
+
+class Sched {
+ public:
+  // Validates `cfg`, builds the inventory (every rank like this host unless
+  // configured), serves on `h` and starts the hello with the job manager.
+  static Result<std::unique_ptr<Sched>> create(asio::io_context& io, Handle& h, SchedConfig cfg);
+  ~Sched();
+  Sched(const Sched&) = delete;
+  Sched& operator=(const Sched&) = delete;
+
+  const ResourcePool& pool() const { return pool_; }
+  // True once sched-ready has been answered: allocations are being made.
+  bool ready() const { return ready_; }
+  size_t pending() const { return pending_.size(); }
+
+ private:
+  enum class Policy { kFcfs, kEasy };
+  // The order allocs are answered in: priority high to low, then older
+  // first, then lower id.
+  struct QueueKey {
+    int64_t priority;
+    double t_submit;
+    uint64_t id;
+    bool operator<(const QueueKey& o) const;
+  };
+  struct PendingJob {
+    Message req;  // the alloc request, answered by h_.respond(req, ...)
+    QueueKey key;
+    Jobspec jobspec;
+    Json annotation;  // the last one sent (null: none)
+  };
+
+  Sched(asio::io_context& io, Handle& h, SchedConfig cfg, ResourcePool pool);
+  void install();
+
+  // Startup: drain state, rank states, hello, ready; retried every second.
+  void load_drain();
+  void query_ranks();
+  void hello();
+  void sched_ready();
+  void retry_startup(const std::string& why);
+
+  void alloc(const Message& req);
+  void cancel(const Message& req);
+  void prioritize(const Message& req);
+  void free(const Message& req);
+  void feasibility(const Message& req);
+  void resource_status(const Message& req);
+  void drain(const Message& req);
+  void undrain(const Message& req);
+  void disconnect(const Message& req);
+  void rank_event(const Message& ev, bool up);
+
+  // At most one scheduling pass per loop turn.
+  void request_pass();
+  void pass();
+  // Allocates `r` to the pending job `id`, writes job.<id>.R, then answers.
+  void start(uint64_t id, ResourceSet r);
+  void annotate(PendingJob& job, Json sched);
+  void remove_pending(uint64_t id);
+  // Writes resource.drain, then answers `req`.
+  void save_drain(const Message& req);
+
+  asio::io_context& io_;
+  Handle& h_;
+  Clock& clock_;
+  SchedConfig cfg_;
+  Policy policy_;
+  ResourcePool pool_;
+  bool ready_ = false;
+  bool pass_posted_ = false;
+  std::unique_ptr<Timer> retry_timer_;
+  std::map<uint64_t, PendingJob> pending_;
+  std::set<QueueKey> queue_;
+  // Shared with posted passes and RPC callbacks, to know Sched still exists.
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+};
+
+}  // namespace loom
