@@ -364,8 +364,13 @@ void Sched::alloc(const Message& req) {
   if (auto st = pool_.feasible(*js); !st) {
     return h_.respond(req, Json{{"id", *id}, {"type", kDeny}, {"note", st.error().text}});
   }
+  // A pending job keeps what answering and matching need, not the request's
+  // text or the jobspec's tree: thousands may wait.
+  js->raw = nullptr;
+  Message kept = req;
+  kept.payload = std::string();
   QueueKey key{*priority, *t_submit, *id};
-  pending_.emplace(*id, PendingJob{req, key, std::move(*js), Json()});
+  pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json()});
   queue_.insert(key);
   request_pass();
 }
