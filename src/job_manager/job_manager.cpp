@@ -583,7 +583,10 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     // Cancelled: the job stays pending (held, queue stopped) or is cleaned up.
     advance(*j);
   }
-  offer_pending();
+  // In unlimited mode every job that may be offered already was, as it
+  // entered SCHED: walking them all again on each answer would make a
+  // long queue quadratic. In limited mode an answer frees a slot.
+  if (sched_limited_) offer_pending();
 }
 
 // Offers pending jobs to the scheduler, highest priority first.
