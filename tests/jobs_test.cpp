@@ -345,7 +345,13 @@ TEST_F(Jobs, BadJobsAreRefusedWithOneLineAndChangeNothing) {
     if (!c.says.empty()) {
       EXPECT_NE(r.err.find(c.says), std::string::npos) << "expected \"" << c.says << "\": " << r.err;
     }
+    // A single job is not numbered as if it were part of a batch.
+    EXPECT_EQ(r.err.find("jobspec 0"), std::string::npos) << r.err;
   }
+  // In a batch, the error names the job that cannot run, counting from 1.
+  auto batch = loom({"submit", "--cc=1-3", "-N5", "true"});
+  EXPECT_NE(batch.code, 0);
+  EXPECT_NE(batch.err.find("job 1: "), std::string::npos) << batch.err;
   auto ls = loom({"jobs", "-a", "--json"});
   EXPECT_EQ(trim(ls.out), "[]") << "a refused job was created: " << ls.out;
 

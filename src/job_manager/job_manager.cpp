@@ -713,12 +713,13 @@ void JobManager::Impl::submit(const Message& m) {
           n = items.size()](const Message& r) mutable {
            if (r.errnum && r.errnum != ENOSYS) {
              std::string text = error_text(r);
-             // The scheduler numbers the jobspecs it was sent; name the job of the batch.
+             // The scheduler numbers the jobspecs it was sent from 0; name
+             // the job of the batch (from 1), or nothing for a single job.
              if (text.starts_with("jobspec ")) {
                size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
                size_t colon = text.find(": ");
-               if (k >= 1 && k <= index.size() && colon != std::string::npos) {
-                 text = (n > 1 ? "job " + std::to_string(index[k - 1] + 1) + ": " : "") + text.substr(colon + 2);
+               if (k < index.size() && colon != std::string::npos) {
+                 text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
                }
              }
              return h_.respond_error(m, r.errnum, text);
