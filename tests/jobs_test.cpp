@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <vector>
 
@@ -482,6 +483,36 @@ TEST_F(Jobs, CorruptEventlogIsSetAsideAtRestart) {
   EXPECT_NE(status.out.find("set aside"), std::string::npos) << status.out;
   EXPECT_EQ(again.loom({"job", "eventlog", good}).code, 0);
   ASSERT_EQ(again.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// docs/configuration.md: a TOML file, then --setconf, then the plain options.
+TEST(Config, FileSetconfAndOptionsApplyInThatOrder) {
+  char tmpl[] = "/tmp/loom-config-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string file = dir + "/loom.toml";
+  std::ofstream(file) << "[sched]\npolicy = \"easy\"\n[resource]\ncores-per-rank = 3\ngpus-per-rank = 1\n";
+  {
+    Instance inst;
+    ASSERT_TRUE(inst.start(2, {"--config", file, "--setconf", "resource.gpus-per-rank=2", "--cores-per-rank=5"}));
+    auto r = inst.loom({"resource", "list", "--json"});
+    ASSERT_EQ(r.code, 0) << show(r);
+    Json res = parse_json(r.out).value();
+    EXPECT_EQ(res["policy"], "easy") << "from the file";
+    EXPECT_EQ(res["all"]["ngpus"], 4) << "--setconf wins over the file";
+    EXPECT_EQ(res["all"]["ncores"], 10) << "--cores-per-rank wins over both";
+  }
+  // A bad file stops loom start with one line naming the key, before any broker runs.
+  std::ofstream(file) << "[sched]\npolicy = \"lifo\"\n";
+  auto bad = run_cmd({bin("loom"), "start", "--config", file, "--", "true"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_EQ(bad.err_lines().size(), 1u) << bad.err;
+  EXPECT_NE(bad.err.find("sched.policy"), std::string::npos) << bad.err;
+  std::ofstream(file) << "[sched]\nnosuch = 1\n";
+  bad = run_cmd({bin("loom"), "start", "--config", file, "--", "true"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("unknown configuration key sched.nosuch"), std::string::npos) << bad.err;
   std::filesystem::remove_all(dir);
 }
 

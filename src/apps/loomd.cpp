@@ -13,6 +13,7 @@
 #include "base/clock.h"
 #include "base/log.h"
 #include "broker/broker.h"
+#include "job_exec/job_exec.h"
 #include "job_manager/job_manager.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
@@ -117,6 +118,7 @@ int main(int argc, char** argv) {
   // reach it, and each other, only through messages.
   std::unique_ptr<loom::JobManager> job_manager;
   std::unique_ptr<loom::Sched> sched;
+  std::unique_ptr<loom::JobExec> job_exec;
   if (cfg.rank == 0) {
     jm_cfg.owner = static_cast<uint32_t>(::getuid());
     job_manager = loom::JobManager::create(io, broker.add_module({"job-manager", "job-info"}), jm_cfg);
@@ -129,6 +131,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     sched = std::move(*s);
+    job_exec = loom::JobExec::create(io, broker.add_module({"job-exec"}), loom::JobExecConfig{});
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

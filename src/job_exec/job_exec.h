@@ -1,0 +1,43 @@
+// The `job-exec` service on rank 0 (DESIGN §6, §9): the execution service
+// the job manager starts jobs through. It says `job-manager.exec-hello`
+// when it starts (and again after a teardown), answers each
+// `job-exec.start` with the response stream of the execution protocol
+// (docs/protocols/exec.md), and follows cancels and time limits through
+// the `job-exception` event.
+//
+// This version runs jobs in **test execution mode** only: a jobspec whose
+// `attributes.system.exec.test` object is present runs no processes; its
+// `run_duration`, `wait_status`, `mock_exception` and `override` decide
+// what the stream says and when. A job without it is refused with a fatal
+// `exec` exception and released, so it never hangs.
+#pragma once
+
+#include <memory>
+
+#include "msg/handle.h"
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+struct JobExecConfig {
+  double kill_timeout = 5;  // seconds from a kill signal to the job being given up
+};
+
+class JobExec {
+ public:
+  static std::unique_ptr<JobExec> create(asio::io_context& io, Handle& h, JobExecConfig cfg);
+  ~JobExec();
+  JobExec(const JobExec&) = delete;
+  JobExec& operator=(const JobExec&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit JobExec(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loom
