@@ -220,8 +220,8 @@ void JobExec::Impl::on_exception(const Message& ev) {
   uint64_t id = (*p)["id"].get<uint64_t>();
   auto it = runs_.find(id);
   if (it == runs_.end() || p->value("severity", 1) != 0) return;
-  // Cancel and other fatal exceptions kill the tasks: SIGTERM.
-  if (!it->second.started) begin(it->second);
+  // Cancel and other fatal exceptions kill the tasks: SIGTERM. A job
+  // waiting for its override start never started: only its release goes.
   end(id, SIGTERM);
 }
 

@@ -84,7 +84,11 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
     j.allocated = true;
     j.t_run = e.timestamp;
   } else if (n == "start") {
-    if (j.state != JobState::kRun || j.started) return not_allowed(e, j, j.started ? "already started" : "");
+    if (j.started) return not_allowed(e, j, "already started");
+    // Shells may come up just as a fatal exception (a cancel) goes out:
+    // their start still counts until the execution service lets go.
+    bool raced = j.state == JobState::kCleanup && j.allocated && j.fatal_exception && !j.released_all && !j.freed;
+    if (j.state != JobState::kRun && !raced) return not_allowed(e, j);
     j.started = true;
   } else if (n == "finish") {
     if (!j.started || j.finished) return not_allowed(e, j, j.finished ? "already finished" : "the job never started");

@@ -65,6 +65,15 @@ TEST(JobState, FatalExceptionGoesToCleanupFromAnyActiveState) {
   EXPECT_EQ(run(plus(to_sched(), {exception(1)})), "SCHED");                  // not fatal
   // Cancelled while allocated, never started: free without a release.
   EXPECT_EQ(run(plus(to_sched(), {ev("alloc"), exception(0), ev("free"), ev("clean")})), "INACTIVE");
+  // Cancelled just as the shells started: the start still counts.
+  EXPECT_EQ(run(plus(to_sched(), {ev("alloc"), exception(0), ev("start"), ev("finish", {{"status", 15}}),
+                                  release("all", true), ev("free"), ev("clean")})),
+            "INACTIVE");
+  // But not after the execution service let go, nor after the free.
+  EXPECT_NE(run(plus(to_sched(), {ev("alloc"), exception(0), release("all", true), ev("start")})).find("not allowed"),
+            std::string::npos);
+  EXPECT_NE(run(plus(to_sched(), {ev("alloc"), exception(0), ev("free"), ev("start")})).find("not allowed"),
+            std::string::npos);
   // Cancelled while running: finish and the final release still come.
   EXPECT_EQ(run(plus(to_sched(), {ev("alloc"), ev("start"), exception(0), ev("finish", {{"status", 15}}),
                                   release("all", true), ev("free"), ev("clean")})),
