@@ -21,97 +21,28 @@
 #include "base/fluid.h"
 #include "kit/client.h"
 #include "kit/instance.h"
+#include "kit/jobs.h"
 #include "msg/json.h"
 
 namespace loom::test {
 namespace {
 
-std::string show(const CmdResult& r) {
-  return "exit " + std::to_string(r.code) + (r.timed_out ? " (timed out)" : "") + "\nstdout: " + r.out +
-         "\nstderr: " + r.err;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-class Jobs : public ::testing::Test {
+class Jobs : public JobsFixture {
  protected:
-  Instance inst;
-
   void start(std::vector<std::string> extra = {}) {
     std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
     args.insert(args.end(), extra.begin(), extra.end());
     ASSERT_TRUE(inst.start(4, args));
   }
 
-  CmdResult loom(const std::vector<std::string>& args, const Env& env = {}) { return inst.loom(args, env); }
-
   // Submits and returns the printed id. The job runs in test execution
   // mode and, once started, holds its resources until it is cancelled.
   std::string submit(std::vector<std::string> args) {
-    args.insert(args.begin(), {"submit", "--setattr=exec.test.override=true"});
-    auto r = loom(args);
-    EXPECT_EQ(r.code, 0) << show(r);
-    auto id = parse_jobid(trim(r.out));
-    EXPECT_TRUE(id.ok()) << "not a job id: " << r.out;
-    return trim(r.out);
-  }
-
-  void wait_event(const std::string& id, const std::string& event) {
-    auto r = loom({"job", "wait-event", "-t", "20", id, event});
-    ASSERT_EQ(r.code, 0) << "waiting for " << event << " of " << id << ": " << show(r);
-  }
-
-  std::vector<std::string> events(const std::string& id) {
-    auto r = loom({"job", "eventlog", "--json", id});
-    EXPECT_EQ(r.code, 0) << show(r);
-    std::vector<std::string> names;
-    for (auto& line : r.out_lines()) {
-      auto j = parse_json(line);
-      if (j.ok()) names.push_back((*j)["name"].get<std::string>());
-    }
-    return names;
-  }
-
-  Json resources() {
-    auto r = loom({"resource", "list", "--json"});
-    EXPECT_EQ(r.code, 0) << show(r);
-    auto j = parse_json(r.out);
-    EXPECT_TRUE(j.ok()) << r.out;
-    return j.ok() ? *j : Json::object();
-  }
-  // A scheduler round trip; see the comment at the top.
-  Json settle() { return resources(); }
-  std::string allocated_ranks() { return settle()["allocated"].value("ranks", ""); }
-
-  Json job(const std::string& id) {
-    auto r = loom({"jobs", "-a", "--json"});
-    EXPECT_EQ(r.code, 0) << show(r);
-    auto j = parse_json(r.out);
-    uint64_t want = parse_jobid(id).value().value();
-    if (j.ok()) {
-      for (auto& x : *j) {
-        if (x["id"].get<uint64_t>() == want) return x;
-      }
-    }
-    ADD_FAILURE() << "job " << id << " is not listed";
-    return Json::object();
-  }
-  std::string state(const std::string& id) { return job(id).value("state", "?"); }
-
-  void TearDown() override {
-    if (!inst.running()) return;
-    // The double-booking check must never have fired.
-    auto r = inst.loom({"resource", "list", "--json"});
-    auto j = parse_json(r.out);
-    ASSERT_TRUE(j.ok()) << r.out;
-    EXPECT_EQ((*j).value("alarms", -1), 0) << r.out;
+    args.insert(args.begin(), "--setattr=exec.test.override=true");
+    return submit_job(args);
   }
 };
 
-using Names = std::vector<std::string>;
 
 TEST_F(Jobs, SubmitAllocatesAndCancelGivesBack) {
   start();

@@ -40,7 +40,6 @@ struct JobExec::Impl {
   JobExecConfig cfg_;
   std::map<uint64_t, Run> runs_;
   std::unique_ptr<Timer> hello_timer_;
-  bool registered_ = false;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
   void install();
@@ -91,7 +90,6 @@ void JobExec::Impl::hello() {
       hello_timer_->arm(kHelloRetry, [this] { hello(); });
       return;
     }
-    registered_ = true;
   });
 }
 
@@ -101,10 +99,10 @@ void JobExec::Impl::on_teardown(const Message& ev) {
   if (gone == kService) {
     // The job manager gave up on us: our streams are void. It sends the
     // jobs again (reattach) after the next hello.
-    registered_ = false;
     runs_.clear();
   }
-  if (!registered_) hello();
+  // Whoever was registered is gone: this instance falls back to us.
+  hello();
 }
 
 void JobExec::Impl::start(const Message& m) {
