@@ -1275,8 +1275,10 @@ void JobManager::Impl::info_eventlog(const Message& m) {
   auto follow = get_bool(*p, "follow", false);
   if (!follow.ok()) return h_.respond_error(m, follow.error());
   JobId id = (*j)->id;
-  // Without follow, or for a job that is done, one lookup answers it all.
-  if (!*follow || !is_active((*j)->rec.state)) {
+  // Without follow, one lookup of what is stored answers it. Following
+  // watches even a job that is already inactive here: its last events may
+  // not be stored yet, and the watch ends once `clean` is.
+  if (!*follow) {
     h_.rpc("kvs.lookup", Json{{"key", job_key(id, "eventlog")}}, {}, [this, m](const Message& r) {
       if (r.errnum) return h_.respond_error(m, r.errnum, error_text(r));
       auto v = parse_json(r.payload);
