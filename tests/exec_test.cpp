@@ -275,10 +275,29 @@ TEST_F(Exec, AnErrorResponseToStartTearsDownTheService) {
 TEST_F(Exec, KillReachesTheExecutionService) {
   std::string id = submit_test({"-N1", "true"}, {{"run_duration", "1h"}});
   wait_event(id, "start");
-  auto k = loom({"rpc", "job-manager.kill", R"({"id":)" + std::to_string(num(id)) + R"(,"signal":9})"});
+  auto bad = loom({"job", "kill", "-s", "NOSUCH", id});
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.err_lines().size(), 1u) << bad.err;
+  auto k = loom({"job", "kill", "-s", "KILL", id});
   ASSERT_EQ(k.code, 0) << show(k);
   wait_event(id, "clean");
   EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], 9);
+  auto late = loom({"job", "kill", id});
+  EXPECT_NE(late.code, 0) << "an inactive job cannot be killed";
+}
+
+TEST_F(Exec, RunExitsAsTheJobDid) {
+  auto ok = loom({"run", "--setattr=exec.test.run_duration=0", "-N2", "true"});
+  EXPECT_EQ(ok.code, 0) << show(ok);
+  auto failed = loom({"run", "--setattr=exec.test.wait_status=768", "true"});
+  EXPECT_EQ(failed.code, 3) << show(failed);
+  EXPECT_NE(failed.err.find("exit code 3"), std::string::npos) << failed.err;
+  auto killed = loom({"run", "--setattr=exec.test.mock_exception=run", "true"});
+  EXPECT_EQ(killed.code, 128 + 9) << show(killed);
+  EXPECT_NE(killed.err.find("exec exception: mock run exception"), std::string::npos) << killed.err;
+  auto refused = loom({"run", "-N9", "true"});
+  EXPECT_EQ(refused.code, 1) << show(refused);
+  EXPECT_EQ(refused.err_lines().size(), 1u) << refused.err;
 }
 
 }  // namespace

@@ -3,8 +3,10 @@
 // loom job info ID jobspec|R|eventlog
 // loom job urgency ID N|hold|default|expedite
 // loom job wait ID
+// loom job kill [-s SIG] ID
 // loom job purge [--num-limit N] [--age-limit T] [ID...]
 // Users read their own jobs through job-info, never the raw KVS.
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 
@@ -139,6 +141,34 @@ int run_urgency(const JobOpts& o) {
   return 0;
 }
 
+// A signal as a number, a name (TERM, SIGTERM) or empty for SIGTERM.
+Result<int> signal_arg(const std::string& text) {
+  if (text.empty()) return SIGTERM;
+  std::string name = text.starts_with("SIG") ? text.substr(3) : text;
+  static const std::pair<const char*, int> kNames[] = {
+      {"HUP", SIGHUP},   {"INT", SIGINT},   {"QUIT", SIGQUIT}, {"KILL", SIGKILL}, {"USR1", SIGUSR1},
+      {"USR2", SIGUSR2}, {"ALRM", SIGALRM}, {"TERM", SIGTERM}, {"CONT", SIGCONT}, {"STOP", SIGSTOP}};
+  for (const auto& [n, v] : kNames) {
+    if (name == n) return v;
+  }
+  char* end = nullptr;
+  long v = std::strtol(text.c_str(), &end, 10);
+  if (*end || v < 1 || v > 64) return Error{EINVAL, "unknown signal \"" + text + "\""};
+  return static_cast<int>(v);
+}
+
+int run_kill(const JobOpts& o) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail("job kill", id.error());
+  auto sig = signal_arg(o.value);
+  if (!sig.ok()) return fail("job kill", sig.error());
+  auto s = connect_session();
+  if (!s.ok()) return fail("job kill", s.error());
+  auto r = (*s)->client->call("job-manager.kill", Json{{"id", id->value()}, {"signal", *sig}});
+  if (!r.ok()) return fail("job kill", r.error());
+  return 0;
+}
+
 int run_wait(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job wait", id.error(), 2);
@@ -217,6 +247,11 @@ void add_job_command(CLI::App& app, Runner& run) {
   auto* wa = job->add_subcommand("wait", "Wait for a job to end: exit 0 on success, 1 on failure, 2 if it cannot");
   wa->add_option("id", o->id, "Job id")->required();
   wa->callback([o, &run] { run = [o] { return run_wait(*o); }; });
+
+  auto* ki = job->add_subcommand("kill", "Send a signal to a running job's tasks");
+  ki->add_option("-s,--signal", o->value, "Signal number or name (default TERM)");
+  ki->add_option("id", o->id, "Job id")->required();
+  ki->callback([o, &run] { run = [o] { return run_kill(*o); }; });
 
   auto* pu = job->add_subcommand("purge", "Forget inactive jobs (instance owner)");
   pu->add_option("--num-limit", o->num_limit, "Keep only the N most recent inactive jobs")

@@ -4,6 +4,12 @@
 // Builds a jobspec the way Flux users expect and submits it; prints the id.
 // With --cc, one job per id of the set (LOOM_JOB_CC set in each), all in
 // batched requests so that thousands of jobs go in at once.
+//
+// loom run [the same options but --cc] CMD...
+// Submits one job, waits for it to end and exits as its tasks did: the
+// largest exit code, 128+N for a task killed by signal N, 1 for a job that
+// failed without a status; the exception that ended it goes to stderr.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -161,31 +167,73 @@ int run_submit(const SubmitOpts& o) {
   return 0;
 }
 
+int run_run(const SubmitOpts& o) {
+  auto js = make_jobspec(o);
+  if (!js.ok()) return fail("run", js.error());
+  auto s = connect_session();
+  if (!s.ok()) return fail("run", s.error());
+  Session& sess = **s;
+  auto sub = sess.client->call("job-manager.submit", Json{{"jobs", {{{"jobspec", *js}, {"urgency", o.urgency}}}}});
+  if (!sub.ok()) return fail("run", sub.error());
+  JobId id{(*sub)["ids"][0].get<uint64_t>()};
+  auto r = sess.client->call("job-manager.wait", Json{{"id", id.value()}});
+  if (!r.ok()) return fail("run", encode_f58(id) + ": " + r.error().text);
+  int code = r->value("success", false) ? 0 : 1;
+  if (r->contains("status")) {
+    int st = (*r)["status"].get<int>();
+    if (WIFSIGNALED(st)) code = 128 + WTERMSIG(st);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) code = WEXITSTATUS(st);
+  }
+  if (r->contains("exception")) {
+    std::string note = (*r)["exception"].value("note", "");
+    std::cerr << "loom run: " << encode_f58(id) << ": " << (*r)["exception"].value("type", "") << " exception"
+              << (note.empty() ? "" : ": " + note) << "\n";
+  } else if (code != 0) {
+    std::cerr << "loom run: " << encode_f58(id) << ": task(s) exited with exit code " << code << "\n";
+  }
+  return code;
+}
+
+// The options submit and run share.
+void add_job_options(CLI::App* sub, SubmitOpts& o) {
+  sub->add_option("-N,--nodes", o.nodes, "Number of nodes (ranks)")->check(CLI::Range(1u, 1u << 20));
+  sub->add_option("-n,--ntasks", o.tasks, "Number of tasks (default: one per node, else 1)")
+      ->check(CLI::Range(1u, 1u << 24));
+  sub->add_option("-c,--cores-per-task", o.cores, "Cores per task (default 1)")->check(CLI::Range(1u, 1u << 20));
+  sub->add_option("-g,--gpus-per-task", o.gpus, "GPUs per task (default 0)")->check(CLI::Range(0u, 1u << 16));
+  sub->add_flag("-x,--exclusive", o.exclusive, "Whole nodes only");
+  sub->add_option("-t,--time-limit", o.time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
+  sub->add_option("--urgency", o.urgency, "0-31: 0 holds, 16 is the default, 31 expedites (owner only above 16)")
+      ->check(CLI::Range(0, 31));
+  sub->add_option("--job-name", o.name, "Job name (default: the command's basename)");
+  sub->add_option("--cwd", o.cwd, "Working directory of the tasks (default: the current one)");
+  sub->add_option("--setattr", o.setattr,
+                  "Set a jobspec attribute, KEY=VALUE (under attributes.system unless "
+                  "KEY starts with user. or system.)");
+  sub->add_option("--env", o.env, "Set NAME=VALUE in the job's environment");
+  sub->add_option("--env-remove", o.env_remove, "Remove NAME from the job's environment");
+  sub->add_option("command", o.command, "The command and its arguments")->required();
+  sub->positionals_at_end(true);
+}
+
 }  // namespace
+
+void add_run_command(CLI::App& app, Runner& run) {
+  auto o = std::make_shared<SubmitOpts>();
+  auto* sub = app.add_subcommand("run", "Run a job and wait for it; exit as its tasks did");
+  add_job_options(sub, *o);
+  sub->footer(
+      "Examples:\n  loom run -N2 hostname\n"
+      "  loom run --setattr=exec.test.wait_status=256 true   # test execution: exits 1");
+  sub->callback([o, &run] { run = [o] { return run_run(*o); }; });
+}
 
 void add_submit_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<SubmitOpts>();
   auto* sub = app.add_subcommand("submit", "Submit a job; print its id");
-  sub->add_option("-N,--nodes", o->nodes, "Number of nodes (ranks)")->check(CLI::Range(1u, 1u << 20));
-  sub->add_option("-n,--ntasks", o->tasks, "Number of tasks (default: one per node, else 1)")
-      ->check(CLI::Range(1u, 1u << 24));
-  sub->add_option("-c,--cores-per-task", o->cores, "Cores per task (default 1)")->check(CLI::Range(1u, 1u << 20));
-  sub->add_option("-g,--gpus-per-task", o->gpus, "GPUs per task (default 0)")->check(CLI::Range(0u, 1u << 16));
-  sub->add_flag("-x,--exclusive", o->exclusive, "Whole nodes only");
-  sub->add_option("-t,--time-limit", o->time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
-  sub->add_option("--urgency", o->urgency, "0-31: 0 holds, 16 is the default, 31 expedites (owner only above 16)")
-      ->check(CLI::Range(0, 31));
+  add_job_options(sub, *o);
   sub->add_option("--cc", o->cc, "Submit one copy per id of IDSET (e.g. 1-100), LOOM_JOB_CC set to it");
-  sub->add_option("--job-name", o->name, "Job name (default: the command's basename)");
-  sub->add_option("--cwd", o->cwd, "Working directory of the tasks (default: the current one)");
-  sub->add_option("--setattr", o->setattr,
-                  "Set a jobspec attribute, KEY=VALUE (under attributes.system unless "
-                  "KEY starts with user. or system.)");
-  sub->add_option("--env", o->env, "Set NAME=VALUE in the job's environment");
-  sub->add_option("--env-remove", o->env_remove, "Remove NAME from the job's environment");
   sub->add_flag("--dry-run", o->dry_run, "Print the jobspec instead of submitting it");
-  sub->add_option("command", o->command, "The command and its arguments")->required();
-  sub->positionals_at_end(true);
   sub->footer(
       "Examples:\n  loom submit -N2 -n4 hostname\n  loom submit --cc=1-1000 -t 5m ./work\n"
       "  loom submit --setattr=exec.test='{\"run_duration\":\"1s\"}' true");

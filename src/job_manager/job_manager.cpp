@@ -105,6 +105,8 @@ struct JobManager::Impl {
   JobManagerConfig cfg_;
   std::map<JobId, Job> jobs_;         // ordered by id, i.e. by submit time
   std::deque<JobId> inactive_order_;  // for the retention limit
+  static constexpr size_t kTrimAfterJobs = 1000;
+  size_t ended_since_trim_ = 0;
   std::vector<BadJob> bad_;
   std::unique_ptr<FluidGenerator> fluid_;
   bool loaded_ = false;
@@ -442,17 +444,24 @@ void JobManager::Impl::on_inactive(Job& j) {
   j.jobspec = std::string();
   j.R = ResourceSet{};
   j.annotations = nullptr;
-  Json result = describe(j);
-  for (auto& w : j.waiters) h_.respond(w, result);
-  j.waiters.clear();
+  if (!j.waiters.empty()) {
+    // Waiters hear of the end once it is stored.
+    after_commit([this, result = describe(j), waiters = std::move(j.waiters)](const Error*) {
+      for (auto& w : waiters) h_.respond(w, result);
+    });
+    j.waiters.clear();
+  }
   inactive_order_.push_back(j.id);
   check_drain();
-  if (inactive_order_.size() == jobs_.size()) {
-    // The last active job is done. A burst of jobs leaves the heap full of
-    // free holes between the records kept for listings; once this job's
-    // last events are stored, give those pages back to the system.
+  ++ended_since_trim_;
+  if (!has_active() && ended_since_trim_ >= kTrimAfterJobs) {
+    // The last active job of a burst is done. The burst left the heap full
+    // of free holes between the records kept for listings; once this
+    // job's last events are stored, give those pages back to the system.
+    // (Not after every lone job: trimming walks the whole heap.)
+    ended_since_trim_ = 0;
     after_commit([this](const Error*) {
-      if (inactive_order_.size() != jobs_.size()) return;
+      if (has_active()) return;
 #ifdef __GLIBC__
       malloc_trim(0);
 #endif
@@ -1153,15 +1162,17 @@ void JobManager::Impl::purge(const Message& m) {
   });
 }
 
-bool JobManager::Impl::has_active() const {
-  return std::any_of(jobs_.begin(), jobs_.end(), [](const auto& kv) { return is_active(kv.second.rec.state); });
-}
+// inactive_order_ holds exactly the inactive jobs of jobs_.
+bool JobManager::Impl::has_active() const { return inactive_order_.size() < jobs_.size(); }
 
 void JobManager::Impl::check_drain() {
   if (drain_waiters_.empty() || has_active()) return;
   auto waiters = std::move(drain_waiters_);
   drain_waiters_.clear();
-  for (auto& w : waiters) h_.respond(w, "{}");
+  // Answered once the last job's end is stored.
+  after_commit([this, waiters = std::move(waiters)](const Error*) {
+    for (auto& w : waiters) h_.respond(w, "{}");
+  });
 }
 
 void JobManager::Impl::queue_status(const Message& m) {

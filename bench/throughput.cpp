@@ -1,0 +1,120 @@
+// Jobs per second end to end, as Flux's throughput.py measures it: submit
+// --jobs jobs (batches of --batch, all in flight), from the first submit
+// sent to the last job's `clean` stored (job-manager.queue-drain answers
+// once it is). Every job is durable at every step. Then the latency of one
+// job at a time, submit to stored `clean` (job-manager.wait), --latency
+// times.
+//
+//   loom start --test-size=1 -- throughput --jobs 10000
+//
+// Jobs run in test execution mode (attributes.system.exec.test,
+// run_duration 0): everything but the processes. Each asks --nodes nodes.
+#include <CLI/CLI.hpp>
+#include <asio/io_context.hpp>
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "common.h"
+#include "msg/client.h"
+
+using loom::bench::now;
+
+namespace {
+
+loom::Json call(loom::Client& c, const std::string& topic, const loom::Json& payload) {
+  auto r = c.call(topic, payload);
+  if (!r.ok()) {
+    std::fprintf(stderr, "throughput: %s: %s\n", topic.c_str(), r.error().text.c_str());
+    std::exit(1);
+  }
+  return *r;
+}
+
+loom::Json jobspec(int nodes) {
+  loom::Json slot = {{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}};
+  loom::Json resources = loom::Json::array({slot});
+  if (nodes > 0) resources = {{{"type", "node"}, {"count", nodes}, {"with", {slot}}}};
+  return {{"version", 1},
+          {"resources", resources},
+          {"tasks", {{{"command", {"true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
+          {"attributes", {{"system", {{"duration", 0}, {"cwd", "/tmp"}, {"exec", {{"test", {{"run_duration", 0}}}}}}}}}};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"throughput: jobs per second from first submit to last clean, and one job's latency"};
+  int jobs = 10000;
+  int batch = 1000;
+  int nodes = 0;
+  int latency = 200;
+  app.add_option("--jobs", jobs, "Jobs to run")->check(CLI::PositiveNumber);
+  app.add_option("--batch", batch, "Jobs per submit request")->check(CLI::PositiveNumber);
+  app.add_option("--nodes", nodes, "Nodes per job (0: one core anywhere)")->check(CLI::NonNegativeNumber);
+  app.add_option("--latency", latency, "Single jobs timed one after the other")->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+  const char* uri = loom::bench::instance_uri("throughput");
+  if (!uri) return 2;
+  asio::io_context io;
+  auto clock = loom::make_real_clock(io);
+  auto c = loom::Client::connect(io, *clock, uri);
+  if (!c.ok()) {
+    std::fprintf(stderr, "throughput: %s\n", c.error().text.c_str());
+    return 1;
+  }
+  loom::Client& client = **c;
+  loom::Json all = call(client, "sched.resource-status", loom::Json::object())["all"];
+
+  loom::Json one{{"jobspec", jobspec(nodes)}};
+  int left = 0;
+  size_t submitted = 0;
+  double t0 = now();
+  for (int sent = 0; sent < jobs; sent += batch) {
+    loom::Json b = loom::Json::array();
+    for (int i = sent; i < std::min(jobs, sent + batch); ++i) b.push_back(one);
+    ++left;
+    client.handle().rpc("job-manager.submit", loom::Json{{"jobs", b}}, {}, [&](const loom::Message& m) {
+      --left;
+      if (m.errnum) {
+        std::fprintf(stderr, "throughput: submit: %s\n", loom::error_text(m).c_str());
+        std::exit(1);
+      }
+      loom::Json answer = loom::parse_json(m.payload).value();
+      submitted += answer["ids"].size();
+    });
+  }
+  while (left > 0 && client.is_open()) io.run_one();
+  double t_submitted = now() - t0;
+  call(client, "job-manager.queue-drain", loom::Json::object());
+  double t_all = now() - t0;
+  loom::Json stats = call(client, "job-manager.stats", loom::Json::object());
+  std::printf("throughput: %d jobs in %.3f s = %.0f jobs/s, first submit to last clean (submitted in %.3f s); "
+              "%s nodes per job on %d ranks\n",
+              jobs, t_all, jobs / t_all, t_submitted, nodes ? std::to_string(nodes).c_str() : "no",
+              all.value("nnodes", 0));
+  if (submitted != static_cast<size_t>(jobs) || stats["states"].value("INACTIVE", 0) < jobs) {
+    std::fprintf(stderr, "throughput: %zu jobs were accepted, %d are inactive\n", submitted,
+                 stats["states"].value("INACTIVE", 0));
+    return 1;
+  }
+
+  std::vector<double> lat;
+  for (int i = 0; i < latency; ++i) {
+    double t = now();
+    loom::Json ids = call(client, "job-manager.submit", loom::Json{{"jobs", {one}}})["ids"];
+    loom::Json result = call(client, "job-manager.wait", loom::Json{{"id", ids[0]}});
+    lat.push_back(now() - t);
+    if (result.value("result", "") != "COMPLETED") {
+      std::fprintf(stderr, "throughput: a job ended %s: %s\n", result.value("result", "?").c_str(),
+                   result.dump().c_str());
+      return 1;
+    }
+  }
+  if (!lat.empty()) {
+    std::printf("latency: one job, submit to stored clean: p50 %.2f ms, p99 %.2f ms (%d jobs)\n",
+                loom::bench::percentile(lat, 0.5) * 1e3, loom::bench::percentile(lat, 0.99) * 1e3, latency);
+  }
+  return 0;
+}
