@@ -19,7 +19,10 @@
 //         running jobs) and a t_estimate annotation; every later job may
 //         start only where ResourcePool::backfill says it cannot delay that
 //         reservation. With no reservation possible (running jobs without
-//         a duration), nothing backfills: the pass stops as with fcfs.
+//         a duration), nothing backfills: the pass stops as with fcfs. At
+//         most kBackfillDepth jobs behind the reservation are tried per
+//         pass (Slurm's bf_max_job_test does the same), and none once
+//         every core is busy.
 // A started job's R is written to job.<id>.R before the alloc is answered.
 #include "sched/sched.h"
 
@@ -42,6 +45,8 @@ namespace {
 constexpr double kRetrySeconds = 1.0;
 constexpr const char* kDrainKey = "resource.drain";
 constexpr const char* kInsufficient = "insufficient resources";
+// EASY tries at most this many jobs behind the reservation in one pass.
+constexpr size_t kBackfillDepth = 500;
 
 enum AllocType { kSuccess = 0, kAnnotate = 1, kDeny = 2, kCancel = 3 };
 
@@ -577,9 +582,11 @@ void Sched::pass() {
   uint64_t free_cores = pool_.count_free().ncores;
   std::optional<Reservation> reservation;
   bool blocked = false;
-  // start() changes the queue: walk a copy of its order.
-  std::vector<QueueKey> order(queue_.begin(), queue_.end());
-  for (const QueueKey& key : order) {
+  size_t behind = 0;  // jobs considered behind the reservation
+  // start() erases only the job it starts from the queue, so the walk keeps
+  // the next position before looking at a job.
+  for (auto qit = queue_.begin(); qit != queue_.end();) {
+    const QueueKey key = *qit++;
     auto it = pending_.find(key.id);
     if (it == pending_.end()) continue;
     PendingJob& job = it->second;
@@ -600,13 +607,18 @@ void Sched::pass() {
       Json a{{"reason_pending", kInsufficient}};
       if (reservation) a["t_estimate"] = reservation->time;
       annotate(job, std::move(a));
+      // A job that held the reservation before loses its estimate.
+      if (estimate_holder_ && *estimate_holder_ != key.id) {
+        auto old = pending_.find(*estimate_holder_);
+        if (old != pending_.end()) annotate(old->second, Json{{"reason_pending", kInsufficient}});
+      }
+      estimate_holder_ = reservation ? std::optional<uint64_t>(key.id) : std::nullopt;
       if (!reservation) break;
       continue;
     }
-    // EASY, behind the reservation. A job that held it earlier loses its
-    // estimate.
-    if (job.annotation.contains("t_estimate")) annotate(job, Json{{"reason_pending", kInsufficient}});
-    if (free_cores == 0) continue;
+    // EASY, behind the reservation. Only the first kBackfillDepth jobs are
+    // tried, so that a pass stays cheap however long the queue is.
+    if (++behind > kBackfillDepth || free_cores == 0) break;
     if (min_cores(job.jobspec) > free_cores) continue;
     if (auto fit = pool_.backfill(job.jobspec, *reservation, now)) {
       free_cores -= fit->ncores();
@@ -662,6 +674,7 @@ void Sched::annotate(PendingJob& job, Json sched) {
 void Sched::remove_pending(uint64_t id) {
   auto it = pending_.find(id);
   if (it == pending_.end()) return;
+  if (estimate_holder_ == id) estimate_holder_.reset();
   queue_.erase(it->second.key);
   pending_.erase(it);
 }

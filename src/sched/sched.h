@@ -127,6 +127,7 @@ class Sched {
   ResourcePool pool_;
   bool ready_ = false;
   bool pass_posted_ = false;
+  std::optional<uint64_t> estimate_holder_;  // the pending job whose annotation has a t_estimate
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
   std::set<QueueKey> queue_;
