@@ -10,12 +10,16 @@
 //   Scheduling is stopped meanwhile, so every job waits in SCHED.
 // schedule: `queue start`, then the time until the last job's `alloc`
 //   (jobs are allocated in submit order, so it is the last one).
-// memory: every job cancelled and clean, then rank 0's VmRSS.
+// memory: every job cancelled and clean, then rank 0's VmRSS one second
+//   later (steady state).
+// Jobs run in test execution mode and wait for an override that never
+// comes, so each holds its core until it is cancelled.
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
 #include <cstdio>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/clock.h"
@@ -37,9 +41,12 @@ loom::Json call(loom::Client& c, const std::string& topic, const loom::Json& pay
 
 loom::Json jobspec(int duration) {
   return {{"version", 1},
-          {"resources", {{{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}}}},
+          {"resources",
+           {{{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}}}},
           {"tasks", {{{"command", {"true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
-          {"attributes", {{"system", {{"duration", duration}, {"cwd", "/tmp"}}}}}};
+          // Test execution, held until cancelled: the job keeps its core.
+          {"attributes",
+           {{"system", {{"duration", duration}, {"cwd", "/tmp"}, {"exec", {{"test", {{"override", true}}}}}}}}}};
 }
 
 long rss_kb(int pid) {
@@ -79,7 +86,8 @@ int main(int argc, char** argv) {
   // Every job must be able to run at once, or the last alloc never comes.
   loom::Json all = call(client, "sched.resource-status", loom::Json::object())["all"];
   if (all.value("ncores", 0) < jobs) {
-    std::fprintf(stderr, "job_bench: the instance has %d cores for %d one-core jobs; start it with --cores-per-rank=%d\n",
+    std::fprintf(stderr,
+                 "job_bench: the instance has %d cores for %d one-core jobs; start it with --cores-per-rank=%d\n",
                  all.value("ncores", 0), jobs, jobs);
     return 2;
   }
@@ -128,6 +136,9 @@ int main(int argc, char** argv) {
 
   call(client, "job-manager.cancel", {{"all", true}});
   call(client, "job-manager.queue-drain", loom::Json::object());
+  // Steady state: the broker gives the burst's free pages back half a
+  // second after the last job ends.
+  std::this_thread::sleep_for(std::chrono::seconds(1));
   long rss_end = rss_kb(pid);
   std::printf("memory: rank 0 VmRSS %.1f MB with %d inactive jobs (%.1f MB at the start)\n", rss_end / 1024.0, jobs,
               rss_start / 1024.0);

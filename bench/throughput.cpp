@@ -36,10 +36,11 @@ loom::Json jobspec(int nodes) {
   loom::Json slot = {{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}};
   loom::Json resources = loom::Json::array({slot});
   if (nodes > 0) resources = {{{"type", "node"}, {"count", nodes}, {"with", {slot}}}};
-  return {{"version", 1},
-          {"resources", resources},
-          {"tasks", {{{"command", {"true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
-          {"attributes", {{"system", {{"duration", 0}, {"cwd", "/tmp"}, {"exec", {{"test", {{"run_duration", 0}}}}}}}}}};
+  return {
+      {"version", 1},
+      {"resources", resources},
+      {"tasks", {{{"command", {"true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
+      {"attributes", {{"system", {{"duration", 0}, {"cwd", "/tmp"}, {"exec", {{"test", {{"run_duration", 0}}}}}}}}}};
 }
 
 }  // namespace
@@ -90,10 +91,10 @@ int main(int argc, char** argv) {
   call(client, "job-manager.queue-drain", loom::Json::object());
   double t_all = now() - t0;
   loom::Json stats = call(client, "job-manager.stats", loom::Json::object());
-  std::printf("throughput: %d jobs in %.3f s = %.0f jobs/s, first submit to last clean (submitted in %.3f s); "
-              "%s nodes per job on %d ranks\n",
-              jobs, t_all, jobs / t_all, t_submitted, nodes ? std::to_string(nodes).c_str() : "no",
-              all.value("nnodes", 0));
+  std::printf(
+      "throughput: %d jobs in %.3f s = %.0f jobs/s, first submit to last clean (submitted in %.3f s); "
+      "%s nodes per job on %d ranks\n",
+      jobs, t_all, jobs / t_all, t_submitted, nodes ? std::to_string(nodes).c_str() : "no", all.value("nnodes", 0));
   if (submitted != static_cast<size_t>(jobs) || stats["states"].value("INACTIVE", 0) < jobs) {
     std::fprintf(stderr, "throughput: %zu jobs were accepted, %d are inactive\n", submitted,
                  stats["states"].value("INACTIVE", 0));

@@ -9,6 +9,8 @@
 // request in the loop turn after it arrives, and the job manager sends a
 // job's alloc before it answers the submit, so once settle() returns, a
 // job that could have been allocated shows in the allocated resources.
+#include "kit/jobs.h"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -21,7 +23,6 @@
 #include "base/fluid.h"
 #include "kit/client.h"
 #include "kit/instance.h"
-#include "kit/jobs.h"
 #include "msg/json.h"
 
 namespace loom::test {
@@ -42,7 +43,6 @@ class Jobs : public JobsFixture {
     return submit_job(args);
   }
 };
-
 
 TEST_F(Jobs, SubmitAllocatesAndCancelGivesBack) {
   start();

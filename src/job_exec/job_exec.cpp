@@ -142,10 +142,9 @@ void JobExec::Impl::start(const Message& m) {
   double duration = js->duration;
   if (test->contains("run_duration")) {
     const Json& d = (*test)["run_duration"];
-    Result<double> parsed = d.is_string() ? parse_fsd(d.get<std::string>())
-                            : d.is_number() && d.get<double>() >= 0
-                                ? Result<double>(d.get<double>())
-                                : Result<double>(Error{EINVAL, "not a duration"});
+    Result<double> parsed = d.is_string()                           ? parse_fsd(d.get<std::string>())
+                            : d.is_number() && d.get<double>() >= 0 ? Result<double>(d.get<double>())
+                                                                    : Result<double>(Error{EINVAL, "not a duration"});
     if (!parsed.ok()) return refuse(req, jid, "run_duration: " + parsed.error().text, all);
     duration = *parsed;
   }

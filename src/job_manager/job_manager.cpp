@@ -73,7 +73,7 @@ struct JobManager::Impl {
     JobId id;
     JobRecord rec;
     std::string jobspec;  // its JSON text, while active (a tree costs ten times more)
-    ResourceSet R;  // while active and allocated
+    ResourceSet R;        // while active and allocated
     // Kept for listings after the job is inactive.
     std::string name;
     uint32_t ntasks = 0;
@@ -106,7 +106,9 @@ struct JobManager::Impl {
   std::map<JobId, Job> jobs_;         // ordered by id, i.e. by submit time
   std::deque<JobId> inactive_order_;  // for the retention limit
   static constexpr size_t kTrimAfterJobs = 1000;
+  static constexpr double kTrimDelay = 0.5;
   size_t ended_since_trim_ = 0;
+  std::unique_ptr<Timer> trim_timer_;
   std::vector<BadJob> bad_;
   std::unique_ptr<FluidGenerator> fluid_;
   bool loaded_ = false;
@@ -452,21 +454,24 @@ void JobManager::Impl::on_inactive(Job& j) {
     j.waiters.clear();
   }
   inactive_order_.push_back(j.id);
-  check_drain();
   ++ended_since_trim_;
   if (!has_active() && ended_since_trim_ >= kTrimAfterJobs) {
     // The last active job of a burst is done. The burst left the heap full
-    // of free holes between the records kept for listings; once this
-    // job's last events are stored, give those pages back to the system.
-    // (Not after every lone job: trimming walks the whole heap.)
+    // of free holes between the records kept for listings: give those
+    // pages back to the system. (Not after every lone job: trimming walks
+    // the whole heap.)
+    // Half a second later, when the burst's answers and events have gone
+    // out too and nothing new started.
     ended_since_trim_ = 0;
-    after_commit([this](const Error*) {
+    if (!trim_timer_) trim_timer_ = h_.clock().make_timer();
+    trim_timer_->arm(kTrimDelay, [this] {
       if (has_active()) return;
 #ifdef __GLIBC__
       malloc_trim(0);
 #endif
     });
   }
+  check_drain();
   if (cfg_.inactive_num_limit > 0 && inactive_order_.size() > cfg_.inactive_num_limit) {
     std::vector<JobId> old;
     while (inactive_order_.size() > cfg_.inactive_num_limit) {
@@ -694,8 +699,7 @@ void JobManager::Impl::exec_hello(const Message& m) {
       std::string list;
       for (size_t i = 0; i < busy.size() && i < 5; ++i) list += (i ? ", " : "") + busy[i];
       if (busy.size() > 5) list += " and " + std::to_string(busy.size() - 5) + " more";
-      return h_.respond_error(m, EBUSY,
-                              "the execution service " + exec_service_ + " is running jobs (" + list + ")");
+      return h_.respond_error(m, EBUSY, "the execution service " + exec_service_ + " is running jobs (" + list + ")");
     }
   }
   exec_service_ = *name;
@@ -716,10 +720,7 @@ void JobManager::Impl::exec_hello(const Message& m) {
 void JobManager::Impl::send_start(Job& j) {
   if (exec_service_.empty() || j.start_sent || j.rec.released_all) return;
   j.start_sent = true;
-  Json req{{"id", j.id.value()},
-           {"userid", j.rec.userid},
-           {"R", j.R.to_json()},
-           {"reattach", j.rec.started}};
+  Json req{{"id", j.id.value()}, {"userid", j.rec.userid}, {"R", j.R.to_json()}, {"reattach", j.rec.started}};
   // The jobspec is spliced in as the text it is kept as.
   std::string payload = dump_json(req);
   payload.pop_back();

@@ -262,6 +262,10 @@ void Kvs::apply(const StoredOp& op) {
     }
     case StoredOp::kAppend: {
       auto& e = keys[op.key];
+      // Grow by a quarter rather than double: most appended values are
+      // eventlogs that stop growing soon and stay in memory for good.
+      size_t need = e.value.size() + op.value.size();
+      if (need > e.value.capacity()) e.value.reserve(need + need / 4 + 32);
       e.value += op.value;
       e.segments = op.seq + 1;
       notify(op.ns, op.key);

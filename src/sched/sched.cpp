@@ -26,8 +26,6 @@
 // A started job's R is written to job.<id>.R before the alloc is answered.
 #include "sched/sched.h"
 
-#include "msg/payload.h"
-
 #include <hwloc.h>
 #include <spdlog/spdlog.h>
 #include <unistd.h>
@@ -37,6 +35,8 @@
 #include <cmath>
 #include <set>
 #include <string_view>
+
+#include "msg/payload.h"
 
 namespace loom {
 
@@ -442,8 +442,10 @@ void Sched::free(const Message& req) {
     IdSet held_ranks = held != pool_.allocations().end() ? held->second.rank_set() : IdSet();
     IdSet gone = R->rank_set().subtract(held_ranks);
     IdSet extra = held_ranks.subtract(R->rank_set());
-    if (!gone.empty()) spdlog::warn("sched: job {} no longer held ranks {} named in its final free", *id, gone.encode());
-    if (!extra.empty()) spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", *id, extra.encode());
+    if (!gone.empty())
+      spdlog::warn("sched: job {} no longer held ranks {} named in its final free", *id, gone.encode());
+    if (!extra.empty())
+      spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", *id, extra.encode());
     (void)pool_.free_all(*id);
   } else if (!R->empty()) {
     if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
