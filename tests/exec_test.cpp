@@ -6,7 +6,9 @@
 // disconnect and on an error response. Waiting is on events only.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -128,11 +130,52 @@ TEST_F(Exec, OverrideWaitsForItsEvents) {
   EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], 256);
 }
 
-TEST_F(Exec, JobWithoutTestModeIsRefusedAndNeverHangs) {
-  std::string id = submit_job({"-N1", "true"});
+TEST_F(Exec, RealJobRunsItsTasksOnEveryRankAndReleasesRankByRank) {
+  // Each task exits with the rank it runs on: the largest is 3, so the
+  // job finishes with wait status 768 and `loom run` exits 3.
+  auto r = loom({"run", "-N4", "-n8", "sh", "-c", "echo task $LOOM_TASK_RANK of $LOOM_JOB_SIZE; exit $LOOM_RANK"});
+  EXPECT_EQ(r.code, 3) << show(r);
+  auto ls = loom({"jobs", "-a", "--json"});
+  Json jobs = parse_json(ls.out).value();
+  ASSERT_EQ(jobs.size(), 1u);
+  std::string id = std::to_string(jobs[0]["id"].get<uint64_t>());
+  auto log = eventlog(id);
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], 768);
+  auto rel = named(log, "release");
+  ASSERT_EQ(rel.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(rel[i]["context"]["final"], false) << rel[i];
+  EXPECT_EQ(rel[3]["context"]["final"], true);
+  Names order;
+  for (auto& e : log) order.push_back(e["name"].get<std::string>());
+  EXPECT_LT(std::find(order.begin(), order.end(), "finish") - order.begin(),
+            std::find(order.begin(), order.end(), "free") - order.begin());
+  // The output eventlog was linked into the job's directory: 8 tasks, one
+  // line each, every task rank once.
+  auto out = loom({"kvs", "get", "job." + id + ".guest.output"});
+  ASSERT_EQ(out.code, 0) << show(out);
+  std::set<std::string> lines;
+  for (auto& line : out.out_lines()) {
+    auto e = parse_json(line);
+    if (e.ok() && (*e)["name"] == "data") lines.insert((*e)["context"]["data"].get<std::string>());
+  }
+  for (int t = 0; t < 8; ++t) EXPECT_TRUE(lines.count("task " + std::to_string(t) + " of 8\n")) << t;
+  EXPECT_EQ(allocated_ranks(), "");
+}
+
+TEST_F(Exec, ACommandThatCannotRunExits127) {
+  auto r = loom({"run", "-N2", "/nonexistent/command"});
+  EXPECT_EQ(r.code, 127) << show(r);
+}
+
+TEST_F(Exec, CancelKillsRealTasks) {
+  std::string id = submit_job({"-N2", "sleep", "300"});
+  wait_event(id, "start");
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
   wait_event(id, "clean");
-  EXPECT_EQ(events(id),
-            (Names{"submit", "validate", "depend", "priority", "alloc", "exception", "release", "free", "clean"}));
+  auto log = eventlog(id);
+  EXPECT_EQ(named(log, "exception")[0]["context"]["type"], "cancel");
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], 15) << "SIGTERM";
+  EXPECT_EQ(allocated_ranks(), "");
 }
 
 // A test client registered as the execution service "testexec".

@@ -18,6 +18,7 @@
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
 #include "sched/sched.h"
+#include "shell/launcher.h"
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
@@ -114,6 +115,20 @@ int main(int argc, char** argv) {
     }
     kvs = std::move(*k);
   }
+  // Every rank launches the job shells of its part of a job.
+  loom::ShellLauncherConfig shell_cfg;
+  shell_cfg.rank = cfg.rank;
+  if (const char* p = std::getenv("LOOM_SHELL_PATH"); p && *p) {
+    shell_cfg.shell_path = p;
+  } else {
+    std::error_code ec;
+    auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+    shell_cfg.shell_path = (ec ? std::filesystem::path(argv[0]) : self).parent_path() / "loom-shell";
+  }
+  std::string socket =
+      !cfg.local_path.empty() ? cfg.local_path : rundir + "/rank-" + std::to_string(cfg.rank) + ".sock";
+  shell_cfg.local_uri = "local://" + socket;
+  auto shell = loom::ShellLauncher::create(io, broker.add_module({"shell"}), shell_cfg);
   // The job manager and the scheduler live on rank 0 beside the KVS and
   // reach it, and each other, only through messages.
   std::unique_ptr<loom::JobManager> job_manager;

@@ -4,13 +4,16 @@
 #include "job_exec/job_exec.h"
 
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
 
 #include <asio/io_context.hpp>
 #include <csignal>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
+#include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "msg/payload.h"
 #include "rset/rset.h"
@@ -31,6 +34,15 @@ struct JobExec::Impl {
     bool override = false;
     bool started = false;
     std::unique_ptr<Timer> timer;
+    // Real execution: one loom-shell per rank.
+    bool real = false;
+    std::string ns;                     // the job's guest namespace
+    std::map<uint32_t, int> exited;     // rank → the shell's status as a wait status
+    std::set<uint32_t> shells_started;  // ranks whose shell runs
+    std::set<uint32_t> released;        // ranks released so far
+    bool fatal = false;                 // a fatal exception was raised
+    bool killing = false;               // SIGTERM/SIGALRM sent; SIGKILL follows
+    std::unique_ptr<Timer> kill_timer;
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -60,6 +72,14 @@ struct JobExec::Impl {
   }
   void begin(Run& r);
   void end(uint64_t id, int status);
+
+  // Real execution.
+  void launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid);
+  void on_shell(uint64_t id, uint32_t rank, const Message& m);
+  void rank_done(Run& r, uint32_t rank, int status);
+  void kill_all(Run& r, int sig);
+  void raise(Run& r, const std::string& type, const std::string& note);
+  void finish_real(uint64_t id);
 };
 
 void JobExec::Impl::install() {
@@ -131,10 +151,25 @@ void JobExec::Impl::start(const Message& m) {
     test = &attrs["system"]["exec"]["test"];
   }
   if (!test) {
-    return refuse(req, jid,
-                  "this instance runs jobs in test execution mode only (attributes.system.exec.test); "
-                  "job shells are not available yet",
-                  all);
+    Run& r = runs_[jid];
+    r.req = std::move(req);
+    r.id = jid;
+    r.ranks = R->rank_set().to_vector();
+    r.real = true;
+    r.timer = h_.clock().make_timer();
+    r.kill_timer = h_.clock().make_timer();
+    // The time limit: SIGALRM, then SIGKILL after the kill timeout.
+    if (R->expiration > 0) {
+      r.timer->arm(std::max(0.0, R->expiration - h_.clock().wall()), [this, jid] {
+        auto it = runs_.find(jid);
+        if (it == runs_.end()) return;
+        raise(it->second, "timeout", "resource allocation expired");
+        kill_all(it->second, SIGALRM);
+      });
+    }
+    int64_t root = 0;
+    auto userid = get_int(*p, "userid", 0, UINT32_MAX - 1, &root);
+    return launch(r, (*p)["jobspec"], (*p)["R"], static_cast<uint32_t>(userid.ok() ? *userid : 0));
   }
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the
@@ -217,6 +252,11 @@ void JobExec::Impl::on_exception(const Message& ev) {
   uint64_t id = (*p)["id"].get<uint64_t>();
   auto it = runs_.find(id);
   if (it == runs_.end() || p->value("severity", 1) != 0) return;
+  if (it->second.real) {
+    it->second.fatal = true;
+    if (!it->second.killing) kill_all(it->second, SIGTERM);
+    return;
+  }
   // Cancel and other fatal exceptions kill the tasks: SIGTERM. A job
   // waiting for its override start never started: only its release goes.
   end(id, SIGTERM);
@@ -231,6 +271,7 @@ void JobExec::Impl::kill(const Message& m) {
   if (!sig.ok()) return;
   auto it = runs_.find(static_cast<uint64_t>(*id));
   if (it == runs_.end() || !it->second.started) return;
+  if (it->second.real) return kill_all(it->second, static_cast<int>(*sig));
   end(it->first, static_cast<int>(*sig));
 }
 
@@ -259,6 +300,145 @@ void JobExec::Impl::override_event(const Message& m) {
     return h_.respond_error(m, EINVAL, "event must be start or finish");
   }
   h_.respond(m, Json::object());
+}
+
+// ---------------------------------------------------------------- real execution
+
+// A fatal exception from us (the job manager publishes it back as the
+// job-exception event, which kills the shells).
+void JobExec::Impl::raise(Run& r, const std::string& type, const std::string& note) {
+  if (r.fatal) return;
+  r.fatal = true;
+  respond(r.req, r.id, "exception", Json{{"severity", 0}, {"type", type}, {"note", note}});
+}
+
+void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid) {
+  uint64_t id = r.id;
+  r.ns = "job-" + std::to_string(id);
+  // The namespace is the job user's: the shells write its output there.
+  auto alive = std::weak_ptr<int>(alive_);
+  auto go = [this, alive, id, jobspec, R](const Message& created) {
+    if (alive.expired()) return;
+    auto it = runs_.find(id);
+    if (it == runs_.end()) return;
+    Run& r = it->second;
+    if (created.errnum && created.errnum != EEXIST) {
+      raise(r, "exec", "cannot create the job's namespace: " + error_text(created));
+      return finish_real(id);
+    }
+    for (uint32_t rank : r.ranks) {
+      Json info{{"id", id}, {"rank", rank}, {"jobspec", jobspec}, {"R", R}, {"namespace", r.ns}};
+      RpcOptions opts;
+      opts.nodeid = rank;
+      opts.streaming = true;
+      h_.rpc("shell.launch", Json{{"id", id}, {"info", std::move(info)}}, opts,
+             [this, alive, id, rank](const Message& m) {
+               if (!alive.expired()) on_shell(id, rank, m);
+             });
+    }
+  };
+  h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {}, go);
+}
+
+void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  Run& r = it->second;
+  if (m.errnum == ENODATA) return;
+  if (m.errnum) {
+    if (r.exited.count(rank)) return;
+    if (m.errnum == EHOSTUNREACH && r.shells_started.count(rank)) {
+      raise(r, "node-failure", "rank " + std::to_string(rank) + " was lost");
+    } else {
+      raise(r, "exec", "rank " + std::to_string(rank) + ": " + error_text(m));
+    }
+    kill_all(r, SIGKILL);
+    return rank_done(r, rank, SIGKILL);
+  }
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) return;
+  std::string type = p->value("type", "");
+  if (type == "started") {
+    r.shells_started.insert(rank);
+    if (r.shells_started.size() == r.ranks.size() && !r.started && !r.fatal) begin(r);
+    // A shell that came up after the job was killed goes too.
+    if (r.killing) {
+      h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+    }
+  } else if (type == "exited" && (*p)["status"].is_number_integer()) {
+    // The shell exits as a shell does: the task's exit code, or 128+N for
+    // a task killed by signal N. Back to a wait status.
+    int st = (*p)["status"].get<int>();
+    int status = st;
+    if (WIFEXITED(st)) {
+      int code = WEXITSTATUS(st);
+      status = code > 128 ? code - 128 : code << 8;
+    }
+    rank_done(r, rank, status);
+  }
+}
+
+void JobExec::Impl::rank_done(Run& r, uint32_t rank, int status) {
+  if (r.exited.count(rank)) return;
+  r.exited[rank] = status;
+  if (r.exited.size() < r.ranks.size()) {
+    // This rank is done: it goes back to the scheduler now.
+    r.released.insert(rank);
+    respond(r.req, r.id, "release", Json{{"ranks", std::to_string(rank)}, {"final", false}});
+    return;
+  }
+  finish_real(r.id);
+}
+
+// Every shell has exited: finish (if the job started), the guest namespace
+// linked into the job's KVS directory, then the final release.
+void JobExec::Impl::finish_real(uint64_t id) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  Run& r = it->second;
+  r.timer->cancel();
+  r.kill_timer->cancel();
+  if (r.started) {
+    int worst = 0;
+    for (auto& [rank, st] : r.exited) worst = std::max(worst, st);
+    respond(r.req, id, "finish", Json{{"status", worst}});
+  }
+  std::string rest;
+  IdSet left;
+  for (uint32_t rank : r.ranks) {
+    if (!r.released.count(rank)) left.insert(rank);
+  }
+  rest = left.empty() ? "all" : left.encode();
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", "job." + std::to_string(id) + ".guest"}}, {},
+         [this, alive, id, rest](const Message& linked) {
+           if (alive.expired()) return;
+           auto it = runs_.find(id);
+           if (it == runs_.end()) return;
+           if (linked.errnum && linked.errnum != ENOENT) {
+             spdlog::warn("job-exec: job {}: cannot link its namespace: {}", id, error_text(linked));
+           }
+           Message req = it->second.req;
+           std::string ns = it->second.ns;
+           runs_.erase(it);
+           h_.rpc("kvs.namespace-remove", Json{{"name", ns}}, {}, [](const Message&) {});
+           respond(req, id, "release", Json{{"ranks", rest}, {"final", true}});
+         });
+}
+
+void JobExec::Impl::kill_all(Run& r, int sig) {
+  uint64_t id = r.id;
+  if (sig != SIGKILL && !r.killing) {
+    r.killing = true;
+    r.kill_timer->arm(cfg_.kill_timeout, [this, id] {
+      auto it = runs_.find(id);
+      if (it != runs_.end()) kill_all(it->second, SIGKILL);
+    });
+  }
+  for (uint32_t rank : r.ranks) {
+    if (r.exited.count(rank) || !r.shells_started.count(rank)) continue;
+    h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+  }
 }
 
 std::unique_ptr<JobExec> JobExec::create(asio::io_context& io, Handle& h, JobExecConfig cfg) {

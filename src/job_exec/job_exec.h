@@ -8,8 +8,8 @@
 // This version runs jobs in **test execution mode** only: a jobspec whose
 // `attributes.system.exec.test` object is present runs no processes; its
 // `run_duration`, `wait_status`, `mock_exception` and `override` decide
-// what the stream says and when. A job without it is refused with a fatal
-// `exec` exception and released, so it never hangs.
+// what the stream says and when. A job without it waits in RUN, holding
+// its resources, until it is cancelled: job shells come next.
 #pragma once
 
 #include <memory>

@@ -1,0 +1,128 @@
+// shell.launch and shell.kill (launcher.h).
+#include "shell/launcher.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/write.hpp>
+#include <cstring>
+#include <map>
+
+#include "msg/payload.h"
+#include "shell/spawn.h"
+
+namespace loom {
+
+struct ShellLauncher::Impl {
+  struct Shell {
+    Message req;
+    pid_t pid = -1;
+    std::unique_ptr<ChildWatch> watch;
+    std::unique_ptr<asio::posix::stream_descriptor> input;  // the shell's stdin, until written
+    std::shared_ptr<std::string> info;
+  };
+
+  Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) : io_(io), h_(h), cfg_(std::move(cfg)) {}
+  ~Impl() {
+    // Shells outlive their broker (a restarted one can find them again).
+    for (auto& [id, s] : shells_) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
+  }
+
+  asio::io_context& io_;
+  Handle& h_;
+  ShellLauncherConfig cfg_;
+  std::map<uint64_t, Shell> shells_;
+
+  void launch(const Message& m);
+  void kill(const Message& m);
+};
+
+void ShellLauncher::Impl::launch(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto id = get_int(*p, "id", 0, INT64_MAX);
+  if (!id.ok()) return h_.respond_error(m, id.error());
+  if (!p->contains("info") || !(*p)["info"].is_object()) return h_.respond_error(m, EPROTO, "missing \"info\"");
+  uint64_t jid = static_cast<uint64_t>(*id);
+  if (shells_.count(jid)) {
+    return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
+  }
+  int in[2];
+  if (::pipe2(in, O_CLOEXEC) != 0) return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
+  SpawnSpec spec;
+  spec.argv = {cfg_.shell_path, std::to_string(jid)};
+  spec.env = current_environment();
+  std::erase_if(spec.env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
+  spec.env.push_back("LOOM_URI=" + cfg_.local_uri);
+  spec.new_session = true;
+  spec.stdin_fd = in[0];
+  auto pid = spawn(spec);
+  ::close(in[0]);
+  if (!pid.ok()) {
+    ::close(in[1]);
+    return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
+  }
+  Shell& s = shells_[jid];
+  s.req = m;
+  s.req.payload = std::string();
+  s.pid = *pid;
+  s.info = std::make_shared<std::string>(dump_json((*p)["info"]));
+  s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
+  // The shell reads its job from stdin; a large jobspec must not block us.
+  asio::async_write(*s.input, asio::buffer(*s.info), [this, jid, info = s.info](const std::error_code& ec, size_t) {
+    auto it = shells_.find(jid);
+    if (it == shells_.end()) return;
+    if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
+    it->second.input.reset();  // EOF for the shell
+  });
+  auto watch = ChildWatch::create(io_, *pid, [this, jid](int status) {
+    auto it = shells_.find(jid);
+    if (it == shells_.end()) return;
+    Message req = it->second.req;
+    shells_.erase(it);
+    h_.respond(req, Json{{"type", "exited"}, {"status", status}});
+    h_.respond_error(req, ENODATA, "");
+  });
+  if (!watch.ok()) {
+    ::kill(-*pid, SIGKILL);
+    shells_.erase(jid);
+    return h_.respond_error(m, watch.error().code, "cannot watch the job shell: " + watch.error().text);
+  }
+  s.watch = std::move(*watch);
+  h_.respond(m, Json{{"type", "started"}, {"pid", *pid}});
+}
+
+void ShellLauncher::Impl::kill(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto id = get_int(*p, "id", 0, INT64_MAX);
+  if (!id.ok()) return h_.respond_error(m, id.error());
+  auto sig = get_int(*p, "signal", 1, 64);
+  if (!sig.ok()) return h_.respond_error(m, sig.error());
+  auto it = shells_.find(static_cast<uint64_t>(*id));
+  if (it == shells_.end()) return h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(*id) + " here");
+  // The shell forwards a signal to its tasks; SIGKILL cannot be forwarded,
+  // so it goes to the whole process group (shell and tasks).
+  pid_t target = *sig == SIGKILL ? -it->second.pid : it->second.pid;
+  if (::kill(target, static_cast<int>(*sig)) != 0 && errno != ESRCH) {
+    return h_.respond_error(m, errno, std::string("kill: ") + std::strerror(errno));
+  }
+  h_.respond(m, Json::object());
+}
+
+std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) {
+  auto impl = std::make_unique<Impl>(io, h, std::move(cfg));
+  Impl* raw = impl.get();
+  h.add_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
+  h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
+  return std::unique_ptr<ShellLauncher>(new ShellLauncher(std::move(impl)));
+}
+
+ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ShellLauncher::~ShellLauncher() { impl_->h_.remove_methods("shell"); }
+
+}  // namespace loom

@@ -1,0 +1,48 @@
+// The shell launch service `shell` on every broker (DESIGN §9): starts one
+// `loom-shell` per job on this rank and reports when it exits.
+//
+//   shell.launch {id, info}  streaming, owner only. Spawns loom-shell in a
+//       session of its own, writes `info` (JSON) to its stdin, answers
+//       {type: "started", pid}, then {type: "exited", status} (a wait
+//       status) when it exits, then ENODATA. A shell that cannot be
+//       spawned gets an error response naming why.
+//   shell.kill {id, signal}  owner only: the signal to the job's shell,
+//       which forwards it to its tasks; SIGKILL goes to the shell's whole
+//       process group. ENOENT if no shell of that job runs here.
+//
+// Spawning never blocks the broker (posix_spawn); exits are noticed through
+// a pidfd in the event loop.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "msg/handle.h"
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+struct ShellLauncherConfig {
+  std::string shell_path;  // the loom-shell executable
+  std::string local_uri;   // this broker's socket, for the shell (LOOM_URI)
+  uint32_t rank = 0;
+};
+
+class ShellLauncher {
+ public:
+  static std::unique_ptr<ShellLauncher> create(asio::io_context& io, Handle& h, ShellLauncherConfig cfg);
+  ~ShellLauncher();
+  ShellLauncher(const ShellLauncher&) = delete;
+  ShellLauncher& operator=(const ShellLauncher&) = delete;
+
+  struct Impl;
+
+ private:
+  explicit ShellLauncher(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace loom

@@ -1,0 +1,267 @@
+// loom-shell ID: the job shell on one rank (DESIGN §9). Started by the
+// shell launch service with the job on stdin as JSON
+//   {id, rank, jobspec, R, namespace}
+// it starts this rank's tasks with the environment users expect, writes
+// their stdout and stderr to the job's output eventlog (key `output` of the
+// job's KVS namespace, Flux RFC 24: one `data` entry per line, tagged with
+// the task rank and the stream; base64 where a chunk is not UTF-8),
+// forwards signals to the tasks, and exits once every task has exited and
+// all output is stored: 0 if every task did, else the largest task status
+// as a shell reports it (the exit code, or 128+N for signal N).
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/signal_set.hpp>
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/fluid.h"
+#include "jobspec/jobspec.h"
+#include "msg/client.h"
+#include "rset/rset.h"
+#include "shell/output.h"
+#include "shell/spawn.h"
+
+namespace loom {
+namespace {
+
+[[noreturn]] void die(const std::string& why) {
+  std::fprintf(stderr, "loom-shell: %s\n", why.c_str());
+  std::exit(1);
+}
+
+struct Task {
+  int rank = 0;  // global task rank
+  pid_t pid = -1;
+  int status = 0;
+  bool exited = false;
+  std::unique_ptr<ChildWatch> watch;
+};
+
+struct Stream {
+  int task_rank;
+  const char* name;
+  std::unique_ptr<asio::posix::stream_descriptor> fd;
+  std::array<char, 65536> buf{};
+  std::string partial;
+};
+
+class Shell {
+ public:
+  Shell(asio::io_context& io, Client& c, Json info) : io_(io), c_(c), info_(std::move(info)) {}
+  int run();
+
+ private:
+  asio::io_context& io_;
+  Client& c_;
+  Json info_;
+  std::string ns_;
+  std::vector<Task> tasks_;
+  std::vector<std::unique_ptr<Stream>> streams_;
+  size_t open_streams_ = 0;
+  Json pending_ = Json::array();  // output entries not yet sent
+  bool commit_in_flight_ = false;
+  std::string error_;
+
+  void read(Stream& s);
+  void emit(const Stream& s, std::string_view data);
+  void flush();
+  bool done() const {
+    return open_streams_ == 0 && std::all_of(tasks_.begin(), tasks_.end(), [](const Task& t) { return t.exited; }) &&
+           pending_.empty() && !commit_in_flight_;
+  }
+};
+
+void Shell::emit(const Stream& s, std::string_view data) {
+  pending_.push_back(output_entry(s.name, s.task_rank, data));
+  flush();
+}
+
+void Shell::flush() {
+  if (commit_in_flight_ || pending_.empty()) return;
+  Json ops = Json::array();
+  std::string lines;
+  for (auto& e : pending_) lines += dump_json(e) + "\n";
+  pending_ = Json::array();
+  ops.push_back(Json{{"op", "append"}, {"key", "output"}, {"value", lines}});
+  commit_in_flight_ = true;
+  c_.handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this](const Message& r) {
+    commit_in_flight_ = false;
+    if (r.errnum && error_.empty()) error_ = "cannot store output: " + error_text(r);
+    flush();
+  });
+}
+
+void Shell::read(Stream& s) {
+  s.fd->async_read_some(asio::buffer(s.buf), [this, &s](const std::error_code& ec, size_t n) {
+    if (!ec) {
+      s.partial.append(s.buf.data(), n);
+      // Whole lines go out as they come; a line longer than a chunk is cut.
+      size_t start = 0;
+      for (;;) {
+        size_t nl = s.partial.find('\n', start);
+        if (nl == std::string::npos) break;
+        emit(s, std::string_view(s.partial).substr(start, nl + 1 - start));
+        start = nl + 1;
+      }
+      s.partial.erase(0, start);
+      while (s.partial.size() >= kOutputChunk) {
+        emit(s, std::string_view(s.partial).substr(0, kOutputChunk));
+        s.partial.erase(0, kOutputChunk);
+      }
+      return read(s);
+    }
+    if (!s.partial.empty()) emit(s, s.partial);
+    s.partial.clear();
+    s.fd.reset();
+    --open_streams_;
+  });
+}
+
+int Shell::run() {
+  auto js = parse_jobspec(info_["jobspec"]);
+  if (!js.ok()) die("jobspec: " + js.error().text);
+  auto R = ResourceSet::parse(info_["R"]);
+  if (!R.ok()) die("R: " + R.error().text);
+  if (!info_["rank"].is_number_unsigned() || !info_["id"].is_number_unsigned()) die("bad job info");
+  uint32_t my_rank = info_["rank"].get<uint32_t>();
+  JobId id{info_["id"].get<uint64_t>()};
+  ns_ = info_.value("namespace", "");
+  if (ns_.empty()) die("no namespace for the output");
+
+  // Which tasks run here: slots rank by rank, one task per slot in order.
+  std::vector<std::pair<uint32_t, uint32_t>> slots;  // rank, slots there
+  uint32_t total_slots = 0;
+  for (const auto& [rank, res] : R->ranks()) {
+    uint32_t n = js->nnodes > 0 ? js->slots_per_node
+                                : static_cast<uint32_t>(res.cores.count()) / std::max(1u, js->cores_per_slot);
+    slots.emplace_back(rank, n);
+    total_slots += n;
+  }
+  uint32_t per_slot = total_slots > 0 ? std::max(1u, (js->ntasks + total_slots - 1) / total_slots) : 1;
+  int first = 0, count = 0;
+  uint32_t next = 0;
+  for (auto [rank, n] : slots) {
+    uint32_t here = std::min(js->ntasks - std::min(js->ntasks, next), n * per_slot);
+    if (rank == my_rank) {
+      first = static_cast<int>(next);
+      count = static_cast<int>(here);
+    }
+    next += here;
+  }
+
+  // The environment: the jobspec's (the submitter's), else ours.
+  std::vector<std::string> env;
+  const Json& sys = js->raw["attributes"]["system"];
+  if (sys.contains("environment") && sys["environment"].is_object()) {
+    for (auto& [k, v] : sys["environment"].items()) {
+      if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
+    }
+  } else {
+    env = current_environment();
+  }
+  std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
+  if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
+  env.push_back("LOOM_JOB_ID=" + encode_f58(id));
+  env.push_back("LOOM_JOB_SIZE=" + std::to_string(js->ntasks));
+  env.push_back("LOOM_JOB_NNODES=" + std::to_string(R->ranks().size()));
+  env.push_back("LOOM_JOB_RANKS=" + R->rank_set().encode());
+  env.push_back("LOOM_RANK=" + std::to_string(my_rank));
+
+  asio::signal_set signals(io_, SIGTERM, SIGINT, SIGHUP);
+  signals.add(SIGALRM);
+  signals.add(SIGUSR1);
+  signals.add(SIGUSR2);
+  std::function<void()> forward = [&] {
+    signals.async_wait([&](const std::error_code& ec, int sig) {
+      if (ec) return;
+      for (auto& t : tasks_) {
+        if (!t.exited) ::kill(t.pid, sig);
+      }
+      forward();
+    });
+  };
+  forward();
+
+  tasks_.resize(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) {
+    Task& t = tasks_[static_cast<size_t>(i)];
+    t.rank = first + i;
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) die("pipe: " + std::string(std::strerror(errno)));
+    SpawnSpec spec;
+    spec.argv = js->command;
+    spec.env = env;
+    spec.env.push_back("LOOM_TASK_RANK=" + std::to_string(t.rank));
+    spec.env.push_back("LOOM_TASK_LOCAL_ID=" + std::to_string(i));
+    spec.cwd = js->cwd;
+    spec.stdout_fd = out[1];
+    spec.stderr_fd = err[1];
+    auto pid = spawn(spec);
+    ::close(out[1]);
+    ::close(err[1]);
+    for (auto [fd, name] : {std::pair{out[0], "stdout"}, std::pair{err[0], "stderr"}}) {
+      auto s = std::make_unique<Stream>();
+      s->task_rank = t.rank;
+      s->name = name;
+      s->fd = std::make_unique<asio::posix::stream_descriptor>(io_, fd);
+      ++open_streams_;
+      read(*s);
+      streams_.push_back(std::move(s));
+    }
+    if (!pid.ok()) {
+      // Like a shell: the error on the task's stderr, exit code 127 (not
+      // found) or 126 (cannot run).
+      Stream& es = *streams_.back();
+      emit(es, "loom-shell: " + pid.error().text + "\n");
+      t.exited = true;
+      t.status = (pid.error().code == ENOENT ? 127 : 126) << 8;
+      continue;
+    }
+    t.pid = *pid;
+    auto w = ChildWatch::create(io_, *pid, [&t](int st) {
+      t.exited = true;
+      t.status = st;
+    });
+    if (!w.ok()) die(w.error().text);
+    t.watch = std::move(*w);
+  }
+  while (!done() && c_.is_open()) io_.run_one();
+  if (!error_.empty()) std::fprintf(stderr, "loom-shell: %s\n", error_.c_str());
+  int worst = 0;
+  for (const auto& t : tasks_) worst = std::max(worst, t.status);
+  if (WIFSIGNALED(worst)) return 128 + WTERMSIG(worst);
+  return WIFEXITED(worst) ? WEXITSTATUS(worst) : 1;
+}
+
+}  // namespace
+}  // namespace loom
+
+int main(int argc, char** /*argv*/) {
+  if (argc != 2) {
+    std::fprintf(stderr, "usage: loom-shell JOBID (started by the shell launch service, the job on stdin)\n");
+    return 2;
+  }
+  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  auto info = loom::parse_json(text);
+  if (!info.ok() || !info->is_object()) loom::die("stdin: not a JSON object");
+  const char* uri = std::getenv("LOOM_URI");
+  if (!uri) loom::die("LOOM_URI is not set");
+  asio::io_context io;
+  auto clock = loom::make_real_clock(io);
+  auto c = loom::Client::connect(io, *clock, uri);
+  if (!c.ok()) loom::die(c.error().text);
+  loom::Shell shell(io, **c, std::move(*info));
+  return shell.run();
+}

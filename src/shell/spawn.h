@@ -1,0 +1,55 @@
+// Starting child processes without blocking the event loop, and hearing of
+// their exit through it: posix_spawn, then a pidfd watched by Asio.
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+
+namespace asio {
+class io_context;
+}
+
+namespace loom {
+
+struct SpawnSpec {
+  std::vector<std::string> argv;  // argv[0] is looked up in PATH unless it has a '/'
+  std::vector<std::string> env;   // NAME=VALUE, the whole environment
+  std::string cwd;                // "" keeps ours
+  bool new_session = false;       // setsid(): its own session and process group
+  int stdin_fd = -1;              // -1: /dev/null
+  int stdout_fd = -1;             // -1: inherit ours
+  int stderr_fd = -1;             // -1: inherit ours
+};
+
+// Starts the child with default signal dispositions and an empty signal
+// mask. The error names argv[0] and why (ENOENT, EACCES, a bad cwd…).
+Result<pid_t> spawn(const SpawnSpec& spec);
+
+// Calls `on_exit(wait_status)` from the loop once `pid` (our child) has
+// exited, and reaps it. Destroying the watch stops watching (the child is
+// then reaped by nobody: kill it first).
+class ChildWatch {
+ public:
+  static Result<std::unique_ptr<ChildWatch>> create(asio::io_context& io, pid_t pid, std::function<void(int)> on_exit);
+  ~ChildWatch();
+  ChildWatch(const ChildWatch&) = delete;
+  ChildWatch& operator=(const ChildWatch&) = delete;
+  pid_t pid() const;
+
+  struct Impl;
+
+ private:
+  explicit ChildWatch(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// The environment of this process as NAME=VALUE strings.
+std::vector<std::string> current_environment();
+
+}  // namespace loom
