@@ -7,6 +7,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <string>
@@ -160,6 +162,40 @@ TEST_F(Exec, RealJobRunsItsTasksOnEveryRankAndReleasesRankByRank) {
   }
   for (int t = 0; t < 8; ++t) EXPECT_TRUE(lines.count("task " + std::to_string(t) + " of 8\n")) << t;
   EXPECT_EQ(allocated_ranks(), "");
+}
+
+TEST_F(Exec, RunPrintsWhatTheTasksWroteByteForByte) {
+  // 300 KB of every byte value (lines far longer than a chunk, not UTF-8)
+  // and a few thousand short lines.
+  char tmpl[] = "/tmp/loom-exec-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string bin;
+  for (uint32_t i = 0; i < 300000; ++i) bin += static_cast<char>((i * 7919u) % 256);
+  std::ofstream(dir + "/bin") << bin;
+  auto r = loom({"run", "cat", dir + "/bin"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out.size(), bin.size());
+  EXPECT_TRUE(r.out == bin) << "binary output differs";
+  auto lines = loom({"run", "seq", "1", "5000"});
+  ASSERT_EQ(lines.code, 0) << lines.err;
+  std::string want;
+  for (int i = 1; i <= 5000; ++i) want += std::to_string(i) + "\n";
+  EXPECT_TRUE(lines.out == want) << "got " << lines.out.size() << " bytes, want " << want.size();
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
+  std::string id = submit_job({"-N2", "sh", "-c", "echo hello from $LOOM_TASK_RANK; echo oops >&2"});
+  auto r = loom({"job", "attach", "-l", id});
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_NE(r.out.find("0: hello from 0\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("1: hello from 1\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.err.find("0: oops\n"), std::string::npos) << r.err;
+  // Attaching after the end reads the stored output.
+  auto again = loom({"job", "attach", id});
+  EXPECT_EQ(again.code, 0);
+  EXPECT_EQ(again.out.size(), std::string("hello from 0\nhello from 1\n").size()) << again.out;
 }
 
 TEST_F(Exec, ACommandThatCannotRunExits127) {

@@ -4,12 +4,14 @@
 // loom job urgency ID N|hold|default|expedite
 // loom job wait ID
 // loom job kill [-s SIG] ID
+// loom job attach [-l] ID
 // loom job purge [--num-limit N] [--age-limit T] [ID...]
 // Users read their own jobs through job-info, never the raw KVS.
 #include <csignal>
 #include <cstdio>
 #include <iostream>
 
+#include "cli/attach.h"
 #include "cli/common.h"
 #include "jobspec/jobspec.h"
 
@@ -26,6 +28,7 @@ struct JobOpts {
   std::vector<std::string> match;
   bool json = false;
   bool follow = false;
+  bool label = false;
   double timeout = -1;
   int num_limit = -1;
   std::string age_limit;
@@ -169,6 +172,16 @@ int run_kill(const JobOpts& o) {
   return 0;
 }
 
+int run_attach(const JobOpts& o) {
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail("job attach", id.error());
+  auto s = connect_session();
+  if (!s.ok()) return fail("job attach", s.error());
+  AttachOpts a;
+  a.label = o.label;
+  return attach_job(**s, *id, a);
+}
+
 int run_wait(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job wait", id.error(), 2);
@@ -247,6 +260,11 @@ void add_job_command(CLI::App& app, Runner& run) {
   auto* wa = job->add_subcommand("wait", "Wait for a job to end: exit 0 on success, 1 on failure, 2 if it cannot");
   wa->add_option("id", o->id, "Job id")->required();
   wa->callback([o, &run] { run = [o] { return run_wait(*o); }; });
+
+  auto* at = job->add_subcommand("attach", "Print a job's output as it is written; exit as the job did");
+  at->add_flag("-l,--label-io", o->label, "Put the task rank before each line of output");
+  at->add_option("id", o->id, "Job id")->required();
+  at->callback([o, &run] { run = [o] { return run_attach(*o); }; });
 
   auto* ki = job->add_subcommand("kill", "Send a signal to a running job's tasks");
   ki->add_option("-s,--signal", o->value, "Signal number or name (default TERM)");

@@ -5,16 +5,17 @@
 // With --cc, one job per id of the set (LOOM_JOB_CC set in each), all in
 // batched requests so that thousands of jobs go in at once.
 //
-// loom run [the same options but --cc] CMD...
-// Submits one job, waits for it to end and exits as its tasks did: the
-// largest exit code, 128+N for a task killed by signal N, 1 for a job that
-// failed without a status; the exception that ended it goes to stderr.
-#include <sys/wait.h>
+// loom run [the same options but --cc] [-l] CMD...
+// Submits one job and attaches to it (attach.cpp): its output as it is
+// written, and the exit code a shell would give (the tasks' largest exit
+// code, 128+N for a task killed by signal N, 1 for a job that failed
+// without a status); the exception that ended it goes to stderr.
 #include <unistd.h>
 
 #include <filesystem>
 #include <iostream>
 
+#include "cli/attach.h"
 #include "cli/common.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
@@ -42,6 +43,7 @@ struct SubmitOpts {
   std::vector<std::string> env;
   std::vector<std::string> env_remove;
   bool dry_run = false;
+  bool label = false;
   std::vector<std::string> command;
 };
 
@@ -176,22 +178,10 @@ int run_run(const SubmitOpts& o) {
   auto sub = sess.client->call("job-manager.submit", Json{{"jobs", {{{"jobspec", *js}, {"urgency", o.urgency}}}}});
   if (!sub.ok()) return fail("run", sub.error());
   JobId id{(*sub)["ids"][0].get<uint64_t>()};
-  auto r = sess.client->call("job-manager.wait", Json{{"id", id.value()}});
-  if (!r.ok()) return fail("run", encode_f58(id) + ": " + r.error().text);
-  int code = r->value("success", false) ? 0 : 1;
-  if (r->contains("status")) {
-    int st = (*r)["status"].get<int>();
-    if (WIFSIGNALED(st)) code = 128 + WTERMSIG(st);
-    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) code = WEXITSTATUS(st);
-  }
-  if (r->contains("exception")) {
-    std::string note = (*r)["exception"].value("note", "");
-    std::cerr << "loom run: " << encode_f58(id) << ": " << (*r)["exception"].value("type", "") << " exception"
-              << (note.empty() ? "" : ": " + note) << "\n";
-  } else if (code != 0) {
-    std::cerr << "loom run: " << encode_f58(id) << ": task(s) exited with exit code " << code << "\n";
-  }
-  return code;
+  AttachOpts a;
+  a.cmd = "run";
+  a.label = o.label;
+  return attach_job(sess, id, a);
 }
 
 // The options submit and run share.
@@ -222,6 +212,7 @@ void add_run_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<SubmitOpts>();
   auto* sub = app.add_subcommand("run", "Run a job and wait for it; exit as its tasks did");
   add_job_options(sub, *o);
+  sub->add_flag("-l,--label-io", o->label, "Put the task rank before each line of output");
   sub->footer(
       "Examples:\n  loom run -N2 hostname\n"
       "  loom run --setattr=exec.test.wait_status=256 true   # test execution: exits 1");

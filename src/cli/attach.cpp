@@ -1,0 +1,154 @@
+// loom job attach [-l] ID: the job's output as it is written, then its end.
+// Used by `loom run` after it submits.
+//
+// The job's eventlog is followed to its `clean`. From its `start`, the
+// output eventlog in the job's namespace is watched and each entry goes to
+// stdout or stderr as written (byte for byte; -l puts "RANK: " before each
+// line). Once the job is clean its namespace has been linked into
+// job.ID.guest: whatever the watch had not delivered is read from there.
+// Fatal exceptions are printed as they happen. Ctrl-C twice within two
+// seconds cancels the job.
+#include "cli/attach.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <asio/signal_set.hpp>
+#include <cstdio>
+#include <iostream>
+
+#include "eventlog/eventlog.h"
+#include "shell/output.h"
+
+namespace loom::cli {
+
+namespace {
+
+struct Attach {
+  Attach(Session& session, JobId job, AttachOpts opts) : s(session), id(job), o(std::move(opts)) {}
+  Session& s;
+  JobId id;
+  AttachOpts o;
+  size_t printed = 0;  // data entries written out
+  LineSplitter lines;
+  bool watching = false;
+  uint32_t watch_tag = 0;
+  bool clean = false;
+  int rc = -1;  // set on an error
+
+  void print_entry(const Json& e) {
+    if (!e.is_object() || e.value("name", "") != "data") return;
+    const Json& ctx = e["context"];
+    auto data = output_data(ctx);
+    if (!data.ok()) return;
+    ++printed;
+    FILE* to = ctx.value("stream", "") == "stderr" ? stderr : stdout;
+    if (o.label) {
+      std::string label = ctx.value("rank", "?") + ": ";
+      std::fwrite(label.data(), 1, label.size(), to);
+    }
+    std::fwrite(data->data(), 1, data->size(), to);
+    std::fflush(to);
+  }
+
+  void watch_output() {
+    if (watching) return;
+    watching = true;
+    Json req{{"namespace", "job-" + std::to_string(id.value())},
+             {"key", "output"},
+             {"append", true},
+             {"waitcreate", true},
+             {"from", "start"}};
+    watch_tag = s.handle().rpc("kvs.watch", req, {kNodeAny, true, 0}, [this](const Message& m) {
+      if (m.errnum) return;  // the namespace is gone: the rest is read after clean
+      auto j = parse_json(m.payload);
+      if (!j.ok() || !j->contains("data") || !(*j)["data"].is_string()) return;
+      for (auto& line : lines.feed((*j)["data"].get<std::string>())) {
+        auto e = parse_json(line);
+        if (e.ok()) print_entry(*e);
+      }
+    });
+  }
+
+  // After clean: the entries the watch had not delivered.
+  void read_rest() {
+    auto r = s.client->call("kvs.lookup", Json{{"key", "job." + std::to_string(id.value()) + ".guest.output"}});
+    if (!r.ok() || !r->contains("value") || !(*r)["value"].is_string()) return;
+    LineSplitter all;
+    size_t n = 0;
+    for (auto& line : all.feed((*r)["value"].get<std::string>())) {
+      auto e = parse_json(line);
+      if (!e.ok() || e->value("name", "") != "data") continue;
+      if (n++ < printed) continue;
+      print_entry(*e);
+    }
+  }
+};
+
+}  // namespace
+
+int attach_job(Session& s, JobId id, const AttachOpts& o) {
+  Attach a(s, id, o);
+  std::string cmd = o.cmd;
+  asio::signal_set sigint(s.io, SIGINT);
+  double last_int = -1;
+  std::function<void()> on_int = [&] {
+    sigint.async_wait([&](const std::error_code& ec, int) {
+      if (ec) return;
+      double now = s.clock->now();
+      if (last_int >= 0 && now - last_int <= 2.0) {
+        std::cerr << "loom " << cmd << ": cancelling " << encode_f58(id) << "\n";
+        s.handle().rpc("job-manager.cancel", Json{{"ids", {id.value()}}, {"note", "interrupted"}}, {},
+                       [](const Message&) {});
+      } else {
+        std::cerr << "loom " << cmd << ": one more Ctrl-C within 2s cancels " << encode_f58(id) << "\n";
+      }
+      last_int = now;
+      on_int();
+    });
+  };
+  on_int();
+  s.handle().rpc("job-info.eventlog", Json{{"id", id.value()}, {"follow", true}}, {kNodeAny, true, 0},
+                 [&](const Message& m) {
+                   if (m.errnum == ENODATA) {
+                     a.clean = true;
+                     return;
+                   }
+                   if (m.errnum) {
+                     a.rc = fail(cmd, error_text(m));
+                     return;
+                   }
+                   auto j = parse_json(m.payload);
+                   if (!j.ok() || !j->contains("event")) return;
+                   const Json& e = (*j)["event"];
+                   std::string name = e.value("name", "");
+                   if (name == "start") a.watch_output();
+                   if (name == "exception" && e["context"].value("severity", 1) == 0) {
+                     std::string note = e["context"].value("note", "");
+                     std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": " << e["context"].value("type", "")
+                               << " exception" << (note.empty() ? "" : ": " + note) << "\n";
+                   }
+                   if (name == "clean") a.clean = true;
+                 });
+  while (!a.clean && a.rc < 0 && s.client->is_open()) s.io.run_one();
+  sigint.cancel();
+  if (a.rc >= 0) return a.rc;
+  if (!a.clean) return fail(cmd, "lost the connection to the broker");
+  if (a.watching) s.handle().cancel_rpc(a.watch_tag);
+  a.read_rest();
+  // The job's end, as it is stored.
+  auto r = s.client->call("job-manager.wait", Json{{"id", id.value()}});
+  if (!r.ok()) return fail(cmd, encode_f58(id) + ": " + r.error().text);
+  int code = r->value("success", false) ? 0 : 1;
+  if (r->contains("status")) {
+    int st = (*r)["status"].get<int>();
+    if (WIFSIGNALED(st)) code = 128 + WTERMSIG(st);
+    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) code = WEXITSTATUS(st);
+  }
+  if (code != 0 && !r->contains("exception")) {
+    std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": task(s) exited with exit code " << code << "\n";
+  }
+  return code;
+}
+
+}  // namespace loom::cli

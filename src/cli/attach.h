@@ -1,0 +1,21 @@
+// Attaching to a job: its output as it is written, then its end (attach.cpp).
+#pragma once
+
+#include <string>
+
+#include "base/fluid.h"
+#include "cli/common.h"
+
+namespace loom::cli {
+
+struct AttachOpts {
+  std::string cmd = "job attach";  // for messages: "loom CMD: ..."
+  bool label = false;              // "RANK: " before each line
+};
+
+// Returns the exit code a shell would give for the job: its tasks' largest
+// exit code, 128+N for a task killed by signal N, 1 for a job that failed
+// without a status, 0 on success.
+int attach_job(Session& s, JobId id, const AttachOpts& o);
+
+}  // namespace loom::cli
