@@ -5,6 +5,7 @@
 // release, protocol violations, hello refused while busy, teardown on
 // disconnect and on an error response. Waiting is on events only.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -377,6 +378,68 @@ TEST_F(Exec, RunExitsAsTheJobDid) {
   auto refused = loom({"run", "-N9", "true"});
   EXPECT_EQ(refused.code, 1) << show(refused);
   EXPECT_EQ(refused.err_lines().size(), 1u) << refused.err;
+}
+
+// Epilogs (DESIGN §9): rank 3's waits on a FIFO the test controls, so the
+// test decides when rank 3 is done; rank 1's fails when the job asks for it.
+class ExecEpilog : public Exec {
+ protected:
+  std::string dir;
+  void SetUp() override {
+    char tmpl[] = "/tmp/loom-epilog-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    ASSERT_EQ(::mkfifo((dir + "/rank3").c_str(), 0600), 0);
+    std::string epilog = "echo $LOOM_JOB_ID $LOOM_JOB_RANKS >> " + dir + "/ran.$LOOM_RANK; " + "if [ -e " + dir +
+                         "/fail.$LOOM_JOB_ID ] && [ $LOOM_RANK = 1 ]; then exit 1; fi; " +
+                         "if [ $LOOM_RANK = 3 ]; then cat " + dir + "/rank3 > /dev/null; fi";
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.epilog=" + epilog}));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+  // Lets rank 3's epilog finish.
+  void release_rank3() { std::ofstream(dir + "/rank3") << "go\n"; }
+};
+
+TEST_F(ExecEpilog, EachRankIsReleasedWhenItsEpilogIsDoneAndTheNextJobStartsMeanwhile) {
+  std::string a = submit_job({"-N4", "true"});
+  wait_event(a, "finish");  // every shell has exited; rank 3's epilog blocks
+  std::string b = submit_job({"-N3", "true"});
+  wait_event(b, "start");  // on ranks 0-2, released by a while its rank 3 is busy
+  EXPECT_EQ(job(b)["ranks"], "0-2");
+  EXPECT_NE(state(a), "INACTIVE");
+  EXPECT_EQ(job(a)["ranks_held"], "3") << job(a);
+  release_rank3();
+  wait_event(a, "clean");
+  wait_event(b, "clean");
+  auto rel = named(eventlog(a), "release");
+  ASSERT_EQ(rel.size(), 4u);
+  for (size_t i = 0; i < 3; ++i) EXPECT_EQ(rel[i]["context"]["final"], false);
+  EXPECT_EQ(rel[3]["context"], (Json{{"ranks", "3"}, {"final", true}}));
+  auto b_start = named(eventlog(b), "start")[0]["timestamp"].get<double>();
+  EXPECT_LT(b_start, rel[3]["timestamp"].get<double>()) << "b started before a's final release";
+  // The epilog saw the job's id and ranks.
+  std::ifstream ran(dir + "/ran.3");
+  std::string line;
+  std::getline(ran, line);
+  EXPECT_EQ(line, a + " 0-3");
+}
+
+TEST_F(ExecEpilog, AFailedEpilogDrainsItsRankAndTheJobStillCompletes) {
+  std::string a = submit_job({"--urgency=0", "-N2", "true"});
+  std::ofstream(dir + "/fail." + a) << "";
+  ASSERT_EQ(loom({"job", "urgency", a, "default"}).code, 0);
+  wait_event(a, "clean");
+  auto ex = named(eventlog(a), "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "epilog");
+  EXPECT_EQ(ex[0]["context"]["severity"], 1);
+  EXPECT_EQ(job(a)["result"], "COMPLETED");
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "1") << res;
+  EXPECT_NE(res["drain"][0]["reason"].get<std::string>().find("epilog exited with 1"), std::string::npos) << res;
 }
 
 }  // namespace

@@ -52,6 +52,16 @@ int main(int argc, char** argv) {
   app.add_option("--sched-policy", sched_cfg.policy, "fcfs or easy")->check(CLI::IsMember({"fcfs", "easy"}));
   loom::JobManagerConfig jm_cfg;
   app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
+  loom::ShellLauncherConfig shell_cfg;
+  loom::JobExecConfig exec_cfg;
+  app.add_option("--exec-epilog", shell_cfg.epilog, "Command run (sh -c) on a rank after a job's shell there exits")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-epilog-timeout", shell_cfg.epilog_timeout, "Seconds an epilog may take")
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-kill-timeout", exec_cfg.kill_timeout, "Seconds from SIGTERM to SIGKILL")
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   CLI11_PARSE(app, argc, argv);
   if (cfg.rank >= cfg.size) {
     std::cerr << "loomd: --rank must be below --size\n";
@@ -116,7 +126,6 @@ int main(int argc, char** argv) {
     kvs = std::move(*k);
   }
   // Every rank launches the job shells of its part of a job.
-  loom::ShellLauncherConfig shell_cfg;
   shell_cfg.rank = cfg.rank;
   if (const char* p = std::getenv("LOOM_SHELL_PATH"); p && *p) {
     shell_cfg.shell_path = p;
@@ -146,7 +155,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     sched = std::move(*s);
-    job_exec = loom::JobExec::create(io, broker.add_module({"job-exec"}), loom::JobExecConfig{});
+    job_exec = loom::JobExec::create(io, broker.add_module({"job-exec"}), exec_cfg);
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

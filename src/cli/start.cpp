@@ -47,6 +47,7 @@ struct StartOpts {
   std::string config;
   std::vector<std::string> setconf;
   std::vector<std::string> command;
+  std::vector<std::string> every_rank_args;  // loomd options from the configuration, for every rank
   std::optional<uint32_t> cores_per_rank;
   std::optional<uint32_t> gpus_per_rank;
 };
@@ -89,13 +90,22 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
         if (*o.cores_per_rank == 0) return Error{EINVAL, "resource.cores-per-rank must be at least 1"};
       } else if (key == "resource.gpus-per-rank") {
         o.gpus_per_rank = config_count(key, value, 1u << 16);
+      } else if (key == "exec.epilog") {
+        o.every_rank_args.push_back("--exec-epilog=" + value);
+      } else if (key == "exec.epilog-timeout" || key == "exec.kill-timeout") {
+        double t = std::stod(value);
+        if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
+        o.every_rank_args.push_back(
+            "--" + std::string(key == "exec.kill-timeout" ? "exec-kill-timeout" : "exec-epilog-timeout") + "=" + value);
       } else if (key == "job-manager.inactive-num-limit") {
         rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
       } else {
-        return Error{EINVAL, "unknown configuration key " + key +
-                                 " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
-                                 "broker.heartbeat-timeout, sched.policy, resource.cores-per-rank, "
-                                 "resource.gpus-per-rank, job-manager.inactive-num-limit)"};
+        return Error{EINVAL,
+                     "unknown configuration key " + key +
+                         " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
+                         "broker.heartbeat-timeout, sched.policy, resource.cores-per-rank, "
+                         "resource.gpus-per-rank, job-manager.inactive-num-limit, exec.epilog, exec.epilog-timeout, "
+                         "exec.kill-timeout)"};
       }
     } catch (const std::invalid_argument& e) {
       std::string what = e.what();
@@ -304,6 +314,7 @@ class Launcher {
       }
       if (auto p = topo.parent(r)) argv.push_back("--parent-port=" + std::to_string(port[*p]));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
+      argv.insert(argv.end(), o_.every_rank_args.begin(), o_.every_rank_args.end());
       if (r == 0) {
         argv.insert(argv.end(), rank0_args_.begin(), rank0_args_.end());
         if (o_.cores_per_rank) argv.push_back("--cores-per-rank=" + std::to_string(*o_.cores_per_rank));

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "base/fluid.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "msg/payload.h"
@@ -36,7 +37,10 @@ struct JobExec::Impl {
     std::unique_ptr<Timer> timer;
     // Real execution: one loom-shell per rank.
     bool real = false;
-    std::string ns;                     // the job's guest namespace
+    std::string ns;  // the job's guest namespace
+    uint32_t userid = 0;
+    std::string all;  // R's ranks as an idset
+    bool finish_sent = false;
     std::map<uint32_t, int> exited;     // rank → the shell's status as a wait status
     std::set<uint32_t> shells_started;  // ranks whose shell runs
     std::set<uint32_t> released;        // ranks released so far
@@ -76,10 +80,12 @@ struct JobExec::Impl {
   // Real execution.
   void launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid);
   void on_shell(uint64_t id, uint32_t rank, const Message& m);
-  void rank_done(Run& r, uint32_t rank, int status);
+  void shell_exited(Run& r, uint32_t rank, int status);
+  void send_finish(Run& r);
+  void rank_free(Run& r, uint32_t rank);
   void kill_all(Run& r, int sig);
   void raise(Run& r, const std::string& type, const std::string& note);
-  void finish_real(uint64_t id);
+  void finish_real(uint64_t id, std::string rest);
 };
 
 void JobExec::Impl::install() {
@@ -315,6 +321,10 @@ void JobExec::Impl::raise(Run& r, const std::string& type, const std::string& no
 void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid) {
   uint64_t id = r.id;
   r.ns = "job-" + std::to_string(id);
+  r.userid = userid;
+  std::string all;
+  for (uint32_t rank : r.ranks) all += (all.empty() ? "" : ",") + std::to_string(rank);
+  r.all = IdSet::parse(all).value().encode();
   // The namespace is the job user's: the shells write its output there.
   auto alive = std::weak_ptr<int>(alive_);
   auto go = [this, alive, id, jobspec, R](const Message& created) {
@@ -324,10 +334,11 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
     Run& r = it->second;
     if (created.errnum && created.errnum != EEXIST) {
       raise(r, "exec", "cannot create the job's namespace: " + error_text(created));
-      return finish_real(id);
+      return finish_real(id, "all");
     }
     for (uint32_t rank : r.ranks) {
-      Json info{{"id", id}, {"rank", rank}, {"jobspec", jobspec}, {"R", R}, {"namespace", r.ns}};
+      Json info{{"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
+                {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all}};
       RpcOptions opts;
       opts.nodeid = rank;
       opts.streaming = true;
@@ -346,14 +357,15 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   Run& r = it->second;
   if (m.errnum == ENODATA) return;
   if (m.errnum) {
-    if (r.exited.count(rank)) return;
+    if (r.released.count(rank)) return;
     if (m.errnum == EHOSTUNREACH && r.shells_started.count(rank)) {
       raise(r, "node-failure", "rank " + std::to_string(rank) + " was lost");
     } else {
       raise(r, "exec", "rank " + std::to_string(rank) + ": " + error_text(m));
     }
     kill_all(r, SIGKILL);
-    return rank_done(r, rank, SIGKILL);
+    if (!r.exited.count(rank)) shell_exited(r, rank, SIGKILL);
+    return rank_free(r, rank);
   }
   auto p = parse_json(m.payload);
   if (!p.ok() || !p->is_object()) return;
@@ -374,41 +386,66 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       int code = WEXITSTATUS(st);
       status = code > 128 ? code - 128 : code << 8;
     }
-    rank_done(r, rank, status);
+    shell_exited(r, rank, status);
+    // With an epilog, the rank is free once it is done.
+    if (!p->value("epilog", false)) rank_free(r, rank);
+  } else if (type == "epilog") {
+    int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
+    bool timeout = p->value("timeout", false);
+    if (st != 0 || timeout) {
+      std::string why = timeout         ? "epilog timed out"
+                        : WIFEXITED(st) ? "epilog exited with " + std::to_string(WEXITSTATUS(st))
+                                        : "epilog killed by signal " + std::to_string(WTERMSIG(st));
+      spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", id, rank, why);
+      h_.rpc("sched.drain",
+             Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{id}) + ")"}}, {},
+             [](const Message&) {});
+      respond(r.req, id, "exception",
+              Json{{"severity", 1}, {"type", "epilog"}, {"note", "rank " + std::to_string(rank) + ": " + why}});
+    }
+    rank_free(r, rank);
   }
 }
 
-void JobExec::Impl::rank_done(Run& r, uint32_t rank, int status) {
+void JobExec::Impl::shell_exited(Run& r, uint32_t rank, int status) {
   if (r.exited.count(rank)) return;
   r.exited[rank] = status;
-  if (r.exited.size() < r.ranks.size()) {
-    // This rank is done: it goes back to the scheduler now.
+  // All shells have exited: the job's result is known now, while epilogs
+  // may still run.
+  if (r.exited.size() == r.ranks.size()) send_finish(r);
+}
+
+void JobExec::Impl::send_finish(Run& r) {
+  if (r.finish_sent || !r.started) return;
+  r.finish_sent = true;
+  r.timer->cancel();
+  r.kill_timer->cancel();
+  int worst = 0;
+  for (auto& [rank, st] : r.exited) worst = std::max(worst, st);
+  respond(r.req, r.id, "finish", Json{{"status", worst}});
+}
+
+void JobExec::Impl::rank_free(Run& r, uint32_t rank) {
+  if (r.released.count(rank)) return;
+  if (r.released.size() + 1 < r.ranks.size()) {
+    // This rank's shell and epilog are done: it goes back to the scheduler now.
     r.released.insert(rank);
     respond(r.req, r.id, "release", Json{{"ranks", std::to_string(rank)}, {"final", false}});
     return;
   }
-  finish_real(r.id);
+  r.released.insert(rank);
+  finish_real(r.id, std::to_string(rank));
 }
 
-// Every shell has exited: finish (if the job started), the guest namespace
-// linked into the job's KVS directory, then the final release.
-void JobExec::Impl::finish_real(uint64_t id) {
+// Every rank is free: finish (if the job started and it was not sent), the
+// guest namespace linked into the job's KVS directory, the final release.
+void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& r = it->second;
   r.timer->cancel();
   r.kill_timer->cancel();
-  if (r.started) {
-    int worst = 0;
-    for (auto& [rank, st] : r.exited) worst = std::max(worst, st);
-    respond(r.req, id, "finish", Json{{"status", worst}});
-  }
-  std::string rest;
-  IdSet left;
-  for (uint32_t rank : r.ranks) {
-    if (!r.released.count(rank)) left.insert(rank);
-  }
-  rest = left.empty() ? "all" : left.encode();
+  send_finish(r);
   auto alive = std::weak_ptr<int>(alive_);
   h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", "job." + std::to_string(id) + ".guest"}}, {},
          [this, alive, id, rest](const Message& linked) {
@@ -428,8 +465,9 @@ void JobExec::Impl::finish_real(uint64_t id) {
 
 void JobExec::Impl::kill_all(Run& r, int sig) {
   uint64_t id = r.id;
-  if (sig != SIGKILL && !r.killing) {
-    r.killing = true;
+  bool first = !r.killing;
+  r.killing = true;
+  if (sig != SIGKILL && first) {
     r.kill_timer->arm(cfg_.kill_timeout, [this, id] {
       auto it = runs_.find(id);
       if (it != runs_.end()) kill_all(it->second, SIGKILL);

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 
+#include "base/fluid.h"
 #include "msg/payload.h"
 #include "shell/spawn.h"
 
@@ -36,6 +37,14 @@ struct ShellLauncher::Impl {
   Handle& h_;
   ShellLauncherConfig cfg_;
   std::map<uint64_t, Shell> shells_;
+  struct Epilog {
+    std::unique_ptr<ChildWatch> watch;
+    std::unique_ptr<Timer> timer;
+    bool timed_out = false;
+  };
+  std::map<uint64_t, std::shared_ptr<Epilog>> epilogs_;
+
+  void run_epilog(const Message& req, uint64_t jid, const Json& info);
 
   void launch(const Message& m);
   void kill(const Message& m);
@@ -79,13 +88,16 @@ void ShellLauncher::Impl::launch(const Message& m) {
     if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
     it->second.input.reset();  // EOF for the shell
   });
-  auto watch = ChildWatch::create(io_, *pid, [this, jid](int status) {
+  Json job_info = (*p)["info"];
+  auto watch = ChildWatch::create(io_, *pid, [this, jid, job_info](int status) {
     auto it = shells_.find(jid);
     if (it == shells_.end()) return;
     Message req = it->second.req;
     shells_.erase(it);
-    h_.respond(req, Json{{"type", "exited"}, {"status", status}});
-    h_.respond_error(req, ENODATA, "");
+    bool epilog = !cfg_.epilog.empty();
+    h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
+    if (!epilog) return h_.respond_error(req, ENODATA, "");
+    run_epilog(req, jid, job_info);
   });
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
@@ -94,6 +106,46 @@ void ShellLauncher::Impl::launch(const Message& m) {
   }
   s.watch = std::move(*watch);
   h_.respond(m, Json{{"type", "started"}, {"pid", *pid}});
+}
+
+void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Json& info) {
+  SpawnSpec spec;
+  spec.argv = {"/bin/sh", "-c", cfg_.epilog};
+  spec.env = current_environment();
+  spec.env.push_back("LOOM_JOB_ID=" + encode_f58(JobId{jid}));
+  spec.env.push_back("LOOM_JOB_USERID=" + std::to_string(info.value("userid", 0)));
+  spec.env.push_back("LOOM_JOB_RANKS=" + info.value("ranks", std::string()));
+  spec.env.push_back("LOOM_RANK=" + std::to_string(cfg_.rank));
+  spec.new_session = true;
+  auto done = [this, req](int status, bool timeout) {
+    h_.respond(req, Json{{"type", "epilog"}, {"status", status}, {"timeout", timeout}});
+    h_.respond_error(req, ENODATA, "");
+  };
+  auto pid = spawn(spec);
+  if (!pid.ok()) return done(127 << 8, false);
+  auto state = std::make_shared<Epilog>();
+  state->timer = h_.clock().make_timer();
+  epilogs_[jid] = state;
+  auto watch = ChildWatch::create(io_, *pid, [this, jid, done](int status) {
+    auto it = epilogs_.find(jid);
+    bool timeout = it != epilogs_.end() && it->second->timed_out;
+    if (it != epilogs_.end()) epilogs_.erase(it);
+    done(status, timeout);
+  });
+  if (!watch.ok()) {
+    ::kill(-*pid, SIGKILL);
+    epilogs_.erase(jid);
+    return done(SIGKILL, false);
+  }
+  state->watch = std::move(*watch);
+  pid_t group = *pid;
+  std::weak_ptr<Epilog> weak = state;
+  state->timer->arm(cfg_.epilog_timeout, [weak, group] {
+    if (auto e = weak.lock()) {
+      e->timed_out = true;
+      ::kill(-group, SIGKILL);
+    }
+  });
 }
 
 void ShellLauncher::Impl::kill(const Message& m) {

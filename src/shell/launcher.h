@@ -3,9 +3,12 @@
 //
 //   shell.launch {id, info}  streaming, owner only. Spawns loom-shell in a
 //       session of its own, writes `info` (JSON) to its stdin, answers
-//       {type: "started", pid}, then {type: "exited", status} (a wait
-//       status) when it exits, then ENODATA. A shell that cannot be
-//       spawned gets an error response naming why.
+//       {type: "started", pid}, then {type: "exited", status, epilog} (a
+//       wait status; epilog: whether one runs now) when it exits; with an
+//       epilog, {type: "epilog", status, timeout} once it is done; then
+//       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
+//       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
+//       cannot be spawned gets an error response naming why.
 //   shell.kill {id, signal}  owner only: the signal to the job's shell,
 //       which forwards it to its tasks; SIGKILL goes to the shell's whole
 //       process group. ENOENT if no shell of that job runs here.
@@ -29,6 +32,8 @@ struct ShellLauncherConfig {
   std::string shell_path;  // the loom-shell executable
   std::string local_uri;   // this broker's socket, for the shell (LOOM_URI)
   uint32_t rank = 0;
+  std::string epilog;          // run with /bin/sh -c after a shell exits ("" = none)
+  double epilog_timeout = 60;  // seconds; then SIGKILL to the epilog's process group
 };
 
 class ShellLauncher {
