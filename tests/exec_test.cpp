@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <set>
 #include <string>
@@ -23,6 +24,23 @@
 
 namespace loom::test {
 namespace {
+
+// How many processes have `word` as an argument (from /proc).
+int processes_running(const std::string& word) {
+  int n = 0;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t start = 0;
+    while (start < cmdline.size()) {
+      size_t end = cmdline.find('\0', start);
+      if (end == std::string::npos) end = cmdline.size();
+      if (cmdline.compare(start, end - start, word) == 0) ++n;
+      start = end + 1;
+    }
+  }
+  return n;
+}
 
 class Exec : public JobsFixture {
  protected:
@@ -197,6 +215,15 @@ TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
   auto again = loom({"job", "attach", id});
   EXPECT_EQ(again.code, 0);
   EXPECT_EQ(again.out.size(), std::string("hello from 0\nhello from 1\n").size()) << again.out;
+}
+
+TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
+  std::string marker = "301." + std::to_string(::getpid());
+  std::string id = submit_job({"-N2", "sleep", marker});
+  wait_event(id, "start");
+  EXPECT_EQ(processes_running(marker), 2) << "the tasks run";
+  ASSERT_EQ(inst.stop(), 0);
+  EXPECT_EQ(processes_running(marker), 0) << "the stop killed the tasks";
 }
 
 TEST_F(Exec, ACommandThatCannotRunExits127) {

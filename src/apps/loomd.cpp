@@ -156,6 +156,14 @@ int main(int argc, char** argv) {
     }
     sched = std::move(*s);
     job_exec = loom::JobExec::create(io, broker.add_module({"job-exec"}), exec_cfg);
+    // An orderly stop ends every running job and stores its end first;
+    // pending jobs stay pending.
+    broker.add_shutdown_hook([&](std::function<void()> done) {
+      job_manager->stop_scheduling();
+      done();
+    });
+    broker.add_shutdown_hook([&](std::function<void()> done) { job_exec->stop(std::move(done)); });
+    broker.add_shutdown_hook([&](std::function<void()> done) { job_manager->quiesce(std::move(done)); });
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

@@ -69,6 +69,11 @@ class Broker {
   // broker has finished (the caller then stops the loop).
   void shutdown(const std::string& why, int exit_code);
   void on_finished(std::function<void(int exit_code)> fn) { finished_ = std::move(fn); }
+  // Work to finish before the brokers stop (running jobs ended, their
+  // events stored). Hooks run one after the other, each calling its `done`;
+  // past shutdown_timeout the stop goes on without them.
+  using ShutdownHook = std::function<void(std::function<void()> done)>;
+  void add_shutdown_hook(ShutdownHook hook) { shutdown_hooks_.push_back(std::move(hook)); }
 
   uint32_t rank() const { return cfg_.rank; }
   uint32_t size() const { return cfg_.size; }
@@ -158,6 +163,9 @@ class Broker {
   std::vector<Message> ready_waiters_;
 
   bool shutting_down_ = false;
+  std::vector<ShutdownHook> shutdown_hooks_;
+  void run_shutdown_hooks(size_t i, std::function<void()> then);
+  void stop_brokers();
   bool finished_flag_ = false;
   int exit_code_ = 0;
   std::function<void(int)> finished_;

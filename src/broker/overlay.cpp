@@ -156,11 +156,43 @@ void Broker::set_rank_state(uint32_t rank, RankState s) {
   answer_waiters();
 }
 
+void Broker::run_shutdown_hooks(size_t i, std::function<void()> then) {
+  if (i >= shutdown_hooks_.size()) return then();
+  auto once = std::make_shared<bool>(false);
+  shutdown_hooks_[i]([this, i, then, once] {
+    if (*once) return;
+    *once = true;
+    asio::post(io_, [this, i, then] { run_shutdown_hooks(i + 1, then); });
+  });
+}
+
 void Broker::shutdown(const std::string& why, int exit_code) {
   if (shutting_down_) return;
   shutting_down_ = true;
   exit_code_ = exit_code;
   spdlog::info("stopping: {}", why);
+  if (!shutdown_hooks_.empty()) {
+    // The services finish their work first, with every rank still up.
+    auto proceed = std::make_shared<std::function<void()>>();
+    auto went_on = std::make_shared<bool>(false);
+    *proceed = [this, went_on] {
+      if (*went_on) return;
+      *went_on = true;
+      if (shutdown_timer_) shutdown_timer_->cancel();
+      stop_brokers();
+    };
+    shutdown_timer_ = clock_.make_timer();
+    shutdown_timer_->arm(cfg_.shutdown_timeout, [this, proceed] {
+      spdlog::warn("services did not finish within {}s; stopping anyway", cfg_.shutdown_timeout);
+      (*proceed)();
+    });
+    run_shutdown_hooks(0, [proceed] { (*proceed)(); });
+    return;
+  }
+  stop_brokers();
+}
+
+void Broker::stop_brokers() {
   if (local_acceptor_) {
     std::error_code ignored;
     local_acceptor_->close(ignored);

@@ -55,6 +55,17 @@ struct JobExec::Impl {
   Handle& h_;
   JobExecConfig cfg_;
   std::map<uint64_t, Run> runs_;
+  bool stopping_ = false;
+  std::function<void()> stop_done_;
+  void erase_run(std::map<uint64_t, Run>::iterator it) {
+    runs_.erase(it);
+    if (stopping_ && runs_.empty() && stop_done_) {
+      auto done = std::move(stop_done_);
+      stop_done_ = nullptr;
+      done();
+    }
+  }
+  void stop(std::function<void()> done);
   std::unique_ptr<Timer> hello_timer_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
@@ -145,6 +156,7 @@ void JobExec::Impl::start(const Message& m) {
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, "all");
   std::string all = R->rank_set().encode();
+  if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   if (p->value("reattach", false)) {
     return refuse(req, jid, "test execution does not survive a restart of job-exec", all);
   }
@@ -243,7 +255,7 @@ void JobExec::Impl::end(uint64_t id, int status) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run r = std::move(it->second);
-  runs_.erase(it);
+  erase_run(it);
   if (r.started) respond(r.req, id, "finish", Json{{"status", status}});
   for (size_t i = 0; i < r.ranks.size(); ++i) {
     bool final = i + 1 == r.ranks.size();
@@ -457,9 +469,9 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
            }
            Message req = it->second.req;
            std::string ns = it->second.ns;
-           runs_.erase(it);
            h_.rpc("kvs.namespace-remove", Json{{"name", ns}}, {}, [](const Message&) {});
            respond(req, id, "release", Json{{"ranks", rest}, {"final", true}});
+           erase_run(it);
          });
 }
 
@@ -478,6 +490,34 @@ void JobExec::Impl::kill_all(Run& r, int sig) {
     h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
   }
 }
+
+void JobExec::Impl::stop(std::function<void()> done) {
+  stopping_ = true;
+  stop_done_ = std::move(done);
+  if (runs_.empty()) {
+    auto d = std::move(stop_done_);
+    stop_done_ = nullptr;
+    return d();
+  }
+  spdlog::info("job-exec: stopping {} running jobs", runs_.size());
+  std::vector<uint64_t> ids;
+  for (auto& [id, r] : runs_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    auto it = runs_.find(id);
+    if (it == runs_.end()) continue;
+    Run& r = it->second;
+    if (r.real) {
+      raise(r, "exec", "the instance is shutting down");
+      kill_all(r, SIGTERM);
+    } else {
+      respond(r.req, id, "exception",
+              Json{{"severity", 0}, {"type", "exec"}, {"note", "the instance is shutting down"}});
+      end(id, SIGTERM);
+    }
+  }
+}
+
+void JobExec::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
 
 std::unique_ptr<JobExec> JobExec::create(asio::io_context& io, Handle& h, JobExecConfig cfg) {
   auto impl = std::make_unique<Impl>(io, h, cfg);

@@ -12,6 +12,7 @@
 // its resources, until it is cancelled: job shells come next.
 #pragma once
 
+#include <functional>
 #include <memory>
 
 #include "msg/handle.h"
@@ -30,6 +31,10 @@ class JobExec {
  public:
   static std::unique_ptr<JobExec> create(asio::io_context& io, Handle& h, JobExecConfig cfg);
   ~JobExec();
+  // An orderly stop of the instance: every running job gets a fatal
+  // exception and is killed; `done` runs once every stream has ended with
+  // its final release. Starts that come after are refused the same way.
+  void stop(std::function<void()> done);
   JobExec(const JobExec&) = delete;
   JobExec& operator=(const JobExec&) = delete;
 

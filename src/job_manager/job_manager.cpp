@@ -140,6 +140,16 @@ struct JobManager::Impl {
   std::string exec_service_;
   HopId exec_sender_{};
   std::set<std::string> exec_topics_;  // NAME.start topics we listen on
+  std::function<void()> quiesce_done_;
+  bool stopping_ = false;  // the instance is stopping: no new allocations
+  void check_quiesce() {
+    if (!quiesce_done_) return;
+    for (auto& [id, j] : jobs_) {
+      if (j.start_sent) return;
+    }
+    after_commit([done = std::move(quiesce_done_)](const Error*) { done(); });
+    quiesce_done_ = nullptr;
+  }
 
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 
@@ -516,7 +526,7 @@ void JobManager::Impl::flush() {
 // ---------------------------------------------------------------- scheduler
 
 void JobManager::Impl::send_alloc(Job& j) {
-  if (j.alloc_pending || !sched_ready_ || !sched_started_ || j.rec.priority <= 0) return;
+  if (j.alloc_pending || !sched_ready_ || !sched_started_ || stopping_ || j.rec.priority <= 0) return;
   if (sched_limited_ && allocs_outstanding_ >= sched_limit_) return;
   j.alloc_pending = true;
   j.cancel_sent = false;
@@ -595,8 +605,9 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
       advance(*j);
       return;
     }
-    if (j->rec.state != JobState::kSched) {
-      // Cancelled while the scheduler was allocating: give it straight back.
+    if (j->rec.state != JobState::kSched || stopping_) {
+      // Cancelled (or the instance stopping) while the scheduler was
+      // allocating: give it straight back; the job stays as it was.
       Json req{{"id", j->id.value()}, {"R", (*p)["R"]}, {"final", true}};
       h_.send_matchless("sched.free", dump_json(req));
       advance(*j);
@@ -745,6 +756,7 @@ void JobManager::Impl::exec_teardown(const std::string& why) {
   h_.publish("job-manager.exec-teardown", dump_json(Json{{"service", gone}, {"reason", why}}));
   // A job cancelled before its shells started has nothing left to wait for.
   for (Job* j : waiting) advance(*j);
+  check_quiesce();
 }
 
 void JobManager::Impl::on_disconnect(const Message& m) {
@@ -764,6 +776,7 @@ void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
     if (post(j, "release", Json{{"ranks", rest.encode()}, {"final", true}})) send_free(j, j.R.subset(rest), false);
   }
   advance(j);
+  check_quiesce();
 }
 
 void JobManager::Impl::on_start_response(const Message& m) {
@@ -824,7 +837,11 @@ void JobManager::Impl::on_start_response(const Message& m) {
     // Every release goes back to the scheduler at once; the free event's
     // final sched.free then carries nothing more.
     if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
-    if (*final) j.start_sent = false;
+    if (*final) {
+      j.start_sent = false;
+      advance(j);
+      return check_quiesce();
+    }
   } else {
     return exec_violation(j, "unknown response type \"" + *type + "\"");
   }
@@ -1351,6 +1368,23 @@ void JobManager::Impl::info_disconnect(const Message& m) {
 // ---------------------------------------------------------------- public
 
 JobManager::JobManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+void JobManager::stop_scheduling() {
+  impl_->stopping_ = true;
+  // Allocations already asked for are withdrawn; an answer that comes
+  // anyway is given back (see on_alloc_response).
+  for (auto& [id, j] : impl_->jobs_) {
+    if (j.alloc_pending && !j.cancel_sent && impl_->sched_connected_) {
+      impl_->h_.send_oneway("sched.cancel", dump_json(Json{{"id", id.value()}}));
+      j.cancel_sent = true;
+    }
+  }
+}
+
+void JobManager::quiesce(std::function<void()> done) {
+  impl_->quiesce_done_ = std::move(done);
+  impl_->check_quiesce();
+}
 JobManager::~JobManager() = default;
 
 std::unique_ptr<JobManager> JobManager::create(asio::io_context& io, Handle& h, JobManagerConfig cfg) {

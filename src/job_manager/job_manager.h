@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 namespace asio {
@@ -39,6 +40,12 @@ class JobManager {
   // `job-info` on `h`; requests that need the jobs wait for the load.
   static std::unique_ptr<JobManager> create(asio::io_context& io, Handle& h, JobManagerConfig cfg);
   ~JobManager();
+  // For an orderly stop, first: no job is given resources any more (pending
+  // jobs stay pending, to be scheduled again after a restart).
+  void stop_scheduling();
+  // For an orderly stop: `done` runs once no job waits on an execution
+  // service's stream and every event so far is stored.
+  void quiesce(std::function<void()> done);
   JobManager(const JobManager&) = delete;
   JobManager& operator=(const JobManager&) = delete;
 
