@@ -24,20 +24,12 @@
 
 #include "base/clock.h"
 #include "common.h"
+#include "jobs.h"
 #include "msg/client.h"
 
 using loom::bench::now;
 
 namespace {
-
-loom::Json call(loom::Client& c, const std::string& topic, const loom::Json& payload) {
-  auto r = c.call(topic, payload);
-  if (!r.ok()) {
-    std::fprintf(stderr, "job_bench: %s: %s\n", topic.c_str(), r.error().text.c_str());
-    std::exit(1);
-  }
-  return *r;
-}
 
 loom::Json jobspec(int duration) {
   return {{"version", 1},
@@ -79,42 +71,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   loom::Client& client = **c;
-  loom::Json info = call(client, "broker.info", loom::Json::object());
+  auto call = [&](const std::string& topic, const loom::Json& payload) {
+    return loom::bench::call_or_exit("job_bench", client, topic, payload);
+  };
+  loom::Json info = call("broker.info", loom::Json::object());
   int pid = info.value("pid", -1);
   long rss_start = rss_kb(pid);
 
   // Every job must be able to run at once, or the last alloc never comes.
-  loom::Json all = call(client, "sched.resource-status", loom::Json::object())["all"];
+  loom::Json all = call("sched.resource-status", loom::Json::object())["all"];
   if (all.value("ncores", 0) < jobs) {
     std::fprintf(stderr,
                  "job_bench: the instance has %d cores for %d one-core jobs; start it with --cores-per-rank=%d\n",
                  all.value("ncores", 0), jobs, jobs);
     return 2;
   }
-  call(client, "job-manager.queue-control", {{"action", "stop"}});
+  call("job-manager.queue-control", {{"action", "stop"}});
   loom::Json one{{"jobspec", jobspec(duration)}};
-  int left = 0;
-  std::vector<uint64_t> ids;
   double t0 = now();
-  for (int sent = 0; sent < jobs; sent += batch) {
-    loom::Json b = loom::Json::array();
-    for (int i = sent; i < std::min(jobs, sent + batch); ++i) b.push_back(one);
-    ++left;
-    client.handle().rpc("job-manager.submit", loom::Json{{"jobs", b}}, {}, [&](const loom::Message& m) {
-      --left;
-      if (m.errnum) {
-        std::fprintf(stderr, "job_bench: submit: %s\n", loom::error_text(m).c_str());
-        std::exit(1);
-      }
-      loom::Json answer = loom::parse_json(m.payload).value();
-      for (auto& id : answer["ids"]) ids.push_back(id.get<uint64_t>());
-    });
-  }
-  while (left > 0 && client.is_open()) io.run_one();
-  if (left > 0 || ids.size() != static_cast<size_t>(jobs)) {
-    std::fprintf(stderr, "job_bench: the instance went away after %zu of %d jobs were submitted\n", ids.size(), jobs);
-    return 1;
-  }
+  std::vector<uint64_t> ids = loom::bench::submit_copies("job_bench", io, client, one, jobs, batch);
   double t_submit = now() - t0;
   std::printf("submit: %d jobs in %.3f s = %.0f jobs/s (batches of %d)\n", jobs, t_submit, jobs / t_submit, batch);
 
@@ -127,22 +102,22 @@ int main(int argc, char** argv) {
                         if (j.ok() && (*j)["event"]["name"] == "alloc") allocated = true;
                       });
   double t1 = now();
-  call(client, "job-manager.queue-control", {{"action", "start"}});
+  call("job-manager.queue-control", {{"action", "start"}});
   while (!allocated && client.is_open()) io.run_one();
   double t_sched = now() - t1;
-  loom::Json res = call(client, "sched.resource-status", loom::Json::object());
+  loom::Json res = call("sched.resource-status", loom::Json::object());
   std::printf("schedule: %d jobs allocated in %.3f s = %.0f jobs/s (policy %s)\n", jobs, t_sched, jobs / t_sched,
               res.value("policy", "?").c_str());
 
-  call(client, "job-manager.cancel", {{"all", true}});
-  call(client, "job-manager.queue-drain", loom::Json::object());
+  call("job-manager.cancel", {{"all", true}});
+  call("job-manager.queue-drain", loom::Json::object());
   // Steady state: the broker gives the burst's free pages back half a
   // second after the last job ends.
   std::this_thread::sleep_for(std::chrono::seconds(1));
   long rss_end = rss_kb(pid);
   std::printf("memory: rank 0 VmRSS %.1f MB with %d inactive jobs (%.1f MB at the start)\n", rss_end / 1024.0, jobs,
               rss_start / 1024.0);
-  loom::Json stats = call(client, "job-manager.stats", loom::Json::object());
+  loom::Json stats = call("job-manager.stats", loom::Json::object());
   if (stats["states"]["INACTIVE"].get<int>() < jobs) {
     std::fprintf(stderr, "job_bench: only %d jobs are inactive\n", stats["states"]["INACTIVE"].get<int>());
     return 1;

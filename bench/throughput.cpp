@@ -27,6 +27,7 @@
 
 #include "base/clock.h"
 #include "common.h"
+#include "jobs.h"
 #include "msg/client.h"
 
 extern char** environ;
@@ -34,15 +35,6 @@ extern char** environ;
 using loom::bench::now;
 
 namespace {
-
-loom::Json call(loom::Client& c, const std::string& topic, const loom::Json& payload) {
-  auto r = c.call(topic, payload);
-  if (!r.ok()) {
-    std::fprintf(stderr, "throughput: %s: %s\n", topic.c_str(), r.error().text.c_str());
-    std::exit(1);
-  }
-  return *r;
-}
 
 loom::Json jobspec(int nodes, bool real) {
   loom::Json slot = {{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}};
@@ -120,31 +112,18 @@ int main(int argc, char** argv) {
     return 1;
   }
   loom::Client& client = **c;
-  loom::Json all = call(client, "sched.resource-status", loom::Json::object())["all"];
+  auto call = [&](const std::string& topic, const loom::Json& payload) {
+    return loom::bench::call_or_exit("throughput", client, topic, payload);
+  };
+  loom::Json all = call("sched.resource-status", loom::Json::object())["all"];
 
   loom::Json one{{"jobspec", jobspec(nodes, exec == "real")}};
-  int left = 0;
-  size_t submitted = 0;
   double t0 = now();
-  for (int sent = 0; sent < jobs; sent += batch) {
-    loom::Json b = loom::Json::array();
-    for (int i = sent; i < std::min(jobs, sent + batch); ++i) b.push_back(one);
-    ++left;
-    client.handle().rpc("job-manager.submit", loom::Json{{"jobs", b}}, {}, [&](const loom::Message& m) {
-      --left;
-      if (m.errnum) {
-        std::fprintf(stderr, "throughput: submit: %s\n", loom::error_text(m).c_str());
-        std::exit(1);
-      }
-      loom::Json answer = loom::parse_json(m.payload).value();
-      submitted += answer["ids"].size();
-    });
-  }
-  while (left > 0 && client.is_open()) io.run_one();
+  size_t submitted = loom::bench::submit_copies("throughput", io, client, one, jobs, batch).size();
   double t_submitted = now() - t0;
-  call(client, "job-manager.queue-drain", loom::Json::object());
+  call("job-manager.queue-drain", loom::Json::object());
   double t_all = now() - t0;
-  loom::Json stats = call(client, "job-manager.stats", loom::Json::object());
+  loom::Json stats = call("job-manager.stats", loom::Json::object());
   std::printf(
       "throughput: %d jobs in %.3f s = %.0f jobs/s, first submit to last clean (submitted in %.3f s); "
       "%s nodes per job on %d ranks, %s execution\n",
@@ -159,8 +138,8 @@ int main(int argc, char** argv) {
   std::vector<double> lat;
   for (int i = 0; i < latency; ++i) {
     double t = now();
-    loom::Json ids = call(client, "job-manager.submit", loom::Json{{"jobs", {one}}})["ids"];
-    loom::Json result = call(client, "job-manager.wait", loom::Json{{"id", ids[0]}});
+    loom::Json ids = call("job-manager.submit", loom::Json{{"jobs", {one}}})["ids"];
+    loom::Json result = call("job-manager.wait", loom::Json{{"id", ids[0]}});
     lat.push_back(now() - t);
     if (result.value("result", "") != "COMPLETED") {
       std::fprintf(stderr, "throughput: a job ended %s: %s\n", result.value("result", "?").c_str(),

@@ -158,7 +158,9 @@ void JobExec::Impl::start(const Message& m) {
   std::string all = R->rank_set().encode();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   if (p->value("reattach", false)) {
-    return refuse(req, jid, "test execution does not survive a restart of job-exec", all);
+    // Its shells may have outlived a crash, but finding them again is not
+    // there yet: the job ends, saying so.
+    return refuse(req, jid, "the job was lost: job-exec restarted and cannot reattach to its shells", all);
   }
   auto js = p->contains("jobspec") ? parse_jobspec((*p)["jobspec"]) : Result<Jobspec>(Error{EPROTO, "missing"});
   if (!js.ok()) return refuse(req, jid, "jobspec: " + js.error().text, all);
