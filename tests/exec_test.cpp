@@ -5,7 +5,10 @@
 // release, protocol violations, hello refused while busy, teardown on
 // disconnect and on an error response. Waiting is on events only.
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -25,22 +28,28 @@
 namespace loom::test {
 namespace {
 
-// How many processes have `word` as an argument (from /proc).
-int processes_running(const std::string& word) {
-  int n = 0;
+// The processes that have `word` as an argument (from /proc).
+std::vector<pid_t> processes_with(const std::string& word) {
+  std::vector<pid_t> out;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
     size_t start = 0;
     while (start < cmdline.size()) {
       size_t end = cmdline.find('\0', start);
       if (end == std::string::npos) end = cmdline.size();
-      if (cmdline.compare(start, end - start, word) == 0) ++n;
+      if (cmdline.compare(start, end - start, word) == 0) {
+        out.push_back(static_cast<pid_t>(std::stol(name)));
+        break;
+      }
       start = end + 1;
     }
   }
-  return n;
+  return out;
 }
+int processes_running(const std::string& word) { return static_cast<int>(processes_with(word).size()); }
 
 class Exec : public JobsFixture {
  protected:
@@ -467,6 +476,42 @@ TEST_F(ExecEpilog, AFailedEpilogDrainsItsRankAndTheJobStillCompletes) {
   Json res = resources();
   EXPECT_EQ(res["drained"]["ranks"], "1") << res;
   EXPECT_NE(res["drain"][0]["reason"].get<std::string>().find("epilog exited with 1"), std::string::npos) << res;
+}
+
+// A rank whose broker dies while the job's shell runs there.
+class ExecLost : public Exec {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--heartbeat-interval=0.1",
+                               "--heartbeat-timeout=1", "--setconf", "exec.kill-timeout=0.5"}));
+    inst.expect_clean_exit(false);  // rank 3 is killed on purpose
+  }
+};
+
+TEST_F(ExecLost, ALostRankFailsItsJobsAndTheOtherRanksAreReleased) {
+  std::string marker = "302." + std::to_string(::getpid());
+  std::string id = submit_job({"-N4", "sleep", marker});
+  wait_event(id, "start");
+  std::string why;
+  auto pid = inst.broker_pid(3, &why);
+  ASSERT_TRUE(pid) << why;
+  ASSERT_EQ(::kill(*pid, SIGKILL), 0);
+  wait_event(id, "clean");
+  auto ex = named(eventlog(id), "exception");
+  ASSERT_GE(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "node-failure") << ex[0];
+  EXPECT_NE(ex[0]["context"]["note"].get<std::string>().find("rank 3"), std::string::npos) << ex[0];
+  Json res = resources();
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+  // Ranks 0-2 were killed by job-exec, rank 3's by its shell when its
+  // broker went away.
+  for (pid_t p : processes_with(marker)) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, p, 0));
+    if (fd < 0) continue;  // already gone
+    pollfd pfd{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 5000), 1) << "task " << p << " still runs";
+    ::close(fd);
+  }
 }
 
 }  // namespace

@@ -238,6 +238,19 @@ int Shell::run() {
     t.watch = std::move(*w);
   }
   while (!done() && c_.is_open()) io_.run_one();
+  if (!c_.is_open() && !done()) {
+    // The broker is gone, and with it the job's output and whoever would
+    // end the job: nothing may keep running unseen.
+    std::fprintf(stderr, "loom-shell: job %s: lost the broker; killing the tasks\n", encode_f58(id).c_str());
+    for (auto& t : tasks_) {
+      if (t.exited) continue;
+      ::kill(t.pid, SIGKILL);
+      int st = 0;
+      ::waitpid(t.pid, &st, 0);
+      t.exited = true;
+      t.status = st;
+    }
+  }
   if (!error_.empty()) std::fprintf(stderr, "loom-shell: %s\n", error_.c_str());
   int worst = 0;
   for (const auto& t : tasks_) worst = std::max(worst, t.status);
