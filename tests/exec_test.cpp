@@ -235,6 +235,27 @@ TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
   EXPECT_EQ(processes_running(marker), 0) << "the stop killed the tasks";
 }
 
+TEST_F(Exec, OutputFilesWithIdAndCcTemplates) {
+  char tmpl[] = "/tmp/loom-output-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  auto r = loom({"submit", "--cc=1-2", "--output=" + dir + "/out.{{cc}}.{{id}}", "-N2", "sh", "-c",
+                 "echo cc $LOOM_JOB_CC task $LOOM_TASK_RANK; echo err >&2"});
+  ASSERT_EQ(r.code, 0) << show(r);
+  auto ids = r.out_lines();
+  ASSERT_EQ(ids.size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    wait_event(ids[i], "clean");
+    std::string cc = std::to_string(i + 1);
+    std::ifstream in(dir + "/out." + cc + "." + ids[i]);
+    ASSERT_TRUE(in) << "no file out." << cc << "." << ids[i];
+    std::multiset<std::string> lines;
+    for (std::string line; std::getline(in, line);) lines.insert(line);
+    EXPECT_EQ(lines, (std::multiset<std::string>{"cc " + cc + " task 0", "cc " + cc + " task 1", "err", "err"}));
+  }
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(Exec, ACommandThatCannotRunExits127) {
   auto r = loom({"run", "-N2", "/nonexistent/command"});
   EXPECT_EQ(r.code, 127) << show(r);

@@ -44,6 +44,8 @@ struct SubmitOpts {
   std::vector<std::string> env_remove;
   bool dry_run = false;
   bool label = false;
+  std::string output;
+  std::string error;
   std::vector<std::string> command;
 };
 
@@ -98,6 +100,12 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   r.environment = std::move(env);
   auto js = build_jobspec(r);
   if (!js.ok()) return js.error();
+  // Output to files instead of the job's output eventlog: the shells write
+  // there ({{id}} is the job id; {{cc}} is filled in per copy below).
+  Json output = Json::object();
+  if (!o.output.empty()) output["stdout"] = {{"type", "file"}, {"path", o.output}};
+  if (!o.error.empty()) output["stderr"] = {{"type", "file"}, {"path", o.error}};
+  if (!output.empty()) (*js)["attributes"]["system"]["shell"]["options"]["output"] = output;
   for (const auto& kv : o.setattr) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) return Error{EINVAL, "--setattr wants KEY=VALUE, got \"" + kv + "\""};
@@ -127,6 +135,13 @@ int run_submit(const SubmitOpts& o) {
     for (uint32_t id : cc->to_vector()) {
       Json one = *js;
       one["attributes"]["system"]["environment"]["LOOM_JOB_CC"] = std::to_string(id);
+      if (one["attributes"]["system"].contains("shell")) {
+        for (auto& [stream, spec] : one["attributes"]["system"]["shell"]["options"]["output"].items()) {
+          std::string path = spec["path"].get<std::string>();
+          for (size_t at; (at = path.find("{{cc}}")) != std::string::npos;) path.replace(at, 6, std::to_string(id));
+          spec["path"] = path;
+        }
+      }
       jobs.push_back(Json{{"jobspec", std::move(one)}, {"urgency", o.urgency}});
     }
   }
@@ -202,6 +217,10 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
                   "KEY starts with user. or system.)");
   sub->add_option("--env", o.env, "Set NAME=VALUE in the job's environment");
   sub->add_option("--env-remove", o.env_remove, "Remove NAME from the job's environment");
+  sub->add_option("--output", o.output,
+                  "Write the tasks' stdout (and stderr, without --error) to FILE; {{id}} is the job id, "
+                  "{{cc}} the --cc copy");
+  sub->add_option("--error", o.error, "Write the tasks' stderr to FILE ({{id}} and {{cc}} as for --output)");
   sub->add_option("command", o.command, "The command and its arguments")->required();
   sub->positionals_at_end(true);
 }

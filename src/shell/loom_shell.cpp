@@ -71,6 +71,9 @@ class Shell {
   std::vector<std::unique_ptr<Stream>> streams_;
   size_t open_streams_ = 0;
   Json pending_ = Json::array();  // output entries not yet sent
+  int out_fd_ = -1;               // --output file, else -1 (the output eventlog)
+  int err_fd_ = -1;               // --error file (or the --output one)
+  void open_output_files(const Json& sys, const std::string& id, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
 
@@ -84,8 +87,47 @@ class Shell {
 };
 
 void Shell::emit(const Stream& s, std::string_view data) {
+  int fd = std::string_view(s.name) == "stdout" ? out_fd_ : err_fd_;
+  if (fd >= 0) {
+    // To the file the job asked for (opened O_APPEND: shells of other
+    // ranks append to it too).
+    while (!data.empty()) {
+      ssize_t n = ::write(fd, data.data(), data.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        if (error_.empty()) error_ = std::string("cannot write output: ") + std::strerror(errno);
+        return;
+      }
+      data.remove_prefix(static_cast<size_t>(n));
+    }
+    return;
+  }
   pending_.push_back(output_entry(s.name, s.task_rank, data));
   flush();
+}
+
+// --output/--error of the job: attributes.system.shell.options.output.
+void Shell::open_output_files(const Json& sys, const std::string& id, const std::string& cwd) {
+  if (!sys.contains("shell") || !sys["shell"].is_object()) return;
+  const Json& opts = sys["shell"].value("options", Json::object());
+  if (!opts.is_object() || !opts.contains("output") || !opts["output"].is_object()) return;
+  auto open_one = [&](const char* stream) -> int {
+    const Json& o = opts["output"];
+    if (!o.contains(stream) || !o[stream].is_object() || o[stream].value("type", "") != "file") return -1;
+    std::string path = o[stream].value("path", "");
+    for (size_t at; (at = path.find("{{id}}")) != std::string::npos;) path.replace(at, 6, id);
+    if (!path.empty() && path[0] != '/' && !cwd.empty()) path = cwd + "/" + path;
+    int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+      std::string why = "loom-shell: cannot open " + path + ": " + std::strerror(errno) + "\n";
+      pending_.push_back(output_entry("stderr", -1, why));
+      flush();
+    }
+    return fd;
+  };
+  out_fd_ = open_one("stdout");
+  err_fd_ = open_one("stderr");
+  if (err_fd_ < 0 && out_fd_ >= 0 && !opts["output"].contains("stderr")) err_fd_ = out_fd_;
 }
 
 void Shell::flush() {
@@ -172,6 +214,7 @@ int Shell::run() {
     env = current_environment();
   }
   std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
+  open_output_files(sys, encode_f58(id), js->cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
   env.push_back("LOOM_JOB_SIZE=" + std::to_string(js->ntasks));
