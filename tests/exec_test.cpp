@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -254,6 +255,12 @@ TEST_F(Exec, OutputFilesWithIdAndCcTemplates) {
     EXPECT_EQ(lines, (std::multiset<std::string>{"cc " + cc + " task 0", "cc " + cc + " task 1", "err", "err"}));
   }
   std::filesystem::remove_all(dir);
+}
+
+TEST_F(Exec, ARealTimeLimitSendsSigalrm) {
+  auto r = loom({"run", "-t", "0.3s", "sleep", "100"});
+  EXPECT_EQ(r.code, 128 + SIGALRM) << show(r);
+  EXPECT_NE(r.err.find("timeout exception: resource allocation expired"), std::string::npos) << r.err;
 }
 
 TEST_F(Exec, ACommandThatCannotRunExits127) {
