@@ -430,6 +430,17 @@ TEST_F(Exec, KillReachesTheExecutionService) {
   EXPECT_NE(late.code, 0) << "an inactive job cannot be killed";
 }
 
+TEST_F(Exec, KillSendsOnlyTheSignalAndACancelStillTerminates) {
+  // The task ignores USR1: `loom job kill -s USR1` must not end the job, nor
+  // arm the SIGKILL that belongs to cancel; the cancel then ends it with SIGTERM.
+  std::string id = submit_job({"-N1", "sh", "-c", "trap '' USR1; exec sleep 300"});
+  wait_event(id, "start");
+  ASSERT_EQ(loom({"job", "kill", "-s", "USR1", id}).code, 0);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+  EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], SIGTERM);
+}
+
 TEST_F(Exec, RunExitsAsTheJobDid) {
   auto ok = loom({"run", "--setattr=exec.test.run_duration=0", "-N2", "true"});
   EXPECT_EQ(ok.code, 0) << show(ok);

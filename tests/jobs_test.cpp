@@ -403,6 +403,29 @@ TEST_F(Jobs, OrderlyStopEndsRunningJobsAndRestartKeepsPendingAndInactiveJobs) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(Jobs, RestartKeepsEveryInactiveJobUnderTheRetentionLimit) {
+  auto dir = std::filesystem::temp_directory_path() / ("loom-jobs-keep-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  start({"--state-dir", dir.string(), "--setconf", "job-manager.inactive-num-limit=3"});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    ids.push_back(submit_job({"--setattr=exec.test.run_duration=0", "true"}));
+    wait_event(ids.back(), "clean");
+  }
+  ASSERT_EQ(inst.stop(), 0);
+  Instance again;
+  ASSERT_TRUE(again.start(
+      4, {"--cores-per-rank=2", "--state-dir", dir.string(), "--setconf", "job-manager.inactive-num-limit=3"}));
+  auto ls = parse_json(again.loom({"jobs", "-a", "--json"}).out);
+  ASSERT_TRUE(ls.ok());
+  EXPECT_EQ(ls->size(), 3u) << "a restart must not count inactive jobs twice: " << *ls;
+  // And the queue is empty: drain answers.
+  auto drain = again.loom({"queue", "drain", "-t", "10"});
+  EXPECT_EQ(drain.code, 0) << show(drain);
+  ASSERT_EQ(again.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(Jobs, CorruptEventlogIsSetAsideAtRestart) {
   auto dir = std::filesystem::temp_directory_path() / ("loom-jobs-bad-" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);

@@ -23,6 +23,12 @@ namespace loom {
 
 namespace {
 constexpr const char* kService = "job-exec";
+
+// A wait status as a shell reports it: the exit code, or 128+N for signal N.
+int shell_code(int status) {
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 0;
+}
 constexpr double kHelloRetry = 1.0;
 }  // namespace
 
@@ -134,9 +140,17 @@ void JobExec::Impl::on_teardown(const Message& ev) {
   auto p = parse_json(ev.payload);
   std::string gone = p.ok() && p->is_object() ? p->value("service", "") : "";
   if (gone == kService) {
-    // The job manager gave up on us: our streams are void. It sends the
-    // jobs again (reattach) after the next hello.
+    // The job manager gave up on us: our streams are void (it sends the
+    // jobs again after the next hello). Nothing of them may keep running.
+    for (auto& [id, r] : runs_) {
+      if (r.real) kill_all(r, SIGKILL);
+    }
     runs_.clear();
+    if (stop_done_) {
+      auto done = std::move(stop_done_);
+      stop_done_ = nullptr;
+      done();
+    }
   }
   // Whoever was registered is gone: this instance falls back to us.
   hello();
@@ -195,7 +209,8 @@ void JobExec::Impl::start(const Message& m) {
   // run_duration: a duration string or a number of seconds; default the
   // time limit, else at once.
   double duration = js->duration;
-  if (test->contains("run_duration")) {
+  bool explicit_duration = test->contains("run_duration");
+  if (explicit_duration) {
     const Json& d = (*test)["run_duration"];
     Result<double> parsed = d.is_string()                           ? parse_fsd(d.get<std::string>())
                             : d.is_number() && d.get<double>() >= 0 ? Result<double>(d.get<double>())
@@ -228,8 +243,9 @@ void JobExec::Impl::start(const Message& m) {
     return end(jid, SIGKILL);
   }
   // A time limit ends the job before a longer run_duration would.
+  // (Without run_duration the job runs exactly its time limit: no timeout.)
   double limit = R->expiration > 0 ? std::max(0.0, R->expiration - h_.clock().wall()) : -1;
-  if (limit >= 0 && limit < duration) {
+  if (explicit_duration && limit >= 0 && limit < duration) {
     r.timer->arm(limit, [this, jid] {
       auto it = runs_.find(jid);
       if (it == runs_.end()) return;
@@ -291,7 +307,15 @@ void JobExec::Impl::kill(const Message& m) {
   if (!sig.ok()) return;
   auto it = runs_.find(static_cast<uint64_t>(*id));
   if (it == runs_.end() || !it->second.started) return;
-  if (it->second.real) return kill_all(it->second, static_cast<int>(*sig));
+  if (it->second.real) {
+    // Only the signal: escalation belongs to cancel, time limit and stop.
+    for (uint32_t rank : it->second.ranks) {
+      if (it->second.exited.count(rank) || !it->second.shells_started.count(rank)) continue;
+      h_.rpc("shell.kill", Json{{"id", it->first}, {"signal", *sig}}, RpcOptions{.nodeid = rank},
+             [](const Message&) {});
+    }
+    return;
+  }
   end(it->first, static_cast<int>(*sig));
 }
 
@@ -350,6 +374,10 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
       raise(r, "exec", "cannot create the job's namespace: " + error_text(created));
       return finish_real(id, "all");
     }
+    if (r.ranks.empty()) {
+      raise(r, "exec", "R has no ranks");
+      return finish_real(id, "all");
+    }
     for (uint32_t rank : r.ranks) {
       Json info{{"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
                 {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all}};
@@ -398,7 +426,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);
-      status = code > 128 ? code - 128 : code << 8;
+      status = code > 128 && code <= 128 + 64 ? code - 128 : code << 8;
     }
     shell_exited(r, rank, status);
     // With an epilog, the rank is free once it is done.
@@ -434,8 +462,12 @@ void JobExec::Impl::send_finish(Run& r) {
   r.finish_sent = true;
   r.timer->cancel();
   r.kill_timer->cancel();
+  // The worst as a shell ranks them: a task killed by a signal (128+N)
+  // above any exit code up to 128.
   int worst = 0;
-  for (auto& [rank, st] : r.exited) worst = std::max(worst, st);
+  for (auto& [rank, st] : r.exited) {
+    if (shell_code(st) > shell_code(worst)) worst = st;
+  }
   respond(r.req, r.id, "finish", Json{{"status", worst}});
 }
 
@@ -509,6 +541,9 @@ void JobExec::Impl::stop(std::function<void()> done) {
     if (it == runs_.end()) continue;
     Run& r = it->second;
     if (r.real) {
+      // A job whose tasks are all done (epilogs or the link still going)
+      // has its result: it only has to be let go.
+      if (r.finish_sent) continue;
       raise(r, "exec", "the instance is shutting down");
       kill_all(r, SIGTERM);
     } else {

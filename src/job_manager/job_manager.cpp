@@ -383,7 +383,10 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
     spdlog::info("job-manager: loaded {} jobs ({} active), {} set aside", jobs_.size(), active, bad_.size());
   }
   loaded_ = true;
-  for (auto& [id, j] : jobs_) advance(j);
+  // Inactive jobs are done: only active ones have anything to do.
+  for (auto& [id, j] : jobs_) {
+    if (is_active(j.rec.state)) advance(j);
+  }
   auto waiting = std::move(waiting_for_load_);
   waiting_for_load_.clear();
   for (auto& m : waiting) h_.dispatch(std::move(m));
@@ -829,7 +832,10 @@ void JobManager::Impl::on_start_response(const Message& m) {
     IdSet outside = ranks.subtract(j.R.rank_set());
     if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
     IdSet fresh = ranks.subtract(j.rec.released);
-    if (!post(j, "release", Json{{"ranks", *ranks_text}, {"final", *final}})) {
+    // A non-final "all" is logged as the ranks it means, so that they count
+    // as released (and are not freed a second time later).
+    std::string logged = *ranks_text == "all" && !*final ? ranks.encode() : *ranks_text;
+    if (!post(j, "release", Json{{"ranks", logged}, {"final", *final}})) {
       return exec_violation(j, *final && j.rec.state == JobState::kRun
                                    ? "final release before finish or a fatal exception"
                                    : "release is out of order");

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
@@ -93,7 +94,10 @@ void ShellLauncher::Impl::launch(const Message& m) {
     auto it = shells_.find(jid);
     if (it == shells_.end()) return;
     Message req = it->second.req;
+    pid_t group = it->second.pid;
     shells_.erase(it);
+    // Nothing of the job may outlive its shell on this rank.
+    ::kill(-group, SIGKILL);
     bool epilog = !cfg_.epilog.empty();
     h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
     if (!epilog) return h_.respond_error(req, ENODATA, "");
@@ -101,6 +105,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   });
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
+    ::waitpid(*pid, nullptr, 0);
     shells_.erase(jid);
     return h_.respond_error(m, watch.error().code, "cannot watch the job shell: " + watch.error().text);
   }
@@ -134,6 +139,7 @@ void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Jso
   });
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
+    ::waitpid(*pid, nullptr, 0);
     epilogs_.erase(jid);
     return done(SIGKILL, false);
   }
@@ -157,9 +163,11 @@ void ShellLauncher::Impl::kill(const Message& m) {
   if (!sig.ok()) return h_.respond_error(m, sig.error());
   auto it = shells_.find(static_cast<uint64_t>(*id));
   if (it == shells_.end()) return h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(*id) + " here");
-  // The shell forwards a signal to its tasks; SIGKILL cannot be forwarded,
-  // so it goes to the whole process group (shell and tasks).
-  pid_t target = *sig == SIGKILL ? -it->second.pid : it->second.pid;
+  // The shell forwards these signals to its tasks; any other goes to the
+  // whole process group (shell and tasks), as SIGKILL must.
+  int s = static_cast<int>(*sig);
+  bool forwarded = s == SIGTERM || s == SIGINT || s == SIGHUP || s == SIGALRM || s == SIGUSR1 || s == SIGUSR2;
+  pid_t target = forwarded ? it->second.pid : -it->second.pid;
   if (::kill(target, static_cast<int>(*sig)) != 0 && errno != ESRCH) {
     return h_.respond_error(m, errno, std::string("kill: ") + std::strerror(errno));
   }

@@ -295,10 +295,14 @@ int Shell::run() {
     }
   }
   if (!error_.empty()) std::fprintf(stderr, "loom-shell: %s\n", error_.c_str());
+  // Exit as a shell would for the worst task: 128+N for a task killed by
+  // signal N ranks above any exit code up to 128.
   int worst = 0;
-  for (const auto& t : tasks_) worst = std::max(worst, t.status);
-  if (WIFSIGNALED(worst)) return 128 + WTERMSIG(worst);
-  return WIFEXITED(worst) ? WEXITSTATUS(worst) : 1;
+  for (const auto& t : tasks_) {
+    int code = WIFSIGNALED(t.status) ? 128 + WTERMSIG(t.status) : WIFEXITED(t.status) ? WEXITSTATUS(t.status) : 1;
+    worst = std::max(worst, code);
+  }
+  return worst;
 }
 
 }  // namespace

@@ -35,6 +35,8 @@ Result<pid_t> spawn(const SpawnSpec& spec) {
   }
   if (spec.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, spec.stdout_fd, 1);
   if (spec.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, spec.stderr_fd, 2);
+  // Nothing of ours but 0-2 (the broker's sockets, other jobs' pipes).
+  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
   sigset_t all, none;
   sigfillset(&all);
