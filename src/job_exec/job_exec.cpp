@@ -47,6 +47,7 @@ struct JobExec::Impl {
     uint32_t userid = 0;
     std::string all;  // R's ranks as an idset
     bool finish_sent = false;
+    uint64_t serial = 0;                // tells this run from an earlier one of the same job
     std::map<uint32_t, int> exited;     // rank → the shell's status as a wait status
     std::set<uint32_t> shells_started;  // ranks whose shell runs
     std::set<uint32_t> released;        // ranks released so far
@@ -61,6 +62,12 @@ struct JobExec::Impl {
   Handle& h_;
   JobExecConfig cfg_;
   std::map<uint64_t, Run> runs_;
+  uint64_t next_serial_ = 1;
+  // The run of job `id` that `serial` belongs to, if it is still the current one.
+  Run* current(uint64_t id, uint64_t serial) {
+    auto it = runs_.find(id);
+    return it != runs_.end() && it->second.serial == serial ? &it->second : nullptr;
+  }
   bool stopping_ = false;
   std::function<void()> stop_done_;
   void erase_run(std::map<uint64_t, Run>::iterator it) {
@@ -364,12 +371,14 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
   for (uint32_t rank : r.ranks) all += (all.empty() ? "" : ",") + std::to_string(rank);
   r.all = IdSet::parse(all).value().encode();
   // The namespace is the job user's: the shells write its output there.
+  r.serial = next_serial_++;
+  uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
-  auto go = [this, alive, id, jobspec, R](const Message& created) {
+  auto go = [this, alive, id, serial, jobspec, R](const Message& created) {
     if (alive.expired()) return;
-    auto it = runs_.find(id);
-    if (it == runs_.end()) return;
-    Run& r = it->second;
+    Run* rp = current(id, serial);
+    if (!rp) return;
+    Run& r = *rp;
     if (created.errnum && created.errnum != EEXIST) {
       raise(r, "exec", "cannot create the job's namespace: " + error_text(created));
       return finish_real(id, "all");
@@ -385,8 +394,10 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
       opts.nodeid = rank;
       opts.streaming = true;
       h_.rpc("shell.launch", Json{{"id", id}, {"info", std::move(info)}}, opts,
-             [this, alive, id, rank](const Message& m) {
-               if (!alive.expired()) on_shell(id, rank, m);
+             [this, alive, id, serial, rank](const Message& m) {
+               // Answers from the shells of a run that is gone (torn down
+               // and started again) are not this run's.
+               if (!alive.expired() && current(id, serial)) on_shell(id, rank, m);
              });
     }
   };
@@ -493,11 +504,11 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   r.kill_timer->cancel();
   send_finish(r);
   auto alive = std::weak_ptr<int>(alive_);
+  uint64_t serial = r.serial;
   h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", "job." + std::to_string(id) + ".guest"}}, {},
-         [this, alive, id, rest](const Message& linked) {
-           if (alive.expired()) return;
+         [this, alive, id, serial, rest](const Message& linked) {
+           if (alive.expired() || !current(id, serial)) return;
            auto it = runs_.find(id);
-           if (it == runs_.end()) return;
            if (linked.errnum && linked.errnum != ENOENT) {
              spdlog::warn("job-exec: job {}: cannot link its namespace: {}", id, error_text(linked));
            }
