@@ -627,6 +627,7 @@ void Sched::pass() {
       start(key.id, std::move(*fit));
     }
   }
+  commit_starts();
 }
 
 void Sched::start(uint64_t id, ResourceSet r) {
@@ -643,20 +644,33 @@ void Sched::start(uint64_t id, ResourceSet r) {
     h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "internal scheduler error: " + st.error().text}});
     return;
   }
-  Json R = r.to_json();
-  std::string key = "job." + std::to_string(id) + ".R";
-  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", key}, {"value", dump_json(R)}}})}};
+  // The R of every job started in this pass goes to the KVS in one commit.
+  starting_.push_back(Starting{req, id, r.to_json()});
+}
+
+void Sched::commit_starts() {
+  if (starting_.empty()) return;
+  auto batch = std::make_shared<std::vector<Starting>>(std::move(starting_));
+  starting_.clear();
+  Json ops = Json::array();
+  for (const auto& s : *batch) {
+    ops.push_back(Json{{"op", "put"}, {"key", "job." + std::to_string(s.id) + ".R"}, {"value", dump_json(s.R)}});
+  }
   auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc("kvs.commit", commit, {}, [this, alive, req, id, R, key](const Message& resp) {
+  h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [this, alive, batch](const Message& resp) {
     if (alive.expired()) return;
-    if (resp.errnum) {
-      spdlog::error("sched: job {}: cannot write {}: {}", id, key, error_text(resp));
-      (void)pool_.free_all(id);
-      h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "cannot write " + key + ": " + error_text(resp)}});
-      request_pass();
-      return;
+    for (const auto& s : *batch) {
+      if (resp.errnum) {
+        spdlog::error("sched: job {}: cannot write its R: {}", s.id, error_text(resp));
+        (void)pool_.free_all(s.id);
+        h_.respond(s.req, Json{{"id", s.id},
+                               {"type", kDeny},
+                               {"note", "cannot write job." + std::to_string(s.id) + ".R: " + error_text(resp)}});
+      } else {
+        h_.respond(s.req, Json{{"id", s.id}, {"type", kSuccess}, {"R", s.R}});
+      }
     }
-    h_.respond(req, Json{{"id", id}, {"type", kSuccess}, {"R", R}});
+    if (resp.errnum) request_pass();
   });
 }
 

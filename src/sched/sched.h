@@ -127,7 +127,15 @@ class Sched {
   ResourcePool pool_;
   bool ready_ = false;
   bool pass_posted_ = false;
-  std::optional<uint64_t> estimate_holder_;  // the pending job whose annotation has a t_estimate
+  std::optional<uint64_t> estimate_holder_;
+  // Jobs started in this pass, answered once their R is stored.
+  struct Starting {
+    Message req;
+    uint64_t id;
+    Json R;
+  };
+  std::vector<Starting> starting_;
+  void commit_starts();  // the pending job whose annotation has a t_estimate
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
   std::set<QueueKey> queue_;
