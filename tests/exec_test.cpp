@@ -502,6 +502,31 @@ TEST_F(ExecEpilog, EachRankIsReleasedWhenItsEpilogIsDoneAndTheNextJobStartsMeanw
   EXPECT_EQ(line, a + " 0-3");
 }
 
+// [exec] epilog as a TOML list: the command and its arguments, no shell.
+TEST(ExecConfig, EpilogAsAListRunsWithoutAShell) {
+  char tmpl[] = "/tmp/loom-epilog-list-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::ofstream(dir + "/loom.toml") << "[exec]\nepilog = [\"/bin/sh\", \"-c\", \"echo $LOOM_RANK >> " << dir
+                                    << "/ran\", \"ignored\"]\nepilog-timeout = 30\n";
+  {
+    Instance inst;
+    ASSERT_TRUE(inst.start(2, {"--config", dir + "/loom.toml"}));
+    auto r = inst.loom({"run", "-N2", "true"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    ASSERT_EQ(inst.stop(), 0);
+  }
+  std::ifstream in(dir + "/ran");
+  std::multiset<std::string> ranks;
+  for (std::string line; std::getline(in, line);) ranks.insert(line);
+  EXPECT_EQ(ranks, (std::multiset<std::string>{"0", "1"}));
+  std::ofstream(dir + "/bad.toml") << "[exec]\nepilog = [1, 2]\n";
+  auto bad = run_cmd({bin("loom"), "start", "--config", dir + "/bad.toml", "--", "true"});
+  EXPECT_NE(bad.code, 0);
+  EXPECT_NE(bad.err.find("exec.epilog"), std::string::npos) << bad.err;
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(ExecEpilog, AFailedEpilogDrainsItsRankAndTheJobStillCompletes) {
   std::string a = submit_job({"--urgency=0", "-N2", "true"});
   std::ofstream(dir + "/fail." + a) << "";

@@ -91,6 +91,13 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
       } else if (key == "resource.gpus-per-rank") {
         o.gpus_per_rank = config_count(key, value, 1u << 16);
       } else if (key == "exec.epilog") {
+        // A shell command, or a JSON list of a command and its arguments.
+        if (value.starts_with("[")) {
+          auto list = parse_json(value);
+          bool ok = list.ok() && list->is_array() && !list->empty();
+          for (const auto& e : ok ? *list : Json::array()) ok = ok && e.is_string();
+          if (!ok) return Error{EINVAL, "exec.epilog must be a command or a non-empty list of strings"};
+        }
         o.every_rank_args.push_back("--exec-epilog=" + value);
       } else if (key == "exec.epilog-timeout" || key == "exec.kill-timeout") {
         double t = std::stod(value);
@@ -138,8 +145,16 @@ Result<std::vector<std::string>> read_config_file(const std::string& path) {
           value = os.str();
         } else if (v.is_boolean()) {
           value = v.as_boolean() ? "true" : "false";
+        } else if (v.is_array()) {
+          // A list of strings (a command and its arguments) as JSON text.
+          Json list = Json::array();
+          for (const auto& e : v.as_array()) {
+            if (!e.is_string()) return Error{EINVAL, path + ": " + table + "." + k + " must be a list of strings"};
+            list.push_back(e.as_string().str);
+          }
+          value = dump_json(list);
         } else {
-          return Error{EINVAL, path + ": " + table + "." + k + " must be a string, a number or a boolean"};
+          return Error{EINVAL, path + ": " + table + "." + k + " must be a string, a number, a boolean or a list"};
         }
         out.push_back(table + "." + k + "=" + value);
       }

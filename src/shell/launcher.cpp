@@ -116,6 +116,12 @@ void ShellLauncher::Impl::launch(const Message& m) {
 void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Json& info) {
   SpawnSpec spec;
   spec.argv = {"/bin/sh", "-c", cfg_.epilog};
+  // A JSON list is the command and its arguments, run without a shell.
+  if (auto list = cfg_.epilog.starts_with("[") ? parse_json(cfg_.epilog) : Result<Json>(Error{});
+      list.ok() && list->is_array() && !list->empty()) {
+    spec.argv.clear();
+    for (const auto& a : *list) spec.argv.push_back(a.is_string() ? a.get<std::string>() : dump_json(a));
+  }
   spec.env = current_environment();
   spec.env.push_back("LOOM_JOB_ID=" + encode_f58(JobId{jid}));
   spec.env.push_back("LOOM_JOB_USERID=" + std::to_string(info.value("userid", 0)));
