@@ -578,5 +578,36 @@ TEST_F(ExecLost, ALostRankFailsItsJobsAndTheOtherRanksAreReleased) {
   }
 }
 
+// Processes SIGKILL cannot end: rank 3's broker is stopped (SIGSTOP), so
+// nothing there answers the kills and its shell never reports an exit.
+class ExecUnkillable : public Exec {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.kill-timeout=0.3"}));
+  }
+};
+
+TEST_F(ExecUnkillable, RanksThatCannotBeKilledAreDrainedAndTheJobCompletes) {
+  std::string id = submit_job({"-N4", "sleep", "303." + std::to_string(::getpid())});
+  wait_event(id, "start");
+  std::string why;
+  auto pid = inst.broker_pid(3, &why);
+  ASSERT_TRUE(pid) << why;
+  ASSERT_EQ(::kill(*pid, SIGSTOP), 0);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+  ::kill(*pid, SIGCONT);
+  auto log = eventlog(id);
+  auto ex = named(log, "exception");
+  ASSERT_EQ(ex.size(), 2u) << "cancel, then unkillable";
+  EXPECT_EQ(ex[1]["context"]["note"], "ranks 3: unkillable processes");
+  // Ranks 0-2 ended on SIGTERM (128+15 ranks above 128+9 for rank 3).
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], SIGTERM);
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "3") << res;
+  EXPECT_NE(res["drain"][0]["reason"].get<std::string>().find("unkillable processes"), std::string::npos) << res;
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+}
+
 }  // namespace
 }  // namespace loom::test

@@ -47,6 +47,7 @@ struct JobExec::Impl {
     uint32_t userid = 0;
     std::string all;  // R's ranks as an idset
     bool finish_sent = false;
+    bool sigkill_sent = false;
     uint64_t serial = 0;                // tells this run from an earlier one of the same job
     std::map<uint32_t, int> exited;     // rank → the shell's status as a wait status
     std::set<uint32_t> shells_started;  // ranks whose shell runs
@@ -108,6 +109,7 @@ struct JobExec::Impl {
   void send_finish(Run& r);
   void rank_free(Run& r, uint32_t rank);
   void kill_all(Run& r, int sig);
+  void give_up(uint64_t id);
   void raise(Run& r, const std::string& type, const std::string& note);
   void finish_real(uint64_t id, std::string rest);
 };
@@ -530,9 +532,39 @@ void JobExec::Impl::kill_all(Run& r, int sig) {
       if (it != runs_.end()) kill_all(it->second, SIGKILL);
     });
   }
+  if (sig == SIGKILL && !r.sigkill_sent) {
+    // What SIGKILL does not end within the kill timeout cannot be killed.
+    r.sigkill_sent = true;
+    r.kill_timer->arm(cfg_.kill_timeout, [this, id] { give_up(id); });
+  }
   for (uint32_t rank : r.ranks) {
     if (r.exited.count(rank) || !r.shells_started.count(rank)) continue;
     h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+  }
+}
+
+// Ranks whose shell outlived SIGKILL by the kill timeout: they are drained
+// ("unkillable processes") and released, so the job still completes.
+void JobExec::Impl::give_up(uint64_t id) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  std::vector<uint32_t> stuck;
+  for (uint32_t rank : it->second.ranks) {
+    if (!it->second.exited.count(rank)) stuck.push_back(rank);
+  }
+  if (stuck.empty()) return;
+  IdSet ranks;
+  for (uint32_t rank : stuck) ranks.insert(rank);
+  std::string why = "unkillable processes (job " + encode_f58(JobId{id}) + ")";
+  spdlog::error("job-exec: job {}: ranks {}: {}; draining them", id, ranks.encode(), why);
+  h_.rpc("sched.drain", Json{{"ranks", ranks.encode()}, {"reason", why}}, {}, [](const Message&) {});
+  respond(it->second.req, id, "exception",
+          Json{{"severity", 1}, {"type", "exec"}, {"note", "ranks " + ranks.encode() + ": unkillable processes"}});
+  for (uint32_t rank : stuck) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    shell_exited(cur->second, rank, SIGKILL);
+    rank_free(cur->second, rank);
   }
 }
 
