@@ -228,12 +228,18 @@ TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
 }
 
 TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
-  std::string marker = "301." + std::to_string(::getpid());
-  std::string id = submit_job({"-N2", "sleep", marker});
-  wait_event(id, "start");
-  EXPECT_EQ(processes_running(marker), 2) << "the tasks run";
+  // `start` means the shells run; a task says when it runs by writing a
+  // line. The task's shell carries `marker` in its argv, its sleep `nap`.
+  std::string marker = "marker." + std::to_string(::getpid());
+  std::string nap = "301." + std::to_string(::getpid());
+  std::string id = submit_job({"-N1", "sh", "-c", "echo up; sleep " + nap + " >/dev/null 2>&1; true", marker});
+  auto up = loom(
+      {"kvs", "--namespace", "job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "output", "data"});
+  ASSERT_EQ(up.code, 0) << show(up);
+  EXPECT_EQ(processes_running(marker), 1) << "the task runs";
   ASSERT_EQ(inst.stop(), 0);
-  EXPECT_EQ(processes_running(marker), 0) << "the stop killed the tasks";
+  EXPECT_EQ(processes_running(marker), 0) << "the stop killed the task";
+  EXPECT_EQ(processes_running(nap), 0) << "and what it started";
 }
 
 TEST_F(Exec, OutputFilesWithIdAndCcTemplates) {
@@ -433,8 +439,11 @@ TEST_F(Exec, KillReachesTheExecutionService) {
 TEST_F(Exec, KillSendsOnlyTheSignalAndACancelStillTerminates) {
   // The task ignores USR1: `loom job kill -s USR1` must not end the job, nor
   // arm the SIGKILL that belongs to cancel; the cancel then ends it with SIGTERM.
-  std::string id = submit_job({"-N1", "sh", "-c", "trap '' USR1; exec sleep 300"});
-  wait_event(id, "start");
+  std::string id = submit_job({"-N1", "sh", "-c", "trap '' USR1; echo ready; exec sleep 300"});
+  // `start` means the shell runs; the task says when it ignores USR1.
+  auto ready = loom(
+      {"kvs", "--namespace", "job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "output", "data"});
+  ASSERT_EQ(ready.code, 0) << show(ready);
   ASSERT_EQ(loom({"job", "kill", "-s", "USR1", id}).code, 0);
   ASSERT_EQ(loom({"cancel", id}).code, 0);
   wait_event(id, "clean");
