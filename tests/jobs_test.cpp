@@ -1,7 +1,8 @@
 // The job manager and the scheduler end to end (DESIGN §4, §5, §8, §10):
 // real `loom start` instances with 4 ranks of 2 cores each, driven through
-// the `loom` command line as users drive them. No execution service is
-// registered, so jobs stay in RUN after `alloc`, which is correct.
+// the `loom` command line as users drive them. Jobs run in test execution
+// mode waiting for an override that never comes (submit() below), so each
+// holds what it was given until it is cancelled.
 //
 // Waiting is always on events (`loom job wait-event`). To check that the
 // scheduler has *not* started a job, tests call settle(): a
