@@ -1,0 +1,166 @@
+// The job manager and the execution service (docs/protocols/exec.md; impl.h).
+#include "job_manager/impl.h"
+
+namespace loom {
+
+// ---------------------------------------------------------------- execution
+
+void JobManager::Impl::exec_hello(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto name = get_string(*p, "service");
+  if (!name.ok()) return h_.respond_error(m, name.error());
+  if (name->empty() || name->find_first_of(". \t\n") != std::string::npos) {
+    return h_.respond_error(m, EINVAL, "service must be a name without dots or spaces");
+  }
+  if (!exec_service_.empty()) {
+    std::vector<std::string> busy;
+    for (auto& [id, j] : jobs_) {
+      if (j.start_sent) busy.push_back(encode_f58(id));
+    }
+    if (!busy.empty()) {
+      std::string list;
+      for (size_t i = 0; i < busy.size() && i < 5; ++i) list += (i ? ", " : "") + busy[i];
+      if (busy.size() > 5) list += " and " + std::to_string(busy.size() - 5) + " more";
+      return h_.respond_error(m, EBUSY, "the execution service " + exec_service_ + " is running jobs (" + list + ")");
+    }
+  }
+  exec_service_ = *name;
+  exec_sender_ = m.sender();
+  std::string topic = exec_service_ + ".start";
+  if (exec_topics_.insert(topic).second) {
+    h_.on_response(topic, [this](const Message& r) { on_start_response(r); });
+  }
+  spdlog::info("job-manager: execution service {} registered", exec_service_);
+  h_.respond(m, Json::object());
+  for (auto& [id, j] : jobs_) {
+    if (j.rec.state == JobState::kRun || (j.rec.state == JobState::kCleanup && j.rec.started && !j.rec.released_all)) {
+      send_start(j);
+    }
+  }
+}
+
+void JobManager::Impl::send_start(Job& j) {
+  if (exec_service_.empty() || j.start_sent || j.rec.released_all) return;
+  j.start_sent = true;
+  Json req{{"id", j.id.value()}, {"userid", j.rec.userid}, {"R", j.R.to_json()}, {"reattach", j.rec.started}};
+  // The jobspec is spliced in as the text it is kept as.
+  std::string payload = dump_json(req);
+  payload.pop_back();
+  payload += ",\"jobspec\":";
+  payload += j.jobspec;
+  payload += '}';
+  h_.send_matchless(exec_service_ + ".start", std::move(payload));
+}
+
+void JobManager::Impl::exec_teardown(const std::string& why) {
+  if (exec_service_.empty()) return;
+  spdlog::warn("job-manager: execution service {} is gone ({}); jobs wait in RUN for the next hello", exec_service_,
+               why);
+  std::string gone = exec_service_;
+  exec_service_.clear();
+  exec_sender_ = HopId{};
+  std::vector<Job*> waiting;
+  for (auto& [id, j] : jobs_) {
+    if (j.start_sent) waiting.push_back(&j);
+    j.start_sent = false;
+  }
+  h_.publish("job-manager.exec-teardown", dump_json(Json{{"service", gone}, {"reason", why}}));
+  // A job cancelled before its shells started has nothing left to wait for.
+  for (Job* j : waiting) advance(*j);
+  check_quiesce();
+}
+
+void JobManager::Impl::on_disconnect(const Message& m) {
+  if (!exec_service_.empty() && m.sender() == exec_sender_) exec_teardown("its client disconnected");
+}
+
+// A response the job's eventlog cannot take: the job gets a fatal exception
+// naming it, and everything it still holds goes back, so it cannot hang.
+void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
+  spdlog::error("job-manager: job {}: execution service {}: {}", encode_f58(j.id), exec_service_, why);
+  j.start_sent = false;
+  if (!j.rec.fatal_exception && is_active(j.rec.state)) {
+    (void)post(j, "exception", Json{{"type", "exec"}, {"severity", 0}, {"note", "execution protocol: " + why}});
+  }
+  if (j.rec.allocated && !j.rec.released_all && is_active(j.rec.state)) {
+    IdSet rest = j.R.rank_set().subtract(j.rec.released);
+    if (post(j, "release", Json{{"ranks", rest.encode()}, {"final", true}})) send_free(j, j.R.subset(rest), false);
+  }
+  advance(j);
+  check_quiesce();
+}
+
+void JobManager::Impl::on_start_response(const Message& m) {
+  if (exec_service_.empty() || m.topic != exec_service_ + ".start") return;  // not from the registered service
+  if (m.errnum) return exec_teardown(m.topic + ": " + error_text(m));
+  auto p = payload_object(m);
+  Result<int64_t> idv = p.ok() ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(p.error());
+  if (!idv.ok()) {
+    spdlog::warn("job-manager: ignoring a malformed {} response: {}", m.topic, idv.error().text);
+    return;
+  }
+  auto it = jobs_.find(JobId{static_cast<uint64_t>(*idv)});
+  if (it == jobs_.end() || !it->second.start_sent) {
+    spdlog::warn("job-manager: ignoring a {} response for job {}, which has no start outstanding", m.topic, *idv);
+    return;
+  }
+  Job& j = it->second;
+  auto type = get_string(*p, "type");
+  if (!type.ok()) return exec_violation(j, "response without a type");
+  Json data = p->contains("data") && (*p)["data"].is_object() ? (*p)["data"] : Json::object();
+  if (*type == "start") {
+    if (!post(j, "start")) return exec_violation(j, "start is out of order");
+  } else if (*type == "reattached") {
+    if (!j.rec.started) return exec_violation(j, "reattached for a job that never started");
+  } else if (*type == "exception") {
+    int64_t zero = 0;
+    auto sev = get_int(data, "severity", 0, 7, &zero);
+    auto etype = get_string(data, "type", "exec");
+    auto note = get_string(data, "note", "");
+    if (!sev.ok() || !etype.ok() || !note.ok() || etype->empty()) return exec_violation(j, "malformed exception");
+    if (!post(j, "exception", Json{{"type", *etype}, {"severity", *sev}, {"note", *note}})) {
+      return exec_violation(j, "exception is out of order");
+    }
+  } else if (*type == "finish") {
+    auto status = get_int(data, "status", 0, INT32_MAX);
+    if (!status.ok()) return exec_violation(j, "finish: " + status.error().text);
+    if (!post(j, "finish", Json{{"status", *status}})) return exec_violation(j, "finish is out of order");
+  } else if (*type == "release") {
+    auto ranks_text = get_string(data, "ranks");
+    auto final = get_bool(data, "final", false);
+    if (!ranks_text.ok() || !final.ok()) return exec_violation(j, "release needs ranks and final");
+    IdSet ranks;
+    if (*ranks_text == "all") {
+      ranks = j.R.rank_set();
+    } else {
+      auto parsed = IdSet::parse(*ranks_text);
+      if (!parsed.ok()) return exec_violation(j, "release: " + parsed.error().text);
+      ranks = *parsed;
+    }
+    IdSet outside = ranks.subtract(j.R.rank_set());
+    if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
+    IdSet fresh = ranks.subtract(j.rec.released);
+    // A non-final "all" is logged as the ranks it means, so that they count
+    // as released (and are not freed a second time later).
+    std::string logged = *ranks_text == "all" && !*final ? ranks.encode() : *ranks_text;
+    if (!post(j, "release", Json{{"ranks", logged}, {"final", *final}})) {
+      return exec_violation(j, *final && j.rec.state == JobState::kRun
+                                   ? "final release before finish or a fatal exception"
+                                   : "release is out of order");
+    }
+    // Every release goes back to the scheduler at once; the free event's
+    // final sched.free then carries nothing more.
+    if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
+    if (*final) {
+      j.start_sent = false;
+      advance(j);
+      return check_quiesce();
+    }
+  } else {
+    return exec_violation(j, "unknown response type \"" + *type + "\"");
+  }
+  advance(j);
+}
+
+}  // namespace loom

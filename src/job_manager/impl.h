@@ -1,0 +1,223 @@
+// The job manager's state and its parts (job_manager.h), shared by the
+// files that implement it, one concern each:
+//   job_manager.cpp  setup (loading and replaying every job), events
+//                    (post, the state machine, commits) and the public face
+//   scheduling.cpp   the scheduler protocol (RFC 27): alloc, free, hello
+//   execution.cpp    the execution protocol (docs/protocols/exec.md)
+//   requests.cpp     the job-manager.* requests of users and the owner
+//   info.cpp         the job-info.* service
+// Only these files include it.
+#pragma once
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <array>
+#include <asio/io_context.hpp>
+#include <asio/post.hpp>
+#include <cerrno>
+#include <cmath>
+#include <deque>
+#include <functional>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "base/clock.h"
+#include "base/fluid.h"
+#include "eventlog/eventlog.h"
+#include "job_manager/job.h"
+#include "job_manager/job_manager.h"
+#include "jobspec/jobspec.h"
+#include "msg/handle.h"
+#include "msg/payload.h"
+#include "rset/rset.h"
+
+namespace loom {
+
+inline constexpr uint32_t kPriorityMax = 4294967295U;
+inline constexpr size_t kMaxBatch = 100000;
+
+// The priority of a job with `urgency`: held jobs get 0 and are never
+// offered to the scheduler, expedited ones the highest value; otherwise
+// the urgency itself, so that the scheduler's tie-break (older first)
+// keeps submit order among equals.
+inline int64_t priority_of(uint32_t urgency) {
+  if (urgency == kUrgencyHold) return 0;
+  if (urgency == kUrgencyExpedite) return kPriorityMax;
+  return urgency;
+}
+
+inline std::string job_key(JobId id, const char* leaf) { return "job." + std::to_string(id.value()) + "." + leaf; }
+
+// "COMPLETED", "FAILED", "CANCELED", "TIMEOUT" for an inactive job.
+inline std::string result_of(const JobRecord& r) {
+  if (r.state != JobState::kInactive) return "";
+  if (r.fatal_exception) {
+    if (r.exception_type == "cancel") return "CANCELED";
+    if (r.exception_type == "timeout") return "TIMEOUT";
+    return "FAILED";
+  }
+  return r.finished && r.finish_status == 0 ? "COMPLETED" : "FAILED";
+}
+
+// A job id in a payload: a number, or a string in any accepted form.
+inline Result<JobId> get_jobid(const Json& j, const char* k = "id") {
+  auto it = j.find(k);
+  if (it == j.end()) return Error{EPROTO, std::string("missing \"") + k + "\""};
+  if (it->is_number_unsigned()) return JobId{it->get<uint64_t>()};
+  if (it->is_string()) return parse_jobid(it->get<std::string>());
+  return Error{EPROTO, std::string("\"") + k + "\" must be a job id"};
+}
+
+struct JobManager::Impl {
+  struct Job {
+    JobId id;
+    JobRecord rec;
+    std::string jobspec;  // its JSON text, while active (a tree costs ten times more)
+    ResourceSet R;        // while active and allocated
+    // Kept for listings after the job is inactive.
+    std::string name;
+    uint32_t ntasks = 0;
+    uint32_t nnodes = 0;  // from R once allocated, else from the jobspec (0: not asked)
+    double duration = 0;
+    std::string ranks;
+    std::string nodelist;
+    Json annotations;  // from the scheduler, while pending
+    // Side effects in flight.
+    bool alloc_pending = false;  // sched.alloc sent, no final answer yet
+    bool cancel_sent = false;    // sched.cancel sent for that alloc
+    bool start_sent = false;     // a start is outstanding to the execution service
+    std::vector<Message> waiters;
+  };
+  struct EventlogWatch {
+    Message req;
+    JobId id;
+    LineSplitter lines;
+  };
+  struct BadJob {
+    std::string name;
+    std::string error;
+  };
+
+  Impl(asio::io_context& io, Handle& h, JobManagerConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
+
+  asio::io_context& io_;
+  Handle& h_;
+  JobManagerConfig cfg_;
+  std::map<JobId, Job> jobs_;         // ordered by id, i.e. by submit time
+  std::deque<JobId> inactive_order_;  // for the retention limit
+  static constexpr size_t kTrimAfterJobs = 1000;
+  static constexpr double kTrimDelay = 0.5;
+  size_t ended_since_trim_ = 0;
+  std::unique_ptr<Timer> trim_timer_;
+  std::vector<BadJob> bad_;
+  std::unique_ptr<FluidGenerator> fluid_;
+  bool loaded_ = false;
+  std::vector<Message> waiting_for_load_;
+
+  // Queue control.
+  bool submit_enabled_ = true;
+  std::string submit_reason_;
+  bool sched_started_ = true;
+  std::string sched_reason_;
+  std::vector<Message> drain_waiters_;
+
+  // The scheduler: connected after a hello, ready after sched-ready.
+  bool sched_connected_ = false;
+  bool sched_ready_ = false;
+  bool sched_limited_ = false;
+  uint32_t sched_limit_ = 0;
+  uint32_t allocs_outstanding_ = 0;
+
+  // Events waiting for the next KVS commit.
+  Json pending_ops_ = Json::array();
+  std::vector<std::function<void(const Error*)>> after_commit_;
+  bool flush_posted_ = false;
+
+  std::unordered_map<uint32_t, EventlogWatch> eventlog_watches_;  // by our kvs.watch matchtag
+
+  // The registered execution service (DESIGN §6): its name ("" when none)
+  // and the client that said hello for it.
+  std::string exec_service_;
+  HopId exec_sender_{};
+  std::set<std::string> exec_topics_;  // NAME.start topics we listen on
+  std::function<void()> quiesce_done_;
+  bool stopping_ = false;  // the instance is stopping: no new allocations
+  void check_quiesce() {
+    if (!quiesce_done_) return;
+    for (auto& [id, j] : jobs_) {
+      if (j.start_sent) return;
+    }
+    after_commit([done = std::move(quiesce_done_)](const Error*) { done(); });
+    quiesce_done_ = nullptr;
+  }
+
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+
+  // --- setup ---
+  void install();
+  void load();
+  void load_jobs(const std::vector<std::string>& names);
+  void finish_load(std::map<std::string, std::array<std::string, 3>> texts);
+
+  // --- events ---
+  Status post(Job& j, const std::string& name, Json context = nullptr);
+  void advance(Job& j);
+  void on_inactive(Job& j);
+  void commit_op(Json op) {
+    pending_ops_.push_back(std::move(op));
+    schedule_flush();
+  }
+  void after_commit(std::function<void(const Error*)> fn) {
+    after_commit_.push_back(std::move(fn));
+    schedule_flush();
+  }
+  void schedule_flush();
+  void flush();
+
+  // --- scheduler ---
+  void send_alloc(Job& j);
+  void send_free(Job& j, const ResourceSet& r, bool final);
+  void sched_gone(const std::string& why);
+  void on_alloc_response(const Message& m);
+  void offer_pending();
+
+  // --- execution service ---
+  void exec_hello(const Message& m);
+  void exec_teardown(const std::string& why);
+  void send_start(Job& j);
+  void on_start_response(const Message& m);
+  void exec_violation(Job& j, const std::string& why);
+  void on_disconnect(const Message& m);
+
+  // --- requests ---
+  Result<Job*> find_job(const Message& m, const Json& p, bool must_be_active);
+  void submit(const Message& m);
+  void submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<uint32_t> urgencies);
+  void list(const Message& m);
+  void raise(const Message& m);
+  void cancel(const Message& m);
+  void urgency(const Message& m);
+  void wait(const Message& m);
+  void kill(const Message& m);
+  void purge(const Message& m);
+  void purge_jobs(const std::vector<JobId>& ids, std::function<void(const Error*)> done);
+  void queue_status(const Message& m);
+  void queue_control(const Message& m);
+  void queue_drain(const Message& m);
+  void stats(const Message& m);
+  void sched_hello(const Message& m);
+  void sched_ready(const Message& m);
+  void info_lookup(const Message& m);
+  void info_eventlog(const Message& m);
+  void info_disconnect(const Message& m);
+
+  Json describe(const Job& j) const;
+  bool has_active() const;
+  void check_drain();
+};
+
+}  // namespace loom

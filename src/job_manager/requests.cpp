@@ -1,0 +1,416 @@
+// The job-manager.* requests (docs/protocols/jobs.md; impl.h).
+#include "job_manager/impl.h"
+
+namespace loom {
+
+// ---------------------------------------------------------------- requests
+
+Result<JobManager::Impl::Job*> JobManager::Impl::find_job(const Message& m, const Json& p, bool must_be_active) {
+  auto id = get_jobid(p);
+  if (!id.ok()) return id.error();
+  auto it = jobs_.find(*id);
+  if (it == jobs_.end()) return Error{ENOENT, "unknown job " + encode_f58(*id)};
+  Job& j = it->second;
+  if (!(m.rolemask & role::kOwner) && m.userid != j.rec.userid) {
+    return Error{EPERM, "job " + encode_f58(*id) + " belongs to another user"};
+  }
+  if (must_be_active && !is_active(j.rec.state)) return Error{EINVAL, "job " + encode_f58(*id) + " is inactive"};
+  return &j;
+}
+
+void JobManager::Impl::submit(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  if (!submit_enabled_) {
+    return h_.respond_error(m, EAGAIN,
+                            "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
+  }
+  Json items;
+  if (p->contains("jobs")) {
+    items = (*p)["jobs"];
+    if (!items.is_array() || items.empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
+    if (items.size() > kMaxBatch) {
+      return h_.respond_error(m, EINVAL, "at most " + std::to_string(kMaxBatch) + " jobs per submit");
+    }
+  } else {
+    items = Json::array({*p});
+  }
+  bool owner = m.rolemask & role::kOwner;
+  std::vector<Jobspec> specs;
+  std::vector<uint32_t> urgencies;
+  specs.reserve(items.size());
+  for (size_t i = 0; i < items.size(); ++i) {
+    std::string where = items.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
+    const Json& it = items[i];
+    if (!it.is_object() || !it.contains("jobspec")) return h_.respond_error(m, EPROTO, where + "missing \"jobspec\"");
+    const Json& js = it["jobspec"];
+    auto spec = js.is_string() ? parse_jobspec_text(js.get<std::string>()) : parse_jobspec(js);
+    if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
+    int64_t dflt = kUrgencyDefault;
+    auto u = get_int(it, "urgency", 0, 31, &dflt);
+    if (!u.ok()) return h_.respond_error(m, u.error().code, where + "urgency must be 0-31");
+    if (*u > kUrgencyDefault && !owner) {
+      return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
+    }
+    specs.push_back(std::move(*spec));
+    urgencies.push_back(static_cast<uint32_t>(*u));
+  }
+  // Ask the scheduler whether this instance could ever run them, so that
+  // an impossible request is refused now rather than denied later.
+  Json check = Json::array();
+  std::map<std::string, size_t> seen;  // identical resource requests are checked once
+  std::vector<size_t> index;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    std::string key = dump_json(specs[i].raw["resources"]) + dump_json(specs[i].raw["tasks"]);
+    if (seen.emplace(key, i).second) {
+      check.push_back(specs[i].raw);
+      index.push_back(i);
+    }
+  }
+  h_.rpc("sched.feasibility", Json{{"jobspecs", check}}, {},
+         [this, m, specs = std::move(specs), urgencies = std::move(urgencies), index = std::move(index),
+          n = items.size()](const Message& r) mutable {
+           if (r.errnum && r.errnum != ENOSYS) {
+             std::string text = error_text(r);
+             // The scheduler numbers the jobspecs it was sent from 0; name
+             // the job of the batch (from 1), or nothing for a single job.
+             if (text.starts_with("jobspec ")) {
+               size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
+               size_t colon = text.find(": ");
+               if (k < index.size() && colon != std::string::npos) {
+                 text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
+               }
+             }
+             return h_.respond_error(m, r.errnum, text);
+           }
+           submit_checked(m, std::move(specs), std::move(urgencies));
+         });
+}
+
+void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<uint32_t> urgencies) {
+  if (!submit_enabled_) {
+    return h_.respond_error(m, EAGAIN,
+                            "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
+  }
+  Json ids = Json::array();
+  std::vector<Job*> created;
+  uint64_t now_ms = static_cast<uint64_t>(h_.clock().wall() * 1000);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    JobId id = fluid_->next(now_ms);
+    Job& j = jobs_[id];
+    j.id = id;
+    j.name = specs[i].name;
+    j.ntasks = specs[i].ntasks;
+    j.nnodes = specs[i].nnodes;
+    j.duration = specs[i].duration;
+    j.jobspec = dump_json(specs[i].raw);
+    commit_op(Json{{"op", "put"}, {"key", job_key(id, "jobspec")}, {"value", j.jobspec}});
+    (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
+    ids.push_back(id.value());
+    created.push_back(&j);
+  }
+  // The submitter hears of its jobs once they are durable.
+  after_commit([this, m, ids](const Error* e) {
+    if (e) return h_.respond_error(m, e->code, "the jobs could not be stored: " + e->text);
+    h_.respond(m, Json{{"ids", ids}});
+  });
+  for (Job* j : created) advance(*j);
+}
+
+Json JobManager::Impl::describe(const Job& j) const {
+  const JobRecord& r = j.rec;
+  Json d{{"id", j.id.value()},   {"userid", r.userid},     {"name", j.name},         {"state", job_state_name(r.state)},
+         {"urgency", r.urgency}, {"priority", r.priority}, {"t_submit", r.t_submit}, {"ntasks", j.ntasks},
+         {"nnodes", j.nnodes},   {"duration", j.duration}};
+  if (r.allocated) {
+    d["t_run"] = r.t_run;
+    d["ranks"] = j.ranks;
+  }
+  if (r.t_cleanup > 0) d["t_cleanup"] = r.t_cleanup;
+  if (r.state == JobState::kInactive) {
+    d["t_inactive"] = r.t_inactive;
+    d["result"] = result_of(r);
+    d["success"] = d["result"] == "COMPLETED";
+  }
+  if (r.finished) d["status"] = r.finish_status;
+  if (r.fatal_exception) d["exception"] = Json{{"type", r.exception_type}, {"note", r.exception_note}};
+  if (!j.annotations.is_null()) d["annotations"] = j.annotations;
+  if (r.state == JobState::kCleanup && r.allocated && !r.freed) {
+    d["ranks_held"] = j.R.rank_set().subtract(r.released).encode();
+  }
+  return d;
+}
+
+void JobManager::Impl::list(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  bool owner = m.rolemask & role::kOwner;
+  int64_t any = -1;
+  auto userid = get_int(*p, "userid", -1, UINT32_MAX, &any);
+  if (!userid.ok()) return h_.respond_error(m, userid.error());
+  // Users see only their own jobs.
+  if (!owner) userid = static_cast<int64_t>(m.userid);
+  int64_t all_states = 127;
+  auto states = get_int(*p, "states", 0, 127, &all_states);
+  if (!states.ok()) return h_.respond_error(m, states.error());
+  int64_t unlimited = 0;
+  auto limit = get_int(*p, "limit", 0, INT32_MAX, &unlimited);
+  if (!limit.ok()) return h_.respond_error(m, limit.error());
+  Json out = Json::array();
+  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+    const Job& j = it->second;
+    if (*userid >= 0 && j.rec.userid != static_cast<uint32_t>(*userid)) continue;
+    if (!(static_cast<int64_t>(j.rec.state) & *states)) continue;
+    out.push_back(describe(j));
+    if (*limit > 0 && out.size() >= static_cast<size_t>(*limit)) break;
+  }
+  h_.respond(m, Json{{"jobs", std::move(out)}});
+}
+
+void JobManager::Impl::raise(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto j = find_job(m, *p, true);
+  if (!j.ok()) return h_.respond_error(m, j.error());
+  auto sev = get_int(*p, "severity", 0, 7);
+  if (!sev.ok()) return h_.respond_error(m, sev.error());
+  auto type = get_string(*p, "type");
+  if (!type.ok()) return h_.respond_error(m, type.error());
+  auto note = get_string(*p, "note", "");
+  if (!note.ok()) return h_.respond_error(m, note.error());
+  EventEntry probe{0, "exception", Json{{"type", *type}, {"severity", *sev}, {"note", *note}}};
+  if (type->empty() || type->find_first_of(" \t\n\r") != std::string::npos) {
+    return h_.respond_error(m, EINVAL, "exception type must be one word");
+  }
+  if (auto st = post(**j, "exception", probe.context); !st) return h_.respond_error(m, st.error());
+  advance(**j);
+  h_.respond(m, "{}");
+}
+
+void JobManager::Impl::cancel(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto note = get_string(*p, "note", "");
+  if (!note.ok()) return h_.respond_error(m, note.error());
+  auto all = get_bool(*p, "all", false);
+  if (!all.ok()) return h_.respond_error(m, all.error());
+  std::vector<Job*> targets;
+  Json errors = Json::array();
+  if (*all) {
+    for (auto& [id, j] : jobs_) {
+      if (is_active(j.rec.state) && j.rec.userid == m.userid && !j.rec.fatal_exception) targets.push_back(&j);
+    }
+  } else {
+    if (!p->contains("ids") || !(*p)["ids"].is_array()) return h_.respond_error(m, EPROTO, "missing \"ids\"");
+    for (const auto& v : (*p)["ids"]) {
+      auto j = find_job(m, Json{{"id", v}}, true);
+      if (!j.ok()) {
+        errors.push_back(Json{{"id", v}, {"error", j.error().text}});
+        continue;
+      }
+      if ((*j)->rec.fatal_exception && (*j)->rec.exception_type == "cancel") {
+        errors.push_back(Json{{"id", v}, {"error", "job " + encode_f58((*j)->id) + " is already canceled"}});
+        continue;
+      }
+      targets.push_back(*j);
+    }
+  }
+  Json done = Json::array();
+  for (Job* j : targets) {
+    if (!post(*j, "exception", Json{{"type", "cancel"}, {"severity", 0}, {"note", *note}})) continue;
+    done.push_back(j->id.value());
+    advance(*j);
+  }
+  h_.respond(m, Json{{"canceled", done}, {"errors", errors}});
+}
+
+void JobManager::Impl::urgency(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto u = get_int(*p, "urgency", 0, 31);
+  if (!u.ok())
+    return h_.respond_error(m, u.error().code, "urgency must be 0-31 (0 holds, 16 is the default, 31 expedites)");
+  auto jr = find_job(m, *p, true);
+  if (!jr.ok()) return h_.respond_error(m, jr.error());
+  Job& j = **jr;
+  if (*u > kUrgencyDefault && !(m.rolemask & role::kOwner)) {
+    return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
+  }
+  if (!is_pending(j.rec.state) && j.rec.state != JobState::kNew) {
+    return h_.respond_error(m, EINVAL, "job " + encode_f58(j.id) + " is not pending");
+  }
+  uint32_t old = j.rec.urgency;
+  if (auto st = post(j, "urgency", Json{{"urgency", *u}}); !st) return h_.respond_error(m, st.error());
+  int64_t prio = priority_of(j.rec.urgency);
+  if (j.rec.state == JobState::kSched && prio != j.rec.priority) {
+    (void)post(j, "priority", Json{{"priority", prio}});
+    if (prio == 0 && j.alloc_pending && !j.cancel_sent) {
+      h_.send_oneway("sched.cancel", dump_json(Json{{"id", j.id.value()}}));
+      j.cancel_sent = true;
+    } else if (j.alloc_pending) {
+      h_.send_oneway("sched.prioritize", dump_json(Json{{"jobs", Json::array({Json::array({j.id.value(), prio})})}}));
+    } else {
+      send_alloc(j);
+    }
+  }
+  h_.respond(m, Json{{"old_urgency", old}});
+}
+
+void JobManager::Impl::wait(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto j = find_job(m, *p, false);
+  if (!j.ok()) return h_.respond_error(m, j.error());
+  if (!is_active((*j)->rec.state)) return h_.respond(m, describe(**j));
+  (*j)->waiters.push_back(m);
+}
+
+void JobManager::Impl::kill(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto j = find_job(m, *p, true);
+  if (!j.ok()) return h_.respond_error(m, j.error());
+  auto sig = get_int(*p, "signal", 1, 64);
+  if (!sig.ok()) return h_.respond_error(m, sig.error());
+  if ((*j)->rec.state != JobState::kRun || !(*j)->rec.started) {
+    return h_.respond_error(m, EINVAL, "job " + encode_f58((*j)->id) + " is not running");
+  }
+  if (exec_service_.empty() || !(*j)->start_sent) {
+    return h_.respond_error(m, ENOSYS, "no execution service is running job " + encode_f58((*j)->id));
+  }
+  h_.send_oneway(exec_service_ + ".kill", dump_json(Json{{"id", (*j)->id.value()}, {"signal", *sig}}));
+  h_.respond(m, Json::object());
+}
+
+void JobManager::Impl::purge_jobs(const std::vector<JobId>& ids, std::function<void(const Error*)> done) {
+  for (JobId id : ids) {
+    jobs_.erase(id);
+    commit_op(Json{{"op", "unlink"}, {"key", "job." + std::to_string(id.value())}});
+  }
+  if (done) after_commit(std::move(done));
+}
+
+void JobManager::Impl::purge(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  std::vector<JobId> ids;
+  if (p->contains("ids")) {
+    if (!(*p)["ids"].is_array()) return h_.respond_error(m, EPROTO, "\"ids\" must be an array");
+    for (const auto& v : (*p)["ids"]) {
+      auto j = find_job(m, Json{{"id", v}}, false);
+      if (!j.ok()) return h_.respond_error(m, j.error());
+      if (is_active((*j)->rec.state)) {
+        return h_.respond_error(m, EINVAL, "job " + encode_f58((*j)->id) + " is still active");
+      }
+      ids.push_back((*j)->id);
+    }
+  } else {
+    int64_t none = -1;
+    auto num = get_int(*p, "num_limit", 0, INT32_MAX, &none);
+    if (!num.ok()) return h_.respond_error(m, num.error());
+    double age = -1;
+    if (p->contains("age_limit")) {
+      if (!(*p)["age_limit"].is_number() || (*p)["age_limit"].get<double>() < 0) {
+        return h_.respond_error(m, EPROTO, "\"age_limit\" must be seconds");
+      }
+      age = (*p)["age_limit"].get<double>();
+    }
+    if (*num < 0 && age < 0) return h_.respond_error(m, EPROTO, "give ids, num_limit or age_limit");
+    double now = h_.clock().wall();
+    size_t n = inactive_order_.size();
+    for (size_t i = 0; i < n; ++i) {
+      JobId id = inactive_order_[i];
+      auto it = jobs_.find(id);
+      if (it == jobs_.end()) continue;
+      bool over_num = *num >= 0 && n - i > static_cast<size_t>(*num);
+      bool over_age = age >= 0 && now - it->second.rec.t_inactive > age;
+      if (over_num || over_age) ids.push_back(id);
+    }
+  }
+  std::erase_if(inactive_order_, [&](JobId id) { return std::find(ids.begin(), ids.end(), id) != ids.end(); });
+  size_t n = ids.size();
+  purge_jobs(ids, [this, m, n](const Error* e) {
+    if (e) return h_.respond_error(m, *e);
+    h_.respond(m, Json{{"purged", n}});
+  });
+}
+
+// inactive_order_ holds exactly the inactive jobs of jobs_.
+bool JobManager::Impl::has_active() const { return inactive_order_.size() < jobs_.size(); }
+
+void JobManager::Impl::check_drain() {
+  if (drain_waiters_.empty() || has_active()) return;
+  auto waiters = std::move(drain_waiters_);
+  drain_waiters_.clear();
+  // Answered once the last job's end is stored.
+  after_commit([this, waiters = std::move(waiters)](const Error*) {
+    for (auto& w : waiters) h_.respond(w, "{}");
+  });
+}
+
+void JobManager::Impl::queue_status(const Message& m) {
+  size_t pending = 0, running = 0;
+  for (auto& [id, j] : jobs_) {
+    if (is_pending(j.rec.state) || j.rec.state == JobState::kNew) ++pending;
+    if (j.rec.state == JobState::kRun || j.rec.state == JobState::kCleanup) ++running;
+  }
+  h_.respond(m, Json{{"submit", {{"enabled", submit_enabled_}, {"reason", submit_reason_}}},
+                     {"sched", {{"started", sched_started_}, {"reason", sched_reason_}}},
+                     {"pending", pending},
+                     {"running", running},
+                     {"scheduler", sched_ready_       ? "ready"
+                                   : sched_connected_ ? "connected"
+                                                      : "absent"}});
+}
+
+void JobManager::Impl::queue_control(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto action = get_string(*p, "action");
+  if (!action.ok()) return h_.respond_error(m, action.error());
+  auto reason = get_string(*p, "reason", "");
+  if (!reason.ok()) return h_.respond_error(m, reason.error());
+  if (*action == "enable") {
+    submit_enabled_ = true;
+    submit_reason_.clear();
+  } else if (*action == "disable") {
+    submit_enabled_ = false;
+    submit_reason_ = *reason;
+  } else if (*action == "start") {
+    sched_started_ = true;
+    sched_reason_.clear();
+    offer_pending();
+  } else if (*action == "stop") {
+    sched_started_ = false;
+    sched_reason_ = *reason;
+    // Take back what the scheduler has not allocated yet.
+    for (auto& [id, j] : jobs_) {
+      if (j.alloc_pending && !j.cancel_sent) {
+        h_.send_oneway("sched.cancel", dump_json(Json{{"id", id.value()}}));
+        j.cancel_sent = true;
+      }
+    }
+  } else {
+    return h_.respond_error(m, EINVAL, "action must be enable, disable, start or stop, not " + *action);
+  }
+  h_.respond(m, "{}");
+}
+
+void JobManager::Impl::queue_drain(const Message& m) {
+  drain_waiters_.push_back(m);
+  check_drain();
+}
+
+void JobManager::Impl::stats(const Message& m) {
+  Json states = Json::object();
+  for (JobState s : {JobState::kNew, JobState::kDepend, JobState::kPriority, JobState::kSched, JobState::kRun,
+                     JobState::kCleanup, JobState::kInactive}) {
+    states[job_state_name(s)] = 0;
+  }
+  for (auto& [id, j] : jobs_) states[job_state_name(j.rec.state)] = states[job_state_name(j.rec.state)].get<int>() + 1;
+  Json bad = Json::array();
+  for (auto& b : bad_) bad.push_back(Json{{"id", b.name}, {"error", b.error}});
+  h_.respond(m, Json{{"states", states}, {"total", jobs_.size()}, {"bad", bad}});
+}
+
+}  // namespace loom

@@ -1,0 +1,174 @@
+// The job manager and the scheduler (RFC 27; impl.h).
+#include "job_manager/impl.h"
+
+namespace loom {
+
+// ---------------------------------------------------------------- scheduler
+
+void JobManager::Impl::send_alloc(Job& j) {
+  if (j.alloc_pending || !sched_ready_ || !sched_started_ || stopping_ || j.rec.priority <= 0) return;
+  if (sched_limited_ && allocs_outstanding_ >= sched_limit_) return;
+  j.alloc_pending = true;
+  j.cancel_sent = false;
+  ++allocs_outstanding_;
+  // The jobspec is spliced in as the text it is kept as.
+  Json req{{"id", j.id.value()}, {"priority", j.rec.priority}, {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit}};
+  std::string payload = dump_json(req);
+  payload.pop_back();
+  payload += ",\"jobspec\":";
+  payload += j.jobspec;
+  payload += '}';
+  h_.send_matchless("sched.alloc", std::move(payload));
+}
+
+void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
+  // A scheduler that has not said hello yet learns the allocations from
+  // its hello, which leaves freed jobs out: nothing to tell it now.
+  if (!sched_connected_) return;
+  Json req{{"id", j.id.value()}, {"R", r.to_json()}, {"final", final}};
+  h_.send_matchless("sched.free", dump_json(req));
+}
+
+void JobManager::Impl::sched_gone(const std::string& why) {
+  if (!sched_connected_) return;
+  spdlog::warn("job-manager: the scheduler is gone ({}); scheduling waits for its next hello", why);
+  sched_connected_ = false;
+  sched_ready_ = false;
+  allocs_outstanding_ = 0;
+  std::vector<Job*> cleanup;
+  for (auto& [id, j] : jobs_) {
+    if (!j.alloc_pending) continue;
+    j.alloc_pending = false;
+    j.cancel_sent = false;
+    if (j.rec.state == JobState::kCleanup) cleanup.push_back(&j);
+  }
+  for (Job* j : cleanup) advance(*j);
+}
+
+void JobManager::Impl::on_alloc_response(const Message& m) {
+  if (m.errnum) return sched_gone(error_text(m));
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) {
+    spdlog::warn("job-manager: ignoring a malformed sched.alloc response");
+    return;
+  }
+  auto id = get_jobid(*p);
+  auto type = get_int(*p, "type", 0, 3);
+  if (!id.ok() || !type.ok()) {
+    spdlog::warn("job-manager: ignoring a sched.alloc response without id or type");
+    return;
+  }
+  auto it = jobs_.find(*id);
+  Job* j = it == jobs_.end() ? nullptr : &it->second;
+  if (*type == 1) {
+    if (j && p->contains("annotations")) j->annotations = (*p)["annotations"];
+    return;
+  }
+  if (!j || !j->alloc_pending) {
+    spdlog::warn("job-manager: sched.alloc response for job {} that has no alloc pending", id->value());
+    if (*type == 0 && p->contains("R")) {
+      // Never leave resources with a job that is not waiting for them.
+      Json req{{"id", id->value()}, {"R", (*p)["R"]}, {"final", true}};
+      h_.send_matchless("sched.free", dump_json(req));
+    }
+    return;
+  }
+  j->alloc_pending = false;
+  j->cancel_sent = false;
+  if (allocs_outstanding_ > 0) --allocs_outstanding_;
+  if (*type == 0) {
+    auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing R"});
+    if (!R.ok()) {
+      spdlog::error("job-manager: job {}: the scheduler sent a bad R: {}", j->id.value(), R.error().text);
+      (void)post(*j, "exception",
+                 Json{{"type", "alloc"}, {"severity", 0}, {"note", "the scheduler sent a bad R: " + R.error().text}});
+      advance(*j);
+      return;
+    }
+    if (j->rec.state != JobState::kSched || stopping_) {
+      // Cancelled (or the instance stopping) while the scheduler was
+      // allocating: give it straight back; the job stays as it was.
+      Json req{{"id", j->id.value()}, {"R", (*p)["R"]}, {"final", true}};
+      h_.send_matchless("sched.free", dump_json(req));
+      advance(*j);
+      return;
+    }
+    j->R = std::move(*R);
+    j->ranks = j->R.rank_set().encode();
+    j->nnodes = static_cast<uint32_t>(j->R.ranks().size());
+    j->annotations = nullptr;
+    (void)post(*j, "alloc");
+    advance(*j);
+  } else if (*type == 2) {
+    std::string note = p->value("note", "");
+    if (!p->contains("note") || !(*p)["note"].is_string()) note = "the scheduler denied the request";
+    if (j->rec.state == JobState::kSched) {
+      (void)post(*j, "exception", Json{{"type", "alloc"}, {"severity", 0}, {"note", note}});
+    }
+    advance(*j);
+  } else {
+    // Cancelled: the job stays pending (held, queue stopped) or is cleaned up.
+    advance(*j);
+  }
+  // In unlimited mode every job that may be offered already was, as it
+  // entered SCHED: walking them all again on each answer would make a
+  // long queue quadratic. In limited mode an answer frees a slot.
+  if (sched_limited_) offer_pending();
+}
+
+// Offers pending jobs to the scheduler, highest priority first.
+void JobManager::Impl::offer_pending() {
+  if (!sched_ready_ || !sched_started_) return;
+  if (sched_limited_ && allocs_outstanding_ >= sched_limit_) return;
+  std::vector<Job*> pending;
+  for (auto& [id, j] : jobs_) {
+    if (j.rec.state == JobState::kSched && !j.alloc_pending && j.rec.priority > 0) pending.push_back(&j);
+  }
+  std::stable_sort(pending.begin(), pending.end(),
+                   [](const Job* a, const Job* b) { return a->rec.priority > b->rec.priority; });
+  for (Job* j : pending) send_alloc(*j);
+}
+
+void JobManager::Impl::sched_hello(const Message& m) {
+  if (!m.has_flag(msgflag::kStreaming)) return h_.respond_error(m, EPROTO, "sched-hello must be streaming");
+  // A new scheduler: allocs sent to a previous one are void.
+  sched_connected_ = true;
+  sched_ready_ = false;
+  allocs_outstanding_ = 0;
+  for (auto& [id, j] : jobs_) {
+    j.alloc_pending = false;
+    j.cancel_sent = false;
+    if (!j.rec.allocated || j.rec.freed || !is_active(j.rec.state)) continue;
+    Json r{{"id", id.value()},       {"priority", std::max<int64_t>(j.rec.priority, 0)},
+           {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit},
+           {"R", j.R.to_json()},     {"free", (j.rec.released_all ? j.R.rank_set() : j.rec.released).encode()}};
+    h_.respond(m, r);
+  }
+  h_.respond_error(m, ENODATA, "");
+  for (auto& [id, j] : jobs_) {
+    if (j.rec.state == JobState::kCleanup) advance(j);
+  }
+}
+
+void JobManager::Impl::sched_ready(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto mode = get_string(*p, "mode", "unlimited");
+  if (!mode.ok()) return h_.respond_error(m, mode.error());
+  if (*mode != "unlimited" && *mode != "limited") {
+    return h_.respond_error(m, EINVAL, "mode must be limited or unlimited, not " + *mode);
+  }
+  int64_t one = 1;
+  auto limit = get_int(*p, "limit", 1, UINT32_MAX, &one);
+  if (!limit.ok()) return h_.respond_error(m, limit.error());
+  if (!sched_connected_) return h_.respond_error(m, EPROTO, "sched-ready before sched-hello");
+  sched_limited_ = *mode == "limited";
+  sched_limit_ = static_cast<uint32_t>(*limit);
+  sched_ready_ = true;
+  size_t count = 0;
+  for (auto& [id, j] : jobs_) count += j.rec.state == JobState::kSched;
+  h_.respond(m, Json{{"count", count}});
+  offer_pending();
+}
+
+}  // namespace loom

@@ -1,0 +1,676 @@
+// Tests of the `sched` service (sched.h) over a fake transport: a Handle
+// that records what it sends, a fake clock, and the test playing the job
+// manager, the KVS and the broker.
+#include "sched/sched.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <asio/io_context.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "jobspec/jobspec.h"
+#include "msg/handle.h"
+#include "msg/message.h"
+#include "sched/test_util.h"
+
+namespace loom {
+namespace {
+
+using test::nodes;
+using test::R;
+using test::show;
+using test::slots;
+
+// --- the sched service over a fake transport ---
+
+// Armed while it holds a callback; FakeClock::advance() runs it when due.
+class FakeTimer final : public Timer {
+ public:
+  FakeTimer(std::set<FakeTimer*>& all, const double& now) : all_(all), now_(now) { all_.insert(this); }
+  ~FakeTimer() override { all_.erase(this); }
+  void arm(double seconds, std::function<void()> fn) override {
+    deadline_ = now_ + seconds;
+    fn_ = std::move(fn);
+  }
+  void cancel() override { fn_ = nullptr; }
+  bool armed() const override { return fn_ != nullptr; }
+  // Runs the callback if it is due; it may destroy this timer.
+  bool fire_if_due() {
+    if (!fn_ || deadline_ > now_) return false;
+    auto fn = std::move(fn_);
+    fn_ = nullptr;
+    fn();
+    return true;
+  }
+
+ private:
+  std::set<FakeTimer*>& all_;
+  const double& now_;
+  double deadline_ = 0;
+  std::function<void()> fn_;
+};
+
+// Time stands still until advance(); wall() is now() plus a fixed epoch.
+class FakeClock final : public Clock {
+ public:
+  static constexpr double kEpoch = 1.7e9;
+  double now() const override { return now_; }
+  double wall() const override { return kEpoch + now_; }
+  std::unique_ptr<Timer> make_timer() override { return std::make_unique<FakeTimer>(timers_, now_); }
+  void advance(double seconds) {
+    now_ += seconds;
+    // A callback may arm or destroy timers: start over after each one.
+    while (std::any_of(timers_.begin(), timers_.end(), [](FakeTimer* t) { return t->fire_if_due(); })) {
+    }
+  }
+
+ private:
+  double now_ = 0;
+  std::set<FakeTimer*> timers_;
+};
+
+// One Sched on a Handle whose messages land in `sent`. The test answers
+// for the KVS, the broker and the job manager.
+class SchedTest : public ::testing::Test {
+ protected:
+  void create(SchedConfig cfg) {
+    auto s = Sched::create(io, h, std::move(cfg));
+    ASSERT_TRUE(s.ok()) << s.error().text;
+    sched = std::move(*s);
+  }
+  // Creates a Sched and takes it through startup to ready, with the given
+  // jobs reported by the hello.
+  void start(SchedConfig cfg, std::vector<Json> hello_jobs = {}, Json drain = nullptr) {
+    create(std::move(cfg));
+    Message lookup = take("kvs.lookup");
+    EXPECT_EQ(Json::parse(lookup.payload)["key"], "resource.drain");
+    if (drain.is_null()) {
+      answer_error(lookup, ENOENT);
+    } else {
+      answer(lookup, Json{{"value", drain.dump()}});
+    }
+    answer(take("broker.status"), Json{{"ranks", Json::array()}});
+    Message hello = take("job-manager.sched-hello");
+    EXPECT_TRUE(hello.has_flag(msgflag::kStreaming));
+    for (auto& j : hello_jobs) answer(hello, j);
+    answer_error(hello, ENODATA);
+    Message ready = take("job-manager.sched-ready");
+    EXPECT_EQ(Json::parse(ready.payload), Json::parse(R"({"mode":"unlimited"})"));
+    answer(ready, Json{{"count", 0}});
+    run();
+    ASSERT_TRUE(sched->ready());
+  }
+
+  // The first message sent on `topic` (removed from `sent`); fails the test
+  // if there is none.
+  Message take(const std::string& topic) {
+    for (auto it = sent.begin(); it != sent.end(); ++it) {
+      if (it->topic == topic) {
+        Message m = std::move(*it);
+        sent.erase(it);
+        return m;
+      }
+    }
+    ADD_FAILURE() << "nothing was sent on " << topic;
+    return Message{};
+  }
+  size_t count(const std::string& topic, MsgType type) const {
+    return std::count_if(sent.begin(), sent.end(),
+                         [&](const Message& m) { return m.topic == topic && m.type == type; });
+  }
+  // The payloads of responses sent on `topic`, oldest first, removed.
+  std::vector<Json> responses(const std::string& topic) {
+    std::vector<Json> out;
+    for (auto it = sent.begin(); it != sent.end();) {
+      if (it->topic == topic && it->is_response()) {
+        out.push_back(it->errnum ? Json{{"errnum", it->errnum}, {"errstr", error_text(*it)}}
+                                 : Json::parse(it->payload));
+        it = sent.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return out;
+  }
+  void answer(const Message& req, const Json& payload) { h.dispatch(make_response(req, payload.dump())); }
+  void answer_error(const Message& req, int errnum, const std::string& text = "") {
+    h.dispatch(make_error_response(req, errnum, text));
+  }
+  // A request as the job manager (an owner) sends it; matchless ones have
+  // matchtag 0 and want responses.
+  void request(const std::string& topic, const Json& payload, bool matchless = false, uint32_t rolemask = role::kOwner,
+               std::string raw = {}) {
+    Message m = make_request(topic, raw.empty() ? payload.dump() : raw, kNodeAny, matchless ? msgflag::kStreaming : 0);
+    m.matchtag = matchless ? 0 : 5;
+    m.route = {make_hop(0, 4)};
+    m.userid = 1000;
+    m.rolemask = rolemask;
+    h.dispatch(std::move(m));
+  }
+  void alloc(uint64_t id, const Jobspec& js, int64_t priority = 16, double t_submit = 1) {
+    request("sched.alloc",
+            Json{{"id", id}, {"priority", priority}, {"userid", 1000}, {"t_submit", t_submit}, {"jobspec", js.raw}},
+            true);
+  }
+  void free(uint64_t id, const Json& R, bool final = true) {
+    request("sched.free", Json{{"id", id}, {"R", R}, {"final", final}}, true);
+  }
+  // Answers every pending kvs.commit with success; returns the keys.
+  std::vector<std::string> commit_all() {
+    std::vector<std::string> keys;
+    std::vector<Message> commits;
+    for (auto it = sent.begin(); it != sent.end();) {
+      if (it->topic == "kvs.commit" && it->is_request()) {
+        commits.push_back(std::move(*it));
+        it = sent.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    for (auto& c : commits) {
+      Json payload = Json::parse(c.payload);
+      for (auto& op : payload["ops"]) keys.push_back(op["key"]);
+      answer(c, Json::object());
+    }
+    return keys;
+  }
+  // Runs what was posted (the scheduling pass).
+  void run() {
+    io.poll();
+    io.restart();
+  }
+  // Runs the posted scheduling pass and answers the R commits.
+  std::vector<std::string> settle() {
+    run();
+    return commit_all();
+  }
+  Json status() {
+    request("sched.resource-status", Json::object(), false, role::kUser);
+    auto r = responses("sched.resource-status");
+    LOOM_ASSERT(r.size() == 1);
+    return r[0];
+  }
+  // The ids of the alloc responses of `type` among `rs`.
+  static std::vector<uint64_t> ids_of(const std::vector<Json>& rs, int type) {
+    std::vector<uint64_t> ids;
+    for (auto& r : rs) {
+      if (r.value("type", -1) == type) ids.push_back(r["id"]);
+    }
+    return ids;
+  }
+
+  asio::io_context io;
+  FakeClock clock;
+  std::vector<Message> sent;
+  Handle h{clock, [this](Message m) { sent.push_back(std::move(m)); }};
+  std::unique_ptr<Sched> sched;
+};
+
+SchedConfig config(uint32_t size, uint32_t cores, std::string policy = "fcfs", uint32_t gpus = 0) {
+  SchedConfig c;
+  c.size = size;
+  c.cores_per_rank = cores;
+  c.gpus_per_rank = gpus;
+  c.policy = std::move(policy);
+  return c;
+}
+
+TEST(SchedConfigTest, RefusesAnUnknownPolicyInOneLine) {
+  SchedConfig c;
+  c.policy = "lifo";
+  auto r = validate_sched_config(c);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().text, "sched.policy must be fcfs or easy, not lifo");
+  c.policy = "easy";
+  EXPECT_TRUE(validate_sched_config(c).ok());
+  c.cores_per_rank = 0;
+  EXPECT_FALSE(validate_sched_config(c).ok());
+}
+
+TEST(SchedDiscover, FindsAtLeastOneCoreAndAHostname) {
+  RankInventory inv = discover_local_resources();
+  EXPECT_GE(inv.ncores, 1u);
+  EXPECT_FALSE(inv.hostname.empty());
+}
+
+TEST_F(SchedTest, RetriesTheHelloUntilTheJobManagerAnswers) {
+  create(config(2, 2));
+  answer_error(take("kvs.lookup"), ENOENT);
+  answer(take("broker.status"), Json::object());
+  answer_error(take("job-manager.sched-hello"), ENOSYS, "unknown method job-manager.sched-hello");
+  EXPECT_EQ(count("job-manager.sched-hello", MsgType::kRequest), 0u);
+  clock.advance(0.5);
+  EXPECT_EQ(count("job-manager.sched-hello", MsgType::kRequest), 0u);
+  clock.advance(0.5);
+  Message hello = take("job-manager.sched-hello");
+  // A job holding ranks 0-1, of which rank 1 was already released.
+  answer(hello, Json{{"id", 42},
+                     {"priority", 16},
+                     {"userid", 1000},
+                     {"t_submit", 1.0},
+                     {"R", R({{0, "0-1"}, {1, "0-1"}}).to_json()},
+                     {"free", "1"}});
+  answer_error(hello, ENODATA);
+  EXPECT_FALSE(sched->ready());
+  answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+  EXPECT_TRUE(sched->ready());
+  Json st = status();
+  EXPECT_EQ(st["allocated"]["ranks"], "0");
+  EXPECT_EQ(st["free"]["ranks"], "1");
+  EXPECT_EQ(st["alarms"], 0);
+  // Rank 0 is not handed out again.
+  alloc(1, nodes(2));
+  settle();
+  EXPECT_TRUE(ids_of(responses("sched.alloc"), 0).empty());
+}
+
+TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
+  create(config(3, 1));
+  answer(take("kvs.lookup"), Json{{"value", R"({"1":{"reason":"fan","timestamp":5}})"}});
+  answer(take("broker.status"),
+         Json{{"ranks", Json::array({Json{{"rank", 0}, {"state", "online"}}, Json{{"rank", 1}, {"state", "online"}},
+                                     Json{{"rank", 2}, {"state", "offline"}}})}});
+  Message hello = take("job-manager.sched-hello");
+  answer_error(hello, ENODATA);
+  answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+  Json st = status();
+  EXPECT_EQ(st["drained"]["ranks"], "1");
+  EXPECT_EQ(st["drain"], Json::parse(R"([{"ranks":"1","reason":"fan","timestamp":5.0}])"));
+  EXPECT_EQ(st["down"]["ranks"], "2");
+  EXPECT_EQ(st["free"]["ranks"], "0");
+  h.dispatch(make_event("broker.online", R"({"rank":2})"));
+  EXPECT_EQ(status()["free"]["ranks"], "0,2");
+}
+
+TEST_F(SchedTest, WritesRThenAnswersWithIt) {
+  start(config(2, 4));
+  clock.advance(100);
+  alloc(7, slots(3, 1, 0, 60));
+  run();
+  EXPECT_TRUE(responses("sched.alloc").empty());  // not before R is durable
+  Message commit = take("kvs.commit");
+  Json op = Json::parse(commit.payload)["ops"][0];
+  EXPECT_EQ(op["op"], "put");
+  EXPECT_EQ(op["key"], "job.7.R");
+  answer(commit, Json::object());
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["id"], 7);
+  EXPECT_EQ(rs[0]["type"], 0);
+  EXPECT_EQ(rs[0]["R"], Json::parse(op["value"].get<std::string>()));
+  auto R = ResourceSet::parse(rs[0]["R"]);
+  ASSERT_TRUE(R.ok());
+  EXPECT_EQ(show(*R), "0:0-2");
+  EXPECT_EQ(R->starttime, FakeClock::kEpoch + 100);
+  EXPECT_EQ(R->expiration, FakeClock::kEpoch + 160);
+}
+
+TEST_F(SchedTest, AnswersAllocsInPriorityOrderThenOldestFirst) {
+  start(config(1, 1));
+  // All arrive in one loop turn, so one pass sees them all.
+  alloc(1, slots(1), 10, 1);
+  alloc(2, slots(1), 20, 3);
+  alloc(3, slots(1), 20, 2);
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.3.R"});
+  free(3, R({{0, "0"}}).to_json());
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.2.R"});
+  // A reprioritized job jumps the queue.
+  request("sched.prioritize", Json{{"jobs", Json::array({Json::array({1, 30}), Json::array({99, 1})})}}, false);
+  alloc(4, slots(1), 25, 0);
+  free(2, R({{0, "0"}}).to_json());
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+}
+
+TEST_F(SchedTest, FcfsStopsAtTheFirstJobThatDoesNotFitAndAnnotatesItOnce) {
+  start(config(1, 4));
+  alloc(1, slots(3));
+  alloc(2, slots(2));
+  alloc(3, slots(1));  // would fit, but FCFS does not pass job 2
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+  auto rs = responses("sched.alloc");
+  EXPECT_EQ(ids_of(rs, 0), std::vector<uint64_t>{1});
+  ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
+  EXPECT_EQ(rs[0]["annotations"], Json::parse(R"({"sched":{"reason_pending":"insufficient resources"}})"));
+  alloc(4, slots(1));
+  settle();
+  EXPECT_TRUE(responses("sched.alloc").empty());  // the same annotation is not sent again
+  free(1, R({{0, "0-2"}}).to_json());
+  EXPECT_EQ(settle(), (std::vector<std::string>{"job.2.R", "job.3.R", "job.4.R"}));
+}
+
+TEST_F(SchedTest, DeniesWhatCanNeverFitAndCancelsWhatIsPending) {
+  start(config(2, 2));
+  alloc(1, nodes(3));
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0], Json::parse(R"({"id":1,"type":2,"note":"3 nodes requested but the instance has 2 ranks"})"));
+  alloc(2, slots(4));
+  alloc(3, slots(1));
+  settle();
+  responses("sched.alloc");
+  request("sched.cancel", Json{{"id", 3}}, false);
+  request("sched.cancel", Json{{"id", 2}}, false);  // not pending any more: ignored
+  rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0], Json::parse(R"({"id":3,"type":3})"));
+  EXPECT_EQ(sched->pending(), 0u);
+}
+
+TEST_F(SchedTest, PartialFreeMakesThoseRanksAvailableAtOnce) {
+  start(config(4, 1));
+  alloc(1, nodes(4));
+  settle();
+  responses("sched.alloc");
+  alloc(2, nodes(2));
+  settle();
+  free(1, R({{1, "0"}, {3, "0"}}).to_json(), false);
+  auto rs = responses("sched.free");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0], Json::parse(R"({"id":1})"));
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.2.R"});
+  rs = responses("sched.alloc");
+  ASSERT_EQ(ids_of(rs, 0), std::vector<uint64_t>{2});
+  EXPECT_EQ(show(ResourceSet::parse(rs.back()["R"]).value()), "1:0 3:0");
+  // The final free carries what is left.
+  free(1, R({{0, "0"}, {2, "0"}}).to_json(), true);
+  EXPECT_EQ(responses("sched.free").size(), 1u);
+  EXPECT_EQ(status()["free"]["ranks"], "0,2");
+  EXPECT_EQ(status()["alarms"], 0);
+}
+
+TEST_F(SchedTest, RefusesBadFreesAndKeepsGoing) {
+  start(config(2, 1));
+  alloc(1, nodes(1));
+  settle();
+  free(9, R({{0, "0"}}).to_json(), false);
+  free(1, R({{1, "0"}}).to_json(), false);
+  free(1, Json{{"version", 1}}, false);
+  request("sched.free", Json::object(), true, role::kOwner, "not json");
+  request("sched.free", Json{{"id", "one"}, {"R", R({{0, "0"}}).to_json()}}, true);
+  auto rs = responses("sched.free");
+  ASSERT_EQ(rs.size(), 5u);
+  // Wrong content is EINVAL; a payload of the wrong shape, EPROTO.
+  for (size_t i = 0; i < rs.size(); ++i) EXPECT_EQ(rs[i]["errnum"], i < 3 ? EINVAL : EPROTO) << rs[i].dump();
+  EXPECT_EQ(rs[0]["errstr"], "job 9 holds no resources");
+  EXPECT_EQ(rs[1]["errstr"], "job 1 does not hold ranks 1 (it holds 0)");
+  EXPECT_EQ(rs[2]["errstr"], "R: missing execution");
+  EXPECT_EQ(status()["allocated"]["ranks"], "0");
+  free(1, R({{0, "0"}}).to_json());
+  EXPECT_EQ(responses("sched.free")[0], Json::parse(R"({"id":1})"));
+}
+
+TEST_F(SchedTest, FinalFreeGivesBackWhatTheJobHoldsAndNothingElse) {
+  start(config(3, 1));
+  alloc(1, nodes(2));
+  alloc(2, nodes(1));
+  settle();
+  ASSERT_EQ(status()["allocated"]["ranks"], "0-2");
+  // Job 1 gave back rank 0 in a way its final free does not know about: the
+  // final free names ranks 0-1, and only rank 1, which it still holds, goes.
+  free(1, R({{0, "0"}}).to_json(), false);
+  free(1, R({{0, "0"}, {1, "0"}}).to_json(), true);
+  auto rs = responses("sched.free");
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[1], Json::parse(R"({"id":1})"));
+  EXPECT_EQ(status()["allocated"]["ranks"], "2");
+  // A final free of a job that holds nothing is harmless.
+  free(1, R({{2, "0"}}).to_json(), true);
+  EXPECT_EQ(responses("sched.free")[0], Json::parse(R"({"id":1})"));
+  EXPECT_EQ(status()["allocated"]["ranks"], "2");
+  EXPECT_EQ(status()["alarms"], 0);
+}
+
+TEST_F(SchedTest, RefusesMalformedRequestsWithOneLine) {
+  start(config(2, 1));
+  request("sched.alloc", Json{{"priority", 1}, {"jobspec", slots(1).raw}}, true);
+  request("sched.alloc", Json{{"id", 1}, {"priority", "high"}, {"jobspec", slots(1).raw}}, true);
+  request("sched.alloc", Json{{"id", 1}, {"priority", 1}}, true);
+  request("sched.alloc", Json::array(), true);
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 4u);
+  EXPECT_EQ(rs[0]["errstr"], "missing \"id\"");
+  EXPECT_EQ(rs[1]["errstr"], "\"priority\" must be an integer");
+  EXPECT_EQ(rs[2]["errstr"], "missing \"jobspec\"");
+  EXPECT_EQ(rs[3]["errstr"], "payload must be a JSON object");
+  // A request of the wrong shape is a protocol error.
+  for (auto& r : rs) EXPECT_EQ(r["errnum"], EPROTO);
+  // A jobspec that cannot be read is denied, as is one that never fits.
+  request("sched.alloc", Json{{"id", 2}, {"priority", 1}, {"jobspec", Json{{"version", 2}}}}, true);
+  rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0], Json::parse(R"({"id":2,"type":2,"note":"jobspec: missing \"resources\""})"));
+
+  request("sched.prioritize", Json{{"jobs", Json::array({Json::array({1})})}});
+  request("sched.cancel", Json{{"id", -1}});
+  request("sched.drain", Json{{"ranks", 1}});
+  request("sched.undrain", Json::object());
+  request("sched.feasibility", Json{{"jobspecs", "none"}});
+  for (const char* topic : {"sched.prioritize", "sched.cancel", "sched.drain", "sched.undrain", "sched.feasibility"}) {
+    auto got = responses(topic);
+    ASSERT_EQ(got.size(), 1u) << topic;
+    EXPECT_EQ(got[0]["errnum"], EPROTO) << topic << ": " << got[0].dump();
+  }
+  // Well-formed, but not an idset.
+  request("sched.drain", Json{{"ranks", "1-"}});
+  auto bad_ranks = responses("sched.drain");
+  ASSERT_EQ(bad_ranks.size(), 1u);
+  EXPECT_EQ(bad_ranks[0]["errnum"], EINVAL) << bad_ranks[0].dump();
+  EXPECT_EQ(status()["alarms"], 0);
+}
+
+TEST_F(SchedTest, ChecksFeasibilityOfEachJobspec) {
+  start(config(4, 2));
+  request("sched.feasibility", Json{{"jobspecs", Json::array({slots(8).raw, nodes(4).raw})}});
+  EXPECT_EQ(responses("sched.feasibility"), std::vector<Json>{Json::object()});
+  request("sched.feasibility", Json{{"jobspecs", Json::array({slots(8).raw, slots(8, 2).raw})}});
+  request("sched.feasibility", Json{{"jobspecs", Json::array({Json{{"version", 1}}})}});
+  auto rs = responses("sched.feasibility");
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[0]["errnum"], EINVAL);
+  EXPECT_EQ(rs[0]["errstr"], "jobspec 1: 8 slots of 2 cores need 16 cores; the instance has 8");
+  EXPECT_EQ(rs[1]["errstr"], "jobspec 0: missing \"resources\"");
+}
+
+TEST_F(SchedTest, DrainIsSavedBeforeItIsAnsweredAndKeepsNewJobsOff) {
+  start(config(4, 1));
+  request("sched.drain", Json{{"ranks", "5-6"}, {"reason", "x"}});
+  auto rs = responses("sched.drain");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["errstr"], "ranks 5-6 are not in this instance (size 4)");
+
+  alloc(1, nodes(1));  // runs on rank 0 and keeps running when drained
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+  responses("sched.alloc");
+  request("sched.drain", Json{{"ranks", "0-1"}, {"reason", "bad disk"}});
+  EXPECT_TRUE(responses("sched.drain").empty());
+  Message commit = take("kvs.commit");
+  Json op = Json::parse(commit.payload)["ops"][0];
+  EXPECT_EQ(op["key"], "resource.drain");
+  double t = FakeClock::kEpoch;
+  EXPECT_EQ(Json::parse(op["value"].get<std::string>()), (Json{{"0", {{"reason", "bad disk"}, {"timestamp", t}}},
+                                                               {"1", {{"reason", "bad disk"}, {"timestamp", t}}}}));
+  answer(commit, Json::object());
+  EXPECT_EQ(responses("sched.drain"), std::vector<Json>{Json::object()});
+
+  Json st = status();
+  EXPECT_EQ(st["drained"]["ranks"], "0-1");
+  EXPECT_EQ(st["allocated"]["ranks"], "0");
+  EXPECT_EQ(st["free"]["ranks"], "2-3");
+  EXPECT_EQ(st["drain"], Json::parse(R"([{"ranks":"0-1","reason":"bad disk","timestamp":1.7e9}])"));
+  EXPECT_EQ(st["policy"], "fcfs");
+
+  alloc(2, nodes(3));
+  settle();
+  EXPECT_TRUE(ids_of(responses("sched.alloc"), 0).empty());
+  request("sched.undrain", Json{{"ranks", "1-2"}});
+  EXPECT_EQ(responses("sched.undrain")[0]["errstr"], "rank 2 is not drained");
+  request("sched.undrain", Json{{"ranks", "1"}});
+  commit_all();
+  EXPECT_EQ(responses("sched.undrain"), std::vector<Json>{Json::object()});
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.2.R"});
+}
+
+TEST_F(SchedTest, DrainAndUndrainAreForTheOwner) {
+  start(config(2, 1));
+  request("sched.drain", Json{{"ranks", "0"}}, false, role::kUser);
+  auto rs = responses("sched.drain");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["errnum"], EPERM);
+}
+
+TEST_F(SchedTest, ALostRankGetsNoNewJobsUntilItIsBack) {
+  start(config(2, 1));
+  h.dispatch(make_event("broker.lost", R"({"rank":0,"reason":"heartbeat"})"));
+  EXPECT_EQ(status()["down"]["ranks"], "0");
+  alloc(1, nodes(2));
+  alloc(2, nodes(1), 1);
+  EXPECT_EQ(settle(), std::vector<std::string>{});  // FCFS: job 1 waits, so does job 2
+  h.dispatch(make_event("broker.online", R"({"rank":0})"));
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+}
+
+TEST_F(SchedTest, EasyReservesForTheHeadAndBackfillsAroundIt) {
+  start(config(2, 4, "easy"));
+  clock.advance(10);
+  alloc(1, nodes(1, 4, 1, 0, false, 100));  // rank 0 until t=110
+  alloc(2, slots(2, 1, 0, 1000), 15);       // rank 1 cores 0-1, until t=1010
+  EXPECT_EQ(settle(), (std::vector<std::string>{"job.1.R", "job.2.R"}));
+  responses("sched.alloc");
+  alloc(3, nodes(2, 4), 14);           // the head: needs both ranks whole, at t=1010
+  alloc(4, slots(1, 1, 0, 50), 13);    // ends by then: backfills
+  alloc(5, slots(1, 1, 0, 5000), 12);  // would delay the head: waits
+  alloc(6, slots(1), 11);              // no duration: waits
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.4.R"});
+  auto rs = responses("sched.alloc");
+  EXPECT_EQ(ids_of(rs, 0), std::vector<uint64_t>{4});
+  ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{3});
+  Json a = rs[0]["type"] == 1 ? rs[0] : rs[1];
+  EXPECT_EQ(a["annotations"]["sched"]["reason_pending"], "insufficient resources");
+  EXPECT_EQ(a["annotations"]["sched"]["t_estimate"], FakeClock::kEpoch + 1010);
+  EXPECT_EQ(status()["policy"], "easy");
+}
+
+TEST_F(SchedTest, EasyWithoutEstimatesBehavesLikeFcfs) {
+  start(config(1, 2, "easy"));
+  alloc(1, slots(1));  // no duration: the head's start cannot be planned
+  alloc(2, slots(2));
+  alloc(3, slots(1, 1, 0, 10));
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
+  EXPECT_FALSE(rs.back()["annotations"]["sched"].contains("t_estimate"));
+}
+
+TEST_F(SchedTest, AHelloThatFailsHalfwayIsStartedAfresh) {
+  create(config(2, 2));
+  answer_error(take("kvs.lookup"), ENOENT);
+  answer(take("broker.status"), Json::object());
+  Json job{{"id", 5}, {"priority", 1}, {"userid", 1}, {"t_submit", 1}, {"R", R({{0, "0-1"}}).to_json()}, {"free", ""}};
+  Message hello = take("job-manager.sched-hello");
+  answer(hello, job);
+  answer_error(hello, EPROTO, "the job manager restarted");
+  clock.advance(1);
+  hello = take("job-manager.sched-hello");
+  answer(hello, job);  // the same job again: not a double-booking
+  answer_error(hello, ENODATA);
+  answer_error(take("job-manager.sched-ready"), ENOSYS);
+  clock.advance(1);
+  hello = take("job-manager.sched-hello");
+  answer(hello, job);
+  answer_error(hello, ENODATA);
+  answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+  EXPECT_TRUE(sched->ready());
+  Json st = status();
+  EXPECT_EQ(st["alarms"], 0);
+  EXPECT_EQ(st["allocated"]["ranks"], "0");
+}
+
+TEST_F(SchedTest, TheFinalFreeEndsTheAllocation) {
+  start(config(3, 1));
+  alloc(1, nodes(3));
+  settle();
+  free(1, R({{2, "0"}}).to_json(), false);
+  free(1, R({{0, "0"}}).to_json(), true);  // rank 1 is left out: freed all the same
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 1}}, Json{{"id", 1}}}));
+  EXPECT_EQ(status()["free"]["ranks"], "0-2");
+  // Everything was given back before: the final free carries an empty R.
+  alloc(2, nodes(1));
+  settle();
+  free(2, R({{0, "0"}}).to_json(), false);
+  free(2, ResourceSet().to_json(), true);
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 2}}, Json{{"id", 2}}}));
+  EXPECT_EQ(status()["alarms"], 0);
+}
+
+TEST_F(SchedTest, RefusesASecondAllocForTheSameJob) {
+  start(config(2, 1));
+  alloc(1, nodes(1));
+  alloc(1, nodes(1));
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["errstr"], "job 1 is already pending");
+  settle();
+  responses("sched.alloc");
+  alloc(1, nodes(1));
+  rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["errstr"], "job 1 already holds resources");
+}
+
+TEST_F(SchedTest, ForgetsTheAllocsOfAClientThatDisconnected) {
+  start(config(1, 1));
+  alloc(1, slots(1));
+  alloc(2, slots(1));
+  settle();
+  EXPECT_EQ(sched->pending(), 1u);
+  request("sched.disconnect", Json::object(), false, role::kUser);
+  EXPECT_EQ(sched->pending(), 0u);
+}
+
+TEST_F(SchedTest, EasyMovesTheEstimateToTheNewHead) {
+  start(config(1, 2, "easy"));
+  alloc(1, slots(2, 1, 0, 100));
+  settle();
+  alloc(2, slots(2, 1, 0, 100), 10);
+  settle();
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
+  EXPECT_EQ(rs.back()["annotations"]["sched"]["t_estimate"], FakeClock::kEpoch + 100);
+  alloc(3, slots(1, 1, 0, 100), 20);  // higher priority: now it holds the reservation
+  settle();
+  rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[0], Json::parse(R"({"id":3,"type":1,"annotations":{"sched":{"reason_pending":"insufficient resources",
+      "t_estimate":1700000100.0}}})"));
+  EXPECT_EQ(rs[1], Json::parse(R"({"id":2,"type":1,"annotations":{"sched":{"reason_pending":"insufficient resources",
+      "t_estimate":null}}})"));
+}
+
+TEST_F(SchedTest, RestoredAllocationsThatClashCountAsAlarms) {
+  Json job{{"priority", 1}, {"userid", 1}, {"t_submit", 1}, {"R", R({{0, "0"}}).to_json()}, {"free", ""}};
+  Json a = job, b = job;
+  a["id"] = 1;
+  b["id"] = 2;
+  start(config(1, 2), {a, b});
+  Json st = status();
+  EXPECT_EQ(st["alarms"], 1);
+  EXPECT_EQ(st["allocated"]["ncores"], 1);
+}
+
+TEST_F(SchedTest, AFailedRCommitDeniesTheJobAndFreesItsResources) {
+  start(config(1, 1));
+  alloc(1, slots(1));
+  run();
+  answer_error(take("kvs.commit"), EIO, "disk full");
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["type"], 2);
+  EXPECT_EQ(rs[0]["note"], "cannot write job.1.R: disk full");
+  EXPECT_EQ(status()["free"]["ncores"], 1);
+}
+
+}  // namespace
+}  // namespace loom
