@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "base/wait_status.h"
 #include "eventlog/eventlog.h"
 #include "shell/output.h"
 
@@ -141,9 +142,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
   if (!r.ok()) return fail(cmd, encode_f58(id) + ": " + r.error().text);
   int code = r->value("success", false) ? 0 : 1;
   if (r->contains("status")) {
-    int st = (*r)["status"].get<int>();
-    if (WIFSIGNALED(st)) code = 128 + WTERMSIG(st);
-    else if (WIFEXITED(st) && WEXITSTATUS(st) != 0) code = WEXITSTATUS(st);
+    if (int st = shell_exit_code((*r)["status"].get<int>()); st != 0) code = st;
   }
   if (code != 0 && !r->contains("exception")) {
     std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": task(s) exited with exit code " << code << "\n";

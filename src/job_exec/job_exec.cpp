@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/fluid.h"
+#include "base/wait_status.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "msg/payload.h"
@@ -24,11 +25,6 @@ namespace loom {
 namespace {
 constexpr const char* kService = "job-exec";
 
-// A wait status as a shell reports it: the exit code, or 128+N for signal N.
-int shell_code(int status) {
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 0;
-}
 constexpr double kHelloRetry = 1.0;
 }  // namespace
 
@@ -479,7 +475,7 @@ void JobExec::Impl::send_finish(Run& r) {
   // above any exit code up to 128.
   int worst = 0;
   for (auto& [rank, st] : r.exited) {
-    if (shell_code(st) > shell_code(worst)) worst = st;
+    if (shell_exit_code(st) > shell_exit_code(worst)) worst = st;
   }
   respond(r.req, r.id, "finish", Json{{"status", worst}});
 }

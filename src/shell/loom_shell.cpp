@@ -27,6 +27,7 @@
 
 #include "base/clock.h"
 #include "base/fluid.h"
+#include "base/wait_status.h"
 #include "jobspec/jobspec.h"
 #include "msg/client.h"
 #include "rset/rset.h"
@@ -298,10 +299,7 @@ int Shell::run() {
   // Exit as a shell would for the worst task: 128+N for a task killed by
   // signal N ranks above any exit code up to 128.
   int worst = 0;
-  for (const auto& t : tasks_) {
-    int code = WIFSIGNALED(t.status) ? 128 + WTERMSIG(t.status) : WIFEXITED(t.status) ? WEXITSTATUS(t.status) : 1;
-    worst = std::max(worst, code);
-  }
+  for (const auto& t : tasks_) worst = std::max(worst, shell_exit_code(t.status));
   return worst;
 }
 
