@@ -44,13 +44,7 @@ void JobManager::Impl::send_start(Job& j) {
   if (exec_service_.empty() || j.start_sent || j.rec.released_all) return;
   j.start_sent = true;
   Json req{{"id", j.id.value()}, {"userid", j.rec.userid}, {"R", j.R.to_json()}, {"reattach", j.rec.started}};
-  // The jobspec is spliced in as the text it is kept as.
-  std::string payload = dump_json(req);
-  payload.pop_back();
-  payload += ",\"jobspec\":";
-  payload += j.jobspec;
-  payload += '}';
-  h_.send_matchless(exec_service_ + ".start", std::move(payload));
+  h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
 }
 
 void JobManager::Impl::exec_teardown(const std::string& why) {

@@ -63,6 +63,17 @@ inline std::string result_of(const JobRecord& r) {
   return r.finished && r.finish_status == 0 ? "COMPLETED" : "FAILED";
 }
 
+// `head` (a JSON object) with "jobspec" added as the JSON text a job keeps
+// it as, spliced in rather than parsed into a tree and dumped again.
+inline std::string with_jobspec(const Json& head, const std::string& jobspec) {
+  std::string payload = dump_json(head);
+  payload.pop_back();
+  payload += ",\"jobspec\":";
+  payload += jobspec;
+  payload += '}';
+  return payload;
+}
+
 // A job id in a payload: a number, or a string in any accepted form.
 inline Result<JobId> get_jobid(const Json& j, const char* k = "id") {
   auto it = j.find(k);

@@ -11,14 +11,8 @@ void JobManager::Impl::send_alloc(Job& j) {
   j.alloc_pending = true;
   j.cancel_sent = false;
   ++allocs_outstanding_;
-  // The jobspec is spliced in as the text it is kept as.
   Json req{{"id", j.id.value()}, {"priority", j.rec.priority}, {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit}};
-  std::string payload = dump_json(req);
-  payload.pop_back();
-  payload += ",\"jobspec\":";
-  payload += j.jobspec;
-  payload += '}';
-  h_.send_matchless("sched.alloc", std::move(payload));
+  h_.send_matchless("sched.alloc", with_jobspec(req, j.jobspec));
 }
 
 void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
