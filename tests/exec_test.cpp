@@ -248,7 +248,8 @@ TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
   auto up = loom(
       {"kvs", "--namespace", "job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "output", "data"});
   ASSERT_EQ(up.code, 0) << show(up);
-  EXPECT_EQ(processes_running(marker), 1) << "the task runs";
+  // (At least one: `sh` forks before it execs the sleep.)
+  EXPECT_GE(processes_running(marker), 1) << "the task runs";
   ASSERT_EQ(inst.stop(), 0);
   // The stop killed the task, and what it started.
   expect_all_exit(processes_with(marker));

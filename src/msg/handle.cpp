@@ -1,6 +1,5 @@
 #include "msg/handle.h"
 
-#include <spdlog/spdlog.h>
 
 namespace loom {
 
