@@ -1,6 +1,5 @@
 #include "msg/handle.h"
 
-
 namespace loom {
 
 Handle::Handle(Clock& clock, SendFn send) : clock_(clock), send_(std::move(send)) {}
