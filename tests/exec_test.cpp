@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -245,6 +246,7 @@ TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
   std::string marker = "marker." + std::to_string(::getpid());
   std::string nap = "301." + std::to_string(::getpid());
   std::string id = submit_job({"-N1", "sh", "-c", "echo up; sleep " + nap + " >/dev/null 2>&1; true", marker});
+  wait_event(id, "start");  // the job's namespace exists from then on
   auto up = loom(
       {"kvs", "--namespace", "job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "output", "data"});
   ASSERT_EQ(up.code, 0) << show(up);
@@ -455,6 +457,7 @@ TEST_F(Exec, KillSendsOnlyTheSignalAndACancelStillTerminates) {
   // arm the SIGKILL that belongs to cancel; the cancel then ends it with SIGTERM.
   std::string id = submit_job({"-N1", "sh", "-c", "trap '' USR1; echo ready; exec sleep 300"});
   // `start` means the shell runs; the task says when it ignores USR1.
+  wait_event(id, "start");
   auto ready = loom(
       {"kvs", "--namespace", "job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "output", "data"});
   ASSERT_EQ(ready.code, 0) << show(ready);
@@ -569,8 +572,10 @@ TEST_F(ExecEpilog, AFailedEpilogDrainsItsRankAndTheJobStillCompletes) {
 class ExecLost : public Exec {
  protected:
   void SetUp() override {
-    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--heartbeat-interval=0.1",
-                               "--heartbeat-timeout=1", "--setconf", "exec.kill-timeout=0.5"}));
+    // (Shells do not wait for a lost broker to come back: reattach-timeout 0.)
+    ASSERT_TRUE(
+        inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--heartbeat-interval=0.1", "--heartbeat-timeout=1",
+                       "--setconf", "exec.kill-timeout=0.5", "--setconf", "exec.reattach-timeout=0"}));
     inst.expect_clean_exit(false);  // rank 3 is killed on purpose
   }
 };
@@ -624,6 +629,121 @@ TEST_F(ExecUnkillable, RanksThatCannotBeKilledAreDrainedAndTheJobCompletes) {
   EXPECT_EQ(res["drained"]["ranks"], "3") << res;
   EXPECT_NE(res["drain"][0]["reason"].get<std::string>().find("unkillable processes"), std::string::npos) << res;
   EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+}
+
+// A crash of the whole instance (every broker SIGKILLed) while a job runs,
+// then a restart on the same state directory (DESIGN §10). The job shells
+// live in sessions of their own, so they outlive their brokers.
+class ExecReattach : public Exec {
+ protected:
+  std::string dir;
+  void SetUp() override {
+    dir = (std::filesystem::temp_directory_path() / ("loom-reattach-" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    ASSERT_TRUE(inst.start(2, args()));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+  std::vector<std::string> args() {
+    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state", "--setconf",
+            "exec.reattach-timeout=30"};
+  }
+  void crash() {
+    std::vector<pid_t> brokers;
+    for (uint32_t r = 0; r < inst.size(); ++r) {
+      std::string why;
+      auto pid = inst.broker_pid(r, &why);
+      ASSERT_TRUE(pid) << why;
+      brokers.push_back(*pid);
+    }
+    inst.expect_clean_exit(false);
+    // (A broker may already be stopping because its parent is gone.)
+    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
+    expect_all_exit(brokers);
+    inst.stop(20);
+    inst.expect_clean_exit(true);
+  }
+  // Lets the task of rank R go on (it waits reading a FIFO).
+  void go(int rank) {
+    auto r = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/go." + std::to_string(rank)}, {}, 20);
+    ASSERT_EQ(r.code, 0) << "the task of rank " << rank << " is not waiting: " << show(r);
+  }
+  // The job shell of job `id` on rank `rank` of this instance (its
+  // LOOM_URI names the rank's socket).
+  pid_t shell_of(const std::string& id, uint32_t rank) {
+    for (pid_t p : processes_with(std::to_string(num(id)))) {
+      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
+      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
+    }
+    return -1;
+  }
+};
+
+TEST_F(ExecReattach, AJobRunningThroughACrashIsFoundAgainAndCompletes) {
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(::mkfifo((dir + "/up." + std::to_string(r)).c_str(), 0600), 0);
+    ASSERT_EQ(::mkfifo((dir + "/go." + std::to_string(r)).c_str(), 0600), 0);
+  }
+  std::string id = submit_job({"-N2", "sh", "-c",
+                               "echo before $LOOM_RANK; echo up > " + dir + "/up.$LOOM_RANK; read x < " + dir +
+                                   "/go.$LOOM_RANK; echo after $LOOM_RANK"});
+  // Both tasks run (then the crash: a shell that never reached its broker
+  // could not be found again).
+  auto up = run_cmd({"/bin/cat", dir + "/up.0", dir + "/up.1"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  crash();
+  // Rank 0's task ends while no broker runs: its shell keeps the output and
+  // the status for the broker that comes back.
+  go(0);
+  ASSERT_TRUE(inst.start(2, args()));
+  // Rank 1's task still runs, watched by its restarted broker now.
+  go(1);
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  EXPECT_EQ(named(log, "start").size(), 1u);
+  EXPECT_TRUE(named(log, "exception").empty()) << named(log, "exception")[0];
+  ASSERT_EQ(named(log, "finish").size(), 1u);
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], 0);
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  // Nothing written before, during or after the outage is lost.
+  auto out = loom({"job", "attach", id});
+  ASSERT_EQ(out.code, 0) << show(out);
+  auto lines = out.out_lines();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"after 0", "after 1", "before 0", "before 1"})) << out.out;
+  EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
+}
+
+TEST_F(ExecReattach, AJobWhoseShellDidNotSurviveIsLostAndTheRestIsKilled) {
+  std::string marker = "304." + std::to_string(::getpid());
+  ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
+  std::string id =
+      submit_job({"-N2", "sh", "-c", "[ $LOOM_RANK = 1 ] || echo up > " + dir + "/up; exec sleep " + marker});
+  auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  crash();
+  // Rank 1's shell and its task die with their node.
+  pid_t shell = shell_of(id, 1);
+  ASSERT_GT(shell, 0) << "no shell of the job on rank 1";
+  ASSERT_EQ(::kill(-shell, SIGKILL), 0);
+  expect_all_exit({shell});
+  ASSERT_TRUE(inst.start(2, args()));
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  auto ex = named(log, "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["severity"], 0);
+  std::string note = ex[0]["context"]["note"];
+  EXPECT_NE(note.find("lost"), std::string::npos) << note;
+  EXPECT_NE(note.find("rank 1"), std::string::npos) << note;
+  EXPECT_EQ(named(log, "release").back()["context"]["final"], true);
+  // Rank 0's task, found again, was killed: nothing runs unseen.
+  expect_all_exit(processes_with(marker));
+  EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
 }
 
 }  // namespace

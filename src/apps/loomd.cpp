@@ -62,6 +62,10 @@ int main(int argc, char** argv) {
   app.add_option("--exec-kill-timeout", exec_cfg.kill_timeout, "Seconds from SIGTERM to SIGKILL")
       ->check(CLI::PositiveNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-reattach-timeout", exec_cfg.reattach_timeout,
+                 "Seconds a job shell whose broker died waits for a restarted one (0: it kills its tasks)")
+      ->check(CLI::NonNegativeNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   CLI11_PARSE(app, argc, argv);
   if (cfg.rank >= cfg.size) {
     std::cerr << "loomd: --rank must be below --size\n";

@@ -104,6 +104,10 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
         if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
         o.every_rank_args.push_back(
             "--" + std::string(key == "exec.kill-timeout" ? "exec-kill-timeout" : "exec-epilog-timeout") + "=" + value);
+      } else if (key == "exec.reattach-timeout") {
+        double t = std::stod(value);
+        if (!(t >= 0)) return Error{EINVAL, key + " must be a number of seconds, 0 or more"};
+        rank0_args.push_back("--exec-reattach-timeout=" + value);
       } else if (key == "job-manager.inactive-num-limit") {
         rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
       } else {
@@ -112,7 +116,7 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
                          " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
                          "broker.heartbeat-timeout, sched.policy, resource.cores-per-rank, "
                          "resource.gpus-per-rank, job-manager.inactive-num-limit, exec.epilog, exec.epilog-timeout, "
-                         "exec.kill-timeout)"};
+                         "exec.kill-timeout, exec.reattach-timeout)"};
       }
     } catch (const std::invalid_argument& e) {
       std::string what = e.what();
@@ -289,7 +293,37 @@ class Launcher {
       if (ec) return Error{ec.value(), "cannot create " + rundir_ + ": " + ec.message()};
       return {};
     }
-    std::string tmpl = (std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : "/tmp") + "/loom-XXXXXX";
+    std::string tmp = std::getenv("TMPDIR") ? std::string(std::getenv("TMPDIR")) : "/tmp";
+    if (!o_.state_dir.empty()) {
+      // With a state directory, the sockets go in a directory named after
+      // it: job shells that outlived a crash find the restarted instance
+      // there (DESIGN §10). Ours alone (0700), or a temporary one after all.
+      std::error_code ec;
+      std::string state = fs::weakly_canonical(fs::absolute(o_.state_dir, ec), ec).string();
+      uint64_t h = 1469598103934665603ull;  // FNV-1a
+      for (unsigned char ch : state) h = (h ^ ch) * 1099511628211ull;
+      char name[32];
+      std::snprintf(name, sizeof name, "/loom-run-%016llx", static_cast<unsigned long long>(h));
+      std::string run = tmp + name;
+      struct stat st {};
+      bool made = ::mkdir(run.c_str(), 0700) == 0;
+      if (made || (errno == EEXIST && ::lstat(run.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
+                   st.st_uid == ::getuid() && (st.st_mode & 077) == 0)) {
+        // Not while another instance serves there (it would lose its sockets).
+        std::string sock = run + "/rank-0.sock";
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+        if (fd >= 0) ::close(fd);
+        if (live) return Error{EBUSY, "an instance already runs on state directory " + state + " (" + sock + ")"};
+        rundir_ = run;
+        remove_rundir_ = true;
+        return {};
+      }
+    }
+    std::string tmpl = tmp + "/loom-XXXXXX";
     if (!::mkdtemp(tmpl.data())) return Error{errno, std::string("mkdtemp: ") + std::strerror(errno)};
     rundir_ = tmpl;
     remove_rundir_ = true;
@@ -487,7 +521,9 @@ void add_start_command(CLI::App& app, Runner& run) {
       ->check(CLI::Range(1u, 4096u));
   sub->add_option("--fanout", o->fanout, "Children per broker in the overlay tree (default 2)")
       ->check(CLI::Range(1u, 1024u));
-  sub->add_option("--rundir", o->rundir, "Directory for the brokers' sockets (default: a new temporary one)");
+  sub->add_option(
+      "--rundir", o->rundir,
+      "Directory for the brokers' sockets (default: one named after --state-dir, else a new temporary one)");
   sub->add_option("--state-dir", o->state_dir, "Directory for durable state (default: none, nothing kept)");
   sub->add_option("--log-level", o->log_level, "Broker log level: trace, debug, info, warn, error (default warn)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));

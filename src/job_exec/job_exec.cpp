@@ -15,6 +15,7 @@
 
 #include "base/fluid.h"
 #include "base/wait_status.h"
+#include "eventlog/eventlog.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "msg/payload.h"
@@ -51,6 +52,12 @@ struct JobExec::Impl {
     bool fatal = false;                 // a fatal exception was raised
     bool killing = false;               // SIGTERM/SIGALRM sent; SIGKILL follows
     std::unique_ptr<Timer> kill_timer;
+    bool reattach = false;         // shells started before a restart, found again
+    size_t gone_before = 0;        // reattach: ranks released before the restart
+    std::set<uint32_t> unreached;  // reattach: ranks not back yet (asked again when online)
+    std::unique_ptr<Timer> reattach_timer;
+    std::unique_ptr<Timer> retry_timer;  // asks the unreached ranks again, in case an online event was missed
+    double reattach_deadline = 0;
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -100,6 +107,12 @@ struct JobExec::Impl {
 
   // Real execution.
   void launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid);
+  void name_run(Run& r, uint32_t userid);
+  void find_shells(Run& r, uint32_t userid);
+  void reattach_ranks(uint64_t id, const std::string& eventlog);
+  void ask_shell(Run& r, uint32_t rank);
+  void lost_ranks(uint64_t id);
+  void on_online(const Message& ev);
   void on_shell(uint64_t id, uint32_t rank, const Message& m);
   void shell_exited(Run& r, uint32_t rank, int status);
   void send_finish(Run& r);
@@ -120,6 +133,9 @@ void JobExec::Impl::install() {
   });
   h_.subscribe("job-manager.exec-teardown", [this, alive](const Message& ev) {
     if (!alive.expired()) on_teardown(ev);
+  });
+  h_.subscribe("broker.online", [this, alive](const Message& ev) {
+    if (!alive.expired()) on_online(ev);
   });
   hello_timer_ = h_.clock().make_timer();
 }
@@ -176,11 +192,7 @@ void JobExec::Impl::start(const Message& m) {
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, "all");
   std::string all = R->rank_set().encode();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
-  if (p->value("reattach", false)) {
-    // Its shells may have outlived a crash, but finding them again is not
-    // there yet: the job ends, saying so.
-    return refuse(req, jid, "the job was lost: job-exec restarted and cannot reattach to its shells", all);
-  }
+  bool reattach = p->value("reattach", false);
   auto js = p->contains("jobspec") ? parse_jobspec((*p)["jobspec"]) : Result<Jobspec>(Error{EPROTO, "missing"});
   if (!js.ok()) return refuse(req, jid, "jobspec: " + js.error().text, all);
   const Json* test = nullptr;
@@ -208,8 +220,11 @@ void JobExec::Impl::start(const Message& m) {
     }
     int64_t root = 0;
     auto userid = get_int(*p, "userid", 0, UINT32_MAX - 1, &root);
+    if (reattach) return find_shells(r, static_cast<uint32_t>(userid.ok() ? *userid : 0));
     return launch(r, (*p)["jobspec"], (*p)["R"], static_cast<uint32_t>(userid.ok() ? *userid : 0));
   }
+  // Test execution runs nothing that could have outlived a restart.
+  if (reattach) return refuse(req, jid, "the job was lost: test execution cannot be reattached", all);
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the
   // time limit, else at once.
@@ -361,15 +376,19 @@ void JobExec::Impl::raise(Run& r, const std::string& type, const std::string& no
   respond(r.req, r.id, "exception", Json{{"severity", 0}, {"type", type}, {"note", note}});
 }
 
-void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid) {
-  uint64_t id = r.id;
-  r.ns = "job-" + std::to_string(id);
+void JobExec::Impl::name_run(Run& r, uint32_t userid) {
+  r.ns = "job-" + std::to_string(r.id);
   r.userid = userid;
   std::string all;
   for (uint32_t rank : r.ranks) all += (all.empty() ? "" : ",") + std::to_string(rank);
   r.all = IdSet::parse(all).value().encode();
-  // The namespace is the job user's: the shells write its output there.
   r.serial = next_serial_++;
+}
+
+void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid) {
+  uint64_t id = r.id;
+  name_run(r, userid);
+  // The namespace is the job user's: the shells write its output there.
   uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
   auto go = [this, alive, id, serial, jobspec, R](const Message& created) {
@@ -386,8 +405,9 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
       return finish_real(id, "all");
     }
     for (uint32_t rank : r.ranks) {
-      Json info{{"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
-                {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all}};
+      Json info{
+          {"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
+          {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all},     {"reattach_timeout", cfg_.reattach_timeout}};
       RpcOptions opts;
       opts.nodeid = rank;
       opts.streaming = true;
@@ -402,6 +422,102 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
   h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {}, go);
 }
 
+// A job that was running when the instance went down (DESIGN §10): its
+// shells kept their tasks and connected to their restarted brokers. The
+// eventlog says which ranks were released and whether `finish` was logged;
+// every other rank's shell is asked for, and once all are found the stream
+// goes on as if nothing happened. A shell that did not come back makes the
+// job lost: an exception saying so, the others killed, everything released.
+void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
+  uint64_t id = r.id;
+  name_run(r, userid);
+  r.reattach = true;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.lookup", Json{{"key", "job." + std::to_string(id) + ".eventlog"}}, {},
+         [this, alive, id, serial](const Message& m) {
+           if (alive.expired() || !current(id, serial)) return;
+           auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
+           std::string text = v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
+           reattach_ranks(id, text);
+         });
+}
+
+void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  Run& r = it->second;
+  LineSplitter lines;
+  for (auto& line : lines.feed(eventlog)) {
+    auto e = parse_event(line);
+    if (!e.ok() || !e->context.is_object()) continue;
+    if (e->name == "finish") r.finish_sent = true;
+    if (e->name != "release") continue;
+    std::string ranks = e->context.value("ranks", std::string());
+    auto set = ranks == "all" ? IdSet::parse(r.all) : IdSet::parse(ranks);
+    if (set.ok()) {
+      for (uint32_t rank : set->to_vector()) r.released.insert(rank);
+    }
+  }
+  // Ranks that are not back yet are asked again when they come online, for
+  // as long as their shells wait for them.
+  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
+  r.reattach_timer = h_.clock().make_timer();
+  r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
+  r.retry_timer = h_.clock().make_timer();
+  for (uint32_t rank : r.ranks) {
+    if (r.released.count(rank)) {
+      // Its shell exited before the restart; its status went with it.
+      if (!r.finish_sent) spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
+      r.exited[rank] = 0;
+      ++r.gone_before;
+      continue;
+    }
+    ask_shell(r, rank);
+  }
+}
+
+void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  RpcOptions opts;
+  opts.nodeid = rank;
+  opts.streaming = true;
+  h_.rpc("shell.reattach", Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+         [this, alive, id, serial, rank](const Message& m) {
+           if (!alive.expired() && current(id, serial)) on_shell(id, rank, m);
+         });
+}
+
+void JobExec::Impl::on_online(const Message& ev) {
+  auto p = parse_json(ev.payload);
+  if (!p.ok() || !p->is_object() || !(*p)["rank"].is_number_unsigned()) return;
+  uint32_t rank = (*p)["rank"].get<uint32_t>();
+  for (auto& [id, r] : runs_) {
+    if (r.unreached.erase(rank)) ask_shell(r, rank);
+  }
+}
+
+// Ranks that did not come back while their shells waited for them.
+void JobExec::Impl::lost_ranks(uint64_t id) {
+  auto it = runs_.find(id);
+  if (it == runs_.end() || it->second.unreached.empty()) return;
+  Run& r = it->second;
+  std::set<uint32_t> lost = std::move(r.unreached);
+  r.unreached.clear();
+  IdSet ranks;
+  for (uint32_t rank : lost) ranks.insert(rank);
+  raise(r, "exec", "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
+  kill_all(r, SIGKILL);
+  for (uint32_t rank : lost) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    shell_exited(cur->second, rank, SIGKILL);
+    rank_free(cur->second, rank);
+  }
+}
+
 void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
@@ -411,6 +527,23 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     if (r.released.count(rank)) return;
     if (m.errnum == EHOSTUNREACH && r.shells_started.count(rank)) {
       raise(r, "node-failure", "rank " + std::to_string(rank) + " was lost");
+    } else if (r.reattach && !r.shells_started.count(rank) && m.errnum == EHOSTUNREACH && !r.fatal &&
+               h_.clock().now() < r.reattach_deadline) {
+      // Its broker is not back yet: asked again when it is online (or in a
+      // second: the online event may have come before this answer).
+      r.unreached.insert(rank);
+      if (!r.retry_timer->armed()) {
+        r.retry_timer->arm(1.0, [this, id] {
+          auto it = runs_.find(id);
+          if (it == runs_.end()) return;
+          std::set<uint32_t> again = std::move(it->second.unreached);
+          it->second.unreached.clear();
+          for (uint32_t rk : again) ask_shell(it->second, rk);
+        });
+      }
+      return;
+    } else if (r.reattach && !r.shells_started.count(rank)) {
+      raise(r, "exec", "the job was lost in the restart: rank " + std::to_string(rank) + ": " + error_text(m));
     } else {
       raise(r, "exec", "rank " + std::to_string(rank) + ": " + error_text(m));
     }
@@ -421,9 +554,17 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   auto p = parse_json(m.payload);
   if (!p.ok() || !p->is_object()) return;
   std::string type = p->value("type", "");
-  if (type == "started") {
+  if (type == "started" || type == "reattached") {
     r.shells_started.insert(rank);
-    if (r.shells_started.size() == r.ranks.size() && !r.started && !r.fatal) begin(r);
+    if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && !r.fatal) {
+      if (!r.reattach) {
+        begin(r);
+      } else {
+        r.started = true;
+        spdlog::info("job-exec: job {}: found its shells again", id);
+        respond(r.req, id, "reattached");
+      }
+    }
     // A shell that came up after the job was killed goes too.
     if (r.killing) {
       h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});

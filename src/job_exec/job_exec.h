@@ -24,7 +24,8 @@ class io_context;
 namespace loom {
 
 struct JobExecConfig {
-  double kill_timeout = 5;  // seconds from a kill signal to the job being given up
+  double kill_timeout = 5;       // seconds from a kill signal to the job being given up
+  double reattach_timeout = 60;  // seconds a shell waits for its broker to come back
 };
 
 class JobExec {

@@ -12,6 +12,7 @@
 #include <asio/write.hpp>
 #include <cstring>
 #include <map>
+#include <optional>
 
 #include "base/fluid.h"
 #include "msg/payload.h"
@@ -19,25 +20,45 @@
 
 namespace loom {
 
+namespace {
+// How long a `shell.reattach` waits for its shell to connect again, and how
+// long an adopted shell waits for job-exec to claim it before it is killed.
+constexpr double kAdoptWait = 5;
+constexpr double kClaimWait = 60;
+}  // namespace
+
 struct ShellLauncher::Impl {
   struct Shell {
-    Message req;
+    Message req;          // the launch or reattach request the answers go to
+    bool claimed = true;  // false: adopted, no reattach request yet
     pid_t pid = -1;
     std::unique_ptr<ChildWatch> watch;
     std::unique_ptr<asio::posix::stream_descriptor> input;  // the shell's stdin, until written
     std::shared_ptr<std::string> info;
+    Json job_info;                // for the epilog
+    std::optional<int> reported;  // an adopted shell's exit, as a wait status
+    std::optional<int> status;    // exited (unclaimed: kept until claimed)
+    std::unique_ptr<Timer> timer;
   };
 
   Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) : io_(io), h_(h), cfg_(std::move(cfg)) {}
   ~Impl() {
     // Shells outlive their broker (a restarted one can find them again).
-    for (auto& [id, s] : shells_) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
+    for (auto& [id, s] : shells_) {
+      if (!s.status) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
+    }
   }
 
   asio::io_context& io_;
   Handle& h_;
   ShellLauncherConfig cfg_;
   std::map<uint64_t, Shell> shells_;
+  struct Claim {
+    Message req;
+    Json job_info;
+    std::unique_ptr<Timer> timer;
+  };
+  std::map<uint64_t, Claim> claims_;  // reattach requests waiting for their shell
   struct Epilog {
     std::unique_ptr<ChildWatch> watch;
     std::unique_ptr<Timer> timer;
@@ -46,9 +67,14 @@ struct ShellLauncher::Impl {
   std::map<uint64_t, std::shared_ptr<Epilog>> epilogs_;
 
   void run_epilog(const Message& req, uint64_t jid, const Json& info);
+  void exited(uint64_t jid, int status);
+  void claim(uint64_t jid, Message req, Json job_info);
 
   void launch(const Message& m);
   void kill(const Message& m);
+  void adopt(const Message& m);
+  void reattach(const Message& m);
+  void done(const Message& m);
 };
 
 void ShellLauncher::Impl::launch(const Message& m) {
@@ -89,20 +115,8 @@ void ShellLauncher::Impl::launch(const Message& m) {
     if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
     it->second.input.reset();  // EOF for the shell
   });
-  Json job_info = (*p)["info"];
-  auto watch = ChildWatch::create(io_, *pid, [this, jid, job_info](int status) {
-    auto it = shells_.find(jid);
-    if (it == shells_.end()) return;
-    Message req = it->second.req;
-    pid_t group = it->second.pid;
-    shells_.erase(it);
-    // Nothing of the job may outlive its shell on this rank.
-    ::kill(-group, SIGKILL);
-    bool epilog = !cfg_.epilog.empty();
-    h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
-    if (!epilog) return h_.respond_error(req, ENODATA, "");
-    run_epilog(req, jid, job_info);
-  });
+  s.job_info = (*p)["info"];
+  auto watch = ChildWatch::create(io_, *pid, [this, jid](int status) { exited(jid, status); });
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
     ::waitpid(*pid, nullptr, 0);
@@ -111,6 +125,129 @@ void ShellLauncher::Impl::launch(const Message& m) {
   }
   s.watch = std::move(*watch);
   h_.respond(m, Json{{"type", "started"}, {"pid", *pid}});
+}
+
+// The job's shell on this rank is gone: nothing of the job may outlive it
+// here; the answer says so and the epilog (if any) runs. An adopted shell
+// nobody has claimed yet keeps its status for the claim.
+void ShellLauncher::Impl::exited(uint64_t jid, int status) {
+  auto it = shells_.find(jid);
+  if (it == shells_.end() || it->second.status) return;
+  Shell& s = it->second;
+  // Not our child: what it reported, else it was killed before it could.
+  if (status < 0) status = s.reported.value_or(SIGKILL);
+  ::kill(-s.pid, SIGKILL);
+  s.watch.reset();
+  if (!s.claimed) {
+    s.status = status;
+    return;
+  }
+  Message req = s.req;
+  Json job_info = s.job_info;
+  shells_.erase(it);
+  bool epilog = !cfg_.epilog.empty();
+  h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
+  if (!epilog) return h_.respond_error(req, ENODATA, "");
+  run_epilog(req, jid, job_info);
+}
+
+// job-exec found the shell again: it gets the rest of the stream.
+void ShellLauncher::Impl::claim(uint64_t jid, Message req, Json job_info) {
+  Shell& s = shells_.at(jid);
+  s.req = std::move(req);
+  s.job_info = std::move(job_info);
+  s.claimed = true;
+  s.timer.reset();
+  h_.respond(s.req, Json{{"type", "reattached"}, {"pid", s.pid}});
+  if (s.status) {
+    int status = *s.status;
+    s.status.reset();
+    exited(jid, status);
+  }
+}
+
+// shell.adopt {id, rank, pid}: a job shell whose broker died connected to
+// us. It is not our child; it tells us its exit (shell.done), and a pidfd
+// tells us if it dies first.
+void ShellLauncher::Impl::adopt(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto id = get_int(*p, "id", 0, INT64_MAX);
+  if (!id.ok()) return h_.respond_error(m, id.error());
+  auto pid = get_int(*p, "pid", 2, INT32_MAX);
+  if (!pid.ok()) return h_.respond_error(m, pid.error());
+  uint64_t jid = static_cast<uint64_t>(*id);
+  if (shells_.count(jid)) {
+    return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
+  }
+  Shell& s = shells_[jid];
+  s.pid = static_cast<pid_t>(*pid);
+  s.claimed = false;
+  auto watch = ChildWatch::create(io_, s.pid, [this, jid](int status) { exited(jid, status); });
+  if (!watch.ok()) {
+    shells_.erase(jid);
+    return h_.respond_error(m, watch.error().code, "cannot watch the shell: " + watch.error().text);
+  }
+  s.watch = std::move(*watch);
+  spdlog::info("shell: adopted the shell of job {} (pid {})", jid, s.pid);
+  h_.respond(m, Json::object());
+  if (auto c = claims_.find(jid); c != claims_.end()) {
+    Claim claimed = std::move(c->second);
+    claims_.erase(c);
+    return claim(jid, std::move(claimed.req), std::move(claimed.job_info));
+  }
+  // Nobody asks for it: the job ended while its shell was away.
+  s.timer = h_.clock().make_timer();
+  s.timer->arm(kClaimWait, [this, jid] {
+    auto it = shells_.find(jid);
+    if (it == shells_.end() || it->second.claimed) return;
+    spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", jid, it->second.pid);
+    ::kill(-it->second.pid, SIGKILL);
+    shells_.erase(it);
+  });
+}
+
+// shell.done {id, status}: an adopted shell's exit code, just before it exits.
+void ShellLauncher::Impl::done(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto id = get_int(*p, "id", 0, INT64_MAX);
+  if (!id.ok()) return h_.respond_error(m, id.error());
+  auto code = get_int(*p, "status", 0, 255);
+  if (!code.ok()) return h_.respond_error(m, code.error());
+  auto it = shells_.find(static_cast<uint64_t>(*id));
+  if (it == shells_.end()) return h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(*id) + " here");
+  it->second.reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
+  h_.respond(m, Json::object());
+}
+
+// shell.reattach {id, info}: job-exec, restarted, looks for the job's shell
+// here. Waits up to kAdoptWait for the shell to connect again.
+void ShellLauncher::Impl::reattach(const Message& m) {
+  auto p = payload_object(m);
+  if (!p.ok()) return h_.respond_error(m, p.error());
+  auto id = get_int(*p, "id", 0, INT64_MAX);
+  if (!id.ok()) return h_.respond_error(m, id.error());
+  uint64_t jid = static_cast<uint64_t>(*id);
+  Json job_info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
+  Message req = m;
+  req.payload = std::string();
+  if (auto it = shells_.find(jid); it != shells_.end()) {
+    if (it->second.claimed) return h_.respond_error(m, EBUSY, "the shell of job " + std::to_string(jid) + " is taken");
+    return claim(jid, std::move(req), std::move(job_info));
+  }
+  if (claims_.count(jid)) return h_.respond_error(m, EBUSY, "job " + std::to_string(jid) + " is being reattached");
+  Claim& c = claims_[jid];
+  c.req = std::move(req);
+  c.job_info = std::move(job_info);
+  c.timer = h_.clock().make_timer();
+  c.timer->arm(kAdoptWait, [this, jid] {
+    auto it = claims_.find(jid);
+    if (it == claims_.end()) return;
+    Message req = std::move(it->second.req);
+    claims_.erase(it);
+    h_.respond_error(req, ENOENT, "its shell did not come back");
+  });
 }
 
 void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Json& info) {
@@ -185,6 +322,9 @@ std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handl
   Impl* raw = impl.get();
   h.add_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
   h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
+  h.add_method("shell.adopt", Access::kOwner, [raw](const Message& m) { raw->adopt(m); });
+  h.add_method("shell.done", Access::kOwner, [raw](const Message& m) { raw->done(m); });
+  h.add_method("shell.reattach", Access::kOwner, [raw](const Message& m) { raw->reattach(m); });
   return std::unique_ptr<ShellLauncher>(new ShellLauncher(std::move(impl)));
 }
 

@@ -8,15 +8,25 @@
 // forwards signals to the tasks, and exits once every task has exited and
 // all output is stored: 0 if every task did, else the largest task status
 // as a shell reports it (the exit code, or 128+N for signal N).
+//
+// If its broker goes away (a crash), the shell keeps its tasks running and
+// their output in memory, and connects again to the same socket for up to
+// `reattach_timeout` seconds (from the job info): a restarted broker there
+// adopts it (`shell.adopt`), the output is stored, and job-exec finds the
+// job again. A shell that was adopted tells the broker its exit code
+// (`shell.done`), since it is no longer the broker's child. When nobody
+// comes back in time, the tasks are killed: nothing runs unseen for long.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/signal_set.hpp>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
@@ -58,22 +68,39 @@ struct Stream {
   std::string partial;
 };
 
+// Output kept while the broker is away, at most this much; beyond it the
+// output is dropped (and the job's output says so).
+constexpr size_t kMaxHeldOutput = 64u << 20;
+
 class Shell {
  public:
-  Shell(asio::io_context& io, Client& c, Json info) : io_(io), c_(c), info_(std::move(info)) {}
+  Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info)
+      : io_(io), clock_(clock), uri_(std::move(uri)), c_(std::move(c)), info_(std::move(info)) {}
   int run();
 
  private:
   asio::io_context& io_;
-  Client& c_;
+  Clock& clock_;
+  std::string uri_;
+  std::unique_ptr<Client> c_;
   Json info_;
+  std::string id_text_;
+  uint32_t rank_ = 0;
+  bool adopted_ = false;   // by a broker that is not our parent: tell it our exit
+  size_t held_bytes_ = 0;  // output waiting in pending_ (and in flight)
+  bool dropped_ = false;   // output dropped while the broker was away
+  bool connected() const { return c_ && c_->is_open(); }
+  bool reconnect(double timeout);
+  void kill_tasks();
+  void report_exit(int code);
   std::string ns_;
   std::vector<Task> tasks_;
   std::vector<std::unique_ptr<Stream>> streams_;
   size_t open_streams_ = 0;
-  Json pending_ = Json::array();  // output entries not yet sent
-  int out_fd_ = -1;               // --output file, else -1 (the output eventlog)
-  int err_fd_ = -1;               // --error file (or the --output one)
+  Json pending_ = Json::array();    // output entries not yet sent
+  Json in_flight_ = Json::array();  // sent, not yet acknowledged
+  int out_fd_ = -1;                 // --output file, else -1 (the output eventlog)
+  int err_fd_ = -1;                 // --error file (or the --output one)
   void open_output_files(const Json& sys, const std::string& id, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
@@ -103,6 +130,14 @@ void Shell::emit(const Stream& s, std::string_view data) {
     }
     return;
   }
+  if (held_bytes_ + data.size() > kMaxHeldOutput) {
+    if (!dropped_) {
+      dropped_ = true;
+      pending_.push_back(output_entry("stderr", -1, "loom-shell: output dropped while the broker was away\n"));
+    }
+    return flush();
+  }
+  held_bytes_ += data.size();
   pending_.push_back(output_entry(s.name, s.task_rank, data));
   flush();
 }
@@ -132,18 +167,92 @@ void Shell::open_output_files(const Json& sys, const std::string& id, const std:
 }
 
 void Shell::flush() {
-  if (commit_in_flight_ || pending_.empty()) return;
+  if (commit_in_flight_ || pending_.empty() || !connected()) return;
   Json ops = Json::array();
   std::string lines;
   for (auto& e : pending_) lines += dump_json(e) + "\n";
+  in_flight_ = std::move(pending_);
   pending_ = Json::array();
   ops.push_back(Json{{"op", "append"}, {"key", "output"}, {"value", lines}});
   commit_in_flight_ = true;
-  c_.handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this](const Message& r) {
+  c_->handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this](const Message& r) {
     commit_in_flight_ = false;
+    if (r.errnum && !connected()) {
+      // The broker went away with the commit: it goes again, first, to
+      // the broker that comes back (at least once: it may be there twice).
+      for (auto& e : pending_) in_flight_.push_back(std::move(e));
+      pending_ = std::move(in_flight_);
+      in_flight_ = Json::array();
+      return;
+    }
     if (r.errnum && error_.empty()) error_ = "cannot store output: " + error_text(r);
+    for (const auto& e : in_flight_) {
+      const Json& d = e["context"].value("data", Json());
+      held_bytes_ -= std::min(held_bytes_, d.is_string() ? d.get_ref<const std::string&>().size() : 0);
+    }
+    in_flight_ = Json::array();
     flush();
   });
+}
+
+void Shell::kill_tasks() {
+  for (auto& t : tasks_) {
+    if (t.exited) continue;
+    ::kill(t.pid, SIGKILL);
+    int st = 0;
+    ::waitpid(t.pid, &st, 0);
+    t.exited = true;
+    t.status = st;
+  }
+}
+
+// The broker is gone: keep the tasks going (their output is held) and try
+// its socket again every quarter of a second, for up to `timeout` seconds.
+// A broker there adopts us; true once it did.
+bool Shell::reconnect(double timeout) {
+  std::fprintf(stderr, "loom-shell: job %s: lost the broker; waiting up to %g s for it to come back\n",
+               id_text_.c_str(), timeout);
+  c_.reset();
+  double deadline = clock_.now() + timeout;
+  while (clock_.now() < deadline) {
+    double until = std::min(deadline, clock_.now() + 0.25);
+    // Serve the tasks' output and exits meanwhile.
+    while (clock_.now() < until) {
+      io_.restart();
+      auto slice = std::chrono::microseconds(static_cast<int64_t>((until - clock_.now()) * 1e6));
+      if (io_.run_for(slice) == 0) {
+        // Nothing to wait on (every task is done): just wait.
+        double left = until - clock_.now();
+        if (left > 0) {
+          timespec ts{static_cast<time_t>(left), static_cast<long>((left - static_cast<time_t>(left)) * 1e9)};
+          ::nanosleep(&ts, nullptr);
+        }
+      }
+    }
+    auto c = Client::connect(io_, clock_, uri_);
+    if (!c.ok()) continue;
+    c_ = std::move(*c);
+    auto adopted = c_->call("shell.adopt", Json{{"id", info_["id"]}, {"rank", rank_}, {"pid", ::getpid()}});
+    if (!adopted.ok()) {
+      std::fprintf(stderr, "loom-shell: job %s: the broker did not adopt this shell: %s\n", id_text_.c_str(),
+                   adopted.error().text.c_str());
+      c_.reset();
+      return false;
+    }
+    std::fprintf(stderr, "loom-shell: job %s: adopted by the restarted broker\n", id_text_.c_str());
+    adopted_ = true;
+    flush();
+    return true;
+  }
+  std::fprintf(stderr, "loom-shell: job %s: the broker did not come back; killing the tasks\n", id_text_.c_str());
+  return false;
+}
+
+// An adopted shell is not the broker's child: it says how it exits.
+void Shell::report_exit(int code) {
+  if (!adopted_ || !connected()) return;
+  auto r = c_->call("shell.done", Json{{"id", info_["id"]}, {"status", code}});
+  if (!r.ok()) std::fprintf(stderr, "loom-shell: job %s: shell.done: %s\n", id_text_.c_str(), r.error().text.c_str());
 }
 
 void Shell::read(Stream& s) {
@@ -180,6 +289,9 @@ int Shell::run() {
   if (!info_["rank"].is_number_unsigned() || !info_["id"].is_number_unsigned()) die("bad job info");
   uint32_t my_rank = info_["rank"].get<uint32_t>();
   JobId id{info_["id"].get<uint64_t>()};
+  rank_ = my_rank;
+  id_text_ = encode_f58(id);
+  double reattach_timeout = info_.value("reattach_timeout", 0.0);
   ns_ = info_.value("namespace", "");
   if (ns_.empty()) die("no namespace for the output");
 
@@ -281,25 +393,26 @@ int Shell::run() {
     if (!w.ok()) die(w.error().text);
     t.watch = std::move(*w);
   }
-  while (!done() && c_.is_open()) io_.run_one();
-  if (!c_.is_open() && !done()) {
-    // The broker is gone, and with it the job's output and whoever would
-    // end the job: nothing may keep running unseen.
-    std::fprintf(stderr, "loom-shell: job %s: lost the broker; killing the tasks\n", encode_f58(id).c_str());
-    for (auto& t : tasks_) {
-      if (t.exited) continue;
-      ::kill(t.pid, SIGKILL);
-      int st = 0;
-      ::waitpid(t.pid, &st, 0);
-      t.exited = true;
-      t.status = st;
+  while (!done()) {
+    if (connected()) {
+      io_.run_one();
+      continue;
     }
+    if (reattach_timeout > 0 && reconnect(reattach_timeout)) continue;
+    // Nobody will store the output or end the job: nothing may keep
+    // running unseen.
+    if (reattach_timeout <= 0) {
+      std::fprintf(stderr, "loom-shell: job %s: lost the broker; killing the tasks\n", id_text_.c_str());
+    }
+    kill_tasks();
+    break;
   }
   if (!error_.empty()) std::fprintf(stderr, "loom-shell: %s\n", error_.c_str());
   // Exit as a shell would for the worst task: 128+N for a task killed by
   // signal N ranks above any exit code up to 128.
   int worst = 0;
   for (const auto& t : tasks_) worst = std::max(worst, shell_exit_code(t.status));
+  report_exit(worst);
   return worst;
 }
 
@@ -320,6 +433,6 @@ int main(int argc, char** /*argv*/) {
   auto clock = loom::make_real_clock(io);
   auto c = loom::Client::connect(io, *clock, uri);
   if (!c.ok()) loom::die(c.error().text);
-  loom::Shell shell(io, **c, std::move(*info));
+  loom::Shell shell(io, *clock, uri, std::move(*c), std::move(*info));
   return shell.run();
 }

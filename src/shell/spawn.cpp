@@ -78,7 +78,7 @@ struct ChildWatch::Impl {
                     int st = 0;
                     pid_t r = ::waitpid(pid, &st, WNOHANG);
                     if (r == 0) return wait();  // not yet (spurious wakeup)
-                    if (r < 0) st = 0;          // reaped elsewhere: nothing better to say
+                    if (r < 0) st = -1;         // not our child (or reaped elsewhere): unknown
                     auto fn = std::move(on_exit);
                     if (fn) fn(st);
                   });

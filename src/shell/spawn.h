@@ -33,7 +33,8 @@ Result<pid_t> spawn(const SpawnSpec& spec);
 
 // Calls `on_exit(wait_status)` from the loop once `pid` (our child) has
 // exited, and reaps it. Destroying the watch stops watching (the child is
-// then reaped by nobody: kill it first).
+// then reaped by nobody: kill it first). It also watches a process that is
+// not our child (an adopted job shell): its status is then unknown, -1.
 class ChildWatch {
  public:
   static Result<std::unique_ptr<ChildWatch>> create(asio::io_context& io, pid_t pid, std::function<void(int)> on_exit);
