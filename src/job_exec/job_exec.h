@@ -5,11 +5,13 @@
 // (docs/protocols/exec.md), and follows cancels and time limits through
 // the `job-exception` event.
 //
-// This version runs jobs in **test execution mode** only: a jobspec whose
-// `attributes.system.exec.test` object is present runs no processes; its
-// `run_duration`, `wait_status`, `mock_exception` and `override` decide
-// what the stream says and when. A job without it waits in RUN, holding
-// its resources, until it is cancelled: job shells come next.
+// A job runs for real: a `loom-shell` on every rank of R through the shell
+// launch service (shell/launcher.h), each rank released as soon as its
+// shell and epilog are done. A jobspec with `attributes.system.exec.test`
+// runs in test execution mode instead: no processes; `run_duration`,
+// `wait_status`, `mock_exception` and `override` decide what the stream
+// says and when. A start with `reattach` (after a crash) finds the job's
+// shells again (docs/protocols/exec.md, item 8).
 #pragma once
 
 #include <functional>

@@ -13,6 +13,15 @@
 //       which forwards it to its tasks; SIGKILL goes to the shell's whole
 //       process group. ENOENT if no shell of that job runs here.
 //
+// After a crash (docs/protocols/exec.md, item 8):
+//   shell.adopt {id, rank, pid}  from a job shell whose broker died: we
+//       watch it (a pidfd: it is not our child) until it is claimed; one
+//       nobody claims within a minute is killed.
+//   shell.done {id, status}  from an adopted shell: the code it exits with.
+//   shell.reattach {id, info}  streaming, from job-exec: claims the job's
+//       shell (waiting up to 5 s for it to be adopted; else ENOENT), then
+//       answers {type: "reattached", pid} and the rest of a launch stream.
+//
 // Spawning never blocks the broker (posix_spawn); exits are noticed through
 // a pidfd in the event loop.
 #pragma once
