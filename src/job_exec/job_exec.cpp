@@ -719,6 +719,12 @@ void JobExec::Impl::stop(std::function<void()> done) {
   for (uint64_t id : ids) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
+    if (it->second.real && !it->second.unreached.empty()) {
+      // Ranks not back from a crash will not be: they are lost, not unkillable.
+      lost_ranks(id);
+      it = runs_.find(id);
+      if (it == runs_.end()) continue;
+    }
     Run& r = it->second;
     if (r.real) {
       // A job whose tasks are all done (epilogs or the link still going)

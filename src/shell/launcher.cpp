@@ -201,8 +201,10 @@ void ShellLauncher::Impl::adopt(const Message& m) {
   s.timer->arm(kClaimWait, [this, jid] {
     auto it = shells_.find(jid);
     if (it == shells_.end() || it->second.claimed) return;
-    spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", jid, it->second.pid);
-    ::kill(-it->second.pid, SIGKILL);
+    if (!it->second.status) {
+      spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", jid, it->second.pid);
+      ::kill(-it->second.pid, SIGKILL);
+    }
     shells_.erase(it);
   });
 }
