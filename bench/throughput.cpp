@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
 #include <cstdio>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -71,8 +72,11 @@ double spawn_rate(const std::vector<std::string>& argv, int n, int width) {
   return n / (now() - t0);
 }
 
+// The directory of this executable (found through PATH or not).
 std::string self_dir(const char* argv0) {
-  std::string p = argv0;
+  std::error_code ec;
+  std::string p = std::filesystem::read_symlink("/proc/self/exe", ec).string();
+  if (ec) p = argv0;
   auto slash = p.rfind('/');
   return slash == std::string::npos ? "." : p.substr(0, slash);
 }
