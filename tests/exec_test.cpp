@@ -648,8 +648,9 @@ class ExecReattach : public Exec {
     std::filesystem::remove_all(dir);
   }
   std::vector<std::string> args() {
-    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state", "--setconf",
-            "exec.reattach-timeout=30"};
+    return {"--cores-per-rank=2", "--gpus-per-rank=0",        "--state-dir=" + dir + "/state",
+            "--setconf",          "exec.reattach-timeout=30", "--setconf",
+            "exec.kill-timeout=2"};
   }
   void crash() {
     std::vector<pid_t> brokers;
@@ -744,6 +745,61 @@ TEST_F(ExecReattach, AJobWhoseShellDidNotSurviveIsLostAndTheRestIsKilled) {
   // Rank 0's task, found again, was killed: nothing runs unseen.
   expect_all_exit(processes_with(marker));
   EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
+}
+
+TEST_F(ExecReattach, OutputWrittenWithoutPauseThroughACrashIsKeptInOrder) {
+  // The task writes as fast as it can: commits are in flight when the
+  // brokers die. Every line reaches the job's output, in order (a line may
+  // be there twice: a commit the broker took but did not acknowledge).
+  ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
+  std::string id = submit_job({"-N1", "sh", "-c",
+                               "echo 0; echo up > " + dir + "/up; i=0; while [ ! -e " + dir +
+                                   "/stop ]; do i=$((i+1)); echo $i; done; echo end"});
+  auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  crash();
+  ASSERT_TRUE(inst.start(2, args()));
+  std::ofstream(dir + "/stop") << "";
+  wait_event(id, "clean");
+  EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], 0);
+  auto out = loom({"job", "attach", id});
+  ASSERT_EQ(out.code, 0) << show(out);
+  auto lines = out.out_lines();
+  ASSERT_GE(lines.size(), 2u);
+  EXPECT_EQ(lines.back(), "end");
+  lines.pop_back();
+  long expect = 0;
+  for (const auto& l : lines) {
+    long n = std::stol(l);
+    if (n == expect - 1) continue;  // stored twice
+    ASSERT_EQ(n, expect) << "line " << expect << " is missing or out of order";
+    ++expect;
+  }
+  EXPECT_GT(expect, 1);
+}
+
+TEST_F(ExecReattach, AJobCancelledBeforeTheCrashIsKilledWhenFound) {
+  // The task ignores SIGTERM; the crash comes before the SIGKILL that
+  // follows a cancel. Found again, the job is killed as it would have been.
+  ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
+  std::string marker = "305." + std::to_string(::getpid());
+  std::string id = submit_job({"-N1", "sh", "-c", "trap '' TERM; echo up > " + dir + "/up; exec sleep " + marker});
+  auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "exception");
+  crash();
+  ASSERT_TRUE(inst.start(2, args()));
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  ASSERT_EQ(named(log, "exception").size(), 1u);
+  EXPECT_EQ(named(log, "exception")[0]["context"]["type"], "cancel");
+  ASSERT_EQ(named(log, "finish").size(), 1u);
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], SIGKILL);
+  // SIGTERM first, SIGKILL a kill timeout (2 s) later.
+  double restarted = named(log, "restart")[0]["timestamp"];
+  EXPECT_GE(named(log, "finish")[0]["timestamp"].get<double>() - restarted, 1.5);
+  expect_all_exit(processes_with(marker));
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -309,7 +310,14 @@ class Launcher {
       bool made = ::mkdir(run.c_str(), 0700) == 0;
       if (made || (errno == EEXIST && ::lstat(run.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
                    st.st_uid == ::getuid() && (st.st_mode & 077) == 0)) {
-        // Not while another instance serves there (it would lose its sockets).
+        // Not while another `loom start` uses it (it would lose its sockets,
+        // or remove ours as it exits): a lock for as long as we run.
+        int lock = ::open((run + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+        if (lock < 0 || ::flock(lock, LOCK_EX | LOCK_NB) != 0) {
+          if (lock >= 0) ::close(lock);
+          return Error{EBUSY, "another loom start uses state directory " + state + " (its sockets: " + run + ")"};
+        }
+        rundir_lock_ = lock;
         std::string sock = run + "/rank-0.sock";
         sockaddr_un addr{};
         addr.sun_family = AF_UNIX;
@@ -322,6 +330,10 @@ class Launcher {
         remove_rundir_ = true;
         return {};
       }
+      std::fprintf(stderr,
+                   "loom start: %s is not a directory of ours alone; using a temporary one (job shells will not "
+                   "find this instance again after a crash)\n",
+                   run.c_str());
     }
     std::string tmpl = tmp + "/loom-XXXXXX";
     if (!::mkdtemp(tmpl.data())) return Error{errno, std::string("mkdtemp: ") + std::strerror(errno)};
@@ -506,6 +518,7 @@ class Launcher {
   std::vector<std::string> rank0_args_;
   std::string rundir_;
   bool remove_rundir_ = false;
+  int rundir_lock_ = -1;  // held while we run, on a run directory named after the state directory
   std::map<pid_t, uint32_t> brokers_;
   bool broker_failed_ = false;
   sigset_t set_{};

@@ -53,6 +53,7 @@ struct JobExec::Impl {
     bool killing = false;               // SIGTERM/SIGALRM sent; SIGKILL follows
     std::unique_ptr<Timer> kill_timer;
     bool reattach = false;         // shells started before a restart, found again
+    bool kill_found = false;       // reattach: the job had a fatal exception before the restart
     size_t gone_before = 0;        // reattach: ranks released before the restart
     std::set<uint32_t> unreached;  // reattach: ranks not back yet (asked again when online)
     std::unique_ptr<Timer> reattach_timer;
@@ -113,6 +114,7 @@ struct JobExec::Impl {
   void ask_shell(Run& r, uint32_t rank);
   void lost_ranks(uint64_t id);
   void on_online(const Message& ev);
+  void stale_shell(uint64_t id, uint32_t rank, const Message& m);
   void on_shell(uint64_t id, uint32_t rank, const Message& m);
   void shell_exited(Run& r, uint32_t rank, int status);
   void send_finish(Run& r);
@@ -415,7 +417,9 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
              [this, alive, id, serial, rank](const Message& m) {
                // Answers from the shells of a run that is gone (torn down
                // and started again) are not this run's.
-               if (!alive.expired() && current(id, serial)) on_shell(id, rank, m);
+               if (alive.expired()) return;
+               if (current(id, serial)) return on_shell(id, rank, m);
+               stale_shell(id, rank, m);
              });
     }
   };
@@ -452,6 +456,12 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
     auto e = parse_event(line);
     if (!e.ok() || !e->context.is_object()) continue;
     if (e->name == "finish") r.finish_sent = true;
+    if (e->name == "exception" && e->context.value("severity", 1) == 0) {
+      // A cancel (or another fatal exception) came before the crash: the
+      // tasks are killed once found, as they would have been.
+      r.fatal = true;
+      r.kill_found = true;
+    }
     if (e->name != "release") continue;
     std::string ranks = e->context.value("ranks", std::string());
     auto set = ranks == "all" ? IdSet::parse(r.all) : IdSet::parse(ranks);
@@ -465,10 +475,28 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
   r.reattach_timer = h_.clock().make_timer();
   r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
   r.retry_timer = h_.clock().make_timer();
+  if (r.finish_sent) {
+    // Every shell had exited; what was left were epilogs or the final
+    // link. The epilogs' outcome went with the broker: the ranks go back.
+    std::vector<uint32_t> rest;
+    for (uint32_t rank : r.ranks) {
+      if (!r.released.count(rank)) rest.push_back(rank);
+      r.exited[rank] = 0;
+    }
+    spdlog::warn("job-exec: job {}: had finished before the restart; releasing the ranks it still held", id);
+    r.started = true;
+    respond(r.req, id, "reattached");
+    for (uint32_t rank : rest) {
+      auto cur = runs_.find(id);
+      if (cur == runs_.end()) return;
+      rank_free(cur->second, rank);
+    }
+    return;
+  }
   for (uint32_t rank : r.ranks) {
     if (r.released.count(rank)) {
       // Its shell exited before the restart; its status went with it.
-      if (!r.finish_sent) spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
+      spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
       r.exited[rank] = 0;
       ++r.gone_before;
       continue;
@@ -486,8 +514,21 @@ void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
   opts.streaming = true;
   h_.rpc("shell.reattach", Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
          [this, alive, id, serial, rank](const Message& m) {
-           if (!alive.expired() && current(id, serial)) on_shell(id, rank, m);
+           if (alive.expired()) return;
+           if (current(id, serial)) return on_shell(id, rank, m);
+           stale_shell(id, rank, m);
          });
+}
+
+// A shell that came up (or was found) for a run that is gone: nobody would
+// watch it, so it goes.
+void JobExec::Impl::stale_shell(uint64_t id, uint32_t rank, const Message& m) {
+  if (m.errnum) return;
+  auto p = parse_json(m.payload);
+  std::string type = p.ok() && p->is_object() ? p->value("type", "") : "";
+  if (type != "started" && type != "reattached") return;
+  spdlog::warn("job-exec: job {}: killing its shell on rank {}, which came after its run ended", id, rank);
+  h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
 }
 
 void JobExec::Impl::on_online(const Message& ev) {
@@ -527,7 +568,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     if (r.released.count(rank)) return;
     if (m.errnum == EHOSTUNREACH && r.shells_started.count(rank)) {
       raise(r, "node-failure", "rank " + std::to_string(rank) + " was lost");
-    } else if (r.reattach && !r.shells_started.count(rank) && m.errnum == EHOSTUNREACH && !r.fatal &&
+    } else if (r.reattach && !r.shells_started.count(rank) && m.errnum == EHOSTUNREACH &&
                h_.clock().now() < r.reattach_deadline) {
       // Its broker is not back yet: asked again when it is online (or in a
       // second: the online event may have come before this answer).
@@ -555,19 +596,20 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   if (!p.ok() || !p->is_object()) return;
   std::string type = p->value("type", "");
   if (type == "started" || type == "reattached") {
+    // A shell that came up after the job was killed goes too.
+    if (r.killing) {
+      h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+    }
     r.shells_started.insert(rank);
-    if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && !r.fatal) {
+    if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && (!r.fatal || r.kill_found)) {
       if (!r.reattach) {
         begin(r);
       } else {
         r.started = true;
         spdlog::info("job-exec: job {}: found its shells again", id);
         respond(r.req, id, "reattached");
+        if (r.kill_found && !r.killing) kill_all(r, SIGTERM);
       }
-    }
-    // A shell that came up after the job was killed goes too.
-    if (r.killing) {
-      h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
     }
   } else if (type == "exited" && (*p)["status"].is_number_integer()) {
     // The shell exits as a shell does: the task's exit code, or 128+N for

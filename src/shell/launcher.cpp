@@ -68,6 +68,7 @@ struct ShellLauncher::Impl {
 
   void run_epilog(const Message& req, uint64_t jid, const Json& info);
   void exited(uint64_t jid, int status);
+  void report(uint64_t jid);
   void claim(uint64_t jid, Message req, Json job_info);
 
   void launch(const Message& m);
@@ -128,8 +129,8 @@ void ShellLauncher::Impl::launch(const Message& m) {
 }
 
 // The job's shell on this rank is gone: nothing of the job may outlive it
-// here; the answer says so and the epilog (if any) runs. An adopted shell
-// nobody has claimed yet keeps its status for the claim.
+// here. Whoever claimed it hears of it; an adopted shell nobody has claimed
+// yet keeps its status for the claim.
 void ShellLauncher::Impl::exited(uint64_t jid, int status) {
   auto it = shells_.find(jid);
   if (it == shells_.end() || it->second.status) return;
@@ -138,12 +139,16 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
   if (status < 0) status = s.reported.value_or(SIGKILL);
   ::kill(-s.pid, SIGKILL);
   s.watch.reset();
-  if (!s.claimed) {
-    s.status = status;
-    return;
-  }
-  Message req = s.req;
-  Json job_info = s.job_info;
+  s.status = status;
+  if (s.claimed) report(jid);
+}
+
+// The exit of a claimed shell: the answer, then the epilog (if any).
+void ShellLauncher::Impl::report(uint64_t jid) {
+  auto it = shells_.find(jid);
+  Message req = std::move(it->second.req);
+  Json job_info = std::move(it->second.job_info);
+  int status = *it->second.status;
   shells_.erase(it);
   bool epilog = !cfg_.epilog.empty();
   h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
@@ -159,11 +164,7 @@ void ShellLauncher::Impl::claim(uint64_t jid, Message req, Json job_info) {
   s.claimed = true;
   s.timer.reset();
   h_.respond(s.req, Json{{"type", "reattached"}, {"pid", s.pid}});
-  if (s.status) {
-    int status = *s.status;
-    s.status.reset();
-    exited(jid, status);
-  }
+  if (s.status) report(jid);
 }
 
 // shell.adopt {id, rank, pid}: a job shell whose broker died connected to

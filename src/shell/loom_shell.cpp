@@ -29,6 +29,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -68,9 +69,12 @@ struct Stream {
   std::string partial;
 };
 
-// Output kept while the broker is away, at most this much; beyond it the
-// output is dropped (and the job's output says so).
+// Output kept while the broker is away, at most this much (as stored);
+// beyond it the output is dropped, and the job's output says so.
 constexpr size_t kMaxHeldOutput = 64u << 20;
+// One commit carries at most about this much output (a message is at most
+// 64 MiB).
+constexpr size_t kCommitChunk = 4u << 20;
 
 class Shell {
  public:
@@ -86,9 +90,11 @@ class Shell {
   Json info_;
   std::string id_text_;
   uint32_t rank_ = 0;
-  bool adopted_ = false;   // by a broker that is not our parent: tell it our exit
-  size_t held_bytes_ = 0;  // output waiting in pending_ (and in flight)
-  bool dropped_ = false;   // output dropped while the broker was away
+  bool adopted_ = false;                // by a broker that is not our parent: tell it our exit
+  size_t held_bytes_ = 0;               // output waiting in pending_, as stored
+  bool dropped_ = false;                // output dropped during this absence of the broker
+  uint64_t generation_ = 0;             // of the connection; a commit answered after a reconnect is void
+  std::unique_ptr<Timer> retry_timer_;  // a commit refused for now is tried again
   bool connected() const { return c_ && c_->is_open(); }
   bool reconnect(double timeout);
   void kill_tasks();
@@ -97,10 +103,10 @@ class Shell {
   std::vector<Task> tasks_;
   std::vector<std::unique_ptr<Stream>> streams_;
   size_t open_streams_ = 0;
-  Json pending_ = Json::array();    // output entries not yet sent
-  Json in_flight_ = Json::array();  // sent, not yet acknowledged
-  int out_fd_ = -1;                 // --output file, else -1 (the output eventlog)
-  int err_fd_ = -1;                 // --error file (or the --output one)
+  std::deque<std::string> pending_;     // output eventlog lines not yet stored, in order
+  std::vector<std::string> in_flight_;  // sent, not yet acknowledged
+  int out_fd_ = -1;                     // --output file, else -1 (the output eventlog)
+  int err_fd_ = -1;                     // --error file (or the --output one)
   void open_output_files(const Json& sys, const std::string& id, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
@@ -108,6 +114,7 @@ class Shell {
   void read(Stream& s);
   void emit(const Stream& s, std::string_view data);
   void flush();
+  void requeue();
   bool done() const {
     return open_streams_ == 0 && std::all_of(tasks_.begin(), tasks_.end(), [](const Task& t) { return t.exited; }) &&
            pending_.empty() && !commit_in_flight_;
@@ -130,15 +137,18 @@ void Shell::emit(const Stream& s, std::string_view data) {
     }
     return;
   }
-  if (held_bytes_ + data.size() > kMaxHeldOutput) {
+  std::string line = dump_json(output_entry(s.name, s.task_rank, data)) + "\n";
+  if (!connected() && held_bytes_ + line.size() > kMaxHeldOutput) {
     if (!dropped_) {
       dropped_ = true;
-      pending_.push_back(output_entry("stderr", -1, "loom-shell: output dropped while the broker was away\n"));
+      line = dump_json(output_entry("stderr", -1, "loom-shell: output dropped while the broker was away\n")) + "\n";
+      held_bytes_ += line.size();
+      pending_.push_back(std::move(line));
     }
-    return flush();
+    return;
   }
-  held_bytes_ += data.size();
-  pending_.push_back(output_entry(s.name, s.task_rank, data));
+  held_bytes_ += line.size();
+  pending_.push_back(std::move(line));
   flush();
 }
 
@@ -156,7 +166,9 @@ void Shell::open_output_files(const Json& sys, const std::string& id, const std:
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
       std::string why = "loom-shell: cannot open " + path + ": " + std::strerror(errno) + "\n";
-      pending_.push_back(output_entry("stderr", -1, why));
+      std::string line = dump_json(output_entry("stderr", -1, why)) + "\n";
+      held_bytes_ += line.size();
+      pending_.push_back(std::move(line));
       flush();
     }
     return fd;
@@ -167,32 +179,43 @@ void Shell::open_output_files(const Json& sys, const std::string& id, const std:
 }
 
 void Shell::flush() {
-  if (commit_in_flight_ || pending_.empty() || !connected()) return;
-  Json ops = Json::array();
+  if (commit_in_flight_ || pending_.empty() || !connected() || (retry_timer_ && retry_timer_->armed())) return;
   std::string lines;
-  for (auto& e : pending_) lines += dump_json(e) + "\n";
-  in_flight_ = std::move(pending_);
-  pending_ = Json::array();
-  ops.push_back(Json{{"op", "append"}, {"key", "output"}, {"value", lines}});
+  while (!pending_.empty() && (lines.empty() || lines.size() + pending_.front().size() <= kCommitChunk)) {
+    lines += pending_.front();
+    in_flight_.push_back(std::move(pending_.front()));
+    pending_.pop_front();
+  }
+  Json ops = Json::array({Json{{"op", "append"}, {"key", "output"}, {"value", std::move(lines)}}});
   commit_in_flight_ = true;
-  c_->handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this](const Message& r) {
+  uint64_t gen = generation_;
+  c_->handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this, gen](const Message& r) {
+    if (gen != generation_) return;  // requeued by reconnect()
     commit_in_flight_ = false;
-    if (r.errnum && !connected()) {
-      // The broker went away with the commit: it goes again, first, to
-      // the broker that comes back (at least once: it may be there twice).
-      for (auto& e : pending_) in_flight_.push_back(std::move(e));
-      pending_ = std::move(in_flight_);
-      in_flight_ = Json::array();
+    bool transient = r.errnum == EHOSTUNREACH || r.errnum == ENOSYS || r.errnum == EAGAIN;
+    if (r.errnum && (!connected() || transient)) {
+      // The broker went away with the commit, or cannot reach the KVS yet
+      // (a restarted rank still joining): it goes again, first (at least
+      // once: it may end up stored twice).
+      requeue();
+      if (connected()) {
+        if (!retry_timer_) retry_timer_ = clock_.make_timer();
+        retry_timer_->arm(0.25, [this] { flush(); });
+      }
       return;
     }
     if (r.errnum && error_.empty()) error_ = "cannot store output: " + error_text(r);
-    for (const auto& e : in_flight_) {
-      const Json& d = e["context"].value("data", Json());
-      held_bytes_ -= std::min(held_bytes_, d.is_string() ? d.get_ref<const std::string&>().size() : 0);
-    }
-    in_flight_ = Json::array();
+    for (const auto& l : in_flight_) held_bytes_ -= std::min(held_bytes_, l.size());
+    in_flight_.clear();
     flush();
   });
+}
+
+// What was in flight goes back to the front of the queue.
+void Shell::requeue() {
+  for (auto it = in_flight_.rbegin(); it != in_flight_.rend(); ++it) pending_.push_front(std::move(*it));
+  in_flight_.clear();
+  commit_in_flight_ = false;
 }
 
 void Shell::kill_tasks() {
@@ -212,7 +235,12 @@ void Shell::kill_tasks() {
 bool Shell::reconnect(double timeout) {
   std::fprintf(stderr, "loom-shell: job %s: lost the broker; waiting up to %g s for it to come back\n",
                id_text_.c_str(), timeout);
+  // A commit in flight has no answer coming: it is sent again later.
+  ++generation_;
+  requeue();
+  if (retry_timer_) retry_timer_->cancel();
   c_.reset();
+  dropped_ = false;
   double deadline = clock_.now() + timeout;
   while (clock_.now() < deadline) {
     double until = std::min(deadline, clock_.now() + 0.25);
@@ -405,6 +433,10 @@ int Shell::run() {
       std::fprintf(stderr, "loom-shell: job %s: lost the broker; killing the tasks\n", id_text_.c_str());
     }
     kill_tasks();
+    // And whatever they started, in our process group (ours alone: we
+    // lead a session). Nobody is left to read our exit status.
+    std::fflush(nullptr);
+    if (::getsid(0) == ::getpid()) ::kill(0, SIGKILL);
     break;
   }
   if (!error_.empty()) std::fprintf(stderr, "loom-shell: %s\n", error_.c_str());
