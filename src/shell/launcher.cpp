@@ -71,6 +71,31 @@ struct ShellLauncher::Impl {
   void report(uint64_t jid);
   void claim(uint64_t jid, Message req, Json job_info);
 
+  // The payload of a request about a job (`id`), or nullopt once it was
+  // answered with why not.
+  std::optional<Json> job_request(const Message& m, int64_t& id) {
+    auto p = payload_object(m);
+    if (!p.ok()) {
+      h_.respond_error(m, p.error());
+      return std::nullopt;
+    }
+    auto v = get_int(*p, "id", 0, INT64_MAX);
+    if (!v.ok()) {
+      h_.respond_error(m, v.error());
+      return std::nullopt;
+    }
+    id = *v;
+    return std::move(*p);
+  }
+
+  // The shell of job `id` here, or nullptr once `m` was answered ENOENT.
+  Shell* shell_for(const Message& m, int64_t id) {
+    auto it = shells_.find(static_cast<uint64_t>(id));
+    if (it != shells_.end()) return &it->second;
+    h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(id) + " here");
+    return nullptr;
+  }
+
   void launch(const Message& m);
   void kill(const Message& m);
   void adopt(const Message& m);
@@ -79,12 +104,11 @@ struct ShellLauncher::Impl {
 };
 
 void ShellLauncher::Impl::launch(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
   if (!p->contains("info") || !(*p)["info"].is_object()) return h_.respond_error(m, EPROTO, "missing \"info\"");
-  uint64_t jid = static_cast<uint64_t>(*id);
+  uint64_t jid = static_cast<uint64_t>(id);
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
@@ -171,13 +195,12 @@ void ShellLauncher::Impl::claim(uint64_t jid, Message req, Json job_info) {
 // us. It is not our child; it tells us its exit (shell.done), and a pidfd
 // tells us if it dies first.
 void ShellLauncher::Impl::adopt(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
   auto pid = get_int(*p, "pid", 2, INT32_MAX);
   if (!pid.ok()) return h_.respond_error(m, pid.error());
-  uint64_t jid = static_cast<uint64_t>(*id);
+  uint64_t jid = static_cast<uint64_t>(id);
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
@@ -212,26 +235,24 @@ void ShellLauncher::Impl::adopt(const Message& m) {
 
 // shell.done {id, status}: an adopted shell's exit code, just before it exits.
 void ShellLauncher::Impl::done(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
   auto code = get_int(*p, "status", 0, 255);
   if (!code.ok()) return h_.respond_error(m, code.error());
-  auto it = shells_.find(static_cast<uint64_t>(*id));
-  if (it == shells_.end()) return h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(*id) + " here");
-  it->second.reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
+  Shell* s = shell_for(m, id);
+  if (!s) return;
+  s->reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
   h_.respond(m, Json::object());
 }
 
 // shell.reattach {id, info}: job-exec, restarted, looks for the job's shell
 // here. Waits up to kAdoptWait for the shell to connect again.
 void ShellLauncher::Impl::reattach(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
-  uint64_t jid = static_cast<uint64_t>(*id);
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
+  uint64_t jid = static_cast<uint64_t>(id);
   Json job_info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
   Message req = m;
   req.payload = std::string();
@@ -301,19 +322,18 @@ void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Jso
 }
 
 void ShellLauncher::Impl::kill(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
   auto sig = get_int(*p, "signal", 1, 64);
   if (!sig.ok()) return h_.respond_error(m, sig.error());
-  auto it = shells_.find(static_cast<uint64_t>(*id));
-  if (it == shells_.end()) return h_.respond_error(m, ENOENT, "no shell of job " + std::to_string(*id) + " here");
+  Shell* shell = shell_for(m, id);
+  if (!shell) return;
   // The shell forwards these signals to its tasks; any other goes to the
   // whole process group (shell and tasks), as SIGKILL must.
   int s = static_cast<int>(*sig);
   bool forwarded = s == SIGTERM || s == SIGINT || s == SIGHUP || s == SIGALRM || s == SIGUSR1 || s == SIGUSR2;
-  pid_t target = forwarded ? it->second.pid : -it->second.pid;
+  pid_t target = forwarded ? shell->pid : -shell->pid;
   if (::kill(target, static_cast<int>(*sig)) != 0 && errno != ESRCH) {
     return h_.respond_error(m, errno, std::string("kill: ") + std::strerror(errno));
   }
