@@ -467,6 +467,37 @@ TEST_F(Exec, KillSendsOnlyTheSignalAndACancelStillTerminates) {
   EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], SIGTERM);
 }
 
+TEST_F(Exec, ExecAndOutputEventlogsOfAJob) {
+  // Rank 1's task fails: the exec eventlog says which rank's shell exited how.
+  std::string id = submit_job({"-N2", "sh", "-c", "echo out $LOOM_RANK; exit $LOOM_RANK"});
+  // -f follows until the job is clean.
+  auto exec = loom({"job", "eventlog", "-f", "--json", "--path=exec", id});
+  ASSERT_EQ(exec.code, 0) << show(exec);
+  std::map<std::string, std::vector<Json>> by_name;
+  for (auto& line : exec.out_lines()) {
+    auto e = parse_json(line);
+    ASSERT_TRUE(e.ok()) << line;
+    by_name[(*e)["name"].get<std::string>()].push_back((*e)["context"]);
+  }
+  ASSERT_EQ(by_name["shell.start"].size(), 2u) << exec.out;
+  ASSERT_EQ(by_name["shell.exit"].size(), 2u) << exec.out;
+  for (const auto& c : by_name["shell.exit"]) EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
+  ASSERT_EQ(by_name["complete"].size(), 1u) << exec.out;
+  EXPECT_EQ(by_name["complete"][0]["status"], 256);
+  // Stored, after the job: the same, and the output eventlog beside it.
+  auto again = loom({"job", "eventlog", "--json", "--path=exec", id});
+  EXPECT_EQ(again.out, exec.out);
+  auto out = loom({"job", "eventlog", "-p", "output", id});
+  ASSERT_EQ(out.code, 0) << show(out);
+  EXPECT_NE(out.out.find("data=\"out 0\\n\" rank=0 stream=stdout"), std::string::npos) << out.out;
+  EXPECT_NE(out.out.find("data=\"out 1\\n\" rank=1 stream=stdout"), std::string::npos) << out.out;
+  // A job that has not started has neither.
+  std::string held = submit_job({"--urgency=0", "true"});
+  auto none = loom({"job", "eventlog", "--path=exec", held});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_NE(none.err.find("has no exec eventlog"), std::string::npos) << none.err;
+}
+
 TEST_F(Exec, RunExitsAsTheJobDid) {
   auto ok = loom({"run", "--setattr=exec.test.run_duration=0", "-N2", "true"});
   EXPECT_EQ(ok.code, 0) << show(ok);

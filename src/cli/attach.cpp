@@ -56,7 +56,7 @@ struct Attach {
     if (watching) return;
     watching = true;
     Json req{{"namespace", "job-" + std::to_string(id.value())},
-             {"key", "output"},
+             {"key", o.key},
              {"append", true},
              {"waitcreate", true},
              {"from", "start"}};
@@ -65,6 +65,11 @@ struct Attach {
       auto j = parse_json(m.payload);
       if (!j.ok() || !j->contains("data") || !(*j)["data"].is_string()) return;
       for (auto& line : lines.feed((*j)["data"].get<std::string>())) {
+        if (o.on_line) {
+          ++printed;
+          o.on_line(line);
+          continue;
+        }
         auto e = parse_json(line);
         if (e.ok()) print_entry(*e);
       }
@@ -73,11 +78,15 @@ struct Attach {
 
   // After clean: the entries the watch had not delivered.
   void read_rest() {
-    auto r = s.client->call("kvs.lookup", Json{{"key", "job." + std::to_string(id.value()) + ".guest.output"}});
+    auto r = s.client->call("kvs.lookup", Json{{"key", "job." + std::to_string(id.value()) + ".guest." + o.key}});
     if (!r.ok() || !r->contains("value") || !(*r)["value"].is_string()) return;
     LineSplitter all;
     size_t n = 0;
     for (auto& line : all.feed((*r)["value"].get<std::string>())) {
+      if (o.on_line) {
+        if (n++ >= printed) o.on_line(line);
+        continue;
+      }
       auto e = parse_json(line);
       if (!e.ok() || e->value("name", "") != "data") continue;
       if (n++ < printed) continue;
@@ -137,6 +146,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
   if (!a.clean) return fail(cmd, "lost the connection to the broker");
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);
   a.read_rest();
+  if (o.on_line) return 0;
   // The job's end, as it is stored.
   auto r = s.client->call("job-manager.wait", Json{{"id", id.value()}});
   if (!r.ok()) return fail(cmd, encode_f58(id) + ": " + r.error().text);

@@ -1,6 +1,7 @@
 // Attaching to a job: its output as it is written, then its end (attach.cpp).
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "base/fluid.h"
@@ -11,6 +12,11 @@ namespace loom::cli {
 struct AttachOpts {
   std::string cmd = "job attach";  // for messages: "loom CMD: ..."
   bool label = false;              // "RANK: " before each line
+  // Another eventlog of the job's namespace (`exec`), each line given to
+  // `on_line` as stored, instead of the output printed; then 0 is returned
+  // once the job is clean instead of its exit code.
+  std::string key = "output";
+  std::function<void(const std::string& line)> on_line;
 };
 
 // Returns the exit code a shell would give for the job: its tasks' largest

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -39,7 +40,14 @@ std::string format_event_human(const EventEntry& e) {
   std::snprintf(ts, sizeof ts, "%.6f", e.timestamp);
   std::string out = std::string(ts) + " " + e.name;
   if (e.context.is_object()) {
-    for (auto& [k, v] : e.context.items()) out += " " + k + "=" + (v.is_string() ? v.get<std::string>() : dump_json(v));
+    for (auto& [k, v] : e.context.items()) {
+      // A string as it is, unless it would break the line (output data
+      // ends in a newline): then quoted, as JSON writes it.
+      bool plain =
+          v.is_string() && std::none_of(v.get_ref<const std::string&>().begin(), v.get_ref<const std::string&>().end(),
+                                        [](char c) { return static_cast<unsigned char>(c) < 0x20; });
+      out += " " + k + "=" + (plain ? v.get<std::string>() : dump_json(v));
+    }
   }
   return out;
 }

@@ -1,4 +1,4 @@
-// loom job eventlog [--json] [-f] ID
+// loom job eventlog [--json] [-f] [--path=eventlog|exec|output] ID
 // loom job wait-event [-t SECS] [--json] [-m KEY=VALUE] ID EVENT
 // loom job info ID jobspec|R|eventlog
 // loom job urgency ID N|hold|default|expedite
@@ -26,6 +26,7 @@ struct JobOpts {
   std::string value;
   std::vector<std::string> ids;
   std::vector<std::string> match;
+  std::string path = "eventlog";
   bool json = false;
   bool follow = false;
   bool label = false;
@@ -77,7 +78,46 @@ int stream_eventlog(const std::string& cmd, const JobOpts& o, bool follow,
   return rc;
 }
 
+// `--path=exec|output`: the output eventlog (from the copy linked into
+// job.ID.guest once the job is done, else from the job's namespace as it
+// is written) or the exec eventlog (job.ID.guest.exec, stored once the
+// job's shells are done); -f follows the job to its end.
+int run_guest_eventlog(const JobOpts& o) {
+  const std::string cmd = "job eventlog";
+  auto id = job_arg(o.id);
+  if (!id.ok()) return fail(cmd, id.error());
+  auto s = connect_session();
+  if (!s.ok()) return fail(cmd, s.error());
+  auto print = [&](const std::string& line) {
+    auto e = parse_event(line);
+    if (!e.ok()) return;
+    std::cout << (o.json ? line : format_event_human(*e)) << "\n" << std::flush;
+  };
+  if (o.follow) {
+    AttachOpts ao;
+    ao.cmd = cmd;
+    ao.key = o.path;
+    ao.on_line = print;
+    return attach_job(**s, *id, ao);
+  }
+  std::string num = std::to_string(id->value());
+  auto r = (*s)->client->call("kvs.lookup", Json{{"key", "job." + num + ".guest." + o.path}});
+  if (!r.ok() && r.error().code == ENOENT) {
+    r = (*s)->client->call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", o.path}});
+  }
+  if (!r.ok()) {
+    if (r.error().code != ENOENT) return fail(cmd, r.error());
+    return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet" +
+                         (o.path == "exec" ? " (it is stored once the job's shells are done)" : ""));
+  }
+  if (!r->contains("value") || !(*r)["value"].is_string()) return fail(cmd, "the " + o.path + " eventlog is not text");
+  LineSplitter lines;
+  for (auto& line : lines.feed((*r)["value"].get<std::string>())) print(line);
+  return 0;
+}
+
 int run_eventlog(const JobOpts& o) {
+  if (o.path != "eventlog") return run_guest_eventlog(o);
   return stream_eventlog("job eventlog", o, o.follow, [&](const Json& raw, const EventEntry& e) {
     std::cout << (o.json ? dump_json(raw) : format_event_human(e)) << "\n" << std::flush;
     return false;
@@ -236,6 +276,9 @@ void add_job_command(CLI::App& app, Runner& run) {
   auto* ev = job->add_subcommand("eventlog", "Print a job's eventlog");
   ev->add_flag("--json", o->json, "Print each event as its JSON line");
   ev->add_flag("-f,--follow", o->follow, "Keep printing events until the job is clean");
+  ev->add_option("-p,--path", o->path,
+                 "Which eventlog: eventlog (the job's), exec (its shells: start, exit, epilog, complete) or output")
+      ->check(CLI::IsMember({"eventlog", "exec", "output"}));
   ev->add_option("id", o->id, "Job id")->required();
   ev->callback([o, &run] { run = [o] { return run_eventlog(*o); }; });
 

@@ -59,6 +59,7 @@ struct JobExec::Impl {
     std::unique_ptr<Timer> reattach_timer;
     std::unique_ptr<Timer> retry_timer;  // asks the unreached ranks again, in case an online event was missed
     double reattach_deadline = 0;
+    std::string exec_log;  // the exec eventlog, stored as job.ID.guest.exec when the job is done
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -95,6 +96,10 @@ struct JobExec::Impl {
   void on_exception(const Message& ev);
   void on_teardown(const Message& ev);
 
+  // An entry of the run's exec eventlog (`exec` in the job's namespace).
+  void log_exec(Run& r, const char* name, Json context) {
+    r.exec_log += format_event(EventEntry{h_.clock().wall(), name, std::move(context)});
+  }
   void respond(const Message& req, uint64_t id, const char* type, Json data = Json::object()) {
     h_.respond(req, Json{{"id", id}, {"type", type}, {"data", std::move(data)}});
   }
@@ -596,6 +601,8 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   if (!p.ok() || !p->is_object()) return;
   std::string type = p->value("type", "");
   if (type == "started" || type == "reattached") {
+    log_exec(r, type == "started" ? "shell.start" : "shell.reattach",
+             Json{{"rank", rank}, {"pid", p->value("pid", 0)}});
     // A shell that came up after the job was killed goes too.
     if (r.killing) {
       h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
@@ -615,6 +622,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     // The shell exits as a shell does: the task's exit code, or 128+N for
     // a task killed by signal N. Back to a wait status.
     int st = (*p)["status"].get<int>();
+    log_exec(r, "shell.exit", Json{{"rank", rank}, {"status", st}});
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);
@@ -626,6 +634,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   } else if (type == "epilog") {
     int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
     bool timeout = p->value("timeout", false);
+    log_exec(r, "epilog", Json{{"rank", rank}, {"status", st}, {"timeout", timeout}});
     if (st != 0 || timeout) {
       std::string why = timeout         ? "epilog timed out"
                         : WIFEXITED(st) ? "epilog exited with " + std::to_string(WEXITSTATUS(st))
@@ -660,6 +669,7 @@ void JobExec::Impl::send_finish(Run& r) {
   for (auto& [rank, st] : r.exited) {
     if (shell_exit_code(st) > shell_exit_code(worst)) worst = st;
   }
+  log_exec(r, "complete", Json{{"status", worst}});
   respond(r.req, r.id, "finish", Json{{"status", worst}});
 }
 
@@ -686,7 +696,8 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   send_finish(r);
   auto alive = std::weak_ptr<int>(alive_);
   uint64_t serial = r.serial;
-  h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", "job." + std::to_string(id) + ".guest"}}, {},
+  std::string guest = "job." + std::to_string(id) + ".guest";
+  h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", guest}}, {},
          [this, alive, id, serial, rest](const Message& linked) {
            if (alive.expired() || !current(id, serial)) return;
            auto it = runs_.find(id);
@@ -699,6 +710,16 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
            respond(req, id, "release", Json{{"ranks", rest}, {"final", true}});
            erase_run(it);
          });
+  if (!r.exec_log.empty()) {
+    // The exec eventlog goes beside the linked copy: sent right after the
+    // link, it is stored with it (in the same or the next transaction) at
+    // no extra wait.
+    Json ops = Json::array({Json{{"op", "append"}, {"key", guest + ".exec"}, {"value", std::move(r.exec_log)}}});
+    r.exec_log.clear();
+    h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [id](const Message& m) {
+      if (m.errnum) spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
+    });
+  }
 }
 
 void JobExec::Impl::kill_all(Run& r, int sig) {
