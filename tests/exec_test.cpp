@@ -177,7 +177,8 @@ TEST_F(Exec, OverrideWaitsForItsEvents) {
 TEST_F(Exec, RealJobRunsItsTasksOnEveryRankAndReleasesRankByRank) {
   // Each task exits with the rank it runs on: the largest is 3, so the
   // job finishes with wait status 768 and `loom run` exits 3.
-  auto r = loom({"run", "-N4", "-n8", "sh", "-c", "echo task $LOOM_TASK_RANK of $LOOM_JOB_SIZE; exit $LOOM_RANK"});
+  auto r = loom({"run", "-N4", "-n8", "sh", "-c",
+                 "echo task $LOOM_TASK_RANK of $LOOM_JOB_SIZE pmi $PMI_RANK/$PMI_SIZE; exit $LOOM_RANK"});
   EXPECT_EQ(r.code, 3) << show(r);
   auto ls = loom({"jobs", "-a", "--json"});
   Json jobs = parse_json(ls.out).value();
@@ -202,7 +203,10 @@ TEST_F(Exec, RealJobRunsItsTasksOnEveryRankAndReleasesRankByRank) {
     auto e = parse_json(line);
     if (e.ok() && (*e)["name"] == "data") lines.insert((*e)["context"]["data"].get<std::string>());
   }
-  for (int t = 0; t < 8; ++t) EXPECT_TRUE(lines.count("task " + std::to_string(t) + " of 8\n")) << t;
+  for (int t = 0; t < 8; ++t) {
+    std::string n = std::to_string(t);
+    EXPECT_TRUE(lines.count("task " + n + " of 8 pmi " + n + "/8\n")) << t;
+  }
   EXPECT_EQ(allocated_ranks(), "");
 }
 

@@ -362,6 +362,13 @@ int Shell::run() {
   env.push_back("LOOM_JOB_NNODES=" + std::to_string(R->ranks().size()));
   env.push_back("LOOM_JOB_RANKS=" + R->rank_set().encode());
   env.push_back("LOOM_RANK=" + std::to_string(my_rank));
+  // The hosts of the job's ranks, as a hostlist (when R names them).
+  std::string nodelist;
+  for (const auto& [rank, res] : R->ranks()) {
+    if (!res.hostname.empty()) nodelist += (nodelist.empty() ? "" : ",") + res.hostname;
+  }
+  if (!nodelist.empty()) env.push_back("LOOM_JOB_NODELIST=" + nodelist);
+  env.push_back("PMI_SIZE=" + std::to_string(js->ntasks));
 
   asio::signal_set signals(io_, SIGTERM, SIGINT, SIGHUP);
   signals.add(SIGALRM);
@@ -388,6 +395,7 @@ int Shell::run() {
     spec.argv = js->command;
     spec.env = env;
     spec.env.push_back("LOOM_TASK_RANK=" + std::to_string(t.rank));
+    spec.env.push_back("PMI_RANK=" + std::to_string(t.rank));
     spec.env.push_back("LOOM_TASK_LOCAL_ID=" + std::to_string(i));
     spec.cwd = js->cwd;
     spec.stdout_fd = out[1];
