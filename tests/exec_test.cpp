@@ -486,6 +486,12 @@ TEST_F(Exec, ExecAndOutputEventlogsOfAJob) {
   ASSERT_EQ(by_name["shell.start"].size(), 2u) << exec.out;
   ASSERT_EQ(by_name["shell.exit"].size(), 2u) << exec.out;
   for (const auto& c : by_name["shell.exit"]) EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
+  // And each task's exit (one task per rank here: task r on rank r).
+  ASSERT_EQ(by_name["task.exit"].size(), 2u) << exec.out;
+  for (const auto& c : by_name["task.exit"]) {
+    EXPECT_EQ(c["task"], c["rank"]) << c;
+    EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
+  }
   ASSERT_EQ(by_name["complete"].size(), 1u) << exec.out;
   EXPECT_EQ(by_name["complete"][0]["status"], 256);
   // Stored, after the job: the same, and the output eventlog beside it.
@@ -751,6 +757,14 @@ TEST_F(ExecReattach, AJobRunningThroughACrashIsFoundAgainAndCompletes) {
   auto lines = out.out_lines();
   std::sort(lines.begin(), lines.end());
   EXPECT_EQ(lines, (std::vector<std::string>{"after 0", "after 1", "before 0", "before 1"})) << out.out;
+  // The exec eventlog of the run after the restart: both shells found
+  // again, each task's exit (told by the adopted shells), the end.
+  auto exec = loom({"job", "eventlog", "--path=exec", id});
+  ASSERT_EQ(exec.code, 0) << show(exec);
+  for (const char* what : {"shell.reattach pid=", "task.exit rank=0 status=0 task=0",
+                           "task.exit rank=1 status=0 task=1", "complete status=0"}) {
+    EXPECT_NE(exec.out.find(what), std::string::npos) << what << " in\n" << exec.out;
+  }
   EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
 }
 

@@ -622,6 +622,13 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     // The shell exits as a shell does: the task's exit code, or 128+N for
     // a task killed by signal N. Back to a wait status.
     int st = (*p)["status"].get<int>();
+    if (p->contains("tasks") && (*p)["tasks"].is_array()) {
+      for (const Json& t : (*p)["tasks"]) {
+        if (t.is_array() && t.size() == 2 && t[0].is_number_integer() && t[1].is_number_integer()) {
+          log_exec(r, "task.exit", Json{{"rank", rank}, {"task", t[0]}, {"status", t[1]}});
+        }
+      }
+    }
     log_exec(r, "shell.exit", Json{{"rank", rank}, {"status", st}});
     int status = st;
     if (WIFEXITED(st)) {

@@ -38,6 +38,8 @@ struct ShellLauncher::Impl {
     Json job_info;                // for the epilog
     std::optional<int> reported;  // an adopted shell's exit, as a wait status
     std::optional<int> status;    // exited (unclaimed: kept until claimed)
+    int report = -1;              // the read end of the shell's stdout: its tasks' exits
+    Json tasks;                   // [[task rank, wait status]...], once known
     std::unique_ptr<Timer> timer;
   };
 
@@ -112,8 +114,13 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
-  int in[2];
+  int in[2], out[2];
   if (::pipe2(in, O_CLOEXEC) != 0) return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
+  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0) {
+    ::close(in[0]);
+    ::close(in[1]);
+    return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
+  }
   SpawnSpec spec;
   spec.argv = {cfg_.shell_path, std::to_string(jid)};
   spec.env = current_environment();
@@ -121,16 +128,20 @@ void ShellLauncher::Impl::launch(const Message& m) {
   spec.env.push_back("LOOM_URI=" + cfg_.local_uri);
   spec.new_session = true;
   spec.stdin_fd = in[0];
+  spec.stdout_fd = out[1];
   auto pid = spawn(spec);
   ::close(in[0]);
+  ::close(out[1]);
   if (!pid.ok()) {
     ::close(in[1]);
+    ::close(out[0]);
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
   }
   Shell& s = shells_[jid];
   s.req = m;
   s.req.payload = std::string();
   s.pid = *pid;
+  s.report = out[0];
   s.info = std::make_shared<std::string>(dump_json((*p)["info"]));
   s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
   // The shell reads its job from stdin; a large jobspec must not block us.
@@ -145,6 +156,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
     ::waitpid(*pid, nullptr, 0);
+    ::close(s.report);
     shells_.erase(jid);
     return h_.respond_error(m, watch.error().code, "cannot watch the job shell: " + watch.error().text);
   }
@@ -163,6 +175,17 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
   if (status < 0) status = s.reported.value_or(SIGKILL);
   ::kill(-s.pid, SIGKILL);
   s.watch.reset();
+  if (s.report >= 0) {
+    // The shell has exited: its report (one line) is all in the pipe.
+    std::string text;
+    char buf[65536];
+    ssize_t n;
+    while ((n = ::read(s.report, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
+    ::close(s.report);
+    s.report = -1;
+    auto j = parse_json(text.substr(0, text.find('\n')));
+    if (j.ok() && j->is_object() && (*j)["tasks"].is_array()) s.tasks = (*j)["tasks"];
+  }
   s.status = status;
   if (s.claimed) report(jid);
 }
@@ -173,9 +196,11 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   Message req = std::move(it->second.req);
   Json job_info = std::move(it->second.job_info);
   int status = *it->second.status;
-  shells_.erase(it);
   bool epilog = !cfg_.epilog.empty();
-  h_.respond(req, Json{{"type", "exited"}, {"status", status}, {"epilog", epilog}});
+  Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
+  if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
+  shells_.erase(it);
+  h_.respond(req, answer);
   if (!epilog) return h_.respond_error(req, ENODATA, "");
   run_epilog(req, jid, job_info);
 }
@@ -243,6 +268,7 @@ void ShellLauncher::Impl::done(const Message& m) {
   Shell* s = shell_for(m, id);
   if (!s) return;
   s->reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
+  if (p->contains("tasks") && (*p)["tasks"].is_array()) s->tasks = (*p)["tasks"];
   h_.respond(m, Json::object());
 }
 

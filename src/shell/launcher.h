@@ -3,8 +3,10 @@
 //
 //   shell.launch {id, info}  streaming, owner only. Spawns loom-shell in a
 //       session of its own, writes `info` (JSON) to its stdin, answers
-//       {type: "started", pid}, then {type: "exited", status, epilog} (a
-//       wait status; epilog: whether one runs now) when it exits; with an
+//       {type: "started", pid}, then {type: "exited", status, epilog,
+//       tasks} (a wait status; epilog: whether one runs now; tasks: each
+//       task's [rank, wait status], which the shell writes on its stdout,
+//       a pipe read once it has exited) when it exits; with an
 //       epilog, {type: "epilog", status, timeout} once it is done; then
 //       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
 //       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
@@ -17,7 +19,8 @@
 //   shell.adopt {id, rank, pid}  from a job shell whose broker died: we
 //       watch it (a pidfd: it is not our child) until it is claimed; one
 //       nobody claims within a minute is killed.
-//   shell.done {id, status}  from an adopted shell: the code it exits with.
+//   shell.done {id, status, tasks}  from an adopted shell: the code it exits
+//       with and its tasks' exits.
 //   shell.reattach {id, info}  streaming, from job-exec: claims the job's
 //       shell (waiting up to 5 s for it to be adopted; else ENOENT), then
 //       answers {type: "reattached", pid} and the rest of a launch stream.

@@ -277,10 +277,26 @@ bool Shell::reconnect(double timeout) {
 }
 
 // An adopted shell is not the broker's child: it says how it exits.
+// Each task's exit, for the exec eventlog: to the broker that adopted us
+// with our exit code, else on stdout, a pipe the shell launch service
+// reads once we have exited (one line, kept under a pipe's 64 KiB so that
+// the write never blocks).
 void Shell::report_exit(int code) {
-  if (!adopted_ || !connected()) return;
-  auto r = c_->call("shell.done", Json{{"id", info_["id"]}, {"status", code}});
-  if (!r.ok()) std::fprintf(stderr, "loom-shell: job %s: shell.done: %s\n", id_text_.c_str(), r.error().text.c_str());
+  Json tasks = Json::array();
+  size_t size = 0;
+  for (const auto& t : tasks_) {
+    if (size > 60000) break;
+    tasks.push_back(Json::array({t.rank, t.status}));
+    size += 24;
+  }
+  if (adopted_) {
+    if (!connected()) return;
+    auto r = c_->call("shell.done", Json{{"id", info_["id"]}, {"status", code}, {"tasks", tasks}});
+    if (!r.ok()) std::fprintf(stderr, "loom-shell: job %s: shell.done: %s\n", id_text_.c_str(), r.error().text.c_str());
+    return;
+  }
+  std::string line = dump_json(Json{{"tasks", tasks}}) + "\n";
+  if (::write(1, line.data(), line.size()) < 0) return;  // nobody reads it (not started by the service)
 }
 
 void Shell::read(Stream& s) {
@@ -469,6 +485,8 @@ int main(int argc, char** /*argv*/) {
   if (!info.ok() || !info->is_object()) loom::die("stdin: not a JSON object");
   const char* uri = std::getenv("LOOM_URI");
   if (!uri) loom::die("LOOM_URI is not set");
+  // stdout is the report pipe of a broker that may be gone by the end.
+  ::signal(SIGPIPE, SIG_IGN);
   asio::io_context io;
   auto clock = loom::make_real_clock(io);
   auto c = loom::Client::connect(io, *clock, uri);
