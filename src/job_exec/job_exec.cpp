@@ -96,7 +96,7 @@ struct JobExec::Impl {
   void on_exception(const Message& ev);
   void on_teardown(const Message& ev);
 
-  // An entry of the run's exec eventlog (`exec` in the job's namespace).
+  // An entry of the run's exec eventlog (stored as job.ID.guest.exec).
   void log_exec(Run& r, const char* name, Json context) {
     r.exec_log += format_event(EventEntry{h_.clock().wall(), name, std::move(context)});
   }
@@ -491,6 +491,7 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
     spdlog::warn("job-exec: job {}: had finished before the restart; releasing the ranks it still held", id);
     r.started = true;
     respond(r.req, id, "reattached");
+    if (rest.empty()) return finish_real(id, "all");  // only the final release was missing
     for (uint32_t rank : rest) {
       auto cur = runs_.find(id);
       if (cur == runs_.end()) return;
