@@ -168,7 +168,7 @@ TEST_F(Jobs, UrgencyChangesOrderAndHoldKeepsAJobBack) {
   ASSERT_EQ(loom({"cancel", second}).code, 0);
   ASSERT_EQ(loom({"cancel", first}).code, 0);
   wait_event(first, "clean");
-  std::string held = submit({"--urgency=0", "-N1", "true"});
+  std::string held = submit({"--urgency=hold", "-N1", "true"});  // as `loom job urgency` takes it
   wait_event(held, "priority");
   EXPECT_EQ(allocated_ranks(), "");
   EXPECT_EQ(job(held)["priority"], 0);

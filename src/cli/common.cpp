@@ -52,6 +52,18 @@ std::string format_event_human(const EventEntry& e) {
   return out;
 }
 
+Result<int> urgency_arg(const std::string& s) {
+  if (s == "hold") return 0;
+  if (s == "default") return 16;
+  if (s == "expedite") return 31;
+  char* end = nullptr;
+  long v = std::strtol(s.c_str(), &end, 10);
+  if (s.empty() || *end || v < 0 || v > 31) {
+    return Error{EINVAL, "urgency must be 0-31, hold, default or expedite, not \"" + s + "\""};
+  }
+  return static_cast<int>(v);
+}
+
 Result<JobId> job_arg(const std::string& s) {
   auto id = parse_jobid(s);
   if (!id.ok()) return Error{EINVAL, "\"" + s + "\" is not a job id"};

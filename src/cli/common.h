@@ -42,6 +42,8 @@ std::string format_event_human(const EventEntry& e);
 
 // A job id argument in any accepted form, or a one-line error.
 Result<JobId> job_arg(const std::string& s);
+// An urgency as users give it: 0-31, hold (0), default (16), expedite (31).
+Result<int> urgency_arg(const std::string& s);
 
 // Runs the session's loop until `done` is true or the connection closes;
 // false if it closed first.

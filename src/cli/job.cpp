@@ -165,21 +165,11 @@ int run_info(const JobOpts& o) {
 int run_urgency(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job urgency", id.error());
-  int u = -1;
-  if (o.value == "hold") u = 0;
-  else if (o.value == "default") u = 16;
-  else if (o.value == "expedite") u = 31;
-  else {
-    char* end = nullptr;
-    long v = std::strtol(o.value.c_str(), &end, 10);
-    if (o.value.empty() || *end || v < 0 || v > 31) {
-      return fail("job urgency", "urgency must be 0-31, hold, default or expedite, not \"" + o.value + "\"");
-    }
-    u = static_cast<int>(v);
-  }
+  auto u = urgency_arg(o.value);
+  if (!u.ok()) return fail("job urgency", u.error());
   auto s = connect_session();
   if (!s.ok()) return fail("job urgency", s.error());
-  auto r = (*s)->client->call("job-manager.urgency", Json{{"id", id->value()}, {"urgency", u}});
+  auto r = (*s)->client->call("job-manager.urgency", Json{{"id", id->value()}, {"urgency", *u}});
   if (!r.ok()) return fail("job urgency", r.error());
   return 0;
 }

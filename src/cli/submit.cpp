@@ -208,7 +208,9 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
   sub->add_option("-g,--gpus-per-task", o.gpus, "GPUs per task (default 0)")->check(CLI::Range(0u, 1u << 16));
   sub->add_flag("-x,--exclusive", o.exclusive, "Whole nodes only");
   sub->add_option("-t,--time-limit", o.time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
-  sub->add_option("--urgency", o.urgency, "0-31: 0 holds, 16 is the default, 31 expedites (owner only above 16)")
+  sub->add_option("--urgency", o.urgency,
+                  "0-31, hold (0), default (16) or expedite (31); above 16 is for the instance owner")
+      ->transform(CLI::Transformer(std::map<std::string, int>{{"hold", 0}, {"default", 16}, {"expedite", 31}}))
       ->check(CLI::Range(0, 31));
   sub->add_option("--job-name", o.name, "Job name (default: the command's basename)");
   sub->add_option("--cwd", o.cwd, "Working directory of the tasks (default: the current one)");
