@@ -210,8 +210,14 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
   sub->add_option("-t,--time-limit", o.time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
   sub->add_option("--urgency", o.urgency,
                   "0-31, hold (0), default (16) or expedite (31); above 16 is for the instance owner")
-      ->transform(CLI::Transformer(std::map<std::string, int>{{"hold", 0}, {"default", 16}, {"expedite", 31}}))
-      ->check(CLI::Range(0, 31));
+      ->transform(CLI::Validator(
+          [](std::string& v) {
+            auto u = urgency_arg(v);
+            if (!u.ok()) return u.error().text;
+            v = std::to_string(*u);
+            return std::string();
+          },
+          "URGENCY"));
   sub->add_option("--job-name", o.name, "Job name (default: the command's basename)");
   sub->add_option("--cwd", o.cwd, "Working directory of the tasks (default: the current one)");
   sub->add_option("--setattr", o.setattr,
