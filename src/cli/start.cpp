@@ -318,14 +318,6 @@ class Launcher {
           return Error{EBUSY, "another loom start uses state directory " + state + " (its sockets: " + run + ")"};
         }
         rundir_lock_ = lock;
-        std::string sock = run + "/rank-0.sock";
-        sockaddr_un addr{};
-        addr.sun_family = AF_UNIX;
-        std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
-        int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = fd >= 0 && ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-        if (fd >= 0) ::close(fd);
-        if (live) return Error{EBUSY, "an instance already runs on state directory " + state + " (" + sock + ")"};
         rundir_ = run;
         remove_rundir_ = true;
         return {};

@@ -24,28 +24,28 @@ inline Jobspec parse(const JobRequest& r) {
   return *js;
 }
 
-// `n` slots anywhere (loom submit -n N -c C -g G -t D).
-inline Jobspec slots(uint32_t n, uint32_t cores = 1, uint32_t gpus = 0, double duration = 0) {
+// What every request below shares: tasks of `cores`+`gpus`, `true` to run.
+inline JobRequest request(uint32_t tasks, uint32_t cores, uint32_t gpus, double duration) {
   JobRequest r;
-  r.tasks = n;
+  r.tasks = tasks;
   r.cores_per_task = cores;
   r.gpus_per_task = gpus;
   r.duration = duration;
   r.command = {"true"};
-  return parse(r);
+  return r;
+}
+
+// `n` slots anywhere (loom submit -n N -c C -g G -t D).
+inline Jobspec slots(uint32_t n, uint32_t cores = 1, uint32_t gpus = 0, double duration = 0) {
+  return parse(request(n, cores, gpus, duration));
 }
 
 // `nnodes` nodes of `per_node` slots (loom submit -N -n -c -g -x -t).
 inline Jobspec nodes(uint32_t nnodes, uint32_t per_node = 1, uint32_t cores = 1, uint32_t gpus = 0,
                      bool exclusive = false, double duration = 0) {
-  JobRequest r;
+  JobRequest r = request(nnodes * per_node, cores, gpus, duration);
   r.nodes = nnodes;
-  r.tasks = nnodes * per_node;
-  r.cores_per_task = cores;
-  r.gpus_per_task = gpus;
   r.exclusive = exclusive;
-  r.duration = duration;
-  r.command = {"true"};
   return parse(r);
 }
 
