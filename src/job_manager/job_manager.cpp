@@ -2,10 +2,7 @@
 // other parts).
 #include "job_manager/job_manager.h"
 
-#ifdef __GLIBC__
-#include <malloc.h>
-#endif
-
+#include "base/memory.h"
 #include "job_manager/impl.h"
 
 namespace loom {
@@ -273,9 +270,7 @@ void JobManager::Impl::on_inactive(Job& j) {
     if (!trim_timer_) trim_timer_ = h_.clock().make_timer();
     trim_timer_->arm(kTrimDelay, [this] {
       if (has_active()) return;
-#ifdef __GLIBC__
-      malloc_trim(0);
-#endif
+      release_free_memory();
     });
   }
   check_drain();
