@@ -53,8 +53,17 @@ class Stmt {
 
 class SqliteStorage final : public Storage {
  public:
-  explicit SqliteStorage(sqlite3* db) : db_(db) {}
+  SqliteStorage(sqlite3* db, size_t fold_after) : db_(db), fold_after_(fold_after) {}
   ~SqliteStorage() override {
+    // A clean close leaves the journal empty: everything is in kv.
+    if (journal_rows_ > 0 && exec("BEGIN IMMEDIATE").ok()) {
+      if (fold().ok()) {
+        (void)exec("COMMIT");
+      } else {
+        (void)exec("ROLLBACK");
+      }
+    }
+    jr_ins_.reset();
     put_.reset();
     del_key_.reset();
     del_tree_.reset();
@@ -74,10 +83,14 @@ class SqliteStorage final : public Storage {
     ns_ins_ = std::make_unique<Stmt>(db_, "INSERT OR REPLACE INTO namespaces(name,owner) VALUES(?1,?2)");
     ns_del_ = std::make_unique<Stmt>(db_, "DELETE FROM namespaces WHERE name=?1");
     ns_del_keys_ = std::make_unique<Stmt>(db_, "DELETE FROM kv WHERE ns=?1");
+    jr_ins_ = std::make_unique<Stmt>(db_, "INSERT INTO journal(kind,ns,key,seq,owner,data) VALUES(?1,?2,?3,?4,?5,?6)");
     for (auto* s : {put_.get(), del_key_.get(), del_tree_.get(), ins_seg_.get(), ns_ins_.get(), ns_del_.get(),
-                    ns_del_keys_.get()}) {
+                    ns_del_keys_.get(), jr_ins_.get()}) {
       if (!s->ok()) return Error{EIO, std::string("sqlite prepare: ") + sqlite3_errmsg(db_)};
     }
+    auto rows = read_journal();
+    if (!rows.ok()) return rows.error();
+    journal_rows_ = rows->size();
     return {};
   }
 
@@ -97,19 +110,30 @@ class SqliteStorage final : public Storage {
       entry.second = static_cast<uint32_t>(kv.i64(2)) + 1;
     }
     if (rc != SQLITE_DONE) return Error{EIO, std::string("reading the store: ") + sqlite3_errmsg(db_)};
+    auto journal = read_journal();
+    if (!journal.ok()) return journal.error();
+    for (const auto& op : *journal) replay(op, out);
     return out;
   }
 
+  // A transaction appends its ops to the journal: rows with increasing ids,
+  // so that all of it lands in the last page or two of one table, however
+  // many keys it touches. Once the journal holds fold_after_ ops, the
+  // transaction folds it into kv instead, where the many changes to one
+  // job's keys share their pages (docs/storage.md).
   Status write(const std::vector<StoredOp>& ops) override {
     if (ops.empty()) return {};
     if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
-    for (const auto& op : ops) {
-      if (auto st = apply(op); !st) {
-        (void)exec("ROLLBACK");
-        return st;
-      }
+    bool folding = journal_rows_ + ops.size() >= fold_after_;
+    Status st = folding ? fold() : Status{};
+    for (size_t i = 0; st && i < ops.size(); ++i) st = folding ? apply(ops[i]) : append_journal(ops[i]);
+    if (st) st = exec("COMMIT");
+    if (!st) {
+      (void)exec("ROLLBACK");
+      return st;
     }
-    return exec("COMMIT");
+    journal_rows_ = folding ? 0 : journal_rows_ + ops.size();
+    return {};
   }
 
  private:
@@ -128,6 +152,80 @@ class SqliteStorage final : public Storage {
     s.reset();
     if (rc != SQLITE_DONE) return Error{EIO, std::string("sqlite: ") + sqlite3_errmsg(db_)};
     return {};
+  }
+
+  Status append_journal(const StoredOp& op) {
+    jr_ins_->bind(1, int64_t{op.kind});
+    jr_ins_->bind(2, op.ns);
+    jr_ins_->bind(3, op.key);
+    jr_ins_->bind(4, int64_t{op.seq});
+    jr_ins_->bind(5, int64_t{op.owner});
+    jr_ins_->bind_blob(6, op.value);
+    return run(*jr_ins_);
+  }
+
+  Result<std::vector<StoredOp>> read_journal() {
+    std::vector<StoredOp> ops;
+    Stmt q(db_, "SELECT kind, ns, key, seq, owner, data FROM journal ORDER BY id");
+    if (!q.ok()) return Error{EIO, std::string("reading the journal: ") + sqlite3_errmsg(db_)};
+    int rc;
+    while ((rc = q.step()) == SQLITE_ROW) {
+      int64_t kind = q.i64(0);
+      if (kind < StoredOp::kPut || kind > StoredOp::kNamespaceRemove) {
+        return Error{EIO, "the journal holds an operation of unknown kind " + std::to_string(kind)};
+      }
+      StoredOp op;
+      op.kind = static_cast<StoredOp::Kind>(kind);
+      op.ns = q.text(1);
+      op.key = q.text(2);
+      op.seq = static_cast<uint32_t>(q.i64(3));
+      op.owner = static_cast<uint32_t>(q.i64(4));
+      op.value = q.text(5);
+      ops.push_back(std::move(op));
+    }
+    if (rc != SQLITE_DONE) return Error{EIO, std::string("reading the journal: ") + sqlite3_errmsg(db_)};
+    return ops;
+  }
+
+  // Within a transaction: applies the journal to kv and empties it.
+  Status fold() {
+    auto ops = read_journal();
+    if (!ops.ok()) return ops.error();
+    for (const auto& op : *ops) {
+      if (auto st = apply(op); !st) return st;
+    }
+    return exec("DELETE FROM journal");
+  }
+
+  // What apply() does to the tables, done to loaded contents.
+  static void replay(const StoredOp& op, std::map<std::string, StoredNamespace>& out) {
+    if (op.kind == StoredOp::kNamespaceCreate) {
+      out[op.ns].owner = op.owner;
+      return;
+    }
+    if (op.kind == StoredOp::kNamespaceRemove) {
+      out.erase(op.ns);
+      return;
+    }
+    auto it = out.find(op.ns);
+    if (it == out.end()) return;  // as load() skips rows of a namespace that is gone
+    auto& keys = it->second.keys;
+    switch (op.kind) {
+      case StoredOp::kPut: keys[op.key] = {op.value, 1}; break;
+      case StoredOp::kAppend: {
+        auto& entry = keys[op.key];
+        entry.first += op.value;
+        entry.second = op.seq + 1;
+        break;
+      }
+      case StoredOp::kUnlink: {
+        keys.erase(op.key);
+        std::string below = op.key + ".";
+        for (auto k = keys.lower_bound(below); k != keys.end() && k->first.starts_with(below);) k = keys.erase(k);
+        break;
+      }
+      default: break;
+    }
   }
 
   Status apply(const StoredOp& op) {
@@ -169,6 +267,9 @@ class SqliteStorage final : public Storage {
   }
 
   sqlite3* db_;
+  size_t fold_after_;
+  size_t journal_rows_ = 0;
+  std::unique_ptr<Stmt> jr_ins_;
   std::unique_ptr<Stmt> put_, del_key_, del_tree_, ins_seg_, ns_ins_, ns_del_, ns_del_keys_;
 };
 
@@ -178,7 +279,7 @@ Error refuse(const std::string& dir, const std::string& why) {
 
 }  // namespace
 
-Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Synchronous sync) {
+Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Synchronous sync, size_t fold_after) {
   std::error_code ec;
   fs::path db_path = fs::path(dir) / kDbName;
   bool exists = fs::exists(db_path, ec);
@@ -198,7 +299,15 @@ Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Syn
     sqlite3_close_v2(db);
     return refuse(dir, "cannot be opened: " + msg);
   }
-  auto storage = std::make_unique<SqliteStorage>(db);
+  // Only this broker uses the database (its state directory is locked):
+  // exclusive locking keeps WAL's index in memory and skips the file locks
+  // of every transaction. Set before the first access.
+  if (sqlite3_exec(db, "PRAGMA locking_mode=EXCLUSIVE", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    std::string msg = sqlite3_errmsg(db);
+    sqlite3_close_v2(db);
+    return refuse(dir, "cannot be opened: " + msg);
+  }
+  auto storage = std::make_unique<SqliteStorage>(db, fold_after < 1 ? 1 : fold_after);
   auto query_one = [db](const char* sql, std::string& out) -> bool {
     sqlite3_stmt* s = nullptr;
     bool ok = sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK && sqlite3_step(s) == SQLITE_ROW;
@@ -242,14 +351,28 @@ Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Syn
         "CREATE TABLE kv(ns TEXT NOT NULL, key TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
         "  PRIMARY KEY(ns, key, seq)) WITHOUT ROWID;"
         "INSERT INTO meta VALUES('format','" +
-        std::string(kFormatName) + "');INSERT INTO meta VALUES('version','" + std::to_string(kStorageFormatVersion) +
-        "');COMMIT;";
+        std::string(kFormatName) + "');INSERT INTO meta VALUES('version','1');COMMIT;";
     char* err = nullptr;
     if (sqlite3_exec(db, schema.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "";
       sqlite3_free(err);
       return Error{EIO, "cannot create the store: " + msg};
     }
+  }
+  // Version 2 adds the journal; a version 1 store gains it here (and an
+  // older loom then refuses the store rather than miss what is in it).
+  std::string upgrade =
+      "BEGIN;"
+      "CREATE TABLE IF NOT EXISTS journal(id INTEGER PRIMARY KEY, kind INTEGER NOT NULL, ns TEXT NOT NULL,"
+      "  key TEXT NOT NULL, seq INTEGER NOT NULL, owner INTEGER NOT NULL, data BLOB NOT NULL);"
+      "UPDATE meta SET v='" +
+      std::to_string(kStorageFormatVersion) + "' WHERE k='version' AND CAST(v AS INTEGER) < " +
+      std::to_string(kStorageFormatVersion) + ";COMMIT;";
+  char* err = nullptr;
+  if (sqlite3_exec(db, upgrade.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "";
+    sqlite3_free(err);
+    return Error{EIO, "cannot prepare the store: " + msg};
   }
   if (auto st = storage->prepare(); !st) return st.error();
   return std::unique_ptr<Storage>(std::move(storage));

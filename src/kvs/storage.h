@@ -3,6 +3,7 @@
 // every commit that arrived in one loop turn into one write().
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -14,7 +15,8 @@
 namespace loom {
 
 struct StoredOp {
-  enum Kind { kPut, kAppend, kUnlink, kNamespaceCreate, kNamespaceRemove };
+  // Stored in the journal (docs/storage.md): never renumber.
+  enum Kind { kPut = 0, kAppend = 1, kUnlink = 2, kNamespaceCreate = 3, kNamespaceRemove = 4 };
   Kind kind = kPut;
   std::string ns;
   std::string key;     // unlink also removes every key below "key."
@@ -42,11 +44,16 @@ class Storage {
   virtual Status write(const std::vector<StoredOp>& ops) = 0;
 };
 
+// How many journalled operations a store holds before a write folds them
+// into its key table (docs/storage.md).
+inline constexpr size_t kFoldAfter = 8192;
+
 // Opens (creating if needed) the store in `dir`. Refuses, changing nothing,
 // a directory that holds something other than a loom store, a store of a
-// newer format, or a corrupt one.
-Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Synchronous sync);
+// newer format, or a corrupt one. A store of an older format is upgraded.
+Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Synchronous sync,
+                                                     size_t fold_after = kFoldAfter);
 
-inline constexpr int kStorageFormatVersion = 1;
+inline constexpr int kStorageFormatVersion = 2;
 
 }  // namespace loom
