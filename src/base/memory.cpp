@@ -8,8 +8,7 @@
 
 // jemalloc's control call, present only when jemalloc is linked in (loomd);
 // weak, so that everything else links without it.
-extern "C" int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen)
-    __attribute__((weak));
+extern "C" int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen) __attribute__((weak));
 
 namespace loom {
 
