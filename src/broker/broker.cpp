@@ -262,6 +262,7 @@ void Broker::route_request(Message&& m) {
       if (p->kind == PeerKind::kClient && m.wants_response() && m.matchtag != 0) {
         Message head = m;
         head.payload.clear();
+        head.json.reset();
         p->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
       }
       send_to(*p, std::move(m));
@@ -288,6 +289,7 @@ void Broker::route_request(Message&& m) {
         if (m.wants_response() && m.matchtag != 0) {
           Message head = m;
           head.payload.clear();
+          head.json.reset();
           c->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
         }
         send_to(*c, std::move(m));

@@ -195,6 +195,7 @@ void JobExec::Impl::start(const Message& m) {
   if (runs_.count(jid)) return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " is already running");
   Message req = m;
   req.payload = std::string();
+  req.json.reset();
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, "all");
   std::string all = R->rank_set().encode();

@@ -88,8 +88,9 @@ void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
 void JobManager::Impl::on_start_response(const Message& m) {
   if (exec_service_.empty() || m.topic != exec_service_ + ".start") return;  // not from the registered service
   if (m.errnum) return exec_teardown(m.topic + ": " + error_text(m));
-  auto p = payload_object(m);
-  Result<int64_t> idv = p.ok() ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(p.error());
+  auto payload = payload_json(m);
+  const Json* p = payload.ok() ? payload->get() : nullptr;
+  Result<int64_t> idv = p ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(payload.error());
   if (!idv.ok()) {
     spdlog::warn("job-manager: ignoring a malformed {} response: {}", m.topic, idv.error().text);
     return;
@@ -102,7 +103,9 @@ void JobManager::Impl::on_start_response(const Message& m) {
   Job& j = it->second;
   auto type = get_string(*p, "type");
   if (!type.ok()) return exec_violation(j, "response without a type");
-  Json data = p->contains("data") && (*p)["data"].is_object() ? (*p)["data"] : Json::object();
+  static const Json kNoData = Json::object();
+  auto data_it = p->find("data");
+  const Json& data = data_it != p->end() && data_it->is_object() ? *data_it : kNoData;
   if (*type == "start") {
     if (!post(j, "start")) return exec_violation(j, "start is out of order");
   } else if (*type == "reattached") {

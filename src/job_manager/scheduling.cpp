@@ -20,7 +20,7 @@ void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
   // its hello, which leaves freed jobs out: nothing to tell it now.
   if (!sched_connected_) return;
   Json req{{"id", j.id.value()}, {"R", r.to_json()}, {"final", final}};
-  h_.send_matchless("sched.free", dump_json(req));
+  h_.send_matchless("sched.free", std::move(req));
 }
 
 void JobManager::Impl::sched_gone(const std::string& why) {
@@ -41,11 +41,12 @@ void JobManager::Impl::sched_gone(const std::string& why) {
 
 void JobManager::Impl::on_alloc_response(const Message& m) {
   if (m.errnum) return sched_gone(error_text(m));
-  auto p = parse_json(m.payload);
-  if (!p.ok() || !p->is_object()) {
+  auto payload = payload_json(m);
+  if (!payload.ok()) {
     spdlog::warn("job-manager: ignoring a malformed sched.alloc response");
     return;
   }
+  const Json* p = payload->get();
   auto id = get_jobid(*p);
   auto type = get_int(*p, "type", 0, 3);
   if (!id.ok() || !type.ok()) {
@@ -63,7 +64,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     if (*type == 0 && p->contains("R")) {
       // Never leave resources with a job that is not waiting for them.
       Json req{{"id", id->value()}, {"R", (*p)["R"]}, {"final", true}};
-      h_.send_matchless("sched.free", dump_json(req));
+      h_.send_matchless("sched.free", std::move(req));
     }
     return;
   }
@@ -83,7 +84,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
       // Cancelled (or the instance stopping) while the scheduler was
       // allocating: give it straight back; the job stays as it was.
       Json req{{"id", j->id.value()}, {"R", (*p)["R"]}, {"final", true}};
-      h_.send_matchless("sched.free", dump_json(req));
+      h_.send_matchless("sched.free", std::move(req));
       advance(*j);
       return;
     }

@@ -100,8 +100,9 @@ void Kvs::lookup(const Message& req) {
 }
 
 void Kvs::commit(const Message& req) {
-  auto j = payload_object(req);
-  if (!j.ok()) return h_.respond_error(req, j.error());
+  auto payload = payload_json(req);
+  if (!payload.ok()) return h_.respond_error(req, payload.error());
+  const Json* j = payload->get();
   auto ns_name = get_string(*j, "namespace", kPrimaryNamespace);
   if (!ns_name.ok()) return h_.respond_error(req, ns_name.error());
   auto ns = access(req, *ns_name, true);

@@ -27,9 +27,29 @@ uint32_t Handle::next_matchtag() {
   return matchtag_;
 }
 
+namespace {
+// The text and the parsed value of one payload.
+std::shared_ptr<const Json> share(Json&& payload, std::string& text) {
+  text = dump_json(payload);
+  return std::make_shared<const Json>(std::move(payload));
+}
+}  // namespace
+
+uint32_t Handle::rpc(std::string topic, Json&& payload, RpcOptions opts, ResponseFn fn) {
+  std::string text;
+  auto json = share(std::move(payload), text);
+  return rpc_message(std::move(topic), std::move(text), std::move(json), opts, std::move(fn));
+}
+
 uint32_t Handle::rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn) {
+  return rpc_message(std::move(topic), std::move(payload), nullptr, opts, std::move(fn));
+}
+
+uint32_t Handle::rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
+                             ResponseFn fn) {
   uint32_t tag = next_matchtag();
   Message m = make_request(std::move(topic), std::move(payload), opts.nodeid, opts.streaming ? msgflag::kStreaming : 0);
+  m.json = std::move(json);
   m.matchtag = tag;
   Rpc rpc{std::move(fn), opts.streaming, nullptr};
   if (opts.timeout > 0) {
@@ -60,6 +80,14 @@ void Handle::send_matchless(std::string topic, std::string payload, uint32_t nod
   send(make_request(std::move(topic), std::move(payload), nodeid, msgflag::kStreaming));
 }
 
+void Handle::send_matchless(std::string topic, Json&& payload, uint32_t nodeid) {
+  std::string text;
+  auto json = share(std::move(payload), text);
+  Message m = make_request(std::move(topic), std::move(text), nodeid, msgflag::kStreaming);
+  m.json = std::move(json);
+  send(std::move(m));
+}
+
 void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = std::move(fn); }
 
 void Handle::add_method(const std::string& topic, Access access, RequestFn fn) {
@@ -74,6 +102,15 @@ void Handle::remove_methods(const std::string& service) {
 void Handle::respond(const Message& req, std::string payload) {
   if (!req.wants_response()) return;
   send(make_response(req, std::move(payload)));
+}
+
+void Handle::respond(const Message& req, Json&& payload) {
+  if (!req.wants_response()) return;
+  std::string text;
+  auto json = share(std::move(payload), text);
+  Message m = make_response(req, std::move(text));
+  m.json = std::move(json);
+  send(std::move(m));
 }
 
 void Handle::respond_error(const Message& req, int errnum, std::string_view text) {

@@ -63,6 +63,9 @@ class Handle {
   uint32_t rpc(std::string topic, const Json& payload, RpcOptions opts, ResponseFn fn) {
     return rpc(std::move(topic), dump_json(payload), opts, std::move(fn));
   }
+  // The same, handing the receiver the parsed payload as well (see
+  // Message::json): for large payloads between services of one broker.
+  uint32_t rpc(std::string topic, Json&& payload, RpcOptions opts, ResponseFn fn);
   // Forgets an RPC: later responses to it are dropped.
   void cancel_rpc(uint32_t matchtag);
   size_t rpcs_in_flight() const { return rpcs_.size(); }
@@ -72,6 +75,7 @@ class Handle {
   // matchtag-less protocols of DESIGN §5 and §6 (sched.alloc, NAME.start),
   // whose responses carry the job id and arrive through on_response().
   void send_matchless(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
+  void send_matchless(std::string topic, Json&& payload, uint32_t nodeid = kNodeAny);
   // Handler for responses that carry no matchtag, by exact topic.
   void on_response(const std::string& topic, ResponseFn fn);
 
@@ -81,6 +85,7 @@ class Handle {
   void respond(const Message& req, std::string payload);
   void respond(const Message& req, const char* payload) { respond(req, std::string(payload)); }
   void respond(const Message& req, const Json& payload) { respond(req, dump_json(payload)); }
+  void respond(const Message& req, Json&& payload);
   void respond_error(const Message& req, int errnum, std::string_view text);
   void respond_error(const Message& req, const Error& e) { respond_error(req, e.code, e.text); }
 
@@ -108,6 +113,8 @@ class Handle {
   };
 
   void send(Message m);
+  uint32_t rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
+                       ResponseFn fn);
   void dispatch_response(Message&& m);
   void dispatch_request(Message&& m);
   void dispatch_event(const Message& m);

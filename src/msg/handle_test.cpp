@@ -14,6 +14,7 @@
 
 #include "base/clock.h"
 #include "msg/message.h"
+#include "msg/payload.h"
 
 namespace loom {
 namespace {
@@ -145,6 +146,40 @@ TEST(Handle, SendsAJsonPayloadCompactly) {
   Endpoint ep;
   ep.handle.rpc("kvs.get", Json{{"key", "a"}}, {}, [](const Message&) {});
   EXPECT_EQ(ep.last_sent().payload, R"({"key":"a"})");
+}
+
+// A payload built as JSON travels parsed beside its text: a service of the
+// same broker reads it with payload_json without parsing, and both forms
+// say the same.
+TEST(Handle, AJsonPayloadTravelsParsedBesideItsText) {
+  Endpoint ep;
+  ep.handle.rpc("kvs.commit", Json{{"ops", Json::array({Json{{"op", "put"}, {"key", "a"}, {"value", "1\n"}}})}}, {},
+                [](const Message&) {});
+  ep.handle.send_matchless("sched.free", Json{{"id", 7}});
+  Message req = incoming_request("svc.do");
+  ep.handle.respond(req, Json{{"id", 7}, {"type", "start"}});
+  ASSERT_EQ(ep.sent.size(), 3u);
+  for (const Message& m : ep.sent) {
+    ASSERT_TRUE(m.json) << m.topic;
+    auto parsed = parse_json(m.payload);
+    ASSERT_TRUE(parsed.ok());
+    EXPECT_EQ(*parsed, *m.json) << m.topic;
+    auto p = payload_json(m);
+    ASSERT_TRUE(p.ok());
+    EXPECT_EQ(p->get(), m.json.get()) << "parsed again";
+    auto copy = payload_object(m);
+    ASSERT_TRUE(copy.ok());
+    EXPECT_EQ(*copy, *m.json);
+  }
+  // Text alone (from a socket) is parsed; a non-object is refused either way.
+  Message text = incoming_request("svc.do", role::kOwner, R"({"x":1})");
+  auto p = payload_json(text);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ((**p)["x"], 1);
+  Message array = incoming_request("svc.do", role::kOwner, "[1]");
+  EXPECT_EQ(payload_json(array).error().code, EPROTO);
+  array.json = std::make_shared<const Json>(Json::array({1}));
+  EXPECT_EQ(payload_json(array).error().code, EPROTO);
 }
 
 TEST(Handle, SingleRpcGetsOneResponseThenIsForgotten) {

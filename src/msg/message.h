@@ -3,6 +3,8 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +49,11 @@ struct Message {
   // route.front() identifies the original sender across the instance.
   std::vector<HopId> route;
   std::string payload;  // JSON text, or empty
+  // The payload already parsed, when the sender built it as JSON: a
+  // service of the same broker reads it without parsing the text again
+  // (payload_json). Shared, never changed; the text stays authoritative on
+  // the wire.
+  std::shared_ptr<const nlohmann::json> json;
 
   bool is_request() const { return type == MsgType::kRequest; }
   bool is_response() const { return type == MsgType::kResponse; }

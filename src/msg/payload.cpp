@@ -2,11 +2,30 @@
 
 namespace loom {
 
+namespace {
+Error not_an_object() { return Error{EPROTO, "payload must be a JSON object"}; }
+}  // namespace
+
 Result<Json> payload_object(const Message& m) {
+  if (m.json) {
+    if (!m.json->is_object()) return not_an_object();
+    return *m.json;
+  }
   auto j = parse_json(m.payload);
   if (!j.ok()) return j.error();
-  if (!j->is_object()) return Error{EPROTO, "payload must be a JSON object"};
+  if (!j->is_object()) return not_an_object();
   return j;
+}
+
+Result<std::shared_ptr<const Json>> payload_json(const Message& m) {
+  if (m.json) {
+    if (!m.json->is_object()) return not_an_object();
+    return m.json;
+  }
+  auto j = parse_json(m.payload);
+  if (!j.ok()) return j.error();
+  if (!j->is_object()) return not_an_object();
+  return std::make_shared<const Json>(std::move(*j));
 }
 
 Result<std::string> get_string(const Json& j, const char* k, const char* dflt) {

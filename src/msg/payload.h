@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "base/result.h"
@@ -13,6 +14,9 @@ namespace loom {
 
 // The payload as a JSON object (EPROTO otherwise).
 Result<Json> payload_object(const Message& m);
+// The same without a copy: the value the sender handed over parsed
+// (Message::json), else the text parsed now.
+Result<std::shared_ptr<const Json>> payload_json(const Message& m);
 
 // Field `k` of `j` as a string; `dflt` when absent (an error if null).
 Result<std::string> get_string(const Json& j, const char* k, const char* dflt = nullptr);

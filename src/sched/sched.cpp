@@ -374,6 +374,7 @@ void Sched::alloc(const Message& req) {
   js->raw = nullptr;
   Message kept = req;
   kept.payload = std::string();
+  kept.json.reset();
   QueueKey key{*priority, *t_submit, *id};
   pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json()});
   queue_.insert(key);
@@ -425,8 +426,9 @@ void Sched::free(const Message& req) {
     spdlog::warn("sched: refusing sched.free: {}", e.text);
     h_.respond_error(req, e);
   };
-  auto p = payload_object(req);
-  if (!p.ok()) return fail(p.error());
+  auto payload = payload_json(req);
+  if (!payload.ok()) return fail(payload.error());
+  const Json* p = payload->get();
   auto id = get_u64(*p, "id");
   if (!id.ok()) return fail(id.error());
   auto R = get_R(*p, "R");

@@ -140,6 +140,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   Shell& s = shells_[jid];
   s.req = m;
   s.req.payload = std::string();
+  s.req.json.reset();
   s.pid = *pid;
   s.report = out[0];
   s.info = std::make_shared<std::string>(dump_json((*p)["info"]));
@@ -282,6 +283,7 @@ void ShellLauncher::Impl::reattach(const Message& m) {
   Json job_info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
   Message req = m;
   req.payload = std::string();
+  req.json.reset();
   if (auto it = shells_.find(jid); it != shells_.end()) {
     if (it->second.claimed) return h_.respond_error(m, EBUSY, "the shell of job " + std::to_string(jid) + " is taken");
     return claim(jid, std::move(req), std::move(job_info));
