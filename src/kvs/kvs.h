@@ -50,7 +50,7 @@ class Kvs {
 
   struct Entry {
     std::string value;
-    uint32_t segments = 0;  // how many pieces storage holds it in
+    uint32_t segments = 0;  // storage's next segment number for it (0: a new key)
   };
   struct Namespace {
     uint32_t owner = 0;

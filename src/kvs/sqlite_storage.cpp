@@ -191,10 +191,47 @@ class SqliteStorage final : public Storage {
   Status fold() {
     auto ops = read_journal();
     if (!ops.ok()) return ops.error();
-    for (const auto& op : *ops) {
+    for (const auto& op : coalesce(std::move(*ops))) {
       if (auto st = apply(op); !st) return st;
     }
     return exec("DELETE FROM journal");
+  }
+
+  // The same changes in fewer rows: appends to a key join the put or the
+  // append before them, as long as nothing in between removed the key. A
+  // job's eventlog, a line per event, becomes one row per fold.
+  static std::vector<StoredOp> coalesce(std::vector<StoredOp> ops) {
+    std::vector<StoredOp> out;
+    out.reserve(ops.size());
+    std::map<std::pair<std::string, std::string>, size_t> open;  // (ns, key) → the op in `out` to extend
+    // Forgets `key` and the keys below it; every key of `ns` if `key` is "".
+    auto close_below = [&](const std::string& ns, const std::string& key) {
+      open.erase({ns, key});
+      std::string below = key.empty() ? key : key + ".";
+      for (auto it = open.lower_bound({ns, below});
+           it != open.end() && it->first.first == ns && it->first.second.starts_with(below);) {
+        it = open.erase(it);
+      }
+    };
+    for (auto& op : ops) {
+      switch (op.kind) {
+        case StoredOp::kAppend: {
+          auto it = open.find({op.ns, op.key});
+          if (it != open.end()) {
+            out[it->second].value += op.value;
+            continue;
+          }
+          open[{op.ns, op.key}] = out.size();
+          break;
+        }
+        case StoredOp::kPut: open[{op.ns, op.key}] = out.size(); break;
+        case StoredOp::kUnlink: close_below(op.ns, op.key); break;
+        case StoredOp::kNamespaceRemove: close_below(op.ns, ""); break;
+        case StoredOp::kNamespaceCreate: break;
+      }
+      out.push_back(std::move(op));
+    }
+    return out;
   }
 
   // What apply() does to the tables, done to loaded contents.

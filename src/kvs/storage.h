@@ -27,7 +27,8 @@ struct StoredOp {
 
 struct StoredNamespace {
   uint32_t owner = 0;
-  // key → (value, number of segments it is stored in)
+  // key → (value, a segment number above every stored one: the next
+  // append's number may be this or more)
   std::map<std::string, std::pair<std::string, uint32_t>> keys;
 };
 
