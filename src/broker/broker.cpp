@@ -65,6 +65,7 @@ Handle& Broker::add_module(const std::vector<std::string>& services) {
   p.uid = static_cast<uint32_t>(::getuid());
   uint32_t id = p.id;
   p.handle = std::make_unique<Handle>(clock_, [this, id](Message m) { on_message(id, std::move(m)); });
+  p.handle->keep_text_lazy();
   p.handle->set_credentials(p.uid, role::kOwner);
   for (const auto& s : services) {
     auto st = register_service(s, id);
@@ -128,7 +129,10 @@ void Broker::send_to(Peer& p, Message&& m) {
     });
     return;
   }
-  if (p.conn) p.conn->send(m);
+  if (p.conn) {
+    m.write_text();
+    p.conn->send(m);
+  }
 }
 
 void Broker::on_peer_closed(uint32_t id, const Error& why) {
@@ -339,6 +343,7 @@ void Broker::route_event(Message&& m, PeerKind from) {
     return;
   }
   if (cfg_.rank == 0) m.seq = ++event_seq_;
+  m.write_text();
   if (cfg_.rank == 0 && m.topic.starts_with("broker.")) {
     // Rank 0 keeps the state of every rank from these announcements.
     auto j = parse_json(m.payload);

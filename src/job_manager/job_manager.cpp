@@ -38,8 +38,9 @@ void JobManager::Impl::install() {
   h_.add_method("job-info.disconnect", Access::kUser, [this](const Message& m) { info_disconnect(m); });
   h_.add_method("job-manager.exec-hello", Access::kOwner, gated(&Impl::exec_hello));
   h_.add_method("job-manager.disconnect", Access::kUser, [this](const Message& m) { on_disconnect(m); });
-  h_.on_response("sched.alloc", [this](const Message& m) { on_alloc_response(m); });
-  h_.on_response("sched.free", [this](const Message& m) {
+  // These read payloads with payload_json (and error_text) only.
+  h_.on_json_response("sched.alloc", [this](const Message& m) { on_alloc_response(m); });
+  h_.on_json_response("sched.free", [this](const Message& m) {
     if (m.errnum == ENOSYS || m.errnum == EHOSTUNREACH) return sched_gone(error_text(m));
     if (m.errnum) spdlog::warn("job-manager: sched.free: {}", error_text(m));
   });

@@ -47,7 +47,9 @@ Kvs::~Kvs() = default;
 
 void Kvs::install() {
   h_.add_method("kvs.lookup", Access::kUser, [this](const Message& m) { lookup(m); });
-  h_.add_method("kvs.commit", Access::kUser, [this](const Message& m) { commit(m); });
+  // Reads its payload with payload_json only: commits from services of
+  // this broker arrive without text.
+  h_.add_json_method("kvs.commit", Access::kUser, [this](const Message& m) { commit(m); });
   h_.add_method("kvs.watch", Access::kUser, [this](const Message& m) { watch(m); });
   h_.add_method("kvs.watch-cancel", Access::kUser, [this](const Message& m) { watch_cancel(m); });
   h_.add_method("kvs.disconnect", Access::kUser, [this](const Message& m) { disconnect(m); });

@@ -27,13 +27,11 @@ uint32_t Handle::next_matchtag() {
   return matchtag_;
 }
 
-namespace {
-// The text and the parsed value of one payload.
-std::shared_ptr<const Json> share(Json&& payload, std::string& text) {
-  text = dump_json(payload);
+// The parsed value of one payload, and its text unless that may wait.
+std::shared_ptr<const Json> Handle::share(Json&& payload, std::string& text) const {
+  if (!lazy_text_) text = dump_json(payload);
   return std::make_shared<const Json>(std::move(payload));
 }
-}  // namespace
 
 uint32_t Handle::rpc(std::string topic, Json&& payload, RpcOptions opts, ResponseFn fn) {
   std::string text;
@@ -88,10 +86,18 @@ void Handle::send_matchless(std::string topic, Json&& payload, uint32_t nodeid) 
   send(std::move(m));
 }
 
-void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = std::move(fn); }
+void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = Matchless{std::move(fn)}; }
+
+void Handle::on_json_response(const std::string& topic, ResponseFn fn) {
+  matchless_[topic] = Matchless{std::move(fn), true};
+}
 
 void Handle::add_method(const std::string& topic, Access access, RequestFn fn) {
   methods_[topic] = Method{access, std::move(fn)};
+}
+
+void Handle::add_json_method(const std::string& topic, Access access, RequestFn fn) {
+  methods_[topic] = Method{access, std::move(fn), true};
 }
 
 void Handle::remove_methods(const std::string& service) {
@@ -145,11 +151,13 @@ void Handle::dispatch_response(Message&& m) {
   if (m.matchtag == 0) {
     auto it = matchless_.find(m.topic);
     if (it != matchless_.end()) {
-      auto fn = it->second;  // the handler may replace itself
+      if (!it->second.reads_json) m.write_text();
+      auto fn = it->second.fn;  // the handler may replace itself
       fn(m);
     }
     return;
   }
+  m.write_text();
   auto it = rpcs_.find(m.matchtag);
   if (it == rpcs_.end()) return;  // cancelled or timed out: drop
   bool last = !it->second.streaming || m.errnum != 0;
@@ -167,6 +175,7 @@ void Handle::dispatch_response(Message&& m) {
 
 void Handle::dispatch_request(Message&& m) {
   auto it = methods_.find(m.topic);
+  if (it == methods_.end() || !it->second.reads_json) m.write_text();
   if (it == methods_.end()) {
     // Every service answers ping, so `loom ping SERVICE` works for all.
     if (m.method() == "ping") {
@@ -185,7 +194,8 @@ void Handle::dispatch_request(Message&& m) {
   fn(m);
 }
 
-void Handle::dispatch_event(const Message& m) {
+void Handle::dispatch_event(Message& m) {
+  m.write_text();
   // Copy the matching handlers first: a handler may (un)subscribe.
   std::vector<EventFn> fns;
   for (auto& [prefix, fn] : subscriptions_) {

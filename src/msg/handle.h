@@ -54,6 +54,12 @@ class Handle {
   // only when this connection belongs to the instance owner).
   void set_credentials(uint32_t userid, uint32_t rolemask);
 
+  // For a service inside the broker: payloads built as JSON go out without
+  // their text, which is written only where it is needed (the broker's
+  // sockets; handlers that were not added as JSON readers). Saves printing
+  // and parsing what never leaves the process.
+  void keep_text_lazy() { lazy_text_ = true; }
+
   // --- client side ---
   // Sends a request; returns its matchtag (to cancel_rpc with).
   uint32_t rpc(std::string topic, std::string payload, RpcOptions opts, ResponseFn fn);
@@ -78,9 +84,15 @@ class Handle {
   void send_matchless(std::string topic, Json&& payload, uint32_t nodeid = kNodeAny);
   // Handler for responses that carry no matchtag, by exact topic.
   void on_response(const std::string& topic, ResponseFn fn);
+  // The same for a handler that reads the payload only with payload_json
+  // or payload_object, never `payload`: from services of the same broker
+  // it may get the parsed value alone (see keep_text_lazy).
+  void on_json_response(const std::string& topic, ResponseFn fn);
 
   // --- service side ---
   void add_method(const std::string& topic, Access access, RequestFn fn);
+  // A method that reads the payload only with payload_json/payload_object.
+  void add_json_method(const std::string& topic, Access access, RequestFn fn);
   void remove_methods(const std::string& service);
   void respond(const Message& req, std::string payload);
   void respond(const Message& req, const char* payload) { respond(req, std::string(payload)); }
@@ -110,14 +122,20 @@ class Handle {
   struct Method {
     Access access;
     RequestFn fn;
+    bool reads_json = false;
   };
+  struct Matchless {
+    ResponseFn fn;
+    bool reads_json = false;
+  };
+  std::shared_ptr<const Json> share(Json&& payload, std::string& text) const;
 
   void send(Message m);
   uint32_t rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
                        ResponseFn fn);
   void dispatch_response(Message&& m);
   void dispatch_request(Message&& m);
-  void dispatch_event(const Message& m);
+  void dispatch_event(Message& m);
   uint32_t next_matchtag();
 
   Clock& clock_;
@@ -126,7 +144,8 @@ class Handle {
   uint32_t rolemask_ = role::kNone;
   uint32_t matchtag_ = 0;
   std::unordered_map<uint32_t, Rpc> rpcs_;
-  std::unordered_map<std::string, ResponseFn> matchless_;
+  std::unordered_map<std::string, Matchless> matchless_;
+  bool lazy_text_ = false;
   std::unordered_map<std::string, Method> methods_;
   std::vector<std::pair<std::string, EventFn>> subscriptions_;
   // Shared with callbacks posted by this Handle, to know it still exists.

@@ -182,6 +182,49 @@ TEST(Handle, AJsonPayloadTravelsParsedBesideItsText) {
   EXPECT_EQ(payload_json(array).error().code, EPROTO);
 }
 
+// Inside the broker the text waits: a handler added as a JSON reader gets
+// the parsed value alone, any other handler gets the text written for it.
+TEST(Handle, LazyTextIsWrittenForHandlersThatReadText) {
+  Endpoint sender;
+  sender.handle.keep_text_lazy();
+  sender.handle.send_matchless("svc.json", Json{{"id", 7}});
+  sender.handle.send_matchless("svc.text", Json{{"id", 8}});
+  ASSERT_EQ(sender.sent.size(), 2u);
+  EXPECT_EQ(sender.sent[0].payload, "");
+  ASSERT_TRUE(sender.sent[0].json);
+
+  Endpoint receiver;
+  std::vector<std::string> texts;
+  std::vector<int> ids;
+  auto record = [&](const Message& m) {
+    texts.push_back(m.payload);
+    auto p = payload_json(m);
+    ids.push_back(p.ok() ? (**p)["id"].get<int>() : -1);
+  };
+  receiver.handle.add_json_method("svc.json", Access::kOwner, record);
+  receiver.handle.add_method("svc.text", Access::kOwner, record);
+  for (auto& m : sender.sent) {
+    m.rolemask = role::kOwner;
+    receiver.handle.dispatch(std::move(m));
+  }
+  EXPECT_EQ(texts, (std::vector<std::string>{"", R"({"id":8})"}));
+  EXPECT_EQ(ids, (std::vector<int>{7, 8}));
+
+  // Responses too: a matchless JSON reader, and an RPC callback (always text).
+  Message req = incoming_request("svc.do");
+  sender.handle.respond(req, Json{{"type", "start"}});
+  Message resp = sender.sent.back();
+  resp.matchtag = 0;
+  std::string seen = "unset";
+  receiver.handle.on_json_response("svc.do", [&](const Message& m) { seen = m.payload; });
+  receiver.handle.dispatch(Message(resp));
+  EXPECT_EQ(seen, "");
+  uint32_t tag = receiver.handle.rpc("svc.do", std::string("{}"), {}, [&](const Message& m) { seen = m.payload; });
+  resp.matchtag = tag;
+  receiver.handle.dispatch(std::move(resp));
+  EXPECT_EQ(seen, R"({"type":"start"})");
+}
+
 TEST(Handle, SingleRpcGetsOneResponseThenIsForgotten) {
   Endpoint ep;
   std::vector<std::string> got;

@@ -19,6 +19,10 @@ std::string_view Message::method() const {
   return dot == std::string_view::npos ? std::string_view{} : t.substr(dot + 1);
 }
 
+void Message::write_text() {
+  if (json && payload.empty()) payload = dump_json(*json);
+}
+
 Message make_request(std::string topic, std::string payload, uint32_t nodeid, uint8_t flags) {
   Message m;
   m.type = MsgType::kRequest;
@@ -60,6 +64,10 @@ Message make_error_response(const Message& req, int errnum, std::string_view tex
 }
 
 std::string error_text(const Message& m) {
+  if (m.payload.empty() && m.json && m.json->is_object()) {
+    auto it = m.json->find("errstr");
+    if (it != m.json->end() && it->is_string()) return it->get<std::string>();
+  }
   if (!m.payload.empty()) {
     auto j = parse_json(m.payload);
     if (j.ok() && j->is_object()) {

@@ -51,9 +51,13 @@ struct Message {
   std::string payload;  // JSON text, or empty
   // The payload already parsed, when the sender built it as JSON: a
   // service of the same broker reads it without parsing the text again
-  // (payload_json). Shared, never changed; the text stays authoritative on
-  // the wire.
+  // (payload_json). Shared, never changed. Between services of one broker
+  // the text may be left empty until something needs it (write_text()):
+  // a socket, or a handler that reads `payload`.
   std::shared_ptr<const nlohmann::json> json;
+
+  // Makes `payload` the text of `json` if only the latter is there.
+  void write_text();
 
   bool is_request() const { return type == MsgType::kRequest; }
   bool is_response() const { return type == MsgType::kResponse; }

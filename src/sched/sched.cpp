@@ -223,7 +223,9 @@ void Sched::install() {
   method("sched.alloc", Access::kOwner, &Sched::alloc);
   method("sched.cancel", Access::kOwner, &Sched::cancel);
   method("sched.prioritize", Access::kOwner, &Sched::prioritize);
-  method("sched.free", Access::kOwner, &Sched::free);
+  // Reads its payload with payload_json only: the job manager's frees
+  // arrive without text.
+  h_.add_json_method("sched.free", Access::kOwner, [this](const Message& m) { free(m); });
   method("sched.feasibility", Access::kUser, &Sched::feasibility);
   method("sched.resource-status", Access::kUser, &Sched::resource_status);
   method("sched.drain", Access::kOwner, &Sched::drain);
