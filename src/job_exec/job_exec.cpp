@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 
 #include <asio/io_context.hpp>
+#include <cmath>
 #include <csignal>
 #include <map>
 #include <set>
@@ -184,6 +185,16 @@ void JobExec::Impl::on_teardown(const Message& ev) {
   hello();
 }
 
+namespace {
+// Member `k` of `j` if `j` is an object that has it, else null.
+const Json* member(const Json* j, const char* k) {
+  if (!j || !j->is_object()) return nullptr;
+  auto it = j->find(k);
+  return it == j->end() ? nullptr : &*it;
+}
+const Json* member(const Json& j, const char* k) { return member(&j, k); }
+}  // namespace
+
 void JobExec::Impl::start(const Message& m) {
   auto p = payload_object(m);
   Result<int64_t> id = p.ok() ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(p.error());
@@ -201,14 +212,16 @@ void JobExec::Impl::start(const Message& m) {
   std::string all = R->rank_set().encode();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   bool reattach = p->value("reattach", false);
-  auto js = p->contains("jobspec") ? parse_jobspec((*p)["jobspec"]) : Result<Jobspec>(Error{EPROTO, "missing"});
-  if (!js.ok()) return refuse(req, jid, "jobspec: " + js.error().text, all);
-  const Json* test = nullptr;
-  const Json& attrs = js->raw["attributes"];
-  if (attrs.contains("system") && attrs["system"].contains("exec") && attrs["system"]["exec"].is_object() &&
-      attrs["system"]["exec"].contains("test")) {
-    test = &attrs["system"]["exec"]["test"];
+  // The job manager validated the jobspec at submit: only what is read
+  // here is checked again.
+  const Json* spec = member(*p, "jobspec");
+  if (!spec || !spec->is_object()) return refuse(req, jid, "jobspec: missing or not an object", all);
+  const Json* system = member(member(*spec, "attributes"), "system");
+  const Json* asked = member(system, "duration");
+  if (asked && (!asked->is_number() || !std::isfinite(asked->get<double>()) || asked->get<double>() < 0)) {
+    return refuse(req, jid, "jobspec: duration must be a non-negative number of seconds", all);
   }
+  const Json* test = member(member(system, "exec"), "test");
   if (!test) {
     Run& r = runs_[jid];
     r.req = std::move(req);
@@ -236,7 +249,7 @@ void JobExec::Impl::start(const Message& m) {
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the
   // time limit, else at once.
-  double duration = js->duration;
+  double duration = asked ? asked->get<double>() : 0;
   bool explicit_duration = test->contains("run_duration");
   if (explicit_duration) {
     const Json& d = (*test)["run_duration"];
