@@ -125,8 +125,8 @@ class SqliteStorage final : public Storage {
     if (ops.empty()) return {};
     if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
     bool folding = journal_rows_ + ops.size() >= fold_after_;
-    Status st = folding ? fold() : Status{};
-    for (size_t i = 0; st && i < ops.size(); ++i) st = folding ? apply(ops[i]) : append_journal(ops[i]);
+    Status st = folding ? fold(ops) : Status{};
+    for (size_t i = 0; !folding && st && i < ops.size(); ++i) st = append_journal(ops[i]);
     if (st) st = exec("COMMIT");
     if (!st) {
       (void)exec("ROLLBACK");
@@ -187,10 +187,12 @@ class SqliteStorage final : public Storage {
     return ops;
   }
 
-  // Within a transaction: applies the journal to kv and empties it.
-  Status fold() {
+  // Within a transaction: applies the journal, then `more`, to kv and
+  // empties the journal.
+  Status fold(const std::vector<StoredOp>& more = {}) {
     auto ops = read_journal();
     if (!ops.ok()) return ops.error();
+    ops->insert(ops->end(), more.begin(), more.end());
     for (const auto& op : coalesce(std::move(*ops))) {
       if (auto st = apply(op); !st) return st;
     }
