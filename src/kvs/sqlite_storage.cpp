@@ -312,6 +312,17 @@ class SqliteStorage final : public Storage {
   std::unique_ptr<Stmt> put_, del_key_, del_tree_, ins_seg_, ns_ins_, ns_del_, ns_del_keys_;
 };
 
+// Runs `sql` (statements separated by ';'); on failure, EIO "what: why".
+Status run_script(sqlite3* db, const std::string& sql, const char* what) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    return Error{EIO, std::string(what) + ": " + msg};
+  }
+  return {};
+}
+
 Error refuse(const std::string& dir, const std::string& why) {
   return Error{EINVAL, "state directory " + dir + " " + why + "; nothing was changed"};
 }
@@ -391,12 +402,7 @@ Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Syn
         "  PRIMARY KEY(ns, key, seq)) WITHOUT ROWID;"
         "INSERT INTO meta VALUES('format','" +
         std::string(kFormatName) + "');INSERT INTO meta VALUES('version','1');COMMIT;";
-    char* err = nullptr;
-    if (sqlite3_exec(db, schema.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : "";
-      sqlite3_free(err);
-      return Error{EIO, "cannot create the store: " + msg};
-    }
+    if (auto st = run_script(db, schema, "cannot create the store"); !st) return st.error();
   }
   // Version 2 adds the journal; a version 1 store gains it here (and an
   // older loom then refuses the store rather than miss what is in it).
@@ -407,12 +413,7 @@ Result<std::unique_ptr<Storage>> open_sqlite_storage(const std::string& dir, Syn
       "UPDATE meta SET v='" +
       std::to_string(kStorageFormatVersion) + "' WHERE k='version' AND CAST(v AS INTEGER) < " +
       std::to_string(kStorageFormatVersion) + ";COMMIT;";
-  char* err = nullptr;
-  if (sqlite3_exec(db, upgrade.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "";
-    sqlite3_free(err);
-    return Error{EIO, "cannot prepare the store: " + msg};
-  }
+  if (auto st = run_script(db, upgrade, "cannot prepare the store"); !st) return st.error();
   if (auto st = storage->prepare(); !st) return st.error();
   return std::unique_ptr<Storage>(std::move(storage));
 }
