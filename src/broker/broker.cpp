@@ -264,10 +264,7 @@ void Broker::route_request(Message&& m) {
   if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
     if (Peer* p = local()) {
       if (p->kind == PeerKind::kClient && m.wants_response() && m.matchtag != 0) {
-        Message head = m;
-        head.payload.clear();
-        head.json.reset();
-        p->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
+        p->unanswered.emplace(std::make_pair(m.route, m.matchtag), head_of(m));
       }
       send_to(*p, std::move(m));
       return;
@@ -291,10 +288,7 @@ void Broker::route_request(Message&& m) {
     if (it != child_links_.end()) {
       if (Peer* c = find_peer(it->second)) {
         if (m.wants_response() && m.matchtag != 0) {
-          Message head = m;
-          head.payload.clear();
-          head.json.reset();
-          c->unanswered.emplace(std::make_pair(m.route, m.matchtag), std::move(head));
+          c->unanswered.emplace(std::make_pair(m.route, m.matchtag), head_of(m));
         }
         send_to(*c, std::move(m));
         return;
@@ -343,7 +337,6 @@ void Broker::route_event(Message&& m, PeerKind from) {
     return;
   }
   if (cfg_.rank == 0) m.seq = ++event_seq_;
-  m.write_text();
   if (cfg_.rank == 0 && m.topic.starts_with("broker.")) {
     // Rank 0 keeps the state of every rank from these announcements.
     auto j = parse_json(m.payload);

@@ -7,7 +7,6 @@
 #include <sys/wait.h>
 
 #include <asio/io_context.hpp>
-#include <cmath>
 #include <csignal>
 #include <map>
 #include <set>
@@ -126,6 +125,10 @@ struct JobExec::Impl {
   void send_finish(Run& r);
   void rank_free(Run& r, uint32_t rank);
   void kill_all(Run& r, int sig);
+  // Sends `sig` to the tasks of job `id`'s shell on `rank` (no answer awaited).
+  void kill_shell(uint64_t id, uint32_t rank, int sig) {
+    h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+  }
   void give_up(uint64_t id);
   void raise(Run& r, const std::string& type, const std::string& note);
   void finish_real(uint64_t id, std::string rest);
@@ -204,9 +207,7 @@ void JobExec::Impl::start(const Message& m) {
   }
   uint64_t jid = static_cast<uint64_t>(*id);
   if (runs_.count(jid)) return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " is already running");
-  Message req = m;
-  req.payload = std::string();
-  req.json.reset();
+  Message req = head_of(m);
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, "all");
   std::string all = R->rank_set().encode();
@@ -217,10 +218,9 @@ void JobExec::Impl::start(const Message& m) {
   const Json* spec = member(*p, "jobspec");
   if (!spec || !spec->is_object()) return refuse(req, jid, "jobspec: missing or not an object", all);
   const Json* system = member(member(*spec, "attributes"), "system");
-  const Json* asked = member(system, "duration");
-  if (asked && (!asked->is_number() || !std::isfinite(asked->get<double>()) || asked->get<double>() < 0)) {
-    return refuse(req, jid, "jobspec: duration must be a non-negative number of seconds", all);
-  }
+  Result<double> asked = 0.0;
+  if (const Json* d = member(system, "duration")) asked = jobspec_duration(*d);
+  if (!asked.ok()) return refuse(req, jid, asked.error().text, all);
   const Json* test = member(member(system, "exec"), "test");
   if (!test) {
     Run& r = runs_[jid];
@@ -249,7 +249,7 @@ void JobExec::Impl::start(const Message& m) {
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the
   // time limit, else at once.
-  double duration = asked ? asked->get<double>() : 0;
+  double duration = *asked;
   bool explicit_duration = test->contains("run_duration");
   if (explicit_duration) {
     const Json& d = (*test)["run_duration"];
@@ -352,8 +352,7 @@ void JobExec::Impl::kill(const Message& m) {
     // Only the signal: escalation belongs to cancel, time limit and stop.
     for (uint32_t rank : it->second.ranks) {
       if (it->second.exited.count(rank) || !it->second.shells_started.count(rank)) continue;
-      h_.rpc("shell.kill", Json{{"id", it->first}, {"signal", *sig}}, RpcOptions{.nodeid = rank},
-             [](const Message&) {});
+      kill_shell(it->first, rank, static_cast<int>(*sig));
     }
     return;
   }
@@ -488,12 +487,6 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
       for (uint32_t rank : set->to_vector()) r.released.insert(rank);
     }
   }
-  // Ranks that are not back yet are asked again when they come online, for
-  // as long as their shells wait for them.
-  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
-  r.reattach_timer = h_.clock().make_timer();
-  r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
-  r.retry_timer = h_.clock().make_timer();
   if (r.finish_sent) {
     // Every shell had exited; what was left were epilogs or the final
     // link. The epilogs' outcome went with the broker: the ranks go back.
@@ -513,6 +506,12 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
     }
     return;
   }
+  // Ranks that are not back yet are asked again when they come online, for
+  // as long as their shells wait for them.
+  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
+  r.reattach_timer = h_.clock().make_timer();
+  r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
+  r.retry_timer = h_.clock().make_timer();
   for (uint32_t rank : r.ranks) {
     if (r.released.count(rank)) {
       // Its shell exited before the restart; its status went with it.
@@ -548,7 +547,7 @@ void JobExec::Impl::stale_shell(uint64_t id, uint32_t rank, const Message& m) {
   std::string type = p.ok() && p->is_object() ? p->value("type", "") : "";
   if (type != "started" && type != "reattached") return;
   spdlog::warn("job-exec: job {}: killing its shell on rank {}, which came after its run ended", id, rank);
-  h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+  kill_shell(id, rank, SIGKILL);
 }
 
 void JobExec::Impl::on_online(const Message& ev) {
@@ -620,7 +619,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
              Json{{"rank", rank}, {"pid", p->value("pid", 0)}});
     // A shell that came up after the job was killed goes too.
     if (r.killing) {
-      h_.rpc("shell.kill", Json{{"id", id}, {"signal", SIGKILL}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+      kill_shell(id, rank, SIGKILL);
     }
     r.shells_started.insert(rank);
     if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && (!r.fatal || r.kill_found)) {
@@ -761,7 +760,7 @@ void JobExec::Impl::kill_all(Run& r, int sig) {
   }
   for (uint32_t rank : r.ranks) {
     if (r.exited.count(rank) || !r.shells_started.count(rank)) continue;
-    h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
+    kill_shell(id, rank, sig);
   }
 }
 

@@ -166,11 +166,9 @@ Result<Jobspec> parse_jobspec(const Json& j) {
   if (!attrs.contains("system")) return bad("attributes.system is required");
   const Json& sys = attrs["system"];
   if (!sys.contains("duration")) return bad("attributes.system.duration is required");
-  if (!sys["duration"].is_number() || !std::isfinite(sys["duration"].get<double>()) ||
-      sys["duration"].get<double>() < 0) {
-    return bad("duration must be a non-negative number of seconds");
-  }
-  js.duration = sys["duration"].get<double>();
+  auto duration = jobspec_duration(sys["duration"]);
+  if (!duration.ok()) return duration.error();
+  js.duration = *duration;
   if (sys.contains("cwd")) {
     if (!sys["cwd"].is_string()) return bad("cwd must be a string");
     js.cwd = sys["cwd"].get<std::string>();
@@ -247,6 +245,13 @@ Result<double> parse_duration(std::string_view s, double bare_unit, const char* 
   return v * unit;
 }
 }  // namespace
+
+Result<double> jobspec_duration(const Json& value) {
+  if (!value.is_number() || !std::isfinite(value.get<double>()) || value.get<double>() < 0) {
+    return bad("duration must be a non-negative number of seconds");
+  }
+  return value.get<double>();
+}
 
 Result<double> parse_fsd(std::string_view s) { return parse_duration(s, 1, "duration"); }
 Result<double> parse_time_limit(std::string_view s) { return parse_duration(s, 60, "time limit"); }

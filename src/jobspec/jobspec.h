@@ -55,6 +55,10 @@ struct JobRequest {
 // per node; -x asks for whole nodes.
 Result<Json> build_jobspec(const JobRequest& r);
 
+// The value of attributes.system.duration, checked: a non-negative number
+// of seconds.
+Result<double> jobspec_duration(const Json& value);
+
 // Flux Standard Duration: "30", "30s", "1.5m", "2h", "1d", "inf"; a bare
 // number is seconds.
 Result<double> parse_fsd(std::string_view s);

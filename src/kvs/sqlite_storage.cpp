@@ -20,6 +20,17 @@ namespace fs = std::filesystem;
 constexpr const char* kDbName = "loom.db";
 constexpr const char* kFormatName = "loom-kvs";
 
+// Runs `sql` (statements separated by ';'); on failure, EIO "what: why".
+Status run_script(sqlite3* db, const std::string& sql, const char* what) {
+  char* err = nullptr;
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : sqlite3_errmsg(db);
+    sqlite3_free(err);
+    return Error{EIO, std::string(what) + ": " + msg};
+  }
+  return {};
+}
+
 class Stmt {
  public:
   Stmt(sqlite3* db, const char* sql) { ok_ = sqlite3_prepare_v2(db, sql, -1, &s_, nullptr) == SQLITE_OK; }
@@ -56,13 +67,7 @@ class SqliteStorage final : public Storage {
   SqliteStorage(sqlite3* db, size_t fold_after) : db_(db), fold_after_(fold_after) {}
   ~SqliteStorage() override {
     // A clean close leaves the journal empty: everything is in kv.
-    if (journal_rows_ > 0 && exec("BEGIN IMMEDIATE").ok()) {
-      if (fold().ok()) {
-        (void)exec("COMMIT");
-      } else {
-        (void)exec("ROLLBACK");
-      }
-    }
+    (void)fold_journal();
     jr_ins_.reset();
     put_.reset();
     del_key_.reset();
@@ -88,13 +93,17 @@ class SqliteStorage final : public Storage {
                     ns_del_keys_.get(), jr_ins_.get()}) {
       if (!s->ok()) return Error{EIO, std::string("sqlite prepare: ") + sqlite3_errmsg(db_)};
     }
-    auto rows = read_journal();
-    if (!rows.ok()) return rows.error();
-    journal_rows_ = rows->size();
+    Stmt count(db_, "SELECT count(*) FROM journal");
+    if (!count.ok() || count.step() != SQLITE_ROW) {
+      return Error{EIO, std::string("reading the journal: ") + sqlite3_errmsg(db_)};
+    }
+    journal_rows_ = static_cast<size_t>(count.i64(0));
     return {};
   }
 
   Result<std::map<std::string, StoredNamespace>> load() override {
+    // Everything into kv first, which is then all there is to read.
+    if (auto st = fold_journal(); !st) return st.error();
     std::map<std::string, StoredNamespace> out;
     Stmt ns(db_, "SELECT name, owner FROM namespaces");
     if (!ns.ok()) return Error{EIO, sqlite3_errmsg(db_)};
@@ -110,9 +119,6 @@ class SqliteStorage final : public Storage {
       entry.second = static_cast<uint32_t>(kv.i64(2)) + 1;
     }
     if (rc != SQLITE_DONE) return Error{EIO, std::string("reading the store: ") + sqlite3_errmsg(db_)};
-    auto journal = read_journal();
-    if (!journal.ok()) return journal.error();
-    for (const auto& op : *journal) replay(op, out);
     return out;
   }
 
@@ -137,15 +143,7 @@ class SqliteStorage final : public Storage {
   }
 
  private:
-  Status exec(const char* sql) {
-    char* err = nullptr;
-    if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-      std::string msg = err ? err : sqlite3_errmsg(db_);
-      sqlite3_free(err);
-      return Error{EIO, std::string("sqlite: ") + msg};
-    }
-    return {};
-  }
+  Status exec(const char* sql) { return run_script(db_, sql, "sqlite"); }
 
   Status run(Stmt& s) {
     int rc = s.step();
@@ -185,6 +183,20 @@ class SqliteStorage final : public Storage {
     }
     if (rc != SQLITE_DONE) return Error{EIO, std::string("reading the journal: ") + sqlite3_errmsg(db_)};
     return ops;
+  }
+
+  // Folds the journal, if it holds anything, in a transaction of its own.
+  Status fold_journal() {
+    if (journal_rows_ == 0) return {};
+    if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
+    Status st = fold();
+    if (st) st = exec("COMMIT");
+    if (!st) {
+      (void)exec("ROLLBACK");
+      return st;
+    }
+    journal_rows_ = 0;
+    return {};
   }
 
   // Within a transaction: applies the journal, then `more`, to kv and
@@ -236,37 +248,6 @@ class SqliteStorage final : public Storage {
     return out;
   }
 
-  // What apply() does to the tables, done to loaded contents.
-  static void replay(const StoredOp& op, std::map<std::string, StoredNamespace>& out) {
-    if (op.kind == StoredOp::kNamespaceCreate) {
-      out[op.ns].owner = op.owner;
-      return;
-    }
-    if (op.kind == StoredOp::kNamespaceRemove) {
-      out.erase(op.ns);
-      return;
-    }
-    auto it = out.find(op.ns);
-    if (it == out.end()) return;  // as load() skips rows of a namespace that is gone
-    auto& keys = it->second.keys;
-    switch (op.kind) {
-      case StoredOp::kPut: keys[op.key] = {op.value, 1}; break;
-      case StoredOp::kAppend: {
-        auto& entry = keys[op.key];
-        entry.first += op.value;
-        entry.second = op.seq + 1;
-        break;
-      }
-      case StoredOp::kUnlink: {
-        keys.erase(op.key);
-        std::string below = op.key + ".";
-        for (auto k = keys.lower_bound(below); k != keys.end() && k->first.starts_with(below);) k = keys.erase(k);
-        break;
-      }
-      default: break;
-    }
-  }
-
   Status apply(const StoredOp& op) {
     switch (op.kind) {
       case StoredOp::kPut:
@@ -311,17 +292,6 @@ class SqliteStorage final : public Storage {
   std::unique_ptr<Stmt> jr_ins_;
   std::unique_ptr<Stmt> put_, del_key_, del_tree_, ins_seg_, ns_ins_, ns_del_, ns_del_keys_;
 };
-
-// Runs `sql` (statements separated by ';'); on failure, EIO "what: why".
-Status run_script(sqlite3* db, const std::string& sql, const char* what) {
-  char* err = nullptr;
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : sqlite3_errmsg(db);
-    sqlite3_free(err);
-    return Error{EIO, std::string(what) + ": " + msg};
-  }
-  return {};
-}
 
 Error refuse(const std::string& dir, const std::string& why) {
   return Error{EINVAL, "state directory " + dir + " " + why + "; nothing was changed"};

@@ -75,6 +75,7 @@ Status validate_message(const Message& m) {
 void encode_message(const Message& m, std::string& out) {
   LOOM_ASSERT(m.topic.size() <= kMaxTopicSize);
   LOOM_ASSERT(m.route.size() <= kMaxRouteHops);
+  LOOM_ASSERT(!m.json || !m.payload.empty());  // its text must be written first (Message::write_text)
   size_t body = kFrameHeaderSize + m.topic.size() + 8 * m.route.size() + m.payload.size();
   LOOM_ASSERT(body <= kMaxFrameSize);
   out.reserve(out.size() + 4 + body);

@@ -194,8 +194,7 @@ void Handle::dispatch_request(Message&& m) {
   fn(m);
 }
 
-void Handle::dispatch_event(Message& m) {
-  m.write_text();
+void Handle::dispatch_event(const Message& m) {
   // Copy the matching handlers first: a handler may (un)subscribe.
   std::vector<EventFn> fns;
   for (auto& [prefix, fn] : subscriptions_) {

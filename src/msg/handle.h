@@ -135,7 +135,7 @@ class Handle {
                        ResponseFn fn);
   void dispatch_response(Message&& m);
   void dispatch_request(Message&& m);
-  void dispatch_event(Message& m);
+  void dispatch_event(const Message& m);
   uint32_t next_matchtag();
 
   Clock& clock_;

@@ -41,6 +41,21 @@ Message make_event(std::string topic, std::string payload) {
   return m;
 }
 
+Message head_of(const Message& m) {
+  Message h;
+  h.type = m.type;
+  h.flags = m.flags;
+  h.matchtag = m.matchtag;
+  h.nodeid = m.nodeid;
+  h.userid = m.userid;
+  h.rolemask = m.rolemask;
+  h.errnum = m.errnum;
+  h.seq = m.seq;
+  h.topic = m.topic;
+  h.route = m.route;
+  return h;
+}
+
 Message make_response(const Message& req, std::string payload) {
   Message m;
   m.type = MsgType::kResponse;
@@ -64,10 +79,6 @@ Message make_error_response(const Message& req, int errnum, std::string_view tex
 }
 
 std::string error_text(const Message& m) {
-  if (m.payload.empty() && m.json && m.json->is_object()) {
-    auto it = m.json->find("errstr");
-    if (it != m.json->end() && it->is_string()) return it->get<std::string>();
-  }
   if (!m.payload.empty()) {
     auto j = parse_json(m.payload);
     if (j.ok() && j->is_object()) {

@@ -74,6 +74,9 @@ struct Message {
 
 Message make_request(std::string topic, std::string payload = {}, uint32_t nodeid = kNodeAny, uint8_t flags = 0);
 Message make_event(std::string topic, std::string payload = {});
+// `m` without its payload (text and parsed): what a service keeps of a
+// request it answers later.
+Message head_of(const Message& m);
 // A response to `req`: same topic, matchtag and route.
 Message make_response(const Message& req, std::string payload = {});
 // An error response to `req`; the payload carries the text as {"errstr": text}.

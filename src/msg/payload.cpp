@@ -4,28 +4,29 @@ namespace loom {
 
 namespace {
 Error not_an_object() { return Error{EPROTO, "payload must be a JSON object"}; }
+
+// The text of `m` parsed, if it is an object.
+Result<Json> parse_object(const Message& m) {
+  auto j = parse_json(m.payload);
+  if (j.ok() && !j->is_object()) return not_an_object();
+  return j;
+}
 }  // namespace
 
 Result<Json> payload_object(const Message& m) {
-  if (m.json) {
-    if (!m.json->is_object()) return not_an_object();
-    return *m.json;
-  }
-  auto j = parse_json(m.payload);
-  if (!j.ok()) return j.error();
-  if (!j->is_object()) return not_an_object();
-  return j;
+  if (!m.json) return parse_object(m);
+  if (!m.json->is_object()) return not_an_object();
+  return *m.json;
 }
 
 Result<std::shared_ptr<const Json>> payload_json(const Message& m) {
-  if (m.json) {
-    if (!m.json->is_object()) return not_an_object();
-    return m.json;
+  if (!m.json) {
+    auto j = parse_object(m);
+    if (!j.ok()) return j.error();
+    return std::make_shared<const Json>(std::move(*j));
   }
-  auto j = parse_json(m.payload);
-  if (!j.ok()) return j.error();
-  if (!j->is_object()) return not_an_object();
-  return std::make_shared<const Json>(std::move(*j));
+  if (!m.json->is_object()) return not_an_object();
+  return m.json;
 }
 
 Result<std::string> get_string(const Json& j, const char* k, const char* dflt) {

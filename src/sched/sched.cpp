@@ -374,9 +374,7 @@ void Sched::alloc(const Message& req) {
   // A pending job keeps what answering and matching need, not the request's
   // text or the jobspec's tree: thousands may wait.
   js->raw = nullptr;
-  Message kept = req;
-  kept.payload = std::string();
-  kept.json.reset();
+  Message kept = head_of(req);
   QueueKey key{*priority, *t_submit, *id};
   pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json()});
   queue_.insert(key);

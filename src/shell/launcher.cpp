@@ -138,9 +138,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
   }
   Shell& s = shells_[jid];
-  s.req = m;
-  s.req.payload = std::string();
-  s.req.json.reset();
+  s.req = head_of(m);
   s.pid = *pid;
   s.report = out[0];
   s.info = std::make_shared<std::string>(dump_json((*p)["info"]));
@@ -281,9 +279,7 @@ void ShellLauncher::Impl::reattach(const Message& m) {
   if (!p) return;
   uint64_t jid = static_cast<uint64_t>(id);
   Json job_info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
-  Message req = m;
-  req.payload = std::string();
-  req.json.reset();
+  Message req = head_of(m);
   if (auto it = shells_.find(jid); it != shells_.end()) {
     if (it->second.claimed) return h_.respond_error(m, EBUSY, "the shell of job " + std::to_string(jid) + " is taken");
     return claim(jid, std::move(req), std::move(job_info));
