@@ -57,15 +57,11 @@ Message head_of(const Message& m) {
 }
 
 Message make_response(const Message& req, std::string payload) {
-  Message m;
+  Message m = head_of(req);
   m.type = MsgType::kResponse;
-  m.topic = req.topic;
-  m.matchtag = req.matchtag;
-  m.nodeid = req.nodeid;
-  m.userid = req.userid;
-  m.rolemask = req.rolemask;
-  m.route = req.route;
   m.flags = req.flags & msgflag::kStreaming;
+  m.errnum = 0;
+  m.seq = 0;
   m.payload = std::move(payload);
   return m;
 }
