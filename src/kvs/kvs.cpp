@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
@@ -152,6 +153,7 @@ void Kvs::flush() {
   flush_posted_ = false;
   auto queued = std::move(pending_);
   pending_.clear();
+  if (queued.empty()) return;  // flushed early (a link behind a commit)
   // Requests were checked against memory when they arrived, but one batch
   // can invalidate its own later requests (a namespace created twice, a
   // commit into a namespace removed just before): check again in order.
@@ -341,6 +343,13 @@ void Kvs::namespace_link(const Message& req) {
   if (!name.ok()) return h_.respond_error(req, name.error());
   if (!key.ok()) return h_.respond_error(req, key.error());
   if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
+  // Requests are served in the order they came: commits to the namespace
+  // (or its creation) still waiting for this turn's transaction are stored
+  // first, so the copy holds them.
+  bool behind = std::any_of(pending_.begin(), pending_.end(), [&](const PendingCommit& c) {
+    return std::any_of(c.ops.begin(), c.ops.end(), [&](const StoredOp& op) { return op.ns == *name; });
+  });
+  if (behind) flush();
   auto it = namespaces_.find(*name);
   if (it == namespaces_.end()) return h_.respond_error(req, ENOENT, "no namespace " + *name);
   if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "cannot link the primary namespace");
