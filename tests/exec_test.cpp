@@ -244,6 +244,31 @@ TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
   EXPECT_EQ(again.out.size(), std::string("hello from 0\nhello from 1\n").size()) << again.out;
 }
 
+TEST_F(Exec, CtrlCTwiceCancelsAnAttachedJobWhileAFollowerJustEnds) {
+  std::string id = submit_job({"sh", "-c", "echo ready; exec sleep 300"});
+  // Following the output eventlog is only reading: Ctrl-C ends the reader.
+  auto follow = inst.loom_background({"job", "eventlog", "-f", "-p", "output", id});
+  ASSERT_TRUE(follow->wait_for_out("ready")) << show(follow->so_far());
+  ::kill(follow->pid(), SIGINT);
+  auto f = follow->finish();
+  EXPECT_EQ(f.code, 128 + SIGINT) << show(f);
+  EXPECT_EQ(state(id), "RUN");
+  // Attached: the first Ctrl-C warns, a second within 2 s cancels.
+  auto attach = inst.loom_background({"job", "attach", id});
+  ASSERT_TRUE(attach->wait_for_out("ready\n")) << show(attach->so_far());
+  ::kill(attach->pid(), SIGINT);
+  ASSERT_TRUE(attach->wait_for_err("one more Ctrl-C within 2s cancels")) << show(attach->so_far());
+  EXPECT_EQ(state(id), "RUN");
+  ::kill(attach->pid(), SIGINT);
+  auto a = attach->finish();
+  EXPECT_EQ(a.code, 128 + SIGTERM) << show(a);
+  EXPECT_NE(a.err.find("cancel exception: interrupted"), std::string::npos) << a.err;
+  wait_event(id, "clean");
+  auto ex = named(eventlog(id), "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "cancel");
+}
+
 TEST_F(Exec, AnOrderlyStopKillsRunningTasks) {
   // `start` means the shells run; a task says when it runs by writing a
   // line. The task's shell carries `marker` in its argv, its sleep `nap`.
@@ -483,12 +508,12 @@ TEST_F(Exec, ExecAndOutputEventlogsOfAJob) {
     ASSERT_TRUE(e.ok()) << line;
     by_name[(*e)["name"].get<std::string>()].push_back((*e)["context"]);
   }
-  ASSERT_EQ(by_name["shell.start"].size(), 2u) << exec.out;
-  ASSERT_EQ(by_name["shell.exit"].size(), 2u) << exec.out;
-  for (const auto& c : by_name["shell.exit"]) EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
+  ASSERT_EQ(by_name["shell-start"].size(), 2u) << exec.out;
+  ASSERT_EQ(by_name["shell-exit"].size(), 2u) << exec.out;
+  for (const auto& c : by_name["shell-exit"]) EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
   // And each task's exit (one task per rank here: task r on rank r).
-  ASSERT_EQ(by_name["task.exit"].size(), 2u) << exec.out;
-  for (const auto& c : by_name["task.exit"]) {
+  ASSERT_EQ(by_name["task-exit"].size(), 2u) << exec.out;
+  for (const auto& c : by_name["task-exit"]) {
     EXPECT_EQ(c["task"], c["rank"]) << c;
     EXPECT_EQ(c["status"], c["rank"].get<int>() << 8) << c;
   }
@@ -553,6 +578,29 @@ TEST_F(ExecEpilog, EachRankIsReleasedWhenItsEpilogIsDoneAndTheNextJobStartsMeanw
   EXPECT_EQ(job(b)["ranks"], "0-2");
   EXPECT_NE(state(a), "INACTIVE");
   EXPECT_EQ(job(a)["ranks_held"], "3") << job(a);
+  // The exec eventlog, read while the job runs: written to the job's
+  // namespace as it goes (within a tenth of a second), it shows rank 3 in
+  // its epilog and the others done.
+  std::string ns = "--namespace=job-" + std::to_string(job(a)["id"].get<uint64_t>());
+  for (const char* r : {"0", "1", "2"}) {
+    auto seen = loom({"kvs", ns, "eventlog", "wait-event", "-t", "30", "-m", std::string("rank=") + r, "exec.eventlog",
+                      "epilog-finish"});
+    ASSERT_EQ(seen.code, 0) << show(seen);
+  }
+  auto seen = loom({"kvs", ns, "eventlog", "wait-event", "-t", "30", "-m", "rank=3", "exec.eventlog", "epilog-start"});
+  ASSERT_EQ(seen.code, 0) << show(seen);
+  auto running = loom({"job", "eventlog", "--json", "--path=exec", a});
+  ASSERT_EQ(running.code, 0) << show(running);
+  std::map<std::string, std::set<int>> ranks_of;  // event → ranks
+  for (auto& line : running.out_lines()) {
+    auto e = parse_json(line);
+    ASSERT_TRUE(e.ok()) << line;
+    ranks_of[(*e)["name"].get<std::string>()].insert((*e)["context"].value("rank", -1));
+  }
+  EXPECT_EQ(ranks_of["shell-start"], (std::set<int>{0, 1, 2, 3})) << running.out;
+  EXPECT_EQ(ranks_of["shell-exit"], (std::set<int>{0, 1, 2, 3})) << running.out;
+  EXPECT_EQ(ranks_of["epilog-start"], (std::set<int>{0, 1, 2, 3})) << running.out;
+  EXPECT_EQ(ranks_of["epilog-finish"], (std::set<int>{0, 1, 2})) << running.out;
   release_rank3();
   wait_event(a, "clean");
   wait_event(b, "clean");
@@ -562,6 +610,12 @@ TEST_F(ExecEpilog, EachRankIsReleasedWhenItsEpilogIsDoneAndTheNextJobStartsMeanw
   EXPECT_EQ(rel[3]["context"], (Json{{"ranks", "3"}, {"final", true}}));
   auto b_start = named(eventlog(b), "start")[0]["timestamp"].get<double>();
   EXPECT_LT(b_start, rel[3]["timestamp"].get<double>()) << "b started before a's final release";
+  // Stored with the job: the same entries and rank 3's epilog end.
+  auto done = loom({"job", "eventlog", "--json", "--path=exec", a});
+  ASSERT_EQ(done.code, 0) << show(done);
+  EXPECT_EQ(done.out.rfind(running.out, 0), 0u) << "the stored exec eventlog begins as it was while running";
+  auto human = loom({"job", "eventlog", "--path=exec", a});
+  EXPECT_NE(human.out.find("epilog-finish rank=3 status=0"), std::string::npos) << human.out;
   // The epilog saw the job's id and ranks.
   std::ifstream ran(dir + "/ran.3");
   std::string line;
@@ -761,8 +815,8 @@ TEST_F(ExecReattach, AJobRunningThroughACrashIsFoundAgainAndCompletes) {
   // again, each task's exit (told by the adopted shells), the end.
   auto exec = loom({"job", "eventlog", "--path=exec", id});
   ASSERT_EQ(exec.code, 0) << show(exec);
-  for (const char* what : {"shell.reattach pid=", "task.exit rank=0 status=0 task=0",
-                           "task.exit rank=1 status=0 task=1", "complete status=0"}) {
+  for (const char* what : {"shell-reattach pid=", "task-exit rank=0 status=0 task=0",
+                           "task-exit rank=1 status=0 task=1", "complete status=0"}) {
     EXPECT_NE(exec.out.find(what), std::string::npos) << what << " in\n" << exec.out;
   }
   EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");

@@ -16,6 +16,7 @@
 #include <asio/signal_set.hpp>
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "base/wait_status.h"
 #include "eventlog/eventlog.h"
@@ -100,10 +101,13 @@ struct Attach {
 int attach_job(Session& s, JobId id, const AttachOpts& o) {
   Attach a(s, id, o);
   std::string cmd = o.cmd;
-  asio::signal_set sigint(s.io, SIGINT);
+  // Following another eventlog is only reading: Ctrl-C ends it as usual.
+  bool attached = !o.on_line;
+  std::optional<asio::signal_set> sigint;
+  if (attached) sigint.emplace(s.io, SIGINT);
   double last_int = -1;
   std::function<void()> on_int = [&] {
-    sigint.async_wait([&](const std::error_code& ec, int) {
+    sigint->async_wait([&](const std::error_code& ec, int) {
       if (ec) return;
       double now = s.clock->now();
       if (last_int >= 0 && now - last_int <= 2.0) {
@@ -117,7 +121,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
       on_int();
     });
   };
-  on_int();
+  if (attached) on_int();
   s.handle().rpc("job-info.eventlog", Json{{"id", id.value()}, {"follow", true}}, {kNodeAny, true, 0},
                  [&](const Message& m) {
                    if (m.errnum == ENODATA) {
@@ -133,7 +137,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
                    const Json& e = (*j)["event"];
                    std::string name = e.value("name", "");
                    if (name == "start") a.watch_output();
-                   if (name == "exception" && e["context"].value("severity", 1) == 0) {
+                   if (attached && name == "exception" && e["context"].value("severity", 1) == 0) {
                      std::string note = e["context"].value("note", "");
                      std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": " << e["context"].value("type", "")
                                << " exception" << (note.empty() ? "" : ": " + note) << "\n";
@@ -141,7 +145,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
                    if (name == "clean") a.clean = true;
                  });
   while (!a.clean && a.rc < 0 && s.client->is_open()) s.io.run_one();
-  sigint.cancel();
+  if (sigint) sigint->cancel();
   if (a.rc >= 0) return a.rc;
   if (!a.clean) return fail(cmd, "lost the connection to the broker");
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);

@@ -12,9 +12,10 @@ namespace loom::cli {
 struct AttachOpts {
   std::string cmd = "job attach";  // for messages: "loom CMD: ..."
   bool label = false;              // "RANK: " before each line
-  // Another eventlog of the job's namespace (`exec`), each line given to
-  // `on_line` as stored, instead of the output printed; then 0 is returned
-  // once the job is clean instead of its exit code.
+  // Another eventlog of the job's namespace (`exec.eventlog`), or the
+  // output's lines as stored, each given to `on_line` instead of the output
+  // printed; then 0 is returned once the job is clean instead of its exit
+  // code, and Ctrl-C is not caught (nor are exceptions printed).
   std::string key = "output";
   std::function<void(const std::string& line)> on_line;
 };

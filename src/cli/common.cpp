@@ -35,6 +35,26 @@ Result<std::unique_ptr<Session>> connect_session() {
   return s;
 }
 
+Result<EventMatch> EventMatch::parse(const std::string& name, const std::vector<std::string>& key_values) {
+  EventMatch m{name, {}};
+  for (const auto& kv : key_values) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos) return Error{EINVAL, "-m wants KEY=VALUE, got \"" + kv + "\""};
+    m.context.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  return m;
+}
+
+bool EventMatch::operator()(const EventEntry& e) const {
+  if (e.name != name) return false;
+  for (const auto& [k, v] : context) {
+    if (!e.context.is_object() || !e.context.contains(k)) return false;
+    const Json& c = e.context[k];
+    if ((c.is_string() ? c.get<std::string>() : dump_json(c)) != v) return false;
+  }
+  return true;
+}
+
 std::string format_event_human(const EventEntry& e) {
   char ts[64];
   std::snprintf(ts, sizeof ts, "%.6f", e.timestamp);

@@ -7,6 +7,8 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/fluid.h"
@@ -39,6 +41,16 @@ int fail(const std::string& cmd, const Error& e, int code = 1);
 
 // "1700000000.123456 name key=value ..." for people reading an eventlog.
 std::string format_event_human(const EventEntry& e);
+
+// What `wait-event NAME -m KEY=VALUE...` waits for: an event of that name
+// whose context has each KEY with VALUE (a string as is, anything else as
+// JSON: -m rank=3, -m final=true).
+struct EventMatch {
+  std::string name;
+  std::vector<std::pair<std::string, std::string>> context;
+  static Result<EventMatch> parse(const std::string& name, const std::vector<std::string>& key_values);
+  bool operator()(const EventEntry& e) const;
+};
 
 // A job id argument in any accepted form, or a one-line error.
 Result<JobId> job_arg(const std::string& s);

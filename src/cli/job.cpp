@@ -78,10 +78,10 @@ int stream_eventlog(const std::string& cmd, const JobOpts& o, bool follow,
   return rc;
 }
 
-// `--path=exec|output`: the output eventlog (from the copy linked into
-// job.ID.guest once the job is done, else from the job's namespace as it
-// is written) or the exec eventlog (job.ID.guest.exec, stored once the
-// job's shells are done); -f follows the job to its end.
+// `--path=exec|output`: the job's exec eventlog (exec.eventlog) or output
+// eventlog (output), from the copy linked into job.ID.guest once the job is
+// done, else from the job's namespace as it is written; -f follows the job
+// to its end.
 int run_guest_eventlog(const JobOpts& o) {
   const std::string cmd = "job eventlog";
   auto id = job_arg(o.id);
@@ -93,22 +93,22 @@ int run_guest_eventlog(const JobOpts& o) {
     if (!e.ok()) return;
     std::cout << (o.json ? line : format_event_human(*e)) << "\n" << std::flush;
   };
+  std::string key = o.path == "exec" ? "exec.eventlog" : o.path;
   if (o.follow) {
     AttachOpts ao;
     ao.cmd = cmd;
-    ao.key = o.path;
+    ao.key = key;
     ao.on_line = print;
     return attach_job(**s, *id, ao);
   }
   std::string num = std::to_string(id->value());
-  auto r = (*s)->client->call("kvs.lookup", Json{{"key", "job." + num + ".guest." + o.path}});
+  auto r = (*s)->client->call("kvs.lookup", Json{{"key", "job." + num + ".guest." + key}});
   if (!r.ok() && r.error().code == ENOENT) {
-    r = (*s)->client->call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", o.path}});
+    r = (*s)->client->call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
   }
   if (!r.ok()) {
     if (r.error().code != ENOENT) return fail(cmd, r.error());
-    return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet" +
-                         (o.path == "exec" ? " (it is stored once the job's shells are done)" : ""));
+    return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet");
   }
   if (!r->contains("value") || !(*r)["value"].is_string()) return fail(cmd, "the " + o.path + " eventlog is not text");
   LineSplitter lines;
@@ -125,20 +125,11 @@ int run_eventlog(const JobOpts& o) {
 }
 
 int run_wait_event(const JobOpts& o) {
-  std::vector<std::pair<std::string, std::string>> match;
-  for (const auto& kv : o.match) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos) return fail("job wait-event", "-m wants KEY=VALUE, got \"" + kv + "\"");
-    match.emplace_back(kv.substr(0, eq), kv.substr(eq + 1));
-  }
+  auto match = EventMatch::parse(o.event, o.match);
+  if (!match.ok()) return fail("job wait-event", match.error());
   bool found = false;
   int rc = stream_eventlog("job wait-event", o, true, [&](const Json& raw, const EventEntry& e) {
-    if (e.name != o.event) return false;
-    for (auto& [k, v] : match) {
-      if (!e.context.is_object() || !e.context.contains(k)) return false;
-      const Json& c = e.context[k];
-      if ((c.is_string() ? c.get<std::string>() : dump_json(c)) != v) return false;
-    }
+    if (!(*match)(e)) return false;
     std::cout << (o.json ? dump_json(raw) : format_event_human(e)) << "\n";
     found = true;
     return true;

@@ -16,6 +16,7 @@ struct KvsOpts {
   std::string key;
   std::string name;
   std::string context;
+  std::vector<std::string> match;
   bool follow = false;
   bool json = false;
   double timeout = -1;
@@ -163,9 +164,11 @@ int run_eventlog_get(const KvsOpts& o) {
 }
 
 int run_wait_event(const KvsOpts& o) {
+  auto match = EventMatch::parse(o.name, o.match);
+  if (!match.ok()) return fail("kvs eventlog wait-event", match.error());
   bool found = false;
   int rc = follow_eventlog("kvs eventlog wait-event", o, true, [&](const std::string& line, const EventEntry& e) {
-    if (e.name != o.name) return false;
+    if (!(*match)(e)) return false;
     std::cout << (o.json ? line : format_event_human(e)) << "\n";
     found = true;
     return true;
@@ -249,6 +252,7 @@ void add_kvs_command(CLI::App& app, Runner& run) {
   wait->add_option("name", o->name, "Event name")->required();
   wait->add_option("-t,--timeout", o->timeout, "Give up after SECS seconds")->check(CLI::NonNegativeNumber);
   wait->add_flag("--json", o->json, "Print the event as stored");
+  wait->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)");
 
   auto* ns = kvs->add_subcommand("namespace", "Namespaces");
   ns->require_subcommand(1);

@@ -27,6 +27,8 @@ namespace {
 constexpr const char* kService = "job-exec";
 
 constexpr double kHelloRetry = 1.0;
+// How long an exec eventlog entry may wait to be stored with the ones after it.
+constexpr double kExecLogDelay = 0.1;
 }  // namespace
 
 struct JobExec::Impl {
@@ -59,7 +61,13 @@ struct JobExec::Impl {
     std::unique_ptr<Timer> reattach_timer;
     std::unique_ptr<Timer> retry_timer;  // asks the unreached ranks again, in case an online event was missed
     double reattach_deadline = 0;
-    std::string exec_log;  // the exec eventlog, stored as job.ID.guest.exec when the job is done
+    // The exec eventlog (key exec.eventlog of the guest namespace): entries
+    // not stored yet. They go out kExecLogDelay after the first of them,
+    // so a live follower sees them while a short job costs no commit of
+    // its own: whatever is left goes with the link.
+    std::string exec_log;
+    std::unique_ptr<Timer> exec_log_timer;
+    bool exec_log_sending = false;  // a commit of earlier entries is out (one at a time, in order)
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -96,10 +104,14 @@ struct JobExec::Impl {
   void on_exception(const Message& ev);
   void on_teardown(const Message& ev);
 
-  // An entry of the run's exec eventlog (stored as job.ID.guest.exec).
+  // An entry of the run's exec eventlog.
   void log_exec(Run& r, const char* name, Json context) {
     r.exec_log += format_event(EventEntry{h_.clock().wall(), name, std::move(context)});
+    if (!r.exec_log_timer) r.exec_log_timer = h_.clock().make_timer();
+    if (r.exec_log_timer->armed()) return;
+    r.exec_log_timer->arm(kExecLogDelay, [this, id = r.id, serial = r.serial] { store_exec_log(id, serial); });
   }
+  void store_exec_log(uint64_t id, uint64_t serial);
   void respond(const Message& req, uint64_t id, const char* type, Json data = Json::object()) {
     h_.respond(req, Json{{"id", id}, {"type", type}, {"data", std::move(data)}});
   }
@@ -615,7 +627,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   if (!p.ok() || !p->is_object()) return;
   std::string type = p->value("type", "");
   if (type == "started" || type == "reattached") {
-    log_exec(r, type == "started" ? "shell.start" : "shell.reattach",
+    log_exec(r, type == "started" ? "shell-start" : "shell-reattach",
              Json{{"rank", rank}, {"pid", p->value("pid", 0)}});
     // A shell that came up after the job was killed goes too.
     if (r.killing) {
@@ -639,23 +651,26 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     if (p->contains("tasks") && (*p)["tasks"].is_array()) {
       for (const Json& t : (*p)["tasks"]) {
         if (t.is_array() && t.size() == 2 && t[0].is_number_integer() && t[1].is_number_integer()) {
-          log_exec(r, "task.exit", Json{{"rank", rank}, {"task", t[0]}, {"status", t[1]}});
+          log_exec(r, "task-exit", Json{{"rank", rank}, {"task", t[0]}, {"status", t[1]}});
         }
       }
     }
-    log_exec(r, "shell.exit", Json{{"rank", rank}, {"status", st}});
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);
       status = code > 128 && code <= 128 + 64 ? code - 128 : code << 8;
     }
+    log_exec(r, "shell-exit", Json{{"rank", rank}, {"status", status}});
     shell_exited(r, rank, status);
     // With an epilog, the rank is free once it is done.
-    if (!p->value("epilog", false)) rank_free(r, rank);
+    if (!p->value("epilog", false)) return rank_free(r, rank);
+    log_exec(r, "epilog-start", Json{{"rank", rank}});
   } else if (type == "epilog") {
     int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
     bool timeout = p->value("timeout", false);
-    log_exec(r, "epilog", Json{{"rank", rank}, {"status", st}, {"timeout", timeout}});
+    Json ctx{{"rank", rank}, {"status", st}};
+    if (timeout) ctx["timeout"] = true;
+    log_exec(r, "epilog-finish", std::move(ctx));
     if (st != 0 || timeout) {
       std::string why = timeout         ? "epilog timed out"
                         : WIFEXITED(st) ? "epilog exited with " + std::to_string(WEXITSTATUS(st))
@@ -715,6 +730,7 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   r.timer->cancel();
   r.kill_timer->cancel();
   send_finish(r);
+  if (r.exec_log_timer) r.exec_log_timer->cancel();
   auto alive = std::weak_ptr<int>(alive_);
   uint64_t serial = r.serial;
   std::string guest = "job." + std::to_string(id) + ".guest";
@@ -732,15 +748,41 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
            erase_run(it);
          });
   if (!r.exec_log.empty()) {
-    // The exec eventlog goes beside the linked copy: sent right after the
-    // link, it is stored with it (in the same or the next transaction) at
-    // no extra wait.
-    Json ops = Json::array({Json{{"op", "append"}, {"key", guest + ".exec"}, {"value", std::move(r.exec_log)}}});
+    // The rest of the exec eventlog is appended to the linked copy: sent
+    // right after the link, it is stored with it (in the same or the next
+    // transaction) at no extra wait.
+    Json ops =
+        Json::array({Json{{"op", "append"}, {"key", guest + ".exec.eventlog"}, {"value", std::move(r.exec_log)}}});
     r.exec_log.clear();
     h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [id](const Message& m) {
       if (m.errnum) spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
     });
   }
+}
+
+// The exec eventlog entries so far to the guest namespace, for whoever
+// follows it while the job runs. On an error they stay for the next try (at
+// the latest with the link).
+void JobExec::Impl::store_exec_log(uint64_t id, uint64_t serial) {
+  Run* r = current(id, serial);
+  if (!r || r->exec_log.empty() || r->ns.empty()) return;
+  if (r->exec_log_sending) {
+    r->exec_log_timer->arm(kExecLogDelay, [this, id, serial] { store_exec_log(id, serial); });
+    return;
+  }
+  r->exec_log_sending = true;
+  std::string text = std::move(r->exec_log);
+  r->exec_log.clear();
+  Json ops = Json::array({Json{{"op", "append"}, {"key", "exec.eventlog"}, {"value", text}}});
+  auto alive = std::weak_ptr<int>(alive_);
+  h_.rpc("kvs.commit", Json{{"namespace", r->ns}, {"ops", std::move(ops)}}, {},
+         [this, alive, id, serial, text = std::move(text)](const Message& m) {
+           if (alive.expired()) return;
+           Run* r = current(id, serial);
+           if (!r) return;
+           r->exec_log_sending = false;
+           if (m.errnum) r->exec_log = text + r->exec_log;
+         });
 }
 
 void JobExec::Impl::kill_all(Run& r, int sig) {

@@ -155,11 +155,15 @@ std::optional<int> Instance::stop(double timeout) {
 }
 
 CmdResult Instance::loom(const std::vector<std::string>& args, const Env& env, double timeout) const {
+  return loom_background(args, env)->finish(timeout);
+}
+
+std::unique_ptr<Background> Instance::loom_background(const std::vector<std::string>& args, const Env& env) const {
   std::vector<std::string> argv = {bin("loom")};
   argv.insert(argv.end(), args.begin(), args.end());
   Env e = {{"LOOM_URI", uri_}, {"LOOM_HANDLE_USERID", ""}, {"LOOM_HANDLE_ROLEMASK", ""}};
   e.insert(e.end(), env.begin(), env.end());
-  return run_cmd(argv, e, timeout);
+  return std::make_unique<Background>(argv, e);
 }
 
 }  // namespace loom::test

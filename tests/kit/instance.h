@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <sys/types.h>
 
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -60,6 +61,8 @@ class Instance {
 
   // Runs `loom ARGS...` with LOOM_URI pointing at this instance.
   CmdResult loom(const std::vector<std::string>& args, const Env& env = {}, double timeout = 30) const;
+  // The same command, left running beside the test.
+  std::unique_ptr<Background> loom_background(const std::vector<std::string>& args, const Env& env = {}) const;
 
  private:
   pid_t pid_ = -1;

@@ -117,8 +117,7 @@ std::vector<std::string> split_lines(const std::string& s) {
 std::vector<std::string> CmdResult::out_lines() const { return split_lines(out); }
 std::vector<std::string> CmdResult::err_lines() const { return split_lines(err); }
 
-CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double timeout) {
-  CmdResult res;
+Background::Background(const std::vector<std::string>& argv, const Env& env) {
   // The environment of the child, built before fork.
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e; ++e) {
@@ -142,8 +141,8 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double t
 
   int out[2], err[2];
   if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) {
-    res.err = std::string("pipe: ") + std::strerror(errno);
-    return res;
+    res_.err = std::string("pipe: ") + std::strerror(errno);
+    return;
   }
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
@@ -160,40 +159,76 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double t
   }
   ::close(out[1]);
   ::close(err[1]);
-  double deadline = monotonic_now() + timeout;
-  bool out_open = true, err_open = true;
+  pid_ = pid;
+  fds_[0] = out[0];
+  fds_[1] = err[0];
+}
+
+Background::~Background() {
+  for (int& fd : fds_) {
+    if (fd >= 0) ::close(fd);
+  }
+  if (pid_ > 0) {
+    ::kill(pid_, SIGKILL);
+    wait_child(pid_, 10);
+  }
+}
+
+bool Background::read_some(double deadline) {
+  pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
+  if (fds_[0] < 0 && fds_[1] < 0) return false;
+  int n = ::poll(p, 2, remaining_ms(deadline));
+  if (n < 0 && errno == EINTR) return true;
+  if (n <= 0) return false;
   char buf[65536];
-  while (out_open || err_open) {
-    pollfd p[2] = {{out_open ? out[0] : -1, POLLIN, 0}, {err_open ? err[0] : -1, POLLIN, 0}};
-    int n = ::poll(p, 2, remaining_ms(deadline));
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      res.timed_out = true;
+  for (int i = 0; i < 2; ++i) {
+    if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
+    ssize_t k = ::read(p[i].fd, buf, sizeof buf);
+    if (k > 0) {
+      (i == 0 ? res_.out : res_.err).append(buf, static_cast<size_t>(k));
+    } else if (k == 0 || errno != EINTR) {
+      ::close(fds_[i]);
+      fds_[i] = -1;
+    }
+  }
+  return true;
+}
+
+bool Background::wait_for(const std::string& text, bool on_stderr, double timeout) {
+  double deadline = monotonic_now() + timeout;
+  const std::string& seen = on_stderr ? res_.err : res_.out;
+  while (seen.find(text) == std::string::npos) {
+    if (!read_some(deadline)) return false;
+  }
+  return true;
+}
+
+CmdResult Background::finish(double timeout) {
+  if (pid_ <= 0) return res_;
+  double deadline = monotonic_now() + timeout;
+  while (fds_[0] >= 0 || fds_[1] >= 0) {
+    if (!read_some(deadline)) {
+      res_.timed_out = true;
       break;
     }
-    for (int i = 0; i < 2; ++i) {
-      if (p[i].fd < 0 || !(p[i].revents & (POLLIN | POLLHUP | POLLERR))) continue;
-      ssize_t k = ::read(p[i].fd, buf, sizeof buf);
-      if (k > 0) {
-        (i == 0 ? res.out : res.err).append(buf, static_cast<size_t>(k));
-      } else if (k == 0 || errno != EINTR) {
-        (i == 0 ? out_open : err_open) = false;
-      }
-    }
   }
-  ::close(out[0]);
-  ::close(err[0]);
   std::optional<int> st;
-  if (!res.timed_out) st = wait_child(pid, std::max(0.0, deadline - monotonic_now()));
+  if (!res_.timed_out) st = wait_child(pid_, std::max(0.0, deadline - monotonic_now()));
   if (!st) {
-    res.timed_out = true;
-    ::kill(pid, SIGKILL);
-    st = wait_child(pid, 10);
-    res.code = -1;
-    return res;
+    res_.timed_out = true;
+    ::kill(pid_, SIGKILL);
+    wait_child(pid_, 10);
+    pid_ = -1;
+    res_.code = -1;
+    return res_;
   }
-  res.code = exit_code(*st);
-  return res;
+  pid_ = -1;
+  res_.code = exit_code(*st);
+  return res_;
+}
+
+CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double timeout) {
+  return Background(argv, env).finish(timeout);
 }
 
 }  // namespace loom::test

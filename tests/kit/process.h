@@ -48,6 +48,33 @@ struct CmdResult {
 // command is killed and timed_out is set.
 CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env = {}, double timeout = 30);
 
+// A command running beside the test (as run_cmd starts it), its stdout
+// and stderr read by wait_for and finish. The destructor kills it if it
+// still runs.
+class Background {
+ public:
+  Background(const std::vector<std::string>& argv, const Env& env = {});
+  ~Background();
+  Background(const Background&) = delete;
+  Background& operator=(const Background&) = delete;
+  pid_t pid() const { return pid_; }
+  // Reads its output until `text` is in its stdout (stderr), up to
+  // `timeout` seconds; false if it did not come (or the stream ended).
+  bool wait_for_out(const std::string& text, double timeout = 30) { return wait_for(text, false, timeout); }
+  bool wait_for_err(const std::string& text, double timeout = 30) { return wait_for(text, true, timeout); }
+  // Reads the rest and waits for it to exit, up to `timeout` seconds (then
+  // it is killed, code -1, timed_out).
+  CmdResult finish(double timeout = 30);
+  const CmdResult& so_far() const { return res_; }
+
+ private:
+  bool wait_for(const std::string& text, bool on_stderr, double timeout);
+  bool read_some(double deadline);
+  pid_t pid_ = -1;
+  int fds_[2] = {-1, -1};
+  CmdResult res_;
+};
+
 std::vector<std::string> split_lines(const std::string& s);
 
 // Seconds on a monotonic clock.
