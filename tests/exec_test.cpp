@@ -547,6 +547,32 @@ TEST_F(Exec, RunExitsAsTheJobDid) {
   EXPECT_EQ(refused.err_lines().size(), 1u) << refused.err;
 }
 
+// Thousands of tasks on one rank: every task's exit reaches the exec
+// eventlog (the shell's report outgrows a pipe's default 64 KiB).
+class ExecManyTasks : public Exec {
+ protected:
+  void SetUp() override { ASSERT_TRUE(inst.start(1, {"--cores-per-rank=3000", "--gpus-per-rank=0"})); }
+};
+
+TEST_F(ExecManyTasks, EveryTaskExitIsInTheExecEventlog) {
+  auto r = inst.loom({"run", "-n3000", "sh", "-c", "exit $((LOOM_TASK_RANK % 7))"}, {}, 120);
+  EXPECT_EQ(r.code, 6) << show(r);
+  std::string id = loom({"jobs", "-a", "-n", "-o", "{id}"}).out_lines().at(0);
+  auto exec = loom({"job", "eventlog", "--json", "--path=exec", id});
+  ASSERT_EQ(exec.code, 0) << show(exec);
+  std::set<int> tasks;
+  for (auto& line : exec.out_lines()) {
+    auto e = parse_json(line);
+    ASSERT_TRUE(e.ok()) << line;
+    if ((*e)["name"] != "task-exit") continue;
+    int task = (*e)["context"]["task"].get<int>();
+    EXPECT_EQ((*e)["context"]["status"], (task % 7) << 8) << line;
+    tasks.insert(task);
+  }
+  EXPECT_EQ(tasks.size(), 3000u);
+  EXPECT_EQ(exec.out.find("task-exits-unreported"), std::string::npos);
+}
+
 // Epilogs (DESIGN §9): rank 3's waits on a FIFO the test controls, so the
 // test decides when rank 3 is done; rank 1's fails when the job asks for it.
 class ExecEpilog : public Exec {

@@ -655,6 +655,9 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
         }
       }
     }
+    if ((*p)["more_tasks"].is_number_unsigned()) {
+      log_exec(r, "task-exits-unreported", Json{{"rank", rank}, {"count", (*p)["more_tasks"]}});
+    }
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);

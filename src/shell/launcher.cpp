@@ -40,6 +40,7 @@ struct ShellLauncher::Impl {
     std::optional<int> status;    // exited (unclaimed: kept until claimed)
     int report = -1;              // the read end of the shell's stdout: its tasks' exits
     Json tasks;                   // [[task rank, wait status]...], once known
+    uint64_t more_tasks = 0;      // tasks whose exits did not fit in the report
     std::unique_ptr<Timer> timer;
   };
 
@@ -183,7 +184,10 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
     ::close(s.report);
     s.report = -1;
     auto j = parse_json(text.substr(0, text.find('\n')));
-    if (j.ok() && j->is_object() && (*j)["tasks"].is_array()) s.tasks = (*j)["tasks"];
+    if (j.ok() && j->is_object() && (*j)["tasks"].is_array()) {
+      s.tasks = (*j)["tasks"];
+      if ((*j)["more"].is_number_unsigned()) s.more_tasks = (*j)["more"].get<uint64_t>();
+    }
   }
   s.status = status;
   if (s.claimed) report(jid);
@@ -198,6 +202,7 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   bool epilog = !cfg_.epilog.empty();
   Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
   if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
+  if (it->second.more_tasks) answer["more_tasks"] = it->second.more_tasks;
   shells_.erase(it);
   h_.respond(req, answer);
   if (!epilog) return h_.respond_error(req, ENODATA, "");

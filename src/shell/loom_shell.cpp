@@ -18,6 +18,7 @@
 // comes back in time, the tasks are killed: nothing runs unseen for long.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -279,16 +280,13 @@ bool Shell::reconnect(double timeout) {
 // An adopted shell is not the broker's child: it says how it exits.
 // Each task's exit, for the exec eventlog: to the broker that adopted us
 // with our exit code, else on stdout, a pipe the shell launch service
-// reads once we have exited (one line, kept under a pipe's 64 KiB so that
-// the write never blocks).
+// reads once we have exited (one line). The line must fit in the pipe, or
+// the write would block with nobody reading: the pipe is grown to hold it
+// (thousands of tasks), and if it cannot be, the tasks that do not fit are
+// only counted (`more`).
 void Shell::report_exit(int code) {
   Json tasks = Json::array();
-  size_t size = 0;
-  for (const auto& t : tasks_) {
-    if (size > 60000) break;
-    tasks.push_back(Json::array({t.rank, t.status}));
-    size += 24;
-  }
+  for (const auto& t : tasks_) tasks.push_back(Json::array({t.rank, t.status}));
   if (adopted_) {
     if (!connected()) return;
     auto r = c_->call("shell.done", Json{{"id", info_["id"]}, {"status", code}, {"tasks", tasks}});
@@ -296,6 +294,16 @@ void Shell::report_exit(int code) {
     return;
   }
   std::string line = dump_json(Json{{"tasks", tasks}}) + "\n";
+  constexpr size_t kPipeDefault = 65536;
+  if (line.size() > kPipeDefault) {
+    int got = ::fcntl(1, F_SETPIPE_SZ, static_cast<int>(line.size()));
+    if (got < 0 || static_cast<size_t>(got) < line.size()) {
+      size_t keep = (kPipeDefault - 64) / (line.size() / tasks.size() + 1);
+      size_t more = tasks.size() - keep;
+      tasks.erase(tasks.begin() + static_cast<std::ptrdiff_t>(keep), tasks.end());
+      line = dump_json(Json{{"tasks", tasks}, {"more", more}}) + "\n";
+    }
+  }
   if (::write(1, line.data(), line.size()) < 0) return;  // nobody reads it (not started by the service)
 }
 
@@ -401,6 +409,14 @@ int Shell::run() {
   };
   forward();
 
+  // Two pipes and a pidfd per task: many tasks need more descriptors than
+  // a default soft limit allows (the hard limit is ours to take).
+  rlimit nofile{};
+  auto needed = static_cast<rlim_t>(3 * count + 64);
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < needed) {
+    nofile.rlim_cur = std::min(needed, nofile.rlim_max);
+    ::setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   tasks_.resize(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
     Task& t = tasks_[static_cast<size_t>(i)];
