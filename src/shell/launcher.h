@@ -6,7 +6,8 @@
 //       {type: "started", pid}, then {type: "exited", status, epilog,
 //       tasks} (a wait status; epilog: whether one runs now; tasks: each
 //       task's [rank, wait status], which the shell writes on its stdout,
-//       a pipe read once it has exited) when it exits; with an
+//       a pipe read once it has exited; more_tasks: how many did not fit
+//       there) when it exits; with an
 //       epilog, {type: "epilog", status, timeout} once it is done; then
 //       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
 //       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
