@@ -244,6 +244,14 @@ TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
   EXPECT_EQ(again.out.size(), std::string("hello from 0\nhello from 1\n").size()) << again.out;
 }
 
+TEST_F(Exec, AJobLargerThanAPipeHoldsReachesItsShell) {
+  // The shell reads its job from a pipe (64 KiB); the rest is written as it reads.
+  std::string big(100000, 'x');
+  auto r = loom({"run", "--env", "BIG=" + big, "sh", "-c", "echo ${#BIG}"});
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_EQ(r.out, "100000\n");
+}
+
 TEST_F(Exec, CtrlCTwiceCancelsAnAttachedJobWhileAFollowerJustEnds) {
   std::string id = submit_job({"sh", "-c", "echo ready; exec sleep 300"});
   // Following the output eventlog is only reading: Ctrl-C ends the reader.

@@ -34,7 +34,6 @@ struct ShellLauncher::Impl {
     pid_t pid = -1;
     std::unique_ptr<ChildWatch> watch;
     std::unique_ptr<asio::posix::stream_descriptor> input;  // the shell's stdin, until written
-    std::shared_ptr<std::string> info;
     Json job_info;                // for the epilog
     std::optional<int> reported;  // an adopted shell's exit, as a wait status
     std::optional<int> status;    // exited (unclaimed: kept until claimed)
@@ -122,6 +121,17 @@ void ShellLauncher::Impl::launch(const Message& m) {
     ::close(in[1]);
     return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
   }
+  // The shell reads its job from stdin. A job that fits in the pipe is
+  // there, with its end, before the shell starts: the shell never waits
+  // for our loop. The rest of a larger one is written as the shell reads.
+  auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
+  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+  ssize_t n = ::write(in[1], info->data(), info->size());
+  size_t written = n > 0 ? static_cast<size_t>(n) : 0;
+  if (written == info->size()) {
+    ::close(in[1]);
+    in[1] = -1;
+  }
   SpawnSpec spec;
   spec.argv = {cfg_.shell_path, std::to_string(jid)};
   spec.env = current_environment();
@@ -134,7 +144,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   ::close(in[0]);
   ::close(out[1]);
   if (!pid.ok()) {
-    ::close(in[1]);
+    if (in[1] >= 0) ::close(in[1]);
     ::close(out[0]);
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
   }
@@ -142,15 +152,16 @@ void ShellLauncher::Impl::launch(const Message& m) {
   s.req = head_of(m);
   s.pid = *pid;
   s.report = out[0];
-  s.info = std::make_shared<std::string>(dump_json((*p)["info"]));
-  s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
-  // The shell reads its job from stdin; a large jobspec must not block us.
-  asio::async_write(*s.input, asio::buffer(*s.info), [this, jid, info = s.info](const std::error_code& ec, size_t) {
-    auto it = shells_.find(jid);
-    if (it == shells_.end()) return;
-    if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
-    it->second.input.reset();  // EOF for the shell
-  });
+  if (in[1] >= 0) {
+    s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
+    auto rest = asio::buffer(*info) + written;
+    asio::async_write(*s.input, rest, [this, jid, info](const std::error_code& ec, size_t) {
+      auto it = shells_.find(jid);
+      if (it == shells_.end()) return;
+      if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
+      it->second.input.reset();  // EOF for the shell
+    });
+  }
   s.job_info = (*p)["info"];
   auto watch = ChildWatch::create(io_, *pid, [this, jid](int status) { exited(jid, status); });
   if (!watch.ok()) {

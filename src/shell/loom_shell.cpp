@@ -31,8 +31,6 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
-#include <iostream>
-#include <iterator>
 #include <map>
 #include <string>
 #include <vector>
@@ -496,7 +494,13 @@ int main(int argc, char** /*argv*/) {
     std::fprintf(stderr, "usage: loom-shell JOBID (started by the shell launch service, the job on stdin)\n");
     return 2;
   }
-  std::string text((std::istreambuf_iterator<char>(std::cin)), std::istreambuf_iterator<char>());
+  std::string text;
+  char buf[65536];
+  for (ssize_t n; (n = ::read(0, buf, sizeof buf)) != 0;) {
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) loom::die(std::string("stdin: ") + std::strerror(errno));
+    text.append(buf, static_cast<size_t>(n));
+  }
   auto info = loom::parse_json(text);
   if (!info.ok() || !info->is_object()) loom::die("stdin: not a JSON object");
   const char* uri = std::getenv("LOOM_URI");
