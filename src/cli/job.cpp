@@ -266,7 +266,8 @@ void add_job_command(CLI::App& app, Runner& run) {
   auto* we = job->add_subcommand("wait-event", "Wait until EVENT is in a job's eventlog, then print it");
   we->add_option("-t,--timeout", o->timeout, "Give up after SECS seconds")->check(CLI::NonNegativeNumber);
   we->add_flag("--json", o->json, "Print the event as its JSON line");
-  we->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)");
+  we->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
   we->add_option("id", o->id, "Job id")->required();
   we->add_option("event", o->event, "Event name")->required();
   we->callback([o, &run] { run = [o] { return run_wait_event(*o); }; });

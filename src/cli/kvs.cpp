@@ -252,7 +252,8 @@ void add_kvs_command(CLI::App& app, Runner& run) {
   wait->add_option("name", o->name, "Event name")->required();
   wait->add_option("-t,--timeout", o->timeout, "Give up after SECS seconds")->check(CLI::NonNegativeNumber);
   wait->add_flag("--json", o->json, "Print the event as stored");
-  wait->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)");
+  wait->add_option("-m,--match-context", o->match, "Also require context KEY=VALUE (repeatable)")
+      ->allow_extra_args(false);
 
   auto* ns = kvs->add_subcommand("namespace", "Namespaces");
   ns->require_subcommand(1);

@@ -222,9 +222,11 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
   sub->add_option("--cwd", o.cwd, "Working directory of the tasks (default: the current one)");
   sub->add_option("--setattr", o.setattr,
                   "Set a jobspec attribute, KEY=VALUE (under attributes.system unless "
-                  "KEY starts with user. or system.)");
-  sub->add_option("--env", o.env, "Set NAME=VALUE in the job's environment");
-  sub->add_option("--env-remove", o.env_remove, "Remove NAME from the job's environment");
+                  "KEY starts with user. or system.; repeatable)")
+      ->allow_extra_args(false);
+  sub->add_option("--env", o.env, "Set NAME=VALUE in the job's environment (repeatable)")->allow_extra_args(false);
+  sub->add_option("--env-remove", o.env_remove, "Remove NAME from the job's environment (repeatable)")
+      ->allow_extra_args(false);
   sub->add_option("--output", o.output,
                   "Write the tasks' stdout (and stderr, without --error) to FILE; {{id}} is the job id, "
                   "{{cc}} the --cc copy");
