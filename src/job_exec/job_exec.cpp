@@ -420,40 +420,39 @@ void JobExec::Impl::name_run(Run& r, uint32_t userid) {
 void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid) {
   uint64_t id = r.id;
   name_run(r, userid);
-  // The namespace is the job user's: the shells write its output there.
   uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
-  auto go = [this, alive, id, serial, jobspec, R](const Message& created) {
-    if (alive.expired()) return;
-    Run* rp = current(id, serial);
-    if (!rp) return;
-    Run& r = *rp;
-    if (created.errnum && created.errnum != EEXIST) {
-      raise(r, "exec", "cannot create the job's namespace: " + error_text(created));
-      return finish_real(id, "all");
-    }
-    if (r.ranks.empty()) {
-      raise(r, "exec", "R has no ranks");
-      return finish_real(id, "all");
-    }
-    for (uint32_t rank : r.ranks) {
-      Json info{
-          {"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
-          {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all},     {"reattach_timeout", cfg_.reattach_timeout}};
-      RpcOptions opts;
-      opts.nodeid = rank;
-      opts.streaming = true;
-      h_.rpc("shell.launch", Json{{"id", id}, {"info", std::move(info)}}, opts,
-             [this, alive, id, serial, rank](const Message& m) {
-               // Answers from the shells of a run that is gone (torn down
-               // and started again) are not this run's.
-               if (alive.expired()) return;
-               if (current(id, serial)) return on_shell(id, rank, m);
-               stale_shell(id, rank, m);
-             });
-    }
-  };
-  h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {}, go);
+  if (r.ranks.empty()) {
+    raise(r, "exec", "R has no ranks");
+    return finish_real(id, "all");
+  }
+  // The namespace is the job user's: the shells write its output there. It
+  // is created while they start (the KVS serves requests in the order they
+  // come, so a shell's first commit finds it); if it cannot be, the job
+  // fails and its shells are killed.
+  h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {},
+         [this, alive, id, serial](const Message& created) {
+           if (alive.expired() || !created.errnum || created.errnum == EEXIST) return;
+           if (Run* rp = current(id, serial)) {
+             raise(*rp, "exec", "cannot create the job's namespace: " + error_text(created));
+           }
+         });
+  for (uint32_t rank : r.ranks) {
+    Json info{
+        {"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
+        {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all},     {"reattach_timeout", cfg_.reattach_timeout}};
+    RpcOptions opts;
+    opts.nodeid = rank;
+    opts.streaming = true;
+    h_.rpc("shell.launch", Json{{"id", id}, {"info", std::move(info)}}, opts,
+           [this, alive, id, serial, rank](const Message& m) {
+             // Answers from the shells of a run that is gone (torn down
+             // and started again) are not this run's.
+             if (alive.expired()) return;
+             if (current(id, serial)) return on_shell(id, rank, m);
+             stale_shell(id, rank, m);
+           });
+  }
 }
 
 // A job that was running when the instance went down (DESIGN §10): its

@@ -60,8 +60,20 @@ void Kvs::install() {
   h_.add_method("kvs.namespace-link", Access::kOwner, [this](const Message& m) { namespace_link(m); });
 }
 
+bool Kvs::pending_for(const std::string& ns) const {
+  return std::any_of(pending_.begin(), pending_.end(), [&](const PendingCommit& c) {
+    return std::any_of(c.ops.begin(), c.ops.end(), [&](const StoredOp& op) { return op.ns == ns; });
+  });
+}
+
 Result<Kvs::Namespace*> Kvs::access(const Message& req, const std::string& ns, bool write) {
   auto it = namespaces_.find(ns);
+  if (it == namespaces_.end() && pending_for(ns)) {
+    // Created by a request that came before this one and waits for this
+    // turn's transaction: requests are served in the order they came.
+    flush();
+    it = namespaces_.find(ns);
+  }
   bool owner = (req.rolemask & role::kOwner) != 0;
   if (it == namespaces_.end()) return Error{ENOENT, "no namespace " + ns};
   if (!owner && it->second.owner != req.userid) {
@@ -346,10 +358,7 @@ void Kvs::namespace_link(const Message& req) {
   // Requests are served in the order they came: commits to the namespace
   // (or its creation) still waiting for this turn's transaction are stored
   // first, so the copy holds them.
-  bool behind = std::any_of(pending_.begin(), pending_.end(), [&](const PendingCommit& c) {
-    return std::any_of(c.ops.begin(), c.ops.end(), [&](const StoredOp& op) { return op.ns == *name; });
-  });
-  if (behind) flush();
+  if (pending_for(*name)) flush();
   auto it = namespaces_.find(*name);
   if (it == namespaces_.end()) return h_.respond_error(req, ENOENT, "no namespace " + *name);
   if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "cannot link the primary namespace");

@@ -86,6 +86,8 @@ class Kvs {
   // Queues ops for the next group write; the request is answered after it.
   void enqueue(const Message& req, std::vector<StoredOp> ops);
   void flush();
+  // Whether requests waiting for this turn's transaction touch namespace `ns`.
+  bool pending_for(const std::string& ns) const;
   void apply(const StoredOp& op);
   void notify(const std::string& ns, const std::string& key);
   void end_watches_in(const std::string& ns);
