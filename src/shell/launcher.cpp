@@ -33,13 +33,14 @@ struct ShellLauncher::Impl {
     bool claimed = true;  // false: adopted, no reattach request yet
     pid_t pid = -1;
     std::unique_ptr<ChildWatch> watch;
-    std::unique_ptr<asio::posix::stream_descriptor> input;  // the shell's stdin, until written
-    Json job_info;                                          // for the epilog
-    std::optional<int> reported;                            // an adopted shell's exit, as a wait status
-    std::optional<int> status;                              // exited (unclaimed: kept until claimed)
-    int report = -1;                                        // the read end of the shell's stdout: its tasks' exits
-    Json tasks;                                             // [[task rank, wait status]...], once known
-    uint64_t more_tasks = 0;                                // tasks whose exits did not fit in the report
+    // The shell's stdin while the rest of a job larger than the pipe is written.
+    std::unique_ptr<asio::posix::stream_descriptor> input;
+    Json job_info;                // for the epilog
+    std::optional<int> reported;  // an adopted shell's exit, as a wait status
+    std::optional<int> status;    // exited (unclaimed: kept until claimed)
+    int report = -1;              // the read end of the shell's stdout: its tasks' exits
+    Json tasks;                   // [[task rank, wait status]...], once known
+    uint64_t more_tasks = 0;      // tasks whose exits did not fit in the report
     std::unique_ptr<Timer> timer;
   };
 

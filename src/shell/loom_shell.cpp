@@ -292,15 +292,16 @@ void Shell::report_exit(int code) {
     return;
   }
   std::string line = dump_json(Json{{"tasks", tasks}}) + "\n";
-  constexpr size_t kPipeDefault = 65536;
-  if (line.size() > kPipeDefault) {
+  int cap = ::fcntl(1, F_GETPIPE_SZ);  // -1: not a pipe (then a write cannot stall)
+  if (cap > 0 && line.size() > static_cast<size_t>(cap)) {
     int got = ::fcntl(1, F_SETPIPE_SZ, static_cast<int>(line.size()));
-    if (got < 0 || static_cast<size_t>(got) < line.size()) {
-      size_t keep = (kPipeDefault - 64) / (line.size() / tasks.size() + 1);
-      size_t more = tasks.size() - keep;
-      tasks.erase(tasks.begin() + static_cast<std::ptrdiff_t>(keep), tasks.end());
-      line = dump_json(Json{{"tasks", tasks}, {"more", more}}) + "\n";
-    }
+    if (got > cap) cap = got;
+  }
+  if (cap > 0 && line.size() > static_cast<size_t>(cap)) {
+    size_t keep = (static_cast<size_t>(cap) - 64) / (line.size() / tasks.size() + 1);
+    size_t more = tasks.size() - keep;
+    tasks.erase(tasks.begin() + static_cast<std::ptrdiff_t>(keep), tasks.end());
+    line = dump_json(Json{{"tasks", tasks}, {"more", more}}) + "\n";
   }
   if (::write(1, line.data(), line.size()) < 0) return;  // nobody reads it (not started by the service)
 }
