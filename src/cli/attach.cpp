@@ -79,11 +79,17 @@ struct Attach {
 
   // After clean: the entries the watch had not delivered.
   void read_rest() {
-    auto r = s.client->call("kvs.lookup", Json{{"key", "job." + std::to_string(id.value()) + ".guest." + o.key}});
-    if (!r.ok() || !r->contains("value") || !(*r)["value"].is_string()) return;
+    std::string key = "guest." + o.key;
+    auto r = s.client->call("job-info.lookup", Json{{"id", id.value()}, {"keys", {key}}});
+    if (!r.ok()) {
+      // No output at all is not an error.
+      if (r.error().code != ENOENT) rc = fail(o.cmd, r.error());
+      return;
+    }
+    if (!(*r)[key].is_string()) return;
     LineSplitter all;
     size_t n = 0;
-    for (auto& line : all.feed((*r)["value"].get<std::string>())) {
+    for (auto& line : all.feed((*r)[key].get<std::string>())) {
       if (o.on_line) {
         if (n++ >= printed) o.on_line(line);
         continue;
@@ -150,6 +156,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
   if (!a.clean) return fail(cmd, "lost the connection to the broker");
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);
   a.read_rest();
+  if (a.rc >= 0) return a.rc;
   if (o.on_line) return 0;
   // The job's end, as it is stored.
   auto r = s.client->call("job-manager.wait", Json{{"id", id.value()}});

@@ -102,17 +102,24 @@ int run_guest_eventlog(const JobOpts& o) {
     return attach_job(**s, *id, ao);
   }
   std::string num = std::to_string(id->value());
-  auto r = (*s)->client->call("kvs.lookup", Json{{"key", "job." + num + ".guest." + key}});
-  if (!r.ok() && r.error().code == ENOENT) {
+  // Linked with the job once it is done, else in the job's namespace.
+  auto r = (*s)->client->call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"guest." + key}}});
+  std::string text;
+  if (r.ok() && (*r)["guest." + key].is_string()) {
+    text = (*r)["guest." + key].get<std::string>();
+  } else if (!r.ok() && r.error().code != ENOENT) {
+    return fail(cmd, r.error());
+  } else {
     r = (*s)->client->call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
+    if (!r.ok()) {
+      if (r.error().code != ENOENT) return fail(cmd, r.error());
+      return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet");
+    }
+    if (!(*r)["value"].is_string()) return fail(cmd, "the " + o.path + " eventlog is not text");
+    text = (*r)["value"].get<std::string>();
   }
-  if (!r.ok()) {
-    if (r.error().code != ENOENT) return fail(cmd, r.error());
-    return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet");
-  }
-  if (!r->contains("value") || !(*r)["value"].is_string()) return fail(cmd, "the " + o.path + " eventlog is not text");
   LineSplitter lines;
-  for (auto& line : lines.feed((*r)["value"].get<std::string>())) print(line);
+  for (auto& line : lines.feed(text)) print(line);
   return 0;
 }
 

@@ -14,9 +14,12 @@ void JobManager::Impl::info_lookup(const Message& m) {
     return h_.respond_error(m, EPROTO, "\"keys\" must be a non-empty array");
   }
   std::vector<std::string> keys;
+  // The job's own keys, and the eventlogs of its guest namespace once it is
+  // linked into the job's directory (the output and the exec eventlog).
+  static const std::set<std::string> kKeys = {"jobspec", "R", "eventlog", "guest.output", "guest.exec.eventlog"};
   for (const auto& k : (*p)["keys"]) {
-    if (!k.is_string() || (k != "jobspec" && k != "R" && k != "eventlog")) {
-      return h_.respond_error(m, EINVAL, "keys are jobspec, R and eventlog");
+    if (!k.is_string() || !kKeys.count(k.get<std::string>())) {
+      return h_.respond_error(m, EINVAL, "keys are jobspec, R, eventlog, guest.output and guest.exec.eventlog");
     }
     keys.push_back(k.get<std::string>());
   }
