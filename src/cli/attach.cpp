@@ -5,9 +5,11 @@
 // output eventlog in the job's namespace is watched and each entry goes to
 // stdout or stderr as written (byte for byte; -l puts "RANK: " before each
 // line). Once the job is clean its namespace has been linked into
-// job.ID.guest: whatever the watch had not delivered is read from there.
-// Fatal exceptions are printed as they happen. Ctrl-C twice within two
-// seconds cancels the job.
+// job.ID.guest: whatever the watch had not delivered is read from there
+// (through job-info, which users may read for their own jobs). Fatal
+// exceptions are printed as they happen, and Ctrl-C twice within two
+// seconds cancels the job; `loom job eventlog -f --path=...`, which follows
+// an eventlog through here too, does neither.
 #include "cli/attach.h"
 
 #include <signal.h>

@@ -103,23 +103,35 @@ int run_guest_eventlog(const JobOpts& o) {
   }
   std::string num = std::to_string(id->value());
   // Linked with the job once it is done, else in the job's namespace.
-  auto r = (*s)->client->call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"guest." + key}}});
-  std::string text;
-  if (r.ok() && (*r)["guest." + key].is_string()) {
-    text = (*r)["guest." + key].get<std::string>();
-  } else if (!r.ok() && r.error().code != ENOENT) {
-    return fail(cmd, r.error());
-  } else {
-    r = (*s)->client->call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
-    if (!r.ok()) {
-      if (r.error().code != ENOENT) return fail(cmd, r.error());
-      return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog yet");
+  Client& c = *(*s)->client;
+  auto linked = [&]() -> Result<std::string> {
+    auto r = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"guest." + key}}});
+    if (!r.ok()) return r.error();
+    if (!(*r)["guest." + key].is_string()) return Error{EPROTO, "the " + o.path + " eventlog is not text"};
+    return (*r)["guest." + key].get<std::string>();
+  };
+  auto text = linked();
+  if (!text.ok() && text.error().code == ENOENT) {
+    // Not linked yet, or no such job: job-info tells which.
+    auto known = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"eventlog"}}});
+    if (!known.ok()) return fail(cmd, known.error());
+    auto r = c.call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
+    if (r.ok() && (*r)["value"].is_string()) {
+      text = (*r)["value"].get<std::string>();
+    } else if (!r.ok() && r.error().code != ENOENT) {
+      return fail(cmd, r.error());
+    } else {
+      text = linked();  // the job may have ended in between
+      if (!text.ok() && text.error().code == ENOENT) {
+        bool ended = (*known)["eventlog"].is_string() &&
+                     (*known)["eventlog"].get<std::string>().find("\"name\":\"clean\"") != std::string::npos;
+        return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog" + (ended ? "" : " yet"));
+      }
     }
-    if (!(*r)["value"].is_string()) return fail(cmd, "the " + o.path + " eventlog is not text");
-    text = (*r)["value"].get<std::string>();
   }
+  if (!text.ok()) return fail(cmd, text.error());
   LineSplitter lines;
-  for (auto& line : lines.feed(text)) print(line);
+  for (auto& line : lines.feed(*text)) print(line);
   return 0;
 }
 

@@ -68,6 +68,7 @@ struct JobExec::Impl {
     std::string exec_log;
     std::unique_ptr<Timer> exec_log_timer;
     bool exec_log_sending = false;  // a commit of earlier entries is out (one at a time, in order)
+    bool linking = false;           // the namespace is being linked: the rest goes to the linked copy
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -112,6 +113,7 @@ struct JobExec::Impl {
     r.exec_log_timer->arm(kExecLogDelay, [this, id = r.id, serial = r.serial] { store_exec_log(id, serial); });
   }
   void store_exec_log(uint64_t id, uint64_t serial);
+  void append_linked_exec_log(uint64_t id, std::string text);
   void respond(const Message& req, uint64_t id, const char* type, Json data = Json::object()) {
     h_.respond(req, Json{{"id", id}, {"type", type}, {"data", std::move(data)}});
   }
@@ -733,6 +735,7 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   r.kill_timer->cancel();
   send_finish(r);
   if (r.exec_log_timer) r.exec_log_timer->cancel();
+  r.linking = true;
   auto alive = std::weak_ptr<int>(alive_);
   uint64_t serial = r.serial;
   std::string guest = "job." + std::to_string(id) + ".guest";
@@ -749,17 +752,20 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
            respond(req, id, "release", Json{{"ranks", rest}, {"final", true}});
            erase_run(it);
          });
-  if (!r.exec_log.empty()) {
-    // The rest of the exec eventlog is appended to the linked copy: sent
-    // right after the link, it is stored with it (in the same or the next
-    // transaction) at no extra wait.
-    Json ops =
-        Json::array({Json{{"op", "append"}, {"key", guest + ".exec.eventlog"}, {"value", std::move(r.exec_log)}}});
-    r.exec_log.clear();
-    h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [id](const Message& m) {
-      if (m.errnum) spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
-    });
-  }
+  // The rest of the exec eventlog is appended to the linked copy: sent
+  // right after the link, it is stored with it (in the same or the next
+  // transaction) at no extra wait.
+  append_linked_exec_log(id, std::move(r.exec_log));
+  r.exec_log.clear();
+}
+
+void JobExec::Impl::append_linked_exec_log(uint64_t id, std::string text) {
+  if (text.empty()) return;
+  std::string key = "job." + std::to_string(id) + ".guest.exec.eventlog";
+  Json ops = Json::array({Json{{"op", "append"}, {"key", key}, {"value", std::move(text)}}});
+  h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [id](const Message& m) {
+    if (m.errnum) spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
+  });
 }
 
 // The exec eventlog entries so far to the guest namespace, for whoever
@@ -783,7 +789,14 @@ void JobExec::Impl::store_exec_log(uint64_t id, uint64_t serial) {
            Run* r = current(id, serial);
            if (!r) return;
            r->exec_log_sending = false;
-           if (m.errnum) r->exec_log = text + r->exec_log;
+           if (!m.errnum) return;
+           if (!r->linking) {
+             r->exec_log = text + r->exec_log;  // with the next ones
+             return;
+           }
+           // Too late for the namespace: after the rest in the linked copy.
+           spdlog::warn("job-exec: job {}: exec eventlog entries stored out of order: {}", id, error_text(m));
+           append_linked_exec_log(id, text);
          });
 }
 

@@ -70,7 +70,8 @@ Result<Kvs::Namespace*> Kvs::access(const Message& req, const std::string& ns, b
   auto it = namespaces_.find(ns);
   if (it == namespaces_.end() && pending_for(ns)) {
     // Created by a request that came before this one and waits for this
-    // turn's transaction: requests are served in the order they came.
+    // turn's transaction: a request into a namespace comes after its
+    // creation (a lookup still sees only what is stored, as always).
     flush();
     it = namespaces_.find(ns);
   }
@@ -165,7 +166,7 @@ void Kvs::flush() {
   flush_posted_ = false;
   auto queued = std::move(pending_);
   pending_.clear();
-  if (queued.empty()) return;  // flushed early (a link behind a commit)
+  if (queued.empty()) return;  // flushed early (a request behind a creation or a commit)
   // Requests were checked against memory when they arrived, but one batch
   // can invalidate its own later requests (a namespace created twice, a
   // commit into a namespace removed just before): check again in order.
@@ -355,13 +356,13 @@ void Kvs::namespace_link(const Message& req) {
   if (!name.ok()) return h_.respond_error(req, name.error());
   if (!key.ok()) return h_.respond_error(req, key.error());
   if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
-  // Requests are served in the order they came: commits to the namespace
-  // (or its creation) still waiting for this turn's transaction are stored
-  // first, so the copy holds them.
+  if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "cannot link the primary namespace");
+  // A link comes after the requests sent before it: commits to the
+  // namespace (or its creation) still waiting for this turn's transaction
+  // are stored first, so the copy holds them.
   if (pending_for(*name)) flush();
   auto it = namespaces_.find(*name);
   if (it == namespaces_.end()) return h_.respond_error(req, ENOENT, "no namespace " + *name);
-  if (*name == kPrimaryNamespace) return h_.respond_error(req, EINVAL, "cannot link the primary namespace");
   // Replace whatever was under KEY with a copy of the namespace: one batch.
   std::vector<StoredOp> ops;
   StoredOp unlink;

@@ -42,6 +42,7 @@
 #include "msg/client.h"
 #include "rset/rset.h"
 #include "shell/output.h"
+#include "shell/report.h"
 #include "shell/spawn.h"
 
 namespace loom {
@@ -80,6 +81,8 @@ class Shell {
   Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info)
       : io_(io), clock_(clock), uri_(std::move(uri)), c_(std::move(c)), info_(std::move(info)) {}
   int run();
+  int cannot_start(int from, const std::string& why);
+  int wait_tasks();
 
  private:
   asio::io_context& io_;
@@ -89,6 +92,7 @@ class Shell {
   Json info_;
   std::string id_text_;
   uint32_t rank_ = 0;
+  double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
   bool adopted_ = false;                // by a broker that is not our parent: tell it our exit
   size_t held_bytes_ = 0;               // output waiting in pending_, as stored
   bool dropped_ = false;                // output dropped during this absence of the broker
@@ -278,30 +282,27 @@ bool Shell::reconnect(double timeout) {
 // An adopted shell is not the broker's child: it says how it exits.
 // Each task's exit, for the exec eventlog: to the broker that adopted us
 // with our exit code, else on stdout, a pipe the shell launch service
-// reads once we have exited (one line). The line must fit in the pipe, or
-// the write would block with nobody reading: the pipe is grown to hold it
-// (thousands of tasks), and if it cannot be, the tasks that do not fit are
-// only counted (`more`).
+// reads once we have exited (shell/report.h). The line must fit in the
+// pipe, or the write would block with nobody reading: the pipe is grown to
+// hold it (thousands of tasks), and if it cannot be, the tasks that do not
+// fit are only counted.
 void Shell::report_exit(int code) {
-  Json tasks = Json::array();
-  for (const auto& t : tasks_) tasks.push_back(Json::array({t.rank, t.status}));
   if (adopted_) {
     if (!connected()) return;
+    Json tasks = Json::array();
+    for (const auto& t : tasks_) tasks.push_back(Json::array({t.rank, t.status}));
     auto r = c_->call("shell.done", Json{{"id", info_["id"]}, {"status", code}, {"tasks", tasks}});
     if (!r.ok()) std::fprintf(stderr, "loom-shell: job %s: shell.done: %s\n", id_text_.c_str(), r.error().text.c_str());
     return;
   }
-  std::string line = dump_json(Json{{"tasks", tasks}}) + "\n";
+  std::vector<std::pair<int, int>> tasks;
+  for (const auto& t : tasks_) tasks.emplace_back(t.rank, t.status);
+  std::string line = exit_report(tasks, 0);
   int cap = ::fcntl(1, F_GETPIPE_SZ);  // -1: not a pipe (then a write cannot stall)
   if (cap > 0 && line.size() > static_cast<size_t>(cap)) {
     int got = ::fcntl(1, F_SETPIPE_SZ, static_cast<int>(line.size()));
     if (got > cap) cap = got;
-  }
-  if (cap > 0 && line.size() > static_cast<size_t>(cap)) {
-    size_t keep = (static_cast<size_t>(cap) - 64) / (line.size() / tasks.size() + 1);
-    size_t more = tasks.size() - keep;
-    tasks.erase(tasks.begin() + static_cast<std::ptrdiff_t>(keep), tasks.end());
-    line = dump_json(Json{{"tasks", tasks}, {"more", more}}) + "\n";
+    if (line.size() > static_cast<size_t>(cap)) line = exit_report(tasks, static_cast<size_t>(cap));
   }
   if (::write(1, line.data(), line.size()) < 0) return;  // nobody reads it (not started by the service)
 }
@@ -342,7 +343,7 @@ int Shell::run() {
   JobId id{info_["id"].get<uint64_t>()};
   rank_ = my_rank;
   id_text_ = encode_f58(id);
-  double reattach_timeout = info_.value("reattach_timeout", 0.0);
+  reattach_timeout_ = info_.value("reattach_timeout", 0.0);
   ns_ = info_.value("namespace", "");
   if (ns_.empty()) die("no namespace for the output");
 
@@ -408,20 +409,30 @@ int Shell::run() {
   };
   forward();
 
+  tasks_.resize(static_cast<size_t>(count));
+  for (int i = 0; i < count; ++i) tasks_[static_cast<size_t>(i)].rank = first + i;
   // Two pipes and a pidfd per task: many tasks need more descriptors than
   // a default soft limit allows (the hard limit is ours to take).
   rlimit nofile{};
-  auto needed = static_cast<rlim_t>(3 * count + 64);
+  rlim_t needed = 3 * static_cast<rlim_t>(count) + 64;
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < needed) {
-    nofile.rlim_cur = std::min(needed, nofile.rlim_max);
+    if (nofile.rlim_max < needed) {
+      return cannot_start(0, std::to_string(count) + " tasks on rank " + std::to_string(my_rank) + " need " +
+                                 std::to_string(needed) + " file descriptors; the limit here is " +
+                                 std::to_string(nofile.rlim_max));
+    }
+    nofile.rlim_cur = needed;
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
-  tasks_.resize(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) {
     Task& t = tasks_[static_cast<size_t>(i)];
-    t.rank = first + i;
     int out[2], err[2];
-    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0) die("pipe: " + std::string(std::strerror(errno)));
+    if (::pipe2(out, O_CLOEXEC) != 0) return cannot_start(i, std::string("pipe: ") + std::strerror(errno));
+    if (::pipe2(err, O_CLOEXEC) != 0) {
+      ::close(out[0]);
+      ::close(out[1]);
+      return cannot_start(i, std::string("pipe: ") + std::strerror(errno));
+    }
     SpawnSpec spec;
     spec.argv = js->command;
     spec.env = env;
@@ -457,18 +468,48 @@ int Shell::run() {
       t.exited = true;
       t.status = st;
     });
-    if (!w.ok()) die(w.error().text);
+    if (!w.ok()) return cannot_start(i + 1, w.error().text);
     t.watch = std::move(*w);
   }
+  return wait_tasks();
+}
+
+// Not every task could be started (from task `from` on): the job fails
+// whole. Those started are killed, the others count as not runnable (126),
+// and the job's stderr says why.
+int Shell::cannot_start(int from, const std::string& why) {
+  std::string line = dump_json(output_entry("stderr", -1, "loom-shell: " + why + "\n")) + "\n";
+  held_bytes_ += line.size();
+  pending_.push_back(std::move(line));
+  flush();
+  for (int i = 0; i < from; ++i) {
+    Task& t = tasks_[static_cast<size_t>(i)];
+    if (t.exited || t.pid <= 0) continue;
+    ::kill(t.pid, SIGKILL);
+    if (!t.watch) {  // not watched: reaped here
+      ::waitpid(t.pid, &t.status, 0);
+      t.exited = true;
+    }
+  }
+  for (size_t i = static_cast<size_t>(from); i < tasks_.size(); ++i) {
+    tasks_[i].exited = true;
+    tasks_[i].status = 126 << 8;
+  }
+  return wait_tasks();
+}
+
+// Until every task has exited and its output is stored; then the exit
+// code, as a shell would give it.
+int Shell::wait_tasks() {
   while (!done()) {
     if (connected()) {
       io_.run_one();
       continue;
     }
-    if (reattach_timeout > 0 && reconnect(reattach_timeout)) continue;
+    if (reattach_timeout_ > 0 && reconnect(reattach_timeout_)) continue;
     // Nobody will store the output or end the job: nothing may keep
     // running unseen.
-    if (reattach_timeout <= 0) {
+    if (reattach_timeout_ <= 0) {
       std::fprintf(stderr, "loom-shell: job %s: lost the broker; killing the tasks\n", id_text_.c_str());
     }
     kill_tasks();

@@ -149,6 +149,12 @@ Background::Background(const std::vector<std::string>& argv, const Env& env) {
   if (pid == 0) {
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     if (::getppid() != parent) ::_exit(127);
+    // Signals as a fresh process has them, whatever the test runner was
+    // started with (a runner started with `&` ignores SIGINT).
+    for (int sig : {SIGINT, SIGTERM, SIGPIPE, SIGHUP, SIGQUIT}) ::signal(sig, SIG_DFL);
+    sigset_t none;
+    sigemptyset(&none);
+    ::sigprocmask(SIG_SETMASK, &none, nullptr);
     int devnull = ::open("/dev/null", O_RDONLY);
     ::dup2(devnull, 0);
     ::dup2(out[1], 1);
@@ -173,6 +179,8 @@ Background::~Background() {
     wait_child(pid_, 10);
   }
 }
+
+bool Background::signal(int sig) { return pid_ > 0 && ::kill(pid_, sig) == 0; }
 
 bool Background::read_some(double deadline) {
   pollfd p[2] = {{fds_[0], POLLIN, 0}, {fds_[1], POLLIN, 0}};
