@@ -13,6 +13,7 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -246,11 +247,48 @@ TEST_F(Exec, AttachShowsLabelledOutputOfARunningJob) {
 }
 
 TEST_F(Exec, AJobLargerThanAPipeHoldsReachesItsShell) {
-  // The shell reads its job from a pipe (64 KiB); the rest is written as it reads.
+  // 100 KB goes through the fork server; 200 KB is more than it takes: that
+  // shell is started alone and reads its job from a pipe (64 KiB), the rest
+  // written as it reads.
   std::string big(100000, 'x');
   auto r = loom({"run", "--env", "BIG=" + big, "sh", "-c", "echo ${#BIG}"});
   EXPECT_EQ(r.code, 0) << show(r);
   EXPECT_EQ(r.out, "100000\n");
+  r = loom({"run", "--env", "BIG=" + big, "--env", "BIG2=" + big, "sh", "-c", "echo ${#BIG} ${#BIG2}"});
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_EQ(r.out, "100000 100000\n");
+}
+
+TEST_F(Exec, JobsStillRunWhenTheShellForkServersAreGone) {
+  // This instance's: children of its brokers (other tests may run beside).
+  std::set<pid_t> brokers;
+  for (uint32_t rank = 0; rank < 4; ++rank) {
+    auto b = inst.broker_pid(rank);
+    ASSERT_TRUE(b.has_value());
+    brokers.insert(*b);
+  }
+  std::vector<pid_t> servers;
+  for (pid_t p : processes_with("--fork-server")) {
+    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    // pid (comm) state ppid ...
+    auto after = line.rfind(')');
+    if (after == std::string::npos) continue;
+    pid_t ppid = 0;
+    char state = 0;
+    if (std::sscanf(line.c_str() + after + 1, " %c %d", &state, &ppid) == 2 && brokers.count(ppid)) {
+      servers.push_back(p);
+    }
+  }
+  ASSERT_EQ(servers.size(), 4u) << "one shell fork server per broker";
+  for (pid_t p : servers) ASSERT_EQ(::kill(p, SIGKILL), 0);
+  expect_all_exit(servers);
+  auto r = loom({"run", "-N4", "-l", "sh", "-c", "echo rank $LOOM_RANK"});
+  EXPECT_EQ(r.code, 0) << show(r);
+  auto lines = r.out_lines();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"0: rank 0", "1: rank 1", "2: rank 2", "3: rank 3"})) << r.out;
 }
 
 TEST_F(Exec, CtrlCTwiceCancelsAnAttachedJobWhileAFollowerJustEnds) {

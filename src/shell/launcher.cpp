@@ -4,12 +4,14 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/write.hpp>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <optional>
@@ -46,6 +48,7 @@ struct ShellLauncher::Impl {
 
   Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) : io_(io), h_(h), cfg_(std::move(cfg)) {}
   ~Impl() {
+    stop_fork_server();
     // Shells outlive their broker (a restarted one can find them again).
     for (auto& [id, s] : shells_) {
       if (!s.status) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
@@ -68,6 +71,24 @@ struct ShellLauncher::Impl {
     bool timed_out = false;
   };
   std::map<uint64_t, std::shared_ptr<Epilog>> epilogs_;
+
+  // The shell fork server (loom-shell --fork-server): a socket to it, and
+  // its pid (our child), while it serves.
+  int server_ = -1;
+  pid_t server_pid_ = -1;
+  std::unique_ptr<ChildWatch> server_watch_;
+  void start_fork_server();
+  void stop_fork_server();
+  // A shell from the fork server for `job` (the job id, a newline, the
+  // job), its report pipe's write end given to it; an error if the server
+  // cannot (the caller spawns one).
+  Result<pid_t> fork_shell(const std::string& job, int report);
+  std::vector<std::string> shell_env() const {
+    auto env = current_environment();
+    std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
+    env.push_back("LOOM_URI=" + cfg_.local_uri);
+    return env;
+  }
 
   void run_epilog(const Message& req, uint64_t jid, const Json& info);
   void exited(uint64_t jid, int status);
@@ -122,27 +143,34 @@ void ShellLauncher::Impl::launch(const Message& m) {
     ::close(in[1]);
     return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
   }
-  // The shell reads its job from stdin. A job that fits in the pipe is
-  // there, with its end, before the shell starts: the shell never waits
-  // for our loop. The rest of a larger one is written as the shell reads.
   auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
-  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
-  ssize_t n = ::write(in[1], info->data(), info->size());
-  size_t written = n > 0 ? static_cast<size_t>(n) : 0;
-  if (written == info->size()) {
+  // Forked by the fork server when it can, else started here.
+  auto pid = fork_shell(std::to_string(jid) + "\n" + *info, out[1]);
+  size_t written = info->size();
+  if (pid.ok()) {
+    ::close(in[0]);
     ::close(in[1]);
     in[1] = -1;
+  } else {
+    // The shell reads its job from stdin. A job that fits in the pipe is
+    // there, with its end, before the shell starts: the shell never waits
+    // for our loop. The rest of a larger one is written as the shell reads.
+    ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+    ssize_t n = ::write(in[1], info->data(), info->size());
+    written = n > 0 ? static_cast<size_t>(n) : 0;
+    if (written == info->size()) {
+      ::close(in[1]);
+      in[1] = -1;
+    }
+    SpawnSpec spec;
+    spec.argv = {cfg_.shell_path, std::to_string(jid)};
+    spec.env = shell_env();
+    spec.new_session = true;
+    spec.stdin_fd = in[0];
+    spec.stdout_fd = out[1];
+    pid = spawn(spec);
+    ::close(in[0]);
   }
-  SpawnSpec spec;
-  spec.argv = {cfg_.shell_path, std::to_string(jid)};
-  spec.env = current_environment();
-  std::erase_if(spec.env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
-  spec.env.push_back("LOOM_URI=" + cfg_.local_uri);
-  spec.new_session = true;
-  spec.stdin_fd = in[0];
-  spec.stdout_fd = out[1];
-  auto pid = spawn(spec);
-  ::close(in[0]);
   ::close(out[1]);
   if (!pid.ok()) {
     if (in[1] >= 0) ::close(in[1]);
@@ -384,12 +412,86 @@ void ShellLauncher::Impl::kill(const Message& m) {
 std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) {
   auto impl = std::make_unique<Impl>(io, h, std::move(cfg));
   Impl* raw = impl.get();
+  raw->start_fork_server();
   h.add_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
   h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
   h.add_method("shell.adopt", Access::kOwner, [raw](const Message& m) { raw->adopt(m); });
   h.add_method("shell.done", Access::kOwner, [raw](const Message& m) { raw->done(m); });
   h.add_method("shell.reattach", Access::kOwner, [raw](const Message& m) { raw->reattach(m); });
   return std::unique_ptr<ShellLauncher>(new ShellLauncher(std::move(impl)));
+}
+
+void ShellLauncher::Impl::start_fork_server() {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
+  SpawnSpec spec;
+  spec.argv = {cfg_.shell_path, "--fork-server", std::string(24, ' ')};  // room for a job id
+  spec.env = shell_env();
+  spec.stdin_fd = sv[1];
+  auto pid = spawn(spec);
+  ::close(sv[1]);
+  if (!pid.ok()) {
+    spdlog::warn("shell: cannot start the shell fork server ({}); shells are started one by one", pid.error().text);
+    ::close(sv[0]);
+    return;
+  }
+  server_ = sv[0];
+  server_pid_ = *pid;
+  auto watch = ChildWatch::create(io_, *pid, [this](int status) {
+    if (server_ >= 0)
+      spdlog::warn("shell: the shell fork server exited (status {}); starting shells one by one", status);
+    if (server_ >= 0) ::close(server_);
+    server_ = -1;
+    server_pid_ = -1;
+  });
+  if (watch.ok()) server_watch_ = std::move(*watch);
+}
+
+void ShellLauncher::Impl::stop_fork_server() {
+  if (server_ < 0) return;
+  ::close(server_);  // the server ends at the end of its socket
+  server_ = -1;
+  if (server_pid_ > 0) {
+    server_watch_.reset();
+    ::waitpid(server_pid_, nullptr, 0);
+    server_pid_ = -1;
+  }
+}
+
+Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report) {
+  if (server_ < 0) return Error{ENOTCONN, "no fork server"};
+  if (job.size() > kForkServerMaxJob) return Error{EMSGSIZE, "job too large for the fork server"};
+  iovec iov{const_cast<char*>(job.data()), job.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* cm = CMSG_FIRSTHDR(&msg);
+  cm->cmsg_level = SOL_SOCKET;
+  cm->cmsg_type = SCM_RIGHTS;
+  cm->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(cm), &report, sizeof report);
+  ssize_t n;
+  while ((n = ::sendmsg(server_, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
+  }
+  char answer[32];
+  ssize_t got = -1;
+  if (n == static_cast<ssize_t>(job.size())) {
+    // The fork takes a tenth of a millisecond: waited for, as posix_spawn is.
+    while ((got = ::recv(server_, answer, sizeof answer - 1, 0)) < 0 && errno == EINTR) {
+    }
+  }
+  if (got <= 0) {
+    spdlog::warn("shell: the shell fork server stopped answering; starting shells one by one");
+    stop_fork_server();
+    return Error{EPIPE, "the fork server is gone"};
+  }
+  answer[got] = '\0';
+  long pid = std::strtol(answer, nullptr, 10);
+  if (pid <= 0) return Error{static_cast<int>(-pid), "the fork server could not fork"};
+  return static_cast<pid_t>(pid);
 }
 
 ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}

@@ -26,8 +26,11 @@
 //       shell (waiting up to 5 s for it to be adopted; else ENOENT), then
 //       answers {type: "reattached", pid} and the rest of a launch stream.
 //
-// Spawning never blocks the broker (posix_spawn); exits are noticed through
-// a pidfd in the event loop.
+// Shells are forked by a shell fork server (`loom-shell --fork-server`,
+// started with the service) as children of the broker, or, for a job
+// larger than it takes or once it is gone, started with posix_spawn; the
+// broker waits only for the fork. Exits are noticed through a pidfd in the
+// event loop.
 #pragma once
 
 #include <memory>

@@ -17,8 +17,11 @@
 // (`shell.done`), since it is no longer the broker's child. When nobody
 // comes back in time, the tasks are killed: nothing runs unseen for long.
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -531,7 +534,83 @@ int Shell::wait_tasks() {
 }  // namespace
 }  // namespace loom
 
-int main(int argc, char** /*argv*/) {
+namespace loom {
+namespace {
+
+// One job shell, its job (JSON) in `text`.
+int run_shell(const std::string& text) {
+  auto info = parse_json(text);
+  if (!info.ok() || !info->is_object()) die("stdin: not a JSON object");
+  const char* uri = std::getenv("LOOM_URI");
+  if (!uri) die("LOOM_URI is not set");
+  // stdout is the report pipe of a broker that may be gone by the end.
+  ::signal(SIGPIPE, SIG_IGN);
+  asio::io_context io;
+  auto clock = make_real_clock(io);
+  auto c = Client::connect(io, *clock, uri);
+  if (!c.ok()) die(c.error().text);
+  Shell shell(io, *clock, uri, std::move(*c), std::move(*info));
+  return shell.run();
+}
+
+// --fork-server PADDING: stdin is a SOCK_SEQPACKET socket to the shell
+// launch service. Each message is a job id, a newline and the job (JSON),
+// with the write end of its report pipe attached; the server forks a shell
+// for it as a child of the broker (CLONE_PARENT: the broker waits for it as
+// for any shell) in a session of its own, and answers with its pid. A fork
+// of this small process costs about half of starting a program (exec, and
+// libc's start-up, which asks the CPU about its caches: slow under
+// virtualization). The shell's command line then reads `loom-shell ID`, as
+// when it is started alone (PADDING makes room for the id). Ends when the
+// service closes the socket.
+int fork_server(int argc, char** argv) {
+  char* args = argv[1];
+  size_t room = static_cast<size_t>(argv[argc - 1] + std::strlen(argv[argc - 1]) - args);
+  std::vector<char> buf(kForkServerMaxJob);
+  for (;;) {
+    iovec iov{buf.data(), buf.size()};
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+    msghdr msg{};
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control;
+    msg.msg_controllen = sizeof control;
+    ssize_t n = ::recvmsg(0, &msg, MSG_CMSG_CLOEXEC);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return 0;
+    int report = -1;
+    if (cmsghdr* cm = CMSG_FIRSTHDR(&msg); cm && cm->cmsg_type == SCM_RIGHTS) {
+      std::memcpy(&report, CMSG_DATA(cm), sizeof report);
+    }
+    long pid = -1;
+    if (report >= 0 && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+      pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
+      if (pid == 0) {
+        int devnull = ::open("/dev/null", O_RDONLY);
+        ::dup2(devnull, 0);
+        ::dup2(report, 1);
+        if (devnull > 1) ::close(devnull);
+        ::close(report);
+        ::setsid();
+        std::string_view job(buf.data(), static_cast<size_t>(n));
+        std::string_view id = job.substr(0, job.find('\n'));
+        std::memset(args, 0, room);
+        std::memcpy(args, id.data(), std::min(id.size(), room));
+        std::_Exit(run_shell(std::string(job.substr(std::min(job.size(), id.size() + 1)))));
+      }
+      if (pid < 0) pid = -errno;
+    }
+    if (report >= 0) ::close(report);
+    std::string answer = std::to_string(pid);
+    if (::send(0, answer.data(), answer.size(), MSG_NOSIGNAL) < 0) return 0;
+  }
+}
+
+}  // namespace
+}  // namespace loom
+
+int main(int argc, char** argv) {
+  if (argc == 3 && std::string(argv[1]) == "--fork-server") return loom::fork_server(argc, argv);
   if (argc != 2) {
     std::fprintf(stderr, "usage: loom-shell JOBID (started by the shell launch service, the job on stdin)\n");
     return 2;
@@ -543,16 +622,5 @@ int main(int argc, char** /*argv*/) {
     if (n < 0) loom::die(std::string("stdin: ") + std::strerror(errno));
     text.append(buf, static_cast<size_t>(n));
   }
-  auto info = loom::parse_json(text);
-  if (!info.ok() || !info->is_object()) loom::die("stdin: not a JSON object");
-  const char* uri = std::getenv("LOOM_URI");
-  if (!uri) loom::die("LOOM_URI is not set");
-  // stdout is the report pipe of a broker that may be gone by the end.
-  ::signal(SIGPIPE, SIG_IGN);
-  asio::io_context io;
-  auto clock = loom::make_real_clock(io);
-  auto c = loom::Client::connect(io, *clock, uri);
-  if (!c.ok()) loom::die(c.error().text);
-  loom::Shell shell(io, *clock, uri, std::move(*c), std::move(*info));
-  return shell.run();
+  return loom::run_shell(text);
 }
