@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -437,6 +438,9 @@ void ShellLauncher::Impl::start_fork_server() {
   }
   server_ = sv[0];
   server_pid_ = *pid;
+  // A server that does not answer within seconds is not waited for again.
+  timeval limit{2, 0};
+  ::setsockopt(server_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
   auto watch = ChildWatch::create(io_, *pid, [this](int status) {
     if (server_ >= 0)
       spdlog::warn("shell: the shell fork server exited (status {}); starting shells one by one", status);
@@ -449,10 +453,11 @@ void ShellLauncher::Impl::start_fork_server() {
 
 void ShellLauncher::Impl::stop_fork_server() {
   if (server_ < 0) return;
-  ::close(server_);  // the server ends at the end of its socket
+  ::close(server_);
   server_ = -1;
   if (server_pid_ > 0) {
     server_watch_.reset();
+    ::kill(server_pid_, SIGKILL);
     ::waitpid(server_pid_, nullptr, 0);
     server_pid_ = -1;
   }
