@@ -17,7 +17,7 @@
 namespace loom {
 
 // Lines longer than this are cut into chunks of this size.
-inline constexpr size_t kOutputChunk = 64 * 1024;
+inline constexpr size_t kOutputChunk = size_t{64} * 1024;
 
 Json output_entry(const char* stream, int task_rank, std::string_view data);
 

@@ -53,7 +53,7 @@ class ChildWatch {
 // The largest job (JSON) the shell fork server takes (`loom-shell
 // --fork-server`, one SOCK_SEQPACKET message); a larger one is given to a
 // shell started with posix_spawn.
-inline constexpr size_t kForkServerMaxJob = 128 * 1024;
+inline constexpr size_t kForkServerMaxJob = size_t{128} * 1024;
 
 // The environment of this process as NAME=VALUE strings.
 std::vector<std::string> current_environment();
