@@ -28,6 +28,9 @@ namespace {
 // long an adopted shell waits for job-exec to claim it before it is killed.
 constexpr double kAdoptWait = 5;
 constexpr double kClaimWait = 60;
+// How long the service starts shells one by one before it starts a fork
+// server again after one went away.
+constexpr double kForkServerRetry = 10;
 }  // namespace
 
 struct ShellLauncher::Impl {
@@ -77,13 +80,15 @@ struct ShellLauncher::Impl {
   // its pid (our child), while it serves.
   int server_ = -1;
   pid_t server_pid_ = -1;
+  double server_tried_ = 0;  // when it was last started (one that is gone is started again after a while)
   std::unique_ptr<ChildWatch> server_watch_;
   void start_fork_server();
   void stop_fork_server();
-  // A shell from the fork server for `job` (the job id, a newline, the
-  // job), its report pipe's write end given to it; an error if the server
-  // cannot (the caller spawns one).
-  Result<pid_t> fork_shell(const std::string& job, int report);
+  // A shell of job `jid` from the fork server, given the read end of its
+  // stdin and the write end of its report pipe; an error if the server
+  // cannot (then the caller starts one: ENOTCONN when the server never
+  // had the pipes).
+  Result<pid_t> fork_shell(uint64_t jid, int input, int report);
   std::vector<std::string> shell_env() const {
     auto env = current_environment();
     std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
@@ -137,32 +142,29 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
-  int in[2], out[2];
-  if (::pipe2(in, O_CLOEXEC) != 0) return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
-  if (::pipe2(out, O_CLOEXEC | O_NONBLOCK) != 0) {
-    ::close(in[0]);
-    ::close(in[1]);
-    return h_.respond_error(m, errno, std::string("pipe: ") + std::strerror(errno));
-  }
-  auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
-  // Forked by the fork server when it can, else started here.
-  auto pid = fork_shell(std::to_string(jid) + "\n" + *info, out[1]);
-  size_t written = info->size();
-  if (pid.ok()) {
-    ::close(in[0]);
-    ::close(in[1]);
-    in[1] = -1;
-  } else {
-    // The shell reads its job from stdin. A job that fits in the pipe is
-    // there, with its end, before the shell starts: the shell never waits
-    // for our loop. The rest of a larger one is written as the shell reads.
-    ::fcntl(in[1], F_SETFL, O_NONBLOCK);
-    ssize_t n = ::write(in[1], info->data(), info->size());
-    written = n > 0 ? static_cast<size_t>(n) : 0;
-    if (written == info->size()) {
-      ::close(in[1]);
-      in[1] = -1;
+  // The shell's stdin (its job) and stdout (its exit report).
+  int in[2] = {-1, -1}, out[2] = {-1, -1};
+  auto close_all = [&] {
+    for (int* fd : {&in[0], &in[1], &out[0], &out[1]}) {
+      if (*fd >= 0) ::close(*fd);
+      *fd = -1;
     }
+  };
+  auto make_pipes = [&]() -> bool {
+    close_all();
+    if (::pipe2(in, O_CLOEXEC) == 0 && ::pipe2(out, O_CLOEXEC | O_NONBLOCK) == 0) return true;
+    int e = errno;
+    close_all();
+    h_.respond_error(m, e, std::string("pipe: ") + std::strerror(e));
+    return false;
+  };
+  if (!make_pipes()) return;
+  // Forked by the fork server when it can, else started here.
+  if (server_ < 0 && server_pid_ < 0 && h_.clock().now() - server_tried_ > kForkServerRetry) start_fork_server();
+  auto pid = fork_shell(jid, in[0], out[1]);
+  if (!pid.ok()) {
+    // A server that failed may have passed the pipes on: fresh ones.
+    if (pid.error().code != ENOTCONN && !make_pipes()) return;
     SpawnSpec spec;
     spec.argv = {cfg_.shell_path, std::to_string(jid)};
     spec.env = shell_env();
@@ -170,13 +172,23 @@ void ShellLauncher::Impl::launch(const Message& m) {
     spec.stdin_fd = in[0];
     spec.stdout_fd = out[1];
     pid = spawn(spec);
-    ::close(in[0]);
   }
+  ::close(in[0]);
   ::close(out[1]);
+  in[0] = out[1] = -1;
   if (!pid.ok()) {
-    if (in[1] >= 0) ::close(in[1]);
-    ::close(out[0]);
+    close_all();
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
+  }
+  // The shell reads its job from stdin: written now, the shell never waits
+  // for our loop; the rest of one larger than the pipe as the shell reads.
+  auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
+  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+  ssize_t n = ::write(in[1], info->data(), info->size());
+  size_t written = n > 0 ? static_cast<size_t>(n) : 0;
+  if (written == info->size()) {
+    ::close(in[1]);
+    in[1] = -1;
   }
   Shell& s = shells_[jid];
   s.req = head_of(m);
@@ -423,12 +435,14 @@ std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handl
 }
 
 void ShellLauncher::Impl::start_fork_server() {
+  server_tried_ = h_.clock().now();
   int sv[2];
   if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) return;
   SpawnSpec spec;
   spec.argv = {cfg_.shell_path, "--fork-server", std::string(24, ' ')};  // room for a job id
   spec.env = shell_env();
   spec.stdin_fd = sv[1];
+  spec.new_session = true;  // the terminal's signals are for the broker
   auto pid = spawn(spec);
   ::close(sv[1]);
   if (!pid.ok()) {
@@ -441,33 +455,31 @@ void ShellLauncher::Impl::start_fork_server() {
   // A server that does not answer within seconds is not waited for again.
   timeval limit{2, 0};
   ::setsockopt(server_, SOL_SOCKET, SO_RCVTIMEO, &limit, sizeof limit);
-  auto watch = ChildWatch::create(io_, *pid, [this](int status) {
-    if (server_ >= 0)
-      spdlog::warn("shell: the shell fork server exited (status {}); starting shells one by one", status);
-    if (server_ >= 0) ::close(server_);
-    server_ = -1;
+  auto watch = ChildWatch::create(io_, *pid, [this, pid = *pid](int status) {
+    if (pid != server_pid_) return;  // one given up on, reaped
     server_pid_ = -1;
+    if (server_ < 0) return;
+    spdlog::warn("shell: the shell fork server exited (status {}); starting shells one by one for now", status);
+    ::close(server_);
+    server_ = -1;
   });
   if (watch.ok()) server_watch_ = std::move(*watch);
 }
 
+// Given up on: killed, reaped by its watch (never waited for here).
 void ShellLauncher::Impl::stop_fork_server() {
   if (server_ < 0) return;
   ::close(server_);
   server_ = -1;
-  if (server_pid_ > 0) {
-    server_watch_.reset();
-    ::kill(server_pid_, SIGKILL);
-    ::waitpid(server_pid_, nullptr, 0);
-    server_pid_ = -1;
-  }
+  if (server_pid_ > 0) ::kill(server_pid_, SIGKILL);
 }
 
-Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report) {
+Result<pid_t> ShellLauncher::Impl::fork_shell(uint64_t jid, int input, int report) {
   if (server_ < 0) return Error{ENOTCONN, "no fork server"};
-  if (job.size() > kForkServerMaxJob) return Error{EMSGSIZE, "job too large for the fork server"};
-  iovec iov{const_cast<char*>(job.data()), job.size()};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  std::string id = std::to_string(jid);
+  iovec iov{id.data(), id.size()};
+  int fds[2] = {input, report};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -476,20 +488,22 @@ Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report
   cmsghdr* cm = CMSG_FIRSTHDR(&msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof(int));
-  std::memcpy(CMSG_DATA(cm), &report, sizeof report);
+  cm->cmsg_len = CMSG_LEN(sizeof fds);
+  std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
   ssize_t n;
   while ((n = ::sendmsg(server_, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
   char answer[32];
   ssize_t got = -1;
-  if (n == static_cast<ssize_t>(job.size())) {
-    // The fork takes a tenth of a millisecond: waited for, as posix_spawn is.
-    while ((got = ::recv(server_, answer, sizeof answer - 1, 0)) < 0 && errno == EINTR) {
-    }
+  if (n == static_cast<ssize_t>(id.size())) {
+    // The shell's pid, from the shell itself once it leads its session (a
+    // fork: a tenth of a millisecond, waited for as posix_spawn is), or
+    // -errno from the server.
+    got = ::recv(server_, answer, sizeof answer - 1, 0);
+    if (got < 0 && errno == EINTR) got = ::recv(server_, answer, sizeof answer - 1, 0);
   }
   if (got <= 0) {
-    spdlog::warn("shell: the shell fork server stopped answering; starting shells one by one");
+    spdlog::warn("shell: the shell fork server stopped answering; starting shells one by one for now");
     stop_fork_server();
     return Error{EPIPE, "the fork server is gone"};
   }

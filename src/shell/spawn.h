@@ -50,11 +50,6 @@ class ChildWatch {
   std::unique_ptr<Impl> impl_;
 };
 
-// The largest job (JSON) the shell fork server takes (`loom-shell
-// --fork-server`, one SOCK_SEQPACKET message); a larger one is given to a
-// shell started with posix_spawn.
-inline constexpr size_t kForkServerMaxJob = size_t{128} * 1024;
-
 // The environment of this process as NAME=VALUE strings.
 std::vector<std::string> current_environment();
 
