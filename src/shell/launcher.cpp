@@ -84,11 +84,11 @@ struct ShellLauncher::Impl {
   std::unique_ptr<ChildWatch> server_watch_;
   void start_fork_server();
   void stop_fork_server();
-  // A shell of job `jid` from the fork server, given the read end of its
-  // stdin and the write end of its report pipe; an error if the server
-  // cannot (then the caller starts one: ENOTCONN when the server never
-  // had the pipes).
-  Result<pid_t> fork_shell(uint64_t jid, int input, int report);
+  // A shell from the fork server for `job` (its id, a newline, its JSON),
+  // given the write end of its report pipe; an error if the server cannot
+  // (then the caller starts one: ENOTCONN and EMSGSIZE when the server
+  // never had the pipe).
+  Result<pid_t> fork_shell(const std::string& job, int report);
   std::vector<std::string> shell_env() const {
     auto env = current_environment();
     std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
@@ -142,7 +142,8 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
-  // The shell's stdin (its job) and stdout (its exit report).
+  // The shell's stdin (its job, when it is started here) and stdout (its
+  // exit report).
   int in[2] = {-1, -1}, out[2] = {-1, -1};
   auto close_all = [&] {
     for (int* fd : {&in[0], &in[1], &out[0], &out[1]}) {
@@ -159,12 +160,17 @@ void ShellLauncher::Impl::launch(const Message& m) {
     return false;
   };
   if (!make_pipes()) return;
+  auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
   // Forked by the fork server when it can, else started here.
   if (server_ < 0 && server_pid_ < 0 && h_.clock().now() - server_tried_ > kForkServerRetry) start_fork_server();
-  auto pid = fork_shell(jid, in[0], out[1]);
-  if (!pid.ok()) {
+  auto pid = fork_shell(std::to_string(jid) + "\n" + *info, out[1]);
+  size_t written = info->size();
+  if (pid.ok()) {
+    ::close(in[1]);
+    in[1] = -1;
+  } else {
     // A server that failed may have passed the pipes on: fresh ones.
-    if (pid.error().code != ENOTCONN && !make_pipes()) return;
+    if (pid.error().code != ENOTCONN && pid.error().code != EMSGSIZE && !make_pipes()) return;
     SpawnSpec spec;
     spec.argv = {cfg_.shell_path, std::to_string(jid)};
     spec.env = shell_env();
@@ -172,6 +178,18 @@ void ShellLauncher::Impl::launch(const Message& m) {
     spec.stdin_fd = in[0];
     spec.stdout_fd = out[1];
     pid = spawn(spec);
+    if (pid.ok()) {
+      // The shell reads its job from stdin: written now, the shell never
+      // waits for our loop; the rest of one larger than the pipe as the
+      // shell reads.
+      ::fcntl(in[1], F_SETFL, O_NONBLOCK);
+      ssize_t n = ::write(in[1], info->data(), info->size());
+      written = n > 0 ? static_cast<size_t>(n) : 0;
+      if (written == info->size()) {
+        ::close(in[1]);
+        in[1] = -1;
+      }
+    }
   }
   ::close(in[0]);
   ::close(out[1]);
@@ -179,16 +197,6 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (!pid.ok()) {
     close_all();
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
-  }
-  // The shell reads its job from stdin: written now, the shell never waits
-  // for our loop; the rest of one larger than the pipe as the shell reads.
-  auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
-  ::fcntl(in[1], F_SETFL, O_NONBLOCK);
-  ssize_t n = ::write(in[1], info->data(), info->size());
-  size_t written = n > 0 ? static_cast<size_t>(n) : 0;
-  if (written == info->size()) {
-    ::close(in[1]);
-    in[1] = -1;
   }
   Shell& s = shells_[jid];
   s.req = head_of(m);
@@ -474,12 +482,11 @@ void ShellLauncher::Impl::stop_fork_server() {
   if (server_pid_ > 0) ::kill(server_pid_, SIGKILL);
 }
 
-Result<pid_t> ShellLauncher::Impl::fork_shell(uint64_t jid, int input, int report) {
+Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report) {
   if (server_ < 0) return Error{ENOTCONN, "no fork server"};
-  std::string id = std::to_string(jid);
-  iovec iov{id.data(), id.size()};
-  int fds[2] = {input, report};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof fds)] = {};
+  if (job.size() > kForkServerMaxJob) return Error{EMSGSIZE, "the job is larger than the fork server takes"};
+  iovec iov{const_cast<char*>(job.data()), job.size()};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof report)] = {};
   msghdr msg{};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
@@ -488,14 +495,14 @@ Result<pid_t> ShellLauncher::Impl::fork_shell(uint64_t jid, int input, int repor
   cmsghdr* cm = CMSG_FIRSTHDR(&msg);
   cm->cmsg_level = SOL_SOCKET;
   cm->cmsg_type = SCM_RIGHTS;
-  cm->cmsg_len = CMSG_LEN(sizeof fds);
-  std::memcpy(CMSG_DATA(cm), fds, sizeof fds);
+  cm->cmsg_len = CMSG_LEN(sizeof report);
+  std::memcpy(CMSG_DATA(cm), &report, sizeof report);
   ssize_t n;
   while ((n = ::sendmsg(server_, &msg, MSG_NOSIGNAL)) < 0 && errno == EINTR) {
   }
   char answer[32];
   ssize_t got = -1;
-  if (n == static_cast<ssize_t>(id.size())) {
+  if (n == static_cast<ssize_t>(job.size())) {
     // The shell's pid, from the shell itself once it leads its session (a
     // fork: a tenth of a millisecond, waited for as posix_spawn is), or
     // -errno from the server.

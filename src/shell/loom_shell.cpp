@@ -566,25 +566,26 @@ int run_shell(const std::string& text) {
 }
 
 // --fork-server PADDING: stdin is a SOCK_SEQPACKET socket to the shell
-// launch service. Each message is a job id with two descriptors attached:
-// the read end of the shell's stdin and the write end of its report pipe.
-// The server forks a shell as a child of the broker (CLONE_PARENT: the
-// broker waits for it as for any shell; its exit signal is the server's,
-// SIGCHLD); the shell leads a session of its own, then sends its pid itself
-// (the server answers only a failed fork, -errno) and reads its job from
-// stdin, which the broker writes only once it knows the pid: a shell the
-// broker gave up on reads nothing and exits. A fork of this small process
-// costs about half of starting a program (exec, and libc's start-up, which
-// asks the CPU about its caches: slow under virtualization). The shell's
-// command line reads `loom-shell ID` as when it is started alone (PADDING
-// makes room for the id). Ends when the service closes the socket.
+// launch service. Each message is a job id, a newline and the job (JSON),
+// with the write end of the shell's report pipe attached. The server forks
+// a shell as a child of the broker (CLONE_PARENT: the broker waits for it
+// as for any shell; its exit signal is the server's, SIGCHLD). The shell
+// leads a session of its own, then sends its pid itself (the server
+// answers only a failed fork, -errno) and goes on only if that worked: a
+// service that gave up waiting has closed the socket, and the shell exits
+// having started nothing. A fork of this small process costs about half of
+// starting a program (exec, and libc's start-up, which asks the CPU about
+// its caches: slow under virtualization). The shell's command line reads
+// `loom-shell ID` as when it is started alone (PADDING makes room for the
+// id). Ends when the service closes the socket.
 int fork_server(int argc, char** argv) {
   char* args = argv[1];
   size_t room = static_cast<size_t>(argv[argc - 1] + std::strlen(argv[argc - 1]) - args);
+  std::vector<char> buf(kForkServerMaxJob);
   for (;;) {
-    char id[32];
-    iovec iov{id, sizeof id - 1};
-    alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
+    iovec iov{buf.data(), buf.size()};
+    int report = -1;
+    alignas(cmsghdr) char control[CMSG_SPACE(sizeof report)];
     msghdr msg{};
     msg.msg_iov = &iov;
     msg.msg_iovlen = 1;
@@ -593,32 +594,30 @@ int fork_server(int argc, char** argv) {
     ssize_t n = ::recvmsg(0, &msg, MSG_CMSG_CLOEXEC);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) return 0;
-    id[n] = '\0';
-    int fds[2] = {-1, -1};  // stdin, report
     cmsghdr* cm = CMSG_FIRSTHDR(&msg);
-    if (cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(sizeof fds)) {
-      std::memcpy(fds, CMSG_DATA(cm), sizeof fds);
+    if (cm && cm->cmsg_type == SCM_RIGHTS && cm->cmsg_len == CMSG_LEN(sizeof report)) {
+      std::memcpy(&report, CMSG_DATA(cm), sizeof report);
     }
     long pid = -EINVAL;
-    if (fds[0] >= 0 && fds[1] >= 0 && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
+    if (report >= 0 && !(msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC))) {
       pid = ::syscall(SYS_clone, CLONE_PARENT | SIGCHLD, nullptr, nullptr, nullptr, nullptr);
       if (pid == 0) {
         ::setsid();
         std::string me = std::to_string(::getpid());
         if (::send(0, me.data(), me.size(), MSG_NOSIGNAL) < 0) std::_Exit(1);
-        ::dup2(fds[0], 0);  // our socket goes
-        ::dup2(fds[1], 1);
-        ::close(fds[0]);
-        ::close(fds[1]);
+        int devnull = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (devnull < 0 || ::dup2(devnull, 0) < 0 || ::dup2(report, 1) < 0) std::_Exit(1);  // our socket goes
+        ::close(devnull);
+        ::close(report);
+        std::string_view job(buf.data(), static_cast<size_t>(n));
+        std::string_view id = job.substr(0, job.find('\n'));
         std::memset(args, 0, room);
-        std::memcpy(args, id, std::min(std::strlen(id), room));
-        std::_Exit(run_shell(read_stdin()));
+        std::memcpy(args, id.data(), std::min(id.size(), room));
+        std::_Exit(run_shell(std::string(job.substr(std::min(job.size(), id.size() + 1)))));
       }
       if (pid < 0) pid = -errno;
     }
-    for (int fd : fds) {
-      if (fd >= 0) ::close(fd);
-    }
+    if (report >= 0) ::close(report);
     if (pid < 0) {
       std::string answer = std::to_string(pid);
       if (::send(0, answer.data(), answer.size(), MSG_NOSIGNAL) < 0) return 0;

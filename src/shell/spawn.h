@@ -50,6 +50,11 @@ class ChildWatch {
   std::unique_ptr<Impl> impl_;
 };
 
+// The largest job (its id, a newline, its JSON) the shell fork server takes
+// (`loom-shell --fork-server`: one SOCK_SEQPACKET message); a larger one
+// gets a shell started with posix_spawn.
+inline constexpr size_t kForkServerMaxJob = size_t{128} * 1024;
+
 // The environment of this process as NAME=VALUE strings.
 std::vector<std::string> current_environment();
 
