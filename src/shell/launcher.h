@@ -1,8 +1,8 @@
 // The shell launch service `shell` on every broker (DESIGN §9): starts one
 // `loom-shell` per job on this rank and reports when it exits.
 //
-//   shell.launch {id, info}  streaming, owner only. Spawns loom-shell in a
-//       session of its own, writes `info` (JSON) to its stdin, answers
+//   shell.launch {id, info}  streaming, owner only. Starts a job shell in a
+//       session of its own with `info` (JSON) as its job, answers
 //       {type: "started", pid}, then {type: "exited", status, epilog,
 //       tasks} (a wait status; epilog: whether one runs now; tasks: each
 //       task's [rank, wait status], which the shell writes on its stdout,

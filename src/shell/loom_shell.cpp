@@ -1,7 +1,8 @@
 // loom-shell ID: the job shell on one rank (DESIGN §9). Started by the
 // shell launch service with the job on stdin as JSON
 //   {id, rank, jobspec, R, namespace}
-// it starts this rank's tasks with the environment users expect, writes
+// (or forked by `loom-shell --fork-server`, the job in its request: see
+// fork_server below), it starts this rank's tasks with the environment users expect, writes
 // their stdout and stderr to the job's output eventlog (key `output` of the
 // job's KVS namespace, Flux RFC 24: one `data` entry per line, tagged with
 // the task rank and the stream; base64 where a chunk is not UTF-8),
