@@ -1,0 +1,82 @@
+// The execution tests' fixture (exec_test.cpp, exec_shell_test.cpp,
+// exec_ranks_test.cpp): a 4-rank instance of 2 cores per rank, and what
+// they look at beside the command line: the processes of a job (from
+// /proc), waiting for them to exit (a pidfd each: an event, never a sleep).
+#pragma once
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "kit/jobs.h"
+#include "msg/json.h"
+
+namespace loom::test {
+
+// The processes that have `word` as an argument (from /proc).
+inline std::vector<pid_t> processes_with(const std::string& word) {
+  std::vector<pid_t> out;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    std::string name = entry.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline");
+    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t start = 0;
+    while (start < cmdline.size()) {
+      size_t end = cmdline.find('\0', start);
+      if (end == std::string::npos) end = cmdline.size();
+      if (cmdline.compare(start, end - start, word) == 0) {
+        out.push_back(static_cast<pid_t>(std::stol(name)));
+        break;
+      }
+      start = end + 1;
+    }
+  }
+  return out;
+}
+inline int processes_running(const std::string& word) { return static_cast<int>(processes_with(word).size()); }
+
+// Each of `pids` exits within 5 seconds (a SIGKILLed process still takes
+// its turn on a CPU to die): waits on a pidfd for each.
+inline void expect_all_exit(const std::vector<pid_t>& pids) {
+  for (pid_t p : pids) {
+    int fd = static_cast<int>(::syscall(SYS_pidfd_open, p, 0));
+    if (fd < 0) continue;  // already gone
+    pollfd pfd{fd, POLLIN, 0};
+    EXPECT_EQ(::poll(&pfd, 1, 5000), 1) << "process " << p << " still runs";
+    ::close(fd);
+  }
+}
+
+class Exec : public JobsFixture {
+ protected:
+  void SetUp() override { ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0"})); }
+
+  // A job in test execution mode: `test` is attributes.system.exec.test.
+  std::string submit_test(std::vector<std::string> args, const std::map<std::string, std::string>& test) {
+    for (const auto& [k, v] : test) args.insert(args.begin(), "--setattr=exec.test." + k + "=" + v);
+    return submit_job(args);
+  }
+
+  uint64_t num(const std::string& id) { return parse_jobid(id).value().value(); }
+
+  // The entries named `name` of an eventlog.
+  static std::vector<Json> named(const std::vector<Json>& log, const std::string& name) {
+    std::vector<Json> out;
+    for (const auto& e : log) {
+      if (e["name"] == name) out.push_back(e);
+    }
+    return out;
+  }
+};
+
+}  // namespace loom::test
