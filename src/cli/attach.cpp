@@ -81,17 +81,15 @@ struct Attach {
 
   // After clean: the entries the watch had not delivered.
   void read_rest() {
-    std::string key = "guest." + o.key;
-    auto r = s.client->call("job-info.lookup", Json{{"id", id.value()}, {"keys", {key}}});
-    if (!r.ok()) {
+    auto text = lookup_guest(*s.client, id, o.key);
+    if (!text.ok()) {
       // No output at all is not an error.
-      if (r.error().code != ENOENT) rc = fail(o.cmd, r.error());
+      if (text.error().code != ENOENT) rc = fail(o.cmd, text.error());
       return;
     }
-    if (!(*r)[key].is_string()) return;
     LineSplitter all;
     size_t n = 0;
-    for (auto& line : all.feed((*r)[key].get<std::string>())) {
+    for (auto& line : all.feed(*text)) {
       if (o.on_line) {
         if (n++ >= printed) o.on_line(line);
         continue;
@@ -105,6 +103,14 @@ struct Attach {
 };
 
 }  // namespace
+
+Result<std::string> lookup_guest(Client& c, JobId id, const std::string& key) {
+  std::string k = "guest." + key;
+  auto r = c.call("job-info.lookup", Json{{"id", id.value()}, {"keys", {k}}});
+  if (!r.ok()) return r.error();
+  if (!(*r)[k].is_string()) return Error{EPROTO, "the " + key + " eventlog is not text"};
+  return (*r)[k].get<std::string>();
+}
 
 int attach_job(Session& s, JobId id, const AttachOpts& o) {
   Attach a(s, id, o);

@@ -20,6 +20,11 @@ struct AttachOpts {
   std::function<void(const std::string& line)> on_line;
 };
 
+// The eventlog at `key` of a finished job's namespace (its linked copy,
+// through job-info: users may read their own): ENOENT while it is not
+// linked (or there is no such eventlog).
+Result<std::string> lookup_guest(Client& c, JobId id, const std::string& key);
+
 // Returns the exit code a shell would give for the job: its tasks' largest
 // exit code, 128+N for a task killed by signal N, 1 for a job that failed
 // without a status, 0 on success.

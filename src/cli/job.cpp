@@ -7,6 +7,7 @@
 // loom job attach [-l] ID
 // loom job purge [--num-limit N] [--age-limit T] [ID...]
 // Users read their own jobs through job-info, never the raw KVS.
+#include <algorithm>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -104,27 +105,24 @@ int run_guest_eventlog(const JobOpts& o) {
   std::string num = std::to_string(id->value());
   // Linked with the job once it is done, else in the job's namespace.
   Client& c = *(*s)->client;
-  auto linked = [&]() -> Result<std::string> {
-    auto r = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"guest." + key}}});
-    if (!r.ok()) return r.error();
-    if (!(*r)["guest." + key].is_string()) return Error{EPROTO, "the " + o.path + " eventlog is not text"};
-    return (*r)["guest." + key].get<std::string>();
-  };
-  auto text = linked();
+  auto text = lookup_guest(c, *id, key);
   if (!text.ok() && text.error().code == ENOENT) {
-    // Not linked yet, or no such job: job-info tells which.
-    auto known = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"eventlog"}}});
-    if (!known.ok()) return fail(cmd, known.error());
+    // Not linked yet: the job's namespace.
     auto r = c.call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
     if (r.ok() && (*r)["value"].is_string()) {
       text = (*r)["value"].get<std::string>();
     } else if (!r.ok() && r.error().code != ENOENT) {
       return fail(cmd, r.error());
     } else {
-      text = linked();  // the job may have ended in between
+      text = lookup_guest(c, *id, key);  // the job may have ended in between
       if (!text.ok() && text.error().code == ENOENT) {
-        bool ended = (*known)["eventlog"].is_string() &&
-                     (*known)["eventlog"].get<std::string>().find("\"name\":\"clean\"") != std::string::npos;
+        // No such job, or no such eventlog: job-info tells which.
+        auto known = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"eventlog"}}});
+        if (!known.ok()) return fail(cmd, known.error());
+        auto log = (*known)["eventlog"].is_string() ? parse_eventlog((*known)["eventlog"].get<std::string>())
+                                                    : Result<std::vector<EventEntry>>(Error{EPROTO, ""});
+        bool ended =
+            log.ok() && std::any_of(log->begin(), log->end(), [](const EventEntry& e) { return e.name == "clean"; });
         return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog" + (ended ? "" : " yet"));
       }
     }

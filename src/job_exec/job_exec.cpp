@@ -114,6 +114,9 @@ struct JobExec::Impl {
   }
   void store_exec_log(uint64_t id, uint64_t serial);
   void append_linked_exec_log(uint64_t id, std::string text);
+  // Appends `text` to the eventlog at `key` of namespace `ns`.
+  void commit_exec_log(const std::string& ns, const std::string& key, std::string text,
+                       std::function<void(const Message&)> done);
   void respond(const Message& req, uint64_t id, const char* type, Json data = Json::object()) {
     h_.respond(req, Json{{"id", id}, {"type", type}, {"data", std::move(data)}});
   }
@@ -759,45 +762,48 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   r.exec_log.clear();
 }
 
+void JobExec::Impl::commit_exec_log(const std::string& ns, const std::string& key, std::string text,
+                                    std::function<void(const Message&)> done) {
+  Json ops = Json::array({Json{{"op", "append"}, {"key", key}, {"value", std::move(text)}}});
+  h_.rpc("kvs.commit", Json{{"namespace", ns}, {"ops", std::move(ops)}}, {}, std::move(done));
+}
+
 void JobExec::Impl::append_linked_exec_log(uint64_t id, std::string text) {
   if (text.empty()) return;
-  std::string key = "job." + std::to_string(id) + ".guest.exec.eventlog";
-  Json ops = Json::array({Json{{"op", "append"}, {"key", key}, {"value", std::move(text)}}});
-  h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [id](const Message& m) {
-    if (m.errnum) spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
-  });
+  commit_exec_log("primary", "job." + std::to_string(id) + ".guest.exec.eventlog", std::move(text),
+                  [id](const Message& m) {
+                    if (m.errnum) {
+                      spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", id, error_text(m));
+                    }
+                  });
 }
 
 // The exec eventlog entries so far to the guest namespace, for whoever
-// follows it while the job runs. On an error they stay for the next try (at
-// the latest with the link).
+// follows it while the job runs, one commit at a time (entries logged
+// meanwhile go when it is answered). On an error they stay for the next
+// try (at the latest with the link).
 void JobExec::Impl::store_exec_log(uint64_t id, uint64_t serial) {
   Run* r = current(id, serial);
-  if (!r || r->exec_log.empty() || r->ns.empty()) return;
-  if (r->exec_log_sending) {
-    r->exec_log_timer->arm(kExecLogDelay, [this, id, serial] { store_exec_log(id, serial); });
-    return;
-  }
+  if (!r || r->exec_log.empty() || r->ns.empty() || r->exec_log_sending) return;
   r->exec_log_sending = true;
   std::string text = std::move(r->exec_log);
   r->exec_log.clear();
-  Json ops = Json::array({Json{{"op", "append"}, {"key", "exec.eventlog"}, {"value", text}}});
   auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc("kvs.commit", Json{{"namespace", r->ns}, {"ops", std::move(ops)}}, {},
-         [this, alive, id, serial, text = std::move(text)](const Message& m) {
-           if (alive.expired()) return;
-           Run* r = current(id, serial);
-           if (!r) return;
-           r->exec_log_sending = false;
-           if (!m.errnum) return;
-           if (!r->linking) {
-             r->exec_log = text + r->exec_log;  // with the next ones
-             return;
-           }
-           // Too late for the namespace: after the rest in the linked copy.
-           spdlog::warn("job-exec: job {}: exec eventlog entries stored out of order: {}", id, error_text(m));
-           append_linked_exec_log(id, text);
-         });
+  commit_exec_log(r->ns, "exec.eventlog", text, [this, alive, id, serial, text](const Message& m) {
+    if (alive.expired()) return;
+    Run* r = current(id, serial);
+    if (!r) return;
+    r->exec_log_sending = false;
+    if (m.errnum && r->linking) {
+      // Too late for the namespace: after the rest in the linked copy.
+      spdlog::warn("job-exec: job {}: exec eventlog entries stored out of order: {}", id, error_text(m));
+      return append_linked_exec_log(id, text);
+    }
+    if (m.errnum) r->exec_log = text + r->exec_log;  // with the next ones
+    if (!r->linking && !r->exec_log.empty() && !r->exec_log_timer->armed()) {
+      r->exec_log_timer->arm(kExecLogDelay, [this, id, serial] { store_exec_log(id, serial); });
+    }
+  });
 }
 
 void JobExec::Impl::kill_all(Run& r, int sig) {

@@ -2,7 +2,6 @@
 
 #include <spdlog/spdlog.h>
 
-#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
@@ -60,11 +59,7 @@ void Kvs::install() {
   h_.add_method("kvs.namespace-link", Access::kOwner, [this](const Message& m) { namespace_link(m); });
 }
 
-bool Kvs::pending_for(const std::string& ns) const {
-  return std::any_of(pending_.begin(), pending_.end(), [&](const PendingCommit& c) {
-    return std::any_of(c.ops.begin(), c.ops.end(), [&](const StoredOp& op) { return op.ns == ns; });
-  });
-}
+bool Kvs::pending_for(const std::string& ns) const { return pending_ns_.count(ns) > 0; }
 
 Result<Kvs::Namespace*> Kvs::access(const Message& req, const std::string& ns, bool write) {
   auto it = namespaces_.find(ns);
@@ -152,6 +147,7 @@ void Kvs::commit(const Message& req) {
 }
 
 void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
+  for (const auto& op : ops) pending_ns_.insert(op.ns);
   pending_.push_back(PendingCommit{req, std::move(ops)});
   if (flush_posted_) return;
   flush_posted_ = true;
@@ -166,6 +162,7 @@ void Kvs::flush() {
   flush_posted_ = false;
   auto queued = std::move(pending_);
   pending_.clear();
+  pending_ns_.clear();
   if (queued.empty()) return;  // flushed early (a request behind a creation or a commit)
   // Requests were checked against memory when they arrived, but one batch
   // can invalidate its own later requests (a namespace created twice, a

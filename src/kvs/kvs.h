@@ -25,6 +25,7 @@
 
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -102,6 +103,7 @@ class Kvs {
   uint32_t owner_;
   std::map<std::string, Namespace> namespaces_;
   std::vector<PendingCommit> pending_;
+  std::set<std::string> pending_ns_;  // the namespaces pending_ touches
   bool flush_posted_ = false;
   uint64_t next_watch_ = 1;
   std::unordered_map<uint64_t, Watch> watches_;

@@ -157,9 +157,9 @@ void Handle::dispatch_response(Message&& m) {
     }
     return;
   }
-  m.write_text();
   auto it = rpcs_.find(m.matchtag);
   if (it == rpcs_.end()) return;  // cancelled or timed out: drop
+  m.write_text();
   bool last = !it->second.streaming || m.errnum != 0;
   if (last) {
     auto fn = std::move(it->second.fn);
@@ -175,10 +175,11 @@ void Handle::dispatch_response(Message&& m) {
 
 void Handle::dispatch_request(Message&& m) {
   auto it = methods_.find(m.topic);
-  if (it == methods_.end() || !it->second.reads_json) m.write_text();
+  if (it != methods_.end() && !it->second.reads_json) m.write_text();
   if (it == methods_.end()) {
     // Every service answers ping, so `loom ping SERVICE` works for all.
     if (m.method() == "ping") {
+      m.write_text();
       respond(m, m.payload.empty() ? std::string("{}") : m.payload);
       return;
     }

@@ -84,11 +84,11 @@ struct ShellLauncher::Impl {
   std::unique_ptr<ChildWatch> server_watch_;
   void start_fork_server();
   void stop_fork_server();
-  // A shell from the fork server for `job` (its id, a newline, its JSON),
+  // A shell of job `jid` from the fork server for `info` (its job, JSON),
   // given the write end of its report pipe; an error if the server cannot
   // (then the caller starts one: ENOTCONN and EMSGSIZE when the server
   // never had the pipe).
-  Result<pid_t> fork_shell(const std::string& job, int report);
+  Result<pid_t> fork_shell(uint64_t jid, const std::string& info, int report);
   std::vector<std::string> shell_env() const {
     auto env = current_environment();
     std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
@@ -163,7 +163,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   auto info = std::make_shared<std::string>(dump_json((*p)["info"]));
   // Forked by the fork server when it can, else started here.
   if (server_ < 0 && server_pid_ < 0 && h_.clock().now() - server_tried_ > kForkServerRetry) start_fork_server();
-  auto pid = fork_shell(std::to_string(jid) + "\n" + *info, out[1]);
+  auto pid = fork_shell(jid, *info, out[1]);
   size_t written = info->size();
   if (pid.ok()) {
     ::close(in[1]);
@@ -212,7 +212,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
       it->second.input.reset();  // EOF for the shell
     });
   }
-  s.job_info = (*p)["info"];
+  s.job_info = std::move((*p)["info"]);
   auto watch = ChildWatch::create(io_, *pid, [this, jid](int status) { exited(jid, status); });
   if (!watch.ok()) {
     ::kill(-*pid, SIGKILL);
@@ -434,7 +434,8 @@ std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handl
   auto impl = std::make_unique<Impl>(io, h, std::move(cfg));
   Impl* raw = impl.get();
   raw->start_fork_server();
-  h.add_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
+  // Reads its payload as JSON only (job-exec's jobs travel parsed).
+  h.add_json_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
   h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
   h.add_method("shell.adopt", Access::kOwner, [raw](const Message& m) { raw->adopt(m); });
   h.add_method("shell.done", Access::kOwner, [raw](const Message& m) { raw->done(m); });
@@ -482,14 +483,16 @@ void ShellLauncher::Impl::stop_fork_server() {
   if (server_pid_ > 0) ::kill(server_pid_, SIGKILL);
 }
 
-Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report) {
+Result<pid_t> ShellLauncher::Impl::fork_shell(uint64_t jid, const std::string& info, int report) {
   if (server_ < 0) return Error{ENOTCONN, "no fork server"};
-  if (job.size() > kForkServerMaxJob) return Error{EMSGSIZE, "the job is larger than the fork server takes"};
-  iovec iov{const_cast<char*>(job.data()), job.size()};
+  std::string id = std::to_string(jid) + "\n";
+  size_t size = id.size() + info.size();
+  if (size > kForkServerMaxJob) return Error{EMSGSIZE, "the job is larger than the fork server takes"};
+  iovec iov[2] = {{id.data(), id.size()}, {const_cast<char*>(info.data()), info.size()}};
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof report)] = {};
   msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
+  msg.msg_iov = iov;
+  msg.msg_iovlen = 2;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
   cmsghdr* cm = CMSG_FIRSTHDR(&msg);
@@ -502,7 +505,7 @@ Result<pid_t> ShellLauncher::Impl::fork_shell(const std::string& job, int report
   }
   char answer[32];
   ssize_t got = -1;
-  if (n == static_cast<ssize_t>(job.size())) {
+  if (n == static_cast<ssize_t>(size)) {
     // The shell's pid, from the shell itself once it leads its session (a
     // fork: a tenth of a millisecond, waited for as posix_spawn is), or
     // -errno from the server.

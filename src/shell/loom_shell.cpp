@@ -120,6 +120,7 @@ class Shell {
 
   void read(Stream& s);
   void emit(const Stream& s, std::string_view data);
+  void note(const std::string& text);
   void flush();
   void requeue();
   bool done() const {
@@ -127,6 +128,14 @@ class Shell {
            pending_.empty() && !commit_in_flight_;
   }
 };
+
+// A line of the shell's own on the job's stderr (task rank -1).
+void Shell::note(const std::string& text) {
+  std::string line = dump_json(output_entry("stderr", -1, "loom-shell: " + text + "\n")) + "\n";
+  held_bytes_ += line.size();
+  pending_.push_back(std::move(line));
+  flush();
+}
 
 void Shell::emit(const Stream& s, std::string_view data) {
   int fd = std::string_view(s.name) == "stdout" ? out_fd_ : err_fd_;
@@ -148,9 +157,7 @@ void Shell::emit(const Stream& s, std::string_view data) {
   if (!connected() && held_bytes_ + line.size() > kMaxHeldOutput) {
     if (!dropped_) {
       dropped_ = true;
-      line = dump_json(output_entry("stderr", -1, "loom-shell: output dropped while the broker was away\n")) + "\n";
-      held_bytes_ += line.size();
-      pending_.push_back(std::move(line));
+      note("output dropped while the broker was away");
     }
     return;
   }
@@ -172,11 +179,7 @@ void Shell::open_output_files(const Json& sys, const std::string& id, const std:
     if (!path.empty() && path[0] != '/' && !cwd.empty()) path = cwd + "/" + path;
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
-      std::string why = "loom-shell: cannot open " + path + ": " + std::strerror(errno) + "\n";
-      std::string line = dump_json(output_entry("stderr", -1, why)) + "\n";
-      held_bytes_ += line.size();
-      pending_.push_back(std::move(line));
-      flush();
+      note("cannot open " + path + ": " + std::strerror(errno));
     }
     return fd;
   };
@@ -482,10 +485,7 @@ int Shell::run() {
 // whole. Those started are killed, the others count as not runnable (126),
 // and the job's stderr says why.
 int Shell::cannot_start(int from, const std::string& why) {
-  std::string line = dump_json(output_entry("stderr", -1, "loom-shell: " + why + "\n")) + "\n";
-  held_bytes_ += line.size();
-  pending_.push_back(std::move(line));
-  flush();
+  note(why);
   for (int i = 0; i < from; ++i) {
     Task& t = tasks_[static_cast<size_t>(i)];
     if (t.exited || t.pid <= 0) continue;
