@@ -1,5 +1,7 @@
 #include "msg/codec.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 #include "base/assert.h"
@@ -69,14 +71,19 @@ Status validate_message(const Message& m) {
   if (m.is_request() && m.has_flag(msgflag::kStreaming) && m.has_flag(msgflag::kNoResponse)) {
     return proto("a request cannot be both streaming and no-response");
   }
+  if (m.has_flag(msgflag::kPrivate) && !m.is_event()) return proto("only an event can be private");
   return {};
+}
+
+size_t frame_body_size(const Message& m) {
+  return kFrameHeaderSize + m.topic.size() + 8 * m.route.size() + m.payload.size();
 }
 
 void encode_message(const Message& m, std::string& out) {
   LOOM_ASSERT(m.topic.size() <= kMaxTopicSize);
   LOOM_ASSERT(m.route.size() <= kMaxRouteHops);
   LOOM_ASSERT(!m.json || !m.payload.empty());  // its text must be written first (Message::write_text)
-  size_t body = kFrameHeaderSize + m.topic.size() + 8 * m.route.size() + m.payload.size();
+  size_t body = frame_body_size(m);
   LOOM_ASSERT(body <= kMaxFrameSize);
   out.reserve(out.size() + 4 + body);
   put_u32(out, static_cast<uint32_t>(body));
@@ -131,7 +138,82 @@ Result<Message> decode_body(std::string_view body) {
   return m;
 }
 
+namespace {
+constexpr char kMagic[4] = {'L', 'O', 'O', 'M'};
+
+// The first bytes of a stranger's stream, printable, for the log line.
+std::string quote_bytes(std::string_view b) {
+  std::string out = "\"";
+  for (unsigned char c : b) {
+    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char esc[8];
+      std::snprintf(esc, sizeof esc, "\\x%02x", c);
+      out += esc;
+    }
+  }
+  return out + "\"";
+}
+}  // namespace
+
+const char* peer_role_name(PeerRole r) {
+  switch (r) {
+    case PeerRole::kClient: return "a loom client";
+    case PeerRole::kBroker: return "a loom broker's client socket";
+    case PeerRole::kOverlay: return "a loom broker-to-broker link";
+  }
+  return "an unknown loom role";
+}
+
+std::string encode_greeting(PeerRole self) {
+  std::string g(kMagic, sizeof kMagic);
+  put_u8(g, kProtocolVersion);
+  put_u8(g, static_cast<uint8_t>(self));
+  put_u8(g, 0);
+  put_u8(g, 0);
+  return g;
+}
+
+Status check_greeting(std::string_view b, PeerRole expected) {
+  if (b.size() < kGreetingSize || b.substr(0, 4) != std::string_view(kMagic, 4)) {
+    return Error{EPROTO, "not a loom peer (it began with " + quote_bytes(b.substr(0, kGreetingSize)) + ")"};
+  }
+  auto version = static_cast<uint8_t>(b[4]);
+  if (version != kProtocolVersion) {
+    return Error{EPROTONOSUPPORT, "the peer speaks loom protocol version " + std::to_string(version) +
+                                      "; this side speaks version " + std::to_string(kProtocolVersion)};
+  }
+  auto role = static_cast<uint8_t>(b[5]);
+  if (role != static_cast<uint8_t>(expected)) {
+    bool known = role >= 1 && role <= 3;
+    return Error{EPROTOTYPE, std::string("expected ") + peer_role_name(expected) + ", found " +
+                                 (known ? peer_role_name(static_cast<PeerRole>(role))
+                                        : "a peer of unknown role " + std::to_string(role))};
+  }
+  if (b[6] != 0 || b[7] != 0) return Error{EPROTO, "loom greeting with reserved bytes set"};
+  return {};
+}
+
 Result<std::optional<Message>> FrameDecoder::next() {
+  if (greeting_) {
+    // A stranger that sends fewer bytes than a greeting and waits is
+    // judged by what it sent once it sends no more (the connection's
+    // timeouts); here only whole greetings are judged, and a wrong start
+    // as soon as it shows.
+    size_t have = buf_.size() - pos_;
+    size_t n = std::min(have, kGreetingSize);
+    if (std::string_view(buf_).substr(pos_, std::min<size_t>(n, 4)) !=
+        std::string_view(kMagic, std::min<size_t>(n, 4))) {
+      return check_greeting(std::string_view(buf_).substr(pos_, n), *greeting_).error();
+    }
+    if (have < kGreetingSize) return std::optional<Message>{};
+    if (auto st = check_greeting(std::string_view(buf_).substr(pos_, kGreetingSize), *greeting_); !st) {
+      return st.error();
+    }
+    pos_ += kGreetingSize;
+    greeting_.reset();
+  }
   if (buf_.size() - pos_ < 4) return std::optional<Message>{};
   uint32_t len = 0;
   for (int i = 0; i < 4; ++i) len |= uint32_t{static_cast<uint8_t>(buf_[pos_ + i])} << (8 * i);

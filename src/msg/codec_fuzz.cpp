@@ -6,6 +6,10 @@
 // again to the same fields, and its payload must go through parse_json
 // (and back through dump_json) without harm.
 //
+// The same bytes are also read as a stream that opens with a greeting
+// (docs/protocols/messages.md): it must be refused unless it begins with a
+// client's greeting, and then yield what the bytes after it yield.
+//
 // Build with the `fuzz` preset; ctest runs it for a bounded time on the
 // seeds in fuzz_corpus/: one tiny stream per kind of message (a request, a
 // streaming one, a response with a route, an error response, an event then a
@@ -14,6 +18,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -63,9 +68,12 @@ uint64_t fnv1a(std::string_view s) {
 }
 
 // Feeds `bytes` in reads of 1..max_read bytes (all at once when 0),
-// draining the decoder after each read, until the first error.
-Outcome decode_stream(std::string_view bytes, size_t max_frame, size_t max_read, uint64_t seed) {
+// draining the decoder after each read, until the first error. With
+// `greeting`, the stream must begin with a greeting of that role.
+Outcome decode_stream(std::string_view bytes, size_t max_frame, size_t max_read, uint64_t seed,
+                      std::optional<PeerRole> greeting = std::nullopt) {
   FrameDecoder d(max_frame);
+  if (greeting) d.expect_greeting(*greeting);
   SplitMix rng{seed};
   Outcome out;
   size_t fed = 0;
@@ -77,7 +85,9 @@ Outcome decode_stream(std::string_view bytes, size_t max_frame, size_t max_read,
     for (;;) {
       auto next = d.next();
       if (!next.ok()) {
-        FUZZ_CHECK(next.error().code == EPROTO);
+        int code = next.error().code;
+        FUZZ_CHECK(code == EPROTO || (greeting && (code == EPROTONOSUPPORT || code == EPROTOTYPE)));
+        FUZZ_CHECK(!next.error().text.empty());
         out.failed = true;
         return out;
       }
@@ -136,6 +146,26 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(split.messages.size() == whole.messages.size());
     for (size_t i = 0; i < split.messages.size(); ++i) {
       FUZZ_CHECK(fields(split.messages[i]) == fields(whole.messages[i]));
+    }
+  }
+
+  // The same stream behind a greeting: refused unless its first 8 bytes are
+  // a client's greeting (as check_greeting says), and then exactly what
+  // the rest decodes to, however it is cut.
+  for (size_t max_read : {size_t{0}, size_t{3}}) {
+    Outcome greeted = decode_stream(bytes, kMaxFrameSize, max_read, seed, PeerRole::kClient);
+    bool valid =
+        bytes.size() >= kGreetingSize && check_greeting(bytes.substr(0, kGreetingSize), PeerRole::kClient).ok();
+    if (!valid) {
+      FUZZ_CHECK(greeted.messages.empty());
+      FUZZ_CHECK(greeted.failed || bytes.size() < kGreetingSize);
+      continue;
+    }
+    Outcome rest = decode_stream(bytes.substr(kGreetingSize), kMaxFrameSize, 0, seed);
+    FUZZ_CHECK(greeted.failed == rest.failed);
+    FUZZ_CHECK(greeted.messages.size() == rest.messages.size());
+    for (size_t i = 0; i < rest.messages.size(); ++i) {
+      FUZZ_CHECK(fields(greeted.messages[i]) == fields(rest.messages[i]));
     }
   }
 

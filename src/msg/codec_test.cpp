@@ -278,7 +278,7 @@ TEST(Codec, RefusesAnUnknownType) {
 }
 
 TEST(Codec, RefusesUnknownFlags) {
-  for (uint8_t flags : {0x04, 0x80, 0x05}) {
+  for (uint8_t flags : {0x08, 0x80, 0x09}) {
     Message m = make_request("a.b");
     m.flags = flags;
     expect_eproto(decode_body(body_of(m)), "unknown message flags");
@@ -391,6 +391,88 @@ TEST(FrameDecoder, NeverCrashesOnCorruptedValidStreams) {
     decode_everything(bytes, kMaxFrameSize, rng);
     if (HasFatalFailure()) return;
   }
+}
+
+TEST(Greeting, IsMagicVersionRoleAndTwoZeroBytes) {
+  EXPECT_EQ(encode_greeting(PeerRole::kClient), std::string("LOOM\x01\x01\x00\x00", 8));
+  EXPECT_EQ(encode_greeting(PeerRole::kBroker), std::string("LOOM\x01\x02\x00\x00", 8));
+  EXPECT_EQ(encode_greeting(PeerRole::kOverlay), std::string("LOOM\x01\x03\x00\x00", 8));
+  EXPECT_TRUE(check_greeting(encode_greeting(PeerRole::kOverlay), PeerRole::kOverlay).ok());
+}
+
+TEST(Greeting, NamesWhatIsWrongInOneLine) {
+  auto http = check_greeting("GET / HT", PeerRole::kBroker);
+  ASSERT_FALSE(http.ok());
+  EXPECT_EQ(http.error().code, EPROTO);
+  EXPECT_EQ(http.error().text, "not a loom peer (it began with \"GET / HT\")");
+  auto version = check_greeting(std::string("LOOM\x02\x02\x00\x00", 8), PeerRole::kBroker);
+  ASSERT_FALSE(version.ok());
+  EXPECT_EQ(version.error().code, EPROTONOSUPPORT);
+  EXPECT_EQ(version.error().text, "the peer speaks loom protocol version 2; this side speaks version 1");
+  auto role = check_greeting(encode_greeting(PeerRole::kOverlay), PeerRole::kBroker);
+  ASSERT_FALSE(role.ok());
+  EXPECT_EQ(role.error().code, EPROTOTYPE);
+  EXPECT_EQ(role.error().text, "expected a loom broker's client socket, found a loom broker-to-broker link");
+  auto reserved = check_greeting(std::string("LOOM\x01\x02\x00\x01", 8), PeerRole::kBroker);
+  EXPECT_EQ(reserved.error().code, EPROTO);
+  auto binary = check_greeting(std::string("\x00\xff\n", 3), PeerRole::kBroker);
+  EXPECT_EQ(binary.error().text, "not a loom peer (it began with \"\\x00\\xff\\x0a\")");
+}
+
+TEST(FrameDecoder, ReadsTheGreetingBeforeTheFirstFrame) {
+  FrameDecoder d;
+  d.expect_greeting(PeerRole::kClient);
+  std::string stream = encode_greeting(PeerRole::kClient) + encode_message(make_request("a.b", "{}"));
+  // Byte by byte: nothing until the frame is whole, no error on the way.
+  for (size_t i = 0; i + 1 < stream.size(); ++i) {
+    d.feed(&stream[i], 1);
+    auto n = d.next();
+    ASSERT_TRUE(n.ok()) << "at byte " << i << ": " << n.error().text;
+    EXPECT_FALSE(n->has_value());
+    // A whole greeting and nothing more is a peer between messages.
+    EXPECT_EQ(d.partial(), i + 1 != kGreetingSize) << "at byte " << i;
+  }
+  d.feed(&stream.back(), 1);
+  auto n = d.next();
+  ASSERT_TRUE(n.ok());
+  ASSERT_TRUE(n->has_value());
+  EXPECT_EQ((*n)->topic, "a.b");
+  EXPECT_FALSE(d.partial());
+}
+
+TEST(FrameDecoder, RefusesAStreamWithoutAGreetingAtItsFirstWrongByte) {
+  // A loom frame without the greeting (an old peer), or an HTTP request:
+  // refused as soon as a byte differs from the magic, not when 8 arrived.
+  FrameDecoder old_peer;
+  old_peer.expect_greeting(PeerRole::kClient);
+  std::string frame = encode_message(make_request("a.b", "{}"));
+  old_peer.feed(frame.data(), 1);
+  auto n = old_peer.next();
+  ASSERT_FALSE(n.ok());
+  EXPECT_EQ(n.error().code, EPROTO);
+  FrameDecoder http;
+  http.expect_greeting(PeerRole::kClient);
+  http.feed("GE", 2);
+  EXPECT_EQ(http.next().error().text, "not a loom peer (it began with \"GE\")");
+  FrameDecoder wrong_role;
+  wrong_role.expect_greeting(PeerRole::kOverlay);
+  std::string g = encode_greeting(PeerRole::kClient);
+  wrong_role.feed(g.data(), g.size());
+  EXPECT_EQ(wrong_role.next().error().code, EPROTOTYPE);
+}
+
+TEST(Codec, OnlyAnEventMayBePrivate) {
+  Message ev = make_event("job-exception", "{}");
+  ev.flags = msgflag::kPrivate;
+  EXPECT_TRUE(decode_body(body_of(ev)).ok());
+  Message req = make_request("a.b");
+  req.flags = msgflag::kPrivate;
+  expect_eproto(decode_body(body_of(req)), "only an event can be private");
+}
+
+TEST(Codec, FrameBodySizeIsWhatTheEncoderWrites) {
+  Message m = full_message();
+  EXPECT_EQ(frame_body_size(m) + 4, encode_message(m).size());
 }
 
 TEST(Message, SplitsTheTopicIntoServiceAndMethodAtTheFirstDot) {

@@ -16,7 +16,8 @@ enum class MsgType : uint8_t { kRequest = 1, kResponse = 2, kEvent = 4 };
 namespace msgflag {
 inline constexpr uint8_t kStreaming = 0x01;   // request expects many responses ending in ENODATA
 inline constexpr uint8_t kNoResponse = 0x02;  // request expects no response at all
-inline constexpr uint8_t kAll = kStreaming | kNoResponse;
+inline constexpr uint8_t kPrivate = 0x04;     // event for the owner and its userid only
+inline constexpr uint8_t kAll = kStreaming | kNoResponse | kPrivate;
 }  // namespace msgflag
 
 inline constexpr uint32_t kNodeAny = 0xFFFFFFFFu;  // nearest provider, else upstream
