@@ -161,7 +161,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
   while (!a.clean && a.rc < 0 && s.client->is_open()) s.io.run_one();
   if (sigint) sigint->cancel();
   if (a.rc >= 0) return a.rc;
-  if (!a.clean) return fail(cmd, "lost the connection to the broker");
+  if (!a.clean) return fail(cmd, s.client->lost_text());
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);
   a.read_rest();
   if (a.rc >= 0) return a.rc;

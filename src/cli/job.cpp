@@ -75,7 +75,7 @@ int stream_eventlog(const std::string& cmd, const JobOpts& o, bool follow,
                       if (on_event((*j)["event"], *e)) rc = 0;
                     });
   while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail(cmd, "lost the connection to the broker");
+  if (rc < 0) return fail(cmd, sess.client->lost_text());
   return rc;
 }
 

@@ -152,7 +152,7 @@ int follow_eventlog(const std::string& cmd, const KvsOpts& o, bool follow,
     }
   });
   while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail(cmd, "lost the connection to the broker");
+  if (rc < 0) return fail(cmd, sess.client->lost_text());
   return rc;
 }
 

@@ -48,7 +48,7 @@ int run_ping(const PingOpts& o) {
   };
   send_one();
   while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail("ping", "lost the connection to the broker");
+  if (rc < 0) return fail("ping", sess.client->lost_text());
   return rc;
 }
 }  // namespace

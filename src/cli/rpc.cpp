@@ -43,7 +43,7 @@ int run_rpc(const RpcOpts& o) {
     rc = fail("rpc", o.topic + ": " + error_text(r));
   });
   while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail("rpc", "lost the connection to the broker");
+  if (rc < 0) return fail("rpc", sess.client->lost_text());
   return rc;
 }
 }  // namespace

@@ -173,7 +173,7 @@ int run_submit(const SubmitOpts& o) {
     });
   }
   while (left > 0 && sess.client->is_open()) sess.io.run_one();
-  if (left > 0) return fail("submit", "lost the connection to the broker");
+  if (left > 0) return fail("submit", sess.client->lost_text());
   std::string out;
   for (auto& a : answers) {
     if (!a.contains("ids")) continue;

@@ -31,7 +31,7 @@ Result<std::unique_ptr<Client>> Client::connect(asio::io_context& io, Clock& clo
   sock.connect(asio::local::stream_protocol::endpoint(*path), ec);
   if (ec) return Error{ECONNREFUSED, "cannot connect to " + uri + ": " + ec.message()};
   std::unique_ptr<Client> c(new Client(io));
-  c->conn_ = std::make_shared<UnixConnection>(std::move(sock));
+  c->conn_ = std::make_shared<UnixConnection>(std::move(sock), PeerRole::kClient, PeerRole::kBroker);
   UnixConnection* raw = c->conn_.get();
   c->handle_ = std::make_unique<Handle>(clock, [raw](const Message& m) { raw->send(m); });
   auto uid = env_u32("LOOM_HANDLE_USERID");
@@ -53,6 +53,12 @@ Result<std::unique_ptr<Client>> Client::connect(asio::io_context& io, Clock& clo
 
 Client::~Client() { close(); }
 
+std::string Client::lost_text() const {
+  std::string text = "lost the connection to the broker";
+  if (conn_ && !conn_->is_open() && !conn_->close_reason().text.empty()) text += ": " + conn_->close_reason().text;
+  return text;
+}
+
 void Client::close() {
   if (conn_) {
     conn_->on_close = nullptr;
@@ -73,7 +79,7 @@ Result<std::string> Client::call_raw(const std::string& topic, const std::string
   while (!done) {
     if (io_.run_one() == 0) {
       io_.restart();
-      if (!is_open()) return Error{ECONNRESET, "lost the connection to the broker"};
+      if (!is_open()) return Error{ECONNRESET, lost_text()};
     }
   }
   return out;

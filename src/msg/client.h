@@ -24,6 +24,9 @@ class Client {
   Handle& handle() { return *handle_; }
   bool is_open() const { return conn_ && conn_->is_open(); }
   void close();
+  // "lost the connection to the broker", with the reason once it closed
+  // (a refused greeting says what the other end was).
+  std::string lost_text() const;
   // Runs when the broker closes the connection (after in-flight RPCs fail).
   std::function<void(const Error&)> on_close;
 

@@ -1,8 +1,11 @@
-// A framed message connection over a stream socket (Unix or TCP): reads
-// frames, decodes them, hands each Message to on_message; queues writes.
-// Any decode error closes this one connection and never anything else.
+// A framed message connection over a stream socket (Unix or TCP): sends
+// its greeting and checks the peer's (docs/protocols/messages.md), then
+// reads frames, decodes them, hands each Message to on_message; queues
+// writes. Any decode error closes this one connection and never anything
+// else.
 #pragma once
 
+#include <algorithm>
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/write.hpp>
@@ -26,7 +29,14 @@ class Connection {
   // Closes now; on_close runs once, later, from the event loop.
   virtual void close() = 0;
   virtual bool is_open() const = 0;
+  // Why it closed (set as it closes, before on_close runs); empty text
+  // while open.
+  virtual const Error& close_reason() const = 0;
   virtual size_t queued_bytes() const = 0;
+  // Bytes received so far, and whether a frame (or the greeting) has begun
+  // and not yet arrived whole: a broker drops a peer that stops half way.
+  virtual uint64_t bytes_received() const = 0;
+  virtual bool has_partial_frame() const = 0;
 
   std::function<void(Message&&)> on_message;
   // Why the connection ended: ECONNRESET for EOF, EPROTO for a bad frame…
@@ -34,14 +44,58 @@ class Connection {
 };
 
 // Past this much unsent output a peer is too slow to keep; drop it.
-inline constexpr size_t kMaxQueuedBytes = size_t{512} << 20;
+inline constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
+
+// The unsent output of many connections together (a broker's clients):
+// once it passes `limit`, a connection whose own queue passes its share
+// (limit / connections, but at least kMinOutputShare, room for a large
+// message) is dropped, so N clients that never read cannot hold N times a
+// connection's cap. Not thread-safe: one loop.
+class OutputBudget {
+ public:
+  static constexpr size_t kMinOutputShare = size_t{128} << 20;
+  explicit OutputBudget(size_t limit) : limit_(limit) {}
+  size_t limit() const { return limit_; }
+  size_t used() const { return used_; }
+  size_t connections() const { return connections_; }
+  // Whether a connection holding `queued` bytes is over its share.
+  bool over_share(size_t queued) const {
+    if (used_ <= limit_) return false;
+    size_t share = std::max(kMinOutputShare, limit_ / std::max<size_t>(connections_, 1));
+    return queued > share;
+  }
+
+ private:
+  template <typename Socket>
+  friend class StreamConnection;
+  size_t limit_;
+  size_t used_ = 0;
+  size_t connections_ = 0;
+};
 
 template <typename Socket>
 class StreamConnection final : public Connection, public std::enable_shared_from_this<StreamConnection<Socket>> {
  public:
-  explicit StreamConnection(Socket socket) : socket_(std::move(socket)) {}
+  // `self` is the role this end greets with, `peer` the role the other
+  // end must greet with. `budget` (optional, borrowed; must outlive this
+  // connection) bounds the output queued across connections.
+  StreamConnection(Socket socket, PeerRole self, PeerRole peer, OutputBudget* budget = nullptr)
+      : socket_(std::move(socket)), self_(self), budget_(budget) {
+    decoder_.expect_greeting(peer);
+    if (budget_) ++budget_->connections_;
+  }
+  ~StreamConnection() override {
+    if (budget_) {
+      budget_->used_ -= accounted_;
+      --budget_->connections_;
+    }
+  }
 
-  void start() override { read_more(); }
+  void start() override {
+    pending_ = encode_greeting(self_);
+    flush();
+    read_more();
+  }
 
   void send(const Message& m) override {
     if (closed_) return;
@@ -56,7 +110,10 @@ class StreamConnection final : public Connection, public std::enable_shared_from
 
   void close() override { shutdown(Error{ECONNRESET, "closed locally"}); }
   bool is_open() const override { return !closed_; }
+  const Error& close_reason() const override { return close_reason_; }
   size_t queued_bytes() const override { return pending_.size() + writing_.size(); }
+  uint64_t bytes_received() const override { return received_; }
+  bool has_partial_frame() const override { return decoder_.partial(); }
   Socket& socket() { return socket_; }
 
  private:
@@ -72,6 +129,7 @@ class StreamConnection final : public Connection, public std::enable_shared_from
       shutdown(Error{ECONNRESET, ec == asio::error::eof ? "peer closed the connection" : ec.message()});
       return;
     }
+    received_ += n;
     decoder_.feed(rbuf_, n);
     auto keep = this->shared_from_this();  // a handler may drop the last owner
     while (!closed_) {
@@ -86,9 +144,19 @@ class StreamConnection final : public Connection, public std::enable_shared_from
     if (!closed_) read_more();
   }
 
+  // Keeps the budget's count of this connection's queued bytes current.
+  void account() {
+    if (!budget_) return;
+    size_t now = queued_bytes();
+    budget_->used_ = budget_->used_ - accounted_ + now;
+    accounted_ = now;
+  }
+
   void flush() {
-    if (pending_.size() > kMaxQueuedBytes) {
-      shutdown(Error{ENOBUFS, "peer does not read its messages"});
+    account();
+    if (pending_.size() > kMaxQueuedBytes || (budget_ && budget_->over_share(queued_bytes()))) {
+      shutdown(
+          Error{ENOBUFS, "peer does not read its messages (" + std::to_string(queued_bytes() >> 20) + " MiB unsent)"});
       return;
     }
     if (writing_active_ || pending_.empty()) return;
@@ -98,6 +166,7 @@ class StreamConnection final : public Connection, public std::enable_shared_from
                       [self = this->shared_from_this()](const std::error_code& ec, size_t) {
                         self->writing_active_ = false;
                         self->writing_.clear();
+                        self->account();
                         if (ec) {
                           self->shutdown(Error{ECONNRESET, ec.message()});
                           return;
@@ -109,10 +178,12 @@ class StreamConnection final : public Connection, public std::enable_shared_from
   void shutdown(Error why) {
     if (closed_) return;
     closed_ = true;
+    close_reason_ = why;
     std::error_code ignored;
     socket_.shutdown(Socket::shutdown_both, ignored);
     socket_.close(ignored);
     pending_.clear();
+    account();
     // Run on_close from the loop, not from inside the caller's stack.
     asio::post(socket_.get_executor(), [self = this->shared_from_this(), why = std::move(why)] {
       auto fn = std::move(self->on_close);
@@ -122,12 +193,17 @@ class StreamConnection final : public Connection, public std::enable_shared_from
   }
 
   Socket socket_;
+  PeerRole self_;
+  OutputBudget* budget_;
+  size_t accounted_ = 0;  // this connection's bytes in budget_->used_
+  uint64_t received_ = 0;
   FrameDecoder decoder_;
   char rbuf_[65536];
   std::string pending_;
   std::string writing_;
   bool writing_active_ = false;
   bool closed_ = false;
+  Error close_reason_{0, ""};
 };
 
 using UnixConnection = StreamConnection<asio::local::stream_protocol::socket>;

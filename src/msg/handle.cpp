@@ -1,6 +1,20 @@
 #include "msg/handle.h"
 
+#include "msg/codec.h"
+
 namespace loom {
+
+namespace {
+// A message whose text is written and would not fit in one frame. Text
+// that is still to be written (a service inside the broker) is the
+// broker's to check when it leaves through a socket.
+bool too_big(const Message& m) { return !m.payload.empty() && frame_body_size(m) > kMaxFrameSize; }
+
+std::string too_big_text(const Message& m, const char* what) {
+  return std::string(what) + " " + m.topic + " of " + std::to_string(frame_body_size(m)) +
+         " bytes exceeds the frame limit of " + std::to_string(kMaxFrameSize) + " bytes";
+}
+}  // namespace
 
 Handle::Handle(Clock& clock, SendFn send) : clock_(clock), send_(std::move(send)) {}
 
@@ -12,6 +26,13 @@ void Handle::set_credentials(uint32_t userid, uint32_t rolemask) {
 }
 
 void Handle::send(Message m) {
+  if (too_big(m)) {
+    // Never handed to a transport, which could not frame it. A request's
+    // caller learns it from its RPC (rpc_message); a response becomes an
+    // error response; anything else cannot be answered and is not sent.
+    if (!m.is_response() || m.errnum != 0) return;
+    m = make_error_response(m, EMSGSIZE, too_big_text(m, "response to"));
+  }
   if (m.userid == kUserIdUnknown) {
     m.userid = userid_;
     m.rolemask = rolemask_;
@@ -50,6 +71,20 @@ uint32_t Handle::rpc_message(std::string topic, std::string payload, std::shared
   m.json = std::move(json);
   m.matchtag = tag;
   Rpc rpc{std::move(fn), opts.streaming, nullptr};
+  if (too_big(m)) {
+    // The caller hears of it from the loop, as of any other failure.
+    rpc.timer = clock_.make_timer();
+    Message err = make_error_response(m, EMSGSIZE, too_big_text(m, "request"));
+    rpc.timer->arm(0, [this, tag, err = std::move(err)] {
+      auto it = rpcs_.find(tag);
+      if (it == rpcs_.end()) return;
+      auto f = std::move(it->second.fn);
+      rpcs_.erase(it);
+      f(err);
+    });
+    rpcs_.emplace(tag, std::move(rpc));
+    return tag;
+  }
   if (opts.timeout > 0) {
     rpc.timer = clock_.make_timer();
     Message req = m;  // for the synthetic error response
@@ -138,6 +173,14 @@ void Handle::subscribe(const std::string& prefix, EventFn fn, std::function<void
 }
 
 void Handle::publish(std::string topic, std::string payload) { send(make_event(std::move(topic), std::move(payload))); }
+
+void Handle::publish_private(std::string topic, std::string payload, uint32_t userid) {
+  Message m = make_event(std::move(topic), std::move(payload));
+  m.flags |= msgflag::kPrivate;
+  m.userid = userid;
+  m.rolemask = rolemask_;
+  send(std::move(m));
+}
 
 void Handle::dispatch(Message&& m) {
   switch (m.type) {

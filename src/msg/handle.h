@@ -106,6 +106,8 @@ class Handle {
   // `done` (optional) runs once the subscription is in place.
   void subscribe(const std::string& prefix, EventFn fn, std::function<void(const Error*)> done = nullptr);
   void publish(std::string topic, std::string payload);
+  // An event only the owner and `userid` receive (e.g. about that user's job).
+  void publish_private(std::string topic, std::string payload, uint32_t userid);
 
   // Everything that arrives for this endpoint goes through here.
   void dispatch(Message&& m);
