@@ -32,9 +32,11 @@ int main(int argc, char** argv) {
   app.add_option("--fanout", cfg.fanout, "Children per broker")->check(CLI::PositiveNumber);
   app.add_option("--local-fd", cfg.local_fd, "Inherited listening Unix socket for clients");
   app.add_option("--local-path", cfg.local_path, "Unix socket path to listen on for clients");
-  app.add_option("--overlay-fd", cfg.overlay_fd, "Inherited listening TCP socket for child brokers");
-  app.add_option("--parent-host", cfg.parent_host, "Address of the parent broker (default 127.0.0.1)");
-  app.add_option("--parent-port", cfg.parent_port, "TCP port of the parent broker");
+  app.add_option("--overlay-fd", cfg.overlay_fd, "Inherited listening Unix socket for child brokers");
+  app.add_option("--overlay-path", cfg.overlay_path, "Unix socket path to listen on for child brokers");
+  app.add_option("--parent-path", cfg.parent_path, "Unix socket of the parent broker");
+  app.add_option("--frame-timeout", cfg.frame_timeout, "Seconds a peer may stall in the middle of a message")
+      ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat-interval", cfg.heartbeat_interval, "Seconds between heartbeats")
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat-timeout", cfg.heartbeat_timeout, "Seconds of silence before a link is lost")

@@ -13,6 +13,13 @@ namespace {
 // Past this many distinct (service, rank) pairs a client's disconnect
 // notifications are not tracked any further; the set must stay bounded.
 constexpr size_t kMaxTalkedTo = 1024;
+// Requests a client-provided service may hold unanswered, and distinct
+// routes its matchtag-less requests may come by; past them new requests
+// get EAGAIN, so a client cannot grow the broker's tracking without bound.
+constexpr size_t kMaxUnanswered = 16384;
+constexpr size_t kMaxMatchlessRoutes = 1024;
+// How long accepting pauses when descriptors run out.
+constexpr double kAcceptPause = 0.1;
 }  // namespace
 
 const char* rank_state_name(RankState s) {
@@ -27,11 +34,15 @@ const char* rank_state_name(RankState s) {
 Broker::Broker(asio::io_context& io, Clock& clock, BrokerConfig cfg)
     : io_(io), clock_(clock), cfg_(std::move(cfg)), topo_{cfg_.size, cfg_.fanout} {
   started_at_ = clock_.now();
+  client_output_ = std::make_unique<OutputBudget>(cfg_.client_output_limit);
   if (cfg_.rank == 0) rank_state_.assign(cfg_.size, RankState::kOffline);
 }
 
 Broker::~Broker() {
   if (!bound_path_.empty()) ::unlink(bound_path_.c_str());
+  if (!bound_overlay_path_.empty()) ::unlink(bound_overlay_path_.c_str());
+  // Connections (and the budget they count in) go before the budget.
+  peers_.clear();
 }
 
 Status Broker::start() {
@@ -80,6 +91,7 @@ Broker::Peer& Broker::add_peer(PeerKind kind) {
   if (next_peer_id_ == 0) next_peer_id_ = 1;
   p->kind = kind;
   p->last_rx = clock_.now();
+  p->rx_progress_at = p->last_rx;
   Peer& ref = *p;
   peers_.emplace(ref.id, std::move(p));
   return ref;
@@ -101,10 +113,34 @@ void Broker::attach_connection(Peer& p, std::shared_ptr<Connection> conn) {
 void Broker::accept_local() {
   local_acceptor_->async_accept([this](const std::error_code& ec, asio::local::stream_protocol::socket sock) {
     if (ec == asio::error::operation_aborted || !local_acceptor_->is_open()) return;
-    if (!ec) on_local_connection(std::move(sock));
-    else spdlog::warn("accept on local socket: {}", ec.message());
+    if (ec) return accept_failed(local_gate_, ec, [this] { accept_local(); });
+    accept_succeeded(local_gate_);
+    on_local_connection(std::move(sock));
     accept_local();
   });
+}
+
+void Broker::accept_failed(AcceptGate& g, const std::error_code& ec, std::function<void()> again) {
+  if (ec != asio::error::no_descriptors && ec.value() != ENFILE && ec != asio::error::no_buffer_space &&
+      ec != asio::error::no_memory) {
+    // A connection that went away before it was accepted, and the like.
+    spdlog::debug("accept on {}: {}", g.what, ec.message());
+    return again();
+  }
+  // The pending connection stays in the backlog, so accepting again at
+  // once would fail again at once: wait, and say so once per episode.
+  if (!g.paused) {
+    spdlog::warn("cannot accept on {}: {}; pausing new connections until descriptors are free", g.what, ec.message());
+    g.paused = true;
+  }
+  if (!g.timer) g.timer = clock_.make_timer();
+  g.timer->arm(kAcceptPause, std::move(again));
+}
+
+void Broker::accept_succeeded(AcceptGate& g) {
+  if (!g.paused) return;
+  g.paused = false;
+  spdlog::warn("accepting on {} again", g.what);
 }
 
 void Broker::on_local_connection(asio::local::stream_protocol::socket sock) {
@@ -117,27 +153,52 @@ void Broker::on_local_connection(asio::local::stream_protocol::socket sock) {
   if (shutting_down_) return;  // closes the socket
   Peer& p = add_peer(PeerKind::kClient);
   p.uid = cred.uid;
+  p.pid = cred.pid;
   p.owner = cred.uid == ::getuid();
-  attach_connection(p, std::make_shared<UnixConnection>(std::move(sock)));
+  attach_connection(
+      p, std::make_shared<UnixConnection>(std::move(sock), PeerRole::kBroker, PeerRole::kClient, client_output_.get()));
 }
 
-void Broker::send_to(Peer& p, Message&& m) {
+bool Broker::send_to(Peer& p, Message&& m) {
   if (p.kind == PeerKind::kModule) {
     // Deliver from the loop, never from inside the sender's call stack.
     asio::post(io_, [this, id = p.id, m = std::move(m)]() mutable {
       if (Peer* q = find_peer(id)) q->handle->dispatch(std::move(m));
     });
-    return;
+    return true;
   }
-  if (p.conn) {
-    m.write_text();
-    p.conn->send(m);
+  if (!p.conn) return false;
+  m.write_text();
+  // A message grows by a hop at every broker, so one that fit where it
+  // entered may not fit the next socket; nor may a response that a
+  // service inside this broker built. The encoder would assert on it.
+  size_t size = frame_body_size(m);
+  if (size > kMaxFrameSize) {
+    ++oversize_messages_;
+    std::string why = std::string(msgtype_name(m.type)) + " " + m.topic + " of " + std::to_string(size) +
+                      " bytes exceeds the frame limit of " + std::to_string(kMaxFrameSize) + " bytes";
+    spdlog::warn("not sending {}", why);
+    if (m.is_request()) {
+      respond_error(m, EMSGSIZE, why);  // its route still ends with this broker's hop
+    } else if (m.is_response() && m.errnum == 0) {
+      p.conn->send(make_error_response(m, EMSGSIZE, why));
+    }
+    return false;
   }
+  p.conn->send(m);
+  return true;
 }
 
 void Broker::on_peer_closed(uint32_t id, const Error& why) {
   Peer* p = find_peer(id);
   if (!p) return;
+  if (why.code == EPROTO || why.code == EPROTONOSUPPORT || why.code == EPROTOTYPE || why.code == ENOBUFS) {
+    // A peer that does not speak our protocol (a wrong port, another
+    // version of loom, someone probing), or one that does not read what
+    // it asked for. One line per connection.
+    spdlog::warn("closed {} (uid {}, pid {}): {}", p->kind == PeerKind::kClient ? "a client" : "an overlay link",
+                 p->uid, p->pid, why.text);
+  }
   switch (p->kind) {
     case PeerKind::kClient:
       spdlog::debug("client {} (uid {}) gone: {}", id, p->uid, why.text);
@@ -235,7 +296,18 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
       route_request(std::move(m));
       break;
     case MsgType::kResponse:
-      if ((p->kind == PeerKind::kClient || p->kind == PeerKind::kChild) && !p->unanswered.empty()) {
+      if (p->kind == PeerKind::kClient && !was_asked(*p, m)) {
+        ++forged_responses_;
+        if (!p->warned_forged) {
+          p->warned_forged = true;
+          spdlog::warn(
+              "dropping response {} from client {} (uid {}): it was not sent that request (logged once per "
+              "client)",
+              m.topic, p->id, p->uid);
+        }
+        return;
+      }
+      if (p->kind == PeerKind::kChild && m.matchtag != 0 && !p->unanswered.empty()) {
         auto it = p->unanswered.find(std::make_pair(m.route, m.matchtag));
         if (it != p->unanswered.end() && (!it->second.has_flag(msgflag::kStreaming) || m.errnum != 0)) {
           p->unanswered.erase(it);
@@ -263,8 +335,27 @@ void Broker::route_request(Message&& m) {
   };
   if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
     if (Peer* p = local()) {
-      if (p->kind == PeerKind::kClient && m.wants_response() && m.matchtag != 0) {
-        p->unanswered.emplace(std::make_pair(m.route, m.matchtag), head_of(m));
+      if (p->kind == PeerKind::kClient && m.wants_response()) {
+        // Remembered first (send_to may answer it at once with an error).
+        if (m.matchtag != 0) {
+          if (p->unanswered.size() >= kMaxUnanswered) {
+            respond_error(m, EAGAIN,
+                          "service " + service + " has " + std::to_string(kMaxUnanswered) +
+                              " requests unanswered; try again later");
+            return;
+          }
+          auto key = std::make_pair(m.route, m.matchtag);
+          auto [it, added] = p->unanswered.emplace(key, head_of(m));
+          if (!send_to(*p, std::move(m)) && added) p->unanswered.erase(key);
+          return;
+        }
+        if (!p->matchless_routes.count(m.route)) {
+          if (p->matchless_routes.size() >= kMaxMatchlessRoutes) {
+            respond_error(m, EAGAIN, "service " + service + " is asked by too many requesters without matchtags");
+            return;
+          }
+          p->matchless_routes.insert(m.route);
+        }
       }
       send_to(*p, std::move(m));
       return;
@@ -288,7 +379,10 @@ void Broker::route_request(Message&& m) {
     if (it != child_links_.end()) {
       if (Peer* c = find_peer(it->second)) {
         if (m.wants_response() && m.matchtag != 0) {
-          c->unanswered.emplace(std::make_pair(m.route, m.matchtag), head_of(m));
+          auto key = std::make_pair(m.route, m.matchtag);
+          auto [entry, added] = c->unanswered.emplace(key, head_of(m));
+          if (!send_to(*c, std::move(m)) && added) c->unanswered.erase(key);
+          return;
         }
         send_to(*c, std::move(m));
         return;
@@ -306,6 +400,14 @@ void Broker::route_request(Message&& m) {
     }
   }
   respond_error(m, EHOSTUNREACH, "rank " + std::to_string(m.nodeid) + " is not reachable");
+}
+
+bool Broker::was_asked(Peer& p, const Message& r) {
+  if (r.matchtag == 0) return p.matchless_routes.count(r.route) > 0;
+  auto it = p.unanswered.find(std::make_pair(r.route, r.matchtag));
+  if (it == p.unanswered.end()) return false;
+  if (!it->second.has_flag(msgflag::kStreaming) || r.errnum != 0) p.unanswered.erase(it);
+  return true;
 }
 
 void Broker::route_response(Message&& m) {
@@ -362,6 +464,9 @@ void Broker::route_event(Message&& m, PeerKind from) {
 void Broker::deliver_event(const Message& m) {
   std::string frame;
   for (auto& [id, p] : peers_) {
+    // A private event reaches only the owner and its user; a broker below
+    // (trusted) filters for its own clients.
+    if (m.has_flag(msgflag::kPrivate) && p->kind == PeerKind::kClient && !p->owner && p->uid != m.userid) continue;
     bool match = false;
     for (const auto& prefix : p->subscriptions) {
       if (m.topic.starts_with(prefix)) {

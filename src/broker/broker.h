@@ -2,6 +2,7 @@
 //
 // Peers are local clients (Unix socket), services inside this broker
 // (modules), the link to the parent broker and the links to children.
+// Who may be which, and how the broker knows, is docs/security.md.
 // Requests push a hop onto their route at every broker they pass and are
 // routed by topic and nodeid; responses pop hops to find their way back;
 // events travel up to rank 0, which numbers them and sends them down to
@@ -9,7 +10,6 @@
 #pragma once
 
 #include <asio/io_context.hpp>
-#include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <functional>
 #include <map>
@@ -38,14 +38,21 @@ struct BrokerConfig {
   // else a path to bind.
   int local_fd = -1;
   std::string local_path;
-  // Children: an already listening TCP socket; else one is bound on
-  // 127.0.0.1 when this rank has children.
+  // Children: an already listening Unix socket (from `loom start`), else
+  // a path to bind, when this rank has children. Only processes of the
+  // broker's own uid are accepted on it (docs/security.md).
   int overlay_fd = -1;
-  std::string parent_host = "127.0.0.1";
-  uint16_t parent_port = 0;
+  std::string overlay_path;
+  // The parent's overlay socket (every rank but 0).
+  std::string parent_path;
   double heartbeat_interval = 1.0;  // seconds between heartbeats on each link
   double heartbeat_timeout = 10.0;  // silence after which a link is declared lost
   double shutdown_timeout = 10.0;   // how long to wait for children to stop
+  // A peer that began a frame and sent nothing more for this long is
+  // dropped (what it sent is memory held for nothing).
+  double frame_timeout = 10.0;
+  // Unsent output to local clients, all together (OutputBudget).
+  size_t client_output_limit = size_t{512} << 20;
 };
 
 enum class RankState { kOffline, kOnline, kLost };
@@ -86,6 +93,7 @@ class Broker {
     uint32_t id = 0;
     PeerKind kind = PeerKind::kClient;
     uint32_t uid = 0;
+    int pid = 0;  // local clients and overlay links: from SO_PEERCRED
     bool owner = false;
     uint32_t rank = 0;  // the broker at the other end of an overlay link
     bool hello = false;
@@ -98,9 +106,14 @@ class Broker {
     // Clients that provide services, and child links: the requests they
     // have not finished answering, by (route, matchtag), so that their
     // requesters get ENOSYS (client gone) or EHOSTUNREACH (child rank lost)
-    // instead of waiting forever. Matchtag-less requests are matched by
-    // their payload and cannot be tracked here.
+    // instead of waiting forever, and so that a client can answer only
+    // what it was asked. Matchtag-less requests are matched by their
+    // payload: a client may answer those along the routes they came by.
     std::map<std::pair<std::vector<HopId>, uint32_t>, Message> unanswered;
+    std::set<std::vector<HopId>> matchless_routes;
+    bool warned_forged = false;  // one log line per client
+    uint64_t rx_at_tick = 0;     // bytes received at the last heartbeat tick
+    double rx_progress_at = 0;   // when bytes last arrived, by those ticks
   };
 
   // --- peers (broker.cpp) ---
@@ -108,9 +121,23 @@ class Broker {
   Peer* find_peer(uint32_t id);
   void attach_connection(Peer& p, std::shared_ptr<Connection> conn);
   void on_peer_closed(uint32_t id, const Error& why);
-  void send_to(Peer& p, Message&& m);
+  // To a module, or down a socket if its frame fits; otherwise a request
+  // is answered with EMSGSIZE, a response becomes that error, an event is
+  // dropped.
+  bool send_to(Peer& p, Message&& m);
   void accept_local();
   void on_local_connection(asio::local::stream_protocol::socket sock);
+  // An acceptor's state after errors: out of descriptors (EMFILE, ENFILE)
+  // it pauses instead of spinning, with one warning per episode.
+  struct AcceptGate {
+    const char* what;
+    std::unique_ptr<Timer> timer;
+    bool paused = false;
+  };
+  // After a failed accept: calls `again` now, or later while descriptors
+  // are out.
+  void accept_failed(AcceptGate& g, const std::error_code& ec, std::function<void()> again);
+  void accept_succeeded(AcceptGate& g);
 
   // --- routing (broker.cpp) ---
   void on_message(uint32_t peer_id, Message&& m);
@@ -119,6 +146,9 @@ class Broker {
   void route_event(Message&& m, PeerKind from);
   void deliver_event(const Message& m);
   void respond_error(const Message& req, int errnum, const std::string& text);
+  // Whether a response from client `p` answers a request delivered to it
+  // (and forgets a request that this response finishes).
+  bool was_asked(Peer& p, const Message& response);
   void notify_disconnect(Peer& p);
   Status register_service(const std::string& name, uint32_t peer_id);
 
@@ -127,6 +157,8 @@ class Broker {
   void accept_child();
   void connect_parent(int attempt);
   void on_overlay_control(Peer& p, const Message& m);
+  void on_overlay_connection(asio::local::stream_protocol::socket sock);
+  void drop_stalled_frames(double now);
   void heartbeat_tick();
   void child_lost(uint32_t rank, const std::string& why);
   void set_rank_state(uint32_t rank, RankState s);
@@ -152,11 +184,17 @@ class Broker {
   uint32_t event_seq_ = 0;
 
   std::unique_ptr<asio::local::stream_protocol::acceptor> local_acceptor_;
-  std::unique_ptr<asio::ip::tcp::acceptor> overlay_acceptor_;
+  std::unique_ptr<asio::local::stream_protocol::acceptor> overlay_acceptor_;
   std::unique_ptr<Timer> heartbeat_timer_;
+  AcceptGate local_gate_{"the local socket", nullptr, false};
+  AcceptGate overlay_gate_{"the overlay socket", nullptr, false};
+  std::unique_ptr<OutputBudget> client_output_;
+  uint64_t forged_responses_ = 0;   // responses dropped: not from the asked peer
+  uint64_t oversize_messages_ = 0;  // messages that would not fit a frame
   std::unique_ptr<Timer> connect_timer_;
   std::unique_ptr<Timer> shutdown_timer_;
-  std::string bound_path_;  // a socket file we created and must remove
+  std::string bound_path_;          // a socket file we created and must remove
+  std::string bound_overlay_path_;  // the same for the overlay socket
 
   Handle* builtin_ = nullptr;
   std::vector<RankState> rank_state_;  // rank 0 only: the whole instance

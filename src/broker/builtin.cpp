@@ -55,7 +55,13 @@ void Broker::install_builtin_services() {
                         {"hostname", host},
                         {"pid", ::getpid()},
                         {"clients", std::count_if(peers_.begin(), peers_.end(),
-                                                  [](auto& kv) { return kv.second->kind == PeerKind::kClient; })}});
+                                                  [](auto& kv) { return kv.second->kind == PeerKind::kClient; })},
+                        // Dropped, never routed: responses from a client
+                        // that was not sent the request; messages too large
+                        // to forward; unsent output to local clients.
+                        {"forged_responses", forged_responses_},
+                        {"oversize_messages", oversize_messages_},
+                        {"client_output_bytes", client_output_->used()}});
   });
 
   h.add_method("broker.status", Access::kUser, [this, &h](const Message& req) {

@@ -1,34 +1,56 @@
 // The overlay tree between brokers.
 //
-// A child connects to its parent over TCP and first sends the request
-// `overlay.hello {"rank": R}` (no response); the parent accepts it only from
-// one of its own children and only once. Both ends then send
-// `overlay.heartbeat` every heartbeat_interval; a link silent for
-// heartbeat_timeout is closed. A lost child is announced with one
-// `broker.lost {"rank", "reason"}` event per rank of its subtree. A broker
-// that loses its parent cannot reach the instance any more and stops.
-// `overlay.shutdown` from the parent asks a child to stop (children first).
+// A child connects to its parent's overlay socket, a Unix socket in the
+// instance's private run directory (docs/security.md says why). Each end
+// first checks with SO_PEERCRED that the other runs as the broker's own
+// uid: anyone else gets nothing (not even a greeting) and one log line.
+// Then both greet as overlay peers (docs/protocols/messages.md), and the
+// child sends the request `overlay.hello {"rank": R}` (no response); the
+// parent accepts it only from one of its own children and only once. Both
+// ends then send `overlay.heartbeat` every heartbeat_interval; a link
+// silent for heartbeat_timeout is closed. A lost child is announced with
+// one `broker.lost {"rank", "reason"}` event per rank of its subtree. A
+// broker that loses its parent cannot reach the instance any more and
+// stops. `overlay.shutdown` from the parent asks a child to stop (children
+// first).
 #include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
-#include <asio/connect.hpp>
+#include <cstring>
 
 #include "broker/broker.h"
 
 namespace loom {
 
+namespace {
+// The uid and pid at the other end of a Unix socket, or why not.
+Result<ucred> peer_credentials(int fd) {
+  ucred cred{};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return Error{errno, std::string("SO_PEERCRED: ") + std::strerror(errno)};
+  }
+  return cred;
+}
+}  // namespace
+
 Status Broker::start_overlay() {
   std::error_code ec;
   if (!topo_.children(cfg_.rank).empty()) {
-    overlay_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
+    overlay_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
     if (cfg_.overlay_fd >= 0) {
-      overlay_acceptor_->assign(asio::ip::tcp::v4(), cfg_.overlay_fd, ec);
+      overlay_acceptor_->assign(asio::local::stream_protocol(), cfg_.overlay_fd, ec);
       if (ec) return Error{EINVAL, "cannot use overlay socket fd: " + ec.message()};
-    } else {
-      asio::ip::tcp::endpoint ep(asio::ip::make_address("127.0.0.1"), 0);
-      overlay_acceptor_->open(ep.protocol(), ec);
-      if (!ec) overlay_acceptor_->bind(ep, ec);
+    } else if (!cfg_.overlay_path.empty()) {
+      ::unlink(cfg_.overlay_path.c_str());
+      overlay_acceptor_->open(asio::local::stream_protocol(), ec);
+      if (!ec) overlay_acceptor_->bind(asio::local::stream_protocol::endpoint(cfg_.overlay_path), ec);
       if (!ec) overlay_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
-      if (ec) return Error{EADDRINUSE, "cannot listen for child brokers: " + ec.message()};
+      if (ec) return Error{EADDRINUSE, "cannot listen for child brokers on " + cfg_.overlay_path + ": " + ec.message()};
+      bound_overlay_path_ = cfg_.overlay_path;
+    } else {
+      return Error{EINVAL, "rank " + std::to_string(cfg_.rank) + " has children but no overlay socket"};
     }
     accept_child();
   }
@@ -37,7 +59,7 @@ Status Broker::start_overlay() {
   if (cfg_.rank == 0) {
     builtin_->publish("broker.online", dump_json(Json{{"rank", 0}}));
   } else {
-    if (cfg_.parent_port == 0) return Error{EINVAL, "rank " + std::to_string(cfg_.rank) + " needs a parent address"};
+    if (cfg_.parent_path.empty()) return Error{EINVAL, "rank " + std::to_string(cfg_.rank) + " needs a parent socket"};
     connect_timer_ = clock_.make_timer();
     connect_parent(0);
   }
@@ -45,48 +67,67 @@ Status Broker::start_overlay() {
 }
 
 void Broker::accept_child() {
-  overlay_acceptor_->async_accept([this](const std::error_code& ec, asio::ip::tcp::socket sock) {
+  overlay_acceptor_->async_accept([this](const std::error_code& ec, asio::local::stream_protocol::socket sock) {
     if (ec == asio::error::operation_aborted || !overlay_acceptor_->is_open()) return;
-    if (!ec && !shutting_down_) {
-      std::error_code ignored;
-      sock.set_option(asio::ip::tcp::no_delay(true), ignored);
-      Peer& p = add_peer(PeerKind::kChild);
-      attach_connection(p, std::make_shared<TcpConnection>(std::move(sock)));
-    }
+    if (ec) return accept_failed(overlay_gate_, ec, [this] { accept_child(); });
+    accept_succeeded(overlay_gate_);
+    if (!shutting_down_) on_overlay_connection(std::move(sock));
     accept_child();
   });
 }
 
-void Broker::connect_parent(int attempt) {
-  auto sock = std::make_shared<asio::ip::tcp::socket>(io_);
-  std::error_code ec;
-  asio::ip::tcp::endpoint ep(asio::ip::make_address(cfg_.parent_host, ec), cfg_.parent_port);
-  if (ec) {
-    spdlog::error("bad parent address {}: {}", cfg_.parent_host, ec.message());
-    shutdown("bad parent address", 1);
+void Broker::on_overlay_connection(asio::local::stream_protocol::socket sock) {
+  auto cred = peer_credentials(sock.native_handle());
+  if (!cred.ok()) {
+    spdlog::warn("refusing an overlay connection: {}", cred.error().text);
+    return;  // closes the socket
+  }
+  if (cred->uid != ::getuid()) {
+    spdlog::warn("refusing an overlay connection from pid {} uid {}: only this instance's brokers (uid {}) may join",
+                 cred->pid, cred->uid, ::getuid());
     return;
   }
+  Peer& p = add_peer(PeerKind::kChild);
+  p.uid = cred->uid;
+  p.pid = cred->pid;
+  attach_connection(p, std::make_shared<UnixConnection>(std::move(sock), PeerRole::kOverlay, PeerRole::kOverlay));
+}
+
+void Broker::connect_parent(int attempt) {
+  auto sock = std::make_shared<asio::local::stream_protocol::socket>(io_);
+  asio::local::stream_protocol::endpoint ep(cfg_.parent_path);
   sock->async_connect(ep, [this, sock, attempt](const std::error_code& cec) {
     if (shutting_down_) return;
     if (cec) {
       // The parent's socket normally exists before we start (loom start
       // binds it), so this is rare; back off briefly, then give up.
       if (attempt >= 20) {
-        spdlog::error("cannot reach the parent broker: {}", cec.message());
+        spdlog::error("cannot reach the parent broker at {}: {}", cfg_.parent_path, cec.message());
         shutdown("cannot reach the parent broker", 1);
         return;
       }
       connect_timer_->arm(0.05 * (attempt + 1), [this, attempt] { connect_parent(attempt + 1); });
       return;
     }
-    std::error_code ignored;
-    sock->set_option(asio::ip::tcp::no_delay(true), ignored);
+    // The parent must be one of ours too: a process of another uid that
+    // got to listen there would otherwise be obeyed as the instance.
+    auto cred = peer_credentials(sock->native_handle());
+    if (!cred.ok() || cred->uid != ::getuid()) {
+      spdlog::error("refusing the parent broker at {}: {}", cfg_.parent_path,
+                    cred.ok() ? "it runs as uid " + std::to_string(cred->uid) + ", not as this instance's uid " +
+                                    std::to_string(::getuid())
+                              : cred.error().text);
+      shutdown("the parent broker could not be trusted", 1);
+      return;
+    }
     Peer& p = add_peer(PeerKind::kParent);
     p.rank = *topo_.parent(cfg_.rank);
     p.hello = true;
     p.owner = true;
+    p.uid = cred->uid;
+    p.pid = cred->pid;
     parent_peer_ = p.id;
-    attach_connection(p, std::make_shared<TcpConnection>(std::move(*sock)));
+    attach_connection(p, std::make_shared<UnixConnection>(std::move(*sock), PeerRole::kOverlay, PeerRole::kOverlay));
     p.conn->send(make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
     builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
   });
@@ -102,7 +143,7 @@ void Broker::on_overlay_control(Peer& p, const Message& m) {
     auto kids = topo_.children(cfg_.rank);
     bool mine = valid && std::find(kids.begin(), kids.end(), r) != kids.end();
     if (p.hello || !mine || child_links_.count(static_cast<uint32_t>(r))) {
-      spdlog::warn("refusing overlay hello ({}) from a peer that is not a new child", m.payload);
+      spdlog::warn("refusing overlay hello ({}) from pid {}: not a new child of this rank", m.payload, p.pid);
       p.conn->close();
       return;
     }
@@ -138,7 +179,30 @@ void Broker::heartbeat_tick() {
     spdlog::warn("an overlay link was silent for more than {}s; closing it", cfg_.heartbeat_timeout);
     c->close();
   }
+  drop_stalled_frames(now);
   heartbeat_timer_->arm(cfg_.heartbeat_interval, [this] { heartbeat_tick(); });
+}
+
+void Broker::drop_stalled_frames(double now) {
+  // A peer that began a frame (up to 64 MiB held here) and went silent
+  // holds memory for nothing: judged at each heartbeat tick.
+  std::vector<std::shared_ptr<Connection>> stalled;
+  for (auto& [id, p] : peers_) {
+    if (!p->conn) continue;
+    uint64_t rx = p->conn->bytes_received();
+    if (!p->conn->has_partial_frame() || rx != p->rx_at_tick) {
+      p->rx_at_tick = rx;
+      p->rx_progress_at = now;
+      continue;
+    }
+    if (now - p->rx_progress_at > cfg_.frame_timeout) {
+      spdlog::warn("dropping {} (uid {}, pid {}): it began a message and sent nothing more for {}s",
+                   p->kind == PeerKind::kClient ? "client " + std::to_string(p->id) : "overlay link", p->uid, p->pid,
+                   cfg_.frame_timeout);
+      stalled.push_back(p->conn);
+    }
+  }
+  for (auto& c : stalled) c->close();
 }
 
 void Broker::child_lost(uint32_t rank, const std::string& why) {

@@ -1,14 +1,14 @@
 // loom start [--test-size=N] [--fanout=F] [--rundir=D] [-- CMD...]
 //
 // Binds every broker's sockets itself (a Unix socket per rank for clients,
-// a TCP socket on loopback per rank that has children), then starts one
-// loomd per rank with those sockets inherited. Because the sockets exist
+// and one per rank that has children for the brokers below it, in the run
+// directory's private overlay/ folder), then starts one loomd per rank with
+// those sockets inherited. Because the sockets exist
 // before any broker runs, a child's connect never races its parent's
 // listen. Waits until rank 0 reports every rank online, then runs CMD with
 // LOOM_URI set (stopping the instance when CMD exits, and exiting with its
 // status), or serves until SIGINT/SIGTERM.
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/prctl.h>
@@ -109,13 +109,17 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
         double t = std::stod(value);
         if (!(t >= 0)) return Error{EINVAL, key + " must be a number of seconds, 0 or more"};
         rank0_args.push_back("--exec-reattach-timeout=" + value);
+      } else if (key == "broker.frame-timeout") {
+        double t = std::stod(value);
+        if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
+        o.every_rank_args.push_back("--frame-timeout=" + value);
       } else if (key == "job-manager.inactive-num-limit") {
         rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
       } else {
         return Error{EINVAL,
                      "unknown configuration key " + key +
                          " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
-                         "broker.heartbeat-timeout, sched.policy, resource.cores-per-rank, "
+                         "broker.heartbeat-timeout, broker.frame-timeout, sched.policy, resource.cores-per-rank, "
                          "resource.gpus-per-rank, job-manager.inactive-num-limit, exec.epilog, exec.epilog-timeout, "
                          "exec.kill-timeout, exec.reattach-timeout)"};
       }
@@ -188,22 +192,6 @@ Result<int> listen_unix(const std::string& path) {
     return Error{e, "cannot listen on " + path + ": " + std::strerror(e)};
   }
   return fd;
-}
-
-Result<std::pair<int, uint16_t>> listen_tcp_loopback() {
-  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return Error{errno, std::string("socket: ") + std::strerror(errno)};
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof addr;
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, SOMAXCONN) != 0 ||
-      ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    int e = errno;
-    ::close(fd);
-    return Error{e, std::string("cannot listen on loopback: ") + std::strerror(e)};
-  }
-  return std::make_pair(fd, ntohs(addr.sin_port));
 }
 
 std::string self_dir() {
@@ -298,7 +286,8 @@ class Launcher {
     if (!o_.state_dir.empty()) {
       // With a state directory, the sockets go in a directory named after
       // it: job shells that outlived a crash find the restarted instance
-      // there (DESIGN §10). Ours alone (0700), or a temporary one after all.
+      // there (DESIGN §10). Ours alone (no one else may write in it), or a
+      // temporary one after all.
       std::error_code ec;
       std::string state = fs::weakly_canonical(fs::absolute(o_.state_dir, ec), ec).string();
       uint64_t h = 1469598103934665603ull;  // FNV-1a
@@ -309,7 +298,7 @@ class Launcher {
       struct stat st {};
       bool made = ::mkdir(run.c_str(), 0700) == 0;
       if (made || (errno == EEXIST && ::lstat(run.c_str(), &st) == 0 && S_ISDIR(st.st_mode) &&
-                   st.st_uid == ::getuid() && (st.st_mode & 077) == 0)) {
+                   st.st_uid == ::getuid() && (st.st_mode & 022) == 0)) {
         // Not while another `loom start` uses it (it would lose its sockets,
         // or remove ours as it exits): a lock for as long as we run.
         int lock = ::open((run + "/lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
@@ -334,19 +323,40 @@ class Launcher {
     return {};
   }
 
+  // The brokers' sockets. Clients connect to rank-R.sock, the owner's
+  // alone. Brokers join each other through overlay/rank-R.sock, in a
+  // directory only the owner can enter, and each end checks the other's
+  // uid as well (docs/security.md).
   Status launch_brokers() {
     Topology topo{o_.size, o_.fanout};
+    bool shared = false;
+    std::string overlay_dir = rundir_ + "/overlay";
+    if (::mkdir(overlay_dir.c_str(), 0700) != 0 && errno != EEXIST) {
+      return Error{errno, "cannot create " + overlay_dir + ": " + std::strerror(errno)};
+    }
+    struct stat ost {};
+    if (::lstat(overlay_dir.c_str(), &ost) != 0 || !S_ISDIR(ost.st_mode) || ost.st_uid != ::geteuid() ||
+        ::chmod(overlay_dir.c_str(), 0700) != 0) {
+      return Error{EPERM, overlay_dir + " is not a directory of ours alone"};
+    }
+    // Only a run directory of our making: --rundir may name anything.
+    if (remove_rundir_ && ::chmod(rundir_.c_str(), shared ? 0755 : 0700) != 0) {
+      return Error{errno, "cannot set the mode of " + rundir_ + ": " + std::strerror(errno)};
+    }
     std::vector<int> local_fd(o_.size, -1), overlay_fd(o_.size, -1);
-    std::vector<uint16_t> port(o_.size, 0);
+    auto overlay_path = [&](uint32_t r) { return overlay_dir + "/rank-" + std::to_string(r) + ".sock"; };
     for (uint32_t r = 0; r < o_.size; ++r) {
-      auto fd = listen_unix(rundir_ + "/rank-" + std::to_string(r) + ".sock");
+      std::string path = rundir_ + "/rank-" + std::to_string(r) + ".sock";
+      auto fd = listen_unix(path);
       if (!fd.ok()) return fd.error();
       local_fd[r] = *fd;
+      if (::chmod(path.c_str(), shared ? 0666 : 0600) != 0) {
+        return Error{errno, "cannot set the mode of " + path + ": " + std::strerror(errno)};
+      }
       if (!topo.children(r).empty()) {
-        auto t = listen_tcp_loopback();
+        auto t = listen_unix(overlay_path(r));
         if (!t.ok()) return t.error();
-        overlay_fd[r] = t->first;
-        port[r] = t->second;
+        overlay_fd[r] = *t;
       }
     }
     std::string loomd = loomd_path();
@@ -365,7 +375,7 @@ class Launcher {
         argv.push_back("--overlay-fd=" + std::to_string(overlay_fd[r]));
         keep.push_back(overlay_fd[r]);
       }
-      if (auto p = topo.parent(r)) argv.push_back("--parent-port=" + std::to_string(port[*p]));
+      if (auto p = topo.parent(r)) argv.push_back("--parent-path=" + overlay_path(*p));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
       argv.insert(argv.end(), o_.every_rank_args.begin(), o_.every_rank_args.end());
       if (r == 0) {
