@@ -196,7 +196,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   if (name == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();
-    h_.publish("job-exception", dump_json(ev));
+    h_.publish_private("job-exception", dump_json(ev), j.rec.userid);
   }
   return {};
 }
