@@ -23,6 +23,9 @@ Result<std::unique_ptr<Client>> Loop::connect(const std::string& path) { return 
 
 bool Loop::run_until(const std::function<bool()>& pred, double timeout) {
   double deadline = monotonic_now() + timeout;
+  // A loop that ran out of work earlier stays stopped until restarted,
+  // though work (a connection, a timer) may have been added since.
+  if (io_.stopped()) io_.restart();
   while (!pred()) {
     double left = deadline - monotonic_now();
     if (left <= 0) return pred();
@@ -97,7 +100,7 @@ int remaining_ms(double deadline) {
 }
 }  // namespace
 
-Result<RawConn> RawConn::connect(const std::string& path_or_uri) {
+Result<RawConn> RawConn::connect(const std::string& path_or_uri, bool greet) {
   auto path = uri_to_path(path_or_uri);
   if (!path.ok()) return path.error();
   sockaddr_un addr{};
@@ -111,7 +114,12 @@ Result<RawConn> RawConn::connect(const std::string& path_or_uri) {
     ::close(fd);
     return Error{e, "connect " + *path + ": " + std::strerror(e)};
   }
-  return RawConn(fd);
+  RawConn c(fd);
+  c.decoder_.expect_greeting(PeerRole::kBroker);  // it greets whatever we send
+  if (greet && !c.write(encode_greeting(PeerRole::kClient))) {
+    return Error{ECONNRESET, "the broker closed before our greeting"};
+  }
+  return c;
 }
 
 RawConn& RawConn::operator=(RawConn&& o) noexcept {

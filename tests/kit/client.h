@@ -62,10 +62,12 @@ inline Reply call(Loop& loop, Client& c, const std::string& topic, const std::st
 bool subscribe(Loop& loop, Handle& h, const std::string& prefix, EventFn fn, double timeout = 10);
 
 // A bare connection to a broker's Unix socket: write any bytes, read frames.
+// It greets as a client first and reads past the broker's greeting, unless
+// told not to (to send the broker something else first).
 class RawConn {
  public:
-  static Result<RawConn> connect(const std::string& path);
-  RawConn(RawConn&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  static Result<RawConn> connect(const std::string& path, bool greet = true);
+  RawConn(RawConn&& o) noexcept : fd_(o.fd_), closed_(o.closed_), decoder_(std::move(o.decoder_)) { o.fd_ = -1; }
   RawConn& operator=(RawConn&& o) noexcept;
   ~RawConn();
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/inotify.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -10,6 +11,8 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "kit/client.h"
 
@@ -22,6 +25,57 @@ Instance::~Instance() {
     ADD_FAILURE() << "loom start exited with " << (code ? std::to_string(*code) : "no status (killed)")
                   << ": a broker failed (see its stderr above)";
   }
+  if (!log_path_.empty()) {
+    // Shown when the test failed, as the brokers' stderr would have been.
+    if (::testing::Test::HasFailure()) std::fprintf(stderr, "--- brokers' log ---\n%s", log().c_str());
+    ::unlink(log_path_.c_str());
+  }
+}
+
+void Instance::capture_log() {
+  char tmpl[] = "/tmp/loom-test-log-XXXXXX";
+  int fd = ::mkstemp(tmpl);
+  if (fd < 0) {
+    ADD_FAILURE() << "mkstemp: " << std::strerror(errno);
+    return;
+  }
+  ::close(fd);
+  log_path_ = tmpl;
+}
+
+std::string Instance::log() const {
+  if (log_path_.empty()) return {};
+  std::ifstream in(log_path_);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+size_t Instance::log_count(const std::string& text) const {
+  size_t n = 0;
+  for (const auto& line : split_lines(log())) n += line.find(text) != std::string::npos;
+  return n;
+}
+
+size_t Instance::wait_log(const std::string& text, size_t count, double timeout) const {
+  if (log_path_.empty()) return 0;
+  int in = ::inotify_init1(IN_CLOEXEC);
+  if (in < 0 || ::inotify_add_watch(in, log_path_.c_str(), IN_MODIFY) < 0) {
+    if (in >= 0) ::close(in);
+    return log_count(text);
+  }
+  double deadline = monotonic_now() + timeout;
+  size_t n = log_count(text);  // after the watch: no write is missed
+  while (n < count) {
+    pollfd p{in, POLLIN, 0};
+    int ms = static_cast<int>(std::max(0.0, deadline - monotonic_now()) * 1000);
+    if (::poll(&p, 1, ms) <= 0) break;
+    char buf[4096];
+    (void)!::read(in, buf, sizeof buf);
+    n = log_count(text);
+  }
+  ::close(in);
+  return n;
 }
 
 ::testing::AssertionResult Instance::start(uint32_t size, const std::vector<std::string>& extra, double timeout) {
@@ -47,6 +101,10 @@ Instance::~Instance() {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(127);
     ::dup2(out[1], 1);
+    if (!log_path_.empty()) {
+      int log = ::open(log_path_.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+      if (log >= 0) ::dup2(log, 2);
+    }
     ::unsetenv("LOOM_URI");
     ::unsetenv("LOOM_HANDLE_USERID");
     ::unsetenv("LOOM_HANDLE_ROLEMASK");

@@ -28,6 +28,17 @@ class Instance {
   Instance(const Instance&) = delete;
   Instance& operator=(const Instance&) = delete;
 
+  // Before start(): the brokers' stderr (their log) goes to a file of this
+  // instance's instead of the test's stderr; log() reads it.
+  void capture_log();
+  std::string log() const;
+  // How many lines of the log contain `text`.
+  size_t log_count(const std::string& text) const;
+  // Waits (up to `timeout` seconds) until `count` lines of the log contain
+  // `text`, woken by each write to the log; the count at the end. A broker
+  // may log after the event a test saw (a closed socket), not before it.
+  size_t wait_log(const std::string& text, size_t count = 1, double timeout = 10) const;
+
   // Runs `loom start --test-size=SIZE EXTRA...` and waits (up to `timeout`
   // seconds) for the URI line.
   ::testing::AssertionResult start(uint32_t size, const std::vector<std::string>& extra = {}, double timeout = 30);
@@ -67,6 +78,7 @@ class Instance {
  private:
   pid_t pid_ = -1;
   int out_fd_ = -1;
+  std::string log_path_;
   uint32_t size_ = 0;
   std::string uri_;
   std::string rundir_;
