@@ -55,8 +55,9 @@ bool JobManager::Impl::from_own_service(const Message& r) {
   // broker with the client's own uid and role).
   if (is_owner(r)) return true;
   if (foreign_responses_++ % 1000 == 0) {
-    spdlog::warn("job-manager: dropped a {} response from uid {}: only the instance's own services answer it ({} so far)",
-                 r.topic, r.userid, foreign_responses_);
+    spdlog::warn(
+        "job-manager: dropped a {} response from uid {}: only the instance's own services answer it ({} so far)",
+        r.topic, r.userid, foreign_responses_);
   }
   return false;
 }

@@ -31,11 +31,11 @@ inline constexpr size_t kMaxJobspecSizeLimit = size_t{16} << 20;
 
 // The top-level keys of attributes.system any user may set.
 inline constexpr std::array<std::string_view, 5> kUserSystemAttributes = {"duration", "cwd", "environment", "job",
-                                                                         "shell"};
+                                                                          "shell"};
 
 struct SubmitRules {
   size_t jobspec_size_limit = kDefaultJobspecSizeLimit;  // bytes of jobspec text
-  bool allow_guest_test = false;                          // exec.allow-guest-test
+  bool allow_guest_test = false;                         // exec.allow-guest-test
 };
 
 // EFBIG when a jobspec of `size` bytes is over the limit (for everyone).

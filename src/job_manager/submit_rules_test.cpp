@@ -6,9 +6,7 @@ namespace loom {
 
 namespace {
 // A jobspec with `system` as its attributes.system.
-Json with_system(Json system) {
-  return Json{{"version", 1}, {"attributes", {{"system", std::move(system)}}}};
-}
+Json with_system(Json system) { return Json{{"version", 1}, {"attributes", {{"system", std::move(system)}}}}; }
 int refusal(const Json& js, bool owner, SubmitRules rules = {}) {
   auto st = check_system_attributes(js, owner, rules);
   return st ? 0 : st.error().code;
