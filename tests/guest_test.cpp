@@ -93,7 +93,9 @@ class Guest : public JobsFixture {
 
   void TearDown() override {
     JobsFixture::TearDown();
-    if (inst.running()) EXPECT_EQ(inst.stop(30), std::optional<int>(0));
+    if (inst.running()) {
+      EXPECT_EQ(inst.stop(30), std::optional<int>(0));
+    }
     std::error_code ec;
     if (!dir_.empty()) std::filesystem::remove_all(dir_, ec);
   }
@@ -123,6 +125,20 @@ class Guest : public JobsFixture {
     EXPECT_EQ(r.value("errnum", -1), 0) << r.dump();
     if (r.value("errnum", -1) != 0) return "";
     return encode_f58(JobId{r["payload"]["ids"][0].get<uint64_t>()});
+  }
+
+  // The job as the owner lists it among every user's jobs.
+  Json any_job(const std::string& id) {
+    auto r = loom({"jobs", "-A", "-a", "--json"});
+    auto j = parse_json(r.out);
+    uint64_t want = parse_jobid(id).value().value();
+    if (j.ok()) {
+      for (auto& x : *j) {
+        if (x["id"].get<uint64_t>() == want) return x;
+      }
+    }
+    ADD_FAILURE() << "job " << id << " is not listed: " << r.out;
+    return Json::object();
   }
 
   std::unique_ptr<TestUser> user_;
@@ -249,7 +265,7 @@ TEST_F(Guest, TouchesOnlyTheirOwnJobs) {
   EXPECT_EQ(job(o_held).value("urgency", -1), 0);
   for (auto& e : events(o_run)) EXPECT_NE(e, "exception") << o_run;
   // The user's own changes took effect.
-  EXPECT_EQ(job(g_held).value("result", ""), "CANCELED");
+  EXPECT_EQ(any_job(g_held).value("result", ""), "CANCELED");
   bool raised = false;
   for (auto& e : eventlog(g_run)) raised |= e["name"] == "exception" && e["context"]["note"] == "guest";
   EXPECT_TRUE(raised);
@@ -367,7 +383,7 @@ TEST_F(Guest, TestExecutionWhenTheOwnerAllowsIt) {
   ASSERT_EQ(r["errnum"], 0) << r.dump();
   std::string id = encode_f58(JobId{r["payload"]["ids"][0].get<uint64_t>()});
   wait_event(id, "clean");
-  EXPECT_EQ(job(id).value("result", ""), "COMPLETED");
+  EXPECT_EQ(any_job(id).value("result", ""), "COMPLETED");
   // Other exec attributes stay the owner's.
   r = guest_submit(jobspec({"true"}, {{"exec", {{"test", Json::object()}, {"bulkexec", true}}}}));
   EXPECT_EQ(r["errnum"], EPERM) << r.dump();

@@ -14,10 +14,21 @@
 
 namespace loom::test {
 
+namespace {
+// The shadow tools live in sbin, which need not be on the test's PATH.
+std::string sbin(const std::string& name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/"}) {
+    std::string p = dir + name;
+    if (::access(p.c_str(), X_OK) == 0) return p;
+  }
+  return name;
+}
+}  // namespace
+
 TestUser::TestUser() {
   static std::atomic<int> n{0};
   name_ = "loomt" + std::to_string(::getpid()) + "x" + std::to_string(n++);
-  auto r = run_cmd({"useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", name_});
+  auto r = run_cmd({sbin("useradd"), "--no-create-home", "--shell", "/usr/sbin/nologin", name_});
   if (r.code != 0) {
     error_ = "useradd " + name_ + " failed: " + r.err;
     return;
@@ -32,7 +43,7 @@ TestUser::TestUser() {
 }
 
 TestUser::~TestUser() {
-  if (uid_ != 0) (void)run_cmd({"userdel", name_});
+  if (uid_ != 0) (void)run_cmd({sbin("userdel"), name_});
 }
 
 Json run_as(Loop& loop, uid_t uid, gid_t gid, const std::function<Json()>& fn, double timeout) {
@@ -64,6 +75,9 @@ Json run_as(Loop& loop, uid_t uid, gid_t gid, const std::function<Json()>& fn, d
     ADD_FAILURE() << "fork failed";
     return nullptr;
   }
+  // An io_context that ran out of work is stopped until restarted, and
+  // run_until would take it for finished: poll() restarts it.
+  loop.poll();
   // The child's answer is read on `loop`, so that the test's own clients
   // and services on it keep being served meanwhile.
   asio::posix::stream_descriptor pipe(loop.io(), fds[0]);
