@@ -29,7 +29,9 @@ void JobManager::Impl::exec_hello(const Message& m) {
   exec_sender_ = m.sender();
   std::string topic = exec_service_ + ".start";
   if (exec_topics_.insert(topic).second) {
-    h_.on_json_response(topic, [this](const Message& r) { on_start_response(r); });
+    h_.on_json_response(topic, [this](const Message& r) {
+      if (from_own_service(r)) on_start_response(r);
+    });
   }
   spdlog::info("job-manager: execution service {} registered", exec_service_);
   h_.respond(m, Json::object());

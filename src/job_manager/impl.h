@@ -30,7 +30,9 @@
 #include "eventlog/eventlog.h"
 #include "job_manager/job.h"
 #include "job_manager/job_manager.h"
+#include "job_manager/submit_rules.h"
 #include "jobspec/jobspec.h"
+#include "msg/access.h"
 #include "msg/handle.h"
 #include "msg/payload.h"
 #include "rset/rset.h"
@@ -204,10 +206,20 @@ struct JobManager::Impl {
   void exec_violation(Job& j, const std::string& why);
   void on_disconnect(const Message& m);
 
+  // Responses without a matchtag (sched.alloc, sched.free, NAME.start)
+  // are obeyed only from the instance's own services: a user's forged
+  // answer is dropped and counted (the first, then every 1,000th, logged).
+  bool from_own_service(const Message& r);
+  uint64_t foreign_responses_ = 0;
+
   // --- requests ---
+  // The job `p` names, if the sender may touch it (msg/access.h): ENOENT
+  // only for a job that does not exist, EPERM for another user's.
   Result<Job*> find_job(const Message& m, const Json& p, bool must_be_active);
+  SubmitRules submit_rules() const { return {cfg_.jobspec_size_limit, cfg_.allow_guest_test}; }
   void submit(const Message& m);
-  void submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<uint32_t> urgencies);
+  void submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
+                      std::vector<uint32_t> urgencies);
   void list(const Message& m);
   void raise(const Message& m);
   void cancel(const Message& m);

@@ -39,11 +39,27 @@ void JobManager::Impl::install() {
   h_.add_method("job-manager.exec-hello", Access::kOwner, gated(&Impl::exec_hello));
   h_.add_method("job-manager.disconnect", Access::kUser, [this](const Message& m) { on_disconnect(m); });
   // These read payloads with payload_json (and error_text) only.
-  h_.on_json_response("sched.alloc", [this](const Message& m) { on_alloc_response(m); });
+  h_.on_json_response("sched.alloc", [this](const Message& m) {
+    if (from_own_service(m)) on_alloc_response(m);
+  });
   h_.on_json_response("sched.free", [this](const Message& m) {
+    if (!from_own_service(m)) return;
     if (m.errnum == ENOSYS || m.errnum == EHOSTUNREACH) return sched_gone(error_text(m));
     if (m.errnum) spdlog::warn("job-manager: sched.free: {}", error_text(m));
   });
+}
+
+bool JobManager::Impl::from_own_service(const Message& r) {
+  // The instance's services answer with the owner's credentials (a module's
+  // response carries its request's stamp; a client's is stamped by the
+  // broker with the client's own uid and role).
+  if (is_owner(r)) return true;
+  if (foreign_responses_++ % 1000 == 0) {
+    spdlog::warn(
+        "job-manager: dropped a {} response from uid {}: only the instance's own services answer it ({} so far)",
+        r.topic, r.userid, foreign_responses_);
+  }
+  return false;
 }
 
 void JobManager::Impl::load() {

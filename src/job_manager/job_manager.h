@@ -15,6 +15,7 @@
 // `job-manager.stats`.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -32,6 +33,12 @@ struct JobManagerConfig {
   // Inactive jobs kept before the oldest are purged automatically
   // (0: keep them all until `loom job purge`).
   uint32_t inactive_num_limit = 0;
+  // Bytes of jobspec text a submission may hold, the owner's too
+  // (job-manager.jobspec-size-limit; submit_rules.h).
+  size_t jobspec_size_limit = size_t{1} << 20;
+  // Users other than the owner may use test execution
+  // (exec.allow-guest-test).
+  bool allow_guest_test = false;
 };
 
 class JobManager {

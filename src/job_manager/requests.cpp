@@ -11,7 +11,7 @@ Result<JobManager::Impl::Job*> JobManager::Impl::find_job(const Message& m, cons
   auto it = jobs_.find(*id);
   if (it == jobs_.end()) return Error{ENOENT, "unknown job " + encode_f58(*id)};
   Job& j = it->second;
-  if (!(m.rolemask & role::kOwner) && m.userid != j.rec.userid) {
+  if (!may_touch(m, j.rec.userid)) {
     return Error{EPERM, "job " + encode_f58(*id) + " belongs to another user"};
   }
   if (must_be_active && !is_active(j.rec.state)) return Error{EINVAL, "job " + encode_f58(*id) + " is inactive"};
@@ -35,17 +35,34 @@ void JobManager::Impl::submit(const Message& m) {
   } else {
     items = Json::array({*p});
   }
-  bool owner = m.rolemask & role::kOwner;
+  bool owner = is_owner(m);
+  SubmitRules rules = submit_rules();
   std::vector<Jobspec> specs;
+  std::vector<std::string> texts;  // each jobspec as it will be stored
   std::vector<uint32_t> urgencies;
   specs.reserve(items.size());
+  texts.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     std::string where = items.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
     const Json& it = items[i];
     if (!it.is_object() || !it.contains("jobspec")) return h_.respond_error(m, EPROTO, where + "missing \"jobspec\"");
     const Json& js = it["jobspec"];
+    // Text over the limit is refused before it is parsed; the stored text
+    // (compact) is measured again below.
+    if (js.is_string()) {
+      if (auto st = check_jobspec_size(js.get_ref<const std::string&>().size(), rules); !st) {
+        return h_.respond_error(m, st.error().code, where + st.error().text);
+      }
+    }
     auto spec = js.is_string() ? parse_jobspec_text(js.get<std::string>()) : parse_jobspec(js);
     if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
+    std::string text = dump_json(spec->raw);
+    if (auto st = check_jobspec_size(text.size(), rules); !st) {
+      return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
+    if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
+      return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
     int64_t dflt = kUrgencyDefault;
     auto u = get_int(it, "urgency", 0, 31, &dflt);
     if (!u.ok()) return h_.respond_error(m, u.error().code, where + "urgency must be 0-31");
@@ -53,6 +70,7 @@ void JobManager::Impl::submit(const Message& m) {
       return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
     }
     specs.push_back(std::move(*spec));
+    texts.push_back(std::move(text));
     urgencies.push_back(static_cast<uint32_t>(*u));
   }
   // Ask the scheduler whether this instance could ever run them, so that
@@ -68,8 +86,8 @@ void JobManager::Impl::submit(const Message& m) {
     }
   }
   h_.rpc("sched.feasibility", Json{{"jobspecs", check}}, {},
-         [this, m, specs = std::move(specs), urgencies = std::move(urgencies), index = std::move(index),
-          n = items.size()](const Message& r) mutable {
+         [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
+          index = std::move(index), n = items.size()](const Message& r) mutable {
            if (r.errnum && r.errnum != ENOSYS) {
              std::string text = error_text(r);
              // The scheduler numbers the jobspecs it was sent from 0; name
@@ -83,11 +101,12 @@ void JobManager::Impl::submit(const Message& m) {
              }
              return h_.respond_error(m, r.errnum, text);
            }
-           submit_checked(m, std::move(specs), std::move(urgencies));
+           submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies));
          });
 }
 
-void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<uint32_t> urgencies) {
+void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
+                                      std::vector<uint32_t> urgencies) {
   if (!submit_enabled_) {
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
@@ -103,7 +122,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     j.ntasks = specs[i].ntasks;
     j.nnodes = specs[i].nnodes;
     j.duration = specs[i].duration;
-    j.jobspec = dump_json(specs[i].raw);
+    j.jobspec = std::move(texts[i]);
     commit_op(Json{{"op", "put"}, {"key", job_key(id, "jobspec")}, {"value", j.jobspec}});
     (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
     ids.push_back(id.value());
@@ -144,12 +163,12 @@ Json JobManager::Impl::describe(const Job& j) const {
 void JobManager::Impl::list(const Message& m) {
   auto p = payload_object(m);
   if (!p.ok()) return h_.respond_error(m, p.error());
-  bool owner = m.rolemask & role::kOwner;
   int64_t any = -1;
   auto userid = get_int(*p, "userid", -1, UINT32_MAX, &any);
   if (!userid.ok()) return h_.respond_error(m, userid.error());
-  // Users see only their own jobs.
-  if (!owner) userid = static_cast<int64_t>(m.userid);
+  // Users see only their own jobs (docs/protocols/jobs.md): a user's
+  // `userid` is ignored, not refused, so that "all users" asks the same.
+  if (!is_owner(m)) userid = static_cast<int64_t>(m.userid);
   int64_t all_states = 127;
   auto states = get_int(*p, "states", 0, 127, &all_states);
   if (!states.ok()) return h_.respond_error(m, states.error());
@@ -205,11 +224,12 @@ void JobManager::Impl::cancel(const Message& m) {
     for (const auto& v : (*p)["ids"]) {
       auto j = find_job(m, Json{{"id", v}}, true);
       if (!j.ok()) {
-        errors.push_back(Json{{"id", v}, {"error", j.error().text}});
+        errors.push_back(Json{{"id", v}, {"errnum", j.error().code}, {"error", j.error().text}});
         continue;
       }
       if ((*j)->rec.fatal_exception && (*j)->rec.exception_type == "cancel") {
-        errors.push_back(Json{{"id", v}, {"error", "job " + encode_f58((*j)->id) + " is already canceled"}});
+        errors.push_back(
+            Json{{"id", v}, {"errnum", EALREADY}, {"error", "job " + encode_f58((*j)->id) + " is already canceled"}});
         continue;
       }
       targets.push_back(*j);
@@ -233,7 +253,7 @@ void JobManager::Impl::urgency(const Message& m) {
   auto jr = find_job(m, *p, true);
   if (!jr.ok()) return h_.respond_error(m, jr.error());
   Job& j = **jr;
-  if (*u > kUrgencyDefault && !(m.rolemask & role::kOwner)) {
+  if (*u > kUrgencyDefault && !is_owner(m)) {
     return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
   }
   if (!is_pending(j.rec.state) && j.rec.state != JobState::kNew) {

@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
 
+#include "msg/access.h"
 #include "msg/payload.h"
 
 namespace loom {
@@ -70,9 +71,8 @@ Result<Kvs::Namespace*> Kvs::access(const Message& req, const std::string& ns, b
     flush();
     it = namespaces_.find(ns);
   }
-  bool owner = (req.rolemask & role::kOwner) != 0;
   if (it == namespaces_.end()) return Error{ENOENT, "no namespace " + ns};
-  if (!owner && it->second.owner != req.userid) {
+  if (!may_touch(req, it->second.owner)) {
     return Error{EPERM, std::string(write ? "writing" : "reading") + " namespace " + ns + " is not allowed"};
   }
   return &it->second;
@@ -338,7 +338,7 @@ void Kvs::namespace_remove(const Message& req) {
 void Kvs::namespace_list(const Message& req) {
   Json out = Json::array();
   for (auto& [name, ns] : namespaces_) {
-    if ((req.rolemask & role::kOwner) || ns.owner == req.userid) {
+    if (may_touch(req, ns.owner)) {
       out.push_back({{"name", name}, {"owner", ns.owner}, {"keys", ns.keys.size()}});
     }
   }
