@@ -13,6 +13,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -92,18 +94,22 @@ class MultiUser : public ::testing::Test {
     ASSERT_TRUE(users_.add_group("g", &group_));
     ASSERT_TRUE(users_.add("a", &a_, {group_}));
     ASSERT_TRUE(users_.add("b", &b_));
-    ASSERT_TRUE(inst_.start(2));
-    // Users reach a root instance through its sockets.
-    // TODO(lead): loom start does this itself for root (then drop these).
-    ::chmod(inst_.rundir().c_str(), 0755);
-    for (uint32_t r = 0; r < inst_.size(); ++r) ::chmod(inst_.socket(r).c_str(), 0666);
     shared_ = "/tmp/loomt-" + std::to_string(::getpid()) + "-shared";
     std::filesystem::remove_all(shared_);
     ASSERT_EQ(::mkdir(shared_.c_str(), 0777), 0);
     ::chmod(shared_.c_str(), 01777);  // like /tmp: anyone creates, only the owner changes
+    start();
   }
   void TearDown() override {
     if (!shared_.empty()) std::filesystem::remove_all(shared_);
+  }
+  virtual std::vector<std::string> instance_args() { return {}; }
+  void start() {
+    ASSERT_TRUE(inst_.start(2, instance_args()));
+    // Users reach a root instance through its sockets.
+    // TODO(lead): loom start does this itself for root (then drop these).
+    ::chmod(inst_.rundir().c_str(), 0755);
+    for (uint32_t r = 0; r < inst_.size(); ++r) ::chmod(inst_.socket(r).c_str(), 0666);
   }
 
   // `loom ARGS` as `u`, in `cwd` (default: their home).
@@ -273,6 +279,70 @@ TEST_F(MultiUser, AJobOfAUidWithoutAnAccountFailsWithAClearException) {
   // Both ranks are free again.
   auto own = inst_.loom({"run", "-N2", "true"});
   EXPECT_EQ(own.code, 0) << show(own);
+}
+
+// A crash of the whole instance while a user's job runs, then a restart on
+// the same state directory (DESIGN §10): the job shells, running as the
+// user, connect to their restarted brokers as that user and are adopted,
+// and the job completes as if nothing happened.
+class MultiUserReattach : public MultiUser {
+ protected:
+  std::vector<std::string> instance_args() override {
+    return {"--state-dir=" + shared_ + "/state", "--setconf", "exec.reattach-timeout=30"};
+  }
+  void crash() {
+    std::vector<pid_t> brokers;
+    for (uint32_t r = 0; r < inst_.size(); ++r) {
+      std::string why;
+      auto pid = inst_.broker_pid(r, &why);
+      ASSERT_TRUE(pid) << why;
+      brokers.push_back(*pid);
+    }
+    inst_.expect_clean_exit(false);
+    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
+    for (pid_t p : brokers) EXPECT_TRUE(wait_gone(p, 10)) << "broker " << p << " still runs";
+    inst_.stop(20);
+    inst_.expect_clean_exit(true);
+  }
+  std::string fifo(const char* name, int rank) { return shared_ + "/" + name + "." + std::to_string(rank); }
+  // Lets the task of rank R go on (it waits reading a FIFO).
+  void go(int rank) {
+    auto r = run_cmd({"/bin/sh", "-c", "echo go > " + fifo("go", rank)}, {}, 20);
+    ASSERT_EQ(r.code, 0) << "the task of rank " << rank << " is not waiting: " << show(r);
+  }
+};
+
+TEST_F(MultiUserReattach, AUsersJobRunningThroughACrashIsFoundAgainAndCompletes) {
+  for (int r = 0; r < 2; ++r) {
+    for (const char* name : {"up", "go"}) {
+      ASSERT_EQ(::mkfifo(fifo(name, r).c_str(), 0600), 0);
+      ASSERT_EQ(::chown(fifo(name, r).c_str(), a_.uid, a_.gid), 0);
+    }
+  }
+  std::string id = submit_as(a_, {"-N2", "sh", "-c",
+                                  "echo before $(id -un); echo up > " + shared_ + "/up.$LOOM_RANK; read x < " +
+                                      shared_ + "/go.$LOOM_RANK; echo after $(id -un)"});
+  ASSERT_FALSE(id.empty());
+  auto up = run_cmd({"/bin/cat", fifo("up", 0), fifo("up", 1)}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  crash();
+  go(0);
+  start();
+  go(1);
+  auto clean = inst_.loom({"job", "wait-event", id, "clean"}, {}, 60);
+  ASSERT_EQ(clean.code, 0) << show(clean);
+  auto info = inst_.loom({"jobs", "-a", "-A", "-n", "-o", "{result}"});
+  EXPECT_EQ(trim(info.out), "COMPLETED") << show(info);
+  auto out = loom_as(a_, {"job", "attach", id});
+  ASSERT_EQ(out.code, 0) << show(out);
+  auto lines = out.out_lines();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"after " + a_.name, "after " + a_.name, "before " + a_.name,
+                                             "before " + a_.name}))
+      << out.out;
+  auto exec = loom_as(a_, {"job", "eventlog", "--path=exec", id});
+  EXPECT_NE(exec.out.find("shell-reattach pid="), std::string::npos) << exec.out;
+  EXPECT_NE(exec.out.find("complete status=0"), std::string::npos) << exec.out;
 }
 
 // An instance that cannot switch users (its brokers are not root) refuses
