@@ -10,6 +10,10 @@
 // all output is stored: 0 if every task did, else the largest task status
 // as a shell reports it (the exit code, or 128+N for signal N).
 //
+// It runs as the job's user: started as root, it becomes that user (the
+// `user` the launch service looked up, user.h) before anything else, and
+// refuses a job of another user it cannot become.
+//
 // If its broker goes away (a crash), the shell keeps its tasks running and
 // their output in memory, and connects again to the same socket for up to
 // `reattach_timeout` seconds (from the job info): a restarted broker there
