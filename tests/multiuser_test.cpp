@@ -231,6 +231,16 @@ TEST_F(MultiUser, AUserCannotTouchAnotherUsersJob) {
       loom_as(b_, {"rpc", "kvs.commit",
                    R"({"namespace":")" + ns + R"(","ops":[{"op":"append","key":"output","value":"forged\n"}]})"});
   EXPECT_NE(commit.code, 0) << show(commit);
+  // Nor pass a process for its shell, nor end the shell it has.
+  std::string num = std::to_string(jid->value());
+  auto broker = inst_.broker_pid(0);  // a process of root's
+  ASSERT_TRUE(broker);
+  std::string pid = std::to_string(*broker);
+  auto adopt = loom_as(b_, {"rpc", "shell.adopt", R"({"id":)" + num + R"(,"rank":0,"pid":)" + pid + "}"});
+  EXPECT_NE(adopt.err.find("process " + pid + " is not one of uid " + std::to_string(b_.uid) + "'s"), std::string::npos)
+      << show(adopt);
+  auto done = loom_as(b_, {"rpc", "shell.done", R"({"id":)" + num + R"(,"status":0})"});
+  EXPECT_NE(done.err.find("is not uid " + std::to_string(b_.uid) + "'s"), std::string::npos) << show(done);
   for (auto args : std::vector<std::vector<std::string>>{
            {"cancel", id}, {"job", "kill", id}, {"job", "attach", id}, {"job", "eventlog", id}}) {
     auto rb = loom_as(b_, args);

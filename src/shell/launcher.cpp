@@ -34,6 +34,8 @@ constexpr double kClaimWait = 60;
 // How long the service starts shells one by one before it starts a fork
 // server again after one went away.
 constexpr double kForkServerRetry = 10;
+// Adopted shells of one user waiting to be claimed, at most.
+constexpr size_t kMaxUnclaimedPerUser = 1024;
 
 // The real and effective uid of process `pid` (from /proc: its own files
 // belong to root once a root process became a user), or nullopt.
@@ -350,6 +352,19 @@ void ShellLauncher::Impl::adopt(const Message& m) {
   }
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
+  }
+  // Each adopted shell holds a pidfd until it is claimed (or a minute has
+  // passed): one process is one shell, and a user's unclaimed ones are
+  // bounded, so that nobody can fill the broker's descriptor table.
+  size_t unclaimed = 0;
+  for (const auto& [other, sh] : shells_) {
+    if (sh.pid == static_cast<pid_t>(*pid)) {
+      return h_.respond_error(m, EEXIST, "process " + std::to_string(*pid) + " is already a shell here");
+    }
+    if (!sh.claimed && !sh.owner_adopted && sh.userid == m.userid) ++unclaimed;
+  }
+  if (!owner && unclaimed >= kMaxUnclaimedPerUser) {
+    return h_.respond_error(m, EAGAIN, "uid " + std::to_string(m.userid) + " has too many shells waiting here");
   }
   Shell& s = shells_[jid];
   s.pid = static_cast<pid_t>(*pid);
