@@ -262,36 +262,8 @@ TEST_F(Exec, ExecAndOutputEventlogsOfAJob) {
   EXPECT_NE(none.err.find("has no exec eventlog"), std::string::npos) << none.err;
 }
 
-TEST_F(Exec, AUserReadsTheOutputOfTheirOwnJobsOnly) {
-  // Users never read the primary KVS: a finished job's output and exec
-  // eventlog reach its owner through job-info.
-  Env user = {{"LOOM_HANDLE_USERID", "4242"}, {"LOOM_HANDLE_ROLEMASK", "2"}};
-  auto run = loom({"run", "-N2", "sh", "-c", "echo hello from $LOOM_RANK"}, user);
-  ASSERT_EQ(run.code, 0) << show(run);
-  auto ids = loom({"jobs", "-a", "-n", "-o", "{id}"}, user).out_lines();
-  ASSERT_EQ(ids.size(), 1u);
-  std::string id = ids[0];
-  auto attach = loom({"job", "attach", "-l", id}, user);
-  EXPECT_EQ(attach.code, 0) << show(attach);
-  auto lines = attach.out_lines();
-  std::sort(lines.begin(), lines.end());
-  EXPECT_EQ(lines, (std::vector<std::string>{"0: hello from 0", "1: hello from 1"})) << attach.out;
-  auto out = loom({"job", "eventlog", "-p", "output", id}, user);
-  EXPECT_EQ(out.code, 0) << show(out);
-  EXPECT_EQ(out.out_lines().size(), 2u) << out.out;
-  auto exec = loom({"job", "eventlog", "-p", "exec", id}, user);
-  EXPECT_EQ(exec.code, 0) << show(exec);
-  EXPECT_NE(exec.out.find("complete status=0"), std::string::npos) << exec.out;
-  // Another user reads none of it.
-  Env other = {{"LOOM_HANDLE_USERID", "4243"}, {"LOOM_HANDLE_ROLEMASK", "2"}};
-  for (auto args : std::vector<std::vector<std::string>>{
-           {"job", "attach", id}, {"job", "eventlog", "-p", "output", id}, {"job", "eventlog", "-p", "exec", id}}) {
-    auto r = loom(args, other);
-    EXPECT_NE(r.code, 0) << show(r);
-    EXPECT_NE(r.err.find("another user"), std::string::npos) << r.err;
-    EXPECT_EQ(r.out, "");
-  }
-}
+// A user reading the output of their own jobs only: multiuser_test (a job
+// of another user runs as that user, so it needs real users and root).
 
 TEST_F(Exec, RunExitsAsTheJobDid) {
   auto ok = loom({"run", "--setattr=exec.test.run_duration=0", "-N2", "true"});

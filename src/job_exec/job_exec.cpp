@@ -662,6 +662,11 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     if ((*p)["more_tasks"].is_number_unsigned()) {
       log_exec(r, "task-exits-unreported", Json{{"rank", rank}, {"count", (*p)["more_tasks"]}});
     }
+    // A shell that could not run the job at all (it could not become the
+    // job's user, say) says why: the job fails with that, the other
+    // ranks' shells are killed.
+    bool failed = (*p)["error"].is_string();
+    if (failed) raise(r, "exec", "rank " + std::to_string(rank) + ": " + (*p)["error"].get<std::string>());
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);
@@ -669,6 +674,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     }
     log_exec(r, "shell-exit", Json{{"rank", rank}, {"status", status}});
     shell_exited(r, rank, status);
+    if (failed) kill_all(r, SIGKILL);
     // With an epilog, the rank is free once it is done.
     if (!p->value("epilog", false)) return rank_free(r, rank);
     log_exec(r, "epilog-start", Json{{"rank", rank}});

@@ -2,6 +2,8 @@
 // other parts).
 #include "job_manager/job_manager.h"
 
+#include <unistd.h>
+
 #include "base/memory.h"
 #include "job_manager/impl.h"
 
@@ -355,6 +357,7 @@ void JobManager::quiesce(std::function<void()> done) {
 JobManager::~JobManager() = default;
 
 std::unique_ptr<JobManager> JobManager::create(asio::io_context& io, Handle& h, JobManagerConfig cfg) {
+  if (!cfg.runs_jobs_as_users) cfg.runs_jobs_as_users = ::geteuid() == 0;
   auto impl = std::make_unique<Impl>(io, h, cfg);
   impl->install();
   impl->load();

@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 
 namespace asio {
 class io_context;
@@ -30,6 +31,11 @@ class Handle;
 
 struct JobManagerConfig {
   uint32_t owner = 0;  // the instance owner's uid
+  // Whether the brokers can run jobs as their users (they run as root:
+  // DESIGN §13). If not, a job of anyone but the owner is refused at
+  // submit, unless it runs nothing (test execution). Unset: whether this
+  // process is root.
+  std::optional<bool> runs_jobs_as_users;
   // Inactive jobs kept before the oldest are purged automatically
   // (0: keep them all until `loom job purge`).
   uint32_t inactive_num_limit = 0;

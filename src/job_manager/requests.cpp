@@ -18,6 +18,21 @@ Result<JobManager::Impl::Job*> JobManager::Impl::find_job(const Message& m, cons
   return &j;
 }
 
+namespace {
+// A job in test execution mode (attributes.system.exec.test) starts no
+// process at all, as nobody.
+bool runs_nothing(const Jobspec& spec) {
+  const Json* at = &spec.raw;
+  for (const char* key : {"attributes", "system", "exec", "test"}) {
+    if (!at->is_object()) return false;
+    auto it = at->find(key);
+    if (it == at->end()) return false;
+    at = &*it;
+  }
+  return true;
+}
+}  // namespace
+
 void JobManager::Impl::submit(const Message& m) {
   auto p = payload_object(m);
   if (!p.ok()) return h_.respond_error(m, p.error());
@@ -62,6 +77,15 @@ void JobManager::Impl::submit(const Message& m) {
     }
     if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
+    // A job runs as its user (DESIGN §13): brokers that cannot switch
+    // users refuse the jobs of anyone but the owner, unless the job runs
+    // nothing. The user is the broker's stamp, never the payload's.
+    if (m.userid != cfg_.owner && !cfg_.runs_jobs_as_users.value_or(false) && !runs_nothing(*spec)) {
+      return h_.respond_error(m, EPERM,
+                              where + "this instance runs as uid " + std::to_string(cfg_.owner) +
+                                  " and cannot run jobs as other users (you are uid " + std::to_string(m.userid) +
+                                  "); ask its owner, or use an instance started as root");
     }
     int64_t dflt = kUrgencyDefault;
     auto u = get_int(it, "urgency", 0, 31, &dflt);

@@ -14,12 +14,15 @@
 #include <asio/write.hpp>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include "base/fluid.h"
 #include "msg/payload.h"
 #include "shell/spawn.h"
+#include "shell/user.h"
 
 namespace loom {
 
@@ -31,6 +34,22 @@ constexpr double kClaimWait = 60;
 // How long the service starts shells one by one before it starts a fork
 // server again after one went away.
 constexpr double kForkServerRetry = 10;
+// Adopted shells of one user waiting to be claimed, at most.
+constexpr size_t kMaxUnclaimedPerUser = 1024;
+
+// The real and effective uid of process `pid` (from /proc: its own files
+// belong to root once a root process became a user), or nullopt.
+std::optional<uint32_t> process_uid(pid_t pid) {
+  std::ifstream status("/proc/" + std::to_string(pid) + "/status");
+  for (std::string line; std::getline(status, line);) {
+    if (!line.starts_with("Uid:")) continue;
+    std::istringstream fields(line.substr(4));
+    uint64_t real = 0, effective = 0;
+    if (!(fields >> real >> effective) || real != effective || real > UINT32_MAX) return std::nullopt;
+    return static_cast<uint32_t>(real);
+  }
+  return std::nullopt;
+}
 }  // namespace
 
 struct ShellLauncher::Impl {
@@ -38,11 +57,14 @@ struct ShellLauncher::Impl {
     Message req;          // the launch or reattach request the answers go to
     bool claimed = true;  // false: adopted, no reattach request yet
     pid_t pid = -1;
+    uint32_t userid = 0;         // whose shell it is (an adopted one: who adopted it)
+    bool owner_adopted = false;  // adopted through a connection of the owner (any job may claim it)
     std::unique_ptr<ChildWatch> watch;
     // The shell's stdin while the rest of a job larger than the pipe is written.
     std::unique_ptr<asio::posix::stream_descriptor> input;
     Json job_info;                // for the epilog
     std::optional<int> reported;  // an adopted shell's exit, as a wait status
+    std::string error;            // why the shell could not run the job (its report), if so
     std::optional<int> status;    // exited (unclaimed: kept until claimed)
     int report = -1;              // the read end of the shell's stdout: its tasks' exits
     Json tasks;                   // [[task rank, wait status]...], once known
@@ -142,6 +164,22 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
   }
+  // Whose job (user.h): a shell never runs a job of another user as us.
+  Json& job = (*p)["info"];
+  uint32_t userid = static_cast<uint32_t>(::geteuid());
+  if (job.contains("userid")) {
+    if (!job["userid"].is_number_unsigned() || job["userid"].get<uint64_t>() > UINT32_MAX - 1) {
+      return h_.respond_error(m, EPROTO, "\"userid\" must be a uid");
+    }
+    userid = job["userid"].get<uint32_t>();
+  }
+  job.erase("user");
+  if (userid != ::geteuid()) {
+    if (!can_switch_users()) return h_.respond_error(m, EPERM, cannot_switch_text(userid));
+    auto user = lookup_user(userid);
+    if (!user.ok()) return h_.respond_error(m, user.error().code, user.error().text);
+    job["user"] = user->to_json();
+  }
   // The shell's stdin (its job, when it is started here) and stdout (its
   // exit report).
   int in[2] = {-1, -1}, out[2] = {-1, -1};
@@ -201,6 +239,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   Shell& s = shells_[jid];
   s.req = head_of(m);
   s.pid = *pid;
+  s.userid = userid;
   s.report = out[0];
   if (in[1] >= 0) {
     s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
@@ -248,6 +287,7 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
     if (j.ok() && j->is_object() && (*j)["tasks"].is_array()) {
       s.tasks = (*j)["tasks"];
       if ((*j)["more"].is_number_unsigned()) s.more_tasks = (*j)["more"].get<uint64_t>();
+      if ((*j)["error"].is_string()) s.error = (*j)["error"].get<std::string>();
     }
   }
   s.status = status;
@@ -264,15 +304,27 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
   if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
   if (it->second.more_tasks) answer["more_tasks"] = it->second.more_tasks;
+  if (!it->second.error.empty()) answer["error"] = it->second.error;
   shells_.erase(it);
   h_.respond(req, answer);
   if (!epilog) return h_.respond_error(req, ENODATA, "");
   run_epilog(req, jid, job_info);
 }
 
-// job-exec found the shell again: it gets the rest of the stream.
+// job-exec found the shell again: it gets the rest of the stream. A shell
+// a user's connection adopted is the job's only if that user is the job's.
 void ShellLauncher::Impl::claim(uint64_t jid, Message req, Json job_info) {
   Shell& s = shells_.at(jid);
+  uint32_t job_user = job_info.contains("userid") && job_info["userid"].is_number_unsigned()
+                          ? job_info["userid"].get<uint32_t>()
+                          : static_cast<uint32_t>(::geteuid());
+  if (!s.owner_adopted && s.userid != job_user) {
+    spdlog::warn("shell: uid {} adopted a shell (pid {}) for job {} of uid {}; not the job's", s.userid, s.pid, jid,
+                 job_user);
+    shells_.erase(jid);
+    return h_.respond_error(req, EPERM,
+                            "the shell that came back for job " + std::to_string(jid) + " is not its user's");
+  }
   s.req = std::move(req);
   s.job_info = std::move(job_info);
   s.claimed = true;
@@ -291,12 +343,34 @@ void ShellLauncher::Impl::adopt(const Message& m) {
   auto pid = get_int(*p, "pid", 2, INT32_MAX);
   if (!pid.ok()) return h_.respond_error(m, pid.error());
   uint64_t jid = static_cast<uint64_t>(id);
+  // A shell runs as its job's user: a user may only offer a process of
+  // their own (and only their own job will take it, see claim()).
+  bool owner = m.rolemask & role::kOwner;
+  if (!owner && process_uid(static_cast<pid_t>(*pid)) != std::optional<uint32_t>(m.userid)) {
+    return h_.respond_error(
+        m, EPERM, "process " + std::to_string(*pid) + " is not one of uid " + std::to_string(m.userid) + "'s");
+  }
   if (shells_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
+  }
+  // Each adopted shell holds a pidfd until it is claimed (or a minute has
+  // passed): one process is one shell, and a user's unclaimed ones are
+  // bounded, so that nobody can fill the broker's descriptor table.
+  size_t unclaimed = 0;
+  for (const auto& [other, sh] : shells_) {
+    if (sh.pid == static_cast<pid_t>(*pid)) {
+      return h_.respond_error(m, EEXIST, "process " + std::to_string(*pid) + " is already a shell here");
+    }
+    if (!sh.claimed && !sh.owner_adopted && sh.userid == m.userid) ++unclaimed;
+  }
+  if (!owner && unclaimed >= kMaxUnclaimedPerUser) {
+    return h_.respond_error(m, EAGAIN, "uid " + std::to_string(m.userid) + " has too many shells waiting here");
   }
   Shell& s = shells_[jid];
   s.pid = static_cast<pid_t>(*pid);
   s.claimed = false;
+  s.userid = m.userid;
+  s.owner_adopted = owner;
   auto watch = ChildWatch::create(io_, s.pid, [this, jid](int status) { exited(jid, status); });
   if (!watch.ok()) {
     shells_.erase(jid);
@@ -332,6 +406,10 @@ void ShellLauncher::Impl::done(const Message& m) {
   if (!code.ok()) return h_.respond_error(m, code.error());
   Shell* s = shell_for(m, id);
   if (!s) return;
+  if (!(m.rolemask & role::kOwner) && (s->owner_adopted || s->userid != m.userid)) {
+    return h_.respond_error(
+        m, EPERM, "the shell of job " + std::to_string(id) + " is not uid " + std::to_string(m.userid) + "'s");
+  }
   s->reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
   if (p->contains("tasks") && (*p)["tasks"].is_array()) s->tasks = (*p)["tasks"];
   h_.respond(m, Json::object());
@@ -437,8 +515,10 @@ std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handl
   // Reads its payload as JSON only (job-exec's jobs travel parsed).
   h.add_json_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
   h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
-  h.add_method("shell.adopt", Access::kOwner, [raw](const Message& m) { raw->adopt(m); });
-  h.add_method("shell.done", Access::kOwner, [raw](const Message& m) { raw->done(m); });
+  // Job shells run as their jobs' users: these two come from users too
+  // (checked in adopt() and done()).
+  h.add_method("shell.adopt", Access::kUser, [raw](const Message& m) { raw->adopt(m); });
+  h.add_method("shell.done", Access::kUser, [raw](const Message& m) { raw->done(m); });
   h.add_method("shell.reattach", Access::kOwner, [raw](const Message& m) { raw->reattach(m); });
   return std::unique_ptr<ShellLauncher>(new ShellLauncher(std::move(impl)));
 }

@@ -12,16 +12,23 @@
 //       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
 //       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
 //       cannot be spawned gets an error response naming why.
+//       The shell runs as the job's user (`userid` of `info`; user.h): a
+//       broker that is root looks the user up and adds `user` to the
+//       shell's job (no such user: an error response), one that is not
+//       refuses another user's job (EPERM). A shell that could not run
+//       the job at all says why: `error` in its `exited` answer.
 //   shell.kill {id, signal}  owner only: the signal to the job's shell,
 //       which forwards it to its tasks; SIGKILL goes to the shell's whole
 //       process group. ENOENT if no shell of that job runs here.
 //
 // After a crash (docs/protocols/exec.md, item 8):
-//   shell.adopt {id, rank, pid}  from a job shell whose broker died: we
+//   shell.adopt {id, rank, pid}  from a job shell whose broker died (any
+//       user: a shell runs as its job's user; a user may offer only a
+//       process of their own, and only a job of theirs claims it): we
 //       watch it (a pidfd: it is not our child) until it is claimed; one
 //       nobody claims within a minute is killed.
-//   shell.done {id, status, tasks}  from an adopted shell: the code it exits
-//       with and its tasks' exits.
+//   shell.done {id, status, tasks}  from an adopted shell (its adopter):
+//       the code it exits with and its tasks' exits.
 //   shell.reattach {id, info}  streaming, from job-exec: claims the job's
 //       shell (waiting up to 5 s for it to be adopted; else ENOENT), then
 //       answers {type: "reattached", pid} and the rest of a launch stream.

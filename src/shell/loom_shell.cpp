@@ -10,6 +10,10 @@
 // all output is stored: 0 if every task did, else the largest task status
 // as a shell reports it (the exit code, or 128+N for signal N).
 //
+// It runs as the job's user: started as root, it becomes that user (the
+// `user` the launch service looked up, user.h) before anything else, and
+// refuses a job of another user it cannot become.
+//
 // If its broker goes away (a crash), the shell keeps its tasks running and
 // their output in memory, and connects again to the same socket for up to
 // `reattach_timeout` seconds (from the job info): a restarted broker there
@@ -36,6 +40,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +53,7 @@
 #include "shell/output.h"
 #include "shell/report.h"
 #include "shell/spawn.h"
+#include "shell/user.h"
 
 namespace loom {
 namespace {
@@ -82,8 +88,14 @@ constexpr size_t kCommitChunk = 4u << 20;
 
 class Shell {
  public:
-  Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info)
-      : io_(io), clock_(clock), uri_(std::move(uri)), c_(std::move(c)), info_(std::move(info)) {}
+  Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info,
+        std::optional<JobUser> user)
+      : io_(io),
+        clock_(clock),
+        uri_(std::move(uri)),
+        c_(std::move(c)),
+        info_(std::move(info)),
+        user_(std::move(user)) {}
   int run();
   int cannot_start(int from, const std::string& why);
   int wait_tasks();
@@ -94,6 +106,7 @@ class Shell {
   std::string uri_;
   std::unique_ptr<Client> c_;
   Json info_;
+  std::optional<JobUser> user_;  // the job's user, when we became it (not the broker's uid)
   std::string id_text_;
   uint32_t rank_ = 0;
   double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
@@ -375,18 +388,36 @@ int Shell::run() {
     next += here;
   }
 
-  // The environment: the jobspec's (the submitter's), else ours.
+  // The environment: the jobspec's (the submitter's), else ours; never
+  // the broker's for another user's job.
   std::vector<std::string> env;
   const Json& sys = js->raw["attributes"]["system"];
   if (sys.contains("environment") && sys["environment"].is_object()) {
     for (auto& [k, v] : sys["environment"].items()) {
       if (v.is_string()) env.push_back(k + "=" + v.get<std::string>());
     }
-  } else {
+  } else if (!user_) {
     env = current_environment();
+  } else {
+    env.push_back("PATH=/usr/local/bin:/usr/bin:/bin");
   }
   std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
-  open_output_files(sys, encode_f58(id), js->cwd);
+  std::string cwd = js->cwd;
+  if (user_) {
+    // Who the tasks are, from the passwd entry, whatever the jobspec says.
+    std::erase_if(env, [](const std::string& e) {
+      return e.starts_with("HOME=") || e.starts_with("USER=") || e.starts_with("LOGNAME=") || e.starts_with("SHELL=");
+    });
+    env.push_back("HOME=" + user_->home);
+    env.push_back("USER=" + user_->name);
+    env.push_back("LOGNAME=" + user_->name);
+    if (!user_->shell.empty()) env.push_back("SHELL=" + user_->shell);
+    // Not the broker's working directory.
+    if (cwd.empty()) cwd = user_->home;
+  }
+  // Opened as the job's user: its files are the user's, and a file the
+  // user may not write is not written.
+  open_output_files(sys, encode_f58(id), cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
   env.push_back("LOOM_JOB_SIZE=" + std::to_string(js->ntasks));
@@ -446,7 +477,7 @@ int Shell::run() {
     spec.env.push_back("LOOM_TASK_RANK=" + std::to_string(t.rank));
     spec.env.push_back("PMI_RANK=" + std::to_string(t.rank));
     spec.env.push_back("LOOM_TASK_LOCAL_ID=" + std::to_string(i));
-    spec.cwd = js->cwd;
+    spec.cwd = cwd;
     spec.stdout_fd = out[1];
     spec.stderr_fd = err[1];
     auto pid = spawn(spec);
@@ -550,19 +581,57 @@ std::string read_stdin() {
   return text;
 }
 
+// The job cannot run here at all: why, in the exit report (shell/report.h)
+// that the shell launch service reads once we have exited, so that the job
+// fails with it; and on stderr.
+int cannot_run(const Json& info, const std::string& why) {
+  auto at = info.find("id");
+  std::string id = at != info.end() && at->is_number_unsigned() ? encode_f58(JobId{at->get<uint64_t>()}) : "?";
+  std::fprintf(stderr, "loom-shell: job %s: %s\n", id.c_str(), why.c_str());
+  std::string line = dump_json(Json{{"tasks", Json::array()}, {"error", why}}) + "\n";
+  if (::write(1, line.data(), line.size()) < 0) return 1;
+  return 1;
+}
+
+// The job's user (user.h): the shell becomes it before it connects, opens
+// a file or starts a task. The job names its user (`userid`); a shell
+// that is not that user already needs the launch service's `user` (the
+// passwd entry and groups) and root to become it, else the job cannot run.
+Result<std::optional<JobUser>> take_identity(const Json& info) {
+  uint32_t me = static_cast<uint32_t>(::geteuid());
+  auto at = info.find("userid");
+  uint32_t userid = at != info.end() && at->is_number_unsigned() ? at->get<uint32_t>() : me;
+  if (!info.contains("user")) {
+    if (userid != me) return Error{EPERM, cannot_switch_text(userid)};
+    return std::optional<JobUser>();
+  }
+  auto user = JobUser::from_json(*info.find("user"));
+  if (!user.ok()) return user.error();
+  if (user->uid != userid) {
+    return Error{EPROTO,
+                 "the job is uid " + std::to_string(userid) + "'s, not uid " + std::to_string(user->uid) + "'s"};
+  }
+  if (userid == me) return std::optional<JobUser>();
+  if (!can_switch_users()) return Error{EPERM, cannot_switch_text(userid)};
+  if (auto st = become_user(*user); !st.ok()) return st.error();
+  return std::optional<JobUser>(std::move(*user));
+}
+
 // One job shell, its job (JSON) in `text`.
 int run_shell(const std::string& text) {
   auto info = parse_json(text);
   if (!info.ok() || !info->is_object()) die("stdin: not a JSON object");
-  const char* uri = std::getenv("LOOM_URI");
-  if (!uri) die("LOOM_URI is not set");
   // stdout is the report pipe of a broker that may be gone by the end.
   ::signal(SIGPIPE, SIG_IGN);
+  auto user = take_identity(*info);
+  if (!user.ok()) return cannot_run(*info, user.error().text);
+  const char* uri = std::getenv("LOOM_URI");
+  if (!uri) die("LOOM_URI is not set");
   asio::io_context io;
   auto clock = make_real_clock(io);
   auto c = Client::connect(io, *clock, uri);
   if (!c.ok()) die(c.error().text);
-  Shell shell(io, *clock, uri, std::move(*c), std::move(*info));
+  Shell shell(io, *clock, uri, std::move(*c), std::move(*info), std::move(*user));
   return shell.run();
 }
 

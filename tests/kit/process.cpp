@@ -117,7 +117,10 @@ std::vector<std::string> split_lines(const std::string& s) {
 std::vector<std::string> CmdResult::out_lines() const { return split_lines(out); }
 std::vector<std::string> CmdResult::err_lines() const { return split_lines(err); }
 
-Background::Background(const std::vector<std::string>& argv, const Env& env) {
+Background::Background(const std::vector<std::string>& argv, const Env& env) : Background(argv, env, nullptr) {}
+
+Background::Background(const std::vector<std::string>& argv, const Env& env,
+                       const std::function<std::string()>& in_child) {
   // The environment of the child, built before fork.
   std::map<std::string, std::string> vars;
   for (char** e = environ; *e; ++e) {
@@ -159,6 +162,13 @@ Background::Background(const std::vector<std::string>& argv, const Env& env) {
     ::dup2(devnull, 0);
     ::dup2(out[1], 1);
     ::dup2(err[1], 2);
+    if (in_child) {
+      std::string why = in_child();
+      if (!why.empty()) {
+        std::fprintf(stderr, "run_cmd: %s\n", why.c_str());
+        ::_exit(126);
+      }
+    }
     ::execve(args[0], args.data(), envp.data());
     std::fprintf(stderr, "run_cmd: cannot run %s: %s\n", args[0], std::strerror(errno));
     ::_exit(127);

@@ -5,6 +5,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -54,6 +55,10 @@ CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env = {}, dou
 class Background {
  public:
   Background(const std::vector<std::string>& argv, const Env& env = {});
+  // With `in_child` run in the child between fork and exec (to become
+  // another user, say); if it returns an error text, that goes to stderr
+  // and the child exits 126 without running argv.
+  Background(const std::vector<std::string>& argv, const Env& env, const std::function<std::string()>& in_child);
   ~Background();
   Background(const Background&) = delete;
   Background& operator=(const Background&) = delete;
