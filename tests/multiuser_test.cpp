@@ -106,10 +106,6 @@ class MultiUser : public ::testing::Test {
   virtual std::vector<std::string> instance_args() { return {}; }
   void start() {
     ASSERT_TRUE(inst_.start(2, instance_args()));
-    // Users reach a root instance through its sockets.
-    // TODO(lead): loom start does this itself for root (then drop these).
-    ::chmod(inst_.rundir().c_str(), 0755);
-    for (uint32_t r = 0; r < inst_.size(); ++r) ::chmod(inst_.socket(r).c_str(), 0666);
   }
 
   // `loom ARGS` as `u`, in `cwd` (default: their home).
@@ -357,7 +353,8 @@ TEST_F(MultiUserReattach, AUsersJobRunningThroughACrashIsFoundAgainAndCompletes)
 
 // An instance that cannot switch users (its brokers are not root) refuses
 // a job of anyone but its owner when it is submitted, saying why; a job
-// that runs nothing (test execution) is taken. Its sockets are the
+// that runs nothing (test execution, where the owner allows users it) is
+// taken. Its sockets are the
 // owner's alone, so another user's submission reaches it only as the
 // owner speaking for that user (the broker believes only the owner's
 // stamp): the path through the job manager is the same.
@@ -382,7 +379,7 @@ TEST(MultiUserRefusal, AnInstanceThatCannotSwitchUsersRefusesOtherUsersJobsAtSub
   };
   if (::geteuid() != 0) {
     Instance inst;
-    ASSERT_TRUE(inst.start(1));
+    ASSERT_TRUE(inst.start(1, {"--setconf", "exec.allow-guest-test=true"}));
     check([&](const std::vector<std::string>& args, const Env& env) { return inst.loom(args, env); }, ::geteuid());
     return;
   }
@@ -393,7 +390,7 @@ TEST(MultiUserRefusal, AnInstanceThatCannotSwitchUsersRefusesOtherUsersJobsAtSub
   ASSERT_TRUE(users.add("o", &a));
   std::string uri;
   {
-    auto start = background_as(a, {bin("loom"), "start", "--test-size=1"});
+    auto start = background_as(a, {bin("loom"), "start", "--test-size=1", "--setconf", "exec.allow-guest-test=true"});
     ASSERT_TRUE(start->wait_for_out("\n", 30)) << show(start->so_far());
     uri = trim(start->so_far().out);
     check(

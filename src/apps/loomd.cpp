@@ -54,6 +54,10 @@ int main(int argc, char** argv) {
   app.add_option("--sched-policy", sched_cfg.policy, "fcfs or easy")->check(CLI::IsMember({"fcfs", "easy"}));
   loom::JobManagerConfig jm_cfg;
   app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
+  app.add_option("--jobspec-size-limit", jm_cfg.jobspec_size_limit, "Largest jobspec accepted at submit (bytes)")
+      ->check(CLI::Range(size_t{1024}, size_t{16} << 20));
+  app.add_option("--exec-allow-guest-test", jm_cfg.allow_guest_test,
+                 "Users other than the owner may submit jobs in test execution mode (true/false)");
   loom::ShellLauncherConfig shell_cfg;
   loom::JobExecConfig exec_cfg;
   app.add_option("--exec-epilog", shell_cfg.epilog, "Command run (sh -c) on a rank after a job's shell there exits")

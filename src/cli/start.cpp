@@ -113,6 +113,13 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
         double t = std::stod(value);
         if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
         o.every_rank_args.push_back("--frame-timeout=" + value);
+      } else if (key == "exec.allow-guest-test") {
+        if (value != "true" && value != "false") return Error{EINVAL, "exec.allow-guest-test must be true or false"};
+        rank0_args.push_back("--exec-allow-guest-test=" + value);
+      } else if (key == "job-manager.jobspec-size-limit") {
+        uint32_t n = config_count(key, value, 16u << 20);
+        if (n < 1024) return Error{EINVAL, "job-manager.jobspec-size-limit must be 1024-16777216 (bytes)"};
+        rank0_args.push_back("--jobspec-size-limit=" + std::to_string(n));
       } else if (key == "job-manager.inactive-num-limit") {
         rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
       } else {
@@ -120,8 +127,9 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
                      "unknown configuration key " + key +
                          " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
                          "broker.heartbeat-timeout, broker.frame-timeout, sched.policy, resource.cores-per-rank, "
-                         "resource.gpus-per-rank, job-manager.inactive-num-limit, exec.epilog, exec.epilog-timeout, "
-                         "exec.kill-timeout, exec.reattach-timeout)"};
+                         "resource.gpus-per-rank, job-manager.inactive-num-limit, job-manager.jobspec-size-limit, "
+                         "exec.epilog, exec.epilog-timeout, exec.kill-timeout, exec.reattach-timeout, "
+                         "exec.allow-guest-test)"};
       }
     } catch (const std::invalid_argument& e) {
       std::string what = e.what();
