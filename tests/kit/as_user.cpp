@@ -13,14 +13,14 @@
 
 namespace loom::test {
 
-Json run_as(Loop& loop, uid_t uid, const std::function<Json()>& fn, double timeout) {
+Json run_as(Loop& loop, uid_t uid, gid_t gid, const std::function<Json()>& fn, double timeout) {
   int fds[2];
   if (::pipe2(fds, O_CLOEXEC) != 0) return nullptr;
   pid_t pid = ::fork();
   if (pid == 0) {
     ::close(fds[0]);
     Json out;
-    if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
+    if (::setgroups(0, nullptr) != 0 || ::setgid(gid) != 0 || ::setuid(uid) != 0) {
       out = Json{{"setup", std::string("cannot drop to uid ") + std::to_string(uid)}};
     } else {
       out = fn();
