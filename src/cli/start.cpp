@@ -331,13 +331,16 @@ class Launcher {
     return {};
   }
 
-  // The brokers' sockets. Clients connect to rank-R.sock, the owner's
+  // The brokers' sockets. Clients connect to rank-R.sock; where the
+  // brokers run as root they serve every user (each job runs as its
+  // submitter, DESIGN §13), so those sockets are open to all and the
+  // broker decides what each uid may do; otherwise they are the owner's
   // alone. Brokers join each other through overlay/rank-R.sock, in a
   // directory only the owner can enter, and each end checks the other's
   // uid as well (docs/security.md).
   Status launch_brokers() {
     Topology topo{o_.size, o_.fanout};
-    bool shared = false;
+    bool shared = ::geteuid() == 0;
     std::string overlay_dir = rundir_ + "/overlay";
     if (::mkdir(overlay_dir.c_str(), 0700) != 0 && errno != EEXIST) {
       return Error{errno, "cannot create " + overlay_dir + ": " + std::strerror(errno)};
