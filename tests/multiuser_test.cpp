@@ -104,9 +104,7 @@ class MultiUser : public ::testing::Test {
     if (!shared_.empty()) std::filesystem::remove_all(shared_);
   }
   virtual std::vector<std::string> instance_args() { return {}; }
-  void start() {
-    ASSERT_TRUE(inst_.start(2, instance_args()));
-  }
+  void start() { ASSERT_TRUE(inst_.start(2, instance_args())); }
 
   // `loom ARGS` as `u`, in `cwd` (default: their home).
   CmdResult loom_as(const TestUser& u, std::vector<std::string> args, const std::string& cwd = "") {
