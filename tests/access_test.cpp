@@ -19,6 +19,7 @@
 #include <functional>
 #include <string>
 
+#include "kit/as_user.h"
 #include "kit/client.h"
 #include "kit/instance.h"
 
@@ -26,7 +27,6 @@ namespace loom::test {
 namespace {
 
 constexpr uint32_t kOtherUid = 4242;
-constexpr uid_t kNobody = 65534;
 
 const Env kAsUser = {{"LOOM_HANDLE_USERID", std::to_string(kOtherUid)},
                      {"LOOM_HANDLE_ROLEMASK", std::to_string(role::kUser)}};
@@ -61,59 +61,7 @@ class Access : public ::testing::Test {
     return p;
   }
 
-  // Runs `fn` in a forked child as uid/gid `uid` while this loop keeps
-  // serving; returns what fn returned (null if the child failed).
-  Json run_as(uid_t uid, const std::function<Json()>& fn, double timeout = 20) {
-    int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return nullptr;
-    pid_t pid = ::fork();
-    if (pid == 0) {
-      ::close(fds[0]);
-      Json out;
-      if (::setgroups(0, nullptr) != 0 || ::setgid(uid) != 0 || ::setuid(uid) != 0) {
-        out = Json{{"setup", std::string("cannot drop to uid ") + std::to_string(uid)}};
-      } else {
-        out = fn();
-      }
-      std::string text = dump_json(out);
-      ssize_t ignored = ::write(fds[1], text.data(), text.size());
-      (void)ignored;
-      ::_exit(0);
-    }
-    ::close(fds[1]);
-    if (pid < 0) {
-      ::close(fds[0]);
-      return nullptr;
-    }
-    // Read the child's answer on our loop, so that our services answer it.
-    asio::posix::stream_descriptor pipe(loop_.io(), fds[0]);
-    std::string text;
-    bool done = false;
-    std::function<void()> read_more;
-    char buf[4096];
-    read_more = [&] {
-      pipe.async_read_some(asio::buffer(buf), [&](const std::error_code& ec, size_t n) {
-        if (ec) {
-          done = true;
-          return;
-        }
-        text.append(buf, n);
-        read_more();
-      });
-    };
-    read_more();
-    bool ok = loop_.run_until([&] { return done; }, timeout);
-    if (!ok) {
-      ::kill(pid, SIGKILL);
-      pipe.cancel();
-      loop_.run_until([&] { return done; }, 5);
-    }
-    auto st = wait_child(pid, 10);
-    EXPECT_TRUE(ok) << "child as uid " << uid << " did not finish";
-    EXPECT_TRUE(st && exit_code(*st) == 0);
-    auto j = parse_json(text);
-    return j.ok() ? *j : Json(nullptr);
-  }
+  Json run_as(uid_t uid, const std::function<Json()>& fn) { return test::run_as(loop_, uid, fn); }
 
   Instance inst_;
   Loop loop_;

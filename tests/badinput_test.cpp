@@ -17,19 +17,6 @@
 namespace loom::test {
 namespace {
 
-std::string u32le(uint32_t v) {
-  std::string s(4, '\0');
-  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);
-  return s;
-}
-
-Message request(const std::string& topic, std::string payload, uint32_t matchtag, uint32_t nodeid = kNodeAny,
-                uint8_t flags = 0) {
-  Message m = make_request(topic, std::move(payload), nodeid, flags);
-  m.matchtag = matchtag;
-  return m;
-}
-
 // A frame encoded by hand, for what encode_message refuses to build.
 std::string raw_frame(uint8_t version, uint8_t type, uint8_t flags, const std::string& topic,
                       const std::string& payload = {}, uint32_t matchtag = 1) {

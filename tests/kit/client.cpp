@@ -100,6 +100,18 @@ int remaining_ms(double deadline) {
 }
 }  // namespace
 
+std::string u32le(uint32_t v) {
+  std::string s(4, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);
+  return s;
+}
+
+Message request(const std::string& topic, std::string payload, uint32_t matchtag, uint32_t nodeid, uint8_t flags) {
+  Message m = make_request(topic, std::move(payload), nodeid, flags);
+  m.matchtag = matchtag;
+  return m;
+}
+
 Result<RawConn> RawConn::connect(const std::string& path_or_uri, bool greet) {
   auto path = uri_to_path(path_or_uri);
   if (!path.ok()) return path.error();

@@ -61,6 +61,12 @@ inline Reply call(Loop& loop, Client& c, const std::string& topic, const std::st
 // Subscribes `h` to `prefix` and waits until the broker confirmed it.
 bool subscribe(Loop& loop, Handle& h, const std::string& prefix, EventFn fn, double timeout = 10);
 
+// Four bytes little-endian, as the frame's length and header fields are.
+std::string u32le(uint32_t v);
+// A request with a matchtag, for bare connections.
+Message request(const std::string& topic, std::string payload, uint32_t matchtag, uint32_t nodeid = kNodeAny,
+                uint8_t flags = 0);
+
 // A bare connection to a broker's Unix socket: write any bytes, read frames.
 // It greets as a client first and reads past the broker's greeting, unless
 // told not to (to send the broker something else first).
