@@ -142,7 +142,6 @@ TEST_F(Contain, ATimeLimitKillsATaskThatLeftItsSession) {
   pid_t pid = static_cast<pid_t>(std::stol(r.out.substr(at + 8)));
   // `loom run` has returned: the job has finished, its escapee with it.
   expect_all_exit({pid});
-  EXPECT_EQ(::getsid(pid), -1) << "the escapee still runs";
 }
 
 // Resources with GPUs; needs no cgroups.
