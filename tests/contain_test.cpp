@@ -91,8 +91,11 @@ class Contain : public JobsFixture {
  protected:
   void SetUp() override {
     if (std::string why = no_cgroups(); !why.empty()) GTEST_SKIP() << "no writable cgroup v2 hierarchy: " << why;
-    ASSERT_TRUE(inst.start(2, {"--cores-per-rank=2", "--gpus-per-rank=0"}));
+    std::vector<std::string> opts{"--cores-per-rank=2", "--gpus-per-rank=0"};
+    opts.insert(opts.end(), extra_.begin(), extra_.end());
+    ASSERT_TRUE(inst.start(2, opts));
   }
+  std::vector<std::string> extra_;  // more options of `loom start`
 
   // The escapee's pid, from the job's output once it is there.
   pid_t escapee(const std::string& id) {
@@ -142,6 +145,30 @@ TEST_F(Contain, ATimeLimitKillsATaskThatLeftItsSession) {
   pid_t pid = static_cast<pid_t>(std::stol(r.out.substr(at + 8)));
   // `loom run` has returned: the job has finished, its escapee with it.
   expect_all_exit({pid});
+}
+
+// With a short kill timeout, so that the escalation to SIGKILL comes soon.
+class ContainEscalation : public Contain {
+ protected:
+  ContainEscalation() { extra_ = {"--setconf=exec.kill-timeout=0.5"}; }
+};
+
+TEST_F(ContainEscalation, SigkillReachesAnEscapeeThatKeepsTheShellWaiting) {
+  // The escapee holds the job's stdout: after SIGTERM its shell waits for
+  // it, until the kill timeout's SIGKILL ends the whole cgroup.
+  std::string id = submit_job(
+      {"-N1", "sh", "-c", "setsid sh -c 'trap \"\" TERM ALRM; exec sleep 1000' & echo escapee $!; exec sleep 1000"});
+  wait_event(id, "start");
+  pid_t pid = escapee(id);
+  ASSERT_GT(pid, 0);
+  std::string dir = check_escaped(pid, id);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+  expect_all_exit({pid});
+  EXPECT_FALSE(std::filesystem::exists(dir)) << dir << " is left behind";
+  // Killed, not given up on: the rank is not drained.
+  auto log = loom({"resource", "list", "--json"});
+  EXPECT_EQ(log.out.find("unkillable"), std::string::npos) << log.out;
 }
 
 // Resources with GPUs; needs no cgroups.
