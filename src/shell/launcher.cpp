@@ -346,6 +346,10 @@ void ShellLauncher::Impl::remove_job_cgroup(uint64_t jid, int status, int tries)
       }
       spdlog::warn("shell: job {}: cannot remove its cgroup {}: {}", jid, s.cgroup,
                    why.empty() ? "processes remain in it" : why);
+    } else if (std::string parent = s.cgroup.substr(0, s.cgroup.rfind('/')); parent != cgroup_root_) {
+      // An adopted shell's, in the cgroup of a broker that died: that one
+      // goes too once it holds no other job's.
+      remove_cgroup(parent);
     }
     s.cgroup.clear();
   }
