@@ -1,6 +1,7 @@
 // Job cgroups (cgroup.h).
 #include "shell/cgroup.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -76,6 +77,18 @@ Result<std::string> make_cgroup_root(const std::string& name) {
   if (own->ends_with(" (deleted)")) return Error{ENOENT, "this process's cgroup was removed"};
   std::string parent = *mount + (*own == "/" ? "" : *own);
   std::string dir = parent + "/" + name;
+  // Those of brokers that died (killed: they could not remove theirs),
+  // once they hold no job; a live broker's stays.
+  if (DIR* d = ::opendir(parent.c_str())) {
+    while (dirent* e = ::readdir(d)) {
+      std::string entry = e->d_name;
+      if (!entry.starts_with("loom-") || entry == name) continue;
+      std::string pid = entry.substr(5);
+      if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
+      if (::access(("/proc/" + pid).c_str(), F_OK) != 0) ::rmdir((parent + "/" + entry).c_str());
+    }
+    ::closedir(d);
+  }
   if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) {
     return Error{errno, "cannot make " + dir + ": " + std::strerror(errno)};
   }
