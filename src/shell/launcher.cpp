@@ -21,6 +21,7 @@
 
 #include "base/fluid.h"
 #include "msg/payload.h"
+#include "shell/cgroup.h"
 #include "shell/spawn.h"
 #include "shell/user.h"
 
@@ -36,6 +37,10 @@ constexpr double kClaimWait = 60;
 constexpr double kForkServerRetry = 10;
 // Adopted shells of one user waiting to be claimed, at most.
 constexpr size_t kMaxUnclaimedPerUser = 1024;
+// How long a job's cgroup may take to empty once killed (its processes
+// dying), tried every 10 ms; then it is left behind with a warning.
+constexpr double kCgroupRetry = 0.01;
+constexpr int kCgroupTries = 500;
 
 // The real and effective uid of process `pid` (from /proc: its own files
 // belong to root once a root process became a user), or nullopt.
@@ -70,21 +75,28 @@ struct ShellLauncher::Impl {
     Json tasks;                   // [[task rank, wait status]...], once known
     uint64_t more_tasks = 0;      // tasks whose exits did not fit in the report
     std::unique_ptr<Timer> timer;
+    std::string cgroup;                   // the job's cgroup here (cgroup.h), "" without
+    std::unique_ptr<Timer> cgroup_timer;  // its removal, tried again while processes die
   };
 
   Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) : io_(io), h_(h), cfg_(std::move(cfg)) {}
   ~Impl() {
     stop_fork_server();
-    // Shells outlive their broker (a restarted one can find them again).
+    // Shells outlive their broker (a restarted one can find them again),
+    // and so do their cgroups (and ours, then).
     for (auto& [id, s] : shells_) {
       if (!s.status) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
     }
+    if (!cgroup_root_.empty()) remove_cgroup(cgroup_root_);
   }
 
   asio::io_context& io_;
   Handle& h_;
   ShellLauncherConfig cfg_;
   std::map<uint64_t, Shell> shells_;
+  // Where jobs' cgroups are made (cgroup.h); "" where there is no writable
+  // cgroup v2 hierarchy (a job is then its shell's process group).
+  std::string cgroup_root_;
   struct Claim {
     Message req;
     Json job_info;
@@ -120,6 +132,7 @@ struct ShellLauncher::Impl {
 
   void run_epilog(const Message& req, uint64_t jid, const Json& info);
   void exited(uint64_t jid, int status);
+  void remove_job_cgroup(uint64_t jid, int status, int tries);
   void report(uint64_t jid);
   void claim(uint64_t jid, Message req, Json job_info);
 
@@ -180,6 +193,19 @@ void ShellLauncher::Impl::launch(const Message& m) {
     if (!user.ok()) return h_.respond_error(m, user.error().code, user.error().text);
     job["user"] = user->to_json();
   }
+  // The job's cgroup, which the shell joins first thing (as root, before
+  // it becomes the job's user). Without one, its process group.
+  job.erase("cgroup");
+  std::string cgroup;
+  if (!cgroup_root_.empty()) {
+    auto made = make_job_cgroup(cgroup_root_, jid);
+    if (made.ok()) {
+      cgroup = *made;
+      job["cgroup"] = cgroup;
+    } else {
+      spdlog::warn("shell: job {}: {}; its processes are kept together by process group only", jid, made.error().text);
+    }
+  }
   // The shell's stdin (its job, when it is started here) and stdout (its
   // exit report).
   int in[2] = {-1, -1}, out[2] = {-1, -1};
@@ -234,6 +260,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   in[0] = out[1] = -1;
   if (!pid.ok()) {
     close_all();
+    if (!cgroup.empty()) remove_cgroup(cgroup);
     return h_.respond_error(m, pid.error().code, "cannot start the job shell: " + pid.error().text);
   }
   Shell& s = shells_[jid];
@@ -241,6 +268,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
   s.pid = *pid;
   s.userid = userid;
   s.report = out[0];
+  s.cgroup = cgroup;
   if (in[1] >= 0) {
     s.input = std::make_unique<asio::posix::stream_descriptor>(io_, in[1]);
     auto rest = asio::buffer(*info) + written;
@@ -257,6 +285,10 @@ void ShellLauncher::Impl::launch(const Message& m) {
     ::kill(-*pid, SIGKILL);
     ::waitpid(*pid, nullptr, 0);
     ::close(s.report);
+    if (!cgroup.empty()) {
+      (void)kill_cgroup(cgroup);
+      remove_cgroup(cgroup);
+    }
     shells_.erase(jid);
     return h_.respond_error(m, watch.error().code, "cannot watch the job shell: " + watch.error().text);
   }
@@ -274,6 +306,10 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
   // Not our child: what it reported, else it was killed before it could.
   if (status < 0) status = s.reported.value_or(SIGKILL);
   ::kill(-s.pid, SIGKILL);
+  // And whatever left the process group (setsid): the whole cgroup.
+  if (!s.cgroup.empty()) {
+    if (auto st = kill_cgroup(s.cgroup); !st.ok()) spdlog::warn("shell: job {}: {}", jid, st.error().text);
+  }
   s.watch.reset();
   if (s.report >= 0) {
     // The shell has exited: its report (one line) is all in the pipe.
@@ -289,6 +325,33 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
       if ((*j)["more"].is_number_unsigned()) s.more_tasks = (*j)["more"].get<uint64_t>();
       if ((*j)["error"].is_string()) s.error = (*j)["error"].get<std::string>();
     }
+  }
+  remove_job_cgroup(jid, status, 0);
+}
+
+// Once the job's cgroup is empty (its processes, killed, have died), it is
+// removed; only then is the shell's exit reported, so that a job that has
+// ended has nothing left here.
+void ShellLauncher::Impl::remove_job_cgroup(uint64_t jid, int status, int tries) {
+  auto it = shells_.find(jid);
+  if (it == shells_.end()) return;
+  Shell& s = it->second;
+  if (!s.cgroup.empty()) {
+    std::string why;
+    if (!remove_cgroup(s.cgroup, &why)) {
+      if (why.empty() && tries < kCgroupTries) {
+        if (!s.cgroup_timer) s.cgroup_timer = h_.clock().make_timer();
+        s.cgroup_timer->arm(kCgroupRetry, [this, jid, status, tries] { remove_job_cgroup(jid, status, tries + 1); });
+        return;
+      }
+      spdlog::warn("shell: job {}: cannot remove its cgroup {}: {}", jid, s.cgroup,
+                   why.empty() ? "processes remain in it" : why);
+    } else if (std::string parent = s.cgroup.substr(0, s.cgroup.rfind('/')); parent != cgroup_root_) {
+      // An adopted shell's, in the cgroup of a broker that died: that one
+      // goes too once it holds no other job's.
+      remove_cgroup(parent);
+    }
+    s.cgroup.clear();
   }
   s.status = status;
   if (s.claimed) report(jid);
@@ -371,6 +434,13 @@ void ShellLauncher::Impl::adopt(const Message& m) {
   s.claimed = false;
   s.userid = m.userid;
   s.owner_adopted = owner;
+  // Its job's cgroup, made by the broker before us: the one it is in, if
+  // that is a job cgroup of this job (a user cannot move a process into a
+  // cgroup that root made).
+  if (auto cg = cgroup_of(s.pid);
+      cg && cg->ends_with("/job-" + std::to_string(jid)) && cg->find("/loom-") != std::string::npos) {
+    s.cgroup = *cg;
+  }
   auto watch = ChildWatch::create(io_, s.pid, [this, jid](int status) { exited(jid, status); });
   if (!watch.ok()) {
     shells_.erase(jid);
@@ -499,11 +569,20 @@ void ShellLauncher::Impl::kill(const Message& m) {
   if (!shell) return;
   // The shell forwards these signals to its tasks; any other goes to the
   // whole process group (shell and tasks), as SIGKILL must.
+  // With a cgroup, "the whole" is every process in it: SIGKILL through
+  // cgroup.kill, another signal to each process it lists.
   int s = static_cast<int>(*sig);
   bool forwarded = s == SIGTERM || s == SIGINT || s == SIGHUP || s == SIGALRM || s == SIGUSR1 || s == SIGUSR2;
   pid_t target = forwarded ? shell->pid : -shell->pid;
   if (::kill(target, static_cast<int>(*sig)) != 0 && errno != ESRCH) {
     return h_.respond_error(m, errno, std::string("kill: ") + std::strerror(errno));
+  }
+  if (!forwarded && !shell->cgroup.empty()) {
+    if (s == SIGKILL) {
+      if (auto st = kill_cgroup(shell->cgroup); !st.ok()) return h_.respond_error(m, st.error());
+    } else {
+      signal_cgroup(shell->cgroup, s);
+    }
   }
   h_.respond(m, Json::object());
 }
@@ -511,6 +590,16 @@ void ShellLauncher::Impl::kill(const Message& m) {
 std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) {
   auto impl = std::make_unique<Impl>(io, h, std::move(cfg));
   Impl* raw = impl.get();
+  // A cgroup of ours for our jobs' (cgroup.h), named after us: every rank
+  // of an instance on one machine has its own.
+  auto root = make_cgroup_root("loom-" + std::to_string(::getpid()));
+  if (root.ok()) {
+    raw->cgroup_root_ = *root;
+    spdlog::info("shell: each job runs in a cgroup of its own under {}", *root);
+  } else {
+    spdlog::info("shell: no job cgroups ({}); a job's processes are kept together by process group only",
+                 root.error().text);
+  }
   raw->start_fork_server();
   // Reads its payload as JSON only (job-exec's jobs travel parsed).
   h.add_json_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });

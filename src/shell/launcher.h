@@ -18,8 +18,15 @@
 //       refuses another user's job (EPERM). A shell that could not run
 //       the job at all says why: `error` in its `exited` answer.
 //   shell.kill {id, signal}  owner only: the signal to the job's shell,
-//       which forwards it to its tasks; SIGKILL goes to the shell's whole
-//       process group. ENOENT if no shell of that job runs here.
+//       which forwards it to its tasks (with a cgroup: every process in
+//       it); SIGKILL goes to the shell's whole process group and, with a
+//       cgroup, through its cgroup.kill. ENOENT if no shell of that job
+//       runs here.
+//
+// Containment (cgroup.h; docs/protocols/exec.md, "Containment"): where a
+// writable cgroup v2 hierarchy exists, each job's shell gets a cgroup of
+// its own (`cgroup` of its job), killed and removed once the shell has
+// exited and before its exit is answered.
 //
 // After a crash (docs/protocols/exec.md, item 8):
 //   shell.adopt {id, rank, pid}  from a job shell whose broker died (any

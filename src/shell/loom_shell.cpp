@@ -12,7 +12,11 @@
 //
 // It runs as the job's user: started as root, it becomes that user (the
 // `user` the launch service looked up, user.h) before anything else, and
-// refuses a job of another user it cannot become.
+// refuses a job of another user it cannot become. Before that it joins the
+// job's cgroup (`cgroup` of the job, where the launch service made one:
+// cgroup.h), so that every process of the job stays in it. Its tasks are
+// bound to the cores R gives the job on this rank and see only its GPUs
+// there (docs/protocols/exec.md, "Containment").
 //
 // If its broker goes away (a crash), the shell keeps its tasks running and
 // their output in memory, and connects again to the same socket for up to
@@ -50,6 +54,7 @@
 #include "jobspec/jobspec.h"
 #include "msg/client.h"
 #include "rset/rset.h"
+#include "shell/cgroup.h"
 #include "shell/output.h"
 #include "shell/report.h"
 #include "shell/spawn.h"
@@ -86,6 +91,8 @@ constexpr size_t kMaxHeldOutput = 64u << 20;
 // 64 MiB).
 constexpr size_t kCommitChunk = 4u << 20;
 
+Status bind_to_cores(const IdSet& cores);
+
 class Shell {
  public:
   Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info,
@@ -107,6 +114,7 @@ class Shell {
   std::unique_ptr<Client> c_;
   Json info_;
   std::optional<JobUser> user_;  // the job's user, when we became it (not the broker's uid)
+  std::string cgroup_;           // the job's cgroup, which we joined ("" without: our process group)
   std::string id_text_;
   uint32_t rank_ = 0;
   double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
@@ -242,6 +250,9 @@ void Shell::requeue() {
 }
 
 void Shell::kill_tasks() {
+  // Whatever the tasks started, setsid or not (cgroup.kill is root's: one
+  // by one).
+  if (!cgroup_.empty()) signal_cgroup(cgroup_, SIGKILL, ::getpid());
   for (auto& t : tasks_) {
     if (t.exited) continue;
     ::kill(t.pid, SIGKILL);
@@ -431,6 +442,17 @@ int Shell::run() {
   }
   if (!nodelist.empty()) env.push_back("LOOM_JOB_NODELIST=" + nodelist);
   env.push_back("PMI_SIZE=" + std::to_string(js->ntasks));
+  cgroup_ = info_.value("cgroup", std::string());
+
+  // This rank's cores and GPUs in R: the tasks run on those cores (our own
+  // affinity, which they inherit) and see those GPUs only.
+  std::erase_if(env, [](const std::string& e) { return e.starts_with("CUDA_VISIBLE_DEVICES="); });
+  if (auto mine = R->ranks().find(my_rank); mine != R->ranks().end()) {
+    if (auto st = bind_to_cores(mine->second.cores); !st.ok()) note(st.error().text);
+    std::string gpus;
+    for (uint32_t g : mine->second.gpus.to_vector()) gpus += (gpus.empty() ? "" : ",") + std::to_string(g);
+    if (!gpus.empty()) env.push_back("CUDA_VISIBLE_DEVICES=" + gpus);
+  }
 
   asio::signal_set signals(io_, SIGTERM, SIGINT, SIGHUP);
   signals.add(SIGALRM);
@@ -439,8 +461,13 @@ int Shell::run() {
   std::function<void()> forward = [&] {
     signals.async_wait([&](const std::error_code& ec, int sig) {
       if (ec) return;
-      for (auto& t : tasks_) {
-        if (!t.exited) ::kill(t.pid, sig);
+      // To every process of the job here: the tasks and what they started.
+      if (!cgroup_.empty()) {
+        signal_cgroup(cgroup_, sig, ::getpid());
+      } else {
+        for (auto& t : tasks_) {
+          if (!t.exited) ::kill(t.pid, sig);
+        }
       }
       forward();
     });
@@ -510,6 +537,31 @@ int Shell::run() {
     t.watch = std::move(*w);
   }
   return wait_tasks();
+}
+
+// Binds this process (and so the tasks it starts) to `cores`, R's core ids
+// on this rank. Core i is the i-th CPU this process may run on (the
+// broker's own affinity), counted round again when R lists more cores than
+// there are such CPUs (resources given with --cores-per-rank).
+Status bind_to_cores(const IdSet& cores) {
+  if (cores.empty()) return {};
+  cpu_set_t allowed;
+  CPU_ZERO(&allowed);
+  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
+    return Error{errno, std::string("cannot read this process's CPUs: ") + std::strerror(errno)};
+  }
+  std::vector<int> cpus;
+  for (int c = 0; c < CPU_SETSIZE; ++c) {
+    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
+  }
+  if (cpus.empty()) return {};
+  cpu_set_t mine;
+  CPU_ZERO(&mine);
+  for (uint32_t core : cores.to_vector()) CPU_SET(cpus[core % cpus.size()], &mine);
+  if (::sched_setaffinity(0, sizeof mine, &mine) != 0) {
+    return Error{errno, std::string("cannot bind the tasks to their cores: ") + std::strerror(errno)};
+  }
+  return {};
 }
 
 // Not every task could be started (from task `from` on): the job fails
@@ -623,6 +675,12 @@ int run_shell(const std::string& text) {
   if (!info.ok() || !info->is_object()) die("stdin: not a JSON object");
   // stdout is the report pipe of a broker that may be gone by the end.
   ::signal(SIGPIPE, SIG_IGN);
+  // Into the job's cgroup while we may (before we become the job's user).
+  if (auto cg = info->find("cgroup"); cg != info->end() && cg->is_string()) {
+    if (auto st = join_cgroup(cg->get<std::string>()); !st.ok()) {
+      return cannot_run(*info, "cannot join the job's cgroup: " + st.error().text);
+    }
+  }
   auto user = take_identity(*info);
   if (!user.ok()) return cannot_run(*info, user.error().text);
   const char* uri = std::getenv("LOOM_URI");
