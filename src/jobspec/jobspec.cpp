@@ -112,6 +112,11 @@ Result<Jobspec> parse_jobspec(const Json& j) {
     if (*t != "slot") return bad("node must contain a slot, not " + *t);
     if (auto st = parse_slot((*with)[0], js, label); !st) return st.error();
     js.slots_per_node = js.nslots;
+    // Each count is bounded, their product must be too: nslots is 32 bits.
+    if (uint64_t{js.slots_per_node} * js.nnodes > 1'000'000) {
+      return bad(std::to_string(js.nnodes) + " nodes of " + std::to_string(js.slots_per_node) +
+                 " slots are too many slots (at most 1000000)");
+    }
     js.nslots = js.slots_per_node * js.nnodes;
   } else if (*top == "slot") {
     if (res[0].contains("exclusive")) return bad("only a node can be exclusive");

@@ -43,6 +43,12 @@ TEST(Jobspec, RefusesWhatVersion1Forbids) {
   EXPECT_NE(with([](Json& j) { j["version"] = 2; }).find("version"), std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = -1; }).find("at least 1"), std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = 0; }).find("at least 1"), std::string::npos);
+  // Each count within its bound, their product not: 10^12 slots once wrapped to 3567587328.
+  EXPECT_NE(with([](Json& j) {
+              j["resources"][0]["count"] = 1'000'000;
+              j["resources"][0]["with"][0]["count"] = 1'000'000;
+            }).find("too many slots"),
+            std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["type"] = "socket"; }).find("unknown resource type"),
             std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["with"][0]["with"][0]["type"] = "memory"; }).find("memory"),
