@@ -128,4 +128,12 @@ TEST(Duration, ParsesFluxStandardDurations) {
   for (const char* s : {"", "s", "-1", "1x", "1..2", "abc", "1 s"}) EXPECT_FALSE(parse_fsd(s).ok()) << s;
 }
 
+TEST(Jobspec, ErrorsQuoteTheInputOnOneLine) {
+  // What the input holds is escaped: a newline in it once split the error.
+  EXPECT_EQ(parse_fsd("1\nERROR forged").error().text, "invalid duration \"1\\nERROR forged\" (e.g. 30s, 5m, 2h, 1d)");
+  auto js = parse_jobspec_text(R"({"version":1,"resources":[{"type":"slot\n","count":1}],"tasks":[],"attributes":{}})");
+  ASSERT_FALSE(js.ok());
+  EXPECT_EQ(js.error().text.find('\n'), std::string::npos) << js.error().text;
+}
+
 }  // namespace loom

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "base/quote.h"
+
 namespace loom {
 
 namespace {
@@ -17,28 +19,28 @@ Result<std::vector<std::string>> expand_hostlist(std::string_view s) {
   for (size_t i = 0; i <= s.size(); ++i) {
     if (i < s.size() && s[i] == '[') ++depth;
     if (i < s.size() && s[i] == ']') {
-      if (depth == 0) return bad("unbalanced ']' in hostlist \"" + std::string(s) + "\"");
+      if (depth == 0) return bad("unbalanced ']' in hostlist " + quote_input(s));
       --depth;
     }
     if (i < s.size() && (s[i] != ',' || depth > 0)) continue;
     std::string_view part = s.substr(start, i - start);
     start = i + 1;
-    if (part.empty()) return bad("empty host in hostlist \"" + std::string(s) + "\"");
+    if (part.empty()) return bad("empty host in hostlist " + quote_input(s));
     auto lb = part.find('[');
     if (lb == std::string_view::npos) {
       out.emplace_back(part);
       continue;
     }
     auto rb = part.find(']', lb);
-    if (rb == std::string_view::npos) return bad("unbalanced '[' in hostlist \"" + std::string(s) + "\"");
+    if (rb == std::string_view::npos) return bad("unbalanced '[' in hostlist " + quote_input(s));
     if (part.find_first_of("[]", rb + 1) != std::string_view::npos) {
       // "a[1]b[2]" would name "a1b[2]", which reads back as "a1b2".
-      return bad("hostlist \"" + std::string(s) + "\": one [...] range per host");
+      return bad("hostlist " + quote_input(s) + ": one [...] range per host");
     }
     std::string_view inner = part.substr(lb + 1, rb - lb - 1);
-    if (inner.empty()) return bad("hostlist \"" + std::string(s) + "\": empty [] names no host");
+    if (inner.empty()) return bad("hostlist " + quote_input(s) + ": empty [] names no host");
     auto ids = IdSet::parse(inner);
-    if (!ids.ok()) return bad("hostlist \"" + std::string(s) + "\": " + ids.error().text);
+    if (!ids.ok()) return bad("hostlist " + quote_input(s) + ": " + ids.error().text);
     // Keep zero padding: "node[01-03]" → node01 node02 node03.
     size_t width = 0;
     if (inner.size() > 1 && inner[0] == '0')
@@ -50,7 +52,7 @@ Result<std::vector<std::string>> expand_hostlist(std::string_view s) {
       out.push_back(std::string(part.substr(0, lb)) + num + std::string(part.substr(rb + 1)));
     }
   }
-  if (depth != 0) return bad("unbalanced '[' in hostlist \"" + std::string(s) + "\"");
+  if (depth != 0) return bad("unbalanced '[' in hostlist " + quote_input(s));
   return out;
 }
 
@@ -77,12 +79,12 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
     if (!e.contains("children") || !e["children"].is_object()) return bad("each R_lite entry needs children");
     RankResources rr;
     for (auto& [type, ids] : e["children"].items()) {
-      if (!ids.is_string()) return bad("children." + type + " must be an idset string");
+      if (!ids.is_string()) return bad("children." + quote_input(type) + " must be an idset string");
       auto set = IdSet::parse(ids.get<std::string>());
       if (!set.ok()) return bad(set.error().text);
       if (type == "core") rr.cores = *set;
       else if (type == "gpu") rr.gpus = *set;
-      else return bad("unknown resource type \"" + type + "\" in children");
+      else return bad("unknown resource type " + quote_input(type) + " in children");
     }
     // The bound is on the whole R, not each entry: the encoder may join
     // entries, and it keeps a few lines of text from naming billions of ranks.
