@@ -7,7 +7,7 @@
 // written out and parsed again, gives the same set. The set operations the
 // scheduler relies on hold on it (a set is its own union and subset, minus
 // itself is empty, and disjoint from itself only when it holds nothing),
-// checked when the set is small enough to stay cheap.
+// checked when the set is small enough to stay cheap (huge sets only parse).
 //
 // Short inputs are also read as a hostlist: every host it names is a plain
 // name that expands to itself, so a nodelist written from the names reads
@@ -43,6 +43,9 @@ void check_hostlist(std::string_view text) {
 }
 
 void check_set(const ResourceSet& rs) {
+  // Up to a million ranks parse, at a second or more each under the
+  // sanitizers; the checks below would take several, for nothing new.
+  if (rs.ranks().size() > 65536) return;
   Json j = rs.to_json();
   auto back = ResourceSet::parse_text(dump_json(j));
   FUZZ_CHECK(back.ok());
