@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -24,6 +25,63 @@ bool bare_key(std::string_view k) {
   return true;
 }
 
+// Where `s` stops being UTF-8 (RFC 3629: no overlong forms, surrogates or
+// code points past U+10FFFF), or npos. TOML documents are UTF-8, and
+// toml11 (3.7) reads past the end of its buffer on a multi-byte lead
+// without its continuation bytes, so it never sees such text.
+size_t invalid_utf8_at(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    auto c = static_cast<unsigned char>(s[i]);
+    size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (n == 0 || i + n > s.size()) return i;
+    uint32_t cp = n == 1 ? c : n == 2 ? (c & 0x1F) : n == 3 ? (c & 0x0F) : (c & 0x07);
+    for (size_t k = 1; k < n; ++k) {
+      auto cc = static_cast<unsigned char>(s[i + k]);
+      if ((cc & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (cc & 0x3F);
+    }
+    bool overlong = (n == 2 && cp < 0x80) || (n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000);
+    if (overlong || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF) return i;
+    i += n;
+  }
+  return std::string_view::npos;
+}
+
+// How deep arrays and inline tables nest, brackets in strings and comments
+// aside. toml11 parses them by recursion without a limit, so a line of a
+// few thousand '[' overflowed its stack.
+constexpr int kMaxTomlDepth = 32;
+bool nests_deeper_than(std::string_view s, int max_depth) {
+  int depth = 0;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == '#') {
+      i = s.find('\n', i);
+      if (i == std::string_view::npos) break;
+    } else if (c == '"' || c == '\'') {
+      bool multi = s.substr(i, 3) == std::string(3, c);
+      bool escapes = c == '"';
+      i += multi ? 3 : 1;
+      // To the closing quote(s); a one-line string also ends at a newline.
+      for (; i < s.size(); ++i) {
+        if (escapes && s[i] == '\\') {
+          ++i;
+        } else if (!multi && s[i] == '\n') {
+          break;
+        } else if (s[i] == c && (!multi || s.substr(i, 3) == std::string(3, c))) {
+          if (multi) i += 2;
+          break;
+        }
+      }
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;  // a stray closer does not hide the openers after it
+    }
+  }
+  return false;
+}
+
 std::string shortest(double v) {
   char buf[64];
   auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
@@ -33,6 +91,12 @@ std::string shortest(double v) {
 
 Result<std::vector<std::string>> parse_config_toml(std::string_view text, const std::string& origin) {
   std::vector<std::string> out;
+  if (size_t at = invalid_utf8_at(text); at != std::string_view::npos) {
+    return Error{EINVAL, origin + ": not UTF-8 text (at byte " + std::to_string(at) + ")"};
+  }
+  if (nests_deeper_than(text, kMaxTomlDepth)) {
+    return Error{EINVAL, origin + ": lists or tables nest deeper than " + std::to_string(kMaxTomlDepth) + " levels"};
+  }
   try {
     std::istringstream in{std::string(text)};
     auto data = toml::parse(in, origin);
