@@ -2,13 +2,16 @@
 
 #include <cmath>
 
+#include "base/quote.h"
+
 namespace loom {
 
 Status validate_event(const EventEntry& e) {
   if (!std::isfinite(e.timestamp) || e.timestamp < 0) return Error{EINVAL, "timestamp must be a non-negative number"};
   if (e.name.empty()) return Error{EINVAL, "event name is empty"};
   for (unsigned char c : e.name) {
-    if (c <= 0x20 || c == 0x7f) return Error{EINVAL, "event name \"" + e.name + "\" has whitespace or a control byte"};
+    if (c <= 0x20 || c == 0x7f)
+      return Error{EINVAL, "event name " + quote_input(e.name) + " has whitespace or a control byte"};
   }
   if (!e.context.is_null() && !e.context.is_object()) return Error{EINVAL, "event context must be an object"};
   return {};
@@ -30,7 +33,7 @@ Result<EventEntry> parse_event(std::string_view line) {
       e.context = v;
       if (!e.context.is_object()) return Error{EINVAL, "context must be an object"};
     } else {
-      return Error{EINVAL, "unknown member \"" + k + "\""};
+      return Error{EINVAL, "unknown member " + quote_input(k)};
     }
   }
   if (!j->contains("timestamp")) return Error{EINVAL, "missing timestamp"};

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "base/quote.h"
+
 namespace loom {
 
 IdSet::IdSet(std::initializer_list<uint32_t> ids) {
@@ -10,7 +12,7 @@ IdSet::IdSet(std::initializer_list<uint32_t> ids) {
 
 namespace {
 Error bad(std::string_view s, const std::string& why) {
-  return Error{EINVAL, "invalid idset \"" + std::string(s) + "\": " + why};
+  return Error{EINVAL, "invalid idset " + quote_input(s) + ": " + why};
 }
 
 std::optional<uint32_t> parse_u32(std::string_view s) {
@@ -41,13 +43,13 @@ Result<IdSet> IdSet::parse(std::string_view s) {
     size_t dash = part.find('-');
     if (dash == std::string_view::npos) {
       auto v = parse_u32(part);
-      if (!v) return bad(s, "\"" + std::string(part) + "\" is not a number");
+      if (!v) return bad(s, quote_input(part) + " is not a number");
       out.insert(*v);
     } else {
       auto lo = parse_u32(part.substr(0, dash));
       auto hi = parse_u32(part.substr(dash + 1));
-      if (!lo || !hi) return bad(s, "\"" + std::string(part) + "\" is not a range");
-      if (*lo > *hi) return bad(s, "range \"" + std::string(part) + "\" is reversed");
+      if (!lo || !hi) return bad(s, quote_input(part) + " is not a range");
+      if (*lo > *hi) return bad(s, "range " + quote_input(part) + " is reversed");
       out.insert_range(*lo, *hi);
     }
     if (comma == std::string_view::npos) break;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <limits>
 
+#include "base/quote.h"
+
 namespace loom {
 
 namespace {
@@ -22,7 +24,7 @@ Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
 Status check_keys(const Json& vertex) {
   for (auto& [k, v] : vertex.items()) {
     if (k != "type" && k != "count" && k != "unit" && k != "with" && k != "label" && k != "exclusive") {
-      return bad("unknown resource key \"" + k + "\"");
+      return bad("unknown resource key " + quote_input(k));
     }
   }
   return {};
@@ -34,7 +36,7 @@ Result<std::string> type_of(const Json& vertex) {
   if (it == vertex.end() || !it->is_string()) return bad("a resource needs a string type");
   std::string t = it->get<std::string>();
   if (t != "node" && t != "slot" && t != "core" && t != "gpu") {
-    return bad("unknown resource type \"" + t + "\" (version 1 knows node, slot, core, gpu)");
+    return bad("unknown resource type " + quote_input(t) + " (version 1 knows node, slot, core, gpu)");
   }
   if (auto st = check_keys(vertex); !st) return st.error();
   return t;
@@ -112,6 +114,11 @@ Result<Jobspec> parse_jobspec(const Json& j) {
     if (*t != "slot") return bad("node must contain a slot, not " + *t);
     if (auto st = parse_slot((*with)[0], js, label); !st) return st.error();
     js.slots_per_node = js.nslots;
+    // Each count is bounded, their product must be too: nslots is 32 bits.
+    if (uint64_t{js.slots_per_node} * js.nnodes > 1'000'000) {
+      return bad(std::to_string(js.nnodes) + " nodes of " + std::to_string(js.slots_per_node) +
+                 " slots are too many slots (at most 1000000)");
+    }
     js.nslots = js.slots_per_node * js.nnodes;
   } else if (*top == "slot") {
     if (res[0].contains("exclusive")) return bad("only a node can be exclusive");
@@ -131,7 +138,7 @@ Result<Jobspec> parse_jobspec(const Json& j) {
   }
   if (js.command[0].empty()) return bad("task command is empty");
   if (!task.contains("slot") || !task["slot"].is_string() || task["slot"].get<std::string>() != label) {
-    return bad("task slot must name the slot label \"" + label + "\"");
+    return bad("task slot must name the slot label " + quote_input(label));
   }
   auto count = task.find("count");
   if (count == task.end() || !count->is_object() || count->size() != 1) {
@@ -160,8 +167,8 @@ Result<Jobspec> parse_jobspec(const Json& j) {
   const Json& attrs = j["attributes"];
   if (!attrs.is_object()) return bad("attributes must be an object");
   for (auto& [k, v] : attrs.items()) {
-    if (k != "system" && k != "user") return bad("unknown attributes section \"" + k + "\"");
-    if (!v.is_object()) return bad("attributes." + k + " must be an object");
+    if (k != "system" && k != "user") return bad("unknown attributes section " + quote_input(k));
+    if (!v.is_object()) return bad("attributes." + quote_input(k) + " must be an object");
   }
   if (!attrs.contains("system")) return bad("attributes.system is required");
   const Json& sys = attrs["system"];
@@ -176,7 +183,7 @@ Result<Jobspec> parse_jobspec(const Json& j) {
   if (sys.contains("environment") && !sys["environment"].is_object()) return bad("environment must be an object");
   if (sys.contains("environment")) {
     for (auto& [k, v] : sys["environment"].items()) {
-      if (!v.is_string()) return bad("environment value of " + k + " must be a string");
+      if (!v.is_string()) return bad("environment value of " + quote_input(k) + " must be a string");
     }
   }
   if (sys.contains("job") && sys["job"].is_object() && sys["job"].contains("name") && sys["job"]["name"].is_string()) {
@@ -238,10 +245,10 @@ Result<double> parse_duration(std::string_view s, double bare_unit, const char* 
   }
   if (text.empty() || text.find_first_not_of("0123456789.") != std::string::npos || text.find('.') != text.rfind('.') ||
       text == ".") {
-    return Error{EINVAL, std::string("invalid ") + what + " \"" + std::string(s) + "\" (e.g. 30s, 5m, 2h, 1d)"};
+    return Error{EINVAL, std::string("invalid ") + what + " " + quote_input(s) + " (e.g. 30s, 5m, 2h, 1d)"};
   }
   double v = std::strtod(text.c_str(), nullptr);
-  if (!std::isfinite(v)) return Error{EINVAL, std::string("invalid ") + what + " \"" + std::string(s) + "\""};
+  if (!std::isfinite(v)) return Error{EINVAL, std::string("invalid ") + what + " " + quote_input(s)};
   return v * unit;
 }
 }  // namespace

@@ -43,6 +43,12 @@ TEST(Jobspec, RefusesWhatVersion1Forbids) {
   EXPECT_NE(with([](Json& j) { j["version"] = 2; }).find("version"), std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = -1; }).find("at least 1"), std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["count"] = 0; }).find("at least 1"), std::string::npos);
+  // Each count within its bound, their product not: 10^12 slots once wrapped to 3567587328.
+  EXPECT_NE(with([](Json& j) {
+              j["resources"][0]["count"] = 1'000'000;
+              j["resources"][0]["with"][0]["count"] = 1'000'000;
+            }).find("too many slots"),
+            std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["type"] = "socket"; }).find("unknown resource type"),
             std::string::npos);
   EXPECT_NE(with([](Json& j) { j["resources"][0]["with"][0]["with"][0]["type"] = "memory"; }).find("memory"),
@@ -120,6 +126,14 @@ TEST(Duration, ParsesFluxStandardDurations) {
   EXPECT_EQ(*parse_fsd("0.5s"), 0.5);
   EXPECT_EQ(*parse_time_limit("10"), 600);  // -t: a bare number is minutes
   for (const char* s : {"", "s", "-1", "1x", "1..2", "abc", "1 s"}) EXPECT_FALSE(parse_fsd(s).ok()) << s;
+}
+
+TEST(Jobspec, ErrorsQuoteTheInputOnOneLine) {
+  // What the input holds is escaped: a newline in it once split the error.
+  EXPECT_EQ(parse_fsd("1\nERROR forged").error().text, "invalid duration \"1\\nERROR forged\" (e.g. 30s, 5m, 2h, 1d)");
+  auto js = parse_jobspec_text(R"({"version":1,"resources":[{"type":"slot\n","count":1}],"tasks":[],"attributes":{}})");
+  ASSERT_FALSE(js.ok());
+  EXPECT_EQ(js.error().text.find('\n'), std::string::npos) << js.error().text;
 }
 
 }  // namespace loom

@@ -2,10 +2,14 @@
 
 #include <cmath>
 
+#include "base/quote.h"
+
 namespace loom {
 
 namespace {
 Error bad(const std::string& why) { return Error{EINVAL, "R: " + why}; }
+// Ranks in one R, hosts in one hostlist.
+constexpr uint64_t kMaxRanks = 1'000'000;
 }  // namespace
 
 Result<std::vector<std::string>> expand_hostlist(std::string_view s) {
@@ -15,35 +19,40 @@ Result<std::vector<std::string>> expand_hostlist(std::string_view s) {
   for (size_t i = 0; i <= s.size(); ++i) {
     if (i < s.size() && s[i] == '[') ++depth;
     if (i < s.size() && s[i] == ']') {
-      if (depth == 0) return bad("unbalanced ']' in hostlist \"" + std::string(s) + "\"");
+      if (depth == 0) return bad("unbalanced ']' in hostlist " + quote_input(s));
       --depth;
     }
     if (i < s.size() && (s[i] != ',' || depth > 0)) continue;
     std::string_view part = s.substr(start, i - start);
     start = i + 1;
-    if (part.empty()) return bad("empty host in hostlist \"" + std::string(s) + "\"");
+    if (part.empty()) return bad("empty host in hostlist " + quote_input(s));
     auto lb = part.find('[');
     if (lb == std::string_view::npos) {
       out.emplace_back(part);
       continue;
     }
     auto rb = part.find(']', lb);
-    if (rb == std::string_view::npos) return bad("unbalanced '[' in hostlist \"" + std::string(s) + "\"");
+    if (rb == std::string_view::npos) return bad("unbalanced '[' in hostlist " + quote_input(s));
+    if (part.find_first_of("[]", rb + 1) != std::string_view::npos) {
+      // "a[1]b[2]" would name "a1b[2]", which reads back as "a1b2".
+      return bad("hostlist " + quote_input(s) + ": one [...] range per host");
+    }
     std::string_view inner = part.substr(lb + 1, rb - lb - 1);
+    if (inner.empty()) return bad("hostlist " + quote_input(s) + ": empty [] names no host");
     auto ids = IdSet::parse(inner);
-    if (!ids.ok()) return bad("hostlist \"" + std::string(s) + "\": " + ids.error().text);
+    if (!ids.ok()) return bad("hostlist " + quote_input(s) + ": " + ids.error().text);
     // Keep zero padding: "node[01-03]" → node01 node02 node03.
     size_t width = 0;
     if (inner.size() > 1 && inner[0] == '0')
       width = inner.find_first_of("-,") == std::string_view::npos ? inner.size() : inner.find_first_of("-,");
-    if (ids->count() > 1'000'000) return bad("hostlist too large");
+    if (out.size() + ids->count() > kMaxRanks) return bad("hostlist too large");
     for (uint32_t n : ids->to_vector()) {
       std::string num = std::to_string(n);
       if (num.size() < width) num.insert(0, width - num.size(), '0');
       out.push_back(std::string(part.substr(0, lb)) + num + std::string(part.substr(rb + 1)));
     }
   }
-  if (depth != 0) return bad("unbalanced '[' in hostlist \"" + std::string(s) + "\"");
+  if (depth != 0) return bad("unbalanced '[' in hostlist " + quote_input(s));
   return out;
 }
 
@@ -70,14 +79,18 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
     if (!e.contains("children") || !e["children"].is_object()) return bad("each R_lite entry needs children");
     RankResources rr;
     for (auto& [type, ids] : e["children"].items()) {
-      if (!ids.is_string()) return bad("children." + type + " must be an idset string");
+      if (!ids.is_string()) return bad("children." + quote_input(type) + " must be an idset string");
       auto set = IdSet::parse(ids.get<std::string>());
       if (!set.ok()) return bad(set.error().text);
       if (type == "core") rr.cores = *set;
       else if (type == "gpu") rr.gpus = *set;
-      else return bad("unknown resource type \"" + type + "\" in children");
+      else return bad("unknown resource type " + quote_input(type) + " in children");
     }
-    if (ranks->count() > 1'000'000) return bad("too many ranks");
+    // The bound is on the whole R, not each entry: the encoder may join
+    // entries, and it keeps a few lines of text from naming billions of ranks.
+    if (rs.ranks_.size() + ranks->count() > kMaxRanks) {
+      return bad("too many ranks (at most " + std::to_string(kMaxRanks) + ")");
+    }
     for (uint32_t r : ranks->to_vector()) {
       if (rs.ranks_.count(r)) return bad("rank " + std::to_string(r) + " appears twice");
       rs.ranks_[r] = rr;
@@ -91,8 +104,12 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
       auto more = expand_hostlist(h.get<std::string>());
       if (!more.ok()) return more.error();
       hosts.insert(hosts.end(), more->begin(), more->end());
+      if (hosts.size() > rs.ranks_.size()) break;  // too many: said below, without expanding the rest
     }
     if (hosts.size() != rs.ranks_.size()) {
+      if (hosts.size() > rs.ranks_.size()) {
+        return bad("nodelist names more hosts than the " + std::to_string(rs.ranks_.size()) + " ranks");
+      }
       return bad("nodelist names " + std::to_string(hosts.size()) + " hosts for " + std::to_string(rs.ranks_.size()) +
                  " ranks");
     }

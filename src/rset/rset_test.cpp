@@ -60,7 +60,10 @@ TEST(ResourceSet, RefusesMalformedR) {
        R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"memory":"0"}}]}})",
        R"({"version":1,"execution":{"R_lite":[{"rank":"0","children":{"core":"0"}},{"rank":"0","children":{"core":"1"}}]}})",
        R"({"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0"}}],"nodelist":["a"]}})",
-       R"({"version":1,"execution":{"R_lite":[],"expiration":-1}})"}) {
+       R"({"version":1,"execution":{"R_lite":[],"expiration":-1}})",
+       // A million ranks per entry once passed, and the encoder then joined them into one it refused.
+       R"({"version":1,"execution":{"R_lite":[{"rank":"0-599999","children":{"core":"0"}},)"
+       R"({"rank":"600000-1199999","children":{"core":"0"}}]}})"}) {
     EXPECT_FALSE(ResourceSet::parse_text(s).ok()) << s;
   }
 }
@@ -70,6 +73,8 @@ TEST(Hostlist, ExpandsRangesAndKeepsPadding) {
   EXPECT_EQ(*expand_hostlist("n[08-10]x,login"), (std::vector<std::string>{"n08x", "n09x", "n10x", "login"}));
   EXPECT_FALSE(expand_hostlist("node[1-").ok());
   EXPECT_FALSE(expand_hostlist("a,,b").ok());
+  EXPECT_FALSE(expand_hostlist("x[1]y[2]").ok());  // once "x1y[2]", which read back as "x1y2"
+  EXPECT_FALSE(expand_hostlist("x[]").ok());       // once no host at all
 }
 
 }  // namespace loom
