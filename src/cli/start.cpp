@@ -25,11 +25,10 @@
 #include <iostream>
 #include <map>
 #include <optional>
-#include <sstream>
-#include <toml.hpp>
 
 #include "broker/topology.h"
 #include "cli/common.h"
+#include "cli/config.h"
 
 namespace loom::cli {
 
@@ -140,50 +139,6 @@ Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
     }
   }
   return {};
-}
-
-// A TOML configuration file as KEY=VALUE strings ("kvs.synchronous=full"),
-// so that the file and --setconf go through the same checks.
-Result<std::vector<std::string>> read_config_file(const std::string& path) {
-  std::vector<std::string> out;
-  try {
-    auto data = toml::parse(path);
-    for (const auto& [table, t] : data.as_table()) {
-      if (!t.is_table()) return Error{EINVAL, path + ": " + table + " must be a table, as in [" + table + "]"};
-      for (const auto& [k, v] : t.as_table()) {
-        std::string value;
-        if (v.is_string()) {
-          value = v.as_string().str;
-        } else if (v.is_integer()) {
-          value = std::to_string(v.as_integer());
-        } else if (v.is_floating()) {
-          std::ostringstream os;
-          os << v.as_floating();
-          value = os.str();
-        } else if (v.is_boolean()) {
-          value = v.as_boolean() ? "true" : "false";
-        } else if (v.is_array()) {
-          // A list of strings (a command and its arguments) as JSON text.
-          Json list = Json::array();
-          for (const auto& e : v.as_array()) {
-            if (!e.is_string()) return Error{EINVAL, path + ": " + table + "." + k + " must be a list of strings"};
-            list.push_back(e.as_string().str);
-          }
-          value = dump_json(list);
-        } else {
-          return Error{EINVAL, path + ": " + table + "." + k + " must be a string, a number, a boolean or a list"};
-        }
-        out.push_back(table + "." + k + "=" + value);
-      }
-    }
-  } catch (const std::exception& e) {
-    // toml11 explains over several lines; the first names the problem.
-    std::string what = e.what();
-    what = what.substr(0, what.find('\n'));
-    if (what.starts_with("[error] ")) what = what.substr(8);
-    return Error{EINVAL, path + ": " + what};
-  }
-  return out;
 }
 
 Result<int> listen_unix(const std::string& path) {
