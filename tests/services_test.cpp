@@ -299,9 +299,15 @@ TEST_F(Services, DuplicateAndInvalidRegistrationsAreRefused) {
   ASSERT_TRUE(other);
   r = call(loop_, *other, "service.add", R"({"service":"demo"})");
   EXPECT_EQ(r.errnum, EEXIST) << r.errstr;
-  // Built-in names are taken too.
-  r = call(loop_, *other, "service.add", R"({"service":"broker"})");
-  EXPECT_EQ(r.errnum, EEXIST) << r.errstr;
+  // The instance's own names are reserved, even for the owner and on a
+  // rank where that service does not live.
+  auto far = connect(2);
+  ASSERT_TRUE(far);
+  for (const char* own : {"broker", "job-manager", "sched", "kvs", "job-exec", "job-info", "shell"}) {
+    r = call(loop_, *far, "service.add", dump_json(Json{{"service", own}}));
+    EXPECT_EQ(r.errnum, EPERM) << own << ": " << r.errstr;
+    EXPECT_NE(r.errstr.find("reserved for the instance's own services"), std::string::npos) << r.errstr;
+  }
   for (const char* bad : {R"({"service":""})", R"({"service":"a.b"})", R"({"service":"a b"})", R"({"service":7})",
                           R"({})", R"([])", "not json"}) {
     r = call(loop_, *other, "service.add", bad);

@@ -10,6 +10,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <set>
+
 #include "broker/broker.h"
 
 namespace loom {
@@ -104,6 +106,15 @@ void Broker::install_builtin_services() {
     std::string user_prefix = std::to_string(req.userid) + "-";
     if (!(req.rolemask & role::kOwner) && !name->starts_with(user_prefix)) {
       return h.respond_error(req, EPERM, "a user may only register services named " + user_prefix + "*");
+    }
+    // The instance's own names are its own on every rank, even where the
+    // service itself lives on another (a client there would take the
+    // requests of every client of this broker), and even for the owner.
+    static const std::set<std::string, std::less<>> kReserved = {
+        "broker",   "service",  "event", "overlay", "kvs",      "sched", "job-manager",
+        "job-info", "job-exec", "shell", "log",     "resource", "exec"};
+    if (kReserved.count(*name)) {
+      return h.respond_error(req, EPERM, "service " + *name + " is reserved for the instance's own services");
     }
     if (auto st = register_service(*name, p->id); !st) return h.respond_error(req, st.error());
     spdlog::debug("client {} registered service {}", p->id, *name);
