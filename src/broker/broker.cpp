@@ -34,15 +34,13 @@ const char* rank_state_name(RankState s) {
 Broker::Broker(asio::io_context& io, Clock& clock, BrokerConfig cfg)
     : io_(io), clock_(clock), cfg_(std::move(cfg)), topo_{cfg_.size, cfg_.fanout} {
   started_at_ = clock_.now();
-  client_output_ = std::make_unique<OutputBudget>(cfg_.client_output_limit);
+  client_memory_ = std::make_shared<MemoryBudget>(cfg_.client_memory_limit);
   if (cfg_.rank == 0) rank_state_.assign(cfg_.size, RankState::kOffline);
 }
 
 Broker::~Broker() {
   if (!bound_path_.empty()) ::unlink(bound_path_.c_str());
   if (!bound_overlay_path_.empty()) ::unlink(bound_overlay_path_.c_str());
-  // Connections (and the budget they count in) go before the budget.
-  peers_.clear();
 }
 
 Status Broker::start() {
@@ -156,7 +154,7 @@ void Broker::on_local_connection(asio::local::stream_protocol::socket sock) {
   p.pid = cred.pid;
   p.owner = cred.uid == ::getuid();
   attach_connection(
-      p, std::make_shared<UnixConnection>(std::move(sock), PeerRole::kBroker, PeerRole::kClient, client_output_.get()));
+      p, std::make_shared<UnixConnection>(std::move(sock), PeerRole::kBroker, PeerRole::kClient, client_memory_));
 }
 
 bool Broker::send_to(Peer& p, Message&& m) {

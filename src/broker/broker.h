@@ -51,8 +51,9 @@ struct BrokerConfig {
   // A peer that began a frame and sent nothing more for this long is
   // dropped (what it sent is memory held for nothing).
   double frame_timeout = 10.0;
-  // Unsent output to local clients, all together (OutputBudget).
-  size_t client_output_limit = size_t{512} << 20;
+  // What local clients may hold in this broker, all together: output
+  // they have not read and messages they have not finished (MemoryBudget).
+  size_t client_memory_limit = size_t{512} << 20;
 };
 
 enum class RankState { kOffline, kOnline, kLost };
@@ -188,7 +189,7 @@ class Broker {
   std::unique_ptr<Timer> heartbeat_timer_;
   AcceptGate local_gate_{"the local socket", nullptr, false};
   AcceptGate overlay_gate_{"the overlay socket", nullptr, false};
-  std::unique_ptr<OutputBudget> client_output_;
+  std::shared_ptr<MemoryBudget> client_memory_;
   uint64_t forged_responses_ = 0;   // responses dropped: not from the asked peer
   uint64_t oversize_messages_ = 0;  // messages that would not fit a frame
   std::unique_ptr<Timer> connect_timer_;

@@ -63,7 +63,7 @@ void Broker::install_builtin_services() {
                         // to forward; unsent output to local clients.
                         {"forged_responses", forged_responses_},
                         {"oversize_messages", oversize_messages_},
-                        {"client_output_bytes", client_output_->used()}});
+                        {"client_buffered_bytes", client_memory_->used()}});
   });
 
   h.add_method("broker.status", Access::kUser, [this, &h](const Message& req) {

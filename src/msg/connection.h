@@ -12,6 +12,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "base/result.h"
 #include "msg/codec.h"
@@ -37,6 +38,11 @@ class Connection {
   // and not yet arrived whole: a broker drops a peer that stops half way.
   virtual uint64_t bytes_received() const = 0;
   virtual bool has_partial_frame() const = 0;
+  // The bytes it holds: output not yet written and the part of a frame
+  // that has not arrived whole (what a MemoryBudget counts).
+  virtual size_t held_bytes() const = 0;
+  // Closes it because its budget is spent, saying what it held.
+  virtual void drop_over_budget() = 0;
 
   std::function<void(Message&&)> on_message;
   // Why the connection ended: ECONNRESET for EOF, EPROTO for a bad frame…
@@ -46,49 +52,69 @@ class Connection {
 // Past this much unsent output a peer is too slow to keep; drop it.
 inline constexpr size_t kMaxQueuedBytes = size_t{256} << 20;
 
-// The unsent output of many connections together (a broker's clients):
-// once it passes `limit`, a connection whose own queue passes its share
-// (limit / connections, but at least kMinOutputShare, room for a large
-// message) is dropped, so N clients that never read cannot hold N times a
-// connection's cap. Not thread-safe: one loop.
-class OutputBudget {
+// The memory many connections hold together (a broker's clients): the
+// output queued for each and what each has sent of a frame not yet whole.
+// Past `limit`, the connections holding the most are dropped until the
+// total is back under it, so N clients that never read, or that send most
+// of a frame and then trickle, cannot hold N times a connection's cap.
+// Shared by its connections, which may outlive their broker on the loop.
+// Not thread-safe: one loop.
+class MemoryBudget {
  public:
-  static constexpr size_t kMinOutputShare = size_t{128} << 20;
-  explicit OutputBudget(size_t limit) : limit_(limit) {}
+  explicit MemoryBudget(size_t limit) : limit_(limit) {}
   size_t limit() const { return limit_; }
   size_t used() const { return used_; }
-  size_t connections() const { return connections_; }
-  // Whether a connection holding `queued` bytes is over its share.
-  bool over_share(size_t queued) const {
-    if (used_ <= limit_) return false;
-    size_t share = std::max(kMinOutputShare, limit_ / std::max<size_t>(connections_, 1));
-    return queued > share;
+  size_t connections() const { return members_.size(); }
+
+  void join(Connection* c) { members_.push_back(c); }
+  // `c` is closed or gone; the `held` bytes it was counted for go too.
+  void leave(Connection* c, size_t held) {
+    auto it = std::find(members_.begin(), members_.end(), c);
+    if (it == members_.end()) return;
+    *it = members_.back();
+    members_.pop_back();
+    used_ -= held;
+  }
+  // A member now holds `now` bytes where it held `before`.
+  void update(size_t before, size_t now) {
+    used_ = used_ - before + now;
+    if (used_ > limit_) enforce();
   }
 
  private:
-  template <typename Socket>
-  friend class StreamConnection;
+  void enforce() {
+    if (enforcing_) return;  // a drop updates the count as it closes
+    enforcing_ = true;
+    while (used_ > limit_) {
+      Connection* most = nullptr;
+      for (Connection* c : members_) {
+        if (!most || c->held_bytes() > most->held_bytes()) most = c;
+      }
+      if (!most) break;
+      most->drop_over_budget();  // leaves the budget
+    }
+    enforcing_ = false;
+  }
+
   size_t limit_;
   size_t used_ = 0;
-  size_t connections_ = 0;
+  std::vector<Connection*> members_;
+  bool enforcing_ = false;
 };
 
 template <typename Socket>
 class StreamConnection final : public Connection, public std::enable_shared_from_this<StreamConnection<Socket>> {
  public:
   // `self` is the role this end greets with, `peer` the role the other
-  // end must greet with. `budget` (optional, borrowed; must outlive this
-  // connection) bounds the output queued across connections.
-  StreamConnection(Socket socket, PeerRole self, PeerRole peer, OutputBudget* budget = nullptr)
-      : socket_(std::move(socket)), self_(self), budget_(budget) {
+  // end must greet with. `budget` (optional) bounds the memory held
+  // across connections.
+  StreamConnection(Socket socket, PeerRole self, PeerRole peer, std::shared_ptr<MemoryBudget> budget = nullptr)
+      : socket_(std::move(socket)), self_(self), budget_(std::move(budget)) {
     decoder_.expect_greeting(peer);
-    if (budget_) ++budget_->connections_;
+    if (budget_) budget_->join(this);
   }
   ~StreamConnection() override {
-    if (budget_) {
-      budget_->used_ -= accounted_;
-      --budget_->connections_;
-    }
+    if (budget_) budget_->leave(this, accounted_);
   }
 
   void start() override {
@@ -114,6 +140,13 @@ class StreamConnection final : public Connection, public std::enable_shared_from
   size_t queued_bytes() const override { return pending_.size() + writing_.size(); }
   uint64_t bytes_received() const override { return received_; }
   bool has_partial_frame() const override { return decoder_.partial(); }
+  size_t held_bytes() const override { return queued_bytes() + decoder_.buffered(); }
+  void drop_over_budget() override {
+    size_t out = queued_bytes(), in = decoder_.buffered();
+    shutdown(Error{ENOBUFS, in > out
+                                ? "peer holds " + std::to_string(in >> 20) + " MiB of a message it does not finish"
+                                : "peer does not read its messages (" + std::to_string(out >> 20) + " MiB unsent)"});
+  }
   Socket& socket() { return socket_; }
 
  private:
@@ -141,25 +174,27 @@ class StreamConnection final : public Connection, public std::enable_shared_from
       if (!next->has_value()) break;
       if (on_message) on_message(std::move(**next));
     }
+    account();  // what is left of a frame counts until it is whole
     if (!closed_) read_more();
   }
 
-  // Keeps the budget's count of this connection's queued bytes current.
+  // Keeps the budget's count of this connection's bytes current (which may
+  // drop this connection, or others holding more).
   void account() {
-    if (!budget_) return;
-    size_t now = queued_bytes();
-    budget_->used_ = budget_->used_ - accounted_ + now;
-    accounted_ = now;
+    if (!budget_ || closed_) return;
+    size_t before = accounted_;
+    accounted_ = held_bytes();
+    budget_->update(before, accounted_);
   }
 
   void flush() {
-    account();
-    if (pending_.size() > kMaxQueuedBytes || (budget_ && budget_->over_share(queued_bytes()))) {
+    if (pending_.size() > kMaxQueuedBytes) {
       shutdown(
           Error{ENOBUFS, "peer does not read its messages (" + std::to_string(queued_bytes() >> 20) + " MiB unsent)"});
       return;
     }
-    if (writing_active_ || pending_.empty()) return;
+    account();
+    if (closed_ || writing_active_ || pending_.empty()) return;
     writing_.swap(pending_);
     writing_active_ = true;
     asio::async_write(socket_, asio::buffer(writing_),
@@ -183,7 +218,10 @@ class StreamConnection final : public Connection, public std::enable_shared_from
     socket_.shutdown(Socket::shutdown_both, ignored);
     socket_.close(ignored);
     pending_.clear();
-    account();
+    if (budget_) {
+      budget_->leave(this, accounted_);
+      accounted_ = 0;
+    }
     // Run on_close from the loop, not from inside the caller's stack.
     asio::post(socket_.get_executor(), [self = this->shared_from_this(), why = std::move(why)] {
       auto fn = std::move(self->on_close);
@@ -194,8 +232,8 @@ class StreamConnection final : public Connection, public std::enable_shared_from
 
   Socket socket_;
   PeerRole self_;
-  OutputBudget* budget_;
-  size_t accounted_ = 0;  // this connection's bytes in budget_->used_
+  std::shared_ptr<MemoryBudget> budget_;
+  size_t accounted_ = 0;  // this connection's bytes in budget_'s count
   uint64_t received_ = 0;
   FrameDecoder decoder_;
   char rbuf_[65536];
