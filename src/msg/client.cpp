@@ -1,5 +1,7 @@
 #include "msg/client.h"
 
+#include <sys/socket.h>
+
 #include <cstdlib>
 
 namespace loom {
@@ -31,6 +33,9 @@ Result<std::unique_ptr<Client>> Client::connect(asio::io_context& io, Clock& clo
   sock.connect(asio::local::stream_protocol::endpoint(*path), ec);
   if (ec) return Error{ECONNREFUSED, "cannot connect to " + uri + ": " + ec.message()};
   std::unique_ptr<Client> c(new Client(io));
+  struct ucred cred {};
+  socklen_t len = sizeof cred;
+  if (::getsockopt(sock.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len) == 0) c->peer_uid_ = cred.uid;
   c->conn_ = std::make_shared<UnixConnection>(std::move(sock), PeerRole::kClient, PeerRole::kBroker);
   UnixConnection* raw = c->conn_.get();
   c->handle_ = std::make_unique<Handle>(clock, [raw](const Message& m) { raw->send(m); });

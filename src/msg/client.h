@@ -27,6 +27,9 @@ class Client {
   // "lost the connection to the broker", with the reason once it closed
   // (a refused greeting says what the other end was).
   std::string lost_text() const;
+  // The uid of the process that accepted the connection (SO_PEERCRED):
+  // whoever listens at a path is not necessarily the broker one expects.
+  uint32_t peer_uid() const { return peer_uid_; }
   // Runs when the broker closes the connection (after in-flight RPCs fail).
   std::function<void(const Error&)> on_close;
 
@@ -40,6 +43,7 @@ class Client {
   asio::io_context& io_;
   std::shared_ptr<UnixConnection> conn_;  // shared with Asio handlers in flight
   std::unique_ptr<Handle> handle_;
+  uint32_t peer_uid_ = kUserIdUnknown;
 };
 
 // The socket path in a URI: "local:///run/x.sock" → "/run/x.sock".

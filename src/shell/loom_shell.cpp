@@ -95,11 +95,12 @@ Status bind_to_cores(const IdSet& cores);
 
 class Shell {
  public:
-  Shell(asio::io_context& io, Clock& clock, std::string uri, std::unique_ptr<Client> c, Json info,
+  Shell(asio::io_context& io, Clock& clock, std::string uri, uint32_t broker_uid, std::unique_ptr<Client> c, Json info,
         std::optional<JobUser> user)
       : io_(io),
         clock_(clock),
         uri_(std::move(uri)),
+        broker_uid_(broker_uid),
         c_(std::move(c)),
         info_(std::move(info)),
         user_(std::move(user)) {}
@@ -111,6 +112,7 @@ class Shell {
   asio::io_context& io_;
   Clock& clock_;
   std::string uri_;
+  uint32_t broker_uid_;  // the uid of the brokers that started us: the only one we talk to
   std::unique_ptr<Client> c_;
   Json info_;
   std::optional<JobUser> user_;  // the job's user, when we became it (not the broker's uid)
@@ -293,6 +295,13 @@ bool Shell::reconnect(double timeout) {
     }
     auto c = Client::connect(io_, clock_, uri_);
     if (!c.ok()) continue;
+    if ((*c)->peer_uid() != broker_uid_) {
+      // Someone else listens where the broker was (its run directory went
+      // with it): tell it nothing, not even who we are.
+      std::fprintf(stderr, "loom-shell: job %s: refusing what listens at %s: it runs as uid %u, not the brokers' %u\n",
+                   id_text_.c_str(), uri_.c_str(), (*c)->peer_uid(), broker_uid_);
+      continue;
+    }
     c_ = std::move(*c);
     auto adopted = c_->call("shell.adopt", Json{{"id", info_["id"]}, {"rank", rank_}, {"pid", ::getpid()}});
     if (!adopted.ok()) {
@@ -681,6 +690,9 @@ int run_shell(const std::string& text) {
       return cannot_run(*info, "cannot join the job's cgroup: " + st.error().text);
     }
   }
+  // Started by a broker, as its uid: the brokers are that uid, before and
+  // after a crash; nothing else listening at their socket is believed.
+  auto broker_uid = static_cast<uint32_t>(::getuid());
   auto user = take_identity(*info);
   if (!user.ok()) return cannot_run(*info, user.error().text);
   const char* uri = std::getenv("LOOM_URI");
@@ -689,7 +701,11 @@ int run_shell(const std::string& text) {
   auto clock = make_real_clock(io);
   auto c = Client::connect(io, *clock, uri);
   if (!c.ok()) die(c.error().text);
-  Shell shell(io, *clock, uri, std::move(*c), std::move(*info), std::move(*user));
+  if ((*c)->peer_uid() != broker_uid) {
+    die(std::string("refusing what listens at ") + uri + ": it runs as uid " + std::to_string((*c)->peer_uid()) +
+        ", not the brokers' " + std::to_string(broker_uid));
+  }
+  Shell shell(io, *clock, uri, broker_uid, std::move(*c), std::move(*info), std::move(*user));
   return shell.run();
 }
 
