@@ -2,7 +2,10 @@
 // release that follows it, a rank lost mid-job, tasks that cannot be
 // killed, and jobs running through a crash and restart of the instance.
 #include <gtest/gtest.h>
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +20,7 @@
 #include <vector>
 
 #include "base/fluid.h"
+#include "kit/as_user.h"
 #include "kit/client.h"
 #include "kit/exec.h"
 #include "kit/instance.h"
@@ -299,6 +303,59 @@ TEST_F(ExecReattach, AJobRunningThroughACrashIsFoundAgainAndCompletes) {
     EXPECT_NE(exec.out.find(what), std::string::npos) << what << " in\n" << exec.out;
   }
   EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
+}
+
+// While the brokers are down their run directory may be gone, and any
+// local user may make it again and listen where a broker was: the shells
+// that wait for their broker tell such a stranger nothing (not even who
+// they are) and go on waiting for the real one.
+TEST_F(ExecReattach, AShellTellsAStrangerWhereItsBrokerWasNothing) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another uid";
+  ASSERT_EQ(::mkfifo((dir + "/up.0").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((dir + "/go.0").c_str(), 0600), 0);
+  std::string id =
+      submit_job({"-N1", "sh", "-c", "echo before; echo up > " + dir + "/up.0; read x < " + dir + "/go.0; echo after"});
+  auto up = run_cmd({"/bin/cat", dir + "/up.0"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  crash();
+  std::string rundir = inst.rundir(), sock = inst.socket(0);
+  std::filesystem::remove_all(rundir);
+  Loop loop;
+  Json stranger = run_as(loop, kNobody, [&] {
+    if (::mkdir(rundir.c_str(), 0755) != 0) return Json{{"setup", "mkdir"}};
+    int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, sock.c_str(), sizeof addr.sun_path - 1);
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 || ::listen(fd, 8) != 0) {
+      return Json{{"setup", "listen"}};
+    }
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, 20000) != 1) return Json{{"accepted", false}};
+    int shell = ::accept4(fd, nullptr, nullptr, SOCK_CLOEXEC);
+    // Everything the shell sends until it gives up on us.
+    std::string got;
+    char buf[4096];
+    pollfd q{shell, POLLIN, 0};
+    while (::poll(&q, 1, 2000) == 1) {
+      ssize_t n = ::recv(shell, buf, sizeof buf, 0);
+      if (n <= 0) break;
+      got.append(buf, static_cast<size_t>(n));
+    }
+    return Json{{"accepted", true}, {"bytes", got.size()}, {"topic", got.find("shell.adopt") != std::string::npos}};
+  });
+  ASSERT_TRUE(stranger.is_object()) << stranger.dump();
+  EXPECT_EQ(stranger["accepted"], true) << stranger.dump();
+  EXPECT_EQ(stranger["topic"], false) << stranger.dump();
+  EXPECT_LE(stranger["bytes"].get<size_t>(), kGreetingSize) << stranger.dump();
+  // The real broker comes back; the shell finds it and the job ends well.
+  std::filesystem::remove_all(rundir);
+  ASSERT_TRUE(inst.start(2, args()));
+  go(0);
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  auto out = loom({"job", "attach", id});
+  EXPECT_EQ(out.out_lines(), (std::vector<std::string>{"before", "after"})) << show(out);
 }
 
 TEST_F(ExecReattach, AJobWhoseShellDidNotSurviveIsLostAndTheRestIsKilled) {
