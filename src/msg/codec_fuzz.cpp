@@ -24,20 +24,13 @@
 #include <tuple>
 #include <vector>
 
+#include "base/fuzz_check.h"
 #include "msg/codec.h"
 #include "msg/json.h"
 #include "msg/message.h"
 
 namespace loom {
 namespace {
-
-#define FUZZ_CHECK(cond)                                                            \
-  do {                                                                              \
-    if (!(cond)) {                                                                  \
-      std::fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-      std::abort();                                                                 \
-    }                                                                               \
-  } while (0)
 
 auto fields(const Message& m) {
   return std::tie(m.type, m.flags, m.matchtag, m.nodeid, m.userid, m.rolemask, m.errnum, m.seq, m.topic, m.route,
@@ -49,23 +42,8 @@ struct Outcome {
   bool failed = false;  // the decoder reported EPROTO
 };
 
-// A small deterministic generator, seeded from the input so that a crash
-// reproduces from the input alone.
-struct SplitMix {
-  uint64_t s;
-  uint64_t next() {
-    uint64_t z = (s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-  }
-};
-
-uint64_t fnv1a(std::string_view s) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  for (unsigned char c : s) h = (h ^ c) * 0x100000001b3ull;
-  return h;
-}
+using fuzz::fnv1a;
+using fuzz::SplitMix;
 
 // Feeds `bytes` in reads of 1..max_read bytes (all at once when 0),
 // draining the decoder after each read, until the first error. With
