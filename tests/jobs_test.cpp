@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -340,6 +341,48 @@ TEST_F(Jobs, QueueControl) {
   auto dr = loom({"queue", "drain", "-t", "20"});
   EXPECT_EQ(dr.code, 0) << show(dr);
   EXPECT_EQ(state(j), "INACTIVE");
+}
+
+TEST_F(Jobs, TheQueuesStateSurvivesARestartAndACrash) {
+  auto dir = std::filesystem::temp_directory_path() / ("loom-jobs-queue-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  start({"--state-dir", dir.string()});
+  ASSERT_EQ(loom({"queue", "disable", "maintenance", "window"}).code, 0);
+  ASSERT_EQ(loom({"queue", "stop", "upgrading"}).code, 0);
+  ASSERT_EQ(inst.stop(), 0);
+  const std::string left = "Job submission is disabled: maintenance window\nScheduling is stopped: upgrading\n";
+  {
+    // An orderly restart: as it was left, and a submission is refused.
+    Instance again;
+    ASSERT_TRUE(again.start(4, {"--cores-per-rank=2", "--state-dir", dir.string()}));
+    auto st = again.loom({"queue", "status"});
+    EXPECT_EQ(st.out.substr(0, left.size()), left) << show(st);
+    auto r = again.loom({"submit", "true"});
+    EXPECT_NE(r.code, 0);
+    EXPECT_NE(r.err.find("maintenance window"), std::string::npos) << show(r);
+    // Enabled again, still stopped; then every broker is killed.
+    ASSERT_EQ(again.loom({"queue", "enable"}).code, 0);
+    auto pid = again.broker_pid(0);
+    ASSERT_TRUE(pid);
+    again.expect_clean_exit(false);
+    ASSERT_EQ(::kill(*pid, SIGKILL), 0);
+    again.stop(20);
+  }
+  Instance after;
+  ASSERT_TRUE(after.start(4, {"--cores-per-rank=2", "--state-dir", dir.string()}));
+  auto st = after.loom({"queue", "status"});
+  EXPECT_EQ(st.out.substr(0, st.out.find("\n", st.out.find("\n") + 1) + 1),
+            "Job submission is enabled\nScheduling is stopped: upgrading\n")
+      << show(st);
+  // Submissions are taken again, and run once scheduling starts.
+  auto sub = after.loom({"submit", "true"});
+  ASSERT_EQ(sub.code, 0) << show(sub);
+  std::string id = trim(sub.out);
+  ASSERT_EQ(after.loom({"queue", "start"}).code, 0);
+  auto clean = after.loom({"job", "wait-event", "-t", "20", id, "clean"});
+  EXPECT_EQ(clean.code, 0) << show(clean);
+  EXPECT_EQ(after.stop(), 0);
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(Jobs, PurgeForgetsInactiveJobs) {

@@ -173,6 +173,11 @@ struct JobManager::Impl {
   // --- setup ---
   void install();
   void load();
+  void load_epoch();
+  // The queue's state (enabled, started, their reasons) is kept in the
+  // KVS under job-manager.queue, so that a restart keeps it.
+  void restore_queue(const Message& lookup);
+  void store_queue();
   void load_jobs(const std::vector<std::string>& names);
   void finish_load(std::map<std::string, std::array<std::string, 3>> texts);
 

@@ -65,6 +65,51 @@ bool JobManager::Impl::from_own_service(const Message& r) {
 }
 
 void JobManager::Impl::load() {
+  h_.rpc("kvs.lookup", Json{{"key", "job-manager.queue"}}, {}, [this](const Message& r) {
+    restore_queue(r);
+    load_epoch();
+  });
+}
+
+void JobManager::Impl::restore_queue(const Message& r) {
+  if (r.errnum == ENOENT) return;  // never changed: enabled and started
+  auto v = parse_json(r.payload);
+  Json q;
+  if (r.errnum == 0 && v.ok() && v->contains("value") && v->at("value").is_string()) {
+    auto parsed = parse_json(v->at("value").get<std::string>());
+    if (parsed.ok()) q = std::move(*parsed);
+  }
+  auto part = [&](const char* name, const char* flag, bool* on, std::string* reason) {
+    if (!q.is_object() || !q.contains(name) || !q[name].is_object() || !q[name].contains(flag) ||
+        !q[name][flag].is_boolean()) {
+      return false;
+    }
+    *on = q[name][flag].get<bool>();
+    *reason = q[name].contains("reason") && q[name]["reason"].is_string() ? q[name]["reason"].get<std::string>() : "";
+    return true;
+  };
+  if (!part("submit", "enabled", &submit_enabled_, &submit_reason_) ||
+      !part("sched", "started", &sched_started_, &sched_reason_)) {
+    spdlog::warn("job-manager: the stored queue state is unreadable ({}); the queue is enabled and started",
+                 r.errnum ? error_text(r) : "bad job-manager.queue");
+    submit_enabled_ = sched_started_ = true;
+    submit_reason_.clear();
+    sched_reason_.clear();
+    return;
+  }
+  if (!submit_enabled_ || !sched_started_) {
+    spdlog::info("job-manager: the queue is {} and {}, as it was left", submit_enabled_ ? "enabled" : "disabled",
+                 sched_started_ ? "started" : "stopped");
+  }
+}
+
+void JobManager::Impl::store_queue() {
+  Json q{{"submit", {{"enabled", submit_enabled_}, {"reason", submit_reason_}}},
+         {"sched", {{"started", sched_started_}, {"reason", sched_reason_}}}};
+  commit_op(Json{{"op", "put"}, {"key", "job-manager.queue"}, {"value", dump_json(q)}});
+}
+
+void JobManager::Impl::load_epoch() {
   // The FLUID epoch is kept in the KVS so that ids stay unique and
   // time-ordered across restarts.
   h_.rpc("kvs.lookup", Json{{"key", "job-manager.epoch"}}, {}, [this](const Message& r) {

@@ -437,7 +437,12 @@ void JobManager::Impl::queue_control(const Message& m) {
   } else {
     return h_.respond_error(m, EINVAL, "action must be enable, disable, start or stop, not " + *action);
   }
-  h_.respond(m, "{}");
+  // Answered once the new state is stored: a restart keeps it.
+  store_queue();
+  after_commit([this, m](const Error* e) {
+    if (e) return h_.respond_error(m, e->code, "the queue's state could not be stored: " + e->text);
+    h_.respond(m, "{}");
+  });
 }
 
 void JobManager::Impl::queue_drain(const Message& m) {
