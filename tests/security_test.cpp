@@ -587,13 +587,17 @@ TEST_F(Security, RunningOutOfDescriptorsNeitherSpinsNorFloodsTheLog) {
   double used = (cpu_seconds(rank0) - before) / (monotonic_now() - t0);
   EXPECT_LT(used, 0.25) << "rank 0 used " << used * 100 << "% of a core while out of descriptors";
   for (int fd : fds) ::close(fd);
-  // Accepting resumes, and the episode took one warning and one recovery.
+  // Accepting resumes. Each episode took one warning and one recovery: one
+  // episode, or a few where a descriptor came free for a moment (a client
+  // of the test's own that the broker saw go late), never a line per try.
   auto c = loop_.connect(inst.socket(0));
   ASSERT_TRUE(c.ok());
   Reply r = call(loop_, **c, "broker.ping", "{}", {}, 30);
   EXPECT_EQ(r.errnum, 0) << r.errstr;
-  EXPECT_EQ(inst.log_count("cannot accept on the local socket"), 1u) << inst.log();
-  EXPECT_EQ(inst.wait_log("accepting on the local socket again"), 1u) << inst.log();
+  size_t paused = inst.log_count("cannot accept on the local socket");
+  EXPECT_GE(paused, 1u) << inst.log();
+  EXPECT_LE(paused, 3u) << inst.log();
+  EXPECT_EQ(inst.wait_log("accepting on the local socket again", paused), paused) << inst.log();
   ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &mine), 0);
 }
 
