@@ -237,5 +237,50 @@ TEST_F(Bind, ATaskWithoutGpusSeesNone) {
   EXPECT_EQ(field(out, "CUDA="), "unset") << out;
 }
 
+// A broker that was killed leaves its cgroups behind. The next broker to
+// start on the machine removes those of dead brokers that hold no process
+// (their jobs' first), and keeps a job cgroup with a process in it: a
+// shell that waits for its broker to come back.
+TEST(ContainCleanup, AStartingBrokerRemovesDeadBrokersEmptyCgroupsOnly) {
+  if (std::string why = no_cgroups(); !why.empty()) GTEST_SKIP() << "no writable cgroup v2 hierarchy: " << why;
+  std::string own = cgroup_of(::getpid());
+  std::string base = cgroup2_mount() + (own == "/" ? "" : own);
+  // Two pids no process has any more.
+  auto dead_pid = [] {
+    pid_t p = ::fork();
+    if (p == 0) ::_exit(0);
+    EXPECT_TRUE(wait_child(p, 10));
+    return p;
+  };
+  std::string idle = base + "/loom-" + std::to_string(dead_pid());
+  std::string busy = base + "/loom-" + std::to_string(dead_pid());
+  for (const std::string& d : {idle, idle + "/job-7", busy, busy + "/job-8"}) {
+    ASSERT_EQ(::mkdir(d.c_str(), 0755), 0) << d << ": " << std::strerror(errno);
+  }
+  pid_t waiting = ::fork();
+  if (waiting == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  {
+    std::ofstream procs(busy + "/job-8/cgroup.procs");
+    procs << waiting << "\n";
+  }
+  ASSERT_NE(read_text(busy + "/job-8/cgroup.procs").find(std::to_string(waiting)), std::string::npos);
+  Instance inst;
+  ASSERT_TRUE(inst.start(1));
+  auto r = inst.loom({"run", "true"});
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_FALSE(std::filesystem::exists(idle)) << idle;
+  EXPECT_TRUE(std::filesystem::exists(busy + "/job-8")) << busy;
+  EXPECT_EQ(inst.stop(), std::optional<int>(0));
+  ::kill(waiting, SIGKILL);
+  EXPECT_TRUE(wait_child(waiting, 10));
+  ::rmdir((busy + "/job-8").c_str());
+  ::rmdir(busy.c_str());
+  ::rmdir((idle + "/job-7").c_str());
+  ::rmdir(idle.c_str());
+}
+
 }  // namespace
 }  // namespace loom::test

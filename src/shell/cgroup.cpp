@@ -77,15 +77,26 @@ Result<std::string> make_cgroup_root(const std::string& name) {
   if (own->ends_with(" (deleted)")) return Error{ENOENT, "this process's cgroup was removed"};
   std::string parent = *mount + (*own == "/" ? "" : *own);
   std::string dir = parent + "/" + name;
-  // Those of brokers that died (killed: they could not remove theirs),
-  // once they hold no job; a live broker's stays.
+  // Those of brokers that died (killed: they could not remove theirs):
+  // their jobs' cgroups that hold no process any more, then their own once
+  // it is empty. A job cgroup with a process in it (a shell waiting for its
+  // broker to come back) is not empty, so rmdir leaves it; a live broker's
+  // stays whole.
   if (DIR* d = ::opendir(parent.c_str())) {
     while (dirent* e = ::readdir(d)) {
       std::string entry = e->d_name;
       if (!entry.starts_with("loom-") || entry == name) continue;
       std::string pid = entry.substr(5);
       if (pid.empty() || pid.find_first_not_of("0123456789") != std::string::npos) continue;
-      if (::access(("/proc/" + pid).c_str(), F_OK) != 0) ::rmdir((parent + "/" + entry).c_str());
+      if (::access(("/proc/" + pid).c_str(), F_OK) == 0) continue;
+      std::string dead = parent + "/" + entry;
+      if (DIR* jobs = ::opendir(dead.c_str())) {
+        while (dirent* j = ::readdir(jobs)) {
+          if (std::string_view(j->d_name).starts_with("job-")) ::rmdir((dead + "/" + j->d_name).c_str());
+        }
+        ::closedir(jobs);
+      }
+      ::rmdir(dead.c_str());
     }
     ::closedir(d);
   }
