@@ -1,4 +1,4 @@
-// Who may do what (DESIGN §2, §12): the broker stamps every client message
+// Who may do what (docs/protocols/messages.md, docs/security.md): the broker stamps every client message
 // with the uid from SO_PEERCRED and a role (owner or user). The instance
 // owner may make its requests carry another user's credentials
 // (LOOM_HANDLE_USERID / LOOM_HANDLE_ROLEMASK) to test access rules; the
@@ -177,7 +177,7 @@ TEST_F(Access, NoClientMayIssueOverlayControl) {
 TEST_F(Access, ARootInstanceServesEveryUserButTheOverlayIsItsOwn) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another uid";
   // Run by root, an instance serves every local user (each job runs as
-  // its user, DESIGN §13): the client sockets are open to all, while the
+  // its user, docs/security.md): the client sockets are open to all, while the
   // brokers' own links stay behind a directory only root can enter.
   start();
   struct stat st {};

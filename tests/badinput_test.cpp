@@ -1,4 +1,4 @@
-// Hostile and broken clients (DESIGN §3): the broker answers with an error
+// Hostile and broken clients (docs/protocols/messages.md): the broker answers with an error
 // or closes only that one connection, and keeps serving everyone else.
 // After every case a bystander client, connected before it, and a fresh
 // one both get broker.ping answered on rank 0 and rank 1, and the brokers'

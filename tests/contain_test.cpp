@@ -1,4 +1,4 @@
-// Containment of a job's processes (DESIGN §13; docs/protocols/exec.md,
+// Containment of a job's processes (docs/security.md; docs/protocols/exec.md,
 // "Containment"): each job's shell and tasks in a cgroup of their own on
 // each rank, where a writable cgroup v2 hierarchy exists, so that cancel
 // and time limits end every process of the job, `setsid` or not, and the

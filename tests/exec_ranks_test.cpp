@@ -1,4 +1,4 @@
-// How each rank of a real job ends (DESIGN §9, §10): its epilog and the
+// How each rank of a real job ends (docs/protocols/exec.md): its epilog and the
 // release that follows it, a rank lost mid-job, tasks that cannot be
 // killed, and jobs running through a crash and restart of the instance.
 #include <gtest/gtest.h>
@@ -30,7 +30,7 @@
 namespace loom::test {
 namespace {
 
-// Epilogs (DESIGN §9): rank 3's waits on a FIFO the test controls, so the
+// Epilogs (docs/protocols/exec.md): rank 3's waits on a FIFO the test controls, so the
 // test decides when rank 3 is done; rank 1's fails when the job asks for it.
 class ExecEpilog : public Exec {
  protected:
@@ -210,7 +210,7 @@ TEST_F(ExecUnkillable, RanksThatCannotBeKilledAreDrainedAndTheJobCompletes) {
 }
 
 // A crash of the whole instance (every broker SIGKILLed) while a job runs,
-// then a restart on the same state directory (DESIGN §10). The job shells
+// then a restart on the same state directory (docs/protocols/exec.md). The job shells
 // live in sessions of their own, so they outlive their brokers.
 class ExecReattach : public Exec {
  protected:

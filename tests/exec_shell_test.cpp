@@ -1,4 +1,4 @@
-// Real execution end to end (DESIGN §9, §12; docs/protocols/exec.md): job
+// Real execution end to end (docs/protocols/exec.md, docs/security.md): job
 // shells and their tasks, output byte for byte, attach and Ctrl-C, the
 // shell fork server, exit codes, time limits and cancel of real tasks, the
 // exec and output eventlogs and who may read them, thousands of tasks.

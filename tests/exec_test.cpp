@@ -1,4 +1,4 @@
-// The execution protocol end to end (DESIGN §6, §9; docs/protocols/exec.md):
+// The execution protocol end to end (docs/protocols/exec.md):
 // jobs in test execution mode run by the built-in job-exec, and a test
 // client that registers itself as the execution service to play every part
 // of the protocol by hand: partial release, protocol violations, hello

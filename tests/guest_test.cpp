@@ -1,4 +1,4 @@
-// Guest rules (DESIGN §13; the access column of docs/protocols/jobs.md and
+// Guest rules (docs/security.md; the access column of docs/protocols/jobs.md and
 // exec.md): a real second user, created here with useradd, connects to an
 // instance started by root and walks every job-related method against the
 // owner's jobs (EPERM, never ENOENT) and against their own (allowed); the

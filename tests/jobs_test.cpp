@@ -1,4 +1,4 @@
-// The job manager and the scheduler end to end (DESIGN §4, §5, §8, §10):
+// The job manager and the scheduler end to end (docs/protocols/jobs.md, docs/protocols/exec.md):
 // real `loom start` instances with 4 ranks of 2 cores each, driven through
 // the `loom` command line as users drive them. Jobs run in test execution
 // mode waiting for an override that never comes (submit() below), so each

@@ -1,5 +1,5 @@
-// Crash durability of the KVS (DESIGN §7: "a commit is durable when its
-// response is sent"; §10). Several clients append eventlog lines, the
+// Crash durability of the KVS (docs/storage.md): a commit is durable when its
+// response is sent. Several clients append eventlog lines, the
 // rank-0 broker is killed with SIGKILL at a random (seeded) moment, and a
 // new instance on the same state directory must hold every line whose
 // commit was acknowledged, each commit whole, and no half-written line.

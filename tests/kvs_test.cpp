@@ -1,4 +1,4 @@
-// The KVS service end to end (DESIGN §7, §10): real loomd processes, real
+// The KVS service end to end (docs/storage.md, docs/protocols/exec.md): real loomd processes, real
 // SQLite files, real sockets. Transactions, watches from several ranks,
 // access rules and guest namespaces, restarts on the same state directory,
 // and state directories that are not loom's.
@@ -53,7 +53,7 @@ Json names(std::initializer_list<const char*> l) {
 }
 
 // A user's view: the same connection, speaking as `uid` with the user role
-// (the broker lets the instance owner impersonate; DESIGN §2).
+// (the broker lets the instance owner impersonate; docs/protocols/messages.md).
 struct AsUser {
   AsUser(Loop& loop, const std::string& socket, uint32_t uid) : client(must_connect(loop, socket)) {
     if (client) client->handle().set_credentials(uid, role::kUser);

@@ -1,4 +1,4 @@
-// Losing a broker (DESIGN §2): a child that dies or stops answering
+// Losing a broker (docs/protocols/messages.md): a child that dies or stops answering
 // heartbeats is declared lost, with one broker.lost event per rank of its
 // subtree; requests to it fail with EHOSTUNREACH instead of hanging; the
 // instance still stops promptly.

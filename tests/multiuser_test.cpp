@@ -1,4 +1,4 @@
-// Jobs run as their users (DESIGN §13; docs/protocols/exec.md, "Whose
+// Jobs run as their users (docs/security.md; docs/protocols/exec.md, "Whose
 // processes"). With real users made for the test (kit/users.h) and an
 // instance started as root, each user submits from their own account (a
 // `loom` run as that user, in their own directory), and the test checks
@@ -286,7 +286,7 @@ TEST_F(MultiUser, AJobOfAUidWithoutAnAccountFailsWithAClearException) {
 }
 
 // A crash of the whole instance while a user's job runs, then a restart on
-// the same state directory (DESIGN §10): the job shells, running as the
+// the same state directory (docs/protocols/exec.md): the job shells, running as the
 // user, connect to their restarted brokers as that user and are adopted,
 // and the job completes as if nothing happened.
 class MultiUserReattach : public MultiUser {

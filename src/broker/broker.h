@@ -1,4 +1,4 @@
-// loomd's core (DESIGN §2, §3): peers, routing and the overlay tree.
+// loomd's core (docs/protocols/messages.md): peers, routing and the overlay tree.
 //
 // Peers are local clients (Unix socket), services inside this broker
 // (modules), the link to the parent broker and the links to children.

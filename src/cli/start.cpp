@@ -249,7 +249,7 @@ class Launcher {
     if (!o_.state_dir.empty()) {
       // With a state directory, the sockets go in a directory named after
       // it: job shells that outlived a crash find the restarted instance
-      // there (DESIGN §10). Ours alone (no one else may write in it), or a
+      // there (docs/protocols/exec.md). Ours alone (no one else may write in it), or a
       // temporary one after all.
       std::error_code ec;
       std::string state = fs::weakly_canonical(fs::absolute(o_.state_dir, ec), ec).string();
@@ -288,7 +288,7 @@ class Launcher {
 
   // The brokers' sockets. Clients connect to rank-R.sock; where the
   // brokers run as root they serve every user (each job runs as its
-  // submitter, DESIGN §13), so those sockets are open to all and the
+  // submitter, docs/security.md), so those sockets are open to all and the
   // broker decides what each uid may do; otherwise they are the owner's
   // alone. Brokers join each other through overlay/rank-R.sock, in a
   // directory only the owner can enter, and each end checks the other's

@@ -460,7 +460,7 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
   }
 }
 
-// A job that was running when the instance went down (DESIGN §10): its
+// A job that was running when the instance went down (docs/protocols/exec.md): its
 // shells kept their tasks and connected to their restarted brokers. The
 // eventlog says which ranks were released and whether `finish` was logged;
 // every other rank's shell is asked for, and once all are found the stream

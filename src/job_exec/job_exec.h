@@ -1,4 +1,4 @@
-// The `job-exec` service on rank 0 (DESIGN §6, §9): the execution service
+// The `job-exec` service on rank 0 (docs/protocols/exec.md): the execution service
 // the job manager starts jobs through. It says `job-manager.exec-hello`
 // when it starts (and again after a teardown), answers each
 // `job-exec.start` with the response stream of the execution protocol

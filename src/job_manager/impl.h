@@ -152,7 +152,7 @@ struct JobManager::Impl {
 
   std::unordered_map<uint32_t, EventlogWatch> eventlog_watches_;  // by our kvs.watch matchtag
 
-  // The registered execution service (DESIGN §6): its name ("" when none)
+  // The registered execution service (docs/protocols/exec.md): its name ("" when none)
   // and the client that said hello for it.
   std::string exec_service_;
   HopId exec_sender_{};

@@ -1,4 +1,4 @@
-// The job manager on rank 0 (DESIGN §4, §5; messages in
+// The job manager on rank 0 (docs/protocols/jobs.md; messages in
 // docs/protocols/jobs.md). It accepts jobs, gives each a FLUID id and a
 // durable eventlog in the KVS, and drives every job through its states
 // by posting events: each event is checked by apply_event() (job.h), kept
@@ -32,7 +32,7 @@ class Handle;
 struct JobManagerConfig {
   uint32_t owner = 0;  // the instance owner's uid
   // Whether the brokers can run jobs as their users (they run as root:
-  // DESIGN §13). If not, a job of anyone but the owner is refused at
+  // docs/security.md). If not, a job of anyone but the owner is refused at
   // submit, unless it runs nothing (test execution). Unset: whether this
   // process is root.
   std::optional<bool> runs_jobs_as_users;

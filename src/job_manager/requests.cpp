@@ -78,7 +78,7 @@ void JobManager::Impl::submit(const Message& m) {
     if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
-    // A job runs as its user (DESIGN §13): brokers that cannot switch
+    // A job runs as its user (docs/security.md): brokers that cannot switch
     // users refuse the jobs of anyone but the owner, unless the job runs
     // nothing. The user is the broker's stamp, never the payload's.
     if (m.userid != cfg_.owner && !cfg_.runs_jobs_as_users.value_or(false) && !runs_nothing(*spec)) {

@@ -1,4 +1,4 @@
-// The `kvs` service on rank 0 (DESIGN §7). Used only through messages:
+// The `kvs` service on rank 0 (docs/storage.md). Used only through messages:
 //
 //   kvs.lookup {namespace?, key}             → {"value": S} or {"dir": [names]}
 //   kvs.commit {namespace?, ops: [{op: put|append|unlink, key, value?}, ...]}

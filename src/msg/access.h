@@ -1,4 +1,4 @@
-// Who may touch what (DESIGN §13, docs/protocols/jobs.md): the one rule
+// Who may touch what (docs/security.md, docs/protocols/jobs.md): the one rule
 // every service applies to a request about something a user owns (a job,
 // a KVS namespace). The broker stamps `userid` and `rolemask` on every
 // message; a service trusts the stamp and nothing in the payload.

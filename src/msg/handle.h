@@ -1,4 +1,4 @@
-// Handle: one endpoint's view of the message protocol (DESIGN §3), the same
+// Handle: one endpoint's view of the message protocol (docs/protocols/messages.md), the same
 // for a CLI client, a test, the simulator and a service inside a broker.
 //
 //   rpc()              send a request; the callback gets each response.
@@ -78,7 +78,7 @@ class Handle {
   // Sends a request that wants no response.
   void send_oneway(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
   // Sends a request without a matchtag that still wants responses: the
-  // matchtag-less protocols of DESIGN §5 and §6 (sched.alloc, NAME.start),
+  // matchtag-less protocols of docs/protocols/jobs.md, docs/protocols/exec.md (sched.alloc, NAME.start),
   // whose responses carry the job id and arrive through on_response().
   void send_matchless(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
   void send_matchless(std::string topic, Json&& payload, uint32_t nodeid = kNodeAny);

@@ -1,4 +1,4 @@
-// A loom message (DESIGN §3): request, response or event; routed by topic
+// A loom message (docs/protocols/messages.md): request, response or event; routed by topic
 // "service.method"; requests may be addressed to a rank or to "any".
 #pragma once
 

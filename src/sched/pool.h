@@ -1,4 +1,4 @@
-// ResourcePool: the scheduler's pure core (DESIGN §8). It knows the
+// ResourcePool: the scheduler's pure core (docs/protocols/jobs.md). It knows the
 // instance's inventory (per rank: cores, gpus, hostname), the state of each
 // rank (up or down, drained or not) and which job holds which cores and
 // gpus. It sends no messages and reads no clock: times are passed in, so

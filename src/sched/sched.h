@@ -1,4 +1,4 @@
-// The `sched` service on rank 0 (DESIGN §5, §8; docs/protocols/jobs.md).
+// The `sched` service on rank 0 (docs/protocols/jobs.md).
 // It owns the instance's resource inventory (a ResourcePool) and answers
 // the job manager's allocation requests by policy, FCFS or EASY backfill.
 //

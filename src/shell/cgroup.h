@@ -1,4 +1,4 @@
-// Containment of a job's processes on one rank (DESIGN §13;
+// Containment of a job's processes on one rank (docs/security.md;
 // docs/protocols/exec.md, "Containment"): a cgroup of its own per job
 // where a writable cgroup version 2 hierarchy exists.
 //

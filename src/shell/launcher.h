@@ -1,4 +1,4 @@
-// The shell launch service `shell` on every broker (DESIGN §9): starts one
+// The shell launch service `shell` on every broker (docs/protocols/exec.md): starts one
 // `loom-shell` per job on this rank and reports when it exits.
 //
 //   shell.launch {id, info}  streaming, owner only. Starts a job shell in a

@@ -1,4 +1,4 @@
-// loom-shell ID: the job shell on one rank (DESIGN §9). Started by the
+// loom-shell ID: the job shell on one rank (docs/protocols/exec.md). Started by the
 // shell launch service with the job on stdin as JSON
 //   {id, rank, jobspec, R, namespace}
 // (or forked by `loom-shell --fork-server`, the job in its request: see

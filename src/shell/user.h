@@ -1,4 +1,4 @@
-// Running a job as its user (DESIGN §13; docs/protocols/exec.md, "Whose
+// Running a job as its user (docs/security.md; docs/protocols/exec.md, "Whose
 // processes"). A job shell runs as the job's user: where the broker is
 // root, the shell launch service looks the user up (its passwd entry and
 // groups) and passes what it found in the shell's job as `user`; the shell

@@ -1,4 +1,4 @@
-// Real users for end-to-end tests of who runs what (DESIGN §13): created
+// Real users for end-to-end tests of who runs what (docs/security.md): created
 // with useradd, removed with userdel -r when the fixture goes, whatever the
 // test's outcome; and commands run as one of them.
 //
