@@ -226,10 +226,13 @@ class ExecReattach : public Exec {
     std::filesystem::remove_all(dir);
   }
   std::vector<std::string> args() {
-    return {"--cores-per-rank=2", "--gpus-per-rank=0",        "--state-dir=" + dir + "/state",
-            "--setconf",          "exec.reattach-timeout=30", "--setconf",
-            "exec.kill-timeout=2"};
+    std::vector<std::string> a = {"--cores-per-rank=2", "--gpus-per-rank=0",        "--state-dir=" + dir + "/state",
+                                  "--setconf",          "exec.reattach-timeout=30", "--setconf",
+                                  "exec.kill-timeout=2"};
+    a.insert(a.end(), extra_args.begin(), extra_args.end());
+    return a;
   }
+  std::vector<std::string> extra_args;  // set before SetUp (a subclass's constructor)
   void crash() {
     std::vector<pid_t> brokers;
     for (uint32_t r = 0; r < inst.size(); ++r) {
@@ -246,9 +249,12 @@ class ExecReattach : public Exec {
     inst.expect_clean_exit(true);
   }
   // Lets the task of rank R go on (it waits reading a FIFO).
-  void go(int rank) {
-    auto r = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/go." + std::to_string(rank)}, {}, 20);
-    ASSERT_EQ(r.code, 0) << "the task of rank " << rank << " is not waiting: " << show(r);
+  void go(int rank) { feed("go." + std::to_string(rank)); }
+  // Writes a line into the FIFO `name` of dir: returns once a process has
+  // opened it to read (the test's event that it waits there).
+  void feed(const std::string& name) {
+    auto r = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/" + name}, {}, 20);
+    ASSERT_EQ(r.code, 0) << "nobody reads " << name << ": " << show(r);
   }
   // The job shell of job `id` on rank `rank` of this instance (its
   // LOOM_URI names the rank's socket).
@@ -439,6 +445,84 @@ TEST_F(ExecReattach, AJobCancelledBeforeTheCrashIsKilledWhenFound) {
   double restarted = named(log, "restart")[0]["timestamp"];
   EXPECT_GE(named(log, "finish")[0]["timestamp"].get<double>() - restarted, 1.5);
   expect_all_exit(processes_with(marker));
+}
+
+// A crash while epilogs run (docs/protocols/exec.md, item 8). Each rank's
+// epilog waits on a FIFO of its own (hold.R) and fails where fail.R exists.
+class ExecReattachEpilog : public ExecReattach {
+ protected:
+  std::string epilog;
+  ExecReattachEpilog() {
+    std::string d = (std::filesystem::temp_directory_path() / ("loom-reattach-" + std::to_string(::getpid()))).string();
+    epilog = "echo $LOOM_JOB_ID >> " + d + "/ran.$LOOM_RANK; read x < " + d + "/hold.$LOOM_RANK; if [ -e " + d +
+             "/fail.$LOOM_RANK ]; then exit 1; fi";
+    extra_args = {"--setconf", "exec.epilog=" + epilog};
+  }
+  void SetUp() override {
+    ExecReattach::SetUp();
+    for (int r = 0; r < 2; ++r) ASSERT_EQ(::mkfifo((dir + "/hold." + std::to_string(r)).c_str(), 0600), 0);
+  }
+  // Waits until the exec eventlog of job `id` holds `event` for `rank` (stored).
+  void wait_exec(const std::string& id, const std::string& event, int rank) {
+    auto r = loom({"kvs", "--namespace=job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "-m",
+                   "rank=" + std::to_string(rank), "exec.eventlog", event});
+    ASSERT_EQ(r.code, 0) << show(r);
+  }
+};
+
+TEST_F(ExecReattachEpilog, EpilogsRunningThroughACrashRunAgainAndTheirRanksWaitForThem) {
+  std::string id = submit_job({"-N2", "true"});
+  wait_event(id, "finish");
+  for (int r = 0; r < 2; ++r) wait_exec(id, "epilog-start", r);
+  auto old = processes_with(epilog);
+  ASSERT_EQ(old.size(), 2u);
+  crash();
+  std::ofstream(dir + "/fail.1") << "";
+  ASSERT_TRUE(inst.start(2, args()));
+  // The epilogs of the broker that died are ended, and run again.
+  expect_all_exit(old);
+  feed("hold.0");
+  // Rank 1 stays the job's while its epilog runs.
+  EXPECT_NE(state(id), "INACTIVE");
+  EXPECT_NE(allocated_ranks().find('1'), std::string::npos) << "rank 1 was freed while its epilog ran";
+  feed("hold.1");
+  wait_event(id, "clean");
+  // The epilog that ran again counts: rank 1's failed, so rank 1 is drained.
+  auto ex = named(eventlog(id), "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "epilog");
+  EXPECT_EQ(ex[0]["context"]["severity"], 1);
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "1") << res;
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+  auto exec = loom({"job", "eventlog", "--path=exec", id});
+  EXPECT_NE(exec.out.find("epilog-finish rank=1 status=256"), std::string::npos) << exec.out;
+}
+
+TEST_F(ExecReattachEpilog, ARankWhoseShellHadExitedBeforeTheCrashCountsAsFinished) {
+  ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
+  ASSERT_EQ(::mkfifo((dir + "/go.1").c_str(), 0600), 0);
+  // Rank 0's task ends at once (its epilog then waits); rank 1's runs on.
+  std::string id =
+      submit_job({"-N2", "sh", "-c",
+                  "[ $LOOM_RANK = 0 ] && exit 0; echo up > " + dir + "/up; read x < " + dir + "/go.1; echo after"});
+  auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  wait_exec(id, "epilog-start", 0);
+  crash();
+  ASSERT_TRUE(inst.start(2, args()));
+  feed("hold.0");
+  go(1);  // rank 1's task, found again, goes on
+  feed("hold.1");
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  EXPECT_TRUE(named(log, "exception").empty()) << named(log, "exception")[0];
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  EXPECT_EQ(named(log, "finish")[0]["context"]["status"], 0);
+  auto out = loom({"job", "attach", id});
+  EXPECT_EQ(out.out_lines(), (std::vector<std::string>{"after"})) << show(out);
+  EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
 }
 
 }  // namespace

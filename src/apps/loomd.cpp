@@ -65,6 +65,15 @@ int main(int argc, char** argv) {
   app.add_option("--exec-epilog-timeout", shell_cfg.epilog_timeout, "Seconds an epilog may take")
       ->check(CLI::PositiveNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-prolog", shell_cfg.prolog, "Command run (sh -c) on a rank before a job's shell there starts")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-prolog-timeout", shell_cfg.prolog_timeout, "Seconds a prolog may take")
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-shell-exit-timeout", exec_cfg.shell_exit_timeout,
+                 "Seconds from a job shell's failed exit to killing the job's other ranks (0: never)")
+      ->check(CLI::NonNegativeNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--exec-kill-timeout", exec_cfg.kill_timeout, "Seconds from SIGTERM to SIGKILL")
       ->check(CLI::PositiveNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -73,6 +82,7 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   CLI11_PARSE(app, argc, argv);
+  exec_cfg.prolog = !shell_cfg.prolog.empty();
   if (cfg.rank >= cfg.size) {
     std::cerr << "loomd: --rank must be below --size\n";
     return 2;

@@ -29,6 +29,13 @@ constexpr const char* kService = "job-exec";
 constexpr double kHelloRetry = 1.0;
 // How long an exec eventlog entry may wait to be stored with the ones after it.
 constexpr double kExecLogDelay = 0.1;
+
+// How a perilog or shell ended, for people: "exited with 1", "killed by signal 9".
+std::string ended(int status) {
+  if (WIFEXITED(status)) return "exited with " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "killed by signal " + std::to_string(WTERMSIG(status));
+  return "ended with status " + std::to_string(status);
+}
 }  // namespace
 
 struct JobExec::Impl {
@@ -54,10 +61,11 @@ struct JobExec::Impl {
     bool fatal = false;                 // a fatal exception was raised
     bool killing = false;               // SIGTERM/SIGALRM sent; SIGKILL follows
     std::unique_ptr<Timer> kill_timer;
-    bool reattach = false;         // shells started before a restart, found again
-    bool kill_found = false;       // reattach: the job had a fatal exception before the restart
-    size_t gone_before = 0;        // reattach: ranks released before the restart
-    std::set<uint32_t> unreached;  // reattach: ranks not back yet (asked again when online)
+    bool reattach = false;                 // shells started before a restart, found again
+    bool kill_found = false;               // reattach: the job had a fatal exception before the restart
+    size_t gone_before = 0;                // reattach: ranks released before the restart
+    std::set<uint32_t> unreached;          // reattach: ranks not back yet (asked again when online)
+    std::set<uint32_t> unreached_epilogs;  // reattach: the same, for an epilog to run again
     std::unique_ptr<Timer> reattach_timer;
     std::unique_ptr<Timer> retry_timer;  // asks the unreached ranks again, in case an online event was missed
     double reattach_deadline = 0;
@@ -69,6 +77,16 @@ struct JobExec::Impl {
     std::unique_ptr<Timer> exec_log_timer;
     bool exec_log_sending = false;  // a commit of earlier entries is out (one at a time, in order)
     bool linking = false;           // the namespace is being linked: the rest goes to the linked copy
+    // The prolog (with cfg_.prolog): every rank's runs before any shell
+    // starts; the job's jobspec and R wait meanwhile for the launch.
+    bool in_prolog = false;
+    Json jobspec, R_json;
+    std::set<uint32_t> prolog_running;  // ranks whose prolog runs
+    std::set<uint32_t> prolog_done;     // ranks whose prolog has ended (or was never run)
+    std::set<uint32_t> prolog_killed;   // ranks whose prolog we killed: its end is no failure
+    std::set<uint32_t> no_epilog;       // ranks the prolog could not be asked of: no epilog either
+    bool launched = false;              // the shells were asked for
+    std::unique_ptr<Timer> exit_timer;  // exec.shell-exit-timeout after a shell's failed exit
   };
 
   Impl(asio::io_context& io, Handle& h, JobExecConfig cfg) : io_(io), h_(h), cfg_(cfg) {}
@@ -130,11 +148,24 @@ struct JobExec::Impl {
 
   // Real execution.
   void launch(Run& r, const Json& jobspec, const Json& R, uint32_t userid);
+  void start_shells(Run& r);
+  // shell.prolog or shell.epilog to `rank` (launcher.h), answered in
+  // on_prolog / on_epilog.
+  void ask_perilog(Run& r, uint32_t rank, bool prolog);
+  void on_prolog(Run& r, uint32_t rank, const Message& m);
+  void prolog_progress(Run& r);
+  void on_epilog(Run& r, uint32_t rank, const Message& m);
+  void epilog_done(Run& r, uint32_t rank, int status, bool timeout);
+  void watch_failed_exit(Run& r, uint32_t rank, int status);
   void name_run(Run& r, uint32_t userid);
   void find_shells(Run& r, uint32_t userid);
-  void reattach_ranks(uint64_t id, const std::string& eventlog);
+  void reattach_ranks(uint64_t id, const std::string& eventlog, const std::string& exec_eventlog);
+  void settle_rank(Run& r, uint32_t rank, const std::map<uint32_t, std::pair<int, bool>>& epilogs);
   void ask_shell(Run& r, uint32_t rank);
   void lost_ranks(uint64_t id);
+  // Asks the unreached ranks again in a second (in case their online event
+  // came before the answer that they are not back).
+  void retry_unreached(Run& r);
   void on_online(const Message& ev);
   void stale_shell(uint64_t id, uint32_t rank, const Message& m);
   void on_shell(uint64_t id, uint32_t rank, const Message& m);
@@ -442,6 +473,25 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
              raise(*rp, "exec", "cannot create the job's namespace: " + error_text(created));
            }
          });
+  r.jobspec = jobspec;
+  r.R_json = R;
+  if (cfg_.prolog) {
+    // Every rank's prolog first; the shells once all have ended well.
+    r.in_prolog = true;
+    for (uint32_t rank : r.ranks) ask_perilog(r, rank, true);
+    return;
+  }
+  start_shells(r);
+}
+
+void JobExec::Impl::start_shells(Run& r) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  r.launched = true;
+  Json jobspec = std::move(r.jobspec), R = std::move(r.R_json);
+  r.jobspec = Json();
+  r.R_json = Json();
   for (uint32_t rank : r.ranks) {
     Json info{
         {"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
@@ -472,16 +522,30 @@ void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
   r.reattach = true;
   uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc("kvs.lookup", Json{{"key", "job." + std::to_string(id) + ".eventlog"}}, {},
-         [this, alive, id, serial](const Message& m) {
-           if (alive.expired() || !current(id, serial)) return;
-           auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
-           std::string text = v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
-           reattach_ranks(id, text);
-         });
+  // The value of a lookup's answer, "" if there is none.
+  auto value_of = [](const Message& m) {
+    auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
+    return v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
+  };
+  // The job's eventlog, then its exec eventlog: in its namespace, or in the
+  // linked copy if the crash came after the link.
+  std::string key = "job." + std::to_string(id);
+  h_.rpc("kvs.lookup", Json{{"key", key + ".eventlog"}}, {}, [=, this](const Message& m) {
+    Run* rp = alive.expired() ? nullptr : current(id, serial);
+    if (!rp) return;
+    std::string eventlog = value_of(m);
+    h_.rpc("kvs.lookup", Json{{"namespace", rp->ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
+      if (alive.expired() || !current(id, serial)) return;
+      if (!e.errnum) return reattach_ranks(id, eventlog, value_of(e));
+      h_.rpc("kvs.lookup", Json{{"key", key + ".guest.exec.eventlog"}}, {}, [=, this](const Message& linked) {
+        if (alive.expired() || !current(id, serial)) return;
+        reattach_ranks(id, eventlog, value_of(linked));
+      });
+    });
+  });
 }
 
-void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
+void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, const std::string& exec_eventlog) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& r = it->second;
@@ -503,41 +567,80 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog) {
       for (uint32_t rank : set->to_vector()) r.released.insert(rank);
     }
   }
-  if (r.finish_sent) {
-    // Every shell had exited; what was left were epilogs or the final
-    // link. The epilogs' outcome went with the broker: the ranks go back.
-    std::vector<uint32_t> rest;
-    for (uint32_t rank : r.ranks) {
-      if (!r.released.count(rank)) rest.push_back(rank);
-      r.exited[rank] = 0;
-    }
-    spdlog::warn("job-exec: job {}: had finished before the restart; releasing the ranks it still held", id);
-    r.started = true;
-    respond(r.req, id, "reattached");
-    if (rest.empty()) return finish_real(id, "all");  // only the final release was missing
-    for (uint32_t rank : rest) {
-      auto cur = runs_.find(id);
-      if (cur == runs_.end()) return;
-      rank_free(cur->second, rank);
-    }
-    return;
+  // The exec eventlog says which shells had exited (and with what) and
+  // which epilogs had ended before the crash.
+  std::map<uint32_t, int> exits;
+  std::map<uint32_t, std::pair<int, bool>> epilogs;  // rank → status, timed out
+  LineSplitter exec_lines;
+  for (auto& line : exec_lines.feed(exec_eventlog)) {
+    auto e = parse_event(line);
+    if (!e.ok() || !e->context.is_object() || !e->context["rank"].is_number_unsigned()) continue;
+    uint32_t rank = e->context["rank"].get<uint32_t>();
+    int st = e->context["status"].is_number_integer() ? e->context["status"].get<int>() : 0;
+    if (e->name == "shell-exit") exits[rank] = st;
+    if (e->name == "epilog-finish") epilogs[rank] = {st, e->context.value("timeout", false)};
   }
+  // Ranks whose shell had exited count as done: they are not asked for, and
+  // each is free once its epilog has ended (one that had not is run again:
+  // its end, and its result, went with the broker).
+  std::vector<uint32_t> done, ask;
+  for (uint32_t rank : r.ranks) {
+    if (r.released.count(rank)) {
+      if (!r.finish_sent && !exits.count(rank)) {
+        // Its status went with the broker.
+        spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
+      }
+      r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
+      ++r.gone_before;
+    } else if (r.finish_sent || exits.count(rank)) {
+      r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
+      ++r.gone_before;
+      done.push_back(rank);
+    } else {
+      ask.push_back(rank);
+    }
+  }
+  r.launched = true;
   // Ranks that are not back yet are asked again when they come online, for
   // as long as their shells wait for them.
   r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
   r.reattach_timer = h_.clock().make_timer();
   r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
   r.retry_timer = h_.clock().make_timer();
-  for (uint32_t rank : r.ranks) {
-    if (r.released.count(rank)) {
-      // Its shell exited before the restart; its status went with it.
-      spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
-      r.exited[rank] = 0;
-      ++r.gone_before;
-      continue;
+  if (ask.empty()) {
+    // Every shell had exited: only epilogs, releases or the final link were left.
+    if (r.finish_sent) {
+      spdlog::info("job-exec: job {}: had finished before the restart; its ranks are released after their epilogs", id);
     }
-    ask_shell(r, rank);
+    r.started = true;
+    respond(r.req, id, "reattached");
+    send_finish(r);
+    if (done.empty()) return finish_real(id, "all");  // only the final release was missing
+  } else {
+    for (uint32_t rank : ask) ask_shell(r, rank);
   }
+  for (uint32_t rank : done) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    if (exits.count(rank) && exits[rank] != 0) watch_failed_exit(cur->second, rank, exits[rank]);
+    settle_rank(cur->second, rank, epilogs);
+  }
+}
+
+// A rank whose shell exited before the restart and which was not released:
+// its epilog, if it had ended, counts (a failed one drains the rank again);
+// otherwise it runs again, and the rank is free when it ends.
+void JobExec::Impl::settle_rank(Run& r, uint32_t rank, const std::map<uint32_t, std::pair<int, bool>>& epilogs) {
+  auto ep = epilogs.find(rank);
+  if (ep == epilogs.end()) return ask_perilog(r, rank, false);
+  auto [st, timeout] = ep->second;
+  if (st != 0 || timeout) {
+    std::string why = timeout ? "epilog timed out" : "epilog " + ended(st);
+    h_.rpc("sched.drain",
+           Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
+           [](const Message&) {});
+  }
+  rank_free(r, rank);
 }
 
 void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
@@ -572,26 +675,54 @@ void JobExec::Impl::on_online(const Message& ev) {
   uint32_t rank = (*p)["rank"].get<uint32_t>();
   for (auto& [id, r] : runs_) {
     if (r.unreached.erase(rank)) ask_shell(r, rank);
+    if (r.unreached_epilogs.erase(rank)) ask_perilog(r, rank, false);
   }
 }
 
 // Ranks that did not come back while their shells waited for them.
 void JobExec::Impl::lost_ranks(uint64_t id) {
   auto it = runs_.find(id);
-  if (it == runs_.end() || it->second.unreached.empty()) return;
+  if (it == runs_.end()) return;
   Run& r = it->second;
-  std::set<uint32_t> lost = std::move(r.unreached);
-  r.unreached.clear();
+  // Epilogs to run again where the broker did not come back: those ranks
+  // are let go (their epilog cannot run).
+  std::set<uint32_t> no_epilog = std::move(r.unreached_epilogs);
+  r.unreached_epilogs.clear();
+  for (uint32_t rank : no_epilog) {
+    spdlog::warn("job-exec: job {}: rank {} did not come back to run its epilog again", id, rank);
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    rank_free(cur->second, rank);
+  }
+  it = runs_.find(id);
+  if (it == runs_.end() || it->second.unreached.empty()) return;
+  Run& rr = it->second;
+  std::set<uint32_t> lost = std::move(rr.unreached);
+  rr.unreached.clear();
   IdSet ranks;
   for (uint32_t rank : lost) ranks.insert(rank);
-  raise(r, "exec", "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
-  kill_all(r, SIGKILL);
+  raise(rr, "exec", "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
+  kill_all(rr, SIGKILL);
   for (uint32_t rank : lost) {
     auto cur = runs_.find(id);
     if (cur == runs_.end()) return;
     shell_exited(cur->second, rank, SIGKILL);
     rank_free(cur->second, rank);
   }
+}
+
+void JobExec::Impl::retry_unreached(Run& r) {
+  if (r.retry_timer->armed()) return;
+  r.retry_timer->arm(1.0, [this, id = r.id] {
+    auto it = runs_.find(id);
+    if (it == runs_.end()) return;
+    std::set<uint32_t> again = std::move(it->second.unreached);
+    it->second.unreached.clear();
+    std::set<uint32_t> epilogs = std::move(it->second.unreached_epilogs);
+    it->second.unreached_epilogs.clear();
+    for (uint32_t rk : again) ask_shell(it->second, rk);
+    for (uint32_t rk : epilogs) ask_perilog(it->second, rk, false);
+  });
 }
 
 void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
@@ -608,16 +739,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       // Its broker is not back yet: asked again when it is online (or in a
       // second: the online event may have come before this answer).
       r.unreached.insert(rank);
-      if (!r.retry_timer->armed()) {
-        r.retry_timer->arm(1.0, [this, id] {
-          auto it = runs_.find(id);
-          if (it == runs_.end()) return;
-          std::set<uint32_t> again = std::move(it->second.unreached);
-          it->second.unreached.clear();
-          for (uint32_t rk : again) ask_shell(it->second, rk);
-        });
-      }
-      return;
+      return retry_unreached(r);
     } else if (r.reattach && !r.shells_started.count(rank)) {
       raise(r, "exec", "the job was lost in the restart: rank " + std::to_string(rank) + ": " + error_text(m));
     } else {
@@ -675,27 +797,13 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     log_exec(r, "shell-exit", Json{{"rank", rank}, {"status", status}});
     shell_exited(r, rank, status);
     if (failed) kill_all(r, SIGKILL);
+    if (status != 0) watch_failed_exit(r, rank, status);
     // With an epilog, the rank is free once it is done.
     if (!p->value("epilog", false)) return rank_free(r, rank);
     log_exec(r, "epilog-start", Json{{"rank", rank}});
   } else if (type == "epilog") {
     int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
-    bool timeout = p->value("timeout", false);
-    Json ctx{{"rank", rank}, {"status", st}};
-    if (timeout) ctx["timeout"] = true;
-    log_exec(r, "epilog-finish", std::move(ctx));
-    if (st != 0 || timeout) {
-      std::string why = timeout         ? "epilog timed out"
-                        : WIFEXITED(st) ? "epilog exited with " + std::to_string(WEXITSTATUS(st))
-                                        : "epilog killed by signal " + std::to_string(WTERMSIG(st));
-      spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", id, rank, why);
-      h_.rpc("sched.drain",
-             Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{id}) + ")"}}, {},
-             [](const Message&) {});
-      respond(r.req, id, "exception",
-              Json{{"severity", 1}, {"type", "epilog"}, {"note", "rank " + std::to_string(rank) + ": " + why}});
-    }
-    rank_free(r, rank);
+    epilog_done(r, rank, st, p->value("timeout", false));
   }
 }
 
@@ -814,6 +922,15 @@ void JobExec::Impl::store_exec_log(uint64_t id, uint64_t serial) {
 
 void JobExec::Impl::kill_all(Run& r, int sig) {
   uint64_t id = r.id;
+  if (!r.launched) {
+    // No shell yet: the prologs that run are killed, with whatever they
+    // started (their process groups). Their ends say when the ranks' epilogs run.
+    r.killing = true;
+    for (uint32_t rank : r.prolog_running) {
+      if (r.prolog_killed.insert(rank).second) kill_shell(id, rank, SIGKILL);
+    }
+    return;
+  }
   bool first = !r.killing;
   r.killing = true;
   if (sig != SIGKILL && first) {
@@ -858,6 +975,170 @@ void JobExec::Impl::give_up(uint64_t id) {
   }
 }
 
+// ---------------------------------------------------------------- prologs, epilogs
+
+void JobExec::Impl::ask_perilog(Run& r, uint32_t rank, bool prolog) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  RpcOptions opts;
+  opts.nodeid = rank;
+  opts.streaming = true;
+  h_.rpc(
+      prolog ? "shell.prolog" : "shell.epilog",
+      Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+      [this, alive, id, serial, rank, prolog](const Message& m) {
+        if (alive.expired()) return;
+        Run* rp = current(id, serial);
+        if (!rp) {
+          // A prolog of a run that is gone: nobody would wait for it.
+          if (prolog && !m.errnum && payload_object(m).ok() && payload_object(m)->value("type", "") == "prolog-start") {
+            kill_shell(id, rank, SIGKILL);
+          }
+          return;
+        }
+        if (prolog) return on_prolog(*rp, rank, m);
+        on_epilog(*rp, rank, m);
+      });
+}
+
+// The prolog of `rank` (docs/protocols/exec.md): its start and end go to the
+// exec eventlog; one that fails or times out drains the rank and fails the
+// job (the other ranks' prologs are killed); one we killed (a cancel, the
+// time limit) is no failure.
+void JobExec::Impl::on_prolog(Run& r, uint32_t rank, const Message& m) {
+  if (m.errnum) {
+    if (m.errnum != ENODATA) {
+      // The rank's launch service could not run it (or the rank is gone):
+      // the job cannot start there; no epilog runs there either.
+      r.no_epilog.insert(rank);
+      raise(r, m.errnum == EHOSTUNREACH ? "node-failure" : "exec",
+            "rank " + std::to_string(rank) + ": prolog: " + error_text(m));
+      kill_all(r, SIGKILL);
+    }
+    // ENODATA alone: no prolog is configured on that rank.
+    r.prolog_running.erase(rank);
+    r.prolog_done.insert(rank);
+    return prolog_progress(r);
+  }
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) return;
+  std::string type = p->value("type", "");
+  if (type == "prolog-start") {
+    log_exec(r, "prolog-start", Json{{"rank", rank}});
+    r.prolog_running.insert(rank);
+    // Asked for before a cancel that came meanwhile.
+    if (r.killing && r.prolog_killed.insert(rank).second) kill_shell(r.id, rank, SIGKILL);
+  } else if (type == "prolog") {
+    int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
+    bool timeout = p->value("timeout", false);
+    Json ctx{{"rank", rank}, {"status", st}};
+    if (timeout) ctx["timeout"] = true;
+    log_exec(r, "prolog-finish", std::move(ctx));
+    r.prolog_running.erase(rank);
+    r.prolog_done.insert(rank);
+    bool killed = r.prolog_killed.count(rank) && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+    if (timeout || (st != 0 && !killed)) {
+      std::string why = timeout ? "prolog timed out" : "prolog " + ended(st);
+      std::string job = encode_f58(JobId{r.id});
+      spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", r.id, rank, why);
+      h_.rpc("sched.drain",
+             Json{{"ranks", std::to_string(rank)},
+                  {"reason", (timeout ? "prolog timed out for job " : "prolog failed for job ") + job}},
+             {}, [](const Message&) {});
+      raise(r, "prolog", "rank " + std::to_string(rank) + ": " + why);
+      kill_all(r, SIGKILL);
+    }
+    prolog_progress(r);
+  }
+}
+
+// Every rank's prolog has ended: the shells start, or, if the job failed
+// meanwhile (a prolog, a cancel), every rank's epilog runs and releases it.
+void JobExec::Impl::prolog_progress(Run& r) {
+  if (!r.in_prolog || r.prolog_done.size() < r.ranks.size()) return;
+  r.in_prolog = false;
+  if (!r.fatal) return start_shells(r);
+  r.jobspec = Json();
+  r.R_json = Json();
+  uint64_t id = r.id;
+  std::vector<uint32_t> ranks = r.ranks;
+  for (uint32_t rank : ranks) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    if (cur->second.no_epilog.count(rank)) {
+      rank_free(cur->second, rank);
+    } else {
+      ask_perilog(cur->second, rank, false);
+    }
+  }
+}
+
+// An epilog asked for through shell.epilog: its rank is free once it ends
+// (at once where none is configured, or the rank cannot run one).
+void JobExec::Impl::on_epilog(Run& r, uint32_t rank, const Message& m) {
+  if (m.errnum) {
+    if (m.errnum == EHOSTUNREACH && r.reattach && h_.clock().now() < r.reattach_deadline) {
+      // After a crash, its broker is not back yet: asked again when it is.
+      r.unreached_epilogs.insert(rank);
+      return retry_unreached(r);
+    }
+    if (m.errnum != ENODATA) {
+      spdlog::warn("job-exec: job {}: rank {}: cannot run its epilog: {}", r.id, rank, error_text(m));
+    }
+    return rank_free(r, rank);
+  }
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) return;
+  std::string type = p->value("type", "");
+  if (type == "epilog-start") {
+    log_exec(r, "epilog-start", Json{{"rank", rank}});
+  } else if (type == "epilog") {
+    int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
+    epilog_done(r, rank, st, p->value("timeout", false));
+  }
+}
+
+// A rank's epilog has ended: a failed or timed-out one drains the rank and
+// gives the job a non-fatal `epilog` exception; the rank is free either way.
+void JobExec::Impl::epilog_done(Run& r, uint32_t rank, int st, bool timeout) {
+  Json ctx{{"rank", rank}, {"status", st}};
+  if (timeout) ctx["timeout"] = true;
+  log_exec(r, "epilog-finish", std::move(ctx));
+  if (st != 0 || timeout) {
+    std::string why = timeout ? "epilog timed out" : "epilog " + ended(st);
+    spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", r.id, rank, why);
+    h_.rpc("sched.drain",
+           Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
+           [](const Message&) {});
+    respond(r.req, r.id, "exception",
+            Json{{"severity", 1}, {"type", "epilog"}, {"note", "rank " + std::to_string(rank) + ": " + why}});
+  }
+  rank_free(r, rank);
+}
+
+// A shell that exited with a failure while others still run: if they still
+// run exec.shell-exit-timeout later, the job fails and they are killed, so
+// that a lost shell does not hold the other nodes for the whole time limit.
+void JobExec::Impl::watch_failed_exit(Run& r, uint32_t rank, int status) {
+  if (cfg_.shell_exit_timeout <= 0 || r.fatal || r.exit_timer || r.exited.size() >= r.ranks.size()) return;
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  r.exit_timer = h_.clock().make_timer();
+  r.exit_timer->arm(cfg_.shell_exit_timeout, [this, id, serial, rank, status] {
+    Run* rp = current(id, serial);
+    if (!rp || rp->fatal || rp->finish_sent || rp->exited.size() >= rp->ranks.size()) return;
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", cfg_.shell_exit_timeout);
+    std::string how = WIFSIGNALED(status) ? "was " + ended(status) : ended(status);
+    spdlog::warn("job-exec: job {}: rank {}'s shell {}; killing the other ranks", id, rank, how);
+    raise(*rp, "exec",
+          "rank " + std::to_string(rank) + ": its shell " + how + " and the other ranks still ran " + secs +
+              " s later (exec.shell-exit-timeout)");
+    kill_all(*rp, SIGTERM);
+  });
+}
+
 void JobExec::Impl::stop(std::function<void()> done) {
   stopping_ = true;
   stop_done_ = std::move(done);
@@ -872,7 +1153,7 @@ void JobExec::Impl::stop(std::function<void()> done) {
   for (uint64_t id : ids) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
-    if (it->second.real && !it->second.unreached.empty()) {
+    if (it->second.real && (!it->second.unreached.empty() || !it->second.unreached_epilogs.empty())) {
       // Ranks not back from a crash will not be: they are lost, not unkillable.
       lost_ranks(id);
       it = runs_.find(id);

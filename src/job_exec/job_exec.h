@@ -6,12 +6,11 @@
 // the `job-exception` event.
 //
 // A job runs for real: a `loom-shell` on every rank of R through the shell
-// launch service (shell/launcher.h), each rank released as soon as its
-// shell and epilog are done. A jobspec with `attributes.system.exec.test`
-// runs in test execution mode instead: no processes; `run_duration`,
-// `wait_status`, `mock_exception` and `override` decide what the stream
-// says and when. A start with `reattach` (after a crash) finds the job's
-// shells again (docs/protocols/exec.md, item 8).
+// launch service (shell/launcher.h), after every rank's prolog (if one is
+// configured), each rank released as soon as its shell and epilog are done. A jobspec with
+// `attributes.system.exec.test` runs in test execution mode instead: no processes; `run_duration`, `wait_status`,
+// `mock_exception` and `override` decide what the stream says and when. A start with `reattach` (after a crash) finds
+// the job's shells again (docs/protocols/exec.md, item 8).
 #pragma once
 
 #include <functional>
@@ -26,8 +25,10 @@ class io_context;
 namespace loom {
 
 struct JobExecConfig {
-  double kill_timeout = 5;       // seconds from a kill signal to the job being given up
-  double reattach_timeout = 60;  // seconds a shell waits for its broker to come back
+  double kill_timeout = 5;         // seconds from a kill signal to the job being given up
+  double reattach_timeout = 60;    // seconds a shell waits for its broker to come back
+  bool prolog = false;             // a prolog is configured: every rank runs it before any shell starts
+  double shell_exit_timeout = 30;  // seconds from a shell's failed exit to killing the other ranks (0: never)
 };
 
 class JobExec {

@@ -22,6 +22,7 @@
 #include "base/fluid.h"
 #include "msg/payload.h"
 #include "shell/cgroup.h"
+#include "shell/perilog.h"
 #include "shell/spawn.h"
 #include "shell/user.h"
 
@@ -79,7 +80,8 @@ struct ShellLauncher::Impl {
     std::unique_ptr<Timer> cgroup_timer;  // its removal, tried again while processes die
   };
 
-  Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg) : io_(io), h_(h), cfg_(std::move(cfg)) {}
+  Impl(asio::io_context& io, Handle& h, ShellLauncherConfig cfg)
+      : io_(io), h_(h), cfg_(std::move(cfg)), perilogs_(io, h.clock(), cfg_.local_uri, cfg_.rank) {}
   ~Impl() {
     stop_fork_server();
     // Shells outlive their broker (a restarted one can find them again),
@@ -103,12 +105,7 @@ struct ShellLauncher::Impl {
     std::unique_ptr<Timer> timer;
   };
   std::map<uint64_t, Claim> claims_;  // reattach requests waiting for their shell
-  struct Epilog {
-    std::unique_ptr<ChildWatch> watch;
-    std::unique_ptr<Timer> timer;
-    bool timed_out = false;
-  };
-  std::map<uint64_t, std::shared_ptr<Epilog>> epilogs_;
+  Perilogs perilogs_;                 // prologs and epilogs
 
   // The shell fork server (loom-shell --fork-server): a socket to it, and
   // its pid (our child), while it serves.
@@ -130,7 +127,11 @@ struct ShellLauncher::Impl {
     return env;
   }
 
-  void run_epilog(const Message& req, uint64_t jid, const Json& info);
+  // Runs the job's perilog of `kind` and answers `req` {type: KIND,
+  // status, timeout} and ENODATA when it ends; {type: "KIND-start", pid}
+  // first if `announce`.
+  void run_perilog(PerilogKind kind, const Message& req, uint64_t jid, const Json& info, bool announce);
+  void perilog_request(PerilogKind kind, const Message& m);
   void exited(uint64_t jid, int status);
   void remove_job_cgroup(uint64_t jid, int status, int tries);
   void report(uint64_t jid);
@@ -371,7 +372,7 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   shells_.erase(it);
   h_.respond(req, answer);
   if (!epilog) return h_.respond_error(req, ENODATA, "");
-  run_epilog(req, jid, job_info);
+  run_perilog(PerilogKind::kEpilog, req, jid, job_info, false);
 }
 
 // job-exec found the shell again: it gets the rest of the stream. A shell
@@ -512,51 +513,39 @@ void ShellLauncher::Impl::reattach(const Message& m) {
   });
 }
 
-void ShellLauncher::Impl::run_epilog(const Message& req, uint64_t jid, const Json& info) {
-  SpawnSpec spec;
-  spec.argv = {"/bin/sh", "-c", cfg_.epilog};
-  // A JSON list is the command and its arguments, run without a shell.
-  if (auto list = cfg_.epilog.starts_with("[") ? parse_json(cfg_.epilog) : Result<Json>(Error{});
-      list.ok() && list->is_array() && !list->empty()) {
-    spec.argv.clear();
-    for (const auto& a : *list) spec.argv.push_back(a.is_string() ? a.get<std::string>() : dump_json(a));
-  }
-  spec.env = current_environment();
-  spec.env.push_back("LOOM_JOB_ID=" + encode_f58(JobId{jid}));
-  spec.env.push_back("LOOM_JOB_USERID=" + std::to_string(info.value("userid", 0)));
-  spec.env.push_back("LOOM_JOB_RANKS=" + info.value("ranks", std::string()));
-  spec.env.push_back("LOOM_RANK=" + std::to_string(cfg_.rank));
-  spec.new_session = true;
-  auto done = [this, req](int status, bool timeout) {
-    h_.respond(req, Json{{"type", "epilog"}, {"status", status}, {"timeout", timeout}});
+void ShellLauncher::Impl::run_perilog(PerilogKind kind, const Message& req, uint64_t jid, const Json& info,
+                                      bool announce) {
+  bool prolog = kind == PerilogKind::kProlog;
+  const std::string& command = prolog ? cfg_.prolog : cfg_.epilog;
+  double timeout = prolog ? cfg_.prolog_timeout : cfg_.epilog_timeout;
+  std::string name = perilog_name(kind);
+  auto pid = perilogs_.run(kind, command, timeout, jid, info, [this, req, name](int status, bool timed_out) {
+    h_.respond(req, Json{{"type", name}, {"status", status}, {"timeout", timed_out}});
     h_.respond_error(req, ENODATA, "");
-  };
-  auto pid = spawn(spec);
-  if (!pid.ok()) return done(127 << 8, false);
-  auto state = std::make_shared<Epilog>();
-  state->timer = h_.clock().make_timer();
-  epilogs_[jid] = state;
-  auto watch = ChildWatch::create(io_, *pid, [this, jid, done](int status) {
-    auto it = epilogs_.find(jid);
-    bool timeout = it != epilogs_.end() && it->second->timed_out;
-    if (it != epilogs_.end()) epilogs_.erase(it);
-    done(status, timeout);
   });
-  if (!watch.ok()) {
-    ::kill(-*pid, SIGKILL);
-    ::waitpid(*pid, nullptr, 0);
-    epilogs_.erase(jid);
-    return done(SIGKILL, false);
+  if (pid.ok() && announce) h_.respond(req, Json{{"type", name + "-start"}, {"pid", *pid}});
+  // (One that could not start has answered as one that exited 127.)
+  if (!pid.ok() && pid.error().code == EEXIST) h_.respond_error(req, EEXIST, pid.error().text);
+}
+
+// shell.prolog and shell.epilog {id, info}: job-exec asks for a rank's
+// prolog before its shell starts, or for an epilog where no shell of the
+// job will report one. What a broker before us left running of the job's
+// is ended first: the job's prolog or epilog never runs twice at once.
+void ShellLauncher::Impl::perilog_request(PerilogKind kind, const Message& m) {
+  int64_t id = 0;
+  auto p = job_request(m, id);
+  if (!p) return;
+  uint64_t jid = static_cast<uint64_t>(id);
+  const std::string& command = kind == PerilogKind::kProlog ? cfg_.prolog : cfg_.epilog;
+  if (command.empty()) return h_.respond_error(m, ENODATA, "");
+  if (perilogs_.running(kind, jid)) {
+    return h_.respond_error(
+        m, EEXIST, std::string("the ") + perilog_name(kind) + " of job " + std::to_string(jid) + " runs here already");
   }
-  state->watch = std::move(*watch);
-  pid_t group = *pid;
-  std::weak_ptr<Epilog> weak = state;
-  state->timer->arm(cfg_.epilog_timeout, [weak, group] {
-    if (auto e = weak.lock()) {
-      e->timed_out = true;
-      ::kill(-group, SIGKILL);
-    }
-  });
+  Json info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
+  Message req = head_of(m);
+  perilogs_.end_orphans(jid, [this, kind, req, jid, info] { run_perilog(kind, req, jid, info, true); });
 }
 
 void ShellLauncher::Impl::kill(const Message& m) {
@@ -565,6 +554,11 @@ void ShellLauncher::Impl::kill(const Message& m) {
   if (!p) return;
   auto sig = get_int(*p, "signal", 1, 64);
   if (!sig.ok()) return h_.respond_error(m, sig.error());
+  // Before its shell, the job is its prolog: the signal to its process group.
+  uint64_t jid = static_cast<uint64_t>(id);
+  if (!shells_.count(jid) && perilogs_.signal(PerilogKind::kProlog, jid, static_cast<int>(*sig))) {
+    return h_.respond(m, Json::object());
+  }
   Shell* shell = shell_for(m, id);
   if (!shell) return;
   // The shell forwards these signals to its tasks; any other goes to the
@@ -604,6 +598,10 @@ std::unique_ptr<ShellLauncher> ShellLauncher::create(asio::io_context& io, Handl
   // Reads its payload as JSON only (job-exec's jobs travel parsed).
   h.add_json_method("shell.launch", Access::kOwner, [raw](const Message& m) { raw->launch(m); });
   h.add_method("shell.kill", Access::kOwner, [raw](const Message& m) { raw->kill(m); });
+  h.add_method("shell.prolog", Access::kOwner,
+               [raw](const Message& m) { raw->perilog_request(PerilogKind::kProlog, m); });
+  h.add_method("shell.epilog", Access::kOwner,
+               [raw](const Message& m) { raw->perilog_request(PerilogKind::kEpilog, m); });
   // Job shells run as their jobs' users: these two come from users too
   // (checked in adopt() and done()).
   h.add_method("shell.adopt", Access::kUser, [raw](const Message& m) { raw->adopt(m); });

@@ -9,19 +9,27 @@
 //       a pipe read once it has exited; more_tasks: how many did not fit
 //       there) when it exits; with an
 //       epilog, {type: "epilog", status, timeout} once it is done; then
-//       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
-//       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
+//       ENODATA. The epilog runs as perilog.h says. A shell that
 //       cannot be spawned gets an error response naming why.
 //       The shell runs as the job's user (`userid` of `info`; user.h): a
 //       broker that is root looks the user up and adds `user` to the
 //       shell's job (no such user: an error response), one that is not
 //       refuses another user's job (EPERM). A shell that could not run
 //       the job at all says why: `error` in its `exited` answer.
+//   shell.prolog {id, info}  streaming, owner only: runs the prolog of the
+//       job here (perilog.h; `info`: {userid, ranks}): {type:
+//       "prolog-start", pid}, then {type: "prolog", status, timeout} once
+//       it has ended, then ENODATA. ENODATA alone where no prolog is
+//       configured. A prolog or epilog of the job that a broker before us
+//       left running here is killed first.
+//   shell.epilog {id, info}  streaming, owner only: the same for the
+//       epilog ({type: "epilog-start"}, {type: "epilog", ...}), for a rank
+//       whose shell never ran or exited under a broker that died.
 //   shell.kill {id, signal}  owner only: the signal to the job's shell,
 //       which forwards it to its tasks (with a cgroup: every process in
 //       it); SIGKILL goes to the shell's whole process group and, with a
-//       cgroup, through its cgroup.kill. ENOENT if no shell of that job
-//       runs here.
+//       cgroup, through its cgroup.kill. Before the shell, any signal goes
+//       to the job's prolog's process group. ENOENT if neither runs here.
 //
 // Containment (cgroup.h; docs/protocols/exec.md, "Containment"): where a
 // writable cgroup v2 hierarchy exists, each job's shell gets a cgroup of
@@ -64,6 +72,8 @@ struct ShellLauncherConfig {
   uint32_t rank = 0;
   std::string epilog;          // run with /bin/sh -c after a shell exits ("" = none)
   double epilog_timeout = 60;  // seconds; then SIGKILL to the epilog's process group
+  std::string prolog;          // run with /bin/sh -c before a shell starts ("" = none)
+  double prolog_timeout = 60;  // seconds; then SIGKILL to the prolog's process group
 };
 
 class ShellLauncher {
