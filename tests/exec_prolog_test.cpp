@@ -1,0 +1,317 @@
+// A rank's prolog before its job's shells start, and the shell exit
+// timeout that ends a job whose shell failed while others still ran
+// (docs/protocols/exec.md).
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "kit/exec.h"
+#include "kit/instance.h"
+#include "kit/jobs.h"
+#include "msg/json.h"
+
+namespace loom::test {
+namespace {
+
+// Brokers started with options given to every loomd: LOOM_BROKER_PATH (the
+// broker `loom start` runs) names a script that runs loomd with them added.
+class BrokerOptions {
+ public:
+  explicit BrokerOptions(const std::vector<std::string>& options) {
+    char tmpl[] = "/tmp/loom-loomd-XXXXXX";
+    int fd = ::mkstemp(tmpl);
+    EXPECT_GE(fd, 0);
+    ::close(fd);
+    path_ = tmpl;
+    auto quote = [](const std::string& s) {
+      std::string q = "'";
+      for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+      return q + "'";
+    };
+    std::string line = "exec " + quote(bin("loomd")) + " \"$@\"";
+    for (const auto& o : options) line += " " + quote(o);
+    std::ofstream(path_) << "#!/bin/sh\n" << line << "\n";
+    ::chmod(path_.c_str(), 0755);
+    ::setenv("LOOM_BROKER_PATH", path_.c_str(), 1);
+  }
+  ~BrokerOptions() {
+    ::unsetenv("LOOM_BROKER_PATH");
+    ::unlink(path_.c_str());
+  }
+  BrokerOptions(const BrokerOptions&) = delete;
+  BrokerOptions& operator=(const BrokerOptions&) = delete;
+
+ private:
+  std::string path_;
+};
+
+// Prologs (and epilogs) that write what they saw to files of `dir`; a job
+// for which the test made a file fail.ID.R, hold.ID.R or gate.ID.R has rank
+// R's prolog exit 3, run until killed (a `sleep MARKER` in the background,
+// its process group holding it, and `up` written once that runs), or wait
+// on the FIFO `go` after writing to `up`.
+class ExecProlog : public Exec {
+ protected:
+  std::string dir, marker = "601." + std::to_string(::getpid());
+  std::unique_ptr<BrokerOptions> options;
+  void SetUp() override {
+    char tmpl[] = "/tmp/loom-prolog-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
+    ASSERT_EQ(::mkfifo((dir + "/go").c_str(), 0600), 0);
+    std::string at = dir + "/";
+    std::string prolog = "echo $LOOM_JOB_ID $LOOM_JOB_RANKS $LOOM_PERILOG >> " + at + "prolog.$LOOM_RANK; " +
+                         "f=$LOOM_JOB_ID.$LOOM_RANK; if [ -e " + at + "fail.$f ]; then exit 3; fi; " + "if [ -e " + at +
+                         "hold.$f ]; then sleep " + marker + " & until grep -qa " + marker +
+                         " /proc/$!/cmdline; do :; done; echo up > " + at + "up; wait; fi; " + "if [ -e " + at +
+                         "gate.$f ]; then echo up > " + at + "up; read x < " + at + "go; fi";
+    std::string epilog = "echo $LOOM_JOB_ID >> " + at + "epilog.$LOOM_RANK";
+    options =
+        std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-prolog=" + prolog, "--exec-prolog-timeout=4"});
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.epilog=" + epilog}));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    options.reset();
+    std::filesystem::remove_all(dir);
+  }
+  // A job submitted held, so that the test can name files after its id
+  // before its prologs run; `setup(id)` makes them.
+  template <typename F>
+  std::string held_job(std::vector<std::string> args, F setup) {
+    args.insert(args.begin(), "--urgency=0");
+    std::string id = submit_job(args);
+    setup(id);
+    auto r = loom({"job", "urgency", id, "default"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    return id;
+  }
+  void touch(const std::string& name) { std::ofstream(dir + "/" + name) << ""; }
+  // Waits until a prolog has written to `up` (it then runs, or waits on `go`).
+  void wait_up() {
+    auto r = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
+    ASSERT_EQ(r.code, 0) << show(r);
+  }
+  std::vector<Json> exec_events(const std::string& id) {
+    auto r = loom({"job", "eventlog", "--json", "--path=exec", id});
+    EXPECT_EQ(r.code, 0) << show(r);
+    std::vector<Json> out;
+    for (auto& line : r.out_lines()) {
+      auto j = parse_json(line);
+      if (j.ok()) out.push_back(std::move(*j));
+    }
+    return out;
+  }
+  static std::set<int> ranks_of(const std::vector<Json>& entries) {
+    std::set<int> out;
+    for (const auto& e : entries) out.insert(e["context"].value("rank", -1));
+    return out;
+  }
+  std::set<std::string> lines_of(const std::string& file) {
+    std::ifstream in(dir + "/" + file);
+    std::set<std::string> out;
+    for (std::string line; std::getline(in, line);) out.insert(line);
+    return out;
+  }
+  // Whether rank R's epilog ran for job `id`.
+  bool epilog_ran(const std::string& id, int rank) { return lines_of("epilog." + std::to_string(rank)).count(id); }
+};
+
+TEST_F(ExecProlog, EveryRankRunsItsPrologBeforeAnyShellStarts) {
+  std::string id = submit_job({"-N4", "true"});
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  auto log = exec_events(id);
+  EXPECT_EQ(ranks_of(named(log, "prolog-start")), (std::set<int>{0, 1, 2, 3}));
+  auto finished = named(log, "prolog-finish");
+  EXPECT_EQ(ranks_of(finished), (std::set<int>{0, 1, 2, 3}));
+  for (const auto& e : finished) EXPECT_EQ(e["context"]["status"], 0) << e;
+  // Every prolog had ended before the first shell started.
+  size_t last_prolog = 0, first_shell = log.size();
+  for (size_t i = 0; i < log.size(); ++i) {
+    if (log[i]["name"] == "prolog-finish") last_prolog = i;
+    if (log[i]["name"] == "shell-start" && first_shell == log.size()) first_shell = i;
+  }
+  EXPECT_LT(last_prolog, first_shell);
+  // The job's id and ranks, and which perilog it is.
+  for (int r = 0; r < 4; ++r)
+    EXPECT_EQ(lines_of("prolog." + std::to_string(r)), (std::set<std::string>{id + " 0-3 prolog"}));
+}
+
+TEST_F(ExecProlog, AFailedPrologFailsTheJobDrainsItsRankAndTheEpilogsStillRun) {
+  std::string id = held_job({"-N4", "true"}, [&](const std::string& j) { touch("fail." + j + ".2"); });
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  EXPECT_TRUE(named(log, "start").empty()) << "no shell may start";
+  auto ex = named(log, "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "prolog");
+  EXPECT_EQ(ex[0]["context"]["severity"], 0);
+  EXPECT_EQ(ex[0]["context"]["note"], "rank 2: prolog exited with 3");
+  EXPECT_EQ(job(id)["result"], "FAILED");
+  auto exec = exec_events(id);
+  EXPECT_TRUE(named(exec, "shell-start").empty());
+  auto finished = named(exec, "prolog-finish");
+  ASSERT_EQ(ranks_of(finished), (std::set<int>{0, 1, 2, 3}));
+  // Rank 2's failed; the others ended, or were killed once it had.
+  for (const auto& e : finished) {
+    int st = e["context"]["status"];
+    if (e["context"]["rank"] == 2) {
+      EXPECT_EQ(st, 3 << 8) << e;
+    } else {
+      EXPECT_TRUE(st == 0 || st == SIGKILL) << e;
+    }
+  }
+  for (int r = 0; r < 4; ++r) EXPECT_TRUE(epilog_ran(id, r)) << "rank " << r;
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "2") << res;
+  EXPECT_EQ(res["drain"][0]["reason"], "prolog failed for job " + id) << res;
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+}
+
+TEST_F(ExecProlog, APrologThatTimesOutIsKilledAndDrainsItsRank) {
+  std::string id = held_job({"-N2", "true"}, [&](const std::string& j) { touch("hold." + j + ".1"); });
+  wait_up();
+  auto running = processes_with(marker);
+  EXPECT_EQ(running.size(), 1u);
+  wait_event(id, "clean");
+  expect_all_exit(running);  // what the prolog started went with it
+  auto ex = named(eventlog(id), "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "prolog");
+  EXPECT_EQ(ex[0]["context"]["note"], "rank 1: prolog timed out");
+  auto finished = named(exec_events(id), "prolog-finish");
+  ASSERT_EQ(finished.size(), 2u);
+  EXPECT_EQ(finished[1]["context"], (Json{{"rank", 1}, {"status", SIGKILL}, {"timeout", true}}));
+  Json res = resources();
+  EXPECT_EQ(res["drained"]["ranks"], "1") << res;
+  EXPECT_EQ(res["drain"][0]["reason"], "prolog timed out for job " + id) << res;
+}
+
+TEST_F(ExecProlog, ACancelDuringThePrologKillsItAndTheEpilogsStillRun) {
+  std::string id = held_job({"-N4", "true"}, [&](const std::string& j) { touch("hold." + j + ".1"); });
+  wait_up();
+  auto running = processes_with(marker);
+  EXPECT_EQ(running.size(), 1u);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+  expect_all_exit(running);
+  auto log = eventlog(id);
+  EXPECT_TRUE(named(log, "start").empty());
+  auto ex = named(log, "exception");
+  ASSERT_EQ(ex.size(), 1u);
+  EXPECT_EQ(ex[0]["context"]["type"], "cancel");
+  EXPECT_EQ(job(id)["result"], "CANCELED");
+  auto exec = exec_events(id);
+  for (const auto& e : named(exec, "prolog-finish")) {
+    if (e["context"]["rank"] == 1) {
+      EXPECT_EQ(e["context"]["status"], SIGKILL) << e;
+    }
+  }
+  EXPECT_TRUE(named(exec, "shell-start").empty());
+  for (int r = 0; r < 4; ++r) EXPECT_TRUE(epilog_ran(id, r)) << "rank " << r;
+  // A prolog that was killed is no failure of its rank.
+  Json res = resources();
+  EXPECT_EQ(res["drained"].value("ranks", "?"), "") << res;
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+}
+
+TEST_F(ExecProlog, ANonFatalExceptionDuringThePrologDoesNotStopIt) {
+  std::string id = held_job({"-N2", "true"}, [&](const std::string& j) { touch("gate." + j + ".0"); });
+  wait_up();
+  uint64_t n = num(id);
+  auto raised = loom(
+      {"rpc", "job-manager.raise", Json{{"id", n}, {"severity", 1}, {"type", "test"}, {"note", "just so"}}.dump()});
+  ASSERT_EQ(raised.code, 0) << show(raised);
+  wait_event(id, "exception");
+  auto go = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/go"}, {}, 20);
+  ASSERT_EQ(go.code, 0) << "the prolog no longer waits: " << show(go);
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED");
+  EXPECT_EQ(named(eventlog(id), "start").size(), 1u);
+  EXPECT_EQ(ranks_of(named(exec_events(id), "shell-start")), (std::set<int>{0, 1}));
+}
+
+// exec.shell-exit-timeout: 1 s here.
+class ExecShellExit : public Exec {
+ protected:
+  std::string marker = "602." + std::to_string(::getpid());
+  std::unique_ptr<BrokerOptions> options;
+  void SetUp() override {
+    options = std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-shell-exit-timeout=1"});
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0"}));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    options.reset();
+  }
+  // The job shell of job `id` on `rank` (its LOOM_URI names the rank's socket).
+  pid_t shell_of(const std::string& id, uint32_t rank) {
+    for (pid_t p : processes_with(std::to_string(num(id)))) {
+      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
+      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
+    }
+    return -1;
+  }
+  // The job's exception once it has ended.
+  Json only_exception(const std::string& id) {
+    wait_event(id, "clean");
+    auto ex = named(eventlog(id), "exception");
+    EXPECT_EQ(ex.size(), 1u);
+    return ex.empty() ? Json::object() : ex[0]["context"];
+  }
+};
+
+TEST_F(ExecShellExit, AShellThatFailsWhileOthersRunHasThemKilledAfterTheTimeout) {
+  std::string id = submit_job({"-N3", "-t", "1h", "sh", "-c", "[ $LOOM_RANK = 1 ] && exit 3; exec sleep " + marker});
+  wait_event(id, "start");
+  Json ex = only_exception(id);
+  EXPECT_EQ(ex["type"], "exec");
+  EXPECT_EQ(ex["severity"], 0);
+  EXPECT_EQ(ex["note"],
+            "rank 1: its shell exited with 3 and the other ranks still ran 1 s later "
+            "(exec.shell-exit-timeout)");
+  expect_all_exit(processes_with(marker));
+  EXPECT_EQ(job(id)["result"], "FAILED");
+  EXPECT_EQ(resources()["allocated"].value("ranks", "?"), "");
+}
+
+TEST_F(ExecShellExit, AShellKilledWhileOthersRunHasThemKilledAfterTheTimeout) {
+  std::string id = submit_job({"-N2", "-t", "1h", "sh", "-c", "exec sleep " + marker});
+  wait_event(id, "start");
+  pid_t shell = shell_of(id, 1);
+  ASSERT_GT(shell, 0) << "no shell of the job on rank 1";
+  ASSERT_EQ(::kill(shell, SIGKILL), 0);
+  Json ex = only_exception(id);
+  EXPECT_EQ(ex["note"],
+            "rank 1: its shell was killed by signal 9 and the other ranks still ran 1 s later "
+            "(exec.shell-exit-timeout)");
+  expect_all_exit(processes_with(marker));
+}
+
+TEST_F(ExecShellExit, AShellThatExitsWellLeavesTheOthersRunning) {
+  std::string id = submit_job({"-N2", "sh", "-c", "[ $LOOM_RANK = 1 ] && exit 0; exec sleep " + marker});
+  auto seen = loom({"kvs", "--namespace=job-" + std::to_string(num(id)), "eventlog", "wait-event", "-t", "20", "-m",
+                    "rank=1", "exec.eventlog", "shell-exit"});
+  ASSERT_EQ(seen.code, 0) << show(seen);
+  // Twice the timeout: no exception comes.
+  auto ex = loom({"job", "wait-event", "-t", "2", id, "exception"});
+  EXPECT_NE(ex.code, 0) << show(ex);
+  EXPECT_EQ(processes_with(marker).size(), 1u);
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+}
+
+}  // namespace
+}  // namespace loom::test
