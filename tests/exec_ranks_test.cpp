@@ -510,8 +510,11 @@ TEST_F(ExecReattachEpilog, ARankWhoseShellHadExitedBeforeTheCrashCountsAsFinishe
   auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
   ASSERT_EQ(up.code, 0) << show(up);
   wait_exec(id, "epilog-start", 0);
+  auto old = processes_with(epilog);
+  ASSERT_EQ(old.size(), 1u);
   crash();
   ASSERT_TRUE(inst.start(2, args()));
+  expect_all_exit(old);  // (else it could read what is meant for the one run again)
   feed("hold.0");
   go(1);  // rank 1's task, found again, goes on
   feed("hold.1");

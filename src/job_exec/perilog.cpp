@@ -1,0 +1,182 @@
+// Prologs and epilogs as job-exec asks for them (docs/protocols/exec.md,
+// items 1, 5 and 8), and exec.shell-exit-timeout (item 6).
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+
+#include <csignal>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "eventlog/eventlog.h"
+#include "idset/idset.h"
+#include "job_exec/impl.h"
+#include "msg/payload.h"
+
+namespace loom {
+
+void JobExec::Impl::ask_perilog(Run& r, uint32_t rank, bool prolog) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  RpcOptions opts;
+  opts.nodeid = rank;
+  opts.streaming = true;
+  h_.rpc(
+      prolog ? "shell.prolog" : "shell.epilog",
+      Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+      [this, alive, id, serial, rank, prolog](const Message& m) {
+        if (alive.expired()) return;
+        Run* rp = current(id, serial);
+        if (!rp) {
+          // A prolog of a run that is gone: nobody would wait for it.
+          if (prolog && !m.errnum && payload_object(m).ok() && payload_object(m)->value("type", "") == "prolog-start") {
+            kill_shell(id, rank, SIGKILL);
+          }
+          return;
+        }
+        if (prolog) return on_prolog(*rp, rank, m);
+        on_epilog(*rp, rank, m);
+      });
+}
+
+// The prolog of `rank` (docs/protocols/exec.md): its start and end go to the
+// exec eventlog; one that fails or times out drains the rank and fails the
+// job (the other ranks' prologs are killed); one we killed (a cancel, the
+// time limit) is no failure.
+void JobExec::Impl::on_prolog(Run& r, uint32_t rank, const Message& m) {
+  if (m.errnum) {
+    if (m.errnum != ENODATA) {
+      // The rank's launch service could not run it (or the rank is gone):
+      // the job cannot start there; no epilog runs there either.
+      r.no_epilog.insert(rank);
+      raise(r, m.errnum == EHOSTUNREACH ? "node-failure" : "exec",
+            "rank " + std::to_string(rank) + ": prolog: " + error_text(m));
+      kill_all(r, SIGKILL);
+    }
+    // ENODATA alone: no prolog is configured on that rank.
+    r.prolog_running.erase(rank);
+    r.prolog_done.insert(rank);
+    return prolog_progress(r);
+  }
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) return;
+  std::string type = p->value("type", "");
+  if (type == "prolog-start") {
+    log_exec(r, "prolog-start", Json{{"rank", rank}});
+    r.prolog_running.insert(rank);
+    // Asked for before a cancel that came meanwhile.
+    if (r.killing && r.prolog_killed.insert(rank).second) kill_shell(r.id, rank, SIGKILL);
+  } else if (type == "prolog") {
+    int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
+    bool timeout = p->value("timeout", false);
+    Json ctx{{"rank", rank}, {"status", st}};
+    if (timeout) ctx["timeout"] = true;
+    log_exec(r, "prolog-finish", std::move(ctx));
+    r.prolog_running.erase(rank);
+    r.prolog_done.insert(rank);
+    bool killed = r.prolog_killed.count(rank) && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL;
+    if (timeout || (st != 0 && !killed)) {
+      std::string why = timeout ? "prolog timed out" : "prolog " + describe_end(st);
+      std::string job = encode_f58(JobId{r.id});
+      spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", r.id, rank, why);
+      h_.rpc("sched.drain",
+             Json{{"ranks", std::to_string(rank)},
+                  {"reason", (timeout ? "prolog timed out for job " : "prolog failed for job ") + job}},
+             {}, [](const Message&) {});
+      raise(r, "prolog", "rank " + std::to_string(rank) + ": " + why);
+      kill_all(r, SIGKILL);
+    }
+    prolog_progress(r);
+  }
+}
+
+// Every rank's prolog has ended: the shells start, or, if the job failed
+// meanwhile (a prolog, a cancel), every rank's epilog runs and releases it.
+void JobExec::Impl::prolog_progress(Run& r) {
+  if (!r.in_prolog || r.prolog_done.size() < r.ranks.size()) return;
+  r.in_prolog = false;
+  if (!r.fatal) return start_shells(r);
+  r.jobspec = Json();
+  r.R_json = Json();
+  uint64_t id = r.id;
+  std::vector<uint32_t> ranks = r.ranks;
+  for (uint32_t rank : ranks) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    if (cur->second.no_epilog.count(rank)) {
+      rank_free(cur->second, rank);
+    } else {
+      ask_perilog(cur->second, rank, false);
+    }
+  }
+}
+
+// An epilog asked for through shell.epilog: its rank is free once it ends
+// (at once where none is configured, or the rank cannot run one).
+void JobExec::Impl::on_epilog(Run& r, uint32_t rank, const Message& m) {
+  if (m.errnum) {
+    if (m.errnum == EHOSTUNREACH && r.reattach && h_.clock().now() < r.reattach_deadline) {
+      // After a crash, its broker is not back yet: asked again when it is.
+      r.unreached_epilogs.insert(rank);
+      return retry_unreached(r);
+    }
+    if (m.errnum != ENODATA) {
+      spdlog::warn("job-exec: job {}: rank {}: cannot run its epilog: {}", r.id, rank, error_text(m));
+    }
+    return rank_free(r, rank);
+  }
+  auto p = parse_json(m.payload);
+  if (!p.ok() || !p->is_object()) return;
+  std::string type = p->value("type", "");
+  if (type == "epilog-start") {
+    log_exec(r, "epilog-start", Json{{"rank", rank}});
+  } else if (type == "epilog") {
+    int st = (*p)["status"].is_number_integer() ? (*p)["status"].get<int>() : 0;
+    epilog_done(r, rank, st, p->value("timeout", false));
+  }
+}
+
+// A rank's epilog has ended: a failed or timed-out one drains the rank and
+// gives the job a non-fatal `epilog` exception; the rank is free either way.
+void JobExec::Impl::epilog_done(Run& r, uint32_t rank, int st, bool timeout) {
+  Json ctx{{"rank", rank}, {"status", st}};
+  if (timeout) ctx["timeout"] = true;
+  log_exec(r, "epilog-finish", std::move(ctx));
+  if (st != 0 || timeout) {
+    std::string why = timeout ? "epilog timed out" : "epilog " + describe_end(st);
+    spdlog::warn("job-exec: job {}: rank {}: {}; draining the rank", r.id, rank, why);
+    h_.rpc("sched.drain",
+           Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
+           [](const Message&) {});
+    respond(r.req, r.id, "exception",
+            Json{{"severity", 1}, {"type", "epilog"}, {"note", "rank " + std::to_string(rank) + ": " + why}});
+  }
+  rank_free(r, rank);
+}
+
+// A shell that exited with a failure while others still run: if they still
+// run exec.shell-exit-timeout later, the job fails and they are killed, so
+// that a lost shell does not hold the other nodes for the whole time limit.
+void JobExec::Impl::watch_failed_exit(Run& r, uint32_t rank, int status) {
+  if (cfg_.shell_exit_timeout <= 0 || r.fatal || r.exit_timer || r.exited.size() >= r.ranks.size()) return;
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  r.exit_timer = h_.clock().make_timer();
+  r.exit_timer->arm(cfg_.shell_exit_timeout, [this, id, serial, rank, status] {
+    Run* rp = current(id, serial);
+    if (!rp || rp->fatal || rp->finish_sent || rp->exited.size() >= rp->ranks.size()) return;
+    char secs[32];
+    std::snprintf(secs, sizeof secs, "%g", cfg_.shell_exit_timeout);
+    std::string how = WIFSIGNALED(status) ? "was " + describe_end(status) : describe_end(status);
+    spdlog::warn("job-exec: job {}: rank {}'s shell {}; killing the other ranks", id, rank, how);
+    raise(*rp, "exec",
+          "rank " + std::to_string(rank) + ": its shell " + how + " and the other ranks still ran " + secs +
+              " s later (exec.shell-exit-timeout)");
+    kill_all(*rp, SIGTERM);
+  });
+}
+
+}  // namespace loom

@@ -1,0 +1,225 @@
+// After a crash (docs/protocols/exec.md, item 8): a job that was running is
+// found again from its eventlogs and its shells, which outlived their
+// brokers.
+#include <spdlog/spdlog.h>
+#include <sys/wait.h>
+
+#include <csignal>
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "eventlog/eventlog.h"
+#include "idset/idset.h"
+#include "job_exec/impl.h"
+#include "msg/payload.h"
+
+namespace loom {
+
+// A job that was running when the instance went down (docs/protocols/exec.md): its
+// shells kept their tasks and connected to their restarted brokers. The
+// eventlog says which ranks were released and whether `finish` was logged;
+// every other rank's shell is asked for, and once all are found the stream
+// goes on as if nothing happened. A shell that did not come back makes the
+// job lost: an exception saying so, the others killed, everything released.
+void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
+  uint64_t id = r.id;
+  name_run(r, userid);
+  r.reattach = true;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  // The value of a lookup's answer, "" if there is none.
+  auto value_of = [](const Message& m) {
+    auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
+    return v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
+  };
+  // The job's eventlog, then its exec eventlog: in its namespace, or in the
+  // linked copy if the crash came after the link.
+  std::string key = "job." + std::to_string(id);
+  h_.rpc("kvs.lookup", Json{{"key", key + ".eventlog"}}, {}, [=, this](const Message& m) {
+    Run* rp = alive.expired() ? nullptr : current(id, serial);
+    if (!rp) return;
+    std::string eventlog = value_of(m);
+    h_.rpc("kvs.lookup", Json{{"namespace", rp->ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
+      if (alive.expired() || !current(id, serial)) return;
+      if (!e.errnum) return reattach_ranks(id, eventlog, value_of(e));
+      h_.rpc("kvs.lookup", Json{{"key", key + ".guest.exec.eventlog"}}, {}, [=, this](const Message& linked) {
+        if (alive.expired() || !current(id, serial)) return;
+        reattach_ranks(id, eventlog, value_of(linked));
+      });
+    });
+  });
+}
+
+void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, const std::string& exec_eventlog) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  Run& r = it->second;
+  LineSplitter lines;
+  for (auto& line : lines.feed(eventlog)) {
+    auto e = parse_event(line);
+    if (!e.ok() || !e->context.is_object()) continue;
+    if (e->name == "finish") r.finish_sent = true;
+    if (e->name == "exception" && e->context.value("severity", 1) == 0) {
+      // A cancel (or another fatal exception) came before the crash: the
+      // tasks are killed once found, as they would have been.
+      r.fatal = true;
+      r.kill_found = true;
+    }
+    if (e->name != "release") continue;
+    std::string ranks = e->context.value("ranks", std::string());
+    auto set = ranks == "all" ? IdSet::parse(r.all) : IdSet::parse(ranks);
+    if (set.ok()) {
+      for (uint32_t rank : set->to_vector()) r.released.insert(rank);
+    }
+  }
+  // The exec eventlog says which shells had exited (and with what) and
+  // which epilogs had ended before the crash.
+  std::map<uint32_t, int> exits;
+  std::map<uint32_t, std::pair<int, bool>> epilogs;  // rank → status, timed out
+  LineSplitter exec_lines;
+  for (auto& line : exec_lines.feed(exec_eventlog)) {
+    auto e = parse_event(line);
+    if (!e.ok() || !e->context.is_object() || !e->context["rank"].is_number_unsigned()) continue;
+    uint32_t rank = e->context["rank"].get<uint32_t>();
+    int st = e->context["status"].is_number_integer() ? e->context["status"].get<int>() : 0;
+    if (e->name == "shell-exit") exits[rank] = st;
+    if (e->name == "epilog-finish") epilogs[rank] = {st, e->context.value("timeout", false)};
+  }
+  // Ranks whose shell had exited count as done: they are not asked for, and
+  // each is free once its epilog has ended (one that had not is run again:
+  // its end, and its result, went with the broker).
+  std::vector<uint32_t> done, ask;
+  for (uint32_t rank : r.ranks) {
+    if (r.released.count(rank)) {
+      if (!r.finish_sent && !exits.count(rank)) {
+        // Its status went with the broker.
+        spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
+      }
+      r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
+      ++r.gone_before;
+    } else if (r.finish_sent || exits.count(rank)) {
+      r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
+      ++r.gone_before;
+      done.push_back(rank);
+    } else {
+      ask.push_back(rank);
+    }
+  }
+  r.launched = true;
+  // Ranks that are not back yet are asked again when they come online, for
+  // as long as their shells wait for them.
+  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
+  r.reattach_timer = h_.clock().make_timer();
+  r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
+  r.retry_timer = h_.clock().make_timer();
+  if (ask.empty()) {
+    // Every shell had exited: only epilogs, releases or the final link were left.
+    if (r.finish_sent) {
+      spdlog::info("job-exec: job {}: had finished before the restart; its ranks are released after their epilogs", id);
+    }
+    r.started = true;
+    respond(r.req, id, "reattached");
+    send_finish(r);
+    if (done.empty()) return finish_real(id, "all");  // only the final release was missing
+  } else {
+    for (uint32_t rank : ask) ask_shell(r, rank);
+  }
+  for (uint32_t rank : done) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    if (exits.count(rank) && exits[rank] != 0) watch_failed_exit(cur->second, rank, exits[rank]);
+    settle_rank(cur->second, rank, epilogs);
+  }
+}
+
+// A rank whose shell exited before the restart and which was not released:
+// its epilog, if it had ended, counts (a failed one drains the rank again);
+// otherwise it runs again, and the rank is free when it ends.
+void JobExec::Impl::settle_rank(Run& r, uint32_t rank, const std::map<uint32_t, std::pair<int, bool>>& epilogs) {
+  auto ep = epilogs.find(rank);
+  if (ep == epilogs.end()) return ask_perilog(r, rank, false);
+  auto [st, timeout] = ep->second;
+  if (st != 0 || timeout) {
+    std::string why = timeout ? "epilog timed out" : "epilog " + describe_end(st);
+    h_.rpc("sched.drain",
+           Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
+           [](const Message&) {});
+  }
+  rank_free(r, rank);
+}
+
+void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  auto alive = std::weak_ptr<int>(alive_);
+  RpcOptions opts;
+  opts.nodeid = rank;
+  opts.streaming = true;
+  h_.rpc("shell.reattach", Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+         [this, alive, id, serial, rank](const Message& m) {
+           if (alive.expired()) return;
+           if (current(id, serial)) return on_shell(id, rank, m);
+           stale_shell(id, rank, m);
+         });
+}
+
+void JobExec::Impl::on_online(const Message& ev) {
+  auto p = parse_json(ev.payload);
+  if (!p.ok() || !p->is_object() || !(*p)["rank"].is_number_unsigned()) return;
+  uint32_t rank = (*p)["rank"].get<uint32_t>();
+  for (auto& [id, r] : runs_) {
+    if (r.unreached.erase(rank)) ask_shell(r, rank);
+    if (r.unreached_epilogs.erase(rank)) ask_perilog(r, rank, false);
+  }
+}
+
+// Ranks that did not come back while their shells waited for them.
+void JobExec::Impl::lost_ranks(uint64_t id) {
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  Run& r = it->second;
+  // Epilogs to run again where the broker did not come back: those ranks
+  // are let go (their epilog cannot run).
+  std::set<uint32_t> no_epilog = std::move(r.unreached_epilogs);
+  r.unreached_epilogs.clear();
+  for (uint32_t rank : no_epilog) {
+    spdlog::warn("job-exec: job {}: rank {} did not come back to run its epilog again", id, rank);
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    rank_free(cur->second, rank);
+  }
+  it = runs_.find(id);
+  if (it == runs_.end() || it->second.unreached.empty()) return;
+  Run& rr = it->second;
+  std::set<uint32_t> lost = std::move(rr.unreached);
+  rr.unreached.clear();
+  IdSet ranks;
+  for (uint32_t rank : lost) ranks.insert(rank);
+  raise(rr, "exec", "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
+  kill_all(rr, SIGKILL);
+  for (uint32_t rank : lost) {
+    auto cur = runs_.find(id);
+    if (cur == runs_.end()) return;
+    shell_exited(cur->second, rank, SIGKILL);
+    rank_free(cur->second, rank);
+  }
+}
+
+void JobExec::Impl::retry_unreached(Run& r) {
+  if (r.retry_timer->armed()) return;
+  r.retry_timer->arm(1.0, [this, id = r.id] {
+    auto it = runs_.find(id);
+    if (it == runs_.end()) return;
+    std::set<uint32_t> again = std::move(it->second.unreached);
+    it->second.unreached.clear();
+    std::set<uint32_t> epilogs = std::move(it->second.unreached_epilogs);
+    it->second.unreached_epilogs.clear();
+    for (uint32_t rk : again) ask_shell(it->second, rk);
+    for (uint32_t rk : epilogs) ask_perilog(it->second, rk, false);
+  });
+}
+
+}  // namespace loom
