@@ -371,6 +371,7 @@ TEST_F(ExecReattach, AJobWhoseShellDidNotSurviveIsLostAndTheRestIsKilled) {
       submit_job({"-N2", "sh", "-c", "[ $LOOM_RANK = 1 ] || echo up > " + dir + "/up; exec sleep " + marker});
   auto up = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
   ASSERT_EQ(up.code, 0) << show(up);
+  wait_event(id, "start");  // rank 1's shell runs too
   crash();
   // Rank 1's shell and its task die with their node.
   pid_t shell = shell_of(id, 1);
