@@ -72,7 +72,7 @@ Perilogs::~Perilogs() = default;
 bool Perilogs::running(PerilogKind kind, uint64_t jid) const { return running_.count({jid, kind}) > 0; }
 
 Result<pid_t> Perilogs::run(PerilogKind kind, const std::string& command, double timeout, uint64_t jid,
-                            const Json& info, std::function<void(int, bool)> done) {
+                            const Json& info, const std::function<void(int, bool)>& done) {
   if (running(kind, jid)) {
     return Error{EEXIST, std::string("the ") + perilog_name(kind) + " of job " + std::to_string(jid) + " runs here"};
   }

@@ -50,7 +50,7 @@ class Perilogs {
   // the job's perilog of that kind runs here already, or why it could not
   // be started (then `done` has run).
   Result<pid_t> run(PerilogKind kind, const std::string& command, double timeout, uint64_t jid, const Json& info,
-                    std::function<void(int status, bool timeout)> done);
+                    const std::function<void(int status, bool timeout)>& done);
   bool running(PerilogKind kind, uint64_t jid) const;
   // `sig` to the process group of the job's perilog of `kind`; false if
   // none runs.
