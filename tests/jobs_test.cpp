@@ -321,6 +321,31 @@ TEST_F(Jobs, BadJobsAreRefusedWithOneLineAndChangeNothing) {
   EXPECT_EQ(state(mine), "RUN");
 }
 
+// Exceptions carry one word as their type (the eventlog's text form is
+// key=value), and an execution service one name of at most 64 bytes.
+TEST_F(Jobs, ExceptionTypesAndServiceNamesAreChecked) {
+  start();
+  std::string id = submit({"-N1", "true"});
+  wait_event(id, "alloc");
+  std::string n = std::to_string(parse_jobid(id).value().value());
+  for (const std::string& type : {std::string("a=b"), std::string("two words"), std::string(65, 'x')}) {
+    auto r = loom({"rpc", "job-manager.raise",
+                   dump_json(Json{{"id", std::stoull(n)}, {"severity", 1}, {"type", type}})});
+    EXPECT_NE(r.code, 0) << type << ": " << show(r);
+    EXPECT_NE(r.err.find("exception type"), std::string::npos) << r.err;
+  }
+  auto ok = loom({"rpc", "job-manager.raise", R"({"id":)" + n + R"(,"severity":1,"type":"my-check"})"});
+  EXPECT_EQ(ok.code, 0) << show(ok);
+  auto ex = eventlog(id);
+  size_t raised = std::count_if(ex.begin(), ex.end(), [](const Json& e) { return e["name"] == "exception"; });
+  EXPECT_EQ(raised, 1u) << "only my-check was recorded";
+
+  auto hello = loom({"rpc", "job-manager.exec-hello", dump_json(Json{{"service", std::string(65, 's')}})});
+  EXPECT_NE(hello.code, 0) << show(hello);
+  EXPECT_NE(hello.err.find("64 bytes"), std::string::npos) << hello.err;
+  EXPECT_EQ(state(id), "RUN");
+}
+
 TEST_F(Jobs, QueueControl) {
   start();
   ASSERT_EQ(loom({"queue", "disable", "maintenance"}).code, 0);
