@@ -346,6 +346,24 @@ TEST_F(Jobs, ExceptionTypesAndServiceNamesAreChecked) {
   EXPECT_EQ(state(id), "RUN");
 }
 
+// Time limits and test run durations of centuries (or 1e308 s) do not
+// overflow the clock into the past: such a job runs until it is cancelled.
+TEST_F(Jobs, AHugeTimeLimitDoesNotEndTheJobAtOnce) {
+  start();
+  std::string limit = submit_job({"--setattr=exec.test.run_duration=1s", "-t", "200000000", "true"});
+  std::string duration = submit_job({"--setattr=exec.test.run_duration=1e308", "true"});
+  std::string fine = submit_job({"--setattr=exec.test.run_duration=0.1s", "true"});
+  wait_event(limit, "start");
+  wait_event(duration, "start");
+  wait_event(fine, "clean");  // a tenth of a second passed for both
+  wait_event(limit, "clean");  // ended by its run duration, not its time limit
+  EXPECT_EQ(job(limit)["result"], "COMPLETED");
+  EXPECT_EQ(state(duration), "RUN");
+  ASSERT_EQ(loom({"cancel", duration}).code, 0);
+  wait_event(duration, "clean");
+  EXPECT_EQ(job(duration)["result"], "CANCELED");
+}
+
 TEST_F(Jobs, QueueControl) {
   start();
   ASSERT_EQ(loom({"queue", "disable", "maintenance"}).code, 0);
