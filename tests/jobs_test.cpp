@@ -364,6 +364,19 @@ TEST_F(Jobs, AHugeTimeLimitDoesNotEndTheJobAtOnce) {
   EXPECT_EQ(job(duration)["result"], "CANCELED");
 }
 
+// The README's streaming request, as written there.
+TEST_F(Jobs, TheReadmesStreamingRpcPrintsEachResponse) {
+  start();
+  std::string id = submit_job({"--setattr=exec.test.run_duration=0", "true"});
+  wait_event(id, "clean");
+  auto r = loom({"rpc", "--stream", "job-info.eventlog", "{\"id\":\"" + id + "\"}"});
+  ASSERT_EQ(r.code, 0) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), eventlog(id).size()) << r.out;
+  EXPECT_NE(lines.front().find("\"submit\""), std::string::npos) << r.out;
+  EXPECT_NE(lines.back().find("\"clean\""), std::string::npos) << r.out;
+}
+
 TEST_F(Jobs, QueueControl) {
   start();
   ASSERT_EQ(loom({"queue", "disable", "maintenance"}).code, 0);
