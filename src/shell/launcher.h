@@ -10,7 +10,8 @@
 //       there) when it exits; with an
 //       epilog, {type: "epilog", status, timeout} once it is done; then
 //       ENODATA. The epilog runs in a session of its own with LOOM_JOB_ID,
-//       LOOM_JOB_USERID, LOOM_JOB_RANKS and LOOM_RANK set. A shell that
+//       LOOM_JOB_USERID, LOOM_JOB_RANKS, LOOM_RANK and LOOM_URI (this
+//       broker's) set. A shell that
 //       cannot be spawned gets an error response naming why.
 //       The shell runs as the job's user (`userid` of `info`; user.h): a
 //       broker that is root looks the user up and adds `user` to the
@@ -29,7 +30,7 @@
 // exited and before its exit is answered.
 //
 // After a crash (docs/protocols/exec.md, item 8):
-//   shell.adopt {id, rank, pid}  from a job shell whose broker died (any
+//   shell.adopt {id, rank, pid, ntasks}  from a job shell whose broker died (any
 //       user: a shell runs as its job's user; a user may offer only a
 //       process of their own, and only a job of theirs claims it): we
 //       watch it (a pidfd: it is not our child) until it is claimed; one
