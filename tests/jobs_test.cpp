@@ -14,9 +14,12 @@
 
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <sys/un.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -375,6 +378,47 @@ TEST_F(Jobs, TheReadmesStreamingRpcPrintsEachResponse) {
   ASSERT_EQ(lines.size(), eventlog(id).size()) << r.out;
   EXPECT_NE(lines.front().find("\"submit\""), std::string::npos) << r.out;
   EXPECT_NE(lines.back().find("\"clean\""), std::string::npos) << r.out;
+}
+
+// `loom submit --cc` whose connection is lost after its first batch was
+// stored still prints that batch's ids (then one line saying what
+// happened), so a user who retries knows which jobs exist. Here the test
+// plays the broker: it stores the first batch, then hangs up.
+TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
+  std::string dir = std::filesystem::temp_directory_path() / ("loom-cutoff-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string path = dir + "/broker.sock";
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  Background submit({bin("loom"), "submit", "--cc=1-5000", "true"}, {{"LOOM_URI", "local://" + path}});
+  auto conn = RawConn::accept(lfd);
+  ASSERT_TRUE(conn.ok()) << conn.error().text;
+  auto first = conn->recv();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->topic, "job-manager.submit");
+  size_t n = Json::parse(first->payload)["jobs"].size();
+  ASSERT_GT(n, 0u);
+  ASSERT_LT(n, 5000u) << "the jobs go in batches";
+  Json ids = Json::array();
+  for (size_t i = 0; i < n; ++i) ids.push_back(1000 + i);
+  ASSERT_TRUE(conn->send(make_response(*first, dump_json(Json{{"ids", ids}}))));
+  ASSERT_TRUE(conn->recv().has_value());  // the second batch: never answered
+  conn->close();
+  auto r = submit.finish();
+  ::close(lfd);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.code, 1) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), n) << show(r);
+  EXPECT_EQ(lines.front(), encode_f58(JobId{1000}));
+  EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + n - 1}));
+  ASSERT_EQ(r.err_lines().size(), 1u) << show(r);
+  EXPECT_NE(r.err.find(std::to_string(n) + " of 5000 jobs were submitted"), std::string::npos) << r.err;
 }
 
 TEST_F(Jobs, QueueControl) {
