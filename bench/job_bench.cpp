@@ -17,7 +17,6 @@
 #include <CLI/CLI.hpp>
 #include <asio/io_context.hpp>
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -39,15 +38,6 @@ loom::Json jobspec(int duration) {
           // Test execution, held until cancelled: the job keeps its core.
           {"attributes",
            {{"system", {{"duration", duration}, {"cwd", "/tmp"}, {"exec", {{"test", {{"override", true}}}}}}}}}};
-}
-
-long rss_kb(int pid) {
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("VmRSS:", 0) == 0) return std::stol(line.substr(6));
-  }
-  return -1;
 }
 
 }  // namespace
@@ -76,7 +66,7 @@ int main(int argc, char** argv) {
   };
   loom::Json info = call("broker.info", loom::Json::object());
   int pid = info.value("pid", -1);
-  long rss_start = rss_kb(pid);
+  long rss_start = loom::bench::rss_kb(pid);
 
   // Every job must be able to run at once, or the last alloc never comes.
   loom::Json all = call("sched.resource-status", loom::Json::object())["all"];
@@ -114,7 +104,7 @@ int main(int argc, char** argv) {
   // Steady state: the broker gives the burst's free pages back half a
   // second after the last job ends.
   std::this_thread::sleep_for(std::chrono::seconds(1));
-  long rss_end = rss_kb(pid);
+  long rss_end = loom::bench::rss_kb(pid);
   std::printf("memory: rank 0 VmRSS %.1f MB with %d inactive jobs (%.1f MB at the start)\n", rss_end / 1024.0, jobs,
               rss_start / 1024.0);
   loom::Json stats = call("job-manager.stats", loom::Json::object());

@@ -1,6 +1,7 @@
-// What the job benchmarks share: a blocking call that ends the benchmark
-// on an error, and submitting many copies of one job in batches that are
-// all in flight at once (what `loom submit --cc` does).
+// What the job benchmarks share: a job that runs /bin/true, a blocking call
+// that ends the benchmark on an error, and submitting many copies of one
+// job in batches that are all in flight at once (what `loom submit --cc`
+// does).
 #pragma once
 
 #include <algorithm>
@@ -13,6 +14,20 @@
 #include "msg/client.h"
 
 namespace loom::bench {
+
+// A job that runs /bin/true on one core (on each of `nodes` nodes if not 0):
+// in test execution mode (no processes, run_duration 0) unless `real`.
+inline Json true_jobspec(int nodes, bool real) {
+  Json slot = {{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}};
+  Json resources = Json::array({slot});
+  if (nodes > 0) resources = {{{"type", "node"}, {"count", nodes}, {"with", {slot}}}};
+  Json system = {{"duration", 0}, {"cwd", "/tmp"}};
+  if (!real) system["exec"] = {{"test", {{"run_duration", 0}}}};
+  return {{"version", 1},
+          {"resources", resources},
+          {"tasks", {{{"command", {"/bin/true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
+          {"attributes", {{"system", system}}}};
+}
 
 // `topic` answered, or the benchmark `name` exits 1 saying why.
 inline Json call_or_exit(const char* name, Client& c, const std::string& topic, const Json& payload) {

@@ -37,18 +37,6 @@ using loom::bench::now;
 
 namespace {
 
-loom::Json jobspec(int nodes, bool real) {
-  loom::Json slot = {{"type", "slot"}, {"count", 1}, {"label", "task"}, {"with", {{{"type", "core"}, {"count", 1}}}}};
-  loom::Json resources = loom::Json::array({slot});
-  if (nodes > 0) resources = {{{"type", "node"}, {"count", nodes}, {"with", {slot}}}};
-  loom::Json system = {{"duration", 0}, {"cwd", "/tmp"}};
-  if (!real) system["exec"] = {{"test", {{"run_duration", 0}}}};
-  return {{"version", 1},
-          {"resources", resources},
-          {"tasks", {{{"command", {"/bin/true"}}, {"slot", "task"}, {"count", {{"per_slot", 1}}}}}},
-          {"attributes", {{"system", system}}}};
-}
-
 // Spawns argv `n` times, `width` at a time; returns spawns per second.
 double spawn_rate(const std::vector<std::string>& argv, int n, int width) {
   std::vector<char*> av;
@@ -121,7 +109,7 @@ int main(int argc, char** argv) {
   };
   loom::Json all = call("sched.resource-status", loom::Json::object())["all"];
 
-  loom::Json one{{"jobspec", jobspec(nodes, exec == "real")}};
+  loom::Json one{{"jobspec", loom::bench::true_jobspec(nodes, exec == "real")}};
   double t0 = now();
   size_t submitted = loom::bench::submit_copies("throughput", io, client, one, jobs, batch).size();
   double t_submitted = now() - t0;

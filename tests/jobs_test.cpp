@@ -14,9 +14,12 @@
 
 #include <gtest/gtest.h>
 #include <unistd.h>
+#include <sys/un.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -319,6 +322,103 @@ TEST_F(Jobs, BadJobsAreRefusedWithOneLineAndChangeNothing) {
   EXPECT_NE(own.out.find("4242"), std::string::npos) << own.out;
   EXPECT_EQ(loom({"cancel", trim(ok.out)}, other).code, 0);
   EXPECT_EQ(state(mine), "RUN");
+}
+
+// Exceptions carry one word as their type (the eventlog's text form is
+// key=value), and an execution service one name of at most 64 bytes.
+TEST_F(Jobs, ExceptionTypesAndServiceNamesAreChecked) {
+  start();
+  std::string id = submit({"-N1", "true"});
+  wait_event(id, "alloc");
+  std::string n = std::to_string(parse_jobid(id).value().value());
+  for (const std::string& type : {std::string("a=b"), std::string("two words"), std::string(65, 'x')}) {
+    auto r = loom({"rpc", "job-manager.raise",
+                   dump_json(Json{{"id", std::stoull(n)}, {"severity", 1}, {"type", type}})});
+    EXPECT_NE(r.code, 0) << type << ": " << show(r);
+    EXPECT_NE(r.err.find("exception type"), std::string::npos) << r.err;
+  }
+  auto ok = loom({"rpc", "job-manager.raise", R"({"id":)" + n + R"(,"severity":1,"type":"my-check"})"});
+  EXPECT_EQ(ok.code, 0) << show(ok);
+  auto ex = eventlog(id);
+  size_t raised = std::count_if(ex.begin(), ex.end(), [](const Json& e) { return e["name"] == "exception"; });
+  EXPECT_EQ(raised, 1u) << "only my-check was recorded";
+
+  auto hello = loom({"rpc", "job-manager.exec-hello", dump_json(Json{{"service", std::string(65, 's')}})});
+  EXPECT_NE(hello.code, 0) << show(hello);
+  EXPECT_NE(hello.err.find("64 bytes"), std::string::npos) << hello.err;
+  EXPECT_EQ(state(id), "RUN");
+}
+
+// Time limits and test run durations of centuries (or 1e308 s) do not
+// overflow the clock into the past: such a job runs until it is cancelled.
+TEST_F(Jobs, AHugeTimeLimitDoesNotEndTheJobAtOnce) {
+  start();
+  std::string limit = submit_job({"--setattr=exec.test.run_duration=1s", "-t", "200000000", "true"});
+  std::string duration = submit_job({"--setattr=exec.test.run_duration=1e308", "true"});
+  std::string fine = submit_job({"--setattr=exec.test.run_duration=0.1s", "true"});
+  wait_event(limit, "start");
+  wait_event(duration, "start");
+  wait_event(fine, "clean");  // a tenth of a second passed for both
+  wait_event(limit, "clean");  // ended by its run duration, not its time limit
+  EXPECT_EQ(job(limit)["result"], "COMPLETED");
+  EXPECT_EQ(state(duration), "RUN");
+  ASSERT_EQ(loom({"cancel", duration}).code, 0);
+  wait_event(duration, "clean");
+  EXPECT_EQ(job(duration)["result"], "CANCELED");
+}
+
+// The README's streaming request, as written there.
+TEST_F(Jobs, TheReadmesStreamingRpcPrintsEachResponse) {
+  start();
+  std::string id = submit_job({"--setattr=exec.test.run_duration=0", "true"});
+  wait_event(id, "clean");
+  auto r = loom({"rpc", "--stream", "job-info.eventlog", "{\"id\":\"" + id + "\"}"});
+  ASSERT_EQ(r.code, 0) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), eventlog(id).size()) << r.out;
+  EXPECT_NE(lines.front().find("\"submit\""), std::string::npos) << r.out;
+  EXPECT_NE(lines.back().find("\"clean\""), std::string::npos) << r.out;
+}
+
+// `loom submit --cc` whose connection is lost after its first batch was
+// stored still prints that batch's ids (then one line saying what
+// happened), so a user who retries knows which jobs exist. Here the test
+// plays the broker: it stores the first batch, then hangs up.
+TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
+  std::string dir = std::filesystem::temp_directory_path() / ("loom-cutoff-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string path = dir + "/broker.sock";
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  Background submit({bin("loom"), "submit", "--cc=1-5000", "true"}, {{"LOOM_URI", "local://" + path}});
+  auto conn = RawConn::accept(lfd);
+  ASSERT_TRUE(conn.ok()) << conn.error().text;
+  auto first = conn->recv();
+  ASSERT_TRUE(first.has_value());
+  ASSERT_EQ(first->topic, "job-manager.submit");
+  size_t n = Json::parse(first->payload)["jobs"].size();
+  ASSERT_GT(n, 0u);
+  ASSERT_LT(n, 5000u) << "the jobs go in batches";
+  Json ids = Json::array();
+  for (size_t i = 0; i < n; ++i) ids.push_back(1000 + i);
+  ASSERT_TRUE(conn->send(make_response(*first, dump_json(Json{{"ids", ids}}))));
+  ASSERT_TRUE(conn->recv().has_value());  // the second batch: never answered
+  conn->close();
+  auto r = submit.finish();
+  ::close(lfd);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.code, 1) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), n) << show(r);
+  EXPECT_EQ(lines.front(), encode_f58(JobId{1000}));
+  EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + n - 1}));
+  ASSERT_EQ(r.err_lines().size(), 1u) << show(r);
+  EXPECT_NE(r.err.find(std::to_string(n) + " of 5000 jobs were submitted"), std::string::npos) << r.err;
 }
 
 TEST_F(Jobs, QueueControl) {

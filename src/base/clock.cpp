@@ -2,6 +2,7 @@
 
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
+#include <algorithm>
 #include <chrono>
 
 namespace loom {
@@ -17,8 +18,12 @@ class RealTimer final : public Timer {
     armed_ = true;
     uint64_t gen = ++generation_;
     fn_ = std::move(fn);
-    timer_.expires_after(std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(seconds < 0 ? 0 : seconds)));
+    // The clock counts nanoseconds in 64 bits: a time limit of centuries
+    // (or 1e308 s) would overflow into the past and fire at once. Beyond
+    // kLongestWait a timer waits kLongestWait, in practice forever.
+    double wait = seconds > 0 ? std::min(seconds, kLongestWait) : 0;  // NaN: 0
+    timer_.expires_after(
+        std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(wait)));
     // The generation check makes a cancelled-then-rearmed timer ignore the
     // completion of its previous arming, even if that completion was already
     // queued when cancel() ran. `alive_` guards against a destroyed timer.

@@ -12,13 +12,17 @@ class io_context;
 
 namespace loom {
 
+// The longest a timer waits (about 31 years): a longer arming waits this
+// long, which in practice is forever.
+inline constexpr double kLongestWait = 1e9;
+
 // A one-shot timer. Destroying it or calling cancel() guarantees the
 // callback will not run afterwards.
 class Timer {
  public:
   virtual ~Timer() = default;
-  // (Re)arm: run `fn` once, `seconds` from now. Re-arming cancels the
-  // previous arming.
+  // (Re)arm: run `fn` once, `seconds` from now (at most kLongestWait; a
+  // negative or NaN wait is 0). Re-arming cancels the previous arming.
   virtual void arm(double seconds, std::function<void()> fn) = 0;
   virtual void cancel() = 0;
   virtual bool armed() const = 0;

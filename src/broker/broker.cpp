@@ -368,7 +368,9 @@ void Broker::route_request(Message&& m) {
     return;
   }
   if (m.nodeid >= cfg_.size) {
-    respond_error(m, EHOSTUNREACH,
+    // Not a rank that is away but one that is not there at all (an
+    // instance restarted smaller): ENXIO, so no one waits for it.
+    respond_error(m, ENXIO,
                   "rank " + std::to_string(m.nodeid) + " does not exist (size " + std::to_string(cfg_.size) + ")");
     return;
   }

@@ -152,34 +152,59 @@ int run_submit(const SubmitOpts& o) {
   auto s = connect_session();
   if (!s.ok()) return fail("submit", s.error());
   Session& sess = **s;
-  // Batches go out together; their ids are printed in submit order.
-  size_t nbatch = (jobs.size() + kSubmitBatch - 1) / kSubmitBatch;
-  std::vector<Json> answers(nbatch);
-  size_t left = nbatch;
+  // Batches go out together. Each batch's ids are printed as soon as it and
+  // every batch before it are acknowledged, so that whatever happens later
+  // (the connection lost, a batch refused) the jobs already stored are
+  // named and a user who retries knows what not to submit again.
+  const size_t njobs = jobs.size();
+  size_t nbatch = (njobs + kSubmitBatch - 1) / kSubmitBatch;
+  std::vector<std::optional<Json>> answers(nbatch);
+  size_t left = nbatch, printed = 0, submitted = 0;
   std::optional<Error> error;
+  auto print_ready = [&] {
+    std::string out;
+    for (; printed < nbatch && answers[printed]; ++printed) {
+      const Json& a = *answers[printed];
+      if (!a.contains("ids") || !a["ids"].is_array()) continue;
+      for (auto& id : a["ids"]) {
+        if (!id.is_number_unsigned()) continue;
+        out += encode_f58(JobId{id.get<uint64_t>()}) + "\n";
+        ++submitted;
+      }
+    }
+    std::cout << out << std::flush;
+  };
   for (size_t b = 0; b < nbatch; ++b) {
     Json batch = Json::array();
-    for (size_t i = b * kSubmitBatch; i < std::min(jobs.size(), (b + 1) * kSubmitBatch); ++i) {
+    for (size_t i = b * kSubmitBatch; i < std::min(njobs, (b + 1) * kSubmitBatch); ++i) {
       batch.push_back(std::move(jobs[i]));
     }
     sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
       --left;
       if (m.errnum) {
         if (!error) error = Error{m.errnum, error_text(m)};
-        return;
+        answers[b] = Json::object();  // nothing stored: nothing to print
+      } else {
+        auto j = parse_json(m.payload);
+        answers[b] = j.ok() ? std::move(*j) : Json::object();
       }
-      auto j = parse_json(m.payload);
-      if (j.ok()) answers[b] = std::move(*j);
+      print_ready();
     });
   }
   while (left > 0 && sess.client->is_open()) sess.io.run_one();
-  if (left > 0) return fail("submit", sess.client->lost_text());
-  std::string out;
-  for (auto& a : answers) {
-    if (!a.contains("ids")) continue;
-    for (auto& id : a["ids"]) out += encode_f58(JobId{id.get<uint64_t>()}) + "\n";
+  if (left > 0) {
+    // Batches acknowledged after one that never was still name their jobs.
+    for (auto& a : answers) {
+      if (!a) a = Json::object();
+    }
+    print_ready();
+    std::string why = sess.client->lost_text();
+    if (njobs > 1) {
+      why += " after " + std::to_string(submitted) + " of " + std::to_string(njobs) +
+             " jobs were submitted (their ids are printed); the others may or may not have been";
+    }
+    return fail("submit", Error{ECONNRESET, why});
   }
-  std::cout << out << std::flush;
   if (error) return fail("submit", *error);
   return 0;
 }

@@ -135,9 +135,11 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   if (type == "started" || type == "reattached") {
     log_exec(r, type == "started" ? "shell-start" : "shell-reattach",
              Json{{"rank", rank}, {"pid", p->value("pid", 0)}});
-    // A shell that came up after the job was killed goes too.
+    // A shell that came up (or was found) after the job was killed goes
+    // too, and gets the kill timeout to do so.
     if (r.killing) {
       kill_shell(id, rank, SIGKILL);
+      if (!r.kill_timer->armed()) r.kill_timer->arm(cfg_.kill_timeout, [this, id] { give_up(id); });
     }
     r.shells_started.insert(rank);
     if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && (!r.fatal || r.kill_found)) {
@@ -335,9 +337,11 @@ void JobExec::Impl::kill_all(Run& r, int sig) {
 void JobExec::Impl::give_up(uint64_t id) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
+  // A shell still being looked for after a restart is not stuck: it is
+  // killed when found, or its rank is lost when it is not.
   std::vector<uint32_t> stuck;
   for (uint32_t rank : it->second.ranks) {
-    if (!it->second.exited.count(rank)) stuck.push_back(rank);
+    if (!it->second.exited.count(rank) && it->second.shells_started.count(rank)) stuck.push_back(rank);
   }
   if (stuck.empty()) return;
   IdSet ranks;

@@ -10,8 +10,10 @@ void JobManager::Impl::exec_hello(const Message& m) {
   if (!p.ok()) return h_.respond_error(m, p.error());
   auto name = get_string(*p, "service");
   if (!name.ok()) return h_.respond_error(m, name.error());
-  if (name->empty() || name->find_first_of(". \t\n") != std::string::npos) {
-    return h_.respond_error(m, EINVAL, "service must be a name without dots or spaces");
+  if (name->empty() || name->size() > kMaxServiceName ||
+      name->find_first_of(". \t\n\r") != std::string::npos) {
+    return h_.respond_error(
+        m, EINVAL, "service must be a name of 1 to " + std::to_string(kMaxServiceName) + " bytes without dots or spaces");
   }
   if (!exec_service_.empty()) {
     std::vector<std::string> busy;
@@ -117,7 +119,8 @@ void JobManager::Impl::on_start_response(const Message& m) {
     auto sev = get_int(data, "severity", 0, 7, &zero);
     auto etype = get_string(data, "type", "exec");
     auto note = get_string(data, "note", "");
-    if (!sev.ok() || !etype.ok() || !note.ok() || etype->empty()) return exec_violation(j, "malformed exception");
+    if (!sev.ok() || !etype.ok() || !note.ok()) return exec_violation(j, "malformed exception");
+    if (auto st = check_exception_type(*etype); !st) return exec_violation(j, st.error().text);
     if (!post(j, "exception", Json{{"type", *etype}, {"severity", *sev}, {"note", *note}})) {
       return exec_violation(j, "exception is out of order");
     }

@@ -41,6 +41,8 @@ namespace loom {
 
 inline constexpr uint32_t kPriorityMax = 4294967295U;
 inline constexpr size_t kMaxBatch = 100000;
+// The longest execution service name exec-hello takes.
+inline constexpr size_t kMaxServiceName = 64;
 
 // The priority of a job with `urgency`: held jobs get 0 and are never
 // offered to the scheduler, expedited ones the highest value; otherwise

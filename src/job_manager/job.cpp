@@ -168,4 +168,15 @@ Result<JobRecord> replay_eventlog(const std::vector<EventEntry>& events) {
   return job;
 }
 
+Status check_exception_type(const std::string& type) {
+  if (type.empty()) return Error{EINVAL, "exception type must not be empty"};
+  if (type.size() > 64) return Error{EINVAL, "exception type must be at most 64 bytes"};
+  for (unsigned char c : type) {
+    if (c <= ' ' || c == '=' || c == 0x7f) {
+      return Error{EINVAL, "exception type must be one word without '=' (got \"" + type + "\")"};
+    }
+  }
+  return {};
+}
+
 }  // namespace loom

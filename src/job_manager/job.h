@@ -63,6 +63,12 @@ struct JobRecord {
 // (the job is unchanged then).
 Status apply_event(JobRecord& job, const EventEntry& e);
 
+// An exception type a raise or the execution service may give: one word of
+// at most 64 bytes, without '=' (the eventlog's text form is key=value).
+// Checked where exceptions come in, not in apply_event: eventlogs written
+// before the rule still load.
+Status check_exception_type(const std::string& type);
+
 // Rebuilds a job from its whole eventlog; the error names the bad line.
 Result<JobRecord> replay_eventlog(const std::vector<EventEntry>& events);
 

@@ -135,4 +135,13 @@ TEST(JobState, UnknownEventsAnnotateWithoutChangingState) {
   EXPECT_EQ(run(plus(to_sched(), {ev("memo", {{"k", "v"}}), ev("debug.alloc-request")})), "SCHED");
 }
 
+TEST(JobState, ExceptionTypesAreOneWordWithoutEquals) {
+  EXPECT_TRUE(check_exception_type("cancel").ok());
+  EXPECT_TRUE(check_exception_type(std::string(64, 'x')).ok());
+  for (std::string bad : {std::string(), std::string("a=b"), std::string("a b"), std::string("a\tb"),
+                          std::string(65, 'x'), std::string("a\x7f")}) {
+    EXPECT_FALSE(check_exception_type(bad).ok()) << bad;
+  }
+}
+
 }  // namespace loom

@@ -222,9 +222,7 @@ void JobManager::Impl::raise(const Message& m) {
   auto note = get_string(*p, "note", "");
   if (!note.ok()) return h_.respond_error(m, note.error());
   EventEntry probe{0, "exception", Json{{"type", *type}, {"severity", *sev}, {"note", *note}}};
-  if (type->empty() || type->find_first_of(" \t\n\r") != std::string::npos) {
-    return h_.respond_error(m, EINVAL, "exception type must be one word");
-  }
+  if (auto st = check_exception_type(*type); !st) return h_.respond_error(m, st.error());
   if (auto st = post(**j, "exception", probe.context); !st) return h_.respond_error(m, st.error());
   advance(**j);
   h_.respond(m, "{}");

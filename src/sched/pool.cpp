@@ -269,6 +269,38 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   return {};
 }
 
+std::string ResourcePool::restore(uint64_t id, const ResourceSet& r) {
+  if (allocations_.count(id)) return "";
+  // Rank by rank, what fits goes back on the books and what does not is
+  // named by the same check allocate() makes.
+  std::vector<std::string> lost;
+  ResourceSet fits;
+  fits.starttime = r.starttime;
+  fits.expiration = r.expiration;
+  for (const auto& [rank, rr] : r.ranks()) {
+    ResourceSet one;
+    one.add_rank(rank, rr);
+    if (auto st = check_allocation(id, one); !st) lost.push_back(st.error().text);
+    if (rank >= size()) continue;
+    const RankInventory& inv = inventory_[rank];
+    // Two running jobs on one core: double-booking before the restart.
+    if (!rr.cores.intersect(state_[rank].used_cores).empty() || !rr.gpus.intersect(state_[rank].used_gpus).empty()) {
+      ++alarms_;
+    }
+    RankResources keep = rr;
+    keep.cores = rr.cores.intersect(first_ids(inv.ncores)).subtract(state_[rank].used_cores);
+    keep.gpus = rr.gpus.intersect(first_ids(inv.ngpus)).subtract(state_[rank].used_gpus);
+    if (!keep.cores.empty() || !keep.gpus.empty()) fits.add_rank(rank, std::move(keep));
+  }
+  if (!fits.empty()) {
+    [[maybe_unused]] auto st = allocate(id, fits);
+    LOOM_ASSERT(st.ok());
+  }
+  std::string text;
+  for (const auto& line : lost) text += (text.empty() ? "" : "; ") + line;
+  return text;
+}
+
 Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
   auto it = allocations_.find(id);
   if (it == allocations_.end()) return bad("job " + std::to_string(id) + " holds no resources");

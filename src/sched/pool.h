@@ -100,6 +100,15 @@ class ResourcePool {
   // Down and drained ranks are accepted (a job restored after a restart).
   // An empty `r` is refused without an alarm.
   Status allocate(uint64_t id, const ResourceSet& r);
+  // After a restart, a job that was running holds again what it held before
+  // (`r`) — as much of it as still exists and is free: the cores and gpus in
+  // the inventory now and not held by another job. Returns one line saying
+  // what could not be held again ("rank 0 has no cores 1 (it has 1 core)"),
+  // empty when all of it was. Resources missing from the inventory are not
+  // an alarm (a smaller configuration or a lost rank); resources another
+  // restored job holds are (double-booking before the restart). Nothing
+  // changes if `id` already holds resources.
+  std::string restore(uint64_t id, const ResourceSet& r);
   // Frees the ranks of `part` that job `id` holds (every core and gpu the
   // job has there). EINVAL, and nothing changes, if the job holds nothing or
   // does not hold one of those ranks.

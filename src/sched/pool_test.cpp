@@ -184,6 +184,22 @@ TEST(PoolAllocate, RefusesDoubleBookingAndCountsAnAlarm) {
   EXPECT_EQ(show(pool.match(slots(6))), "0:2-3 1:0-3");  // nothing of job 3 either
 }
 
+TEST(PoolAllocate, RestoreKeepsWhatStillExistsAndSaysWhatDoesNot) {
+  auto pool = uniform(2, 1);  // was 3 ranks of 2 cores before the restart
+  EXPECT_EQ(pool.restore(1, R({{0, "0-1"}, {2, "0-1"}})),
+            "rank 0 has no cores 1 (it has 1 core); rank 2 is not in this instance (size 2)");
+  EXPECT_EQ(show(pool.allocations().at(1)), "0:0");
+  EXPECT_EQ(pool.restore(2, R({{0, "0"}, {1, "0"}})), "cores 0 of rank 0 are already allocated to job 1");
+  EXPECT_EQ(show(pool.allocations().at(2)), "1:0");  // the free part only: nothing double-booked
+  EXPECT_EQ(pool.restore(2, R({{1, "0"}})), "");     // already restored: unchanged
+  EXPECT_EQ(pool.restore(3, R({{5, "0"}})), "rank 5 is not in this instance (size 2)");
+  EXPECT_FALSE(pool.allocations().count(3));
+  EXPECT_EQ(pool.alarms(), 1u);  // the clash of jobs 1 and 2 is; the smaller instance is not
+  EXPECT_EQ(show(pool.match(slots(1))), "none");
+  ASSERT_TRUE(pool.free_all(1).ok());
+  EXPECT_EQ(show(pool.match(slots(1))), "0:0");
+}
+
 TEST(PoolAllocate, RefusesResourcesOutsideTheInventory) {
   auto pool = uniform(2, 4, 1);
   EXPECT_EQ(why(pool.allocate(1, R({{2, "0"}}))),

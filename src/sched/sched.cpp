@@ -7,6 +7,10 @@
 //   kvs.lookup resource.drain → broker.status (which ranks are up)
 //   → job-manager.sched-hello (each job that holds resources: allocate its
 //     R minus the ranks it already freed) → job-manager.sched-ready.
+// A job from the hello whose R cannot all be held again (the instance came
+// back smaller, or two jobs claim one core) keeps what can be held until it
+// ends, and gets a fatal `scheduler-restart` exception saying what is
+// missing: its processes are killed rather than left running unaccounted.
 // No allocation is made before sched-ready is answered.
 //
 // A scheduling pass runs at most once per loop turn, posted after anything
@@ -249,6 +253,7 @@ void Sched::retry_startup(const std::string& why) {
   std::vector<uint64_t> ids;
   for (const auto& [id, r] : pool_.allocations()) ids.push_back(id);
   for (uint64_t id : ids) (void)pool_.free_all(id);
+  restored_partly_.clear();
   retry_timer_->arm(kRetrySeconds, [this] { hello(); });
 }
 
@@ -330,7 +335,19 @@ void Sched::hello() {
     }
     ResourceSet held = R->subset(R->rank_set().subtract(*freed));
     if (held.empty()) return;
-    if (auto st = pool_.allocate(*id, held); !st) spdlog::error("sched: {}", st.error().text);
+    if (pool_.allocations().count(*id)) {
+      spdlog::error("sched: job {} appears twice in the hello; keeping what it already holds", *id);
+      return;
+    }
+    std::string lost = pool_.restore(*id, held);
+    if (lost.empty()) return;
+    restored_partly_.insert(*id);
+    std::string note = "its resources cannot all be allocated again after the restart: " + lost;
+    spdlog::error("sched: job {}: {}", *id, note);
+    Json ex{{"id", *id}, {"severity", 0}, {"type", "scheduler-restart"}, {"note", note}};
+    h_.rpc("job-manager.raise", ex, {}, [id = *id](const Message& rr) {
+      if (rr.errnum) spdlog::warn("sched: cannot raise an exception on job {}: {}", id, error_text(rr));
+    });
   });
 }
 
@@ -449,6 +466,13 @@ void Sched::free(const Message& req) {
     if (!extra.empty())
       spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", *id, extra.encode());
     (void)pool_.free_all(*id);
+    restored_partly_.erase(*id);
+  } else if (restored_partly_.count(*id)) {
+    // Some of its ranks were never held again: free the ones that were.
+    auto held = pool_.allocations().find(*id);
+    if (held != pool_.allocations().end()) {
+      (void)pool_.free(*id, held->second.subset(R->rank_set().intersect(held->second.rank_set())));
+    }
   } else if (!R->empty()) {
     if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
   }

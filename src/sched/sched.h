@@ -139,6 +139,9 @@ class Sched {
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
   std::set<QueueKey> queue_;
+  // Jobs the hello reported running whose R could not all be held again
+  // (ResourcePool::restore): their frees of ranks not held are expected.
+  std::set<uint64_t> restored_partly_;
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

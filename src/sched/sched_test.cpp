@@ -267,6 +267,37 @@ TEST_F(SchedTest, RetriesTheHelloUntilTheJobManagerAnswers) {
   EXPECT_TRUE(ids_of(responses("sched.alloc"), 0).empty());
 }
 
+TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
+  // Job 7 ran on cores 0-1 of rank 0 and on rank 2; the instance came back
+  // with one core per rank and two ranks.
+  Json job{{"id", 7},          {"priority", 16},
+           {"userid", 1000},   {"t_submit", 1.0},
+           {"R", R({{0, "0-1"}, {1, "0"}, {2, "0"}}).to_json()}, {"free", ""}};
+  start(config(2, 1), {job});
+  Message raise = take("job-manager.raise");
+  EXPECT_EQ(Json::parse(raise.payload),
+            (Json{{"id", 7},
+                  {"severity", 0},
+                  {"type", "scheduler-restart"},
+                  {"note", "its resources cannot all be allocated again after the restart: rank 0 has no cores 1 (it "
+                           "has 1 core); rank 2 is not in this instance (size 2)"}}));
+  answer(raise, Json::object());
+  Json st = status();
+  EXPECT_EQ(st["alarms"], 0);
+  EXPECT_EQ(st["allocated"]["ranks"], "0-1");  // what exists stays held until the job's processes are gone
+  alloc(8, slots(1));
+  settle();
+  EXPECT_TRUE(ids_of(responses("sched.alloc"), 0).empty());
+  // Its ranks come back as it releases them, the missing one included.
+  free(7, R({{0, "0-1"}, {2, "0"}}).to_json(), false);
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 7}}}));
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.8.R"});
+  free(7, R({{1, "0"}}).to_json(), true);
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 7}}}));
+  EXPECT_EQ(status()["allocated"]["ranks"], "0");
+  EXPECT_EQ(status()["alarms"], 0);
+}
+
 TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
   create(config(3, 1));
   answer(take("kvs.lookup"), Json{{"value", R"({"1":{"reason":"fan","timestamp":5}})"}});
@@ -655,6 +686,11 @@ TEST_F(SchedTest, RestoredAllocationsThatClashCountAsAlarms) {
   a["id"] = 1;
   b["id"] = 2;
   start(config(1, 2), {a, b});
+  Message raise = take("job-manager.raise");
+  EXPECT_EQ(Json::parse(raise.payload)["id"], 2);  // the second claim fails, and says why
+  EXPECT_EQ(Json::parse(raise.payload)["note"],
+            "its resources cannot all be allocated again after the restart: cores 0 of rank 0 are already allocated "
+            "to job 1");
   Json st = status();
   EXPECT_EQ(st["alarms"], 1);
   EXPECT_EQ(st["allocated"]["ncores"], 1);

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iterator>
@@ -135,6 +136,33 @@ void signal_cgroup(const std::string& path, int sig, pid_t except) {
   for (pid_t pid : cgroup_pids(path)) {
     if (pid != except && pid > 0) ::kill(pid, sig);
   }
+}
+
+std::optional<pid_t> live_process_group(std::string_view stat) {
+  // "PID (COMM) STATE PPID PGRP ...": COMM may hold anything, ')' too.
+  size_t close = stat.rfind(')');
+  if (close == std::string_view::npos) return std::nullopt;
+  std::istringstream rest{std::string(stat.substr(close + 1))};
+  char state = 0;
+  long ppid = 0, pgrp = 0;
+  if (!(rest >> state >> ppid >> pgrp) || state == 'Z' || state == 'X' || pgrp <= 0) return std::nullopt;
+  return static_cast<pid_t>(pgrp);
+}
+
+std::vector<pid_t> process_group_members(pid_t pgid) {
+  std::vector<pid_t> out;
+  DIR* proc = ::opendir("/proc");
+  if (!proc) return out;
+  while (dirent* e = ::readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(e->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    if (live_process_group(read_file("/proc/" + std::string(e->d_name) + "/stat")) == pgid) {
+      out.push_back(static_cast<pid_t>(pid));
+    }
+  }
+  ::closedir(proc);
+  return out;
 }
 
 bool remove_cgroup(const std::string& path, std::string* why) {

@@ -57,6 +57,14 @@ Status kill_cgroup(const std::string& path);
 // `sig` to every process in cgroup `path` but `except`.
 void signal_cgroup(const std::string& path, int sig, pid_t except = -1);
 
+// Without a cgroup, a job is its shell's process group. The process group
+// of a process from its /proc/PID/stat text, or nullopt for a zombie (it
+// holds nothing any more) or text that does not parse.
+std::optional<pid_t> live_process_group(std::string_view stat);
+
+// The live processes of process group `pgid` (from /proc).
+std::vector<pid_t> process_group_members(pid_t pgid);
+
 // Removes cgroup `path` (it must be empty): true once it is gone, false
 // while processes remain in it (EBUSY); other errors are logged by the
 // caller through `why`.

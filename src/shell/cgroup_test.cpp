@@ -26,5 +26,14 @@ TEST(Cgroup, OwnCgroupIsTheLineOfHierarchyZero) {
   EXPECT_EQ(own_cgroup2("4:memory:/x\n"), std::nullopt);
 }
 
+TEST(Cgroup, TheProcessGroupOfALiveProcessFromItsStat) {
+  EXPECT_EQ(live_process_group("1234 (sleep) S 1200 1200 1200 0 -1 4194304"), 1200);
+  // A command name with spaces and parentheses.
+  EXPECT_EQ(live_process_group("1234 (a) b (c)) R 1 77 77 0"), 77);
+  // A zombie holds nothing: it is not counted.
+  EXPECT_EQ(live_process_group("1234 (sh) Z 1200 1200 1200 0"), std::nullopt);
+  EXPECT_EQ(live_process_group("garbage"), std::nullopt);
+}
+
 }  // namespace
 }  // namespace loom

@@ -320,7 +320,12 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
     while ((n = ::read(s.report, buf, sizeof buf)) > 0) text.append(buf, static_cast<size_t>(n));
     ::close(s.report);
     s.report = -1;
-    auto j = parse_json(text.substr(0, text.find('\n')));
+    // Its last whole line: the one at start counts the tasks, the one at
+    // the end (if it got that far) tells their exits.
+    size_t end = text.rfind('\n');
+    size_t begin = end == std::string::npos || end == 0 ? std::string::npos : text.rfind('\n', end - 1);
+    begin = begin == std::string::npos ? 0 : begin + 1;
+    auto j = parse_json(text.substr(begin, end == std::string::npos ? end : end - begin));
     if (j.ok() && j->is_object() && (*j)["tasks"].is_array()) {
       s.tasks = (*j)["tasks"];
       if ((*j)["more"].is_number_unsigned()) s.more_tasks = (*j)["more"].get<uint64_t>();
@@ -435,6 +440,11 @@ void ShellLauncher::Impl::adopt(const Message& m) {
   s.claimed = false;
   s.userid = m.userid;
   s.owner_adopted = owner;
+  // Its tasks count as unreported until it tells their exits (shell.done).
+  if (auto n = get_int(*p, "ntasks", 0, INT32_MAX); n.ok() && *n > 0) {
+    s.tasks = Json::array();
+    s.more_tasks = static_cast<uint64_t>(*n);
+  }
   // Its job's cgroup, made by the broker before us: the one it is in, if
   // that is a job cgroup of this job (a user cannot move a process into a
   // cgroup that root made).
@@ -482,7 +492,10 @@ void ShellLauncher::Impl::done(const Message& m) {
         m, EPERM, "the shell of job " + std::to_string(id) + " is not uid " + std::to_string(m.userid) + "'s");
   }
   s->reported = static_cast<int>(*code) << 8;  // a wait status: exited with that code
-  if (p->contains("tasks") && (*p)["tasks"].is_array()) s->tasks = (*p)["tasks"];
+  if (p->contains("tasks") && (*p)["tasks"].is_array()) {
+    s->tasks = (*p)["tasks"];
+    s->more_tasks = 0;
+  }
   h_.respond(m, Json::object());
 }
 

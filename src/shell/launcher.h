@@ -37,7 +37,7 @@
 // exited and before its exit is answered.
 //
 // After a crash (docs/protocols/exec.md, item 8):
-//   shell.adopt {id, rank, pid}  from a job shell whose broker died (any
+//   shell.adopt {id, rank, pid, ntasks}  from a job shell whose broker died (any
 //       user: a shell runs as its job's user; a user may offer only a
 //       process of their own, and only a job of theirs claims it): we
 //       watch it (a pidfd: it is not our child) until it is claimed; one

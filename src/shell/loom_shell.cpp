@@ -25,6 +25,17 @@
 // job again. A shell that was adopted tells the broker its exit code
 // (`shell.done`), since it is no longer the broker's child. When nobody
 // comes back in time, the tasks are killed: nothing runs unseen for long.
+// Meanwhile it asks rank 0 (its socket is beside the broker's), and once
+// adopted its new broker, whether the job still holds this rank
+// (`job-info.lookup` of the job's eventlog): a rank lost while the job ran
+// is released from it (node-failure), and then the tasks are killed at
+// once. A SIGTERM, SIGINT or SIGHUP while the broker is away does the same.
+//
+// Signals are forwarded to every process of the job here (its cgroup, else
+// our process group). Once the job is being ended (SIGTERM, SIGINT,
+// SIGHUP, SIGALRM) and every task has exited, what the tasks left running
+// is killed: it may hold their output open, and the SIGKILL that would
+// follow would kill us too, losing the tasks' statuses.
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -51,6 +62,7 @@
 #include "base/clock.h"
 #include "base/fluid.h"
 #include "base/wait_status.h"
+#include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "msg/client.h"
 #include "rset/rset.h"
@@ -121,6 +133,7 @@ class Shell {
   uint32_t rank_ = 0;
   double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
   bool adopted_ = false;                // by a broker that is not our parent: tell it our exit
+  size_t report_written_ = 0;           // bytes of the exit report's first line in the pipe (report.h)
   size_t held_bytes_ = 0;               // output waiting in pending_, as stored
   bool dropped_ = false;                // output dropped during this absence of the broker
   uint64_t generation_ = 0;             // of the connection; a commit answered after a reconnect is void
@@ -128,6 +141,36 @@ class Shell {
   bool connected() const { return c_ && c_->is_open(); }
   bool reconnect(double timeout);
   void kill_tasks();
+  // The job is being ended (SIGTERM, SIGINT, SIGHUP, SIGALRM: a cancel, the
+  // time limit, Ctrl-C): once every task has exited, what they left running
+  // is killed, so that we exit with the tasks' statuses before the SIGKILL
+  // that would follow (and kill us too).
+  bool ending_ = false;
+  bool end_while_away_ = false;  // such a signal came while the broker was away: wait no more
+  bool leftovers_killed_ = false;
+  bool tasks_exited() const {
+    return std::all_of(tasks_.begin(), tasks_.end(), [](const Task& t) { return t.exited; });
+  }
+  void signal_job(int sig);
+  void kill_leftovers();
+  // Whether the instance still holds this rank for the job (a rank lost
+  // while the job ran is released from it: node-failure). Asked of our
+  // broker once it adopted us, and of rank 0 while our broker is away.
+  std::string gone_;               // why the job is over here, once known
+  bool held_ = false;              // the instance said it still holds this rank for the job
+  bool asking_ = false;            // a lookup is out
+  uint64_t ask_gen_ = 0;           // of the client asked; an answer through a client dropped since is void
+  double asked_at_ = -1e9;         // when rank 0 was last asked
+  std::string instance_uri_;       // rank 0's socket, "" when ours is it
+  std::unique_ptr<Client> probe_;  // to rank 0 while our broker is away
+  std::unique_ptr<Timer> ask_timer_;
+  void ask_instance(Handle& h);
+  void check_held();
+  void probe_instance();
+  void forget_asks() {
+    ++ask_gen_;
+    asking_ = false;
+  }
   void report_exit(int code);
   std::string ns_;
   std::vector<Task> tasks_;
@@ -265,9 +308,133 @@ void Shell::kill_tasks() {
   }
 }
 
+// `sig` to every process of the job here but us: with a cgroup, every
+// process in it; else our process group (we lead it), what the tasks
+// started included.
+void Shell::signal_job(int sig) {
+  pid_t me = ::getpid();
+  if (!cgroup_.empty()) return signal_cgroup(cgroup_, sig, me);
+  if (::getpgrp() == me) {
+    for (pid_t p : process_group_members(me)) {
+      if (p != me) ::kill(p, sig);
+    }
+    return;
+  }
+  for (auto& t : tasks_) {
+    if (!t.exited) ::kill(t.pid, sig);
+  }
+}
+
+// SIGKILL to every process of the job here but us, until none is left (one
+// may fork meanwhile).
+void Shell::kill_leftovers() {
+  pid_t me = ::getpid();
+  for (int round = 0; round < 8; ++round) {
+    std::vector<pid_t> left;
+    if (!cgroup_.empty()) {
+      left = cgroup_pids(cgroup_);
+    } else if (::getpgrp() == me) {
+      left = process_group_members(me);
+    }
+    std::erase(left, me);
+    if (left.empty()) return;
+    for (pid_t p : left) ::kill(p, SIGKILL);
+  }
+}
+
+// What in the job's eventlog says the instance is done with this rank: a
+// release of it (or of all), or the job's end. nullopt while it holds it.
+std::optional<std::string> released_here(const std::string& eventlog, uint32_t rank) {
+  size_t start = 0;
+  while (start < eventlog.size()) {
+    size_t nl = eventlog.find('\n', start);
+    if (nl == std::string::npos) nl = eventlog.size();
+    auto e = parse_json(std::string_view(eventlog).substr(start, nl - start));
+    start = nl + 1;
+    if (!e.ok() || !e->is_object()) continue;
+    std::string name = e->value("name", "");
+    if (name == "clean" || name == "free") return std::string("the job has ended");
+    if (name != "release" || !(*e)["context"].is_object()) continue;
+    const Json& ctx = (*e)["context"];
+    std::string ranks = ctx["ranks"].is_string() ? ctx["ranks"].get<std::string>() : "";
+    auto set = IdSet::parse(ranks);
+    if (ranks == "all" || ctx.value("final", false) || (set.ok() && set->contains(rank))) {
+      return "the instance released rank " + std::to_string(rank) + " from the job";
+    }
+  }
+  return std::nullopt;
+}
+
+// Rank 0's socket, beside ours: the brokers of an instance listen side by
+// side (RUNDIR/rank-R.sock, `loom start`). "" when ours is rank 0's or is
+// named otherwise.
+std::string rank0_uri(const std::string& uri) {
+  size_t slash = uri.rfind('/');
+  if (slash == std::string::npos) return "";
+  std::string name = uri.substr(slash + 1);
+  if (!name.starts_with("rank-") || !name.ends_with(".sock") || name == "rank-0.sock") return "";
+  return uri.substr(0, slash + 1) + "rank-0.sock";
+}
+
+// Asks the instance (through `h`) whether the job still holds this rank:
+// its eventlog, from job-info. Sets gone_ or held_ (for now: rank 0 is
+// asked again while our broker is away) once it knows; an error leaves
+// both for the next time.
+void Shell::ask_instance(Handle& h) {
+  if (asking_ || !gone_.empty()) return;
+  asking_ = true;
+  asked_at_ = clock_.now();
+  uint64_t gen = ask_gen_;
+  Json ask{{"id", info_["id"]}, {"keys", Json::array({"eventlog"})}};
+  h.rpc("job-info.lookup", ask, RpcOptions{.timeout = 5}, [this, gen](const Message& r) {
+    if (gen != ask_gen_) return;
+    asking_ = false;
+    if (r.errnum == ENOENT) {
+      // Not a job of this instance (any more), or one with no eventlog.
+      gone_ = "the instance does not know the job";
+      return;
+    }
+    auto p = parse_json(r.payload);
+    if (r.errnum || !p.ok() || !p->is_object() || !(*p)["eventlog"].is_string()) return;
+    if (auto why = released_here((*p)["eventlog"].get<std::string>(), rank_)) {
+      gone_ = *why;
+    } else {
+      held_ = true;
+    }
+  });
+}
+
+// Once adopted by a broker: does the instance still hold this rank for the
+// job? Asked until it says (a restarted instance may not answer yet).
+void Shell::check_held() {
+  if (!connected() || held_ || !gone_.empty()) return;
+  ask_instance(c_->handle());
+  if (!ask_timer_) ask_timer_ = clock_.make_timer();
+  ask_timer_->arm(0.5, [this] { check_held(); });
+}
+
+// While our broker is away: rank 0, once a second, if it listens beside
+// it. A rank lost while the job ran (the broker killed, or stopped for
+// longer than the heartbeat timeout) is released from the job, which ends
+// with a node-failure: then nobody will come back for these tasks.
+void Shell::probe_instance() {
+  if (instance_uri_.empty() || asking_ || clock_.now() - asked_at_ < 1.0) return;
+  if (!probe_ || !probe_->is_open()) {
+    forget_asks();
+    probe_.reset();
+    asked_at_ = clock_.now();
+    auto c = Client::connect(io_, clock_, instance_uri_);
+    if (!c.ok() || (*c)->peer_uid() != broker_uid_) return;
+    probe_ = std::move(*c);
+  }
+  ask_instance(probe_->handle());
+}
+
 // The broker is gone: keep the tasks going (their output is held) and try
 // its socket again every quarter of a second, for up to `timeout` seconds.
-// A broker there adopts us; true once it did.
+// A broker there adopts us; true once it did. Meanwhile rank 0 is asked
+// whether the job still holds this rank: false at once when it does not,
+// or when we are told to end (SIGTERM...).
 bool Shell::reconnect(double timeout) {
   std::fprintf(stderr, "loom-shell: job %s: lost the broker; waiting up to %g s for it to come back\n",
                id_text_.c_str(), timeout);
@@ -275,8 +442,10 @@ bool Shell::reconnect(double timeout) {
   ++generation_;
   requeue();
   if (retry_timer_) retry_timer_->cancel();
+  forget_asks();
   c_.reset();
   dropped_ = false;
+  held_ = false;
   double deadline = clock_.now() + timeout;
   while (clock_.now() < deadline) {
     double until = std::min(deadline, clock_.now() + 0.25);
@@ -292,6 +461,17 @@ bool Shell::reconnect(double timeout) {
           ::nanosleep(&ts, nullptr);
         }
       }
+      if (!gone_.empty() || end_while_away_) break;
+    }
+    if (end_while_away_) {
+      std::fprintf(stderr, "loom-shell: job %s: told to end while the broker is away; killing the tasks\n",
+                   id_text_.c_str());
+      return false;
+    }
+    probe_instance();
+    if (!gone_.empty()) {
+      std::fprintf(stderr, "loom-shell: job %s: %s; killing the tasks\n", id_text_.c_str(), gone_.c_str());
+      return false;
     }
     auto c = Client::connect(io_, clock_, uri_);
     if (!c.ok()) continue;
@@ -303,7 +483,8 @@ bool Shell::reconnect(double timeout) {
       continue;
     }
     c_ = std::move(*c);
-    auto adopted = c_->call("shell.adopt", Json{{"id", info_["id"]}, {"rank", rank_}, {"pid", ::getpid()}});
+    auto adopted = c_->call("shell.adopt",
+                            Json{{"id", info_["id"]}, {"rank", rank_}, {"pid", ::getpid()}, {"ntasks", tasks_.size()}});
     if (!adopted.ok()) {
       std::fprintf(stderr, "loom-shell: job %s: the broker did not adopt this shell: %s\n", id_text_.c_str(),
                    adopted.error().text.c_str());
@@ -312,7 +493,10 @@ bool Shell::reconnect(double timeout) {
     }
     std::fprintf(stderr, "loom-shell: job %s: adopted by the restarted broker\n", id_text_.c_str());
     adopted_ = true;
+    forget_asks();
+    probe_.reset();
     flush();
+    check_held();
     return true;
   }
   std::fprintf(stderr, "loom-shell: job %s: the broker did not come back; killing the tasks\n", id_text_.c_str());
@@ -338,11 +522,13 @@ void Shell::report_exit(int code) {
   std::vector<std::pair<int, int>> tasks;
   for (const auto& t : tasks_) tasks.emplace_back(t.rank, t.status);
   std::string line = exit_report(tasks, 0);
+  // (The first line is in the pipe already: what is left of it is ours.)
   int cap = ::fcntl(1, F_GETPIPE_SZ);  // -1: not a pipe (then a write cannot stall)
-  if (cap > 0 && line.size() > static_cast<size_t>(cap)) {
-    int got = ::fcntl(1, F_SETPIPE_SZ, static_cast<int>(line.size()));
+  if (cap > 0 && line.size() + report_written_ > static_cast<size_t>(cap)) {
+    int got = ::fcntl(1, F_SETPIPE_SZ, static_cast<int>(line.size() + report_written_));
     if (got > cap) cap = got;
-    if (line.size() > static_cast<size_t>(cap)) line = exit_report(tasks, static_cast<size_t>(cap));
+    size_t room = static_cast<size_t>(cap) - std::min(static_cast<size_t>(cap), report_written_);
+    if (line.size() > room) line = exit_report(tasks, room);
   }
   if (::write(1, line.data(), line.size()) < 0) return;  // nobody reads it (not started by the service)
 }
@@ -384,6 +570,7 @@ int Shell::run() {
   rank_ = my_rank;
   id_text_ = encode_f58(id);
   reattach_timeout_ = info_.value("reattach_timeout", 0.0);
+  instance_uri_ = rank0_uri(uri_);
   ns_ = info_.value("namespace", "");
   if (ns_.empty()) die("no namespace for the output");
 
@@ -471,12 +658,10 @@ int Shell::run() {
     signals.async_wait([&](const std::error_code& ec, int sig) {
       if (ec) return;
       // To every process of the job here: the tasks and what they started.
-      if (!cgroup_.empty()) {
-        signal_cgroup(cgroup_, sig, ::getpid());
-      } else {
-        for (auto& t : tasks_) {
-          if (!t.exited) ::kill(t.pid, sig);
-        }
+      signal_job(sig);
+      if (sig != SIGUSR1 && sig != SIGUSR2) {
+        ending_ = true;
+        if (!connected()) end_while_away_ = true;
       }
       forward();
     });
@@ -485,6 +670,12 @@ int Shell::run() {
 
   tasks_.resize(static_cast<size_t>(count));
   for (int i = 0; i < count; ++i) tasks_[static_cast<size_t>(i)].rank = first + i;
+  // The report's first line (shell/report.h): should we be killed before
+  // we can tell the tasks' exits, they are still counted.
+  std::string first_line = start_report(tasks_.size());
+  if (::write(1, first_line.data(), first_line.size()) == static_cast<ssize_t>(first_line.size())) {
+    report_written_ = first_line.size();
+  }
   // Two pipes and a pidfd per task: many tasks need more descriptors than
   // a default soft limit allows (the hard limit is ours to take).
   rlimit nofile{};
@@ -598,8 +789,19 @@ int Shell::cannot_start(int from, const std::string& why) {
 // code, as a shell would give it.
 int Shell::wait_tasks() {
   while (!done()) {
+    if (!gone_.empty()) {
+      // Adopted by a broker of an instance that is done with the job here.
+      std::fprintf(stderr, "loom-shell: job %s: %s; killing the tasks\n", id_text_.c_str(), gone_.c_str());
+      kill_tasks();
+      kill_leftovers();
+      break;
+    }
     if (connected()) {
       io_.run_one();
+      if (ending_ && !leftovers_killed_ && open_streams_ > 0 && tasks_exited()) {
+        leftovers_killed_ = true;
+        kill_leftovers();
+      }
       continue;
     }
     if (reattach_timeout_ > 0 && reconnect(reattach_timeout_)) continue;

@@ -19,4 +19,6 @@ std::string exit_report(const std::vector<std::pair<int, int>>& tasks, size_t ca
   return out;
 }
 
+std::string start_report(size_t count) { return "{\"tasks\":[],\"more\":" + std::to_string(count) + "}\n"; }
+
 }  // namespace loom

@@ -134,6 +134,17 @@ Result<RawConn> RawConn::connect(const std::string& path_or_uri, bool greet) {
   return c;
 }
 
+Result<RawConn> RawConn::accept(int listen_fd, double timeout) {
+  pollfd p{listen_fd, POLLIN, 0};
+  if (::poll(&p, 1, static_cast<int>(timeout * 1000)) != 1) return Error{ETIMEDOUT, "no one connected"};
+  int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+  if (fd < 0) return Error{errno, std::string("accept: ") + std::strerror(errno)};
+  RawConn c(fd);
+  c.decoder_.expect_greeting(PeerRole::kClient);
+  if (!c.write(encode_greeting(PeerRole::kBroker))) return Error{ECONNRESET, "the client closed before our greeting"};
+  return c;
+}
+
 RawConn& RawConn::operator=(RawConn&& o) noexcept {
   if (this != &o) {
     close();

@@ -73,6 +73,11 @@ Message request(const std::string& topic, std::string payload, uint32_t matchtag
 class RawConn {
  public:
   static Result<RawConn> connect(const std::string& path, bool greet = true);
+  // The broker's end of a client's connection: accepts one on the listening
+  // Unix socket `listen_fd` (waiting up to `timeout`), greets it as a
+  // broker does and expects a client's greeting. For tests that play the
+  // broker to a command.
+  static Result<RawConn> accept(int listen_fd, double timeout = 10);
   RawConn(RawConn&& o) noexcept : fd_(o.fd_), closed_(o.closed_), decoder_(std::move(o.decoder_)) { o.fd_ = -1; }
   RawConn& operator=(RawConn&& o) noexcept;
   ~RawConn();

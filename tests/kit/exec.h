@@ -6,9 +6,12 @@
 
 #include <gtest/gtest.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -55,6 +58,25 @@ inline void expect_all_exit(const std::vector<pid_t>& pids) {
     EXPECT_EQ(::poll(&pfd, 1, 5000), 1) << "process " << p << " still runs";
     ::close(fd);
   }
+}
+
+// A crash of the whole instance: every broker gets SIGKILL (the job shells,
+// in sessions of their own, live on), then the instance is forgotten so it
+// can be started again on the same state directory.
+inline void crash_instance(Instance& inst) {
+  std::vector<pid_t> brokers;
+  for (uint32_t r = 0; r < inst.size(); ++r) {
+    std::string why;
+    auto pid = inst.broker_pid(r, &why);
+    ASSERT_TRUE(pid) << why;
+    brokers.push_back(*pid);
+  }
+  inst.expect_clean_exit(false);
+  // (A broker may already be stopping because its parent is gone.)
+  for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
+  expect_all_exit(brokers);
+  inst.stop(20);
+  inst.expect_clean_exit(true);
 }
 
 class Exec : public JobsFixture {
