@@ -5,8 +5,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -57,7 +59,7 @@ class BrokerOptions {
 // Prologs (and epilogs) that write what they saw to files of `dir`; a job
 // for which the test made a file fail.ID.R, hold.ID.R or gate.ID.R has rank
 // R's prolog exit 3, run until killed (a `sleep MARKER` in the background,
-// its process group holding it, and `up` written once that runs), or wait
+// its process group holding it, and `up` written once it is sleep), or wait
 // on the FIFO `go` after writing to `up`.
 class ExecProlog : public Exec {
  protected:
@@ -70,11 +72,11 @@ class ExecProlog : public Exec {
     ASSERT_EQ(::mkfifo((dir + "/up").c_str(), 0600), 0);
     ASSERT_EQ(::mkfifo((dir + "/go").c_str(), 0600), 0);
     std::string at = dir + "/";
-    std::string prolog = "echo $LOOM_JOB_ID $LOOM_JOB_RANKS $LOOM_PERILOG >> " + at + "prolog.$LOOM_RANK; " +
-                         "f=$LOOM_JOB_ID.$LOOM_RANK; if [ -e " + at + "fail.$f ]; then exit 3; fi; " + "if [ -e " + at +
-                         "hold.$f ]; then sleep " + marker + " & until grep -qa " + marker +
-                         " /proc/$!/cmdline; do :; done; echo up > " + at + "up; wait; fi; " + "if [ -e " + at +
-                         "gate.$f ]; then echo up > " + at + "up; read x < " + at + "go; fi";
+    std::string prolog =
+        "echo $LOOM_JOB_ID $LOOM_JOB_RANKS $LOOM_PERILOG >> " + at + "prolog.$LOOM_RANK; " +
+        "f=$LOOM_JOB_ID.$LOOM_RANK; if [ -e " + at + "fail.$f ]; then exit 3; fi; " + "if [ -e " + at +
+        "hold.$f ]; then sleep " + marker + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " +
+        at + "up; wait; fi; " + "if [ -e " + at + "gate.$f ]; then echo up > " + at + "up; read x < " + at + "go; fi";
     std::string epilog = "echo $LOOM_JOB_ID >> " + at + "epilog.$LOOM_RANK";
     options =
         std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-prolog=" + prolog, "--exec-prolog-timeout=4"});
@@ -311,6 +313,75 @@ TEST_F(ExecShellExit, AShellThatExitsWellLeavesTheOthersRunning) {
   EXPECT_EQ(processes_with(marker).size(), 1u);
   ASSERT_EQ(loom({"cancel", id}).code, 0);
   wait_event(id, "clean");
+}
+
+// A crash of every broker while the prologs run, then a restart on the same
+// state directory: the job has not started, so it starts again, and its
+// prologs run again once those the dead brokers left are killed.
+class ExecPrologCrash : public Exec {
+ protected:
+  std::string dir, marker = "603." + std::to_string(::getpid());
+  std::unique_ptr<BrokerOptions> options;
+  void SetUp() override {
+    char tmpl[] = "/tmp/loom-prolog-crash-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    for (const char* f : {"/up.0", "/up.1"}) ASSERT_EQ(::mkfifo((dir + f).c_str(), 0600), 0);
+    std::string at = dir + "/";
+    std::string prolog = "echo $LOOM_RANK >> " + at + "ran; if [ -e " + at + "again ]; then exit 0; fi; sleep " +
+                         marker + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " + at +
+                         "up.$LOOM_RANK; wait";
+    options = std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-prolog=" + prolog});
+    ASSERT_TRUE(inst.start(2, args()));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    options.reset();
+    std::filesystem::remove_all(dir);
+  }
+  std::vector<std::string> args() {
+    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state"};
+  }
+  void crash() {
+    std::vector<pid_t> brokers;
+    for (uint32_t r = 0; r < inst.size(); ++r) {
+      std::string why;
+      auto pid = inst.broker_pid(r, &why);
+      ASSERT_TRUE(pid) << why;
+      brokers.push_back(*pid);
+    }
+    inst.expect_clean_exit(false);
+    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
+    expect_all_exit(brokers);
+    inst.stop(20);
+    inst.expect_clean_exit(true);
+  }
+};
+
+TEST_F(ExecPrologCrash, PrologsRunningThroughACrashAreKilledAndRunAgain) {
+  std::string id = submit_job({"-N2", "true"});
+  auto up = run_cmd({"/bin/cat", dir + "/up.0", dir + "/up.1"}, {}, 20);
+  ASSERT_EQ(up.code, 0) << show(up);
+  auto old = processes_with(marker);
+  ASSERT_EQ(old.size(), 2u);
+  crash();
+  std::ofstream(dir + "/again") << "";
+  ASSERT_TRUE(inst.start(2, args()));
+  expect_all_exit(old);  // the prologs' background processes too
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED") << show(loom({"job", "eventlog", id}));
+  // (The first run's entries went with the brokers if they came in the
+  // tenth of a second before the crash.)
+  auto exec = loom({"job", "eventlog", "--path=exec", id});
+  for (const char* what : {"prolog-start rank=0", "prolog-start rank=1", "prolog-finish rank=0 status=0",
+                           "prolog-finish rank=1 status=0"}) {
+    EXPECT_NE(exec.out.find(what), std::string::npos) << what << " in\n" << exec.out;
+  }
+  // Each rank's prolog ran twice.
+  std::ifstream in(dir + "/ran");
+  std::multiset<std::string> ranks;
+  for (std::string line; std::getline(in, line);) ranks.insert(line);
+  EXPECT_EQ(ranks, (std::multiset<std::string>{"0", "0", "1", "1"}));
 }
 
 }  // namespace

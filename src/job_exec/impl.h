@@ -60,6 +60,7 @@ struct JobExec::Impl {
     size_t gone_before = 0;                // reattach: ranks released before the restart
     std::set<uint32_t> unreached;          // reattach: ranks not back yet (asked again when online)
     std::set<uint32_t> unreached_epilogs;  // reattach: the same, for an epilog to run again
+    std::set<uint32_t> unreached_prologs;  // ranks not (yet) back to run the prolog, after a restart
     std::unique_ptr<Timer> reattach_timer;
     std::unique_ptr<Timer> retry_timer;  // asks the unreached ranks again, in case an online event was missed
     double reattach_deadline = 0;

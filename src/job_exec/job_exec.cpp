@@ -297,7 +297,8 @@ void JobExec::Impl::stop(std::function<void()> done) {
   for (uint64_t id : ids) {
     auto it = runs_.find(id);
     if (it == runs_.end()) continue;
-    if (it->second.real && (!it->second.unreached.empty() || !it->second.unreached_epilogs.empty())) {
+    if (it->second.real && (!it->second.unreached.empty() || !it->second.unreached_epilogs.empty() ||
+                            !it->second.unreached_prologs.empty())) {
       // Ranks not back from a crash will not be: they are lost, not unkillable.
       lost_ranks(id);
       it = runs_.find(id);

@@ -47,6 +47,21 @@ void JobExec::Impl::ask_perilog(Run& r, uint32_t rank, bool prolog) {
 // job (the other ranks' prologs are killed); one we killed (a cancel, the
 // time limit) is no failure.
 void JobExec::Impl::on_prolog(Run& r, uint32_t rank, const Message& m) {
+  if (m.errnum == EHOSTUNREACH) {
+    // After a restart, a job that had not started starts again, maybe
+    // before all its ranks are back: each is asked again when it is online,
+    // until the reattach timeout (then the job fails, in lost_ranks).
+    if (!r.retry_timer) r.retry_timer = h_.clock().make_timer();
+    if (!r.reattach_timer) {
+      r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
+      r.reattach_timer = h_.clock().make_timer();
+      r.reattach_timer->arm(cfg_.reattach_timeout, [this, id = r.id] { lost_ranks(id); });
+    }
+    if (h_.clock().now() < r.reattach_deadline) {
+      r.unreached_prologs.insert(rank);
+      return retry_unreached(r);
+    }
+  }
   if (m.errnum) {
     if (m.errnum != ENODATA) {
       // The rank's launch service could not run it (or the rank is gone):

@@ -173,6 +173,7 @@ void JobExec::Impl::on_online(const Message& ev) {
   for (auto& [id, r] : runs_) {
     if (r.unreached.erase(rank)) ask_shell(r, rank);
     if (r.unreached_epilogs.erase(rank)) ask_perilog(r, rank, false);
+    if (r.unreached_prologs.erase(rank)) ask_perilog(r, rank, true);
   }
 }
 
@@ -190,6 +191,21 @@ void JobExec::Impl::lost_ranks(uint64_t id) {
     auto cur = runs_.find(id);
     if (cur == runs_.end()) return;
     rank_free(cur->second, rank);
+  }
+  // Prologs that could not be asked for: the job cannot start there.
+  it = runs_.find(id);
+  if (it != runs_.end() && !it->second.unreached_prologs.empty()) {
+    Run& rp = it->second;
+    IdSet ranks;
+    for (uint32_t rank : rp.unreached_prologs) {
+      ranks.insert(rank);
+      rp.no_epilog.insert(rank);
+      rp.prolog_done.insert(rank);
+    }
+    rp.unreached_prologs.clear();
+    raise(rp, "node-failure", "ranks " + ranks.encode() + " did not come back to run the prolog");
+    kill_all(rp, SIGKILL);
+    prolog_progress(rp);
   }
   it = runs_.find(id);
   if (it == runs_.end() || it->second.unreached.empty()) return;
@@ -217,8 +233,11 @@ void JobExec::Impl::retry_unreached(Run& r) {
     it->second.unreached.clear();
     std::set<uint32_t> epilogs = std::move(it->second.unreached_epilogs);
     it->second.unreached_epilogs.clear();
+    std::set<uint32_t> prologs = std::move(it->second.unreached_prologs);
+    it->second.unreached_prologs.clear();
     for (uint32_t rk : again) ask_shell(it->second, rk);
     for (uint32_t rk : epilogs) ask_perilog(it->second, rk, false);
+    for (uint32_t rk : prologs) ask_perilog(it->second, rk, true);
   });
 }
 
