@@ -1,6 +1,7 @@
 // `loom start` as an operator uses it: the configuration merged once in the
-// documented precedence and checked before any broker starts, and every
-// example of docs/configuration.md run as written.
+// documented precedence and checked before any broker starts, every example
+// of docs/configuration.md run as written, and an interrupt (Ctrl-C, or a
+// signal to the whole process group) giving the orderly stop.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -282,5 +283,56 @@ TEST(ConfigurationDoc, ItsTableHasEveryKeyAndNoOther) {
   }
   EXPECT_EQ(documented, cli::config_keys());
 }
+
+// --- an interrupt stops the instance in order --------------------------------
+
+class StartInterrupt : public JobsFixture, public ::testing::WithParamInterface<bool> {
+ protected:
+  TempDir dir;
+  std::vector<std::string> args() {
+    return {"--cores-per-rank=1", "--gpus-per-rank=0", "--state-dir=" + dir.path() + "/state"};
+  }
+};
+
+// A job of two real tasks runs when `loom start` is interrupted, the signal
+// sent to it alone or (as a terminal's Ctrl-C, or `kill %1`) to its whole
+// process group. The job ends with an exception, its tasks are gone at
+// once (not after the reattach timeout), the brokers stop cleanly, none
+// reports another lost.
+TEST_P(StartInterrupt, EndsRunningJobsThenStopsTheBrokers) {
+  bool whole_group = GetParam();
+  inst.capture_log();
+  ASSERT_TRUE(inst.start(2, args()));
+  for (int r = 0; r < 2; ++r) ASSERT_EQ(::mkfifo((dir.path() + "/up." + std::to_string(r)).c_str(), 0600), 0);
+  std::string id = submit_job({"-N2", "sh", "-c", "echo $$ > " + dir.path() + "/up.$LOOM_RANK; exec sleep 300"});
+  std::vector<pid_t> tasks;
+  for (int r = 0; r < 2; ++r) {
+    auto up = run_cmd({"/bin/cat", dir.path() + "/up." + std::to_string(r)}, {}, 20);
+    ASSERT_EQ(up.code, 0) << show(up);
+    tasks.push_back(static_cast<pid_t>(std::stol(up.out)));
+  }
+  pid_t start = inst.pid();
+  ASSERT_EQ(::kill(whole_group ? -start : start, SIGINT), 0) << std::strerror(errno);
+  auto code = inst.wait_exit(30);
+  ASSERT_TRUE(code) << "loom start did not stop";
+  EXPECT_EQ(*code, 0);
+  expect_all_exit(tasks);
+  EXPECT_EQ(inst.log_count("lost"), 0u) << inst.log();
+  EXPECT_EQ(inst.log_count("did not stop"), 0u) << inst.log();
+  // The job's end was stored before the brokers stopped.
+  ASSERT_TRUE(inst.start(2, args()));
+  wait_event(id, "clean");
+  bool shut_down = false;
+  for (const auto& e : eventlog(id)) {
+    if (e["name"] == "exception") {
+      EXPECT_EQ(e["context"].value("type", ""), "exec") << e;
+      shut_down = shut_down || e["context"].value("note", "").find("shutting down") != std::string::npos;
+    }
+  }
+  EXPECT_TRUE(shut_down) << "no exception saying the instance was shutting down";
+}
+
+INSTANTIATE_TEST_SUITE_P(Signal, StartInterrupt, ::testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "ToTheProcessGroup" : "ToLoomStartAlone"; });
 
 }  // namespace loom::test

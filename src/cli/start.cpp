@@ -11,7 +11,10 @@
 //
 // The configuration (the --config file, --setconf, the plain options) is
 // merged and checked once, before any broker starts (cli/config.h), and
-// every broker gets the same options from it.
+// every broker gets the same options from it. The brokers run in a process
+// group of their own, so that the terminal's signals reach only us; we
+// stop the instance in order by asking rank 0 (SIGTERM), which ends the
+// running jobs before any broker stops.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -303,9 +306,17 @@ class Launcher {
       }
       if (auto p = topo.parent(r)) argv.push_back("--parent-path=" + overlay_path(*p));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
-      SpawnOpts so{keep, {}, true, -1};
+      // The brokers share a process group of their own (rank 0's), apart
+      // from ours: an interrupt for the terminal's foreground group (Ctrl-C),
+      // or `kill %1`, reaches us alone, and we stop the instance in order
+      // (docs/configuration.md, "Stopping an instance"). Only rank 0 gets
+      // SIGTERM if we die: it stops the others in order, and a broker
+      // whose parent is gone stops anyway, while a SIGTERM to every
+      // broker at once would stop each without the others.
+      SpawnOpts so{keep, {}, r == 0, r == 0 ? 0 : broker_group_};
       pid_t pid = spawn(argv, so, saved_mask_);
       if (pid < 0) return Error{errno, std::string("fork: ") + std::strerror(errno)};
+      if (r == 0) broker_group_ = pid;
       brokers_[pid] = r;
     }
     for (uint32_t r = 0; r < o_.size; ++r) {
@@ -442,6 +453,7 @@ class Launcher {
   bool remove_rundir_ = false;
   int rundir_lock_ = -1;  // held while we run, on a run directory named after the state directory
   std::map<pid_t, uint32_t> brokers_;
+  pid_t broker_group_ = 0;  // rank 0's pid, the brokers' process group
   bool broker_failed_ = false;
   sigset_t set_{};
   sigset_t saved_mask_{};
