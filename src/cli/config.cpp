@@ -1,5 +1,6 @@
 #include "cli/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
@@ -337,8 +338,12 @@ Status apply_setting(InstanceConfig& cfg, const Setting& s) {
   }
   std::string known;
   for (const Key& k : keys()) known += (known.empty() ? "" : ", ") + std::string(k.name);
-  return Error{EINVAL, (s.origin.empty() ? "" : s.origin + ": ") + "unknown configuration key " + quote_input(s.key) +
-                           " (known: " + known + ")"};
+  // A key of plain names as it is, anything else quoted.
+  bool plain = !s.key.empty() && std::all_of(s.key.begin(), s.key.end(), [](char c) {
+    return c == '.' || bare_key({&c, 1});
+  });
+  return Error{EINVAL, (s.origin.empty() ? "" : s.origin + ": ") + "unknown configuration key " +
+                           (plain ? s.key : quote_input(s.key)) + " (known: " + known + ")"};
 }
 
 Result<InstanceConfig> merge_config(const std::vector<Setting>& settings) {
