@@ -286,7 +286,12 @@ TEST(ConfigurationDoc, ItsTableHasEveryKeyAndNoOther) {
 
 // --- an interrupt stops the instance in order --------------------------------
 
-class StartInterrupt : public JobsFixture, public ::testing::WithParamInterface<bool> {
+// Where the interrupt goes: `loom start` alone, its process group (as a
+// terminal's Ctrl-C or `kill %1` sends it), or every broker at once (the
+// brokers' own process group).
+enum class Target { kStart, kStartGroup, kBrokerGroup };
+
+class StartInterrupt : public JobsFixture, public ::testing::WithParamInterface<Target> {
  protected:
   TempDir dir;
   std::vector<std::string> args() {
@@ -294,33 +299,40 @@ class StartInterrupt : public JobsFixture, public ::testing::WithParamInterface<
   }
 };
 
-// A job of two real tasks runs when `loom start` is interrupted, the signal
-// sent to it alone or (as a terminal's Ctrl-C, or `kill %1`) to its whole
-// process group. The job ends with an exception, its tasks are gone at
-// once (not after the reattach timeout), the brokers stop cleanly, none
-// reports another lost.
+// A job of real tasks on every rank runs when the interrupt comes. The job
+// ends with an exception, its tasks are gone at once (not after the
+// reattach timeout), the brokers stop, children first, and none reports
+// another lost.
 TEST_P(StartInterrupt, EndsRunningJobsThenStopsTheBrokers) {
-  bool whole_group = GetParam();
   inst.capture_log();
-  ASSERT_TRUE(inst.start(2, args()));
-  for (int r = 0; r < 2; ++r) ASSERT_EQ(::mkfifo((dir.path() + "/up." + std::to_string(r)).c_str(), 0600), 0);
-  std::string id = submit_job({"-N2", "sh", "-c", "echo $$ > " + dir.path() + "/up.$LOOM_RANK; exec sleep 300"});
+  ASSERT_TRUE(inst.start(3, args()));
+  for (int r = 0; r < 3; ++r) ASSERT_EQ(::mkfifo((dir.path() + "/up." + std::to_string(r)).c_str(), 0600), 0);
+  std::string id = submit_job({"-N3", "sh", "-c", "echo $$ > " + dir.path() + "/up.$LOOM_RANK; exec sleep 300"});
   std::vector<pid_t> tasks;
-  for (int r = 0; r < 2; ++r) {
+  for (int r = 0; r < 3; ++r) {
     auto up = run_cmd({"/bin/cat", dir.path() + "/up." + std::to_string(r)}, {}, 20);
     ASSERT_EQ(up.code, 0) << show(up);
     tasks.push_back(static_cast<pid_t>(std::stol(up.out)));
   }
-  pid_t start = inst.pid();
-  ASSERT_EQ(::kill(whole_group ? -start : start, SIGINT), 0) << std::strerror(errno);
+  pid_t target = inst.pid();
+  if (GetParam() == Target::kStartGroup) target = -inst.pid();
+  if (GetParam() == Target::kBrokerGroup) {
+    std::string why;
+    auto rank0 = inst.broker_pid(0, &why);
+    ASSERT_TRUE(rank0) << why;
+    target = -::getpgid(*rank0);
+    ASSERT_NE(-target, inst.pid());
+  }
+  ASSERT_EQ(::kill(target, SIGINT), 0) << std::strerror(errno);
   auto code = inst.wait_exit(30);
   ASSERT_TRUE(code) << "loom start did not stop";
-  EXPECT_EQ(*code, 0);
+  // Rank 0 stopping on its own (not asked by loom start) is news to it.
+  EXPECT_EQ(*code, GetParam() == Target::kBrokerGroup ? 1 : 0);
   expect_all_exit(tasks);
   EXPECT_EQ(inst.log_count("lost"), 0u) << inst.log();
   EXPECT_EQ(inst.log_count("did not stop"), 0u) << inst.log();
   // The job's end was stored before the brokers stopped.
-  ASSERT_TRUE(inst.start(2, args()));
+  ASSERT_TRUE(inst.start(3, args()));
   wait_event(id, "clean");
   bool shut_down = false;
   for (const auto& e : eventlog(id)) {
@@ -332,7 +344,15 @@ TEST_P(StartInterrupt, EndsRunningJobsThenStopsTheBrokers) {
   EXPECT_TRUE(shut_down) << "no exception saying the instance was shutting down";
 }
 
-INSTANTIATE_TEST_SUITE_P(Signal, StartInterrupt, ::testing::Values(false, true),
-                         [](const auto& info) { return info.param ? "ToTheProcessGroup" : "ToLoomStartAlone"; });
+INSTANTIATE_TEST_SUITE_P(Signal, StartInterrupt,
+                         ::testing::Values(Target::kStart, Target::kStartGroup, Target::kBrokerGroup),
+                         [](const auto& info) {
+                           switch (info.param) {
+                             case Target::kStart: return "ToLoomStartAlone";
+                             case Target::kStartGroup: return "ToItsProcessGroup";
+                             case Target::kBrokerGroup: return "ToEveryBroker";
+                           }
+                           return "?";
+                         });
 
 }  // namespace loom::test
