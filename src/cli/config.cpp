@@ -263,12 +263,12 @@ const std::vector<Key>& keys() {
                               [](const Setting& s) {
                                 return choice(s, {"off", "normal", "full"});
                               },
-                              [](InstanceConfig& c, std::string v) { c.kvs_synchronous = v; })},
+                              [](InstanceConfig& c, std::string v) { c.kvs_synchronous = std::move(v); })},
       {"sched.policy", field<std::string>(
                            [](const Setting& s) {
                              return choice(s, {"fcfs", "easy"});
                            },
-                           [](InstanceConfig& c, std::string v) { c.sched_policy = v; })},
+                           [](InstanceConfig& c, std::string v) { c.sched_policy = std::move(v); })},
       {"resource.cores-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 1, 1u << 20); },
                                                   [](InstanceConfig& c, uint32_t v) { c.cores_per_rank = v; })},
       {"resource.gpus-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 0, 1u << 16); },
@@ -284,7 +284,7 @@ const std::vector<Key>& keys() {
                                     [](const Setting& s) {
                                       return choice(s, {"true", "false"});
                                     },
-                                    [](InstanceConfig& c, std::string v) { c.allow_guest_test = v == "true"; })},
+                                    [](InstanceConfig& c, const std::string& v) { c.allow_guest_test = v == "true"; })},
       {"job-manager.jobspec-size-limit",
        field<uint32_t>([](const Setting& s) { return integer(s, 1024, 16u << 20); },
                        [](InstanceConfig& c, uint32_t v) { c.jobspec_size_limit = v; })},
