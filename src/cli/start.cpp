@@ -469,8 +469,10 @@ void add_start_command(CLI::App& app, Runner& run) {
   // These five are configuration keys too, checked with them (and taking
   // the same values: durations as `loom submit -t` writes them).
   auto plain = [&](const char* name, const char* help) {
+    bool count = std::string_view(name).ends_with("-per-rank") || std::string_view(name) == "--fanout";
     sub->add_option_function<std::string>(
            name, [o, name](const std::string& v) { o->plain[name] = v; }, help)
+        ->type_name(count ? "UINT" : "DURATION")
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   plain("--fanout", "Children per broker in the overlay tree (default 2; broker.fanout)");
