@@ -65,6 +65,19 @@ int main(int argc, char** argv) {
   app.add_option("--exec-epilog-timeout", shell_cfg.epilog_timeout, "Seconds an epilog may take")
       ->check(CLI::PositiveNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  // The prolog's options (docs/configuration.md); the execution side
+  // that uses them comes with the prolog itself.
+  std::string exec_prolog;
+  double exec_prolog_timeout = 60, exec_shell_exit_timeout = 30;
+  app.add_option("--exec-prolog", exec_prolog, "Command run (sh -c) on a rank before a job's shell there starts")
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-prolog-timeout", exec_prolog_timeout, "Seconds a prolog may take")
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--exec-shell-exit-timeout", exec_shell_exit_timeout,
+                 "Seconds the other shells of a job may run after one exited with a failure")
+      ->check(CLI::PositiveNumber)
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   app.add_option("--exec-kill-timeout", exec_cfg.kill_timeout, "Seconds from SIGTERM to SIGKILL")
       ->check(CLI::PositiveNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
@@ -179,7 +192,7 @@ int main(int argc, char** argv) {
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](const std::error_code& ec, int sig) {
       if (ec) return;
-      broker.shutdown(std::string("signal ") + strsignal(sig), 0);
+      broker.stop_instance(std::string("signal ") + strsignal(sig));
       wait_signal();
     });
   };
