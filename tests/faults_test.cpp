@@ -85,21 +85,30 @@ class Faults : public Exec {
     markers.push_back(std::to_string(seconds) + "." + std::to_string(::getpid()));
     return markers.back();
   }
-  // A real job whose tasks say they are up, then sleep with `word` on their
+  // One FIFO per writer: a line written while another writer's reader
+  // had it open would be lost when that reader closes.
+  void fifo(const std::string& name) { ASSERT_EQ(::mkfifo((dir + "/" + name).c_str(), 0600), 0); }
+  // Reads one line from the FIFO `name`: a task or an epilog said it got
+  // there.
+  void told(const std::string& name) {
+    std::string path = dir + "/" + name;
+    auto r = run_cmd({"/bin/sh", "-c", "read x < " + path}, {}, 20);
+    ASSERT_EQ(r.code, 0) << name << ": " << show(r);
+  }
+  // A real job of one task on each of `nodes` ranks (and `extra`
+  // options) whose tasks say they are up, then sleep with `word` on their
   // command line; returns once every task is up.
-  std::string running_job(const std::vector<std::string>& size, const std::string& word, int ntasks) {
-    std::string up = dir + "/up";
-    ::unlink(up.c_str());
-    EXPECT_EQ(::mkfifo(up.c_str(), 0600), 0);
-    std::vector<std::string> args = size;
-    for (const char* a : {"sh", "-c"}) args.push_back(a);
-    args.push_back("echo up > " + up + "; exec sleep " + word);
+  std::string running_job(int nodes, const std::string& word, const std::vector<std::string>& extra = {}) {
+    for (int r = 0; r < nodes; ++r) fifo("up." + std::to_string(r));
+    std::vector<std::string> args = {"-N" + std::to_string(nodes), "-n" + std::to_string(nodes)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    for (const std::string& a : {std::string("sh"), std::string("-c"),
+                                 "echo up > " + dir + "/up.$LOOM_RANK; exec sleep " + word}) {
+      args.push_back(a);
+    }
     std::string id = submit_job(args);
     jobs.push_back(id);
-    for (int i = 0; i < ntasks; ++i) {
-      auto r = run_cmd({"/bin/cat", up}, {}, 20);
-      EXPECT_EQ(r.code, 0) << show(r);
-    }
+    for (int r = 0; r < nodes; ++r) told("up." + std::to_string(r));
     return id;
   }
   Json alarms_and_allocated() {
@@ -115,7 +124,7 @@ class Faults : public Exec {
 TEST_F(Faults, ARunningJobWhoseCoresAreGoneAfterARestartFailsAndItsTasksAreKilled) {
   ASSERT_TRUE(start(1, 2));
   std::string word = marker(301);
-  std::string id = running_job({"-N1", "--exclusive"}, word, 1);
+  std::string id = running_job(1, word, {"--exclusive"});
   crash_instance(inst);
   ASSERT_TRUE(start(1, 1));
   wait_event(id, "clean");
@@ -139,7 +148,7 @@ TEST_F(Faults, ARunningJobWhoseCoresAreGoneAfterARestartFailsAndItsTasksAreKille
 TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
   ASSERT_TRUE(start(2, 1));
   std::string word = marker(302);
-  std::string id = running_job({"-N2"}, word, 2);
+  std::string id = running_job(2, word);
   crash_instance(inst);
   ASSERT_TRUE(start(1, 1));
   wait_event(id, "clean");  // within 20 s: well before the reattach timeout (60 s)
@@ -204,17 +213,6 @@ class Campaign : public Faults, public ::testing::WithParamInterface<std::tuple<
     locks.erase(it);
   }
   void touch(const std::string& name) { std::ofstream(dir + "/" + name).put('\n'); }
-  // One FIFO per writer: a line written while another writer's reader
-  // had it open would be lost when that reader closes.
-  void fifo(const std::string& name) { ASSERT_EQ(::mkfifo((dir + "/" + name).c_str(), 0600), 0); }
-  // Reads one line from the FIFO `name`: a task or an epilog said it got
-  // there.
-  void told(const std::string& name) {
-    std::string path = dir + "/" + name;
-    auto r = run_cmd({"/bin/sh", "-c", "read x < " + path}, {}, 20);
-    ASSERT_EQ(r.code, 0) << name << ": " << show(r);
-  }
-
   // The epilog: on a rank whose hold.R file exists it says so once (unless
   // the test already heard it) and waits for the test's lock on lock.R.
   ::testing::AssertionResult start(bool smaller) {
