@@ -25,20 +25,6 @@
 namespace loom::test {
 namespace {
 
-// The processes with `text` somewhere in their command line (arguments
-// separated by NUL bytes).
-std::vector<pid_t> processes_mentioning(const std::string& text) {
-  std::vector<pid_t> out;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
-    std::string name = entry.path().filename();
-    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (cmdline.find(text) != std::string::npos && std::stol(name) != ::getpid()) out.push_back(std::stoi(name));
-  }
-  return out;
-}
-
 class Faults : public Exec {
  protected:
   std::string dir;
