@@ -6,11 +6,18 @@
 // twice, every job reaches `clean`, nothing is allocated twice or to a job
 // that is gone (the double-booking alarm stays 0), every eventlog parses.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
+#include <map>
+#include <set>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "kit/exec.h"
@@ -41,6 +48,15 @@ class Faults : public Exec {
     for (const auto& id : jobs) {
       for (pid_t p : processes_with(std::to_string(num(id)))) ::kill(-p, SIGKILL);
     }
+    // Epilogs and tasks of this test left waiting when a test fails: the
+    // shells that run the epilog's script (loomd has it in its arguments
+    // too) and what waits on a lock.
+    for (pid_t p : processes_mentioning(std::string("/bin/sh") + '\0' + "-c" + '\0' + "test -e " + dir)) {
+      ::kill(p, SIGKILL);
+    }
+    for (const char* lock : {"/lock.0", "/lock.1", "/task.lock"}) {
+      for (pid_t p : processes_with(dir + lock)) ::kill(p, SIGKILL);
+    }
     std::filesystem::remove_all(dir);
   }
   // An instance of `size` ranks with `cores` cores each on the state directory.
@@ -55,21 +71,30 @@ class Faults : public Exec {
     markers.push_back(std::to_string(seconds) + "." + std::to_string(::getpid()));
     return markers.back();
   }
-  // A real job whose tasks say they are up, then sleep with `word` on their
+  // One FIFO per writer: a line written while another writer's reader
+  // had it open would be lost when that reader closes.
+  void fifo(const std::string& name) { ASSERT_EQ(::mkfifo((dir + "/" + name).c_str(), 0600), 0); }
+  // Reads one line from the FIFO `name`: a task or an epilog said it got
+  // there.
+  void told(const std::string& name) {
+    std::string path = dir + "/" + name;
+    auto r = run_cmd({"/bin/sh", "-c", "read x < " + path}, {}, 20);
+    ASSERT_EQ(r.code, 0) << name << ": " << show(r);
+  }
+  // A real job of one task on each of `nodes` ranks (and `extra`
+  // options) whose tasks say they are up, then sleep with `word` on their
   // command line; returns once every task is up.
-  std::string running_job(const std::vector<std::string>& size, const std::string& word, int ntasks) {
-    std::string up = dir + "/up";
-    ::unlink(up.c_str());
-    EXPECT_EQ(::mkfifo(up.c_str(), 0600), 0);
-    std::vector<std::string> args = size;
-    for (const char* a : {"sh", "-c"}) args.push_back(a);
-    args.push_back("echo up > " + up + "; exec sleep " + word);
+  std::string running_job(int nodes, const std::string& word, const std::vector<std::string>& extra = {}) {
+    for (int r = 0; r < nodes; ++r) fifo("up." + std::to_string(r));
+    std::vector<std::string> args = {"-N" + std::to_string(nodes), "-n" + std::to_string(nodes)};
+    args.insert(args.end(), extra.begin(), extra.end());
+    for (const std::string& a : {std::string("sh"), std::string("-c"),
+                                 "echo up > " + dir + "/up.$LOOM_RANK; exec sleep " + word}) {
+      args.push_back(a);
+    }
     std::string id = submit_job(args);
     jobs.push_back(id);
-    for (int i = 0; i < ntasks; ++i) {
-      auto r = run_cmd({"/bin/cat", up}, {}, 20);
-      EXPECT_EQ(r.code, 0) << show(r);
-    }
+    for (int r = 0; r < nodes; ++r) told("up." + std::to_string(r));
     return id;
   }
   Json alarms_and_allocated() {
@@ -85,7 +110,7 @@ class Faults : public Exec {
 TEST_F(Faults, ARunningJobWhoseCoresAreGoneAfterARestartFailsAndItsTasksAreKilled) {
   ASSERT_TRUE(start(1, 2));
   std::string word = marker(301);
-  std::string id = running_job({"-N1", "--exclusive"}, word, 1);
+  std::string id = running_job(1, word, {"--exclusive"});
   crash_instance(inst);
   ASSERT_TRUE(start(1, 1));
   wait_event(id, "clean");
@@ -109,7 +134,7 @@ TEST_F(Faults, ARunningJobWhoseCoresAreGoneAfterARestartFailsAndItsTasksAreKille
 TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
   ASSERT_TRUE(start(2, 1));
   std::string word = marker(302);
-  std::string id = running_job({"-N2"}, word, 2);
+  std::string id = running_job(2, word);
   crash_instance(inst);
   ASSERT_TRUE(start(1, 1));
   wait_event(id, "clean");  // within 20 s: well before the reattach timeout (60 s)
@@ -129,6 +154,180 @@ TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
   }
   expect_all_exit(left);
 }
+
+// --- the campaign ---
+//
+// One job (or two) at a chosen point of its life when every broker is
+// killed; then a restart on the same state directory, with the same
+// configuration (2 ranks of 2 cores) or a smaller one (1 rank of 1 core).
+// Tasks, epilogs and prologs wait on locks the test holds, so the points
+// are reached and left on events, not on time.
+enum class Point { kSubmitted, kAllocated, kRunning, kEpilog, kFinalRelease };
+
+const char* point_name(Point p) {
+  switch (p) {
+    case Point::kSubmitted: return "AfterSubmit";
+    case Point::kAllocated: return "AfterAlloc";
+    case Point::kRunning: return "WhileRunning";
+    case Point::kEpilog: return "DuringTheEpilog";
+    case Point::kFinalRelease: return "BeforeTheFinalRelease";
+  }
+  return "?";
+}
+
+class Campaign : public Faults, public ::testing::WithParamInterface<std::tuple<Point, bool>> {
+ protected:
+  std::map<std::string, int> locks;  // path → descriptor holding its flock
+
+  void TearDown() override {
+    for (auto& [path, fd] : locks) ::close(fd);
+    Faults::TearDown();
+  }
+  // Holds an exclusive flock on `name` in the test directory: whatever runs
+  // `flock FILE ...` on it waits until release().
+  void hold(const std::string& name) {
+    std::string path = dir + "/" + name;
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    ASSERT_GE(fd, 0) << std::strerror(errno);
+    ASSERT_EQ(::flock(fd, LOCK_EX), 0);
+    locks[path] = fd;
+  }
+  void release(const std::string& name) {
+    auto it = locks.find(dir + "/" + name);
+    if (it == locks.end()) return;
+    ::close(it->second);
+    locks.erase(it);
+  }
+  void touch(const std::string& name) { std::ofstream(dir + "/" + name).put('\n'); }
+  // The epilog: on a rank whose hold.R file exists it says so once (unless
+  // the test already heard it) and waits for the test's lock on lock.R.
+  ::testing::AssertionResult start(bool smaller) {
+    std::string d = dir + "/";
+    std::string epilog = "test -e " + d + "hold.$LOOM_RANK || exit 0; test -e " + d + "heard.$LOOM_RANK || echo up > " +
+                         d + "eup.$LOOM_RANK; exec flock " + d + "lock.$LOOM_RANK true";
+    uint32_t size = smaller ? 1 : 2, cores = smaller ? 1 : 2;
+    return inst.start(size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0",
+                             "--state-dir=" + dir + "/state", "--setconf", "exec.reattach-timeout=60", "--setconf",
+                             "exec.kill-timeout=2", "--setconf", "exec.epilog=" + epilog});
+  }
+
+  // The invariants, once the instance is back: every acknowledged job is
+  // listed and reaches clean (cancelled if it still runs), its eventlogs
+  // parse, nothing is allocated, the alarm is 0, and a new job gets a new id.
+  void check(const std::vector<std::string>& acked) {
+    auto all = loom({"jobs", "-a", "--json"});
+    ASSERT_EQ(all.code, 0) << show(all);
+    auto listed = parse_json(all.out);
+    ASSERT_TRUE(listed.ok()) << all.out;
+    std::set<uint64_t> ids;
+    for (auto& j : *listed) ids.insert(j["id"].get<uint64_t>());
+    uint64_t highest = 0;
+    for (const auto& id : acked) {
+      EXPECT_TRUE(ids.count(num(id))) << "job " << id << " was acknowledged but is gone";
+      highest = std::max(highest, num(id));
+      // (It may end by itself meanwhile: then the cancel is refused.)
+      if (state(id) != "INACTIVE") loom({"cancel", id});
+    }
+    for (const auto& id : acked) {
+      wait_event(id, "clean");
+      for (const char* path : {"eventlog", "exec"}) {
+        auto log = loom({"job", "eventlog", "--json", "-p", path, id});
+        if (log.code != 0 && std::string(path) == "exec") continue;  // never started: no exec eventlog
+        ASSERT_EQ(log.code, 0) << id << " " << path << ": " << show(log);
+        for (const auto& line : log.out_lines()) {
+          auto e = parse_json(line);
+          EXPECT_TRUE(e.ok() && e->is_object() && (*e)["name"].is_string()) << id << " " << path << ": " << line;
+        }
+      }
+    }
+    EXPECT_EQ(alarms_and_allocated(), (Json{{"alarms", 0}, {"allocated", ""}}));
+    std::string next = submit_job({"--setattr=exec.test.run_duration=0", "true"});
+    EXPECT_GT(num(next), highest) << "an id was used again";
+    wait_event(next, "clean");
+    EXPECT_EQ(job(next)["result"], "COMPLETED");
+  }
+};
+
+TEST_P(Campaign, EveryJobIsKeptAndEndsAndNothingIsBookedTwice) {
+  auto [point, smaller] = GetParam();
+  ASSERT_TRUE(start(false));
+  std::vector<std::string> acked;
+  std::string d = dir + "/";
+  switch (point) {
+    case Point::kSubmitted: {
+      ASSERT_EQ(loom({"queue", "stop"}).code, 0);
+      acked.push_back(submit_job({"-N2", "true"}));
+      acked.push_back(submit_job({"-n1", "true"}));
+      break;
+    }
+    case Point::kAllocated: {
+      // Allocated, its start asked of test execution and not answered.
+      acked.push_back(submit_job({"--setattr=exec.test.override=true", "-N2", "true"}));
+      wait_event(acked.back(), "alloc");
+      break;
+    }
+    case Point::kRunning: {
+      hold("task.lock");
+      int n = 0;
+      // A job on one core of each rank, and one on one core.
+      for (const char* size : {"-N2", "-N1"}) {
+        std::string up = "up" + std::to_string(n++) + ".";
+        for (int r = 0; r < 2; ++r) fifo(up + std::to_string(r));
+        bool both = size == std::string("-N2");
+        acked.push_back(submit_job({size, both ? "-n2" : "-n1", "sh", "-c",
+                                    "echo up > " + d + up + "$LOOM_RANK; exec flock " + d + "task.lock true"}));
+        jobs.push_back(acked.back());
+        wait_event(acked.back(), "start");
+        told(up + (both ? "0" : job(acked.back()).value("ranks", "?")));
+        if (both) told(up + "1");
+      }
+      break;
+    }
+    case Point::kEpilog: {
+      for (int r = 0; r < 2; ++r) {
+        touch("hold." + std::to_string(r));
+        hold("lock." + std::to_string(r));
+        fifo("eup." + std::to_string(r));
+      }
+      acked.push_back(submit_job({"-N2", "true"}));
+      jobs.push_back(acked.back());
+      told("eup.0");
+      told("eup.1");
+      wait_event(acked.back(), "finish");
+      break;
+    }
+    case Point::kFinalRelease: {
+      // Rank 0's epilog ends at once, rank 1's waits: rank 0 is released,
+      // the final release is not.
+      touch("hold.1");
+      hold("lock.1");
+      fifo("eup.1");
+      acked.push_back(submit_job({"-N2", "true"}));
+      jobs.push_back(acked.back());
+      told("eup.1");
+      wait_event(acked.back(), "release");
+      break;
+    }
+  }
+  crash_instance(inst);
+  for (int r = 0; r < 2; ++r) touch("heard." + std::to_string(r));
+  ASSERT_TRUE(start(smaller));
+  if (point == Point::kSubmitted) {
+    ASSERT_EQ(loom({"queue", "start"}).code, 0);
+  }
+  // Whatever waited goes on now.
+  for (const char* name : {"task.lock", "lock.0", "lock.1"}) release(name);
+  check(acked);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, Campaign,
+                         ::testing::Combine(::testing::Values(Point::kSubmitted, Point::kAllocated, Point::kRunning,
+                                                              Point::kEpilog, Point::kFinalRelease),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(point_name(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "ThenSmaller" : "ThenSame");
+                         });
 
 }  // namespace
 }  // namespace loom::test

@@ -22,20 +22,13 @@
 #include <vector>
 
 #include "base/fluid.h"
+#include "kit/exec.h"
 #include "kit/instance.h"
 #include "kit/users.h"
 
 namespace loom::test {
 namespace {
 
-std::string show(const CmdResult& r) {
-  return "exit " + std::to_string(r.code) + "\nstdout: " + r.out + "\nstderr: " + r.err;
-}
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
 
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
@@ -294,20 +287,7 @@ class MultiUserReattach : public MultiUser {
   std::vector<std::string> instance_args() override {
     return {"--state-dir=" + shared_ + "/state", "--setconf", "exec.reattach-timeout=30"};
   }
-  void crash() {
-    std::vector<pid_t> brokers;
-    for (uint32_t r = 0; r < inst_.size(); ++r) {
-      std::string why;
-      auto pid = inst_.broker_pid(r, &why);
-      ASSERT_TRUE(pid) << why;
-      brokers.push_back(*pid);
-    }
-    inst_.expect_clean_exit(false);
-    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
-    for (pid_t p : brokers) EXPECT_TRUE(wait_gone(p, 10)) << "broker " << p << " still runs";
-    inst_.stop(20);
-    inst_.expect_clean_exit(true);
-  }
+  void crash() { crash_instance(inst_); }
   std::string fifo(const char* name, int rank) { return shared_ + "/" + name + "." + std::to_string(rank); }
   // Lets the task of rank R go on (it waits reading a FIFO).
   void go(int rank) {

@@ -189,7 +189,7 @@ int main(int argc, char** argv) {
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](const std::error_code& ec, int sig) {
       if (ec) return;
-      broker.shutdown(std::string("signal ") + strsignal(sig), 0);
+      broker.stop_instance(std::string("signal ") + strsignal(sig));
       wait_signal();
     });
   };

@@ -76,6 +76,13 @@ class Broker {
   // Orderly stop: children first, then this broker. `done` runs when this
   // broker has finished (the caller then stops the loop).
   void shutdown(const std::string& why, int exit_code);
+  // A signal to this broker (SIGINT, SIGTERM): the orderly stop of the
+  // whole instance, so that a signal to every broker at once (to their
+  // process group) stops it as a signal to rank 0 does. Rank 0 stops;
+  // another rank asks rank 0 (broker.shutdown) and waits to be stopped
+  // from above, stopping its own subtree at once only if rank 0 cannot
+  // be asked or the signal comes again.
+  void stop_instance(const std::string& why);
   void on_finished(std::function<void(int exit_code)> fn) { finished_ = std::move(fn); }
   // Work to finish before the brokers stop (running jobs ended, their
   // events stored). Hooks run one after the other, each calling its `done`;
@@ -202,6 +209,7 @@ class Broker {
   std::vector<Message> ready_waiters_;
 
   bool shutting_down_ = false;
+  bool stop_asked_ = false;  // stop_instance asked rank 0 already
   std::vector<ShutdownHook> shutdown_hooks_;
   void run_shutdown_hooks(size_t i, std::function<void()> then);
   void stop_brokers();

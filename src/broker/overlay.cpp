@@ -12,7 +12,8 @@
 // one `broker.lost {"rank", "reason"}` event per rank of its subtree. A
 // broker that loses its parent cannot reach the instance any more and
 // stops. `overlay.shutdown` from the parent asks a child to stop (children
-// first).
+// first). A signal to a rank other than 0 asks rank 0 to stop the instance
+// (broker.shutdown), so that the stop comes from the top in order.
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -254,6 +255,17 @@ void Broker::shutdown(const std::string& why, int exit_code) {
     return;
   }
   stop_brokers();
+}
+
+void Broker::stop_instance(const std::string& why) {
+  if (cfg_.rank == 0 || stop_asked_ || !parent_peer_) return shutdown(why, 0);
+  stop_asked_ = true;
+  spdlog::info("{}: asking rank 0 to stop the instance", why);
+  builtin_->rpc("broker.shutdown", "{}", {0, false, cfg_.shutdown_timeout}, [this, why](const Message& m) {
+    if (m.errnum == 0) return;
+    spdlog::warn("{}: rank 0 could not be asked to stop the instance ({}); stopping this rank", why, error_text(m));
+    shutdown(why, 0);
+  });
 }
 
 void Broker::stop_brokers() {

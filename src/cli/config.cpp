@@ -1,14 +1,18 @@
 #include "cli/config.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <toml.hpp>
 
+#include "base/quote.h"
+#include "jobspec/jobspec.h"
 #include "msg/json.h"
 
 namespace loom::cli {
@@ -82,15 +86,19 @@ bool nests_deeper_than(std::string_view s, int max_depth) {
   return false;
 }
 
+// A TOML float as text a duration or an integer key reads: fixed notation
+// ("0.00001", never "1e-05") where it fits.
 std::string shortest(double v) {
-  char buf[64];
-  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
-  return ec == std::errc{} ? std::string(buf, end) : std::to_string(v);
+  char buf[512];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
+  if (ec == std::errc{}) return std::string(buf, end);
+  auto [gend, gec] = std::to_chars(buf, buf + sizeof buf, v);
+  return gec == std::errc{} ? std::string(buf, gend) : std::to_string(v);
 }
 }  // namespace
 
-Result<std::vector<std::string>> parse_config_toml(std::string_view text, const std::string& origin) {
-  std::vector<std::string> out;
+Result<std::vector<Setting>> parse_config_toml(std::string_view text, const std::string& origin) {
+  std::vector<Setting> out;
   if (size_t at = invalid_utf8_at(text); at != std::string_view::npos) {
     return Error{EINVAL, origin + ": not UTF-8 text (at byte " + std::to_string(at) + ")"};
   }
@@ -107,6 +115,7 @@ Result<std::vector<std::string>> parse_config_toml(std::string_view text, const 
         if (!bare_key(k))
           return Error{EINVAL, origin + ": \"" + k + "\" in [" + table + "] is not a configuration key"};
         std::string value;
+        bool list = false;
         if (v.is_string()) {
           value = v.as_string().str;
         } else if (v.is_integer()) {
@@ -120,16 +129,17 @@ Result<std::vector<std::string>> parse_config_toml(std::string_view text, const 
           value = v.as_boolean() ? "true" : "false";
         } else if (v.is_array()) {
           // A list of strings (a command and its arguments) as JSON text.
-          Json list = Json::array();
+          Json items = Json::array();
           for (const auto& e : v.as_array()) {
             if (!e.is_string()) return Error{EINVAL, origin + ": " + table + "." + k + " must be a list of strings"};
-            list.push_back(e.as_string().str);
+            items.push_back(e.as_string().str);
           }
-          value = dump_json(list);
+          value = dump_json(items);
+          list = true;
         } else {
           return Error{EINVAL, origin + ": " + table + "." + k + " must be a string, a number, a boolean or a list"};
         }
-        out.push_back(table + "." + k + "=" + value);
+        out.push_back(Setting{table + "." + k, std::move(value), list, origin});
       }
     }
   } catch (const std::exception& e) {
@@ -142,13 +152,235 @@ Result<std::vector<std::string>> parse_config_toml(std::string_view text, const 
   return out;
 }
 
-Result<std::vector<std::string>> read_config_file(const std::string& path) {
+Result<std::vector<Setting>> read_config_file(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
   if (!f) return Error{EINVAL, path + ": cannot read the configuration file: " + std::strerror(errno)};
   std::ostringstream text;
   text << f.rdbuf();
   if (f.bad()) return Error{EINVAL, path + ": cannot read the configuration file"};
   return parse_config_toml(text.str(), path);
+}
+
+// --- the keys ---
+
+namespace {
+
+// What a key's value must be, without saying where it was written.
+using Check = std::function<Status(InstanceConfig&, const Setting&)>;
+
+// Durations beyond a year are a mistake, and would overflow the timers
+// that hold them (nanoseconds in 64 bits last 292 years).
+constexpr double kMaxDuration = 365 * 86400.0;
+
+Result<uint32_t> integer(const Setting& s, uint32_t lo, uint32_t hi) {
+  uint64_t v = 0;
+  const char* end = s.value.data() + s.value.size();
+  auto [ptr, ec] = std::from_chars(s.value.data(), end, v);
+  if (s.value.empty() || ec != std::errc{} || ptr != end || v < lo || v > hi) {
+    return Error{EINVAL, "must be an integer " + std::to_string(lo) + "-" + std::to_string(hi) + ", not " +
+                             quote_input(s.value)};
+  }
+  return static_cast<uint32_t>(v);
+}
+
+// The durations `loom submit -t` takes ("30s", "5m", "2h", "1d"), a bare
+// number being seconds here.
+Result<double> duration(const Setting& s, bool zero_ok) {
+  auto d = parse_fsd(s.value);
+  if (!d.ok() || !std::isfinite(*d) || *d > kMaxDuration || *d < 0 || (*d == 0 && !zero_ok)) {
+    return Error{EINVAL, std::string("must be a duration ") + (zero_ok ? "of 0 or more" : "above 0") +
+                             " and at most 365d (seconds, or with a unit: 30s, 5m, 2h, 1d), not " +
+                             quote_input(s.value)};
+  }
+  return *d;
+}
+
+Result<std::string> choice(const Setting& s, std::initializer_list<const char*> allowed) {
+  std::string names;
+  size_t i = 0;
+  for (const char* a : allowed) {
+    if (s.value == a) return s.value;
+    names += (i == 0 ? "" : i + 1 == allowed.size() ? " or " : ", ") + std::string(a);
+    ++i;
+  }
+  return Error{EINVAL, "must be " + names + ", not " + quote_input(s.value)};
+}
+
+// A command as loomd takes it (see InstanceConfig::epilog). Text is a
+// command for /bin/sh -c, and an empty one means none; a list names a
+// program and its arguments. Shell text that begins with '[' (the test
+// command) goes to loomd as a list, so that it cannot be read as one.
+Result<std::string> command(const Setting& s) {
+  if (s.list) {
+    auto list = parse_json(s.value);
+    bool ok = list.ok() && list->is_array() && !list->empty();
+    for (const auto& e : ok ? *list : Json::array()) {
+      ok = ok && e.is_string() && e.get<std::string>().find('\0') == std::string::npos;
+    }
+    if (!ok || (*list)[0].get<std::string>().empty()) {
+      return Error{EINVAL, "must be a command, or a list of a program and its arguments: " + quote_input(s.value) +
+                               " is not a JSON list of strings, such as [\"/etc/loom/epilog\", \"--quick\"]"};
+    }
+    return dump_json(*list);
+  }
+  if (s.value.find('\0') != std::string::npos) return Error{EINVAL, "must not hold a NUL byte"};
+  if (s.value.starts_with("[")) return dump_json(Json::array({"/bin/sh", "-c", s.value}));
+  return s.value;
+}
+
+struct Key {
+  const char* name;
+  Check check;
+};
+
+template <typename T, typename Set>
+Check field(std::function<Result<T>(const Setting&)> parse, Set set) {
+  return [parse, set](InstanceConfig& c, const Setting& s) -> Status {
+    auto v = parse(s);
+    if (!v.ok()) return v.error();
+    set(c, *v);
+    return {};
+  };
+}
+
+Check duration_key(double InstanceConfig::*member, bool zero_ok) {
+  return field<double>([zero_ok](const Setting& s) { return duration(s, zero_ok); },
+                       [member](InstanceConfig& c, double v) { c.*member = v; });
+}
+
+Check command_key(std::string InstanceConfig::*member) {
+  return field<std::string>(command, [member](InstanceConfig& c, std::string v) { c.*member = std::move(v); });
+}
+
+const std::vector<Key>& keys() {
+  static const std::vector<Key> table = {
+      {"broker.fanout", field<uint32_t>([](const Setting& s) { return integer(s, 1, 1024); },
+                                        [](InstanceConfig& c, uint32_t v) { c.fanout = v; })},
+      {"broker.heartbeat-interval", duration_key(&InstanceConfig::heartbeat_interval, false)},
+      {"broker.heartbeat-timeout", duration_key(&InstanceConfig::heartbeat_timeout, false)},
+      {"broker.frame-timeout", duration_key(&InstanceConfig::frame_timeout, false)},
+      {"kvs.synchronous", field<std::string>(
+                              [](const Setting& s) {
+                                return choice(s, {"off", "normal", "full"});
+                              },
+                              [](InstanceConfig& c, std::string v) { c.kvs_synchronous = std::move(v); })},
+      {"sched.policy", field<std::string>(
+                           [](const Setting& s) {
+                             return choice(s, {"fcfs", "easy"});
+                           },
+                           [](InstanceConfig& c, std::string v) { c.sched_policy = std::move(v); })},
+      {"resource.cores-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 1, 1u << 20); },
+                                                  [](InstanceConfig& c, uint32_t v) { c.cores_per_rank = v; })},
+      {"resource.gpus-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 0, 1u << 16); },
+                                                 [](InstanceConfig& c, uint32_t v) { c.gpus_per_rank = v; })},
+      {"exec.prolog", command_key(&InstanceConfig::prolog)},
+      {"exec.prolog-timeout", duration_key(&InstanceConfig::prolog_timeout, false)},
+      {"exec.epilog", command_key(&InstanceConfig::epilog)},
+      {"exec.epilog-timeout", duration_key(&InstanceConfig::epilog_timeout, false)},
+      {"exec.kill-timeout", duration_key(&InstanceConfig::kill_timeout, false)},
+      {"exec.shell-exit-timeout", duration_key(&InstanceConfig::shell_exit_timeout, false)},
+      {"exec.reattach-timeout", duration_key(&InstanceConfig::reattach_timeout, true)},
+      {"exec.allow-guest-test", field<std::string>(
+                                    [](const Setting& s) {
+                                      return choice(s, {"true", "false"});
+                                    },
+                                    [](InstanceConfig& c, const std::string& v) { c.allow_guest_test = v == "true"; })},
+      {"job-manager.jobspec-size-limit",
+       field<uint32_t>([](const Setting& s) { return integer(s, 1024, 16u << 20); },
+                       [](InstanceConfig& c, uint32_t v) { c.jobspec_size_limit = v; })},
+      {"job-manager.inactive-num-limit",
+       field<uint32_t>([](const Setting& s) { return integer(s, 0, UINT32_MAX >> 1); },
+                       [](InstanceConfig& c, uint32_t v) { c.inactive_num_limit = v; })},
+  };
+  return table;
+}
+
+// Where a setting was written: "loom.toml: exec.kill-timeout",
+// "--setconf exec.kill-timeout", "--fanout".
+std::string where(const Setting& s) {
+  if (s.origin == "--setconf") return "--setconf " + s.key;
+  if (s.origin.starts_with("--")) return s.origin;
+  return (s.origin.empty() ? "" : s.origin + ": ") + s.key;
+}
+
+std::string seconds(double v) {
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof buf, v);
+  return ec == std::errc{} ? std::string(buf, end) : std::to_string(v);
+}
+
+}  // namespace
+
+const std::vector<std::string>& config_keys() {
+  static const std::vector<std::string> names = [] {
+    std::vector<std::string> v;
+    for (const Key& k : keys()) v.push_back(k.name);
+    return v;
+  }();
+  return names;
+}
+
+Result<Setting> parse_setconf(std::string_view text) {
+  auto eq = text.find('=');
+  if (eq == std::string_view::npos || eq == 0) {
+    return Error{EINVAL, "--setconf wants KEY=VALUE, got " + quote_input(text)};
+  }
+  std::string value(text.substr(eq + 1));
+  bool list = value.starts_with("[");
+  return Setting{std::string(text.substr(0, eq)), std::move(value), list, "--setconf"};
+}
+
+Status apply_setting(InstanceConfig& cfg, const Setting& s) {
+  for (const Key& k : keys()) {
+    if (s.key != k.name) continue;
+    if (auto st = k.check(cfg, s); !st) return Error{EINVAL, where(s) + ": " + st.error().text};
+    return {};
+  }
+  std::string known;
+  for (const Key& k : keys()) known += (known.empty() ? "" : ", ") + std::string(k.name);
+  // A key of plain names as it is, anything else quoted.
+  bool plain = !s.key.empty() && std::all_of(s.key.begin(), s.key.end(), [](char c) {
+    return c == '.' || bare_key({&c, 1});
+  });
+  return Error{EINVAL, (s.origin.empty() ? "" : s.origin + ": ") + "unknown configuration key " +
+                           (plain ? s.key : quote_input(s.key)) + " (known: " + known + ")"};
+}
+
+Result<InstanceConfig> merge_config(const std::vector<Setting>& settings) {
+  InstanceConfig cfg;
+  for (const Setting& s : settings) {
+    if (auto st = apply_setting(cfg, s); !st) return st.error();
+  }
+  if (cfg.heartbeat_timeout <= cfg.heartbeat_interval) {
+    return Error{EINVAL, "broker.heartbeat-timeout (" + seconds(cfg.heartbeat_timeout) +
+                             "s) must be longer than broker.heartbeat-interval (" + seconds(cfg.heartbeat_interval) +
+                             "s)"};
+  }
+  return cfg;
+}
+
+std::vector<std::string> loomd_options(const InstanceConfig& c) {
+  std::vector<std::string> o = {
+      "--fanout=" + std::to_string(c.fanout),
+      "--heartbeat-interval=" + seconds(c.heartbeat_interval),
+      "--heartbeat-timeout=" + seconds(c.heartbeat_timeout),
+      "--frame-timeout=" + seconds(c.frame_timeout),
+      "--kvs-synchronous=" + c.kvs_synchronous,
+      "--sched-policy=" + c.sched_policy,
+      "--jobspec-size-limit=" + std::to_string(c.jobspec_size_limit),
+      "--inactive-num-limit=" + std::to_string(c.inactive_num_limit),
+      "--exec-allow-guest-test=" + std::string(c.allow_guest_test ? "true" : "false"),
+  };
+  if (c.cores_per_rank) o.push_back("--cores-per-rank=" + std::to_string(*c.cores_per_rank));
+  if (c.gpus_per_rank) o.push_back("--gpus-per-rank=" + std::to_string(*c.gpus_per_rank));
+  if (!c.epilog.empty()) o.push_back("--exec-epilog=" + c.epilog);
+  o.push_back("--exec-epilog-timeout=" + seconds(c.epilog_timeout));
+  if (!c.prolog.empty()) o.push_back("--exec-prolog=" + c.prolog);
+  o.push_back("--exec-prolog-timeout=" + seconds(c.prolog_timeout));
+  o.push_back("--exec-shell-exit-timeout=" + seconds(c.shell_exit_timeout));
+  o.push_back("--exec-kill-timeout=" + seconds(c.kill_timeout));
+  o.push_back("--exec-reattach-timeout=" + seconds(c.reattach_timeout));
+  return o;
 }
 
 }  // namespace loom::cli

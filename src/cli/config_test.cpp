@@ -8,7 +8,9 @@
 namespace loom::cli {
 
 namespace {
-std::vector<std::string> sorted(std::vector<std::string> v) {
+std::vector<std::string> sorted(const std::vector<Setting>& settings) {
+  std::vector<std::string> v;
+  for (const auto& s : settings) v.push_back(s.key + "=" + s.value + (s.list ? " (list)" : ""));
   std::sort(v.begin(), v.end());
   return v;
 }
@@ -32,7 +34,7 @@ allow-guest-test = false
                              "loom.toml");
   ASSERT_TRUE(r.ok()) << r.error().text;
   EXPECT_EQ(sorted(*r), (std::vector<std::string>{"broker.heartbeat-interval=0.1", R"(exec.allow-guest-test=false)",
-                                                  R"(exec.epilog=["/bin/sh","-c","echo [done]"])",
+                                                  R"(exec.epilog=["/bin/sh","-c","echo [done]"] (list))",
                                                   "kvs.synchronous=full", "resource.cores-per-rank=8"}));
 }
 
@@ -57,6 +59,119 @@ TEST(Config, RefusesDeepNestingAndInvalidUtf8BeforeToml11SeesThem) {
       "[t]\n# [[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\na = \"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\\\"\"\n"
       "b = '''\n[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[['''\nc = \"caf\xc3\xa9\"\n";
   EXPECT_EQ(why(fine), "");
+}
+
+namespace {
+Setting file(std::string key, std::string value) { return Setting{std::move(key), std::move(value), false, "p.toml"}; }
+Setting setconf(std::string_view text) { return *parse_setconf(text); }
+Setting plain(std::string option, std::string key, std::string value) {
+  return Setting{std::move(key), std::move(value), false, std::move(option)};
+}
+std::string merge_error(const std::vector<Setting>& settings) {
+  auto r = merge_config(settings);
+  return r.ok() ? "" : r.error().text;
+}
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+}  // namespace
+
+TEST(Config, LaterSettingsOfAKeyWin) {
+  auto c = merge_config({file("sched.policy", "easy"), setconf("sched.policy=fcfs"), setconf("broker.fanout=3"),
+                         setconf("broker.fanout=4"), file("broker.heartbeat-timeout", "30"),
+                         plain("--heartbeat-timeout", "broker.heartbeat-timeout", "20"),
+                         plain("--fanout", "broker.fanout", "1")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  EXPECT_EQ(c->sched_policy, "fcfs");
+  EXPECT_EQ(c->fanout, 1u);
+  EXPECT_EQ(c->heartbeat_timeout, 20);
+  // Each option once in what loomd gets, whatever was set twice.
+  auto o = loomd_options(*c);
+  EXPECT_EQ(std::count_if(o.begin(), o.end(), [](auto& a) { return a.starts_with("--sched-policy="); }), 1);
+  EXPECT_TRUE(has(o, "--sched-policy=fcfs"));
+  EXPECT_TRUE(has(o, "--fanout=1"));
+  EXPECT_TRUE(has(o, "--heartbeat-timeout=20"));
+}
+
+TEST(Config, DurationsTakeWhatTimeLimitsTakeWithSecondsBare) {
+  auto c = merge_config({setconf("exec.kill-timeout=5s"), setconf("exec.epilog-timeout=1m"),
+                         setconf("exec.reattach-timeout=0"), setconf("broker.heartbeat-interval=0.5"),
+                         setconf("broker.heartbeat-timeout=2.5s"), setconf("exec.prolog-timeout=1h"),
+                         setconf("exec.shell-exit-timeout=1.5m"), file("broker.frame-timeout", "0.25")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  EXPECT_EQ(c->kill_timeout, 5);
+  EXPECT_EQ(c->epilog_timeout, 60);
+  EXPECT_EQ(c->reattach_timeout, 0);
+  EXPECT_EQ(c->prolog_timeout, 3600);
+  EXPECT_EQ(c->shell_exit_timeout, 90);
+  // loomd gets plain seconds.
+  auto o = loomd_options(*c);
+  for (const char* want : {"--exec-kill-timeout=5", "--exec-epilog-timeout=60", "--exec-reattach-timeout=0",
+                           "--heartbeat-interval=0.5", "--heartbeat-timeout=2.5", "--frame-timeout=0.25",
+                           "--exec-prolog-timeout=3600", "--exec-shell-exit-timeout=90"}) {
+    EXPECT_TRUE(has(o, want)) << want;
+  }
+  // The defaults, as docs/configuration.md gives them.
+  auto d = loomd_options(*merge_config({}));
+  for (const char* want :
+       {"--exec-kill-timeout=5", "--exec-epilog-timeout=60", "--exec-reattach-timeout=60", "--exec-prolog-timeout=60",
+        "--exec-shell-exit-timeout=30", "--fanout=2", "--heartbeat-interval=1", "--heartbeat-timeout=10",
+        "--frame-timeout=10", "--sched-policy=fcfs", "--kvs-synchronous=normal"}) {
+    EXPECT_TRUE(has(d, want)) << want;
+  }
+}
+
+TEST(Config, EachBadValueIsOneLineNamingWhereAndWhat) {
+  EXPECT_EQ(merge_error({setconf("exec.kill-timeout=5x")}),
+            "--setconf exec.kill-timeout: must be a duration above 0 and at most 365d (seconds, or with a unit: 30s, "
+            "5m, 2h, 1d), not \"5x\"");
+  EXPECT_EQ(merge_error({file("exec.epilog-timeout", "0")}).rfind("p.toml: exec.epilog-timeout: must be", 0), 0u);
+  EXPECT_NE(merge_error({setconf("exec.kill-timeout=inf")}), "");
+  EXPECT_NE(merge_error({setconf("exec.kill-timeout=-1")}), "");
+  EXPECT_NE(merge_error({setconf("exec.reattach-timeout=400d")}), "");
+  EXPECT_NE(merge_error({setconf("exec.kill-timeout=")}), "");
+  EXPECT_EQ(merge_error({plain("--fanout", "broker.fanout", "0")}), "--fanout: must be an integer 1-1024, not \"0\"");
+  EXPECT_EQ(merge_error({setconf("broker.fanout=2x")}),
+            "--setconf broker.fanout: must be an integer 1-1024, not \"2x\"");
+  EXPECT_EQ(merge_error({setconf("sched.policy=lifo")}), "--setconf sched.policy: must be fcfs or easy, not \"lifo\"");
+  EXPECT_EQ(merge_error({setconf("kvs.synchronous=yes")}),
+            "--setconf kvs.synchronous: must be off, normal or full, not \"yes\"");
+  EXPECT_EQ(
+      merge_error({file("sched.polciy", "fcfs")}).rfind("p.toml: unknown configuration key sched.polciy (known: ", 0),
+      0u);
+  EXPECT_EQ(merge_error({setconf("broker.heartbeat-interval=20s")}),
+            "broker.heartbeat-timeout (10s) must be longer than broker.heartbeat-interval (20s)");
+  EXPECT_NE(merge_error({setconf("a b=1")}).find("unknown configuration key \"a b\""), std::string::npos);
+  EXPECT_FALSE(parse_setconf("sched.policy").ok());
+  EXPECT_FALSE(parse_setconf("=fcfs").ok());
+  for (const auto& key : config_keys()) {
+    std::string e = merge_error({setconf(key + "=[\nbad")});
+    EXPECT_EQ(e.find('\n'), std::string::npos) << e;
+    EXPECT_NE(e.find(key), std::string::npos) << e;
+  }
+}
+
+TEST(Config, ACommandIsShellTextOrAListAndEmptyMeansNone) {
+  auto c = merge_config({file("exec.epilog", "/etc/loom/epilog"), setconf("exec.epilog=")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  EXPECT_EQ(c->epilog, "");
+  auto o = loomd_options(*c);
+  EXPECT_EQ(std::count_if(o.begin(), o.end(), [](auto& a) { return a.starts_with("--exec-epilog="); }), 0);
+  c = merge_config({setconf(R"(exec.epilog=["/bin/true", "x"])"), setconf("exec.prolog=echo hi")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  EXPECT_EQ(c->epilog, R"(["/bin/true","x"])");
+  EXPECT_EQ(c->prolog, "echo hi");
+  o = loomd_options(*c);
+  EXPECT_TRUE(has(o, R"(--exec-epilog=["/bin/true","x"])"));
+  EXPECT_TRUE(has(o, "--exec-prolog=echo hi"));
+  // The test command in the file is shell text, not a list.
+  c = merge_config({file("exec.epilog", "[ -x /etc/e ] && /etc/e")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  EXPECT_EQ(c->epilog, R"(["/bin/sh","-c","[ -x /etc/e ] && /etc/e"])");
+  EXPECT_NE(merge_error({setconf("exec.epilog=[]")}), "");
+  EXPECT_NE(merge_error({setconf(R"(exec.epilog=[""])")}), "");
+  EXPECT_NE(merge_error({setconf("exec.epilog=[1]")}), "");
+  EXPECT_NE(merge_error({setconf("exec.prolog=[ -x f ]")}).find("not a JSON list of strings"), std::string::npos);
 }
 
 }  // namespace loom::cli

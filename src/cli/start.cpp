@@ -7,7 +7,14 @@
 // before any broker runs, a child's connect never races its parent's
 // listen. Waits until rank 0 reports every rank online, then runs CMD with
 // LOOM_URI set (stopping the instance when CMD exits, and exiting with its
-// status), or serves until SIGINT/SIGTERM.
+// status), or serves until SIGINT/SIGTERM/SIGHUP.
+//
+// The configuration (the --config file, --setconf, the plain options) is
+// merged and checked once, before any broker starts (cli/config.h), and
+// every broker gets the same options from it. The brokers run in a process
+// group of their own, so that the terminal's signals reach only us; we
+// stop the instance in order by asking rank 0 (SIGTERM), which ends the
+// running jobs before any broker stops.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/file.h>
@@ -37,108 +44,46 @@ namespace fs = std::filesystem;
 
 struct StartOpts {
   uint32_t size = 1;
-  uint32_t fanout = 2;
   std::string rundir;
   std::string state_dir;
   std::string log_level = "warn";
-  double heartbeat_interval = 1.0;
-  double heartbeat_timeout = 10.0;
   double wait_timeout = 60.0;
   std::string config;
   std::vector<std::string> setconf;
   std::vector<std::string> command;
-  std::vector<std::string> every_rank_args;  // loomd options from the configuration, for every rank
-  std::optional<uint32_t> cores_per_rank;
-  std::optional<uint32_t> gpus_per_rank;
+  // The plain options that are configuration keys too (the last word).
+  std::map<std::string, std::string> plain;  // option → value
+  InstanceConfig cfg;                        // merged and checked
 };
 
-// A non-negative integer configuration value.
-uint32_t config_count(const std::string& key, const std::string& value, uint32_t max) {
-  size_t used = 0;
-  long long v = std::stoll(value, &used);
-  if (used != value.size() || v < 0 || v > max) {
-    throw std::invalid_argument(key + " must be an integer 0-" + std::to_string(max));
-  }
-  return static_cast<uint32_t>(v);
-}
+// The plain options that set a configuration key, in the order applied.
+const std::pair<const char*, const char*> kPlainKeys[] = {
+    {"--fanout", "broker.fanout"},
+    {"--heartbeat-interval", "broker.heartbeat-interval"},
+    {"--heartbeat-timeout", "broker.heartbeat-timeout"},
+    {"--cores-per-rank", "resource.cores-per-rank"},
+    {"--gpus-per-rank", "resource.gpus-per-rank"},
+};
 
-// --setconf KEY=VALUE: the configuration keys known so far, as broker flags.
-Status apply_setconf(StartOpts& o, std::vector<std::string>& rank0_args) {
-  for (const auto& kv : o.setconf) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos) return Error{EINVAL, "--setconf wants KEY=VALUE, got \"" + kv + "\""};
-    std::string key = kv.substr(0, eq), value = kv.substr(eq + 1);
-    try {
-      if (key == "kvs.synchronous") {
-        if (value != "off" && value != "normal" && value != "full") {
-          return Error{EINVAL, "kvs.synchronous must be off, normal or full"};
-        }
-        rank0_args.push_back("--kvs-synchronous=" + value);
-      } else if (key == "broker.fanout") {
-        int f = std::stoi(value);
-        if (f < 1) return Error{EINVAL, "broker.fanout must be at least 1"};
-        o.fanout = static_cast<uint32_t>(f);
-      } else if (key == "broker.heartbeat-interval") {
-        o.heartbeat_interval = std::stod(value);
-      } else if (key == "broker.heartbeat-timeout") {
-        o.heartbeat_timeout = std::stod(value);
-      } else if (key == "sched.policy") {
-        if (value != "fcfs" && value != "easy") return Error{EINVAL, "sched.policy must be fcfs or easy"};
-        rank0_args.push_back("--sched-policy=" + value);
-      } else if (key == "resource.cores-per-rank") {
-        o.cores_per_rank = config_count(key, value, 1u << 20);
-        if (*o.cores_per_rank == 0) return Error{EINVAL, "resource.cores-per-rank must be at least 1"};
-      } else if (key == "resource.gpus-per-rank") {
-        o.gpus_per_rank = config_count(key, value, 1u << 16);
-      } else if (key == "exec.epilog") {
-        // A shell command, or a JSON list of a command and its arguments.
-        if (value.starts_with("[")) {
-          auto list = parse_json(value);
-          bool ok = list.ok() && list->is_array() && !list->empty();
-          for (const auto& e : ok ? *list : Json::array()) ok = ok && e.is_string();
-          if (!ok) return Error{EINVAL, "exec.epilog must be a command or a non-empty list of strings"};
-        }
-        o.every_rank_args.push_back("--exec-epilog=" + value);
-      } else if (key == "exec.epilog-timeout" || key == "exec.kill-timeout") {
-        double t = std::stod(value);
-        if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
-        o.every_rank_args.push_back(
-            "--" + std::string(key == "exec.kill-timeout" ? "exec-kill-timeout" : "exec-epilog-timeout") + "=" + value);
-      } else if (key == "exec.reattach-timeout") {
-        double t = std::stod(value);
-        if (!(t >= 0)) return Error{EINVAL, key + " must be a number of seconds, 0 or more"};
-        rank0_args.push_back("--exec-reattach-timeout=" + value);
-      } else if (key == "broker.frame-timeout") {
-        double t = std::stod(value);
-        if (!(t > 0)) return Error{EINVAL, key + " must be a number of seconds above 0"};
-        o.every_rank_args.push_back("--frame-timeout=" + value);
-      } else if (key == "exec.allow-guest-test") {
-        if (value != "true" && value != "false") return Error{EINVAL, "exec.allow-guest-test must be true or false"};
-        rank0_args.push_back("--exec-allow-guest-test=" + value);
-      } else if (key == "job-manager.jobspec-size-limit") {
-        uint32_t n = config_count(key, value, 16u << 20);
-        if (n < 1024) return Error{EINVAL, "job-manager.jobspec-size-limit must be 1024-16777216 (bytes)"};
-        rank0_args.push_back("--jobspec-size-limit=" + std::to_string(n));
-      } else if (key == "job-manager.inactive-num-limit") {
-        rank0_args.push_back("--inactive-num-limit=" + std::to_string(config_count(key, value, UINT32_MAX >> 1)));
-      } else {
-        return Error{EINVAL,
-                     "unknown configuration key " + key +
-                         " (known: kvs.synchronous, broker.fanout, broker.heartbeat-interval, "
-                         "broker.heartbeat-timeout, broker.frame-timeout, sched.policy, resource.cores-per-rank, "
-                         "resource.gpus-per-rank, job-manager.inactive-num-limit, job-manager.jobspec-size-limit, "
-                         "exec.epilog, exec.epilog-timeout, exec.kill-timeout, exec.reattach-timeout, "
-                         "exec.allow-guest-test)"};
-      }
-    } catch (const std::invalid_argument& e) {
-      std::string what = e.what();
-      if (what.starts_with(key)) return Error{EINVAL, what};
-      return Error{EINVAL, "bad value for " + key + ": \"" + value + "\""};
-    } catch (const std::exception&) {
-      return Error{EINVAL, "bad value for " + key + ": \"" + value + "\""};
-    }
+// The file, then each --setconf in order, then the plain options: merged
+// once, checked whole before any broker starts.
+Result<InstanceConfig> merge_start_config(const StartOpts& o) {
+  std::vector<Setting> settings;
+  if (!o.config.empty()) {
+    auto file = read_config_file(o.config);
+    if (!file.ok()) return file.error();
+    settings = std::move(*file);
   }
-  return {};
+  for (const auto& kv : o.setconf) {
+    auto s = parse_setconf(kv);
+    if (!s.ok()) return s.error();
+    settings.push_back(std::move(*s));
+  }
+  for (const auto& [option, key] : kPlainKeys) {
+    if (auto it = o.plain.find(option); it != o.plain.end())
+      settings.push_back(Setting{key, it->second, false, option});
+  }
+  return merge_config(settings);
 }
 
 Result<int> listen_unix(const std::string& path) {
@@ -168,19 +113,38 @@ std::string loomd_path() {
   return self_dir() + "/loomd";
 }
 
-// Starts a child with the given fds kept open; it dies with us.
-pid_t spawn(const std::vector<std::string>& argv, const std::vector<int>& keep_fds,
-            const std::map<std::string, std::string>& env, bool die_with_parent, const sigset_t& saved_mask) {
+// How a child of ours is started.
+struct SpawnOpts {
+  std::vector<int> keep_fds;               // inherited across exec
+  std::map<std::string, std::string> env;  // set in its environment
+  bool die_with_parent = false;            // SIGTERM when we die
+  // Its process group: -1 ours, 0 a new one it leads, else that one.
+  pid_t group = -1;
+};
+
+// Starts a child; -1 and errno if fork failed.
+pid_t spawn(const std::vector<std::string>& argv, const SpawnOpts& so, const sigset_t& saved_mask) {
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
-  if (pid != 0) return pid;
-  if (die_with_parent) {
+  if (pid != 0) {
+    // Also here, so that it holds before we signal the group.
+    if (pid > 0 && so.group >= 0) ::setpgid(pid, so.group ? so.group : pid);
+    return pid;
+  }
+  if (so.group >= 0 && ::setpgid(0, so.group) != 0) ::setpgid(0, 0);
+  if (so.die_with_parent) {
     ::prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (::getppid() != parent) ::_exit(1);
   }
+  if (so.group >= 0) {
+    // Out of the terminal's foreground group, a write to the terminal
+    // (its log) must not stop it when the terminal has `tostop` set.
+    ::signal(SIGTTOU, SIG_IGN);
+    ::signal(SIGTTIN, SIG_IGN);
+  }
   ::sigprocmask(SIG_SETMASK, &saved_mask, nullptr);
-  for (int fd : keep_fds) ::fcntl(fd, F_SETFD, 0);  // inherit across exec
-  for (auto& [k, v] : env) ::setenv(k.c_str(), v.c_str(), 1);
+  for (int fd : so.keep_fds) ::fcntl(fd, F_SETFD, 0);  // inherit across exec
+  for (auto& [k, v] : so.env) ::setenv(k.c_str(), v.c_str(), 1);
   std::vector<char*> args;
   for (auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
   args.push_back(nullptr);
@@ -204,7 +168,7 @@ int wait_signal(const sigset_t& set, double timeout) {
 
 class Launcher {
  public:
-  Launcher(const StartOpts& o, std::vector<std::string> rank0_args) : o_(o), rank0_args_(std::move(rank0_args)) {}
+  explicit Launcher(const StartOpts& o) : o_(o) {}
 
   int run() {
     sigset_t set;
@@ -294,7 +258,7 @@ class Launcher {
   // directory only the owner can enter, and each end checks the other's
   // uid as well (docs/security.md).
   Status launch_brokers() {
-    Topology topo{o_.size, o_.fanout};
+    Topology topo{o_.size, o_.cfg.fanout};
     bool shared = ::geteuid() == 0;
     std::string overlay_dir = rundir_ + "/overlay";
     if (::mkdir(overlay_dir.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -330,12 +294,11 @@ class Launcher {
       std::vector<std::string> argv = {loomd,
                                        "--rank=" + std::to_string(r),
                                        "--size=" + std::to_string(o_.size),
-                                       "--fanout=" + std::to_string(o_.fanout),
                                        "--local-fd=" + std::to_string(local_fd[r]),
                                        "--rundir=" + rundir_,
-                                       "--log-level=" + o_.log_level,
-                                       "--heartbeat-interval=" + std::to_string(o_.heartbeat_interval),
-                                       "--heartbeat-timeout=" + std::to_string(o_.heartbeat_timeout)};
+                                       "--log-level=" + o_.log_level};
+      auto config = loomd_options(o_.cfg);
+      argv.insert(argv.end(), config.begin(), config.end());
       std::vector<int> keep = {local_fd[r]};
       if (overlay_fd[r] >= 0) {
         argv.push_back("--overlay-fd=" + std::to_string(overlay_fd[r]));
@@ -343,14 +306,17 @@ class Launcher {
       }
       if (auto p = topo.parent(r)) argv.push_back("--parent-path=" + overlay_path(*p));
       if (!o_.state_dir.empty() && r == 0) argv.push_back("--state-dir=" + o_.state_dir);
-      argv.insert(argv.end(), o_.every_rank_args.begin(), o_.every_rank_args.end());
-      if (r == 0) {
-        argv.insert(argv.end(), rank0_args_.begin(), rank0_args_.end());
-        if (o_.cores_per_rank) argv.push_back("--cores-per-rank=" + std::to_string(*o_.cores_per_rank));
-        if (o_.gpus_per_rank) argv.push_back("--gpus-per-rank=" + std::to_string(*o_.gpus_per_rank));
-      }
-      pid_t pid = spawn(argv, keep, {}, true, saved_mask_);
+      // The brokers share a process group of their own (rank 0's), apart
+      // from ours: an interrupt for the terminal's foreground group (Ctrl-C),
+      // or `kill %1`, reaches us alone, and we stop the instance in order
+      // (docs/configuration.md, "Stopping an instance"). Only rank 0 gets
+      // SIGTERM if we die: it stops the others in order, and a broker
+      // whose parent is gone stops anyway, while a SIGTERM to every
+      // broker at once would stop each without the others.
+      SpawnOpts so{keep, {}, r == 0, r == 0 ? 0 : broker_group_};
+      pid_t pid = spawn(argv, so, saved_mask_);
       if (pid < 0) return Error{errno, std::string("fork: ") + std::strerror(errno)};
+      if (r == 0) broker_group_ = pid;
       brokers_[pid] = r;
     }
     for (uint32_t r = 0; r < o_.size; ++r) {
@@ -424,7 +390,7 @@ class Launcher {
   }
 
   int run_command(const std::string& uri) {
-    pid_t cmd = spawn(o_.command, {}, {{"LOOM_URI", uri}}, false, saved_mask_);
+    pid_t cmd = spawn(o_.command, SpawnOpts{{}, {{"LOOM_URI", uri}}, false, -1}, saved_mask_);
     if (cmd < 0) return fail("start", std::string("fork: ") + std::strerror(errno));
     int status = -1;
     while (status < 0) {
@@ -445,7 +411,7 @@ class Launcher {
     for (auto& [pid, rank] : brokers_) {
       if (rank == 0) ::kill(pid, SIGTERM);
     }
-    double grace = o_.heartbeat_timeout + 5.0;
+    double grace = o_.cfg.heartbeat_timeout + 5.0;
     auto deadline = [](double secs) {
       timespec now{};
       ::clock_gettime(CLOCK_MONOTONIC, &now);
@@ -483,11 +449,11 @@ class Launcher {
   }
 
   const StartOpts& o_;
-  std::vector<std::string> rank0_args_;
   std::string rundir_;
   bool remove_rundir_ = false;
   int rundir_lock_ = -1;  // held while we run, on a run directory named after the state directory
   std::map<pid_t, uint32_t> brokers_;
+  pid_t broker_group_ = 0;  // rank 0's pid, the brokers' process group
   bool broker_failed_ = false;
   sigset_t set_{};
   sigset_t saved_mask_{};
@@ -500,26 +466,29 @@ void add_start_command(CLI::App& app, Runner& run) {
   auto* sub = app.add_subcommand("start", "Start an instance of one or more brokers on this machine");
   sub->add_option("--test-size", o->size, "Number of brokers (ranks) to start (default 1)")
       ->check(CLI::Range(1u, 4096u));
-  sub->add_option("--fanout", o->fanout, "Children per broker in the overlay tree (default 2)")
-      ->check(CLI::Range(1u, 1024u));
+  // These five are configuration keys too, checked with them (and taking
+  // the same values: durations as `loom submit -t` writes them).
+  auto plain = [&](const char* name, const char* help) {
+    bool count = std::string_view(name).ends_with("-per-rank") || std::string_view(name) == "--fanout";
+    sub->add_option_function<std::string>(
+           name, [o, name](const std::string& v) { o->plain[name] = v; }, help)
+        ->type_name(count ? "UINT" : "DURATION")
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  };
+  plain("--fanout", "Children per broker in the overlay tree (default 2; broker.fanout)");
   sub->add_option(
       "--rundir", o->rundir,
       "Directory for the brokers' sockets (default: one named after --state-dir, else a new temporary one)");
   sub->add_option("--state-dir", o->state_dir, "Directory for durable state (default: none, nothing kept)");
   sub->add_option("--log-level", o->log_level, "Broker log level: trace, debug, info, warn, error (default warn)")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
-  sub->add_option("--heartbeat-interval", o->heartbeat_interval, "Seconds between overlay heartbeats (default 1)")
-      ->check(CLI::PositiveNumber);
-  sub->add_option("--heartbeat-timeout", o->heartbeat_timeout,
-                  "Seconds of silence after which a broker is declared lost (default 10)")
-      ->check(CLI::PositiveNumber);
+  plain("--heartbeat-interval", "Time between overlay heartbeats (default 1s; broker.heartbeat-interval)");
+  plain("--heartbeat-timeout", "Silence after which a broker is declared lost (default 10s; broker.heartbeat-timeout)");
   sub->add_option("--wait-timeout", o->wait_timeout, "Seconds to wait for every rank to come up (default 60)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--cores-per-rank", o->cores_per_rank,
-                  "Cores the scheduler sees on each rank (default: what hwloc finds on this machine)")
-      ->check(CLI::Range(1u, 1u << 20));
-  sub->add_option("--gpus-per-rank", o->gpus_per_rank, "GPUs the scheduler sees on each rank (default: found by hwloc)")
-      ->check(CLI::Range(0u, 1u << 16));
+  plain("--cores-per-rank",
+        "Cores the scheduler sees on each rank (default: what hwloc finds; resource.cores-per-rank)");
+  plain("--gpus-per-rank", "GPUs the scheduler sees on each rank (default: found by hwloc; resource.gpus-per-rank)");
   sub->add_option("--config", o->config, "TOML configuration file (see docs/configuration.md)");
   sub->add_option("--setconf", o->setconf, "Set one configuration key, KEY=VALUE (e.g. kvs.synchronous=full)")
       ->allow_extra_args(false);
@@ -530,25 +499,10 @@ void add_start_command(CLI::App& app, Runner& run) {
       "Example: loom start --test-size=4 -- loom rpc --rank 3 broker.info");
   sub->callback([o, &run] {
     run = [o] {
-      std::vector<std::string> rank0_args;
-      // The file first, then --setconf, then the plain options win.
-      auto cli_cores = o->cores_per_rank, cli_gpus = o->gpus_per_rank;
-      if (!o->config.empty()) {
-        auto keys = read_config_file(o->config);
-        if (!keys.ok()) return fail("start", keys.error());
-        StartOpts file = *o;
-        file.setconf = std::move(*keys);
-        if (auto st = apply_setconf(file, rank0_args); !st) return fail("start", o->config + ": " + st.error().text);
-        file.setconf = o->setconf;
-        *o = std::move(file);
-      }
-      if (auto st = apply_setconf(*o, rank0_args); !st) return fail("start", st.error());
-      if (cli_cores) o->cores_per_rank = cli_cores;
-      if (cli_gpus) o->gpus_per_rank = cli_gpus;
-      if (o->heartbeat_timeout <= o->heartbeat_interval) {
-        return fail("start", "the heartbeat timeout must be longer than the heartbeat interval");
-      }
-      return Launcher(*o, std::move(rank0_args)).run();
+      auto cfg = merge_start_config(*o);
+      if (!cfg.ok()) return fail("start", cfg.error());
+      o->cfg = std::move(*cfg);
+      return Launcher(*o).run();
     };
   });
 }

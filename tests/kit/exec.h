@@ -14,6 +14,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <string>
@@ -25,26 +26,38 @@
 
 namespace loom::test {
 
-// The processes that have `word` as an argument (from /proc).
-inline std::vector<pid_t> processes_with(const std::string& word) {
+// The processes (from /proc, this one left out) whose command line, its
+// arguments separated by NUL bytes, satisfies `match`.
+inline std::vector<pid_t> processes_where(const std::function<bool(const std::string&)>& match) {
   std::vector<pid_t> out;
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
     std::ifstream in(entry.path() / "cmdline");
     std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    pid_t pid = static_cast<pid_t>(std::stol(name));
+    if (pid != ::getpid() && match(cmdline)) out.push_back(pid);
+  }
+  return out;
+}
+
+// The processes that have `word` as an argument.
+inline std::vector<pid_t> processes_with(const std::string& word) {
+  return processes_where([&](const std::string& cmdline) {
     size_t start = 0;
     while (start < cmdline.size()) {
       size_t end = cmdline.find('\0', start);
       if (end == std::string::npos) end = cmdline.size();
-      if (cmdline.compare(start, end - start, word) == 0) {
-        out.push_back(static_cast<pid_t>(std::stol(name)));
-        break;
-      }
+      if (cmdline.compare(start, end - start, word) == 0) return true;
       start = end + 1;
     }
-  }
-  return out;
+    return false;
+  });
+}
+
+// The processes with `text` anywhere in their command line.
+inline std::vector<pid_t> processes_mentioning(const std::string& text) {
+  return processes_where([&](const std::string& cmdline) { return cmdline.find(text) != std::string::npos; });
 }
 inline int processes_running(const std::string& word) { return static_cast<int>(processes_with(word).size()); }
 
