@@ -24,38 +24,6 @@
 namespace loom::test {
 namespace {
 
-// Brokers started with options given to every loomd: LOOM_BROKER_PATH (the
-// broker `loom start` runs) names a script that runs loomd with them added.
-class BrokerOptions {
- public:
-  explicit BrokerOptions(const std::vector<std::string>& options) {
-    char tmpl[] = "/tmp/loom-loomd-XXXXXX";
-    int fd = ::mkstemp(tmpl);
-    EXPECT_GE(fd, 0);
-    ::close(fd);
-    path_ = tmpl;
-    auto quote = [](const std::string& s) {
-      std::string q = "'";
-      for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-      return q + "'";
-    };
-    std::string line = "exec " + quote(bin("loomd")) + " \"$@\"";
-    for (const auto& o : options) line += " " + quote(o);
-    std::ofstream(path_) << "#!/bin/sh\n" << line << "\n";
-    ::chmod(path_.c_str(), 0755);
-    ::setenv("LOOM_BROKER_PATH", path_.c_str(), 1);
-  }
-  ~BrokerOptions() {
-    ::unsetenv("LOOM_BROKER_PATH");
-    ::unlink(path_.c_str());
-  }
-  BrokerOptions(const BrokerOptions&) = delete;
-  BrokerOptions& operator=(const BrokerOptions&) = delete;
-
- private:
-  std::string path_;
-};
-
 // Prologs (and epilogs) that write what they saw to files of `dir`; a job
 // for which the test made a file fail.ID.R, hold.ID.R or gate.ID.R has rank
 // R's prolog exit 3, run until killed (a `sleep MARKER` in the background,
@@ -64,7 +32,6 @@ class BrokerOptions {
 class ExecProlog : public Exec {
  protected:
   std::string dir, marker = "601." + std::to_string(::getpid());
-  std::unique_ptr<BrokerOptions> options;
   void SetUp() override {
     char tmpl[] = "/tmp/loom-prolog-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -78,13 +45,11 @@ class ExecProlog : public Exec {
         "hold.$f ]; then sleep " + marker + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " +
         at + "up; wait; fi; " + "if [ -e " + at + "gate.$f ]; then echo up > " + at + "up; read x < " + at + "go; fi";
     std::string epilog = "echo $LOOM_JOB_ID >> " + at + "epilog.$LOOM_RANK";
-    options =
-        std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-prolog=" + prolog, "--exec-prolog-timeout=4"});
-    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.epilog=" + epilog}));
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.prolog=" + prolog,
+                               "--setconf", "exec.prolog-timeout=4", "--setconf", "exec.epilog=" + epilog}));
   }
   void TearDown() override {
     Exec::TearDown();
-    options.reset();
     std::filesystem::remove_all(dir);
   }
   // A job submitted held, so that the test can name files after its id
@@ -248,14 +213,8 @@ TEST_F(ExecProlog, ANonFatalExceptionDuringThePrologDoesNotStopIt) {
 class ExecShellExit : public Exec {
  protected:
   std::string marker = "602." + std::to_string(::getpid());
-  std::unique_ptr<BrokerOptions> options;
   void SetUp() override {
-    options = std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-shell-exit-timeout=1"});
-    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0"}));
-  }
-  void TearDown() override {
-    Exec::TearDown();
-    options.reset();
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.shell-exit-timeout=1"}));
   }
   // The job shell of job `id` on `rank` (its LOOM_URI names the rank's socket).
   pid_t shell_of(const std::string& id, uint32_t rank) {
@@ -320,8 +279,7 @@ TEST_F(ExecShellExit, AShellThatExitsWellLeavesTheOthersRunning) {
 // prologs run again once those the dead brokers left are killed.
 class ExecPrologCrash : public Exec {
  protected:
-  std::string dir, marker = "603." + std::to_string(::getpid());
-  std::unique_ptr<BrokerOptions> options;
+  std::string dir, marker = "603." + std::to_string(::getpid()), prolog_arg;
   void SetUp() override {
     char tmpl[] = "/tmp/loom-prolog-crash-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
@@ -331,16 +289,15 @@ class ExecPrologCrash : public Exec {
     std::string prolog = "echo $LOOM_RANK >> " + at + "ran; if [ -e " + at + "again ]; then exit 0; fi; sleep " +
                          marker + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " + at +
                          "up.$LOOM_RANK; wait";
-    options = std::make_unique<BrokerOptions>(std::vector<std::string>{"--exec-prolog=" + prolog});
+    prolog_arg = "exec.prolog=" + prolog;
     ASSERT_TRUE(inst.start(2, args()));
   }
   void TearDown() override {
     Exec::TearDown();
-    options.reset();
     std::filesystem::remove_all(dir);
   }
   std::vector<std::string> args() {
-    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state"};
+    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state", "--setconf", prolog_arg};
   }
   void crash() {
     std::vector<pid_t> brokers;
