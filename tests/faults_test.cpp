@@ -54,7 +54,7 @@ class Faults : public Exec {
     for (pid_t p : processes_mentioning(std::string("/bin/sh") + '\0' + "-c" + '\0' + "test -e " + dir)) {
       ::kill(p, SIGKILL);
     }
-    for (const char* lock : {"/lock.0", "/lock.1", "/task.lock"}) {
+    for (const char* lock : {"/lock.0", "/lock.1", "/plock.0", "/plock.1", "/task.lock"}) {
       for (pid_t p : processes_with(dir + lock)) ::kill(p, SIGKILL);
     }
     std::filesystem::remove_all(dir);
@@ -162,12 +162,13 @@ TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
 // configuration (2 ranks of 2 cores) or a smaller one (1 rank of 1 core).
 // Tasks, epilogs and prologs wait on locks the test holds, so the points
 // are reached and left on events, not on time.
-enum class Point { kSubmitted, kAllocated, kRunning, kEpilog, kFinalRelease };
+enum class Point { kSubmitted, kAllocated, kProlog, kRunning, kEpilog, kFinalRelease };
 
 const char* point_name(Point p) {
   switch (p) {
     case Point::kSubmitted: return "AfterSubmit";
     case Point::kAllocated: return "AfterAlloc";
+    case Point::kProlog: return "DuringTheProlog";
     case Point::kRunning: return "WhileRunning";
     case Point::kEpilog: return "DuringTheEpilog";
     case Point::kFinalRelease: return "BeforeTheFinalRelease";
@@ -199,16 +200,20 @@ class Campaign : public Faults, public ::testing::WithParamInterface<std::tuple<
     locks.erase(it);
   }
   void touch(const std::string& name) { std::ofstream(dir + "/" + name).put('\n'); }
-  // The epilog: on a rank whose hold.R file exists it says so once (unless
-  // the test already heard it) and waits for the test's lock on lock.R.
+  // The epilog (the prolog with p before each file name): on a rank whose
+  // hold.R file exists it says so on eup.R (unless the test already heard
+  // it: heard.R) and waits for the test's lock on lock.R.
+  static std::string perilog(const std::string& d, const std::string& p) {
+    return "test -e " + d + p + "hold.$LOOM_RANK || exit 0; test -e " + d + p + "heard.$LOOM_RANK || echo up > " + d +
+           p + "eup.$LOOM_RANK; exec flock " + d + p + "lock.$LOOM_RANK true";
+  }
   ::testing::AssertionResult start(bool smaller) {
     std::string d = dir + "/";
-    std::string epilog = "test -e " + d + "hold.$LOOM_RANK || exit 0; test -e " + d + "heard.$LOOM_RANK || echo up > " +
-                         d + "eup.$LOOM_RANK; exec flock " + d + "lock.$LOOM_RANK true";
     uint32_t size = smaller ? 1 : 2, cores = smaller ? 1 : 2;
     return inst.start(size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0",
                              "--state-dir=" + dir + "/state", "--setconf", "exec.reattach-timeout=60", "--setconf",
-                             "exec.kill-timeout=2", "--setconf", "exec.epilog=" + epilog});
+                             "exec.kill-timeout=2", "--setconf", "exec.epilog=" + perilog(d, ""), "--setconf",
+                             "exec.prolog=" + perilog(d, "p")});
   }
 
   // The invariants, once the instance is back: every acknowledged job is
@@ -266,6 +271,19 @@ TEST_P(Campaign, EveryJobIsKeptAndEndsAndNothingIsBookedTwice) {
       wait_event(acked.back(), "alloc");
       break;
     }
+    case Point::kProlog: {
+      // Both ranks' prologs run; no shell has started.
+      for (int r = 0; r < 2; ++r) {
+        touch("phold." + std::to_string(r));
+        hold("plock." + std::to_string(r));
+        fifo("peup." + std::to_string(r));
+      }
+      acked.push_back(submit_job({"-N2", "true"}));
+      jobs.push_back(acked.back());
+      told("peup.0");
+      told("peup.1");
+      break;
+    }
     case Point::kRunning: {
       hold("task.lock");
       int n = 0;
@@ -310,19 +328,33 @@ TEST_P(Campaign, EveryJobIsKeptAndEndsAndNothingIsBookedTwice) {
     }
   }
   crash_instance(inst);
-  for (int r = 0; r < 2; ++r) touch("heard." + std::to_string(r));
+  // Prologs and epilogs that were running when the brokers died run again
+  // (docs/protocols/exec.md): with the same configuration the test waits
+  // to hear each again, and meanwhile their ranks must still be held.
+  bool again = !smaller && (point == Point::kProlog || point == Point::kEpilog || point == Point::kFinalRelease);
+  for (const char* p : {"", "p"}) {
+    for (int r = 0; r < 2; ++r) {
+      if (!again) touch(p + std::string("heard.") + std::to_string(r));
+    }
+  }
   ASSERT_TRUE(start(smaller));
   if (point == Point::kSubmitted) {
     ASSERT_EQ(loom({"queue", "start"}).code, 0);
   }
+  if (again) {
+    std::string p = point == Point::kProlog ? "p" : "";
+    std::vector<int> ranks = point == Point::kFinalRelease ? std::vector<int>{1} : std::vector<int>{0, 1};
+    for (int r : ranks) told(p + "eup." + std::to_string(r));
+    EXPECT_EQ(allocated_ranks(), point == Point::kFinalRelease ? "1" : "0-1");
+  }
   // Whatever waited goes on now.
-  for (const char* name : {"task.lock", "lock.0", "lock.1"}) release(name);
+  for (const char* name : {"task.lock", "lock.0", "lock.1", "plock.0", "plock.1"}) release(name);
   check(acked);
 }
 
 INSTANTIATE_TEST_SUITE_P(Faults, Campaign,
-                         ::testing::Combine(::testing::Values(Point::kSubmitted, Point::kAllocated, Point::kRunning,
-                                                              Point::kEpilog, Point::kFinalRelease),
+                         ::testing::Combine(::testing::Values(Point::kSubmitted, Point::kAllocated, Point::kProlog,
+                                                              Point::kRunning, Point::kEpilog, Point::kFinalRelease),
                                             ::testing::Bool()),
                          [](const auto& info) {
                            return std::string(point_name(std::get<0>(info.param))) +
