@@ -69,16 +69,7 @@ class ExecProlog : public Exec {
     auto r = run_cmd({"/bin/cat", dir + "/up"}, {}, 20);
     ASSERT_EQ(r.code, 0) << show(r);
   }
-  std::vector<Json> exec_events(const std::string& id) {
-    auto r = loom({"job", "eventlog", "--json", "--path=exec", id});
-    EXPECT_EQ(r.code, 0) << show(r);
-    std::vector<Json> out;
-    for (auto& line : r.out_lines()) {
-      auto j = parse_json(line);
-      if (j.ok()) out.push_back(std::move(*j));
-    }
-    return out;
-  }
+  std::vector<Json> exec_events(const std::string& id) { return eventlog(id, "exec"); }
   static std::set<int> ranks_of(const std::vector<Json>& entries) {
     std::set<int> out;
     for (const auto& e : entries) out.insert(e["context"].value("rank", -1));
@@ -299,20 +290,7 @@ class ExecPrologCrash : public Exec {
   std::vector<std::string> args() {
     return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state", "--setconf", prolog_arg};
   }
-  void crash() {
-    std::vector<pid_t> brokers;
-    for (uint32_t r = 0; r < inst.size(); ++r) {
-      std::string why;
-      auto pid = inst.broker_pid(r, &why);
-      ASSERT_TRUE(pid) << why;
-      brokers.push_back(*pid);
-    }
-    inst.expect_clean_exit(false);
-    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
-    expect_all_exit(brokers);
-    inst.stop(20);
-    inst.expect_clean_exit(true);
-  }
+  void crash() { crash_instance(inst); }
 };
 
 TEST_F(ExecPrologCrash, PrologsRunningThroughACrashAreKilledAndRunAgain) {

@@ -233,21 +233,7 @@ class ExecReattach : public Exec {
     return a;
   }
   std::vector<std::string> extra_args;  // set before SetUp (a subclass's constructor)
-  void crash() {
-    std::vector<pid_t> brokers;
-    for (uint32_t r = 0; r < inst.size(); ++r) {
-      std::string why;
-      auto pid = inst.broker_pid(r, &why);
-      ASSERT_TRUE(pid) << why;
-      brokers.push_back(*pid);
-    }
-    inst.expect_clean_exit(false);
-    // (A broker may already be stopping because its parent is gone.)
-    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH) << std::strerror(errno);
-    expect_all_exit(brokers);
-    inst.stop(20);
-    inst.expect_clean_exit(true);
-  }
+  void crash() { crash_instance(inst); }
   // Lets the task of rank R go on (it waits reading a FIFO).
   void go(int rank) { feed("go." + std::to_string(rank)); }
   // Writes a line into the FIFO `name` of dir: returns once a process has

@@ -90,15 +90,7 @@ class ShellFaults : public Exec {
     return r.out;
   }
   // Every broker SIGKILLed, `loom start` gone: the shells wait for theirs.
-  void crash() {
-    std::vector<pid_t> brokers;
-    for (uint32_t r = 0; r < inst.size(); ++r) brokers.push_back(broker(r));
-    inst.expect_clean_exit(false);
-    for (pid_t p : brokers) ASSERT_TRUE(::kill(p, SIGKILL) == 0 || errno == ESRCH);
-    expect_all_exit(brokers);
-    inst.stop(20);
-    inst.expect_clean_exit(true);
-  }
+  void crash() { crash_instance(inst); }
 };
 
 TEST_F(ShellFaults, AShellKilledOutrightLeavesItsTasksCountedAsUnreported) {

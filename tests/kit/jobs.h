@@ -48,9 +48,10 @@ class JobsFixture : public ::testing::Test {
     ASSERT_EQ(r.code, 0) << "waiting for " << event << " of " << id << ": " << show(r);
   }
 
-  // The job's eventlog entries, {timestamp, name, context} each.
-  std::vector<Json> eventlog(const std::string& id) {
-    auto r = loom({"job", "eventlog", "--json", id});
+  // The job's eventlog entries, {timestamp, name, context} each; `path`
+  // exec or output for those eventlogs of the job.
+  std::vector<Json> eventlog(const std::string& id, const std::string& path = "eventlog") {
+    auto r = loom({"job", "eventlog", "--json", "--path=" + path, id});
     EXPECT_EQ(r.code, 0) << show(r);
     std::vector<Json> out;
     for (auto& line : r.out_lines()) {
