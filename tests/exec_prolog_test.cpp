@@ -207,15 +207,6 @@ class ExecShellExit : public Exec {
   void SetUp() override {
     ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "exec.shell-exit-timeout=1"}));
   }
-  // The job shell of job `id` on `rank` (its LOOM_URI names the rank's socket).
-  pid_t shell_of(const std::string& id, uint32_t rank) {
-    for (pid_t p : processes_with(std::to_string(num(id)))) {
-      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
-      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
-    }
-    return -1;
-  }
   // The job's exception once it has ended.
   Json only_exception(const std::string& id) {
     wait_event(id, "clean");

@@ -242,16 +242,6 @@ class ExecReattach : public Exec {
     auto r = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/" + name}, {}, 20);
     ASSERT_EQ(r.code, 0) << "nobody reads " << name << ": " << show(r);
   }
-  // The job shell of job `id` on rank `rank` of this instance (its
-  // LOOM_URI names the rank's socket).
-  pid_t shell_of(const std::string& id, uint32_t rank) {
-    for (pid_t p : processes_with(std::to_string(num(id)))) {
-      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
-      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
-    }
-    return -1;
-  }
 };
 
 TEST_F(ExecReattach, AJobRunningThroughACrashIsFoundAgainAndCompletes) {

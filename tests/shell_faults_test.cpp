@@ -74,16 +74,6 @@ class ShellFaults : public Exec {
     EXPECT_TRUE(pid) << why;
     return pid.value_or(-1);
   }
-  // The job shell of job `id` on rank `rank` (its LOOM_URI names the
-  // rank's socket).
-  pid_t shell_of(const std::string& id, uint32_t rank) {
-    for (pid_t p : processes_with(std::to_string(num(id)))) {
-      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
-      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
-    }
-    return -1;
-  }
   std::string exec_log(const std::string& id) {
     auto r = loom({"job", "eventlog", "--path=exec", id});
     EXPECT_EQ(r.code, 0) << show(r);

@@ -104,6 +104,17 @@ class Exec : public JobsFixture {
 
   uint64_t num(const std::string& id) { return parse_jobid(id).value().value(); }
 
+  // The job shell of job `id` on `rank` of this instance (its LOOM_URI
+  // names the rank's socket), or -1.
+  pid_t shell_of(const std::string& id, uint32_t rank) {
+    for (pid_t p : processes_with(std::to_string(num(id)))) {
+      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
+      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
+    }
+    return -1;
+  }
+
   // The entries named `name` of an eventlog.
   static std::vector<Json> named(const std::vector<Json>& log, const std::string& name) {
     std::vector<Json> out;
