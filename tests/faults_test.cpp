@@ -155,6 +155,27 @@ TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
   expect_all_exit(left);
 }
 
+// A job's exec eventlog lives in the job's namespace, which the job's user
+// may write to: entries with fields of the wrong type, read back when the
+// job is found again after a crash, must not bring the broker down.
+TEST_F(Faults, MalformedExecEventlogEntriesDoNotBringDownARestart) {
+  ASSERT_TRUE(start(1, 1));
+  std::string word = marker(303);
+  std::string id = running_job(1, word);
+  std::string ns = "job-" + std::to_string(num(id));
+  for (const char* ctx : {R"({"rank":0,"status":0,"timeout":"yes"})", R"({"rank":0,"status":"none"})",
+                          R"({"rank":"0","status":0})"}) {
+    auto r = loom({"kvs", "--namespace", ns, "eventlog", "append", "exec.eventlog", "epilog-finish", ctx});
+    ASSERT_EQ(r.code, 0) << show(r);
+  }
+  crash_instance(inst);
+  ASSERT_TRUE(start(1, 1));
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  wait_event(id, "clean");
+  expect_all_exit(processes_with(word));
+  EXPECT_EQ(alarms_and_allocated(), (Json{{"alarms", 0}, {"allocated", ""}}));
+}
+
 // --- the campaign ---
 //
 // One job (or two) at a chosen point of its life when every broker is

@@ -5,6 +5,7 @@
 #include <sys/wait.h>
 
 #include <csignal>
+#include <cstdint>
 #include <map>
 #include <set>
 #include <string>
@@ -62,14 +63,19 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
     auto e = parse_event(line);
     if (!e.ok() || !e->context.is_object()) continue;
     if (e->name == "finish") r.finish_sent = true;
-    if (e->name == "exception" && e->context.value("severity", 1) == 0) {
+    // (Every field is checked for its type: these logs are read back from
+    // the KVS, and a wrong type must not throw inside the broker.)
+    int64_t one = 1;
+    auto severity = get_int(e->context, "severity", INT64_MIN, INT64_MAX, &one);
+    if (e->name == "exception" && severity.ok() && *severity == 0) {
       // A cancel (or another fatal exception) came before the crash: the
       // tasks are killed once found, as they would have been.
       r.fatal = true;
       r.kill_found = true;
     }
     if (e->name != "release") continue;
-    std::string ranks = e->context.value("ranks", std::string());
+    auto text = get_string(e->context, "ranks", "");
+    std::string ranks = text.ok() ? *text : "";
     auto set = ranks == "all" ? IdSet::parse(r.all) : IdSet::parse(ranks);
     if (set.ok()) {
       for (uint32_t rank : set->to_vector()) r.released.insert(rank);
@@ -86,7 +92,8 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
     uint32_t rank = e->context["rank"].get<uint32_t>();
     int st = e->context["status"].is_number_integer() ? e->context["status"].get<int>() : 0;
     if (e->name == "shell-exit") exits[rank] = st;
-    if (e->name == "epilog-finish") epilogs[rank] = {st, e->context.value("timeout", false)};
+    auto timeout = get_bool(e->context, "timeout", false);
+    if (e->name == "epilog-finish") epilogs[rank] = {st, timeout.ok() && *timeout};
   }
   // Ranks whose shell had exited count as done: they are not asked for, and
   // each is free once its epilog has ended (one that had not is run again:
