@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <set>
+#include <string_view>
 
 #include "base/fluid.h"
 #include "msg/payload.h"
@@ -37,19 +39,18 @@ pid_t process_group(pid_t pid) {
   return static_cast<pid_t>(pgrp);
 }
 
-// Whether the NUL-separated environment `env` holds every entry of `want`.
-bool has_all(const std::string& env, const std::vector<std::string>& want) {
-  std::set<std::string_view> have;
+// The value of `key` in the NUL-separated environment `env`, if it is set.
+std::optional<std::string_view> env_value(std::string_view env, std::string_view key) {
   for (size_t start = 0; start < env.size();) {
     size_t end = env.find('\0', start);
-    if (end == std::string::npos) end = env.size();
-    have.insert(std::string_view(env).substr(start, end - start));
+    if (end == std::string_view::npos) end = env.size();
+    std::string_view entry = env.substr(start, end - start);
+    if (entry.size() > key.size() && entry.starts_with(key) && entry[key.size()] == '=') {
+      return entry.substr(key.size() + 1);
+    }
     start = end + 1;
   }
-  for (const auto& w : want) {
-    if (!have.count(w)) return false;
-  }
-  return true;
+  return std::nullopt;
 }
 }  // namespace
 
@@ -142,27 +143,38 @@ bool Perilogs::signal(PerilogKind kind, uint64_t jid, int sig) {
   return true;
 }
 
-// A leftover is a process whose environment names this job, this rank,
-// this broker's socket and a perilog: ours are told apart by their process
-// group (one of those we run). It is killed with its whole process group.
+// A leftover is a process whose environment names a job, this rank, this
+// broker's socket and a perilog: ours are told apart by their process group
+// (one of those we run). A broker that died left them before this one
+// started, so one reading of /proc finds every job's; each is killed with
+// its whole process group when its job's perilog is asked for again.
 void Perilogs::end_orphans(uint64_t jid, std::function<void()> then) {
-  std::vector<std::string> want = {"LOOM_JOB_ID=" + encode_f58(JobId{jid}), "LOOM_RANK=" + std::to_string(rank_),
-                                   "LOOM_URI=" + local_uri_};
-  std::set<pid_t> ours;
-  for (const auto& [key, s] : running_) ours.insert(s->pid);
-  std::set<pid_t> groups;
-  std::error_code ec;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
-    std::string name = entry.path().filename();
-    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
-    pid_t pid = static_cast<pid_t>(std::stol(name));
-    std::ifstream in(entry.path() / "environ");
-    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    if (env.find("LOOM_PERILOG=") == std::string::npos || !has_all(env, want)) continue;
-    pid_t group = process_group(pid);
-    if (group > 1 && !ours.count(group)) groups.insert(group);
+  if (!scanned_) {
+    scanned_ = true;
+    std::string rank = std::to_string(rank_);
+    std::set<pid_t> ours;
+    for (const auto& [key, s] : running_) ours.insert(s->pid);
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+      std::string name = entry.path().filename();
+      if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+      pid_t pid = static_cast<pid_t>(std::stol(name));
+      std::ifstream in(entry.path() / "environ");
+      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      auto job = env_value(env, "LOOM_JOB_ID");
+      if (!job || !env_value(env, "LOOM_PERILOG") || env_value(env, "LOOM_RANK") != rank ||
+          env_value(env, "LOOM_URI") != local_uri_) {
+        continue;
+      }
+      auto id = parse_jobid(std::string(*job));
+      pid_t group = process_group(pid);
+      if (id.ok() && group > 1 && !ours.count(group)) orphans_[id->value()].insert(group);
+    }
   }
-  if (groups.empty()) return then();
+  auto it = orphans_.find(jid);
+  if (it == orphans_.end()) return then();
+  std::set<pid_t> groups = std::move(it->second);
+  orphans_.erase(it);
   for (pid_t g : groups) {
     spdlog::warn("shell: job {}: killing a prolog or epilog (process group {}) left by a broker that died", jid, g);
     ::kill(-g, SIGKILL);

@@ -19,6 +19,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <set>
 #include <string>
 
 #include "base/clock.h"
@@ -58,7 +59,8 @@ class Perilogs {
 
   // Kills the perilogs of job `jid` for this rank that an earlier broker
   // left running (not ours) and calls `then` once they are gone (or, with a
-  // warning, 5 s later).
+  // warning, 5 s later). Such leftovers all predate this broker: /proc is
+  // read once, at the first call, for every job's.
   void end_orphans(uint64_t jid, std::function<void()> then);
 
  private:
@@ -72,6 +74,8 @@ class Perilogs {
   std::map<std::pair<uint64_t, PerilogKind>, std::shared_ptr<Running>> running_;
   std::map<uint64_t, std::unique_ptr<Timer>> waits_;  // end_orphans() waiting for leftovers to die
   uint64_t next_wait_ = 0;
+  bool scanned_ = false;                            // /proc read for leftovers
+  std::map<uint64_t, std::set<pid_t>> orphans_;  // job → leftover process groups
 };
 
 }  // namespace loom
