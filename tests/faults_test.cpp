@@ -5,8 +5,8 @@
 // hold whatever happened: every acknowledged job is there, no id is used
 // twice, every job reaches `clean`, nothing is allocated twice or to a job
 // that is gone (the double-booking alarm stays 0), every eventlog parses.
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -61,9 +61,9 @@ class Faults : public Exec {
   }
   // An instance of `size` ranks with `cores` cores each on the state directory.
   ::testing::AssertionResult start(uint32_t size, uint32_t cores) {
-    return inst.start(size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0",
-                             "--state-dir=" + dir + "/state", "--setconf", "exec.reattach-timeout=60", "--setconf",
-                             "exec.kill-timeout=2"});
+    return inst.start(
+        size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0", "--state-dir=" + dir + "/state",
+               "--setconf", "exec.reattach-timeout=60", "--setconf", "exec.kill-timeout=2"});
   }
   // A word for `sleep` (seconds, so it must be a number) that no other
   // process has on its command line.
@@ -88,8 +88,8 @@ class Faults : public Exec {
     for (int r = 0; r < nodes; ++r) fifo("up." + std::to_string(r));
     std::vector<std::string> args = {"-N" + std::to_string(nodes), "-n" + std::to_string(nodes)};
     args.insert(args.end(), extra.begin(), extra.end());
-    for (const std::string& a : {std::string("sh"), std::string("-c"),
-                                 "echo up > " + dir + "/up.$LOOM_RANK; exec sleep " + word}) {
+    for (const std::string& a :
+         {std::string("sh"), std::string("-c"), "echo up > " + dir + "/up.$LOOM_RANK; exec sleep " + word}) {
       args.push_back(a);
     }
     std::string id = submit_job(args);
@@ -163,8 +163,8 @@ TEST_F(Faults, MalformedExecEventlogEntriesDoNotBringDownARestart) {
   std::string word = marker(303);
   std::string id = running_job(1, word);
   std::string ns = "job-" + std::to_string(num(id));
-  for (const char* ctx : {R"({"rank":0,"status":0,"timeout":"yes"})", R"({"rank":0,"status":"none"})",
-                          R"({"rank":"0","status":0})"}) {
+  for (const char* ctx :
+       {R"({"rank":0,"status":0,"timeout":"yes"})", R"({"rank":0,"status":"none"})", R"({"rank":"0","status":0})"}) {
     auto r = loom({"kvs", "--namespace", ns, "eventlog", "append", "exec.eventlog", "epilog-finish", ctx});
     ASSERT_EQ(r.code, 0) << show(r);
   }
@@ -231,10 +231,10 @@ class Campaign : public Faults, public ::testing::WithParamInterface<std::tuple<
   ::testing::AssertionResult start(bool smaller) {
     std::string d = dir + "/";
     uint32_t size = smaller ? 1 : 2, cores = smaller ? 1 : 2;
-    return inst.start(size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0",
-                             "--state-dir=" + dir + "/state", "--setconf", "exec.reattach-timeout=60", "--setconf",
-                             "exec.kill-timeout=2", "--setconf", "exec.epilog=" + perilog(d, ""), "--setconf",
-                             "exec.prolog=" + perilog(d, "p")});
+    return inst.start(
+        size, {"--cores-per-rank=" + std::to_string(cores), "--gpus-per-rank=0", "--state-dir=" + dir + "/state",
+               "--setconf", "exec.reattach-timeout=60", "--setconf", "exec.kill-timeout=2", "--setconf",
+               "exec.epilog=" + perilog(d, ""), "--setconf", "exec.prolog=" + perilog(d, "p")});
   }
 
   // The invariants, once the instance is back: every acknowledged job is

@@ -13,9 +13,9 @@
 #include "kit/jobs.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
-#include <sys/un.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
@@ -332,8 +332,8 @@ TEST_F(Jobs, ExceptionTypesAndServiceNamesAreChecked) {
   wait_event(id, "alloc");
   std::string n = std::to_string(parse_jobid(id).value().value());
   for (const std::string& type : {std::string("a=b"), std::string("two words"), std::string(65, 'x')}) {
-    auto r = loom({"rpc", "job-manager.raise",
-                   dump_json(Json{{"id", std::stoull(n)}, {"severity", 1}, {"type", type}})});
+    auto r =
+        loom({"rpc", "job-manager.raise", dump_json(Json{{"id", std::stoull(n)}, {"severity", 1}, {"type", type}})});
     EXPECT_NE(r.code, 0) << type << ": " << show(r);
     EXPECT_NE(r.err.find("exception type"), std::string::npos) << r.err;
   }
@@ -358,7 +358,7 @@ TEST_F(Jobs, AHugeTimeLimitDoesNotEndTheJobAtOnce) {
   std::string fine = submit_job({"--setattr=exec.test.run_duration=0.1s", "true"});
   wait_event(limit, "start");
   wait_event(duration, "start");
-  wait_event(fine, "clean");  // a tenth of a second passed for both
+  wait_event(fine, "clean");   // a tenth of a second passed for both
   wait_event(limit, "clean");  // ended by its run duration, not its time limit
   EXPECT_EQ(job(limit)["result"], "COMPLETED");
   EXPECT_EQ(state(duration), "RUN");

@@ -29,7 +29,6 @@
 namespace loom::test {
 namespace {
 
-
 std::vector<std::string> split(const std::string& s, char sep) {
   std::vector<std::string> out;
   std::stringstream in(s);

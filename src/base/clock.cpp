@@ -1,8 +1,8 @@
 #include "base/clock.h"
 
+#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/steady_timer.hpp>
-#include <algorithm>
 #include <chrono>
 
 namespace loom {

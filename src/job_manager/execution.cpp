@@ -10,10 +10,10 @@ void JobManager::Impl::exec_hello(const Message& m) {
   if (!p.ok()) return h_.respond_error(m, p.error());
   auto name = get_string(*p, "service");
   if (!name.ok()) return h_.respond_error(m, name.error());
-  if (name->empty() || name->size() > kMaxServiceName ||
-      name->find_first_of(". \t\n\r") != std::string::npos) {
+  if (name->empty() || name->size() > kMaxServiceName || name->find_first_of(". \t\n\r") != std::string::npos) {
     return h_.respond_error(
-        m, EINVAL, "service must be a name of 1 to " + std::to_string(kMaxServiceName) + " bytes without dots or spaces");
+        m, EINVAL,
+        "service must be a name of 1 to " + std::to_string(kMaxServiceName) + " bytes without dots or spaces");
   }
   if (!exec_service_.empty()) {
     std::vector<std::string> busy;

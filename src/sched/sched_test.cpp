@@ -270,17 +270,21 @@ TEST_F(SchedTest, RetriesTheHelloUntilTheJobManagerAnswers) {
 TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
   // Job 7 ran on cores 0-1 of rank 0 and on rank 2; the instance came back
   // with one core per rank and two ranks.
-  Json job{{"id", 7},          {"priority", 16},
-           {"userid", 1000},   {"t_submit", 1.0},
-           {"R", R({{0, "0-1"}, {1, "0"}, {2, "0"}}).to_json()}, {"free", ""}};
+  Json job{{"id", 7},
+           {"priority", 16},
+           {"userid", 1000},
+           {"t_submit", 1.0},
+           {"R", R({{0, "0-1"}, {1, "0"}, {2, "0"}}).to_json()},
+           {"free", ""}};
   start(config(2, 1), {job});
   Message raise = take("job-manager.raise");
   EXPECT_EQ(Json::parse(raise.payload),
             (Json{{"id", 7},
                   {"severity", 0},
                   {"type", "scheduler-restart"},
-                  {"note", "its resources cannot all be allocated again after the restart: rank 0 has no cores 1 (it "
-                           "has 1 core); rank 2 is not in this instance (size 2)"}}));
+                  {"note",
+                   "its resources cannot all be allocated again after the restart: rank 0 has no cores 1 (it "
+                   "has 1 core); rank 2 is not in this instance (size 2)"}}));
   answer(raise, Json::object());
   Json st = status();
   EXPECT_EQ(st["alarms"], 0);

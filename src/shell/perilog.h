@@ -74,7 +74,7 @@ class Perilogs {
   std::map<std::pair<uint64_t, PerilogKind>, std::shared_ptr<Running>> running_;
   std::map<uint64_t, std::unique_ptr<Timer>> waits_;  // end_orphans() waiting for leftovers to die
   uint64_t next_wait_ = 0;
-  bool scanned_ = false;                            // /proc read for leftovers
+  bool scanned_ = false;                         // /proc read for leftovers
   std::map<uint64_t, std::set<pid_t>> orphans_;  // job → leftover process groups
 };
 
