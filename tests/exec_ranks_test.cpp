@@ -216,9 +216,7 @@ class ExecReattach : public Exec {
  protected:
   std::string dir;
   void SetUp() override {
-    dir = (std::filesystem::temp_directory_path() / ("loom-reattach-" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    dir = fresh_test_dir("reattach");
     ASSERT_TRUE(inst.start(2, args()));
   }
   void TearDown() override {

@@ -33,11 +33,7 @@ class Faults : public Exec {
   std::vector<std::string> markers;
   std::vector<std::string> jobs;
 
-  void SetUp() override {
-    dir = (std::filesystem::temp_directory_path() / ("loom-faults-" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
-  }
+  void SetUp() override { dir = fresh_test_dir("faults"); }
   void TearDown() override {
     Exec::TearDown();
     // A lost rank's shell waits for its broker for the reattach timeout:

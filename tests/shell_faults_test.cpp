@@ -35,9 +35,7 @@ class ShellFaults : public Exec {
  protected:
   std::string dir;
   void SetUp() override {
-    dir = (std::filesystem::temp_directory_path() / ("loom-shell-faults-" + std::to_string(::getpid()))).string();
-    std::filesystem::remove_all(dir);
-    std::filesystem::create_directories(dir);
+    dir = fresh_test_dir("shell-faults");
     ASSERT_TRUE(inst.start(2, args()));
   }
   void TearDown() override {

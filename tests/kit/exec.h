@@ -92,6 +92,17 @@ inline void crash_instance(Instance& inst) {
   inst.expect_clean_exit(true);
 }
 
+// A fresh directory of a test's own, /tmp/loom-NAME-PID (its state
+// directory, the FIFOs and files its jobs share with it); remove it with
+// std::filesystem::remove_all in TearDown.
+inline std::string fresh_test_dir(const std::string& name) {
+  std::string dir =
+      (std::filesystem::temp_directory_path() / ("loom-" + name + "-" + std::to_string(::getpid()))).string();
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
 class Exec : public JobsFixture {
  protected:
   void SetUp() override { ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0"})); }
