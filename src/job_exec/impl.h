@@ -146,6 +146,10 @@ struct JobExec::Impl {
   void start_shells(Run& r);
   // shell.prolog or shell.epilog to `rank` (launcher.h), answered in
   // on_prolog / on_epilog.
+  // A streaming request about run `r` to the launch service of `rank`,
+  // {id, info: {userid, ranks}}; `answer` gets each response while job-exec
+  // exists.
+  void ask_rank(Run& r, uint32_t rank, const char* topic, std::function<void(const Message&)> answer);
   void ask_perilog(Run& r, uint32_t rank, bool prolog);
   void on_prolog(Run& r, uint32_t rank, const Message& m);
   void prolog_progress(Run& r);

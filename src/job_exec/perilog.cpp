@@ -17,29 +17,32 @@
 
 namespace loom {
 
-void JobExec::Impl::ask_perilog(Run& r, uint32_t rank, bool prolog) {
-  uint64_t id = r.id;
-  uint64_t serial = r.serial;
+void JobExec::Impl::ask_rank(Run& r, uint32_t rank, const char* topic, std::function<void(const Message&)> answer) {
   auto alive = std::weak_ptr<int>(alive_);
   RpcOptions opts;
   opts.nodeid = rank;
   opts.streaming = true;
-  h_.rpc(
-      prolog ? "shell.prolog" : "shell.epilog",
-      Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
-      [this, alive, id, serial, rank, prolog](const Message& m) {
-        if (alive.expired()) return;
-        Run* rp = current(id, serial);
-        if (!rp) {
-          // A prolog of a run that is gone: nobody would wait for it.
-          if (prolog && !m.errnum && payload_object(m).ok() && payload_object(m)->value("type", "") == "prolog-start") {
-            kill_shell(id, rank, SIGKILL);
-          }
-          return;
-        }
-        if (prolog) return on_prolog(*rp, rank, m);
-        on_epilog(*rp, rank, m);
-      });
+  h_.rpc(topic, Json{{"id", r.id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+         [alive, answer = std::move(answer)](const Message& m) {
+           if (!alive.expired()) answer(m);
+         });
+}
+
+void JobExec::Impl::ask_perilog(Run& r, uint32_t rank, bool prolog) {
+  uint64_t id = r.id;
+  uint64_t serial = r.serial;
+  ask_rank(r, rank, prolog ? "shell.prolog" : "shell.epilog", [this, id, serial, rank, prolog](const Message& m) {
+    Run* rp = current(id, serial);
+    if (!rp) {
+      // A prolog of a run that is gone: nobody would wait for it.
+      if (prolog && !m.errnum && payload_object(m).ok() && payload_object(m)->value("type", "") == "prolog-start") {
+        kill_shell(id, rank, SIGKILL);
+      }
+      return;
+    }
+    if (prolog) return on_prolog(*rp, rank, m);
+    on_epilog(*rp, rank, m);
+  });
 }
 
 // The prolog of `rank` (docs/protocols/exec.md): its start and end go to the

@@ -161,16 +161,10 @@ void JobExec::Impl::settle_rank(Run& r, uint32_t rank, const std::map<uint32_t, 
 void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
   uint64_t id = r.id;
   uint64_t serial = r.serial;
-  auto alive = std::weak_ptr<int>(alive_);
-  RpcOptions opts;
-  opts.nodeid = rank;
-  opts.streaming = true;
-  h_.rpc("shell.reattach", Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
-         [this, alive, id, serial, rank](const Message& m) {
-           if (alive.expired()) return;
-           if (current(id, serial)) return on_shell(id, rank, m);
-           stale_shell(id, rank, m);
-         });
+  ask_rank(r, rank, "shell.reattach", [this, id, serial, rank](const Message& m) {
+    if (current(id, serial)) return on_shell(id, rank, m);
+    stale_shell(id, rank, m);
+  });
 }
 
 void JobExec::Impl::on_online(const Message& ev) {
