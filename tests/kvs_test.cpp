@@ -286,8 +286,17 @@ TEST_F(KvsOneRank, AGuestNamespaceBelongsToItsOwnerAndLinksIntoPrimary) {
 
   // 5000 writes and reads its namespace.
   std::string line = event_line(1.5, "data", {{"stream", "stdout"}, {"data", "hello\n"}});
-  r = kvs_commit(loop_, u5000.h(), {put_op("a", "1"), append_op("output", line), put_op("exec.state", "run")}, "g5000");
+  // Except the keys under `exec`, which only the instance writes (the
+  // commit is refused whole).
+  r = kvs_commit(loop_, u5000.h(), {put_op("a", "1"), put_op("exec.state", "run")}, "g5000");
+  EXPECT_EQ(r.errnum, EPERM) << r.errstr;
+  EXPECT_EQ(r.errstr, "key exec.state of namespace g5000 is written only by the instance");
+  EXPECT_EQ(kvs_lookup(loop_, u5000.h(), "a", "g5000").errnum, ENOENT);
+  r = kvs_commit(loop_, h(), {put_op("exec.state", "run")}, "g5000");
   ASSERT_EQ(r.errnum, 0) << r.errstr;
+  r = kvs_commit(loop_, u5000.h(), {put_op("a", "1"), append_op("output", line)}, "g5000");
+  ASSERT_EQ(r.errnum, 0) << r.errstr;
+  EXPECT_EQ(kvs_value(loop_, u5000.h(), "exec.state", "g5000"), "run");
   EXPECT_EQ(kvs_value(loop_, u5000.h(), "a", "g5000"), "1");
   EXPECT_EQ(dir_of(loop_, u5000.h(), ".", "g5000"), names({"a", "exec", "output"}));
   Watcher mine;

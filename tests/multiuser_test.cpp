@@ -25,6 +25,7 @@
 #include "kit/exec.h"
 #include "kit/instance.h"
 #include "kit/users.h"
+#include "msg/json.h"
 
 namespace loom::test {
 namespace {
@@ -239,6 +240,40 @@ TEST_F(MultiUser, AUserCannotTouchAnotherUsersJob) {
   ASSERT_EQ(inst_.loom({"job", "wait-event", id, "clean"}).code, 0);
   auto out = loom_as(a_, {"job", "eventlog", "-p", "output", id});
   EXPECT_EQ(out.out.find("forged"), std::string::npos) << out.out;
+}
+
+// The exec eventlog is job-exec's record, which it trusts after a restart
+// (a rank with `shell-exit` counts as finished and is released): the job's
+// user writes their job's namespace (the shells write its output as them)
+// but not the keys under `exec`, so they cannot forge a shell's exit.
+TEST_F(MultiUser, AUserCannotWriteTheExecEventlogOfTheirOwnJob) {
+  std::string id = submit_as(a_, {"-N2", "sleep", "300"});
+  ASSERT_FALSE(id.empty());
+  ASSERT_EQ(inst_.loom({"job", "wait-event", id, "start"}).code, 0);
+  auto jid = parse_jobid(id);
+  ASSERT_TRUE(jid.ok());
+  std::string ns = "job-" + std::to_string(jid->value());
+  auto commit = [&](const Json& op) {
+    return loom_as(a_, {"rpc", "kvs.commit", Json{{"namespace", ns}, {"ops", Json::array({op})}}.dump()});
+  };
+  Json forged = {{"timestamp", 1}, {"name", "shell-exit"}, {"context", {{"rank", 1}, {"status", 0}, {"forged", 1}}}};
+  for (const auto& op :
+       {Json{{"op", "append"}, {"key", "exec.eventlog"}, {"value", forged.dump() + "\n"}},
+        Json{{"op", "put"}, {"key", "exec.eventlog"}, {"value", ""}}, Json{{"op", "unlink"}, {"key", "exec"}},
+        Json{{"op", "put"}, {"key", "exec.x"}, {"value", "x"}}}) {
+    auto r = commit(op);
+    EXPECT_NE(r.code, 0) << op << ": " << show(r);
+    EXPECT_NE(r.err.find("is written only by the instance"), std::string::npos) << op << ": " << show(r);
+  }
+  // The rest of the namespace is theirs, as before.
+  auto output = commit(Json{{"op", "put"}, {"key", "scratch"}, {"value", "mine"}});
+  EXPECT_EQ(output.code, 0) << show(output);
+  ASSERT_EQ(loom_as(a_, {"cancel", id}).code, 0);
+  ASSERT_EQ(inst_.loom({"job", "wait-event", id, "clean"}).code, 0);
+  auto exec = loom_as(a_, {"job", "eventlog", "-p", "exec", id});
+  EXPECT_EQ(exec.code, 0) << show(exec);
+  EXPECT_EQ(exec.out.find("forged"), std::string::npos) << exec.out;
+  EXPECT_NE(exec.out.find("shell-exit"), std::string::npos) << exec.out;
 }
 
 TEST_F(MultiUser, AUserReadsTheOutputOfTheirOwnJobsOnly) {

@@ -37,7 +37,9 @@ void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
     return v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
   };
   // The job's eventlog, then its exec eventlog: in its namespace, or in the
-  // linked copy if the crash came after the link.
+  // linked copy if the crash came after the link. Only the instance writes
+  // either (the exec eventlog's keys are refused to the job's user), so a
+  // shell-exit found there is a shell that did exit.
   std::string key = "job." + std::to_string(id);
   h_.rpc("kvs.lookup", Json{{"key", key + ".eventlog"}}, {}, [=, this](const Message& m) {
     Run* rp = alive.expired() ? nullptr : current(id, serial);

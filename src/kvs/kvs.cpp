@@ -22,6 +22,14 @@ Status validate_key(const std::string& key) {
   return {};
 }
 
+namespace {
+// Keys under `exec` are the execution service's record of a job (its exec
+// eventlog), which it trusts after a restart: in a job's namespace the
+// user may write the rest (its output) but not these
+// (docs/protocols/jobs.md, "KVS").
+bool written_only_by_the_instance(const std::string& key) { return key == "exec" || key.starts_with("exec."); }
+}  // namespace
+
 Result<std::unique_ptr<Kvs>> Kvs::create(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage,
                                          uint32_t owner) {
   auto loaded = storage->load();
@@ -128,6 +136,10 @@ void Kvs::commit(const Message& req) {
     if (!kind.ok()) return h_.respond_error(req, kind.error());
     if (!key.ok()) return h_.respond_error(req, key.error());
     if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
+    if (!is_owner(req) && written_only_by_the_instance(*key)) {
+      return h_.respond_error(req, EPERM,
+                              "key " + *key + " of namespace " + *ns_name + " is written only by the instance");
+    }
     StoredOp op;
     op.ns = *ns_name;
     op.key = *key;
