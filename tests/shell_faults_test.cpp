@@ -279,5 +279,74 @@ TEST_F(ShellFaults, AShellWaitingForItsBrokerEndsOnSigterm) {
   expect_all_exit(processes_with(m));
 }
 
+// A broker that dies after it started a job's shell but before the shell
+// connected to it: the job has started (job-exec said so once the shell
+// was spawned), so the shell runs it as one whose broker was lost, and the
+// restarted broker adopts it, whether it was back before the shell tried
+// (a broker that did not start the shell listens at its socket) or not.
+// The shell is held before it connects by a wrapper at LOOM_SHELL_PATH
+// (without a fork server, so that the wrapper is what the broker starts).
+class ShellBeforeConnect : public ShellFaults {
+ protected:
+  void SetUp() override {
+    dir = fresh_test_dir("shell-before-connect");
+    std::string wrapper = dir + "/loom-shell";
+    {
+      std::ofstream w(wrapper);
+      w << "#!/bin/sh\n"
+        << "[ \"$1\" = --fork-server ] && exit 1\n"
+        << "echo up > " << dir << "/shell-up\n"
+        << "read go < " << dir << "/shell-go\n"
+        << "exec " << bin("loom-shell") << " \"$@\"\n";
+    }
+    ASSERT_EQ(::chmod(wrapper.c_str(), 0755), 0);
+    ::setenv("LOOM_SHELL_PATH", wrapper.c_str(), 1);
+    ASSERT_TRUE(inst.start(2, args()));
+  }
+  void TearDown() override {
+    ::unsetenv("LOOM_SHELL_PATH");
+    ShellFaults::TearDown();
+  }
+  // A job of one task on rank 0 whose shell is held (one job per test);
+  // returns once the
+  // job has started and the broker is gone.
+  std::string start_held_job_and_crash() {
+    fifo("shell-go");
+    std::string up = fifo("shell-up");
+    std::string id = submit_job({"-N1", "sh", "-c", "echo ran on $LOOM_RANK"});
+    read_fifos({up});
+    wait_event(id, "start");
+    crash();
+    return id;
+  }
+  void let_the_shell_go() {
+    auto r = run_cmd({"/bin/sh", "-c", "echo go > " + dir + "/shell-go"}, {}, 20);
+    ASSERT_EQ(r.code, 0) << show(r);
+  }
+  void expect_completed(const std::string& id) {
+    auto clean = inst.loom({"job", "wait-event", "-t", "40", id, "clean"});
+    ASSERT_EQ(clean.code, 0) << show(clean);
+    EXPECT_EQ(job(id).value("result", ""), "COMPLETED") << exec_log(id);
+    auto out = loom({"job", "attach", id});
+    EXPECT_EQ(out.code, 0) << show(out);
+    EXPECT_EQ(out.out, "ran on 0\n");
+    EXPECT_NE(exec_log(id).find("shell-reattach"), std::string::npos) << exec_log(id);
+  }
+};
+
+TEST_F(ShellBeforeConnect, AShellThatFindsNoBrokerWaitsForOneAndRunsItsJob) {
+  std::string id = start_held_job_and_crash();
+  let_the_shell_go();
+  ASSERT_TRUE(inst.start(2, args()));
+  expect_completed(id);
+}
+
+TEST_F(ShellBeforeConnect, AShellThatFindsARestartedBrokerIsAdoptedByIt) {
+  std::string id = start_held_job_and_crash();
+  ASSERT_TRUE(inst.start(2, args()));
+  let_the_shell_go();
+  expect_completed(id);
+}
+
 }  // namespace
 }  // namespace loom::test

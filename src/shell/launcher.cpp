@@ -207,6 +207,8 @@ void ShellLauncher::Impl::launch(const Message& m) {
       spdlog::warn("shell: job {}: {}; its processes are kept together by process group only", jid, made.error().text);
     }
   }
+  // Who the shell's parent is (it checks that we are still there).
+  job["broker_pid"] = ::getpid();
   // The shell's stdin (its job, when it is started here) and stdout (its
   // exit report).
   int in[2] = {-1, -1}, out[2] = {-1, -1};

@@ -856,6 +856,13 @@ int cannot_run(const Json& info, const std::string& why) {
   return 1;
 }
 
+// The broker that started us is gone: we are no longer its child (it
+// names itself in the job as `broker_pid`).
+bool broker_gone(const Json& info) {
+  auto at = info.find("broker_pid");
+  return at != info.end() && at->is_number_integer() && at->get<int64_t>() != ::getppid();
+}
+
 // The job's user (user.h): the shell becomes it before it connects, opens
 // a file or starts a task. The job names its user (`userid`); a shell
 // that is not that user already needs the launch service's `user` (the
@@ -889,7 +896,13 @@ int run_shell(const std::string& text) {
   // Into the job's cgroup while we may (before we become the job's user).
   if (auto cg = info->find("cgroup"); cg != info->end() && cg->is_string()) {
     if (auto st = join_cgroup(cg->get<std::string>()); !st.ok()) {
-      return cannot_run(*info, "cannot join the job's cgroup: " + st.error().text);
+      // A broker restarted after ours died removes the cgroups its jobs
+      // left empty: this one, if it came before us. The job goes on,
+      // kept together by our process group.
+      if (!broker_gone(*info)) return cannot_run(*info, "cannot join the job's cgroup: " + st.error().text);
+      std::fprintf(stderr, "loom-shell: cannot join the job's cgroup (%s); its broker is gone\n",
+                   st.error().text.c_str());
+      info->erase("cgroup");
     }
   }
   // Started by a broker, as its uid: the brokers are that uid, before and
@@ -902,12 +915,27 @@ int run_shell(const std::string& text) {
   asio::io_context io;
   auto clock = make_real_clock(io);
   auto c = Client::connect(io, *clock, uri);
-  if (!c.ok()) die(c.error().text);
-  if ((*c)->peer_uid() != broker_uid) {
+  if (c.ok() && (*c)->peer_uid() != broker_uid) {
     die(std::string("refusing what listens at ") + uri + ": it runs as uid " + std::to_string((*c)->peer_uid()) +
         ", not the brokers' " + std::to_string(broker_uid));
   }
-  Shell shell(io, *clock, uri, broker_uid, std::move(*c), std::move(*info), std::move(*user));
+  // The broker that started us (our parent) may have died before we could
+  // connect: nobody listens, or a restarted broker does, which does not
+  // know us. Either way the job has started (job-exec said so when we were
+  // spawned), so we run it as a shell whose broker was lost: the tasks
+  // start, and we wait for a broker to adopt us (docs/protocols/exec.md).
+  // (A broker that dies once we are connected closes our connection.)
+  std::unique_ptr<Client> client;
+  bool gone = broker_gone(*info);
+  if (c.ok() && !gone) {
+    client = std::move(*c);
+  } else if (info->value("reattach_timeout", 0.0) <= 0) {
+    die(c.ok() ? std::string("the broker that started this shell is gone") : c.error().text);
+  } else {
+    std::fprintf(stderr, "loom-shell: the broker that started this shell is gone (%s)\n",
+                 c.ok() ? "another listens at its socket" : c.error().text.c_str());
+  }
+  Shell shell(io, *clock, uri, broker_uid, std::move(client), std::move(*info), std::move(*user));
   return shell.run();
 }
 
