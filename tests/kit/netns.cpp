@@ -68,7 +68,7 @@ struct Owner {
 Owner owner(const std::string& name) {
   if (!name.starts_with(kPrefix)) return {};
   size_t end = name.find_first_not_of("0123456789", 2);
-  if (end == 2 || end == std::string::npos) return {};
+  if (end == 2 || end > 2 + 9 || end == std::string::npos) return {};
   if (name[end] != 'b' && name[end] != 'v' && name[end] != 'n') return {};
   return {static_cast<pid_t>(std::stol(name.substr(2, end - 2))), name[end]};
 }
@@ -237,7 +237,7 @@ Hosts::~Hosts() {
   created_ = true;
   auto fail = [](const std::string& why) { return ::testing::AssertionFailure() << why; };
   for (const auto& h : hosts_) {
-    for (auto why : {remove_link(h.link), remove_netns(h.netns), remove_etc(h.netns)}) {
+    for (const auto& why : {remove_link(h.link), remove_netns(h.netns), remove_etc(h.netns)}) {
       if (!why.empty()) return fail("a leftover of an earlier run: " + why);
     }
   }
