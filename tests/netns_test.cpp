@@ -245,5 +245,50 @@ TEST_F(HostsTest, LeftoversOfAKilledTestAreRemoved) {
   EXPECT_EQ(hosts.run(0, {"hostname"}).out, "node0\n");
 }
 
+TEST_F(HostsTest, NamesLeftByAnEarlierProcessWithOurPidAreCleared) {
+  // An earlier test process with the pid we now have left the network its
+  // next Hosts would make (names as kit/netns.h gives them): a bridge, a
+  // namespace with a process inside, a veth between them, a stale hosts
+  // file.
+  std::string bridge;
+  {
+    Hosts first;
+    ASSERT_TRUE(first.create(1));
+    bridge = first.bridge();
+  }
+  size_t b = bridge.rfind('b');
+  std::string next = std::to_string(std::stoi(bridge.substr(b + 1)) + 1);
+  std::string tag = bridge.substr(0, b);
+  std::string ns = tag + "n" + next + "h0", veth = tag + "v" + next + "h0";
+  bridge = tag + "b" + next;
+  for (const auto& cmd : std::vector<std::vector<std::string>>{
+           {"ip", "netns", "add", ns},
+           {"ip", "link", "add", bridge, "type", "bridge"},
+           {"ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns},
+           {"ip", "link", "set", veth, "master", bridge},
+           {"mkdir", "-p", "/etc/netns/" + ns},
+           {"sh", "-c", "echo '10.0.0.1 node0' > /etc/netns/" + ns + "/hosts"},
+       }) {
+    std::vector<std::string> argv = {"/usr/bin/env"};
+    argv.insert(argv.end(), cmd.begin(), cmd.end());
+    auto r = run_cmd(argv);
+    ASSERT_EQ(r.code, 0) << cmd[0] << " " << cmd[1] << ": " << r.err;
+  }
+  auto inside = std::make_unique<Background>(
+      std::vector<std::string>{"/usr/bin/env", "ip", "netns", "exec", ns, "sh", "-c", "echo in; exec sleep 1000"});
+  ASSERT_TRUE(inside->wait_for_out("in\n", 10)) << inside->so_far().err;
+
+  Hosts hosts;
+  ASSERT_TRUE(hosts.create(1));
+  ASSERT_EQ(hosts.netns(0), ns);
+  ASSERT_EQ(hosts.bridge(), bridge);
+  EXPECT_EQ(inside->finish(10).code, 128 + SIGKILL);
+  EXPECT_EQ(hosts.run(0, {"getent", "hosts", "node0"}).out.substr(0, hosts.address(0).size()), hosts.address(0));
+  int port = 0;
+  auto l = listener(hosts, 0, &port);
+  ASSERT_GT(port, 0);
+  EXPECT_EQ(connect(hosts, 0, "node0", port, 10).out, "node0\n");
+}
+
 }  // namespace
 }  // namespace loom::test
