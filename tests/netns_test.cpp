@@ -76,6 +76,19 @@ TEST_F(HostsTest, EachHostRunsUnderItsOwnName) {
   EXPECT_EQ(machine_hostname(), ours);
 }
 
+TEST_F(HostsTest, SignalsReachTheCommandItself) {
+  // No process stands between the handle and the command: the command's
+  // own trap answers.
+  Hosts hosts;
+  ASSERT_TRUE(hosts.create(1));
+  auto p = hosts.spawn(0, {"sh", "-c", "trap 'echo term; exit 7' TERM; echo ready; sleep 1000 >/dev/null 2>&1 & wait"});
+  ASSERT_TRUE(p->wait_for_out("ready\n", 10)) << p->so_far().err;
+  ASSERT_TRUE(p->signal(SIGTERM));
+  auto r = p->finish(10);
+  EXPECT_EQ(r.code, 7) << r.err;
+  EXPECT_EQ(r.out, "ready\nterm\n");
+}
+
 TEST_F(HostsTest, HostHasOnlyLoopbackAndItsLinkWithNoDefaultRoute) {
   Hosts hosts;
   ASSERT_TRUE(hosts.create(2));
