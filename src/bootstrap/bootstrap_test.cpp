@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace loom {
 
@@ -37,15 +38,17 @@ std::string rank_error(const BootstrapConfig& cfg, std::string_view host, std::o
 }  // namespace
 
 TEST(Bootstrap, ReadsTheThreeHostExampleOfTheDocs) {
-  // docs/deploy.md, "Bootstrap configuration".
-  auto cfg = good(R"([bootstrap]
-hosts = ["node[1-2]", "login"]
-port = 8050
-fanout = 2
-ca = "/etc/loom/certs/ca.crt"
-cert = "/etc/loom/certs/{host}.crt"
-key = "/etc/loom/certs/{host}.key"
-)");
+  // The first TOML block of docs/deploy.md, as written there.
+  std::ifstream f(std::string(LOOM_SOURCE_DIR) + "/docs/deploy.md");
+  std::stringstream doc;
+  doc << f.rdbuf();
+  std::string text = doc.str();
+  size_t begin = text.find("```toml\n");
+  ASSERT_NE(begin, std::string::npos);
+  begin += 8;
+  size_t end = text.find("```", begin);
+  ASSERT_NE(end, std::string::npos);
+  auto cfg = good(text.substr(begin, end - begin));
   EXPECT_EQ(cfg.hosts, (std::vector<std::string>{"node1", "node2", "login"}));
   EXPECT_EQ(cfg.origin, "loom.toml");
   auto root = cfg.place("node1");
