@@ -67,8 +67,9 @@ Result<std::string> path(const cli::Setting& s) {
 
 // bootstrap.hosts: a list of hostlists, expanded in order.
 Result<std::vector<std::string>> host_list(const cli::Setting& s) {
-  auto items = s.list ? parse_json(s.value) : Result<Json>(Error{});
-  if (!items.ok() || !items->is_array()) {
+  std::optional<Json> items;
+  if (auto j = s.list ? parse_json(s.value) : Result<Json>(Json()); j.ok() && j->is_array()) items = std::move(*j);
+  if (!items) {
     return Error{EINVAL, "bootstrap.hosts: must be a list of hostlists, such as [\"node[0-15]\", \"login1\"], not " +
                              quote_input(s.value)};
   }
@@ -87,6 +88,16 @@ Result<std::vector<std::string>> host_list(const cli::Setting& s) {
   }
   if (hosts.empty()) return Error{EINVAL, "bootstrap.hosts: is empty; it must name at least one host"};
   return hosts;
+}
+
+// A name DNS and /etc/hosts take (RFC 1123, with '_' as some sites use
+// it). It also goes into the cert and key paths, so no '/' may pass.
+bool is_host_name(std::string_view name) {
+  if (name.empty() || name.size() > 253 || name.front() == '.' || name.front() == '-') return false;
+  for (char c : name) {
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
+  }
+  return true;
 }
 
 std::string with_host(const std::string& pattern, const std::string& host) {
@@ -180,6 +191,10 @@ Result<BootstrapConfig> parse_bootstrap(const std::vector<cli::Setting>& setting
   std::unordered_map<std::string, uint32_t> seen;
   seen.reserve(cfg.hosts.size());
   for (uint32_t rank = 0; rank < cfg.size(); ++rank) {
+    if (!is_host_name(cfg.hosts[rank])) {
+      return bad(origin, "bootstrap.hosts: " + quote_input(cfg.hosts[rank]) + " (rank " + std::to_string(rank) +
+                             ") is not a host name: letters, digits, '-', '_' and '.' only");
+    }
     auto [it, fresh] = seen.emplace(folded(cfg.hosts[rank]), rank);
     if (!fresh) {
       return bad(origin, "bootstrap.hosts: host " + cfg.hosts[it->second] + " is listed twice, at ranks " +
@@ -234,8 +249,15 @@ Result<BootstrapPlace> BootstrapConfig::place(std::string_view hostname, std::op
   return BootstrapPlace{*rank, hosts[*rank], tree.parent(*rank), tree.children(*rank)};
 }
 
-std::string BootstrapConfig::cert_path(uint32_t rank) const { return with_host(cert, hosts.at(rank)); }
-std::string BootstrapConfig::key_path(uint32_t rank) const { return with_host(key, hosts.at(rank)); }
+std::string BootstrapConfig::cert_path(uint32_t rank) const {
+  LOOM_ASSERT(rank < size());
+  return with_host(cert, hosts[rank]);
+}
+
+std::string BootstrapConfig::key_path(uint32_t rank) const {
+  LOOM_ASSERT(rank < size());
+  return with_host(key, hosts[rank]);
+}
 
 Result<std::string> local_hostname() {
   char buf[HOST_NAME_MAX + 1] = {};

@@ -63,7 +63,8 @@ struct BootstrapConfig {
   // find_rank with the rank's name, parent and children in the tree.
   Result<BootstrapPlace> place(std::string_view hostname, std::optional<uint32_t> rank_override = {}) const;
 
-  // `cert` and `key` for a rank: each "{host}" replaced by hosts[rank].
+  // `cert` and `key` for a rank (below size()): each "{host}" replaced by
+  // hosts[rank].
   std::string cert_path(uint32_t rank) const;
   std::string key_path(uint32_t rank) const;
 };

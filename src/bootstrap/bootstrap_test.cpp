@@ -164,6 +164,10 @@ TEST(Bootstrap, RefusesABadHostlistNamingItsPlace) {
   EXPECT_EQ(why("[bootstrap]\nhosts = [\"a\", \"node[3-1]\"]\n"),
             "loom.toml: bootstrap.hosts[1]: invalid hostlist \"node[3-1]\": range \"3-1\" is reversed");
   EXPECT_NE(why("[bootstrap]\nhosts = [\"node[0-\"]\n").find("'[' without ']'"), std::string::npos);
+  EXPECT_EQ(why("[bootstrap]\nhosts = [\"a\", \"../etc/b\"]\n"),
+            "loom.toml: bootstrap.hosts: \"../etc/b\" (rank 1) is not a host name: letters, digits, '-', '_' and '.' "
+            "only");
+  EXPECT_NE(why("[bootstrap]\nhosts = [\"a:8050\"]\n").find("is not a host name"), std::string::npos);
   EXPECT_NE(why("[bootstrap]\nhosts = [\"n[0-4294967295]\"]\n").find("more than 1000000 hosts"), std::string::npos);
   EXPECT_EQ(why("[bootstrap]\nhosts = [\"a[1-999999]\", \"b[1-2]\"]\n"),
             "loom.toml: bootstrap.hosts: names more than 1000000 hosts");
