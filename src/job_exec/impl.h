@@ -57,6 +57,7 @@ struct JobExec::Impl {
     std::unique_ptr<Timer> kill_timer;
     bool reattach = false;                 // shells started before a restart, found again
     bool kill_found = false;               // reattach: the job had a fatal exception before the restart
+    bool never_started = false;            // reattach of a job ended before its start: only its ranks to settle
     size_t gone_before = 0;                // reattach: ranks released before the restart
     std::set<uint32_t> unreached;          // reattach: ranks not back yet (asked again when online)
     std::set<uint32_t> unreached_epilogs;  // reattach: the same, for an epilog to run again

@@ -110,6 +110,10 @@ void JobExec::Impl::start(const Message& m) {
   std::string all = R->rank_set().encode();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   bool reattach = p->value("reattach", false);
+  // A job ended before it started, found at a restart: what it left on its
+  // ranks (a prolog or epilog) is seen to, and the ranks are released.
+  auto started = get_bool(*p, "started", reattach);
+  bool never_started = reattach && started.ok() && !*started;
   // The job manager validated the jobspec at submit: only what is read
   // here is checked again.
   const Json* spec = member(*p, "jobspec");
@@ -138,10 +142,12 @@ void JobExec::Impl::start(const Message& m) {
     }
     int64_t root = 0;
     auto userid = get_int(*p, "userid", 0, UINT32_MAX - 1, &root);
+    r.never_started = never_started;
     if (reattach) return find_shells(r, static_cast<uint32_t>(userid.ok() ? *userid : 0));
     return launch(r, (*p)["jobspec"], (*p)["R"], static_cast<uint32_t>(userid.ok() ? *userid : 0));
   }
   // Test execution runs nothing that could have outlived a restart.
+  if (never_started) return respond(req, jid, "release", Json{{"ranks", "all"}, {"final", true}});
   if (reattach) return refuse(req, jid, "the job was lost: test execution cannot be reattached", all);
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the

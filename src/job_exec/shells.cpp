@@ -145,6 +145,10 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && (!r.fatal || r.kill_found)) {
       if (!r.reattach) {
         begin(r);
+      } else if (r.never_started) {
+        // Shells of a job that ended before it started: they go (no start,
+        // no finish; each rank is released after its epilog).
+        if (!r.killing) kill_all(r, SIGTERM);
       } else {
         r.started = true;
         spdlog::info("job-exec: job {}: found its shells again", id);
