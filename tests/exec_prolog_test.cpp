@@ -310,5 +310,81 @@ TEST_F(ExecPrologCrash, PrologsRunningThroughACrashAreKilledAndRunAgain) {
   EXPECT_EQ(ranks, (std::multiset<std::string>{"0", "0", "1", "1"}));
 }
 
+// A job cancelled during its prologs whose epilogs were running when every
+// broker was killed: it never started, yet its ranks are not simply freed
+// at the restart. job-exec is asked to see to them, runs the epilogs again
+// (once those the dead brokers left are killed) and releases each rank when
+// its epilog has ended.
+class ExecEpilogCrash : public Exec {
+ protected:
+  std::string dir, marker = "604." + std::to_string(::getpid()), prolog_marker = "605." + std::to_string(::getpid());
+  std::vector<std::string> perilogs;
+  void SetUp() override {
+    char tmpl[] = "/tmp/loom-epilog-crash-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir = tmpl;
+    for (const char* f : {"/up.0", "/up.1", "/eup.0", "/eup.1"}) ASSERT_EQ(::mkfifo((dir + f).c_str(), 0600), 0);
+    std::string at = dir + "/";
+    auto hold = [&](const std::string& m, const std::string& fifo) {
+      return "sleep " + m + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " + at + fifo +
+             ".$LOOM_RANK; wait";
+    };
+    std::string again = "if [ -e " + at + "again ]; then exit 0; fi; ";
+    perilogs = {"--setconf", "exec.prolog=" + again + hold(prolog_marker, "up"), "--setconf",
+                "exec.epilog=echo $LOOM_RANK >> " + at + "ran; " + again + hold(marker, "eup")};
+    ASSERT_TRUE(inst.start(2, args()));
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+  std::vector<std::string> args() {
+    std::vector<std::string> a = {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state"};
+    a.insert(a.end(), perilogs.begin(), perilogs.end());
+    return a;
+  }
+  void cat(const std::vector<std::string>& fifos) {
+    std::vector<std::string> cmd{"/bin/cat"};
+    for (const auto& f : fifos) cmd.push_back(dir + "/" + f);
+    auto r = run_cmd(cmd, {}, 20);
+    ASSERT_EQ(r.code, 0) << show(r);
+  }
+};
+
+TEST_F(ExecEpilogCrash, EpilogsOfAJobCancelledBeforeItStartedRunAgainAfterACrash) {
+  std::string id = submit_job({"-N2", "true"});
+  cat({"up.0", "up.1"});
+  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  cat({"eup.0", "eup.1"});
+  auto old = processes_with(marker);
+  ASSERT_EQ(old.size(), 2u);
+  crash_instance(inst);
+  std::ofstream(dir + "/again") << "";
+  ASSERT_TRUE(inst.start(2, args()));
+  expect_all_exit(old);
+  wait_event(id, "clean");
+  auto log = eventlog(id);
+  EXPECT_TRUE(named(log, "start").empty());
+  EXPECT_EQ(job(id)["result"], "CANCELED");
+  // Released by job-exec, rank by rank, after the epilogs ran again.
+  auto released = named(log, "release");
+  ASSERT_FALSE(released.empty()) << show(loom({"job", "eventlog", id}));
+  EXPECT_TRUE(released.back()["context"]["final"].get<bool>());
+  std::ifstream in(dir + "/ran");
+  std::multiset<std::string> ranks;
+  for (std::string line; std::getline(in, line);) ranks.insert(line);
+  EXPECT_EQ(ranks, (std::multiset<std::string>{"0", "0", "1", "1"}));
+  auto exec = loom({"job", "eventlog", "--path=exec", id});
+  for (const char* what : {"epilog-finish rank=0 status=0", "epilog-finish rank=1 status=0"}) {
+    EXPECT_NE(exec.out.find(what), std::string::npos) << what << " in\n" << exec.out;
+  }
+  EXPECT_EQ(exec.out.find("shell-start"), std::string::npos) << exec.out;
+  Json res = resources();
+  EXPECT_EQ(res["allocated"].value("ranks", "?"), "") << res;
+  EXPECT_EQ(res["drained"].value("ranks", "?"), "") << res;
+  // The instance runs jobs on both ranks again.
+  EXPECT_EQ(loom({"run", "-N2", "true"}).code, 0);
+}
+
 }  // namespace
 }  // namespace loom::test

@@ -38,7 +38,8 @@ void JobManager::Impl::exec_hello(const Message& m) {
   spdlog::info("job-manager: execution service {} registered", exec_service_);
   h_.respond(m, Json::object());
   for (auto& [id, j] : jobs_) {
-    if (j.rec.state == JobState::kRun || (j.rec.state == JobState::kCleanup && j.rec.started && !j.rec.released_all)) {
+    if (j.rec.state == JobState::kRun ||
+        (j.rec.state == JobState::kCleanup && (j.rec.started || j.exec_may_hold) && !j.rec.released_all)) {
       send_start(j);
     }
   }
@@ -47,7 +48,14 @@ void JobManager::Impl::exec_hello(const Message& m) {
 void JobManager::Impl::send_start(Job& j) {
   if (exec_service_.empty() || j.start_sent || j.rec.released_all) return;
   j.start_sent = true;
-  Json req{{"id", j.id.value()}, {"userid", j.rec.userid}, {"R", j.R.to_json()}, {"reattach", j.rec.started}};
+  // A job found again after a restart: running (started), or ended before
+  // it started (what it left on its ranks to be seen to).
+  bool reattach = j.rec.started || (j.rec.state == JobState::kCleanup && j.exec_may_hold);
+  Json req{{"id", j.id.value()},
+           {"userid", j.rec.userid},
+           {"R", j.R.to_json()},
+           {"reattach", reattach},
+           {"started", j.rec.started}};
   h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
 }
 

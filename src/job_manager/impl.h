@@ -105,6 +105,10 @@ struct JobManager::Impl {
     bool alloc_pending = false;  // sched.alloc sent, no final answer yet
     bool cancel_sent = false;    // sched.cancel sent for that alloc
     bool start_sent = false;     // a start is outstanding to the execution service
+    // Found holding ranks at a restart before it had started: the execution
+    // service may have had it (prologs or epilogs running), so it is the one
+    // to see to them and release the ranks, even once the job is ended.
+    bool exec_may_hold = false;
     std::vector<Message> waiters;
   };
   struct EventlogWatch {

@@ -220,6 +220,8 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
       if (is_active(j.rec.state)) j.R = std::move(*R);
     }
     if (is_active(j.rec.state)) j.jobspec = std::move(t[1]);
+    j.exec_may_hold =
+        is_active(j.rec.state) && j.rec.allocated && !j.rec.freed && !j.rec.started && !j.rec.released_all;
     jobs_.emplace(id, std::move(j));
   }
   fluid_->restore(last);
@@ -294,8 +296,12 @@ void JobManager::Impl::advance(Job& j) {
           return;
         }
         if (r.allocated && !r.freed) {
-          // The execution service holds the ranks until its final release.
+          // The execution service holds the ranks until its final release;
+          // also those of a job that had not started when the instance went
+          // down (its prologs or epilogs may run): it is asked to see to
+          // them (docs/protocols/exec.md, item 8).
           if ((r.started || j.start_sent) && !r.released_all) return;
+          if (j.exec_may_hold && !r.released_all) return send_start(j);
           // Released ranks went to the scheduler with their release; the
           // final free carries the rest (all of R if the job never started).
           ResourceSet rest = r.released_all ? ResourceSet{} : j.R.subset(j.R.rank_set().subtract(r.released));
