@@ -218,7 +218,17 @@ Result<std::vector<Written>> keygen(const KeygenRequest& request) {
     return Error{EEXIST, (dir / "ca.key").string() + " exists without " + (dir / "ca.crt").string() +
                              ": restore the certificate or remove the key"};
   }
-  std::vector<Written> out;
+  KeyPair ca;
+  if (have_ca) {
+    auto loaded = load_authority(dir);
+    if (!loaded) {
+      if (loaded.error().code == ENOENT) {
+        return Error{ENOENT, loaded.error().text + " (the CA's key is needed to issue certificates)"};
+      }
+      return loaded.error();
+    }
+    ca = std::move(*loaded);
+  }
   for (const auto& host : request.hosts) {
     for (const char* ext : {".key", ".crt"}) {
       auto path = dir / (host + ext);
@@ -227,11 +237,8 @@ Result<std::vector<Written>> keygen(const KeygenRequest& request) {
       }
     }
   }
-  KeyPair ca;
+  std::vector<Written> out;
   if (have_ca) {
-    auto loaded = load_authority(dir);
-    if (!loaded) return loaded.error();
-    ca = std::move(*loaded);
     out.push_back({dir / "ca.crt", "using", "certificate authority, valid until " + not_after_text(ca.cert_pem)});
   } else {
     std::error_code ec;

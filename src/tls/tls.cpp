@@ -159,7 +159,7 @@ std::string failure_reason(SSL* ssl, const std::error_code& ec) {
         case SSL_R_SSLV3_ALERT_UNSUPPORTED_CERTIFICATE:
         case SSL_R_SSLV3_ALERT_CERTIFICATE_UNKNOWN: return "refused our certificate";
         case SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED: return "refused us: we sent no certificate";
-        case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION:
+        case SSL_R_TLSV1_ALERT_PROTOCOL_VERSION: return "refused our TLS version (only TLS 1.3 is spoken)";
         case SSL_R_UNSUPPORTED_PROTOCOL:
         case SSL_R_NO_PROTOCOLS_AVAILABLE:
         case SSL_R_WRONG_VERSION_NUMBER:

@@ -58,7 +58,7 @@ std::string peer_label(const TlsStream& stream);
 // "TLS peer LABEL[ (claims HOST)]: REASON". Reasons for a certificate we
 // refused: "certificate signed by another authority", "self-signed",
 // "expired", "not yet valid", "no certificate"; for one the peer refused:
-// "refused our certificate (...)"; for a client that does not speak TLS:
+// "refused our certificate (...)"; for a peer that does not speak TLS 1.3:
 // "does not speak TLS 1.3 (...)".
 Error failure(TlsStream& stream, const std::error_code& ec);
 std::string failure_reason(SSL* ssl, const std::error_code& ec);
