@@ -181,24 +181,28 @@ std::string failure_reason(SSL* ssl, const std::error_code& ec) {
   return ec.message();
 }
 
-Error failure(TlsStream& stream, const std::error_code& ec) {
-  SSL* ssl = stream.native_handle();
-  std::string who = peer_label(stream);
+Error failure(SSL* ssl, const std::error_code& ec, const std::string& label) {
+  std::string who = label;
   if (const auto* claimed = static_cast<const std::string*>(SSL_get_ex_data(ssl, claimed_index()))) {
     if (!claimed->empty()) who += " (claims " + *claimed + ")";
   }
   return Error{EPERM, "TLS peer " + who + ": " + failure_reason(ssl, ec)};
 }
 
-Result<std::string> peer_host(TlsStream& stream) {
-  SSL* ssl = stream.native_handle();
+Error failure(TlsStream& stream, const std::error_code& ec) {
+  return failure(stream.native_handle(), ec, peer_label(stream));
+}
+
+Result<std::string> peer_host(SSL* ssl, const std::string& label) {
   X509* cert = SSL_get0_peer_certificate(ssl);
-  if (cert == nullptr) return Error{EPERM, "TLS peer " + peer_label(stream) + ": no certificate"};
+  if (cert == nullptr) return Error{EPERM, "TLS peer " + label + ": no certificate"};
   if (long v = SSL_get_verify_result(ssl); v != X509_V_OK) {
-    return Error{EPERM, "TLS peer " + peer_label(stream) + ": " + verify_reason(v)};
+    return Error{EPERM, "TLS peer " + label + ": " + verify_reason(v)};
   }
   return cert_host(cert);
 }
+
+Result<std::string> peer_host(TlsStream& stream) { return peer_host(stream.native_handle(), peer_label(stream)); }
 
 Status peer_is(SSL* ssl, std::string_view host, const std::string& label) {
   X509* cert = SSL_get0_peer_certificate(ssl);

@@ -61,11 +61,16 @@ std::string peer_label(const TlsStream& stream);
 // "refused our certificate (...)"; for a peer that does not speak TLS 1.3:
 // "does not speak TLS 1.3 (...)".
 Error failure(TlsStream& stream, const std::error_code& ec);
+// The same for any asio::ssl::stream (say over a Unix socket), given its
+// SSL object (`stream.native_handle()`) and a label for the peer.
+Error failure(SSL* ssl, const std::error_code& ec, const std::string& label);
+// The reason alone.
 std::string failure_reason(SSL* ssl, const std::error_code& ec);
 
 // The host the peer's verified certificate names (its subjectAltName DNS
 // name), or an error if there is no verified certificate.
 Result<std::string> peer_host(TlsStream& stream);
+Result<std::string> peer_host(SSL* ssl, const std::string& label);
 
 // After a handshake: OK if the peer's verified certificate names `host`
 // (subjectAltName DNS, compared without case), else

@@ -9,6 +9,8 @@
 
 #include <asio/connect.hpp>
 #include <asio/io_context.hpp>
+#include <asio/local/connect_pair.hpp>
+#include <asio/local/stream_protocol.hpp>
 #include <asio/read.hpp>
 #include <asio/write.hpp>
 #include <chrono>
@@ -442,6 +444,32 @@ TEST(TlsLink, ATls12ClientIsRefused) {
   EXPECT_THAT(out.server.error, HasSubstr("does not speak TLS 1.3"));
   EXPECT_THAT(out.client.error, HasSubstr("refused our TLS version"));
   EXPECT_EQ(out.client.received, "");
+}
+
+// The same contexts and checks over a Unix socket pair, through the SSL*
+// forms: one handshake could serve links on one machine too.
+TEST(TlsLink, WorksOverAUnixSocketWithTheSslForms) {
+  Instance inst;
+  auto sctx = server_ctx(inst.files("node0"));
+  auto cctx = client_ctx(inst.files("node2"));
+  asio::io_context io;
+  using UnixTls = asio::ssl::stream<asio::local::stream_protocol::socket>;
+  UnixTls server(io, *sctx);
+  UnixTls client(io, *cctx);
+  asio::local::connect_pair(server.next_layer(), client.next_layer());
+  std::error_code server_ec = asio::error::would_block;
+  std::error_code client_ec = asio::error::would_block;
+  server.async_handshake(UnixTls::server, [&](const std::error_code& ec) { server_ec = ec; });
+  client.async_handshake(UnixTls::client, [&](const std::error_code& ec) { client_ec = ec; });
+  io.run_for(std::chrono::seconds(30));
+  ASSERT_FALSE(server_ec) << failure(server.native_handle(), server_ec, "rank 2").text;
+  ASSERT_FALSE(client_ec) << failure(client.native_handle(), client_ec, "parent").text;
+  EXPECT_TRUE(peer_is(server.native_handle(), "node2", "rank 2").ok());
+  EXPECT_EQ(peer_is(server.native_handle(), "node1", "rank 1").error().text,
+            "TLS peer rank 1: names host node2, expected node1");
+  auto host = peer_host(client.native_handle(), "parent");
+  ASSERT_TRUE(host.ok());
+  EXPECT_EQ(*host, "node0");
 }
 
 TEST(TlsLink, APlainTcpClientSendingGarbageGetsNoApplicationData) {
