@@ -349,6 +349,16 @@ TEST(TlsLink, AClientOfAnotherInstanceIsRefused) {
 TEST(TlsLink, AServerOfAnotherInstanceIsRefusedByTheClient) {
   Instance inst;
   Instance other;
+  // Even where OpenSSL's default store would trust the other CA: only the
+  // instance's own CA is loaded.
+  struct Unset {
+    ~Unset() {
+      ::unsetenv("SSL_CERT_FILE");
+      ::unsetenv("SSL_CERT_DIR");
+    }
+  } unset;
+  ::setenv("SSL_CERT_FILE", (other.dir.path() / "ca.crt").c_str(), 1);
+  ::setenv("SSL_CERT_DIR", other.dir.path().c_str(), 1);
   auto s = server_ctx(other.files("node0"));
   auto c = client_ctx(inst.files("node1"));
   Outcome out = link(*s, *c, "", "");
@@ -357,6 +367,14 @@ TEST(TlsLink, AServerOfAnotherInstanceIsRefusedByTheClient) {
   EXPECT_THAT(out.client.error, HasSubstr(" (claims node0): certificate signed by another authority"));
   EXPECT_FALSE(out.server.handshake_ok);
   EXPECT_THAT(out.server.error, HasSubstr("refused our certificate (unknown authority)"));
+}
+
+TEST(TlsContext, OwnCertificateOfAnotherAuthorityIsNamed) {
+  Instance inst;
+  Instance other;
+  Files f = inst.files("node0");
+  f.ca = other.dir.path() / "ca.crt";
+  EXPECT_EQ(check_own_certificate(f).error().text, f.cert.string() + ": certificate signed by another authority");
 }
 
 TEST(TlsLink, AnExpiredCertificateIsRefused) {
