@@ -55,6 +55,11 @@ TEST_F(KeygenCommand, CreatesTheAuthorityAndEachHostAndPrintsOneLinePerFile) {
   ASSERT_EQ(r.code, 0) << r.err;
   lines = r.out_lines();
   ASSERT_EQ(lines.size(), 3u) << r.out;
+  EXPECT_THAT(lines[2], StartsWith("created  " + dir_ + "/node2.crt"));
+  // Blanks around names, as people write lists.
+  r = keygen({"--dir", dir_, "--hosts", "node3, node4"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(fs::exists(fs::path(dir_) / "node4.crt"));
   EXPECT_THAT(lines[0], StartsWith("using    " + dir_ + "/ca.crt ("));
 }
 
@@ -105,6 +110,8 @@ TEST_F(KeygenCommand, HostRangesAndBadNamesAreRefusedInOneLine) {
               ElementsAre("loom keygen: host ranges like node[0-3] are not read yet: list the names, node0,node1,..."));
   r = keygen({"--dir", dir_, "--hosts", "node0,,node1"});
   EXPECT_THAT(r.err_lines(), ElementsAre("loom keygen: empty host name in 'node0,,node1'"));
+  r = keygen({"--dir", dir_, "--hosts", "node0, ,node1"});
+  EXPECT_THAT(r.err_lines(), ElementsAre("loom keygen: empty host name in 'node0, ,node1'"));
   r = keygen({"--dir", dir_, "--hosts", "node0,../x"});
   EXPECT_THAT(r.err_lines(), ElementsAre("loom keygen: bad host name '../x': starts with '.'"));
   EXPECT_FALSE(fs::exists(dir_)) << "nothing is written when the hosts are refused";

@@ -18,7 +18,7 @@ struct KeygenOpts {
 };
 
 // The host names of a HOSTLIST argument: for now names separated by
-// commas. This is the one place where RFC 29 hostlists ("node[0-15]")
+// commas (blanks around them ignored). This is the one place where RFC 29 hostlists ("node[0-15]")
 // will be expanded; everything after it takes a list of names.
 Result<std::vector<std::string>> host_names(const std::string& list) {
   if (list.find_first_of("[]") != std::string::npos) {
@@ -30,6 +30,9 @@ Result<std::vector<std::string>> host_names(const std::string& list) {
     size_t comma = list.find(',', start);
     if (comma == std::string::npos) comma = list.size();
     std::string name = list.substr(start, comma - start);
+    // "node0, node1" as people write it.
+    name.erase(0, name.find_first_not_of(" \t"));
+    name.erase(name.find_last_not_of(" \t") + 1);
     if (name.empty()) return Error{EINVAL, "empty host name in '" + list + "'"};
     names.push_back(std::move(name));
     start = comma + 1;
