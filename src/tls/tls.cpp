@@ -16,14 +16,22 @@ namespace loom::tls {
 namespace {
 using namespace ossl;
 
-// The name an untrusted certificate claims, kept on the SSL object by the
-// verify callback so that a refusal can say who the stranger says it is.
-int claimed_index() {
+// What the verify callback saw of a certificate it refused, kept on the
+// SSL object so that a refusal can say who the stranger claims to be, and
+// whether the fault was in its certificate or in its authority's.
+struct Refusal {
+  std::string claimed;
+  int depth = 0;  // 0: the peer's own certificate; 1: its issuer
+};
+
+int refusal_index() {
   static const int index = SSL_get_ex_new_index(
       0, nullptr, nullptr, nullptr,
-      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<std::string*>(ptr); });
+      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) { delete static_cast<Refusal*>(ptr); });
   return index;
 }
+
+const Refusal* refusal(SSL* ssl) { return static_cast<const Refusal*>(SSL_get_ex_data(ssl, refusal_index())); }
 
 // A name from a certificate no one vouches for, made safe for a log line.
 std::string printable(const std::string& name) {
@@ -39,13 +47,22 @@ int verify_callback(int preverify_ok, X509_STORE_CTX* store) {
   if (preverify_ok == 1) return 1;
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx()));
   X509* leaf = X509_STORE_CTX_get0_cert(store);
-  if (ssl != nullptr && leaf != nullptr && SSL_get_ex_data(ssl, claimed_index()) == nullptr) {
-    SSL_set_ex_data(ssl, claimed_index(), new std::string(printable(cert_host(leaf))));
+  if (ssl != nullptr && leaf != nullptr && refusal(ssl) == nullptr) {
+    auto* r = new Refusal{printable(cert_host(leaf)), X509_STORE_CTX_get_error_depth(store)};
+    if (SSL_set_ex_data(ssl, refusal_index(), r) != 1) delete r;
   }
   return 0;
 }
 
-std::string verify_reason(long result) {
+// `depth` > 0: the fault is in an authority's certificate, not the peer's.
+std::string verify_reason(long result, int depth = 0) {
+  if (depth > 0) {
+    switch (result) {
+      case X509_V_ERR_CERT_HAS_EXPIRED: return "the authority's certificate expired";
+      case X509_V_ERR_CERT_NOT_YET_VALID: return "the authority's certificate is not yet valid";
+      default: break;
+    }
+  }
   switch (result) {
     case X509_V_ERR_DEPTH_ZERO_SELF_SIGNED_CERT: return "self-signed";
     case X509_V_ERR_UNABLE_TO_GET_ISSUER_CERT:
@@ -130,7 +147,9 @@ Status check_own_certificate(const Files& files) {
     X509_STORE_CTX_set_purpose(ctx.get(), purpose);
     if (X509_verify_cert(ctx.get()) != 1) {
       ERR_clear_error();
-      return Error{EINVAL, files.cert.string() + ": " + verify_reason(X509_STORE_CTX_get_error(ctx.get()))};
+      return Error{EINVAL,
+                   files.cert.string() + ": " +
+                       verify_reason(X509_STORE_CTX_get_error(ctx.get()), X509_STORE_CTX_get_error_depth(ctx.get()))};
     }
   }
   return {};
@@ -147,7 +166,10 @@ std::string peer_label(const TlsStream& stream) {
 
 std::string failure_reason(SSL* ssl, const std::error_code& ec) {
   long verified = ssl != nullptr ? SSL_get_verify_result(ssl) : X509_V_OK;
-  if (verified != X509_V_OK) return verify_reason(verified);
+  if (verified != X509_V_OK) {
+    const Refusal* r = ssl != nullptr ? refusal(ssl) : nullptr;
+    return verify_reason(verified, r != nullptr ? r->depth : 0);
+  }
   if (ec.category() == asio::error::get_ssl_category()) {
     auto e = static_cast<unsigned long>(ec.value());
     if (ERR_GET_LIB(e) == ERR_LIB_SSL) {
@@ -183,9 +205,7 @@ std::string failure_reason(SSL* ssl, const std::error_code& ec) {
 
 Error failure(SSL* ssl, const std::error_code& ec, const std::string& label) {
   std::string who = label;
-  if (const auto* claimed = static_cast<const std::string*>(SSL_get_ex_data(ssl, claimed_index()))) {
-    if (!claimed->empty()) who += " (claims " + *claimed + ")";
-  }
+  if (const Refusal* r = refusal(ssl); r != nullptr && !r->claimed.empty()) who += " (claims " + r->claimed + ")";
   return Error{EPERM, "TLS peer " + who + ": " + failure_reason(ssl, ec)};
 }
 

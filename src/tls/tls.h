@@ -57,7 +57,8 @@ std::string peer_label(const TlsStream& stream);
 // Why a handshake, or a read or write on a TLS link, failed: one line
 // "TLS peer LABEL[ (claims HOST)]: REASON". Reasons for a certificate we
 // refused: "certificate signed by another authority", "self-signed",
-// "expired", "not yet valid", "no certificate"; for one the peer refused:
+// "expired", "not yet valid", "no certificate", "the authority's
+// certificate expired" (ca.crt is past its date); for one the peer refused:
 // "refused our certificate (...)"; for a peer that does not speak TLS 1.3:
 // "does not speak TLS 1.3 (...)".
 Error failure(TlsStream& stream, const std::error_code& ec);

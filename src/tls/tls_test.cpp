@@ -396,6 +396,23 @@ TEST(TlsLink, AnExpiredCertificateIsRefused) {
   EXPECT_EQ(out.client.received, "");
 }
 
+// When the authority itself has expired, both ends say so rather than
+// blame each other's certificates.
+TEST(TlsLink, AnExpiredAuthorityIsNamedAsSuch) {
+  TempDir dir;
+  auto ca = make_authority(Validity{-2 * 86400, -86400});
+  ASSERT_TRUE(ca.ok());
+  ASSERT_TRUE(write_pair(*ca, dir.path(), "ca").ok());
+  for (const char* host : {"node0", "node1"}) ASSERT_TRUE(write_pair(*issue_host(*ca, host), dir.path(), host).ok());
+  Files f0 = Files::for_host(dir.path(), "node0");
+  EXPECT_EQ(check_own_certificate(f0).error().text, f0.cert.string() + ": the authority's certificate expired");
+  auto s = server_ctx(f0);
+  auto c = client_ctx(Files::for_host(dir.path(), "node1"));
+  Outcome out = link(*s, *c, "", "");
+  ASSERT_TRUE(out.finished);
+  EXPECT_THAT(out.client.error, HasSubstr(" (claims node0): the authority's certificate expired"));
+}
+
 TEST(TlsLink, ACertificateNotYetValidIsRefused) {
   Instance inst;
   TempDir rogue;
