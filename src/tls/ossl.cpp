@@ -1,10 +1,10 @@
 #include "tls/ossl.h"
 
+#include <fcntl.h>
 #include <openssl/pem.h>
+#include <unistd.h>
 
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
 namespace loom::tls::ossl {
 
@@ -18,16 +18,27 @@ std::string take_error(const std::string& fallback) {
 }
 
 Result<std::string> read_file(const std::filesystem::path& path) {
-  errno = 0;
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    int e = errno != 0 ? errno : EIO;
-    return Error{e, "cannot read " + path.string() + ": " + std::strerror(e)};
+  auto fail = [&](int e) { return Error{e, "cannot read " + path.string() + ": " + std::strerror(e)}; };
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return fail(errno);
+  std::string text;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = n < 0 ? errno : 0;
+      ::close(fd);
+      if (e != 0) return fail(e);
+      return text;
+    }
+    // Keys and certificates are a few kilobytes; anything big is not one.
+    if (text.size() > (1u << 20)) {
+      ::close(fd);
+      return Error{EFBIG, path.string() + ": too large for a key or certificate"};
+    }
+    text.append(buf, static_cast<size_t>(n));
   }
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return Error{EIO, "cannot read " + path.string()};
-  return text.str();
 }
 
 Result<Cert> parse_cert(const std::string& pem, const std::filesystem::path& path) {

@@ -243,6 +243,16 @@ TEST(Keygen, AMissingAuthorityKeyIsOneLineNamingIt) {
   EXPECT_THAT(keygen(KeygenRequest{inst.dir.path(), {"node1"}}).error().text, HasSubstr("ca.key: No such file"));
 }
 
+TEST(Keygen, AnUnreadableAuthorityKeyIsOneLineNamingIt) {
+  Instance inst;
+  // A directory in its place: unreadable even by root.
+  fs::remove(inst.dir.path() / "ca.key");
+  fs::create_directory(inst.dir.path() / "ca.key");
+  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3"}});
+  ASSERT_FALSE(w.ok());
+  EXPECT_EQ(w.error().text, "cannot read " + (inst.dir.path() / "ca.key").string() + ": Is a directory");
+}
+
 TEST(Keygen, AnAuthorityKeyThatIsNotTheCertificatesIsRefused) {
   Instance inst;
   Instance other;
