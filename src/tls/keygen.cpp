@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <ctime>
 #include <set>
@@ -143,6 +144,16 @@ std::string not_after_text(const std::string& cert_pem_text) {
   return buf;
 }
 
+// Seconds from now until the certificate's notAfter (negative once past).
+long long seconds_left(const std::string& cert_pem_text) {
+  auto cert = parse_cert(cert_pem_text, "certificate");
+  LOOM_ASSERT(cert.ok());
+  int days = 0;
+  int secs = 0;
+  LOOM_ASSERT(ASN1_TIME_diff(&days, &secs, nullptr, X509_get0_notAfter(cert->get())) == 1);
+  return static_cast<long long>(days) * 24 * 3600 + secs;
+}
+
 bool is_there(const std::filesystem::path& p) {
   std::error_code ec;
   return std::filesystem::symlink_status(p, ec).type() != std::filesystem::file_type::not_found;
@@ -228,6 +239,10 @@ Result<std::vector<Written>> keygen(const KeygenRequest& request) {
       return loaded.error();
     }
     ca = std::move(*loaded);
+    if (seconds_left(ca.cert_pem) <= 0) {
+      return Error{EINVAL, (dir / "ca.crt").string() + " expired on " + not_after_text(ca.cert_pem) +
+                               ": make a new authority and certificates in a new directory"};
+    }
   }
   for (const auto& host : request.hosts) {
     for (const char* ext : {".key", ".crt"}) {
@@ -258,7 +273,11 @@ Result<std::vector<Written>> keygen(const KeygenRequest& request) {
   }
   for (const auto& host : request.hosts) {
     bool replacing = is_there(dir / (host + ".crt")) || is_there(dir / (host + ".key"));
-    auto pair = issue_host(ca, host, Validity::days(request.days));
+    // No later than the authority: past its date the certificate is
+    // worth nothing, and the date printed should say so.
+    Validity validity = Validity::days(request.days);
+    validity.not_after = std::min(validity.not_after, seconds_left(ca.cert_pem));
+    auto pair = issue_host(ca, host, validity);
     if (!pair) return pair.error();
     if (auto s = write_pair(*pair, dir, host); !s) return s.error();
     std::string what = replacing ? "replaced" : "created";

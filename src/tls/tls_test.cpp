@@ -232,6 +232,27 @@ TEST(Keygen, ReusesTheAuthoritySoHostsCanBeAddedLater) {
   EXPECT_EQ(out.client.received, kWelcome);
 }
 
+TEST(Keygen, HostCertificatesEndNoLaterThanTheAuthority) {
+  TempDir tmp;
+  ASSERT_TRUE(keygen(KeygenRequest{tmp.path(), {"node0"}, 30}).ok());
+  auto w = keygen(KeygenRequest{tmp.path(), {"node1"}, 3650});
+  ASSERT_TRUE(w.ok()) << w.error().text;
+  auto until = [](const Written& x) { return x.about.substr(x.about.find("valid until ")); };
+  EXPECT_EQ((*w)[0].path.filename(), "ca.crt");
+  EXPECT_EQ(until(w->back()), until((*w)[0])) << "node1 ends when the CA does";
+}
+
+TEST(Keygen, AnExpiredAuthorityIsNotUsed) {
+  TempDir tmp;
+  auto ca = make_authority(Validity{-2 * 86400, -86400});
+  ASSERT_TRUE(ca.ok());
+  ASSERT_TRUE(write_pair(*ca, tmp.path(), "ca").ok());
+  auto w = keygen(KeygenRequest{tmp.path(), {"node0"}});
+  ASSERT_FALSE(w.ok());
+  EXPECT_THAT(w.error().text, HasSubstr("ca.crt expired on "));
+  EXPECT_THAT(w.error().text, HasSubstr(": make a new authority and certificates in a new directory"));
+}
+
 TEST(Keygen, AMissingAuthorityKeyIsOneLineNamingIt) {
   Instance inst;
   fs::remove(inst.dir.path() / "ca.key");
