@@ -1,11 +1,10 @@
-// Keys from `keygen`, then real TLS handshakes over loopback TCP inside one
-// io_context: who is let in, who is refused, and the reason each side gives.
+// Contexts from `keygen`'s files, then real TLS handshakes over loopback
+// TCP inside one io_context: who is let in, who is refused, and the reason
+// each side gives.
 #include "tls/tls.h"
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <asio/connect.hpp>
 #include <asio/io_context.hpp>
@@ -19,56 +18,17 @@
 #include <optional>
 
 #include "tls/keygen.h"
+#include "tls/test_keys.h"
 
 namespace loom::tls {
 namespace {
 
-namespace fs = std::filesystem;
+using namespace test_keys;  // NOLINT(google-build-using-namespace): the tls/ test kit
 using asio::ip::tcp;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
 const std::string kWelcome = "welcome to the overlay";
-
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "loom-tls-test-XXXXXX").string();
-    LOOM_ASSERT(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::string file_text(const fs::path& p) {
-  std::ifstream in(p);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-mode_t mode_of(const fs::path& p) {
-  struct stat st {};
-  LOOM_ASSERT(::stat(p.c_str(), &st) == 0);
-  return st.st_mode & 07777;
-}
-
-// An instance's keys for node0, node1 and node2, as `loom keygen` writes them.
-struct Instance {
-  TempDir dir;
-  Instance() {
-    auto w = keygen(KeygenRequest{dir.path(), {"node0", "node1", "node2"}});
-    LOOM_ASSERT(w.ok());
-  }
-  Files files(const std::string& host) const { return Files::for_host(dir.path(), host); }
-};
 
 std::unique_ptr<asio::ssl::context> server_ctx(const Files& f) {
   auto ctx = server_context(f);
@@ -180,118 +140,6 @@ Outcome link(asio::ssl::context& sctx, asio::ssl::context& cctx, const std::stri
   io.run_for(std::chrono::seconds(30));
   out.finished = io.stopped();
   return out;
-}
-
-// ---------------------------------------------------------------- keygen
-
-TEST(Keygen, WritesTheAuthorityAndAKeyAndCertificatePerHost) {
-  TempDir tmp;
-  fs::path dir = tmp.path() / "keys";
-  auto w = keygen(KeygenRequest{dir, {"node0", "node1"}});
-  ASSERT_TRUE(w.ok()) << w.error().text;
-  ASSERT_EQ(w->size(), 6u);
-  for (const char* name : {"ca.key", "ca.crt", "node0.key", "node0.crt", "node1.key", "node1.crt"}) {
-    EXPECT_TRUE(fs::exists(dir / name)) << name;
-  }
-  EXPECT_EQ(mode_of(dir), 0700u);
-  EXPECT_EQ(mode_of(dir / "ca.key"), 0600u);
-  EXPECT_EQ(mode_of(dir / "node0.key"), 0600u);
-  EXPECT_EQ(mode_of(dir / "node0.crt"), 0644u);
-  EXPECT_EQ((*w)[0].what, "created");
-  auto own = check_own_certificate(Files::for_host(dir, "node1"));
-  EXPECT_TRUE(own.ok()) << own.error().text;
-}
-
-TEST(Keygen, RefusesToReplaceHostFilesWithoutForce) {
-  Instance inst;
-  auto before = file_text(inst.dir.path() / "node1.crt");
-  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3", "node1"}});
-  ASSERT_FALSE(w.ok());
-  EXPECT_EQ(w.error().text, (inst.dir.path() / "node1.key").string() + " exists (--force replaces it)");
-  EXPECT_FALSE(fs::exists(inst.dir.path() / "node3.key")) << "nothing is written when anything is refused";
-  EXPECT_EQ(file_text(inst.dir.path() / "node1.crt"), before);
-
-  auto forced = keygen(KeygenRequest{inst.dir.path(), {"node1"}, 3650, true});
-  ASSERT_TRUE(forced.ok()) << forced.error().text;
-  EXPECT_EQ(forced->back().what, "replaced");
-  EXPECT_NE(file_text(inst.dir.path() / "node1.crt"), before);
-}
-
-TEST(Keygen, ReusesTheAuthoritySoHostsCanBeAddedLater) {
-  Instance inst;
-  auto ca_before = file_text(inst.dir.path() / "ca.crt");
-  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3"}});
-  ASSERT_TRUE(w.ok()) << w.error().text;
-  EXPECT_EQ((*w)[0].what, "using");
-  EXPECT_EQ(file_text(inst.dir.path() / "ca.crt"), ca_before);
-  // The new host and an old one trust each other.
-  auto s = server_ctx(inst.files("node0"));
-  auto c = client_ctx(inst.files("node3"));
-  Outcome out = link(*s, *c, "node3", "node0");
-  EXPECT_TRUE(out.server.error.empty()) << out.server.error;
-  EXPECT_EQ(out.client.received, kWelcome);
-}
-
-TEST(Keygen, HostCertificatesEndNoLaterThanTheAuthority) {
-  TempDir tmp;
-  ASSERT_TRUE(keygen(KeygenRequest{tmp.path(), {"node0"}, 30}).ok());
-  auto w = keygen(KeygenRequest{tmp.path(), {"node1"}, 3650});
-  ASSERT_TRUE(w.ok()) << w.error().text;
-  auto until = [](const Written& x) { return x.about.substr(x.about.find("valid until ")); };
-  EXPECT_EQ((*w)[0].path.filename(), "ca.crt");
-  EXPECT_EQ(until(w->back()), until((*w)[0])) << "node1 ends when the CA does";
-}
-
-TEST(Keygen, AnExpiredAuthorityIsNotUsed) {
-  TempDir tmp;
-  auto ca = make_authority(Validity{-2 * 86400, -86400});
-  ASSERT_TRUE(ca.ok());
-  ASSERT_TRUE(write_pair(*ca, tmp.path(), "ca").ok());
-  auto w = keygen(KeygenRequest{tmp.path(), {"node0"}});
-  ASSERT_FALSE(w.ok());
-  EXPECT_THAT(w.error().text, HasSubstr("ca.crt expired on "));
-  EXPECT_THAT(w.error().text, HasSubstr(": make a new authority and certificates in a new directory"));
-}
-
-TEST(Keygen, AMissingAuthorityKeyIsOneLineNamingIt) {
-  Instance inst;
-  fs::remove(inst.dir.path() / "ca.key");
-  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3"}});
-  ASSERT_FALSE(w.ok());
-  EXPECT_EQ(w.error().text, "cannot read " + (inst.dir.path() / "ca.key").string() +
-                                ": No such file or directory (the CA's key is needed to issue certificates)");
-  // Even when the hosts asked for exist already: the CA is the problem.
-  EXPECT_THAT(keygen(KeygenRequest{inst.dir.path(), {"node1"}}).error().text, HasSubstr("ca.key: No such file"));
-}
-
-TEST(Keygen, AnUnreadableAuthorityKeyIsOneLineNamingIt) {
-  Instance inst;
-  // A directory in its place: unreadable even by root.
-  fs::remove(inst.dir.path() / "ca.key");
-  fs::create_directory(inst.dir.path() / "ca.key");
-  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3"}});
-  ASSERT_FALSE(w.ok());
-  EXPECT_EQ(w.error().text, "cannot read " + (inst.dir.path() / "ca.key").string() + ": Is a directory");
-}
-
-TEST(Keygen, AnAuthorityKeyThatIsNotTheCertificatesIsRefused) {
-  Instance inst;
-  Instance other;
-  fs::copy_file(other.dir.path() / "ca.key", inst.dir.path() / "ca.key", fs::copy_options::overwrite_existing);
-  auto w = keygen(KeygenRequest{inst.dir.path(), {"node3"}});
-  ASSERT_FALSE(w.ok());
-  EXPECT_THAT(w.error().text, HasSubstr("ca.key is not the key of"));
-}
-
-TEST(Keygen, RefusesBadHostNamesAndDuplicates) {
-  TempDir tmp;
-  EXPECT_THAT(keygen(KeygenRequest{tmp.path(), {"node0", "a/b"}}).error().text,
-              HasSubstr("bad host name 'a/b': only letters, digits"));
-  EXPECT_THAT(keygen(KeygenRequest{tmp.path(), {"ca"}}).error().text, HasSubstr("'ca' is the certificate authority"));
-  EXPECT_THAT(keygen(KeygenRequest{tmp.path(), {"-x"}}).error().text, HasSubstr("starts with '-'"));
-  EXPECT_EQ(keygen(KeygenRequest{tmp.path(), {"n1", "n1"}}).error().text, "host n1 is listed twice");
-  EXPECT_EQ(keygen(KeygenRequest{tmp.path(), {}}).error().text, "no hosts given");
-  EXPECT_FALSE(fs::exists(tmp.path() / "ca.crt"));
 }
 
 // ---------------------------------------------------------------- contexts
@@ -473,6 +321,16 @@ TEST(TlsLink, APeerOfTheWrongHostIsRefusedByPeerIs) {
   ASSERT_TRUE(out.finished);
   EXPECT_THAT(out.client.error, HasSubstr(": names host node0, expected node1"));
   EXPECT_EQ(out.client.received, "");
+}
+
+TEST(TlsLink, AHostAddedLaterJoinsTheOthers) {
+  Instance inst;
+  ASSERT_TRUE(keygen(KeygenRequest{inst.dir.path(), {"node3"}}).ok());
+  auto s = server_ctx(inst.files("node0"));
+  auto c = client_ctx(inst.files("node3"));
+  Outcome out = link(*s, *c, "node3", "node0");
+  EXPECT_EQ(out.server.error, "");
+  EXPECT_EQ(out.client.received, kWelcome);
 }
 
 TEST(TlsLink, HostNamesCompareWithoutCase) {
