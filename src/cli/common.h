@@ -76,5 +76,6 @@ void add_cancel_command(CLI::App& app, Runner& run);
 void add_job_command(CLI::App& app, Runner& run);
 void add_resource_command(CLI::App& app, Runner& run);
 void add_queue_command(CLI::App& app, Runner& run);
+void add_keygen_command(CLI::App& app, Runner& run);
 
 }  // namespace loom::cli
