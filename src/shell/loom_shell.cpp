@@ -925,12 +925,14 @@ int run_shell(const std::string& text) {
   // spawned), so we run it as a shell whose broker was lost: the tasks
   // start, and we wait for a broker to adopt us (docs/protocols/exec.md).
   // (A broker that dies once we are connected closes our connection.)
+  // (A broker that is still there but cannot be reached is no such case:
+  // the job fails at once, nothing runs.)
   std::unique_ptr<Client> client;
-  bool gone = broker_gone(*info);
-  if (c.ok() && !gone) {
+  if (!broker_gone(*info)) {
+    if (!c.ok()) die(c.error().text);
     client = std::move(*c);
   } else if (info->value("reattach_timeout", 0.0) <= 0) {
-    die(c.ok() ? std::string("the broker that started this shell is gone") : c.error().text);
+    die("the broker that started this shell is gone");
   } else {
     std::fprintf(stderr, "loom-shell: the broker that started this shell is gone (%s)\n",
                  c.ok() ? "another listens at its socket" : c.error().text.c_str());
