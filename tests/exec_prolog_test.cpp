@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "idset/idset.h"
 #include "kit/exec.h"
 #include "kit/instance.h"
 #include "kit/jobs.h"
@@ -361,8 +362,10 @@ TEST_F(ExecEpilogCrash, EpilogsOfAJobCancelledBeforeItStartedRunAgainAfterACrash
   crash_instance(inst);
   std::ofstream(dir + "/again") << "";
   ASSERT_TRUE(inst.start(2, args()));
-  expect_all_exit(old);
+  // (Each rank is first asked for a shell the exec eventlog may not show:
+  // there is none, after the launcher's wait for one to connect.)
   wait_event(id, "clean");
+  expect_all_exit(old);
   auto log = eventlog(id);
   EXPECT_TRUE(named(log, "start").empty());
   EXPECT_EQ(job(id)["result"], "CANCELED");
@@ -370,6 +373,20 @@ TEST_F(ExecEpilogCrash, EpilogsOfAJobCancelledBeforeItStartedRunAgainAfterACrash
   auto released = named(log, "release");
   ASSERT_FALSE(released.empty()) << show(loom({"job", "eventlog", id}));
   EXPECT_TRUE(released.back()["context"]["final"].get<bool>());
+  // Each rank's epilog had ended, the second time, before it was released.
+  auto finished = named(eventlog(id, "exec"), "epilog-finish");
+  ASSERT_FALSE(finished.empty());
+  for (const auto& e : finished) {
+    uint32_t rank = e["context"]["rank"].get<uint32_t>();
+    auto has_rank = [&](const Json& rel) {
+      std::string ranks = rel["context"]["ranks"].get<std::string>();
+      auto set = IdSet::parse(ranks);
+      return ranks == "all" || (set.ok() && set->contains(rank));
+    };
+    auto rel = std::find_if(released.begin(), released.end(), has_rank);
+    ASSERT_NE(rel, released.end()) << "rank " << rank << " was not released";
+    EXPECT_LE(e["timestamp"].get<double>(), (*rel)["timestamp"].get<double>()) << "rank " << rank;
+  }
   std::ifstream in(dir + "/ran");
   std::multiset<std::string> ranks;
   for (std::string line; std::getline(in, line);) ranks.insert(line);

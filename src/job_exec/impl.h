@@ -55,10 +55,11 @@ struct JobExec::Impl {
     bool fatal = false;                 // a fatal exception was raised
     bool killing = false;               // SIGTERM/SIGALRM sent; SIGKILL follows
     std::unique_ptr<Timer> kill_timer;
-    bool reattach = false;                 // shells started before a restart, found again
-    bool kill_found = false;               // reattach: the job had a fatal exception before the restart
-    bool never_started = false;            // reattach of a job ended before its start: only its ranks to settle
-    size_t gone_before = 0;                // reattach: ranks released before the restart
+    bool reattach = false;       // shells started before a restart, found again
+    bool kill_found = false;     // reattach: the job had a fatal exception before the restart
+    bool never_started = false;  // reattach of a job ended before its start: only its ranks to settle
+    std::map<uint32_t, std::pair<int, bool>> recorded_epilogs;  // reattach: epilog-finish found, status and timeout
+    size_t gone_before = 0;                                     // reattach: ranks released before the restart
     std::set<uint32_t> unreached;          // reattach: ranks not back yet (asked again when online)
     std::set<uint32_t> unreached_epilogs;  // reattach: the same, for an epilog to run again
     std::set<uint32_t> unreached_prologs;  // ranks not (yet) back to run the prolog, after a restart

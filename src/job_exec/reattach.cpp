@@ -29,6 +29,11 @@ void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
   uint64_t id = r.id;
   name_run(r, userid);
   r.reattach = true;
+  if (r.never_started) {
+    // Ended before it started: its namespace, where its exec eventlog
+    // goes, may never have been made.
+    h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {}, [](const Message&) {});
+  }
   uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
   // The value of a lookup's answer, "" if there is none.
@@ -86,7 +91,6 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
   // The exec eventlog says which shells had exited (and with what) and
   // which epilogs had ended before the crash.
   std::map<uint32_t, int> exits;
-  std::set<uint32_t> launched;                       // ranks with a shell started (or found) before
   std::map<uint32_t, std::pair<int, bool>> epilogs;  // rank → status, timed out
   LineSplitter exec_lines;
   for (auto& line : exec_lines.feed(exec_eventlog)) {
@@ -95,18 +99,18 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
     uint32_t rank = e->context["rank"].get<uint32_t>();
     int st = e->context["status"].is_number_integer() ? e->context["status"].get<int>() : 0;
     if (e->name == "shell-exit") exits[rank] = st;
-    if (e->name == "shell-start" || e->name == "shell-reattach") launched.insert(rank);
     auto timeout = get_bool(e->context, "timeout", false);
     if (e->name == "epilog-finish") epilogs[rank] = {st, timeout.ok() && *timeout};
   }
   // Ranks whose shell had exited count as done: they are not asked for, and
   // each is free once its epilog has ended (one that had not is run again:
   // its end, and its result, went with the broker). In a job that ended
-  // before it started, so does every rank where no shell is known to have
-  // started (its prolog, if one ran, is ended by the epilog's launch).
+  // before it started every other rank is asked too (a shell spawned just
+  // before the crash may not be recorded); where there is none, the rank is
+  // settled in the same way (on_shell).
+  r.recorded_epilogs = epilogs;
   std::vector<uint32_t> done, ask;
   for (uint32_t rank : r.ranks) {
-    bool no_shell = r.never_started && !launched.count(rank);
     if (r.released.count(rank)) {
       if (!r.finish_sent && !exits.count(rank)) {
         // Its status went with the broker.
@@ -114,7 +118,7 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
       }
       r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
       ++r.gone_before;
-    } else if (r.finish_sent || exits.count(rank) || no_shell) {
+    } else if (r.finish_sent || exits.count(rank)) {
       r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
       ++r.gone_before;
       done.push_back(rank);

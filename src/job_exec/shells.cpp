@@ -120,6 +120,12 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       // second: the online event may have come before this answer).
       r.unreached.insert(rank);
       return retry_unreached(r);
+    } else if (r.never_started && !r.shells_started.count(rank) && m.errnum != EHOSTUNREACH) {
+      // No shell there of a job that ended before it started: the rank is
+      // settled as one whose shell had exited (its epilog runs again unless
+      // it had ended).
+      r.exited[rank] = 0;
+      return settle_rank(r, rank, r.recorded_epilogs);
     } else if (r.reattach && !r.shells_started.count(rank)) {
       raise(r, "exec", "the job was lost in the restart: rank " + std::to_string(rank) + ": " + error_text(m));
     } else {
@@ -142,13 +148,15 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       if (!r.kill_timer->armed()) r.kill_timer->arm(cfg_.kill_timeout, [this, id] { give_up(id); });
     }
     r.shells_started.insert(rank);
+    if (r.never_started) {
+      // A shell of a job that ended before it started goes at once (no
+      // start, no finish; its rank is released after its epilog).
+      if (!r.killing) kill_all(r, SIGTERM);
+      return;
+    }
     if (r.shells_started.size() + r.gone_before == r.ranks.size() && !r.started && (!r.fatal || r.kill_found)) {
       if (!r.reattach) {
         begin(r);
-      } else if (r.never_started) {
-        // Shells of a job that ended before it started: they go (no start,
-        // no finish; each rank is released after its epilog).
-        if (!r.killing) kill_all(r, SIGTERM);
       } else {
         r.started = true;
         spdlog::info("job-exec: job {}: found its shells again", id);
