@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "cli/common.h"
+#include "hostlist/hostlist.h"
 
 namespace loom::cli {
 
@@ -17,27 +18,15 @@ struct KeygenOpts {
   bool force = false;
 };
 
-// The host names of a HOSTLIST argument: for now names separated by
-// commas (blanks around them ignored). This is the one place where RFC 29 hostlists ("node[0-15]")
-// will be expanded; everything after it takes a list of names.
-Result<std::vector<std::string>> host_names(const std::string& list) {
-  if (list.find_first_of("[]") != std::string::npos) {
-    return Error{EINVAL, "host ranges like node[0-3] are not read yet: list the names, node0,node1,..."};
-  }
-  std::vector<std::string> names;
-  size_t start = 0;
-  while (start <= list.size()) {
-    size_t comma = list.find(',', start);
-    if (comma == std::string::npos) comma = list.size();
-    std::string name = list.substr(start, comma - start);
-    // "node0, node1" as people write it.
-    name.erase(0, name.find_first_not_of(" \t"));
-    name.erase(name.find_last_not_of(" \t") + 1);
-    if (name.empty()) return Error{EINVAL, "empty host name in '" + list + "'"};
-    names.push_back(std::move(name));
-    start = comma + 1;
-  }
-  return names;
+// The host names of a HOSTLIST argument: an RFC 29 hostlist
+// ("node[0-15],login"; blanks are dropped, so "node0, node1" reads as
+// people write it).
+Result<std::vector<std::string>> host_names(std::string list) {
+  std::erase_if(list, [](char c) { return c == ' ' || c == '\t'; });
+  auto hosts = Hostlist::parse(list);
+  if (!hosts.ok()) return hosts.error();
+  if (hosts->empty()) return Error{EINVAL, "no hosts given"};
+  return hosts->hosts();
 }
 
 int run_keygen(const KeygenOpts& o) {
@@ -56,7 +45,7 @@ void add_keygen_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<KeygenOpts>();
   auto* sub = app.add_subcommand("keygen", "Create the instance's certificate authority and host certificates");
   sub->add_option("--dir", o->dir, "Directory of the keys (created with mode 0700 if absent)")->required();
-  sub->add_option("--hosts", o->hosts, "Hosts to issue certificates for, separated by commas: node0,node1")->required();
+  sub->add_option("--hosts", o->hosts, "Hosts to issue certificates for, a hostlist: node[0-15],login")->required();
   sub->add_option("--days", o->days, "Days the certificates (and a new CA) stay valid (default 3650)")
       ->check(CLI::Range(1, 36500));
   sub->add_flag("--force", o->force, "Replace existing host keys and certificates");
@@ -65,7 +54,7 @@ void add_keygen_command(CLI::App& app, Runner& run) {
       "reused, so hosts can be added later); for each host, HOST.key and HOST.crt\n"
       "(EC P-256, the host name as CN and subjectAltName). Keys are mode 0600.\n"
       "Copy ca.crt, HOST.crt and HOST.key to each host; keep ca.key only where you\n"
-      "issue certificates. Example: loom keygen --dir /etc/loom/tls --hosts node0,node1,node2");
+      "issue certificates. Example: loom keygen --dir /etc/loom/tls --hosts 'node[0-2]'");
   sub->callback([o, &run] { run = [o] { return run_keygen(*o); }; });
 }
 
