@@ -31,12 +31,12 @@ int run_list(const ResourceOpts& o) {
     std::cout << dump_json(*r) << "\n";
     return 0;
   }
-  std::printf("%10s %6s %6s %6s %s\n", "STATE", "NNODES", "NCORES", "NGPUS", "RANKS");
+  std::printf("%10s %6s %6s %6s %-10s %s\n", "STATE", "NNODES", "NCORES", "NGPUS", "RANKS", "NODELIST");
   for (const char* st : {"free", "allocated", "drained", "down"}) {
     if (!r->contains(st)) continue;
     const Json& x = (*r)[st];
-    std::printf("%10s %6d %6d %6d %s\n", st, x.value("nnodes", 0), x.value("ncores", 0), x.value("ngpus", 0),
-                x.value("ranks", "").c_str());
+    std::printf("%10s %6d %6d %6d %-10s %s\n", st, x.value("nnodes", 0), x.value("ncores", 0), x.value("ngpus", 0),
+                x.value("ranks", "").c_str(), x.value("nodelist", "").c_str());
   }
   if (r->contains("drain") && !(*r)["drain"].empty()) {
     std::printf("\n%-12s %s\n", "DRAINED", "REASON");

@@ -40,6 +40,7 @@
 #include <set>
 #include <string_view>
 
+#include "hostlist/hostlist.h"
 #include "msg/payload.h"
 
 namespace loom {
@@ -505,6 +506,18 @@ void Sched::disconnect(const Message& req) {
 
 // --- resource commands ---
 
+// The hosts of `ranks`, each once, in rank order, as a hostlist
+// ("node[0-3]"; one name for a test instance's ranks on one machine).
+std::string Sched::nodelist(const IdSet& ranks) const {
+  Hostlist hosts;
+  std::set<std::string> seen;
+  for (uint32_t rank : ranks.to_vector()) {
+    const std::string& host = pool_.inventory(rank).hostname;
+    if (!host.empty() && seen.insert(host).second) (void)hosts.append(host);
+  }
+  return hosts.encode();
+}
+
 void Sched::resource_status(const Message& req) {
   // Ranks drained with the same reason at the same time are listed together.
   std::map<std::pair<std::string, double>, IdSet> groups;
@@ -513,11 +526,16 @@ void Sched::resource_status(const Message& req) {
   for (const auto& [what, ranks] : groups) {
     drain.push_back(Json{{"ranks", ranks.encode()}, {"reason", what.first}, {"timestamp", what.second}});
   }
-  h_.respond(req, Json{{"all", pool_.count_all().to_json()},
-                       {"free", pool_.count_free().to_json()},
-                       {"allocated", pool_.count_allocated().to_json()},
-                       {"down", pool_.count_down().to_json()},
-                       {"drained", pool_.count_drained().to_json()},
+  auto count = [this](const ResourceCount& c) {
+    Json j = c.to_json();
+    j["nodelist"] = nodelist(c.ranks);
+    return j;
+  };
+  h_.respond(req, Json{{"all", count(pool_.count_all())},
+                       {"free", count(pool_.count_free())},
+                       {"allocated", count(pool_.count_allocated())},
+                       {"down", count(pool_.count_down())},
+                       {"drained", count(pool_.count_drained())},
                        {"drain", drain},
                        {"policy", cfg_.policy},
                        {"alarms", pool_.alarms()}});

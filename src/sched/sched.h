@@ -104,6 +104,7 @@ class Sched {
   void free(const Message& req);
   void feasibility(const Message& req);
   void resource_status(const Message& req);
+  std::string nodelist(const IdSet& ranks) const;
   void drain(const Message& req);
   void undrain(const Message& req);
   void disconnect(const Message& req);

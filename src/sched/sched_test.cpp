@@ -4,6 +4,7 @@
 #include "sched/sched.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <asio/io_context.hpp>
@@ -318,6 +319,13 @@ TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
   EXPECT_EQ(st["free"]["ranks"], "0");
   h.dispatch(make_event("broker.online", R"({"rank":2})"));
   EXPECT_EQ(status()["free"]["ranks"], "0,2");
+  // Each state names its hosts: every rank here is this machine.
+  char host[256] = {};
+  ::gethostname(host, sizeof host - 1);
+  st = status();
+  EXPECT_EQ(st["free"]["nodelist"], host);
+  EXPECT_EQ(st["all"]["nodelist"], host);
+  EXPECT_EQ(st["allocated"]["nodelist"], "");
 }
 
 TEST_F(SchedTest, WritesRThenAnswersWithIt) {
