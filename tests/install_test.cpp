@@ -91,6 +91,23 @@ TEST_F(Installed, TheUnitStartsTheInstalledLoomdWithTheSystemPaths) {
   EXPECT_EQ(text.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left:\n" << text;
 }
 
+TEST(Staged, ADestdirInstallNamesTheFinalPathsInTheUnit) {
+  // A package stages the files under DESTDIR; the unit must name where
+  // they will be, not where they were staged.
+  std::string tmpl = (fs::temp_directory_path() / "loom-destdir-test-XXXXXX").string();
+  ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+  fs::path stage = tmpl;
+  auto r =
+      run_cmd({LOOM_CMAKE_COMMAND, "--install", build_dir(), "--prefix", "/usr"}, {{"DESTDIR", stage.string()}}, 120);
+  std::string unit = read_text(stage / "usr/lib/systemd/system/loomd.service");
+  bool loomd = is_executable(stage / "usr/bin/loomd");
+  std::error_code ec;
+  fs::remove_all(stage, ec);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_TRUE(loomd);
+  EXPECT_THAT(unit, HasSubstr("\nExecStart=/usr/bin/loomd --config /etc/loom/loom.toml "));
+}
+
 TEST_F(Installed, SystemdAnalyzeVerifiesTheUnit) {
   const char* analyze = "/usr/bin/systemd-analyze";
   if (::access(analyze, X_OK) != 0) GTEST_SKIP() << "no " << analyze << " here: the unit is not verified";
