@@ -218,6 +218,16 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
       break;
     case PeerKind::kParent:
       parent_peer_.reset();
+      if (!shutting_down_ && cfg_.hosts) {
+        // Between hosts the parent may come back (restarted, its link
+        // plugged back): try again after a pause, so that a parent that
+        // refuses us is not asked many times a second (overlay_tcp.cpp).
+        spdlog::error("lost the parent broker: {}; reconnecting", why.text);
+        for (auto& [key, req] : p->unanswered) respond_error(req, EHOSTUNREACH, "the parent broker was lost");
+        peers_.erase(id);
+        connect_timer_->arm(1.0, [this] { connect_tcp_parent(0); });
+        return;
+      }
       if (!shutting_down_) {
         spdlog::error("lost the parent broker: {}; stopping", why.text);
         peers_.erase(id);
