@@ -220,6 +220,10 @@ class Broker {
   std::unique_ptr<asio::ssl::context> tls_server_;  // TCP overlay: accepting children
   std::unique_ptr<asio::ssl::context> tls_client_;  // TCP overlay: reaching the parent
   std::string parent_wait_reason_;                  // the last reason logged while reconnecting
+  // TCP overlay: hellos of children that came while this broker had no
+  // parent link, answered once it has one (their broker.online would be
+  // lost on the way up otherwise).
+  std::vector<std::pair<uint32_t, Message>> held_hellos_;
   std::unique_ptr<Timer> heartbeat_timer_;
   AcceptGate local_gate_{"the local socket", nullptr, false};
   AcceptGate overlay_gate_{"the overlay socket", nullptr, false};

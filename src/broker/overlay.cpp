@@ -144,6 +144,10 @@ void Broker::connect_parent(int attempt) {
 void Broker::on_overlay_control(Peer& p, const Message& m) {
   if (m.topic == "overlay.heartbeat") return;  // last_rx is already updated
   if (m.topic == "overlay.hello" && p.kind == PeerKind::kChild) {
+    if (cfg_.hosts && cfg_.rank != 0 && !parent_peer_ && !p.hello) {
+      held_hellos_.emplace_back(p.id, m);  // until this broker has joined
+      return;
+    }
     auto j = parse_json(m.payload);
     uint64_t r = 0;
     bool valid = j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned();

@@ -16,6 +16,12 @@
 // is one log line naming the peer and why. After the handshake the link
 // speaks the protocol of overlay.cpp (greeting, hello, heartbeats).
 //
+// A broker joins its children to the instance only through its own link
+// to the parent: a child's hello that comes first waits for that link,
+// and when the parent link is lost the children's links are closed, so
+// that the whole subtree (announced lost by the parent) reconnects and
+// comes back online once this broker is back.
+//
 // A hello for a rank that already has a link replaces it: the old link is
 // the broker's previous life (it restarted, or its host came back before
 // the old link timed out). The old rank is announced lost first, so that
@@ -194,6 +200,12 @@ void Broker::connect_tcp_parent(int attempt) {
                 p.conn->send(
                     make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
                 builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
+                // The children that came first join now, through us.
+                auto held = std::move(held_hellos_);
+                held_hellos_.clear();
+                for (auto& [id, hello] : held) {
+                  if (Peer* c = find_peer(id)) on_overlay_control(*c, hello);
+                }
               });
             });
       });
