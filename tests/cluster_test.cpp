@@ -149,7 +149,7 @@ TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
   EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node1", "node2", "node3"})) << r.out;
 }
 
-TEST_F(Cluster, RogueBrokerWithSelfSignedCertificateIsRefused) {
+TEST_F(Cluster, BrokerOfAnotherInstanceIsRefused) {
   start_all();
   ASSERT_TRUE(wait_ready());
   // A host of another instance: its own CA, a certificate naming node3.
@@ -163,16 +163,35 @@ TEST_F(Cluster, RogueBrokerWithSelfSignedCertificateIsRefused) {
                               << "ca = \"" << rogue << "/ca.crt\"\n"
                               << "cert = \"" << rogue << "/{host}.crt\"\n"
                               << "key = \"" << rogue << "/{host}.key\"\n";
-  // It runs on node2 claiming node3's rank; its parent is node1.
+  // It runs on node2 claiming node3's rank; its parent is node1. Each
+  // side refuses the other's certificate.
   auto b = hosts_.spawn(2, {bin("loomd"), "--config", rogue_config, "--rank", "3", "--rundir", dir_ + "/run/rogue"});
   ASSERT_TRUE(brokers_[1]->wait_for_err("refusing a broker: TLS peer " + hosts_.address(2), 20))
       << brokers_[1]->so_far().err << b->so_far().err;
-  EXPECT_NE(brokers_[1]->so_far().err.find("certificate signed by another authority"), std::string::npos)
-      << brokers_[1]->so_far().err;
+  EXPECT_TRUE(b->wait_for_err("certificate signed by another authority", 20)) << b->so_far().err;
   b->signal(SIGKILL);
   // node3 stays online, served by the real broker.
   r = loom(0, {"ping", "--rank", "3", "broker"});
   EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
+TEST_F(Cluster, SelfSignedCertificateIsRefused) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // A peer that trusts the instance's CA but shows a certificate it signed
+  // itself, naming node3 (loomd itself would not start with it).
+  std::string key = dir_ + "/self.key", crt = dir_ + "/self.crt";
+  auto r = run_cmd({"/usr/bin/env", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=node3", "-addext",
+                    "subjectAltName=DNS:node3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = hosts_.run(2,
+                 {"openssl", "s_client", "-connect", "node1:" + std::to_string(kPort), "-tls1_3", "-CAfile",
+                  certs() + "/ca.crt", "-cert", crt, "-key", key, "-verify_return_error"},
+                 {}, 20);
+  EXPECT_TRUE(brokers_[1]->wait_for_err("TLS peer " + hosts_.address(2), 20)) << brokers_[1]->so_far().err;
+  EXPECT_NE(brokers_[1]->so_far().err.find("(claims node3): self-signed"), std::string::npos)
+      << brokers_[1]->so_far().err;
 }
 
 TEST_F(Cluster, PlainTcpClientGetsNothing) {
