@@ -213,6 +213,23 @@ TEST_F(Cluster, HostNotInTheListStopsWithOneLine) {
   EXPECT_NE(r.err.find("login0"), std::string::npos) << r.err;
 }
 
+TEST_F(Cluster, PortInUseStopsWithOneLine) {
+  auto l = hosts_.spawn(0, {bin("netprobe"), "listen", std::to_string(kPort)});
+  ASSERT_TRUE(l->wait_for_out("\n", 10)) << l->so_far().err;
+  auto r = hosts_.run(0, {bin("loomd"), "--config", config(), "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("0.0.0.0:8050: Address already in use"), std::string::npos) << r.err;
+}
+
+TEST_F(Cluster, DuplicateHostStopsWithOneLine) {
+  std::ofstream(dir_ + "/dup.toml") << "[bootstrap]\nhosts = [\"node[0-1]\", \"node1\"]\n";
+  auto r = hosts_.run(0, {bin("loomd"), "--config", dir_ + "/dup.toml", "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("node1"), std::string::npos) << r.err;
+}
+
 TEST_F(Cluster, RestartedBrokerRejoins) {
   start_all();
   ASSERT_TRUE(wait_ready());
@@ -231,7 +248,20 @@ TEST_F(Cluster, RestartedBrokerRejoins) {
 TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
   start_all();
   ASSERT_TRUE(wait_ready());
+  auto job = loom(0, {"submit", "-N4", "sleep", "300"});
+  ASSERT_EQ(job.code, 0) << job.err;
+  std::string id = job.out.substr(0, job.out.find('\n'));
+  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+
   ASSERT_TRUE(hosts_.set_link(2, false));
+  // The job's rank on node2 is gone: node-failure, and the job ends (its
+  // other ranks released) without waiting for node2.
+  auto ex = loom(0, {"job", "wait-event", "-t", "30", id, "exception"}, 40);
+  EXPECT_EQ(ex.code, 0) << ex.out << ex.err;
+  EXPECT_NE(ex.out.find("node-failure"), std::string::npos) << ex.out;
+  auto clean = loom(0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  EXPECT_EQ(clean.code, 0) << clean.out << clean.err;
   // Rank 0 declares rank 2 lost after the heartbeat timeout.
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost", 20)) << brokers_[0]->so_far().err;
   auto r = loom(0, {"status", "--json"});
