@@ -1,6 +1,7 @@
-// `loom keygen` as an administrator runs it (docs/tls.md): what it prints,
-// its exit status, and its one-line errors. The certificates themselves
-// are tested in src/tls/keygen_test.cpp and src/tls/tls_test.cpp.
+// `loom keygen` as an administrator runs it (docs/deploy.md, "Keys and
+// certificates"): what it prints, its exit status, and its one-line
+// errors. The certificates themselves are tested in
+// src/tls/keygen_test.cpp and src/tls/tls_test.cpp.
 #include <gmock/gmock.h>
 #include <grp.h>
 #include <gtest/gtest.h>

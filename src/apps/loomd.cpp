@@ -1,4 +1,7 @@
-// loomd: one broker. Normally started by `loom start`.
+// loomd: one broker. Started by `loom start` for an instance on one
+// machine, or as `loomd --config FILE` on each host of an instance spread
+// over hosts (docs/deploy.md), where the file's [bootstrap] table gives
+// the hosts, and this broker's rank is found from its hostname.
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -12,7 +15,9 @@
 
 #include "base/clock.h"
 #include "base/log.h"
+#include "bootstrap/bootstrap.h"
 #include "broker/broker.h"
+#include "cli/config.h"
 #include "job_exec/job_exec.h"
 #include "job_manager/job_manager.h"
 #include "kvs/kvs.h"
@@ -20,9 +25,98 @@
 #include "sched/sched.h"
 #include "shell/launcher.h"
 
+namespace {
+
+// Where a broker started from a bootstrap configuration makes its local
+// socket (RUNDIR/local.sock) unless told otherwise.
+constexpr const char* kDefaultRundir = "/run/loom";
+
+// The value of `--name VALUE` or `--name=VALUE` in argv (the last one).
+std::optional<std::string> find_arg(int argc, char** argv, std::string_view name) {
+  std::optional<std::string> found;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == name && i + 1 < argc) {
+      found = argv[++i];
+    } else if (a.size() > name.size() && a.starts_with(name) && a[name.size()] == '=') {
+      found = std::string(a.substr(name.size() + 1));
+    }
+  }
+  return found;
+}
+
+// What `--config FILE` adds: the loomd options of the file's settings
+// (those `loom start --config` would pass), and, when it has [bootstrap],
+// this host's rank, the size, the tree and the TLS overlay.
+struct FromFile {
+  std::vector<std::string> options;
+  std::optional<loom::BrokerConfig::Hosts> hosts;
+};
+
+loom::Result<FromFile> read_config(const std::string& path, std::optional<std::string> rank_arg) {
+  auto settings = loom::cli::read_config_file(path);
+  if (!settings.ok()) return settings.error();
+  std::vector<loom::cli::Setting> instance;
+  bool bootstrap = false;
+  for (const auto& s : *settings) {
+    if (s.key.starts_with("bootstrap.")) {
+      bootstrap = true;
+    } else {
+      instance.push_back(s);
+    }
+  }
+  auto merged = loom::cli::merge_config(instance);
+  if (!merged.ok()) return merged.error();
+  FromFile out;
+  out.options = loom::cli::loomd_options(*merged);
+  if (!bootstrap) return out;
+  auto boot = loom::parse_bootstrap(*settings, path);
+  if (!boot.ok()) return boot.error();
+  std::optional<uint32_t> rank_override;
+  if (rank_arg) {
+    char* end = nullptr;
+    unsigned long r = std::strtoul(rank_arg->c_str(), &end, 10);
+    if (rank_arg->empty() || *end != '\0') return loom::Error{EINVAL, "--rank " + *rank_arg + " is not a number"};
+    rank_override = static_cast<uint32_t>(r);
+  }
+  auto host = loom::local_hostname();
+  if (!host.ok()) return host.error();
+  auto place = boot->place(*host, rank_override);
+  if (!place.ok()) return place.error();
+  for (std::string o : {"--rank=" + std::to_string(place->rank), "--size=" + std::to_string(boot->size()),
+                        "--fanout=" + std::to_string(boot->fanout)}) {
+    out.options.push_back(std::move(o));
+  }
+  out.hosts = loom::BrokerConfig::Hosts{
+      boot->hosts, boot->port, boot->bind, boot->ca, boot->cert_path(place->rank), boot->key_path(place->rank)};
+  return out;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"loomd: the loom broker (normally started by `loom start`)"};
+  // The file's options go first, so that the command line wins over them.
+  FromFile from_file;
+  std::string config_path;
+  if (auto path = find_arg(argc, argv, "--config")) {
+    config_path = *path;
+    auto f = read_config(*path, find_arg(argc, argv, "--rank"));
+    if (!f.ok()) {
+      std::cerr << "loomd: " << f.error().text << "\n";
+      return 1;
+    }
+    from_file = std::move(*f);
+  }
+  std::vector<char*> args{argv[0]};
+  for (auto& o : from_file.options) args.push_back(o.data());
+  for (int i = 1; i < argc; ++i) args.push_back(argv[i]);
+
+  CLI::App app{"loomd: the loom broker (started by `loom start`, or with --config on each host)"};
+  app.option_defaults()->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  app.add_option("--config", config_path,
+                 "TOML configuration file; with a [bootstrap] table, rank, size and the overlay between hosts come "
+                 "from it (docs/deploy.md)");
   loom::BrokerConfig cfg;
   std::string log_level = "warn";
   std::string rundir;
@@ -41,7 +135,9 @@ int main(int argc, char** argv) {
       ->check(CLI::PositiveNumber);
   app.add_option("--heartbeat-timeout", cfg.heartbeat_timeout, "Seconds of silence before a link is lost")
       ->check(CLI::PositiveNumber);
-  app.add_option("--rundir", rundir, "Run directory of the instance");
+  app.add_option("--rundir", rundir,
+                 std::string("Run directory of the instance (with [bootstrap]: default ") + kDefaultRundir +
+                     ", where the local socket is local.sock)");
   std::string kvs_sync = "normal";
   app.add_option("--state-dir", state_dir, "Durable state directory (default: a temporary one, removed at exit)");
   app.add_option("--kvs-synchronous", kvs_sync, "off, normal (survives a process crash) or full (survives power loss)");
@@ -81,7 +177,22 @@ int main(int argc, char** argv) {
                  "Seconds a job shell whose broker died waits for a restarted one (0: it kills its tasks)")
       ->check(CLI::NonNegativeNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(static_cast<int>(args.size()), args.data());
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  cfg.hosts = from_file.hosts;
+  if (cfg.hosts && cfg.local_path.empty() && cfg.local_fd < 0) {
+    if (rundir.empty()) rundir = kDefaultRundir;
+    std::error_code ec;
+    std::filesystem::create_directories(rundir, ec);
+    if (ec) {
+      std::cerr << "loomd: cannot create the run directory " << rundir << ": " << ec.message() << "\n";
+      return 1;
+    }
+    cfg.local_path = rundir + "/local.sock";
+  }
   exec_cfg.prolog = !shell_cfg.prolog.empty();
   if (cfg.rank >= cfg.size) {
     std::cerr << "loomd: --rank must be below --size\n";

@@ -218,6 +218,23 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
       break;
     case PeerKind::kParent:
       parent_peer_.reset();
+      if (!shutting_down_ && cfg_.hosts) {
+        // Between hosts the parent may come back (restarted, its link
+        // plugged back): try again after a pause, so that a parent that
+        // refuses us is not asked many times a second (overlay_tcp.cpp).
+        spdlog::error("lost the parent broker: {}; reconnecting", why.text);
+        for (auto& [key, req] : p->unanswered) respond_error(req, EHOSTUNREACH, "the parent broker was lost");
+        peers_.erase(id);
+        // The parent announced our subtree lost: the children come back
+        // through us once we are back (overlay_tcp.cpp).
+        std::vector<std::shared_ptr<Connection>> children;
+        for (auto& [pid, q] : peers_) {
+          if (q->kind == PeerKind::kChild && q->conn) children.push_back(q->conn);
+        }
+        for (auto& c : children) c->close();
+        connect_timer_->arm(1.0, [this] { connect_tcp_parent(0); });
+        return;
+      }
       if (!shutting_down_) {
         spdlog::error("lost the parent broker: {}; stopping", why.text);
         peers_.erase(id);
@@ -445,7 +462,12 @@ void Broker::route_event(Message&& m, PeerKind from) {
     if (j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned()) {
       auto r = (*j)["rank"].get<uint64_t>();
       if (r < cfg_.size) {
-        if (m.topic == "broker.online") set_rank_state(static_cast<uint32_t>(r), RankState::kOnline);
+        if (m.topic == "broker.online") {
+          // The counterpart of "rank N lost" (overlay.cpp), for whoever
+          // watches the log of rank 0.
+          if (r < rank_state_.size() && rank_state_[r] == RankState::kLost) spdlog::warn("rank {} back online", r);
+          set_rank_state(static_cast<uint32_t>(r), RankState::kOnline);
+        }
         if (m.topic == "broker.lost") set_rank_state(static_cast<uint32_t>(r), RankState::kLost);
       }
     }

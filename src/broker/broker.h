@@ -10,7 +10,9 @@
 #pragma once
 
 #include <asio/io_context.hpp>
+#include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
+#include <asio/ssl/context.hpp>
 #include <functional>
 #include <map>
 #include <memory>
@@ -45,6 +47,17 @@ struct BrokerConfig {
   std::string overlay_path;
   // The parent's overlay socket (every rank but 0).
   std::string parent_path;
+  // Brokers on many hosts (docs/deploy.md): the overlay over TCP and TLS
+  // instead of Unix sockets. A parent listens on bind:port; a child
+  // connects to its parent's host at that port. Each link proves with the
+  // instance's certificates that the peer is the host of its rank.
+  struct Hosts {
+    std::vector<std::string> names;  // names[rank]: the host of each rank
+    uint16_t port = 0;
+    std::string bind = "0.0.0.0";
+    std::string ca, cert, key;  // this host's files (loom keygen)
+  };
+  std::optional<Hosts> hosts;
   double heartbeat_interval = 1.0;  // seconds between heartbeats on each link
   double heartbeat_timeout = 10.0;  // silence after which a link is declared lost
   double shutdown_timeout = 10.0;   // how long to wait for children to stop
@@ -120,6 +133,7 @@ class Broker {
     std::map<std::pair<std::vector<HopId>, uint32_t>, Message> unanswered;
     std::set<std::vector<HopId>> matchless_routes;
     bool warned_forged = false;  // one log line per client
+    std::string label;           // TCP overlay links: "ADDRESS:PORT" of the peer
     uint64_t rx_at_tick = 0;     // bytes received at the last heartbeat tick
     double rx_progress_at = 0;   // when bytes last arrived, by those ticks
   };
@@ -166,6 +180,15 @@ class Broker {
   void connect_parent(int attempt);
   void on_overlay_control(Peer& p, const Message& m);
   void on_overlay_connection(asio::local::stream_protocol::socket sock);
+  // The same between hosts (overlay_tcp.cpp).
+  Status start_tcp_overlay();
+  void accept_tcp_child();
+  void on_tcp_connection(asio::ip::tcp::socket sock);
+  void connect_tcp_parent(int attempt);
+  void retry_tcp_parent(int attempt, const std::string& why);
+  // Whether a child's hello for `rank` comes from that rank's host (TLS
+  // links; Unix links are checked by uid when they connect).
+  bool hello_from_host(Peer& p, uint32_t rank);
   void drop_stalled_frames(double now);
   void heartbeat_tick();
   void child_lost(uint32_t rank, const std::string& why);
@@ -193,6 +216,14 @@ class Broker {
 
   std::unique_ptr<asio::local::stream_protocol::acceptor> local_acceptor_;
   std::unique_ptr<asio::local::stream_protocol::acceptor> overlay_acceptor_;
+  std::unique_ptr<asio::ip::tcp::acceptor> tcp_acceptor_;
+  std::unique_ptr<asio::ssl::context> tls_server_;  // TCP overlay: accepting children
+  std::unique_ptr<asio::ssl::context> tls_client_;  // TCP overlay: reaching the parent
+  std::string parent_wait_reason_;                  // the last reason logged while reconnecting
+  // TCP overlay: hellos of children that came while this broker had no
+  // parent link, answered once it has one (their broker.online would be
+  // lost on the way up otherwise).
+  std::vector<std::pair<uint32_t, Message>> held_hellos_;
   std::unique_ptr<Timer> heartbeat_timer_;
   AcceptGate local_gate_{"the local socket", nullptr, false};
   AcceptGate overlay_gate_{"the overlay socket", nullptr, false};

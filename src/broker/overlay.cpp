@@ -14,6 +14,8 @@
 // stops. `overlay.shutdown` from the parent asks a child to stop (children
 // first). A signal to a rank other than 0 asks rank 0 to stop the instance
 // (broker.shutdown), so that the stop comes from the top in order.
+// Between hosts the links are TCP and TLS instead (overlay_tcp.cpp), and a
+// broker that loses its parent reconnects instead of stopping.
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -38,7 +40,9 @@ Result<ucred> peer_credentials(int fd) {
 
 Status Broker::start_overlay() {
   std::error_code ec;
-  if (!topo_.children(cfg_.rank).empty()) {
+  if (cfg_.hosts) {
+    if (auto st = start_tcp_overlay(); !st) return st;
+  } else if (!topo_.children(cfg_.rank).empty()) {
     overlay_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
     if (cfg_.overlay_fd >= 0) {
       overlay_acceptor_->assign(asio::local::stream_protocol(), cfg_.overlay_fd, ec);
@@ -59,6 +63,9 @@ Status Broker::start_overlay() {
   heartbeat_timer_->arm(cfg_.heartbeat_interval, [this] { heartbeat_tick(); });
   if (cfg_.rank == 0) {
     builtin_->publish("broker.online", dump_json(Json{{"rank", 0}}));
+  } else if (cfg_.hosts) {
+    connect_timer_ = clock_.make_timer();
+    connect_tcp_parent(0);
   } else {
     if (cfg_.parent_path.empty()) return Error{EINVAL, "rank " + std::to_string(cfg_.rank) + " needs a parent socket"};
     connect_timer_ = clock_.make_timer();
@@ -137,16 +144,38 @@ void Broker::connect_parent(int attempt) {
 void Broker::on_overlay_control(Peer& p, const Message& m) {
   if (m.topic == "overlay.heartbeat") return;  // last_rx is already updated
   if (m.topic == "overlay.hello" && p.kind == PeerKind::kChild) {
+    if (cfg_.hosts && cfg_.rank != 0 && !parent_peer_ && !p.hello) {
+      held_hellos_.emplace_back(p.id, m);  // until this broker has joined
+      return;
+    }
     auto j = parse_json(m.payload);
     uint64_t r = 0;
     bool valid = j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned();
     if (valid) r = (*j)["rank"].get<uint64_t>();
     auto kids = topo_.children(cfg_.rank);
     bool mine = valid && std::find(kids.begin(), kids.end(), r) != kids.end();
-    if (p.hello || !mine || child_links_.count(static_cast<uint32_t>(r))) {
-      spdlog::warn("refusing overlay hello ({}) from pid {}: not a new child of this rank", m.payload, p.pid);
+    bool again = mine && child_links_.count(static_cast<uint32_t>(r));
+    if (p.hello || !mine || (again && !cfg_.hosts)) {
+      spdlog::warn("refusing overlay hello ({}) from {}: not a new child of this rank", m.payload,
+                   p.label.empty() ? "pid " + std::to_string(p.pid) : p.label);
       p.conn->close();
       return;
+    }
+    if (!hello_from_host(p, static_cast<uint32_t>(r))) {
+      p.conn->close();
+      return;
+    }
+    if (again) {
+      // Between hosts, a rank connecting again has restarted or come back
+      // before its old link timed out (overlay_tcp.cpp): that link is its
+      // previous life, and goes with its jobs.
+      uint32_t rank = static_cast<uint32_t>(r);
+      if (Peer* old = find_peer(child_links_[rank])) {
+        old->hello = false;  // its close announces nothing more
+        old->conn->close();
+      }
+      child_links_.erase(rank);
+      child_lost(rank, "it connected again");
     }
     p.hello = true;
     p.owner = true;
@@ -296,6 +325,7 @@ void Broker::finish_shutdown() {
   finished_flag_ = true;
   std::error_code ignored;
   if (overlay_acceptor_) overlay_acceptor_->close(ignored);
+  if (tcp_acceptor_) tcp_acceptor_->close(ignored);
   if (heartbeat_timer_) heartbeat_timer_->cancel();
   if (connect_timer_) connect_timer_->cancel();
   if (shutdown_timer_) shutdown_timer_->cancel();

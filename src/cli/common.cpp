@@ -21,7 +21,9 @@ Result<std::string> instance_uri() {
   std::ifstream in(latest_uri_file());
   std::string uri;
   if (in && std::getline(in, uri) && !uri.empty()) return uri;
-  return Error{ENOENT, "no instance found: set LOOM_URI or start one with `loom start`"};
+  // The host's broker of an instance spread over hosts (docs/deploy.md).
+  if (::access("/run/loom/local.sock", F_OK) == 0) return std::string("local:///run/loom/local.sock");
+  return Error{ENOENT, "no instance found: set LOOM_URI, start one with `loom start`, or start loomd --config"};
 }
 
 Result<std::unique_ptr<Session>> connect_session() {

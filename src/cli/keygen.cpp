@@ -1,6 +1,8 @@
-// loom keygen --dir DIR --hosts HOSTLIST [--days N] [--force]
+// loom keygen [--dir DIR] --hosts HOSTLIST [--days N] [--force]
 // Creates the instance's certificate authority (once) and a key and
-// certificate per host (docs/tls.md); the work is in src/tls/keygen.h.
+// certificate per host (docs/deploy.md, "Keys and certificates"); the
+// work is in src/tls/keygen.h. DIR defaults to /etc/loom/certs, where the
+// bootstrap configuration looks for them.
 #include "tls/keygen.h"
 
 #include <cstdio>
@@ -12,7 +14,7 @@ namespace loom::cli {
 
 namespace {
 struct KeygenOpts {
-  std::string dir;
+  std::string dir = "/etc/loom/certs";
   std::string hosts;
   int days = 3650;
   bool force = false;
@@ -44,7 +46,9 @@ int run_keygen(const KeygenOpts& o) {
 void add_keygen_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<KeygenOpts>();
   auto* sub = app.add_subcommand("keygen", "Create the instance's certificate authority and host certificates");
-  sub->add_option("--dir", o->dir, "Directory of the keys (created with mode 0700 if absent)")->required();
+  sub->add_option("--dir", o->dir,
+                  "Directory of the keys (created with mode 0700 if absent; default /etc/loom/certs, where "
+                  "[bootstrap] looks for them)");
   sub->add_option("--hosts", o->hosts, "Hosts to issue certificates for, a hostlist: node[0-15],login")->required();
   sub->add_option("--days", o->days, "Days the certificates (and a new CA) stay valid (default 3650)")
       ->check(CLI::Range(1, 36500));
@@ -54,7 +58,7 @@ void add_keygen_command(CLI::App& app, Runner& run) {
       "reused, so hosts can be added later); for each host, HOST.key and HOST.crt\n"
       "(EC P-256, the host name as CN and subjectAltName). Keys are mode 0600.\n"
       "Copy ca.crt, HOST.crt and HOST.key to each host; keep ca.key only where you\n"
-      "issue certificates. Example: loom keygen --dir /etc/loom/tls --hosts 'node[0-2]'");
+      "issue certificates. Example: loom keygen --hosts 'node[0-2]'");
   sub->callback([o, &run] { run = [o] { return run_keygen(*o); }; });
 }
 

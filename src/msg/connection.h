@@ -1,4 +1,5 @@
-// A framed message connection over a stream socket (Unix or TCP): sends
+// A framed message connection over a stream (a Unix or TCP socket, or a
+// TLS stream over TCP, asio::ssl::stream): sends
 // its greeting and checks the peer's (docs/protocols/messages.md), then
 // reads frames, decodes them, hands each Message to on_message; queues
 // writes. Any decode error closes this one connection and never anything
@@ -215,8 +216,10 @@ class StreamConnection final : public Connection, public std::enable_shared_from
     closed_ = true;
     close_reason_ = why;
     std::error_code ignored;
-    socket_.shutdown(Socket::shutdown_both, ignored);
-    socket_.close(ignored);
+    // lowest_layer: the socket itself, or the one under a TLS stream
+    // (closed without a TLS close_notify: the peer is gone or unwanted).
+    socket_.lowest_layer().shutdown(asio::socket_base::shutdown_both, ignored);
+    socket_.lowest_layer().close(ignored);
     pending_.clear();
     if (budget_) {
       budget_->leave(this, accounted_);

@@ -1,5 +1,6 @@
 // The instance's certificate authority and its host certificates
-// (docs/tls.md): what `loom keygen` writes and the TLS overlay reads.
+// (docs/deploy.md, "Keys and certificates"): what `loom keygen` writes
+// and the TLS overlay reads.
 //
 // In a key directory DIR:
 //   ca.crt      the instance's CA certificate (every host needs it)

@@ -1,6 +1,8 @@
-// TLS for the overlay between hosts (docs/tls.md): asio::ssl contexts
-// built from a host's `loom keygen` files, and the checks that turn a
-// handshake into "this is the broker of host H".
+// TLS for the overlay between hosts (docs/deploy.md, "Keys and
+// certificates"): asio::ssl contexts built from a host's `loom keygen`
+// files, and the checks that turn a handshake into "this is the broker of
+// host H". The broker's overlay between hosts uses it
+// (src/broker/overlay_tcp.cpp).
 //
 // Both ends speak TLS 1.3 only and verify the other's certificate against
 // the instance's CA alone (never the system's store); the server requires
@@ -41,14 +43,14 @@ struct Files {
 
 // Contexts for accepting children (server: requires a client
 // certificate) and for connecting to a parent (client). Errors name the
-// file: "cannot read /etc/loom/tls/node1.key: Permission denied",
-// "/etc/loom/tls/node1.key is not the key of /etc/loom/tls/node1.crt".
+// file: "cannot read /etc/loom/certs/node1.key: Permission denied",
+// "/etc/loom/certs/node1.key is not the key of /etc/loom/certs/node1.crt".
 Result<std::unique_ptr<asio::ssl::context>> server_context(const Files& files);
 Result<std::unique_ptr<asio::ssl::context>> client_context(const Files& files);
 
 // Checks that our own certificate is valid now and signed by the CA, so a
 // broker can refuse to start with a certificate every peer would refuse:
-// "/etc/loom/tls/node1.crt: expired".
+// "/etc/loom/certs/node1.crt: expired".
 Status check_own_certificate(const Files& files);
 
 // "ADDRESS:PORT" of the socket's peer (or "an unknown peer").

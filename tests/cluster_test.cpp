@@ -1,0 +1,281 @@
+// An instance over four simulated hosts (kit/netns.h), set up as
+// docs/deploy.md tells an administrator: `loom keygen` for node0..node3,
+// one configuration file with [bootstrap], and `loomd --config` on each
+// host. The overlay runs over TCP and TLS between the hosts' addresses.
+// Tree (fanout 2): node0 → node1, node2; node1 → node3.
+//
+// Needs root (ctest label `cluster`); skipped with the reason otherwise.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kit/netns.h"
+#include "kit/process.h"
+#include "msg/json.h"
+
+namespace loom::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kPort = 8050;
+
+// Waits up to `timeout` seconds for `name` to appear in `dir` (inotify).
+bool wait_created(const std::string& dir, const std::string& name, double timeout) {
+  int in = ::inotify_init1(IN_CLOEXEC);
+  if (in < 0) return false;
+  bool found = ::inotify_add_watch(in, dir.c_str(), IN_CREATE | IN_MOVED_TO) >= 0;
+  double deadline = monotonic_now() + timeout;
+  while (found && !fs::exists(dir + "/" + name)) {
+    double left = deadline - monotonic_now();
+    if (left <= 0) {
+      found = false;
+      break;
+    }
+    pollfd p{in, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left * 1000) + 1) > 0) {
+      char buf[4096];
+      (void)::read(in, buf, sizeof buf);
+    }
+  }
+  ::close(in);
+  return found;
+}
+
+class Cluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (auto why = Hosts::unavailable(); !why.empty()) GTEST_SKIP() << why;
+    char tmpl[] = "/tmp/loom-cluster-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    ASSERT_TRUE(hosts_.create(4));
+    auto r = run_cmd({bin("loom"), "keygen", "--dir", certs(), "--hosts", "node0,node1,node2,node3"});
+    ASSERT_EQ(r.code, 0) << r.err;
+    std::ofstream(config()) << "[bootstrap]\n"
+                            << "hosts = [\"node[0-3]\"]\n"
+                            << "port = " << kPort << "\n"
+                            << "ca = \"" << certs() << "/ca.crt\"\n"
+                            << "cert = \"" << certs() << "/{host}.crt\"\n"
+                            << "key = \"" << certs() << "/{host}.key\"\n"
+                            << "\n[broker]\n"
+                            << "heartbeat-interval = \"0.2s\"\n"
+                            << "heartbeat-timeout = \"2s\"\n"
+                            << "frame-timeout = \"3s\"\n";
+  }
+
+  void TearDown() override {
+    for (auto& b : brokers_) {
+      if (b) b->signal(SIGKILL);
+    }
+    brokers_.clear();
+    (void)hosts_.destroy();
+    std::error_code ec;
+    if (!dir_.empty()) fs::remove_all(dir_, ec);
+  }
+
+  std::string certs() const { return dir_ + "/certs"; }
+  std::string config() const { return dir_ + "/loom.toml"; }
+  std::string rundir(size_t i) const { return dir_ + "/run/node" + std::to_string(i); }
+  Env client_env(size_t i) const { return {{"LOOM_URI", "local://" + rundir(i) + "/local.sock"}}; }
+
+  // loomd --config on host i, as on a real host (its rank from its name).
+  std::unique_ptr<Background> start_broker(size_t i) {
+    fs::create_directories(rundir(i));
+    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level", log_level_});
+  }
+  void start_all() {
+    brokers_.resize(4);
+    // From the leaves up: children wait for their parents.
+    for (size_t i = 4; i-- > 0;) brokers_[i] = start_broker(i);
+  }
+  // Waits (at rank 0) until every rank is online.
+  ::testing::AssertionResult wait_ready(double timeout = 30) {
+    if (!wait_created(rundir(0), "local.sock", timeout)) {
+      return ::testing::AssertionFailure() << "no local socket on node0: " << brokers_[0]->so_far().err;
+    }
+    auto r = hosts_.run(0, {bin("loom"), "rpc", "--timeout", std::to_string(timeout), "broker.wait-ready"},
+                        client_env(0), timeout + 5);
+    if (r.code != 0) {
+      std::string logs;
+      for (size_t i = 0; i < brokers_.size(); ++i) {
+        if (brokers_[i]) brokers_[i]->wait_for_err("\x01", 0.2);  // reads what is there
+        if (brokers_[i]) logs += "\nnode" + std::to_string(i) + ": " + brokers_[i]->so_far().err;
+      }
+      return ::testing::AssertionFailure() << "not ready: " << r.out << r.err << logs;
+    }
+    return ::testing::AssertionSuccess();
+  }
+  CmdResult loom(size_t host, const std::vector<std::string>& args, double timeout = 30) {
+    std::vector<std::string> argv{bin("loom")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return hosts_.run(host, argv, client_env(host), timeout);
+  }
+
+  std::string dir_;
+  std::string log_level_ = std::getenv("LOOM_TEST_LOG") ? std::getenv("LOOM_TEST_LOG") : "warn";
+  Hosts hosts_;
+  std::vector<std::unique_ptr<Background>> brokers_;
+};
+
+TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  auto r = loom(0, {"status", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out;
+  ASSERT_EQ((*st)["ranks"].size(), 4u) << r.out;
+  for (const auto& rank : (*st)["ranks"]) EXPECT_EQ(rank["state"], "online") << r.out;
+  // The farthest rank answers through two TLS links.
+  r = loom(0, {"ping", "--rank", "3", "broker"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+
+  // Each rank's shell runs on its own host.
+  r = loom(0, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto lines = r.out_lines();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node1", "node2", "node3"})) << r.out;
+}
+
+TEST_F(Cluster, BrokerOfAnotherInstanceIsRefused) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // A host of another instance: its own CA, a certificate naming node3.
+  std::string rogue = dir_ + "/rogue";
+  auto r = run_cmd({bin("loom"), "keygen", "--dir", rogue, "--hosts", "node3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string rogue_config = dir_ + "/rogue.toml";
+  std::ofstream(rogue_config) << "[bootstrap]\n"
+                              << "hosts = [\"node[0-3]\"]\n"
+                              << "port = " << kPort << "\n"
+                              << "ca = \"" << rogue << "/ca.crt\"\n"
+                              << "cert = \"" << rogue << "/{host}.crt\"\n"
+                              << "key = \"" << rogue << "/{host}.key\"\n";
+  // It runs on node2 claiming node3's rank; its parent is node1. Each
+  // side refuses the other's certificate.
+  auto b = hosts_.spawn(2, {bin("loomd"), "--config", rogue_config, "--rank", "3", "--rundir", dir_ + "/run/rogue"});
+  ASSERT_TRUE(brokers_[1]->wait_for_err("refusing a broker: TLS peer " + hosts_.address(2), 20))
+      << brokers_[1]->so_far().err << b->so_far().err;
+  EXPECT_TRUE(b->wait_for_err("certificate signed by another authority", 20)) << b->so_far().err;
+  b->signal(SIGKILL);
+  // node3 stays online, served by the real broker.
+  r = loom(0, {"ping", "--rank", "3", "broker"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
+TEST_F(Cluster, SelfSignedCertificateIsRefused) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // A peer that trusts the instance's CA but shows a certificate it signed
+  // itself, naming node3 (loomd itself would not start with it).
+  std::string key = dir_ + "/self.key", crt = dir_ + "/self.crt";
+  auto r = run_cmd({"/usr/bin/env", "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+                    "-nodes", "-keyout", key, "-out", crt, "-days", "1", "-subj", "/CN=node3", "-addext",
+                    "subjectAltName=DNS:node3"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = hosts_.run(2,
+                 {"openssl", "s_client", "-connect", "node1:" + std::to_string(kPort), "-tls1_3", "-CAfile",
+                  certs() + "/ca.crt", "-cert", crt, "-key", key, "-verify_return_error"},
+                 {}, 20);
+  EXPECT_TRUE(brokers_[1]->wait_for_err("TLS peer " + hosts_.address(2), 20)) << brokers_[1]->so_far().err;
+  EXPECT_NE(brokers_[1]->so_far().err.find("(claims node3): self-signed"), std::string::npos)
+      << brokers_[1]->so_far().err;
+}
+
+TEST_F(Cluster, PlainTcpClientGetsNothing) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // netprobe connects and prints what it reads until the peer closes:
+  // nothing, within the handshake deadline.
+  auto r = hosts_.run(3, {bin("netprobe"), "connect", "node0", std::to_string(kPort), "10"});
+  EXPECT_EQ(r.out, "") << r.err;
+  EXPECT_TRUE(brokers_[0]->wait_for_err("no TLS handshake within", 10)) << brokers_[0]->so_far().err;
+}
+
+TEST_F(Cluster, HostNotInTheListStopsWithOneLine) {
+  Hosts other;
+  ASSERT_TRUE(other.create(1, "login"));
+  auto r = other.run(0, {bin("loomd"), "--config", config(), "--rundir", dir_ + "/run/login"}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("login0"), std::string::npos) << r.err;
+}
+
+TEST_F(Cluster, PortInUseStopsWithOneLine) {
+  auto l = hosts_.spawn(0, {bin("netprobe"), "listen", std::to_string(kPort)});
+  ASSERT_TRUE(l->wait_for_out("\n", 10)) << l->so_far().err;
+  auto r = hosts_.run(0, {bin("loomd"), "--config", config(), "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("0.0.0.0:8050: Address already in use"), std::string::npos) << r.err;
+}
+
+TEST_F(Cluster, DuplicateHostStopsWithOneLine) {
+  std::ofstream(dir_ + "/dup.toml") << "[bootstrap]\nhosts = [\"node[0-1]\", \"node1\"]\n";
+  auto r = hosts_.run(0, {bin("loomd"), "--config", dir_ + "/dup.toml", "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("node1"), std::string::npos) << r.err;
+}
+
+TEST_F(Cluster, RestartedBrokerRejoins) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // node2 dies; rank 0 notices the link gone; a new loomd on node2 rejoins.
+  brokers_[2]->signal(SIGKILL);
+  brokers_[2]->finish(10);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost", 20)) << brokers_[0]->so_far().err;
+  brokers_[2] = start_broker(2);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 20)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(wait_ready());
+  auto r = loom(0, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+}
+
+TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  auto job = loom(0, {"submit", "-N4", "sleep", "300"});
+  ASSERT_EQ(job.code, 0) << job.err;
+  std::string id = job.out.substr(0, job.out.find('\n'));
+  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+
+  ASSERT_TRUE(hosts_.set_link(2, false));
+  // The job's rank on node2 is gone: node-failure, and the job ends (its
+  // other ranks released) without waiting for node2.
+  auto ex = loom(0, {"job", "wait-event", "-t", "30", id, "exception"}, 40);
+  EXPECT_EQ(ex.code, 0) << ex.out << ex.err;
+  EXPECT_NE(ex.out.find("node-failure"), std::string::npos) << ex.out;
+  auto clean = loom(0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  EXPECT_EQ(clean.code, 0) << clean.out << clean.err;
+  // Rank 0 declares rank 2 lost after the heartbeat timeout.
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost", 20)) << brokers_[0]->so_far().err;
+  auto r = loom(0, {"status", "--json"});
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out << r.err;
+  EXPECT_EQ((*st)["ranks"][2]["state"], "lost") << r.out;
+  ASSERT_TRUE(hosts_.set_link(2, true));
+  // node2's broker reconnects by itself.
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(wait_ready());
+  r = loom(0, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace loom::test
