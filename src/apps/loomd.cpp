@@ -280,6 +280,7 @@ int main(int argc, char** argv) {
     sched_cfg.size = cfg.size;
     if (*cores_opt) sched_cfg.cores_per_rank = cores;
     if (*gpus_opt) sched_cfg.gpus_per_rank = gpus;
+    if (cfg.hosts) sched_cfg.hostnames = cfg.hosts->names;
     auto s = loom::Sched::create(io, broker.add_module({"sched"}), sched_cfg);
     if (!s.ok()) {
       std::cerr << "loomd: " << s.error().text << "\n";

@@ -141,6 +141,9 @@ Result<SchedConfig> validate_sched_config(SchedConfig c) {
   if (c.cores_per_rank && *c.cores_per_rank == 0) {
     return Error{EINVAL, "resource.cores-per-rank must be at least 1"};
   }
+  if (!c.hostnames.empty() && c.hostnames.size() != c.size) {
+    return Error{EINVAL, std::to_string(c.hostnames.size()) + " host names for " + std::to_string(c.size) + " ranks"};
+  }
   return c;
 }
 
@@ -203,7 +206,9 @@ Result<std::unique_ptr<Sched>> Sched::create(asio::io_context& io, Handle& h, Sc
   if (cfg.gpus_per_rank) rank.ngpus = *cfg.gpus_per_rank;
   spdlog::info("sched: {} ranks of {} cores and {} gpus each, policy {}", cfg.size, rank.ncores, rank.ngpus,
                cfg.policy);
-  ResourcePool pool(std::vector<RankInventory>(cfg.size, rank));
+  std::vector<RankInventory> ranks(cfg.size, rank);
+  for (size_t r = 0; r < ranks.size() && r < cfg.hostnames.size(); ++r) ranks[r].hostname = cfg.hostnames[r];
+  ResourcePool pool(std::move(ranks));
   std::unique_ptr<Sched> s(new Sched(io, h, std::move(cfg), std::move(pool)));
   s->install();
   s->load_drain();

@@ -29,6 +29,7 @@
 #include <set>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "base/clock.h"
 #include "base/result.h"
@@ -47,6 +48,9 @@ struct SchedConfig {
   // Configured ([resource] cores-per-rank, gpus-per-rank); else discovered.
   std::optional<uint32_t> cores_per_rank, gpus_per_rank;
   std::string policy = "fcfs";  // "fcfs" or "easy"
+  // The host of each rank, where the bootstrap configuration names them
+  // (else every rank is this host).
+  std::vector<std::string> hostnames;
 };
 
 // `c` if it is usable, else one line naming the bad setting, such as

@@ -303,6 +303,28 @@ TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
   EXPECT_EQ(status()["alarms"], 0);
 }
 
+// Across hosts the bootstrap configuration names each rank's host: the
+// inventory, and so R and `resource list`, carry them.
+TEST_F(SchedTest, EachRankIsTheHostTheConfigurationNames) {
+  SchedConfig c = config(3, 1);
+  c.hostnames = {"node0", "node1", "node2"};
+  create(c);
+  answer(take("kvs.lookup"), Json{{"value", "{}"}});
+  answer(take("broker.status"),
+         Json{{"ranks", Json::array({Json{{"rank", 0}, {"state", "online"}}, Json{{"rank", 1}, {"state", "online"}},
+                                     Json{{"rank", 2}, {"state", "offline"}}})}});
+  answer_error(take("job-manager.sched-hello"), ENODATA);
+  answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+  Json st = status();
+  EXPECT_EQ(st["all"]["nodelist"], "node[0-2]");
+  EXPECT_EQ(st["free"]["nodelist"], "node[0-1]");
+  EXPECT_EQ(st["down"]["nodelist"], "node2");
+  c.hostnames.pop_back();
+  auto bad = validate_sched_config(c);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.error().text, "2 host names for 3 ranks");
+}
+
 TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
   create(config(3, 1));
   answer(take("kvs.lookup"), Json{{"value", R"({"1":{"reason":"fan","timestamp":5}})"}});
