@@ -83,7 +83,13 @@ std::string ssl_reason(unsigned long e) {
   return text != nullptr ? text : "error " + std::to_string(ERR_GET_REASON(e));
 }
 
-Result<std::unique_ptr<asio::ssl::context>> make_context(const Files& files, bool server) {
+// A host's three files, read, with its key checked against its certificate.
+struct Loaded {
+  Cert ca, cert;
+  PKey key;
+};
+
+Result<Loaded> load_files(const Files& files) {
   auto ca = load_cert(files.ca);
   if (!ca) return ca.error();
   auto cert = load_cert(files.cert);
@@ -94,6 +100,12 @@ Result<std::unique_ptr<asio::ssl::context>> make_context(const Files& files, boo
     ERR_clear_error();
     return Error{EINVAL, files.key.string() + " is not the key of " + files.cert.string()};
   }
+  return Loaded{std::move(*ca), std::move(*cert), std::move(*key)};
+}
+
+Result<std::unique_ptr<asio::ssl::context>> make_context(const Files& files, bool server) {
+  auto loaded = load_files(files);
+  if (!loaded) return loaded.error();
   auto ctx =
       std::make_unique<asio::ssl::context>(server ? asio::ssl::context::tls_server : asio::ssl::context::tls_client);
   SSL_CTX* c = ctx->native_handle();
@@ -103,9 +115,9 @@ Result<std::unique_ptr<asio::ssl::context>> make_context(const Files& files, boo
             SSL_CTX_set_max_proto_version(c, TLS1_3_VERSION) == 1 && SSL_CTX_set_num_tickets(c, 0) == 1;
   SSL_CTX_set_options(c, SSL_OP_NO_TICKET | SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
   SSL_CTX_set_session_cache_mode(c, SSL_SESS_CACHE_OFF);
-  ok = ok && SSL_CTX_use_certificate(c, cert->get()) == 1 && SSL_CTX_use_PrivateKey(c, key->get()) == 1;
+  ok = ok && SSL_CTX_use_certificate(c, loaded->cert.get()) == 1 && SSL_CTX_use_PrivateKey(c, loaded->key.get()) == 1;
   // The instance's CA is the only trust anchor: no system store is loaded.
-  ok = ok && X509_STORE_add_cert(SSL_CTX_get_cert_store(c), ca->get()) == 1;
+  ok = ok && X509_STORE_add_cert(SSL_CTX_get_cert_store(c), loaded->ca.get()) == 1;
   if (!ok) return Error{EIO, "cannot set up TLS with " + files.cert.string() + ": " + take_error("unknown error")};
   X509_VERIFY_PARAM_set_flags(SSL_CTX_get0_param(c), X509_V_FLAG_X509_STRICT);
   int mode = server ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_PEER;
@@ -123,24 +135,16 @@ Result<std::unique_ptr<asio::ssl::context>> server_context(const Files& files) {
 Result<std::unique_ptr<asio::ssl::context>> client_context(const Files& files) { return make_context(files, false); }
 
 Status check_own_certificate(const Files& files) {
-  auto ca = load_cert(files.ca);
-  if (!ca) return ca.error();
-  auto cert = load_cert(files.cert);
-  if (!cert) return cert.error();
-  auto key = load_key(files.key);
-  if (!key) return key.error();
-  if (X509_check_private_key(cert->get(), key->get()) != 1) {
-    ERR_clear_error();
-    return Error{EINVAL, files.key.string() + " is not the key of " + files.cert.string()};
-  }
+  auto loaded = load_files(files);
+  if (!loaded) return loaded.error();
   Store store(X509_STORE_new());
-  if (!store || X509_STORE_add_cert(store.get(), ca->get()) != 1) {
+  if (!store || X509_STORE_add_cert(store.get(), loaded->ca.get()) != 1) {
     return Error{ENOMEM, "cannot check " + files.cert.string() + ": " + take_error("out of memory")};
   }
   // A broker is a TLS client to its parent and a server to its children.
   for (int purpose : {X509_PURPOSE_SSL_CLIENT, X509_PURPOSE_SSL_SERVER}) {
     StoreCtx ctx(X509_STORE_CTX_new());
-    if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), cert->get(), nullptr) != 1) {
+    if (!ctx || X509_STORE_CTX_init(ctx.get(), store.get(), loaded->cert.get(), nullptr) != 1) {
       return Error{ENOMEM, "cannot check " + files.cert.string() + ": " + take_error("out of memory")};
     }
     X509_VERIFY_PARAM_set_flags(X509_STORE_CTX_get0_param(ctx.get()), X509_V_FLAG_X509_STRICT);
