@@ -90,9 +90,10 @@ class Cluster : public ::testing::Test {
   Env client_env(size_t i) const { return {{"LOOM_URI", "local://" + rundir(i) + "/local.sock"}}; }
 
   // loomd --config on host i, as on a real host (its rank from its name).
-  std::unique_ptr<Background> start_broker(size_t i) {
+  std::unique_ptr<Background> start_broker(size_t i, const std::string& log_level = "") {
     fs::create_directories(rundir(i));
-    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level", log_level_});
+    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level",
+                            log_level.empty() ? log_level_ : log_level});
   }
   void start_all() {
     brokers_.resize(4);
@@ -147,6 +148,26 @@ TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
   auto lines = r.out_lines();
   std::sort(lines.begin(), lines.end());
   EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node1", "node2", "node3"})) << r.out;
+}
+
+TEST_F(Cluster, ChildrenThatComeFirstWaitForTheirParentToJoin) {
+  // node3 reaches node1 before node1 has reached node0: its hello (and
+  // its broker.online after it) wait in node1, and go up once node1 has
+  // joined, so rank 0 sees rank 3 online without a link dropped.
+  brokers_.resize(4);
+  brokers_[1] = start_broker(1, "info");
+  brokers_[3] = start_broker(3);
+  ASSERT_TRUE(brokers_[1]->wait_for_err("waits until this broker has joined", 20)) << brokers_[1]->so_far().err;
+  brokers_[0] = start_broker(0);
+  brokers_[2] = start_broker(2);
+  ASSERT_TRUE(wait_ready());
+  for (size_t i = 0; i < 4; ++i) {
+    brokers_[i]->wait_for_err("\x01", 0.2);  // reads what is there
+    EXPECT_EQ(brokers_[i]->so_far().err.find("closing it"), std::string::npos) << brokers_[i]->so_far().err;
+    EXPECT_EQ(brokers_[i]->so_far().err.find("lost the parent"), std::string::npos) << brokers_[i]->so_far().err;
+  }
+  auto r = loom(0, {"ping", "--rank", "3", "broker"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
 }
 
 TEST_F(Cluster, BrokerOfAnotherInstanceIsRefused) {
