@@ -251,6 +251,22 @@ TEST_F(Cluster, DuplicateHostStopsWithOneLine) {
   EXPECT_NE(r.err.find("node1"), std::string::npos) << r.err;
 }
 
+TEST_F(Cluster, ForeignCertificateStopsWithOneLine) {
+  // This host's certificate comes from another CA than the file's ca.
+  std::string other = dir_ + "/other";
+  auto r = run_cmd({bin("loom"), "keygen", "--dir", other, "--hosts", "node0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ofstream(dir_ + "/foreign.toml") << "[bootstrap]\n"
+                                        << "hosts = [\"node[0-3]\"]\n"
+                                        << "ca = \"" << certs() << "/ca.crt\"\n"
+                                        << "cert = \"" << other << "/{host}.crt\"\n"
+                                        << "key = \"" << other << "/{host}.key\"\n";
+  r = hosts_.run(0, {bin("loomd"), "--config", dir_ + "/foreign.toml", "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find(other + "/node0.crt"), std::string::npos) << r.err;
+}
+
 TEST_F(Cluster, RestartedBrokerRejoins) {
   start_all();
   ASSERT_TRUE(wait_ready());
