@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -103,6 +104,7 @@ class Cluster : public ::testing::Test {
   // Waits (at rank 0) until every rank is online.
   ::testing::AssertionResult wait_ready(double timeout = 30) {
     if (!wait_created(rundir(0), "local.sock", timeout)) {
+      brokers_[0]->wait_for_err("\x01", 0.2);  // reads what is there
       return ::testing::AssertionFailure() << "no local socket on node0: " << brokers_[0]->so_far().err;
     }
     auto r = hosts_.run(0, {bin("loom"), "rpc", "--timeout", std::to_string(timeout), "broker.wait-ready"},
@@ -280,6 +282,32 @@ TEST_F(Cluster, RestartedBrokerRejoins) {
   auto r = loom(0, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+}
+
+TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
+  // A long heartbeat timeout: node0 still holds node2's old link when the
+  // restarted broker says hello.
+  {
+    std::ifstream in(config());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string short_timeout = "heartbeat-timeout = \"2s\"";
+    text.replace(text.find(short_timeout), short_timeout.size(), "heartbeat-timeout = \"60s\"");
+    std::ofstream(config()) << text;
+  }
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // The old broker hangs (stopped): its link stays open and silent, as
+  // one whose host froze. A new broker on node2 says hello meanwhile.
+  auto old = std::move(brokers_[2]);
+  ASSERT_TRUE(old->signal(SIGSTOP));
+  brokers_[2] = start_broker(2);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost: it connected again", 30)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(wait_ready());
+  auto r = loom(0, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+  old->signal(SIGKILL);
 }
 
 TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
