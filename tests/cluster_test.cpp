@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <vector>
@@ -90,9 +91,10 @@ class Cluster : public ::testing::Test {
   Env client_env(size_t i) const { return {{"LOOM_URI", "local://" + rundir(i) + "/local.sock"}}; }
 
   // loomd --config on host i, as on a real host (its rank from its name).
-  std::unique_ptr<Background> start_broker(size_t i) {
+  std::unique_ptr<Background> start_broker(size_t i, const std::string& log_level = "") {
     fs::create_directories(rundir(i));
-    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level", log_level_});
+    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level",
+                            log_level.empty() ? log_level_ : log_level});
   }
   void start_all() {
     brokers_.resize(4);
@@ -102,6 +104,7 @@ class Cluster : public ::testing::Test {
   // Waits (at rank 0) until every rank is online.
   ::testing::AssertionResult wait_ready(double timeout = 30) {
     if (!wait_created(rundir(0), "local.sock", timeout)) {
+      brokers_[0]->wait_for_err("\x01", 0.2);  // reads what is there
       return ::testing::AssertionFailure() << "no local socket on node0: " << brokers_[0]->so_far().err;
     }
     auto r = hosts_.run(0, {bin("loom"), "rpc", "--timeout", std::to_string(timeout), "broker.wait-ready"},
@@ -147,6 +150,26 @@ TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
   auto lines = r.out_lines();
   std::sort(lines.begin(), lines.end());
   EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node1", "node2", "node3"})) << r.out;
+}
+
+TEST_F(Cluster, ChildrenThatComeFirstWaitForTheirParentToJoin) {
+  // node3 reaches node1 before node1 has reached node0: its hello (and
+  // its broker.online after it) wait in node1, and go up once node1 has
+  // joined, so rank 0 sees rank 3 online without a link dropped.
+  brokers_.resize(4);
+  brokers_[1] = start_broker(1, "info");
+  brokers_[3] = start_broker(3);
+  ASSERT_TRUE(brokers_[1]->wait_for_err("waits until this broker has joined", 20)) << brokers_[1]->so_far().err;
+  brokers_[0] = start_broker(0);
+  brokers_[2] = start_broker(2);
+  ASSERT_TRUE(wait_ready());
+  for (size_t i = 0; i < 4; ++i) {
+    brokers_[i]->wait_for_err("\x01", 0.2);  // reads what is there
+    EXPECT_EQ(brokers_[i]->so_far().err.find("closing it"), std::string::npos) << brokers_[i]->so_far().err;
+    EXPECT_EQ(brokers_[i]->so_far().err.find("lost the parent"), std::string::npos) << brokers_[i]->so_far().err;
+  }
+  auto r = loom(0, {"ping", "--rank", "3", "broker"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
 }
 
 TEST_F(Cluster, BrokerOfAnotherInstanceIsRefused) {
@@ -230,6 +253,22 @@ TEST_F(Cluster, DuplicateHostStopsWithOneLine) {
   EXPECT_NE(r.err.find("node1"), std::string::npos) << r.err;
 }
 
+TEST_F(Cluster, ForeignCertificateStopsWithOneLine) {
+  // This host's certificate comes from another CA than the file's ca.
+  std::string other = dir_ + "/other";
+  auto r = run_cmd({bin("loom"), "keygen", "--dir", other, "--hosts", "node0"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::ofstream(dir_ + "/foreign.toml") << "[bootstrap]\n"
+                                        << "hosts = [\"node[0-3]\"]\n"
+                                        << "ca = \"" << certs() << "/ca.crt\"\n"
+                                        << "cert = \"" << other << "/{host}.crt\"\n"
+                                        << "key = \"" << other << "/{host}.key\"\n";
+  r = hosts_.run(0, {bin("loomd"), "--config", dir_ + "/foreign.toml", "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find(other + "/node0.crt"), std::string::npos) << r.err;
+}
+
 TEST_F(Cluster, RestartedBrokerRejoins) {
   start_all();
   ASSERT_TRUE(wait_ready());
@@ -243,6 +282,32 @@ TEST_F(Cluster, RestartedBrokerRejoins) {
   auto r = loom(0, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+}
+
+TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
+  // A long heartbeat timeout: node0 still holds node2's old link when the
+  // restarted broker says hello.
+  {
+    std::ifstream in(config());
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const std::string short_timeout = "heartbeat-timeout = \"2s\"";
+    text.replace(text.find(short_timeout), short_timeout.size(), "heartbeat-timeout = \"60s\"");
+    std::ofstream(config()) << text;
+  }
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // The old broker hangs (stopped): its link stays open and silent, as
+  // one whose host froze. A new broker on node2 says hello meanwhile.
+  auto old = std::move(brokers_[2]);
+  ASSERT_TRUE(old->signal(SIGSTOP));
+  brokers_[2] = start_broker(2);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost: it connected again", 30)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
+  ASSERT_TRUE(wait_ready());
+  auto r = loom(0, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_NE(r.out.find("node2"), std::string::npos) << r.out;
+  old->signal(SIGKILL);
 }
 
 TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {

@@ -279,6 +279,17 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
       on_overlay_control(*p, m);
       return;
     }
+    if (p->kind == PeerKind::kChild && p->held_hello) {
+      // Its hello waits for this broker to join (overlay_tcp.cpp); what
+      // it sends meanwhile is little (its broker.online), bounded anyway.
+      if (p->held_messages.size() >= kMaxHeldMessages) {
+        spdlog::warn("overlay peer {} sent too much before it could join; closing it", p->label);
+        p->conn->close();
+        return;
+      }
+      p->held_messages.push_back(std::move(m));
+      return;
+    }
     if (p->kind == PeerKind::kChild && !p->hello) {
       spdlog::warn("overlay peer sent {} before hello; closing it", m.topic);
       p->conn->close();

@@ -134,8 +134,13 @@ class Broker {
     std::set<std::vector<HopId>> matchless_routes;
     bool warned_forged = false;  // one log line per client
     std::string label;           // TCP overlay links: "ADDRESS:PORT" of the peer
-    uint64_t rx_at_tick = 0;     // bytes received at the last heartbeat tick
-    double rx_progress_at = 0;   // when bytes last arrived, by those ticks
+    // TCP overlay: a child's hello that came while this broker had no
+    // parent link, and what the child sent after it (its broker.online
+    // first), taken once this broker has joined (overlay_tcp.cpp).
+    std::optional<Message> held_hello;
+    std::vector<Message> held_messages;
+    uint64_t rx_at_tick = 0;    // bytes received at the last heartbeat tick
+    double rx_progress_at = 0;  // when bytes last arrived, by those ticks
   };
 
   // --- peers (broker.cpp) ---
@@ -186,6 +191,8 @@ class Broker {
   void on_tcp_connection(asio::ip::tcp::socket sock);
   void connect_tcp_parent(int attempt);
   void retry_tcp_parent(int attempt, const std::string& why);
+  void join_held_children();
+  static constexpr size_t kMaxHeldMessages = 64;
   // Whether a child's hello for `rank` comes from that rank's host (TLS
   // links; Unix links are checked by uid when they connect).
   bool hello_from_host(Peer& p, uint32_t rank);
@@ -220,10 +227,6 @@ class Broker {
   std::unique_ptr<asio::ssl::context> tls_server_;  // TCP overlay: accepting children
   std::unique_ptr<asio::ssl::context> tls_client_;  // TCP overlay: reaching the parent
   std::string parent_wait_reason_;                  // the last reason logged while reconnecting
-  // TCP overlay: hellos of children that came while this broker had no
-  // parent link, answered once it has one (their broker.online would be
-  // lost on the way up otherwise).
-  std::vector<std::pair<uint32_t, Message>> held_hellos_;
   std::unique_ptr<Timer> heartbeat_timer_;
   AcceptGate local_gate_{"the local socket", nullptr, false};
   AcceptGate overlay_gate_{"the overlay socket", nullptr, false};

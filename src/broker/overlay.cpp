@@ -144,8 +144,9 @@ void Broker::connect_parent(int attempt) {
 void Broker::on_overlay_control(Peer& p, const Message& m) {
   if (m.topic == "overlay.heartbeat") return;  // last_rx is already updated
   if (m.topic == "overlay.hello" && p.kind == PeerKind::kChild) {
-    if (cfg_.hosts && cfg_.rank != 0 && !parent_peer_ && !p.hello) {
-      held_hellos_.emplace_back(p.id, m);  // until this broker has joined
+    if (cfg_.hosts && cfg_.rank != 0 && !parent_peer_ && !p.hello && !p.held_hello) {
+      spdlog::info("overlay hello {} from {} waits until this broker has joined", m.payload, p.label);
+      p.held_hello = m;
       return;
     }
     auto j = parse_json(m.payload);

@@ -28,6 +28,7 @@
 // its jobs end, then the new link comes up and the rank is online again.
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <asio/connect.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/ssl.hpp>
@@ -200,15 +201,31 @@ void Broker::connect_tcp_parent(int attempt) {
                 p.conn->send(
                     make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
                 builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
-                // The children that came first join now, through us.
-                auto held = std::move(held_hellos_);
-                held_hellos_.clear();
-                for (auto& [id, hello] : held) {
-                  if (Peer* c = find_peer(id)) on_overlay_control(*c, hello);
-                }
+                join_held_children();
               });
             });
       });
+}
+
+void Broker::join_held_children() {
+  // The children that came first join now, through us, in the order
+  // they came, each with what it sent meanwhile.
+  std::vector<uint32_t> ids;
+  for (auto& [id, p] : peers_) {
+    if (p->kind == PeerKind::kChild && p->held_hello) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  for (uint32_t id : ids) {
+    Peer* c = find_peer(id);
+    if (!c) continue;
+    Message hello = std::move(*c->held_hello);
+    c->held_hello.reset();
+    auto held = std::move(c->held_messages);
+    c->held_messages.clear();
+    on_overlay_control(*c, hello);
+    if (!c->hello) continue;  // refused, and closing
+    for (auto& m : held) on_message(id, std::move(m));
+  }
 }
 
 void Broker::retry_tcp_parent(int attempt, const std::string& why) {
