@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/inotify.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -134,6 +135,13 @@ class Cluster : public ::testing::Test {
 TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
   start_all();
   ASSERT_TRUE(wait_ready());
+  // Root's brokers serve every local user and the job shells, which run
+  // as their users: the sockets are open to all, as under `loom start`.
+  for (size_t i = 0; i < 4; ++i) {
+    struct stat sb {};
+    ASSERT_EQ(::stat((rundir(i) + "/local.sock").c_str(), &sb), 0) << i;
+    EXPECT_EQ(sb.st_mode & 0777, 0666u) << "node" << i;
+  }
   auto r = loom(0, {"status", "--json"});
   ASSERT_EQ(r.code, 0) << r.err;
   auto st = parse_json(r.out);

@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <asio/post.hpp>
@@ -59,6 +60,12 @@ Status Broker::start() {
     if (!ec) local_acceptor_->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) return Error{EADDRINUSE, "cannot listen on " + cfg_.local_path + ": " + ec.message()};
     bound_path_ = cfg_.local_path;
+    // As `loom start` does: a broker of root serves every local user (and
+    // the job shells, which run as their users); any other, its owner only
+    // (docs/security.md).
+    if (::chmod(cfg_.local_path.c_str(), ::geteuid() == 0 ? 0666 : 0600) != 0) {
+      return Error{errno, "cannot set the mode of " + cfg_.local_path + ": " + std::strerror(errno)};
+    }
   } else {
     return Error{EINVAL, "no local socket given"};
   }
