@@ -936,6 +936,7 @@ int run_shell(const std::string& text) {
   } else {
     std::fprintf(stderr, "loom-shell: the broker that started this shell is gone (%s)\n",
                  c.ok() ? "another listens at its socket" : c.error().text.c_str());
+    if (c.ok()) (*c)->close();  // it is asked again, to adopt us, once the tasks run
   }
   Shell shell(io, *clock, uri, broker_uid, std::move(client), std::move(*info), std::move(*user));
   return shell.run();
