@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "kit/exec.h"
 #include "kit/netns.h"
 #include "kit/process.h"
 #include "msg/json.h"
@@ -311,6 +312,9 @@ TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
   brokers_[2] = start_broker(2);
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost: it connected again", 30)) << brokers_[0]->so_far().err;
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
+  // Back, node2's broker learns that the instance released rank 2 from
+  // the job, and kills the task it kept running while cut off.
+  expect_all_exit(tasks);
   ASSERT_TRUE(wait_ready());
   auto r = loom(0, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
@@ -321,11 +325,14 @@ TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
 TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
   start_all();
   ASSERT_TRUE(wait_ready());
-  auto job = loom(0, {"submit", "-N4", "sleep", "300"});
+  std::string marker = "302." + std::to_string(::getpid());
+  auto job = loom(0, {"submit", "-N4", "sleep", marker});
   ASSERT_EQ(job.code, 0) << job.err;
   std::string id = job.out.substr(0, job.out.find('\n'));
   auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
   ASSERT_EQ(started.code, 0) << started.out << started.err;
+  auto tasks = processes_with(marker);
+  EXPECT_EQ(tasks.size(), 4u);
 
   ASSERT_TRUE(hosts_.set_link(2, false));
   // The job's rank on node2 is gone: node-failure, and the job ends (its

@@ -268,7 +268,9 @@ int main(int argc, char** argv) {
   std::string socket =
       !cfg.local_path.empty() ? cfg.local_path : rundir + "/rank-" + std::to_string(cfg.rank) + ".sock";
   shell_cfg.local_uri = "local://" + socket;
+  shell_cfg.cut_off_timeout = exec_cfg.reattach_timeout;
   auto shell = loom::ShellLauncher::create(io, broker.add_module({"shell"}), shell_cfg);
+  broker.on_parent_link([&shell](bool up) { shell->parent_link(up); });
   // The job manager and the scheduler live on rank 0 beside the KVS and
   // reach it, and each other, only through messages.
   std::unique_ptr<loom::JobManager> job_manager;

@@ -239,6 +239,7 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
           if (q->kind == PeerKind::kChild && q->conn) children.push_back(q->conn);
         }
         for (auto& c : children) c->close();
+        if (parent_link_) parent_link_(false);
         connect_timer_->arm(1.0, [this] { connect_tcp_parent(0); });
         return;
       }

@@ -97,6 +97,10 @@ class Broker {
   // be asked or the signal comes again.
   void stop_instance(const std::string& why);
   void on_finished(std::function<void(int exit_code)> fn) { finished_ = std::move(fn); }
+  // Between hosts: this broker lost its link to its parent (false; it goes
+  // on trying to reach it), or has it again (true). While it is cut off,
+  // the instance may declare this rank lost and fail the jobs here.
+  void on_parent_link(std::function<void(bool up)> fn) { parent_link_ = std::move(fn); }
   // Work to finish before the brokers stop (running jobs ended, their
   // events stored). Hooks run one after the other, each calling its `done`;
   // past shutdown_timeout the stop goes on without them.
@@ -243,6 +247,7 @@ class Broker {
   std::vector<Message> ready_waiters_;
 
   bool shutting_down_ = false;
+  std::function<void(bool up)> parent_link_;
   bool stop_asked_ = false;  // stop_instance asked rank 0 already
   std::vector<ShutdownHook> shutdown_hooks_;
   void run_shutdown_hooks(size_t i, std::function<void()> then);

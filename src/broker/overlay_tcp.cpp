@@ -202,6 +202,7 @@ void Broker::connect_tcp_parent(int attempt) {
                     make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
                 builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
                 join_held_children();
+                if (parent_link_) parent_link_(true);
               });
             });
       });

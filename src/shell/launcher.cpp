@@ -23,6 +23,7 @@
 #include "msg/payload.h"
 #include "shell/cgroup.h"
 #include "shell/perilog.h"
+#include "shell/released.h"
 #include "shell/spawn.h"
 #include "shell/user.h"
 
@@ -164,6 +165,11 @@ struct ShellLauncher::Impl {
 
   void launch(const Message& m);
   void kill(const Message& m);
+  void parent_link(bool up);
+  // SIGKILL to a job shell here and what its job started, saying why.
+  void kill_shell_here(uint64_t jid, const std::string& why);
+  std::unique_ptr<Timer> cut_off_timer_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // answers that come after us are dropped
   void adopt(const Message& m);
   void reattach(const Message& m);
   void done(const Message& m);
@@ -706,6 +712,44 @@ Result<pid_t> ShellLauncher::Impl::fork_shell(uint64_t jid, const std::string& i
 }
 
 ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+void ShellLauncher::parent_link(bool up) { impl_->parent_link(up); }
+
+void ShellLauncher::Impl::kill_shell_here(uint64_t jid, const std::string& why) {
+  auto it = shells_.find(jid);
+  if (it == shells_.end() || it->second.status) return;
+  Shell& s = it->second;
+  spdlog::warn("shell: job {}: killing its shell here (pid {}): {}", jid, s.pid, why);
+  ::kill(-s.pid, SIGKILL);
+  if (!s.cgroup.empty()) {
+    if (auto st = kill_cgroup(s.cgroup); !st.ok()) spdlog::warn("shell: job {}: {}", jid, st.error().text);
+  }
+}
+
+void ShellLauncher::Impl::parent_link(bool up) {
+  if (!cut_off_timer_) cut_off_timer_ = h_.clock().make_timer();
+  if (!up) {
+    if (cut_off_timer_->armed()) return;
+    cut_off_timer_->arm(cfg_.cut_off_timeout, [this] {
+      std::vector<uint64_t> ids;
+      for (const auto& [jid, s] : shells_) ids.push_back(jid);
+      for (uint64_t jid : ids) kill_shell_here(jid, "this rank was cut off from the instance for too long");
+    });
+    return;
+  }
+  cut_off_timer_->cancel();
+  for (const auto& [jid, s] : shells_) {
+    if (s.status) continue;
+    h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({"eventlog"})}}, RpcOptions{.timeout = 30},
+           [this, jid, alive = std::weak_ptr<int>(alive_)](const Message& r) {
+             if (alive.expired()) return;
+             if (r.errnum == ENOENT) return kill_shell_here(jid, "the instance does not know the job");
+             auto p = parse_json(r.payload);
+             if (r.errnum || !p.ok() || !p->is_object() || !(*p)["eventlog"].is_string()) return;
+             if (auto why = released_here((*p)["eventlog"].get<std::string>(), cfg_.rank)) kill_shell_here(jid, *why);
+           });
+  }
+}
 ShellLauncher::~ShellLauncher() { impl_->h_.remove_methods("shell"); }
 
 }  // namespace loom

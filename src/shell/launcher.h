@@ -74,6 +74,9 @@ struct ShellLauncherConfig {
   double epilog_timeout = 60;  // seconds; then SIGKILL to the epilog's process group
   std::string prolog;          // run with /bin/sh -c before a shell starts ("" = none)
   double prolog_timeout = 60;  // seconds; then SIGKILL to the prolog's process group
+  // How long job shells may go on while this broker is cut off from the
+  // instance (exec.reattach-timeout): then they are killed.
+  double cut_off_timeout = 60;
 };
 
 class ShellLauncher {
@@ -82,6 +85,14 @@ class ShellLauncher {
   ~ShellLauncher();
   ShellLauncher(const ShellLauncher&) = delete;
   ShellLauncher& operator=(const ShellLauncher&) = delete;
+
+  // This broker's link to the instance went (false) or came back (true),
+  // between hosts. Back, it asks the instance, for each job shell here,
+  // whether the job still holds this rank (a restarted rank 0 finds running
+  // jobs again; a rank declared lost meanwhile is released from its jobs),
+  // and kills those it no longer holds; cut off for longer than
+  // cut_off_timeout, every job shell here is killed.
+  void parent_link(bool up);
 
   struct Impl;
 
