@@ -312,9 +312,6 @@ TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
   brokers_[2] = start_broker(2);
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 lost: it connected again", 30)) << brokers_[0]->so_far().err;
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
-  // Back, node2's broker learns that the instance released rank 2 from
-  // the job, and kills the task it kept running while cut off.
-  expect_all_exit(tasks);
   ASSERT_TRUE(wait_ready());
   auto r = loom(0, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
@@ -351,6 +348,9 @@ TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
   ASSERT_TRUE(hosts_.set_link(2, true));
   // node2's broker reconnects by itself.
   ASSERT_TRUE(brokers_[0]->wait_for_err("rank 2 back online", 30)) << brokers_[0]->so_far().err;
+  // Back, node2's broker learns that the instance released rank 2 from
+  // the job, and kills the task it kept running while cut off.
+  expect_all_exit(tasks);
   ASSERT_TRUE(wait_ready());
   r = loom(0, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
