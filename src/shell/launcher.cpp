@@ -738,8 +738,9 @@ void ShellLauncher::Impl::parent_link(bool up) {
     return;
   }
   cut_off_timer_->cancel();
-  for (const auto& [jid, s] : shells_) {
+  for (const auto& [job, s] : shells_) {
     if (s.status) continue;
+    uint64_t jid = job;
     h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({"eventlog"})}}, RpcOptions{.timeout = 30},
            [this, jid, alive = std::weak_ptr<int>(alive_)](const Message& r) {
              if (alive.expired()) return;
