@@ -207,6 +207,33 @@ TEST_F(Cluster, BrokerOfAnotherInstanceIsRefused) {
   EXPECT_EQ(r.code, 0) << r.out << r.err;
 }
 
+TEST_F(Cluster, AnotherHostsCertificateCannotClaimARank) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // node2's own, valid certificate, used by a broker claiming node3's
+  // rank: the parent (node1) checks the certificate against the host of
+  // the rank claimed, and refuses it.
+  std::string impostor_config = dir_ + "/impostor.toml";
+  std::ofstream(impostor_config) << "[bootstrap]\n"
+                                 << "hosts = [\"node[0-3]\"]\n"
+                                 << "port = " << kPort << "\n"
+                                 << "ca = \"" << certs() << "/ca.crt\"\n"
+                                 << "cert = \"" << certs() << "/node2.crt\"\n"
+                                 << "key = \"" << certs() << "/node2.key\"\n";
+  auto b =
+      hosts_.spawn(2, {bin("loomd"), "--config", impostor_config, "--rank", "3", "--rundir", dir_ + "/run/impostor"});
+  ASSERT_TRUE(brokers_[1]->wait_for_err("names host node2, expected node3", 20))
+      << brokers_[1]->so_far().err << b->so_far().err;
+  b->signal(SIGKILL);
+  // node3 stays online, served by the real broker.
+  auto r = loom(0, {"ping", "--rank", "3", "broker"});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = loom(0, {"status", "--json"});
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out << r.err;
+  EXPECT_EQ((*st)["ranks"][3]["state"], "online") << r.out;
+}
+
 TEST_F(Cluster, SelfSignedCertificateIsRefused) {
   start_all();
   ASSERT_TRUE(wait_ready());
