@@ -41,13 +41,6 @@ namespace loom {
 namespace {
 using TlsConnection = StreamConnection<tls::TlsStream>;
 
-std::string endpoint_label(const asio::ip::tcp::socket& sock) {
-  std::error_code ec;
-  auto ep = sock.remote_endpoint(ec);
-  if (ec) return "an unknown peer";
-  return ep.address().to_string() + ":" + std::to_string(ep.port());
-}
-
 // The longest pause between two attempts to reach the parent.
 constexpr double kMaxReconnectPause = 2.0;
 }  // namespace
@@ -104,8 +97,8 @@ void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
     bool timed_out = false;
   };
   auto pend = std::make_shared<Pending>();
-  pend->label = endpoint_label(sock);
   pend->stream = std::make_unique<tls::TlsStream>(std::move(sock), *tls_server_);
+  pend->label = tls::peer_label(*pend->stream);
   pend->deadline = clock_.make_timer();
   // A peer that says nothing (a plain TCP client, a stalled broker) holds
   // a descriptor for nothing: dropped, and it never hears from us.
