@@ -168,6 +168,7 @@ struct ShellLauncher::Impl {
   void parent_link(bool up);
   // SIGKILL to a job shell here and what its job started, saying why.
   void kill_shell_here(uint64_t jid, const std::string& why);
+  void kill_job_here(uint64_t jid, const Shell& s);
   std::unique_ptr<Timer> cut_off_timer_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // answers that come after us are dropped
   void adopt(const Message& m);
@@ -314,11 +315,7 @@ void ShellLauncher::Impl::exited(uint64_t jid, int status) {
   Shell& s = it->second;
   // Not our child: what it reported, else it was killed before it could.
   if (status < 0) status = s.reported.value_or(SIGKILL);
-  ::kill(-s.pid, SIGKILL);
-  // And whatever left the process group (setsid): the whole cgroup.
-  if (!s.cgroup.empty()) {
-    if (auto st = kill_cgroup(s.cgroup); !st.ok()) spdlog::warn("shell: job {}: {}", jid, st.error().text);
-  }
+  kill_job_here(jid, s);
   s.watch.reset();
   if (s.report >= 0) {
     // The shell has exited: its report (one line) is all in the pipe.
@@ -720,6 +717,12 @@ void ShellLauncher::Impl::kill_shell_here(uint64_t jid, const std::string& why) 
   if (it == shells_.end() || it->second.status) return;
   Shell& s = it->second;
   spdlog::warn("shell: job {}: killing its shell here (pid {}): {}", jid, s.pid, why);
+  kill_job_here(jid, s);
+}
+
+// SIGKILL to the shell's process group, and whatever left it (setsid):
+// the whole cgroup.
+void ShellLauncher::Impl::kill_job_here(uint64_t jid, const Shell& s) {
   ::kill(-s.pid, SIGKILL);
   if (!s.cgroup.empty()) {
     if (auto st = kill_cgroup(s.cgroup); !st.ok()) spdlog::warn("shell: job {}: {}", jid, st.error().text);
