@@ -65,6 +65,30 @@ const RankInventory& ResourcePool::inventory(uint32_t rank) const {
   return inventory_[rank];
 }
 
+Status ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
+  if (rank >= size()) return bad("rank " + std::to_string(rank) + " is not in this instance");
+  IdSet cores, gpus;
+  for (const auto& [id, held] : allocations_) {
+    auto h = held.ranks().find(rank);
+    if (h == held.ranks().end()) continue;
+    cores = cores.set_union(h->second.cores.subtract(first_ids(inv.ncores)));
+    gpus = gpus.set_union(h->second.gpus.subtract(first_ids(inv.ngpus)));
+  }
+  if (!cores.empty() || !gpus.empty()) {
+    std::string what = !cores.empty() ? "cores " + cores.encode() : "gpus " + gpus.encode();
+    return Error{EBUSY, "jobs hold " + what + " of rank " + std::to_string(rank) + ", which has only " +
+                            plural(inv.ncores, "core") + " and " + plural(inv.ngpus, "gpu")};
+  }
+  if (inv.hostname.empty()) inv.hostname = inventory_[rank].hostname;
+  inv.known = true;
+  inventory_[rank] = std::move(inv);
+  return {};
+}
+
+bool ResourcePool::any_unknown() const {
+  return std::any_of(inventory_.begin(), inventory_.end(), [](const RankInventory& inv) { return !inv.known; });
+}
+
 void ResourcePool::set_up(uint32_t rank, bool up) {
   if (rank < size()) state_[rank].up = up;
 }
@@ -83,6 +107,13 @@ bool ResourcePool::is_drained(uint32_t rank) const { return drained_.count(rank)
 
 Status ResourcePool::feasible(const Jobspec& js) const {
   if (auto st = check_shape(js); !st) return st;
+  if (js.nnodes > size()) {
+    return bad(plural(js.nnodes, "node") + " requested but the instance has " + plural(size(), "rank"));
+  }
+  if (any_unknown()) {
+    // A rank not known yet might hold whatever the known ones lack.
+    return {};
+  }
   const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
   uint64_t max_cores = 0, max_gpus = 0, total_cores = 0, total_gpus = 0;
   for (const auto& inv : inventory_) {
@@ -98,9 +129,6 @@ Status ResourcePool::feasible(const Jobspec& js) const {
   if (gps > max_gpus) return bad(plural(gps, "gpu") + " per slot but a rank has at most " + plural(max_gpus, "gpu"));
 
   if (js.nnodes > 0) {
-    if (js.nnodes > size()) {
-      return bad(plural(js.nnodes, "node") + " requested but the instance has " + plural(size(), "rank"));
-    }
     const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
     if (need_c > max_cores) {
       return bad(plural(js.slots_per_node, "slot") + " of " + plural(cps, "core") + " per node need " +
@@ -145,7 +173,7 @@ Status ResourcePool::feasible(const Jobspec& js) const {
 std::vector<ResourcePool::Avail> ResourcePool::available() const {
   std::vector<Avail> avail(size());
   for (uint32_t r = 0; r < size(); ++r) {
-    avail[r].usable = state_[r].up && !drained_.count(r);
+    avail[r].usable = state_[r].up && inventory_[r].known && !drained_.count(r);
     avail[r].cores = first_ids(inventory_[r].ncores).subtract(state_[r].used_cores);
     avail[r].gpus = first_ids(inventory_[r].ngpus).subtract(state_[r].used_gpus);
   }
@@ -223,11 +251,12 @@ Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
       return bad("rank " + std::to_string(rank) + " is not in this instance (size " + std::to_string(size()) + ")");
     }
     const RankInventory& inv = inventory_[rank];
-    if (auto extra = rr.cores.subtract(first_ids(inv.ncores)); !extra.empty()) {
+    // A rank not known yet is checked when it reports (set_inventory).
+    if (auto extra = rr.cores.subtract(first_ids(inv.ncores)); inv.known && !extra.empty()) {
       return bad("rank " + std::to_string(rank) + " has no cores " + extra.encode() + " (it has " +
                  plural(inv.ncores, "core") + ")");
     }
-    if (auto extra = rr.gpus.subtract(first_ids(inv.ngpus)); !extra.empty()) {
+    if (auto extra = rr.gpus.subtract(first_ids(inv.ngpus)); inv.known && !extra.empty()) {
       return bad("rank " + std::to_string(rank) + " has no gpus " + extra.encode() + " (it has " +
                  plural(inv.ngpus, "gpu") + ")");
     }
@@ -288,8 +317,10 @@ std::string ResourcePool::restore(uint64_t id, const ResourceSet& r) {
       ++alarms_;
     }
     RankResources keep = rr;
-    keep.cores = rr.cores.intersect(first_ids(inv.ncores)).subtract(state_[rank].used_cores);
-    keep.gpus = rr.gpus.intersect(first_ids(inv.ngpus)).subtract(state_[rank].used_gpus);
+    keep.cores = inv.known ? rr.cores.intersect(first_ids(inv.ncores)) : rr.cores;
+    keep.gpus = inv.known ? rr.gpus.intersect(first_ids(inv.ngpus)) : rr.gpus;
+    keep.cores = keep.cores.subtract(state_[rank].used_cores);
+    keep.gpus = keep.gpus.subtract(state_[rank].used_gpus);
     if (!keep.cores.empty() || !keep.gpus.empty()) fits.add_rank(rank, std::move(keep));
   }
   if (!fits.empty()) {

@@ -30,11 +30,15 @@
 
 namespace loom {
 
-// What one rank has.
+// What one rank has. A rank of an instance over hosts is not `known` until
+// its broker has reported what its host has (docs/protocols/jobs.md): until
+// then it has no cores or gpus to give, and feasible() cannot rule it out.
 struct RankInventory {
   uint32_t ncores = 0;
   uint32_t ngpus = 0;
   std::string hostname;
+  bool known = true;
+  bool operator==(const RankInventory&) const = default;
 };
 
 // Why and since when (wall seconds) a rank is drained.
@@ -69,6 +73,13 @@ class ResourcePool {
   uint32_t size() const { return static_cast<uint32_t>(inventory_.size()); }
   // `rank` must be < size().
   const RankInventory& inventory(uint32_t rank) const;
+  // What `rank` has, as its broker reported it (`inv.known` is set here; an
+  // empty hostname keeps the rank's). Refused (EBUSY, nothing changes) when
+  // a job holds a core or gpu of the rank beyond the new inventory; a job
+  // restored onto a rank not known yet (restore()) is checked here.
+  Status set_inventory(uint32_t rank, RankInventory inv);
+  // Whether some rank's inventory is not known yet.
+  bool any_unknown() const;
 
   // --- rank state; ranks >= size() are ignored ---
   void set_up(uint32_t rank, bool up);
@@ -82,7 +93,9 @@ class ResourcePool {
   // Ok if the whole inventory (ignoring allocations, drain and down) could
   // satisfy `js`; else one line saying why, e.g. "5 nodes requested but the
   // instance has 4 ranks". feasible() holds exactly when match() would
-  // succeed on this pool with every rank up, undrained and free.
+  // succeed on this pool with every rank up, undrained and free. While some
+  // rank is not known, only what no inventory could change is refused (the
+  // shape, more nodes than ranks): that rank might hold the rest.
   Status feasible(const Jobspec& js) const;
   // The resources `js` gets from what is free now, or nullopt. With a node
   // level: the first `nnodes` ranks that each hold `slots_per_node` slots
@@ -106,8 +119,9 @@ class ResourcePool {
   // what could not be held again ("rank 0 has no cores 1 (it has 1 core)"),
   // empty when all of it was. Resources missing from the inventory are not
   // an alarm (a smaller configuration or a lost rank); resources another
-  // restored job holds are (double-booking before the restart). Nothing
-  // changes if `id` already holds resources.
+  // restored job holds are (double-booking before the restart). On a rank
+  // not known yet the job holds again all it held there (set_inventory
+  // checks it later). Nothing changes if `id` already holds resources.
   std::string restore(uint64_t id, const ResourceSet& r);
   // Frees the ranks of `part` that job `id` holds (every core and gpu the
   // job has there). EINVAL, and nothing changes, if the job holds nothing or

@@ -223,6 +223,50 @@ TEST(PoolAllocate, AcceptsDrainedAndDownRanksForRestoredJobs) {
   EXPECT_EQ(pool.allocations().at(7).ranks().at(1).hostname, "node1");
 }
 
+// --- ranks whose host has not reported yet ---
+
+// Rank 0 known with 2 cores; ranks 1 and 2 not yet.
+ResourcePool partly_known() { return ResourcePool({{2, 0, "node0"}, {0, 0, "node1", false}, {0, 0, "node2", false}}); }
+
+TEST(PoolUnknown, AnUnknownRankGetsNoJobsUntilItReports) {
+  auto pool = partly_known();
+  EXPECT_TRUE(pool.any_unknown());
+  EXPECT_EQ(show(pool.match(nodes(2))), "none");
+  EXPECT_EQ(show(pool.match(nodes(1))), "0:0");
+  ASSERT_TRUE(pool.set_inventory(1, {4, 1, ""}).ok());
+  EXPECT_EQ(pool.inventory(1).hostname, "node1");  // kept
+  EXPECT_TRUE(pool.inventory(1).known);
+  EXPECT_EQ(show(pool.match(nodes(2, 1, 3))), "none");  // rank 0 has 2 cores
+  EXPECT_EQ(show(pool.match(nodes(1, 1, 3, 1))), "1:0-2/0");
+  EXPECT_EQ(pool.count_all().ncores, 6u);
+}
+
+TEST(PoolUnknown, FeasibilityWaitsForUnknownRanksButNotForTheRankCount) {
+  auto pool = partly_known();
+  EXPECT_EQ(why(pool.feasible(nodes(4))), "4 nodes requested but the instance has 3 ranks");
+  EXPECT_EQ(why(pool.feasible(slots(1, 64, 8))), "ok");  // rank 1 or 2 might have that
+  ASSERT_TRUE(pool.set_inventory(1, {4, 0, ""}).ok());
+  ASSERT_TRUE(pool.set_inventory(2, {4, 0, ""}).ok());
+  EXPECT_FALSE(pool.any_unknown());
+  EXPECT_EQ(why(pool.feasible(slots(1, 64, 8))), "64 cores per slot but a rank has at most 4 cores");
+}
+
+TEST(PoolUnknown, ARestoredJobKeepsAnUnknownRankUntilItReportsTooLittle) {
+  auto pool = partly_known();
+  EXPECT_EQ(pool.restore(1, R({{0, "0"}, {1, "2-3/0"}})), "");
+  EXPECT_EQ(show(pool.allocations().at(1)), "0:0 1:2-3/0");
+  EXPECT_EQ(pool.alarms(), 0u);
+  // The host came back smaller: the report is refused while the job holds
+  // cores it no longer has, and accepted once the job is gone.
+  EXPECT_EQ(why(pool.set_inventory(1, {2, 1, ""})), "jobs hold cores 2-3 of rank 1, which has only 2 cores and 1 gpu");
+  EXPECT_FALSE(pool.inventory(1).known);
+  ASSERT_TRUE(pool.set_inventory(1, {4, 1, ""}).ok());  // as before: fine
+  EXPECT_EQ(why(pool.set_inventory(1, {4, 0, ""})), "jobs hold gpus 0 of rank 1, which has only 4 cores and 0 gpus");
+  ASSERT_TRUE(pool.free_all(1).ok());
+  EXPECT_TRUE(pool.set_inventory(1, {2, 0, ""}).ok());
+  EXPECT_EQ(pool.inventory(1).ncores, 2u);
+}
+
 TEST(PoolFree, PartialFreeFreesExactlyThoseRanks) {
   auto pool = uniform(4, 2);
   ASSERT_TRUE(pool.allocate(1, R({{0, "0-1"}, {1, "0-1"}, {2, "0-1"}, {3, "0-1"}}, 99)).ok());
