@@ -8,10 +8,12 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <toml.hpp>
 
 #include "base/quote.h"
+#include "hostlist/hostlist.h"
 #include "jobspec/jobspec.h"
 #include "msg/json.h"
 
@@ -97,6 +99,26 @@ std::string shortest(double v) {
 }
 }  // namespace
 
+// One table of an array of tables, as a JSON object: its keys plain
+// names, its values strings, integers or booleans.
+Result<Json> plain_table(const toml::value& t) {
+  if (!t.is_table()) return Error{EINVAL, "must be a list of tables, as in [[resource.config]]"};
+  Json out = Json::object();
+  for (const auto& [k, v] : t.as_table()) {
+    if (!bare_key(k)) return Error{EINVAL, "has \"" + k + "\", which is not a configuration key"};
+    if (v.is_string()) {
+      out[k] = v.as_string().str;
+    } else if (v.is_integer()) {
+      out[k] = v.as_integer();
+    } else if (v.is_boolean()) {
+      out[k] = v.as_boolean();
+    } else {
+      return Error{EINVAL, "has " + k + ", which must be a string, an integer or a boolean"};
+    }
+  }
+  return out;
+}
+
 Result<std::vector<Setting>> parse_config_toml(std::string_view text, const std::string& origin) {
   std::vector<Setting> out;
   if (size_t at = invalid_utf8_at(text); at != std::string_view::npos) {
@@ -127,6 +149,17 @@ Result<std::vector<Setting>> parse_config_toml(std::string_view text, const std:
           value = shortest(v.as_floating());
         } else if (v.is_boolean()) {
           value = v.as_boolean() ? "true" : "false";
+        } else if (v.is_array() && !v.as_array().empty() && v.as_array().front().is_table()) {
+          // An array of tables ([[resource.config]]) as a JSON list of
+          // objects of plain values.
+          Json items = Json::array();
+          for (const auto& e : v.as_array()) {
+            auto item = plain_table(e);
+            if (!item.ok()) return Error{EINVAL, origin + ": " + table + "." + k + " " + item.error().text};
+            items.push_back(std::move(*item));
+          }
+          value = dump_json(items);
+          list = true;
         } else if (v.is_array()) {
           // A list of strings (a command and its arguments) as JSON text.
           Json items = Json::array();
@@ -233,6 +266,50 @@ struct Key {
   Check check;
 };
 
+// [[resource.config]]: a list of {hosts, cores?, gpus?}, no host in two.
+Result<std::vector<HostResources>> host_resources(const Setting& s) {
+  auto list = parse_json(s.value);
+  if (!list.ok() || !list->is_array()) {
+    return Error{EINVAL, "must be a list of tables of hosts, cores and gpus, as in [[resource.config]]"};
+  }
+  std::vector<HostResources> out;
+  std::set<std::string> seen;
+  for (size_t i = 0; i < list->size(); ++i) {
+    const Json& e = (*list)[i];
+    std::string entry = "entry " + std::to_string(i + 1);
+    if (!e.is_object()) return Error{EINVAL, entry + " is not a table of hosts, cores and gpus"};
+    HostResources hr;
+    for (const auto& [k, v] : e.items()) {
+      if (k == "hosts") {
+        auto hl = v.is_string() ? Hostlist::parse(v.get<std::string>()) : Result<Hostlist>(Error{EINVAL, "not text"});
+        if (!hl.ok() || hl->empty()) {
+          return Error{EINVAL, entry + ": hosts must be a hostlist such as \"node[0-3]\"" +
+                                   (hl.ok() ? std::string() : " (" + hl.error().text + ")")};
+        }
+        hr.hosts = v.get<std::string>();
+        hr.names = hl->hosts();
+      } else if (k == "cores" || k == "gpus") {
+        const bool cores = k == "cores";
+        const int64_t lo = cores ? 1 : 0, hi = cores ? (1 << 20) : (1 << 16);
+        if (!v.is_number_integer() || v.get<int64_t>() < lo || v.get<int64_t>() > hi) {
+          return Error{EINVAL,
+                       entry + ": " + k + " must be an integer " + std::to_string(lo) + "-" + std::to_string(hi)};
+        }
+        (cores ? hr.cores : hr.gpus) = static_cast<uint32_t>(v.get<int64_t>());
+      } else {
+        return Error{EINVAL, entry + ": unknown key " + quote_input(k) + " (known: hosts, cores, gpus)"};
+      }
+    }
+    if (hr.names.empty()) return Error{EINVAL, entry + " names no hosts"};
+    if (!hr.cores && !hr.gpus) return Error{EINVAL, entry + " (" + hr.hosts + ") sets neither cores nor gpus"};
+    for (const auto& name : hr.names) {
+      if (!seen.insert(name).second) return Error{EINVAL, "host " + name + " is in two entries"};
+    }
+    out.push_back(std::move(hr));
+  }
+  return out;
+}
+
 template <typename T, typename Set>
 Check field(std::function<Result<T>(const Setting&)> parse, Set set) {
   return [parse, set](InstanceConfig& c, const Setting& s) -> Status {
@@ -273,6 +350,9 @@ const std::vector<Key>& keys() {
                                                   [](InstanceConfig& c, uint32_t v) { c.cores_per_rank = v; })},
       {"resource.gpus-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 0, 1u << 16); },
                                                  [](InstanceConfig& c, uint32_t v) { c.gpus_per_rank = v; })},
+      {"resource.config",
+       field<std::vector<HostResources>>(
+           host_resources, [](InstanceConfig& c, std::vector<HostResources> v) { c.host_resources = std::move(v); })},
       {"exec.prolog", command_key(&InstanceConfig::prolog)},
       {"exec.prolog-timeout", duration_key(&InstanceConfig::prolog_timeout, false)},
       {"exec.epilog", command_key(&InstanceConfig::epilog)},
@@ -357,6 +437,16 @@ Result<InstanceConfig> merge_config(const std::vector<Setting>& settings) {
                              "s)"};
   }
   return cfg;
+}
+
+HostResources resources_of(const InstanceConfig& cfg, std::string_view host) {
+  HostResources out{std::string(host), {std::string(host)}, cfg.cores_per_rank, cfg.gpus_per_rank};
+  for (const auto& hr : cfg.host_resources) {
+    if (std::find(hr.names.begin(), hr.names.end(), host) == hr.names.end()) continue;
+    if (hr.cores) out.cores = hr.cores;
+    if (hr.gpus) out.gpus = hr.gpus;
+  }
+  return out;
 }
 
 std::vector<std::string> loomd_options(const InstanceConfig& c) {

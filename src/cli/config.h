@@ -30,6 +30,15 @@ struct Setting {
   std::string origin;
 };
 
+// One [[resource.config]] entry: what the hosts it names have, where
+// hwloc should not be asked (a test, or a host whose devices it misreads).
+struct HostResources {
+  std::string hosts;               // an RFC 29 hostlist, as written
+  std::vector<std::string> names;  // the same, expanded
+  std::optional<uint32_t> cores;   // unset: hwloc's (or cores-per-rank)
+  std::optional<uint32_t> gpus;
+};
+
 struct InstanceConfig {
   uint32_t fanout = 2;
   double heartbeat_interval = 1.0;  // seconds, as are all durations here
@@ -39,6 +48,9 @@ struct InstanceConfig {
   std::string sched_policy = "fcfs";
   std::optional<uint32_t> cores_per_rank;  // unset: what hwloc finds
   std::optional<uint32_t> gpus_per_rank;
+  // Per host, over cores-per-rank and gpus-per-rank; only for instances
+  // over hosts ([bootstrap]), where each broker reports its host's.
+  std::vector<HostResources> host_resources;
   uint32_t jobspec_size_limit = 1u << 20;
   uint32_t inactive_num_limit = 0;
   // A command as loomd takes it: text run with /bin/sh -c, or a JSON list
@@ -65,6 +77,7 @@ Status apply_setting(InstanceConfig& cfg, const Setting& s);
 
 // The settings applied in order (later ones win), then the rules that
 // join keys (a heartbeat timeout longer than the interval) checked.
+// resource.config, one list, is replaced whole by a later one.
 Result<InstanceConfig> merge_config(const std::vector<Setting>& settings);
 
 // The loomd options of a checked configuration, the same for every rank
@@ -77,6 +90,11 @@ std::vector<std::string> loomd_options(const InstanceConfig& cfg);
 // as true or false, a list of strings as a JSON list. `origin` (the file's
 // path) begins every error, which is one line.
 Result<std::vector<Setting>> parse_config_toml(std::string_view text, const std::string& origin);
+
+// What `host` (a name of [bootstrap] hosts) has by `cfg`: its
+// [[resource.config]] entry's cores and gpus, else cores-per-rank and
+// gpus-per-rank; unset ones are left to hwloc.
+HostResources resources_of(const InstanceConfig& cfg, std::string_view host);
 
 // The same for the file at `path`.
 Result<std::vector<Setting>> read_config_file(const std::string& path);

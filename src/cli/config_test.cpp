@@ -61,6 +61,59 @@ TEST(Config, RefusesDeepNestingAndInvalidUtf8BeforeToml11SeesThem) {
   EXPECT_EQ(why(fine), "");
 }
 
+// [[resource.config]]: per-host resources for an instance over hosts.
+TEST(Config, ReadsWhatHostsHaveFromAListOfTables) {
+  auto r = parse_config_toml(R"([resource]
+cores-per-rank = 4
+[[resource.config]]
+hosts = "node[0-1]"
+cores = 8
+[[resource.config]]
+hosts = "gpu1"
+gpus = 2
+)",
+                             "loom.toml");
+  ASSERT_TRUE(r.ok()) << r.error().text;
+  auto c = merge_config(*r);
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  ASSERT_EQ(c->host_resources.size(), 2u);
+  EXPECT_EQ(c->host_resources[0].names, (std::vector<std::string>{"node0", "node1"}));
+  auto node1 = resources_of(*c, "node1"), gpu1 = resources_of(*c, "gpu1"), other = resources_of(*c, "node7");
+  EXPECT_EQ(node1.cores, 8u);
+  EXPECT_EQ(node1.gpus, std::nullopt);  // hwloc's
+  EXPECT_EQ(gpu1.cores, 4u);            // cores-per-rank
+  EXPECT_EQ(gpu1.gpus, 2u);
+  EXPECT_EQ(other.cores, 4u);
+  // --setconf takes the same list as JSON.
+  auto s = merge_config({*parse_setconf(R"(resource.config=[{"hosts":"n[1-2]","cores":2,"gpus":0}])")});
+  ASSERT_TRUE(s.ok()) << s.error().text;
+  EXPECT_EQ(resources_of(*s, "n2").gpus, 0u);
+}
+
+TEST(Config, RefusesABadHostEntryWithOneLine) {
+  auto bad = [](std::string_view entries) {
+    auto r = parse_config_toml(std::string("[resource]\n") + std::string(entries), "loom.toml");
+    if (!r.ok()) return r.error().text;
+    auto c = merge_config(*r);
+    return c.ok() ? std::string() : c.error().text;
+  };
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n[1-\"\ncores = 2\n")
+                .find("loom.toml: resource.config: entry 1: hosts must be a hostlist"),
+            0u);
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n1\"\ncores = 0\n"),
+            "loom.toml: resource.config: entry 1: cores must be an integer 1-1048576");
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n1\"\n"),
+            "loom.toml: resource.config: entry 1 (n1) sets neither cores nor gpus");
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n1\"\ncore = 2\n"),
+            "loom.toml: resource.config: entry 1: unknown key \"core\" (known: hosts, cores, gpus)");
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n[1-2]\"\ncores = 2\n[[resource.config]]\nhosts = \"n2\"\ngpus = 1\n"),
+            "loom.toml: resource.config: host n2 is in two entries");
+  EXPECT_EQ(bad("[[resource.config]]\nhosts = \"n1\"\ncores = 2.5\n"),
+            "loom.toml: resource.config has cores, which must be a string, an integer or a boolean");
+  EXPECT_NE(bad("config = [1, {hosts = \"n1\"}]\n"), "");  // mixed: refused by toml11 or here
+  EXPECT_NE(bad("[[exec.epilog]]\nx = 1\n").find("list of strings"), std::string::npos);
+}
+
 namespace {
 Setting file(std::string key, std::string value) { return Setting{std::move(key), std::move(value), false, "p.toml"}; }
 Setting setconf(std::string_view text) { return *parse_setconf(text); }

@@ -83,7 +83,13 @@ Result<InstanceConfig> merge_start_config(const StartOpts& o) {
     if (auto it = o.plain.find(option); it != o.plain.end())
       settings.push_back(Setting{key, it->second, false, option});
   }
-  return merge_config(settings);
+  auto cfg = merge_config(settings);
+  if (cfg.ok() && !cfg->host_resources.empty()) {
+    return Error{EINVAL,
+                 "resource.config is for instances over hosts ([bootstrap], loomd --config); `loom start` "
+                 "gives every rank the same: use resource.cores-per-rank and resource.gpus-per-rank"};
+  }
+  return cfg;
 }
 
 Result<int> listen_unix(const std::string& path) {
