@@ -36,7 +36,10 @@ Broker::Broker(asio::io_context& io, Clock& clock, BrokerConfig cfg)
     : io_(io), clock_(clock), cfg_(std::move(cfg)), topo_{cfg_.size, cfg_.fanout} {
   started_at_ = clock_.now();
   client_memory_ = std::make_shared<MemoryBudget>(cfg_.client_memory_limit);
-  if (cfg_.rank == 0) rank_state_.assign(cfg_.size, RankState::kOffline);
+  if (cfg_.rank == 0) {
+    rank_state_.assign(cfg_.size, RankState::kOffline);
+    rank_resources_.assign(cfg_.size, Json());
+  }
 }
 
 Broker::~Broker() {
@@ -486,6 +489,10 @@ void Broker::route_event(Message&& m, PeerKind from) {
           // watches the log of rank 0.
           if (r < rank_state_.size() && rank_state_[r] == RankState::kLost) spdlog::warn("rank {} back online", r);
           set_rank_state(static_cast<uint32_t>(r), RankState::kOnline);
+          Json cores = j->value("cores", Json()), gpus = j->value("gpus", Json(0));
+          if (cores.is_number_unsigned() && gpus.is_number_unsigned() && r < rank_resources_.size()) {
+            rank_resources_[r] = Json{{"cores", cores}, {"gpus", gpus}};
+          }
         }
         if (m.topic == "broker.lost") set_rank_state(static_cast<uint32_t>(r), RankState::kLost);
       }

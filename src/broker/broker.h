@@ -56,6 +56,10 @@ struct BrokerConfig {
     uint16_t port = 0;
     std::string bind = "0.0.0.0";
     std::string ca, cert, key;  // this host's files (loom keygen)
+    // What this host has, reported in this broker's broker.online (the
+    // scheduler's inventory of the rank) and kept by rank 0 for
+    // broker.status.
+    uint32_t cores = 0, gpus = 0;
   };
   std::optional<Hosts> hosts;
   double heartbeat_interval = 1.0;  // seconds between heartbeats on each link
@@ -204,6 +208,8 @@ class Broker {
   void heartbeat_tick();
   void child_lost(uint32_t rank, const std::string& why);
   void set_rank_state(uint32_t rank, RankState s);
+  // This broker's broker.online: {rank}, with {cores, gpus} over hosts.
+  std::string online_payload() const;
   void maybe_finish_shutdown();
   void finish_shutdown();
 
@@ -244,6 +250,9 @@ class Broker {
 
   Handle* builtin_ = nullptr;
   std::vector<RankState> rank_state_;  // rank 0 only: the whole instance
+  // Rank 0 only: what each rank's broker.online said its host has
+  // ({cores, gpus}; null until it has said).
+  std::vector<Json> rank_resources_;
   std::vector<Message> ready_waiters_;
 
   bool shutting_down_ = false;

@@ -74,7 +74,9 @@ void Broker::install_builtin_services() {
     Json ranks = Json::array();
     bool ready = true;
     for (uint32_t r = 0; r < cfg_.size; ++r) {
-      ranks.push_back({{"rank", r}, {"state", rank_state_name(rank_state_[r])}});
+      Json e{{"rank", r}, {"state", rank_state_name(rank_state_[r])}};
+      if (rank_resources_[r].is_object()) e.update(rank_resources_[r]);
+      ranks.push_back(std::move(e));
       ready = ready && rank_state_[r] == RankState::kOnline;
     }
     h.respond(req, Json{{"size", cfg_.size}, {"fanout", cfg_.fanout}, {"ready", ready}, {"ranks", ranks}});

@@ -62,7 +62,7 @@ Status Broker::start_overlay() {
   heartbeat_timer_ = clock_.make_timer();
   heartbeat_timer_->arm(cfg_.heartbeat_interval, [this] { heartbeat_tick(); });
   if (cfg_.rank == 0) {
-    builtin_->publish("broker.online", dump_json(Json{{"rank", 0}}));
+    builtin_->publish("broker.online", online_payload());
   } else if (cfg_.hosts) {
     connect_timer_ = clock_.make_timer();
     connect_tcp_parent(0);
@@ -137,7 +137,7 @@ void Broker::connect_parent(int attempt) {
     parent_peer_ = p.id;
     attach_connection(p, std::make_shared<UnixConnection>(std::move(*sock), PeerRole::kOverlay, PeerRole::kOverlay));
     p.conn->send(make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
-    builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
+    builtin_->publish("broker.online", online_payload());
   });
 }
 
@@ -243,6 +243,15 @@ void Broker::child_lost(uint32_t rank, const std::string& why) {
     spdlog::error("rank {} lost: {}", r, r == rank ? why : "its parent rank was lost");
     builtin_->publish("broker.lost", dump_json(Json{{"rank", r}, {"reason", r == rank ? why : "parent lost"}}));
   }
+}
+
+std::string Broker::online_payload() const {
+  Json j{{"rank", cfg_.rank}};
+  if (cfg_.hosts) {
+    j["cores"] = cfg_.hosts->cores;
+    j["gpus"] = cfg_.hosts->gpus;
+  }
+  return dump_json(j);
 }
 
 void Broker::set_rank_state(uint32_t rank, RankState s) {

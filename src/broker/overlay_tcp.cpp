@@ -193,7 +193,7 @@ void Broker::connect_tcp_parent(int attempt) {
                     p, std::make_shared<TlsConnection>(std::move(*a->stream), PeerRole::kOverlay, PeerRole::kOverlay));
                 p.conn->send(
                     make_request("overlay.hello", dump_json(Json{{"rank", cfg_.rank}}), p.rank, msgflag::kNoResponse));
-                builtin_->publish("broker.online", dump_json(Json{{"rank", cfg_.rank}}));
+                builtin_->publish("broker.online", online_payload());
                 join_held_children();
                 if (parent_link_) parent_link_(true);
               });
