@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <csignal>
@@ -69,9 +70,23 @@ loom::Result<FromFile> read_config(const std::string& path, std::optional<std::s
   if (!merged.ok()) return merged.error();
   FromFile out;
   out.options = loom::cli::loomd_options(*merged);
-  if (!bootstrap) return out;
+  if (!bootstrap) {
+    if (!merged->host_resources.empty()) {
+      return loom::Error{EINVAL, path +
+                                     ": resource.config is for instances over hosts ([bootstrap]); on one machine "
+                                     "use resource.cores-per-rank and resource.gpus-per-rank"};
+    }
+    return out;
+  }
   auto boot = loom::parse_bootstrap(*settings, path);
   if (!boot.ok()) return boot.error();
+  for (const auto& hr : merged->host_resources) {
+    for (const auto& name : hr.names) {
+      if (std::find(boot->hosts.begin(), boot->hosts.end(), name) == boot->hosts.end()) {
+        return loom::Error{EINVAL, path + ": resource.config names " + name + ", which is not in bootstrap.hosts"};
+      }
+    }
+  }
   std::optional<uint32_t> rank_override;
   if (rank_arg) {
     char* end = nullptr;
@@ -87,6 +102,10 @@ loom::Result<FromFile> read_config(const std::string& path, std::optional<std::s
                         "--fanout=" + std::to_string(boot->fanout)}) {
     out.options.push_back(std::move(o));
   }
+  // This host's own, over the instance-wide ones above.
+  auto mine = loom::cli::resources_of(*merged, place->host);
+  if (mine.cores) out.options.push_back("--cores-per-rank=" + std::to_string(*mine.cores));
+  if (mine.gpus) out.options.push_back("--gpus-per-rank=" + std::to_string(*mine.gpus));
   out.hosts = loom::BrokerConfig::Hosts{
       boot->hosts, boot->port, boot->bind, boot->ca, boot->cert_path(place->rank), boot->key_path(place->rank)};
   return out;
@@ -145,8 +164,10 @@ int main(int argc, char** argv) {
   loom::SchedConfig sched_cfg;
   sched_cfg.size = 0;  // set from --size below
   uint32_t cores = 0, gpus = 0;
-  auto* cores_opt = app.add_option("--cores-per-rank", cores, "Cores per rank for the scheduler (default: hwloc)");
-  auto* gpus_opt = app.add_option("--gpus-per-rank", gpus, "GPUs per rank for the scheduler (default: hwloc)");
+  auto* cores_opt = app.add_option("--cores-per-rank", cores,
+                                   "Cores per rank for the scheduler (default: hwloc); with [bootstrap], this host's");
+  auto* gpus_opt = app.add_option("--gpus-per-rank", gpus,
+                                  "GPUs per rank for the scheduler (default: hwloc); with [bootstrap], this host's");
   app.add_option("--sched-policy", sched_cfg.policy, "fcfs or easy")->check(CLI::IsMember({"fcfs", "easy"}));
   loom::JobManagerConfig jm_cfg;
   app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
@@ -183,6 +204,17 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   cfg.hosts = from_file.hosts;
+  if (cfg.hosts) {
+    // Over hosts, each broker reports what its own host has (broker.online),
+    // and that is the scheduler's inventory of its rank.
+    if (!*cores_opt || !*gpus_opt) {
+      auto found = loom::discover_local_resources();
+      if (!*cores_opt) cores = found.ncores;
+      if (!*gpus_opt) gpus = found.ngpus;
+    }
+    cfg.hosts->cores = cores;
+    cfg.hosts->gpus = gpus;
+  }
   if (cfg.hosts && cfg.local_path.empty() && cfg.local_fd < 0) {
     if (rundir.empty()) rundir = kDefaultRundir;
     std::error_code ec;
@@ -280,8 +312,8 @@ int main(int argc, char** argv) {
     jm_cfg.owner = static_cast<uint32_t>(::getuid());
     job_manager = loom::JobManager::create(io, broker.add_module({"job-manager", "job-info"}), jm_cfg);
     sched_cfg.size = cfg.size;
-    if (*cores_opt) sched_cfg.cores_per_rank = cores;
-    if (*gpus_opt) sched_cfg.gpus_per_rank = gpus;
+    if (*cores_opt || cfg.hosts) sched_cfg.cores_per_rank = cores;
+    if (*gpus_opt || cfg.hosts) sched_cfg.gpus_per_rank = gpus;
     if (cfg.hosts) sched_cfg.hostnames = cfg.hosts->names;
     auto s = loom::Sched::create(io, broker.add_module({"sched"}), sched_cfg);
     if (!s.ok()) {
