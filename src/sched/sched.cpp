@@ -49,6 +49,10 @@ namespace {
 
 constexpr double kRetrySeconds = 1.0;
 constexpr const char* kDrainKey = "resource.drain";
+// What each rank's host reported it has: {"RANK": {"cores": N, "gpus": N}}.
+constexpr const char* kInventoryKey = "resource.inventory";
+// Bounds on a host's report, so that a bad one cannot make huge id sets.
+constexpr uint64_t kMaxCores = 1u << 20, kMaxGpus = 1u << 16;
 constexpr const char* kInsufficient = "insufficient resources";
 // EASY tries at most this many jobs behind the reservation in one pass.
 constexpr size_t kBackfillDepth = 500;
@@ -204,10 +208,19 @@ Result<std::unique_ptr<Sched>> Sched::create(asio::io_context& io, Handle& h, Sc
   }
   if (cfg.cores_per_rank) rank.ncores = *cfg.cores_per_rank;
   if (cfg.gpus_per_rank) rank.ngpus = *cfg.gpus_per_rank;
-  spdlog::info("sched: {} ranks of {} cores and {} gpus each, policy {}", cfg.size, rank.ncores, rank.ngpus,
-               cfg.policy);
+  if (cfg.hostnames.empty()) {
+    spdlog::info("sched: {} ranks of {} cores and {} gpus each, policy {}", cfg.size, rank.ncores, rank.ngpus,
+                 cfg.policy);
+  } else {
+    spdlog::info("sched: {} ranks over hosts, policy {}; this one has {} cores and {} gpus, the others as they report",
+                 cfg.size, cfg.policy, rank.ncores, rank.ngpus);
+  }
   std::vector<RankInventory> ranks(cfg.size, rank);
-  for (size_t r = 0; r < ranks.size() && r < cfg.hostnames.size(); ++r) ranks[r].hostname = cfg.hostnames[r];
+  for (size_t r = 0; r < ranks.size() && r < cfg.hostnames.size(); ++r) {
+    ranks[r].hostname = cfg.hostnames[r];
+    // Another host: known once its broker reports (report()).
+    if (r > 0) ranks[r] = RankInventory{0, 0, cfg.hostnames[r], false};
+  }
   ResourcePool pool(std::move(ranks));
   std::unique_ptr<Sched> s(new Sched(io, h, std::move(cfg), std::move(pool)));
   s->install();
@@ -263,24 +276,35 @@ void Sched::retry_startup(const std::string& why) {
   retry_timer_->arm(kRetrySeconds, [this] { hello(); });
 }
 
-void Sched::load_drain() {
+void Sched::load_object(const char* key, std::function<void(const Json&)> use, std::function<void()> next) {
   auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc("kvs.lookup", Json{{"key", kDrainKey}}, {}, [this, alive](const Message& r) {
+  h_.rpc("kvs.lookup", Json{{"key", key}}, {}, [this, alive, key, use, next](const Message& r) {
     if (alive.expired()) return;
     if (r.errnum && r.errnum != ENOENT) {
-      spdlog::warn("sched: cannot read {}: {}; trying again in {}s", kDrainKey, error_text(r), kRetrySeconds);
-      retry_timer_->arm(kRetrySeconds, [this] { load_drain(); });
+      spdlog::warn("sched: cannot read {}: {}; trying again in {}s", key, error_text(r), kRetrySeconds);
+      retry_timer_->arm(kRetrySeconds, [this, key, use, next] { load_object(key, use, next); });
       return;
     }
     if (!r.errnum) {
       auto p = parse_json(r.payload);
-      Result<Json> drains = p.ok() && p->is_object() && p->contains("value") && (*p)["value"].is_string()
-                                ? parse_json((*p)["value"].get<std::string>())
-                                : Result<Json>(Error{EINVAL, "not a value"});
-      if (!drains.ok() || !drains->is_object()) {
-        spdlog::error("sched: ignoring {}: it is not a JSON object", kDrainKey);
+      Result<Json> value = p.ok() && p->is_object() && p->contains("value") && (*p)["value"].is_string()
+                               ? parse_json((*p)["value"].get<std::string>())
+                               : Result<Json>(Error{EINVAL, "not a value"});
+      if (!value.ok() || !value->is_object()) {
+        spdlog::error("sched: ignoring {}: it is not a JSON object", key);
       } else {
-        for (auto& [key, v] : drains->items()) {
+        use(*value);
+      }
+    }
+    next();
+  });
+}
+
+void Sched::load_drain() {
+  load_object(
+      kDrainKey,
+      [this](const Json& drains) {
+        for (const auto& [key, v] : drains.items()) {
           auto ranks = IdSet::parse(key);
           auto reason = v.is_object() ? get_string(v, "reason", "") : Result<std::string>(invalid("not an object"));
           auto ts = v.is_object() ? get_number(v, "timestamp", 0) : Result<double>(invalid("not an object"));
@@ -296,10 +320,29 @@ void Sched::load_drain() {
             pool_.drain(rank, DrainInfo{*reason, *ts});
           }
         }
-      }
-    }
-    query_ranks();
-  });
+      },
+      [this] { load_inventory(); });
+}
+
+void Sched::load_inventory() {
+  if (!pool_.any_unknown()) return query_ranks();
+  load_object(
+      kInventoryKey,
+      [this](const Json& saved) {
+        // What each host reported before this restart, until it reports
+        // again: enough to restore its jobs and judge new ones.
+        for (const auto& [key, v] : saved.items()) {
+          auto rank = IdSet::parse(key);
+          auto inv = v.is_object() ? inventory_of(v) : Result<RankInventory>(invalid("not an object"));
+          if (!rank.ok() || rank->count() != 1 || !inv.ok()) {
+            spdlog::error("sched: ignoring the malformed entry \"{}\" of {}", key, kInventoryKey);
+            continue;
+          }
+          uint32_t r = rank->to_vector().front();
+          if (r < pool_.size() && !pool_.inventory(r).known) (void)pool_.set_inventory(r, *inv);
+        }
+      },
+      [this] { query_ranks(); });
 }
 
 void Sched::query_ranks() {
@@ -312,7 +355,9 @@ void Sched::query_ranks() {
         if (!e.is_object() || !e.contains("rank") || !e["rank"].is_number_unsigned()) continue;
         if (!e.contains("state") || !e["state"].is_string()) continue;
         uint64_t rank = e["rank"].get<uint64_t>();
-        if (rank < pool_.size()) pool_.set_up(static_cast<uint32_t>(rank), e["state"] == "online");
+        if (rank >= pool_.size()) continue;
+        pool_.set_up(static_cast<uint32_t>(rank), e["state"] == "online");
+        if (e.contains("cores")) report(static_cast<uint32_t>(rank), e);
       }
     } else {
       spdlog::warn("sched: cannot learn which ranks are up ({}); assuming all are",
@@ -483,6 +528,13 @@ void Sched::free(const Message& req) {
     if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
   }
   h_.respond(req, Json{{"id", *id}});
+  // A host's report that waited for jobs to end.
+  for (auto rank : R->rank_set().to_vector()) {
+    auto held = held_reports_.find(rank);
+    if (held == held_reports_.end()) continue;
+    RankInventory inv = held->second;
+    report(rank, Json{{"cores", inv.ncores}, {"gpus", inv.ngpus}});
+  }
   request_pass();
 }
 
@@ -604,6 +656,7 @@ void Sched::rank_event(const Message& ev, bool up) {
   }
   uint64_t rank = (*p)["rank"].get<uint64_t>();
   if (rank >= pool_.size()) return;
+  if (up && p->contains("cores")) report(static_cast<uint32_t>(rank), *p);
   bool was_up = pool_.is_up(static_cast<uint32_t>(rank));
   pool_.set_up(static_cast<uint32_t>(rank), up);
   if (was_up == up) return;
@@ -612,6 +665,70 @@ void Sched::rank_event(const Message& ev, bool up) {
     request_pass();
   } else {
     spdlog::warn("sched: rank {} is down ({}); it gets no new jobs", rank, p->value("reason", "no reason given"));
+  }
+}
+
+Result<RankInventory> Sched::inventory_of(const Json& j) {
+  auto cores = get_u64(j, "cores");
+  if (!cores.ok()) return cores.error();
+  auto gpus = j.contains("gpus") ? get_u64(j, "gpus") : Result<uint64_t>(uint64_t{0});
+  if (!gpus.ok()) return gpus.error();
+  if (*cores == 0 || *cores > kMaxCores || *gpus > kMaxGpus) {
+    return invalid("cores must be 1 to " + std::to_string(kMaxCores) + " and gpus 0 to " + std::to_string(kMaxGpus));
+  }
+  RankInventory inv;
+  inv.ncores = static_cast<uint32_t>(*cores);
+  inv.ngpus = static_cast<uint32_t>(*gpus);
+  return inv;
+}
+
+void Sched::report(uint32_t rank, const Json& j) {
+  auto inv = inventory_of(j);
+  if (!inv.ok()) {
+    spdlog::warn("sched: ignoring what rank {} reports it has: {}", rank, inv.error().text);
+    return;
+  }
+  const RankInventory& now = pool_.inventory(rank);
+  if (now.known && now.ncores == inv->ncores && now.ngpus == inv->ngpus) {
+    held_reports_.erase(rank);
+    return;
+  }
+  if (auto st = pool_.set_inventory(rank, *inv); !st) {
+    // Applied when those jobs let the rank go (free()).
+    spdlog::warn("sched: rank {} reports {} cores and {} gpus, but {}; the change waits for them to end", rank,
+                 inv->ncores, inv->ngpus, st.error().text);
+    held_reports_[rank] = *inv;
+    return;
+  }
+  held_reports_.erase(rank);
+  spdlog::info("sched: rank {} ({}) has {} cores and {} gpus", rank, pool_.inventory(rank).hostname, inv->ncores,
+               inv->ngpus);
+  save_inventory();
+  deny_infeasible();
+  request_pass();
+}
+
+void Sched::save_inventory() {
+  Json saved = Json::object();
+  for (uint32_t r = 0; r < pool_.size(); ++r) {
+    const RankInventory& inv = pool_.inventory(r);
+    if (inv.known) saved[std::to_string(r)] = Json{{"cores", inv.ncores}, {"gpus", inv.ngpus}};
+  }
+  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kInventoryKey}, {"value", dump_json(saved)}}})}};
+  h_.rpc("kvs.commit", commit, {}, [](const Message& r) {
+    if (r.errnum) spdlog::error("sched: cannot save {}: {}", kInventoryKey, error_text(r));
+  });
+}
+
+void Sched::deny_infeasible() {
+  std::vector<std::pair<uint64_t, std::string>> denied;
+  for (const auto& [id, job] : pending_) {
+    if (auto st = pool_.feasible(job.jobspec); !st) denied.emplace_back(id, st.error().text);
+  }
+  for (auto& [id, why] : denied) {
+    spdlog::info("sched: denying job {}, which no longer fits this instance's hosts: {}", id, why);
+    h_.respond(pending_.at(id).req, Json{{"id", id}, {"type", kDeny}, {"note", why}});
+    remove_pending(id);
   }
 }
 

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -97,6 +98,10 @@ class Sched {
 
   // Startup: drain state, rank states, hello, ready; retried every second.
   void load_drain();
+  void load_inventory();
+  // Looks up `key`, hands its value to `use` when it is a JSON object
+  // (absent: not called), then calls `next`; retried while the KVS fails.
+  void load_object(const char* key, std::function<void(const Json&)> use, std::function<void()> next);
   void query_ranks();
   void hello();
   void sched_ready();
@@ -113,6 +118,14 @@ class Sched {
   void undrain(const Message& req);
   void disconnect(const Message& req);
   void rank_event(const Message& ev, bool up);
+  // What a rank's broker reports its host has ({cores, gpus}, in its
+  // broker.online and in broker.status): the pool's inventory for that
+  // rank, saved to resource.inventory; pending jobs that can now never run
+  // are denied.
+  void report(uint32_t rank, const Json& j);
+  static Result<RankInventory> inventory_of(const Json& j);
+  void save_inventory();
+  void deny_infeasible();
 
   // At most one scheduling pass per loop turn.
   void request_pass();
@@ -147,6 +160,8 @@ class Sched {
   // Jobs the hello reported running whose R could not all be held again
   // (ResourcePool::restore): their frees of ranks not held are expected.
   std::set<uint64_t> restored_partly_;
+  // Reports refused while jobs held more of the rank than it now has.
+  std::map<uint32_t, RankInventory> held_reports_;
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

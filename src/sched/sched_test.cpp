@@ -305,24 +305,133 @@ TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
 
 // Across hosts the bootstrap configuration names each rank's host: the
 // inventory, and so R and `resource list`, carry them.
-TEST_F(SchedTest, EachRankIsTheHostTheConfigurationNames) {
-  SchedConfig c = config(3, 1);
-  c.hostnames = {"node0", "node1", "node2"};
-  create(c);
-  answer(take("kvs.lookup"), Json{{"value", "{}"}});
-  answer(take("broker.status"),
-         Json{{"ranks", Json::array({Json{{"rank", 0}, {"state", "online"}}, Json{{"rank", 1}, {"state", "online"}},
-                                     Json{{"rank", 2}, {"state", "offline"}}})}});
-  answer_error(take("job-manager.sched-hello"), ENODATA);
-  answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+// An instance over hosts: rank 0's inventory is its own (here
+// configured); every other host's is what its broker reports, in
+// broker.status, in its broker.online, or saved from an earlier run.
+class SchedHosts : public SchedTest {
+ protected:
+  SchedConfig hosts(uint32_t size) {
+    SchedConfig c = config(size, 2);
+    for (uint32_t r = 0; r < size; ++r) c.hostnames.push_back("node" + std::to_string(r));
+    return c;
+  }
+  // Startup with `saved` in resource.inventory and `ranks` from broker.status.
+  void start_hosts(SchedConfig c, Json saved, Json ranks, std::vector<Json> hello_jobs = {}) {
+    create(std::move(c));
+    answer_error(take("kvs.lookup"), ENOENT);  // resource.drain
+    Message inv = take("kvs.lookup");
+    EXPECT_EQ(Json::parse(inv.payload)["key"], "resource.inventory");
+    if (saved.is_null()) {
+      answer_error(inv, ENOENT);
+    } else {
+      answer(inv, Json{{"value", saved.dump()}});
+    }
+    answer(take("broker.status"), Json{{"ranks", ranks}});
+    Message hello = take("job-manager.sched-hello");
+    for (auto& j : hello_jobs) answer(hello, j);
+    answer_error(hello, ENODATA);
+    answer(take("job-manager.sched-ready"), Json{{"count", 0}});
+    run();
+    ASSERT_TRUE(sched->ready());
+  }
+  // The last resource.inventory committed (answered), or null.
+  Json saved_inventory() {
+    Json last;
+    for (auto it = sent.begin(); it != sent.end();) {
+      if (it->topic == "kvs.commit" && it->is_request() &&
+          Json::parse(it->payload)["ops"][0]["key"] == "resource.inventory") {
+        last = Json::parse(Json::parse(it->payload)["ops"][0]["value"].get<std::string>());
+        answer(*it, Json::object());
+        it = sent.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return last;
+  }
+};
+
+TEST_F(SchedHosts, EachHostIsWhatItsBrokerReports) {
+  start_hosts(hosts(3), Json{{"2", {{"cores", 3}, {"gpus", 0}}}},
+              Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}, {"gpus", 0}},
+                           Json{{"rank", 1}, {"state", "online"}, {"cores", 4}, {"gpus", 1}},
+                           Json{{"rank", 2}, {"state", "offline"}}}));
   Json st = status();
   EXPECT_EQ(st["all"]["nodelist"], "node[0-2]");
+  EXPECT_EQ(st["all"]["ncores"], 9);  // 2 + 4 + 3 saved for the host not back yet
+  EXPECT_EQ(st["all"]["ngpus"], 1);
   EXPECT_EQ(st["free"]["nodelist"], "node[0-1]");
   EXPECT_EQ(st["down"]["nodelist"], "node2");
-  c.hostnames.pop_back();
-  auto bad = validate_sched_config(c);
+  EXPECT_EQ(saved_inventory(), Json::parse(R"({"0":{"cores":2,"gpus":0},"1":{"cores":4,"gpus":1},
+                                               "2":{"cores":3,"gpus":0}})"));
+  // A node of 4 cores and a gpu is only on node1.
+  alloc(1, nodes(1, 1, 4, 1));
+  settle();
+  auto r = responses("sched.alloc");
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_EQ(r[0]["R"]["execution"]["nodelist"], Json::array({"node1"}));
+  // node2 comes back bigger than it was.
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":8,"gpus":0})"));
+  EXPECT_EQ(status()["free"]["ncores"], 10);
+  EXPECT_EQ(saved_inventory()["2"], Json::parse(R"({"cores":8,"gpus":0})"));
+  // The same report again changes and saves nothing.
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":8,"gpus":0})"));
+  EXPECT_TRUE(saved_inventory().is_null());
+  // A report that makes no sense is ignored.
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":0})"));
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":"many"})"));
+  EXPECT_EQ(status()["all"]["ncores"], 14);
+  auto bad = validate_sched_config([] {
+    SchedConfig c = config(3, 1);
+    c.hostnames = {"node0", "node1"};
+    return c;
+  }());
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(bad.error().text, "2 host names for 3 ranks");
+}
+
+// A job no known host can hold waits while a host has not reported (it
+// might), and is denied once every host has and none can.
+TEST_F(SchedHosts, AJobWaitsForHostsNotReportedYetThenIsDeniedIfNoneFits) {
+  start_hosts(hosts(3), nullptr,
+              Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}, {"gpus", 0}},
+                           Json{{"rank", 1}, {"state", "offline"}}, Json{{"rank", 2}, {"state", "offline"}}}));
+  alloc(1, slots(1, 8), 1);  // 8 cores in one slot, behind job 2
+  alloc(2, slots(1, 4));     // 4 cores in one slot
+  settle();
+  auto r = responses("sched.alloc");
+  EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{});
+  EXPECT_EQ(ids_of(r, 2), std::vector<uint64_t>{});
+  EXPECT_EQ(status()["all"]["ncores"], 2);
+  h.dispatch(make_event("broker.online", R"({"rank":1,"cores":4})"));
+  settle();
+  r = responses("sched.alloc");
+  EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{2});
+  EXPECT_EQ(ids_of(r, 2), std::vector<uint64_t>{});
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":4})"));
+  settle();
+  r = responses("sched.alloc");
+  ASSERT_EQ(ids_of(r, 2), std::vector<uint64_t>{1});
+  EXPECT_EQ(r.back(), Json::parse(R"({"id":1,"type":2,"note":"8 cores per slot but a rank has at most 4 cores"})"));
+}
+
+// After a restart of rank 0, a running job on a host that has not reported
+// yet holds what it held; a report of fewer cores than it holds waits
+// until the job lets the rank go.
+TEST_F(SchedHosts, AHostsSmallerReportWaitsForTheJobsThatHoldMore) {
+  Json job{{"id", 5}, {"priority", 1}, {"userid", 1}, {"t_submit", 1}, {"R", R({{1, "0-3"}}).to_json()}, {"free", ""}};
+  start_hosts(hosts(2), nullptr, Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}}}), {job});
+  Json st = status();
+  EXPECT_EQ(st["allocated"]["ranks"], "1");
+  EXPECT_EQ(st["alarms"], 0);
+  EXPECT_EQ(count("job-manager.raise", MsgType::kRequest), 0u);  // nothing lost
+  h.dispatch(make_event("broker.online", R"({"rank":1,"cores":2})"));
+  EXPECT_TRUE(saved_inventory().is_null());  // not yet: job 5 holds cores 0-3
+  EXPECT_EQ(status()["allocated"]["ncores"], 4);
+  free(5, R({{1, "0-3"}}).to_json(), true);
+  run();
+  EXPECT_EQ(status()["all"]["ncores"], 4);
+  EXPECT_EQ(saved_inventory()["1"], Json::parse(R"({"cores":2,"gpus":0})"));
 }
 
 TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
