@@ -161,6 +161,41 @@ TEST_F(Cluster, FourHostsJoinAndRunAJobOnEach) {
   EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node1", "node2", "node3"})) << r.out;
 }
 
+// Each host has what [[resource.config]] gives it, or what its hwloc
+// finds (node3), and the scheduler places jobs by it.
+TEST_F(Cluster, EachHostHasItsOwnResources) {
+  std::ofstream(config(), std::ios::app) << "\n[[resource.config]]\nhosts = \"node[0-1]\"\ncores = 2\ngpus = 0\n"
+                                         << "[[resource.config]]\nhosts = \"node2\"\ncores = 64\ngpus = 3\n";
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // Every host has reported once it is online (broker.status), and the
+  // scheduler sees the union.
+  auto r = loom(0, {"rpc", "broker.status"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out;
+  EXPECT_EQ((*st)["ranks"][1]["cores"], 2) << r.out;
+  EXPECT_EQ((*st)["ranks"][2]["cores"], 64) << r.out;
+  EXPECT_EQ((*st)["ranks"][2]["gpus"], 3) << r.out;
+  uint64_t node3 = (*st)["ranks"][3].value("cores", 0);
+  EXPECT_GE(node3, 1u) << r.out;
+  r = loom(0, {"resource", "list", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out;
+  EXPECT_EQ((*st)["all"]["ncores"], 68 + node3) << r.out;
+  EXPECT_GE((*st)["all"]["ngpus"].get<uint64_t>(), 3u) << r.out;
+  // A job that needs node2's size runs there, from any host.
+  r = loom(3, {"run", "-N1", "-c", "64", "-g", "3", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out, "node2\n");
+  // Two such nodes do not exist: refused at submit, saying why.
+  r = loom(1, {"submit", "-N2", "-c", "64", "hostname"});
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.err.find("2 nodes of 64 cores requested but only 1 of 4 ranks have that many"), std::string::npos)
+      << r.err;
+}
+
 TEST_F(Cluster, ChildrenThatComeFirstWaitForTheirParentToJoin) {
   // node3 reaches node1 before node1 has reached node0: its hello (and
   // its broker.online after it) wait in node1, and go up once node1 has
