@@ -4,7 +4,9 @@
 // talks to the job manager and the KVS.
 //
 // Startup, retried every second from the step that failed:
-//   kvs.lookup resource.drain → broker.status (which ranks are up)
+//   kvs.lookup resource.drain → kvs.lookup resource.inventory (over hosts:
+//   what each host reported last time) → broker.status (which ranks are
+//   up, and what each host that joined has)
 //   → job-manager.sched-hello (each job that holds resources: allocate its
 //     R minus the ranks it already freed) → job-manager.sched-ready.
 // A job from the hello whose R cannot all be held again (the instance came

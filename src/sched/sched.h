@@ -16,10 +16,13 @@
 //                               policy, alarms}             [user]
 //   sched.drain {ranks, reason} / sched.undrain {ranks} → {}  [owner]
 // Messages sent:
-//   kvs.lookup resource.drain, broker.status, then job-manager.sched-hello
+//   kvs.lookup resource.drain (and resource.inventory over hosts),
+//   broker.status, then job-manager.sched-hello
 //   (streaming), then job-manager.sched-ready {mode: "unlimited"};
-//   kvs.commit of job.<id>.R and of resource.drain.
-// Events: broker.lost {rank} marks a rank down, broker.online {rank} up.
+//   kvs.commit of job.<id>.R, resource.drain and resource.inventory.
+// Events: broker.lost {rank} marks a rank down, broker.online {rank} up;
+// over hosts, broker.online {rank, cores, gpus} is also what that rank's
+// host has (saved to resource.inventory).
 #pragma once
 
 #include <cstdint>
@@ -47,6 +50,7 @@ namespace loom {
 struct SchedConfig {
   uint32_t size = 1;  // ranks in the instance
   // Configured ([resource] cores-per-rank, gpus-per-rank); else discovered.
+  // With hostnames: rank 0's only; every other host reports its own.
   std::optional<uint32_t> cores_per_rank, gpus_per_rank;
   std::string policy = "fcfs";  // "fcfs" or "easy"
   // The host of each rank, where the bootstrap configuration names them
