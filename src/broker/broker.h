@@ -93,13 +93,19 @@ class Broker {
   // Orderly stop: children first, then this broker. `done` runs when this
   // broker has finished (the caller then stops the loop).
   void shutdown(const std::string& why, int exit_code);
-  // A signal to this broker (SIGINT, SIGTERM): the orderly stop of the
-  // whole instance, so that a signal to every broker at once (to their
+  // A signal to this broker (SIGINT, SIGTERM; over hosts, to rank 0): the
+  // orderly stop of the whole instance, so that a signal to every broker at once (to their
   // process group) stops it as a signal to rank 0 does. Rank 0 stops;
   // another rank asks rank 0 (broker.shutdown) and waits to be stopped
   // from above, stopping its own subtree at once only if rank 0 cannot
   // be asked or the signal comes again.
   void stop_instance(const std::string& why);
+  // Between hosts, a signal to a broker other than rank 0 (`systemctl stop
+  // loomd` on its host): this broker alone leaves, at once. Its links close
+  // without stopping anyone: the instance declares its rank, and those
+  // below it, lost (their jobs get node-failure), and its children keep
+  // trying to reach it, to rejoin through it once it is back.
+  void leave(const std::string& why);
   void on_finished(std::function<void(int exit_code)> fn) { finished_ = std::move(fn); }
   // Between hosts: this broker lost its link to its parent (false; it goes
   // on trying to reach it), or has it again (true). While it is cut off,

@@ -307,6 +307,15 @@ void Broker::stop_instance(const std::string& why) {
   });
 }
 
+void Broker::leave(const std::string& why) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  exit_code_ = 0;
+  spdlog::warn("leaving the instance: {}; this rank and those below it will be lost until it is back", why);
+  // What was queued (responses, the shells' last words) goes out first.
+  asio::post(io_, [this] { finish_shutdown(); });
+}
+
 void Broker::stop_brokers() {
   if (local_acceptor_) {
     std::error_code ignored;
