@@ -168,6 +168,7 @@ struct ShellLauncher::Impl {
   void parent_link(bool up);
   // SIGKILL to a job shell here and what its job started, saying why.
   void kill_shell_here(uint64_t jid, const std::string& why);
+  void kill_all_here(const std::string& why);
   void kill_job_here(uint64_t jid, const Shell& s);
   std::unique_ptr<Timer> cut_off_timer_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // answers that come after us are dropped
@@ -712,6 +713,14 @@ ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 void ShellLauncher::parent_link(bool up) { impl_->parent_link(up); }
 
+void ShellLauncher::kill_all(const std::string& why) { impl_->kill_all_here(why); }
+
+void ShellLauncher::Impl::kill_all_here(const std::string& why) {
+  std::vector<uint64_t> ids;
+  for (const auto& [jid, s] : shells_) ids.push_back(jid);
+  for (uint64_t jid : ids) kill_shell_here(jid, why);
+}
+
 void ShellLauncher::Impl::kill_shell_here(uint64_t jid, const std::string& why) {
   auto it = shells_.find(jid);
   if (it == shells_.end() || it->second.status) return;
@@ -733,11 +742,8 @@ void ShellLauncher::Impl::parent_link(bool up) {
   if (!cut_off_timer_) cut_off_timer_ = h_.clock().make_timer();
   if (!up) {
     if (cut_off_timer_->armed()) return;
-    cut_off_timer_->arm(cfg_.cut_off_timeout, [this] {
-      std::vector<uint64_t> ids;
-      for (const auto& [jid, s] : shells_) ids.push_back(jid);
-      for (uint64_t jid : ids) kill_shell_here(jid, "this rank was cut off from the instance for too long");
-    });
+    cut_off_timer_->arm(cfg_.cut_off_timeout,
+                        [this] { kill_all_here("this rank was cut off from the instance for too long"); });
     return;
   }
   cut_off_timer_->cancel();

@@ -93,6 +93,9 @@ class ShellLauncher {
   // and kills those it no longer holds; cut off for longer than
   // cut_off_timeout, every job shell here is killed.
   void parent_link(bool up);
+  // This broker leaves the instance (Broker::leave): every job shell here
+  // is killed, with its tasks, and `why` logged for each.
+  void kill_all(const std::string& why);
 
   struct Impl;
 
