@@ -335,7 +335,15 @@ int main(int argc, char** argv) {
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](const std::error_code& ec, int sig) {
       if (ec) return;
-      broker.stop_instance(std::string("signal ") + strsignal(sig));
+      std::string why = std::string("signal ") + strsignal(sig);
+      if (cfg.hosts && cfg.rank != 0) {
+        // One host's broker stops (systemctl stop loomd there), not the
+        // instance: its jobs end; rank 0's stops the instance.
+        shell->kill_all("this host's broker is stopping (" + why + ")");
+        broker.leave(why);
+        return;
+      }
+      broker.stop_instance(why);
       wait_signal();
     });
   };
