@@ -381,6 +381,56 @@ TEST_F(Cluster, BrokerBackBeforeItsOldLinkTimedOutReplacesIt) {
   old->signal(SIGKILL);
 }
 
+// `systemctl stop loomd` on one host (SIGTERM to a broker other than rank
+// 0) stops that host's broker alone: its jobs end, its rank and those
+// below it are lost, and the broker below it (node3 under node1) keeps
+// running and rejoins through it once it is back.
+TEST_F(Cluster, StoppingOneHostsBrokerLeavesTheRestRunning) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  std::string marker = "303." + std::to_string(::getpid());
+  auto job = loom(0, {"submit", "-N4", "sleep", marker});
+  ASSERT_EQ(job.code, 0) << job.err;
+  std::string id = job.out.substr(0, job.out.find('\n'));
+  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+  auto tasks = processes_with(marker);
+  EXPECT_EQ(tasks.size(), 4u);
+
+  ASSERT_TRUE(brokers_[1]->signal(SIGTERM));
+  auto stopped = brokers_[1]->finish(10);
+  EXPECT_EQ(stopped.code, 0) << stopped.err;
+  auto ex = loom(0, {"job", "wait-event", "-t", "30", id, "exception"}, 40);
+  EXPECT_NE(ex.out.find("node-failure"), std::string::npos) << ex.out << ex.err;
+  auto clean = loom(0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  EXPECT_EQ(clean.code, 0) << clean.out << clean.err;
+  // Gone: node1's task (its broker killed it) and those of node0 and
+  // node2 (released); node3's runs on while node3 is cut off.
+  EXPECT_EQ(processes_with(marker).size(), 1u);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 3 lost", 20)) << brokers_[0]->so_far().err;
+  auto r = loom(0, {"status", "--json"});
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out << r.err;
+  EXPECT_EQ((*st)["ranks"][1]["state"], "lost") << r.out;
+  EXPECT_EQ((*st)["ranks"][2]["state"], "online") << r.out;
+  ASSERT_TRUE(brokers_[3]->wait_for_err("lost the parent broker", 10)) << brokers_[3]->so_far().err;
+  EXPECT_TRUE(brokers_[3]->signal(0)) << "node3's broker stopped with its parent";
+  // A job that fits on the hosts left still runs meanwhile.
+  r = loom(2, {"run", "-N2", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto lines = r.out_lines();
+  std::sort(lines.begin(), lines.end());
+  EXPECT_EQ(lines, (std::vector<std::string>{"node0", "node2"}));
+
+  brokers_[1] = start_broker(1);
+  ASSERT_TRUE(brokers_[0]->wait_for_err("rank 3 back online", 30)) << brokers_[0]->so_far().err;
+  expect_all_exit(tasks);  // node3 back: it learns the job let it go
+  ASSERT_TRUE(wait_ready());
+  r = loom(3, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out_lines().size(), 4u) << r.out;
+}
+
 TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
   start_all();
   ASSERT_TRUE(wait_ready());
