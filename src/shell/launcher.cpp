@@ -169,6 +169,7 @@ struct ShellLauncher::Impl {
   // SIGKILL to a job shell here and what its job started, saying why.
   void kill_shell_here(uint64_t jid, const std::string& why);
   void kill_all_here(const std::string& why);
+  void expect_claim(uint64_t jid);
   void kill_job_here(uint64_t jid, const Shell& s);
   std::unique_ptr<Timer> cut_off_timer_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // answers that come after us are dropped
@@ -471,14 +472,20 @@ void ShellLauncher::Impl::adopt(const Message& m) {
     claims_.erase(c);
     return claim(jid, std::move(claimed.req), std::move(claimed.job_info));
   }
-  // Nobody asks for it: the job ended while its shell was away.
+  expect_claim(jid);
+}
+
+// An unclaimed shell that nobody claims within kClaimWait belongs to a job
+// that ended while the shell was away: it is killed and forgotten.
+void ShellLauncher::Impl::expect_claim(uint64_t jid) {
+  Shell& s = shells_.at(jid);
   s.timer = h_.clock().make_timer();
   s.timer->arm(kClaimWait, [this, jid] {
     auto it = shells_.find(jid);
     if (it == shells_.end() || it->second.claimed) return;
     if (!it->second.status) {
       spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", jid, it->second.pid);
-      ::kill(-it->second.pid, SIGKILL);
+      kill_job_here(jid, it->second);
     }
     shells_.erase(it);
   });
@@ -741,13 +748,24 @@ void ShellLauncher::Impl::kill_job_here(uint64_t jid, const Shell& s) {
 void ShellLauncher::Impl::parent_link(bool up) {
   if (!cut_off_timer_) cut_off_timer_ = h_.clock().make_timer();
   if (!up) {
+    // The launch streams these shells answer went with the link (the
+    // instance declares this rank lost, or rank 0 is gone): each shell
+    // waits to be claimed again by a restarted rank 0's shell.reattach,
+    // keeping its exit for it, as an adopted one does.
+    for (auto& [jid, sh] : shells_) {
+      if (!sh.claimed) continue;
+      sh.claimed = false;
+      sh.owner_adopted = true;  // launched here: any claim of its job is good
+    }
     if (cut_off_timer_->armed()) return;
     cut_off_timer_->arm(cfg_.cut_off_timeout,
                         [this] { kill_all_here("this rank was cut off from the instance for too long"); });
     return;
   }
   cut_off_timer_->cancel();
-  for (const auto& [job, s] : shells_) {
+  for (auto& [job, s] : shells_) {
+    // Not claimed again soon (the job was let go meanwhile): forgotten.
+    if (!s.claimed && !s.timer) expect_claim(job);
     if (s.status) continue;
     uint64_t jid = job;
     h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({"eventlog"})}}, RpcOptions{.timeout = 30},
