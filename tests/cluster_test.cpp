@@ -93,10 +93,18 @@ class Cluster : public ::testing::Test {
   Env client_env(size_t i) const { return {{"LOOM_URI", "local://" + rundir(i) + "/local.sock"}}; }
 
   // loomd --config on host i, as on a real host (its rank from its name).
-  std::unique_ptr<Background> start_broker(size_t i, const std::string& log_level = "") {
+  std::unique_ptr<Background> start_broker(size_t i, const std::string& log_level = "",
+                                           const std::vector<std::string>& more = {}) {
     fs::create_directories(rundir(i));
-    return hosts_.spawn(i, {bin("loomd"), "--config", config(), "--rundir", rundir(i), "--log-level",
-                            log_level.empty() ? log_level_ : log_level});
+    std::vector<std::string> argv{bin("loomd"),
+                                  "--config",
+                                  config(),
+                                  "--rundir",
+                                  rundir(i),
+                                  "--log-level",
+                                  log_level.empty() ? log_level_ : log_level};
+    argv.insert(argv.end(), more.begin(), more.end());
+    return hosts_.spawn(i, argv);
   }
   void start_all() {
     brokers_.resize(4);
@@ -427,6 +435,48 @@ TEST_F(Cluster, StoppingOneHostsBrokerLeavesTheRestRunning) {
   expect_all_exit(tasks);  // node3 back: it learns the job let it go
   ASSERT_TRUE(wait_ready());
   r = loom(3, {"run", "-N4", "hostname"}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  EXPECT_EQ(r.out_lines().size(), 4u) << r.out;
+}
+
+// Rank 0's broker crashes and is started again on its state directory
+// while the other hosts' brokers run on: they reconnect, and the running
+// job is found again on every host and ends as it would have.
+TEST_F(Cluster, RankZeroRestartedFindsRunningJobsOnEveryHost) {
+  const std::vector<std::string> state{"--state-dir", dir_ + "/state"};
+  brokers_.resize(4);
+  for (size_t i = 4; i-- > 1;) brokers_[i] = start_broker(i);
+  brokers_[0] = start_broker(0, "", state);
+  ASSERT_TRUE(wait_ready());
+  std::string marker = dir_ + "/go";
+  ASSERT_EQ(::mkfifo(marker.c_str(), 0600), 0);
+  // Each task waits for a line on the FIFO (one writer: the test).
+  auto job = loom(0, {"submit", "-N4", "sh", "-c", "read x < " + marker + "; exit 3"});
+  ASSERT_EQ(job.code, 0) << job.err;
+  std::string id = job.out.substr(0, job.out.find('\n'));
+  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+  ASSERT_EQ(started.code, 0) << started.out << started.err;
+
+  // (Its job shell keeps the broker's stderr open: wait for the process.)
+  brokers_[0]->signal(SIGKILL);
+  ASSERT_TRUE(wait_gone(brokers_[0]->pid(), 10));
+  ASSERT_TRUE(brokers_[2]->wait_for_err("lost the parent broker", 20)) << brokers_[2]->so_far().err;
+  fs::remove(rundir(0) + "/local.sock");  // so that wait_ready waits for the new one
+  brokers_[0] = start_broker(0, "", state);
+  ASSERT_TRUE(wait_ready());
+  // Let the four tasks go (each opens the FIFO, reads and exits 3): their
+  // shells' exits reach the restarted rank 0, whether it has claimed them
+  // already or does so after.
+  {
+    std::ofstream go(marker);
+    go << "1\n1\n1\n1\n";
+  }
+  auto done = loom(0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  ASSERT_EQ(done.code, 0) << done.out << done.err;
+  auto log = loom(0, {"job", "eventlog", id});
+  EXPECT_EQ(log.out.find("exception"), std::string::npos) << log.out;
+  EXPECT_NE(log.out.find("finish status=768"), std::string::npos) << log.out;  // exit 3
+  auto r = loom(1, {"run", "-N4", "hostname"}, 60);
   ASSERT_EQ(r.code, 0) << r.out << r.err;
   EXPECT_EQ(r.out_lines().size(), 4u) << r.out;
 }

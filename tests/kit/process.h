@@ -64,6 +64,7 @@ class Background {
   Background& operator=(const Background&) = delete;
   // Sends `sig` to it while it runs; false once it has been waited for.
   bool signal(int sig);
+  pid_t pid() const { return pid_; }
   // Reads its output until `text` is in its stdout (stderr), up to
   // `timeout` seconds; false if it did not come (or the stream ended).
   bool wait_for_out(const std::string& text, double timeout = 30) { return wait_for(text, false, timeout); }
