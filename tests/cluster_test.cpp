@@ -24,6 +24,7 @@
 #include "kit/exec.h"
 #include "kit/netns.h"
 #include "kit/process.h"
+#include "kit/users.h"
 #include "msg/json.h"
 
 namespace loom::test {
@@ -202,6 +203,73 @@ TEST_F(Cluster, EachHostHasItsOwnResources) {
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.err.find("2 nodes of 64 cores requested but only 1 of 4 ranks have that many"), std::string::npos)
       << r.err;
+}
+
+// Users on any host: their commands go through that host's broker and
+// the tree; their jobs run as them on every host; one user cannot touch
+// another's job from anywhere.
+TEST_F(Cluster, UsersOnEveryHostRunTheirOwnJobs) {
+  if (auto why = TestUsers::unavailable(); !why.empty()) GTEST_SKIP() << why;
+  TestUsers users;
+  TestUser a, b;
+  ASSERT_TRUE(users.add("a", &a));
+  ASSERT_TRUE(users.add("b", &b));
+  // The run directories hold the sockets every user connects to, as
+  // /run/loom does (the test's directory is the test's own otherwise).
+  ASSERT_EQ(::chmod(dir_.c_str(), 0711), 0);
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  // `loom ARGS` as `u` on host `i`, from u's home.
+  auto as = [&](const TestUser& u, size_t i, std::vector<std::string> args, double timeout = 30) {
+    std::vector<std::string> argv{"setpriv",
+                                  "--reuid=" + std::to_string(u.uid),
+                                  "--regid=" + std::to_string(u.gid),
+                                  "--init-groups",
+                                  "env",
+                                  "HOME=" + u.home,
+                                  "USER=" + u.name,
+                                  "sh",
+                                  "-c",
+                                  "cd \"$HOME\" && exec \"$@\"",
+                                  "sh",
+                                  bin("loom")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return hosts_.run(i, argv, client_env(i), timeout);
+  };
+  // From the farthest host, a job on every host, run as its submitter.
+  auto r = as(a, 3, {"submit", "-N4", "sh", "-c", "echo $(id -un)@$(hostname)"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  std::string id = r.out.substr(0, r.out.find('\n'));
+  r = as(a, 2, {"job", "attach", id}, 60);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto lines = r.out_lines();
+  std::sort(lines.begin(), lines.end());
+  std::vector<std::string> want;
+  for (int i = 0; i < 4; ++i) want.push_back(a.name + "@node" + std::to_string(i));
+  EXPECT_EQ(lines, want) << r.out;
+  r = as(a, 1, {"jobs", "-a", "-n", "-o", "{id} {user} {result}"});
+  EXPECT_NE(r.out.find(id + " " + a.name + " COMPLETED"), std::string::npos) << r.out << r.err;
+
+  // b cannot cancel a's job, from any host; a can, from another.
+  r = as(a, 1, {"submit", "-N2", "sleep", "300"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  id = r.out.substr(0, r.out.find('\n'));
+  r = as(a, 1, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  r = as(b, 3, {"cancel", id});
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.err.find("belongs to another user"), std::string::npos) << r.err;
+  r = as(a, 2, {"cancel", id});
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = as(b, 0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  EXPECT_NE(r.err.find("belongs to another user"), std::string::npos) << r.err;
+  r = as(a, 0, {"job", "wait-event", "-t", "30", id, "clean"}, 40);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  r = as(b, 3, {"resource", "list", "--json"});
+  ASSERT_EQ(r.code, 0) << r.out << r.err;
+  auto st = parse_json(r.out);
+  ASSERT_TRUE(st.ok()) << r.out;
+  EXPECT_EQ((*st)["free"]["nodelist"], "node[0-3]") << r.out;
 }
 
 TEST_F(Cluster, ChildrenThatComeFirstWaitForTheirParentToJoin) {
