@@ -90,6 +90,11 @@ void Broker::accept_tcp_child() {
 }
 
 void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
+  // Frames go out as soon as they are written (a loop turn's worth at
+  // once): Nagle's wait for the peer's delayed ACK would add up to 40 ms
+  // to each message that follows a small one.
+  std::error_code ignored;
+  sock.set_option(asio::ip::tcp::no_delay(true), ignored);
   struct Pending {
     std::string label;
     std::unique_ptr<tls::TlsStream> stream;
@@ -174,6 +179,8 @@ void Broker::connect_tcp_parent(int attempt) {
             a->stream->lowest_layer(), results,
             [this, a, fail, host, where](const std::error_code& cec, const asio::ip::tcp::endpoint&) {
               if (cec) return fail("cannot connect to " + where + ": " + cec.message());
+              std::error_code ignored;
+              a->stream->lowest_layer().set_option(asio::ip::tcp::no_delay(true), ignored);
               a->stream->async_handshake(asio::ssl::stream_base::client, [this, a, fail,
                                                                           host](const std::error_code& hec) {
                 if (hec) return fail(tls::failure(*a->stream, hec).text);
