@@ -2,6 +2,8 @@
 // machine, or as `loomd --config FILE` on each host of an instance spread
 // over hosts (docs/deploy.md), where the file's [bootstrap] table gives
 // the hosts, and this broker's rank is found from its hostname.
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <unistd.h>
 
@@ -11,6 +13,7 @@
 #include <asio/signal_set.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <iostream>
 
@@ -109,6 +112,28 @@ loom::Result<FromFile> read_config(const std::string& path, std::optional<std::s
   out.hosts = loom::BrokerConfig::Hosts{
       boot->hosts, boot->port, boot->bind, boot->ca, boot->cert_path(place->rank), boot->key_path(place->rank)};
   return out;
+}
+
+// Holds RUNDIR/loomd.lock (flock) for as long as this process lives, with
+// this process's pid in it; EBUSY naming the holder if another has it.
+loom::Status lock_rundir(const std::string& rundir) {
+  std::string path = rundir + "/loomd.lock";
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return loom::Error{errno, "cannot open " + path + ": " + std::strerror(errno)};
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    char pid[32] = {};
+    ssize_t n = ::pread(fd, pid, sizeof pid - 1, 0);
+    ::close(fd);
+    std::string holder = n > 0 ? std::string(pid, static_cast<size_t>(n)) : std::string("?");
+    while (!holder.empty() && (holder.back() == '\n' || holder.back() == ' ')) holder.pop_back();
+    return loom::Error{EBUSY, "another loomd (pid " + holder + ") serves the run directory " + rundir +
+                                  "; stop it first, or give this one another --rundir"};
+  }
+  std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) < 0) {
+    // The lock is what matters; the pid is for the message above.
+  }
+  return {};  // fd stays open (and locked) until exit
 }
 
 }  // namespace
@@ -224,6 +249,12 @@ int main(int argc, char** argv) {
       return 1;
     }
     cfg.local_path = rundir + "/local.sock";
+    // One broker per run directory: a second would take the first's socket
+    // away from its clients and job shells.
+    if (auto held = lock_rundir(rundir); !held.ok()) {
+      std::cerr << "loomd: " << held.error().text << "\n";
+      return 1;
+    }
   }
   exec_cfg.prolog = !shell_cfg.prolog.empty();
   if (cfg.rank >= cfg.size) {
