@@ -392,6 +392,22 @@ TEST_F(Cluster, PortInUseStopsWithOneLine) {
   EXPECT_NE(r.err.find("0.0.0.0:8050: Address already in use"), std::string::npos) << r.err;
 }
 
+// A second loomd on a host (a manual start beside systemd's) would take
+// the first one's socket: it stops with one line instead.
+TEST_F(Cluster, SecondBrokerOnAHostStopsWithOneLine) {
+  brokers_.resize(1);
+  brokers_[0] = start_broker(0);
+  ASSERT_TRUE(wait_created(rundir(0), "local.sock", 30));
+  auto r = hosts_.run(0, {bin("loomd"), "--config", config(), "--rundir", rundir(0)}, {}, 10);
+  EXPECT_EQ(r.code, 1);
+  ASSERT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("another loomd (pid " + std::to_string(brokers_[0]->pid()) + ") serves the run directory"),
+            std::string::npos)
+      << r.err;
+  r = loom(0, {"ping", "broker"});  // the first one still serves
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
 TEST_F(Cluster, DuplicateHostStopsWithOneLine) {
   std::ofstream(dir_ + "/dup.toml") << "[bootstrap]\nhosts = [\"node[0-1]\", \"node1\"]\n";
   auto r = hosts_.run(0, {bin("loomd"), "--config", dir_ + "/dup.toml", "--rundir", rundir(0)}, {}, 10);
