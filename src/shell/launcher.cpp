@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/io_context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/write.hpp>
@@ -34,6 +35,8 @@ namespace {
 // long an adopted shell waits for job-exec to claim it before it is killed.
 constexpr double kAdoptWait = 5;
 constexpr double kClaimWait = 60;
+// How long a leaving broker waits for the shells it killed to be gone.
+constexpr double kLeaveWait = 5;
 // How long the service starts shells one by one before it starts a fork
 // server again after one went away.
 constexpr double kForkServerRetry = 10;
@@ -169,6 +172,10 @@ struct ShellLauncher::Impl {
   // SIGKILL to a job shell here and what its job started, saying why.
   void kill_shell_here(uint64_t jid, const std::string& why);
   void kill_all_here(const std::string& why);
+  // kill_all's `done`, once no shell here runs (or kLeaveWait passed).
+  void maybe_left();
+  std::function<void()> leave_done_;
+  std::unique_ptr<Timer> leave_timer_;
   void expect_claim(uint64_t jid);
   void kill_job_here(uint64_t jid, const Shell& s);
   std::unique_ptr<Timer> cut_off_timer_;
@@ -368,6 +375,18 @@ void ShellLauncher::Impl::remove_job_cgroup(uint64_t jid, int status, int tries)
   }
   s.status = status;
   if (s.claimed) report(jid);
+  maybe_left();
+}
+
+void ShellLauncher::Impl::maybe_left() {
+  if (!leave_done_) return;
+  for (const auto& [jid, s] : shells_) {
+    if (!s.status) return;
+  }
+  auto done = std::move(leave_done_);
+  leave_done_ = nullptr;
+  if (leave_timer_) leave_timer_->cancel();
+  done();
 }
 
 // The exit of a claimed shell: the answer, then the epilog (if any).
@@ -376,7 +395,8 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   Message req = std::move(it->second.req);
   Json job_info = std::move(it->second.job_info);
   int status = *it->second.status;
-  bool epilog = !cfg_.epilog.empty();
+  // Not while this broker leaves: it would outlive the broker, unwatched.
+  bool epilog = !cfg_.epilog.empty() && !leave_done_;
   Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
   if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
   if (it->second.more_tasks) answer["more_tasks"] = it->second.more_tasks;
@@ -480,7 +500,9 @@ void ShellLauncher::Impl::adopt(const Message& m) {
 void ShellLauncher::Impl::expect_claim(uint64_t jid) {
   Shell& s = shells_.at(jid);
   s.timer = h_.clock().make_timer();
-  s.timer->arm(kClaimWait, [this, jid] {
+  // A restarted rank 0 claims its shells once it has loaded its jobs,
+  // which may take a while with many.
+  s.timer->arm(std::max(kClaimWait, cfg_.cut_off_timeout), [this, jid] {
     auto it = shells_.find(jid);
     if (it == shells_.end() || it->second.claimed) return;
     if (!it->second.status) {
@@ -720,7 +742,18 @@ ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 
 void ShellLauncher::parent_link(bool up) { impl_->parent_link(up); }
 
-void ShellLauncher::kill_all(const std::string& why) { impl_->kill_all_here(why); }
+void ShellLauncher::kill_all(const std::string& why, std::function<void()> done) {
+  impl_->kill_all_here(why);
+  impl_->leave_done_ = std::move(done);
+  impl_->leave_timer_ = impl_->h_.clock().make_timer();
+  impl_->leave_timer_->arm(kLeaveWait, [impl = impl_.get()] {
+    spdlog::warn("shell: job shells still here after {}s; going on without them", kLeaveWait);
+    auto done = std::move(impl->leave_done_);
+    impl->leave_done_ = nullptr;
+    if (done) done();
+  });
+  impl_->maybe_left();
+}
 
 void ShellLauncher::Impl::kill_all_here(const std::string& why) {
   std::vector<uint64_t> ids;
@@ -752,11 +785,10 @@ void ShellLauncher::Impl::parent_link(bool up) {
     // instance declares this rank lost, or rank 0 is gone): each shell
     // waits to be claimed again by a restarted rank 0's shell.reattach,
     // keeping its exit for it, as an adopted one does.
-    for (auto& [jid, sh] : shells_) {
-      if (!sh.claimed) continue;
-      sh.claimed = false;
-      sh.owner_adopted = true;  // launched here: any claim of its job is good
-    }
+    for (auto& [jid, sh] : shells_) sh.claimed = false;
+    // A reattach waiting for its shell came from the rank 0 of before.
+    for (auto& [jid, c] : claims_) h_.respond_error(c.req, EHOSTUNREACH, "this rank was cut off from the instance");
+    claims_.clear();
     if (cut_off_timer_->armed()) return;
     cut_off_timer_->arm(cfg_.cut_off_timeout,
                         [this] { kill_all_here("this rank was cut off from the instance for too long"); });
@@ -765,7 +797,7 @@ void ShellLauncher::Impl::parent_link(bool up) {
   cut_off_timer_->cancel();
   for (auto& [job, s] : shells_) {
     // Not claimed again soon (the job was let go meanwhile): forgotten.
-    if (!s.claimed && !s.timer) expect_claim(job);
+    if (!s.claimed) expect_claim(job);
     if (s.status) continue;
     uint64_t jid = job;
     h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({"eventlog"})}}, RpcOptions{.timeout = 30},

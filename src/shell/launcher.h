@@ -55,6 +55,7 @@
 // event loop.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -94,8 +95,10 @@ class ShellLauncher {
   // cut_off_timeout, every job shell here is killed.
   void parent_link(bool up);
   // This broker leaves the instance (Broker::leave): every job shell here
-  // is killed, with its tasks, and `why` logged for each.
-  void kill_all(const std::string& why);
+  // is killed, with its tasks, and `why` logged for each; their exits are
+  // answered as usual, without an epilog. `done` runs once none is left
+  // (their cgroups removed), or after 5 s.
+  void kill_all(const std::string& why, std::function<void()> done);
 
   struct Impl;
 
