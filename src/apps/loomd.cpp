@@ -370,8 +370,7 @@ int main(int argc, char** argv) {
       if (cfg.hosts && cfg.rank != 0) {
         // One host's broker stops (systemctl stop loomd there), not the
         // instance: its jobs end; rank 0's stops the instance.
-        shell->kill_all("this host's broker is stopping (" + why + ")");
-        broker.leave(why);
+        shell->kill_all("this host's broker is stopping (" + why + ")", [&broker, why] { broker.leave(why); });
         return;
       }
       broker.stop_instance(why);

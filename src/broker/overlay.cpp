@@ -312,7 +312,6 @@ void Broker::leave(const std::string& why) {
   shutting_down_ = true;
   exit_code_ = 0;
   spdlog::warn("leaving the instance: {}; this rank and those below it will be lost until it is back", why);
-  // What was queued (responses, the shells' last words) goes out first.
   asio::post(io_, [this] { finish_shutdown(); });
 }
 
