@@ -65,24 +65,18 @@ const RankInventory& ResourcePool::inventory(uint32_t rank) const {
   return inventory_[rank];
 }
 
-Status ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
-  if (rank >= size()) return bad("rank " + std::to_string(rank) + " is not in this instance");
-  IdSet cores, gpus;
-  for (const auto& [id, held] : allocations_) {
-    auto h = held.ranks().find(rank);
-    if (h == held.ranks().end()) continue;
-    cores = cores.set_union(h->second.cores.subtract(first_ids(inv.ncores)));
-    gpus = gpus.set_union(h->second.gpus.subtract(first_ids(inv.ngpus)));
-  }
-  if (!cores.empty() || !gpus.empty()) {
-    std::string what = !cores.empty() ? "cores " + cores.encode() : "gpus " + gpus.encode();
-    return Error{EBUSY, "jobs hold " + what + " of rank " + std::to_string(rank) + ", which has only " +
-                            plural(inv.ncores, "core") + " and " + plural(inv.ngpus, "gpu")};
-  }
+std::string ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
+  LOOM_ASSERT(rank < size());
+  IdSet cores = state_[rank].used_cores.subtract(first_ids(inv.ncores));
+  IdSet gpus = state_[rank].used_gpus.subtract(first_ids(inv.ngpus));
   if (inv.hostname.empty()) inv.hostname = inventory_[rank].hostname;
   inv.known = true;
   inventory_[rank] = std::move(inv);
-  return {};
+  if (cores.empty() && gpus.empty()) return "";
+  std::string what = !cores.empty() ? "cores " + cores.encode() : "gpus " + gpus.encode();
+  if (!cores.empty() && !gpus.empty()) what += " and gpus " + gpus.encode();
+  return "jobs hold " + what + " of rank " + std::to_string(rank) + ", which now has " +
+         plural(inventory_[rank].ncores, "core") + " and " + plural(inventory_[rank].ngpus, "gpu");
 }
 
 bool ResourcePool::any_unknown() const {
@@ -373,9 +367,10 @@ ResourceCount ResourcePool::count_all() const {
 ResourceCount ResourcePool::count_free() const {
   ResourceCount c;
   for (uint32_t r = 0; r < size(); ++r) {
-    if (!state_[r].up || drained_.count(r)) continue;
-    uint64_t fc = inventory_[r].ncores - state_[r].used_cores.count();
-    uint64_t fg = inventory_[r].ngpus - state_[r].used_gpus.count();
+    if (!state_[r].up || !inventory_[r].known || drained_.count(r)) continue;
+    // (A job may hold cores beyond the inventory: see set_inventory.)
+    uint64_t fc = first_ids(inventory_[r].ncores).subtract(state_[r].used_cores).count();
+    uint64_t fg = first_ids(inventory_[r].ngpus).subtract(state_[r].used_gpus).count();
     if (fc + fg == 0) continue;
     c.ranks.insert(r);
     c.ncores += fc;

@@ -73,11 +73,14 @@ class ResourcePool {
   uint32_t size() const { return static_cast<uint32_t>(inventory_.size()); }
   // `rank` must be < size().
   const RankInventory& inventory(uint32_t rank) const;
-  // What `rank` has, as its broker reported it (`inv.known` is set here; an
-  // empty hostname keeps the rank's). Refused (EBUSY, nothing changes) when
-  // a job holds a core or gpu of the rank beyond the new inventory; a job
-  // restored onto a rank not known yet (restore()) is checked here.
-  Status set_inventory(uint32_t rank, RankInventory inv);
+  // What `rank` (< size()) has, as its broker reported it (`inv.known` is
+  // set here; an empty hostname keeps the rank's). Applied at once, even
+  // where a job holds cores or gpus beyond it (a host back smaller, or a
+  // job restored onto a rank not known yet): those stay the job's until it
+  // frees them, and are never given out again. Returns a line naming them
+  // ("jobs hold cores 2-3 of rank 1, which now has 2 cores and 1 gpu"),
+  // empty if there are none.
+  std::string set_inventory(uint32_t rank, RankInventory inv);
   // Whether some rank's inventory is not known yet.
   bool any_unknown() const;
 

@@ -233,7 +233,7 @@ TEST(PoolUnknown, AnUnknownRankGetsNoJobsUntilItReports) {
   EXPECT_TRUE(pool.any_unknown());
   EXPECT_EQ(show(pool.match(nodes(2))), "none");
   EXPECT_EQ(show(pool.match(nodes(1))), "0:0");
-  ASSERT_TRUE(pool.set_inventory(1, {4, 1, ""}).ok());
+  EXPECT_EQ(pool.set_inventory(1, {4, 1, ""}), "");
   EXPECT_EQ(pool.inventory(1).hostname, "node1");  // kept
   EXPECT_TRUE(pool.inventory(1).known);
   EXPECT_EQ(show(pool.match(nodes(2, 1, 3))), "none");  // rank 0 has 2 cores
@@ -245,26 +245,33 @@ TEST(PoolUnknown, FeasibilityWaitsForUnknownRanksButNotForTheRankCount) {
   auto pool = partly_known();
   EXPECT_EQ(why(pool.feasible(nodes(4))), "4 nodes requested but the instance has 3 ranks");
   EXPECT_EQ(why(pool.feasible(slots(1, 64, 8))), "ok");  // rank 1 or 2 might have that
-  ASSERT_TRUE(pool.set_inventory(1, {4, 0, ""}).ok());
-  ASSERT_TRUE(pool.set_inventory(2, {4, 0, ""}).ok());
+  EXPECT_EQ(pool.set_inventory(1, {4, 0, ""}), "");
+  EXPECT_EQ(pool.set_inventory(2, {4, 0, ""}), "");
   EXPECT_FALSE(pool.any_unknown());
   EXPECT_EQ(why(pool.feasible(slots(1, 64, 8))), "64 cores per slot but a rank has at most 4 cores");
 }
 
-TEST(PoolUnknown, ARestoredJobKeepsAnUnknownRankUntilItReportsTooLittle) {
+TEST(PoolUnknown, AReportSmallerThanWhatAJobHoldsLeavesItThoseUntilFreed) {
   auto pool = partly_known();
-  EXPECT_EQ(pool.restore(1, R({{0, "0"}, {1, "2-3/0"}})), "");
+  EXPECT_EQ(pool.restore(1, R({{0, "0"}, {1, "2-3/0"}})), "");  // rank 1 not known: held as it was
   EXPECT_EQ(show(pool.allocations().at(1)), "0:0 1:2-3/0");
   EXPECT_EQ(pool.alarms(), 0u);
-  // The host came back smaller: the report is refused while the job holds
-  // cores it no longer has, and accepted once the job is gone.
-  EXPECT_EQ(why(pool.set_inventory(1, {2, 1, ""})), "jobs hold cores 2-3 of rank 1, which has only 2 cores and 1 gpu");
-  EXPECT_FALSE(pool.inventory(1).known);
-  ASSERT_TRUE(pool.set_inventory(1, {4, 1, ""}).ok());  // as before: fine
-  EXPECT_EQ(why(pool.set_inventory(1, {4, 0, ""})), "jobs hold gpus 0 of rank 1, which has only 4 cores and 0 gpus");
+  EXPECT_EQ(pool.count_free().ncores, 1u);  // rank 1 gives nothing while unknown
+  // The host came back smaller: applied, and the job keeps what it holds.
+  EXPECT_EQ(pool.set_inventory(1, {2, 1, ""}), "jobs hold cores 2-3 of rank 1, which now has 2 cores and 1 gpu");
+  EXPECT_TRUE(pool.inventory(1).known);
+  EXPECT_EQ(pool.count_all().ncores, 4u);
+  EXPECT_EQ(pool.count_allocated().ncores, 3u);
+  ResourceCount free = pool.count_free();
+  EXPECT_EQ(free.ncores, 3u);  // core 1 of rank 0, cores 0-1 of rank 1
+  EXPECT_EQ(free.ngpus, 0u);   // its one gpu is the job's
+  EXPECT_EQ(show(pool.match(slots(1, 2))), "1:0-1");
+  EXPECT_EQ(pool.set_inventory(1, {4, 0, ""}), "jobs hold gpus 0 of rank 1, which now has 4 cores and 0 gpus");
+  EXPECT_EQ(pool.set_inventory(1, {1, 0, ""}),
+            "jobs hold cores 2-3 and gpus 0 of rank 1, which now has 1 core and 0 gpus");
   ASSERT_TRUE(pool.free_all(1).ok());
-  EXPECT_TRUE(pool.set_inventory(1, {2, 0, ""}).ok());
-  EXPECT_EQ(pool.inventory(1).ncores, 2u);
+  EXPECT_EQ(pool.count_free().ncores, 3u);  // 2 on rank 0, 1 on rank 1: cores 2-3 are gone
+  EXPECT_EQ(show(pool.match(slots(2))), "0:0-1");
 }
 
 TEST(PoolFree, PartialFreeFreesExactlyThoseRanks) {
