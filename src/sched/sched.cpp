@@ -341,7 +341,11 @@ void Sched::load_inventory() {
             continue;
           }
           uint32_t r = rank->to_vector().front();
-          if (r < pool_.size() && !pool_.inventory(r).known) (void)pool_.set_inventory(r, *inv);
+          if (r >= pool_.size() || pool_.inventory(r).known) continue;
+          // Saved for the host that had this rank then (bootstrap.hosts
+          // may have changed since).
+          if (!v.contains("host") || v["host"] != pool_.inventory(r).hostname) continue;
+          (void)pool_.set_inventory(r, *inv);
         }
       },
       [this] { query_ranks(); });
@@ -411,6 +415,9 @@ void Sched::sched_ready() {
     if (r.errnum) return retry_startup("job-manager.sched-ready failed: " + error_text(r));
     ready_ = true;
     spdlog::info("sched: ready, {} jobs hold resources", pool_.allocations().size());
+    auto early = std::move(early_reports_);
+    early_reports_.clear();
+    for (const auto& [rank, inv] : early) apply_report(rank, inv);
     request_pass();
   });
 }
@@ -446,7 +453,7 @@ void Sched::alloc(const Message& req) {
   js->raw = nullptr;
   Message kept = head_of(req);
   QueueKey key{*priority, *t_submit, *id};
-  pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json()});
+  pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""});
   queue_.insert(key);
   request_pass();
 }
@@ -530,13 +537,6 @@ void Sched::free(const Message& req) {
     if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
   }
   h_.respond(req, Json{{"id", *id}});
-  // A host's report that waited for jobs to end.
-  for (auto rank : R->rank_set().to_vector()) {
-    auto held = held_reports_.find(rank);
-    if (held == held_reports_.end()) continue;
-    RankInventory inv = held->second;
-    report(rank, Json{{"cores", inv.ncores}, {"gpus", inv.ngpus}});
-  }
   request_pass();
 }
 
@@ -690,47 +690,62 @@ void Sched::report(uint32_t rank, const Json& j) {
     spdlog::warn("sched: ignoring what rank {} reports it has: {}", rank, inv.error().text);
     return;
   }
+  // Before the hello has put running jobs back on the books, a report
+  // would make restore() judge them by what the host has now rather than
+  // by what they were given: it waits for sched_ready().
+  if (!ready_) {
+    early_reports_[rank] = *inv;
+    return;
+  }
+  apply_report(rank, *inv);
+}
+
+void Sched::apply_report(uint32_t rank, const RankInventory& inv) {
   const RankInventory& now = pool_.inventory(rank);
-  if (now.known && now.ncores == inv->ncores && now.ngpus == inv->ngpus) {
-    held_reports_.erase(rank);
-    return;
+  if (now.known && now.ncores == inv.ncores && now.ngpus == inv.ngpus) return;
+  std::string beyond = pool_.set_inventory(rank, inv);
+  const std::string& host = pool_.inventory(rank).hostname;
+  if (beyond.empty()) {
+    spdlog::info("sched: rank {} ({}) has {} cores and {} gpus", rank, host, inv.ncores, inv.ngpus);
+  } else {
+    spdlog::warn("sched: rank {} ({}) now has {} cores and {} gpus, but {}: those are not given out again", rank, host,
+                 inv.ncores, inv.ngpus, beyond);
   }
-  if (auto st = pool_.set_inventory(rank, *inv); !st) {
-    // Applied when those jobs let the rank go (free()).
-    spdlog::warn("sched: rank {} reports {} cores and {} gpus, but {}; the change waits for them to end", rank,
-                 inv->ncores, inv->ngpus, st.error().text);
-    held_reports_[rank] = *inv;
-    return;
-  }
-  held_reports_.erase(rank);
-  spdlog::info("sched: rank {} ({}) has {} cores and {} gpus", rank, pool_.inventory(rank).hostname, inv->ncores,
-               inv->ngpus);
-  save_inventory();
-  deny_infeasible();
+  request_save_inventory();
+  recheck_pending();
   request_pass();
 }
 
-void Sched::save_inventory() {
-  Json saved = Json::object();
-  for (uint32_t r = 0; r < pool_.size(); ++r) {
-    const RankInventory& inv = pool_.inventory(r);
-    if (inv.known) saved[std::to_string(r)] = Json{{"cores", inv.ncores}, {"gpus", inv.ngpus}};
-  }
-  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kInventoryKey}, {"value", dump_json(saved)}}})}};
-  h_.rpc("kvs.commit", commit, {}, [](const Message& r) {
-    if (r.errnum) spdlog::error("sched: cannot save {}: {}", kInventoryKey, error_text(r));
+void Sched::request_save_inventory() {
+  // One commit per loop turn, however many hosts reported in it.
+  if (save_posted_) return;
+  save_posted_ = true;
+  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
+    if (alive.expired()) return;
+    save_posted_ = false;
+    Json saved = Json::object();
+    for (uint32_t r = 0; r < pool_.size(); ++r) {
+      const RankInventory& inv = pool_.inventory(r);
+      if (inv.known)
+        saved[std::to_string(r)] = Json{{"host", inv.hostname}, {"cores", inv.ncores}, {"gpus", inv.ngpus}};
+    }
+    Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kInventoryKey}, {"value", dump_json(saved)}}})}};
+    h_.rpc("kvs.commit", commit, {}, [](const Message& r) {
+      if (r.errnum) spdlog::error("sched: cannot save {}: {}", kInventoryKey, error_text(r));
+    });
   });
 }
 
-void Sched::deny_infeasible() {
-  std::vector<std::pair<uint64_t, std::string>> denied;
-  for (const auto& [id, job] : pending_) {
-    if (auto st = pool_.feasible(job.jobspec); !st) denied.emplace_back(id, st.error().text);
-  }
-  for (auto& [id, why] : denied) {
-    spdlog::info("sched: denying job {}, which no longer fits this instance's hosts: {}", id, why);
-    h_.respond(pending_.at(id).req, Json{{"id", id}, {"type", kDeny}, {"note", why}});
-    remove_pending(id);
+void Sched::recheck_pending() {
+  for (auto& [id, job] : pending_) {
+    auto st = pool_.feasible(job.jobspec);
+    std::string never = st ? std::string() : st.error().text;
+    if (never == job.never) continue;
+    job.never = never;
+    if (!never.empty()) {
+      spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
+      annotate(job, Json{{"reason_pending", never}});
+    }
   }
 }
 
@@ -760,6 +775,8 @@ void Sched::pass() {
     auto it = pending_.find(key.id);
     if (it == pending_.end()) continue;
     PendingJob& job = it->second;
+    // Fits no host as they are now: it neither starts nor holds others up.
+    if (!job.never.empty()) continue;
     if (!blocked) {
       std::optional<ResourceSet> fit;
       if (min_cores(job.jobspec) <= free_cores) fit = pool_.match(job.jobspec);

@@ -95,6 +95,9 @@ class Sched {
     QueueKey key;
     Jobspec jobspec;
     Json annotation;  // the last one sent (null: none)
+    // Why it fits no host as they are now ("" if it may): a job accepted
+    // before every host had reported, or one whose host came back smaller.
+    std::string never;
   };
 
   Sched(asio::io_context& io, Handle& h, SchedConfig cfg, ResourcePool pool);
@@ -124,12 +127,13 @@ class Sched {
   void rank_event(const Message& ev, bool up);
   // What a rank's broker reports its host has ({cores, gpus}, in its
   // broker.online and in broker.status): the pool's inventory for that
-  // rank, saved to resource.inventory; pending jobs that can now never run
-  // are denied.
+  // rank (once ready), saved to resource.inventory; pending jobs that fit
+  // no host as they now are wait aside, with that reason.
   void report(uint32_t rank, const Json& j);
+  void apply_report(uint32_t rank, const RankInventory& inv);
   static Result<RankInventory> inventory_of(const Json& j);
-  void save_inventory();
-  void deny_infeasible();
+  void request_save_inventory();
+  void recheck_pending();
 
   // At most one scheduling pass per loop turn.
   void request_pass();
@@ -164,8 +168,9 @@ class Sched {
   // Jobs the hello reported running whose R could not all be held again
   // (ResourcePool::restore): their frees of ranks not held are expected.
   std::set<uint64_t> restored_partly_;
-  // Reports refused while jobs held more of the rank than it now has.
-  std::map<uint32_t, RankInventory> held_reports_;
+  // Reports that came before sched-ready, applied then.
+  std::map<uint32_t, RankInventory> early_reports_;
+  bool save_posted_ = false;
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };

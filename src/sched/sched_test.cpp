@@ -352,7 +352,7 @@ class SchedHosts : public SchedTest {
 };
 
 TEST_F(SchedHosts, EachHostIsWhatItsBrokerReports) {
-  start_hosts(hosts(3), Json{{"2", {{"cores", 3}, {"gpus", 0}}}},
+  start_hosts(hosts(3), Json{{"2", {{"host", "node2"}, {"cores", 3}, {"gpus", 0}}}},
               Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}, {"gpus", 0}},
                            Json{{"rank", 1}, {"state", "online"}, {"cores", 4}, {"gpus", 1}},
                            Json{{"rank", 2}, {"state", "offline"}}}));
@@ -362,8 +362,9 @@ TEST_F(SchedHosts, EachHostIsWhatItsBrokerReports) {
   EXPECT_EQ(st["all"]["ngpus"], 1);
   EXPECT_EQ(st["free"]["nodelist"], "node[0-1]");
   EXPECT_EQ(st["down"]["nodelist"], "node2");
-  EXPECT_EQ(saved_inventory(), Json::parse(R"({"0":{"cores":2,"gpus":0},"1":{"cores":4,"gpus":1},
-                                               "2":{"cores":3,"gpus":0}})"));
+  EXPECT_EQ(saved_inventory(), Json::parse(R"({"0":{"host":"node0","cores":2,"gpus":0},
+                                               "1":{"host":"node1","cores":4,"gpus":1},
+                                               "2":{"host":"node2","cores":3,"gpus":0}})"));
   // A node of 4 cores and a gpu is only on node1.
   alloc(1, nodes(1, 1, 4, 1));
   settle();
@@ -373,9 +374,11 @@ TEST_F(SchedHosts, EachHostIsWhatItsBrokerReports) {
   // node2 comes back bigger than it was.
   h.dispatch(make_event("broker.online", R"({"rank":2,"cores":8,"gpus":0})"));
   EXPECT_EQ(status()["free"]["ncores"], 10);
-  EXPECT_EQ(saved_inventory()["2"], Json::parse(R"({"cores":8,"gpus":0})"));
+  run();  // the save is posted: one per loop turn
+  EXPECT_EQ(saved_inventory()["2"], Json::parse(R"({"host":"node2","cores":8,"gpus":0})"));
   // The same report again changes and saves nothing.
   h.dispatch(make_event("broker.online", R"({"rank":2,"cores":8,"gpus":0})"));
+  run();
   EXPECT_TRUE(saved_inventory().is_null());
   // A report that makes no sense is ignored.
   h.dispatch(make_event("broker.online", R"({"rank":2,"cores":0})"));
@@ -391,47 +394,65 @@ TEST_F(SchedHosts, EachHostIsWhatItsBrokerReports) {
 }
 
 // A job no known host can hold waits while a host has not reported (it
-// might), and is denied once every host has and none can.
-TEST_F(SchedHosts, AJobWaitsForHostsNotReportedYetThenIsDeniedIfNoneFits) {
+// might); once every host has and none can, it waits aside with the
+// reason, holding up no other job, and runs if a bigger host reports.
+TEST_F(SchedHosts, AJobThatFitsNoHostWaitsAsideWithTheReason) {
   start_hosts(hosts(3), nullptr,
               Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}, {"gpus", 0}},
                            Json{{"rank", 1}, {"state", "offline"}}, Json{{"rank", 2}, {"state", "offline"}}}));
-  alloc(1, slots(1, 8), 1);  // 8 cores in one slot, behind job 2
-  alloc(2, slots(1, 4));     // 4 cores in one slot
+  alloc(1, slots(1, 8));  // 8 cores in one slot: first in the queue
+  alloc(2, slots(1, 4));  // 4 cores in one slot
   settle();
   auto r = responses("sched.alloc");
   EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{});
-  EXPECT_EQ(ids_of(r, 2), std::vector<uint64_t>{});
   EXPECT_EQ(status()["all"]["ncores"], 2);
   h.dispatch(make_event("broker.online", R"({"rank":1,"cores":4})"));
   settle();
-  r = responses("sched.alloc");
-  EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{2});
-  EXPECT_EQ(ids_of(r, 2), std::vector<uint64_t>{});
+  EXPECT_EQ(ids_of(responses("sched.alloc"), 0), std::vector<uint64_t>{});  // fcfs: job 1 is first
   h.dispatch(make_event("broker.online", R"({"rank":2,"cores":4})"));
   settle();
   r = responses("sched.alloc");
-  ASSERT_EQ(ids_of(r, 2), std::vector<uint64_t>{1});
-  EXPECT_EQ(r.back(), Json::parse(R"({"id":1,"type":2,"note":"8 cores per slot but a rank has at most 4 cores"})"));
+  EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{2});  // job 1 no longer holds it up
+  EXPECT_EQ(ids_of(r, 2), std::vector<uint64_t>{});   // and is not denied
+  ASSERT_FALSE(r.empty());
+  EXPECT_EQ(r.front()["annotations"]["sched"]["reason_pending"], "8 cores per slot but a rank has at most 4 cores")
+      << r.front();
+  // node2 comes back with 8 cores: job 1 runs there.
+  h.dispatch(make_event("broker.lost", R"({"rank":2,"reason":"reboot"})"));
+  h.dispatch(make_event("broker.online", R"({"rank":2,"cores":8})"));
+  settle();
+  r = responses("sched.alloc");
+  EXPECT_EQ(ids_of(r, 0), std::vector<uint64_t>{1});
 }
 
-// After a restart of rank 0, a running job on a host that has not reported
-// yet holds what it held; a report of fewer cores than it holds waits
-// until the job lets the rank go.
-TEST_F(SchedHosts, AHostsSmallerReportWaitsForTheJobsThatHoldMore) {
+// Reports that come before the hello has restored running jobs wait for
+// it; a host back smaller than what a running job holds keeps the job's
+// cores for it, and never gives out the missing ones.
+TEST_F(SchedHosts, AHostBackSmallerLeavesRunningJobsWhatTheyHold) {
   Json job{{"id", 5}, {"priority", 1}, {"userid", 1}, {"t_submit", 1}, {"R", R({{1, "0-3"}}).to_json()}, {"free", ""}};
-  start_hosts(hosts(2), nullptr, Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}}}), {job});
+  // Saved from before: node1 had 4 cores; now it says 2.
+  start_hosts(hosts(2), Json{{"1", {{"host", "node1"}, {"cores", 4}, {"gpus", 0}}}},
+              Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}},
+                           Json{{"rank", 1}, {"state", "online"}, {"cores", 2}}}),
+              {job});
+  EXPECT_EQ(count("job-manager.raise", MsgType::kRequest), 0u);  // restored whole
   Json st = status();
-  EXPECT_EQ(st["allocated"]["ranks"], "1");
   EXPECT_EQ(st["alarms"], 0);
-  EXPECT_EQ(count("job-manager.raise", MsgType::kRequest), 0u);  // nothing lost
-  h.dispatch(make_event("broker.online", R"({"rank":1,"cores":2})"));
-  EXPECT_TRUE(saved_inventory().is_null());  // not yet: job 5 holds cores 0-3
-  EXPECT_EQ(status()["allocated"]["ncores"], 4);
+  EXPECT_EQ(st["all"]["ncores"], 4);        // node1's 2 cores now
+  EXPECT_EQ(st["allocated"]["ncores"], 4);  // job 5 still holds its 4
+  EXPECT_EQ(st["free"]["ranks"], "0");
   free(5, R({{1, "0-3"}}).to_json(), true);
   run();
-  EXPECT_EQ(status()["all"]["ncores"], 4);
-  EXPECT_EQ(saved_inventory()["1"], Json::parse(R"({"cores":2,"gpus":0})"));
+  st = status();
+  EXPECT_EQ(st["free"]["ncores"], 4);
+  EXPECT_EQ(saved_inventory()["1"], Json::parse(R"({"host":"node1","cores":2,"gpus":0})"));
+}
+
+// What was saved for another host (bootstrap.hosts changed) is not used.
+TEST_F(SchedHosts, ASavedInventoryOfAnotherHostIsIgnored) {
+  start_hosts(hosts(2), Json{{"1", {{"host", "oldnode"}, {"cores", 64}, {"gpus", 0}}}},
+              Json::array({Json{{"rank", 0}, {"state", "online"}, {"cores", 2}}}));
+  EXPECT_EQ(status()["all"]["ncores"], 2);
 }
 
 TEST_F(SchedTest, LearnsDrainedRanksAndDownRanksAtStartup) {
