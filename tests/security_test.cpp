@@ -344,6 +344,27 @@ TEST_F(Security, AResponseFromAClientThatWasNotAskedIsDropped) {
   EXPECT_EQ(inst.log_count("it was not sent that request (logged once per client)"), 1u) << inst.log();
 }
 
+// broker.online and broker.lost are the brokers' own announcements: rank 0
+// keeps every rank's state (and over hosts what each has) from them. A
+// client, the owner's included, cannot announce a rank lost or online.
+TEST_F(Security, AClientCannotAnnounceARankLostOrOnline) {
+  start(2);
+  auto raw = RawConn::connect(inst.socket(1));
+  ASSERT_TRUE(raw.ok());
+  ASSERT_TRUE(raw->send(make_event("broker.lost", R"({"rank":1,"reason":"forged"})")));
+  ASSERT_TRUE(raw->send(make_event("broker.online", R"({"rank":1,"cores":4096,"gpus":64})")));
+  ASSERT_TRUE(raw->send(request("broker.ping", "{}", 99, 0)));  // after both
+  auto pong = raw->recv();
+  ASSERT_TRUE(pong.has_value());
+  auto c = connect(0);
+  Reply r = call(loop_, *c, "broker.status", "{}");
+  ASSERT_EQ(r.errnum, 0) << r.errstr;
+  Json rank1 = r.json()["ranks"][1];
+  EXPECT_EQ(rank1["state"], "online") << rank1;
+  EXPECT_FALSE(rank1.contains("cores")) << rank1;
+  EXPECT_EQ(inst.log_count("not a rank it speaks for (logged once per peer)"), 1u) << inst.log();
+}
+
 TEST_F(Security, AUsersForgedSchedulerAndExecutionResponsesChangeNothing) {
   if (::geteuid() != 0) GTEST_SKIP() << "needs root to act as another uid";
   start(2, {"--cores-per-rank=2"});

@@ -359,6 +359,7 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
         spdlog::debug("dropping event {} from uid {}: only the owner publishes", m.topic, m.userid);
         return;
       }
+      if (m.topic.starts_with("broker.") && !may_announce(*p, m)) return;
       route_event(std::move(m), p->kind);
       break;
   }
@@ -468,6 +469,33 @@ void Broker::route_response(Message&& m) {
 void Broker::respond_error(const Message& req, int errnum, const std::string& text) {
   if (!req.wants_response()) return;
   route_response(make_error_response(req, errnum, text));
+}
+
+// broker.online and broker.lost say what became of a rank: rank 0 keeps
+// every rank's state (and, over hosts, what each has) from them. Only the
+// brokers announce, each for its own subtree: a child link for the ranks
+// below it, never a client (the owner's included).
+bool Broker::may_announce(Peer& p, const Message& m) {
+  bool ok = false;
+  if (p.kind == PeerKind::kParent || p.kind == PeerKind::kModule) {
+    ok = true;
+  } else if (p.kind == PeerKind::kChild) {
+    auto j = parse_json(m.payload);
+    if (j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned()) {
+      uint64_t r = (*j)["rank"].get<uint64_t>();
+      auto below = topo_.descendants(p.rank);
+      ok = r == p.rank || std::find(below.begin(), below.end(), r) != below.end();
+    }
+  }
+  if (!ok && !p.warned_announce) {
+    p.warned_announce = true;
+    std::string from = p.kind == PeerKind::kClient ? "a client (uid " + std::to_string(p.uid) + ")"
+                                                   : "the link of rank " + std::to_string(p.rank) +
+                                                         (p.label.empty() ? "" : " (" + p.label + ")");
+    spdlog::warn("dropping {} {} from {}: not a rank it speaks for (logged once per peer)", m.topic,
+                 m.payload.substr(0, 80), from);
+  }
+  return ok;
 }
 
 void Broker::route_event(Message&& m, PeerKind from) {

@@ -146,8 +146,9 @@ class Broker {
     // payload: a client may answer those along the routes they came by.
     std::map<std::pair<std::vector<HopId>, uint32_t>, Message> unanswered;
     std::set<std::vector<HopId>> matchless_routes;
-    bool warned_forged = false;  // one log line per client
-    std::string label;           // TCP overlay links: "ADDRESS:PORT" of the peer
+    bool warned_forged = false;    // one log line per client
+    bool warned_announce = false;  // one log line per peer (may_announce)
+    std::string label;             // TCP overlay links: "ADDRESS:PORT" of the peer
     // TCP overlay: a child's hello that came while this broker had no
     // parent link, and what the child sent after it (its broker.online
     // first), taken once this broker has joined (overlay_tcp.cpp).
@@ -216,6 +217,8 @@ class Broker {
   void set_rank_state(uint32_t rank, RankState s);
   // This broker's broker.online: {rank}, with {cores, gpus} over hosts.
   std::string online_payload() const;
+  // Whether peer `p` may publish the broker.* event `m` (broker.cpp).
+  bool may_announce(Peer& p, const Message& m);
   void maybe_finish_shutdown();
   void finish_shutdown();
 
