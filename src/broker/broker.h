@@ -244,6 +244,11 @@ class Broker {
   std::unique_ptr<asio::local::stream_protocol::acceptor> overlay_acceptor_;
   std::unique_ptr<asio::ip::tcp::acceptor> tcp_acceptor_;
   std::unique_ptr<asio::ssl::context> tls_server_;  // TCP overlay: accepting children
+  // TCP overlay: connections accepted whose TLS handshake is not done yet
+  // (at most kMaxHandshakes: overlay_tcp.cpp), and whether the cap has
+  // been logged since the count was last below it.
+  size_t handshaking_ = 0;
+  bool handshake_cap_logged_ = false;
   std::unique_ptr<asio::ssl::context> tls_client_;  // TCP overlay: reaching the parent
   std::string parent_wait_reason_;                  // the last reason logged while reconnecting
   std::unique_ptr<Timer> heartbeat_timer_;

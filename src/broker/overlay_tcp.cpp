@@ -43,6 +43,8 @@ using TlsConnection = StreamConnection<tls::TlsStream>;
 
 // The longest pause between two attempts to reach the parent.
 constexpr double kMaxReconnectPause = 2.0;
+// TLS handshakes under way at once on a broker's overlay port.
+constexpr size_t kMaxHandshakes = 64;
 }  // namespace
 
 Status Broker::start_tcp_overlay() {
@@ -90,10 +92,26 @@ void Broker::accept_tcp_child() {
 }
 
 void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
+  std::error_code ignored;
+  // A broker has a few children; many connections that have not finished
+  // their handshake are someone holding descriptors and TLS state for
+  // nothing. Beyond the cap, new ones are closed at once (one log line
+  // until the count falls below it again).
+  if (handshaking_ >= kMaxHandshakes) {
+    if (!handshake_cap_logged_) {
+      handshake_cap_logged_ = true;
+      auto from = sock.remote_endpoint(ignored);
+      spdlog::warn(
+          "refusing TCP connections to the overlay (the latest from {}): {} TLS handshakes are already under "
+          "way",
+          from.address().to_string(), kMaxHandshakes);
+    }
+    sock.close(ignored);
+    return;
+  }
   // Frames go out as soon as they are written (a loop turn's worth at
   // once): Nagle's wait for the peer's delayed ACK would add up to 40 ms
   // to each message that follows a small one.
-  std::error_code ignored;
   sock.set_option(asio::ip::tcp::no_delay(true), ignored);
   struct Pending {
     std::string label;
@@ -114,8 +132,10 @@ void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
       p->stream->lowest_layer().close(ignored);
     }
   });
+  ++handshaking_;
   pend->stream->async_handshake(asio::ssl::stream_base::server, [this, pend](const std::error_code& ec) {
     pend->deadline->cancel();
+    if (--handshaking_ < kMaxHandshakes) handshake_cap_logged_ = false;
     if (shutting_down_) return;
     if (pend->timed_out) {
       spdlog::warn("refusing a broker: TLS peer {}: no TLS handshake within {}s", pend->label, cfg_.frame_timeout);
