@@ -381,6 +381,30 @@ TEST_F(Cluster, PlainTcpClientGetsNothing) {
   EXPECT_TRUE(brokers_[0]->wait_for_err("no TLS handshake within", 10)) << brokers_[0]->so_far().err;
 }
 
+// Many connections that never finish a handshake (someone holding
+// descriptors on the overlay port) are capped: beyond 64, new ones are
+// closed at once, with one log line; the instance goes on.
+TEST_F(Cluster, HandshakesUnderWayAreCapped) {
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  auto flood = hosts_.run(3,
+                          {"sh", "-c",
+                           "i=0; while [ $i -lt 100 ]; do " + bin("netprobe") + " connect node0 " +
+                               std::to_string(kPort) + " 20 & i=$((i+1)); done; wait"},
+                          {}, 60);
+  EXPECT_EQ(flood.out, "");  // none of them was told anything
+  EXPECT_TRUE(brokers_[0]->wait_for_err("TLS handshakes are already under way", 10)) << brokers_[0]->so_far().err;
+  brokers_[0]->wait_for_err("\x01", 0.2);  // reads what is there
+  const std::string& log = brokers_[0]->so_far().err;
+  size_t lines = 0;
+  for (size_t at = log.find("already under way"); at != std::string::npos; at = log.find("already under way", at + 1)) {
+    ++lines;
+  }
+  EXPECT_EQ(lines, 1u) << log;
+  auto r = loom(2, {"run", "-N4", "hostname"}, 60);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+}
+
 TEST_F(Cluster, HostNotInTheListStopsWithOneLine) {
   Hosts other;
   ASSERT_TRUE(other.create(1, "login"));
