@@ -109,8 +109,12 @@ loom::Result<FromFile> read_config(const std::string& path, std::optional<std::s
   auto mine = loom::cli::resources_of(*merged, place->host);
   if (mine.cores) out.options.push_back("--cores-per-rank=" + std::to_string(*mine.cores));
   if (mine.gpus) out.options.push_back("--gpus-per-rank=" + std::to_string(*mine.gpus));
-  out.hosts = loom::BrokerConfig::Hosts{
-      boot->hosts, boot->port, boot->bind, boot->ca, boot->cert_path(place->rank), boot->key_path(place->rank)};
+  out.hosts = loom::BrokerConfig::Hosts{boot->hosts,
+                                        boot->port,
+                                        boot->bind_address(place->rank),
+                                        boot->ca,
+                                        boot->cert_path(place->rank),
+                                        boot->key_path(place->rank)};
   return out;
 }
 

@@ -43,10 +43,11 @@ Result<uint32_t> integer(const cli::Setting& s, uint32_t lo, uint32_t hi) {
 
 // What bind may hold: an IPv4 or IPv6 address, or a host name (letters,
 // digits, '-' and '.', with at least one letter so that it is not a
-// mistyped address).
-bool is_bind_address(const std::string& v) {
+// mistyped address), in which "{host}" stands for each host's name.
+bool is_bind_address(std::string v) {
   unsigned char buf[sizeof(in6_addr)];
   if (inet_pton(AF_INET, v.c_str(), buf) == 1 || inet_pton(AF_INET6, v.c_str(), buf) == 1) return true;
+  for (size_t at = v.find("{host}"); at != std::string::npos; at = v.find("{host}")) v.replace(at, 6, "h");
   bool letter = false;
   for (char c : v) {
     if (std::isalpha(static_cast<unsigned char>(c))) {
@@ -165,8 +166,10 @@ Result<BootstrapConfig> parse_bootstrap(const std::vector<cli::Setting>& setting
       bootstrap_fanout = *v;
     } else if (name == "bind") {
       if (s.list || !is_bind_address(s.value)) {
-        return bad(origin, "bootstrap.bind: must be an IP address (such as 0.0.0.0 or ::) or a host name, not " +
-                               quote_input(s.value));
+        return bad(origin,
+                   "bootstrap.bind: must be an IP address (such as 0.0.0.0 or ::) or a host name (\"{host}\": each "
+                   "host's), not " +
+                       quote_input(s.value));
       }
       cfg.bind = s.value;
     } else if (name == "ca" || name == "cert" || name == "key") {
@@ -252,6 +255,11 @@ Result<BootstrapPlace> BootstrapConfig::place(std::string_view hostname, std::op
 std::string BootstrapConfig::cert_path(uint32_t rank) const {
   LOOM_ASSERT(rank < size());
   return with_host(cert, hosts[rank]);
+}
+
+std::string BootstrapConfig::bind_address(uint32_t rank) const {
+  LOOM_ASSERT(rank < size());
+  return with_host(bind, hosts[rank]);
 }
 
 std::string BootstrapConfig::key_path(uint32_t rank) const {

@@ -5,7 +5,8 @@
 //   [bootstrap]
 //   hosts = ["node[0-15]", "login1"]   # RFC 29 hostlists; rank = position
 //   port = 8050                        # every broker listens on it
-//   bind = "0.0.0.0"                   # the address it listens on
+//   bind = "0.0.0.0"                   # the address it listens on (or a
+//                                      #   name; "{host}": each host's own)
 //   fanout = 2                         # children per broker in the tree
 //   ca = "/etc/loom/certs/ca.crt"      # the instance's CA certificate
 //   cert = "/etc/loom/certs/{host}.crt"  # this host's certificate and key;
@@ -66,6 +67,8 @@ struct BootstrapConfig {
   // `cert` and `key` for a rank (below size()): each "{host}" replaced by
   // hosts[rank].
   std::string cert_path(uint32_t rank) const;
+  // `bind` for a rank: "{host}" replaced by hosts[rank].
+  std::string bind_address(uint32_t rank) const;
   std::string key_path(uint32_t rank) const;
 };
 

@@ -188,6 +188,10 @@ TEST(Bootstrap, RefusesBadValues) {
   EXPECT_NE(why("[bootstrap]\nhosts = [\"a\"]\nbind = \"300.1.2.3\"\n").find("bootstrap.bind"), std::string::npos);
   EXPECT_EQ(good("[bootstrap]\nhosts = [\"a\"]\nbind = \"node1-ib.example\"\n").bind, "node1-ib.example");
   EXPECT_EQ(good("[bootstrap]\nhosts = [\"a\"]\nbind = \"10.0.0.1\"\n").bind, "10.0.0.1");
+  auto each = good("[bootstrap]\nhosts = [\"n[1-2]\"]\nbind = \"{host}-ib\"\n");
+  EXPECT_EQ(each.bind_address(0), "n1-ib");
+  EXPECT_EQ(each.bind_address(1), "n2-ib");
+  EXPECT_NE(why("[bootstrap]\nhosts = [\"a\"]\nbind = \"{host}:80\"\n").find("bootstrap.bind"), std::string::npos);
   EXPECT_EQ(why("[bootstrap]\nhosts = [\"a\"]\ncert = \"certs/a.crt\"\n"),
             "loom.toml: bootstrap.cert: must be an absolute path, not \"certs/a.crt\"");
   EXPECT_NE(why("[bootstrap]\nhosts = [\"a\"]\nca = [\"/a\"]\n").find("bootstrap.ca: must be an absolute path"),

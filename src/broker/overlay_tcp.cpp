@@ -62,7 +62,16 @@ Status Broker::start_tcp_overlay() {
     tls_server_ = std::move(*ctx);
     std::error_code ec;
     auto addr = asio::ip::make_address(h.bind, ec);
-    if (ec) return Error{EINVAL, "bootstrap.bind " + h.bind + " is not an address"};
+    if (ec) {
+      // A host name (this host's name on one network): its first address.
+      asio::ip::tcp::resolver resolver(io_);
+      auto found = resolver.resolve(h.bind, std::to_string(h.port), ec);
+      if (ec || found.empty()) {
+        return Error{EINVAL, "bootstrap.bind " + h.bind +
+                                 ": cannot resolve it: " + (ec ? ec.message() : std::string("no address"))};
+      }
+      addr = found.begin()->endpoint().address();
+    }
     asio::ip::tcp::endpoint ep(addr, h.port);
     std::string where = h.bind + ":" + std::to_string(h.port);
     tcp_acceptor_ = std::make_unique<asio::ip::tcp::acceptor>(io_);
