@@ -405,6 +405,29 @@ TEST_F(Cluster, HandshakesUnderWayAreCapped) {
   EXPECT_EQ(r.code, 0) << r.out << r.err;
 }
 
+// bootstrap.bind may name the address to listen on: "{host}" is each
+// host's own name, resolved when its broker starts; a name that does not
+// resolve stops loomd with one line.
+TEST_F(Cluster, BindMayNameEachHostsAddress) {
+  std::ifstream in(config());
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string named = text, bad = text;
+  named.insert(named.find("port = "), "bind = \"{host}\"\n");
+  bad.insert(bad.find("port = "), "bind = \"{host}-nosuch\"\n");
+  std::ofstream(config()) << named;
+  std::ofstream(dir_ + "/bad.toml") << bad;
+  start_all();
+  ASSERT_TRUE(wait_ready());
+  auto r = loom(3, {"run", "-N4", "hostname"}, 60);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  // node1 has a child (node3): it must listen, on a name that is nowhere.
+  brokers_[1]->signal(SIGKILL);
+  r = hosts_.run(1, {bin("loomd"), "--config", dir_ + "/bad.toml", "--rundir", rundir(1) + "-bad"}, {}, 20);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("bootstrap.bind node1-nosuch: cannot resolve it"), std::string::npos) << r.err;
+}
+
 TEST_F(Cluster, HostNotInTheListStopsWithOneLine) {
   Hosts other;
   ASSERT_TRUE(other.create(1, "login"));
