@@ -658,7 +658,14 @@ void Sched::rank_event(const Message& ev, bool up) {
   }
   uint64_t rank = (*p)["rank"].get<uint64_t>();
   if (rank >= pool_.size()) return;
-  if (up && p->contains("cores")) report(static_cast<uint32_t>(rank), *p);
+  if (up && p->contains("cores")) {
+    report(static_cast<uint32_t>(rank), *p);
+  } else if (up && !pool_.inventory(static_cast<uint32_t>(rank)).known) {
+    spdlog::warn(
+        "sched: rank {} is online but has not said what its host has (a loomd older than rank 0's?); it "
+        "gets no jobs until it does",
+        rank);
+  }
   bool was_up = pool_.is_up(static_cast<uint32_t>(rank));
   pool_.set_up(static_cast<uint32_t>(rank), up);
   if (was_up == up) return;
