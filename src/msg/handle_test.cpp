@@ -1,6 +1,7 @@
 // Handle (handle.h) without sockets: each test wires a Handle to a list
 // that records what it sends and to a fake clock that moves only when the
-// test says so, then plays the peer by dispatching messages into it.
+// test says so (base/stepped_clock.h), then plays the peer by dispatching
+// messages into it.
 #include "msg/handle.h"
 
 #include <gtest/gtest.h>
@@ -13,92 +14,16 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/stepped_clock.h"
 #include "msg/message.h"
 #include "msg/payload.h"
 
 namespace loom {
 namespace {
 
-class FakeClock;
-
-class FakeTimer final : public Timer {
- public:
-  explicit FakeTimer(FakeClock& clock);
-  ~FakeTimer() override;
-  void arm(double seconds, std::function<void()> fn) override;
-  void cancel() override {
-    armed_ = false;
-    fn_ = nullptr;
-  }
-  bool armed() const override { return armed_; }
-
- private:
-  friend class FakeClock;
-  // Runs the callback, which may destroy this timer.
-  void fire() {
-    armed_ = false;
-    auto fn = std::move(fn_);
-    fn_ = nullptr;
-    fn();
-  }
-  FakeClock& clock_;
-  bool armed_ = false;
-  double deadline_ = 0;
-  uint64_t order_ = 0;  // arming order, to break ties between equal deadlines
-  std::function<void()> fn_;
-};
-
-// Time stands still until advance(); then the timers that come due run in
-// deadline order, each seeing now() at its own deadline.
-class FakeClock final : public Clock {
- public:
-  double now() const override { return now_; }
-  double wall() const override { return 1.7e9 + now_; }
-  std::unique_ptr<Timer> make_timer() override { return std::make_unique<FakeTimer>(*this); }
-
-  void advance(double seconds) {
-    double until = now_ + seconds;
-    while (FakeTimer* t = next_due(until)) {
-      now_ = t->deadline_;
-      t->fire();
-    }
-    now_ = until;
-  }
-  size_t armed_timers() const {
-    size_t n = 0;
-    for (auto* t : timers_) n += t->armed_;
-    return n;
-  }
-
- private:
-  friend class FakeTimer;
-  FakeTimer* next_due(double until) const {
-    FakeTimer* best = nullptr;
-    for (auto* t : timers_) {
-      if (!t->armed_ || t->deadline_ > until) continue;
-      if (!best || t->deadline_ < best->deadline_ || (t->deadline_ == best->deadline_ && t->order_ < best->order_)) {
-        best = t;
-      }
-    }
-    return best;
-  }
-  double now_ = 0;
-  uint64_t armings_ = 0;
-  std::set<FakeTimer*> timers_;  // every live timer; each removes itself when destroyed
-};
-
-FakeTimer::FakeTimer(FakeClock& clock) : clock_(clock) { clock_.timers_.insert(this); }
-FakeTimer::~FakeTimer() { clock_.timers_.erase(this); }
-void FakeTimer::arm(double seconds, std::function<void()> fn) {
-  armed_ = true;
-  deadline_ = clock_.now_ + (seconds < 0 ? 0 : seconds);
-  order_ = ++clock_.armings_;
-  fn_ = std::move(fn);
-}
-
 // A Handle wired to a fake clock, recording every message it sends.
 struct Endpoint {
-  FakeClock clock;
+  SteppedClock clock;
   std::vector<Message> sent;
   Handle handle{clock, [this](Message m) { sent.push_back(std::move(m)); }};
 
@@ -714,7 +639,7 @@ TEST(Handle, FailAllFailsEveryRpcInFlightOnce) {
 }
 
 TEST(Handle, TimersDieWithTheHandle) {
-  FakeClock clock;
+  SteppedClock clock;
   {
     Handle h(clock, [](Message) {});
     h.rpc("a.b", Json::object(), {.timeout = 1}, [](const Message&) { ADD_FAILURE() << "called after destruction"; });

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/stepped_clock.h"
 #include "jobspec/jobspec.h"
 #include "msg/handle.h"
 #include "msg/message.h"
@@ -26,52 +27,6 @@ using test::show;
 using test::slots;
 
 // --- the sched service over a fake transport ---
-
-// Armed while it holds a callback; FakeClock::advance() runs it when due.
-class FakeTimer final : public Timer {
- public:
-  FakeTimer(std::set<FakeTimer*>& all, const double& now) : all_(all), now_(now) { all_.insert(this); }
-  ~FakeTimer() override { all_.erase(this); }
-  void arm(double seconds, std::function<void()> fn) override {
-    deadline_ = now_ + seconds;
-    fn_ = std::move(fn);
-  }
-  void cancel() override { fn_ = nullptr; }
-  bool armed() const override { return fn_ != nullptr; }
-  // Runs the callback if it is due; it may destroy this timer.
-  bool fire_if_due() {
-    if (!fn_ || deadline_ > now_) return false;
-    auto fn = std::move(fn_);
-    fn_ = nullptr;
-    fn();
-    return true;
-  }
-
- private:
-  std::set<FakeTimer*>& all_;
-  const double& now_;
-  double deadline_ = 0;
-  std::function<void()> fn_;
-};
-
-// Time stands still until advance(); wall() is now() plus a fixed epoch.
-class FakeClock final : public Clock {
- public:
-  static constexpr double kEpoch = 1.7e9;
-  double now() const override { return now_; }
-  double wall() const override { return kEpoch + now_; }
-  std::unique_ptr<Timer> make_timer() override { return std::make_unique<FakeTimer>(timers_, now_); }
-  void advance(double seconds) {
-    now_ += seconds;
-    // A callback may arm or destroy timers: start over after each one.
-    while (std::any_of(timers_.begin(), timers_.end(), [](FakeTimer* t) { return t->fire_if_due(); })) {
-    }
-  }
-
- private:
-  double now_ = 0;
-  std::set<FakeTimer*> timers_;
-};
 
 // One Sched on a Handle whose messages land in `sent`. The test answers
 // for the KVS, the broker and the job manager.
@@ -204,7 +159,7 @@ class SchedTest : public ::testing::Test {
   }
 
   asio::io_context io;
-  FakeClock clock;
+  SteppedClock clock;
   std::vector<Message> sent;
   Handle h{clock, [this](Message m) { sent.push_back(std::move(m)); }};
   std::unique_ptr<Sched> sched;
@@ -499,8 +454,8 @@ TEST_F(SchedTest, WritesRThenAnswersWithIt) {
   auto R = ResourceSet::parse(rs[0]["R"]);
   ASSERT_TRUE(R.ok());
   EXPECT_EQ(show(*R), "0:0-2");
-  EXPECT_EQ(R->starttime, FakeClock::kEpoch + 100);
-  EXPECT_EQ(R->expiration, FakeClock::kEpoch + 160);
+  EXPECT_EQ(R->starttime, SteppedClock::kEpoch + 100);
+  EXPECT_EQ(R->expiration, SteppedClock::kEpoch + 160);
 }
 
 TEST_F(SchedTest, AnswersAllocsInPriorityOrderThenOldestFirst) {
@@ -684,7 +639,7 @@ TEST_F(SchedTest, DrainIsSavedBeforeItIsAnsweredAndKeepsNewJobsOff) {
   Message commit = take("kvs.commit");
   Json op = Json::parse(commit.payload)["ops"][0];
   EXPECT_EQ(op["key"], "resource.drain");
-  double t = FakeClock::kEpoch;
+  double t = SteppedClock::kEpoch;
   EXPECT_EQ(Json::parse(op["value"].get<std::string>()), (Json{{"0", {{"reason", "bad disk"}, {"timestamp", t}}},
                                                                {"1", {{"reason", "bad disk"}, {"timestamp", t}}}}));
   answer(commit, Json::object());
@@ -744,7 +699,7 @@ TEST_F(SchedTest, EasyReservesForTheHeadAndBackfillsAroundIt) {
   ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{3});
   Json a = rs[0]["type"] == 1 ? rs[0] : rs[1];
   EXPECT_EQ(a["annotations"]["sched"]["reason_pending"], "insufficient resources");
-  EXPECT_EQ(a["annotations"]["sched"]["t_estimate"], FakeClock::kEpoch + 1010);
+  EXPECT_EQ(a["annotations"]["sched"]["t_estimate"], SteppedClock::kEpoch + 1010);
   EXPECT_EQ(status()["policy"], "easy");
 }
 
@@ -833,7 +788,7 @@ TEST_F(SchedTest, EasyMovesTheEstimateToTheNewHead) {
   settle();
   auto rs = responses("sched.alloc");
   ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
-  EXPECT_EQ(rs.back()["annotations"]["sched"]["t_estimate"], FakeClock::kEpoch + 100);
+  EXPECT_EQ(rs.back()["annotations"]["sched"]["t_estimate"], SteppedClock::kEpoch + 100);
   alloc(3, slots(1, 1, 0, 100), 20);  // higher priority: now it holds the reservation
   settle();
   rs = responses("sched.alloc");
