@@ -1,0 +1,86 @@
+// The execution protocol's responses as C++ types (docs/protocols/exec.md,
+// "Responses to a start"). The job manager starts a job with NAME.start;
+// the execution service answers with a stream of {id, type, data}:
+//
+//   start       {}                        the job's tasks run
+//   reattached  {}                        a running job found again after a restart
+//   exception   {severity, type, note}    severity 0 is fatal
+//   finish      {status}                  a wait status
+//   release     {ranks: IDSET|"all", final}
+//
+// Both sides use this header: job-exec builds its responses only through
+// to_json, and the job manager reads them only through parse_response,
+// whose errors name what was wrong (the job manager turns them into the
+// job's fatal `exec` exception). A vocabulary library: it depends on
+// nothing but JSON and id sets.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <variant>
+
+#include "base/result.h"
+#include "idset/idset.h"
+#include "msg/json.h"
+
+namespace loom::exec_protocol {
+
+// How bad an exception is: 0 ends the job; 1 to 7 are recorded only.
+enum class Severity : int { kFatal = 0, kNonFatal = 1 };
+inline constexpr int kMaxSeverity = 7;
+
+// The exception types the instance's execution service raises. Another
+// service (or a user, through job-manager.raise) may use other words: on
+// the wire a type is text.
+enum class ExceptionType { kExec, kTimeout, kProlog, kEpilog, kNodeFailure };
+std::string_view type_name(ExceptionType t);
+
+struct Started {};
+struct Reattached {};
+struct Finished {
+  int status = 0;  // a wait status
+  bool operator==(const Finished&) const = default;
+};
+struct Released {
+  bool all = false;  // every rank of the job's R ("all" on the wire)
+  IdSet ranks;       // else these
+  bool final = false;
+  static Released of(IdSet ranks, bool final) { return Released{false, std::move(ranks), final}; }
+  static Released rank(uint32_t r, bool final) {
+    IdSet one;
+    one.insert(r);
+    return of(std::move(one), final);
+  }
+  static Released everything(bool final) { return Released{true, IdSet(), final}; }
+  std::string ranks_text() const { return all ? "all" : ranks.encode(); }
+  bool operator==(const Released&) const = default;
+};
+struct Raised {
+  int severity = 0;
+  std::string type;
+  std::string note;
+  Raised() = default;
+  Raised(Severity s, ExceptionType t, std::string why)
+      : severity(static_cast<int>(s)), type(type_name(t)), note(std::move(why)) {}
+  bool fatal() const { return severity == 0; }
+  bool operator==(const Raised&) const = default;
+};
+using Response = std::variant<Started, Reattached, Finished, Released, Raised>;
+
+// The wire name of a response: "start", "reattached", ...
+std::string_view type_name(const Response& r);
+
+// {id, type, data} for job `id`.
+Json to_json(uint64_t id, const Response& r);
+
+// The job a response is about, or why it names none.
+Result<uint64_t> response_id(const Json& j);
+
+// The response in `j` ({id, type, data}), or one line naming what is
+// wrong: "response without a type", "unknown response type \"X\"",
+// "malformed exception", "finish: ...", "release needs ranks and final",
+// "release: ..." (ranks neither "all" nor an id set).
+Result<Response> parse_response(const Json& j);
+
+}  // namespace loom::exec_protocol

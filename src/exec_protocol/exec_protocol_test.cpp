@@ -1,0 +1,81 @@
+// The execution protocol's responses (exec_protocol.h): what job-exec
+// writes, the job manager reads back the same; what it cannot read is
+// named in one line.
+#include "exec_protocol/exec_protocol.h"
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+namespace loom::exec_protocol {
+namespace {
+
+std::string why(const Json& j) {
+  auto r = parse_response(j);
+  return r.ok() ? "ok" : r.error().text;
+}
+
+TEST(ExecProtocol, EveryResponseReadsBackAsWritten) {
+  IdSet some;
+  some.insert_range(2, 5);
+  std::vector<Response> all = {Started{},
+                               Reattached{},
+                               Finished{256},
+                               Released::of(some, false),
+                               Released::rank(7, true),
+                               Released::everything(true),
+                               Raised(Severity::kFatal, ExceptionType::kNodeFailure, "rank 3 was lost"),
+                               Raised(Severity::kNonFatal, ExceptionType::kEpilog, "")};
+  for (const auto& r : all) {
+    Json j = to_json(42, r);
+    SCOPED_TRACE(j.dump());
+    auto id = response_id(j);
+    ASSERT_TRUE(id.ok());
+    EXPECT_EQ(*id, 42u);
+    auto back = parse_response(j);
+    ASSERT_TRUE(back.ok()) << back.error().text;
+    EXPECT_EQ(back->index(), r.index());
+    EXPECT_EQ(to_json(42, *back), j);
+  }
+}
+
+TEST(ExecProtocol, TheWireFormIsTheDocumentedOne) {
+  EXPECT_EQ(to_json(1, Started{}), Json::parse(R"({"id":1,"type":"start","data":{}})"));
+  EXPECT_EQ(to_json(1, Finished{9}), Json::parse(R"({"id":1,"type":"finish","data":{"status":9}})"));
+  EXPECT_EQ(to_json(1, Released::rank(3, false)),
+            Json::parse(R"({"id":1,"type":"release","data":{"ranks":"3","final":false}})"));
+  EXPECT_EQ(to_json(1, Released::everything(true)),
+            Json::parse(R"({"id":1,"type":"release","data":{"ranks":"all","final":true}})"));
+  EXPECT_EQ(to_json(1, Raised(Severity::kFatal, ExceptionType::kTimeout, "resource allocation expired")),
+            Json::parse(R"({"id":1,"type":"exception",
+                            "data":{"severity":0,"type":"timeout","note":"resource allocation expired"}})"));
+  EXPECT_EQ(type_name(ExceptionType::kProlog), "prolog");
+  EXPECT_EQ(type_name(ExceptionType::kExec), "exec");
+}
+
+TEST(ExecProtocol, WhatCannotBeReadIsNamed) {
+  EXPECT_EQ(why(Json::array()), "a response must be a JSON object");
+  EXPECT_EQ(why(Json{{"id", 1}}), "response without a type");
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "begin"}}), "unknown response type \"begin\"");
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "exception"}, {"data", {{"severity", 9}}}}), "malformed exception");
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "exception"}, {"data", {{"note", 5}}}}), "malformed exception");
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "finish"}, {"data", {{"status", -1}}}}).rfind("finish: ", 0), 0u);
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "release"}, {"data", {{"final", true}}}}), "release needs ranks and final");
+  EXPECT_EQ(
+      why(Json{{"id", 1}, {"type", "release"}, {"data", {{"ranks", "3-"}, {"final", true}}}}).rfind("release: ", 0),
+      0u);
+  // What may be left out: an exception's severity (0), type (exec), note;
+  // a release's final (false); data for start.
+  auto e = parse_response(Json{{"id", 1}, {"type", "exception"}});
+  ASSERT_TRUE(e.ok());
+  EXPECT_EQ(std::get<Raised>(*e), Raised(Severity::kFatal, ExceptionType::kExec, ""));
+  auto r = parse_response(Json{{"id", 1}, {"type", "release"}, {"data", {{"ranks", "0-1"}}}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(std::get<Released>(*r).final);
+  EXPECT_EQ(why(Json{{"id", 1}, {"type", "start"}}), "ok");
+  EXPECT_FALSE(response_id(Json{{"id", -3}}).ok());
+  EXPECT_FALSE(response_id(Json{{"type", "start"}}).ok());
+}
+
+}  // namespace
+}  // namespace loom::exec_protocol
