@@ -102,73 +102,65 @@ void JobManager::Impl::on_start_response(const Message& m) {
   if (m.errnum) return exec_teardown(m.topic + ": " + error_text(m));
   auto payload = payload_json(m);
   const Json* p = payload.ok() ? payload->get() : nullptr;
-  Result<int64_t> idv = p ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(payload.error());
+  Result<uint64_t> idv = p ? exec_protocol::response_id(*p) : Result<uint64_t>(payload.error());
   if (!idv.ok()) {
     spdlog::warn("job-manager: ignoring a malformed {} response: {}", m.topic, idv.error().text);
     return;
   }
-  auto it = jobs_.find(JobId{static_cast<uint64_t>(*idv)});
+  auto it = jobs_.find(JobId{*idv});
   if (it == jobs_.end() || !it->second.start_sent) {
     spdlog::warn("job-manager: ignoring a {} response for job {}, which has no start outstanding", m.topic, *idv);
     return;
   }
   Job& j = it->second;
-  auto type = get_string(*p, "type");
-  if (!type.ok()) return exec_violation(j, "response without a type");
-  static const Json kNoData = Json::object();
-  auto data_it = p->find("data");
-  const Json& data = data_it != p->end() && data_it->is_object() ? *data_it : kNoData;
-  if (*type == "start") {
-    if (!post(j, "start")) return exec_violation(j, "start is out of order");
-  } else if (*type == "reattached") {
-    if (!j.rec.started) return exec_violation(j, "reattached for a job that never started");
-  } else if (*type == "exception") {
-    int64_t zero = 0;
-    auto sev = get_int(data, "severity", 0, 7, &zero);
-    auto etype = get_string(data, "type", "exec");
-    auto note = get_string(data, "note", "");
-    if (!sev.ok() || !etype.ok() || !note.ok()) return exec_violation(j, "malformed exception");
-    if (auto st = check_exception_type(*etype); !st) return exec_violation(j, st.error().text);
-    if (!post(j, "exception", Json{{"type", *etype}, {"severity", *sev}, {"note", *note}})) {
-      return exec_violation(j, "exception is out of order");
-    }
-  } else if (*type == "finish") {
-    auto status = get_int(data, "status", 0, INT32_MAX);
-    if (!status.ok()) return exec_violation(j, "finish: " + status.error().text);
-    if (!post(j, "finish", Json{{"status", *status}})) return exec_violation(j, "finish is out of order");
-  } else if (*type == "release") {
-    auto ranks_text = get_string(data, "ranks");
-    auto final = get_bool(data, "final", false);
-    if (!ranks_text.ok() || !final.ok()) return exec_violation(j, "release needs ranks and final");
-    IdSet ranks;
-    if (*ranks_text == "all") {
-      ranks = j.R.rank_set();
-    } else {
-      auto parsed = IdSet::parse(*ranks_text);
-      if (!parsed.ok()) return exec_violation(j, "release: " + parsed.error().text);
-      ranks = *parsed;
-    }
-    IdSet outside = ranks.subtract(j.R.rank_set());
-    if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
-    IdSet fresh = ranks.subtract(j.rec.released);
-    // A non-final "all" is logged as the ranks it means, so that they count
-    // as released (and are not freed a second time later).
-    std::string logged = *ranks_text == "all" && !*final ? ranks.encode() : *ranks_text;
-    if (!post(j, "release", Json{{"ranks", logged}, {"final", *final}})) {
-      return exec_violation(j, *final && j.rec.state == JobState::kRun
-                                   ? "final release before finish or a fatal exception"
-                                   : "release is out of order");
-    }
-    // Every release goes back to the scheduler at once; the free event's
-    // final sched.free then carries nothing more.
-    if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
-    if (*final) {
-      j.start_sent = false;
-      advance(j);
-      return check_quiesce();
-    }
-  } else {
-    return exec_violation(j, "unknown response type \"" + *type + "\"");
+  auto response = exec_protocol::parse_response(*p);
+  if (!response.ok()) return exec_violation(j, response.error().text);
+  std::visit([this, &j](const auto& r) { on_exec(j, r); }, *response);
+}
+
+void JobManager::Impl::on_exec(Job& j, const exec_protocol::Started&) {
+  if (!post(j, "start")) return exec_violation(j, "start is out of order");
+  advance(j);
+}
+
+void JobManager::Impl::on_exec(Job& j, const exec_protocol::Reattached&) {
+  if (!j.rec.started) return exec_violation(j, "reattached for a job that never started");
+  advance(j);
+}
+
+void JobManager::Impl::on_exec(Job& j, const exec_protocol::Raised& e) {
+  if (auto st = check_exception_type(e.type); !st) return exec_violation(j, st.error().text);
+  if (!post(j, "exception", Json{{"type", e.type}, {"severity", e.severity}, {"note", e.note}})) {
+    return exec_violation(j, "exception is out of order");
+  }
+  advance(j);
+}
+
+void JobManager::Impl::on_exec(Job& j, const exec_protocol::Finished& f) {
+  if (!post(j, "finish", Json{{"status", f.status}})) return exec_violation(j, "finish is out of order");
+  advance(j);
+}
+
+void JobManager::Impl::on_exec(Job& j, const exec_protocol::Released& r) {
+  IdSet ranks = r.all ? j.R.rank_set() : r.ranks;
+  IdSet outside = ranks.subtract(j.R.rank_set());
+  if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
+  IdSet fresh = ranks.subtract(j.rec.released);
+  // A non-final "all" is logged as the ranks it means, so that they count
+  // as released (and are not freed a second time later).
+  std::string logged = r.all && !r.final ? ranks.encode() : r.ranks_text();
+  if (!post(j, "release", Json{{"ranks", logged}, {"final", r.final}})) {
+    return exec_violation(j, r.final && j.rec.state == JobState::kRun
+                                 ? "final release before finish or a fatal exception"
+                                 : "release is out of order");
+  }
+  // Every release goes back to the scheduler at once; the free event's
+  // final sched.free then carries nothing more.
+  if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
+  if (r.final) {
+    j.start_sent = false;
+    advance(j);
+    return check_quiesce();
   }
   advance(j);
 }

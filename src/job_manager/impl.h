@@ -28,6 +28,7 @@
 #include "base/clock.h"
 #include "base/fluid.h"
 #include "eventlog/eventlog.h"
+#include "exec_protocol/exec_protocol.h"
 #include "job_manager/job.h"
 #include "job_manager/job_manager.h"
 #include "job_manager/submit_rules.h"
@@ -214,6 +215,13 @@ struct JobManager::Impl {
   void exec_teardown(const std::string& why);
   void send_start(Job& j);
   void on_start_response(const Message& m);
+  // Each response of the execution protocol (exec_protocol.h), in the
+  // job's eventlog.
+  void on_exec(Job& j, const exec_protocol::Started&);
+  void on_exec(Job& j, const exec_protocol::Reattached&);
+  void on_exec(Job& j, const exec_protocol::Raised& e);
+  void on_exec(Job& j, const exec_protocol::Finished& f);
+  void on_exec(Job& j, const exec_protocol::Released& r);
   void exec_violation(Job& j, const std::string& why);
   void on_disconnect(const Message& m);
 
