@@ -10,17 +10,28 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "base/clock.h"
 #include "eventlog/eventlog.h"
+#include "exec_protocol/exec_protocol.h"
 #include "job_exec/job_exec.h"
 #include "msg/handle.h"
 #include "msg/json.h"
 
 namespace loom {
+
+using exec_protocol::ExceptionType;
+using exec_protocol::Finished;
+using exec_protocol::Raised;
+using exec_protocol::Reattached;
+using exec_protocol::Released;
+using exec_protocol::Response;
+using exec_protocol::Severity;
+using exec_protocol::Started;
 
 // How long an exec eventlog entry may wait to be stored with the ones after it.
 inline constexpr double kExecLogDelay = 0.1;
@@ -132,13 +143,13 @@ struct JobExec::Impl {
   // Appends `text` to the eventlog at `key` of namespace `ns`.
   void commit_exec_log(const std::string& ns, const std::string& key, std::string text,
                        std::function<void(const Message&)> done);
-  void respond(const Message& req, uint64_t id, const char* type, Json data = Json::object()) {
-    h_.respond(req, Json{{"id", id}, {"type", type}, {"data", std::move(data)}});
-  }
-  // A fatal exception before anything ran: the stream is exception, release.
-  void refuse(const Message& req, uint64_t id, const std::string& note, const std::string& ranks) {
-    respond(req, id, "exception", Json{{"severity", 0}, {"type", "exec"}, {"note", note}});
-    respond(req, id, "release", Json{{"ranks", ranks}, {"final", true}});
+  // Every response to a start goes through the protocol's types.
+  void respond(const Message& req, uint64_t id, const Response& r) { h_.respond(req, exec_protocol::to_json(id, r)); }
+  // A fatal exception before anything ran: the stream is exception, release
+  // (of `ranks`, none: all).
+  void refuse(const Message& req, uint64_t id, const std::string& note, std::optional<IdSet> ranks) {
+    respond(req, id, Raised(Severity::kFatal, ExceptionType::kExec, note));
+    respond(req, id, ranks ? Released::of(std::move(*ranks), true) : Released::everything(true));
   }
   void begin(Run& r);
   void end(uint64_t id, int status);
@@ -179,8 +190,9 @@ struct JobExec::Impl {
     h_.rpc("shell.kill", Json{{"id", id}, {"signal", sig}}, RpcOptions{.nodeid = rank}, [](const Message&) {});
   }
   void give_up(uint64_t id);
-  void raise(Run& r, const std::string& type, const std::string& note);
-  void finish_real(uint64_t id, std::string rest);
+  void raise(Run& r, ExceptionType type, const std::string& note);
+  // `last`: the final release (the last rank freed, or all).
+  void finish_real(uint64_t id, Released last);
 };
 
 }  // namespace loom

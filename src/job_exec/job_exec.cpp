@@ -106,8 +106,8 @@ void JobExec::Impl::start(const Message& m) {
   if (runs_.count(jid)) return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " is already running");
   Message req = head_of(m);
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
-  if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, "all");
-  std::string all = R->rank_set().encode();
+  if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, std::nullopt);
+  IdSet all = R->rank_set();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   bool reattach = p->value("reattach", false);
   // A job ended before it started, found at a restart: what it left on its
@@ -136,7 +136,7 @@ void JobExec::Impl::start(const Message& m) {
       r.timer->arm(std::max(0.0, R->expiration - h_.clock().wall()), [this, jid] {
         auto it = runs_.find(jid);
         if (it == runs_.end()) return;
-        raise(it->second, "timeout", "resource allocation expired");
+        raise(it->second, ExceptionType::kTimeout, "resource allocation expired");
         kill_all(it->second, SIGALRM);
       });
     }
@@ -147,7 +147,7 @@ void JobExec::Impl::start(const Message& m) {
     return launch(r, (*p)["jobspec"], (*p)["R"], static_cast<uint32_t>(userid.ok() ? *userid : 0));
   }
   // Test execution runs nothing that could have outlived a restart.
-  if (never_started) return respond(req, jid, "release", Json{{"ranks", "all"}, {"final", true}});
+  if (never_started) return respond(req, jid, Released::everything(true));
   if (reattach) return refuse(req, jid, "the job was lost: test execution cannot be reattached", all);
   if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
   // run_duration: a duration string or a number of seconds; default the
@@ -183,7 +183,7 @@ void JobExec::Impl::start(const Message& m) {
   if (r.override) return;  // job-exec.override {event: start} begins it
   begin(r);
   if (*mock == "run") {
-    respond(r.req, jid, "exception", Json{{"severity", 0}, {"type", "exec"}, {"note", "mock run exception"}});
+    respond(r.req, jid, Raised(Severity::kFatal, ExceptionType::kExec, "mock run exception"));
     return end(jid, SIGKILL);
   }
   // A time limit ends the job before a longer run_duration would.
@@ -193,8 +193,7 @@ void JobExec::Impl::start(const Message& m) {
     r.timer->arm(limit, [this, jid] {
       auto it = runs_.find(jid);
       if (it == runs_.end()) return;
-      respond(it->second.req, jid, "exception",
-              Json{{"severity", 0}, {"type", "timeout"}, {"note", "resource allocation expired"}});
+      respond(it->second.req, jid, Raised(Severity::kFatal, ExceptionType::kTimeout, "resource allocation expired"));
       end(jid, SIGALRM);
     });
     return;
@@ -208,7 +207,7 @@ void JobExec::Impl::start(const Message& m) {
 
 void JobExec::Impl::begin(Run& r) {
   r.started = true;
-  respond(r.req, r.id, "start");
+  respond(r.req, r.id, Started{});
 }
 
 // finish, then the ranks one by one (as real execution releases them when
@@ -218,12 +217,12 @@ void JobExec::Impl::end(uint64_t id, int status) {
   if (it == runs_.end()) return;
   Run r = std::move(it->second);
   erase_run(it);
-  if (r.started) respond(r.req, id, "finish", Json{{"status", status}});
+  if (r.started) respond(r.req, id, Finished{status});
   for (size_t i = 0; i < r.ranks.size(); ++i) {
     bool final = i + 1 == r.ranks.size();
-    respond(r.req, id, "release", Json{{"ranks", std::to_string(r.ranks[i])}, {"final", final}});
+    respond(r.req, id, Released::rank(r.ranks[i], final));
   }
-  if (r.ranks.empty()) respond(r.req, id, "release", Json{{"ranks", "all"}, {"final", true}});
+  if (r.ranks.empty()) respond(r.req, id, Released::everything(true));
 }
 
 void JobExec::Impl::on_exception(const Message& ev) {
@@ -315,11 +314,10 @@ void JobExec::Impl::stop(std::function<void()> done) {
       // A job whose tasks are all done (epilogs or the link still going)
       // has its result: it only has to be let go.
       if (r.finish_sent) continue;
-      raise(r, "exec", "the instance is shutting down");
+      raise(r, ExceptionType::kExec, "the instance is shutting down");
       kill_all(r, SIGTERM);
     } else {
-      respond(r.req, id, "exception",
-              Json{{"severity", 0}, {"type", "exec"}, {"note", "the instance is shutting down"}});
+      respond(r.req, id, Raised(Severity::kFatal, ExceptionType::kExec, "the instance is shutting down"));
       end(id, SIGTERM);
     }
   }

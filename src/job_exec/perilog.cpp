@@ -70,7 +70,7 @@ void JobExec::Impl::on_prolog(Run& r, uint32_t rank, const Message& m) {
       // The rank's launch service could not run it (or the rank is gone):
       // the job cannot start there; no epilog runs there either.
       r.no_epilog.insert(rank);
-      raise(r, m.errnum == EHOSTUNREACH ? "node-failure" : "exec",
+      raise(r, m.errnum == EHOSTUNREACH ? ExceptionType::kNodeFailure : ExceptionType::kExec,
             "rank " + std::to_string(rank) + ": prolog: " + error_text(m));
       kill_all(r, SIGKILL);
     }
@@ -104,7 +104,7 @@ void JobExec::Impl::on_prolog(Run& r, uint32_t rank, const Message& m) {
              Json{{"ranks", std::to_string(rank)},
                   {"reason", (timeout ? "prolog timed out for job " : "prolog failed for job ") + job}},
              {}, [](const Message&) {});
-      raise(r, "prolog", "rank " + std::to_string(rank) + ": " + why);
+      raise(r, ExceptionType::kProlog, "rank " + std::to_string(rank) + ": " + why);
       kill_all(r, SIGKILL);
     }
     prolog_progress(r);
@@ -169,8 +169,8 @@ void JobExec::Impl::epilog_done(Run& r, uint32_t rank, int st, bool timeout) {
     h_.rpc("sched.drain",
            Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
            [](const Message&) {});
-    respond(r.req, r.id, "exception",
-            Json{{"severity", 1}, {"type", "epilog"}, {"note", "rank " + std::to_string(rank) + ": " + why}});
+    respond(r.req, r.id,
+            Raised(Severity::kNonFatal, ExceptionType::kEpilog, "rank " + std::to_string(rank) + ": " + why));
   }
   rank_free(r, rank);
 }
@@ -190,7 +190,7 @@ void JobExec::Impl::watch_failed_exit(Run& r, uint32_t rank, int status) {
     std::snprintf(secs, sizeof secs, "%g", cfg_.shell_exit_timeout);
     std::string how = WIFSIGNALED(status) ? "was " + describe_end(status) : describe_end(status);
     spdlog::warn("job-exec: job {}: rank {}'s shell {}; killing the other ranks", id, rank, how);
-    raise(*rp, "exec",
+    raise(*rp, ExceptionType::kExec,
           "rank " + std::to_string(rank) + ": its shell " + how + " and the other ranks still ran " + secs +
               " s later (exec.shell-exit-timeout)");
     kill_all(*rp, SIGTERM);

@@ -142,10 +142,10 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
       spdlog::info("job-exec: job {}: ended before it started; its ranks are released after their epilogs", id);
     } else {
       r.started = true;
-      respond(r.req, id, "reattached");
+      respond(r.req, id, Reattached{});
       send_finish(r);
     }
-    if (done.empty()) return finish_real(id, "all");  // only the final release was missing
+    if (done.empty()) return finish_real(id, Released::everything(true));  // only the final release was missing
   } else {
     for (uint32_t rank : ask) ask_shell(r, rank);
   }
@@ -219,7 +219,7 @@ void JobExec::Impl::lost_ranks(uint64_t id) {
       rp.prolog_done.insert(rank);
     }
     rp.unreached_prologs.clear();
-    raise(rp, "node-failure", "ranks " + ranks.encode() + " did not come back to run the prolog");
+    raise(rp, ExceptionType::kNodeFailure, "ranks " + ranks.encode() + " did not come back to run the prolog");
     kill_all(rp, SIGKILL);
     prolog_progress(rp);
   }
@@ -230,7 +230,7 @@ void JobExec::Impl::lost_ranks(uint64_t id) {
   rr.unreached.clear();
   IdSet ranks;
   for (uint32_t rank : lost) ranks.insert(rank);
-  raise(rr, "exec", "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
+  raise(rr, ExceptionType::kExec, "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
   kill_all(rr, SIGKILL);
   for (uint32_t rank : lost) {
     auto cur = runs_.find(id);

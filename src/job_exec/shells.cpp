@@ -22,10 +22,10 @@ namespace loom {
 
 // A fatal exception from us (the job manager publishes it back as the
 // job-exception event, which kills the shells).
-void JobExec::Impl::raise(Run& r, const std::string& type, const std::string& note) {
+void JobExec::Impl::raise(Run& r, ExceptionType type, const std::string& note) {
   if (r.fatal) return;
   r.fatal = true;
-  respond(r.req, r.id, "exception", Json{{"severity", 0}, {"type", type}, {"note", note}});
+  respond(r.req, r.id, Raised(Severity::kFatal, type, note));
 }
 
 void JobExec::Impl::name_run(Run& r, uint32_t userid) {
@@ -43,8 +43,8 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
   uint64_t serial = r.serial;
   auto alive = std::weak_ptr<int>(alive_);
   if (r.ranks.empty()) {
-    raise(r, "exec", "R has no ranks");
-    return finish_real(id, "all");
+    raise(r, ExceptionType::kExec, "R has no ranks");
+    return finish_real(id, Released::everything(true));
   }
   // The namespace is the job user's: the shells write its output there. It
   // is created while they start (the KVS serves requests in the order they
@@ -54,7 +54,7 @@ void JobExec::Impl::launch(Run& r, const Json& jobspec, const Json& R, uint32_t 
          [this, alive, id, serial](const Message& created) {
            if (alive.expired() || !created.errnum || created.errnum == EEXIST) return;
            if (Run* rp = current(id, serial)) {
-             raise(*rp, "exec", "cannot create the job's namespace: " + error_text(created));
+             raise(*rp, ExceptionType::kExec, "cannot create the job's namespace: " + error_text(created));
            }
          });
   r.jobspec = jobspec;
@@ -113,7 +113,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
   if (m.errnum) {
     if (r.released.count(rank)) return;
     if (m.errnum == EHOSTUNREACH && r.shells_started.count(rank)) {
-      raise(r, "node-failure", "rank " + std::to_string(rank) + " was lost");
+      raise(r, ExceptionType::kNodeFailure, "rank " + std::to_string(rank) + " was lost");
     } else if (r.reattach && !r.shells_started.count(rank) && m.errnum == EHOSTUNREACH &&
                h_.clock().now() < r.reattach_deadline) {
       // Its broker is not back yet: asked again when it is online (or in a
@@ -127,9 +127,10 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       r.exited[rank] = 0;
       return settle_rank(r, rank, r.recorded_epilogs);
     } else if (r.reattach && !r.shells_started.count(rank)) {
-      raise(r, "exec", "the job was lost in the restart: rank " + std::to_string(rank) + ": " + error_text(m));
+      raise(r, ExceptionType::kExec,
+            "the job was lost in the restart: rank " + std::to_string(rank) + ": " + error_text(m));
     } else {
-      raise(r, "exec", "rank " + std::to_string(rank) + ": " + error_text(m));
+      raise(r, ExceptionType::kExec, "rank " + std::to_string(rank) + ": " + error_text(m));
     }
     kill_all(r, SIGKILL);
     if (!r.exited.count(rank)) shell_exited(r, rank, SIGKILL);
@@ -160,7 +161,7 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
       } else {
         r.started = true;
         spdlog::info("job-exec: job {}: found its shells again", id);
-        respond(r.req, id, "reattached");
+        respond(r.req, id, Reattached{});
         if (r.kill_found && !r.killing) kill_all(r, SIGTERM);
       }
     }
@@ -182,7 +183,8 @@ void JobExec::Impl::on_shell(uint64_t id, uint32_t rank, const Message& m) {
     // job's user, say) says why: the job fails with that, the other
     // ranks' shells are killed.
     bool failed = (*p)["error"].is_string();
-    if (failed) raise(r, "exec", "rank " + std::to_string(rank) + ": " + (*p)["error"].get<std::string>());
+    if (failed)
+      raise(r, ExceptionType::kExec, "rank " + std::to_string(rank) + ": " + (*p)["error"].get<std::string>());
     int status = st;
     if (WIFEXITED(st)) {
       int code = WEXITSTATUS(st);
@@ -221,7 +223,7 @@ void JobExec::Impl::send_finish(Run& r) {
     if (shell_exit_code(st) > shell_exit_code(worst)) worst = st;
   }
   log_exec(r, "complete", Json{{"status", worst}});
-  respond(r.req, r.id, "finish", Json{{"status", worst}});
+  respond(r.req, r.id, Finished{worst});
 }
 
 void JobExec::Impl::rank_free(Run& r, uint32_t rank) {
@@ -229,16 +231,16 @@ void JobExec::Impl::rank_free(Run& r, uint32_t rank) {
   if (r.released.size() + 1 < r.ranks.size()) {
     // This rank's shell and epilog are done: it goes back to the scheduler now.
     r.released.insert(rank);
-    respond(r.req, r.id, "release", Json{{"ranks", std::to_string(rank)}, {"final", false}});
+    respond(r.req, r.id, Released::rank(rank, false));
     return;
   }
   r.released.insert(rank);
-  finish_real(r.id, std::to_string(rank));
+  finish_real(r.id, Released::rank(rank, true));
 }
 
 // Every rank is free: finish (if the job started and it was not sent), the
 // guest namespace linked into the job's KVS directory, the final release.
-void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
+void JobExec::Impl::finish_real(uint64_t id, Released last) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& r = it->second;
@@ -251,7 +253,7 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
   uint64_t serial = r.serial;
   std::string guest = "job." + std::to_string(id) + ".guest";
   h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", guest}}, {},
-         [this, alive, id, serial, rest](const Message& linked) {
+         [this, alive, id, serial, last](const Message& linked) {
            if (alive.expired() || !current(id, serial)) return;
            auto it = runs_.find(id);
            if (linked.errnum && linked.errnum != ENOENT) {
@@ -260,7 +262,7 @@ void JobExec::Impl::finish_real(uint64_t id, std::string rest) {
            Message req = it->second.req;
            std::string ns = it->second.ns;
            h_.rpc("kvs.namespace-remove", Json{{"name", ns}}, {}, [](const Message&) {});
-           respond(req, id, "release", Json{{"ranks", rest}, {"final", true}});
+           respond(req, id, last);
            erase_run(it);
          });
   // The rest of the exec eventlog is appended to the linked copy: sent
@@ -361,8 +363,8 @@ void JobExec::Impl::give_up(uint64_t id) {
   std::string why = "unkillable processes (job " + encode_f58(JobId{id}) + ")";
   spdlog::error("job-exec: job {}: ranks {}: {}; draining them", id, ranks.encode(), why);
   h_.rpc("sched.drain", Json{{"ranks", ranks.encode()}, {"reason", why}}, {}, [](const Message&) {});
-  respond(it->second.req, id, "exception",
-          Json{{"severity", 1}, {"type", "exec"}, {"note", "ranks " + ranks.encode() + ": unkillable processes"}});
+  respond(it->second.req, id,
+          Raised(Severity::kNonFatal, ExceptionType::kExec, "ranks " + ranks.encode() + ": unkillable processes"));
   for (uint32_t rank : stuck) {
     auto cur = runs_.find(id);
     if (cur == runs_.end()) return;
