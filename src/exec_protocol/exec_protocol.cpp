@@ -6,6 +6,29 @@
 
 namespace loom::exec_protocol {
 
+Json to_json(const StartRequest& s) {
+  return Json{{"id", s.id}, {"userid", s.userid}, {"reattach", s.reattach}, {"started", s.started}};
+}
+
+Result<StartRequest> parse_start_request(const Json& j) {
+  if (!j.is_object()) return Error{EPROTO, "a start must be a JSON object"};
+  StartRequest s;
+  auto id = get_int(j, "id", 0, INT64_MAX);
+  if (!id.ok()) return id.error();
+  s.id = static_cast<uint64_t>(*id);
+  int64_t root = 0;
+  auto userid = get_int(j, "userid", 0, UINT32_MAX - 1, &root);
+  if (!userid.ok()) return userid.error();
+  s.userid = static_cast<uint32_t>(*userid);
+  auto reattach = get_bool(j, "reattach", false);
+  if (!reattach.ok()) return reattach.error();
+  s.reattach = *reattach;
+  auto started = get_bool(j, "started", s.reattach);
+  if (!started.ok()) return started.error();
+  s.started = *started;
+  return s;
+}
+
 std::string_view type_name(ExceptionType t) {
   switch (t) {
     case ExceptionType::kExec: return "exec";

@@ -26,6 +26,24 @@
 
 namespace loom::exec_protocol {
 
+// NAME.start, from the job manager: {id, userid, jobspec, R, reattach,
+// started}. The jobspec and R travel as they are stored (the job manager
+// splices its jobspec text in); these are the fields around them.
+struct StartRequest {
+  uint64_t id = 0;
+  uint32_t userid = 0;
+  // A job found again at a restart: running (started), or ended before it
+  // started, with what it left on its ranks to be seen to.
+  bool reattach = false;
+  bool started = false;
+  bool operator==(const StartRequest&) const = default;
+};
+// The fields above, to which the caller adds "jobspec" and "R".
+Json to_json(const StartRequest& s);
+// The fields of a start, or why not: an id is required; userid defaults
+// to 0, reattach to false, started to reattach.
+Result<StartRequest> parse_start_request(const Json& j);
+
 // How bad an exception is: 0 ends the job; 1 to 7 are recorded only.
 enum class Severity : int { kFatal = 0, kNonFatal = 1 };
 inline constexpr int kMaxSeverity = 7;

@@ -77,5 +77,19 @@ TEST(ExecProtocol, WhatCannotBeReadIsNamed) {
   EXPECT_FALSE(response_id(Json{{"type", "start"}}).ok());
 }
 
+TEST(ExecProtocol, AStartReadsBackAndSaysWhatIsWrong) {
+  StartRequest s{7, 1000, true, false};
+  auto back = parse_start_request(to_json(s));
+  ASSERT_TRUE(back.ok()) << back.error().text;
+  EXPECT_EQ(*back, s);
+  auto dflt = parse_start_request(Json{{"id", 3}, {"reattach", true}});
+  ASSERT_TRUE(dflt.ok());
+  EXPECT_EQ(*dflt, (StartRequest{3, 0, true, true}));  // started defaults to reattach
+  EXPECT_FALSE(parse_start_request(Json{{"userid", 1}}).ok());
+  EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"reattach", "yes"}}).ok());
+  EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"userid", -1}}).ok());
+  EXPECT_FALSE(parse_start_request(Json::array()).ok());
+}
+
 }  // namespace
 }  // namespace loom::exec_protocol
