@@ -97,23 +97,22 @@ const Json* member(const Json& j, const char* k) { return member(&j, k); }
 
 void JobExec::Impl::start(const Message& m) {
   auto p = payload_object(m);
-  Result<int64_t> id = p.ok() ? get_int(*p, "id", 0, INT64_MAX) : Result<int64_t>(p.error());
-  if (!id.ok()) {
-    spdlog::warn("job-exec: malformed start: {}", id.error().text);
-    return h_.respond_error(m, id.error());
+  auto head = p.ok() ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(p.error());
+  if (!head.ok()) {
+    spdlog::warn("job-exec: malformed start: {}", head.error().text);
+    return h_.respond_error(m, head.error());
   }
-  uint64_t jid = static_cast<uint64_t>(*id);
+  uint64_t jid = head->id;
   if (runs_.count(jid)) return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " is already running");
   Message req = head_of(m);
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, std::nullopt);
   IdSet all = R->rank_set();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
-  bool reattach = p->value("reattach", false);
+  bool reattach = head->reattach;
   // A job ended before it started, found at a restart: what it left on its
   // ranks (a prolog or epilog) is seen to, and the ranks are released.
-  auto started = get_bool(*p, "started", reattach);
-  bool never_started = reattach && started.ok() && !*started;
+  bool never_started = reattach && !head->started;
   // The job manager validated the jobspec at submit: only what is read
   // here is checked again.
   const Json* spec = member(*p, "jobspec");
@@ -140,11 +139,9 @@ void JobExec::Impl::start(const Message& m) {
         kill_all(it->second, SIGALRM);
       });
     }
-    int64_t root = 0;
-    auto userid = get_int(*p, "userid", 0, UINT32_MAX - 1, &root);
     r.never_started = never_started;
-    if (reattach) return find_shells(r, static_cast<uint32_t>(userid.ok() ? *userid : 0));
-    return launch(r, (*p)["jobspec"], (*p)["R"], static_cast<uint32_t>(userid.ok() ? *userid : 0));
+    if (reattach) return find_shells(r, head->userid);
+    return launch(r, (*p)["jobspec"], (*p)["R"], head->userid);
   }
   // Test execution runs nothing that could have outlived a restart.
   if (never_started) return respond(req, jid, Released::everything(true));

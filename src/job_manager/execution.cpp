@@ -51,11 +51,8 @@ void JobManager::Impl::send_start(Job& j) {
   // A job found again after a restart: running (started), or ended before
   // it started (what it left on its ranks to be seen to).
   bool reattach = j.rec.started || (j.rec.state == JobState::kCleanup && j.exec_may_hold);
-  Json req{{"id", j.id.value()},
-           {"userid", j.rec.userid},
-           {"R", j.R.to_json()},
-           {"reattach", reattach},
-           {"started", j.rec.started}};
+  Json req = exec_protocol::to_json(exec_protocol::StartRequest{j.id.value(), j.rec.userid, reattach, j.rec.started});
+  req["R"] = j.R.to_json();
   h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
 }
 
