@@ -78,6 +78,7 @@ TEST_F(Installed, PutsEveryFileWhereTheDocumentSays) {
   EXPECT_TRUE(fs::is_regular_file(example()));
   EXPECT_TRUE(fs::is_regular_file(man_page("loom.1")));
   EXPECT_TRUE(fs::is_regular_file(man_page("loomd.8")));
+  EXPECT_TRUE(fs::is_regular_file(man_page("loom-shell.8")));
   EXPECT_TRUE(fs::is_regular_file(completion()));
   for (const char* doc : {"install.md", "deploy.md", "configuration.md"}) {
     EXPECT_TRUE(fs::is_regular_file(prefix() / "share/doc/loom" / doc)) << doc;
@@ -215,9 +216,21 @@ TEST_F(Installed, TheManPageOfLoomdListsEveryOption) {
   EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
 }
 
+TEST_F(Installed, TheManPageOfLoomShellHasItsUsage) {
+  // loom-shell has no --help to make a page from: its page is written by
+  // hand, and its SYNOPSIS is what loom-shell says it takes.
+  auto r = run_cmd({(prefix() / "bin/loom-shell").string()}, kClean);
+  EXPECT_EQ(r.code, 2);
+  ASSERT_THAT(r.err, HasSubstr("usage: loom-shell JOBID ")) << r.err;
+  std::string page = read_text(man_page("loom-shell.8"));
+  EXPECT_THAT(page, HasSubstr("\n.SH SYNOPSIS\n.B loom\\-shell\n.I JOBID\n.SH "));
+  EXPECT_THAT(page, HasSubstr(".IR " + (prefix() / "share/doc/loom").string() + " :"));
+  EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
+}
+
 TEST_F(Installed, TheManPagesRenderWithoutWarnings) {
   bool checked = false;
-  for (const char* page : {"loom.1", "loomd.8"}) {
+  for (const char* page : {"loom.1", "loomd.8", "loom-shell.8"}) {
     std::string file = man_page(page).string();
     if (::access("/usr/bin/groff", X_OK) == 0) {
       // -ww: every warning groff has.
