@@ -1,8 +1,10 @@
 // `cmake --install` as an administrator runs it (docs/install.md): the
 // files land where the document says, the systemd unit names the
-// installed loomd and passes `systemd-analyze verify`, the installed
-// binaries find each other, the example configuration is one loomd reads,
-// and loomd's log lines carry syslog priorities when stderr is the journal.
+// installed loomd and passes `systemd-analyze verify`, the man pages list
+// every command and option the binaries have and render without warnings,
+// bash completes loom's subcommands and options, the installed binaries
+// find each other, the example configuration is one loomd reads, and
+// loomd's log lines carry syslog priorities when stderr is the journal.
 //
 // One installation into a temporary prefix serves every test.
 #include <gmock/gmock.h>
@@ -10,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -57,6 +60,10 @@ class Installed : public ::testing::Test {
   static fs::path prefix() { return *prefix_; }
   static fs::path unit() { return prefix() / "lib/systemd/system/loomd.service"; }
   static fs::path example() { return prefix() / "share/doc/loom/loom.toml.example"; }
+  static fs::path man_page(const std::string& page) {
+    return prefix() / "share/man" / ("man" + page.substr(page.size() - 1)) / page;
+  }
+  static fs::path completion() { return prefix() / "share/bash-completion/completions/loom"; }
 
  private:
   static inline fs::path* prefix_ = nullptr;
@@ -69,6 +76,10 @@ TEST_F(Installed, PutsEveryFileWhereTheDocumentSays) {
   }
   EXPECT_TRUE(fs::is_regular_file(unit()));
   EXPECT_TRUE(fs::is_regular_file(example()));
+  EXPECT_TRUE(fs::is_regular_file(man_page("loom.1")));
+  EXPECT_TRUE(fs::is_regular_file(man_page("loomd.8")));
+  EXPECT_TRUE(fs::is_regular_file(man_page("loom-shell.8")));
+  EXPECT_TRUE(fs::is_regular_file(completion()));
   for (const char* doc : {"install.md", "deploy.md", "configuration.md"}) {
     EXPECT_TRUE(fs::is_regular_file(prefix() / "share/doc/loom" / doc)) << doc;
   }
@@ -117,6 +128,166 @@ TEST_F(Installed, SystemdAnalyzeVerifiesTheUnit) {
   EXPECT_EQ(r.code, 0) << r.out << r.err;
   // It reports some problems (an unknown key, say) only as warnings.
   EXPECT_THAT(r.out + r.err, ::testing::Not(HasSubstr("loomd.service:"))) << r.out << r.err;
+}
+
+// The names of the entries of one section ("Subcommands:", "Options:")
+// of a CLI11 --help: the first word of each line indented by two spaces.
+std::vector<std::string> help_entries(const std::string& help, const std::string& section) {
+  std::vector<std::string> names;
+  bool in = false;
+  for (const auto& l : split_lines(help)) {
+    if (!l.empty() && l[0] != ' ' && l.back() == ':') {
+      in = l == section;
+    } else if (in && l.size() > 2 && l.starts_with("  ") && l[2] != ' ') {
+      names.push_back(l.substr(2, l.find(' ', 2) - 2));
+    }
+  }
+  return names;
+}
+
+// How a man page writes an option name: hyphens as \-.
+std::string roff_name(const std::string& name) {
+  std::string r;
+  for (char c : name) r += c == '-' ? std::string("\\-") : std::string(1, c);
+  return r;
+}
+
+TEST_F(Installed, TheManPageOfLoomHasASectionForEveryCommand) {
+  // Every command that `loom --help` lists, and every nested one
+  // (`loom job attach`, `loom kvs eventlog get`), with its options.
+  fs::path loom = prefix() / "bin/loom";
+  std::string page = read_text(man_page("loom.1"));
+  ASSERT_THAT(page, HasSubstr(".TH LOOM 1 "));
+  auto top = run_cmd({loom.string(), "--help"}, kClean);
+  ASSERT_EQ(top.code, 0) << top.err;
+  auto commands = help_entries(top.out, "Subcommands:");
+  ASSERT_GE(commands.size(), 10u) << top.out;
+  std::vector<std::vector<std::string>> todo;
+  for (const auto& c : commands) todo.push_back({c});
+  size_t nested = 0;
+  while (!todo.empty()) {
+    auto words = todo.back();
+    todo.pop_back();
+    std::vector<std::string> argv{loom.string()};
+    argv.insert(argv.end(), words.begin(), words.end());
+    argv.push_back("--help");
+    auto help = run_cmd(argv, kClean);
+    std::string title = "loom";
+    for (const auto& w : words) title += " " + w;
+    ASSERT_EQ(help.code, 0) << title << ": " << help.err;
+    auto at = page.find("\n.SS \"" + title + "\"\n");
+    EXPECT_NE(at, std::string::npos) << "loom.1 has no section for " << title;
+    if (at == std::string::npos) continue;
+    std::string section = page.substr(at, page.find("\n.S", at + 1) - at);
+    for (const auto& o : help_entries(help.out, "Options:")) {
+      if (o == "-h,--help") continue;  // said once, under OPTIONS
+      // "-l,--label-io": in bold, as a tag of the command's section.
+      EXPECT_NE(section.find("\n\\fB" + roff_name(o) + "\\fR"), std::string::npos)
+          << "the section of " << title << " does not list " << o << ":\n"
+          << section;
+    }
+    for (const auto& sub : help_entries(help.out, "Subcommands:")) {
+      auto w = words;
+      w.push_back(sub);
+      todo.push_back(w);
+      ++nested;
+    }
+  }
+  EXPECT_GE(nested, 10u);
+  // What the page says besides the commands.
+  EXPECT_THAT(page, HasSubstr("\n.SH ENVIRONMENT\n.TP\n.B LOOM_URI\n"));
+  EXPECT_THAT(page, HasSubstr("/run/loom/local.sock"));
+  // SEE ALSO names the documentation as installed, in this prefix.
+  EXPECT_THAT(page, HasSubstr(".IR " + (prefix() / "share/doc/loom").string() + " :"));
+  EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
+}
+
+TEST_F(Installed, TheManPageOfLoomdListsEveryOption) {
+  auto help = run_cmd({(prefix() / "bin/loomd").string(), "--help"}, kClean);
+  ASSERT_EQ(help.code, 0) << help.err;
+  std::string page = read_text(man_page("loomd.8"));
+  ASSERT_THAT(page, HasSubstr(".TH LOOMD 8 "));
+  auto options = help_entries(help.out, "Options:");
+  EXPECT_GE(options.size(), 20u) << help.out;
+  for (const auto& o : options) {
+    EXPECT_NE(page.find("\n\\fB" + roff_name(o) + "\\fR"), std::string::npos) << "loomd.8 does not list " << o;
+  }
+  EXPECT_THAT(page, HasSubstr(".IR " + (prefix() / "share/doc/loom").string() + " :"));
+  EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
+}
+
+TEST_F(Installed, TheManPageOfLoomShellHasItsUsage) {
+  // loom-shell has no --help to make a page from: its page is written by
+  // hand, and its SYNOPSIS is what loom-shell says it takes.
+  auto r = run_cmd({(prefix() / "bin/loom-shell").string()}, kClean);
+  EXPECT_EQ(r.code, 2);
+  ASSERT_THAT(r.err, HasSubstr("usage: loom-shell JOBID ")) << r.err;
+  std::string page = read_text(man_page("loom-shell.8"));
+  EXPECT_THAT(page, HasSubstr("\n.SH SYNOPSIS\n.B loom\\-shell\n.I JOBID\n.SH "));
+  EXPECT_THAT(page, HasSubstr(".IR " + (prefix() / "share/doc/loom").string() + " :"));
+  EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
+}
+
+TEST_F(Installed, TheManPagesRenderWithoutWarnings) {
+  bool checked = false;
+  for (const char* page : {"loom.1", "loomd.8", "loom-shell.8"}) {
+    std::string file = man_page(page).string();
+    if (::access("/usr/bin/groff", X_OK) == 0) {
+      // -ww: every warning groff has.
+      auto r = run_cmd({"/usr/bin/groff", "-ww", "-z", "-man", "-Tutf8", file});
+      EXPECT_EQ(r.code, 0) << page << ": " << r.err;
+      EXPECT_EQ(r.err, "") << page;
+      checked = true;
+    }
+    if (::access("/usr/bin/man", X_OK) == 0) {
+      auto r = run_cmd({"/usr/bin/man", "--warnings", "-l", file}, {{"MANWIDTH", "80"}, {"MANPAGER", "cat"}});
+      EXPECT_EQ(r.code, 0) << page << ": " << r.err;
+      EXPECT_EQ(r.err, "") << page;
+      checked = true;
+      if (std::string(page) == "loom.1") {
+        EXPECT_THAT(r.out, HasSubstr("loom job attach"));
+        EXPECT_THAT(r.out, HasSubstr("loom resource list"));
+      }
+    }
+  }
+  if (!checked) GTEST_SKIP() << "neither /usr/bin/groff nor /usr/bin/man here: the pages are not rendered";
+}
+
+// COMPREPLY for the command line `words` (the last one being completed),
+// from the installed completion script in bash, with `path` as PATH: the
+// words sorted, on one line; nothing at all for none.
+CmdResult complete(const fs::path& script, const std::vector<std::string>& words, const std::string& path) {
+  std::vector<std::string> argv{
+      "/bin/bash", "--norc", "-c",
+      "source \"$0\" && COMP_WORDS=(\"$@\") && COMP_CWORD=$(($# - 1)) && _loom && "
+      "if ((${#COMPREPLY[@]})); then printf '%s\\n' \"${COMPREPLY[@]}\" | sort | paste -sd ' '; fi",
+      script.string()};
+  argv.insert(argv.end(), words.begin(), words.end());
+  Env env = kClean;
+  env.emplace_back("PATH", path);
+  return run_cmd(argv, env);
+}
+
+TEST_F(Installed, BashCompletesSubcommandsAndOptions) {
+  std::string path = (prefix() / "bin").string() + ":/usr/bin:/bin";
+  auto r = complete(completion(), {"loom", "jo"}, path);
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "job jobs\n") << r.err;
+  EXPECT_EQ(r.err, "");
+  // Nested subcommands, and the options of the command typed so far.
+  EXPECT_EQ(complete(completion(), {"loom", "job", "at"}, path).out, "attach\n");
+  EXPECT_EQ(complete(completion(), {"loom", "resource", "li"}, path).out, "list\n");
+  EXPECT_EQ(complete(completion(), {"loom", "kvs", "eventlog", "wait"}, path).out, "wait-event\n");
+  EXPECT_EQ(complete(completion(), {"loom", "job", "attach", "--lab"}, path).out, "--label-io\n");
+  EXPECT_EQ(complete(completion(), {"loom", "run", "-N2", "--time"}, path).out, "--time-limit\n");
+}
+
+TEST_F(Installed, BashCompletionIsQuietWithoutLoom) {
+  // No loom in PATH: nothing completed, nothing printed, no failure.
+  auto r = complete(completion(), {"loom", "jo"}, "/usr/bin:/bin");
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(r.out, "");
 }
 
 TEST_F(Installed, TheInstalledBinariesFindEachOther) {
