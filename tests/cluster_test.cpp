@@ -130,6 +130,17 @@ class Cluster : public ::testing::Test {
     }
     return ::testing::AssertionSuccess();
   }
+  // A job of `sleep MARKER` on every host, started; its tasks in *tasks.
+  std::string sleep_everywhere(const std::string& marker, std::vector<pid_t>* tasks) {
+    auto job = loom(0, {"submit", "-N4", "sleep", marker});
+    EXPECT_EQ(job.code, 0) << job.err;
+    std::string id = job.out.substr(0, job.out.find('\n'));
+    auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
+    EXPECT_EQ(started.code, 0) << started.out << started.err;
+    *tasks = processes_with(marker);
+    EXPECT_EQ(tasks->size(), 4u);
+    return id;
+  }
   CmdResult loom(size_t host, const std::vector<std::string>& args, double timeout = 30) {
     std::vector<std::string> argv{bin("loom")};
     argv.insert(argv.end(), args.begin(), args.end());
@@ -537,13 +548,9 @@ TEST_F(Cluster, StoppingOneHostsBrokerLeavesTheRestRunning) {
   start_all();
   ASSERT_TRUE(wait_ready());
   std::string marker = "303." + std::to_string(::getpid());
-  auto job = loom(0, {"submit", "-N4", "sleep", marker});
-  ASSERT_EQ(job.code, 0) << job.err;
-  std::string id = job.out.substr(0, job.out.find('\n'));
-  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
-  ASSERT_EQ(started.code, 0) << started.out << started.err;
-  auto tasks = processes_with(marker);
-  EXPECT_EQ(tasks.size(), 4u);
+  std::vector<pid_t> tasks;
+  std::string id = sleep_everywhere(marker, &tasks);
+  ASSERT_FALSE(HasFailure());
 
   ASSERT_TRUE(brokers_[1]->signal(SIGTERM));
   auto stopped = brokers_[1]->finish(10);
@@ -620,13 +627,9 @@ TEST_F(Cluster, UnpluggedHostGoesDownAndComesBack) {
   start_all();
   ASSERT_TRUE(wait_ready());
   std::string marker = "302." + std::to_string(::getpid());
-  auto job = loom(0, {"submit", "-N4", "sleep", marker});
-  ASSERT_EQ(job.code, 0) << job.err;
-  std::string id = job.out.substr(0, job.out.find('\n'));
-  auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
-  ASSERT_EQ(started.code, 0) << started.out << started.err;
-  auto tasks = processes_with(marker);
-  EXPECT_EQ(tasks.size(), 4u);
+  std::vector<pid_t> tasks;
+  std::string id = sleep_everywhere(marker, &tasks);
+  ASSERT_FALSE(HasFailure());
 
   ASSERT_TRUE(hosts_.set_link(2, false));
   // The job's rank on node2 is gone: node-failure, and the job ends (its
