@@ -6,10 +6,8 @@
 //
 // Needs root (ctest label `cluster`); skipped with the reason otherwise.
 #include <gtest/gtest.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/inotify.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -33,28 +31,6 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr int kPort = 8050;
-
-// Waits up to `timeout` seconds for `name` to appear in `dir` (inotify).
-bool wait_created(const std::string& dir, const std::string& name, double timeout) {
-  int in = ::inotify_init1(IN_CLOEXEC);
-  if (in < 0) return false;
-  bool found = ::inotify_add_watch(in, dir.c_str(), IN_CREATE | IN_MOVED_TO) >= 0;
-  double deadline = monotonic_now() + timeout;
-  while (found && !fs::exists(dir + "/" + name)) {
-    double left = deadline - monotonic_now();
-    if (left <= 0) {
-      found = false;
-      break;
-    }
-    pollfd p{in, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left * 1000) + 1) > 0) {
-      char buf[4096];
-      (void)::read(in, buf, sizeof buf);
-    }
-  }
-  ::close(in);
-  return found;
-}
 
 class Cluster : public ::testing::Test {
  protected:

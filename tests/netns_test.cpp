@@ -76,6 +76,45 @@ TEST_F(HostsTest, EachHostRunsUnderItsOwnName) {
   EXPECT_EQ(machine_hostname(), ours);
 }
 
+// Named hosts, each with a directory of its own over one path (as real
+// hosts each have their /etc/loom), reached also from another host.
+TEST_F(HostsTest, NamedHostsHaveDirectoriesOfTheirOwn) {
+  char tmpl[] = "/tmp/loom-netns-dirs-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string tmp = tmpl;
+  // A mount point the machine lacks: created, and removed by destroy().
+  std::string top = "/run/loom-netns-test-" + std::to_string(::getpid());
+  std::string path = top + "/etc";
+  ASSERT_FALSE(fs::exists(top));
+  {
+    Hosts hosts;
+    ASSERT_TRUE(hosts.create({"alpha", "login"}));
+    EXPECT_EQ(hosts.hostname(1), "login");
+    ASSERT_TRUE(hosts.add_private_dir(0, path, tmp + "/alpha"));
+    ASSERT_TRUE(hosts.add_private_dir(1, path, tmp + "/login"));
+    ASSERT_TRUE(fs::is_directory(path));
+    auto r = hosts.run(0, {"sh", "-c", "hostname && echo a > " + path + "/f"});
+    EXPECT_EQ(r.out, "alpha\n") << r.err;
+    r = hosts.run(1, {"sh", "-c", "hostname && ls " + path + " && echo b > " + path + "/f"});
+    EXPECT_EQ(r.out, "login\n") << r.err;  // nothing of alpha's there
+    EXPECT_EQ(run_cmd({"/bin/cat", tmp + "/alpha/f", tmp + "/login/f"}).out, "a\nb\n");
+    EXPECT_TRUE(fs::is_empty(path)) << "the machine sees the hosts' files";
+    // enter(): from the machine, and from inside another host.
+    auto argv = hosts.enter(1);
+    argv.insert(argv.end(), {"sh", "-c", "hostname && cat " + path + "/f"});
+    r = run_cmd(argv);
+    EXPECT_EQ(r.out, "login\nb\n") << r.err;
+    r = hosts.run(0, argv);
+    EXPECT_EQ(r.out, "login\nb\n") << r.err;
+    EXPECT_FALSE(hosts.create({"x"})) << "create twice";
+    Hosts bad;
+    EXPECT_FALSE(bad.create({"a", "a"}));
+    EXPECT_FALSE(bad.create({"a/b"}));
+  }
+  EXPECT_FALSE(fs::exists(top)) << "the mount point made for the hosts is left";
+  fs::remove_all(tmp);
+}
+
 TEST_F(HostsTest, SignalsReachTheCommandItself) {
   // No process stands between the handle and the command: the command's
   // own trap answers.

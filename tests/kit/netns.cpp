@@ -1,11 +1,14 @@
 #include "kit/netns.h"
 
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/inotify.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -205,8 +208,32 @@ Hosts::~Hosts() {
 }
 
 ::testing::AssertionResult Hosts::create(size_t n, const std::string& prefix) {
-  if (created_) return ::testing::AssertionFailure() << "Hosts::create called twice";
   if (n == 0 || n > kMaxHosts) return ::testing::AssertionFailure() << "Hosts::create: 1 to 99 hosts, not " << n;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < n; ++i) names.push_back(prefix + std::to_string(i));
+  return make(names);
+}
+
+::testing::AssertionResult Hosts::create(const std::vector<std::string>& names) {
+  if (names.empty() || names.size() > kMaxHosts) {
+    return ::testing::AssertionFailure() << "Hosts::create: 1 to 99 hosts, not " << names.size();
+  }
+  for (size_t i = 0; i < names.size(); ++i) {
+    const auto& name = names[i];
+    bool good = !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char ch) {
+      return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '.' || ch == '_';
+    });
+    if (!good) return ::testing::AssertionFailure() << "Hosts::create: not a host name: \"" << name << "\"";
+    if (std::find(names.begin(), names.begin() + i, name) != names.begin() + i) {
+      return ::testing::AssertionFailure() << "Hosts::create: host " << name << " named twice";
+    }
+  }
+  return make(names);
+}
+
+::testing::AssertionResult Hosts::make(const std::vector<std::string>& names) {
+  if (created_) return ::testing::AssertionFailure() << "Hosts::create called twice";
+  size_t n = names.size();
   if (auto m = missing(); !m.empty()) return ::testing::AssertionFailure() << m;
   MachineLock lock;
   if (!lock.why().empty()) return ::testing::AssertionFailure() << lock.why();
@@ -224,7 +251,7 @@ Hosts::~Hosts() {
   hosts_file_ = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n";
   for (size_t i = 0; i < n; ++i) {
     Host h;
-    h.hostname = prefix + std::to_string(i);
+    h.hostname = names[i];
     h.address = net + std::to_string(i + 1);
     h.netns = tag + "n" + std::to_string(c) + "h" + std::to_string(i);
     h.link = tag + "v" + std::to_string(c) + "h" + std::to_string(i);
@@ -299,6 +326,15 @@ Hosts::~Hosts() {
     note(remove_netns(h.netns));
     note(remove_etc(h.netns));
   }
+  // Mount points we made, deepest first, each only if still empty (its
+  // bind mounts went with the processes' mount namespaces).
+  for (auto it = made_paths_.rbegin(); it != made_paths_.rend(); ++it) {
+    std::error_code ec;
+    if (fs::is_directory(*it, ec) && fs::is_empty(*it, ec)) fs::remove(*it, ec);
+    if (ec) note(*it + ": " + ec.message());
+  }
+  made_paths_.clear();
+  for (auto& h : hosts_) h.private_dirs.clear();
   created_ = false;
   if (errors.empty()) return ::testing::AssertionSuccess();
   auto failure = ::testing::AssertionFailure();
@@ -306,10 +342,66 @@ Hosts::~Hosts() {
   return failure;
 }
 
+namespace {
+
+// `text` as one word of sh.
+std::string quoted(const std::string& text) {
+  std::string out = "'";
+  for (char ch : text) out += ch == '\'' ? std::string("'\\''") : std::string(1, ch);
+  return out + "'";
+}
+
+}  // namespace
+
+::testing::AssertionResult Hosts::add_private_dir(size_t i, const std::string& path, const std::string& dir) {
+  if (i >= hosts_.size()) return ::testing::AssertionFailure() << "add_private_dir: no host " << i;
+  if (path.empty() || path[0] != '/' || dir.empty() || dir[0] != '/') {
+    return ::testing::AssertionFailure() << "add_private_dir: absolute paths, not " << path << " and " << dir;
+  }
+  if (tool("unshare").empty() || tool("mount").empty()) {
+    return ::testing::AssertionFailure() << "add_private_dir: needs unshare and mount (util-linux)";
+  }
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return ::testing::AssertionFailure() << dir << ": " << ec.message();
+  // Creates the mount point and its missing parents, noting each.
+  std::vector<fs::path> missing;
+  for (fs::path p = path; !p.empty() && p != p.root_path() && !fs::exists(p, ec); p = p.parent_path()) {
+    missing.push_back(p);
+  }
+  for (auto it = missing.rbegin(); it != missing.rend(); ++it) {
+    if (!fs::create_directory(*it, ec) && ec)
+      return ::testing::AssertionFailure() << it->string() << ": " << ec.message();
+    made_paths_.push_back(it->string());
+  }
+  if (!fs::is_directory(path, ec)) return ::testing::AssertionFailure() << path << ": not a directory";
+  hosts_[i].private_dirs.emplace_back(path, dir);
+  return ::testing::AssertionSuccess();
+}
+
+std::string Hosts::mount_script(size_t i) const {
+  std::string script;
+  for (const auto& [path, dir] : hosts_.at(i).private_dirs) {
+    script += "mount --bind " + quoted(dir) + " " + quoted(path) + " && ";
+  }
+  return script + "exec \"$@\"";
+}
+
 std::vector<std::string> Hosts::wrap(size_t i, const std::vector<std::string>& argv) const {
   std::vector<std::string> out = {ip_tool(), "netns", "exec", netns(i)};
+  if (!hosts_.at(i).private_dirs.empty()) {
+    // The hostname is set in the child (with_hostname); the mounts here.
+    out.insert(out.end(), {tool("unshare"), "--mount", "sh", "-c", mount_script(i), "sh"});
+  }
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
+}
+
+std::vector<std::string> Hosts::enter(size_t i) const {
+  // unshare's new mount namespace is private: the binds stay in it.
+  return {ip_tool(), "netns", "exec", netns(i), tool("unshare"),
+          "--mount", "--uts", "sh",   "-c",     "hostname " + quoted(hostname(i)) + " && " + mount_script(i),
+          "sh"};
 }
 
 namespace {
@@ -340,6 +432,27 @@ std::unique_ptr<Background> Hosts::spawn(size_t i, const std::vector<std::string
     return ::testing::AssertionFailure() << why;
   }
   return ::testing::AssertionSuccess();
+}
+
+bool wait_created(const std::string& dir, const std::string& name, double timeout) {
+  int in = ::inotify_init1(IN_CLOEXEC);
+  if (in < 0) return false;
+  bool found = ::inotify_add_watch(in, dir.c_str(), IN_CREATE | IN_MOVED_TO) >= 0;
+  double deadline = monotonic_now() + timeout;
+  while (found && !fs::exists(dir + "/" + name)) {
+    double left = deadline - monotonic_now();
+    if (left <= 0) {
+      found = false;
+      break;
+    }
+    pollfd p{in, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left * 1000) + 1) > 0) {
+      char buf[4096];
+      (void)::read(in, buf, sizeof buf);
+    }
+  }
+  ::close(in);
+  return found;
 }
 
 }  // namespace loom::test

@@ -9,6 +9,12 @@
 //   auto d = hosts.spawn(2, {bin("loomd"), ...});    // a broker on node2
 //   ASSERT_TRUE(hosts.set_link(2, false));           // node2 unplugged
 //
+// Hosts may be named (create({"node1", "node2", "login"})) and have
+// directories of their own, as real hosts have their own /etc/loom:
+//
+//   ASSERT_TRUE(hosts.add_private_dir(0, "/etc/loom", tmp + "/node1/etc"));
+//   hosts.run(0, {"ls", "/etc/loom"});               // what is in tmp/node1/etc
+//
 // The network, per Hosts object:
 //
 //   root namespace:  bridge lm<pid>b<c>   (no address, no forwarding)
@@ -29,6 +35,12 @@
 // has /etc/netns/<namespace>/hosts (localhost and every host's name and
 // address), which `ip netns exec` bind-mounts over /etc/hosts in the
 // process's own mount namespace; the machine's /etc/hosts is untouched.
+//
+// Private directories: a command in a host with some runs in a mount
+// namespace of its own (`unshare --mount`, inside `ip netns exec`'s), in
+// which each host directory is bind-mounted over its path; the machine's
+// view is untouched. enter() gives the same as a command prefix, for
+// scripts that reach another host (a test's `ssh`).
 //
 // Everything is removed by the destructor (processes still inside a host
 // are killed first), whatever the test's outcome. Leftovers of a test
@@ -61,6 +73,9 @@ class Hosts {
 
   // Creates `n` hosts named PREFIX0..PREFIXn-1 (at most 99). Call once.
   ::testing::AssertionResult create(size_t n, const std::string& prefix = "node");
+  // Creates one host per name (1 to 99 distinct host names), in order:
+  // host i is names[i]. Call once, instead of the above.
+  ::testing::AssertionResult create(const std::vector<std::string>& names);
   // Removes every namespace, interface and file of these hosts, after
   // killing the processes still inside them. The destructor calls it.
   ::testing::AssertionResult destroy();
@@ -75,6 +90,18 @@ class Hosts {
   const std::string& bridge() const { return bridge_; }
   // What every host has as /etc/hosts.
   const std::string& hosts_file() const { return hosts_file_; }
+
+  // Gives host i a directory of its own at `path` (absolute): `dir` on the
+  // machine (created if absent) is bind-mounted over `path` for every
+  // command run in host i afterwards (run, spawn, enter). `path` must exist
+  // on the machine to be mounted over: if it does not, it is created, and
+  // destroy() removes what it created (if still empty).
+  ::testing::AssertionResult add_private_dir(size_t i, const std::string& path, const std::string& dir);
+
+  // The words that run a command in host i from any process of the
+  // machine, one inside another host included: ENTER... CMD ARGS...; the
+  // command has host i's network, hostname and private directories.
+  std::vector<std::string> enter(size_t i) const;
 
   // Runs argv in host i (argv[0] looked up in PATH), as run_cmd does.
   CmdResult run(size_t i, const std::vector<std::string>& argv, const Env& env = {}, double timeout = 30) const;
@@ -92,12 +119,20 @@ class Hosts {
     std::string address;
     std::string netns;
     std::string link;
+    std::vector<std::pair<std::string, std::string>> private_dirs;  // (path, dir)
   };
+  ::testing::AssertionResult make(const std::vector<std::string>& names);
+  // `mount --bind` of host i's private directories, then `exec "$@"`.
+  std::string mount_script(size_t i) const;
   std::vector<std::string> wrap(size_t i, const std::vector<std::string>& argv) const;
   std::vector<Host> hosts_;
   std::string bridge_;
   std::string hosts_file_;
+  std::vector<std::string> made_paths_;  // mount points we created, parents first
   bool created_ = false;
 };
+
+// Waits up to `timeout` seconds for `name` to appear in `dir` (inotify).
+bool wait_created(const std::string& dir, const std::string& name, double timeout);
 
 }  // namespace loom::test
