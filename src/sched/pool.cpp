@@ -439,8 +439,9 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std:
     double t = order[i].first;
     for (; i < order.size() && order[i].first == t; ++i) {
       for (const auto& [rank, rr] : allocations_.at(order[i].second).ranks()) {
-        avail[rank].cores = avail[rank].cores.set_union(rr.cores);
-        avail[rank].gpus = avail[rank].gpus.set_union(rr.gpus);
+        // (Not what a job holds beyond a host that came back smaller.)
+        avail[rank].cores = avail[rank].cores.set_union(rr.cores.intersect(first_ids(inventory_[rank].ncores)));
+        avail[rank].gpus = avail[rank].gpus.set_union(rr.gpus.intersect(first_ids(inventory_[rank].ngpus)));
       }
     }
     if (auto r = match_in(head, avail)) return Reservation{t, std::move(*r)};

@@ -269,6 +269,12 @@ TEST(PoolUnknown, AReportSmallerThanWhatAJobHoldsLeavesItThoseUntilFreed) {
   EXPECT_EQ(pool.set_inventory(1, {4, 0, ""}), "jobs hold gpus 0 of rank 1, which now has 4 cores and 0 gpus");
   EXPECT_EQ(pool.set_inventory(1, {1, 0, ""}),
             "jobs hold cores 2-3 and gpus 0 of rank 1, which now has 1 core and 0 gpus");
+  // A reservation never counts on the cores the host no longer has.
+  pool.set_up(1, true);
+  pool.set_up(2, false);
+  std::map<uint64_t, double> ends{{1, 50.0}};
+  auto res = pool.reserve(nodes(2, 1, 2), ends, 0);
+  EXPECT_FALSE(res.has_value()) << show(res ? res->resources : ResourceSet());  // rank 1 has 1 core now
   ASSERT_TRUE(pool.free_all(1).ok());
   EXPECT_EQ(pool.count_free().ncores, 3u);  // 2 on rank 0, 1 on rank 1: cores 2-3 are gone
   EXPECT_EQ(show(pool.match(slots(2))), "0:0-1");
