@@ -744,16 +744,28 @@ void Sched::request_save_inventory() {
 }
 
 void Sched::recheck_pending() {
-  for (auto& [id, job] : pending_) {
-    auto st = pool_.feasible(job.jobspec);
-    std::string never = st ? std::string() : st.error().text;
-    if (never == job.never) continue;
-    job.never = never;
-    if (!never.empty()) {
-      spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
-      annotate(job, Json{{"reason_pending", never}});
+  // Once per loop turn, however many hosts reported in it.
+  if (recheck_posted_) return;
+  recheck_posted_ = true;
+  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
+    if (alive.expired()) return;
+    recheck_posted_ = false;
+    for (auto& [id, job] : pending_) {
+      auto st = pool_.feasible(job.jobspec);
+      std::string never = st ? std::string() : st.error().text;
+      if (never == job.never) continue;
+      job.never = never;
+      if (!never.empty()) {
+        spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
+        // Not the holder of the EASY reservation any more.
+        if (estimate_holder_ == id) estimate_holder_.reset();
+        annotate(job, Json{{"reason_pending", never}});
+      } else {
+        annotate(job, Json::object());  // the next pass says why it waits, if it does
+      }
     }
-  }
+    request_pass();
+  });
 }
 
 // --- scheduling ---

@@ -171,6 +171,7 @@ class Sched {
   // Reports that came before sched-ready, applied then.
   std::map<uint32_t, RankInventory> early_reports_;
   bool save_posted_ = false;
+  bool recheck_posted_ = false;
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
