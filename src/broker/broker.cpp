@@ -359,7 +359,7 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
         spdlog::debug("dropping event {} from uid {}: only the owner publishes", m.topic, m.userid);
         return;
       }
-      if (m.topic.starts_with("broker.") && !may_announce(*p, m)) return;
+      if ((m.topic == "broker.online" || m.topic == "broker.lost") && !may_announce(*p, m)) return;
       route_event(std::move(m), p->kind);
       break;
   }
@@ -483,8 +483,8 @@ bool Broker::may_announce(Peer& p, const Message& m) {
     auto j = parse_json(m.payload);
     if (j.ok() && j->is_object() && j->contains("rank") && (*j)["rank"].is_number_unsigned()) {
       uint64_t r = (*j)["rank"].get<uint64_t>();
-      auto below = topo_.descendants(p.rank);
-      ok = r == p.rank || std::find(below.begin(), below.end(), r) != below.end();
+      // r is in p's subtree: p itself, or the path from p toward r goes down.
+      ok = r == p.rank || (r < cfg_.size && topo_.child_toward(p.rank, static_cast<uint32_t>(r)).has_value());
     }
   }
   if (!ok && !p.warned_announce) {
