@@ -114,7 +114,9 @@ loom::Result<FromFile> read_config(const std::string& path, std::optional<std::s
                                         boot->bind_address(place->rank),
                                         boot->ca,
                                         boot->cert_path(place->rank),
-                                        boot->key_path(place->rank)};
+                                        boot->key_path(place->rank),
+                                        {}};
+  for (uint32_t r = 0; r < boot->size(); ++r) out.hosts->addresses.push_back(boot->connect_address(r));
   return out;
 }
 

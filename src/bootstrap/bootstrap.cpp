@@ -262,6 +262,11 @@ std::string BootstrapConfig::bind_address(uint32_t rank) const {
   return with_host(bind, hosts[rank]);
 }
 
+std::string BootstrapConfig::connect_address(uint32_t rank) const {
+  LOOM_ASSERT(rank < size());
+  return bind.find("{host}") != std::string::npos ? with_host(bind, hosts[rank]) : hosts[rank];
+}
+
 std::string BootstrapConfig::key_path(uint32_t rank) const {
   LOOM_ASSERT(rank < size());
   return with_host(key, hosts[rank]);

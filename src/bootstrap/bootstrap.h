@@ -69,6 +69,9 @@ struct BootstrapConfig {
   std::string cert_path(uint32_t rank) const;
   // `bind` for a rank: "{host}" replaced by hosts[rank].
   std::string bind_address(uint32_t rank) const;
+  // What a child connects to for the broker of `rank`: its bind_address
+  // when `bind` names each host's ("{host}..."), else hosts[rank].
+  std::string connect_address(uint32_t rank) const;
   std::string key_path(uint32_t rank) const;
 };
 

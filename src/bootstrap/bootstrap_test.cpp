@@ -191,6 +191,8 @@ TEST(Bootstrap, RefusesBadValues) {
   auto each = good("[bootstrap]\nhosts = [\"n[1-2]\"]\nbind = \"{host}-ib\"\n");
   EXPECT_EQ(each.bind_address(0), "n1-ib");
   EXPECT_EQ(each.bind_address(1), "n2-ib");
+  EXPECT_EQ(each.connect_address(1), "n2-ib");  // children reach n2 there
+  EXPECT_EQ(good("[bootstrap]\nhosts = [\"n[1-2]\"]\n").connect_address(1), "n2");
   EXPECT_NE(why("[bootstrap]\nhosts = [\"a\"]\nbind = \"{host}:80\"\n").find("bootstrap.bind"), std::string::npos);
   EXPECT_EQ(why("[bootstrap]\nhosts = [\"a\"]\ncert = \"certs/a.crt\"\n"),
             "loom.toml: bootstrap.cert: must be an absolute path, not \"certs/a.crt\"");

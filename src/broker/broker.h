@@ -56,6 +56,9 @@ struct BrokerConfig {
     uint16_t port = 0;
     std::string bind = "0.0.0.0";
     std::string ca, cert, key;  // this host's files (loom keygen)
+    // Where each rank's broker listens, as a name or address to resolve
+    // (bootstrap.bind with "{host}"); empty: names[rank].
+    std::vector<std::string> addresses;
     // What this host has, reported in this broker's broker.online (the
     // scheduler's inventory of the rank) and kept by rank 0 for
     // broker.status.

@@ -71,6 +71,12 @@ Status Broker::start_tcp_overlay() {
                                  ": cannot resolve it: " + (ec ? ec.message() : std::string("no address"))};
       }
       addr = found.begin()->endpoint().address();
+      // A host's own name may stand for a loopback address in its
+      // /etc/hosts (Debian's 127.0.1.1): the other hosts could not reach it.
+      if (addr.is_loopback() && cfg_.size > 1) {
+        return Error{EINVAL, "bootstrap.bind " + h.bind + " resolves to " + addr.to_string() +
+                                 ", which the other hosts cannot reach; name an address they can, or use 0.0.0.0"};
+      }
     }
     asio::ip::tcp::endpoint ep(addr, h.port);
     std::string where = h.bind + ":" + std::to_string(h.port);
@@ -176,7 +182,9 @@ bool Broker::hello_from_host(Peer& p, uint32_t rank) {
 
 void Broker::connect_tcp_parent(int attempt) {
   uint32_t parent = *topo_.parent(cfg_.rank);
-  std::string host = cfg_.hosts->names[parent];
+  std::string host = cfg_.hosts->names[parent];  // whose certificate it must have
+  // Where it listens (bootstrap.bind with "{host}"), else its name.
+  std::string address = parent < cfg_.hosts->addresses.size() ? cfg_.hosts->addresses[parent] : host;
   struct Attempt {
     asio::ip::tcp::resolver resolver;
     std::unique_ptr<tls::TlsStream> stream;
@@ -193,7 +201,7 @@ void Broker::connect_tcp_parent(int attempt) {
       p->stream->lowest_layer().close(ignored);
     }
   });
-  std::string where = host + ":" + std::to_string(cfg_.hosts->port);
+  std::string where = address + ":" + std::to_string(cfg_.hosts->port);
   auto fail = [this, a, attempt, where](const std::string& why) {
     a->deadline->cancel();
     if (shutting_down_) return;
@@ -201,9 +209,9 @@ void Broker::connect_tcp_parent(int attempt) {
                      a->timed_out ? where + ": no answer within " + std::to_string(cfg_.frame_timeout) + "s" : why);
   };
   a->resolver.async_resolve(
-      host, std::to_string(cfg_.hosts->port),
-      [this, a, fail, host, where](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
-        if (ec) return fail("cannot resolve " + host + ": " + ec.message());
+      address, std::to_string(cfg_.hosts->port),
+      [this, a, fail, host, address, where](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+        if (ec) return fail("cannot resolve " + address + ": " + ec.message());
         asio::async_connect(
             a->stream->lowest_layer(), results,
             [this, a, fail, host, where](const std::error_code& cec, const asio::ip::tcp::endpoint&) {
