@@ -407,6 +407,12 @@ TEST_F(Cluster, BindMayNameEachHostsAddress) {
   ASSERT_TRUE(wait_ready());
   auto r = loom(3, {"run", "-N4", "hostname"}, 60);
   EXPECT_EQ(r.code, 0) << r.out << r.err;
+  // Each broker with children listens on its own address, not on all.
+  for (size_t i : {0, 1}) {
+    auto ss = hosts_.run(i, {"ss", "-ltnH"});
+    EXPECT_NE(ss.out.find(hosts_.address(i) + ":" + std::to_string(kPort)), std::string::npos) << ss.out << ss.err;
+    EXPECT_EQ(ss.out.find("0.0.0.0:" + std::to_string(kPort)), std::string::npos) << ss.out;
+  }
   // node1 has a child (node3): it must listen, on a name that is nowhere.
   brokers_[1]->signal(SIGKILL);
   r = hosts_.run(1, {bin("loomd"), "--config", dir_ + "/bad.toml", "--rundir", rundir(1) + "-bad"}, {}, 20);
