@@ -380,6 +380,7 @@ TEST_F(Cluster, HandshakesUnderWayAreCapped) {
                                std::to_string(kPort) + " 20 & i=$((i+1)); done; wait"},
                           {}, 60);
   EXPECT_EQ(flood.out, "");  // none of them was told anything
+  // (At most one line a minute, however many are refused.)
   EXPECT_TRUE(brokers_[0]->wait_for_err("TLS handshakes are already under way", 10)) << brokers_[0]->so_far().err;
   brokers_[0]->wait_for_err("\x01", 0.2);  // reads what is there
   const std::string& log = brokers_[0]->so_far().err;

@@ -248,10 +248,11 @@ class Broker {
   std::unique_ptr<asio::ip::tcp::acceptor> tcp_acceptor_;
   std::unique_ptr<asio::ssl::context> tls_server_;  // TCP overlay: accepting children
   // TCP overlay: connections accepted whose TLS handshake is not done yet
-  // (at most kMaxHandshakes: overlay_tcp.cpp), and whether the cap has
-  // been logged since the count was last below it.
+  // (at most kMaxHandshakes: overlay_tcp.cpp); those refused beyond it
+  // since the last log line, and when the next may be written.
   size_t handshaking_ = 0;
-  bool handshake_cap_logged_ = false;
+  uint64_t handshakes_refused_ = 0;
+  double handshake_log_after_ = 0;
   std::unique_ptr<asio::ssl::context> tls_client_;  // TCP overlay: reaching the parent
   std::string parent_wait_reason_;                  // the last reason logged while reconnecting
   std::unique_ptr<Timer> heartbeat_timer_;

@@ -45,6 +45,8 @@ using TlsConnection = StreamConnection<tls::TlsStream>;
 constexpr double kMaxReconnectPause = 2.0;
 // TLS handshakes under way at once on a broker's overlay port.
 constexpr size_t kMaxHandshakes = 64;
+// Seconds between two log lines about connections refused beyond it.
+constexpr double kHandshakeLogPeriod = 60;
 }  // namespace
 
 Status Broker::start_tcp_overlay() {
@@ -110,16 +112,18 @@ void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
   std::error_code ignored;
   // A broker has a few children; many connections that have not finished
   // their handshake are someone holding descriptors and TLS state for
-  // nothing. Beyond the cap, new ones are closed at once (one log line
-  // until the count falls below it again).
+  // nothing. Beyond the cap, new ones are closed at once, with at most one
+  // log line a minute saying how many were.
   if (handshaking_ >= kMaxHandshakes) {
-    if (!handshake_cap_logged_) {
-      handshake_cap_logged_ = true;
+    ++handshakes_refused_;
+    if (clock_.now() >= handshake_log_after_) {
+      handshake_log_after_ = clock_.now() + kHandshakeLogPeriod;
       auto from = sock.remote_endpoint(ignored);
       spdlog::warn(
-          "refusing TCP connections to the overlay (the latest from {}): {} TLS handshakes are already under "
-          "way",
-          from.address().to_string(), kMaxHandshakes);
+          "refused {} TCP connection(s) to the overlay (the latest from {}): {} TLS handshakes are already "
+          "under way",
+          handshakes_refused_, from.address().to_string(), kMaxHandshakes);
+      handshakes_refused_ = 0;
     }
     sock.close(ignored);
     return;
@@ -150,7 +154,7 @@ void Broker::on_tcp_connection(asio::ip::tcp::socket sock) {
   ++handshaking_;
   pend->stream->async_handshake(asio::ssl::stream_base::server, [this, pend](const std::error_code& ec) {
     pend->deadline->cancel();
-    if (--handshaking_ < kMaxHandshakes) handshake_cap_logged_ = false;
+    --handshaking_;
     if (shutting_down_) return;
     if (pend->timed_out) {
       spdlog::warn("refusing a broker: TLS peer {}: no TLS handshake within {}s", pend->label, cfg_.frame_timeout);
