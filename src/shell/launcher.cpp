@@ -175,6 +175,7 @@ struct ShellLauncher::Impl {
   // kill_all's `done`, once no shell here runs (or kLeaveWait passed).
   void maybe_left();
   std::function<void()> leave_done_;
+  bool leaving_ = false;  // kill_all was called: no new shell, prolog or epilog
   std::unique_ptr<Timer> leave_timer_;
   void expect_claim(uint64_t jid);
   void kill_job_here(uint64_t jid, const Shell& s);
@@ -186,6 +187,7 @@ struct ShellLauncher::Impl {
 };
 
 void ShellLauncher::Impl::launch(const Message& m) {
+  if (leaving_) return h_.respond_error(m, EHOSTUNREACH, "this broker is leaving the instance");
   int64_t id = 0;
   auto p = job_request(m, id);
   if (!p) return;
@@ -396,7 +398,7 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   Json job_info = std::move(it->second.job_info);
   int status = *it->second.status;
   // Not while this broker leaves: it would outlive the broker, unwatched.
-  bool epilog = !cfg_.epilog.empty() && !leave_done_;
+  bool epilog = !cfg_.epilog.empty() && !leaving_;
   Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
   if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
   if (it->second.more_tasks) answer["more_tasks"] = it->second.more_tasks;
@@ -581,6 +583,7 @@ void ShellLauncher::Impl::run_perilog(PerilogKind kind, const Message& req, uint
 // job will report one. What a broker before us left running of the job's
 // is ended first: the job's prolog or epilog never runs twice at once.
 void ShellLauncher::Impl::perilog_request(PerilogKind kind, const Message& m) {
+  if (leaving_) return h_.respond_error(m, EHOSTUNREACH, "this broker is leaving the instance");
   int64_t id = 0;
   auto p = job_request(m, id);
   if (!p) return;
@@ -743,6 +746,7 @@ ShellLauncher::ShellLauncher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)
 void ShellLauncher::parent_link(bool up) { impl_->parent_link(up); }
 
 void ShellLauncher::kill_all(const std::string& why, std::function<void()> done) {
+  impl_->leaving_ = true;
   impl_->kill_all_here(why);
   impl_->leave_done_ = std::move(done);
   impl_->leave_timer_ = impl_->h_.clock().make_timer();

@@ -96,7 +96,8 @@ class ShellLauncher {
   void parent_link(bool up);
   // This broker leaves the instance (Broker::leave): every job shell here
   // is killed, with its tasks, and `why` logged for each; their exits are
-  // answered as usual, without an epilog. `done` runs once none is left
+  // answered as usual, without an epilog, and new launches, prologs and
+  // epilogs are refused (EHOSTUNREACH). `done` runs once none is left
   // (their cgroups removed), or after 5 s.
   void kill_all(const std::string& why, std::function<void()> done);
 
