@@ -92,7 +92,7 @@ std::string_view type_name(const Response& r);
 // {id, type, data} for job `id`.
 Json to_json(uint64_t id, const Response& r);
 
-// The job a response is about, or why it names none.
+// The job a response (or a start) is about, or why it names none.
 Result<uint64_t> response_id(const Json& j);
 
 // The response in `j` ({id, type, data}), or one line naming what is

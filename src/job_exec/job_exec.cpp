@@ -100,6 +100,10 @@ void JobExec::Impl::start(const Message& m) {
   auto head = p.ok() ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(p.error());
   if (!head.ok()) {
     spdlog::warn("job-exec: malformed start: {}", head.error().text);
+    // With an id, that job alone fails: an error response would end the
+    // job manager's stream, every job's.
+    auto id = p.ok() ? exec_protocol::response_id(*p) : Result<uint64_t>(p.error());
+    if (id.ok()) return refuse(head_of(m), *id, "start: " + head.error().text, std::nullopt);
     return h_.respond_error(m, head.error());
   }
   uint64_t jid = head->id;

@@ -278,5 +278,22 @@ TEST_F(JobExecTest, TheExecEventlogIsStoredATenthOfASecondAfterItsFirstEntry) {
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // one entry per rank
 }
 
+// A start job-exec cannot read fails that job alone (exception, release):
+// an error response would end the job manager's stream for every job.
+TEST_F(JobExecTest, AMalformedStartFailsThatJobAlone) {
+  create(JobExecConfig{});
+  Message m = make_request("job-exec.start", Json{{"id", 6}, {"userid", -1}, {"reattach", "yes"}}.dump(), kNodeAny,
+                           msgflag::kStreaming);
+  m.route = {make_hop(0, 4)};
+  m.rolemask = role::kOwner;
+  h.dispatch(std::move(m));
+  run();
+  for (const auto& r : sent) EXPECT_FALSE(r.is_response() && r.errnum) << r.topic << " " << r.errnum;
+  auto rs = responses();
+  EXPECT_EQ(names(rs), (std::vector<std::string>{"exception 0 exec", "release all final"}));
+  ASSERT_FALSE(rs.empty());
+  EXPECT_EQ(std::get<Raised>(rs[0]).note.rfind("start: ", 0), 0u) << std::get<Raised>(rs[0]).note;
+}
+
 }  // namespace
 }  // namespace loom
