@@ -192,7 +192,7 @@ struct JobExec::Impl {
   void give_up(uint64_t id);
   void raise(Run& r, ExceptionType type, const std::string& note);
   // `last`: the final release (the last rank freed, or all).
-  void finish_real(uint64_t id, Released last);
+  void finish_real(uint64_t id, const Released& last);
 };
 
 }  // namespace loom

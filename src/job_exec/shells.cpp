@@ -240,7 +240,7 @@ void JobExec::Impl::rank_free(Run& r, uint32_t rank) {
 
 // Every rank is free: finish (if the job started and it was not sent), the
 // guest namespace linked into the job's KVS directory, the final release.
-void JobExec::Impl::finish_real(uint64_t id, Released last) {
+void JobExec::Impl::finish_real(uint64_t id, const Released& last) {
   auto it = runs_.find(id);
   if (it == runs_.end()) return;
   Run& r = it->second;
