@@ -278,7 +278,8 @@ void Sched::retry_startup(const std::string& why) {
   retry_timer_->arm(kRetrySeconds, [this] { hello(); });
 }
 
-void Sched::load_object(const char* key, std::function<void(const Json&)> use, std::function<void()> next) {
+void Sched::load_object(const char* key, const std::function<void(const Json&)>& use,
+                        const std::function<void()>& next) {
   auto alive = std::weak_ptr<int>(alive_);
   h_.rpc("kvs.lookup", Json{{"key", key}}, {}, [this, alive, key, use, next](const Message& r) {
     if (alive.expired()) return;

@@ -108,7 +108,7 @@ class Sched {
   void load_inventory();
   // Looks up `key`, hands its value to `use` when it is a JSON object
   // (absent: not called), then calls `next`; retried while the KVS fails.
-  void load_object(const char* key, std::function<void(const Json&)> use, std::function<void()> next);
+  void load_object(const char* key, const std::function<void(const Json&)>& use, const std::function<void()>& next);
   void query_ranks();
   void hello();
   void sched_ready();
