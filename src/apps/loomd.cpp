@@ -358,7 +358,7 @@ int main(int argc, char** argv) {
       return 1;
     }
     sched = std::move(*s);
-    job_exec = loom::JobExec::create(io, broker.add_module({"job-exec"}), exec_cfg);
+    job_exec = loom::JobExec::create(broker.add_module({"job-exec"}), exec_cfg);
     // An orderly stop ends every running job and stores its end first;
     // pending jobs stay pending.
     broker.add_shutdown_hook([&](std::function<void()> done) {

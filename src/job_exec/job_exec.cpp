@@ -1,40 +1,133 @@
-// The job-exec service (job_exec.h): its messages, exceptions, the orderly
-// stop and test execution mode, where one Run per started job has a timer
-// (or an override) end it, and end() sends the rest of its stream: finish,
-// then one release per rank, the last one final. Real execution is in
-// shells.cpp, perilog.cpp and reattach.cpp (impl.h).
+// The job-exec service (job_exec.h): the execution protocol's side of every
+// started job. It reads each start, hands the job to the first of its
+// executors that claims it (executor.h: the test executor, then the shell
+// executor), keeps one Run per job, sends every response through the
+// protocol's types (exec_protocol.h), noting what each stream has said,
+// follows the job manager's exceptions and teardown, and stops in order
+// with the instance. It knows no executor's inside.
 #include "job_exec/job_exec.h"
 
 #include <spdlog/spdlog.h>
-#include <sys/wait.h>
 
-#include <asio/io_context.hpp>
 #include <csignal>
 #include <map>
-#include <set>
 #include <string>
 #include <vector>
 
 #include "base/fluid.h"
-#include "eventlog/eventlog.h"
-#include "idset/idset.h"
-#include "job_exec/impl.h"
+#include "job_exec/executor.h"
+#include "job_exec/shell_executor.h"
+#include "job_exec/test_executor.h"
 #include "jobspec/jobspec.h"
 #include "msg/payload.h"
-#include "rset/rset.h"
 
 namespace loom {
+
+using namespace job_exec;
 
 namespace {
 constexpr const char* kService = "job-exec";
 
 constexpr double kHelloRetry = 1.0;
+
+// Member `k` of `j` if `j` is an object that has it, else null.
+const Json* member(const Json* j, const char* k) {
+  if (!j || !j->is_object()) return nullptr;
+  auto it = j->find(k);
+  return it == j->end() ? nullptr : &*it;
+}
 }  // namespace
+
+struct JobExec::Impl final : Service {
+  Impl(Handle& h, JobExecConfig cfg) : h_(h), cfg_(cfg) {
+    executors_.push_back(make_test_executor(*this));
+    executors_.push_back(std::make_unique<ShellExecutor>(*this));
+  }
+
+  Handle& h_;
+  JobExecConfig cfg_;
+  std::vector<std::unique_ptr<Executor>> executors_;
+  std::map<uint64_t, std::unique_ptr<Run>> runs_;
+  uint64_t next_serial_ = 1;
+  bool stopping_ = false;
+  std::function<void()> stop_done_;
+  std::unique_ptr<Timer> hello_timer_;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
+
+  // Service
+  Handle& handle() override { return h_; }
+  const JobExecConfig& config() const override { return cfg_; }
+  std::weak_ptr<int> alive() const override { return alive_; }
+  bool stopping() const override { return stopping_; }
+  Run& add(std::unique_ptr<Run> r) override {
+    r->serial = next_serial_++;
+    auto& slot = runs_[r->id];
+    slot = std::move(r);
+    return *slot;
+  }
+  Run* current(uint64_t id, uint64_t serial) override {
+    Run* r = find(id);
+    return r && r->serial == serial ? r : nullptr;
+  }
+  void respond(Run& r, const Response& resp) override {
+    LOOM_ASSERT(!std::holds_alternative<Released>(resp) || !std::get<Released>(resp).final);
+    if (std::holds_alternative<Started>(resp) || std::holds_alternative<Reattached>(resp)) r.started = true;
+    if (std::holds_alternative<Finished>(resp)) r.finished = true;
+    if (auto* x = std::get_if<Raised>(&resp); x && x->fatal()) r.fatal = true;
+    h_.respond(r.req, exec_protocol::to_json(r.id, resp));
+  }
+  void raise(Run& r, ExceptionType type, const std::string& note) override {
+    if (r.fatal) return;
+    respond(r, Raised(Severity::kFatal, type, note));
+  }
+  void end(Run& r, const Released& last) override {
+    LOOM_ASSERT(last.final);
+    auto it = runs_.find(r.id);
+    LOOM_ASSERT(it != runs_.end() && it->second.get() == &r);
+    // Out of the table first: whatever the response sets off finds the job gone.
+    std::unique_ptr<Run> gone = std::move(it->second);
+    runs_.erase(it);
+    h_.respond(gone->req, exec_protocol::to_json(gone->id, last));
+    gone.reset();
+    if (stopping_ && runs_.empty()) stopped();
+  }
+  void refuse(const Message& req, uint64_t id, const std::string& note, std::optional<IdSet> ranks) override {
+    h_.respond(req, exec_protocol::to_json(id, Raised(Severity::kFatal, ExceptionType::kExec, note)));
+    h_.respond(req,
+               exec_protocol::to_json(id, ranks ? Released::of(std::move(*ranks), true) : Released::everything(true)));
+  }
+
+  Run* find(uint64_t id) override {
+    auto it = runs_.find(id);
+    return it == runs_.end() ? nullptr : it->second.get();
+  }
+  // The orderly stop is over: every stream has ended.
+  void stopped() {
+    if (!stop_done_) return;
+    auto done = std::move(stop_done_);
+    stop_done_ = nullptr;
+    done();
+  }
+  // Each run's id, to go through while runs may end.
+  std::vector<std::pair<uint64_t, uint64_t>> run_ids() const {
+    std::vector<std::pair<uint64_t, uint64_t>> ids;
+    for (auto& [id, r] : runs_) ids.emplace_back(id, r->serial);
+    return ids;
+  }
+
+  void install();
+  void hello();
+  void start(const Message& m);
+  void kill(const Message& m);
+  void on_exception(const Message& ev);
+  void on_teardown(const Message& ev);
+  void on_online(const Message& ev);
+  void stop(std::function<void()> done);
+};
 
 void JobExec::Impl::install() {
   h_.add_method("job-exec.start", Access::kOwner, [this](const Message& m) { start(m); });
   h_.add_method("job-exec.kill", Access::kOwner, [this](const Message& m) { kill(m); });
-  h_.add_method("job-exec.override", Access::kOwner, [this](const Message& m) { override_event(m); });
   auto alive = std::weak_ptr<int>(alive_);
   h_.subscribe("job-exception", [this, alive](const Message& ev) {
     if (!alive.expired()) on_exception(ev);
@@ -71,29 +164,13 @@ void JobExec::Impl::on_teardown(const Message& ev) {
   if (gone == kService) {
     // The job manager gave up on us: our streams are void (it sends the
     // jobs again after the next hello). Nothing of them may keep running.
-    for (auto& [id, r] : runs_) {
-      if (r.real) kill_all(r, SIGKILL);
-    }
+    for (auto& [id, r] : runs_) r->executor->abandon(*r);
     runs_.clear();
-    if (stop_done_) {
-      auto done = std::move(stop_done_);
-      stop_done_ = nullptr;
-      done();
-    }
+    stopped();
   }
   // Whoever was registered is gone: this instance falls back to us.
   hello();
 }
-
-namespace {
-// Member `k` of `j` if `j` is an object that has it, else null.
-const Json* member(const Json* j, const char* k) {
-  if (!j || !j->is_object()) return nullptr;
-  auto it = j->find(k);
-  return it == j->end() ? nullptr : &*it;
-}
-const Json* member(const Json& j, const char* k) { return member(&j, k); }
-}  // namespace
 
 void JobExec::Impl::start(const Message& m) {
   auto p = payload_object(m);
@@ -107,139 +184,36 @@ void JobExec::Impl::start(const Message& m) {
     return h_.respond_error(m, head.error());
   }
   uint64_t jid = head->id;
-  if (runs_.count(jid)) return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " is already running");
+  if (runs_.count(jid)) {
+    return h_.respond_error(m, EEXIST, "job " + encode_f58(JobId{jid}) + " is already running");
+  }
   Message req = head_of(m);
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, std::nullopt);
   IdSet all = R->rank_set();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
-  bool reattach = head->reattach;
-  // A job ended before it started, found at a restart: what it left on its
-  // ranks (a prolog or epilog) is seen to, and the ranks are released.
-  bool never_started = reattach && !head->started;
   // The job manager validated the jobspec at submit: only what is read
   // here is checked again.
-  const Json* spec = member(*p, "jobspec");
+  const Json* spec = member(&*p, "jobspec");
   if (!spec || !spec->is_object()) return refuse(req, jid, "jobspec: missing or not an object", all);
-  const Json* system = member(member(*spec, "attributes"), "system");
+  const Json* system = member(member(spec, "attributes"), "system");
   Result<double> asked = 0.0;
   if (const Json* d = member(system, "duration")) asked = jobspec_duration(*d);
   if (!asked.ok()) return refuse(req, jid, asked.error().text, all);
-  const Json* test = member(member(system, "exec"), "test");
-  if (!test) {
-    Run& r = runs_[jid];
-    r.req = std::move(req);
-    r.id = jid;
-    r.ranks = R->rank_set().to_vector();
-    r.real = true;
-    r.timer = h_.clock().make_timer();
-    r.kill_timer = h_.clock().make_timer();
-    // The time limit: SIGALRM, then SIGKILL after the kill timeout.
-    if (R->expiration > 0) {
-      r.timer->arm(std::max(0.0, R->expiration - h_.clock().wall()), [this, jid] {
-        auto it = runs_.find(jid);
-        if (it == runs_.end()) return;
-        raise(it->second, ExceptionType::kTimeout, "resource allocation expired");
-        kill_all(it->second, SIGALRM);
-      });
-    }
-    r.never_started = never_started;
-    if (reattach) return find_shells(r, head->userid);
-    return launch(r, (*p)["jobspec"], (*p)["R"], head->userid);
+  StartInfo s{std::move(req), *head, *spec, (*p)["R"], *R, *asked};
+  for (auto& e : executors_) {
+    if (e->claims(*spec)) return e->start(s);
   }
-  // Test execution runs nothing that could have outlived a restart.
-  if (never_started) return respond(req, jid, Released::everything(true));
-  if (reattach) return refuse(req, jid, "the job was lost: test execution cannot be reattached", all);
-  if (!test->is_object()) return refuse(req, jid, "attributes.system.exec.test must be an object", all);
-  // run_duration: a duration string or a number of seconds; default the
-  // time limit, else at once.
-  double duration = *asked;
-  bool explicit_duration = test->contains("run_duration");
-  if (explicit_duration) {
-    const Json& d = (*test)["run_duration"];
-    Result<double> parsed = d.is_string()                           ? parse_fsd(d.get<std::string>())
-                            : d.is_number() && d.get<double>() >= 0 ? Result<double>(d.get<double>())
-                                                                    : Result<double>(Error{EINVAL, "not a duration"});
-    if (!parsed.ok()) return refuse(req, jid, "run_duration: " + parsed.error().text, all);
-    duration = *parsed;
-  }
-  int64_t zero = 0;
-  auto status = get_int(*test, "wait_status", 0, INT32_MAX, &zero);
-  if (!status.ok()) return refuse(req, jid, "wait_status: " + status.error().text, all);
-  auto mock = get_string(*test, "mock_exception", "");
-  if (!mock.ok() || (!mock->empty() && *mock != "init" && *mock != "run")) {
-    return refuse(req, jid, "mock_exception must be \"init\" or \"run\"", all);
-  }
-  auto override = get_bool(*test, "override", false);
-  if (!override.ok()) return refuse(req, jid, "override: " + override.error().text, all);
-  if (*mock == "init") return refuse(req, jid, "mock initialization exception", all);
-
-  Run& r = runs_[jid];
-  r.req = std::move(req);
-  r.id = jid;
-  r.ranks = R->rank_set().to_vector();
-  r.wait_status = static_cast<int>(*status);
-  r.override = *override;
-  r.timer = h_.clock().make_timer();
-  if (r.override) return;  // job-exec.override {event: start} begins it
-  begin(r);
-  if (*mock == "run") {
-    respond(r.req, jid, Raised(Severity::kFatal, ExceptionType::kExec, "mock run exception"));
-    return end(jid, SIGKILL);
-  }
-  // A time limit ends the job before a longer run_duration would.
-  // (Without run_duration the job runs exactly its time limit: no timeout.)
-  double limit = R->expiration > 0 ? std::max(0.0, R->expiration - h_.clock().wall()) : -1;
-  if (explicit_duration && limit >= 0 && limit < duration) {
-    r.timer->arm(limit, [this, jid] {
-      auto it = runs_.find(jid);
-      if (it == runs_.end()) return;
-      respond(it->second.req, jid, Raised(Severity::kFatal, ExceptionType::kTimeout, "resource allocation expired"));
-      end(jid, SIGALRM);
-    });
-    return;
-  }
-  if (duration <= 0) return end(jid, r.wait_status);
-  r.timer->arm(duration, [this, jid] {
-    auto it = runs_.find(jid);
-    if (it != runs_.end()) end(jid, it->second.wait_status);
-  });
-}
-
-void JobExec::Impl::begin(Run& r) {
-  r.started = true;
-  respond(r.req, r.id, Started{});
-}
-
-// finish, then the ranks one by one (as real execution releases them when
-// each rank's shell and epilog are done), the last one final.
-void JobExec::Impl::end(uint64_t id, int status) {
-  auto it = runs_.find(id);
-  if (it == runs_.end()) return;
-  Run r = std::move(it->second);
-  erase_run(it);
-  if (r.started) respond(r.req, id, Finished{status});
-  for (size_t i = 0; i < r.ranks.size(); ++i) {
-    bool final = i + 1 == r.ranks.size();
-    respond(r.req, id, Released::rank(r.ranks[i], final));
-  }
-  if (r.ranks.empty()) respond(r.req, id, Released::everything(true));
 }
 
 void JobExec::Impl::on_exception(const Message& ev) {
   auto p = parse_json(ev.payload);
   if (!p.ok() || !p->is_object() || !(*p)["id"].is_number_unsigned()) return;
-  uint64_t id = (*p)["id"].get<uint64_t>();
-  auto it = runs_.find(id);
-  if (it == runs_.end() || p->value("severity", 1) != 0) return;
-  if (it->second.real) {
-    it->second.fatal = true;
-    if (!it->second.killing) kill_all(it->second, SIGTERM);
-    return;
-  }
-  // Cancel and other fatal exceptions kill the tasks: SIGTERM. A job
-  // waiting for its override start never started: only its release goes.
-  end(id, SIGTERM);
+  Run* r = find((*p)["id"].get<uint64_t>());
+  if (!r || p->value("severity", 1) != 0) return;
+  // Cancel and other fatal exceptions kill the tasks.
+  r->fatal = true;
+  r->executor->cancel(*r);
 }
 
 void JobExec::Impl::kill(const Message& m) {
@@ -249,85 +223,33 @@ void JobExec::Impl::kill(const Message& m) {
   int64_t term = SIGTERM;
   auto sig = get_int(*p, "signal", 1, 64, &term);
   if (!sig.ok()) return;
-  auto it = runs_.find(static_cast<uint64_t>(*id));
-  if (it == runs_.end() || !it->second.started) return;
-  if (it->second.real) {
-    // Only the signal: escalation belongs to cancel, time limit and stop.
-    for (uint32_t rank : it->second.ranks) {
-      if (it->second.exited.count(rank) || !it->second.shells_started.count(rank)) continue;
-      kill_shell(it->first, rank, static_cast<int>(*sig));
-    }
-    return;
-  }
-  end(it->first, static_cast<int>(*sig));
+  Run* r = find(static_cast<uint64_t>(*id));
+  if (r && r->started) r->executor->signal(*r, static_cast<int>(*sig));
 }
 
-void JobExec::Impl::override_event(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
-  auto id = get_int(*p, "id", 0, INT64_MAX);
-  if (!id.ok()) return h_.respond_error(m, id.error());
-  auto event = get_string(*p, "event");
-  if (!event.ok()) return h_.respond_error(m, event.error());
-  auto it = runs_.find(static_cast<uint64_t>(*id));
-  if (it == runs_.end() || !it->second.override) {
-    return h_.respond_error(m, EINVAL, "job " + std::to_string(*id) + " is not running with override");
+void JobExec::Impl::on_online(const Message& ev) {
+  auto p = parse_json(ev.payload);
+  if (!p.ok() || !p->is_object() || !(*p)["rank"].is_number_unsigned()) return;
+  uint32_t rank = (*p)["rank"].get<uint32_t>();
+  for (auto [id, serial] : run_ids()) {
+    if (Run* r = current(id, serial)) r->executor->online(*r, rank);
   }
-  Run& r = it->second;
-  if (*event == "start") {
-    if (r.started) return h_.respond_error(m, EINVAL, "job " + std::to_string(*id) + " already started");
-    begin(r);
-  } else if (*event == "finish") {
-    if (!r.started) return h_.respond_error(m, EINVAL, "job " + std::to_string(*id) + " has not started");
-    int64_t dflt = r.wait_status;
-    auto status = get_int(*p, "status", 0, INT32_MAX, &dflt);
-    if (!status.ok()) return h_.respond_error(m, status.error());
-    end(r.id, static_cast<int>(*status));
-  } else {
-    return h_.respond_error(m, EINVAL, "event must be start or finish");
-  }
-  h_.respond(m, Json::object());
 }
 
 void JobExec::Impl::stop(std::function<void()> done) {
   stopping_ = true;
   stop_done_ = std::move(done);
-  if (runs_.empty()) {
-    auto d = std::move(stop_done_);
-    stop_done_ = nullptr;
-    return d();
-  }
+  if (runs_.empty()) return stopped();
   spdlog::info("job-exec: stopping {} running jobs", runs_.size());
-  std::vector<uint64_t> ids;
-  for (auto& [id, r] : runs_) ids.push_back(id);
-  for (uint64_t id : ids) {
-    auto it = runs_.find(id);
-    if (it == runs_.end()) continue;
-    if (it->second.real && (!it->second.unreached.empty() || !it->second.unreached_epilogs.empty() ||
-                            !it->second.unreached_prologs.empty())) {
-      // Ranks not back from a crash will not be: they are lost, not unkillable.
-      lost_ranks(id);
-      it = runs_.find(id);
-      if (it == runs_.end()) continue;
-    }
-    Run& r = it->second;
-    if (r.real) {
-      // A job whose tasks are all done (epilogs or the link still going)
-      // has its result: it only has to be let go.
-      if (r.finish_sent) continue;
-      raise(r, ExceptionType::kExec, "the instance is shutting down");
-      kill_all(r, SIGTERM);
-    } else {
-      respond(r.req, id, Raised(Severity::kFatal, ExceptionType::kExec, "the instance is shutting down"));
-      end(id, SIGTERM);
-    }
+  for (auto [id, serial] : run_ids()) {
+    if (Run* r = current(id, serial)) r->executor->shutdown(*r);
   }
 }
 
 void JobExec::stop(std::function<void()> done) { impl_->stop(std::move(done)); }
 
-std::unique_ptr<JobExec> JobExec::create(asio::io_context& io, Handle& h, JobExecConfig cfg) {
-  auto impl = std::make_unique<Impl>(io, h, cfg);
+std::unique_ptr<JobExec> JobExec::create(Handle& h, JobExecConfig cfg) {
+  auto impl = std::make_unique<Impl>(h, cfg);
   impl->install();
   impl->hello();
   return std::unique_ptr<JobExec>(new JobExec(std::move(impl)));

@@ -18,10 +18,6 @@
 
 #include "msg/handle.h"
 
-namespace asio {
-class io_context;
-}
-
 namespace loom {
 
 struct JobExecConfig {
@@ -33,7 +29,7 @@ struct JobExecConfig {
 
 class JobExec {
  public:
-  static std::unique_ptr<JobExec> create(asio::io_context& io, Handle& h, JobExecConfig cfg);
+  static std::unique_ptr<JobExec> create(Handle& h, JobExecConfig cfg);
   ~JobExec();
   // An orderly stop of the instance: every running job gets a fatal
   // exception and is killed; `done` runs once every stream has ended with

@@ -29,7 +29,7 @@ using namespace exec_protocol;
 class JobExecTest : public ::testing::Test {
  protected:
   void create(JobExecConfig cfg) {
-    exec = JobExec::create(io, h, cfg);
+    exec = JobExec::create(h, cfg);
     answer(take("job-manager.exec-hello"), Json::object());
   }
   // NAME.start of a real job (no exec.test) on `ranks`, with a time limit

@@ -1,6 +1,6 @@
-// After a crash (docs/protocols/exec.md, item 8): a job that was running is
-// found again from its eventlogs and its shells, which outlived their
-// brokers.
+// The shell executor after a crash (shell_executor.h; docs/protocols/exec.md,
+// item 8): a job that was running is found again from its eventlogs and
+// its shells, which outlived their brokers.
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 
@@ -14,10 +14,10 @@
 #include "base/fluid.h"
 #include "eventlog/eventlog.h"
 #include "idset/idset.h"
-#include "job_exec/impl.h"
+#include "job_exec/shell_executor.h"
 #include "msg/payload.h"
 
-namespace loom {
+namespace loom::job_exec {
 
 // A job that was running when the instance went down (docs/protocols/exec.md): its
 // shells kept their tasks and connected to their restarted brokers. The
@@ -25,17 +25,15 @@ namespace loom {
 // every other rank's shell is asked for, and once all are found the stream
 // goes on as if nothing happened. A shell that did not come back makes the
 // job lost: an exception saying so, the others killed, everything released.
-void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
+void ShellExecutor::find_shells(ShellRun& r) {
   uint64_t id = r.id;
-  name_run(r, userid);
-  r.reattach = true;
-  if (r.never_started) {
+  if (r.origin == ShellRun::Origin::kSettle) {
     // Ended before it started: its namespace, where its exec eventlog
     // goes, may never have been made.
-    h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", userid}}, {}, [](const Message&) {});
+    h_.rpc("kvs.namespace-create", Json{{"name", r.ns}, {"owner", r.userid}}, {}, [](const Message&) {});
   }
   uint64_t serial = r.serial;
-  auto alive = std::weak_ptr<int>(alive_);
+  auto alive = svc_.alive();
   // The value of a lookup's answer, "" if there is none.
   auto value_of = [](const Message& m) {
     auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
@@ -47,29 +45,28 @@ void JobExec::Impl::find_shells(Run& r, uint32_t userid) {
   // shell-exit found there is a shell that did exit.
   std::string key = "job." + std::to_string(id);
   h_.rpc("kvs.lookup", Json{{"key", key + ".eventlog"}}, {}, [=, this](const Message& m) {
-    Run* rp = alive.expired() ? nullptr : current(id, serial);
+    ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
     if (!rp) return;
     std::string eventlog = value_of(m);
     h_.rpc("kvs.lookup", Json{{"namespace", rp->ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
-      if (alive.expired() || !current(id, serial)) return;
-      if (!e.errnum) return reattach_ranks(id, eventlog, value_of(e));
+      ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
+      if (!rp) return;
+      if (!e.errnum) return reattach_ranks(*rp, eventlog, value_of(e));
       h_.rpc("kvs.lookup", Json{{"key", key + ".guest.exec.eventlog"}}, {}, [=, this](const Message& linked) {
-        if (alive.expired() || !current(id, serial)) return;
-        reattach_ranks(id, eventlog, value_of(linked));
+        if (ShellRun* rp = alive.expired() ? nullptr : run(id, serial)) reattach_ranks(*rp, eventlog, value_of(linked));
       });
     });
   });
 }
 
-void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, const std::string& exec_eventlog) {
-  auto it = runs_.find(id);
-  if (it == runs_.end()) return;
-  Run& r = it->second;
+void ShellExecutor::reattach_ranks(ShellRun& r, const std::string& eventlog, const std::string& exec_eventlog) {
+  uint64_t id = r.id;
+  std::string job = encode_f58(JobId{id});
   LineSplitter lines;
   for (auto& line : lines.feed(eventlog)) {
     auto e = parse_event(line);
     if (!e.ok() || !e->context.is_object()) continue;
-    if (e->name == "finish") r.finish_sent = true;
+    if (e->name == "finish") r.finished = true;
     // (Every field is checked for its type: these logs are read back from
     // the KVS, and a wrong type must not throw inside the broker.)
     int64_t one = 1;
@@ -78,7 +75,7 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
       // A cancel (or another fatal exception) came before the crash: the
       // tasks are killed once found, as they would have been.
       r.fatal = true;
-      r.kill_found = true;
+      r.fatal_before_restart = true;
     }
     if (e->name != "release") continue;
     auto text = get_string(e->context, "ranks", "");
@@ -91,7 +88,6 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
   // The exec eventlog says which shells had exited (and with what) and
   // which epilogs had ended before the crash.
   std::map<uint32_t, int> exits;
-  std::map<uint32_t, std::pair<int, bool>> epilogs;  // rank → status, timed out
   LineSplitter exec_lines;
   for (auto& line : exec_lines.feed(exec_eventlog)) {
     auto e = parse_event(line);
@@ -100,7 +96,7 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
     int st = e->context["status"].is_number_integer() ? e->context["status"].get<int>() : 0;
     if (e->name == "shell-exit") exits[rank] = st;
     auto timeout = get_bool(e->context, "timeout", false);
-    if (e->name == "epilog-finish") epilogs[rank] = {st, timeout.ok() && *timeout};
+    if (e->name == "epilog-finish") r.recorded_epilogs[rank] = {st, timeout.ok() && *timeout};
   }
   // Ranks whose shell had exited count as done: they are not asked for, and
   // each is free once its epilog has ended (one that had not is run again:
@@ -108,17 +104,16 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
   // before it started every other rank is asked too (a shell spawned just
   // before the crash may not be recorded); where there is none, the rank is
   // settled in the same way (on_shell).
-  r.recorded_epilogs = epilogs;
   std::vector<uint32_t> done, ask;
   for (uint32_t rank : r.ranks) {
     if (r.released.count(rank)) {
-      if (!r.finish_sent && !exits.count(rank)) {
+      if (!r.finished && !exits.count(rank)) {
         // Its status went with the broker.
-        spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", id, rank);
+        spdlog::warn("job-exec: job {}: rank {}'s exit status was lost in the restart", job, rank);
       }
       r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
       ++r.gone_before;
-    } else if (r.finish_sent || exits.count(rank)) {
+    } else if (r.finished || exits.count(rank)) {
       r.exited[rank] = exits.count(rank) ? exits[rank] : 0;
       ++r.gone_before;
       done.push_back(rank);
@@ -126,135 +121,121 @@ void JobExec::Impl::reattach_ranks(uint64_t id, const std::string& eventlog, con
       ask.push_back(rank);
     }
   }
-  r.launched = true;
+  enter(r, ShellRun::Phase::kShells);
   // Ranks that are not back yet are asked again when they come online, for
   // as long as their shells wait for them.
-  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
-  r.reattach_timer = h_.clock().make_timer();
-  r.reattach_timer->arm(cfg_.reattach_timeout, [this, id] { lost_ranks(id); });
-  r.retry_timer = h_.clock().make_timer();
+  await_ranks(r);
   if (ask.empty()) {
     // Every shell had exited: only epilogs, releases or the final link were left.
-    if (r.finish_sent) {
-      spdlog::info("job-exec: job {}: had finished before the restart; its ranks are released after their epilogs", id);
+    if (r.finished) {
+      spdlog::info("job-exec: job {}: had finished before the restart; its ranks are released after their epilogs",
+                   job);
     }
-    if (r.never_started) {
-      spdlog::info("job-exec: job {}: ended before it started; its ranks are released after their epilogs", id);
+    if (r.origin == ShellRun::Origin::kSettle) {
+      spdlog::info("job-exec: job {}: ended before it started; its ranks are released after their epilogs", job);
     } else {
-      r.started = true;
-      respond(r.req, id, Reattached{});
+      svc_.respond(r, Reattached{});
       send_finish(r);
     }
-    if (done.empty()) return finish_real(id, Released::everything(true));  // only the final release was missing
+    if (done.empty()) return link(r, Released::everything(true));  // only the final release was missing
   } else {
     for (uint32_t rank : ask) ask_shell(r, rank);
   }
   for (uint32_t rank : done) {
-    auto cur = runs_.find(id);
-    if (cur == runs_.end()) return;
-    if (exits.count(rank) && exits[rank] != 0) watch_failed_exit(cur->second, rank, exits[rank]);
-    settle_rank(cur->second, rank, epilogs);
+    if (exits.count(rank) && exits[rank] != 0) watch_failed_exit(r, rank, exits[rank]);
+    settle_rank(r, rank);
   }
 }
 
 // A rank whose shell exited before the restart and which was not released:
 // its epilog, if it had ended, counts (a failed one drains the rank again);
 // otherwise it runs again, and the rank is free when it ends.
-void JobExec::Impl::settle_rank(Run& r, uint32_t rank, const std::map<uint32_t, std::pair<int, bool>>& epilogs) {
-  auto ep = epilogs.find(rank);
-  if (ep == epilogs.end()) return ask_perilog(r, rank, false);
+void ShellExecutor::settle_rank(ShellRun& r, uint32_t rank) {
+  auto ep = r.recorded_epilogs.find(rank);
+  if (ep == r.recorded_epilogs.end()) return ask_perilog(r, rank, false);
   auto [st, timeout] = ep->second;
   if (st != 0 || timeout) {
     std::string why = timeout ? "epilog timed out" : "epilog " + describe_end(st);
-    h_.rpc("sched.drain",
-           Json{{"ranks", std::to_string(rank)}, {"reason", why + " (job " + encode_f58(JobId{r.id}) + ")"}}, {},
-           [](const Message&) {});
+    drain(std::to_string(rank), why + " (job " + encode_f58(JobId{r.id}) + ")");
   }
   rank_free(r, rank);
 }
 
-void JobExec::Impl::ask_shell(Run& r, uint32_t rank) {
+void ShellExecutor::ask_shell(ShellRun& r, uint32_t rank) {
   uint64_t id = r.id;
-  uint64_t serial = r.serial;
-  ask_rank(r, rank, "shell.reattach", [this, id, serial, rank](const Message& m) {
-    if (current(id, serial)) return on_shell(id, rank, m);
+  ask_rank(r, rank, "shell.reattach", [this, id, rank](ShellRun* rp, const Message& m) {
+    if (rp) return on_shell(*rp, rank, m);
     stale_shell(id, rank, m);
   });
 }
 
-void JobExec::Impl::on_online(const Message& ev) {
-  auto p = parse_json(ev.payload);
-  if (!p.ok() || !p->is_object() || !(*p)["rank"].is_number_unsigned()) return;
-  uint32_t rank = (*p)["rank"].get<uint32_t>();
-  for (auto& [id, r] : runs_) {
-    if (r.unreached.erase(rank)) ask_shell(r, rank);
-    if (r.unreached_epilogs.erase(rank)) ask_perilog(r, rank, false);
-    if (r.unreached_prologs.erase(rank)) ask_perilog(r, rank, true);
-  }
+void ShellExecutor::online(Run& base, uint32_t rank) {
+  auto& r = static_cast<ShellRun&>(base);
+  if (r.unreached.erase(rank)) ask_shell(r, rank);
+  if (r.unreached_epilogs.erase(rank)) ask_perilog(r, rank, false);
+  if (r.unreached_prologs.erase(rank)) ask_perilog(r, rank, true);
+}
+
+void ShellExecutor::await_ranks(ShellRun& r) {
+  if (r.reattach_timer) return;
+  r.reattach_deadline = h_.clock().now() + cfg_.reattach_timeout;
+  r.reattach_timer = h_.clock().make_timer();
+  r.reattach_timer->arm(cfg_.reattach_timeout, [this, &r] { lost_ranks(r); });
+  r.retry_timer = h_.clock().make_timer();
 }
 
 // Ranks that did not come back while their shells waited for them.
-void JobExec::Impl::lost_ranks(uint64_t id) {
-  auto it = runs_.find(id);
-  if (it == runs_.end()) return;
-  Run& r = it->second;
+void ShellExecutor::lost_ranks(ShellRun& r) {
+  uint64_t id = r.id, serial = r.serial;
+  std::string job = encode_f58(JobId{id});
   // Epilogs to run again where the broker did not come back: those ranks
   // are let go (their epilog cannot run).
   std::set<uint32_t> no_epilog = std::move(r.unreached_epilogs);
   r.unreached_epilogs.clear();
   for (uint32_t rank : no_epilog) {
-    spdlog::warn("job-exec: job {}: rank {} did not come back to run its epilog again", id, rank);
-    auto cur = runs_.find(id);
-    if (cur == runs_.end()) return;
-    rank_free(cur->second, rank);
+    spdlog::warn("job-exec: job {}: rank {} did not come back to run its epilog again", job, rank);
+    rank_free(r, rank);
   }
   // Prologs that could not be asked for: the job cannot start there.
-  it = runs_.find(id);
-  if (it != runs_.end() && !it->second.unreached_prologs.empty()) {
-    Run& rp = it->second;
+  if (!r.unreached_prologs.empty()) {
     IdSet ranks;
-    for (uint32_t rank : rp.unreached_prologs) {
+    for (uint32_t rank : r.unreached_prologs) {
       ranks.insert(rank);
-      rp.no_epilog.insert(rank);
-      rp.prolog_done.insert(rank);
+      r.no_epilog.insert(rank);
+      r.prolog_done.insert(rank);
     }
-    rp.unreached_prologs.clear();
-    raise(rp, ExceptionType::kNodeFailure, "ranks " + ranks.encode() + " did not come back to run the prolog");
-    kill_all(rp, SIGKILL);
-    prolog_progress(rp);
+    r.unreached_prologs.clear();
+    svc_.raise(r, ExceptionType::kNodeFailure, "ranks " + ranks.encode() + " did not come back to run the prolog");
+    kill_all(r, SIGKILL);
+    prolog_progress(r);
   }
-  it = runs_.find(id);
-  if (it == runs_.end() || it->second.unreached.empty()) return;
-  Run& rr = it->second;
-  std::set<uint32_t> lost = std::move(rr.unreached);
-  rr.unreached.clear();
+  if (!run(id, serial) || r.unreached.empty()) return;
+  std::set<uint32_t> lost = std::move(r.unreached);
+  r.unreached.clear();
   IdSet ranks;
   for (uint32_t rank : lost) ranks.insert(rank);
-  raise(rr, ExceptionType::kExec, "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
-  kill_all(rr, SIGKILL);
+  svc_.raise(r, ExceptionType::kExec,
+             "the job was lost in the restart: ranks " + ranks.encode() + " did not come back");
+  kill_all(r, SIGKILL);
   for (uint32_t rank : lost) {
-    auto cur = runs_.find(id);
-    if (cur == runs_.end()) return;
-    shell_exited(cur->second, rank, SIGKILL);
-    rank_free(cur->second, rank);
+    shell_exited(r, rank, SIGKILL);
+    rank_free(r, rank);
   }
 }
 
-void JobExec::Impl::retry_unreached(Run& r) {
+void ShellExecutor::retry_unreached(ShellRun& r) {
   if (r.retry_timer->armed()) return;
-  r.retry_timer->arm(1.0, [this, id = r.id] {
-    auto it = runs_.find(id);
-    if (it == runs_.end()) return;
-    std::set<uint32_t> again = std::move(it->second.unreached);
-    it->second.unreached.clear();
-    std::set<uint32_t> epilogs = std::move(it->second.unreached_epilogs);
-    it->second.unreached_epilogs.clear();
-    std::set<uint32_t> prologs = std::move(it->second.unreached_prologs);
-    it->second.unreached_prologs.clear();
-    for (uint32_t rk : again) ask_shell(it->second, rk);
-    for (uint32_t rk : epilogs) ask_perilog(it->second, rk, false);
-    for (uint32_t rk : prologs) ask_perilog(it->second, rk, true);
+  r.retry_timer->arm(1.0, [this, &r] {
+    std::set<uint32_t> again = std::move(r.unreached);
+    r.unreached.clear();
+    std::set<uint32_t> epilogs = std::move(r.unreached_epilogs);
+    r.unreached_epilogs.clear();
+    std::set<uint32_t> prologs = std::move(r.unreached_prologs);
+    r.unreached_prologs.clear();
+    for (uint32_t rk : again) ask_shell(r, rk);
+    for (uint32_t rk : epilogs) ask_perilog(r, rk, false);
+    for (uint32_t rk : prologs) ask_perilog(r, rk, true);
   });
 }
 
-}  // namespace loom
+}  // namespace loom::job_exec
