@@ -7,7 +7,13 @@
 namespace loom::exec_protocol {
 
 Json to_json(const StartRequest& s) {
-  return Json{{"id", s.id}, {"userid", s.userid}, {"reattach", s.reattach}, {"started", s.started}};
+  Json j{{"id", s.id}, {"userid", s.userid}, {"reattach", s.reattach}, {"started", s.started}};
+  if (s.reattach) {
+    j["released"] = s.released.encode();
+    j["finished"] = s.finished;
+    j["fatal"] = s.fatal;
+  }
+  return j;
 }
 
 Result<StartRequest> parse_start_request(const Json& j) {
@@ -26,6 +32,17 @@ Result<StartRequest> parse_start_request(const Json& j) {
   auto started = get_bool(j, "started", s.reattach);
   if (!started.ok()) return started.error();
   s.started = *started;
+  auto released = get_string(j, "released", "");
+  if (!released.ok()) return released.error();
+  auto ranks = IdSet::parse(*released);
+  if (!ranks.ok()) return Error{EPROTO, "released: " + ranks.error().text};
+  s.released = std::move(*ranks);
+  auto finished = get_bool(j, "finished", false);
+  if (!finished.ok()) return finished.error();
+  s.finished = *finished;
+  auto fatal = get_bool(j, "fatal", false);
+  if (!fatal.ok()) return fatal.error();
+  s.fatal = *fatal;
   return s;
 }
 

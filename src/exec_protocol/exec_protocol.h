@@ -27,8 +27,9 @@
 namespace loom::exec_protocol {
 
 // NAME.start, from the job manager: {id, userid, jobspec, R, reattach,
-// started}. The jobspec and R travel as they are stored (the job manager
-// splices its jobspec text in); these are the fields around them.
+// started}, and with reattach {released, finished, fatal}. The jobspec
+// and R travel as they are stored (the job manager splices its jobspec
+// text in); these are the fields around them.
 struct StartRequest {
   uint64_t id = 0;
   uint32_t userid = 0;
@@ -36,12 +37,20 @@ struct StartRequest {
   // started, with what it left on its ranks to be seen to.
   bool reattach = false;
   bool started = false;
+  // With reattach, what the job manager has recorded of the job's stream,
+  // for the service to go on from: the ranks it has released, whether it
+  // has the job's finish, whether the job has had a fatal exception (a
+  // cancel, say: its tasks are to be killed once found).
+  IdSet released;
+  bool finished = false;
+  bool fatal = false;
   bool operator==(const StartRequest&) const = default;
 };
 // The fields above, to which the caller adds "jobspec" and "R".
 Json to_json(const StartRequest& s);
 // The fields of a start, or why not: an id is required; userid defaults
-// to 0, reattach to false, started to reattach.
+// to 0, reattach to false, started to reattach, released to none,
+// finished and fatal to false.
 Result<StartRequest> parse_start_request(const Json& j);
 
 // How bad an exception is: 0 ends the job; 1 to 7 are recorded only.

@@ -77,14 +77,36 @@ TEST(ExecProtocol, WhatCannotBeReadIsNamed) {
   EXPECT_FALSE(response_id(Json{{"type", "start"}}).ok());
 }
 
+// A start's fields around the jobspec and R.
+StartRequest start_of(uint64_t id, uint32_t userid, bool reattach, bool started) {
+  StartRequest s;
+  s.id = id;
+  s.userid = userid;
+  s.reattach = reattach;
+  s.started = started;
+  return s;
+}
+
 TEST(ExecProtocol, AStartReadsBackAndSaysWhatIsWrong) {
-  StartRequest s{7, 1000, true, false};
+  StartRequest s = start_of(7, 1000, true, false);
   auto back = parse_start_request(to_json(s));
   ASSERT_TRUE(back.ok()) << back.error().text;
   EXPECT_EQ(*back, s);
+  // A reattach carries what the job manager recorded of the stream.
+  StartRequest found = start_of(9, 0, true, true);
+  found.released = IdSet::parse("1,3-4").value();
+  found.finished = true;
+  found.fatal = true;
+  auto again = parse_start_request(to_json(found));
+  ASSERT_TRUE(again.ok()) << again.error().text;
+  EXPECT_EQ(*again, found);
+  EXPECT_EQ(to_json(found)["released"], "1,3-4");
+  EXPECT_FALSE(to_json(start_of(9, 0, false, false)).contains("released"));  // a first start carries none of it
+  EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"reattach", true}, {"released", "2-"}}).ok());
+  EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"reattach", true}, {"fatal", 1}}).ok());
   auto dflt = parse_start_request(Json{{"id", 3}, {"reattach", true}});
   ASSERT_TRUE(dflt.ok());
-  EXPECT_EQ(*dflt, (StartRequest{3, 0, true, true}));  // started defaults to reattach
+  EXPECT_EQ(*dflt, start_of(3, 0, true, true));  // started defaults to reattach
   EXPECT_FALSE(parse_start_request(Json{{"userid", 1}}).ok());
   EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"reattach", "yes"}}).ok());
   EXPECT_FALSE(parse_start_request(Json{{"id", 1}, {"userid", -1}}).ok());

@@ -1,6 +1,7 @@
 // The shell executor after a crash (shell_executor.h; docs/protocols/exec.md,
-// item 8): a job that was running is found again from its eventlogs and
-// its shells, which outlived their brokers.
+// item 8): a job that was running is found again from what the job
+// manager says of its stream, job-exec's exec eventlog, and its shells,
+// which outlived their brokers.
 #include <spdlog/spdlog.h>
 #include <sys/wait.h>
 
@@ -21,10 +22,12 @@ namespace loom::job_exec {
 
 // A job that was running when the instance went down (docs/protocols/exec.md): its
 // shells kept their tasks and connected to their restarted brokers. The
-// eventlog says which ranks were released and whether `finish` was logged;
-// every other rank's shell is asked for, and once all are found the stream
-// goes on as if nothing happened. A shell that did not come back makes the
-// job lost: an exception saying so, the others killed, everything released.
+// start says where the stream stood (the ranks released, finish, a fatal
+// exception), the job's exec eventlog, job-exec's own record, which shells
+// had exited and which epilogs had ended; every other rank's shell is
+// asked for, and once all are found the stream goes on as if nothing
+// happened. A shell that did not come back makes the job lost: an
+// exception saying so, the others killed, everything released.
 void ShellExecutor::find_shells(ShellRun& r) {
   uint64_t id = r.id;
   if (r.origin == ShellRun::Origin::kSettle) {
@@ -39,54 +42,28 @@ void ShellExecutor::find_shells(ShellRun& r) {
     auto v = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
     return v.ok() && v->is_object() ? v->value("value", std::string()) : std::string();
   };
-  // The job's eventlog, then its exec eventlog: in its namespace, or in the
-  // linked copy if the crash came after the link. Only the instance writes
-  // either (the exec eventlog's keys are refused to the job's user), so a
-  // shell-exit found there is a shell that did exit.
-  std::string key = "job." + std::to_string(id);
-  h_.rpc("kvs.lookup", Json{{"key", key + ".eventlog"}}, {}, [=, this](const Message& m) {
+  // The exec eventlog: in the job's namespace, or in the linked copy if the
+  // crash came after the link. Only the instance writes it (its keys are
+  // refused to the job's user), so a shell-exit found there is a shell
+  // that did exit.
+  h_.rpc("kvs.lookup", Json{{"namespace", r.ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
     ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
     if (!rp) return;
-    std::string eventlog = value_of(m);
-    h_.rpc("kvs.lookup", Json{{"namespace", rp->ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
-      ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
-      if (!rp) return;
-      if (!e.errnum) return reattach_ranks(*rp, eventlog, value_of(e));
-      h_.rpc("kvs.lookup", Json{{"key", key + ".guest.exec.eventlog"}}, {}, [=, this](const Message& linked) {
-        if (ShellRun* rp = alive.expired() ? nullptr : run(id, serial)) reattach_ranks(*rp, eventlog, value_of(linked));
-      });
+    if (!e.errnum) return reattach_ranks(*rp, value_of(e));
+    std::string linked = "job." + std::to_string(id) + ".guest.exec.eventlog";
+    h_.rpc("kvs.lookup", Json{{"key", linked}}, {}, [=, this](const Message& l) {
+      if (ShellRun* rp = alive.expired() ? nullptr : run(id, serial)) reattach_ranks(*rp, value_of(l));
     });
   });
 }
 
-void ShellExecutor::reattach_ranks(ShellRun& r, const std::string& eventlog, const std::string& exec_eventlog) {
+void ShellExecutor::reattach_ranks(ShellRun& r, const std::string& exec_eventlog) {
   uint64_t id = r.id;
   std::string job = encode_f58(JobId{id});
-  LineSplitter lines;
-  for (auto& line : lines.feed(eventlog)) {
-    auto e = parse_event(line);
-    if (!e.ok() || !e->context.is_object()) continue;
-    if (e->name == "finish") r.finished = true;
-    // (Every field is checked for its type: these logs are read back from
-    // the KVS, and a wrong type must not throw inside the broker.)
-    int64_t one = 1;
-    auto severity = get_int(e->context, "severity", INT64_MIN, INT64_MAX, &one);
-    if (e->name == "exception" && severity.ok() && *severity == 0) {
-      // A cancel (or another fatal exception) came before the crash: the
-      // tasks are killed once found, as they would have been.
-      r.fatal = true;
-      r.fatal_before_restart = true;
-    }
-    if (e->name != "release") continue;
-    auto text = get_string(e->context, "ranks", "");
-    std::string ranks = text.ok() ? *text : "";
-    auto set = ranks == "all" ? IdSet::parse(r.all) : IdSet::parse(ranks);
-    if (set.ok()) {
-      for (uint32_t rank : set->to_vector()) r.released.insert(rank);
-    }
-  }
-  // The exec eventlog says which shells had exited (and with what) and
-  // which epilogs had ended before the crash.
+  // Which shells had exited (and with what) and which epilogs had ended
+  // before the crash. (Every field is checked for its type: the log is
+  // read back from the KVS, and a wrong type must not throw inside the
+  // broker.)
   std::map<uint32_t, int> exits;
   LineSplitter exec_lines;
   for (auto& line : exec_lines.feed(exec_eventlog)) {

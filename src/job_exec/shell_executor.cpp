@@ -56,6 +56,14 @@ void ShellExecutor::start(const StartInfo& s) {
     // A job ended before it started, found at a restart: what it left on
     // its ranks (a prolog or epilog) is seen to, and the ranks are released.
     r.origin = s.head.started ? ShellRun::Origin::kReattach : ShellRun::Origin::kSettle;
+    // Where the stream stood, as the job manager recorded it: the ranks
+    // it has back, its finish, a fatal exception (a cancel: the tasks are
+    // killed once found, as they would have been).
+    for (uint32_t rank : r.ranks) {
+      if (s.head.released.contains(rank)) r.released.insert(rank);
+    }
+    r.finished = s.head.finished;
+    r.fatal = r.fatal_before_restart = s.head.fatal;
     return find_shells(r);
   }
   launch(r, s.jobspec, s.R_json);

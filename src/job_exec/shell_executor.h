@@ -159,7 +159,7 @@ class ShellExecutor final : public Executor {
 
   // reattach.cpp
   void find_shells(ShellRun& r);
-  void reattach_ranks(ShellRun& r, const std::string& eventlog, const std::string& exec_eventlog);
+  void reattach_ranks(ShellRun& r, const std::string& exec_eventlog);
   void settle_rank(ShellRun& r, uint32_t rank);
   void ask_shell(ShellRun& r, uint32_t rank);
   // Starts the reattach timeout (once): ranks not back by then are lost.

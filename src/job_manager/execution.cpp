@@ -51,7 +51,19 @@ void JobManager::Impl::send_start(Job& j) {
   // A job found again after a restart: running (started), or ended before
   // it started (what it left on its ranks to be seen to).
   bool reattach = j.rec.started || (j.rec.state == JobState::kCleanup && j.exec_may_hold);
-  Json req = exec_protocol::to_json(exec_protocol::StartRequest{j.id.value(), j.rec.userid, reattach, j.rec.started});
+  exec_protocol::StartRequest start;
+  start.id = j.id.value();
+  start.userid = j.rec.userid;
+  start.reattach = reattach;
+  start.started = j.rec.started;
+  if (reattach) {
+    // What this eventlog has of the job's stream: the service goes on from
+    // there (it keeps its own record of what happened on the ranks).
+    start.released = j.rec.released;
+    start.finished = j.rec.finished;
+    start.fatal = j.rec.fatal_exception;
+  }
+  Json req = exec_protocol::to_json(start);
   req["R"] = j.R.to_json();
   h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
 }
