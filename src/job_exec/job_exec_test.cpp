@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/stepped_clock.h"
+#include "eventlog/eventlog.h"
 #include "exec_protocol/exec_protocol.h"
 #include "msg/access.h"
 #include "msg/handle.h"
@@ -50,6 +51,50 @@ class JobExecTest : public ::testing::Test {
     m.rolemask = role::kOwner;
     h.dispatch(std::move(m));
     answer_all("kvs.namespace-create");
+  }
+  // The start of job `id` again after a restart (reattach, started), with
+  // what the job manager recorded of its stream; job-exec's lookup of the
+  // job's exec eventlog is answered with `exec_log`.
+  void reattach(uint64_t id, const std::string& ranks, const std::string& released, bool fatal,
+                const std::string& exec_log) {
+    Json R{{"version", 1},
+           {"execution",
+            {{"R_lite", Json::array({Json{{"rank", ranks}, {"children", {{"core", "0"}}}}})},
+             {"starttime", clock.wall()},
+             {"expiration", 0}}}};
+    Json jobspec{{"version", 1}, {"attributes", {{"system", Json::object()}}}};
+    Json p{{"id", id},        {"userid", 0},          {"jobspec", jobspec}, {"R", R},        {"reattach", true},
+           {"started", true}, {"released", released}, {"finished", false},  {"fatal", fatal}};
+    Message m = make_request("job-exec.start", p.dump(), kNodeAny, msgflag::kStreaming);
+    m.matchtag = 0;
+    m.route = {make_hop(0, 4)};
+    m.rolemask = role::kOwner;
+    h.dispatch(std::move(m));
+    Message lookup = take("kvs.lookup");
+    Json q = Json::parse(lookup.payload);
+    EXPECT_EQ(q["namespace"], "job-" + std::to_string(id));
+    EXPECT_EQ(q["key"], "exec.eventlog");
+    answer(lookup, Json{{"value", exec_log}});
+  }
+  // The ranks asked shell.reattach, taken (kept to answer as shells).
+  std::vector<uint32_t> reattach_asked() {
+    std::vector<uint32_t> out;
+    for (auto& m : pending("shell.reattach")) {
+      out.push_back(m.nodeid);
+      launches.push_back(m);
+    }
+    return out;
+  }
+  // The shell.reattach to `rank` answered: found, or not back (EHOSTUNREACH).
+  void shell_found(uint32_t rank, bool found) {
+    for (auto it = launches.begin(); it != launches.end(); ++it) {
+      if (it->nodeid != rank || it->topic != "shell.reattach") continue;
+      Message m = *it;
+      if (found) return answer(m, Json{{"type", "reattached"}, {"pid", 100 + rank}});
+      launches.erase(it);
+      return answer_error(m, EHOSTUNREACH);
+    }
+    ADD_FAILURE() << "rank " << rank << " was not asked for its shell";
   }
   // Each rank's shell.launch answered "started".
   void shells_start() {
@@ -276,6 +321,75 @@ TEST_F(JobExecTest, TheExecEventlogIsStoredATenthOfASecondAfterItsFirstEntry) {
   std::string text = c["ops"][0]["value"].get<std::string>();
   EXPECT_NE(text.find("shell-start"), std::string::npos) << text;
   EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 3) << text;  // one entry per rank
+}
+
+// After a restart, a rank whose broker is not back yet is asked for its
+// shell again every second; once every shell is found the job goes on
+// (reattached) and ends as any job does.
+TEST_F(JobExecTest, AfterARestartARankNotBackIsAskedAgainEverySecond) {
+  create(JobExecConfig{.reattach_timeout = 60});
+  reattach(7, "0-1", "", false, "");
+  EXPECT_EQ(reattach_asked(), (std::vector<uint32_t>{0, 1}));
+  shell_found(0, true);
+  shell_found(1, false);
+  EXPECT_TRUE(responses().empty());
+  advance(0.9);
+  EXPECT_TRUE(reattach_asked().empty());
+  advance(0.1);
+  EXPECT_EQ(reattach_asked(), std::vector<uint32_t>{1});
+  shell_found(1, false);
+  advance(1);
+  EXPECT_EQ(reattach_asked(), std::vector<uint32_t>{1});
+  shell_found(1, true);
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"reattached"});
+  shell_exits(0, 0);
+  shell_exits(1, 0);
+  serve_kvs();
+  EXPECT_EQ(names(responses()), (std::vector<std::string>{"release 0", "finish 0", "release 1 final"}));
+}
+
+// A rank still not back at the reattach timeout: the job was lost; the
+// shells found are killed and every rank goes back.
+TEST_F(JobExecTest, ARankNotBackByTheReattachTimeoutLosesTheJob) {
+  create(JobExecConfig{.kill_timeout = 5, .reattach_timeout = 3});
+  reattach(8, "0-1", "", false, "");
+  reattach_asked();
+  shell_found(0, true);
+  shell_found(1, false);
+  for (int i = 0; i < 2; ++i) {
+    advance(1);
+    EXPECT_EQ(reattach_asked(), std::vector<uint32_t>{1});
+    shell_found(1, false);
+  }
+  EXPECT_TRUE(responses().empty());
+  advance(1);
+  auto rs = responses();
+  EXPECT_EQ(names(rs), (std::vector<std::string>{"exception 0 exec", "release 1"}));
+  ASSERT_FALSE(rs.empty());
+  EXPECT_EQ(std::get<Raised>(rs[0]).note, "the job was lost in the restart: ranks 1 did not come back");
+  EXPECT_EQ(kills(), std::vector<std::string>{"0:9"});
+  shell_exits(0, 128 + SIGKILL);
+  serve_kvs();
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"release 0 final"});
+}
+
+// A reattach goes on from what the job manager recorded (rank 1 released,
+// a fatal exception: a cancel) and from job-exec's own exec eventlog (rank
+// 2's shell had exited and its epilog ended): only rank 0 is looked for,
+// and once found its tasks are killed, as the cancel would have had them.
+TEST_F(JobExecTest, AReattachGoesOnFromTheJobManagersRecordAndTheExecEventlog) {
+  create(JobExecConfig{});
+  std::string exec_log = format_event(EventEntry{1.0, "shell-exit", Json{{"rank", 2}, {"status", 0}}}) +
+                         format_event(EventEntry{1.0, "epilog-finish", Json{{"rank", 2}, {"status", 0}}});
+  reattach(9, "0-2", "1", true, exec_log);
+  EXPECT_EQ(reattach_asked(), std::vector<uint32_t>{0});
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"release 2"});
+  shell_found(0, true);
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"reattached"});
+  EXPECT_EQ(kills(), std::vector<std::string>{"0:15"});
+  shell_exits(0, 128 + SIGTERM);
+  serve_kvs();
+  EXPECT_EQ(names(responses()), (std::vector<std::string>{"finish 15", "release 0 final"}));
 }
 
 // A start job-exec cannot read fails that job alone (exception, release):
