@@ -1,6 +1,6 @@
-// libFuzzer target for eventlogs (docs/eventlog.md): what `loom job
-// eventlog` and every watcher read back from the KVS, and what services
-// append.
+// libFuzzer target for eventlogs (Flux RFC 18, as eventlog.h reads it): what
+// `loom job eventlog` and every watcher read back from the KVS, and what
+// services append.
 //
 // The input is read three ways:
 // - as one line: parse_event either fails with a one-line error or yields

@@ -1,5 +1,5 @@
-// libFuzzer target for jobspecs (docs/jobspec.md), as `loom submit` users
-// and anyone who can reach job-manager.submit send them.
+// libFuzzer target for jobspecs (Flux RFC 25, as jobspec.h reads it), as
+// `loom submit` users and anyone who can reach job-manager.submit send them.
 //
 // For any input, parse_jobspec_text either fails with a one-line "jobspec:"
 // error or yields a Jobspec whose counts hold together (at least one slot

@@ -1,6 +1,7 @@
-// libFuzzer target for R, the resource set of a job (docs/resources.md), as
-// the scheduler writes it to the KVS and the execution service, the shells
-// and `loom job info` read it back; and for the hostlists in its nodelist.
+// libFuzzer target for R, the resource set of a job (Flux RFC 20, as rset.h
+// reads it), as the scheduler writes it to the KVS and the execution
+// service, the shells and `loom job info` read it back; and for the
+// hostlists in its nodelist.
 //
 // For any input, ResourceSet::parse_text either fails with a one-line "R:"
 // error or yields a set that round-trips through its encoder: to_json,
