@@ -1,8 +1,9 @@
-// The job manager and the scheduler end to end (docs/protocols/jobs.md, docs/protocols/exec.md):
-// real `loom start` instances with 4 ranks of 2 cores each, driven through
-// the `loom` command line as users drive them. Jobs run in test execution
-// mode waiting for an override that never comes (submit() below), so each
-// holds what it was given until it is cancelled.
+// The job manager and the scheduler end to end (docs/protocols/jobs.md;
+// docs/design.md, "Job states" and "Restart and recovery"): real `loom
+// start` instances with 4 ranks of 2 cores each, driven through the `loom`
+// command line as users drive them. Jobs run in test execution mode waiting
+// for an override that never comes (submit() below), so each holds what it
+// was given until it is cancelled.
 //
 // Waiting is always on events (`loom job wait-event`). To check that the
 // scheduler has *not* started a job, tests call settle(): a

@@ -1,7 +1,8 @@
-// The KVS service end to end (docs/storage.md, docs/protocols/exec.md): real loomd processes, real
-// SQLite files, real sockets. Transactions, watches from several ranks,
-// access rules and guest namespaces, restarts on the same state directory,
-// and state directories that are not loom's.
+// The KVS service end to end (docs/storage.md; docs/design.md, "Storage" and
+// "Restart and recovery"): real loomd processes, real SQLite files, real
+// sockets. Transactions, watches from several ranks, access rules and guest
+// namespaces, restarts on the same state directory, and state directories
+// that are not loom's.
 #include <gtest/gtest.h>
 #include <sqlite3.h>
 #include <unistd.h>

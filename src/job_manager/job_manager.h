@@ -1,11 +1,11 @@
-// The job manager on rank 0 (docs/protocols/jobs.md; messages in
-// docs/protocols/jobs.md). It accepts jobs, gives each a FLUID id and a
-// durable eventlog in the KVS, and drives every job through its states
-// by posting events: each event is checked by apply_event() (job.h), kept
-// in memory and appended to `job.<id>.eventlog`; the side effects of a
-// state (asking the scheduler for resources, giving them back) follow
-// from the state and are idempotent. It talks to the KVS, the scheduler
-// and later the execution service only through messages.
+// The job manager on rank 0 (docs/design.md, "Job states"; messages in
+// docs/protocols/jobs.md and docs/protocols/exec.md). It accepts jobs, gives
+// each a FLUID id and a durable eventlog in the KVS, and drives every job
+// through its states by posting events: each event is checked by
+// apply_event() (job.h), kept in memory and appended to `job.<id>.eventlog`;
+// the side effects of a state (asking the scheduler for resources, giving
+// them back) follow from the state and are idempotent. It talks to the KVS,
+// the scheduler and the registered execution service only through messages.
 //
 // It also serves `job-info`, users' read access to their own jobs
 // (jobspec, R, eventlog), since the primary KVS namespace is owner-only.

@@ -1,8 +1,9 @@
-// ResourcePool: the scheduler's pure core (docs/protocols/jobs.md). It knows the
-// instance's inventory (per rank: cores, gpus, hostname), the state of each
-// rank (up or down, drained or not) and which job holds which cores and
-// gpus. It sends no messages and reads no clock: times are passed in, so
-// every rule here is tested without a broker (pool_test.cpp).
+// ResourcePool: the scheduler's pure core (docs/design.md, "Job manager ↔
+// scheduler"). It knows the instance's inventory (per rank: cores, gpus,
+// hostname), the state of each rank (up or down, drained or not) and which
+// job holds which cores and gpus. It sends no messages and reads no clock:
+// times are passed in, so every rule here is tested without a broker
+// (pool_test.cpp).
 //
 //   feasible()   could a jobspec ever be satisfied by the whole inventory?
 //   match()      the resources a jobspec would get now, from what is free
