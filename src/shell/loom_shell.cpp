@@ -1,8 +1,11 @@
 // loom-shell ID: the job shell on one rank (docs/protocols/exec.md). Started by the
 // shell launch service with the job on stdin as JSON
-//   {id, rank, jobspec, R, namespace}
-// (or forked by `loom-shell --fork-server`, the job in its request: see
-// fork_server below), it starts this rank's tasks with the environment users expect, writes
+//   {id, rank, jobspec, R, namespace, userid, ranks, reattach_timeout,
+//    broker_pid, user?, cgroup?}
+// (job-exec's `info`, to which the launch service adds the last three: see
+// docs/protocols/exec.md, "job-exec: real execution", item 2), or forked by
+// `loom-shell --fork-server`, the job in its request (see fork_server
+// below), it starts this rank's tasks with the environment users expect, writes
 // their stdout and stderr to the job's output eventlog (key `output` of the
 // job's KVS namespace, Flux RFC 24: one `data` entry per line, tagged with
 // the task rank and the stream; base64 where a chunk is not UTF-8),
