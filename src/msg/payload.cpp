@@ -1,5 +1,7 @@
 #include "msg/payload.h"
 
+#include <cmath>
+
 namespace loom {
 
 namespace {
@@ -56,6 +58,22 @@ Result<int64_t> get_int(const Json& j, const char* k, int64_t lo, int64_t hi, co
                              ", not " + std::to_string(v)};
   }
   return v;
+}
+
+Result<uint64_t> get_uint(const Json& j, const char* k) {
+  auto it = j.find(k);
+  if (it == j.end()) return Error{EPROTO, std::string("missing \"") + k + "\""};
+  if (!it->is_number_unsigned()) return Error{EPROTO, std::string("\"") + k + "\" must be a non-negative integer"};
+  return it->get<uint64_t>();
+}
+
+Result<double> get_number(const Json& j, const char* k, double dflt) {
+  auto it = j.find(k);
+  if (it == j.end()) return dflt;
+  if (!it->is_number() || !std::isfinite(it->get<double>())) {
+    return Error{EPROTO, std::string("\"") + k + "\" must be a number"};
+  }
+  return it->get<double>();
 }
 
 Result<bool> get_bool(const Json& j, const char* k, bool dflt) {

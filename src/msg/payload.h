@@ -22,6 +22,12 @@ Result<std::shared_ptr<const Json>> payload_json(const Message& m);
 Result<std::string> get_string(const Json& j, const char* k, const char* dflt = nullptr);
 // Field `k` as an integer within [lo, hi]; `dflt` when absent and given.
 Result<int64_t> get_int(const Json& j, const char* k, int64_t lo, int64_t hi, const int64_t* dflt = nullptr);
+// Field `k` as a non-negative integer of up to 64 bits (a job id; a core
+// count checked by the caller); EPROTO for anything else, a negative
+// number included.
+Result<uint64_t> get_uint(const Json& j, const char* k);
+// Field `k` as a finite number; `dflt` when absent.
+Result<double> get_number(const Json& j, const char* k, double dflt);
 // Field `k` as a boolean; `dflt` when absent.
 Result<bool> get_bool(const Json& j, const char* k, bool dflt);
 

@@ -38,7 +38,6 @@
 
 #include <asio/io_context.hpp>
 #include <asio/post.hpp>
-#include <cmath>
 #include <set>
 #include <string_view>
 
@@ -64,32 +63,6 @@ enum AllocType { kSuccess = 0, kAnnotate = 1, kDeny = 2, kCancel = 3 };
 Error invalid(std::string why) { return Error{EINVAL, std::move(why)}; }
 // A request of the wrong shape (a field missing or of the wrong type).
 Error malformed(std::string why) { return Error{EPROTO, std::move(why)}; }
-
-Result<uint64_t> get_u64(const Json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return malformed(std::string("missing \"") + key + "\"");
-  if (!it->is_number_unsigned()) return malformed(std::string("\"") + key + "\" must be a non-negative integer");
-  return it->get<uint64_t>();
-}
-
-Result<int64_t> get_i64(const Json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end()) return malformed(std::string("missing \"") + key + "\"");
-  if (!it->is_number_integer()) return malformed(std::string("\"") + key + "\" must be an integer");
-  if (it->is_number_unsigned() && it->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-    return invalid(std::string("\"") + key + "\" is too large");
-  }
-  return it->get<int64_t>();
-}
-
-Result<double> get_number(const Json& j, const char* key, double dflt) {
-  auto it = j.find(key);
-  if (it == j.end()) return dflt;
-  if (!it->is_number() || !std::isfinite(it->get<double>())) {
-    return malformed(std::string("\"") + key + "\" must be a number");
-  }
-  return it->get<double>();
-}
 
 // R as an object, or as its JSON text.
 Result<ResourceSet> get_R(const Json& j, const char* key) {
@@ -383,7 +356,7 @@ void Sched::hello() {
     if (r.errnum == ENODATA) return sched_ready();
     if (r.errnum) return retry_startup("job-manager.sched-hello failed: " + error_text(r));
     auto p = payload_object(r);
-    auto id = p.ok() ? get_u64(*p, "id") : Result<uint64_t>(p.error());
+    auto id = p.ok() ? get_uint(*p, "id") : Result<uint64_t>(p.error());
     auto R = id.ok() ? get_R(*p, "R") : Result<ResourceSet>(id.error());
     auto freed_text = R.ok() ? get_string(*p, "free", "") : Result<std::string>(R.error());
     auto freed = freed_text.ok() ? IdSet::parse(*freed_text) : Result<IdSet>(freed_text.error());
@@ -428,9 +401,9 @@ void Sched::sched_ready() {
 void Sched::alloc(const Message& req) {
   auto p = payload_object(req);
   if (!p.ok()) return h_.respond_error(req, p.error());
-  auto id = get_u64(*p, "id");
+  auto id = get_uint(*p, "id");
   if (!id.ok()) return h_.respond_error(req, id.error());
-  auto priority = get_i64(*p, "priority");
+  auto priority = get_int(*p, "priority", INT64_MIN, INT64_MAX);
   if (!priority.ok()) return h_.respond_error(req, priority.error());
   auto t_submit = get_number(*p, "t_submit", 0);
   if (!t_submit.ok()) return h_.respond_error(req, t_submit.error());
@@ -461,7 +434,7 @@ void Sched::alloc(const Message& req) {
 
 void Sched::cancel(const Message& req) {
   auto p = payload_object(req);
-  auto id = p.ok() ? get_u64(*p, "id") : Result<uint64_t>(p.error());
+  auto id = p.ok() ? get_uint(*p, "id") : Result<uint64_t>(p.error());
   if (!id.ok()) {
     spdlog::warn("sched: bad sched.cancel: {}", id.error().text);
     return h_.respond_error(req, id.error());
@@ -507,7 +480,7 @@ void Sched::free(const Message& req) {
   auto payload = payload_json(req);
   if (!payload.ok()) return fail(payload.error());
   const Json* p = payload->get();
-  auto id = get_u64(*p, "id");
+  auto id = get_uint(*p, "id");
   if (!id.ok()) return fail(id.error());
   auto R = get_R(*p, "R");
   if (!R.ok()) return fail(R.error());
@@ -679,9 +652,9 @@ void Sched::rank_event(const Message& ev, bool up) {
 }
 
 Result<RankInventory> Sched::inventory_of(const Json& j) {
-  auto cores = get_u64(j, "cores");
+  auto cores = get_uint(j, "cores");
   if (!cores.ok()) return cores.error();
-  auto gpus = j.contains("gpus") ? get_u64(j, "gpus") : Result<uint64_t>(uint64_t{0});
+  auto gpus = j.contains("gpus") ? get_uint(j, "gpus") : Result<uint64_t>(uint64_t{0});
   if (!gpus.ok()) return gpus.error();
   if (*cores == 0 || *cores > kMaxCores || *gpus > kMaxGpus) {
     return invalid("cores must be 1 to " + std::to_string(kMaxCores) + " and gpus 0 to " + std::to_string(kMaxGpus));
