@@ -1,4 +1,5 @@
-// Strong id types: a Rank is not a JobId is not a uint32_t.
+// Strong id types (JobId, fluid.h): an id is not a plain integer, so one
+// cannot be passed where the other is meant.
 #pragma once
 
 #include <cstdint>
@@ -17,8 +18,6 @@ class StrongId {
  private:
   Rep v_{};
 };
-
-using Rank = StrongId<struct RankTag, uint32_t>;
 
 }  // namespace loom
 
