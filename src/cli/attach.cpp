@@ -58,7 +58,7 @@ struct Attach {
   void watch_output() {
     if (watching) return;
     watching = true;
-    Json req{{"namespace", "job-" + std::to_string(id.value())},
+    Json req{{"namespace", kvs_key::guest_namespace(id)},
              {"key", o.key},
              {"append", true},
              {"waitcreate", true},
@@ -105,7 +105,7 @@ struct Attach {
 }  // namespace
 
 Result<std::string> lookup_guest(Client& c, JobId id, const std::string& key) {
-  std::string k = "guest." + key;
+  std::string k = std::string(kvs_key::kGuest) + "." + key;
   auto r = c.call("job-info.lookup", Json{{"id", id.value()}, {"keys", {k}}});
   if (!r.ok()) return r.error();
   if (!(*r)[k].is_string()) return Error{EPROTO, "the " + key + " eventlog is not text"};

@@ -6,6 +6,7 @@
 
 #include "base/fluid.h"
 #include "cli/common.h"
+#include "kvs/layout.h"
 
 namespace loom::cli {
 
@@ -16,7 +17,7 @@ struct AttachOpts {
   // output's lines as stored, each given to `on_line` instead of the output
   // printed; then 0 is returned once the job is clean instead of its exit
   // code, and Ctrl-C is not caught (nor are exceptions printed).
-  std::string key = "output";
+  std::string key = kvs_key::kOutput;
   std::function<void(const std::string& line)> on_line;
 };
 

@@ -15,6 +15,7 @@
 #include "cli/attach.h"
 #include "cli/common.h"
 #include "jobspec/jobspec.h"
+#include "kvs/layout.h"
 
 namespace loom::cli {
 
@@ -94,7 +95,7 @@ int run_guest_eventlog(const JobOpts& o) {
     if (!e.ok()) return;
     std::cout << (o.json ? line : format_event_human(*e)) << "\n" << std::flush;
   };
-  std::string key = o.path == "exec" ? "exec.eventlog" : o.path;
+  std::string key = o.path == "exec" ? kvs_key::kExecEventlog : kvs_key::kOutput;
   if (o.follow) {
     AttachOpts ao;
     ao.cmd = cmd;
@@ -102,13 +103,12 @@ int run_guest_eventlog(const JobOpts& o) {
     ao.on_line = print;
     return attach_job(**s, *id, ao);
   }
-  std::string num = std::to_string(id->value());
   // Linked with the job once it is done, else in the job's namespace.
   Client& c = *(*s)->client;
   auto text = lookup_guest(c, *id, key);
   if (!text.ok() && text.error().code == ENOENT) {
     // Not linked yet: the job's namespace.
-    auto r = c.call("kvs.lookup", Json{{"namespace", "job-" + num}, {"key", key}});
+    auto r = c.call("kvs.lookup", Json{{"namespace", kvs_key::guest_namespace(*id)}, {"key", key}});
     if (r.ok() && (*r)["value"].is_string()) {
       text = (*r)["value"].get<std::string>();
     } else if (!r.ok() && r.error().code != ENOENT) {
@@ -117,10 +117,11 @@ int run_guest_eventlog(const JobOpts& o) {
       text = lookup_guest(c, *id, key);  // the job may have ended in between
       if (!text.ok() && text.error().code == ENOENT) {
         // No such job, or no such eventlog: job-info tells which.
-        auto known = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {"eventlog"}}});
+        auto known = c.call("job-info.lookup", Json{{"id", id->value()}, {"keys", {kvs_key::kEventlog}}});
         if (!known.ok()) return fail(cmd, known.error());
-        auto log = (*known)["eventlog"].is_string() ? parse_eventlog((*known)["eventlog"].get<std::string>())
-                                                    : Result<std::vector<EventEntry>>(Error{EPROTO, ""});
+        auto log = (*known)[kvs_key::kEventlog].is_string()
+                       ? parse_eventlog((*known)[kvs_key::kEventlog].get<std::string>())
+                       : Result<std::vector<EventEntry>>(Error{EPROTO, ""});
         bool ended =
             log.ok() && std::any_of(log->begin(), log->end(), [](const EventEntry& e) { return e.name == "clean"; });
         return fail(cmd, "job " + o.id + " has no " + o.path + " eventlog" + (ended ? "" : " yet"));
@@ -158,7 +159,7 @@ int run_wait_event(const JobOpts& o) {
 int run_info(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job info", id.error());
-  if (o.key != "jobspec" && o.key != "R" && o.key != "eventlog") {
+  if (o.key != kvs_key::kJobspec && o.key != kvs_key::kR && o.key != kvs_key::kEventlog) {
     return fail("job info", "KEY is jobspec, R or eventlog, not " + o.key);
   }
   auto s = connect_session();

@@ -5,13 +5,14 @@
 
 #include "cli/common.h"
 #include "eventlog/eventlog.h"
+#include "kvs/layout.h"
 
 namespace loom::cli {
 
 namespace {
 
 struct KvsOpts {
-  std::string ns = "primary";
+  std::string ns = kvs_key::kPrimaryNamespace;
   std::vector<std::string> args;
   std::string key;
   std::string name;

@@ -33,6 +33,7 @@
 #include "job_manager/job_manager.h"
 #include "job_manager/submit_rules.h"
 #include "jobspec/jobspec.h"
+#include "kvs/layout.h"
 #include "msg/access.h"
 #include "msg/handle.h"
 #include "msg/payload.h"
@@ -54,8 +55,6 @@ inline int64_t priority_of(uint32_t urgency) {
   if (urgency == kUrgencyExpedite) return kPriorityMax;
   return urgency;
 }
-
-inline std::string job_key(JobId id, const char* leaf) { return "job." + std::to_string(id.value()) + "." + leaf; }
 
 // "COMPLETED", "FAILED", "CANCELED", "TIMEOUT" for an inactive job.
 inline std::string result_of(const JobRecord& r) {

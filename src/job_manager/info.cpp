@@ -16,7 +16,8 @@ void JobManager::Impl::info_lookup(const Message& m) {
   std::vector<std::string> keys;
   // The job's own keys, and the eventlogs of its guest namespace once it is
   // linked into the job's directory (the output and the exec eventlog).
-  static const std::set<std::string> kKeys = {"jobspec", "R", "eventlog", "guest.output", "guest.exec.eventlog"};
+  static const std::set<std::string> kKeys = {kvs_key::kJobspec, kvs_key::kR, kvs_key::kEventlog, kvs_key::kGuestOutput,
+                                              kvs_key::kGuestExecEventlog};
   for (const auto& k : (*p)["keys"]) {
     if (!k.is_string() || !kKeys.count(k.get<std::string>())) {
       return h_.respond_error(m, EINVAL, "keys are jobspec, R, eventlog, guest.output and guest.exec.eventlog");
@@ -28,7 +29,7 @@ void JobManager::Impl::info_lookup(const Message& m) {
   auto left = std::make_shared<size_t>(keys.size());
   auto failed = std::make_shared<bool>(false);
   for (const auto& k : keys) {
-    h_.rpc("kvs.lookup", Json{{"key", job_key(id, k.c_str())}}, {},
+    h_.rpc("kvs.lookup", Json{{"key", kvs_key::job_leaf(id, k)}}, {},
            [this, m, out, left, failed, k, id](const Message& r) {
              if (*failed) return;
              if (r.errnum) {
@@ -56,7 +57,7 @@ void JobManager::Impl::info_eventlog(const Message& m) {
   // watches even a job that is already inactive here: its last events may
   // not be stored yet, and the watch ends once `clean` is.
   if (!*follow) {
-    h_.rpc("kvs.lookup", Json{{"key", job_key(id, "eventlog")}}, {}, [this, m](const Message& r) {
+    h_.rpc("kvs.lookup", Json{{"key", kvs_key::job_eventlog(id)}}, {}, [this, m](const Message& r) {
       if (r.errnum) return h_.respond_error(m, r.errnum, error_text(r));
       auto v = parse_json(r.payload);
       if (!v.ok() || !v->contains("value") || !(*v)["value"].is_string()) {
@@ -71,7 +72,7 @@ void JobManager::Impl::info_eventlog(const Message& m) {
     });
     return;
   }
-  Json watch{{"key", job_key(id, "eventlog")}, {"append", true}, {"from", "start"}};
+  Json watch{{"key", kvs_key::job_eventlog(id)}, {"append", true}, {"from", "start"}};
   auto state = std::make_shared<EventlogWatch>(EventlogWatch{m, id, {}});
   auto tagp = std::make_shared<uint32_t>(0);
   *tagp = h_.rpc("kvs.watch", watch, RpcOptions{.streaming = true}, [this, state, tagp](const Message& r) {

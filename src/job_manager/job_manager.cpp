@@ -65,7 +65,7 @@ bool JobManager::Impl::from_own_service(const Message& r) {
 }
 
 void JobManager::Impl::load() {
-  h_.rpc("kvs.lookup", Json{{"key", "job-manager.queue"}}, {}, [this](const Message& r) {
+  h_.rpc("kvs.lookup", Json{{"key", kvs_key::kJobManagerQueue}}, {}, [this](const Message& r) {
     restore_queue(r);
     load_epoch();
   });
@@ -91,7 +91,7 @@ void JobManager::Impl::restore_queue(const Message& r) {
   if (!part("submit", "enabled", &submit_enabled_, &submit_reason_) ||
       !part("sched", "started", &sched_started_, &sched_reason_)) {
     spdlog::warn("job-manager: the stored queue state is unreadable ({}); the queue is enabled and started",
-                 r.errnum ? error_text(r) : "bad job-manager.queue");
+                 r.errnum ? error_text(r) : std::string("bad ") + kvs_key::kJobManagerQueue);
     submit_enabled_ = sched_started_ = true;
     submit_reason_.clear();
     sched_reason_.clear();
@@ -106,13 +106,13 @@ void JobManager::Impl::restore_queue(const Message& r) {
 void JobManager::Impl::store_queue() {
   Json q{{"submit", {{"enabled", submit_enabled_}, {"reason", submit_reason_}}},
          {"sched", {{"started", sched_started_}, {"reason", sched_reason_}}}};
-  commit_op(Json{{"op", "put"}, {"key", "job-manager.queue"}, {"value", dump_json(q)}});
+  commit_op(Json{{"op", "put"}, {"key", kvs_key::kJobManagerQueue}, {"value", dump_json(q)}});
 }
 
 void JobManager::Impl::load_epoch() {
   // The FLUID epoch is kept in the KVS so that ids stay unique and
   // time-ordered across restarts.
-  h_.rpc("kvs.lookup", Json{{"key", "job-manager.epoch"}}, {}, [this](const Message& r) {
+  h_.rpc("kvs.lookup", Json{{"key", kvs_key::kJobManagerEpoch}}, {}, [this](const Message& r) {
     uint64_t epoch = 0;
     if (r.errnum == 0) {
       auto v = parse_json(r.payload);
@@ -126,10 +126,10 @@ void JobManager::Impl::load_epoch() {
     }
     if (epoch == 0) {
       epoch = static_cast<uint64_t>(h_.clock().wall() * 1000);
-      commit_op(Json{{"op", "put"}, {"key", "job-manager.epoch"}, {"value", std::to_string(epoch)}});
+      commit_op(Json{{"op", "put"}, {"key", kvs_key::kJobManagerEpoch}, {"value", std::to_string(epoch)}});
     }
     fluid_ = std::make_unique<FluidGenerator>(epoch, 0);
-    h_.rpc("kvs.lookup", Json{{"key", "job"}}, {}, [this](const Message& r) {
+    h_.rpc("kvs.lookup", Json{{"key", kvs_key::kJobDir}}, {}, [this](const Message& r) {
       std::vector<std::string> names;
       if (r.errnum == 0) {
         auto v = parse_json(r.payload);
@@ -151,11 +151,11 @@ void JobManager::Impl::load_jobs(const std::vector<std::string>& names) {
   auto texts = std::make_shared<Texts>();
   auto left = std::make_shared<size_t>(names.size() * 3);
   if (names.empty()) return finish_load({});
-  static const char* kLeaves[3] = {"eventlog", "jobspec", "R"};
+  static const char* kLeaves[3] = {kvs_key::kEventlog, kvs_key::kJobspec, kvs_key::kR};
   for (const auto& name : names) {
     (*texts)[name];
     for (int i = 0; i < 3; ++i) {
-      h_.rpc("kvs.lookup", Json{{"key", "job." + name + "." + kLeaves[i]}}, {},
+      h_.rpc("kvs.lookup", Json{{"key", kvs_key::job_leaf(name, kLeaves[i])}}, {},
              [this, texts, left, name, i](const Message& r) {
                if (r.errnum == 0) {
                  auto v = parse_json(r.payload);
@@ -257,7 +257,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
     spdlog::error("job-manager: job {}: {}", j.id.value(), st.error().text);
     return st;
   }
-  commit_op(Json{{"op", "append"}, {"key", job_key(j.id, "eventlog")}, {"value", format_event(e)}});
+  commit_op(Json{{"op", "append"}, {"key", kvs_key::job_eventlog(j.id)}, {"value", format_event(e)}});
   if (name == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();

@@ -147,7 +147,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     j.nnodes = specs[i].nnodes;
     j.duration = specs[i].duration;
     j.jobspec = std::move(texts[i]);
-    commit_op(Json{{"op", "put"}, {"key", job_key(id, "jobspec")}, {"value", j.jobspec}});
+    commit_op(Json{{"op", "put"}, {"key", kvs_key::job_jobspec(id)}, {"value", j.jobspec}});
     (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
     ids.push_back(id.value());
     created.push_back(&j);
@@ -327,7 +327,7 @@ void JobManager::Impl::kill(const Message& m) {
 void JobManager::Impl::purge_jobs(const std::vector<JobId>& ids, std::function<void(const Error*)> done) {
   for (JobId id : ids) {
     jobs_.erase(id);
-    commit_op(Json{{"op", "unlink"}, {"key", "job." + std::to_string(id.value())}});
+    commit_op(Json{{"op", "unlink"}, {"key", kvs_key::job_dir(id)}});
   }
   if (done) after_commit(std::move(done));
 }

@@ -27,7 +27,9 @@ namespace {
 // eventlog), which it trusts after a restart: in a job's namespace the
 // user may write the rest (its output) but not these
 // (docs/protocols/jobs.md, "KVS").
-bool written_only_by_the_instance(const std::string& key) { return key == "exec" || key.starts_with("exec."); }
+bool written_only_by_the_instance(const std::string& key) {
+  return key == kvs_key::kExecDir || key.starts_with(std::string(kvs_key::kExecDir) + ".");
+}
 }  // namespace
 
 Result<std::unique_ptr<Kvs>> Kvs::create(asio::io_context& io, Handle& h, std::unique_ptr<Storage> storage,

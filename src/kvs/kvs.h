@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "kvs/layout.h"
 #include "kvs/storage.h"
 #include "msg/handle.h"
 
@@ -40,7 +41,7 @@ class io_context;
 
 namespace loom {
 
-inline constexpr const char* kPrimaryNamespace = "primary";
+inline constexpr const char* kPrimaryNamespace = kvs_key::kPrimaryNamespace;
 
 class Kvs {
  public:

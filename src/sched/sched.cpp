@@ -42,6 +42,7 @@
 #include <string_view>
 
 #include "hostlist/hostlist.h"
+#include "kvs/layout.h"
 #include "msg/payload.h"
 
 namespace loom {
@@ -49,9 +50,9 @@ namespace loom {
 namespace {
 
 constexpr double kRetrySeconds = 1.0;
-constexpr const char* kDrainKey = "resource.drain";
+constexpr const char* kDrainKey = kvs_key::kResourceDrain;
 // What each rank's host reported it has: {"RANK": {"cores": N, "gpus": N}}.
-constexpr const char* kInventoryKey = "resource.inventory";
+constexpr const char* kInventoryKey = kvs_key::kResourceInventory;
 // Bounds on a host's report, so that a bad one cannot make huge id sets.
 constexpr uint64_t kMaxCores = 1u << 20, kMaxGpus = 1u << 16;
 constexpr const char* kInsufficient = "insufficient resources";
@@ -832,7 +833,7 @@ void Sched::commit_starts() {
   starting_.clear();
   Json ops = Json::array();
   for (const auto& s : *batch) {
-    ops.push_back(Json{{"op", "put"}, {"key", "job." + std::to_string(s.id) + ".R"}, {"value", dump_json(s.R)}});
+    ops.push_back(Json{{"op", "put"}, {"key", kvs_key::job_R(JobId{s.id})}, {"value", dump_json(s.R)}});
   }
   auto alive = std::weak_ptr<int>(alive_);
   h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [this, alive, batch](const Message& resp) {
@@ -843,7 +844,7 @@ void Sched::commit_starts() {
         (void)pool_.free_all(s.id);
         h_.respond(s.req, Json{{"id", s.id},
                                {"type", kDeny},
-                               {"note", "cannot write job." + std::to_string(s.id) + ".R: " + error_text(resp)}});
+                               {"note", "cannot write " + kvs_key::job_R(JobId{s.id}) + ": " + error_text(resp)}});
       } else {
         h_.respond(s.req, Json{{"id", s.id}, {"type", kSuccess}, {"R", s.R}});
       }

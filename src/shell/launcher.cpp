@@ -21,6 +21,7 @@
 #include <sstream>
 
 #include "base/fluid.h"
+#include "kvs/layout.h"
 #include "msg/payload.h"
 #include "shell/cgroup.h"
 #include "shell/perilog.h"
@@ -804,13 +805,14 @@ void ShellLauncher::Impl::parent_link(bool up) {
     if (!s.claimed) expect_claim(job);
     if (s.status) continue;
     uint64_t jid = job;
-    h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({"eventlog"})}}, RpcOptions{.timeout = 30},
+    h_.rpc("job-info.lookup", Json{{"id", jid}, {"keys", Json::array({kvs_key::kEventlog})}}, RpcOptions{.timeout = 30},
            [this, jid, alive = std::weak_ptr<int>(alive_)](const Message& r) {
              if (alive.expired()) return;
              if (r.errnum == ENOENT) return kill_shell_here(jid, "the instance does not know the job");
              auto p = parse_json(r.payload);
-             if (r.errnum || !p.ok() || !p->is_object() || !(*p)["eventlog"].is_string()) return;
-             if (auto why = released_here((*p)["eventlog"].get<std::string>(), cfg_.rank)) kill_shell_here(jid, *why);
+             if (r.errnum || !p.ok() || !p->is_object() || !(*p)[kvs_key::kEventlog].is_string()) return;
+             if (auto why = released_here((*p)[kvs_key::kEventlog].get<std::string>(), cfg_.rank))
+               kill_shell_here(jid, *why);
            });
   }
 }

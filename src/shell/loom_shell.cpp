@@ -67,6 +67,7 @@
 #include "base/wait_status.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
+#include "kvs/layout.h"
 #include "msg/client.h"
 #include "rset/rset.h"
 #include "shell/cgroup.h"
@@ -266,7 +267,7 @@ void Shell::flush() {
     in_flight_.push_back(std::move(pending_.front()));
     pending_.pop_front();
   }
-  Json ops = Json::array({Json{{"op", "append"}, {"key", "output"}, {"value", std::move(lines)}}});
+  Json ops = Json::array({Json{{"op", "append"}, {"key", kvs_key::kOutput}, {"value", std::move(lines)}}});
   commit_in_flight_ = true;
   uint64_t gen = generation_;
   c_->handle().rpc("kvs.commit", Json{{"namespace", ns_}, {"ops", ops}}, {}, [this, gen](const Message& r) {
@@ -366,7 +367,7 @@ void Shell::ask_instance(Handle& h) {
   asking_ = true;
   asked_at_ = clock_.now();
   uint64_t gen = ask_gen_;
-  Json ask{{"id", info_["id"]}, {"keys", Json::array({"eventlog"})}};
+  Json ask{{"id", info_["id"]}, {"keys", Json::array({kvs_key::kEventlog})}};
   h.rpc("job-info.lookup", ask, RpcOptions{.timeout = 5}, [this, gen](const Message& r) {
     if (gen != ask_gen_) return;
     asking_ = false;
@@ -376,8 +377,8 @@ void Shell::ask_instance(Handle& h) {
       return;
     }
     auto p = parse_json(r.payload);
-    if (r.errnum || !p.ok() || !p->is_object() || !(*p)["eventlog"].is_string()) return;
-    if (auto why = released_here((*p)["eventlog"].get<std::string>(), rank_)) {
+    if (r.errnum || !p.ok() || !p->is_object() || !(*p)[kvs_key::kEventlog].is_string()) return;
+    if (auto why = released_here((*p)[kvs_key::kEventlog].get<std::string>(), rank_)) {
       gone_ = *why;
     } else {
       held_ = true;
