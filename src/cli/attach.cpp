@@ -37,7 +37,6 @@ struct Attach {
   LineSplitter lines;
   bool watching = false;
   uint32_t watch_tag = 0;
-  bool clean = false;
   int rc = -1;  // set on an error
 
   void print_entry(const Json& e) {
@@ -136,32 +135,22 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
     });
   };
   if (attached) on_int();
-  s.handle().rpc("job-info.eventlog", Json{{"id", id.value()}, {"follow", true}}, {kNodeAny, true, 0},
-                 [&](const Message& m) {
-                   if (m.errnum == ENODATA) {
-                     a.clean = true;
-                     return;
-                   }
-                   if (m.errnum) {
-                     a.rc = fail(cmd, error_text(m));
-                     return;
-                   }
-                   auto j = parse_json(m.payload);
-                   if (!j.ok() || !j->contains("event")) return;
-                   const Json& e = (*j)["event"];
-                   std::string name = e.value("name", "");
-                   if (name == "start") a.watch_output();
-                   if (attached && name == "exception" && e["context"].value("severity", 1) == 0) {
-                     std::string note = e["context"].value("note", "");
-                     std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": " << e["context"].value("type", "")
-                               << " exception" << (note.empty() ? "" : ": " + note) << "\n";
-                   }
-                   if (name == "clean") a.clean = true;
-                 });
-  while (!a.clean && a.rc < 0 && s.client->is_open()) s.io.run_one();
+  // Read until the job is clean (or the stream ends without it).
+  int rc =
+      stream_until_end(s, cmd, "job-info.eventlog", Json{{"id", id.value()}, {"follow", true}}, -1, [&](const Json& j) {
+        if (!j.contains("event")) return -1;
+        const Json& e = j["event"];
+        std::string name = e.value("name", "");
+        if (name == "start") a.watch_output();
+        if (attached && name == "exception" && e["context"].value("severity", 1) == 0) {
+          std::string note = e["context"].value("note", "");
+          std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": " << e["context"].value("type", "")
+                    << " exception" << (note.empty() ? "" : ": " + note) << "\n";
+        }
+        return name == "clean" ? 0 : -1;
+      });
   if (sigint) sigint->cancel();
-  if (a.rc >= 0) return a.rc;
-  if (!a.clean) return fail(cmd, s.client->lost_text());
+  if (rc != 0) return rc;
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);
   a.read_rest();
   if (a.rc >= 0) return a.rc;

@@ -26,6 +26,41 @@ Result<std::string> instance_uri() {
   return Error{ENOENT, "no instance found: set LOOM_URI, start one with `loom start`, or start loomd --config"};
 }
 
+int stream_until_end(Session& s, const std::string& cmd, const std::string& topic, const Json& req, double timeout,
+                     const std::function<int(const Json& payload)>& on_response) {
+  int rc = -1;
+  auto timer = s.clock->make_timer();
+  if (timeout >= 0) {
+    timer->arm(timeout, [&] {
+      char buf[64];
+      std::snprintf(buf, sizeof buf, "timed out after %gs", timeout);
+      rc = fail(cmd, buf);
+    });
+  }
+  uint32_t tag = s.handle().rpc(topic, req, {kNodeAny, true, 0}, [&](const Message& m) {
+    if (rc >= 0) return;
+    if (m.errnum == ENODATA) {
+      rc = 0;
+      return;
+    }
+    if (m.errnum) {
+      rc = fail(cmd, error_text(m));
+      return;
+    }
+    auto j = parse_json(m.payload);
+    if (!j.ok()) {
+      rc = fail(cmd, "unexpected response from " + topic);
+      return;
+    }
+    rc = on_response(*j);
+  });
+  while (rc < 0 && s.client->is_open()) s.io.run_one();
+  // Stopped before its end: the handler, which refers to this frame, goes.
+  s.handle().cancel_rpc(tag);
+  if (rc < 0) return fail(cmd, s.client->lost_text());
+  return rc;
+}
+
 Result<std::unique_ptr<Session>> connect_session() {
   auto uri = instance_uri();
   if (!uri.ok()) return uri.error();

@@ -39,6 +39,16 @@ Result<std::unique_ptr<Session>> connect_session();
 int fail(const std::string& cmd, const std::string& text, int code = 1);
 int fail(const std::string& cmd, const Error& e, int code = 1);
 
+// Sends the streaming request TOPIC and runs the session's loop until the
+// stream is over; returns the exit status. `on_response` gets each
+// response's payload and returns -1 to read on, or an exit status to stop
+// with. The stream ends with 0 at ENODATA; with `fail` at an error
+// response (its text), a payload that is not JSON ("unexpected response
+// from TOPIC"), `timeout` seconds (when not negative: "timed out after
+// Ns") or a lost connection. Responses after the end are dropped.
+int stream_until_end(Session& s, const std::string& cmd, const std::string& topic, const Json& req, double timeout,
+                     const std::function<int(const Json& payload)>& on_response);
+
 // "1700000000.123456 name key=value ..." for people reading an eventlog.
 std::string format_event_human(const EventEntry& e);
 

@@ -45,39 +45,13 @@ int stream_eventlog(const std::string& cmd, const JobOpts& o, bool follow,
   if (!id.ok()) return fail(cmd, id.error());
   auto s = connect_session();
   if (!s.ok()) return fail(cmd, s.error());
-  Session& sess = **s;
-  int rc = -1;
-  auto timer = sess.clock->make_timer();
-  if (o.timeout >= 0) {
-    timer->arm(o.timeout, [&] {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "timed out after %gs", o.timeout);
-      rc = fail(cmd, buf);
-    });
-  }
-  sess.handle().rpc("job-info.eventlog", Json{{"id", id->value()}, {"follow", follow}}, {kNodeAny, true, 0},
-                    [&](const Message& m) {
-                      if (rc >= 0) return;
-                      if (m.errnum == ENODATA) {
-                        rc = 0;
-                        return;
-                      }
-                      if (m.errnum) {
-                        rc = fail(cmd, error_text(m));
-                        return;
-                      }
-                      auto j = parse_json(m.payload);
-                      if (!j.ok() || !j->contains("event")) {
-                        rc = fail(cmd, "unexpected response from job-info.eventlog");
-                        return;
-                      }
-                      auto e = parse_event(dump_json((*j)["event"]));
-                      if (!e.ok()) return;
-                      if (on_event((*j)["event"], *e)) rc = 0;
-                    });
-  while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail(cmd, sess.client->lost_text());
-  return rc;
+  return stream_until_end(**s, cmd, "job-info.eventlog", Json{{"id", id->value()}, {"follow", follow}}, o.timeout,
+                          [&](const Json& j) {
+                            if (!j.contains("event")) return fail(cmd, "unexpected response from job-info.eventlog");
+                            auto e = parse_event(dump_json(j["event"]));
+                            if (!e.ok()) return -1;
+                            return on_event(j["event"], *e) ? 0 : -1;
+                          });
 }
 
 // `--path=exec|output`: the job's exec eventlog (exec.eventlog) or output

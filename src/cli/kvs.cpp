@@ -114,47 +114,17 @@ int follow_eventlog(const std::string& cmd, const KvsOpts& o, bool follow,
     }
     return 0;
   }
-  int rc = -1;
   LineSplitter split;
-  auto timer = sess.clock->make_timer();
-  if (o.timeout >= 0) {
-    timer->arm(o.timeout, [&] {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "timed out after %gs", o.timeout);
-      rc = fail(cmd, buf);
-    });
-  }
   Json req = with_ns(o, {{"key", o.key}, {"append", true}, {"waitcreate", true}, {"from", "start"}});
-  sess.handle().rpc("kvs.watch", req, {kNodeAny, true, 0}, [&](const Message& m) {
-    if (rc >= 0) return;
-    if (m.errnum == ENODATA) {
-      rc = 0;
-      return;
-    }
-    if (m.errnum) {
-      rc = fail(cmd, error_text(m));
-      return;
-    }
-    auto j = parse_json(m.payload);
-    if (!j.ok() || !j->contains("data")) {
-      rc = fail(cmd, "unexpected response from kvs.watch");
-      return;
-    }
-    for (auto& line : split.feed((*j)["data"].get<std::string>())) {
+  return stream_until_end(sess, cmd, "kvs.watch", req, o.timeout, [&](const Json& j) {
+    if (!j.contains("data") || !j["data"].is_string()) return fail(cmd, "unexpected response from kvs.watch");
+    for (auto& line : split.feed(j["data"].get<std::string>())) {
       auto e = parse_event(line);
-      if (!e.ok()) {
-        rc = fail(cmd, o.key + ": " + e.error().text);
-        return;
-      }
-      if (on_event(line, *e)) {
-        rc = 0;
-        return;
-      }
+      if (!e.ok()) return fail(cmd, o.key + ": " + e.error().text);
+      if (on_event(line, *e)) return 0;
     }
+    return -1;
   });
-  while (rc < 0 && sess.client->is_open()) sess.io.run_one();
-  if (rc < 0) return fail(cmd, sess.client->lost_text());
-  return rc;
 }
 
 int run_eventlog_get(const KvsOpts& o) {
