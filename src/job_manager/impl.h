@@ -14,7 +14,6 @@
 #include <algorithm>
 #include <array>
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 #include <cerrno>
 #include <cmath>
 #include <deque>
@@ -27,6 +26,7 @@
 
 #include "base/clock.h"
 #include "base/fluid.h"
+#include "base/once_per_turn.h"
 #include "eventlog/eventlog.h"
 #include "exec_protocol/exec_protocol.h"
 #include "job_manager/job.h"
@@ -154,7 +154,8 @@ struct JobManager::Impl {
   // Events waiting for the next KVS commit.
   Json pending_ops_ = Json::array();
   std::vector<std::function<void(const Error*)>> after_commit_;
-  bool flush_posted_ = false;
+  // Every event posted in one loop turn goes into one commit.
+  OncePerTurn flush_turn_{io_, [this] { flush(); }};
 
   std::unordered_map<uint32_t, EventlogWatch> eventlog_watches_;  // by our kvs.watch matchtag
 
@@ -193,13 +194,12 @@ struct JobManager::Impl {
   void on_inactive(Job& j);
   void commit_op(Json op) {
     pending_ops_.push_back(std::move(op));
-    schedule_flush();
+    flush_turn_.request();
   }
   void after_commit(std::function<void(const Error*)> fn) {
     after_commit_.push_back(std::move(fn));
-    schedule_flush();
+    flush_turn_.request();
   }
-  void schedule_flush();
   void flush();
 
   // --- scheduler ---

@@ -354,18 +354,7 @@ void JobManager::Impl::on_inactive(Job& j) {
   }
 }
 
-void JobManager::Impl::schedule_flush() {
-  if (flush_posted_) return;
-  flush_posted_ = true;
-  // Every event posted in this loop turn goes into one commit.
-  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
-    if (alive.expired()) return;
-    flush();
-  });
-}
-
 void JobManager::Impl::flush() {
-  flush_posted_ = false;
   auto ops = std::move(pending_ops_);
   pending_ops_ = Json::array();
   auto after = std::move(after_commit_);

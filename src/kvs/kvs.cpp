@@ -3,7 +3,6 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 
 #include "msg/access.h"
 #include "msg/payload.h"
@@ -163,17 +162,10 @@ void Kvs::commit(const Message& req) {
 void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
   for (const auto& op : ops) pending_ns_.insert(op.ns);
   pending_.push_back(PendingCommit{req, std::move(ops)});
-  if (flush_posted_) return;
-  flush_posted_ = true;
-  // Everything that arrives before this runs joins the same transaction.
-  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
-    if (alive.expired()) return;
-    flush();
-  });
+  flush_turn_.request();
 }
 
 void Kvs::flush() {
-  flush_posted_ = false;
   auto queued = std::move(pending_);
   pending_.clear();
   pending_ns_.clear();

@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/once_per_turn.h"
 #include "base/result.h"
 #include "kvs/layout.h"
 #include "kvs/storage.h"
@@ -105,12 +106,11 @@ class Kvs {
   std::map<std::string, Namespace> namespaces_;
   std::vector<PendingCommit> pending_;
   std::set<std::string> pending_ns_;  // the namespaces pending_ touches
-  bool flush_posted_ = false;
+  // Everything that arrives before the flush runs joins its transaction.
+  OncePerTurn flush_turn_{io_, [this] { flush(); }};
   uint64_t next_watch_ = 1;
   std::unordered_map<uint64_t, Watch> watches_;
   std::multimap<std::pair<std::string, std::string>, uint64_t> watch_index_;  // (ns, key) → watch
-  // Shared with posted flushes, to know the service still exists.
-  std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
 
 // A key is non-empty dot-separated components without whitespace or

@@ -37,7 +37,6 @@
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
-#include <asio/post.hpp>
 #include <set>
 #include <string_view>
 
@@ -698,64 +697,39 @@ void Sched::apply_report(uint32_t rank, const RankInventory& inv) {
   request_pass();
 }
 
-void Sched::request_save_inventory() {
-  // One commit per loop turn, however many hosts reported in it.
-  if (save_posted_) return;
-  save_posted_ = true;
-  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
-    if (alive.expired()) return;
-    save_posted_ = false;
-    Json saved = Json::object();
-    for (uint32_t r = 0; r < pool_.size(); ++r) {
-      const RankInventory& inv = pool_.inventory(r);
-      if (inv.known)
-        saved[std::to_string(r)] = Json{{"host", inv.hostname}, {"cores", inv.ncores}, {"gpus", inv.ngpus}};
-    }
-    Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kInventoryKey}, {"value", dump_json(saved)}}})}};
-    h_.rpc("kvs.commit", commit, {}, [](const Message& r) {
-      if (r.errnum) spdlog::error("sched: cannot save {}: {}", kInventoryKey, error_text(r));
-    });
+void Sched::save_inventory() {
+  Json saved = Json::object();
+  for (uint32_t r = 0; r < pool_.size(); ++r) {
+    const RankInventory& inv = pool_.inventory(r);
+    if (inv.known) saved[std::to_string(r)] = Json{{"host", inv.hostname}, {"cores", inv.ncores}, {"gpus", inv.ngpus}};
+  }
+  Json commit{{"ops", Json::array({Json{{"op", "put"}, {"key", kInventoryKey}, {"value", dump_json(saved)}}})}};
+  h_.rpc("kvs.commit", commit, {}, [](const Message& r) {
+    if (r.errnum) spdlog::error("sched: cannot save {}: {}", kInventoryKey, error_text(r));
   });
 }
 
-void Sched::recheck_pending() {
-  // Once per loop turn, however many hosts reported in it.
-  if (recheck_posted_) return;
-  recheck_posted_ = true;
-  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
-    if (alive.expired()) return;
-    recheck_posted_ = false;
-    for (auto& [id, job] : pending_) {
-      auto st = pool_.feasible(job.jobspec);
-      std::string never = st ? std::string() : st.error().text;
-      if (never == job.never) continue;
-      job.never = never;
-      if (!never.empty()) {
-        spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
-        // Not the holder of the EASY reservation any more.
-        if (estimate_holder_ == id) estimate_holder_.reset();
-        annotate(job, Json{{"reason_pending", never}});
-      } else {
-        annotate(job, Json::object());  // the next pass says why it waits, if it does
-      }
+void Sched::recheck_feasible() {
+  for (auto& [id, job] : pending_) {
+    auto st = pool_.feasible(job.jobspec);
+    std::string never = st ? std::string() : st.error().text;
+    if (never == job.never) continue;
+    job.never = never;
+    if (!never.empty()) {
+      spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
+      // Not the holder of the EASY reservation any more.
+      if (estimate_holder_ == id) estimate_holder_.reset();
+      annotate(job, Json{{"reason_pending", never}});
+    } else {
+      annotate(job, Json::object());  // the next pass says why it waits, if it does
     }
-    request_pass();
-  });
+  }
+  request_pass();
 }
 
 // --- scheduling ---
 
-void Sched::request_pass() {
-  if (pass_posted_) return;
-  pass_posted_ = true;
-  asio::post(io_, [this, alive = std::weak_ptr<int>(alive_)] {
-    if (alive.expired()) return;
-    pass();
-  });
-}
-
 void Sched::pass() {
-  pass_posted_ = false;
   if (!ready_) return;
   const double now = clock_.wall();
   uint64_t free_cores = pool_.count_free().ncores;

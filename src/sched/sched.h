@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "base/clock.h"
+#include "base/once_per_turn.h"
 #include "base/result.h"
 #include "jobspec/jobspec.h"
 #include "msg/handle.h"
@@ -132,11 +133,15 @@ class Sched {
   void report(uint32_t rank, const Json& j);
   void apply_report(uint32_t rank, const RankInventory& inv);
   static Result<RankInventory> inventory_of(const Json& j);
-  void request_save_inventory();
-  void recheck_pending();
+  // One commit of resource.inventory per loop turn, however many hosts
+  // reported in it; and one look at which pending jobs fit no host.
+  void request_save_inventory() { save_inventory_turn_.request(); }
+  void save_inventory();
+  void recheck_pending() { recheck_turn_.request(); }
+  void recheck_feasible();
 
   // At most one scheduling pass per loop turn.
-  void request_pass();
+  void request_pass() { pass_turn_.request(); }
   void pass();
   // Allocates `r` to the pending job `id`, writes job.<id>.R, then answers.
   void start(uint64_t id, ResourceSet r);
@@ -152,7 +157,6 @@ class Sched {
   Policy policy_;
   ResourcePool pool_;
   bool ready_ = false;
-  bool pass_posted_ = false;
   std::optional<uint64_t> estimate_holder_;
   // Jobs started in this pass, answered once their R is stored.
   struct Starting {
@@ -170,8 +174,9 @@ class Sched {
   std::set<uint64_t> restored_partly_;
   // Reports that came before sched-ready, applied then.
   std::map<uint32_t, RankInventory> early_reports_;
-  bool save_posted_ = false;
-  bool recheck_posted_ = false;
+  OncePerTurn pass_turn_{io_, [this] { pass(); }};
+  OncePerTurn save_inventory_turn_{io_, [this] { save_inventory(); }};
+  OncePerTurn recheck_turn_{io_, [this] { recheck_feasible(); }};
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
