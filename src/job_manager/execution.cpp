@@ -118,7 +118,8 @@ void JobManager::Impl::on_start_response(const Message& m) {
   }
   auto it = jobs_.find(JobId{*idv});
   if (it == jobs_.end() || !it->second.start_sent) {
-    spdlog::warn("job-manager: ignoring a {} response for job {}, which has no start outstanding", m.topic, *idv);
+    spdlog::warn("job-manager: ignoring a {} response for job {}, which has no start outstanding", m.topic,
+                 encode_f58(JobId{*idv}));
     return;
   }
   Job& j = it->second;

@@ -254,7 +254,7 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
 Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   EventEntry e{h_.clock().wall(), name, std::move(context)};
   if (auto st = apply_event(j.rec, e); !st) {
-    spdlog::error("job-manager: job {}: {}", j.id.value(), st.error().text);
+    spdlog::error("job-manager: job {}: {}", encode_f58(j.id), st.error().text);
     return st;
   }
   commit_op(Json{{"op", "append"}, {"key", kvs_key::job_eventlog(j.id)}, {"value", format_event(e)}});

@@ -60,7 +60,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     return;
   }
   if (!j || !j->alloc_pending) {
-    spdlog::warn("job-manager: sched.alloc response for job {} that has no alloc pending", id->value());
+    spdlog::warn("job-manager: sched.alloc response for job {} that has no alloc pending", encode_f58(*id));
     if (*type == 0 && p->contains("R")) {
       // Never leave resources with a job that is not waiting for them.
       Json req{{"id", id->value()}, {"R", (*p)["R"]}, {"final", true}};
@@ -74,7 +74,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
   if (*type == 0) {
     auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing R"});
     if (!R.ok()) {
-      spdlog::error("job-manager: job {}: the scheduler sent a bad R: {}", j->id.value(), R.error().text);
+      spdlog::error("job-manager: job {}: the scheduler sent a bad R: {}", encode_f58(j->id), R.error().text);
       (void)post(*j, "exception",
                  Json{{"type", "alloc"}, {"severity", 0}, {"note", "the scheduler sent a bad R: " + R.error().text}});
       advance(*j);

@@ -40,6 +40,7 @@
 #include <set>
 #include <string_view>
 
+#include "base/fluid.h"
 #include "hostlist/hostlist.h"
 #include "kvs/layout.h"
 #include "msg/payload.h"
@@ -367,17 +368,18 @@ void Sched::hello() {
     ResourceSet held = R->subset(R->rank_set().subtract(*freed));
     if (held.empty()) return;
     if (pool_.allocations().count(*id)) {
-      spdlog::error("sched: job {} appears twice in the hello; keeping what it already holds", *id);
+      spdlog::error("sched: job {} appears twice in the hello; keeping what it already holds", encode_f58(JobId{*id}));
       return;
     }
     std::string lost = pool_.restore(*id, held);
     if (lost.empty()) return;
     restored_partly_.insert(*id);
     std::string note = "its resources cannot all be allocated again after the restart: " + lost;
-    spdlog::error("sched: job {}: {}", *id, note);
+    spdlog::error("sched: job {}: {}", encode_f58(JobId{*id}), note);
     Json ex{{"id", *id}, {"severity", 0}, {"type", "scheduler-restart"}, {"note", note}};
     h_.rpc("job-manager.raise", ex, {}, [id = *id](const Message& rr) {
-      if (rr.errnum) spdlog::warn("sched: cannot raise an exception on job {}: {}", id, error_text(rr));
+      if (rr.errnum)
+        spdlog::warn("sched: cannot raise an exception on job {}: {}", encode_f58(JobId{id}), error_text(rr));
     });
   });
 }
@@ -496,9 +498,11 @@ void Sched::free(const Message& req) {
     IdSet gone = R->rank_set().subtract(held_ranks);
     IdSet extra = held_ranks.subtract(R->rank_set());
     if (!gone.empty())
-      spdlog::warn("sched: job {} no longer held ranks {} named in its final free", *id, gone.encode());
+      spdlog::warn("sched: job {} no longer held ranks {} named in its final free", encode_f58(JobId{*id}),
+                   gone.encode());
     if (!extra.empty())
-      spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", *id, extra.encode());
+      spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", encode_f58(JobId{*id}),
+                   extra.encode());
     (void)pool_.free_all(*id);
     restored_partly_.erase(*id);
   } else if (restored_partly_.count(*id)) {
@@ -716,7 +720,7 @@ void Sched::recheck_feasible() {
     if (never == job.never) continue;
     job.never = never;
     if (!never.empty()) {
-      spdlog::info("sched: job {} fits no host now: {}; it waits", id, never);
+      spdlog::info("sched: job {} fits no host now: {}; it waits", encode_f58(JobId{id}), never);
       // Not the holder of the EASY reservation any more.
       if (estimate_holder_ == id) estimate_holder_.reset();
       annotate(job, Json{{"reason_pending", never}});
@@ -814,7 +818,7 @@ void Sched::commit_starts() {
     if (alive.expired()) return;
     for (const auto& s : *batch) {
       if (resp.errnum) {
-        spdlog::error("sched: job {}: cannot write its R: {}", s.id, error_text(resp));
+        spdlog::error("sched: job {}: cannot write its R: {}", encode_f58(JobId{s.id}), error_text(resp));
         (void)pool_.free_all(s.id);
         h_.respond(s.req, Json{{"id", s.id},
                                {"type", kDeny},

@@ -92,7 +92,7 @@ struct ShellLauncher::Impl {
     // Shells outlive their broker (a restarted one can find them again),
     // and so do their cgroups (and ours, then).
     for (auto& [id, s] : shells_) {
-      if (!s.status) spdlog::info("shell: leaving the shell of job {} (pid {}) running", id, s.pid);
+      if (!s.status) spdlog::info("shell: leaving the shell of job {} (pid {}) running", encode_f58(JobId{id}), s.pid);
     }
     if (!cgroup_root_.empty()) remove_cgroup(cgroup_root_);
   }
@@ -223,7 +223,8 @@ void ShellLauncher::Impl::launch(const Message& m) {
       cgroup = *made;
       job["cgroup"] = cgroup;
     } else {
-      spdlog::warn("shell: job {}: {}; its processes are kept together by process group only", jid, made.error().text);
+      spdlog::warn("shell: job {}: {}; its processes are kept together by process group only", encode_f58(JobId{jid}),
+                   made.error().text);
     }
   }
   // Who the shell's parent is (it checks that we are still there).
@@ -297,7 +298,7 @@ void ShellLauncher::Impl::launch(const Message& m) {
     asio::async_write(*s.input, rest, [this, jid, info](const std::error_code& ec, size_t) {
       auto it = shells_.find(jid);
       if (it == shells_.end()) return;
-      if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", jid, ec.message());
+      if (ec) spdlog::warn("shell: job {}: cannot give the shell its job: {}", encode_f58(JobId{jid}), ec.message());
       it->second.input.reset();  // EOF for the shell
     });
   }
@@ -367,7 +368,7 @@ void ShellLauncher::Impl::remove_job_cgroup(uint64_t jid, int status, int tries)
         s.cgroup_timer->arm(kCgroupRetry, [this, jid, status, tries] { remove_job_cgroup(jid, status, tries + 1); });
         return;
       }
-      spdlog::warn("shell: job {}: cannot remove its cgroup {}: {}", jid, s.cgroup,
+      spdlog::warn("shell: job {}: cannot remove its cgroup {}: {}", encode_f58(JobId{jid}), s.cgroup,
                    why.empty() ? "processes remain in it" : why);
     } else if (std::string parent = s.cgroup.substr(0, s.cgroup.rfind('/')); parent != cgroup_root_) {
       // An adopted shell's, in the cgroup of a broker that died: that one
@@ -418,8 +419,8 @@ void ShellLauncher::Impl::claim(uint64_t jid, Message req, Json job_info) {
                           ? job_info["userid"].get<uint32_t>()
                           : static_cast<uint32_t>(::geteuid());
   if (!s.owner_adopted && s.userid != job_user) {
-    spdlog::warn("shell: uid {} adopted a shell (pid {}) for job {} of uid {}; not the job's", s.userid, s.pid, jid,
-                 job_user);
+    spdlog::warn("shell: uid {} adopted a shell (pid {}) for job {} of uid {}; not the job's", s.userid, s.pid,
+                 encode_f58(JobId{jid}), job_user);
     shells_.erase(jid);
     return h_.respond_error(req, EPERM,
                             "the shell that came back for job " + std::to_string(jid) + " is not its user's");
@@ -488,7 +489,7 @@ void ShellLauncher::Impl::adopt(const Message& m) {
     return h_.respond_error(m, watch.error().code, "cannot watch the shell: " + watch.error().text);
   }
   s.watch = std::move(*watch);
-  spdlog::info("shell: adopted the shell of job {} (pid {})", jid, s.pid);
+  spdlog::info("shell: adopted the shell of job {} (pid {})", encode_f58(JobId{jid}), s.pid);
   h_.respond(m, Json::object());
   if (auto c = claims_.find(jid); c != claims_.end()) {
     Claim claimed = std::move(c->second);
@@ -509,7 +510,8 @@ void ShellLauncher::Impl::expect_claim(uint64_t jid) {
     auto it = shells_.find(jid);
     if (it == shells_.end() || it->second.claimed) return;
     if (!it->second.status) {
-      spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", jid, it->second.pid);
+      spdlog::warn("shell: nobody claimed the shell of job {} (pid {}); killing it", encode_f58(JobId{jid}),
+                   it->second.pid);
       kill_job_here(jid, it->second);
     }
     shells_.erase(it);
@@ -593,7 +595,8 @@ void ShellLauncher::Impl::perilog_request(PerilogKind kind, const Message& m) {
   if (command.empty()) return h_.respond_error(m, ENODATA, "");
   if (perilogs_.running(kind, jid)) {
     return h_.respond_error(
-        m, EEXIST, std::string("the ") + perilog_name(kind) + " of job " + std::to_string(jid) + " runs here already");
+        m, EEXIST,
+        std::string("the ") + perilog_name(kind) + " of job " + encode_f58(JobId{jid}) + " runs here already");
   }
   Json info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
   Message req = head_of(m);
@@ -770,7 +773,7 @@ void ShellLauncher::Impl::kill_shell_here(uint64_t jid, const std::string& why) 
   auto it = shells_.find(jid);
   if (it == shells_.end() || it->second.status) return;
   Shell& s = it->second;
-  spdlog::warn("shell: job {}: killing its shell here (pid {}): {}", jid, s.pid, why);
+  spdlog::warn("shell: job {}: killing its shell here (pid {}): {}", encode_f58(JobId{jid}), s.pid, why);
   kill_job_here(jid, s);
 }
 
@@ -779,7 +782,8 @@ void ShellLauncher::Impl::kill_shell_here(uint64_t jid, const std::string& why) 
 void ShellLauncher::Impl::kill_job_here(uint64_t jid, const Shell& s) {
   ::kill(-s.pid, SIGKILL);
   if (!s.cgroup.empty()) {
-    if (auto st = kill_cgroup(s.cgroup); !st.ok()) spdlog::warn("shell: job {}: {}", jid, st.error().text);
+    if (auto st = kill_cgroup(s.cgroup); !st.ok())
+      spdlog::warn("shell: job {}: {}", encode_f58(JobId{jid}), st.error().text);
   }
 }
 

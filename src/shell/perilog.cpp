@@ -75,7 +75,7 @@ bool Perilogs::running(PerilogKind kind, uint64_t jid) const { return running_.c
 Result<pid_t> Perilogs::run(PerilogKind kind, const std::string& command, double timeout, uint64_t jid,
                             const Json& info, const std::function<void(int, bool)>& done) {
   if (running(kind, jid)) {
-    return Error{EEXIST, std::string("the ") + perilog_name(kind) + " of job " + std::to_string(jid) + " runs here"};
+    return Error{EEXIST, std::string("the ") + perilog_name(kind) + " of job " + encode_f58(JobId{jid}) + " runs here"};
   }
   SpawnSpec spec;
   spec.argv = {"/bin/sh", "-c", command};
@@ -100,7 +100,8 @@ Result<pid_t> Perilogs::run(PerilogKind kind, const std::string& command, double
   spec.new_session = true;
   auto pid = spawn(spec);
   if (!pid.ok()) {
-    spdlog::warn("shell: job {}: cannot start the {}: {}", jid, perilog_name(kind), pid.error().text);
+    spdlog::warn("shell: job {}: cannot start the {}: {}", encode_f58(JobId{jid}), perilog_name(kind),
+                 pid.error().text);
     done(127 << 8, false);
     return pid.error();
   }
@@ -176,7 +177,8 @@ void Perilogs::end_orphans(uint64_t jid, std::function<void()> then) {
   std::set<pid_t> groups = std::move(it->second);
   orphans_.erase(it);
   for (pid_t g : groups) {
-    spdlog::warn("shell: job {}: killing a prolog or epilog (process group {}) left by a broker that died", jid, g);
+    spdlog::warn("shell: job {}: killing a prolog or epilog (process group {}) left by a broker that died",
+                 encode_f58(JobId{jid}), g);
     ::kill(-g, SIGKILL);
   }
   wait_gone(std::vector<pid_t>(groups.begin(), groups.end()), 0, std::move(then));
