@@ -16,6 +16,7 @@
 #include "eventlog/eventlog.h"
 #include "idset/idset.h"
 #include "job_exec/shell_executor.h"
+#include "kvs/layout.h"
 #include "msg/payload.h"
 
 namespace loom::job_exec {
@@ -46,11 +47,11 @@ void ShellExecutor::find_shells(ShellRun& r) {
   // crash came after the link. Only the instance writes it (its keys are
   // refused to the job's user), so a shell-exit found there is a shell
   // that did exit.
-  h_.rpc("kvs.lookup", Json{{"namespace", r.ns}, {"key", "exec.eventlog"}}, {}, [=, this](const Message& e) {
+  h_.rpc("kvs.lookup", Json{{"namespace", r.ns}, {"key", kvs_key::kExecEventlog}}, {}, [=, this](const Message& e) {
     ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
     if (!rp) return;
     if (!e.errnum) return reattach_ranks(*rp, value_of(e));
-    std::string linked = "job." + std::to_string(id) + ".guest.exec.eventlog";
+    std::string linked = kvs_key::job_guest_exec_eventlog(JobId{id});
     h_.rpc("kvs.lookup", Json{{"key", linked}}, {}, [=, this](const Message& l) {
       if (ShellRun* rp = alive.expired() ? nullptr : run(id, serial)) reattach_ranks(*rp, value_of(l));
     });

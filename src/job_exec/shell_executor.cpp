@@ -17,6 +17,7 @@
 #include "base/wait_status.h"
 #include "eventlog/eventlog.h"
 #include "idset/idset.h"
+#include "kvs/layout.h"
 #include "msg/payload.h"
 
 namespace loom::job_exec {
@@ -101,7 +102,7 @@ void ShellExecutor::shutdown(Run& base) {
 void ShellExecutor::abandon(Run& base) { kill_all(static_cast<ShellRun&>(base), SIGKILL); }
 
 void ShellExecutor::name_run(ShellRun& r, uint32_t userid) {
-  r.ns = "job-" + std::to_string(r.id);
+  r.ns = kvs_key::guest_namespace(JobId{r.id});
   r.userid = userid;
   IdSet all;
   for (uint32_t rank : r.ranks) all.insert(rank);
@@ -313,7 +314,7 @@ void ShellExecutor::link(ShellRun& r, const Released& last) {
   r.exec_log_timer->cancel();
   enter(r, ShellRun::Phase::kLinking);
   auto alive = svc_.alive();
-  std::string guest = "job." + std::to_string(id) + ".guest";
+  std::string guest = kvs_key::job_guest(JobId{id});
   h_.rpc("kvs.namespace-link", Json{{"namespace", r.ns}, {"key", guest}}, {},
          [this, alive, id, serial, last](const Message& linked) {
            ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
@@ -346,7 +347,7 @@ void ShellExecutor::commit_exec_log(const std::string& ns, const std::string& ke
 void ShellExecutor::append_linked_exec_log(uint64_t id, std::string text) {
   if (text.empty()) return;
   commit_exec_log(
-      "primary", "job." + std::to_string(id) + ".guest.exec.eventlog", std::move(text), [id](const Message& m) {
+      kvs_key::kPrimaryNamespace, kvs_key::job_guest_exec_eventlog(JobId{id}), std::move(text), [id](const Message& m) {
         if (m.errnum) {
           spdlog::warn("job-exec: job {}: cannot store its exec eventlog: {}", encode_f58(JobId{id}), error_text(m));
         }
@@ -364,7 +365,7 @@ void ShellExecutor::store_exec_log(ShellRun& r) {
   r.exec_log.clear();
   auto alive = svc_.alive();
   uint64_t id = r.id, serial = r.serial;
-  commit_exec_log(r.ns, "exec.eventlog", text, [this, alive, id, serial, text](const Message& m) {
+  commit_exec_log(r.ns, kvs_key::kExecEventlog, text, [this, alive, id, serial, text](const Message& m) {
     ShellRun* rp = alive.expired() ? nullptr : run(id, serial);
     if (!rp) return;
     rp->exec_log_sending = false;

@@ -128,7 +128,7 @@ class TestExecutor final : public Executor {
     if (!id.ok()) return h_.respond_error(m, id.error());
     auto event = get_string(*p, "event");
     if (!event.ok()) return h_.respond_error(m, event.error());
-    std::string job = "job " + std::to_string(*id);
+    std::string job = "job " + encode_f58(JobId{static_cast<uint64_t>(*id)});
     auto* r = dynamic_cast<TestRun*>(svc_.find(static_cast<uint64_t>(*id)));
     if (!r || !r->override) return h_.respond_error(m, EINVAL, job + " is not running with override");
     if (*event == "start") {
