@@ -96,7 +96,7 @@ void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
   spdlog::error("job-manager: job {}: execution service {}: {}", encode_f58(j.id), exec_service_, why);
   j.start_sent = false;
   if (!j.rec.fatal_exception && is_active(j.rec.state)) {
-    (void)post(j, "exception", Json{{"type", "exec"}, {"severity", 0}, {"note", "execution protocol: " + why}});
+    (void)post(j, "exception", exception_context("exec", 0, "execution protocol: " + why));
   }
   if (j.rec.allocated && !j.rec.released_all && is_active(j.rec.state)) {
     IdSet rest = j.R.rank_set().subtract(j.rec.released);
@@ -140,7 +140,7 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Reattached&) {
 
 void JobManager::Impl::on_exec(Job& j, const exec_protocol::Raised& e) {
   if (auto st = check_exception_type(e.type); !st) return exec_violation(j, st.error().text);
-  if (!post(j, "exception", Json{{"type", e.type}, {"severity", e.severity}, {"note", e.note}})) {
+  if (!post(j, "exception", exception_context(e.type, e.severity, e.note))) {
     return exec_violation(j, "exception is out of order");
   }
   advance(j);

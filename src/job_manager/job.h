@@ -11,6 +11,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -68,6 +69,11 @@ Status apply_event(JobRecord& job, const EventEntry& e);
 // Checked where exceptions come in, not in apply_event: eventlogs written
 // before the rule still load.
 Status check_exception_type(const std::string& type);
+
+// The context of an `exception` event: {type, severity, note}.
+inline Json exception_context(std::string_view type, int severity, std::string_view note) {
+  return Json{{"type", type}, {"severity", severity}, {"note", note}};
+}
 
 // Rebuilds a job from its whole eventlog; the error names the bad line.
 Result<JobRecord> replay_eventlog(const std::vector<EventEntry>& events);

@@ -221,7 +221,7 @@ void JobManager::Impl::raise(const Message& m) {
   if (!type.ok()) return h_.respond_error(m, type.error());
   auto note = get_string(*p, "note", "");
   if (!note.ok()) return h_.respond_error(m, note.error());
-  EventEntry probe{0, "exception", Json{{"type", *type}, {"severity", *sev}, {"note", *note}}};
+  EventEntry probe{0, "exception", exception_context(*type, static_cast<int>(*sev), *note)};
   if (auto st = check_exception_type(*type); !st) return h_.respond_error(m, st.error());
   if (auto st = post(**j, "exception", probe.context); !st) return h_.respond_error(m, st.error());
   advance(**j);
@@ -259,7 +259,7 @@ void JobManager::Impl::cancel(const Message& m) {
   }
   Json done = Json::array();
   for (Job* j : targets) {
-    if (!post(*j, "exception", Json{{"type", "cancel"}, {"severity", 0}, {"note", *note}})) continue;
+    if (!post(*j, "exception", exception_context("cancel", 0, *note))) continue;
     done.push_back(j->id.value());
     advance(*j);
   }

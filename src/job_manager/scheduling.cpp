@@ -75,8 +75,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing R"});
     if (!R.ok()) {
       spdlog::error("job-manager: job {}: the scheduler sent a bad R: {}", encode_f58(j->id), R.error().text);
-      (void)post(*j, "exception",
-                 Json{{"type", "alloc"}, {"severity", 0}, {"note", "the scheduler sent a bad R: " + R.error().text}});
+      (void)post(*j, "exception", exception_context("alloc", 0, "the scheduler sent a bad R: " + R.error().text));
       advance(*j);
       return;
     }
@@ -98,7 +97,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     std::string note = p->value("note", "");
     if (!p->contains("note") || !(*p)["note"].is_string()) note = "the scheduler denied the request";
     if (j->rec.state == JobState::kSched) {
-      (void)post(*j, "exception", Json{{"type", "alloc"}, {"severity", 0}, {"note", note}});
+      (void)post(*j, "exception", exception_context("alloc", 0, note));
     }
     advance(*j);
   } else {
