@@ -36,6 +36,12 @@ class Clock {
   // Seconds since the Unix epoch, for timestamps people read (eventlogs).
   virtual double wall() const = 0;
   virtual std::unique_ptr<Timer> make_timer() = 0;
+  // Takes `fn` to run once the loop has nothing else to do at the current
+  // instant, and says so; false (the default, `fn` untouched): the caller
+  // runs it on the loop's next turn. Only the simulator's clock takes it
+  // (base/virtual_clock.h), so that everything that happens at one
+  // virtual time is seen by one scheduling pass.
+  virtual bool defer_to_idle(std::function<void()>& /*fn*/) { return false; }
 };
 
 // The clock of the real world, timers on an Asio io_context.

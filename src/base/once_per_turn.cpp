@@ -8,16 +8,21 @@ namespace loom {
 OncePerTurn::OncePerTurn(asio::io_context& io, std::function<void()> fn)
     : io_(io), state_(std::make_shared<State>(State{std::move(fn), false})) {}
 
+OncePerTurn::OncePerTurn(asio::io_context& io, Clock& clock, std::function<void()> fn)
+    : io_(io), clock_(&clock), state_(std::make_shared<State>(State{std::move(fn), false})) {}
+
 void OncePerTurn::request() {
   if (state_->posted) return;
   state_->posted = true;
-  asio::post(io_, [weak = std::weak_ptr<State>(state_)] {
+  std::function<void()> run = [weak = std::weak_ptr<State>(state_)] {
     // Kept alive while fn runs, which may destroy this object's owner.
     auto state = weak.lock();
     if (!state) return;
     state->posted = false;
     state->fn();
-  });
+  };
+  if (clock_ && clock_->defer_to_idle(run)) return;
+  asio::post(io_, std::move(run));
 }
 
 bool OncePerTurn::pending() const { return state_->posted; }

@@ -4,6 +4,8 @@
 #include <functional>
 #include <memory>
 
+#include "base/clock.h"
+
 namespace asio {
 class io_context;
 }
@@ -18,6 +20,10 @@ namespace loom {
 class OncePerTurn {
  public:
   OncePerTurn(asio::io_context& io, std::function<void()> fn);
+  // The same, where a turn ends only once `clock` says the loop is idle at
+  // the current instant (Clock::defer_to_idle: the simulator's clock), on
+  // the loop's next turn otherwise.
+  OncePerTurn(asio::io_context& io, Clock& clock, std::function<void()> fn);
   OncePerTurn(const OncePerTurn&) = delete;
   OncePerTurn& operator=(const OncePerTurn&) = delete;
 
@@ -31,6 +37,7 @@ class OncePerTurn {
     bool posted = false;
   };
   asio::io_context& io_;
+  Clock* clock_ = nullptr;
   // Held weakly by the posted handler, so that it does nothing once this
   // object is gone.
   std::shared_ptr<State> state_;

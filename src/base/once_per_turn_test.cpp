@@ -6,6 +6,8 @@
 #include <asio/post.hpp>
 #include <optional>
 
+#include "base/virtual_clock.h"
+
 namespace loom {
 namespace {
 
@@ -60,6 +62,25 @@ TEST(OncePerTurn, DoesNotRunOnceDestroyed) {
   once.reset();
   io.run();
   EXPECT_EQ(runs, 0);
+}
+
+// With the simulator's clock a turn lasts until the loop is idle: the
+// work runs when the clock is asked to run what waits for idleness, not on
+// the loop's next turn, and once however often it was requested.
+TEST(OncePerTurn, WithAVirtualClockWaitsForIdleness) {
+  asio::io_context io;
+  VirtualClock clock;
+  int runs = 0;
+  OncePerTurn once(io, clock, [&] { ++runs; });
+  once.request();
+  asio::post(io, [&] { once.request(); });
+  io.run();
+  EXPECT_EQ(runs, 0);
+  EXPECT_TRUE(once.pending());
+  EXPECT_TRUE(clock.run_idle_one());
+  EXPECT_FALSE(clock.run_idle_one());
+  EXPECT_EQ(runs, 1);
+  EXPECT_FALSE(once.pending());
 }
 
 }  // namespace

@@ -174,7 +174,9 @@ class Sched {
   std::set<uint64_t> restored_partly_;
   // Reports that came before sched-ready, applied then.
   std::map<uint32_t, RankInventory> early_reports_;
-  OncePerTurn pass_turn_{io_, [this] { pass(); }};
+  // In a simulation a turn lasts until the instance is idle at the current
+  // instant (base/virtual_clock.h): one pass sees all that happened then.
+  OncePerTurn pass_turn_{io_, clock_, [this] { pass(); }};
   OncePerTurn save_inventory_turn_{io_, [this] { save_inventory(); }};
   OncePerTurn recheck_turn_{io_, [this] { recheck_feasible(); }};
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
