@@ -26,17 +26,24 @@ std::string fixed(double v, int precision) {
   return s;
 }
 
-// The shortest text that reads back as the same double ("12", "0.5").
-void append_shortest(std::string& out, double v) {
-  if (v == 0) v = 0;
-  char buf[64];
+void append_int(std::string& out, int64_t v) {
+  char buf[24];
   auto r = std::to_chars(buf, buf + sizeof buf, v);
   out.append(buf, r.ptr);
 }
 
-void append_int(std::string& out, int64_t v) {
-  char buf[24];
-  auto r = std::to_chars(buf, buf + sizeof buf, v);
+// The shortest text in plain decimal notation that reads back as the same
+// double: "12", "0.5", "100000" (never "1e+05", which plain to_chars would
+// write, being shorter). Whole numbers, most times of a trace, take the
+// faster integer path, with the same characters.
+void append_shortest(std::string& out, double v) {
+  if (v == 0) v = 0;
+  if (std::abs(v) < 0x1p53 && v == std::trunc(v)) {
+    append_int(out, static_cast<int64_t>(v));
+    return;
+  }
+  char buf[400];
+  auto r = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed);
   out.append(buf, r.ptr);
 }
 
@@ -290,7 +297,8 @@ void append_coord(std::string& out, double v) { append_fixed(out, v, 1); }
 // A panel: maps data to its plot area; x in [x_lo, x_hi] (already
 // transformed for a log axis), y in [0, 1].
 struct Panel {
-  double top;  // the panel's top in the document
+  const char* id;  // of its <g>; its plot area's clip path is ID-area
+  double top;      // the panel's top in the document
   double x_lo, x_hi;
   double px(double x) const { return kLeft + (x - x_lo) / (x_hi - x_lo) * (kRight - kLeft); }
   double py(double y) const { return top + kBottom - y * (kBottom - kTop); }
@@ -344,6 +352,18 @@ void append_frame(std::string& out, const Panel& p, const std::string& title, co
   out += "\" height=\"";
   append_coord(out, kBottom - kTop);
   out += "\" fill=\"none\" stroke=\"black\"/>\n";
+  // Curves stay inside the plot area whatever their values.
+  out += "<clipPath id=\"";
+  out += p.id;
+  out += "-area\"><rect x=\"";
+  append_coord(out, kLeft);
+  out += "\" y=\"";
+  append_coord(out, p.top + kTop);
+  out += "\" width=\"";
+  append_coord(out, kRight - kLeft);
+  out += "\" height=\"";
+  append_coord(out, kBottom - kTop);
+  out += "\"/></clipPath>\n";
   append_text(out, (kLeft + kRight) / 2, p.top + kBottom + 40, "middle", x_label);
   double yc = p.top + (kTop + kBottom) / 2;
   std::string rotate = " transform=\"rotate(-90 ";
@@ -372,12 +392,14 @@ void append_legend(std::string& out, const Panel& p, const PolicyJobs& by_policy
   }
 }
 
-void open_polyline(std::string& out, const std::string& policy, size_t i) {
+void open_polyline(std::string& out, const Panel& p, const std::string& policy, size_t i) {
   out += "<polyline data-policy=\"";
   append_xml_text(out, policy);
-  out += "\" fill=\"none\" stroke=\"";
+  out += "\" clip-path=\"url(#";
+  out += p.id;
+  out += "-area)\" fill=\"none\" stroke=\"";
   out += color(i);
-  out += "\" stroke-width=\"1.5\" points=\"";
+  out += "\" stroke-width=\"1.2\" points=\"";
 }
 
 void append_point(std::string& out, double x, double y) {
@@ -404,12 +426,13 @@ std::vector<double> nice_ticks(double lo, double hi, int& decimals) {
   return ticks;
 }
 
+bool is_busy(const JobResult& j) { return j.ran() && j.end > j.start && j.cores > 0; }
+
 // Cores busy over time: (time, busy) after every change, in time order.
 std::vector<std::pair<double, double>> busy_steps(const std::vector<JobResult>& jobs) {
   std::vector<std::pair<double, double>> deltas;
-  deltas.reserve(2 * jobs.size());
   for (const JobResult& j : jobs) {
-    if (!j.ran() || j.end <= j.start || j.cores <= 0) continue;
+    if (!is_busy(j)) continue;
     deltas.emplace_back(j.start, static_cast<double>(j.cores));
     deltas.emplace_back(j.end, -static_cast<double>(j.cores));
   }
@@ -424,35 +447,56 @@ std::vector<std::pair<double, double>> busy_steps(const std::vector<JobResult>& 
   return steps;
 }
 
+// Core-seconds busy in each of n equal slices of [lo, hi], exactly, in one
+// pass without sorting: a job adds its part of the slices where it starts and
+// ends, and the slices wholly inside it through a difference array.
+std::vector<double> busy_area(const std::vector<JobResult>& jobs, double lo, double hi, size_t n) {
+  const double width = (hi - lo) / static_cast<double>(n);
+  auto slice = [&](double t) {
+    return static_cast<size_t>(std::clamp(std::floor((t - lo) / width), 0.0, static_cast<double>(n - 1)));
+  };
+  auto edge = [&](size_t i) { return lo + static_cast<double>(i) * width; };
+  std::vector<double> area(n, 0), whole(n + 1, 0);
+  for (const JobResult& j : jobs) {
+    if (!is_busy(j)) continue;
+    auto c = static_cast<double>(j.cores);
+    size_t first = slice(j.start), last = slice(j.end);
+    if (first == last) {
+      area[first] += c * (j.end - j.start);
+      continue;
+    }
+    area[first] += c * (edge(first + 1) - j.start);
+    area[last] += c * (j.end - edge(last));
+    whole[first + 1] += c;
+    whole[last] -= c;
+  }
+  double cores = 0;
+  for (size_t i = 0; i < n; ++i) {
+    cores += whole[i];
+    area[i] += cores * width;
+  }
+  return area;
+}
+
 void append_utilization_curve(std::string& out, const Panel& p, const std::string& policy, size_t index,
                               const std::vector<JobResult>& jobs, double total) {
-  auto steps = busy_steps(jobs);
-  open_polyline(out, policy, index);
+  open_polyline(out, p, policy, index);
   append_point(out, p.px(p.x_lo), p.py(0));
-  if (steps.size() <= kMaxUtilizationPoints) {
+  size_t changes = 2 * static_cast<size_t>(std::count_if(jobs.begin(), jobs.end(), is_busy));
+  if (changes <= kMaxUtilizationPoints) {
     double prev = 0;
-    for (const auto& [t, busy] : steps) {
+    for (const auto& [t, busy] : busy_steps(jobs)) {
       append_point(out, p.px(t), p.py(prev / total));
       append_point(out, p.px(t), p.py(busy / total));
       prev = busy;
     }
     append_point(out, p.px(p.x_hi), p.py(prev / total));
   } else {
-    // Each bucket's exact time-average: the integral of busy cores over the
-    // bucket, so that the curve's area is the trace's core-seconds.
+    // Each slice's exact time-average, so that the area under the curve is
+    // the trace's core-seconds.
     const size_t n = kUtilizationBuckets;
     const double width = (p.x_hi - p.x_lo) / static_cast<double>(n);
-    std::vector<double> area(n, 0);
-    for (size_t k = 0; k + 1 < steps.size(); ++k) {
-      double a = steps[k].first, b = steps[k + 1].first, v = steps[k].second;
-      if (v == 0) continue;
-      auto i = static_cast<size_t>(std::clamp(std::floor((a - p.x_lo) / width), 0.0, static_cast<double>(n - 1)));
-      for (; i < n && a < b; ++i) {
-        double e = i + 1 == n ? b : std::min(b, p.x_lo + static_cast<double>(i + 1) * width);
-        if (e > a) area[i] += v * (e - a);
-        a = std::max(a, e);
-      }
-    }
+    std::vector<double> area = busy_area(jobs, p.x_lo, p.x_hi, n);
     double prev = 0;
     for (size_t i = 0; i < n; ++i) {
       double u = area[i] / (width * total);
@@ -509,7 +553,7 @@ std::string plot_svg(const PolicyJobs& by_policy, int64_t total_cores) {
     } else if (span >= 3 * 60) {
       unit = 60, unit_name = "minutes";
     }
-    Panel p{0, t_lo, t_hi};
+    Panel p{"utilization", 0, t_lo, t_hi};
     out += "<g id=\"utilization\">\n";
     append_frame(out, p, "Utilization over time", std::string("time since the trace's start (") + unit_name + ")",
                  "cores busy (%)");
@@ -527,24 +571,31 @@ std::string plot_svg(const PolicyJobs& by_policy, int64_t total_cores) {
   // The wait-time distribution on a log axis from 1 s to a whole decade.
   {
     int decades = std::max(1, static_cast<int>(std::ceil(std::log10(std::max(max_wait, 10.0)))));
-    Panel p{kPanelHeight, 0, static_cast<double>(decades)};
+    Panel p{"wait-cdf", kPanelHeight, 0, static_cast<double>(decades)};
     out += "<g id=\"wait-cdf\">\n";
     append_frame(out, p, "Wait-time distribution", "wait (s, log scale; waits under 1 s at 1 s)", "jobs (%)");
     for (int d = 0; d <= decades; ++d) append_x_tick(out, p, d, decade_label(d));
-    std::vector<double> waits;
+    // The CDF at each sample x: how many waits are <= x, counted without
+    // sorting by finding each wait's first sample at or above it.
+    std::vector<double> xs(kCdfPoints), lxs(kCdfPoints);
+    for (size_t k = 0; k < kCdfPoints; ++k) {
+      lxs[k] = static_cast<double>(decades) * static_cast<double>(k) / static_cast<double>(kCdfPoints - 1);
+      xs[k] = std::pow(10.0, lxs[k]);
+    }
+    std::vector<size_t> at(kCdfPoints + 1);
     for (size_t i = 0; i < by_policy.size(); ++i) {
-      waits.clear();
+      std::fill(at.begin(), at.end(), 0);
+      size_t n = 0;
       for (const JobResult& j : by_policy[i].second) {
-        if (j.ran()) waits.push_back(j.start - j.submit);
+        if (!j.ran()) continue;
+        ++n;
+        ++at[static_cast<size_t>(std::lower_bound(xs.begin(), xs.end(), j.start - j.submit) - xs.begin())];
       }
-      std::sort(waits.begin(), waits.end());
-      double n = static_cast<double>(waits.size());
-      open_polyline(out, by_policy[i].first, i);
+      open_polyline(out, p, by_policy[i].first, i);
+      size_t below = 0;
       for (size_t k = 0; k < kCdfPoints; ++k) {
-        double lx = static_cast<double>(decades) * static_cast<double>(k) / static_cast<double>(kCdfPoints - 1);
-        double x = std::pow(10.0, lx);
-        auto below = static_cast<double>(std::upper_bound(waits.begin(), waits.end(), x) - waits.begin());
-        append_point(out, p.px(lx), p.py(n > 0 ? below / n : 0));
+        below += at[k];
+        append_point(out, p.px(lxs[k]), p.py(n > 0 ? static_cast<double>(below) / static_cast<double>(n) : 0));
       }
       close_polyline(out);
     }
