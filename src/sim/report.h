@@ -30,7 +30,8 @@
 //   jobs_per_second    jobs / wall_seconds (0 when wall_seconds <= 0)
 //
 // Output is deterministic: identical input gives identical bytes. Numbers are
-// written with std::to_chars (no locale), no clock is read, and nothing
+// written with std::to_chars (no locale) or nlohmann-json's own formatter for
+// the JSON (whole numbers as "125.0"), no clock is read, and nothing
 // iterates in an order that depends on addresses. `wall_seconds` and
 // `jobs_per_second` measure the run itself and so differ between two runs of
 // the same trace; a byte-for-byte comparison passes the same wall time to both.
@@ -111,9 +112,10 @@ using PolicyJobs = std::vector<std::pair<std::string, std::vector<JobResult>>>;
 
 // An SVG document of two panels, one curve per policy, with a legend:
 //  - utilization over time: cores busy / total_cores as a step curve over the
-//    span from the first submit to the last end of all policies; with more
-//    than kMaxUtilizationPoints steps, each of kUtilizationBuckets equal
-//    slices of that span shows its time-averaged utilization instead;
+//    span from the first submit to the last end of all policies; when the
+//    jobs' starts and ends number more than kMaxUtilizationPoints, each of
+//    kUtilizationBuckets equal slices of that span shows its exact
+//    time-averaged utilization instead;
 //  - the wait-time distribution: the fraction of the jobs that ran whose wait
 //    is at most x, on a log x axis sampled at kCdfPoints points; waits under
 //    1 s are drawn at 1 s.
