@@ -414,9 +414,9 @@ void close_polyline(std::string& out) {
   out += "\"/>\n";
 }
 
-// Ticks at 1, 2 or 5 times a power of ten, about six over [lo, hi].
+// Ticks at 1, 2 or 5 times a power of ten, three to eight over [lo, hi].
 std::vector<double> nice_ticks(double lo, double hi, int& decimals) {
-  double raw = (hi - lo) / 6;
+  double raw = (hi - lo) / 8;
   double mag = std::pow(10.0, std::floor(std::log10(raw)));
   double f = raw / mag;
   double step = (f <= 1 ? 1 : f <= 2 ? 2 : f <= 5 ? 5 : 10) * mag;
