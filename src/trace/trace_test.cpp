@@ -461,6 +461,7 @@ TEST(Batsim, BadWorkloadsAreOneLineErrors) {
   EXPECT_TRUE(error("{\n\"nb_res\": 4,\n\"jobs\": [\n{\"id\": 1,,}]}").starts_with("w.json:4: not JSON: "))
       << error("{\n\"nb_res\": 4,\n\"jobs\": [\n{\"id\": 1,,}]}");
   EXPECT_EQ(error(""), "w.json: empty file");
+  EXPECT_EQ(error(std::string(100000, '[')), "w.json: not a Batsim workload: JSON nests deeper than 64 levels");
   EXPECT_EQ(error("[]"), "w.json: not a Batsim workload: the top is not an object");
   EXPECT_EQ(error(R"({"jobs": []})"), "w.json: nb_res: missing or not an integer from 1 to 1000000000");
   EXPECT_EQ(error(R"({"nb_res": 2})"), "w.json: jobs: missing or not a list");
