@@ -255,7 +255,8 @@ Result<Workload> parse_swf(std::string_view text, const std::string& name, Filte
     bool rest = false;
     auto v = leading_int(*text_value, rest);
     if (!v || *v <= 0 || *v > kMaxProcs) {
-      note += std::string(note.empty() ? "" : ", ") + key + " " + quote_input(*text_value, 80) + " is not a number";
+      note += std::string(note.empty() ? "" : ", ") + key + " " + quote_input(*text_value, 80) +
+              " is not a processor count";
       return 0;
     }
     if (rest)

@@ -208,8 +208,8 @@ TEST(Swf, MaxProcsWithoutANumberFallsBackToMaxNodes) {
   Workload w = parse_ok("; MaxProcs: unknown\n; MaxNodes: 256\n" + job(1, 0, 10, 1, 256, 60));
   EXPECT_EQ(w.header.max_procs, 256);
   EXPECT_EQ(w.summary,
-            "read 1 job, kept 1: dropped 0, changed 0; in submit order; MaxProcs \"unknown\" is not a number: "
-            "machine of 256 processors from MaxNodes");
+            "read 1 job, kept 1: dropped 0, changed 0; in submit order; MaxProcs \"unknown\" is not a processor "
+            "count: machine of 256 processors from MaxNodes");
   // lublin_256.swf has MaxNodes only.
   w = parse_ok("; MaxNodes: 256\n" + job(1, 0, 10, 1, 257, 60) + job(2, 0, 10, 1, 3, 60));
   EXPECT_EQ(w.header.max_procs, 256);
