@@ -1,0 +1,122 @@
+#include "sim/sim_exec.h"
+
+#include <csignal>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "exec_protocol/exec_protocol.h"
+#include "idset/idset.h"
+#include "msg/payload.h"
+#include "rset/rset.h"
+
+namespace loom::sim {
+
+using exec_protocol::ExceptionType;
+using exec_protocol::Finished;
+using exec_protocol::Raised;
+using exec_protocol::Released;
+using exec_protocol::Severity;
+using exec_protocol::Started;
+
+struct SimExec::Run {
+  Message req;
+  std::vector<uint32_t> ranks;
+  int status = 0;
+  std::unique_ptr<Timer> timer;
+};
+
+SimExec::SimExec(Handle& h, std::string name, uint32_t cores_per_node, double epilog)
+    : h_(h), name_(std::move(name)), cores_per_node_(cores_per_node), epilog_(epilog) {
+  h_.add_method(name_ + ".start", Access::kOwner, [this](const Message& m) { start(m); });
+}
+
+SimExec::~SimExec() { h_.remove_methods(name_); }
+
+void SimExec::hello(std::function<void(const std::string&)> done) {
+  h_.rpc("job-manager.exec-hello", Json{{"service", name_}}, {},
+         [done = std::move(done)](const Message& r) { done(r.errnum ? error_text(r) : std::string()); });
+}
+
+namespace {
+// attributes.system.exec.test.run_duration in seconds, 0 when absent.
+double run_duration(const Json& jobspec) {
+  const Json* j = &jobspec;
+  for (const char* k : {"attributes", "system", "exec", "test", "run_duration"}) {
+    if (!j->is_object() || !j->contains(k)) return 0;
+    j = &(*j)[k];
+  }
+  return j->is_number() && j->get<double>() > 0 ? j->get<double>() : 0;
+}
+}  // namespace
+
+void SimExec::start(const Message& m) {
+  auto p = payload_object(m);
+  auto head = p.ok() ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(p.error());
+  if (!head.ok()) return h_.respond_error(m, head.error());
+  uint64_t id = head->id;
+  Message req = head_of(m);
+  auto respond = [this, &req, id](const exec_protocol::Response& r) { h_.respond(req, exec_protocol::to_json(id, r)); };
+  auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
+  if (!R.ok() || head->reattach || runs_.count(id)) {
+    // Nothing of a simulation outlives it, and R is the scheduler's own.
+    respond(Raised(Severity::kFatal, ExceptionType::kExec,
+                   R.ok() ? "the simulated execution service cannot reattach" : "R: " + R.error().text));
+    respond(Released::everything(true));
+    return;
+  }
+  auto& r = runs_[id];
+  r = std::make_unique<Run>();
+  r->req = req;
+  r->ranks = R->rank_set().to_vector();
+  r->timer = h_.clock().make_timer();
+  ExecRecord& rec = records_[id];
+  rec.start = h_.clock().now();
+  IdSet cores;
+  for (const auto& [rank, res] : R->ranks()) {
+    for (uint32_t c : res.cores.to_vector()) cores.insert(rank * cores_per_node_ + c);
+  }
+  rec.cores = cores.encode();
+  respond(Started{});
+  double run = run_duration(p->contains("jobspec") ? (*p)["jobspec"] : Json());
+  double limit = R->expiration > 0 ? R->expiration - h_.clock().wall() : -1;
+  if (limit >= 0 && run > limit) {
+    r->timer->arm(limit, [this, id] {
+      auto it = runs_.find(id);
+      h_.respond(it->second->req, exec_protocol::to_json(id, Raised(Severity::kFatal, ExceptionType::kTimeout,
+                                                                    "resource allocation expired")));
+      records_[id].timeout = true;
+      it->second->status = SIGALRM;
+      finish(id);
+    });
+    return;
+  }
+  r->timer->arm(run, [this, id] { finish(id); });
+}
+
+void SimExec::finish(uint64_t id) {
+  Run& r = *runs_.at(id);
+  records_[id].end = h_.clock().now();
+  records_[id].status = r.status;
+  h_.respond(r.req, exec_protocol::to_json(id, Finished{r.status}));
+  if (epilog_ > 0) {
+    r.timer->arm(epilog_, [this, id] { release(id); });
+    return;
+  }
+  release(id);
+}
+
+// Each rank, the last one final (every rank's epilog ends at once).
+void SimExec::release(uint64_t id) {
+  auto it = runs_.find(id);
+  std::unique_ptr<Run> r = std::move(it->second);
+  runs_.erase(it);
+  for (size_t i = 0; i + 1 < r->ranks.size(); ++i) {
+    h_.respond(r->req, exec_protocol::to_json(id, Released::rank(r->ranks[i], false)));
+  }
+  h_.respond(r->req, exec_protocol::to_json(
+                         id, r->ranks.empty() ? Released::everything(true) : Released::rank(r->ranks.back(), true)));
+  ++ended_;
+}
+
+}  // namespace loom::sim

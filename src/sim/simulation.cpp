@@ -1,0 +1,194 @@
+#include "sim/simulation.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio/io_context.hpp>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "base/virtual_clock.h"
+#include "broker/broker.h"
+#include "job_exec/job_exec.h"
+#include "job_manager/job_manager.h"
+#include "jobspec/jobspec.h"
+#include "kvs/kvs.h"
+#include "kvs/storage.h"
+#include "sched/sched.h"
+#include "sim/sim_exec.h"
+
+namespace loom::sim {
+namespace {
+
+// The KVS store of a simulation that keeps nothing: the KVS holds its keys
+// in memory only, and purged jobs leave it.
+class NoStorage final : public Storage {
+ public:
+  Result<std::map<std::string, StoredNamespace>> load() override { return std::map<std::string, StoredNamespace>{}; }
+  Status write(const std::vector<StoredOp>& /*ops*/) override { return {}; }
+};
+
+// A timer further away than this never comes due in a simulation (the
+// broker's heartbeat, say): time does not jump to it.
+constexpr double kNever = 1e8;
+
+// The most jobs of one instant sent in one submit.
+constexpr size_t kSubmitBatch = 10000;
+
+// The jobspec of trace job `j`: `procs` tasks of one core, its requested
+// time as the duration, its run time for the simulated execution service.
+Json jobspec_of(const trace::Job& j) {
+  JobRequest r;
+  r.tasks = static_cast<uint32_t>(j.procs);
+  r.duration = j.requested_time;
+  r.command = {"sim"};
+  Json spec = build_jobspec(r).value();
+  spec["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
+  return spec;
+}
+
+}  // namespace
+
+uint32_t default_nodes(const trace::Workload& w, uint32_t cores_per_node) {
+  int64_t procs = std::max<int64_t>(w.header.max_procs, 1);
+  return static_cast<uint32_t>((procs + cores_per_node - 1) / cores_per_node);
+}
+
+Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
+  auto wall_start = std::chrono::steady_clock::now();
+  uint32_t nodes = cfg.nodes ? cfg.nodes : default_nodes(w, cfg.cores_per_node);
+  asio::io_context io;
+  VirtualClock clock(static_cast<double>(w.header.unix_start_time.value_or(0)));
+
+  // A private directory for the broker's socket (and the store, unless one is given).
+  std::string tmp = (std::filesystem::temp_directory_path() / ("loom-sim-XXXXXX")).string();
+  if (!::mkdtemp(tmp.data())) return Error{errno, "cannot make a temporary directory: " + std::string(strerror(errno))};
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      std::filesystem::remove_all(dir, ec);
+    }
+  } cleanup{tmp};
+
+  BrokerConfig bcfg;
+  bcfg.local_path = tmp + "/sim.sock";
+  bcfg.heartbeat_interval = kNever * 2;
+  Broker broker(io, clock, bcfg);
+  if (auto st = broker.start(); !st) return st.error();
+
+  std::unique_ptr<Storage> storage;
+  if (cfg.state_dir.empty()) {
+    storage = std::make_unique<NoStorage>();
+  } else {
+    auto st = open_sqlite_storage(cfg.state_dir, Synchronous::kOff);
+    if (!st.ok()) return st.error();
+    storage = std::move(*st);
+  }
+  auto kvs = Kvs::create(io, broker.add_module({"kvs"}), std::move(storage), static_cast<uint32_t>(::getuid()));
+  if (!kvs.ok()) return kvs.error();
+  JobManagerConfig jm_cfg;
+  jm_cfg.owner = static_cast<uint32_t>(::getuid());
+  jm_cfg.inactive_num_limit = 1;  // ended jobs leave at once: memory stays flat
+  auto job_manager = JobManager::create(io, broker.add_module({"job-manager", "job-info"}), jm_cfg);
+  SchedConfig sched_cfg;
+  sched_cfg.size = nodes;
+  sched_cfg.cores_per_rank = cfg.cores_per_node;
+  sched_cfg.gpus_per_rank = 0;
+  sched_cfg.policy = cfg.policy;
+  auto sched = Sched::create(io, broker.add_module({"sched"}), sched_cfg);
+  if (!sched.ok()) return sched.error();
+  auto job_exec = JobExec::create(broker.add_module({"job-exec"}), JobExecConfig{});
+  Handle& h = broker.add_module({"sim", "sim-exec"});
+  SimExec exec(h, "sim-exec", cfg.cores_per_node, cfg.epilog);
+
+  // Everything runnable at the current instant, then what waits for
+  // idleness (the scheduler's pass), until nothing is left: no handler
+  // ready, no message queued (messages between services are handlers on
+  // this loop), nothing deferred.
+  auto drain = [&] {
+    for (;;) {
+      io.restart();
+      if (io.poll() > 0) continue;
+      if (!clock.run_idle_one()) return;
+    }
+  };
+
+  std::string hello_error = "no answer";
+  exec.hello([&](const std::string& e) { hello_error = e; });
+  drain();
+  if (!hello_error.empty()) return Error{EPROTO, "the simulated execution service: " + hello_error};
+
+  SimResult out;
+  const auto& jobs = w.jobs;
+  std::vector<uint64_t> ids(jobs.size(), 0);
+  size_t next = 0, answered = 0;
+  size_t progress_mark = 0;
+  for (;;) {
+    size_t ended = exec.ended() + out.refused;
+    if (cfg.progress && ended >= progress_mark) {
+      cfg.progress(clock.now(), ended, jobs.size());
+      progress_mark = ended + 4096;
+    }
+    if (next == jobs.size() && answered == jobs.size() && ended == jobs.size()) break;
+    double t = std::numeric_limits<double>::infinity();
+    if (next < jobs.size()) t = jobs[next].submit;
+    if (auto d = clock.next_deadline(); d && *d - clock.now() < kNever) t = std::min(t, *d);
+    if (std::isinf(t)) break;  // nothing will happen any more: the rest never runs
+    clock.move_to(t);
+    // Submissions before ends at the same instant (the published replay
+    // convention): they are sent first, and the one scheduling pass of
+    // the instant comes once both are handled.
+    while (next < jobs.size() && jobs[next].submit <= clock.now()) {
+      size_t first = next;
+      Json batch = Json::array();
+      while (next < jobs.size() && jobs[next].submit <= clock.now() && next - first < kSubmitBatch) {
+        batch.push_back(Json{{"jobspec", jobspec_of(jobs[next])}});
+        ++next;
+      }
+      h.rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, first, n = next - first](const Message& m) {
+        answered += n;
+        auto p = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
+        if (!p.ok() || !p->is_object() || !(*p)["ids"].is_array() || (*p)["ids"].size() != n) {
+          if (out.refused == 0) out.first_refusal = p.ok() ? "a malformed answer" : p.error().text;
+          out.refused += n;
+          return;
+        }
+        for (size_t i = 0; i < n; ++i) ids[first + i] = (*p)["ids"][i].get<uint64_t>();
+      });
+    }
+    while (clock.fire_one()) {
+    }
+    drain();
+  }
+  if (cfg.progress) cfg.progress(clock.now(), exec.ended() + out.refused, jobs.size());
+
+  out.jobs.reserve(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    JobResult r;
+    r.id = jobs[i].id;
+    r.submit = jobs[i].submit;
+    r.cores = jobs[i].procs;
+    r.requested_time = jobs[i].requested_time;
+    auto rec = exec.records().find(ids[i]);
+    if (ids[i] && rec != exec.records().end() && rec->second.end >= 0) {
+      r.start = rec->second.start;
+      r.end = rec->second.end;
+      r.allocated = rec->second.cores;
+      r.timeout = rec->second.timeout;
+      r.status = rec->second.status;
+    }
+    out.jobs.push_back(std::move(r));
+  }
+  out.wall_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_start).count();
+  return out;
+}
+
+}  // namespace loom::sim
