@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   loom::cli::add_resource_command(app, run);
   loom::cli::add_queue_command(app, run);
   loom::cli::add_keygen_command(app, run);
+  loom::cli::add_sim_command(app, run);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

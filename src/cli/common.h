@@ -75,6 +75,7 @@ bool run_until(Session& s, const bool& done);
 uint32_t rank_or_any(int rank);
 
 void add_start_command(CLI::App& app, Runner& run);
+void add_sim_command(CLI::App& app, Runner& run);
 void add_ping_command(CLI::App& app, Runner& run);
 void add_rpc_command(CLI::App& app, Runner& run);
 void add_status_command(CLI::App& app, Runner& run);
