@@ -106,17 +106,23 @@ void SimExec::finish(uint64_t id) {
   release(id);
 }
 
-// Each rank, the last one final (every rank's epilog ends at once).
+// With epilogs, each rank as its epilog ends, the last one final (they all
+// last as long); without, every rank at once in the final release, as
+// real execution would release ranks that end together.
 void SimExec::release(uint64_t id) {
   auto it = runs_.find(id);
   std::unique_ptr<Run> r = std::move(it->second);
   runs_.erase(it);
+  ++ended_;
+  if (epilog_ <= 0) {
+    h_.respond(r->req, exec_protocol::to_json(id, Released::everything(true)));
+    return;
+  }
   for (size_t i = 0; i + 1 < r->ranks.size(); ++i) {
     h_.respond(r->req, exec_protocol::to_json(id, Released::rank(r->ranks[i], false)));
   }
   h_.respond(r->req, exec_protocol::to_json(
                          id, r->ranks.empty() ? Released::everything(true) : Released::rank(r->ranks.back(), true)));
-  ++ended_;
 }
 
 }  // namespace loom::sim

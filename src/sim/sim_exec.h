@@ -3,8 +3,9 @@
 // protocol, through messages (docs/protocols/exec.md): it says
 // `job-manager.exec-hello` and takes over from job-exec while the instance
 // is idle, answers each start with `start` at once, and at start + run
-// time (attributes.system.exec.test.run_duration) with `finish`, then each
-// rank's `release` (after `epilog` seconds), the last one final. A job
+// time (attributes.system.exec.test.run_duration) with `finish`, then the
+// final release of every rank, or with an epilog, each rank's `release`
+// once its epilog has run, the last one final. A job
 // that runs longer than its time limit (R's expiration) gets the `timeout`
 // exception at its limit, as in real execution.
 //
