@@ -115,6 +115,7 @@ int run_sim(const SimOpts& o) {
   bool several = policies.size() > 1;
   sim::PolicySummaries summaries;
   sim::PolicyJobs all_jobs;
+  int status = 0;
   for (const auto& policy : policies) {
     sim::SimConfig cfg;
     cfg.policy = policy;
@@ -127,8 +128,10 @@ int run_sim(const SimOpts& o) {
     auto r = sim::simulate(*w, cfg);
     if (!r.ok()) return fail(cmd, policy + ": " + r.error().text);
     if (r->refused > 0) {
-      std::fprintf(stderr, "loom sim: %s: %zu jobs refused at submit (the first: %s)\n", policy.c_str(), r->refused,
-                   r->first_refusal.c_str());
+      // (The machine is smaller than the trace's jobs, say: --nodes.)
+      fail(cmd, policy + ": " + std::to_string(r->refused) + " jobs refused at submit (the first: " + r->first_refusal +
+                    ")");
+      status = 1;
     }
     summaries.emplace_back(policy, sim::summarize(r->jobs, total_cores, r->wall_seconds));
     if (!o.jobs.empty()) {
@@ -144,7 +147,7 @@ int run_sim(const SimOpts& o) {
   if (!o.plot.empty()) {
     if (auto st = write_file(o.plot, sim::plot_svg(all_jobs, total_cores)); !st) return fail(cmd, st.error());
   }
-  return 0;
+  return status;
 }
 
 }  // namespace
