@@ -1,4 +1,4 @@
-// The rules of docs/simulator-traces.md, the summary line, and reading a
+// The rules of docs/simulator.md, "Traces", the summary line, and reading a
 // file through zlib (which passes plain files through as they are).
 #include "trace/rules.h"
 

@@ -1,6 +1,6 @@
 // What the SWF and Batsim readers share: the rules that turn records into
 // jobs the simulator can run, and the summary line that says what they did
-// (docs/simulator-traces.md).
+// (docs/simulator.md, "Traces").
 #pragma once
 
 #include <string>

@@ -3,7 +3,7 @@
 //
 // For any input, parse_swf and parse_batsim either fail with a one-line
 // error that begins with the name given, or yield at least one job, every
-// job as the rules promise (docs/simulator-traces.md): submit >= 0, run
+// job as the rules promise (docs/simulator.md, "Traces"): submit >= 0, run
 // >= 0, requested time > 0, 1 <= procs <= the machine, sorted by submit
 // time, the strong filter's run never over its requested time; and a
 // one-line summary whose counts add up: read = kept + dropped.

@@ -4,7 +4,7 @@
 //
 // Pure: reads one file (gzip or plain), sends no messages, reads no clock,
 // throws nothing. Every rule (which jobs are dropped, which are changed,
-// the strong filter, what is an error) is in docs/simulator-traces.md; the
+// the strong filter, what is an error) is in docs/simulator.md, "Traces"; the
 // reader says what it did in one summary line (Workload::summary), e.g.
 //
 //   read 28476 jobs, kept 28467 (strong filter): dropped 9 (8 with run time <= 0,
@@ -110,7 +110,7 @@ struct Workload {
 
 enum class Filter {
   kNone,    // keep what can run; jobs that ran longer than requested stay so
-  kStrong,  // the strong filter of docs/simulator-traces.md, exactly
+  kStrong,  // the strong filter of docs/simulator.md, "Traces", exactly
 };
 
 // "none" or "strong" (the CLI's --filter); nullopt otherwise.

@@ -223,7 +223,7 @@ TEST(Swf, WithoutAMachineSizeTheLargestJobIsTheMachine) {
   EXPECT_TRUE(w.summary.ends_with("; no MaxProcs or MaxNodes: machine of 12 processors, the largest job")) << w.summary;
 }
 
-// The strong filter job by job (docs/simulator-traces.md), MaxProcs 8:
+// The strong filter job by job (docs/simulator.md, "Traces"), MaxProcs 8:
 //   id submit run alloc req reqtime  strong filter            no filter
 //   1   0   100   4    4   200       kept                     kept
 //   2   10  300   2    2   200       run cut to 200           kept, ran longer
