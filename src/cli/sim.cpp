@@ -107,8 +107,8 @@ int run_sim(const SimOpts& o) {
   uint32_t nodes = o.nodes ? o.nodes : sim::default_nodes(*w, o.cores_per_node);
   int64_t total_cores = int64_t{nodes} * o.cores_per_node;
   std::printf("%s: %s\n", o.trace.c_str(), w->summary.c_str());
-  std::printf("machine: %u nodes of %u cores (%lld cores)%s\n", nodes, o.cores_per_node,
-              static_cast<long long>(total_cores),
+  std::printf("machine: %u nodes of %u core%s (%lld cores)%s\n", nodes, o.cores_per_node,
+              o.cores_per_node == 1 ? "" : "s", static_cast<long long>(total_cores),
               o.epilog > 0 ? (", epilog " + std::to_string(o.epilog) + " s").c_str() : "");
   std::fflush(stdout);
   bool tty = ::isatty(STDERR_FILENO);
