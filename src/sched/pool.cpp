@@ -1,10 +1,11 @@
 // ResourcePool (pool.h): matching, allocation bookkeeping and the EASY
 // reservation, all on plain data.
 //
-// Every rank keeps the union of the cores and gpus its jobs hold; a match
-// works on the complement ("Avail"), restricted to up, undrained ranks. The
-// one matcher (match_in) serves match(), match_avoiding() and reserve(),
-// which differ only in the availability they hand it.
+// Every rank keeps the union of the cores and gpus its jobs hold, and its
+// complement (RankFree, in free_), which every change of an allocation or
+// of a rank's state refreshes. The one matcher (match_in) serves match(),
+// match_avoiding(), reserve() and backfill(), which differ only in the
+// availability they hand it and what it must avoid.
 #include "sched/pool.h"
 
 #include <algorithm>
@@ -51,6 +52,20 @@ Status check_shape(const Jobspec& js) {
   return {};
 }
 
+// The fewest cores `js` can take: a quick test before matching.
+uint64_t min_cores(const Jobspec& js) {
+  if (js.nnodes > 0) return uint64_t{js.nnodes} * js.slots_per_node * js.cores_per_slot;
+  return uint64_t{js.nslots} * js.cores_per_slot;
+}
+
+uint64_t usable_cores(const std::vector<RankFree>& avail) {
+  uint64_t n = 0;
+  for (const auto& a : avail) {
+    if (a.usable) n += a.cores.count();
+  }
+  return n;
+}
+
 }  // namespace
 
 Json ResourceCount::to_json() const {
@@ -58,7 +73,18 @@ Json ResourceCount::to_json() const {
 }
 
 ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
-    : inventory_(std::move(ranks)), state_(inventory_.size()) {}
+    : inventory_(std::move(ranks)), state_(inventory_.size()), free_(inventory_.size()) {
+  for (uint32_t r = 0; r < size(); ++r) refresh(r);
+}
+
+void ResourcePool::refresh(uint32_t rank) {
+  RankFree& f = free_[rank];
+  if (f.usable) free_cores_ -= f.cores.count();
+  f.usable = state_[rank].up && inventory_[rank].known && !drained_.count(rank);
+  f.cores = first_ids(inventory_[rank].ncores).subtract(state_[rank].used_cores);
+  f.gpus = first_ids(inventory_[rank].ngpus).subtract(state_[rank].used_gpus);
+  if (f.usable) free_cores_ += f.cores.count();
+}
 
 const RankInventory& ResourcePool::inventory(uint32_t rank) const {
   LOOM_ASSERT(rank < size());
@@ -72,6 +98,7 @@ std::string ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
   if (inv.hostname.empty()) inv.hostname = inventory_[rank].hostname;
   inv.known = true;
   inventory_[rank] = std::move(inv);
+  refresh(rank);
   if (cores.empty() && gpus.empty()) return "";
   std::string what = !cores.empty() ? "cores " + cores.encode() : "gpus " + gpus.encode();
   if (!cores.empty() && !gpus.empty()) what += " and gpus " + gpus.encode();
@@ -84,16 +111,22 @@ bool ResourcePool::any_unknown() const {
 }
 
 void ResourcePool::set_up(uint32_t rank, bool up) {
-  if (rank < size()) state_[rank].up = up;
+  if (rank >= size()) return;
+  state_[rank].up = up;
+  refresh(rank);
 }
 
 bool ResourcePool::is_up(uint32_t rank) const { return rank < size() && state_[rank].up; }
 
 void ResourcePool::drain(uint32_t rank, DrainInfo info) {
-  if (rank < size()) drained_[rank] = std::move(info);
+  if (rank >= size()) return;
+  drained_[rank] = std::move(info);
+  refresh(rank);
 }
 
-void ResourcePool::undrain(uint32_t rank) { drained_.erase(rank); }
+void ResourcePool::undrain(uint32_t rank) {
+  if (drained_.erase(rank) > 0) refresh(rank);
+}
 
 bool ResourcePool::is_drained(uint32_t rank) const { return drained_.count(rank) > 0; }
 
@@ -164,74 +197,80 @@ Status ResourcePool::feasible(const Jobspec& js) const {
   return {};
 }
 
-std::vector<ResourcePool::Avail> ResourcePool::available() const {
-  std::vector<Avail> avail(size());
-  for (uint32_t r = 0; r < size(); ++r) {
-    avail[r].usable = state_[r].up && inventory_[r].known && !drained_.count(r);
-    avail[r].cores = first_ids(inventory_[r].ncores).subtract(state_[r].used_cores);
-    avail[r].gpus = first_ids(inventory_[r].ngpus).subtract(state_[r].used_gpus);
-  }
-  return avail;
-}
-
-std::optional<ResourceSet> ResourcePool::match_in(const Jobspec& js, const std::vector<Avail>& avail) const {
-  if (!check_shape(js)) return std::nullopt;
+bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avail, const ResourceSet* avoid,
+                            ResourceSet* out) const {
+  if (!check_shape(js)) return false;
   const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
-  ResourceSet out;
+  // Rank r of `avail`, less what `avoid` has there (the ranks of both come
+  // in ascending order, so one walk of `avoid` serves the whole scan).
+  std::map<uint32_t, RankResources>::const_iterator skip, skip_end;
+  if (avoid) skip = avoid->ranks().begin(), skip_end = avoid->ranks().end();
+  RankFree less;
+  auto at = [&](uint32_t r) -> const RankFree& {
+    if (!avoid) return avail[r];
+    while (skip != skip_end && skip->first < r) ++skip;
+    if (skip == skip_end || skip->first != r) return avail[r];
+    less.usable = avail[r].usable;
+    less.cores = avail[r].cores.subtract(skip->second.cores);
+    less.gpus = avail[r].gpus.subtract(skip->second.gpus);
+    return less;
+  };
   if (js.nnodes > 0) {
     const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
     uint32_t picked = 0;
     for (uint32_t r = 0; r < size() && picked < js.nnodes; ++r) {
-      const Avail& a = avail[r];
+      if (!avail[r].usable) continue;
       const RankInventory& inv = inventory_[r];
-      if (!a.usable) continue;
+      if (js.exclusive && (inv.ncores < need_c || inv.ngpus < need_g)) continue;
+      const RankFree& a = at(r);
+      if (js.exclusive) {
+        if (a.cores.count() != inv.ncores || a.gpus.count() != inv.ngpus) continue;  // not wholly free
+      } else if (a.cores.count() < need_c || a.gpus.count() < need_g) {
+        continue;
+      }
+      ++picked;
+      if (!out) continue;
       RankResources rr;
       rr.hostname = inv.hostname;
-      if (js.exclusive) {
-        if (inv.ncores < need_c || inv.ngpus < need_g) continue;
-        if (a.cores.count() != inv.ncores || a.gpus.count() != inv.ngpus) continue;  // not wholly free
-        rr.cores = a.cores;
-        rr.gpus = a.gpus;
-      } else {
-        if (a.cores.count() < need_c || a.gpus.count() < need_g) continue;
-        rr.cores = take_lowest(a.cores, need_c);
-        rr.gpus = take_lowest(a.gpus, need_g);
-      }
-      out.add_rank(r, std::move(rr));
-      ++picked;
+      rr.cores = js.exclusive ? a.cores : take_lowest(a.cores, need_c);
+      rr.gpus = js.exclusive ? a.gpus : take_lowest(a.gpus, need_g);
+      out->add_rank(r, std::move(rr));
     }
-    if (picked < js.nnodes) return std::nullopt;
-    return out;
+    return picked == js.nnodes;
   }
   uint64_t left = js.nslots;
   for (uint32_t r = 0; r < size() && left > 0; ++r) {
-    const Avail& a = avail[r];
-    if (!a.usable) continue;
+    if (!avail[r].usable) continue;
+    const RankFree& a = at(r);
     uint64_t k = a.cores.count() / cps;
     if (gps > 0) k = std::min<uint64_t>(k, a.gpus.count() / gps);
     k = std::min(k, left);
     if (k == 0) continue;
+    left -= k;
+    if (!out) continue;
     RankResources rr;
     rr.hostname = inventory_[r].hostname;
     rr.cores = take_lowest(a.cores, k * cps);
     rr.gpus = take_lowest(a.gpus, k * gps);
-    out.add_rank(r, std::move(rr));
-    left -= k;
+    out->add_rank(r, std::move(rr));
   }
-  if (left > 0) return std::nullopt;
+  return left == 0;
+}
+
+std::optional<ResourceSet> ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avail,
+                                                  const ResourceSet* avoid) const {
+  ResourceSet out;
+  if (!match_in(js, avail, avoid, &out)) return std::nullopt;
   return out;
 }
 
-std::optional<ResourceSet> ResourcePool::match(const Jobspec& js) const { return match_in(js, available()); }
+std::optional<ResourceSet> ResourcePool::match(const Jobspec& js) const {
+  if (min_cores(js) > free_cores_) return std::nullopt;
+  return match_in(js, free_);
+}
 
 std::optional<ResourceSet> ResourcePool::match_avoiding(const Jobspec& js, const ResourceSet& avoid) const {
-  auto avail = available();
-  for (const auto& [r, rr] : avoid.ranks()) {
-    if (r >= size()) continue;
-    avail[r].cores = avail[r].cores.subtract(rr.cores);
-    avail[r].gpus = avail[r].gpus.subtract(rr.gpus);
-  }
-  return match_in(js, avail);
+  return match_in(js, free_, &avoid);
 }
 
 // --- allocations ---
@@ -286,6 +325,7 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
     if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
     state_[rank].used_cores = state_[rank].used_cores.set_union(rr.cores);
     state_[rank].used_gpus = state_[rank].used_gpus.set_union(rr.gpus);
+    refresh(rank);
     held.add_rank(rank, std::move(copy));
   }
   allocations_[id] = std::move(held);
@@ -339,6 +379,7 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
     if (!ranks.contains(rank)) continue;
     state_[rank].used_cores = state_[rank].used_cores.subtract(rr.cores);
     state_[rank].used_gpus = state_[rank].used_gpus.subtract(rr.gpus);
+    refresh(rank);
   }
   it->second = it->second.subset(held.subtract(ranks));
   if (it->second.empty()) allocations_.erase(it);
@@ -424,11 +465,26 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
                                                  double now) const {
-  auto avail = available();
-  if (auto r = match_in(head, avail)) return Reservation{now, std::move(*r)};
+  const uint64_t need = min_cores(head);
+  auto plan = [&](double t, std::vector<RankFree> at_time) -> std::optional<Reservation> {
+    Reservation res;
+    if (!match_in(head, at_time, nullptr, &res.resources)) return std::nullopt;
+    res.time = t;
+    res.head = head;
+    const uint64_t total = usable_cores(at_time);
+    res.spare_cores = total - std::min(need, total);
+    res.at_time = std::move(at_time);
+    return res;
+  };
+  std::vector<RankFree> avail = free_;
+  uint64_t cores = free_cores_;
+  if (cores >= need) {
+    if (auto res = plan(now, avail)) return res;
+  }
   // Give back each job's resources in the order the jobs are expected to
-  // end; the first moment the head fits is its reservation. Jobs ending at
-  // the same moment are given back together.
+  // end; the first moment the head fits is its reservation. Every job
+  // ending at one moment gives back at that moment, before the head is
+  // tried then: a job ending exactly at the shadow time counts as ended.
   std::vector<std::pair<double, uint64_t>> order;
   for (const auto& [id, end] : ends) {
     if (!allocations_.count(id) || !std::isfinite(end)) continue;
@@ -439,23 +495,60 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std:
     double t = order[i].first;
     for (; i < order.size() && order[i].first == t; ++i) {
       for (const auto& [rank, rr] : allocations_.at(order[i].second).ranks()) {
+        RankFree& a = avail[rank];
+        if (a.usable) cores -= a.cores.count();
         // (Not what a job holds beyond a host that came back smaller.)
-        avail[rank].cores = avail[rank].cores.set_union(rr.cores.intersect(first_ids(inventory_[rank].ncores)));
-        avail[rank].gpus = avail[rank].gpus.set_union(rr.gpus.intersect(first_ids(inventory_[rank].ngpus)));
+        a.cores = a.cores.set_union(rr.cores.intersect(first_ids(inventory_[rank].ncores)));
+        a.gpus = a.gpus.set_union(rr.gpus.intersect(first_ids(inventory_[rank].ngpus)));
+        if (a.usable) cores += a.cores.count();
       }
     }
-    if (auto r = match_in(head, avail)) return Reservation{t, std::move(*r)};
+    if (cores < need) continue;
+    // (The last try may keep `avail`: nothing is given back after it.)
+    if (auto res = plan(t, i == order.size() ? std::move(avail) : avail)) return res;
   }
   return std::nullopt;
 }
 
 std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, const Reservation& res, double now) const {
-  auto fit = match(candidate);
-  if (!fit) return std::nullopt;
-  // A job with a duration that ends by the reservation time hands back
-  // whatever it takes before the head needs it.
-  if (candidate.duration > 0 && now + candidate.duration <= res.time) return fit;
-  return match_avoiding(candidate, res.resources);
+  const uint64_t need = min_cores(candidate);
+  if (need > free_cores_) return std::nullopt;
+  // The expected end, computed here once: the same sum becomes the R's
+  // expiration, so the comparison below and later plans agree exactly.
+  const double end = candidate.duration > 0 ? now + candidate.duration : 0;
+  auto stamped = [&](std::optional<ResourceSet> r) {
+    if (r) r->starttime = now, r->expiration = end;
+    return r;
+  };
+  // Ends by the shadow time (exactly at it included): whatever it takes
+  // now is free again when the head needs it.
+  if (end > 0 && end <= res.time) return stamped(match_in(candidate, free_));
+  // Runs past it: it must leave the head room at res.time.
+  if (need > res.spare_cores) return std::nullopt;
+  if (auto off = match_in(candidate, free_, &res.resources)) return stamped(std::move(off));
+  auto fit = match_in(candidate, free_);
+  if (!fit || !match_in(res.head, res.at_time, &*fit, nullptr)) return std::nullopt;
+  return stamped(std::move(fit));
+}
+
+void ResourcePool::backfilled(Reservation& res, const ResourceSet& taken) const {
+  if (taken.expiration > 0 && taken.expiration <= res.time) return;  // gone by then
+  bool moved = false;
+  for (const auto& [rank, rr] : taken.ranks()) {
+    if (rank >= res.at_time.size()) continue;
+    RankFree& a = res.at_time[rank];
+    uint64_t before = a.cores.count();
+    a.cores = a.cores.subtract(rr.cores);
+    a.gpus = a.gpus.subtract(rr.gpus);
+    if (a.usable) res.spare_cores -= std::min(res.spare_cores, before - a.cores.count());
+    if (auto h = res.resources.ranks().find(rank); h != res.resources.ranks().end()) {
+      moved = moved || !h->second.cores.intersect(rr.cores).empty() || !h->second.gpus.intersect(rr.gpus).empty();
+    }
+  }
+  if (!moved) return;
+  ResourceSet again;
+  // backfill() checked that the head still fits.
+  if (match_in(res.head, res.at_time, nullptr, &again)) res.resources = std::move(again);
 }
 
 }  // namespace loom

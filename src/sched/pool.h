@@ -13,6 +13,8 @@
 //   reserve()    EASY backfill: when and where a blocked job could start
 //   backfill()   EASY backfill: what a later job may take now without
 //                delaying that reservation
+//   backfilled() EASY backfill: the reservation's plan, told what a
+//                backfilled job took
 //
 // Core ids on a rank are 0..ncores-1 and gpu ids 0..ngpus-1.
 #pragma once
@@ -59,11 +61,28 @@ struct ResourceCount {
   Json to_json() const;
 };
 
-// Where and when a blocked job will start, assuming running jobs end when
-// their duration says (EASY backfill).
+// What a match may use on one rank: its free cores and gpus, and whether
+// it is usable at all (up, known and undrained).
+struct RankFree {
+  bool usable = false;
+  IdSet cores;
+  IdSet gpus;
+};
+
+// Where and when a blocked job (the head) will start, assuming running jobs
+// end when their duration says (EASY backfill): `time` is EASY's shadow
+// time. The rest is the plan behind it, kept for one scheduling pass.
 struct Reservation {
-  double time = 0;  // wall seconds
-  ResourceSet resources;
+  double time = 0;        // wall seconds
+  ResourceSet resources;  // what the head would get at `time`
+  Jobspec head;
+  // Free at `time`: free now, plus what the jobs expected to end by then
+  // give back, minus what jobs backfilled since (backfilled()) still hold
+  // then. Indexed by rank.
+  std::vector<RankFree> at_time;
+  // Usable cores of at_time beyond the fewest the head needs: a job that
+  // runs past `time` and needs more cannot start without delaying it.
+  uint64_t spare_cores = 0;
 };
 
 class ResourcePool {
@@ -149,9 +168,28 @@ class ResourcePool {
   ResourceCount count_drained() const;
 
   // --- EASY backfill ---
-  // The expected end of each allocation: its expiration, when it has one
-  // (a job without a duration has none and never ends, as far as planning
-  // goes).
+  // The EASY rule, in full (docs/protocols/jobs.md, "Scheduling policies"):
+  //  - a running job's expected end is its R's expiration, starttime +
+  //    duration, computed once when it starts; a job without a duration
+  //    has none and never ends, as far as planning goes; an end already
+  //    past counts as now;
+  //  - the head's reservation (shadow) time is the earliest expected end
+  //    (or now) at which the head fits in what is free now plus what every
+  //    job expected to end by then gives back: all the jobs that end
+  //    exactly at that time count as ending by it;
+  //  - a later job (a candidate) may start now if it fits in what is free
+  //    now and either has a duration and ends by the shadow time (now +
+  //    duration <= time, equality included), or leaves the head still
+  //    fitting at the shadow time in what is free then minus what the
+  //    candidate holds (the "extra" resources of EASY). A candidate
+  //    without a duration runs past any time: only the second holds.
+  // Times are compared exactly: with whole seconds (a simulation) every
+  // sum here is exact in a double.
+
+  // Cores free now on usable ranks (count_free().ncores, kept as it
+  // changes).
+  uint64_t free_cores() const { return free_cores_; }
+  // The expected end of each allocation: its expiration, when it has one.
   std::map<uint64_t, double> expected_ends() const;
   // The earliest time >= now at which `head` could start if every job in
   // `ends` (id → expected end, wall seconds) ended on time and nothing else
@@ -159,10 +197,17 @@ class ResourcePool {
   // end; ends before `now` count as `now`. nullopt when `head` cannot start
   // even after all of those jobs end.
   std::optional<Reservation> reserve(const Jobspec& head, const std::map<uint64_t, double>& ends, double now) const;
-  // What `candidate` may take now without delaying `res`: a match if it has
-  // a duration and ends by res.time; else a match that avoids res's
-  // resources. nullopt if neither.
+  // What `candidate` may take now without delaying `res` (the rule above),
+  // with starttime `now` and expiration now + duration (0 without one), or
+  // nullopt. Running past res.time, it is first placed off the resources
+  // the head is planned to get; failing that, where match() would place it,
+  // if the head still fits at res.time elsewhere.
   std::optional<ResourceSet> backfill(const Jobspec& candidate, const Reservation& res, double now) const;
+  // Tells `res` that a job backfilled onto `taken` (as backfill() returned
+  // it, expiration included) and was allocated: if it runs past res.time,
+  // what it holds is not free then, and the head's planned resources move
+  // if they overlapped.
+  void backfilled(Reservation& res, const ResourceSet& taken) const;
 
  private:
   struct RankState {
@@ -170,15 +215,15 @@ class ResourcePool {
     IdSet used_gpus;
     bool up = true;
   };
-  // What a match may use on one rank.
-  struct Avail {
-    bool usable = false;  // up and undrained
-    IdSet cores;          // free cores
-    IdSet gpus;           // free gpus
-  };
 
-  std::vector<Avail> available() const;
-  std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<Avail>& avail) const;
+  // Recomputes free_[rank] (and free_cores_) from the rank's state.
+  void refresh(uint32_t rank);
+  // Whether `js` fits in `avail` less `avoid` (none: nullptr); the
+  // resources it would get go to `out` unless it is nullptr.
+  bool match_in(const Jobspec& js, const std::vector<RankFree>& avail, const ResourceSet* avoid,
+                ResourceSet* out) const;
+  std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<RankFree>& avail,
+                                      const ResourceSet* avoid = nullptr) const;
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
 
@@ -187,6 +232,10 @@ class ResourcePool {
   std::map<uint32_t, DrainInfo> drained_;
   std::map<uint64_t, ResourceSet> allocations_;
   uint64_t alarms_ = 0;
+  // What is free now on each rank, kept as allocations and rank states
+  // change, so that a match does not rebuild it.
+  std::vector<RankFree> free_;
+  uint64_t free_cores_ = 0;
 };
 
 }  // namespace loom
