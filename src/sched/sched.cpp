@@ -20,15 +20,19 @@
 // rank coming online, readiness). It walks the queue in priority order:
 //   fcfs  start each job that fits; the first that does not is annotated
 //         "insufficient resources" and the pass stops there.
-//   easy  the same up to the first job that does not fit, which gets a
-//         reservation (ResourcePool::reserve, from the expected ends of
-//         running jobs) and a t_estimate annotation; every later job may
-//         start only where ResourcePool::backfill says it cannot delay that
-//         reservation. With no reservation possible (running jobs without
-//         a duration), nothing backfills: the pass stops as with fcfs. At
-//         most kBackfillDepth jobs behind the reservation are tried per
-//         pass (Slurm's bf_max_job_test does the same), and none once
-//         every core is busy.
+//   easy  the same up to the first job that does not fit (the head), which
+//         gets a reservation (ResourcePool::reserve, from the expected ends
+//         of running jobs) and a t_estimate annotation; every later job, in
+//         queue order, may start only where ResourcePool::backfill says it
+//         cannot delay that reservation (the EASY rule is written out in
+//         pool.h). With no reservation possible (running jobs without a
+//         duration), nothing backfills: the pass stops as with fcfs. At
+//         most backfill_depth candidates are tried per pass (0: all; Slurm's
+//         bf_max_job_test is the same cap), and none once every core is
+//         busy.
+//   easy-sjbf  EASY whose candidates are tried shortest requested time
+//         (jobspec duration) first, ties in queue order, jobs without a
+//         duration last; the cap counts candidates in that order.
 // A started job's R is written to job.<id>.R before the alloc is answered.
 #include "sched/sched.h"
 
@@ -37,6 +41,7 @@
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
+#include <limits>
 #include <set>
 #include <string_view>
 
@@ -56,8 +61,6 @@ constexpr const char* kInventoryKey = kvs_key::kResourceInventory;
 // Bounds on a host's report, so that a bad one cannot make huge id sets.
 constexpr uint64_t kMaxCores = 1u << 20, kMaxGpus = 1u << 16;
 constexpr const char* kInsufficient = "insufficient resources";
-// EASY tries at most this many jobs behind the reservation in one pass.
-constexpr size_t kBackfillDepth = 500;
 
 enum AllocType { kSuccess = 0, kAnnotate = 1, kDeny = 2, kCancel = 3 };
 
@@ -103,19 +106,16 @@ Result<IdSet> get_ranks(const Json& j, uint32_t size) {
   return ranks;
 }
 
-// The minimum number of cores `js` needs: a quick test before matching.
-uint64_t min_cores(const Jobspec& js) {
-  if (js.nnodes > 0) return uint64_t{js.nnodes} * js.slots_per_node * js.cores_per_slot;
-  return uint64_t{js.nslots} * js.cores_per_slot;
-}
-
 }  // namespace
 
 // --- configuration and discovery ---
 
 Result<SchedConfig> validate_sched_config(SchedConfig c) {
-  if (c.policy != "fcfs" && c.policy != "easy") {
-    return Error{EINVAL, "sched.policy must be fcfs or easy, not " + c.policy};
+  if (c.policy != "fcfs" && c.policy != "easy" && c.policy != "easy-sjbf") {
+    return Error{EINVAL, "sched.policy must be fcfs, easy or easy-sjbf, not " + c.policy};
+  }
+  if (c.backfill_depth < 0) {
+    return Error{EINVAL, "sched.backfill-depth must be 0 (no cap) or more, not " + std::to_string(c.backfill_depth)};
   }
   if (c.size == 0) return Error{EINVAL, "the instance size must be at least 1"};
   if (c.cores_per_rank && *c.cores_per_rank == 0) {
@@ -170,6 +170,15 @@ bool Sched::QueueKey::operator<(const QueueKey& o) const {
   return id < o.id;
 }
 
+bool Sched::ShortestKey::operator<(const ShortestKey& o) const {
+  if (duration != o.duration) return duration < o.duration;
+  return key < o.key;
+}
+
+Sched::ShortestKey Sched::shortest_key(const QueueKey& key, const Jobspec& js) {
+  return ShortestKey{js.duration > 0 ? js.duration : std::numeric_limits<double>::infinity(), key};
+}
+
 Result<std::unique_ptr<Sched>> Sched::create(asio::io_context& io, Handle& h, SchedConfig cfg) {
   auto valid = validate_sched_config(std::move(cfg));
   if (!valid.ok()) return valid.error();
@@ -209,7 +218,9 @@ Sched::Sched(asio::io_context& io, Handle& h, SchedConfig cfg, ResourcePool pool
       h_(h),
       clock_(h.clock()),
       cfg_(std::move(cfg)),
-      policy_(cfg_.policy == "easy" ? Policy::kEasy : Policy::kFcfs),
+      policy_(cfg_.policy == "easy"        ? Policy::kEasy
+              : cfg_.policy == "easy-sjbf" ? Policy::kEasySjbf
+                                           : Policy::kFcfs),
       pool_(std::move(pool)),
       retry_timer_(clock_.make_timer()) {}
 
@@ -429,6 +440,7 @@ void Sched::alloc(const Message& req) {
   js->raw = nullptr;
   Message kept = head_of(req);
   QueueKey key{*priority, *t_submit, *id};
+  if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(key, *js));
   pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""});
   queue_.insert(key);
   request_pass();
@@ -467,8 +479,10 @@ void Sched::prioritize(const Message& req) {
     auto it = pending_.find(e[0].get<uint64_t>());
     if (it == pending_.end()) continue;
     queue_.erase(it->second.key);
+    if (policy_ == Policy::kEasySjbf) shortest_.erase(shortest_key(it->second.key, it->second.jobspec));
     it->second.key.priority = e[1].get<int64_t>();
     queue_.insert(it->second.key);
+    if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(it->second.key, it->second.jobspec));
   }
   h_.respond(req, Json::object());  // only if a response was asked for
   request_pass();
@@ -736,12 +750,10 @@ void Sched::recheck_feasible() {
 void Sched::pass() {
   if (!ready_) return;
   const double now = clock_.wall();
-  uint64_t free_cores = pool_.count_free().ncores;
-  std::optional<Reservation> reservation;
-  bool blocked = false;
-  size_t behind = 0;  // jobs considered behind the reservation
-  // start() erases only the job it starts from the queue, so the walk keeps
-  // the next position before looking at a job.
+  // Jobs in queue order start while they fit; the first that does not is
+  // the head. start() erases only the job it starts from the queue, so the
+  // walk keeps the next position before looking at a job.
+  PendingJob* head = nullptr;
   for (auto qit = queue_.begin(); qit != queue_.end();) {
     const QueueKey key = *qit++;
     auto it = pending_.find(key.id);
@@ -749,60 +761,78 @@ void Sched::pass() {
     PendingJob& job = it->second;
     // Fits no host as they are now: it neither starts nor holds others up.
     if (!job.never.empty()) continue;
-    if (!blocked) {
-      std::optional<ResourceSet> fit;
-      if (min_cores(job.jobspec) <= free_cores) fit = pool_.match(job.jobspec);
-      if (fit) {
-        free_cores -= fit->ncores();
-        start(key.id, std::move(*fit));
-        continue;
-      }
-      blocked = true;
-      if (policy_ == Policy::kFcfs) {
-        annotate(job, Json{{"reason_pending", kInsufficient}});
-        break;
-      }
-      reservation = pool_.reserve(job.jobspec, pool_.expected_ends(), now);
-      Json a{{"reason_pending", kInsufficient}};
-      if (reservation) a["t_estimate"] = reservation->time;
-      annotate(job, std::move(a));
-      // A job that held the reservation before loses its estimate.
-      if (estimate_holder_ && *estimate_holder_ != key.id) {
-        auto old = pending_.find(*estimate_holder_);
-        if (old != pending_.end()) annotate(old->second, Json{{"reason_pending", kInsufficient}});
-      }
-      estimate_holder_ = reservation ? std::optional<uint64_t>(key.id) : std::nullopt;
-      if (!reservation) break;
+    if (auto fit = pool_.match(job.jobspec)) {
+      fit->starttime = now;
+      fit->expiration = job.jobspec.duration > 0 ? now + job.jobspec.duration : 0;
+      start(key.id, std::move(*fit));
       continue;
     }
-    // EASY, behind the reservation. Only the first kBackfillDepth jobs are
-    // tried, so that a pass stays cheap however long the queue is.
-    if (++behind > kBackfillDepth || free_cores == 0) break;
-    if (min_cores(job.jobspec) > free_cores) continue;
-    if (auto fit = pool_.backfill(job.jobspec, *reservation, now)) {
-      free_cores -= fit->ncores();
-      start(key.id, std::move(*fit));
+    head = &job;
+    break;
+  }
+  if (!head) return commit_starts();
+  if (policy_ == Policy::kFcfs) {
+    annotate(*head, Json{{"reason_pending", kInsufficient}});
+    return commit_starts();
+  }
+  const QueueKey head_key = head->key;
+  auto reservation = pool_.reserve(head->jobspec, pool_.expected_ends(), now);
+  Json a{{"reason_pending", kInsufficient}};
+  if (reservation) a["t_estimate"] = reservation->time;
+  annotate(*head, std::move(a));
+  // A job that held the reservation before loses its estimate.
+  if (estimate_holder_ && *estimate_holder_ != head_key.id) {
+    auto old = pending_.find(*estimate_holder_);
+    if (old != pending_.end()) annotate(old->second, Json{{"reason_pending", kInsufficient}});
+  }
+  estimate_holder_ = reservation ? std::optional<uint64_t>(head_key.id) : std::nullopt;
+  if (reservation) {
+    if (policy_ == Policy::kEasySjbf) {
+      backfill(shortest_, head_key, *reservation, now, [](const ShortestKey& k) { return k.key; });
+    } else {
+      backfill(queue_, head_key, *reservation, now, [](const QueueKey& k) { return k; });
     }
   }
   commit_starts();
 }
 
-void Sched::start(uint64_t id, ResourceSet r) {
+template <typename Set, typename KeyOf>
+void Sched::backfill(const Set& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of) {
+  const uint64_t depth = static_cast<uint64_t>(cfg_.backfill_depth);
+  uint64_t tried = 0;
+  // In queue order the candidates are the jobs after the head; shortest
+  // first they are every job but those (the head, and ahead of it only jobs
+  // that fit no host: the others have started).
+  for (auto it = order.begin(); it != order.end();) {
+    const QueueKey key = key_of(*it++);
+    if (!(head < key)) continue;
+    if (pool_.free_cores() == 0) break;
+    auto p = pending_.find(key.id);
+    if (p == pending_.end() || !p->second.never.empty()) continue;
+    // Only the first `depth` candidates, so that a pass stays cheap however
+    // long the queue is (0: no cap).
+    if (depth > 0 && ++tried > depth) break;
+    if (auto fit = pool_.backfill(p->second.jobspec, res, now)) {
+      ResourceSet taken = *fit;
+      if (start(key.id, std::move(*fit))) pool_.backfilled(res, taken);
+    }
+  }
+}
+
+bool Sched::start(uint64_t id, ResourceSet r) {
   auto it = pending_.find(id);
   LOOM_ASSERT(it != pending_.end());
   Message req = it->second.req;
-  double duration = it->second.jobspec.duration;
   remove_pending(id);
-  r.starttime = clock_.wall();
-  r.expiration = duration > 0 ? r.starttime + duration : 0;
   if (auto st = pool_.allocate(id, r); !st) {
     // match() only offers free resources: this is a bug in the pool.
     spdlog::error("sched: {}", st.error().text);
     h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "internal scheduler error: " + st.error().text}});
-    return;
+    return false;
   }
   // The R of every job started in this pass goes to the KVS in one commit.
   starting_.push_back(Starting{req, id, r.to_json()});
+  return true;
 }
 
 void Sched::commit_starts() {
@@ -849,6 +879,7 @@ void Sched::remove_pending(uint64_t id) {
   if (it == pending_.end()) return;
   if (estimate_holder_ == id) estimate_holder_.reset();
   queue_.erase(it->second.key);
+  if (policy_ == Policy::kEasySjbf) shortest_.erase(shortest_key(it->second.key, it->second.jobspec));
   pending_.erase(it);
 }
 

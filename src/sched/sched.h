@@ -1,6 +1,7 @@
 // The `sched` service on rank 0 (docs/protocols/jobs.md).
 // It owns the instance's resource inventory (a ResourcePool) and answers
-// the job manager's allocation requests by policy, FCFS or EASY backfill.
+// the job manager's allocation requests by policy: FCFS, EASY backfill, or
+// EASY trying its backfill candidates shortest first (easy-sjbf).
 //
 // Messages served (access in brackets):
 //   sched.alloc {id, priority, userid, t_submit, jobspec}   [owner]
@@ -53,14 +54,17 @@ struct SchedConfig {
   // Configured ([resource] cores-per-rank, gpus-per-rank); else discovered.
   // With hostnames: rank 0's only; every other host reports its own.
   std::optional<uint32_t> cores_per_rank, gpus_per_rank;
-  std::string policy = "fcfs";  // "fcfs" or "easy"
+  std::string policy = "fcfs";  // "fcfs", "easy" or "easy-sjbf"
+  // EASY: the most jobs behind the reservation tried in one pass (0: all,
+  // as EASY itself does; a simulation wants that).
+  int64_t backfill_depth = 500;
   // The host of each rank, where the bootstrap configuration names them
   // (else every rank is this host).
   std::vector<std::string> hostnames;
 };
 
 // `c` if it is usable, else one line naming the bad setting, such as
-// "sched.policy must be fcfs or easy, not lifo".
+// "sched.policy must be fcfs, easy or easy-sjbf, not lifo".
 Result<SchedConfig> validate_sched_config(SchedConfig c);
 
 // What this host has: hwloc's core count (at least 1), its GPU and
@@ -82,7 +86,7 @@ class Sched {
   size_t pending() const { return pending_.size(); }
 
  private:
-  enum class Policy { kFcfs, kEasy };
+  enum class Policy { kFcfs, kEasy, kEasySjbf };
   // The order allocs are answered in: priority high to low, then older
   // first, then lower id.
   struct QueueKey {
@@ -91,6 +95,14 @@ class Sched {
     uint64_t id;
     bool operator<(const QueueKey& o) const;
   };
+  // easy-sjbf's order of backfill candidates: shortest requested time
+  // first (none: last), then queue order.
+  struct ShortestKey {
+    double duration;  // +inf without one
+    QueueKey key;
+    bool operator<(const ShortestKey& o) const;
+  };
+  static ShortestKey shortest_key(const QueueKey& key, const Jobspec& js);
   struct PendingJob {
     Message req;  // the alloc request, answered by h_.respond(req, ...)
     QueueKey key;
@@ -143,8 +155,13 @@ class Sched {
   // At most one scheduling pass per loop turn.
   void request_pass() { pass_turn_.request(); }
   void pass();
-  // Allocates `r` to the pending job `id`, writes job.<id>.R, then answers.
-  void start(uint64_t id, ResourceSet r);
+  // EASY behind the head: tries each candidate in `order` (an ordered set
+  // of keys whose QueueKey `key_of` gives) against `res`.
+  template <typename Set, typename KeyOf>
+  void backfill(const Set& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of);
+  // Allocates `r` (its starttime and expiration set) to the pending job
+  // `id`, writes job.<id>.R, then answers. False if the pool refused it.
+  bool start(uint64_t id, ResourceSet r);
   void annotate(PendingJob& job, Json sched);
   void remove_pending(uint64_t id);
   // Writes resource.drain, then answers `req`.
@@ -169,6 +186,8 @@ class Sched {
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
   std::set<QueueKey> queue_;
+  // The same jobs shortest first, for easy-sjbf only.
+  std::set<ShortestKey> shortest_;
   // Jobs the hello reported running whose R could not all be held again
   // (ResourcePool::restore): their frees of ranks not held are expected.
   std::set<uint64_t> restored_partly_;

@@ -179,8 +179,16 @@ TEST(SchedConfigTest, RefusesAnUnknownPolicyInOneLine) {
   c.policy = "lifo";
   auto r = validate_sched_config(c);
   ASSERT_FALSE(r.ok());
-  EXPECT_EQ(r.error().text, "sched.policy must be fcfs or easy, not lifo");
-  c.policy = "easy";
+  EXPECT_EQ(r.error().text, "sched.policy must be fcfs, easy or easy-sjbf, not lifo");
+  for (const char* p : {"fcfs", "easy", "easy-sjbf"}) {
+    c.policy = p;
+    EXPECT_TRUE(validate_sched_config(c).ok()) << p;
+  }
+  c.backfill_depth = -1;
+  r = validate_sched_config(c);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.error().text, "sched.backfill-depth must be 0 (no cap) or more, not -1");
+  c.backfill_depth = 0;
   EXPECT_TRUE(validate_sched_config(c).ok());
   c.cores_per_rank = 0;
   EXPECT_FALSE(validate_sched_config(c).ok());
