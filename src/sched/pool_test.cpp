@@ -436,5 +436,69 @@ TEST(PoolBackfill, ALongJobWhollyOutsideTheReservationBackfills) {
   EXPECT_EQ(show(pool.backfill(slots(4), *narrow, 0)), "2:0-3");
 }
 
+// EASY's "extra" resources are counted, not named: a long candidate may
+// take cores the head was planned to get, when the head still fits at the
+// shadow time on others.
+TEST(PoolBackfill, ALongJobMayTakeWhatTheHeadCanDoWithout) {
+  auto pool = uniform(4, 1);
+  ASSERT_TRUE(pool.allocate(1, R({{2, "0"}, {3, "0"}}, 100)).ok());  // ranks 0-1 free now
+  auto res = pool.reserve(slots(3), pool.expected_ends(), 0);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->time, 100);
+  EXPECT_EQ(show(res->resources), "0:0 1:0 2:0");  // one core to spare then
+  EXPECT_EQ(res->spare_cores, 1u);
+  auto fit = pool.backfill(slots(1, 1, 0, 1000), *res, 0);  // every free core is planned for the head
+  ASSERT_TRUE(fit);
+  EXPECT_EQ(show(fit), "0:0");
+  EXPECT_EQ(fit->starttime, 0);
+  EXPECT_EQ(fit->expiration, 1000);
+  ASSERT_TRUE(pool.allocate(2, *fit).ok());
+  pool.backfilled(*res, *fit);
+  EXPECT_EQ(show(res->resources), "1:0 2:0 3:0");  // the head's plan moved
+  EXPECT_EQ(res->spare_cores, 0u);
+  EXPECT_EQ(show(pool.backfill(slots(1, 1, 0, 1000), *res, 0)), "none");  // none to spare now
+  EXPECT_EQ(show(pool.backfill(slots(1), *res, 0)), "none");
+  EXPECT_EQ(show(pool.backfill(slots(1, 1, 0, 100), *res, 0)), "1:0");  // gone by then
+  EXPECT_EQ(pool.alarms(), 0u);
+}
+
+// Every job that ends exactly at the shadow time gives back at it.
+TEST(PoolReserve, CountsEveryJobEndingExactlyAtTheShadowTime) {
+  auto pool = uniform(4, 1);
+  ASSERT_TRUE(pool.allocate(1, R({{0, "0"}}, 100)).ok());
+  ASSERT_TRUE(pool.allocate(2, R({{1, "0"}}, 100)).ok());
+  ASSERT_TRUE(pool.allocate(3, R({{2, "0"}}, 200)).ok());
+  auto res = pool.reserve(slots(2), pool.expected_ends(), 10);
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->time, 100);
+  EXPECT_EQ(res->spare_cores, 1u);  // jobs 1 and 2 both: 3 free at 100, the head needs 2
+  EXPECT_EQ(show(pool.backfill(slots(1, 1, 0, 5000), *res, 10)), "3:0");
+}
+
+// The pool's kept free sets and count agree with what a fresh count says,
+// through allocations, frees, drain, down and a smaller host.
+TEST(PoolFree, KeepsItsFreeCountThroughEveryChange) {
+  auto pool = uniform(3, 4, 1);
+  auto check = [&](const char* when) { EXPECT_EQ(pool.free_cores(), pool.count_free().ncores) << when; };
+  check("start");
+  ASSERT_TRUE(pool.allocate(1, R({{0, "0-1"}, {1, "0-3/0"}})).ok());
+  check("allocate");
+  pool.drain(2, {"x", 1});
+  check("drain");
+  pool.set_up(0, false);
+  check("down");
+  EXPECT_EQ(show(pool.match(slots(1))), "none");
+  pool.set_up(0, true);
+  pool.undrain(2);
+  check("up, undrained");
+  ASSERT_TRUE(pool.free(1, R({{1, "0-3"}})).ok());
+  check("partial free");
+  (void)pool.set_inventory(0, {1, 0, "", true});  // job 1 holds cores 0-1, the host has 1 now
+  check("smaller host");
+  ASSERT_TRUE(pool.free_all(1).ok());
+  check("free");
+  EXPECT_EQ(pool.free_cores(), 1u + 4 + 4);
+}
+
 }  // namespace
 }  // namespace loom

@@ -711,6 +711,122 @@ TEST_F(SchedTest, EasyReservesForTheHeadAndBackfillsAroundIt) {
   EXPECT_EQ(status()["policy"], "easy");
 }
 
+// One rank of 4 cores at t=10: job 1 holds 2 of them until t=110, job 2
+// (the head) needs all 4, so its reservation is t=110. Two candidates of
+// 2 cores both end by then; only one can start, and the policies differ.
+TEST_F(SchedTest, EasySjbfTriesTheShortestCandidateFirst) {
+  auto run = [&](const std::string& policy) {
+    start(config(1, 4, policy));
+    clock.advance(10);
+    alloc(1, slots(2, 1, 0, 100), 20);
+    EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+    alloc(2, slots(4, 1, 0, 10), 19);
+    alloc(3, slots(2, 1, 0, 90), 18);  // first in queue order: ends at 100
+    alloc(4, slots(2, 1, 0, 50), 17);  // shortest: ends at 60
+    auto started = settle();
+    auto rs = responses("sched.alloc");
+    EXPECT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
+    sched.reset();
+    sent.clear();
+    return started;
+  };
+  EXPECT_EQ(run("easy"), std::vector<std::string>{"job.3.R"});
+  EXPECT_EQ(run("easy-sjbf"), std::vector<std::string>{"job.4.R"});
+}
+
+TEST_F(SchedTest, EasySjbfTriesJobsWithoutADurationLastAndFollowsPriorityChanges) {
+  start(config(1, 4, "easy-sjbf"));
+  clock.advance(10);
+  alloc(1, slots(2, 1, 0, 100), 20);  // cores 0-1 until t=110
+  settle();
+  alloc(2, slots(4, 1, 0, 10), 19);           // the head
+  alloc(3, nodes(1, 2, 1, 0, false, 0), 18);  // no duration: runs past t=110, and the head needs its cores
+  alloc(4, slots(1, 1, 0, 500), 17);          // past t=110 too
+  alloc(5, slots(1, 1, 0, 400), 16);
+  EXPECT_EQ(settle(), std::vector<std::string>{});
+  // Two short ones: the one of equal duration and higher priority first.
+  alloc(6, slots(2, 1, 0, 30), 10);
+  alloc(7, slots(2, 1, 0, 30), 11);
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.7.R"});
+  EXPECT_EQ(sched->pending(), 5u);
+  EXPECT_EQ(sched->pool().alarms(), 0u);
+}
+
+TEST_F(SchedTest, BackfillDepthCapsTheCandidatesTriedPerPass) {
+  auto run = [&](int64_t depth) {
+    SchedConfig c = config(1, 4, "easy");
+    c.backfill_depth = depth;
+    start(c);
+    clock.advance(10);
+    alloc(1, slots(2, 1, 0, 100), 20);  // cores 0-1 until t=110
+    settle();
+    alloc(2, slots(4, 1, 0, 10), 19);    // the head, at t=110
+    alloc(3, slots(2, 1, 0, 1000), 18);  // would delay the head
+    alloc(4, slots(1, 1, 0, 50), 17);    // ends by then
+    auto started = settle();
+    sched.reset();
+    sent.clear();
+    return started;
+  };
+  EXPECT_EQ(run(1), std::vector<std::string>{});  // only job 3 is tried
+  EXPECT_EQ(run(0), std::vector<std::string>{"job.4.R"});
+  EXPECT_EQ(run(2), std::vector<std::string>{"job.4.R"});
+}
+
+// Four ranks of one core at t=10: jobs 1 and 2 end exactly at t=100, job
+// 3 at t=200 (or job 2 at t=101). The head needs 2 cores; a long job needs
+// the last free core. It may start only if both jobs ending at t=100 count
+// as ending at the shadow time: then 3 cores are free at t=100, one more
+// than the head needs.
+TEST_F(SchedTest, EasyCountsEveryJobEndingExactlyAtTheShadowTime) {
+  auto run = [&](double job2) {
+    start(config(4, 1, "easy"));
+    clock.advance(10);
+    const double t0 = clock.wall() - 10;
+    alloc(1, slots(1, 1, 0, 90), 20);
+    alloc(2, slots(1, 1, 0, job2), 19);
+    alloc(3, slots(1, 1, 0, 190), 18);
+    EXPECT_EQ(settle().size(), 3u);
+    responses("sched.alloc");
+    alloc(4, slots(2, 1, 0, 10), 17);    // the head
+    alloc(5, slots(1, 1, 0, 5000), 16);  // needs the core job 1 or 2 leaves at t=100
+    auto started = settle();
+    auto rs = responses("sched.alloc");
+    for (auto& r : rs) {
+      if (r["id"] == 4) {
+        EXPECT_EQ(r["annotations"]["sched"]["t_estimate"], t0 + 100);
+      }
+    }
+    EXPECT_EQ(sched->pool().alarms(), 0u);
+    sched.reset();
+    sent.clear();
+    return started;
+  };
+  EXPECT_EQ(run(90), std::vector<std::string>{"job.5.R"});
+  EXPECT_EQ(run(91), std::vector<std::string>{});
+}
+
+// A candidate that ends exactly at the shadow time is gone by then: it may
+// take the cores the head is waiting for. Its R's expiration is the same
+// sum (start + duration) the rule compared.
+TEST_F(SchedTest, EasyBackfillsAJobEndingExactlyAtTheShadowTime) {
+  start(config(1, 4, "easy"));
+  clock.advance(10);
+  alloc(1, slots(2, 1, 0, 100), 20);  // until t=110
+  settle();
+  responses("sched.alloc");
+  alloc(2, slots(4, 1, 0, 10), 19);   // the head, at t=110
+  alloc(3, slots(2, 1, 0, 101), 18);  // t=111: too late
+  alloc(4, slots(2, 1, 0, 100), 17);  // t=110 exactly
+  EXPECT_EQ(settle(), std::vector<std::string>{"job.4.R"});
+  auto rs = responses("sched.alloc");
+  for (auto& r : rs) {
+    if (r["type"] == 0) {
+      EXPECT_EQ(r["R"]["execution"]["expiration"], SteppedClock::kEpoch + 110);
+    }
+  }
+}
+
 TEST_F(SchedTest, EasyWithoutEstimatesBehavesLikeFcfs) {
   start(config(1, 2, "easy"));
   alloc(1, slots(1));  // no duration: the head's start cannot be planned
