@@ -199,7 +199,10 @@ int main(int argc, char** argv) {
                                    "Cores per rank for the scheduler (default: hwloc); with [bootstrap], this host's");
   auto* gpus_opt = app.add_option("--gpus-per-rank", gpus,
                                   "GPUs per rank for the scheduler (default: hwloc); with [bootstrap], this host's");
-  app.add_option("--sched-policy", sched_cfg.policy, "fcfs or easy")->check(CLI::IsMember({"fcfs", "easy"}));
+  app.add_option("--sched-policy", sched_cfg.policy, "fcfs, easy or easy-sjbf")
+      ->check(CLI::IsMember({"fcfs", "easy", "easy-sjbf"}));
+  app.add_option("--sched-backfill-depth", sched_cfg.backfill_depth, "EASY: candidates tried per pass (0: all)")
+      ->check(CLI::NonNegativeNumber);
   loom::JobManagerConfig jm_cfg;
   app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
   app.add_option("--jobspec-size-limit", jm_cfg.jobspec_size_limit, "Largest jobspec accepted at submit (bytes)")

@@ -343,9 +343,11 @@ const std::vector<Key>& keys() {
                               [](InstanceConfig& c, std::string v) { c.kvs_synchronous = std::move(v); })},
       {"sched.policy", field<std::string>(
                            [](const Setting& s) {
-                             return choice(s, {"fcfs", "easy"});
+                             return choice(s, {"fcfs", "easy", "easy-sjbf"});
                            },
                            [](InstanceConfig& c, std::string v) { c.sched_policy = std::move(v); })},
+      {"sched.backfill-depth", field<uint32_t>([](const Setting& s) { return integer(s, 0, UINT32_MAX >> 1); },
+                                               [](InstanceConfig& c, uint32_t v) { c.sched_backfill_depth = v; })},
       {"resource.cores-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 1, 1u << 20); },
                                                   [](InstanceConfig& c, uint32_t v) { c.cores_per_rank = v; })},
       {"resource.gpus-per-rank", field<uint32_t>([](const Setting& s) { return integer(s, 0, 1u << 16); },
@@ -457,6 +459,7 @@ std::vector<std::string> loomd_options(const InstanceConfig& c) {
       "--frame-timeout=" + seconds(c.frame_timeout),
       "--kvs-synchronous=" + c.kvs_synchronous,
       "--sched-policy=" + c.sched_policy,
+      "--sched-backfill-depth=" + std::to_string(c.sched_backfill_depth),
       "--jobspec-size-limit=" + std::to_string(c.jobspec_size_limit),
       "--inactive-num-limit=" + std::to_string(c.inactive_num_limit),
       "--exec-allow-guest-test=" + std::string(c.allow_guest_test ? "true" : "false"),

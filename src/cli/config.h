@@ -46,6 +46,7 @@ struct InstanceConfig {
   double frame_timeout = 10.0;
   std::string kvs_synchronous = "normal";
   std::string sched_policy = "fcfs";
+  uint32_t sched_backfill_depth = 500;     // 0: no cap
   std::optional<uint32_t> cores_per_rank;  // unset: what hwloc finds
   std::optional<uint32_t> gpus_per_rank;
   // Per host, over cores-per-rank and gpus-per-rank; only for instances

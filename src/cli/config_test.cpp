@@ -169,9 +169,17 @@ TEST(Config, DurationsTakeWhatTimeLimitsTakeWithSecondsBare) {
   for (const char* want :
        {"--exec-kill-timeout=5", "--exec-epilog-timeout=60", "--exec-reattach-timeout=60", "--exec-prolog-timeout=60",
         "--exec-shell-exit-timeout=30", "--fanout=2", "--heartbeat-interval=1", "--heartbeat-timeout=10",
-        "--frame-timeout=10", "--sched-policy=fcfs", "--kvs-synchronous=normal"}) {
+        "--frame-timeout=10", "--sched-policy=fcfs", "--sched-backfill-depth=500", "--kvs-synchronous=normal"}) {
     EXPECT_TRUE(has(d, want)) << want;
   }
+}
+
+TEST(Config, TakesEasySjbfAndAnUncappedBackfill) {
+  auto c = merge_config({file("sched.policy", "easy-sjbf"), setconf("sched.backfill-depth=0")});
+  ASSERT_TRUE(c.ok()) << c.error().text;
+  auto o = loomd_options(*c);
+  EXPECT_TRUE(has(o, "--sched-policy=easy-sjbf"));
+  EXPECT_TRUE(has(o, "--sched-backfill-depth=0"));
 }
 
 TEST(Config, EachBadValueIsOneLineNamingWhereAndWhat) {
@@ -186,7 +194,10 @@ TEST(Config, EachBadValueIsOneLineNamingWhereAndWhat) {
   EXPECT_EQ(merge_error({plain("--fanout", "broker.fanout", "0")}), "--fanout: must be an integer 1-1024, not \"0\"");
   EXPECT_EQ(merge_error({setconf("broker.fanout=2x")}),
             "--setconf broker.fanout: must be an integer 1-1024, not \"2x\"");
-  EXPECT_EQ(merge_error({setconf("sched.policy=lifo")}), "--setconf sched.policy: must be fcfs or easy, not \"lifo\"");
+  EXPECT_EQ(merge_error({setconf("sched.policy=lifo")}),
+            "--setconf sched.policy: must be fcfs, easy or easy-sjbf, not \"lifo\"");
+  EXPECT_EQ(merge_error({setconf("sched.backfill-depth=-1")}),
+            "--setconf sched.backfill-depth: must be an integer 0-2147483647, not \"-1\"");
   EXPECT_EQ(merge_error({setconf("kvs.synchronous=yes")}),
             "--setconf kvs.synchronous: must be off, normal or full, not \"yes\"");
   EXPECT_EQ(
