@@ -8,6 +8,9 @@
 
 #include <algorithm>
 #include <asio/io_context.hpp>
+#include <chrono>
+#include <cstdio>
+#include <random>
 #include <set>
 #include <string>
 #include <vector>
@@ -825,6 +828,52 @@ TEST_F(SchedTest, EasyBackfillsAJobEndingExactlyAtTheShadowTime) {
       EXPECT_EQ(r["R"]["execution"]["expiration"], SteppedClock::kEpoch + 110);
     }
   }
+}
+
+// What one pass costs with 10,000 jobs pending and no backfill cap, on 100
+// ranks: printed, and bounded loosely so that a quadratic pass shows.
+// (1) 100 single-core ranks, as a trace of 100 processors is simulated:
+// half the cores busy until various times, a head needing them all, and
+// candidates of 1-64 cores, long and short; (2) 100 ranks of 4 cores with
+// one core of each busy, and candidates wanting whole nodes: every one
+// passes the core count and fails the match.
+TEST_F(SchedTest, OnePassOverTenThousandPendingJobsWithoutACap) {
+  auto bench = [&](const std::string& policy, uint32_t cores, auto fill) {
+    SchedConfig c = config(100, cores, policy);
+    c.backfill_depth = 0;
+    start(c);
+    clock.advance(10);
+    fill();
+    auto begin = std::chrono::steady_clock::now();
+    run();
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - begin).count();
+    size_t started = commit_all().size();
+    std::printf("[ bench    ] %s, 100 ranks of %u cores, 10000 pending: one pass %.2f ms, %zu started\n",
+                policy.c_str(), cores, ms, started);
+    EXPECT_EQ(sched->pool().alarms(), 0u);
+    sched.reset();
+    sent.clear();
+    return ms;
+  };
+  for (const char* policy : {"easy", "easy-sjbf"}) {
+    double ms = bench(policy, 1, [&] {
+      for (uint64_t id = 1; id <= 50; ++id) alloc(id, slots(1, 1, 0, 100 + 10 * id), 100);
+      settle();
+      std::mt19937 rng(7);
+      alloc(51, slots(100, 1, 0, 1000), 99);  // the head
+      for (uint64_t id = 52; id < 52 + 10000; ++id) {
+        alloc(id, slots(1 + rng() % 64, 1, 0, 1 + rng() % 3600), 50);
+      }
+    });
+    EXPECT_LT(ms, 2000) << policy;
+  }
+  double ms = bench("easy", 4, [&] {
+    alloc(1, nodes(100, 1, 1, 0, false, 1000), 100);  // core 0 of every rank
+    settle();
+    alloc(2, nodes(100, 1, 1, 0, true, 1000), 99);  // the head: every rank whole
+    for (uint64_t id = 3; id < 3 + 10000; ++id) alloc(id, nodes(2, 1, 1, 0, true, 50), 50);
+  });
+  EXPECT_LT(ms, 2000);
 }
 
 TEST_F(SchedTest, EasyWithoutEstimatesBehavesLikeFcfs) {
