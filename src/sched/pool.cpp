@@ -466,21 +466,21 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
                                                  double now) const {
   const uint64_t need = min_cores(head);
-  auto plan = [&](double t, std::vector<RankFree> at_time) -> std::optional<Reservation> {
+  auto plan = [&](double t, const std::vector<RankFree>& at_time) -> std::optional<Reservation> {
     Reservation res;
     if (!match_in(head, at_time, nullptr, &res.resources)) return std::nullopt;
     res.time = t;
     res.head = head;
     const uint64_t total = usable_cores(at_time);
     res.spare_cores = total - std::min(need, total);
-    res.at_time = std::move(at_time);
+    res.at_time = at_time;
     return res;
   };
-  std::vector<RankFree> avail = free_;
   uint64_t cores = free_cores_;
   if (cores >= need) {
-    if (auto res = plan(now, avail)) return res;
+    if (auto res = plan(now, free_)) return res;
   }
+  std::vector<RankFree> avail = free_;
   // Give back each job's resources in the order the jobs are expected to
   // end; the first moment the head fits is its reservation. Every job
   // ending at one moment gives back at that moment, before the head is
@@ -504,8 +504,7 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std:
       }
     }
     if (cores < need) continue;
-    // (The last try may keep `avail`: nothing is given back after it.)
-    if (auto res = plan(t, i == order.size() ? std::move(avail) : avail)) return res;
+    if (auto res = plan(t, avail)) return res;
   }
   return std::nullopt;
 }
@@ -517,7 +516,10 @@ std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, cons
   // expiration, so the comparison below and later plans agree exactly.
   const double end = candidate.duration > 0 ? now + candidate.duration : 0;
   auto stamped = [&](std::optional<ResourceSet> r) {
-    if (r) r->starttime = now, r->expiration = end;
+    if (r) {
+      r->starttime = now;
+      r->expiration = end;
+    }
     return r;
   };
   // Ends by the shadow time (exactly at it included): whatever it takes

@@ -813,8 +813,7 @@ void Sched::backfill(const Set& order, const QueueKey& head, Reservation& res, d
     // long the queue is (0: no cap).
     if (depth > 0 && ++tried > depth) break;
     if (auto fit = pool_.backfill(p->second.jobspec, res, now)) {
-      ResourceSet taken = *fit;
-      if (start(key.id, std::move(*fit))) pool_.backfilled(res, taken);
+      if (start(key.id, std::move(*fit))) pool_.backfilled(res, pool_.allocations().at(key.id));
     }
   }
 }
