@@ -764,7 +764,7 @@ void Sched::pass() {
     if (auto fit = pool_.match(job.jobspec)) {
       fit->starttime = now;
       fit->expiration = job.jobspec.duration > 0 ? now + job.jobspec.duration : 0;
-      start(key.id, std::move(*fit));
+      start(key.id, *fit);
       continue;
     }
     head = &job;
@@ -813,12 +813,12 @@ void Sched::backfill(const Set& order, const QueueKey& head, Reservation& res, d
     // long the queue is (0: no cap).
     if (depth > 0 && ++tried > depth) break;
     if (auto fit = pool_.backfill(p->second.jobspec, res, now)) {
-      if (start(key.id, std::move(*fit))) pool_.backfilled(res, pool_.allocations().at(key.id));
+      if (start(key.id, *fit)) pool_.backfilled(res, *fit);
     }
   }
 }
 
-bool Sched::start(uint64_t id, ResourceSet r) {
+bool Sched::start(uint64_t id, const ResourceSet& r) {
   auto it = pending_.find(id);
   LOOM_ASSERT(it != pending_.end());
   Message req = it->second.req;
