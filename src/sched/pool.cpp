@@ -465,46 +465,75 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
                                                  double now) const {
+  std::vector<std::pair<double, const ResourceSet*>> order;
+  for (const auto& [id, end] : ends) {
+    auto it = allocations_.find(id);
+    if (it == allocations_.end() || !std::isfinite(end)) continue;
+    order.emplace_back(std::max(end, now), &it->second);
+  }
+  return reserve_in(head, std::move(order), now);
+}
+
+std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now) const {
+  std::vector<std::pair<double, const ResourceSet*>> order;
+  order.reserve(allocations_.size());
+  for (const auto& [id, r] : allocations_) {
+    if (r.expiration > 0 && std::isfinite(r.expiration)) order.emplace_back(std::max(r.expiration, now), &r);
+  }
+  return reserve_in(head, std::move(order), now);
+}
+
+std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
+                                                    std::vector<std::pair<double, const ResourceSet*>> order,
+                                                    double now) const {
   const uint64_t need = min_cores(head);
-  auto plan = [&](double t, const std::vector<RankFree>& at_time) -> std::optional<Reservation> {
+  // The reservation at `t`, where the head fits in `at_time` (taken).
+  auto plan = [&](double t, std::vector<RankFree>& at_time) -> std::optional<Reservation> {
     Reservation res;
-    if (!match_in(head, at_time, nullptr, &res.resources)) return std::nullopt;
     res.time = t;
-    res.head = head;
+    // The head's shape only: a plan needs nothing else of it.
+    res.head.nnodes = head.nnodes;
+    res.head.nslots = head.nslots;
+    res.head.slots_per_node = head.slots_per_node;
+    res.head.cores_per_slot = head.cores_per_slot;
+    res.head.gpus_per_slot = head.gpus_per_slot;
+    res.head.exclusive = head.exclusive;
+    res.head.duration = head.duration;
     const uint64_t total = usable_cores(at_time);
     res.spare_cores = total - std::min(need, total);
-    res.at_time = at_time;
+    res.at_time = std::move(at_time);
     return res;
   };
   uint64_t cores = free_cores_;
-  if (cores >= need) {
-    if (auto res = plan(now, free_)) return res;
+  if (cores >= need && match_in(head, free_, nullptr, nullptr)) {
+    std::vector<RankFree> now_free = free_;
+    return plan(now, now_free);
   }
-  std::vector<RankFree> avail = free_;
   // Give back each job's resources in the order the jobs are expected to
-  // end; the first moment the head fits is its reservation. Every job
-  // ending at one moment gives back at that moment, before the head is
-  // tried then: a job ending exactly at the shadow time counts as ended.
-  std::vector<std::pair<double, uint64_t>> order;
-  for (const auto& [id, end] : ends) {
-    if (!allocations_.count(id) || !std::isfinite(end)) continue;
-    order.emplace_back(std::max(end, now), id);
-  }
-  std::sort(order.begin(), order.end());
+  // end (ties in id order); the first moment the head fits is its
+  // reservation. Every job ending at one moment gives back at that moment,
+  // before the head is tried then: a job ending exactly at the shadow time
+  // counts as ended.
+  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<RankFree> avail;
   for (size_t i = 0; i < order.size();) {
     double t = order[i].first;
+    if (avail.empty()) avail = free_;  // copied only once a job must be given back
     for (; i < order.size() && order[i].first == t; ++i) {
-      for (const auto& [rank, rr] : allocations_.at(order[i].second).ranks()) {
+      for (const auto& [rank, rr] : order[i].second->ranks()) {
         RankFree& a = avail[rank];
+        const RankInventory& inv = inventory_[rank];
         if (a.usable) cores -= a.cores.count();
         // (Not what a job holds beyond a host that came back smaller.)
-        a.cores = a.cores.set_union(rr.cores.intersect(first_ids(inventory_[rank].ncores)));
-        a.gpus = a.gpus.set_union(rr.gpus.intersect(first_ids(inventory_[rank].ngpus)));
+        bool within =
+            (rr.cores.empty() || *rr.cores.last() < inv.ncores) && (rr.gpus.empty() || *rr.gpus.last() < inv.ngpus);
+        a.cores = a.cores.set_union(within ? rr.cores : rr.cores.intersect(first_ids(inv.ncores)));
+        if (!rr.gpus.empty()) a.gpus = a.gpus.set_union(within ? rr.gpus : rr.gpus.intersect(first_ids(inv.ngpus)));
         if (a.usable) cores += a.cores.count();
       }
     }
     if (cores < need) continue;
-    if (auto res = plan(t, avail)) return res;
+    if (match_in(head, avail, nullptr, nullptr)) return plan(t, avail);
   }
   return std::nullopt;
 }
@@ -527,7 +556,7 @@ std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, cons
   if (end > 0 && end <= res.time) return stamped(match_in(candidate, free_));
   // Runs past it: it must leave the head room at res.time.
   if (need > res.spare_cores) return std::nullopt;
-  if (auto off = match_in(candidate, free_, &res.resources)) return stamped(std::move(off));
+  if (auto off = match_in(candidate, free_, &planned(res))) return stamped(std::move(off));
   auto fit = match_in(candidate, free_);
   if (!fit || !match_in(res.head, res.at_time, &*fit, nullptr)) return std::nullopt;
   return stamped(std::move(fit));
@@ -536,6 +565,7 @@ std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, cons
 void ResourcePool::backfilled(Reservation& res, const ResourceSet& taken) const {
   if (taken.expiration > 0 && taken.expiration <= res.time) return;  // gone by then
   bool moved = false;
+  const ResourceSet* plan = res.planned ? &*res.planned : nullptr;
   for (const auto& [rank, rr] : taken.ranks()) {
     if (rank >= res.at_time.size()) continue;
     RankFree& a = res.at_time[rank];
@@ -543,14 +573,23 @@ void ResourcePool::backfilled(Reservation& res, const ResourceSet& taken) const 
     a.cores = a.cores.subtract(rr.cores);
     a.gpus = a.gpus.subtract(rr.gpus);
     if (a.usable) res.spare_cores -= std::min(res.spare_cores, before - a.cores.count());
-    if (auto h = res.resources.ranks().find(rank); h != res.resources.ranks().end()) {
+    if (auto h = plan ? plan->ranks().find(rank) : std::map<uint32_t, RankResources>::const_iterator();
+        plan && h != plan->ranks().end()) {
       moved = moved || !h->second.cores.intersect(rr.cores).empty() || !h->second.gpus.intersect(rr.gpus).empty();
     }
   }
-  if (!moved) return;
-  ResourceSet again;
-  // backfill() checked that the head still fits.
-  if (match_in(res.head, res.at_time, nullptr, &again)) res.resources = std::move(again);
+  if (moved) res.planned.reset();  // planned() places the head again
+}
+
+const ResourceSet& ResourcePool::planned(const Reservation& res) const {
+  if (!res.planned) {
+    res.planned.emplace();
+    // reserve() found that the head fits, and backfill() that it still
+    // does after each job it let run past res.time.
+    [[maybe_unused]] bool fits = match_in(res.head, res.at_time, nullptr, &*res.planned);
+    LOOM_ASSERT(fits);
+  }
+  return *res.planned;
 }
 
 }  // namespace loom

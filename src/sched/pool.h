@@ -73,8 +73,8 @@ struct RankFree {
 // end when their duration says (EASY backfill): `time` is EASY's shadow
 // time. The rest is the plan behind it, kept for one scheduling pass.
 struct Reservation {
-  double time = 0;        // wall seconds
-  ResourceSet resources;  // what the head would get at `time`
+  double time = 0;  // wall seconds
+  // The head's shape (no command, no raw document).
   Jobspec head;
   // Free at `time`: free now, plus what the jobs expected to end by then
   // give back, minus what jobs backfilled since (backfilled()) still hold
@@ -83,6 +83,10 @@ struct Reservation {
   // Usable cores of at_time beyond the fewest the head needs: a job that
   // runs past `time` and needs more cannot start without delaying it.
   uint64_t spare_cores = 0;
+  // What the head would get at `time`: ResourcePool::planned() computes it
+  // when first asked (most passes never need it) and again when a
+  // backfilled job took some of it.
+  mutable std::optional<ResourceSet> planned;
 };
 
 class ResourcePool {
@@ -193,10 +197,15 @@ class ResourcePool {
   std::map<uint64_t, double> expected_ends() const;
   // The earliest time >= now at which `head` could start if every job in
   // `ends` (id → expected end, wall seconds) ended on time and nothing else
-  // changed, and the resources it would get then. Jobs not in `ends` never
+  // changed, with the plan behind it (planned(): where). Jobs not in `ends` never
   // end; ends before `now` count as `now`. nullopt when `head` cannot start
   // even after all of those jobs end.
   std::optional<Reservation> reserve(const Jobspec& head, const std::map<uint64_t, double>& ends, double now) const;
+  // The same with expected_ends(), without building it.
+  std::optional<Reservation> reserve(const Jobspec& head, double now) const;
+  // The resources `res`'s head would get at res.time (the lowest ranks and
+  // ids of what is free then).
+  const ResourceSet& planned(const Reservation& res) const;
   // What `candidate` may take now without delaying `res` (the rule above),
   // with starttime `now` and expiration now + duration (0 without one), or
   // nullopt. Running past res.time, it is first placed off the resources
@@ -224,6 +233,9 @@ class ResourcePool {
                 ResourceSet* out) const;
   std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<RankFree>& avail,
                                       const ResourceSet* avoid = nullptr) const;
+  // reserve() from (expected end, what that job holds), ends >= now.
+  std::optional<Reservation> reserve_in(const Jobspec& head, std::vector<std::pair<double, const ResourceSet*>> order,
+                                        double now) const;
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
 

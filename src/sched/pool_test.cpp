@@ -274,7 +274,7 @@ TEST(PoolUnknown, AReportSmallerThanWhatAJobHoldsLeavesItThoseUntilFreed) {
   pool.set_up(2, false);
   std::map<uint64_t, double> ends{{1, 50.0}};
   auto res = pool.reserve(nodes(2, 1, 2), ends, 0);
-  EXPECT_FALSE(res.has_value()) << show(res ? res->resources : ResourceSet());  // rank 1 has 1 core now
+  EXPECT_FALSE(res.has_value()) << show(res ? pool.planned(*res) : ResourceSet());  // rank 1 has 1 core now
   ASSERT_TRUE(pool.free_all(1).ok());
   EXPECT_EQ(pool.count_free().ncores, 3u);  // 2 on rank 0, 1 on rank 1: cores 2-3 are gone
   EXPECT_EQ(show(pool.match(slots(2))), "0:0-1");
@@ -344,15 +344,15 @@ TEST(PoolReserve, FindsTheFirstMomentEnoughJobsHaveEnded) {
   auto res = pool.reserve(slots(4), ends, 10);  // job 2's end frees rank 1
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 50);
-  EXPECT_EQ(show(res->resources), "1:0-3");
+  EXPECT_EQ(show(pool.planned(*res)), "1:0-3");
   res = pool.reserve(slots(6), ends, 10);  // needs job 1's rank as well
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 100);
-  EXPECT_EQ(show(res->resources), "0:0-3 1:0-1");
+  EXPECT_EQ(show(pool.planned(*res)), "0:0-3 1:0-1");
   res = pool.reserve(slots(2), ends, 10);  // fits now
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 10);
-  EXPECT_EQ(show(res->resources), "1:2-3");
+  EXPECT_EQ(show(pool.planned(*res)), "1:2-3");
 }
 
 TEST(PoolReserve, NeverCountsOnJobsWithoutADurationOrOnUnusableRanks) {
@@ -395,7 +395,7 @@ class EasyBackfill : public ::testing::Test {
 
 TEST_F(EasyBackfill, ReservesTheRanksTheHeadWillGet) {
   EXPECT_EQ(res.time, 200);
-  EXPECT_EQ(show(res.resources), "0:0-3 1:0-3");
+  EXPECT_EQ(show(pool.planned(res)), "0:0-3 1:0-3");
 }
 
 TEST_F(EasyBackfill, AShortJobBackfillsOntoReservedResources) {
@@ -431,7 +431,7 @@ TEST(PoolBackfill, ALongJobWhollyOutsideTheReservationBackfills) {
   // A head that needs two whole ranks is reserved 0-1: rank 2 is fair game.
   auto narrow = pool.reserve(nodes(2, 1, 1, 0, true), pool.expected_ends(), 0);
   ASSERT_TRUE(narrow);
-  EXPECT_EQ(show(narrow->resources), "0:0-3 1:0-3");
+  EXPECT_EQ(show(pool.planned(*narrow)), "0:0-3 1:0-3");
   EXPECT_EQ(show(pool.backfill(slots(4, 1, 0, 1000), *narrow, 0)), "2:0-3");
   EXPECT_EQ(show(pool.backfill(slots(4), *narrow, 0)), "2:0-3");
 }
@@ -445,7 +445,7 @@ TEST(PoolBackfill, ALongJobMayTakeWhatTheHeadCanDoWithout) {
   auto res = pool.reserve(slots(3), pool.expected_ends(), 0);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 100);
-  EXPECT_EQ(show(res->resources), "0:0 1:0 2:0");  // one core to spare then
+  EXPECT_EQ(show(pool.planned(*res)), "0:0 1:0 2:0");  // one core to spare then
   EXPECT_EQ(res->spare_cores, 1u);
   auto fit = pool.backfill(slots(1, 1, 0, 1000), *res, 0);  // every free core is planned for the head
   ASSERT_TRUE(fit);
@@ -454,7 +454,7 @@ TEST(PoolBackfill, ALongJobMayTakeWhatTheHeadCanDoWithout) {
   EXPECT_EQ(fit->expiration, 1000);
   ASSERT_TRUE(pool.allocate(2, *fit).ok());
   pool.backfilled(*res, *fit);
-  EXPECT_EQ(show(res->resources), "1:0 2:0 3:0");  // the head's plan moved
+  EXPECT_EQ(show(pool.planned(*res)), "1:0 2:0 3:0");  // the head's plan moved
   EXPECT_EQ(res->spare_cores, 0u);
   EXPECT_EQ(show(pool.backfill(slots(1, 1, 0, 1000), *res, 0)), "none");  // none to spare now
   EXPECT_EQ(show(pool.backfill(slots(1), *res, 0)), "none");

@@ -776,7 +776,7 @@ void Sched::pass() {
     return commit_starts();
   }
   const QueueKey head_key = head->key;
-  auto reservation = pool_.reserve(head->jobspec, pool_.expected_ends(), now);
+  auto reservation = pool_.reserve(head->jobspec, now);
   Json a{{"reason_pending", kInsufficient}};
   if (reservation) a["t_estimate"] = reservation->time;
   annotate(*head, std::move(a));
