@@ -58,14 +58,6 @@ uint64_t min_cores(const Jobspec& js) {
   return uint64_t{js.nslots} * js.cores_per_slot;
 }
 
-uint64_t usable_cores(const std::vector<RankFree>& avail) {
-  uint64_t n = 0;
-  for (const auto& a : avail) {
-    if (a.usable) n += a.cores.count();
-  }
-  return n;
-}
-
 }  // namespace
 
 Json ResourceCount::to_json() const {
@@ -487,8 +479,9 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
                                                     std::vector<std::pair<double, const ResourceSet*>> order,
                                                     double now) const {
   const uint64_t need = min_cores(head);
-  // The reservation at `t`, where the head fits in `at_time` (taken).
-  auto plan = [&](double t, std::vector<RankFree>& at_time) -> std::optional<Reservation> {
+  // The reservation at `t`, where the head fits in `at_time` (taken), which
+  // has `cores` usable cores free.
+  auto plan = [&](double t, std::vector<RankFree>& at_time, uint64_t cores) -> std::optional<Reservation> {
     Reservation res;
     res.time = t;
     // The head's shape only: a plan needs nothing else of it.
@@ -499,15 +492,14 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
     res.head.gpus_per_slot = head.gpus_per_slot;
     res.head.exclusive = head.exclusive;
     res.head.duration = head.duration;
-    const uint64_t total = usable_cores(at_time);
-    res.spare_cores = total - std::min(need, total);
+    res.spare_cores = cores - std::min(need, cores);
     res.at_time = std::move(at_time);
     return res;
   };
   uint64_t cores = free_cores_;
   if (cores >= need && match_in(head, free_, nullptr, nullptr)) {
     std::vector<RankFree> now_free = free_;
-    return plan(now, now_free);
+    return plan(now, now_free, cores);
   }
   // Give back each job's resources in the order the jobs are expected to
   // end (ties in id order); the first moment the head fits is its
@@ -533,7 +525,7 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
       }
     }
     if (cores < need) continue;
-    if (match_in(head, avail, nullptr, nullptr)) return plan(t, avail);
+    if (match_in(head, avail, nullptr, nullptr)) return plan(t, avail, cores);
   }
   return std::nullopt;
 }
