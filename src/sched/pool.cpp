@@ -52,6 +52,11 @@ Status check_shape(const Jobspec& js) {
   return {};
 }
 
+// Whether `js` fits exactly where enough usable cores are free: slots of
+// one core and no gpu, without a node level (match_in fills ranks in
+// order, one core a slot).
+bool counted(const Jobspec& js) { return js.nnodes == 0 && js.cores_per_slot == 1 && js.gpus_per_slot == 0; }
+
 // The fewest cores `js` can take: a quick test before matching.
 uint64_t min_cores(const Jobspec& js) {
   if (js.nnodes > 0) return uint64_t{js.nnodes} * js.slots_per_node * js.cores_per_slot;
@@ -455,6 +460,17 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
   return ends;
 }
 
+uint64_t ResourcePool::usable_held_cores(const ResourceSet& r) const {
+  uint64_t n = 0;
+  for (const auto& [rank, rr] : r.ranks()) {
+    if (rank >= size() || !free_[rank].usable) continue;
+    const uint32_t nc = inventory_[rank].ncores;
+    // (Not what a job holds beyond a host that came back smaller.)
+    n += rr.cores.empty() || *rr.cores.last() < nc ? rr.cores.count() : rr.cores.intersect(first_ids(nc)).count();
+  }
+  return n;
+}
+
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
                                                  double now) const {
   std::vector<std::pair<double, const ResourceSet*>> order;
@@ -463,7 +479,8 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std:
     if (it == allocations_.end() || !std::isfinite(end)) continue;
     order.emplace_back(std::max(end, now), &it->second);
   }
-  return reserve_in(head, std::move(order), now);
+  // (at_time() could not rebuild what these ends give back.)
+  return reserve_in(head, std::move(order), now, false);
 }
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now) const {
@@ -472,16 +489,16 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now
   for (const auto& [id, r] : allocations_) {
     if (r.expiration > 0 && std::isfinite(r.expiration)) order.emplace_back(std::max(r.expiration, now), &r);
   }
-  return reserve_in(head, std::move(order), now);
+  return reserve_in(head, std::move(order), now, true);
 }
 
 std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
                                                     std::vector<std::pair<double, const ResourceSet*>> order,
-                                                    double now) const {
+                                                    double now, bool from_expirations) const {
   const uint64_t need = min_cores(head);
-  // The reservation at `t`, where the head fits in `at_time` (taken), which
-  // has `cores` usable cores free.
-  auto plan = [&](double t, std::vector<RankFree>& at_time, uint64_t cores) -> std::optional<Reservation> {
+  // The reservation at `t`, where the head fits in `at_time` (taken; empty
+  // for a counted head), which has `cores` usable cores free.
+  auto plan = [&](double t, std::vector<RankFree> at_time, uint64_t cores) -> std::optional<Reservation> {
     Reservation res;
     res.time = t;
     // The head's shape only: a plan needs nothing else of it.
@@ -496,10 +513,10 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
     res.at_time = std::move(at_time);
     return res;
   };
+  const bool by_count = from_expirations && counted(head) && check_shape(head).ok();
   uint64_t cores = free_cores_;
-  if (cores >= need && match_in(head, free_, nullptr, nullptr)) {
-    std::vector<RankFree> now_free = free_;
-    return plan(now, now_free, cores);
+  if (cores >= need && (by_count || match_in(head, free_, nullptr, nullptr))) {
+    return plan(now, by_count ? std::vector<RankFree>() : free_, cores);
   }
   // Give back each job's resources in the order the jobs are expected to
   // end (ties in id order); the first moment the head fits is its
@@ -507,6 +524,15 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
   // before the head is tried then: a job ending exactly at the shadow time
   // counts as ended.
   std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (by_count) {
+    // Only counts change: no rank needs copying.
+    for (size_t i = 0; i < order.size();) {
+      double t = order[i].first;
+      for (; i < order.size() && order[i].first == t; ++i) cores += usable_held_cores(*order[i].second);
+      if (cores >= need) return plan(t, {}, cores);
+    }
+    return std::nullopt;
+  }
   std::vector<RankFree> avail;
   for (size_t i = 0; i < order.size();) {
     double t = order[i].first;
@@ -525,7 +551,7 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
       }
     }
     if (cores < need) continue;
-    if (match_in(head, avail, nullptr, nullptr)) return plan(t, avail, cores);
+    if (match_in(head, avail, nullptr, nullptr)) return plan(t, std::move(avail), cores);
   }
   return std::nullopt;
 }
@@ -548,9 +574,16 @@ std::optional<ResourceSet> ResourcePool::backfill(const Jobspec& candidate, cons
   if (end > 0 && end <= res.time) return stamped(match_in(candidate, free_));
   // Runs past it: it must leave the head room at res.time.
   if (need > res.spare_cores) return std::nullopt;
+  if (counted(res.head)) {
+    // The head needs only as many cores: any placement leaves it room if
+    // the candidate takes no more than the spare ones.
+    auto fit = match_in(candidate, free_);
+    if (!fit || fit->ncores() > res.spare_cores) return std::nullopt;
+    return stamped(std::move(fit));
+  }
   if (auto off = match_in(candidate, free_, &planned(res))) return stamped(std::move(off));
   auto fit = match_in(candidate, free_);
-  if (!fit || !match_in(res.head, res.at_time, &*fit, nullptr)) return std::nullopt;
+  if (!fit || !match_in(res.head, at_time(res), &*fit, nullptr)) return std::nullopt;
   return stamped(std::move(fit));
 }
 
@@ -559,12 +592,14 @@ void ResourcePool::backfilled(Reservation& res, const ResourceSet& taken) const 
   bool moved = false;
   const ResourceSet* plan = res.planned ? &*res.planned : nullptr;
   for (const auto& [rank, rr] : taken.ranks()) {
-    if (rank >= res.at_time.size()) continue;
-    RankFree& a = res.at_time[rank];
-    uint64_t before = a.cores.count();
-    a.cores = a.cores.subtract(rr.cores);
-    a.gpus = a.gpus.subtract(rr.gpus);
-    if (a.usable) res.spare_cores -= std::min(res.spare_cores, before - a.cores.count());
+    if (rank >= size()) continue;
+    // (All of it was free, so free then: backfill() takes usable ranks.)
+    res.spare_cores -= std::min(res.spare_cores, rr.cores.count());
+    if (rank < res.at_time.size()) {  // else at_time() builds it from the allocations
+      RankFree& a = res.at_time[rank];
+      a.cores = a.cores.subtract(rr.cores);
+      a.gpus = a.gpus.subtract(rr.gpus);
+    }
     if (auto h = plan ? plan->ranks().find(rank) : std::map<uint32_t, RankResources>::const_iterator();
         plan && h != plan->ranks().end()) {
       moved = moved || !h->second.cores.intersect(rr.cores).empty() || !h->second.gpus.intersect(rr.gpus).empty();
@@ -578,10 +613,26 @@ const ResourceSet& ResourcePool::planned(const Reservation& res) const {
     res.planned.emplace();
     // reserve() found that the head fits, and backfill() that it still
     // does after each job it let run past res.time.
-    [[maybe_unused]] bool fits = match_in(res.head, res.at_time, nullptr, &*res.planned);
+    [[maybe_unused]] bool fits = match_in(res.head, at_time(res), nullptr, &*res.planned);
     LOOM_ASSERT(fits);
   }
   return *res.planned;
+}
+
+const std::vector<RankFree>& ResourcePool::at_time(const Reservation& res) const {
+  if (!res.at_time.empty() || size() == 0) return res.at_time;
+  // Every job expected to end by res.time (an end past counts as now, which
+  // is <= res.time) gives back; the backfilled ones are allocations too.
+  res.at_time = free_;
+  for (const auto& [id, r] : allocations_) {
+    if (!(r.expiration > 0 && r.expiration <= res.time)) continue;
+    for (const auto& [rank, rr] : r.ranks()) {
+      RankFree& a = res.at_time[rank];
+      a.cores = a.cores.set_union(rr.cores.intersect(first_ids(inventory_[rank].ncores)));
+      a.gpus = a.gpus.set_union(rr.gpus.intersect(first_ids(inventory_[rank].ngpus)));
+    }
+  }
+  return res.at_time;
 }
 
 }  // namespace loom

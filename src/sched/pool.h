@@ -76,10 +76,12 @@ struct Reservation {
   double time = 0;  // wall seconds
   // The head's shape (no command, no raw document).
   Jobspec head;
-  // Free at `time`: free now, plus what the jobs expected to end by then
-  // give back, minus what jobs backfilled since (backfilled()) still hold
-  // then. Indexed by rank.
-  std::vector<RankFree> at_time;
+  // Free at `time`, by rank: free now, plus what the jobs expected to end
+  // by then give back (backfilled ones included), less what backfilled
+  // jobs running past it hold. Empty until needed for a head whose fit is
+  // a matter of counting (slots of one core, no gpu): ResourcePool::at_time()
+  // builds it from the allocations then.
+  mutable std::vector<RankFree> at_time;
   // Usable cores of at_time beyond the fewest the head needs: a job that
   // runs past `time` and needs more cannot start without delaying it.
   uint64_t spare_cores = 0;
@@ -206,6 +208,8 @@ class ResourcePool {
   // The resources `res`'s head would get at res.time (the lowest ranks and
   // ids of what is free then).
   const ResourceSet& planned(const Reservation& res) const;
+  // res.at_time, built first if it is empty.
+  const std::vector<RankFree>& at_time(const Reservation& res) const;
   // What `candidate` may take now without delaying `res` (the rule above),
   // with starttime `now` and expiration now + duration (0 without one), or
   // nullopt. Running past res.time, it is first placed off the resources
@@ -233,9 +237,13 @@ class ResourcePool {
                 ResourceSet* out) const;
   std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<RankFree>& avail,
                                       const ResourceSet* avoid = nullptr) const;
+  // The cores of `r` on usable ranks, within their inventory.
+  uint64_t usable_held_cores(const ResourceSet& r) const;
   // reserve() from (expected end, what that job holds), ends >= now.
+  // Only where those ends are the expirations may at_time be left for
+  // at_time() to build.
   std::optional<Reservation> reserve_in(const Jobspec& head, std::vector<std::pair<double, const ResourceSet*>> order,
-                                        double now) const;
+                                        double now, bool from_expirations) const;
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
 

@@ -353,6 +353,14 @@ TEST(PoolReserve, FindsTheFirstMomentEnoughJobsHaveEnded) {
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 10);
   EXPECT_EQ(show(pool.planned(*res)), "1:2-3");
+  // From the expirations, counting cores only (slots of one core): the same.
+  for (uint32_t n : {4, 6, 2}) {
+    auto by_map = pool.reserve(slots(n), ends, 10), by_count = pool.reserve(slots(n), 10);
+    ASSERT_TRUE(by_map && by_count) << n;
+    EXPECT_EQ(by_count->time, by_map->time) << n;
+    EXPECT_EQ(by_count->spare_cores, by_map->spare_cores) << n;
+    EXPECT_EQ(show(pool.planned(*by_count)), show(pool.planned(*by_map))) << n;
+  }
 }
 
 TEST(PoolReserve, NeverCountsOnJobsWithoutADurationOrOnUnusableRanks) {
@@ -370,7 +378,7 @@ TEST(PoolReserve, NeverCountsOnJobsWithoutADurationOrOnUnusableRanks) {
 TEST(PoolReserve, TreatsAnOverdueJobAsEndingNow) {
   auto pool = uniform(1, 2);
   ASSERT_TRUE(pool.allocate(1, R({{0, "0-1"}}, 50)).ok());
-  auto res = pool.reserve(slots(2), pool.expected_ends(), 80);
+  auto res = pool.reserve(slots(2), 80);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 80);
 }
@@ -442,7 +450,7 @@ TEST(PoolBackfill, ALongJobWhollyOutsideTheReservationBackfills) {
 TEST(PoolBackfill, ALongJobMayTakeWhatTheHeadCanDoWithout) {
   auto pool = uniform(4, 1);
   ASSERT_TRUE(pool.allocate(1, R({{2, "0"}, {3, "0"}}, 100)).ok());  // ranks 0-1 free now
-  auto res = pool.reserve(slots(3), pool.expected_ends(), 0);
+  auto res = pool.reserve(slots(3), 0);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 100);
   EXPECT_EQ(show(pool.planned(*res)), "0:0 1:0 2:0");  // one core to spare then
@@ -468,7 +476,7 @@ TEST(PoolReserve, CountsEveryJobEndingExactlyAtTheShadowTime) {
   ASSERT_TRUE(pool.allocate(1, R({{0, "0"}}, 100)).ok());
   ASSERT_TRUE(pool.allocate(2, R({{1, "0"}}, 100)).ok());
   ASSERT_TRUE(pool.allocate(3, R({{2, "0"}}, 200)).ok());
-  auto res = pool.reserve(slots(2), pool.expected_ends(), 10);
+  auto res = pool.reserve(slots(2), 10);
   ASSERT_TRUE(res);
   EXPECT_EQ(res->time, 100);
   EXPECT_EQ(res->spare_cores, 1u);  // jobs 1 and 2 both: 3 free at 100, the head needs 2
