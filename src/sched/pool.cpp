@@ -71,16 +71,23 @@ Json ResourceCount::to_json() const {
 
 ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
     : inventory_(std::move(ranks)), state_(inventory_.size()), free_(inventory_.size()) {
+  unusable_ = size();  // as free_ starts
   for (uint32_t r = 0; r < size(); ++r) refresh(r);
 }
 
 void ResourcePool::refresh(uint32_t rank) {
   RankFree& f = free_[rank];
+  RankState& st = state_[rank];
   if (f.usable) free_cores_ -= f.cores.count();
-  f.usable = state_[rank].up && inventory_[rank].known && !drained_.count(rank);
-  f.cores = first_ids(inventory_[rank].ncores).subtract(state_[rank].used_cores);
-  f.gpus = first_ids(inventory_[rank].ngpus).subtract(state_[rank].used_gpus);
+  unusable_ -= f.usable ? 0 : 1;
+  beyond_ -= st.beyond ? 1 : 0;
+  f.usable = st.up && inventory_[rank].known && !drained_.count(rank);
+  f.cores = first_ids(inventory_[rank].ncores).subtract(st.used_cores);
+  f.gpus = first_ids(inventory_[rank].ngpus).subtract(st.used_gpus);
+  st.beyond = !st.used_cores.empty() && *st.used_cores.last() >= inventory_[rank].ncores;
   if (f.usable) free_cores_ += f.cores.count();
+  unusable_ += f.usable ? 0 : 1;
+  beyond_ += st.beyond ? 1 : 0;
 }
 
 const RankInventory& ResourcePool::inventory(uint32_t rank) const {
@@ -317,7 +324,9 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   ResourceSet held;
   held.starttime = r.starttime;
   held.expiration = r.expiration;
+  uint64_t& cores = held_cores_[id];
   for (const auto& [rank, rr] : r.ranks()) {
+    cores += rr.cores.count();
     RankResources copy = rr;
     if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
     state_[rank].used_cores = state_[rank].used_cores.set_union(rr.cores);
@@ -372,14 +381,19 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
     return bad("job " + std::to_string(id) + " does not hold ranks " + missing.encode() + " (it holds " +
                (held.empty() ? std::string("none") : held.encode()) + ")");
   }
+  uint64_t& cores = held_cores_[id];
   for (const auto& [rank, rr] : it->second.ranks()) {
     if (!ranks.contains(rank)) continue;
     state_[rank].used_cores = state_[rank].used_cores.subtract(rr.cores);
     state_[rank].used_gpus = state_[rank].used_gpus.subtract(rr.gpus);
+    cores -= rr.cores.count();
     refresh(rank);
   }
   it->second = it->second.subset(held.subtract(ranks));
-  if (it->second.empty()) allocations_.erase(it);
+  if (it->second.empty()) {
+    allocations_.erase(it);
+    held_cores_.erase(id);
+  }
   return {};
 }
 
@@ -460,9 +474,10 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
   return ends;
 }
 
-uint64_t ResourcePool::usable_held_cores(const ResourceSet& r) const {
+uint64_t ResourcePool::usable_held_cores(uint64_t id, const ResourceSet& held) const {
+  if (unusable_ == 0 && beyond_ == 0) return held_cores_.at(id);
   uint64_t n = 0;
-  for (const auto& [rank, rr] : r.ranks()) {
+  for (const auto& [rank, rr] : held.ranks()) {
     if (rank >= size() || !free_[rank].usable) continue;
     const uint32_t nc = inventory_[rank].ncores;
     // (Not what a job holds beyond a host that came back smaller.)
@@ -473,28 +488,27 @@ uint64_t ResourcePool::usable_held_cores(const ResourceSet& r) const {
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std::map<uint64_t, double>& ends,
                                                  double now) const {
-  std::vector<std::pair<double, const ResourceSet*>> order;
+  std::vector<Ending> order;
   for (const auto& [id, end] : ends) {
     auto it = allocations_.find(id);
     if (it == allocations_.end() || !std::isfinite(end)) continue;
-    order.emplace_back(std::max(end, now), &it->second);
+    order.push_back(Ending{std::max(end, now), id, &it->second});
   }
   // (at_time() could not rebuild what these ends give back.)
   return reserve_in(head, std::move(order), now, false);
 }
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now) const {
-  std::vector<std::pair<double, const ResourceSet*>> order;
+  std::vector<Ending> order;
   order.reserve(allocations_.size());
   for (const auto& [id, r] : allocations_) {
-    if (r.expiration > 0 && std::isfinite(r.expiration)) order.emplace_back(std::max(r.expiration, now), &r);
+    if (r.expiration > 0 && std::isfinite(r.expiration)) order.push_back(Ending{std::max(r.expiration, now), id, &r});
   }
   return reserve_in(head, std::move(order), now, true);
 }
 
-std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
-                                                    std::vector<std::pair<double, const ResourceSet*>> order,
-                                                    double now, bool from_expirations) const {
+std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head, std::vector<Ending> order, double now,
+                                                    bool from_expirations) const {
   const uint64_t need = min_cores(head);
   // The reservation at `t`, where the head fits in `at_time` (taken; empty
   // for a counted head), which has `cores` usable cores free.
@@ -523,22 +537,22 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head,
   // reservation. Every job ending at one moment gives back at that moment,
   // before the head is tried then: a job ending exactly at the shadow time
   // counts as ended.
-  std::stable_sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::stable_sort(order.begin(), order.end(), [](const Ending& a, const Ending& b) { return a.end < b.end; });
   if (by_count) {
     // Only counts change: no rank needs copying.
     for (size_t i = 0; i < order.size();) {
-      double t = order[i].first;
-      for (; i < order.size() && order[i].first == t; ++i) cores += usable_held_cores(*order[i].second);
+      double t = order[i].end;
+      for (; i < order.size() && order[i].end == t; ++i) cores += usable_held_cores(order[i].id, *order[i].held);
       if (cores >= need) return plan(t, {}, cores);
     }
     return std::nullopt;
   }
   std::vector<RankFree> avail;
   for (size_t i = 0; i < order.size();) {
-    double t = order[i].first;
+    double t = order[i].end;
     if (avail.empty()) avail = free_;  // copied only once a job must be given back
-    for (; i < order.size() && order[i].first == t; ++i) {
-      for (const auto& [rank, rr] : order[i].second->ranks()) {
+    for (; i < order.size() && order[i].end == t; ++i) {
+      for (const auto& [rank, rr] : order[i].held->ranks()) {
         RankFree& a = avail[rank];
         const RankInventory& inv = inventory_[rank];
         if (a.usable) cores -= a.cores.count();

@@ -227,6 +227,13 @@ class ResourcePool {
     IdSet used_cores;
     IdSet used_gpus;
     bool up = true;
+    bool beyond = false;  // jobs hold cores beyond its inventory
+  };
+  // A job expected to end, for reserve().
+  struct Ending {
+    double end;  // >= now
+    uint64_t id;
+    const ResourceSet* held;
   };
 
   // Recomputes free_[rank] (and free_cores_) from the rank's state.
@@ -237,13 +244,13 @@ class ResourcePool {
                 ResourceSet* out) const;
   std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<RankFree>& avail,
                                       const ResourceSet* avoid = nullptr) const;
-  // The cores of `r` on usable ranks, within their inventory.
-  uint64_t usable_held_cores(const ResourceSet& r) const;
-  // reserve() from (expected end, what that job holds), ends >= now.
-  // Only where those ends are the expirations may at_time be left for
-  // at_time() to build.
-  std::optional<Reservation> reserve_in(const Jobspec& head, std::vector<std::pair<double, const ResourceSet*>> order,
-                                        double now, bool from_expirations) const;
+  // The cores job `id` holds (`held`) on usable ranks, within their
+  // inventory.
+  uint64_t usable_held_cores(uint64_t id, const ResourceSet& held) const;
+  // reserve() from the jobs expected to end. Only where those ends are the
+  // expirations may at_time be left for at_time() to build.
+  std::optional<Reservation> reserve_in(const Jobspec& head, std::vector<Ending> order, double now,
+                                        bool from_expirations) const;
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
 
@@ -256,6 +263,11 @@ class ResourcePool {
   // change, so that a match does not rebuild it.
   std::vector<RankFree> free_;
   uint64_t free_cores_ = 0;
+  // Job id → cores it holds; ranks not usable, ranks with cores held
+  // beyond their inventory (while both are 0, a job's usable held cores
+  // are all it holds).
+  std::map<uint64_t, uint64_t> held_cores_;
+  uint32_t unusable_ = 0, beyond_ = 0;
 };
 
 }  // namespace loom

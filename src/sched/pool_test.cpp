@@ -375,6 +375,20 @@ TEST(PoolReserve, NeverCountsOnJobsWithoutADurationOrOnUnusableRanks) {
   EXPECT_FALSE(pool.reserve(nodes(1, 1, 1, 0, true), ends, 10));
 }
 
+TEST(PoolReserve, CountsOnlyUsableCoresWhenCounting) {
+  auto pool = uniform(3, 2);
+  ASSERT_TRUE(pool.allocate(1, R({{0, "0-1"}}, 50)).ok());
+  ASSERT_TRUE(pool.allocate(2, R({{1, "0-1"}}, 100)).ok());
+  pool.drain(1, {"x", 1});
+  EXPECT_FALSE(pool.reserve(slots(5), 10));  // job 2's cores are on a drained rank
+  EXPECT_EQ(pool.reserve(slots(4), 10)->time, 50);
+  pool.undrain(1);
+  EXPECT_EQ(pool.reserve(slots(5), 10)->time, 100);
+  (void)pool.set_inventory(1, {1, 0, ""});  // job 2 holds a core rank 1 no longer has
+  EXPECT_FALSE(pool.reserve(slots(6), 10));
+  EXPECT_EQ(pool.reserve(slots(5), 10)->time, 100);
+}
+
 TEST(PoolReserve, TreatsAnOverdueJobAsEndingNow) {
   auto pool = uniform(1, 2);
   ASSERT_TRUE(pool.allocate(1, R({{0, "0-1"}}, 50)).ok());
