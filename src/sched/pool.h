@@ -214,7 +214,9 @@ class ResourcePool {
   // with starttime `now` and expiration now + duration (0 without one), or
   // nullopt. Running past res.time, it is first placed off the resources
   // the head is planned to get; failing that, where match() would place it,
-  // if the head still fits at res.time elsewhere.
+  // if the head still fits at res.time elsewhere. (For a head of slots of
+  // one core and no gpu, that is: where match() places it, if it takes no
+  // more than res.spare_cores.)
   std::optional<ResourceSet> backfill(const Jobspec& candidate, const Reservation& res, double now) const;
   // Tells `res` that a job backfilled onto `taken` (as backfill() returned
   // it, expiration included) and was allocated: if it runs past res.time,
