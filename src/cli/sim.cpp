@@ -159,7 +159,7 @@ void add_sim_command(CLI::App& app, Runner& run) {
       "Replay a workload trace (SWF or Batsim JSON, gzip or plain) through loom's job manager and scheduler in "
       "virtual time, and summarize each policy");
   sub->add_option("TRACE", o->trace, "The trace: a .swf, .swf.gz or Batsim .json workload")->required();
-  sub->add_option("--policy", o->policies, "Scheduling policies to compare, comma-separated: fcfs, easy")
+  sub->add_option("--policy", o->policies, "Scheduling policies to compare, comma-separated: fcfs, easy, easy-sjbf")
       ->capture_default_str();
   sub->add_option("--nodes", o->nodes, "Nodes of the simulated machine (default: enough for the trace's MaxProcs)");
   sub->add_option("--cores-per-node", o->cores_per_node, "Cores of each node; a job's processors are cores")
