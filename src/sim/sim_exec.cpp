@@ -29,6 +29,18 @@ struct SimExec::Run {
 SimExec::SimExec(Handle& h, std::string name, uint32_t cores_per_node, double epilog)
     : h_(h), name_(std::move(name)), cores_per_node_(cores_per_node), epilog_(epilog) {
   h_.add_method(name_ + ".start", Access::kOwner, [this](const Message& m) { start(m); });
+  // A fatal exception (a cancel) ends a running job's tasks at once, as
+  // SIGTERM would.
+  h_.subscribe("job-exception", [this, alive = std::weak_ptr<int>(alive_)](const Message& ev) {
+    if (alive.expired()) return;
+    auto p = parse_json(ev.payload);
+    if (!p.ok() || !p->is_object() || !(*p)["id"].is_number_unsigned() || p->value("severity", 1) != 0) return;
+    uint64_t id = (*p)["id"].get<uint64_t>();
+    auto it = runs_.find(id);
+    if (it == runs_.end() || records_[id].end >= 0) return;  // not running (or in its epilog)
+    it->second->status = SIGTERM;
+    finish(id);
+  });
 }
 
 SimExec::~SimExec() { h_.remove_methods(name_); }

@@ -7,7 +7,8 @@
 // final release of every rank, or with an epilog, each rank's `release`
 // once its epilog has run, the last one final. A job
 // that runs longer than its time limit (R's expiration) gets the `timeout`
-// exception at its limit, as in real execution.
+// exception at its limit, as in real execution; a fatal exception (a
+// cancel) ends a running job at once, as SIGTERM would.
 //
 // It records each job's start and end for the simulation's report.
 #pragma once
@@ -61,6 +62,7 @@ class SimExec {
   std::map<uint64_t, std::unique_ptr<Run>> runs_;
   std::map<uint64_t, ExecRecord> records_;
   size_t ended_ = 0;
+  std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // tells event callbacks this still exists
 };
 
 }  // namespace loom::sim
