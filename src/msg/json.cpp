@@ -2,11 +2,10 @@
 
 namespace loom {
 
-namespace {
 // A linear pre-scan that measures nesting without recursion, skipping
 // brackets inside strings. Cheaper than parsing, and it runs first so that
 // nlohmann never builds a value deep enough to hurt.
-bool nests_deeper_than(std::string_view s, int max_depth) {
+bool json_nests_deeper_than(std::string_view s, int max_depth) {
   int depth = 0;
   bool in_string = false;
   for (size_t i = 0; i < s.size(); ++i) {
@@ -32,10 +31,9 @@ bool nests_deeper_than(std::string_view s, int max_depth) {
   }
   return false;
 }
-}  // namespace
 
 Result<Json> parse_json(std::string_view text, int max_depth) {
-  if (nests_deeper_than(text, max_depth)) {
+  if (json_nests_deeper_than(text, max_depth)) {
     return Error{EPROTO, "JSON nests deeper than " + std::to_string(max_depth) + " levels"};
   }
   Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);

@@ -17,6 +17,10 @@ inline constexpr int kMaxJsonDepth = 64;
 // Parses `text`; EPROTO with a one-line reason if it is not JSON or nests
 // deeper than `max_depth` arrays/objects.
 Result<Json> parse_json(std::string_view text, int max_depth = kMaxJsonDepth);
+// Whether `text` nests arrays and objects deeper than `max_depth`: a
+// linear scan without recursion (brackets in strings skipped), to run
+// before a parser that recurses.
+bool json_nests_deeper_than(std::string_view text, int max_depth);
 
 // Dumps compactly; invalid UTF-8 in strings is replaced, never thrown.
 std::string dump_json(const Json& j);

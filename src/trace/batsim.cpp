@@ -17,6 +17,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 
+#include "msg/json.h"
 #include "trace/rules.h"
 #include "trace/trace.h"
 
@@ -28,7 +29,6 @@ using nlohmann::json;
 constexpr double kMaxSeconds = 1e10;
 constexpr int64_t kMaxRes = 1'000'000'000;
 constexpr int kMaxProfileDepth = 16;
-constexpr int kMaxJsonDepth = 64;
 
 Error bad(const std::string& name, const std::string& what) { return Error{EINVAL, name + ": " + what}; }
 
@@ -104,38 +104,9 @@ std::string place(std::string_view text, size_t at) {
   return std::to_string(line);
 }
 
-// A linear pre-scan of the nesting (brackets in strings skipped), so that
-// nlohmann's recursive parser never goes deep enough to exhaust the stack.
-bool nests_deeper_than(std::string_view s, int max_depth) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < s.size(); ++i) {
-    char c = s[i];
-    if (in_string) {
-      if (c == '\\') {
-        ++i;
-      } else if (c == '"') {
-        in_string = false;
-      }
-      continue;
-    }
-    switch (c) {
-      case '"': in_string = true; break;
-      case '[':
-      case '{':
-        if (++depth > max_depth) return true;
-        break;
-      case ']':
-      case '}': --depth; break;
-      default: break;
-    }
-  }
-  return false;
-}
-
 Result<Workload> parse(std::string_view text, const std::string& name, Filter filter) {
   if (text.empty()) return bad(name, "empty file");
-  if (nests_deeper_than(text, kMaxJsonDepth)) {
+  if (json_nests_deeper_than(text, kMaxJsonDepth)) {
     return bad(name, "not a Batsim workload: JSON nests deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   }
   json doc;
