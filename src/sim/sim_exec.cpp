@@ -1,6 +1,8 @@
 #include "sim/sim_exec.h"
 
+#include <algorithm>
 #include <csignal>
+#include <initializer_list>
 #include <string>
 #include <utility>
 #include <vector>
@@ -51,10 +53,10 @@ void SimExec::hello(std::function<void(const std::string&)> done) {
 }
 
 namespace {
-// attributes.system.exec.test.run_duration in seconds, 0 when absent.
-double run_duration(const Json& jobspec) {
-  const Json* j = &jobspec;
-  for (const char* k : {"attributes", "system", "exec", "test", "run_duration"}) {
+// The number at `path` in `start`, 0 when absent or not a positive number.
+double seconds_at(const Json& start, std::initializer_list<const char*> path) {
+  const Json* j = &start;
+  for (const char* k : path) {
     if (!j->is_object() || !j->contains(k)) return 0;
     j = &(*j)[k];
   }
@@ -70,7 +72,9 @@ void SimExec::start(const Message& m) {
   Message req = head_of(m);
   auto respond = [this, &req, id](const exec_protocol::Response& r) { h_.respond(req, exec_protocol::to_json(id, r)); };
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
-  if (!R.ok() || head->reattach || runs_.count(id)) {
+  // (A second start of a running job is refused as job-exec refuses it.)
+  if (runs_.count(id)) return h_.respond_error(m, EEXIST, "job " + std::to_string(id) + " is already running");
+  if (!R.ok() || head->reattach) {
     // Nothing of a simulation outlives it, and R is the scheduler's own.
     respond(Raised(Severity::kFatal, ExceptionType::kExec,
                    R.ok() ? "the simulated execution service cannot reattach" : "R: " + R.error().text));
@@ -90,9 +94,13 @@ void SimExec::start(const Message& m) {
   }
   rec.cores = cores.encode();
   respond(Started{});
-  double run = run_duration(p->contains("jobspec") ? (*p)["jobspec"] : Json());
-  double limit = R->expiration > 0 ? R->expiration - h_.clock().wall() : -1;
-  if (limit >= 0 && run > limit) {
+  double run = seconds_at(*p, {"jobspec", "attributes", "system", "exec", "test", "run_duration"});
+  // Over its time limit when it runs longer than it asked (compared as
+  // given: R's expiration less the clock need not give back the duration
+  // exactly in floating point); stopped at R's expiration.
+  double asked = seconds_at(*p, {"jobspec", "attributes", "system", "duration"});
+  double limit = R->expiration > 0 ? std::max(0.0, R->expiration - h_.clock().wall()) : -1;
+  if (asked > 0 && run > asked && limit >= 0) {
     r->timer->arm(limit, [this, id] {
       auto it = runs_.find(id);
       h_.respond(it->second->req, exec_protocol::to_json(id, Raised(Severity::kFatal, ExceptionType::kTimeout,
