@@ -35,22 +35,27 @@ class NoStorage final : public Storage {
   Status write(const std::vector<StoredOp>& /*ops*/) override { return {}; }
 };
 
-// A timer further away than this never comes due in a simulation (the
-// broker's heartbeat, say): time does not jump to it.
-constexpr double kNever = 1e8;
+// The longest a simulation spans, in seconds from the trace's start: job
+// ids hold 40 bits of milliseconds (about 34 years), and no timer waits
+// longer than kLongestWait.
+constexpr double kMaxSpan = 1e9;
+// The largest simulated machine: cores are numbered in 31 bits.
+constexpr int64_t kMaxCores = int64_t{1} << 31;
+constexpr uint32_t kMaxNodes = 1'000'000;
 
 // The most jobs of one instant sent in one submit.
 constexpr size_t kSubmitBatch = 10000;
 
 // The jobspec of trace job `j`: `procs` tasks of one core, its requested
 // time as the duration, its run time for the simulated execution service.
-Json jobspec_of(const trace::Job& j) {
+Result<Json> jobspec_of(const trace::Job& j) {
   JobRequest r;
   r.tasks = static_cast<uint32_t>(j.procs);
   r.duration = j.requested_time;
   r.command = {"sim"};
-  Json spec = build_jobspec(r).value();
-  spec["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
+  auto spec = build_jobspec(r);
+  if (!spec.ok()) return spec.error();
+  (*spec)["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
   return spec;
 }
 
@@ -64,6 +69,28 @@ uint32_t default_nodes(const trace::Workload& w, uint32_t cores_per_node) {
 Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
   auto wall_start = std::chrono::steady_clock::now();
   uint32_t nodes = cfg.nodes ? cfg.nodes : default_nodes(w, cfg.cores_per_node);
+  int64_t total_cores = int64_t{nodes} * cfg.cores_per_node;
+  if (nodes == 0 || nodes > kMaxNodes || total_cores > kMaxCores) {
+    return Error{EINVAL, "a machine of " + std::to_string(nodes) + " nodes of " + std::to_string(cfg.cores_per_node) +
+                             " cores is beyond what a simulation holds (at most " + std::to_string(kMaxNodes) +
+                             " nodes, 2^31 cores): give --nodes or --cores-per-node"};
+  }
+  if (!(cfg.epilog >= 0 && cfg.epilog <= kMaxSpan)) {
+    return Error{EINVAL, "an epilog of " + std::to_string(cfg.epilog) + " s is beyond what a simulation spans"};
+  }
+  for (const auto& j : w.jobs) {
+    if (j.submit + std::max(j.run, j.requested_time) + cfg.epilog > kMaxSpan) {
+      return Error{EINVAL, "job " + std::to_string(j.id) + " (line " + std::to_string(j.line) + ") would end " +
+                               std::to_string(static_cast<int64_t>(j.submit + std::max(j.run, j.requested_time))) +
+                               " s after the trace's start, beyond the 10^9 s a simulation spans"};
+    }
+  }
+  if (!cfg.state_dir.empty()) {
+    std::error_code ec;
+    if (std::filesystem::exists(cfg.state_dir, ec) && !std::filesystem::is_empty(cfg.state_dir, ec)) {
+      return Error{EEXIST, cfg.state_dir + " is not empty: a simulation starts from nothing"};
+    }
+  }
   asio::io_context io;
   VirtualClock clock(static_cast<double>(w.header.unix_start_time.value_or(0)));
 
@@ -80,7 +107,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
 
   BrokerConfig bcfg;
   bcfg.local_path = tmp + "/sim.sock";
-  bcfg.heartbeat_interval = kNever * 2;
+  bcfg.heartbeat_interval = kLongestWait;  // one broker: no link to watch
   Broker broker(io, clock, bcfg);
   if (auto st = broker.start(); !st) return st.error();
 
@@ -138,23 +165,45 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
       cfg.progress(clock.now(), ended, jobs.size());
       progress_mark = ended + 4096;
     }
-    if (next == jobs.size() && answered == jobs.size() && ended == jobs.size()) break;
+    if (next == jobs.size() && answered == jobs.size()) {
+      if (ended == jobs.size()) break;
+      // Every job is in and nothing runs: nothing will free resources for
+      // those still pending, which never run.
+      if (exec.running() == 0) break;
+    }
     double t = std::numeric_limits<double>::infinity();
     if (next < jobs.size()) t = jobs[next].submit;
-    if (auto d = clock.next_deadline(); d && *d - clock.now() < kNever) t = std::min(t, *d);
-    if (std::isinf(t)) break;  // nothing will happen any more: the rest never runs
+    if (auto d = clock.next_deadline()) t = std::min(t, *d);
+    if (std::isinf(t)) break;
     clock.move_to(t);
     // Submissions before ends at the same instant (the published replay
     // convention): they are sent first, and the one scheduling pass of
     // the instant comes once both are handled.
     while (next < jobs.size() && jobs[next].submit <= clock.now()) {
-      size_t first = next;
       Json batch = Json::array();
-      while (next < jobs.size() && jobs[next].submit <= clock.now() && next - first < kSubmitBatch) {
-        batch.push_back(Json{{"jobspec", jobspec_of(jobs[next])}});
+      std::vector<size_t> which;  // the batch's jobs, by place in the trace
+      while (next < jobs.size() && jobs[next].submit <= clock.now() && which.size() < kSubmitBatch) {
+        // A job larger than the machine is refused alone (a submit is all
+        // or nothing: the others of its instant must not go with it).
+        const auto& j = jobs[next];
+        auto spec =
+            j.procs > total_cores
+                ? Result<Json>(Error{EINVAL, "job " + std::to_string(j.id) + " needs " + std::to_string(j.procs) +
+                                                 " cores; the machine has " + std::to_string(total_cores)})
+                : jobspec_of(j);
+        if (spec.ok()) {
+          batch.push_back(Json{{"jobspec", std::move(*spec)}});
+          which.push_back(next);
+        } else {
+          if (out.refused == 0) out.first_refusal = spec.error().text;
+          ++out.refused;
+          ++answered;
+        }
         ++next;
       }
-      h.rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, first, n = next - first](const Message& m) {
+      if (which.empty()) continue;
+      h.rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, which](const Message& m) {
+        size_t n = which.size();
         answered += n;
         auto p = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
         if (!p.ok() || !p->is_object() || !(*p)["ids"].is_array() || (*p)["ids"].size() != n) {
@@ -162,7 +211,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
           out.refused += n;
           return;
         }
-        for (size_t i = 0; i < n; ++i) ids[first + i] = (*p)["ids"][i].get<uint64_t>();
+        for (size_t i = 0; i < n; ++i) ids[which[i]] = (*p)["ids"][i].get<uint64_t>();
       });
     }
     while (clock.fire_one()) {
@@ -185,6 +234,8 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
       r.allocated = rec->second.cores;
       r.timeout = rec->second.timeout;
       r.status = rec->second.status;
+    } else if (ids[i]) {
+      ++out.never_started;
     }
     out.jobs.push_back(std::move(r));
   }

@@ -30,15 +30,18 @@ struct SimConfig {
 struct SimResult {
   std::vector<JobResult> jobs;  // in the workload's order
   double wall_seconds = 0;      // the simulation's own time
-  size_t refused = 0;           // jobs the instance refused at submit
+  size_t refused = 0;           // jobs refused at submit (larger than the machine, say)
   std::string first_refusal;    // why the first of them was refused
+  size_t never_started = 0;     // jobs accepted that never ran (nothing was left to free what they need)
 };
 
 // Nodes for a workload by default: enough of `cores_per_node` for its
 // MaxProcs.
 uint32_t default_nodes(const trace::Workload& w, uint32_t cores_per_node);
 
-// Replays `w`; an error is one line (a service that cannot start, say).
+// Replays `w`; an error is one line (a machine or a trace beyond what a
+// simulation holds, a state directory in use, a service that cannot
+// start).
 Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg);
 
 }  // namespace loom::sim
