@@ -32,8 +32,9 @@ struct SimOpts {
 };
 
 // `path` for policy `policy` when several are run: "out.csv" → "out-easy.csv".
-std::string per_policy(const std::string& path, const std::string& policy, bool several) {
+std::string per_policy(std::string path, const std::string& policy, bool several) {
   if (!several) return path;
+  while (path.size() > 1 && path.back() == '/') path.pop_back();
   auto slash = path.find_last_of('/');
   auto dot = path.find_last_of('.');
   if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + "-" + policy;
@@ -41,8 +42,9 @@ std::string per_policy(const std::string& path, const std::string& policy, bool 
 }
 
 Status write_file(const std::string& path, const std::string& text) {
+  errno = 0;
   std::ofstream f(path, std::ios::binary | std::ios::trunc);
-  if (!f) return Error{errno, "cannot write " + path + ": " + std::strerror(errno)};
+  if (!f) return Error{EIO, "cannot write " + path + (errno ? std::string(": ") + std::strerror(errno) : "")};
   f << text;
   f.close();
   if (!f) return Error{EIO, "cannot write " + path};
@@ -102,17 +104,27 @@ int run_sim(const SimOpts& o) {
   if (!filter) return fail(cmd, "--filter must be none or strong, not " + o.filter);
   auto w = trace::read_trace(o.trace, *filter);
   if (!w.ok()) return fail(cmd, w.error());
+  size_t kept = w->jobs.size();
   if (o.limit > 0 && w->jobs.size() > o.limit) w->jobs.resize(o.limit);
   if (w->jobs.empty()) return fail(cmd, o.trace + ": no job to simulate");
   uint32_t nodes = o.nodes ? o.nodes : sim::default_nodes(*w, o.cores_per_node);
   int64_t total_cores = int64_t{nodes} * o.cores_per_node;
   std::printf("%s: %s\n", o.trace.c_str(), w->summary.c_str());
-  std::printf("machine: %u nodes of %u core%s (%lld cores)%s\n", nodes, o.cores_per_node,
+  if (w->jobs.size() < kept) std::printf("simulating the first %zu of them (--limit)\n", w->jobs.size());
+  std::printf("machine: %u node%s of %u core%s (%lld cores)%s\n", nodes, nodes == 1 ? "" : "s", o.cores_per_node,
               o.cores_per_node == 1 ? "" : "s", static_cast<long long>(total_cores),
               o.epilog > 0 ? (", epilog " + std::to_string(o.epilog) + " s").c_str() : "");
   std::fflush(stdout);
   bool tty = ::isatty(STDERR_FILENO);
   bool several = policies.size() > 1;
+  // Every file is made now, so that one that cannot be written fails
+  // before the simulation rather than after it.
+  std::vector<std::string> outputs{o.report, o.plot};
+  for (const auto& p : policies) outputs.push_back(o.jobs.empty() ? "" : per_policy(o.jobs, p, several));
+  for (const auto& path : outputs) {
+    if (path.empty()) continue;
+    if (auto st = write_file(path, ""); !st) return fail(cmd, st.error());
+  }
   sim::PolicySummaries summaries;
   sim::PolicyJobs all_jobs;
   int status = 0;
@@ -129,8 +141,13 @@ int run_sim(const SimOpts& o) {
     if (!r.ok()) return fail(cmd, policy + ": " + r.error().text);
     if (r->refused > 0) {
       // (The machine is smaller than the trace's jobs, say: --nodes.)
-      fail(cmd, policy + ": " + std::to_string(r->refused) + " jobs refused at submit (the first: " + r->first_refusal +
-                    ")");
+      fail(cmd, policy + ": " + std::to_string(r->refused) + (r->refused == 1 ? " job" : " jobs") +
+                    " refused at submit (the first: " + r->first_refusal + ")");
+      status = 1;
+    }
+    if (r->never_started > 0) {
+      fail(cmd, policy + ": " + std::to_string(r->never_started) + (r->never_started == 1 ? " job" : " jobs") +
+                    " never ran (nothing was left running to free what they need)");
       status = 1;
     }
     summaries.emplace_back(policy, sim::summarize(r->jobs, total_cores, r->wall_seconds));
