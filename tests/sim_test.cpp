@@ -183,6 +183,36 @@ TEST_F(SimCommand, ReportsAreComplete) {
   EXPECT_EQ(texts[0], texts[1]);
 }
 
+// A job larger than the machine (--nodes smaller than the trace's
+// machine) is refused alone: the other job of its instant runs; one line
+// and status 1 say so.
+TEST_F(SimCommand, AJobLargerThanTheMachineIsRefusedAlone) {
+  std::string t = trace(4, swf_job(1, 10, 5, 4, 20) + swf_job(2, 10, 7, 1, 20));
+  std::string csv = (tmp_ / "jobs.csv").string();
+  auto r = sim({t, "--nodes", "2", "--jobs", csv});
+  EXPECT_EQ(r.code, 1) << show(r);
+  auto lines = r.err_lines();
+  ASSERT_EQ(lines.size(), 1u) << show(r);
+  EXPECT_EQ(lines[0], "loom sim: fcfs: 1 job refused at submit (the first: job 1 needs 4 cores; the machine has 2)");
+  auto rows = jobs_csv(csv);
+  EXPECT_EQ(rows["1"]["final_state"], "REJECTED");
+  EXPECT_EQ(rows["2"]["starting_time"], "10");
+  EXPECT_EQ(rows["2"]["final_state"], "COMPLETED_SUCCESSFULLY");
+}
+
+// A Batsim job whose run time equals its requested time, in fractions of a
+// second, ends normally: it did not run past its limit.
+TEST_F(SimCommand, AJobThatUsesExactlyItsTimeLimitEndsNormally) {
+  std::string t = write("w.json", R"({"nb_res": 4, "jobs": [
+      {"id": 1, "subtime": 0.3, "walltime": 0.6, "res": 1, "profile": "a"},
+      {"id": 2, "subtime": 12345.7, "walltime": 3600.3, "res": 2, "profile": "b"}],
+    "profiles": {"a": {"type": "delay", "delay": 0.6}, "b": {"type": "delay", "delay": 3600.3}}})");
+  std::string csv = (tmp_ / "jobs.csv").string();
+  auto r = sim({t, "--jobs", csv});
+  ASSERT_EQ(r.code, 0) << show(r);
+  for (const char* id : {"1", "2"}) EXPECT_EQ(jobs_csv(csv)[id]["final_state"], "COMPLETED_SUCCESSFULLY") << id;
+}
+
 // Bad traces and options: one line naming what is wrong, status 1.
 TEST_F(SimCommand, BadTracesGiveOneLine) {
   struct Case {
@@ -199,6 +229,10 @@ TEST_F(SimCommand, BadTracesGiveOneLine) {
       {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 4, 20), {"--nodes", "2"}, "refused"},
       {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--policy", "lifo"}, "--policy"},
       {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--filter", "weak"}, "--filter"},
+      // Beyond what a simulation spans (job ids hold 34 years).
+      {"; MaxProcs: 4\n" + swf_job(1, 2000000000, 10, 2, 20), {}, "10^9 s"},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--epilog", "inf"}, "epilog"},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--report", "/nonexistent/r.json"}, "cannot write"},
   };
   for (const auto& c : cases) {
     std::string path = c.trace == "-" ? (tmp_ / "missing.swf").string() : write("bad.swf", c.trace);
