@@ -56,15 +56,15 @@ class JobExecTest : public ::testing::Test {
   // what the job manager recorded of its stream; job-exec's lookup of the
   // job's exec eventlog is answered with `exec_log`.
   void reattach(uint64_t id, const std::string& ranks, const std::string& released, bool fatal,
-                const std::string& exec_log) {
+                const std::string& exec_log, bool finished = false, double expiration = 0) {
     Json R{{"version", 1},
            {"execution",
             {{"R_lite", Json::array({Json{{"rank", ranks}, {"children", {{"core", "0"}}}}})},
              {"starttime", clock.wall()},
-             {"expiration", 0}}}};
+             {"expiration", expiration}}}};
     Json jobspec{{"version", 1}, {"attributes", {{"system", Json::object()}}}};
-    Json p{{"id", id},        {"userid", 0},          {"jobspec", jobspec}, {"R", R},        {"reattach", true},
-           {"started", true}, {"released", released}, {"finished", false},  {"fatal", fatal}};
+    Json p{{"id", id},        {"userid", 0},          {"jobspec", jobspec},   {"R", R},        {"reattach", true},
+           {"started", true}, {"released", released}, {"finished", finished}, {"fatal", fatal}};
     Message m = make_request("job-exec.start", p.dump(), kNodeAny, msgflag::kStreaming);
     m.matchtag = 0;
     m.route = {make_hop(0, 4)};
@@ -390,6 +390,24 @@ TEST_F(JobExecTest, AReattachGoesOnFromTheJobManagersRecordAndTheExecEventlog) {
   shell_exits(0, 128 + SIGTERM);
   serve_kvs();
   EXPECT_EQ(names(responses()), (std::vector<std::string>{"finish 15", "release 0 final"}));
+}
+
+// A job found again after its finish, in its epilog past its time limit:
+// no timeout (its tasks are done), the epilog's end releases the rank.
+TEST_F(JobExecTest, AJobFoundAfterItsFinishHasNoTimeLimitLeft) {
+  create(JobExecConfig{});
+  std::string exec_log = format_event(EventEntry{1.0, "shell-exit", Json{{"rank", 0}, {"status", 0}}});
+  reattach(10, "0", "", false, exec_log, true, clock.wall() - 5);
+  EXPECT_TRUE(reattach_asked().empty());
+  auto epilog = pending("shell.epilog");
+  ASSERT_EQ(epilog.size(), 1u);
+  advance(1);
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"reattached"});
+  answer(epilog[0], Json{{"type", "epilog"}, {"status", 0}});
+  answer_error(epilog[0], ENODATA);
+  serve_kvs();
+  EXPECT_EQ(names(responses()), std::vector<std::string>{"release 0 final"});
+  EXPECT_TRUE(kills().empty());
 }
 
 // A start job-exec cannot read fails that job alone (exception, release):

@@ -46,8 +46,10 @@ void ShellExecutor::start(const StartInfo& s) {
   r.exec_log_timer = h_.clock().make_timer();
   name_run(r, s.head.userid);
   // The time limit: SIGALRM, then SIGKILL after the kill timeout. (Every
-  // timer is the run's: none fires once the run is gone.)
-  if (s.R.expiration > 0) {
+  // timer is the run's: none fires once the run is gone.) A job found
+  // again after its finish has no tasks left to limit: its epilogs may
+  // run past the expiration.
+  if (s.R.expiration > 0 && !(s.head.reattach && s.head.finished)) {
     r.timer->arm(std::max(0.0, s.R.expiration - h_.clock().wall()), [this, &r] {
       svc_.raise(r, ExceptionType::kTimeout, "resource allocation expired");
       kill_all(r, SIGALRM);
