@@ -82,7 +82,9 @@ class Service {
   virtual Run* find(uint64_t id) = 0;
   // The run of job `id` that `serial` belongs to, if it is still the current one.
   virtual Run* current(uint64_t id, uint64_t serial) = 0;
-  // A response on `r`'s stream, anything but the final release.
+  // A response on `r`'s stream, anything but the final release. It is
+  // delivered from the loop (the broker posts to its services), never
+  // inside this call: an executor may go on with `r` after it.
   virtual void respond(Run& r, const Response& resp) = 0;
   // A fatal exception, unless the job has had one.
   virtual void raise(Run& r, ExceptionType type, const std::string& note) = 0;
