@@ -21,7 +21,9 @@ void JobManager::Impl::install() {
       (this->*fn)(m);
     };
   };
-  h_.add_method("job-manager.submit", Access::kUser, gated(&Impl::submit));
+  // Reads its payload with payload_json only (batches from the simulator's
+  // driver come parsed).
+  h_.add_json_method("job-manager.submit", Access::kUser, gated(&Impl::submit));
   h_.add_method("job-manager.list", Access::kUser, gated(&Impl::list));
   h_.add_method("job-manager.raise", Access::kUser, gated(&Impl::raise));
   h_.add_method("job-manager.cancel", Access::kUser, gated(&Impl::cancel));

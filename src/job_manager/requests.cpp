@@ -34,22 +34,27 @@ bool runs_nothing(const Jobspec& spec) {
 }  // namespace
 
 void JobManager::Impl::submit(const Message& m) {
-  auto p = payload_object(m);
-  if (!p.ok()) return h_.respond_error(m, p.error());
+  // The payload as the sender built it (a batch from a service of this
+  // broker comes parsed: no text is written or read), never copied.
+  auto payload = payload_json(m);
+  if (!payload.ok()) return h_.respond_error(m, payload.error());
+  const Json* p = payload->get();
   if (!submit_enabled_) {
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
   }
-  Json items;
-  if (p->contains("jobs")) {
-    items = (*p)["jobs"];
-    if (!items.is_array() || items.empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
-    if (items.size() > kMaxBatch) {
+  Json single;
+  const Json* jobs = &single;
+  if (auto it = p->find("jobs"); it != p->end()) {
+    jobs = &*it;
+    if (!jobs->is_array() || jobs->empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
+    if (jobs->size() > kMaxBatch) {
       return h_.respond_error(m, EINVAL, "at most " + std::to_string(kMaxBatch) + " jobs per submit");
     }
   } else {
-    items = Json::array({*p});
+    single = Json::array({*p});
   }
+  const Json& items = *jobs;
   bool owner = is_owner(m);
   SubmitRules rules = submit_rules();
   std::vector<Jobspec> specs;
@@ -109,7 +114,7 @@ void JobManager::Impl::submit(const Message& m) {
       index.push_back(i);
     }
   }
-  h_.rpc("sched.feasibility", Json{{"jobspecs", check}}, {},
+  h_.rpc("sched.feasibility", Json{{"jobspecs", std::move(check)}}, {},
          [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
           index = std::move(index), n = items.size()](const Message& r) mutable {
            if (r.errnum && r.errnum != ENOSYS) {

@@ -21,6 +21,7 @@
 #include "jobspec/jobspec.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
+#include "msg/payload.h"
 #include "sched/sched.h"
 #include "sim/sim_exec.h"
 
@@ -205,13 +206,16 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
       h.rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, which](const Message& m) {
         size_t n = which.size();
         answered += n;
-        auto p = m.errnum ? Result<Json>(Error{m.errnum, error_text(m)}) : parse_json(m.payload);
-        if (!p.ok() || !p->is_object() || !(*p)["ids"].is_array() || (*p)["ids"].size() != n) {
-          if (out.refused == 0) out.first_refusal = p.ok() ? "a malformed answer" : p.error().text;
+        // The answer as the job manager built it, not its text parsed again.
+        auto p = m.errnum ? Result<std::shared_ptr<const Json>>(Error{m.errnum, error_text(m)}) : payload_json(m);
+        const Json* got = p.ok() ? p->get() : nullptr;
+        auto list = got ? got->find("ids") : Json::const_iterator();
+        if (!got || list == got->end() || !list->is_array() || list->size() != n) {
+          if (out.refused == 0) out.first_refusal = m.errnum ? p.error().text : "a malformed answer";
           out.refused += n;
           return;
         }
-        for (size_t i = 0; i < n; ++i) ids[which[i]] = (*p)["ids"][i].get<uint64_t>();
+        for (size_t i = 0; i < n; ++i) ids[which[i]] = (*list)[i].get<uint64_t>();
       });
     }
     while (clock.fire_one()) {
