@@ -211,7 +211,11 @@ void Kvs::flush() {
     }
     return segs[k] = n;
   };
+  // Every op of the batch, moved out of its commit (ends: where each
+  // commit's ops end), to be written and then applied in this order.
   std::vector<StoredOp> all;
+  std::vector<size_t> ends;
+  ends.reserve(batch.size());
   for (auto& c : batch) {
     for (auto& op : c.ops) {
       switch (op.kind) {
@@ -226,8 +230,9 @@ void Kvs::flush() {
         }
         default: break;
       }
-      all.push_back(op);
+      all.push_back(std::move(op));
     }
+    ends.push_back(all.size());
   }
   auto st = storage_->write(all);
   if (!st) {
@@ -237,9 +242,9 @@ void Kvs::flush() {
     }
     return;
   }
-  for (auto& c : batch) {
-    for (auto& op : c.ops) apply(op);
-    if (!c.req.topic.empty()) h_.respond(c.req, std::string("{}"));
+  for (size_t i = 0, k = 0; i < batch.size(); ++i) {
+    for (; k < ends[i]; ++k) apply(all[k]);
+    if (!batch[i].req.topic.empty()) h_.respond(batch[i].req, std::string("{}"));
   }
 }
 
