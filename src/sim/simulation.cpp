@@ -47,18 +47,31 @@ constexpr uint32_t kMaxNodes = 1'000'000;
 // The most jobs of one instant sent in one submit.
 constexpr size_t kSubmitBatch = 10000;
 
-// The jobspec of trace job `j`: `procs` tasks of one core, its requested
-// time as the duration, its run time for the simulated execution service.
-Result<Json> jobspec_of(const trace::Job& j) {
-  JobRequest r;
-  r.tasks = static_cast<uint32_t>(j.procs);
-  r.duration = j.requested_time;
-  r.command = {"sim"};
-  auto spec = build_jobspec(r);
-  if (!spec.ok()) return spec.error();
-  (*spec)["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
-  return spec;
-}
+// The jobspecs of trace jobs: `procs` tasks of one core, the requested
+// time as the duration, the run time for the simulated execution service.
+// Jobs of a trace share few shapes (procs, requested time): each is built
+// (and checked) once, and copied with the job's run time.
+class Jobspecs {
+ public:
+  Result<Json> of(const trace::Job& j) {
+    auto it = shapes_.find({j.procs, j.requested_time});
+    if (it == shapes_.end()) {
+      JobRequest r;
+      r.tasks = static_cast<uint32_t>(j.procs);
+      r.duration = j.requested_time;
+      r.command = {"sim"};
+      auto built = build_jobspec(r);
+      if (!built.ok()) return built.error();
+      it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(*built)).first;
+    }
+    Json spec = it->second;
+    spec["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
+    return spec;
+  }
+
+ private:
+  std::map<std::pair<int64_t, double>, Json> shapes_;
+};
 
 }  // namespace
 
@@ -157,6 +170,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
 
   SimResult out;
   const auto& jobs = w.jobs;
+  Jobspecs jobspecs;
   std::vector<uint64_t> ids(jobs.size(), 0);
   size_t next = 0, answered = 0;
   size_t progress_mark = 0;
@@ -191,7 +205,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
             j.procs > total_cores
                 ? Result<Json>(Error{EINVAL, "job " + std::to_string(j.id) + " needs " + std::to_string(j.procs) +
                                                  " cores; the machine has " + std::to_string(total_cores)})
-                : jobspec_of(j);
+                : jobspecs.of(j);
         if (spec.ok()) {
           batch.push_back(Json{{"jobspec", std::move(*spec)}});
           which.push_back(next);
