@@ -259,7 +259,13 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
     spdlog::error("job-manager: job {}: {}", encode_f58(j.id), st.error().text);
     return st;
   }
-  commit_op(Json{{"op", "append"}, {"key", kvs_key::job_eventlog(j.id)}, {"value", format_event(e)}});
+  // Built member by member: an initializer list copies each one again.
+  Json op = Json::object();
+  auto& fields = op.get_ref<Json::object_t&>();
+  fields.emplace("key", kvs_key::job_eventlog(j.id));
+  fields.emplace("op", "append");
+  fields.emplace("value", format_event(e));
+  commit_op(std::move(op));
   if (name == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();
