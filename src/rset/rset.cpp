@@ -1,6 +1,7 @@
 #include "rset/rset.h"
 
 #include <cmath>
+#include <utility>
 
 #include "base/quote.h"
 
@@ -137,7 +138,7 @@ Json ResourceSet::to_json() const {
     Json children = Json::object();
     if (!prev->cores.empty()) children["core"] = prev->cores.encode();
     if (!prev->gpus.empty()) children["gpu"] = prev->gpus.encode();
-    lite.push_back({{"rank", run.encode()}, {"children", children}});
+    lite.push_back({{"rank", run.encode()}, {"children", std::move(children)}});
   };
   for (auto& [r, rr] : ranks_) {
     if (!prev || prev->cores != rr.cores || prev->gpus != rr.gpus) {
@@ -154,9 +155,10 @@ Json ResourceSet::to_json() const {
     nodelist.push_back(rr.hostname);
     named = named || !rr.hostname.empty();
   }
-  Json ex = {{"R_lite", lite}, {"starttime", starttime}, {"expiration", expiration}};
-  if (named) ex["nodelist"] = nodelist;
-  return {{"version", 1}, {"execution", ex}};
+  // Moved, not copied, into their parents: R is written for every job.
+  Json ex = {{"R_lite", std::move(lite)}, {"starttime", starttime}, {"expiration", expiration}};
+  if (named) ex["nodelist"] = std::move(nodelist);
+  return {{"version", 1}, {"execution", std::move(ex)}};
 }
 
 void ResourceSet::add_rank(uint32_t rank, RankResources r) { ranks_[rank] = std::move(r); }
