@@ -37,39 +37,37 @@ class JobExecTest : public ::testing::Test {
   // ending at `expiration` (wall seconds; 0: none), as the job manager
   // sends it: matchless, streaming.
   void start(uint64_t id, const std::string& ranks, double expiration = 0) {
-    Json R{{"version", 1},
-           {"execution",
-            {{"R_lite", Json::array({Json{{"rank", ranks}, {"children", {{"core", "0"}}}}})},
-             {"starttime", clock.wall()},
-             {"expiration", expiration}}}};
-    Json jobspec{{"version", 1}, {"attributes", {{"system", Json::object()}}}};
-    Message m = make_request(
-        "job-exec.start", Json{{"id", id}, {"userid", 0}, {"jobspec", jobspec}, {"R", R}, {"reattach", false}}.dump(),
-        kNodeAny, msgflag::kStreaming);
+    send_start(Json{{"id", id}, {"userid", 0}, {"reattach", false}}, ranks, expiration);
+    answer_all("kvs.namespace-create");
+  }
+  // NAME.start with `fields`, R on `ranks` and a plain jobspec, as the job
+  // manager sends it: matchless, streaming.
+  void send_start(Json fields, const std::string& ranks, double expiration) {
+    fields["R"] = Json{{"version", 1},
+                       {"execution",
+                        {{"R_lite", Json::array({Json{{"rank", ranks}, {"children", {{"core", "0"}}}}})},
+                         {"starttime", clock.wall()},
+                         {"expiration", expiration}}}};
+    fields["jobspec"] = Json{{"version", 1}, {"attributes", {{"system", Json::object()}}}};
+    Message m = make_request("job-exec.start", fields.dump(), kNodeAny, msgflag::kStreaming);
     m.matchtag = 0;
     m.route = {make_hop(0, 4)};
     m.rolemask = role::kOwner;
     h.dispatch(std::move(m));
-    answer_all("kvs.namespace-create");
   }
   // The start of job `id` again after a restart (reattach, started), with
   // what the job manager recorded of its stream; job-exec's lookup of the
   // job's exec eventlog is answered with `exec_log`.
   void reattach(uint64_t id, const std::string& ranks, const std::string& released, bool fatal,
                 const std::string& exec_log, bool finished = false, double expiration = 0) {
-    Json R{{"version", 1},
-           {"execution",
-            {{"R_lite", Json::array({Json{{"rank", ranks}, {"children", {{"core", "0"}}}}})},
-             {"starttime", clock.wall()},
-             {"expiration", expiration}}}};
-    Json jobspec{{"version", 1}, {"attributes", {{"system", Json::object()}}}};
-    Json p{{"id", id},        {"userid", 0},          {"jobspec", jobspec},   {"R", R},        {"reattach", true},
-           {"started", true}, {"released", released}, {"finished", finished}, {"fatal", fatal}};
-    Message m = make_request("job-exec.start", p.dump(), kNodeAny, msgflag::kStreaming);
-    m.matchtag = 0;
-    m.route = {make_hop(0, 4)};
-    m.rolemask = role::kOwner;
-    h.dispatch(std::move(m));
+    send_start(Json{{"id", id},
+                    {"userid", 0},
+                    {"reattach", true},
+                    {"started", true},
+                    {"released", released},
+                    {"finished", finished},
+                    {"fatal", fatal}},
+               ranks, expiration);
     Message lookup = take("kvs.lookup");
     Json q = Json::parse(lookup.payload);
     EXPECT_EQ(q["namespace"], "job-" + std::to_string(id));
