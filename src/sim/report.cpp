@@ -343,27 +343,27 @@ void append_frame(std::string& out, const Panel& p, const std::string& title, co
     append_line(out, kLeft - 5, y, kLeft, y, "stroke=\"black\"");
     append_text(out, kLeft - 8, y + 4, "end", std::to_string(i * 25));
   }
-  out += "<rect x=\"";
-  append_coord(out, kLeft);
-  out += "\" y=\"";
-  append_coord(out, p.top + kTop);
-  out += "\" width=\"";
-  append_coord(out, kRight - kLeft);
-  out += "\" height=\"";
-  append_coord(out, kBottom - kTop);
-  out += "\" fill=\"none\" stroke=\"black\"/>\n";
-  // Curves stay inside the plot area whatever their values.
-  out += "<clipPath id=\"";
+  // The plot area: its frame, and its clip path (curves stay inside it
+  // whatever their values).
+  auto area = [&](const char* attrs) {
+    out += "<rect x=\"";
+    append_coord(out, kLeft);
+    out += "\" y=\"";
+    append_coord(out, p.top + kTop);
+    out += "\" width=\"";
+    append_coord(out, kRight - kLeft);
+    out += "\" height=\"";
+    append_coord(out, kBottom - kTop);
+    out += "\"";
+    out += attrs;
+    out += "/>";
+  };
+  area(" fill=\"none\" stroke=\"black\"");
+  out += "\n<clipPath id=\"";
   out += p.id;
-  out += "-area\"><rect x=\"";
-  append_coord(out, kLeft);
-  out += "\" y=\"";
-  append_coord(out, p.top + kTop);
-  out += "\" width=\"";
-  append_coord(out, kRight - kLeft);
-  out += "\" height=\"";
-  append_coord(out, kBottom - kTop);
-  out += "\"/></clipPath>\n";
+  out += "-area\">";
+  area("");
+  out += "</clipPath>\n";
   append_text(out, (kLeft + kRight) / 2, p.top + kBottom + 40, "middle", x_label);
   double yc = p.top + (kTop + kBottom) / 2;
   std::string rotate = " transform=\"rotate(-90 ";
