@@ -42,7 +42,7 @@ class Faults : public Exec {
       for (pid_t p : processes_with(m)) ::kill(p, SIGKILL);
     }
     for (const auto& id : jobs) {
-      for (pid_t p : processes_with(std::to_string(num(id)))) ::kill(-p, SIGKILL);
+      for (pid_t p : shells_of(id)) ::kill(-p, SIGKILL);
     }
     // Epilogs and tasks of this test left waiting when a test fails: the
     // shells that run the epilog's script (loomd has it in its arguments
@@ -166,7 +166,8 @@ TEST_F(Faults, MalformedExecEventlogEntriesDoNotBringDownARestart) {
   }
   crash_instance(inst);
   ASSERT_TRUE(start(1, 1));
-  ASSERT_EQ(loom({"cancel", id}).code, 0);
+  auto cancel = loom({"cancel", id});
+  ASSERT_EQ(cancel.code, 0) << show(cancel);
   wait_event(id, "clean");
   expect_all_exit(processes_with(word));
   EXPECT_EQ(alarms_and_allocated(), (Json{{"alarms", 0}, {"allocated", ""}}));

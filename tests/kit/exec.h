@@ -115,15 +115,29 @@ class Exec : public JobsFixture {
 
   uint64_t num(const std::string& id) { return parse_jobid(id).value().value(); }
 
-  // The job shell of job `id` on `rank` of this instance (its LOOM_URI
-  // names the rank's socket), or -1.
-  pid_t shell_of(const std::string& id, uint32_t rank) {
+  // The processes with job `id`'s number on their command line whose
+  // environment has `text` (job shells name their rank's socket in
+  // LOOM_URI). Job ids are only unique within an instance: another test's
+  // instance, started at about the same moment, gives out the same ones.
+  std::vector<pid_t> shells_with(const std::string& id, const std::string& text) {
+    std::vector<pid_t> out;
     for (pid_t p : processes_with(std::to_string(num(id)))) {
       std::ifstream in("/proc/" + std::to_string(p) + "/environ");
       std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (env.find(inst.socket(rank) + '\0') != std::string::npos) return p;
+      if (env.find(text) != std::string::npos) out.push_back(p);
     }
-    return -1;
+    return out;
+  }
+  // The job shell of job `id` on `rank` of this instance, or -1.
+  pid_t shell_of(const std::string& id, uint32_t rank) {
+    auto found = shells_with(id, inst.socket(rank) + '\0');
+    return found.empty() ? -1 : found.front();
+  }
+  // Every job shell of job `id` on this instance's ranks (its sockets' directory
+  // stays the same across a restart on one state directory).
+  std::vector<pid_t> shells_of(const std::string& id) {
+    if (inst.rundir().empty()) return {};
+    return shells_with(id, inst.rundir() + "/rank-");
   }
 
   // The entries named `name` of an eventlog.
