@@ -192,6 +192,13 @@ Result<Jobspec> parse_jobspec(const Json& j) {
     auto slash = js.command[0].rfind('/');
     js.name = slash == std::string::npos ? js.command[0] : js.command[0].substr(slash + 1);
   }
+  auto input = parse_input_spec(sys);
+  if (!input.ok()) return bad(input.error().text);
+  js.input = std::move(*input);
+  if (js.input.kind == InputSpec::Kind::kKvs && !js.input.all_tasks && *js.input.tasks.last() >= js.ntasks) {
+    return bad("shell.options.input: task " + std::to_string(*js.input.tasks.last()) + " is not one of the job's " +
+               std::to_string(js.ntasks) + " tasks");
+  }
   return js;
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/result.h"
+#include "jobspec/input.h"
 #include "msg/json.h"
 
 namespace loom {
@@ -32,6 +33,7 @@ struct Jobspec {
   double duration = 0;  // seconds; 0 means no limit was asked
   std::string cwd;
   std::string name;  // attributes.system.job.name, else basename of command[0]
+  InputSpec input;   // attributes.system.shell.options.input (jobspec/input.h)
 };
 
 Result<Jobspec> parse_jobspec(const Json& j);
