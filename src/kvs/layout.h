@@ -74,6 +74,9 @@ inline constexpr const char* kResourceInventory = "resource.inventory";
 
 // The shells' output eventlog (RFC 24 entries, src/shell/output.h).
 inline constexpr const char* kOutput = "output";
+// The tasks' input eventlog, written by `loom run` and `loom job attach`
+// (src/shell/input.h).
+inline constexpr const char* kInput = "input";
 // Keys under `exec` are written only by the instance (the kvs service
 // refuses the user): job-exec's record, which it trusts after a restart.
 inline constexpr const char* kExecDir = "exec";

@@ -73,6 +73,7 @@
 #include "msg/client.h"
 #include "rset/rset.h"
 #include "shell/cgroup.h"
+#include "shell/input.h"
 #include "shell/output.h"
 #include "shell/released.h"
 #include "shell/report.h"
@@ -183,11 +184,15 @@ class Shell {
   std::vector<Task> tasks_;
   std::vector<std::unique_ptr<Stream>> streams_;
   size_t open_streams_ = 0;
+  // The tasks' stdin, from the job's input eventlog (shell/input.h).
+  TaskInput input_{io_};
+  void watch_input();
   std::deque<std::string> pending_;     // output eventlog lines not yet stored, in order
   std::vector<std::string> in_flight_;  // sent, not yet acknowledged
   int out_fd_ = -1;                     // --output file, else -1 (the output eventlog)
   int err_fd_ = -1;                     // --error file (or the --output one)
   void open_output_files(const Json& sys, const std::string& id, const std::string& cwd);
+  Result<int> task_stdin(const InputSpec& in, int task_rank, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
 
@@ -349,6 +354,32 @@ void Shell::kill_leftovers() {
   }
 }
 
+// The descriptor task `task_rank` reads as its stdin (-1: /dev/null): a
+// pipe from the input eventlog, or the input file opened for it alone.
+Result<int> Shell::task_stdin(const InputSpec& in, int task_rank, const std::string& cwd) {
+  if (!in.reads(task_rank)) return -1;
+  if (in.kind == InputSpec::Kind::kKvs) return input_.add(task_rank);
+  std::string path = in.path[0] == '/' || cwd.empty() ? in.path : cwd + "/" + in.path;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Error{errno, "cannot open the input " + path + ": " + std::strerror(errno)};
+  return fd;
+}
+
+// Follows the job's input eventlog for the tasks here that read it (again
+// from its start after the broker came back: what was taken is skipped).
+void Shell::watch_input() {
+  if (input_.empty() || !connected()) return;
+  input_.restart();
+  Json req{{"namespace", ns_}, {"key", kvs_key::kInput}, {"append", true}, {"waitcreate", true}, {"from", "start"}};
+  uint64_t gen = generation_;
+  c_->handle().rpc("kvs.watch", req, {kNodeAny, true, 0}, [this, gen](const Message& m) {
+    if (gen != generation_ || m.errnum) return;
+    auto j = parse_json(m.payload);
+    if (!j.ok() || !j->contains("data") || !(*j)["data"].is_string()) return;
+    input_.feed((*j)["data"].get<std::string>());
+  });
+}
+
 // Rank 0's socket, beside ours: the brokers of an instance listen side by
 // side (RUNDIR/rank-R.sock, `loom start`). "" when ours is rank 0's or is
 // named otherwise.
@@ -480,6 +511,7 @@ bool Shell::reconnect(double timeout) {
     forget_asks();
     probe_.reset();
     flush();
+    watch_input();
     check_held();
     return true;
   }
@@ -607,7 +639,8 @@ int Shell::run() {
     if (cwd.empty()) cwd = user_->home;
   }
   // Opened as the job's user: its files are the user's, and a file the
-  // user may not write is not written.
+  // user may not write is not written (nor one read that the user may not
+  // read).
   open_output_files(sys, encode_f58(id), cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
@@ -691,9 +724,16 @@ int Shell::run() {
     spec.cwd = cwd;
     spec.stdout_fd = out[1];
     spec.stderr_fd = err[1];
+    auto in = task_stdin(js->input, t.rank, cwd);
+    if (!in.ok()) {
+      for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+      return cannot_start(i, in.error().text);
+    }
+    spec.stdin_fd = *in;
     auto pid = spawn(spec);
     ::close(out[1]);
     ::close(err[1]);
+    if (*in >= 0) ::close(*in);
     for (auto [fd, name] : {std::pair{out[0], "stdout"}, std::pair{err[0], "stderr"}}) {
       auto s = std::make_unique<Stream>();
       s->task_rank = t.rank;
@@ -720,6 +760,7 @@ int Shell::run() {
     if (!w.ok()) return cannot_start(i + 1, w.error().text);
     t.watch = std::move(*w);
   }
+  watch_input();
   return wait_tasks();
 }
 

@@ -96,7 +96,11 @@ Result<std::string> base64_decode(std::string_view in) {
 }
 
 Json output_entry(const char* stream, int task_rank, std::string_view data) {
-  Json ctx{{"stream", stream}, {"rank", std::to_string(task_rank)}};
+  return data_entry(stream, std::to_string(task_rank), data);
+}
+
+Json data_entry(const char* stream, std::string rank, std::string_view data) {
+  Json ctx{{"stream", stream}, {"rank", std::move(rank)}};
   if (valid_utf8(data)) {
     ctx["data"] = std::string(data);
   } else {

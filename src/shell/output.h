@@ -20,6 +20,8 @@ namespace loom {
 inline constexpr size_t kOutputChunk = size_t{64} * 1024;
 
 Json output_entry(const char* stream, int task_rank, std::string_view data);
+// The same for any stream and rank text ("all" in the input eventlog).
+Json data_entry(const char* stream, std::string rank, std::string_view data);
 
 // The bytes of a `data` entry's context (decoding base64 where marked).
 Result<std::string> output_data(const Json& context);
