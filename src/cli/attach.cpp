@@ -1,4 +1,4 @@
-// loom job attach [-l] ID: the job's output as it is written, then its end.
+// loom job attach [-l] [-i] ID: the job's output as it is written, then its end.
 // Used by `loom run` after it submits.
 //
 // The job's eventlog is followed to its `clean`. From its `start`, the
@@ -6,9 +6,11 @@
 // stdout or stderr as written (byte for byte; -l puts "RANK: " before each
 // line). Once the job is clean its namespace has been linked into
 // job.ID.guest: whatever the watch had not delivered is read from there
-// (through job-info, which users may read for their own jobs). Fatal
-// exceptions are printed as they happen, and Ctrl-C twice within two
-// seconds cancels the job; `loom job eventlog -f --path=...`, which follows
+// (through job-info, which users may read for their own jobs). With
+// forward_stdin (`loom run`, `job attach --stdin`) our stdin goes to the
+// job's input eventlog from its start (stdin_pump.h). Fatal exceptions
+// are printed as they happen, and Ctrl-C twice within two seconds cancels
+// the job; `loom job eventlog -f --path=...`, which follows
 // an eventlog through here too, does neither.
 #include "cli/attach.h"
 
@@ -21,6 +23,7 @@
 #include <optional>
 
 #include "base/wait_status.h"
+#include "cli/stdin_pump.h"
 #include "eventlog/eventlog.h"
 #include "shell/output.h"
 
@@ -135,13 +138,17 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
     });
   };
   if (attached) on_int();
+  std::unique_ptr<StdinPump> input;
   // Read until the job is clean (or the stream ends without it).
   int rc =
       stream_until_end(s, cmd, "job-info.eventlog", Json{{"id", id.value()}, {"follow", true}}, -1, [&](const Json& j) {
         if (!j.contains("event")) return -1;
         const Json& e = j["event"];
         std::string name = e.value("name", "");
-        if (name == "start") a.watch_output();
+        if (name == "start") {
+          a.watch_output();
+          if (o.forward_stdin && !input) input = StdinPump::start(s, cmd, id);
+        }
         if (attached && name == "exception" && e["context"].value("severity", 1) == 0) {
           std::string note = e["context"].value("note", "");
           std::cerr << "loom " << cmd << ": " << encode_f58(id) << ": " << e["context"].value("type", "")
@@ -150,6 +157,7 @@ int attach_job(Session& s, JobId id, const AttachOpts& o) {
         return name == "clean" ? 0 : -1;
       });
   if (sigint) sigint->cancel();
+  input.reset();
   if (rc != 0) return rc;
   if (a.watching) s.handle().cancel_rpc(a.watch_tag);
   a.read_rest();

@@ -13,6 +13,7 @@ namespace loom::cli {
 struct AttachOpts {
   std::string cmd = "job attach";  // for messages: "loom CMD: ..."
   bool label = false;              // "RANK: " before each line
+  bool forward_stdin = false;      // our stdin to the job's input eventlog (stdin_pump.h)
   // Another eventlog of the job's namespace (`exec.eventlog`), or the
   // output's lines as stored, each given to `on_line` instead of the output
   // printed; then 0 is returned once the job is clean instead of its exit

@@ -32,6 +32,7 @@ struct JobOpts {
   bool json = false;
   bool follow = false;
   bool label = false;
+  bool send_stdin = false;  // job attach --stdin
   double timeout = -1;
   int num_limit = -1;
   std::string age_limit;
@@ -192,6 +193,7 @@ int run_attach(const JobOpts& o) {
   if (!s.ok()) return fail("job attach", s.error());
   AttachOpts a;
   a.label = o.label;
+  a.forward_stdin = o.send_stdin;
   return attach_job(**s, *id, a);
 }
 
@@ -280,6 +282,8 @@ void add_job_command(CLI::App& app, Runner& run) {
 
   auto* at = job->add_subcommand("attach", "Print a job's output as it is written; exit as the job did");
   at->add_flag("-l,--label-io", o->label, "Put the task rank before each line of output");
+  at->add_flag("-i,--stdin", o->send_stdin,
+               "Send our stdin to the job's tasks that read loom's (--input of run and submit), then its end");
   at->add_option("id", o->id, "Job id")->required();
   at->callback([o, &run] { run = [o] { return run_attach(*o); }; });
 

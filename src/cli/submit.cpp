@@ -6,10 +6,11 @@
 // batched requests so that thousands of jobs go in at once.
 //
 // loom run [the same options but --cc] [-l] CMD...
-// Submits one job and attaches to it (attach.cpp): its output as it is
-// written, and the exit code a shell would give (the tasks' largest exit
-// code, 128+N for a task killed by signal N, 1 for a job that failed
-// without a status); the exception that ended it goes to stderr.
+// Submits one job and attaches to it (attach.cpp): our stdin goes to task
+// 0 (or the tasks --input names), its output comes as it is written, and
+// it exits as a shell would (the tasks' largest exit code, 128+N for a
+// task killed by signal N, 1 for a job that failed without a status); the
+// exception that ended it goes to stderr.
 #include <unistd.h>
 
 #include <filesystem>
@@ -46,8 +47,23 @@ struct SubmitOpts {
   bool label = false;
   std::string output;
   std::string error;
+  std::string input;  // --input: FILE, "all" or task ranks; "" for none
   std::vector<std::string> command;
 };
+
+// --input: the tasks' stdin (src/shell/input.h). Task ranks ("all", "0",
+// "0-3") read what `loom run` (or `loom job attach --stdin`) sends; else it
+// names a file that every task reads.
+Result<Json> input_option(const std::string& arg) {
+  if (arg == "all") return Json{{"type", "kvs"}, {"tasks", "all"}};
+  if (auto set = IdSet::parse(arg); set.ok() && !set->empty()) return Json{{"type", "kvs"}, {"tasks", set->encode()}};
+  std::error_code ec;
+  auto path = std::filesystem::absolute(arg, ec);
+  if (ec || !std::filesystem::is_regular_file(path, ec)) {
+    return Error{EINVAL, "--input: \"" + arg + "\" is neither a file nor task ranks (all, 0, 0-3)"};
+  }
+  return Json{{"type", "file"}, {"path", path.lexically_normal().string()}};
+}
 
 // Puts `value` at the dotted `path` under `root` (objects created on the way).
 void set_path(Json& root, const std::string& path, Json value) {
@@ -106,6 +122,12 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   if (!o.output.empty()) output["stdout"] = {{"type", "file"}, {"path", o.output}};
   if (!o.error.empty()) output["stderr"] = {{"type", "file"}, {"path", o.error}};
   if (!output.empty()) (*js)["attributes"]["system"]["shell"]["options"]["output"] = output;
+  // (Before --setattr, which may say otherwise.)
+  if (!o.input.empty()) {
+    auto in = input_option(o.input);
+    if (!in.ok()) return in.error();
+    (*js)["attributes"]["system"]["shell"]["options"]["input"] = std::move(*in);
+  }
   for (const auto& kv : o.setattr) {
     auto eq = kv.find('=');
     if (eq == std::string::npos || eq == 0) return Error{EINVAL, "--setattr wants KEY=VALUE, got \"" + kv + "\""};
@@ -135,8 +157,9 @@ int run_submit(const SubmitOpts& o) {
     for (uint32_t id : cc->to_vector()) {
       Json one = *js;
       one["attributes"]["system"]["environment"]["LOOM_JOB_CC"] = std::to_string(id);
-      if (one["attributes"]["system"].contains("shell")) {
-        for (auto& [stream, spec] : one["attributes"]["system"]["shell"]["options"]["output"].items()) {
+      if (auto& shell = one["attributes"]["system"]; shell.contains("shell") && shell["shell"].contains("options") &&
+                                                     shell["shell"]["options"].contains("output")) {
+        for (auto& [stream, spec] : shell["shell"]["options"]["output"].items()) {
           std::string path = spec["path"].get<std::string>();
           for (size_t at; (at = path.find("{{cc}}")) != std::string::npos;) path.replace(at, 6, std::to_string(id));
           spec["path"] = path;
@@ -221,6 +244,7 @@ int run_run(const SubmitOpts& o) {
   AttachOpts a;
   a.cmd = "run";
   a.label = o.label;
+  a.forward_stdin = (*js)["attributes"]["system"]["shell"]["options"]["input"].value("type", "") == "kvs";
   return attach_job(sess, id, a);
 }
 
@@ -256,6 +280,9 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
                   "Write the tasks' stdout (and stderr, without --error) to FILE; {{id}} is the job id, "
                   "{{cc}} the --cc copy");
   sub->add_option("--error", o.error, "Write the tasks' stderr to FILE ({{id}} and {{cc}} as for --output)");
+  sub->add_option("--input", o.input,
+                  "The tasks' stdin: FILE for every task, or the tasks that read loom's stdin (all, 0, 0-3); "
+                  "loom run: task 0 by default, loom submit: none (/dev/null)");
   sub->add_option("command", o.command, "The command and its arguments")->required();
   sub->positionals_at_end(true);
 }
@@ -265,10 +292,11 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
 void add_run_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<SubmitOpts>();
   auto* sub = app.add_subcommand("run", "Run a job and wait for it; exit as its tasks did");
+  o->input = "0";  // our stdin goes to task 0, as with srun and flux run
   add_job_options(sub, *o);
   sub->add_flag("-l,--label-io", o->label, "Put the task rank before each line of output");
   sub->footer(
-      "Examples:\n  loom run -N2 hostname\n"
+      "Examples:\n  loom run -N2 hostname\n  echo hello | loom run cat\n"
       "  loom run --setattr=exec.test.wait_status=256 true   # test execution: exits 1");
   sub->callback([o, &run] { run = [o] { return run_run(*o); }; });
 }

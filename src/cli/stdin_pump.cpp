@@ -1,0 +1,100 @@
+#include "cli/stdin_pump.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <asio/posix/stream_descriptor.hpp>
+#include <cerrno>
+#include <cstring>
+#include <iostream>
+
+#include "kvs/layout.h"
+#include "shell/input.h"
+
+namespace loom::cli {
+
+namespace {
+
+class Pump : public StdinPump {
+ public:
+  Pump(Session& s, std::string cmd, JobId id) : s_(s), cmd_(std::move(cmd)), id_(id) {}
+  ~Pump() override {
+    *alive_ = false;
+    if (fd_) {
+      std::error_code ignored;
+      fd_->cancel(ignored);
+      fd_->close(ignored);
+    }
+  }
+
+  void begin() {
+    struct stat st {};
+    bool tty = ::isatty(0) == 1;
+    if (::fstat(0, &st) != 0 || (tty && ::tcgetpgrp(0) != ::getpgrp())) return send("", true);
+    // Regular files (and /dev/null) cannot be waited on: they are read as
+    // they are, a chunk per commit. Pipes, sockets and terminals are
+    // waited on.
+    if (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !tty)) {
+      blocking_ = true;
+      return next();
+    }
+    int fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
+    if (fd < 0) return send("", true);
+    fd_ = std::make_unique<asio::posix::stream_descriptor>(s_.io, fd);
+    next();
+  }
+
+ private:
+  void next() {
+    if (blocking_) {
+      ssize_t n;
+      do {
+        n = ::read(0, buf_.data(), buf_.size());
+      } while (n < 0 && errno == EINTR);
+      if (n < 0) std::cerr << "loom " << cmd_ << ": stdin: " << std::strerror(errno) << "\n";
+      if (n <= 0) return send("", true);
+      return send(std::string_view(buf_.data(), static_cast<size_t>(n)), false);
+    }
+    fd_->async_read_some(asio::buffer(buf_), [this, alive = alive_](const std::error_code& ec, size_t n) {
+      if (!*alive || ec == asio::error::operation_aborted) return;
+      if (ec) {
+        if (ec != asio::error::eof) std::cerr << "loom " << cmd_ << ": stdin: " << ec.message() << "\n";
+        return send("", true);
+      }
+      send(std::string_view(buf_.data(), n), false);
+    });
+  }
+
+  // One entry, stored before the next chunk is read.
+  void send(std::string_view data, bool eof) {
+    std::string line = dump_json(input_entry(data, eof)) + "\n";
+    Json ops = Json::array({Json{{"op", "append"}, {"key", kvs_key::kInput}, {"value", std::move(line)}}});
+    s_.handle().rpc("kvs.commit", Json{{"namespace", kvs_key::guest_namespace(id_)}, {"ops", ops}}, {},
+                    [this, eof, alive = alive_](const Message& r) {
+                      if (!*alive) return;
+                      // The job is over (its namespace gone): nobody reads on.
+                      if (r.errnum) return;
+                      if (!eof) next();
+                    });
+  }
+
+  Session& s_;
+  std::string cmd_;
+  JobId id_;
+  std::unique_ptr<asio::posix::stream_descriptor> fd_;
+  bool blocking_ = false;
+  // Answers and reads that come after we are gone find it false.
+  std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
+  std::array<char, 65536> buf_{};
+};
+
+}  // namespace
+
+std::unique_ptr<StdinPump> StdinPump::start(Session& s, const std::string& cmd, JobId id) {
+  auto p = std::make_unique<Pump>(s, cmd, id);
+  p->begin();
+  return p;
+}
+
+}  // namespace loom::cli
