@@ -1,6 +1,6 @@
-# The man pages loom.1 and loomd.8, made from the binaries' own --help by
-# scripts/gen-man each time a binary is linked (and when the script
-# changes), so that they list the options the binaries have and are there
+# The man pages loom.1 (and a loom-COMMAND.1 per command beside it) and
+# loomd.8, made from the binaries' own --help by scripts/gen-man each time
+# a binary is linked (and when the script changes), so that they list the options the binaries have and are there
 # whenever the binaries are: building `loom loomd loom-shell` is enough
 # for `cmake --install`. Included from src/CMakeLists.txt, where the
 # targets are (a POST_BUILD command must be in its target's directory);

@@ -13,10 +13,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "bootstrap/bootstrap.h"
 #include "cli/config.h"
@@ -228,9 +231,48 @@ TEST_F(Installed, TheManPageOfLoomShellHasItsUsage) {
   EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left";
 }
 
+// loom-CMD(1) for every command `loom --help` lists, with each option of
+// the command and of its nested commands; `man loom-submit` finds it.
+TEST_F(Installed, EveryCommandHasAManPageOfItsOwn) {
+  fs::path loom = prefix() / "bin/loom";
+  auto top = run_cmd({loom.string(), "--help"}, kClean);
+  ASSERT_EQ(top.code, 0) << top.err;
+  auto commands = help_entries(top.out, "Subcommands:");
+  ASSERT_GE(commands.size(), 10u) << top.out;
+  for (const auto& c : commands) {
+    fs::path file = man_page("loom-" + c + ".1");
+    ASSERT_TRUE(fs::is_regular_file(file)) << file;
+    std::string page = read_text(file);
+    std::string upper = "LOOM\\-";
+    for (char ch : c) upper += ch == '-' ? std::string("\\-") : std::string(1, static_cast<char>(std::toupper(ch)));
+    EXPECT_THAT(page, HasSubstr(".TH " + upper + " 1 ")) << c;
+    EXPECT_THAT(page, HasSubstr("\n.SH NAME\nloom\\-" + c + " \\- ")) << c;
+    auto help = run_cmd({loom.string(), c, "--help"}, kClean);
+    ASSERT_EQ(help.code, 0) << c << ": " << help.err;
+    for (const auto& o : help_entries(help.out, "Options:")) {
+      if (o == "-h,--help") continue;
+      EXPECT_NE(page.find("\n\\fB" + roff_name(o) + "\\fR"), std::string::npos) << "loom-" << c << ".1 lacks " << o;
+    }
+    for (const auto& sub : help_entries(help.out, "Subcommands:")) {
+      EXPECT_NE(page.find("\n.SS \"loom " + c + " " + sub + "\"\n"), std::string::npos)
+          << "loom-" << c << ".1 lacks loom " << c << " " << sub;
+    }
+    EXPECT_EQ(page.find('@'), std::string::npos) << "an unconfigured @VARIABLE@ is left in loom-" << c << ".1";
+  }
+  if (::access("/usr/bin/man", X_OK) != 0) GTEST_SKIP() << "no /usr/bin/man here: `man loom-submit` not tried";
+  auto r = run_cmd({"/usr/bin/man", "-w", "loom-submit"}, {{"MANPATH", (prefix() / "share/man").string()}});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, man_page("loom-submit.1").string() + "\n");
+}
+
 TEST_F(Installed, TheManPagesRenderWithoutWarnings) {
   bool checked = false;
-  for (const char* page : {"loom.1", "loomd.8", "loom-shell.8"}) {
+  std::vector<std::string> pages = {"loom.1", "loomd.8", "loom-shell.8"};
+  for (const auto& e : fs::directory_iterator(prefix() / "share/man/man1")) {
+    if (e.path().filename().string().starts_with("loom-")) pages.push_back(e.path().filename().string());
+  }
+  EXPECT_GE(pages.size(), 13u);
+  for (const auto& page : pages) {
     std::string file = man_page(page).string();
     if (::access("/usr/bin/groff", X_OK) == 0) {
       // -ww: every warning groff has.
@@ -244,7 +286,7 @@ TEST_F(Installed, TheManPagesRenderWithoutWarnings) {
       EXPECT_EQ(r.code, 0) << page << ": " << r.err;
       EXPECT_EQ(r.err, "") << page;
       checked = true;
-      if (std::string(page) == "loom.1") {
+      if (page == "loom.1") {
         EXPECT_THAT(r.out, HasSubstr("loom job attach"));
         EXPECT_THAT(r.out, HasSubstr("loom resource list"));
       }
