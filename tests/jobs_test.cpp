@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,17 @@ class Jobs : public JobsFixture {
   std::string submit(std::vector<std::string> args) {
     args.insert(args.begin(), "--setattr=exec.test.override=true");
     return submit_job(args);
+  }
+  // What `loom jobs` says in the INFO column for job `id`.
+  std::string info_of(const std::string& id) {
+    auto r = loom({"jobs", "--no-header", "-o", "{id} {info}"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    std::istringstream lines(r.out);
+    for (std::string l; std::getline(lines, l);) {
+      if (l.starts_with(id + " ")) return l.substr(id.size() + 1);
+    }
+    ADD_FAILURE() << id << " is not listed:\n" << r.out;
+    return "";
   }
 };
 
@@ -115,6 +127,8 @@ TEST_F(Jobs, FcfsDoesNotLetSmallJobsPass) {
   EXPECT_EQ(allocated_ranks(), "0-3");
   EXPECT_EQ(state(b), "SCHED");
   EXPECT_EQ(state(c), "SCHED");
+  // Every pending job says why it waits: c, never the head, is behind b.
+  EXPECT_EQ(info_of(c), "priority");
   ASSERT_EQ(loom({"cancel", a}).code, 0);
   wait_event(b, "alloc");
   wait_event(c, "alloc");  // one rank is left after b's three
@@ -433,6 +447,9 @@ TEST_F(Jobs, QueueControl) {
   std::string j = submit({"true"});
   wait_event(j, "priority");
   EXPECT_EQ(allocated_ranks(), "");
+  EXPECT_EQ(info_of(j), "queue stopped");
+  ASSERT_EQ(loom({"queue", "stop", "a", "reason"}).code, 0);
+  EXPECT_EQ(info_of(j), "queue stopped: a reason");
   auto st = loom({"queue", "status"});
   EXPECT_NE(st.out.find("stopped"), std::string::npos) << st.out;
   ASSERT_EQ(loom({"queue", "start"}).code, 0);

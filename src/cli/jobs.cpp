@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -104,6 +105,13 @@ std::string info(const Json& j) {
       }
       return out;
     }
+    // Not asked of the scheduler (the queue is stopped), or behind jobs
+    // that go first (Slurm's "Priority").
+    if (st == "SCHED" && j.contains("queue_stopped")) {
+      std::string why = j["queue_stopped"].get<std::string>();
+      return "queue stopped" + (why.empty() ? "" : ": " + why);
+    }
+    if (st == "SCHED") return "priority";
     return "";
   }
   if (st == "CLEANUP" && j.contains("ranks_held")) return "holding rank" + j["ranks_held"].get<std::string>();
@@ -267,6 +275,15 @@ int run_jobs(const JobsOpts& o) {
   if (o.json) {
     std::cout << dump_json(jobs) << "\n";
     return 0;
+  }
+  // Why jobs wait that the scheduler was not asked about: a stopped queue.
+  if (std::any_of(jobs.begin(), jobs.end(), [](const Json& j) { return j.value("state", "") == "SCHED"; })) {
+    auto q = (*s)->client->call("job-manager.queue-status", Json::object());
+    if (q.ok() && (*q)["sched"].is_object() && !(*q)["sched"].value("started", true)) {
+      for (auto& j : jobs) {
+        if (j.value("state", "") == "SCHED") j["queue_stopped"] = (*q)["sched"].value("reason", "");
+      }
+    }
   }
   double now = (*s)->clock->wall();
   std::string out;
