@@ -204,9 +204,20 @@ void JobManager::Impl::list(const Message& m) {
   int64_t unlimited = 0;
   auto limit = get_int(*p, "limit", 0, INT32_MAX, &unlimited);
   if (!limit.ok()) return h_.respond_error(m, limit.error());
+  // Only these jobs, when given (ids unknown or not the user's are left out).
+  std::set<uint64_t> only;
+  if (p->contains("ids")) {
+    const Json& ids = (*p)["ids"];
+    if (!ids.is_array()) return h_.respond_error(m, EPROTO, "\"ids\" must be an array of job ids");
+    for (const auto& v : ids) {
+      if (!v.is_number_unsigned()) return h_.respond_error(m, EPROTO, "\"ids\" must be an array of job ids");
+      only.insert(v.get<uint64_t>());
+    }
+  }
   Json out = Json::array();
   for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
     const Job& j = it->second;
+    if (p->contains("ids") && !only.count(j.id.value())) continue;
     if (*userid >= 0 && j.rec.userid != static_cast<uint32_t>(*userid)) continue;
     if (!(static_cast<int64_t>(j.rec.state) & *states)) continue;
     out.push_back(describe(j));
