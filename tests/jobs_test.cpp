@@ -23,6 +23,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -434,6 +435,45 @@ TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
   EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + n - 1}));
   ASSERT_EQ(r.err_lines().size(), 1u) << show(r);
   EXPECT_NE(r.err.find(std::to_string(n) + " of 5000 jobs were submitted"), std::string::npos) << r.err;
+}
+
+// `loom job info ID`: one page, each line a fact of the job.
+TEST_F(Jobs, JobInfoIsAPageAboutTheJob) {
+  start();
+  std::string id = submit_job({"-N2", "-n2", "-t", "10m", "--job-name=three", "sh", "-c", "exit 3"});
+  wait_event(id, "clean");
+  auto r = loom({"job", "info", id});
+  ASSERT_EQ(r.code, 0) << show(r);
+  std::map<std::string, std::string> page;
+  std::istringstream lines(r.out);
+  for (std::string l; std::getline(lines, l);) {
+    ASSERT_GT(l.size(), 12u) << l;
+    page[l.substr(0, l.find(' '))] += l.substr(12);
+  }
+  EXPECT_EQ(page["job"], id + " (" + std::to_string(parse_jobid(id).value().value()) + ")");
+  EXPECT_EQ(page["name"], "three");
+  EXPECT_EQ(page["state"], "INACTIVE, FAILED");
+  EXPECT_EQ(page["command"], "sh -c exit 3");
+  EXPECT_EQ(page["asked"], "2 tasks on 2 nodes, 1 core per task, time limit 0:10:00");
+  EXPECT_EQ(page["exit"], "exit code 3");
+  EXPECT_EQ(page["given"].find("rank "), 0u) << page["given"];
+  for (const char* key : {"user", "submitted", "started", "ended", "urgency"}) EXPECT_NE(page[key], "") << key;
+  // A pending job has no "started"; the exception that ended a job is there.
+  std::string all = submit({"-N4", "-x", "true"});  // holds every rank until cancelled
+  wait_event(all, "alloc");
+  std::string big = submit_job({"-N1", "true"});
+  wait_event(big, "priority");
+  auto pending = loom({"job", "info", big});
+  ASSERT_EQ(pending.code, 0) << show(pending);
+  EXPECT_EQ(pending.out.find("\nstarted "), std::string::npos) << pending.out;
+  EXPECT_NE(pending.out.find("\nstate       SCHED\n"), std::string::npos) << pending.out;
+  ASSERT_EQ(loom({"cancel", big, all}).code, 0);
+  wait_event(big, "clean");
+  auto canceled = loom({"job", "info", big});
+  EXPECT_NE(canceled.out.find("\nexception   cancel (fatal) at "), std::string::npos) << canceled.out;
+  auto none = loom({"job", "info", "123"});
+  EXPECT_EQ(none.code, 1);
+  EXPECT_EQ(none.err, "loom job info: no job " + encode_f58(JobId{123}) + " of yours\n");
 }
 
 TEST_F(Jobs, QueueControl) {

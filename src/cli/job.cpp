@@ -1,6 +1,6 @@
 // loom job eventlog [--json] [-f] [--path=eventlog|exec|output] ID
 // loom job wait-event [-t SECS] [--json] [-m KEY=VALUE] ID EVENT
-// loom job info ID jobspec|R|eventlog
+// loom job info ID [jobspec|R|eventlog]
 // loom job urgency ID N|hold|default|expedite
 // loom job wait ID
 // loom job kill [-s SIG] ID
@@ -14,6 +14,7 @@
 
 #include "cli/attach.h"
 #include "cli/common.h"
+#include "cli/job_info.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"
 
@@ -134,6 +135,11 @@ int run_wait_event(const JobOpts& o) {
 int run_info(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job info", id.error());
+  if (o.key.empty()) {
+    auto s = connect_session();
+    if (!s.ok()) return fail("job info", s.error());
+    return show_job_summary(**s, *id);
+  }
   if (o.key != kvs_key::kJobspec && o.key != kvs_key::kR && o.key != kvs_key::kEventlog) {
     return fail("job info", "KEY is jobspec, R or eventlog, not " + o.key);
   }
@@ -266,9 +272,9 @@ void add_job_command(CLI::App& app, Runner& run) {
   we->add_option("event", o->event, "Event name")->required();
   we->callback([o, &run] { run = [o] { return run_wait_event(*o); }; });
 
-  auto* in = job->add_subcommand("info", "Print a job's jobspec, R or eventlog");
+  auto* in = job->add_subcommand("info", "A page about a job; or its jobspec, R or eventlog as stored");
   in->add_option("id", o->id, "Job id")->required();
-  in->add_option("key", o->key, "jobspec, R or eventlog")->required();
+  in->add_option("key", o->key, "jobspec, R or eventlog (without: the page)");
   in->callback([o, &run] { run = [o] { return run_info(*o); }; });
 
   auto* ur = job->add_subcommand("urgency", "Change a pending job's urgency");
