@@ -24,10 +24,5 @@ int main(int argc, char** argv) {
   loom::cli::add_queue_command(app, run);
   loom::cli::add_keygen_command(app, run);
   loom::cli::add_sim_command(app, run);
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return app.exit(e);
-  }
-  return run ? run() : 0;
+  return loom::cli::parse_and_run(app, argc, argv, run);
 }

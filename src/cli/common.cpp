@@ -3,10 +3,13 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+
+#include "jobspec/jobspec.h"
 
 namespace loom::cli {
 
@@ -140,5 +143,205 @@ int fail(const std::string& cmd, const std::string& text, int code) {
 int fail(const std::string& cmd, const Error& e, int code) { return fail(cmd, e.text, code); }
 
 uint32_t rank_or_any(int rank) { return rank < 0 ? kNodeAny : static_cast<uint32_t>(rank); }
+
+namespace {
+
+// Edits (insert, delete, replace, swap two neighbours) from a to b.
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<std::vector<size_t>> d(a.size() + 1, std::vector<size_t>(b.size() + 1));
+  for (size_t i = 0; i <= a.size(); ++i) d[i][0] = i;
+  for (size_t j = 0; j <= b.size(); ++j) d[0][j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.size()][b.size()];
+}
+
+// "loom" for the top level, else "submit", "resource drain", ...
+std::string command_path(const CLI::App* app) {
+  std::string path;
+  for (; app && app->get_parent(); app = app->get_parent()) path = app->get_name() + (path.empty() ? "" : " ") + path;
+  return path;
+}
+
+// The last subcommand named on the command line.
+CLI::App* deepest_command(CLI::App* app) {
+  for (;;) {
+    auto subs = app->get_subcommands();
+    if (subs.empty()) return app;
+    app = subs.back();
+  }
+}
+
+std::vector<std::string> subcommand_names(CLI::App* app) {
+  std::vector<std::string> names;
+  for (const auto* sub : app->get_subcommands([](CLI::App*) { return true; })) names.push_back(sub->get_name());
+  return names;
+}
+
+std::vector<std::string> option_names(CLI::App* app) {
+  std::vector<std::string> names;
+  for (const auto* opt : app->get_options()) {
+    for (const auto& l : opt->get_lnames()) names.push_back("--" + l);
+    for (const auto& s : opt->get_snames()) names.push_back("-" + s);
+  }
+  return names;
+}
+
+// One line, whatever CLI11 wrote.
+std::string one_line(std::string text) {
+  for (char& c : text) {
+    if (c == '\n' || c == '\t') c = ' ';
+  }
+  while (!text.empty() && text.back() == ' ') text.pop_back();
+  if (!text.empty() && std::isupper(static_cast<unsigned char>(text[0])) &&
+      (text.size() < 2 || std::islower(static_cast<unsigned char>(text[1])))) {
+    text[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(text[0])));
+  }
+  return text;
+}
+
+std::string in_quotes(const std::string& s) { return "\"" + s + "\""; }
+
+std::string joined(const std::vector<std::string>& words) {
+  std::string out;
+  for (const auto& w : words) out += (out.empty() ? "" : ", ") + w;
+  return out;
+}
+
+// The line for a parse error of the command `at` (the deepest one named).
+std::string usage_error_text(CLI::App* at, const CLI::ParseError& e) {
+  // An argument that nothing took: an unknown option or command, else one
+  // too many. The command whose arguments it was is the deepest that has
+  // any left over.
+  for (CLI::App* app = at; app; app = app->get_parent()) {
+    auto left = app->remaining();
+    if (left.empty()) continue;
+    const std::string& word = left.front();
+    if (word.size() > 1 && word[0] == '-') {
+      std::string name = word.substr(0, word.find('='));
+      std::string near = nearest_name(name, option_names(app));
+      return "unknown option " + in_quotes(name) + (near.empty() ? "" : " (did you mean " + in_quotes(near) + "?)");
+    }
+    auto subs = subcommand_names(app);
+    if (!subs.empty() && app == at) {
+      std::string near = nearest_name(word, subs);
+      return "unknown command " + in_quotes(word) +
+             (near.empty() ? " (commands: " + joined(subs) + ")" : " (did you mean " + in_quotes(near) + "?)");
+    }
+    return "unexpected argument " + in_quotes(word);
+  }
+  if (dynamic_cast<const CLI::RequiredError*>(&e) && !at->get_subcommands([](CLI::App*) { return true; }).empty() &&
+      at->get_subcommands().empty() && std::string(e.what()).find("subcommand") != std::string::npos) {
+    return "a command is required: " + joined(subcommand_names(at));
+  }
+  std::string text = one_line(e.what());
+  // "--nodes: 1 required UINT:UINT in [1 - 1048576] missing"
+  if (dynamic_cast<const CLI::ArgumentMismatch*>(&e) && text.find(" required ") != std::string::npos &&
+      text.ends_with(" missing") && text.find(": ") != std::string::npos) {
+    return text.substr(0, text.find(": ")) + " needs a value";
+  }
+  return text;
+}
+
+}  // namespace
+
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names) {
+  std::string best;
+  size_t best_d = std::string::npos;
+  for (const auto& n : names) {
+    size_t d = edit_distance(word, n);
+    if (d < best_d) {
+      best_d = d;
+      best = n;
+    }
+  }
+  // Near enough to be a slip: one or two edits (one for short words), or
+  // the start of the name.
+  // A one-letter option ("-x") is near every other: none is suggested.
+  if (word.size() <= 2) return "";
+  size_t limit = word.size() <= 4 ? 1 : 2;
+  if (best_d <= limit) return best;
+  for (const auto& n : names) {
+    if (word.size() >= 2 && n.starts_with(word)) return n;
+  }
+  return "";
+}
+
+int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run) {
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    CLI::App* at = deepest_command(&app);
+    std::string cmd = command_path(at);
+    std::cerr << "loom" << (cmd.empty() ? "" : " " + cmd) << ": " << usage_error_text(at, e) << "\n";
+    return kExitUsage;
+  }
+  return run ? run() : 0;
+}
+
+namespace {
+
+// Digits only, as a number; -1 if not.
+long digits(const std::string& s) {
+  if (s.empty() || s.size() > 9 || s.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stol(s);
+}
+
+}  // namespace
+
+Result<double> time_limit_arg(const std::string& s) {
+  if (s.find(':') == std::string::npos && s.find('-') == std::string::npos) {
+    auto d = parse_time_limit(s);
+    if (!d.ok()) return d.error();
+    if (*d < 0) return Error{EINVAL, "invalid time limit \"" + s + "\""};
+    return d;
+  }
+  // Slurm's forms: MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+  Error bad{EINVAL, "invalid time limit \"" + s + "\" (e.g. 30s, 5m, 2h, 1d, MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS)"};
+  long days = 0;
+  std::string rest = s;
+  bool with_days = false;
+  if (auto dash = s.find('-'); dash != std::string::npos) {
+    days = digits(s.substr(0, dash));
+    if (days < 0) return bad;
+    rest = s.substr(dash + 1);
+    with_days = true;
+  }
+  std::vector<long> parts;
+  for (size_t start = 0;;) {
+    size_t colon = rest.find(':', start);
+    long v = digits(rest.substr(start, colon == std::string::npos ? std::string::npos : colon - start));
+    if (v < 0) return bad;
+    parts.push_back(v);
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  if (parts.size() > 3) return bad;
+  double secs = 0;
+  if (with_days) {
+    // D-HH, D-HH:MM, D-HH:MM:SS
+    static const double kUnits[] = {3600, 60, 1};
+    for (size_t i = 0; i < parts.size(); ++i) secs += static_cast<double>(parts[i]) * kUnits[i];
+  } else if (parts.size() == 2) {
+    secs = static_cast<double>(parts[0]) * 60 + static_cast<double>(parts[1]);  // MM:SS
+  } else if (parts.size() == 3) {
+    secs = static_cast<double>(parts[0]) * 3600 + static_cast<double>(parts[1]) * 60 + static_cast<double>(parts[2]);
+  } else {
+    return bad;
+  }
+  return static_cast<double>(days) * 86400 + secs;
+}
 
 }  // namespace loom::cli

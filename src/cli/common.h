@@ -35,9 +35,30 @@ struct Session {
 };
 Result<std::unique_ptr<Session>> connect_session();
 
+// Exit statuses of the command line's contract (README.md, "Errors"): a
+// runtime error 1, a usage error (unknown command or option, a missing
+// argument, a bad value) 2. Commands that report a job's result exit as
+// the job did.
+constexpr int kExitError = 1;
+constexpr int kExitUsage = 2;
+
 // Prints "loom CMD: TEXT" to stderr and returns `code`.
-int fail(const std::string& cmd, const std::string& text, int code = 1);
-int fail(const std::string& cmd, const Error& e, int code = 1);
+int fail(const std::string& cmd, const std::string& text, int code = kExitError);
+int fail(const std::string& cmd, const Error& e, int code = kExitError);
+
+// Parses the command line with `app` and runs the command it picked
+// (`run`, set by the subcommand's callback). Help and --version print and
+// exit 0; a parse error is one line "loom CMD: TEXT" (an unknown command
+// or option with the nearest known one suggested) and exit status 2.
+int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run);
+
+// The known name nearest to `word` (a mistyped command or option), or ""
+// when none is near enough to be what was meant.
+std::string nearest_name(const std::string& word, const std::vector<std::string>& names);
+
+// A time limit (-t) in seconds: 30s, 5m, 2h, 1d, a bare number of minutes,
+// inf, or one of Slurm's forms MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+Result<double> time_limit_arg(const std::string& s);
 
 // Sends the streaming request TOPIC and runs the session's loop until the
 // stream is over; returns the exit status. `on_response` gets each
