@@ -222,29 +222,46 @@ int run_wait(const JobOpts& o) {
 }
 
 int run_purge(const JobOpts& o) {
-  Json req = Json::object();
-  if (!o.ids.empty()) {
-    Json ids = Json::array();
-    for (const auto& a : o.ids) {
-      auto id = job_arg(a);
-      if (!id.ok()) return fail("job purge", id.error());
-      ids.push_back(id->value());
+  if (!o.ids.empty() && (o.num_limit >= 0 || !o.age_limit.empty())) {
+    return fail("job purge", "give job ids, or --num-limit and --age-limit, not both", kExitUsage);
+  }
+  // Each id goes in a request of its own: a bad one is reported on its own
+  // line (exit status 1) and the others are purged all the same.
+  int rc = 0;
+  std::vector<Json> reqs;
+  for (const auto& a : o.ids) {
+    auto id = job_arg(a);
+    if (!id.ok()) {
+      rc = fail("job purge", id.error());
+      continue;
     }
-    req["ids"] = ids;
+    reqs.push_back(Json{{"ids", {id->value()}}});
   }
-  if (o.num_limit >= 0) req["num_limit"] = o.num_limit;
-  if (!o.age_limit.empty()) {
-    auto d = parse_fsd(o.age_limit);
-    if (!d.ok()) return fail("job purge", "--age-limit: " + d.error().text);
-    req["age_limit"] = *d;
+  if (o.ids.empty()) {
+    Json req = Json::object();
+    if (o.num_limit >= 0) req["num_limit"] = o.num_limit;
+    if (!o.age_limit.empty()) {
+      auto d = parse_fsd(o.age_limit);
+      if (!d.ok()) return fail("job purge", "--age-limit: " + d.error().text, kExitUsage);
+      req["age_limit"] = *d;
+    }
+    if (req.empty()) return fail("job purge", "give job ids, --num-limit or --age-limit", kExitUsage);
+    reqs.push_back(std::move(req));
   }
-  if (req.empty()) return fail("job purge", "give job ids, --num-limit or --age-limit");
+  if (reqs.empty()) return rc;
   auto s = connect_session();
   if (!s.ok()) return fail("job purge", s.error());
-  auto r = (*s)->client->call("job-manager.purge", req);
-  if (!r.ok()) return fail("job purge", r.error());
-  std::cerr << "loom job purge: purged " << (*r)["purged"].get<size_t>() << " inactive jobs\n";
-  return 0;
+  size_t purged = 0;
+  for (const auto& req : reqs) {
+    auto r = (*s)->client->call("job-manager.purge", req);
+    if (!r.ok()) {
+      rc = fail("job purge", r.error());
+      continue;
+    }
+    purged += (*r)["purged"].get<size_t>();
+  }
+  std::cerr << "loom job purge: purged " << purged << " inactive jobs\n";
+  return rc;
 }
 
 }  // namespace

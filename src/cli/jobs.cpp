@@ -308,14 +308,21 @@ struct CancelOpts {
 };
 
 int run_cancel(const CancelOpts& o) {
-  if (o.ids.empty() && !o.all) return fail("cancel", "give job ids, or --all");
-  if (!o.ids.empty() && o.all) return fail("cancel", "give job ids or --all, not both");
+  if (o.ids.empty() && !o.all) return fail("cancel", "give job ids, or --all", kExitUsage);
+  if (!o.ids.empty() && o.all) return fail("cancel", "give job ids or --all, not both", kExitUsage);
+  // Every good id is canceled; each bad one is reported on its own line
+  // and makes the exit status 1.
+  int rc = 0;
   Json ids = Json::array();
   for (const auto& a : o.ids) {
     auto id = job_arg(a);
-    if (!id.ok()) return fail("cancel", id.error());
+    if (!id.ok()) {
+      rc = fail("cancel", id.error());
+      continue;
+    }
     ids.push_back(id->value());
   }
+  if (!o.all && ids.empty()) return rc;
   auto s = connect_session();
   if (!s.ok()) return fail("cancel", s.error());
   Json req{{"note", o.note}};
@@ -326,7 +333,6 @@ int run_cancel(const CancelOpts& o) {
   }
   auto r = (*s)->client->call("job-manager.cancel", req);
   if (!r.ok()) return fail("cancel", r.error());
-  int rc = 0;
   for (auto& e : (*r)["errors"]) rc = fail("cancel", e["error"].get<std::string>());
   if (o.all) std::cerr << "loom cancel: canceled " << (*r)["canceled"].size() << " jobs\n";
   return rc;
