@@ -11,9 +11,11 @@
 // it exits as a shell would (the tasks' largest exit code, 128+N for a
 // task killed by signal N, 1 for a job that failed without a status); the
 // exception that ended it goes to stderr.
+#include <fnmatch.h>
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 
 #include "cli/attach.h"
@@ -43,6 +45,7 @@ struct SubmitOpts {
   std::vector<std::string> setattr;
   std::vector<std::string> env;
   std::vector<std::string> env_remove;
+  std::vector<std::string> env_file;
   bool dry_run = false;
   bool label = false;
   std::string output;
@@ -82,6 +85,80 @@ void set_path(Json& root, const std::string& path, Json value) {
   }
 }
 
+// The job's environment from the submitter's (docs/commands.md,
+// "Environment"): first every name matching a --env-remove PATTERN or a
+// --env=-PATTERN goes (--env=-* leaves nothing), then each --env-file's
+// lines are set in order, then each --env NAME=VALUE; a later setting wins.
+Result<void> apply_env_rules(const SubmitOpts& o, Json& env) {
+  std::vector<std::string> patterns = o.env_remove;
+  std::vector<std::string> sets;
+  for (const auto& rule : o.env) {
+    if (rule.starts_with("-")) {
+      if (rule.size() == 1) return Error{EINVAL, "--env=-PATTERN wants a pattern, e.g. --env=-* or --env=-MYX_*"};
+      patterns.push_back(rule.substr(1));
+    } else {
+      sets.push_back(rule);
+    }
+  }
+  for (const auto& pattern : patterns) {
+    for (auto it = env.begin(); it != env.end();) {
+      if (::fnmatch(pattern.c_str(), it.key().c_str(), 0) == 0) {
+        it = env.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  auto set = [&](const std::string& kv, const std::string& where) -> Result<void> {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) return Error{EINVAL, where + " wants NAME=VALUE, got \"" + kv + "\""};
+    env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    return {};
+  };
+  for (const auto& file : o.env_file) {
+    std::ifstream in(file);
+    if (!in) return Error{ENOENT, "--env-file: cannot read " + file};
+    std::string line;
+    for (int n = 1; std::getline(in, line); ++n) {
+      if (line.empty() || line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
+      if (line.starts_with("export ")) line = line.substr(7);
+      auto ok = set(line, "--env-file " + file + " line " + std::to_string(n));
+      if (!ok.ok()) return ok.error();
+    }
+  }
+  for (const auto& kv : sets) {
+    auto ok = set(kv, "--env");
+    if (!ok.ok()) return ok.error();
+  }
+  return {};
+}
+
+// An output file's name with the templates known at submit filled in:
+// {{name}} the job's name; {{cc}} stays for run_submit to fill in per copy,
+// and {{id}}, {{id.f58}}, {{id.dec}} and {{node}} for the job's shells. Any
+// other template is refused, never left as it is.
+Result<std::string> expand_output_template(const std::string& path, const std::string& name, bool with_cc) {
+  std::string out;
+  for (size_t at = 0;;) {
+    size_t open = path.find("{{", at);
+    if (open == std::string::npos) return out + path.substr(at);
+    size_t close = path.find("}}", open + 2);
+    if (close == std::string::npos) return Error{EINVAL, "unclosed \"{{\" in \"" + path + "\""};
+    std::string key = path.substr(open + 2, close - open - 2);
+    out += path.substr(at, open - at);
+    if (key == "name") {
+      out += name;
+    } else if (key == "cc" && !with_cc) {
+      return Error{EINVAL, "{{cc}} is the copy's id of --cc, and there is no --cc"};
+    } else if (key == "cc" || key == "id" || key == "id.f58" || key == "id.dec" || key == "node") {
+      out += "{{" + key + "}}";
+    } else {
+      return Error{EINVAL, "unknown template {{" + key + "}} (known: {{id}}, {{id.dec}}, {{name}}, {{cc}}, {{node}})"};
+    }
+    at = close + 2;
+  }
+}
+
 Result<Json> make_jobspec(const SubmitOpts& o) {
   JobRequest r;
   r.nodes = o.nodes;
@@ -92,7 +169,7 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   r.command = o.command;
   r.name = o.name;
   if (!o.time_limit.empty()) {
-    auto d = parse_time_limit(o.time_limit);
+    auto d = time_limit_arg(o.time_limit);
     if (!d.ok()) return Error{EINVAL, "-t: " + d.error().text};
     r.duration = *d;
   }
@@ -107,12 +184,8 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
     if (eq == std::string::npos || kv.starts_with("LOOM_URI=")) continue;
     env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
-  for (const auto& name : o.env_remove) env.erase(name);
-  for (const auto& kv : o.env) {
-    auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) return Error{EINVAL, "--env wants NAME=VALUE, got \"" + kv + "\""};
-    env[kv.substr(0, eq)] = kv.substr(eq + 1);
-  }
+  auto rules = apply_env_rules(o, env);
+  if (!rules.ok()) return rules.error();
   r.environment = std::move(env);
   auto js = build_jobspec(r);
   if (!js.ok()) return js.error();
@@ -141,19 +214,27 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   // Check it here too, so that a bad --setattr is reported before anything is sent.
   auto spec = parse_jobspec(*js);
   if (!spec.ok()) return spec.error();
+  if (!output.empty()) {
+    for (auto& [stream, file] : (*js)["attributes"]["system"]["shell"]["options"]["output"].items()) {
+      if (!file.is_object() || !file.contains("path") || !file["path"].is_string()) continue;
+      auto path = expand_output_template(file["path"].get<std::string>(), spec->name, !o.cc.empty());
+      if (!path.ok()) return Error{EINVAL, (stream == "stdout" ? "--output: " : "--error: ") + path.error().text};
+      file["path"] = *path;
+    }
+  }
   return js;
 }
 
 int run_submit(const SubmitOpts& o) {
   auto js = make_jobspec(o);
-  if (!js.ok()) return fail("submit", js.error());
+  if (!js.ok()) return fail("submit", js.error(), kExitUsage);
   std::vector<Json> jobs;
   if (o.cc.empty()) {
     jobs.push_back(Json{{"jobspec", *js}, {"urgency", o.urgency}});
   } else {
     auto cc = IdSet::parse(o.cc);
-    if (!cc.ok()) return fail("submit", "--cc: " + cc.error().text);
-    if (cc->count() > 1000000) return fail("submit", "--cc: at most 1000000 jobs at once");
+    if (!cc.ok()) return fail("submit", "--cc: " + cc.error().text, kExitUsage);
+    if (cc->count() > 1000000) return fail("submit", "--cc: at most 1000000 jobs at once", kExitUsage);
     for (uint32_t id : cc->to_vector()) {
       Json one = *js;
       one["attributes"]["system"]["environment"]["LOOM_JOB_CC"] = std::to_string(id);
@@ -234,7 +315,7 @@ int run_submit(const SubmitOpts& o) {
 
 int run_run(const SubmitOpts& o) {
   auto js = make_jobspec(o);
-  if (!js.ok()) return fail("run", js.error());
+  if (!js.ok()) return fail("run", js.error(), kExitUsage);
   auto s = connect_session();
   if (!s.ok()) return fail("run", s.error());
   Session& sess = **s;
@@ -256,7 +337,10 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
   sub->add_option("-c,--cores-per-task", o.cores, "Cores per task (default 1)")->check(CLI::Range(1u, 1u << 20));
   sub->add_option("-g,--gpus-per-task", o.gpus, "GPUs per task (default 0)")->check(CLI::Range(0u, 1u << 16));
   sub->add_flag("-x,--exclusive", o.exclusive, "Whole nodes only");
-  sub->add_option("-t,--time-limit", o.time_limit, "Time limit: 30s, 5m, 2h, 1d; a bare number is minutes");
+  sub->add_option("-t,--time-limit", o.time_limit,
+                  "Time limit: 30s, 5m, 2h, 1d, a bare number of minutes, or MM:SS, HH:MM:SS, D-HH, D-HH:MM:SS")
+      ->check(CLI::Validator(
+          [](std::string& v) { return time_limit_arg(v).ok() ? "" : time_limit_arg(v).error().text; }, "LIMIT"));
   sub->add_option("--urgency", o.urgency,
                   "0-31, hold (0), default (16) or expedite (31); above 16 is for the instance owner")
       ->transform(CLI::Validator(
@@ -273,13 +357,20 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
                   "Set a jobspec attribute, KEY=VALUE (under attributes.system unless "
                   "KEY starts with user. or system.; repeatable)")
       ->allow_extra_args(false);
-  sub->add_option("--env", o.env, "Set NAME=VALUE in the job's environment (repeatable)")->allow_extra_args(false);
-  sub->add_option("--env-remove", o.env_remove, "Remove NAME from the job's environment (repeatable)")
+  sub->add_option("--env", o.env,
+                  "Set NAME=VALUE in the job's environment, or remove the names matching -PATTERN (--env=-* "
+                  "starts from an empty one; repeatable)")
+      ->allow_extra_args(false);
+  sub->add_option("--env-remove", o.env_remove,
+                  "Remove the names matching PATTERN (e.g. 'MYX_*') from the job's environment (repeatable)")
+      ->allow_extra_args(false);
+  sub->add_option("--env-file", o.env_file, "Set the NAME=VALUE lines of FILE in the job's environment (repeatable)")
       ->allow_extra_args(false);
   sub->add_option("--output", o.output,
                   "Write the tasks' stdout (and stderr, without --error) to FILE; {{id}} is the job id, "
-                  "{{cc}} the --cc copy");
-  sub->add_option("--error", o.error, "Write the tasks' stderr to FILE ({{id}} and {{cc}} as for --output)");
+                  "{{id.dec}} in decimal, {{name}} the job's name, {{cc}} the --cc copy, {{node}} the host "
+                  "(each node then writes its own file)");
+  sub->add_option("--error", o.error, "Write the tasks' stderr to FILE (templates as for --output)");
   sub->add_option("--input", o.input,
                   "The tasks' stdin: FILE for every task, or the tasks that read loom's stdin (all, 0, 0-3); "
                   "loom run: task 0 by default, loom submit: none (/dev/null)");
