@@ -191,7 +191,7 @@ class Shell {
   std::vector<std::string> in_flight_;  // sent, not yet acknowledged
   int out_fd_ = -1;                     // --output file, else -1 (the output eventlog)
   int err_fd_ = -1;                     // --error file (or the --output one)
-  void open_output_files(const Json& sys, const std::string& id, const std::string& cwd);
+  void open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd);
   Result<int> task_stdin(const InputSpec& in, int task_rank, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
@@ -245,7 +245,11 @@ void Shell::emit(const Stream& s, std::string_view data) {
 }
 
 // --output/--error of the job: attributes.system.shell.options.output.
-void Shell::open_output_files(const Json& sys, const std::string& id, const std::string& cwd) {
+// The templates the submitter left for the shell to fill in (the others,
+// {{name}} and {{cc}}, are filled in at submit, which refuses unknown ones):
+// {{id}} and {{id.f58}} the job id, {{id.dec}} in decimal, {{node}} this
+// rank's host name.
+void Shell::open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd) {
   if (!sys.contains("shell") || !sys["shell"].is_object()) return;
   const Json& opts = sys["shell"].value("options", Json::object());
   if (!opts.is_object() || !opts.contains("output") || !opts["output"].is_object()) return;
@@ -253,7 +257,12 @@ void Shell::open_output_files(const Json& sys, const std::string& id, const std:
     const Json& o = opts["output"];
     if (!o.contains(stream) || !o[stream].is_object() || o[stream].value("type", "") != "file") return -1;
     std::string path = o[stream].value("path", "");
-    for (size_t at; (at = path.find("{{id}}")) != std::string::npos;) path.replace(at, 6, id);
+    for (const auto& [key, value] : {std::pair<std::string, std::string>{"{{id}}", encode_f58(id)},
+                                     {"{{id.f58}}", encode_f58(id)},
+                                     {"{{id.dec}}", std::to_string(id.value())},
+                                     {"{{node}}", node}}) {
+      for (size_t at; (at = path.find(key)) != std::string::npos;) path.replace(at, key.size(), value);
+    }
     if (!path.empty() && path[0] != '/' && !cwd.empty()) path = cwd + "/" + path;
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0) {
@@ -641,7 +650,11 @@ int Shell::run() {
   // Opened as the job's user: its files are the user's, and a file the
   // user may not write is not written (nor one read that the user may not
   // read).
-  open_output_files(sys, encode_f58(id), cwd);
+  std::string node = std::to_string(my_rank);
+  if (auto mine = R->ranks().find(my_rank); mine != R->ranks().end() && !mine->second.hostname.empty()) {
+    node = mine->second.hostname;
+  }
+  open_output_files(sys, id, node, cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
   env.push_back("LOOM_JOB_SIZE=" + std::to_string(js->ntasks));
