@@ -582,12 +582,40 @@ void Sched::resource_status(const Message& req) {
     j["nodelist"] = nodelist(c.ranks);
     return j;
   };
+  // Each rank once, in one state (docs/protocols/jobs.md): down, drained
+  // (nothing allocated) or draining, allocated (some of it), or free.
+  std::vector<uint64_t> used_cores(pool_.size()), used_gpus(pool_.size());
+  for (const auto& [id, set] : pool_.allocations()) {
+    for (const auto& [rank, rr] : set.ranks()) {
+      if (rank >= pool_.size()) continue;
+      used_cores[rank] += rr.cores.count();
+      used_gpus[rank] += rr.gpus.count();
+    }
+  }
+  Json ranks = Json::array();
+  for (uint32_t r = 0; r < pool_.size(); ++r) {
+    const RankInventory& inv = pool_.inventory(r);
+    auto drained = pool_.drained().find(r);
+    bool busy = used_cores[r] + used_gpus[r] > 0;
+    const char* state = !pool_.is_up(r)                    ? "down"
+                        : drained != pool_.drained().end() ? (busy ? "draining" : "drained")
+                        : busy                             ? "allocated"
+                                                           : "free";
+    Json one{{"rank", r},          {"host", inv.hostname},        {"state", state},           {"ncores", inv.ncores},
+             {"ngpus", inv.ngpus}, {"used_cores", used_cores[r]}, {"used_gpus", used_gpus[r]}};
+    if (drained != pool_.drained().end()) {
+      one["reason"] = drained->second.reason;
+      one["timestamp"] = drained->second.timestamp;
+    }
+    ranks.push_back(std::move(one));
+  }
   h_.respond(req, Json{{"all", count(pool_.count_all())},
                        {"free", count(pool_.count_free())},
                        {"allocated", count(pool_.count_allocated())},
                        {"down", count(pool_.count_down())},
                        {"drained", count(pool_.count_drained())},
                        {"drain", drain},
+                       {"ranks", ranks},
                        {"policy", cfg_.policy},
                        {"alarms", pool_.alarms()}});
 }
