@@ -1,9 +1,14 @@
-// loom resource list [--json] | drain RANKS [REASON...] | undrain RANKS
+// loom resource list [--json] | status [--json] | drain [-f] [RANKS [REASON...]] | undrain RANKS
 // loom queue status | enable | disable [REASON] | start | stop [REASON] | drain
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
+#include <map>
 
 #include "cli/common.h"
+#include "hostlist/hostlist.h"
+#include "idset/idset.h"
 
 namespace loom::cli {
 
@@ -11,6 +16,7 @@ namespace {
 
 struct ResourceOpts {
   bool json = false;
+  bool force = false;
   std::string ranks;
   std::vector<std::string> reason;
   double timeout = -1;
@@ -22,35 +28,136 @@ std::string join(const std::vector<std::string>& words) {
   return out;
 }
 
+// Wall seconds as local time, 2026-12-05T10:12:00.
+std::string local_time(double t) {
+  auto secs = static_cast<std::time_t>(t);
+  std::tm tm{};
+  char buf[32];
+  if (!::localtime_r(&secs, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0) return "-";
+  return buf;
+}
+
+// The hosts of these ranks' entries, each once, as a hostlist.
+std::string hosts_of(const std::vector<const Json*>& ranks) {
+  Hostlist hosts;
+  std::vector<std::string> seen;
+  for (const Json* r : ranks) {
+    std::string h = r->value("host", "");
+    if (h.empty() || std::find(seen.begin(), seen.end(), h) != seen.end()) continue;
+    seen.push_back(h);
+    (void)hosts.append(h);
+  }
+  return hosts.encode();
+}
+
+Result<Json> resource_status(Session& s) { return s.client->call("sched.resource-status", Json::object()); }
+
+// Each rank counted once, in its state (sched.resource-status, `ranks`): a
+// rank with anything allocated is allocated (its free cores still count
+// as free cores), a drained one that still runs a job draining.
 int run_list(const ResourceOpts& o) {
   auto s = connect_session();
   if (!s.ok()) return fail("resource list", s.error());
-  auto r = (*s)->client->call("sched.resource-status", Json::object());
+  auto r = resource_status(**s);
   if (!r.ok()) return fail("resource list", r.error());
   if (o.json) {
     std::cout << dump_json(*r) << "\n";
     return 0;
   }
+  struct Row {
+    std::vector<const Json*> ranks;
+    uint64_t ncores = 0, ngpus = 0;
+  };
+  std::map<std::string, Row> rows;
+  const Json ranks = r->value("ranks", Json::array());  // the rows point into it
+  for (const Json& rk : ranks) {
+    std::string st = rk.value("state", "");
+    uint64_t nc = rk.value("ncores", uint64_t{0}), ng = rk.value("ngpus", uint64_t{0});
+    uint64_t uc = std::min(nc, rk.value("used_cores", uint64_t{0}));
+    uint64_t ug = std::min(ng, rk.value("used_gpus", uint64_t{0}));
+    rows[st].ranks.push_back(&rk);
+    if (st == "free" || st == "allocated") {
+      rows["free"].ncores += nc - uc;
+      rows["free"].ngpus += ng - ug;
+      rows["allocated"].ncores += uc;
+      rows["allocated"].ngpus += ug;
+    } else {
+      rows[st].ncores += nc;
+      rows[st].ngpus += ng;
+    }
+  }
   std::printf("%10s %6s %6s %6s %-10s %s\n", "STATE", "NNODES", "NCORES", "NGPUS", "RANKS", "NODELIST");
-  for (const char* st : {"free", "allocated", "drained", "down"}) {
-    if (!r->contains(st)) continue;
-    const Json& x = (*r)[st];
-    std::printf("%10s %6d %6d %6d %-10s %s\n", st, x.value("nnodes", 0), x.value("ncores", 0), x.value("ngpus", 0),
-                x.value("ranks", "").c_str(), x.value("nodelist", "").c_str());
+  for (const char* st : {"free", "allocated", "draining", "drained", "down"}) {
+    const Row& row = rows[st];
+    if (row.ranks.empty() && std::string(st) == "draining") continue;  // listed only when there are
+    IdSet ids;
+    for (const Json* rk : row.ranks) ids.insert(rk->value("rank", 0u));
+    std::printf("%10s %6zu %6llu %6llu %-10s %s\n", st, row.ranks.size(), static_cast<unsigned long long>(row.ncores),
+                static_cast<unsigned long long>(row.ngpus), ids.encode().c_str(), hosts_of(row.ranks).c_str());
   }
   if (r->contains("drain") && !(*r)["drain"].empty()) {
-    std::printf("\n%-12s %s\n", "DRAINED", "REASON");
+    std::printf("\n%-12s %-19s %s\n", "DRAINED", "SINCE", "REASON");
     for (auto& d : (*r)["drain"]) {
-      std::printf("%-12s %s\n", d.value("ranks", "").c_str(), d.value("reason", "").c_str());
+      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), local_time(d.value("timestamp", 0.0)).c_str(),
+                  d.value("reason", "").c_str());
     }
+  }
+  return 0;
+}
+
+// One line per rank: its state, host, and why it is drained.
+int run_status(const ResourceOpts& o) {
+  auto s = connect_session();
+  if (!s.ok()) return fail("resource status", s.error());
+  auto r = resource_status(**s);
+  if (!r.ok()) return fail("resource status", r.error());
+  Json ranks = r->value("ranks", Json::array());
+  if (o.json) {
+    std::cout << dump_json(ranks) << "\n";
+    return 0;
+  }
+  std::printf("%6s %-10s %-20s %-9s %-19s %s\n", "RANK", "STATE", "HOST", "CORES", "SINCE", "REASON");
+  for (const Json& rk : ranks) {
+    std::string cores = std::to_string(rk.value("used_cores", 0)) + "/" + std::to_string(rk.value("ncores", 0));
+    bool drained = rk.contains("timestamp");
+    std::printf("%6u %-10s %-20s %-9s %-19s %s\n", rk.value("rank", 0u), rk.value("state", "").c_str(),
+                rk.value("host", "").c_str(), cores.c_str(),
+                drained ? local_time(rk.value("timestamp", 0.0)).c_str() : "-", rk.value("reason", "").c_str());
   }
   return 0;
 }
 
 int run_drain(const ResourceOpts& o, bool drain) {
   const char* cmd = drain ? "resource drain" : "resource undrain";
+  if (drain && o.ranks.empty()) {
+    // No ranks: the drained ones, when and why.
+    auto s = connect_session();
+    if (!s.ok()) return fail(cmd, s.error());
+    auto r = resource_status(**s);
+    if (!r.ok()) return fail(cmd, r.error());
+    std::printf("%-12s %-19s %s\n", "RANKS", "SINCE", "REASON");
+    for (auto& d : r->value("drain", Json::array())) {
+      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), local_time(d.value("timestamp", 0.0)).c_str(),
+                  d.value("reason", "").c_str());
+    }
+    return 0;
+  }
   auto s = connect_session();
   if (!s.ok()) return fail(cmd, s.error());
+  if (drain && !o.force) {
+    // A drained rank keeps its reason unless --force replaces it.
+    auto ids = IdSet::parse(o.ranks);
+    auto r = resource_status(**s);
+    if (!r.ok()) return fail(cmd, r.error());
+    if (ids.ok()) {
+      for (const Json& rk : r->value("ranks", Json::array())) {
+        if (!rk.contains("timestamp") || !ids->contains(rk.value("rank", 0u))) continue;
+        std::string why = rk.value("reason", "");
+        return fail(cmd, "rank " + std::to_string(rk.value("rank", 0u)) + " is already drained" +
+                             (why.empty() ? "" : " (" + why + ")") + "; --force replaces the reason");
+      }
+    }
+  }
   Json req{{"ranks", o.ranks}};
   if (drain) req["reason"] = join(o.reason);
   auto r = (*s)->client->call(drain ? "sched.drain" : "sched.undrain", req);
@@ -108,8 +215,13 @@ void add_resource_command(CLI::App& app, Runner& run) {
   auto* ls = res->add_subcommand("list", "Free, allocated, drained and down nodes, cores and gpus");
   ls->add_flag("--json", o->json, "Print one JSON object");
   ls->callback([o, &run] { run = [o] { return run_list(*o); }; });
-  auto* dr = res->add_subcommand("drain", "Give no new jobs to RANKS (running ones continue)");
-  dr->add_option("ranks", o->ranks, "Ranks, e.g. 0-1,3")->required();
+  auto* stat = res->add_subcommand("status", "Each rank on a line: its state, host, cores in use, drain reason");
+  stat->add_flag("--json", o->json, "Print a JSON array of ranks");
+  stat->callback([o, &run] { run = [o] { return run_status(*o); }; });
+  auto* dr = res->add_subcommand(
+      "drain", "Give no new jobs to RANKS (running ones continue); with no RANKS, list the drained ranks");
+  dr->add_flag("-f,--force", o->force, "Replace the reason of ranks already drained");
+  dr->add_option("ranks", o->ranks, "Ranks, e.g. 0-1,3");
   dr->add_option("reason", o->reason, "Why");
   dr->callback([o, &run] { run = [o] { return run_drain(*o, true); }; });
   auto* ud = res->add_subcommand("undrain", "Make drained RANKS available again");
