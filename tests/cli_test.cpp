@@ -68,6 +68,16 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
   EXPECT_TRUE(one_line_error(loom_alone({"job", "kill", "a", "b", "c"}), 2, "job kill", "unexpected argument"));
   EXPECT_TRUE(one_line_error(loom_alone({"cancel"}), 2, "cancel", "give job ids"));
   EXPECT_TRUE(one_line_error(loom_alone({"run", "--urgency=99", "true"}), 2, "run", "urgency"));
+  // Bad values the commands check themselves are usage errors too.
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "kill", "-s", "NOSUCH", "123"}), 2, "job kill", "NOSUCH"));
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "info", "123", "nokey"}), 2, "job info", "nokey"));
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "urgency", "123", "99"}), 2, "job urgency", "99"));
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "wait-event", "-m", "nokv", "123", "start"}), 2, "job wait-event",
+                             "KEY=VALUE"));
+  EXPECT_TRUE(one_line_error(loom_alone({"jobs", "-f", "nosuch"}), 2, "jobs", "nosuch"));
+  EXPECT_TRUE(one_line_error(loom_alone({"kvs", "put", "novalue"}), 2, "kvs put", "KEY=VALUE"));
+  EXPECT_TRUE(one_line_error(loom_alone({"rpc", "broker.info", "{bad"}), 2, "rpc", "payload"));
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "purge", "--age-limit=x"}), 2, "job purge", "--age-limit"));
   // Help and the version are not errors.
   auto h = loom_alone({"submit", "--help"});
   EXPECT_EQ(h.code, 0) << show(h);

@@ -250,7 +250,7 @@ TEST_F(Exec, KillReachesTheExecutionService) {
   std::string id = submit_test({"-N1", "true"}, {{"run_duration", "1h"}});
   wait_event(id, "start");
   auto bad = loom({"job", "kill", "-s", "NOSUCH", id});
-  EXPECT_EQ(bad.code, 1);
+  EXPECT_EQ(bad.code, 2);  // a bad value: a usage error (docs/commands.md)
   EXPECT_EQ(bad.err_lines().size(), 1u) << bad.err;
   auto k = loom({"job", "kill", "-s", "KILL", id});
   ASSERT_EQ(k.code, 0) << show(k);

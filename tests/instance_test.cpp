@@ -205,7 +205,7 @@ TEST_F(FourRanks, PingCountPrintsOneLinePerAnswer) {
 TEST_F(FourRanks, InvalidJsonPayloadIsOneLineError) {
   for (std::string bad : {std::string("{bad"), std::string("[1,2"), std::string(100, '[') + std::string(100, ']')}) {
     auto r = inst_.loom({"rpc", "broker.info", bad});
-    EXPECT_EQ(r.code, 1) << show(r);
+    EXPECT_EQ(r.code, 2) << show(r);  // a bad value: a usage error (docs/commands.md)
     EXPECT_TRUE(r.out.empty()) << show(r);
     ASSERT_EQ(r.err_lines().size(), 1u) << show(r);
     EXPECT_TRUE(r.err.starts_with("loom rpc: payload: ")) << show(r);

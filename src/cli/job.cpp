@@ -120,7 +120,7 @@ int run_eventlog(const JobOpts& o) {
 
 int run_wait_event(const JobOpts& o) {
   auto match = EventMatch::parse(o.event, o.match);
-  if (!match.ok()) return fail("job wait-event", match.error());
+  if (!match.ok()) return fail("job wait-event", match.error(), kExitUsage);
   bool found = false;
   int rc = stream_eventlog("job wait-event", o, true, [&](const Json& raw, const EventEntry& e) {
     if (!(*match)(e)) return false;
@@ -141,7 +141,7 @@ int run_info(const JobOpts& o) {
     return show_job_summary(**s, *id);
   }
   if (o.key != kvs_key::kJobspec && o.key != kvs_key::kR && o.key != kvs_key::kEventlog) {
-    return fail("job info", "KEY is jobspec, R or eventlog, not " + o.key);
+    return fail("job info", "KEY is jobspec, R or eventlog, not " + o.key, kExitUsage);
   }
   auto s = connect_session();
   if (!s.ok()) return fail("job info", s.error());
@@ -156,7 +156,7 @@ int run_urgency(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job urgency", id.error());
   auto u = urgency_arg(o.value);
-  if (!u.ok()) return fail("job urgency", u.error());
+  if (!u.ok()) return fail("job urgency", u.error(), kExitUsage);
   auto s = connect_session();
   if (!s.ok()) return fail("job urgency", s.error());
   auto r = (*s)->client->call("job-manager.urgency", Json{{"id", id->value()}, {"urgency", *u}});
@@ -184,7 +184,7 @@ int run_kill(const JobOpts& o) {
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job kill", id.error());
   auto sig = signal_arg(o.value);
-  if (!sig.ok()) return fail("job kill", sig.error());
+  if (!sig.ok()) return fail("job kill", sig.error(), kExitUsage);
   auto s = connect_session();
   if (!s.ok()) return fail("job kill", s.error());
   auto r = (*s)->client->call("job-manager.kill", Json{{"id", id->value()}, {"signal", *sig}});

@@ -243,7 +243,7 @@ int run_jobs(const JobsOpts& o) {
   std::vector<std::string> results;  // result filters among inactive jobs
   if (!o.filter.empty()) {
     auto m = parse_filter(o.filter);
-    if (!m.ok()) return fail("jobs", m.error());
+    if (!m.ok()) return fail("jobs", m.error(), kExitUsage);
     mask = *m;
     std::stringstream ss(o.filter);
     std::string w;
@@ -289,12 +289,12 @@ int run_jobs(const JobsOpts& o) {
   std::string out;
   if (!o.no_header) {
     auto h = render(fmt, Json::object(), now, true);
-    if (!h.ok()) return fail("jobs", h.error());
+    if (!h.ok()) return fail("jobs", h.error(), kExitUsage);
     out += *h + "\n";
   }
   for (auto& j : jobs) {
     auto line = render(fmt, j, now, false);
-    if (!line.ok()) return fail("jobs", line.error());
+    if (!line.ok()) return fail("jobs", line.error(), kExitUsage);
     out += *line + "\n";
   }
   std::cout << out;

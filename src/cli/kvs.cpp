@@ -53,7 +53,8 @@ int run_put(const KvsOpts& o) {
   Json ops = Json::array();
   for (const auto& kv : o.args) {
     auto eq = kv.find('=');
-    if (eq == std::string::npos || eq == 0) return fail("kvs put", "expected KEY=VALUE, got \"" + kv + "\"");
+    if (eq == std::string::npos || eq == 0)
+      return fail("kvs put", "expected KEY=VALUE, got \"" + kv + "\"", kExitUsage);
     ops.push_back({{"op", "put"}, {"key", kv.substr(0, eq)}, {"value", kv.substr(eq + 1)}});
   }
   return commit("kvs put", o, std::move(ops));
@@ -83,13 +84,13 @@ int run_append(const KvsOpts& o) {
   e.name = o.name;
   if (!o.context.empty()) {
     auto c = parse_json(o.context);
-    if (!c.ok()) return fail("kvs eventlog append", "context: " + c.error().text);
+    if (!c.ok()) return fail("kvs eventlog append", "context: " + c.error().text, kExitUsage);
     e.context = *c;
   }
   auto s = connect_session();
   if (!s.ok()) return fail("kvs eventlog append", s.error());
   e.timestamp = (*s)->clock->wall();
-  if (auto st = validate_event(e); !st) return fail("kvs eventlog append", st.error());
+  if (auto st = validate_event(e); !st) return fail("kvs eventlog append", st.error(), kExitUsage);
   Json ops = Json::array({{{"op", "append"}, {"key", o.key}, {"value", format_event(e)}}});
   auto r = (*s)->client->call("kvs.commit", with_ns(o, {{"ops", ops}}));
   if (!r.ok()) return fail("kvs eventlog append", r.error());
@@ -136,7 +137,7 @@ int run_eventlog_get(const KvsOpts& o) {
 
 int run_wait_event(const KvsOpts& o) {
   auto match = EventMatch::parse(o.name, o.match);
-  if (!match.ok()) return fail("kvs eventlog wait-event", match.error());
+  if (!match.ok()) return fail("kvs eventlog wait-event", match.error(), kExitUsage);
   bool found = false;
   int rc = follow_eventlog("kvs eventlog wait-event", o, true, [&](const std::string& line, const EventEntry& e) {
     if (!(*match)(e)) return false;

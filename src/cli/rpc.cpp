@@ -22,7 +22,7 @@ int run_rpc(const RpcOpts& o) {
   }
   if (!payload.empty()) {
     auto j = parse_json(payload);
-    if (!j.ok()) return fail("rpc", "payload: " + j.error().text);
+    if (!j.ok()) return fail("rpc", "payload: " + j.error().text, kExitUsage);
     payload = dump_json(*j);
   }
   auto s = connect_session();
