@@ -71,6 +71,8 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
   // Bad values the commands check themselves are usage errors too.
   EXPECT_TRUE(one_line_error(loom_alone({"job", "kill", "-s", "NOSUCH", "123"}), 2, "job kill", "NOSUCH"));
   EXPECT_TRUE(one_line_error(loom_alone({"job", "info", "123", "nokey"}), 2, "job info", "nokey"));
+  // A value with a newline in it is still one line.
+  EXPECT_TRUE(one_line_error(loom_alone({"job", "info", "123", "no\nkey"}), 2, "job info", "no key"));
   EXPECT_TRUE(one_line_error(loom_alone({"job", "urgency", "123", "99"}), 2, "job urgency", "99"));
   EXPECT_TRUE(one_line_error(loom_alone({"job", "wait-event", "-m", "nokv", "123", "start"}), 2, "job wait-event",
                              "KEY=VALUE"));

@@ -136,7 +136,11 @@ bool run_until(Session& s, const bool& done) {
 }
 
 int fail(const std::string& cmd, const std::string& text, int code) {
-  std::cerr << "loom " << cmd << ": " << text << "\n";
+  // One line, whatever the text (a service's error may hold newlines).
+  std::string line = text;
+  while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+  std::replace(line.begin(), line.end(), '\n', ' ');
+  std::cerr << "loom " << cmd << ": " << line << "\n";
   return code;
 }
 
@@ -288,7 +292,14 @@ int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run) {
     std::cerr << "loom" << (cmd.empty() ? "" : " " + cmd) << ": " << usage_error_text(at, e) << "\n";
     return kExitUsage;
   }
-  return run ? run() : 0;
+  if (!run) return 0;
+  try {
+    return run();
+  } catch (const std::exception& e) {
+    // Something unforeseen (a response of an unexpected shape): still one
+    // line, never an abort.
+    return fail(command_path(deepest_command(&app)), std::string("internal error: ") + e.what());
+  }
 }
 
 namespace {
