@@ -52,6 +52,12 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
   EXPECT_TRUE(one_line_error(loom_alone({"resource", "lst"}), 2, "resource",
                              "unknown command \"lst\" (did you mean \"list\"?)"));
   EXPECT_TRUE(one_line_error(loom_alone({"resource"}), 2, "resource", "a command is required: list"));
+  // The start of a name suggests that name, never a near one that acts.
+  EXPECT_TRUE(
+      one_line_error(loom_alone({"queue", "stat"}), 2, "queue", "unknown command \"stat\" (did you mean \"status\"?)"));
+  EXPECT_TRUE(one_line_error(loom_alone({"jo"}), 2, "", "unknown command \"jo\" (commands: "));
+  EXPECT_TRUE(one_line_error(loom_alone({"jbo"}), 2, "", "(did you mean \"job\"?)"));
+  EXPECT_TRUE(one_line_error(loom_alone({"queue", "sta"}), 2, "queue", "(did you mean \"status\" or \"start\"?)"));
   EXPECT_TRUE(one_line_error(loom_alone({"submit", "--nodse", "2", "true"}), 2, "submit",
                              "unknown option \"--nodse\" (did you mean \"--nodes\"?)"));
   EXPECT_TRUE(one_line_error(loom_alone({"submit", "--job-nmae=x", "true"}), 2, "submit",

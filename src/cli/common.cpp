@@ -218,6 +218,14 @@ std::string joined(const std::vector<std::string>& words) {
   return out;
 }
 
+// ' (did you mean "a" or "b"?)', or "" for no names.
+std::string did_you_mean(const std::vector<std::string>& names) {
+  if (names.empty()) return "";
+  std::string out = " (did you mean ";
+  for (size_t i = 0; i < names.size(); ++i) out += (i == 0 ? "" : " or ") + in_quotes(names[i]);
+  return out + "?)";
+}
+
 // The line for a parse error of the command `at` (the deepest one named).
 std::string usage_error_text(CLI::App* at, const CLI::ParseError& e) {
   // An argument that nothing took: an unknown option or command, else one
@@ -229,14 +237,13 @@ std::string usage_error_text(CLI::App* at, const CLI::ParseError& e) {
     const std::string& word = left.front();
     if (word.size() > 1 && word[0] == '-') {
       std::string name = word.substr(0, word.find('='));
-      std::string near = nearest_name(name, option_names(app));
-      return "unknown option " + in_quotes(name) + (near.empty() ? "" : " (did you mean " + in_quotes(near) + "?)");
+      return "unknown option " + in_quotes(name) + did_you_mean(nearest_names(name, option_names(app)));
     }
     auto subs = subcommand_names(app);
     if (!subs.empty() && app == at) {
-      std::string near = nearest_name(word, subs);
+      auto near = nearest_names(word, subs);
       return "unknown command " + in_quotes(word) +
-             (near.empty() ? " (commands: " + joined(subs) + ")" : " (did you mean " + in_quotes(near) + "?)");
+             (near.empty() ? " (commands: " + joined(subs) + ")" : did_you_mean(near));
     }
     return "unexpected argument " + in_quotes(word);
   }
@@ -255,26 +262,25 @@ std::string usage_error_text(CLI::App* at, const CLI::ParseError& e) {
 
 }  // namespace
 
-std::string nearest_name(const std::string& word, const std::vector<std::string>& names) {
-  std::string best;
-  size_t best_d = std::string::npos;
+std::vector<std::string> nearest_names(const std::string& word, const std::vector<std::string>& names) {
+  // A one-letter option ("-x") is near every other: none is suggested.
+  if (word.size() <= 2) return {};
+  // The names it starts, if any ("stat": "status", never "start"); else
+  // the nearest within one or two edits (one for short words).
+  std::vector<std::string> out;
+  for (const auto& n : names) {
+    if (n.starts_with(word) && std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
+  }
+  if (!out.empty()) return out;
+  size_t best = word.size() <= 4 ? 1 : 2;
   for (const auto& n : names) {
     size_t d = edit_distance(word, n);
-    if (d < best_d) {
-      best_d = d;
-      best = n;
-    }
+    if (d > best) continue;
+    if (d < best) out.clear();
+    best = d;
+    if (std::find(out.begin(), out.end(), n) == out.end()) out.push_back(n);
   }
-  // Near enough to be a slip: one or two edits (one for short words), or
-  // the start of the name.
-  // A one-letter option ("-x") is near every other: none is suggested.
-  if (word.size() <= 2) return "";
-  size_t limit = word.size() <= 4 ? 1 : 2;
-  if (best_d <= limit) return best;
-  for (const auto& n : names) {
-    if (word.size() >= 2 && n.starts_with(word)) return n;
-  }
-  return "";
+  return out;
 }
 
 int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run) {

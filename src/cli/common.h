@@ -52,9 +52,10 @@ int fail(const std::string& cmd, const Error& e, int code = kExitError);
 // or option with the nearest known one suggested) and exit status 2.
 int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run);
 
-// The known name nearest to `word` (a mistyped command or option), or ""
-// when none is near enough to be what was meant.
-std::string nearest_name(const std::string& word, const std::vector<std::string>& names);
+// The known names nearest to `word` (a mistyped command or option): those
+// it is the start of, else those within an edit or two; none when nothing
+// is near enough to be what was meant.
+std::vector<std::string> nearest_names(const std::string& word, const std::vector<std::string>& names);
 
 // A time limit (-t) in seconds: 30s, 5m, 2h, 1d, a bare number of minutes,
 // inf, or one of Slurm's forms MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
