@@ -1,5 +1,6 @@
 #include "jobspec/jobspec.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -200,6 +201,20 @@ Result<Jobspec> parse_jobspec(const Json& j) {
                std::to_string(js.ntasks) + " tasks");
   }
   return js;
+}
+
+Status check_system_keys(const Json& jobspec) {
+  auto attrs = jobspec.find("attributes");
+  if (attrs == jobspec.end() || !attrs->is_object()) return {};
+  auto sys = attrs->find("system");
+  if (sys == attrs->end() || !sys->is_object()) return {};
+  for (const auto& [key, value] : sys->items()) {
+    if (std::find(kSystemAttributes.begin(), kSystemAttributes.end(), key) != kSystemAttributes.end()) continue;
+    return Error{EINVAL, "unknown attribute " + quote_input("attributes.system." + key) +
+                             " (loom reads duration, cwd, environment, job, shell, exec and dependencies; "
+                             "anything else goes under attributes.user)"};
+  }
+  return {};
 }
 
 Result<Json> build_jobspec(const JobRequest& r) {

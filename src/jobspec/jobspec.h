@@ -8,6 +8,7 @@
 //   version:   1
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -38,6 +39,16 @@ struct Jobspec {
 
 Result<Jobspec> parse_jobspec(const Json& j);
 Result<Jobspec> parse_jobspec_text(std::string_view text);
+
+// The keys of attributes.system that loom reads: duration, cwd, environment,
+// job (name), shell (options), exec (test) and dependencies (RFC 26).
+inline constexpr std::array<std::string_view, 7> kSystemAttributes = {"duration", "cwd",  "environment", "job",
+                                                                      "shell",    "exec", "dependencies"};
+// EINVAL naming the first key of attributes.system that loom does not know:
+// an attribute it would not act on is refused at submit rather than
+// ignored. Not part of parse_jobspec, so that jobs stored before a key was
+// retired still load.
+Status check_system_keys(const Json& jobspec);
 
 // What `loom submit -N -n -c -g -x -t` asks for.
 struct JobRequest {
