@@ -6,6 +6,7 @@
 //   execution.cpp    the execution protocol (docs/protocols/exec.md)
 //   requests.cpp     the job-manager.* requests of users and the owner
 //   info.cpp         the job-info.* service
+//   depend.cpp       the DEPEND state: dependencies (dependencies.h)
 // Only these files include it.
 #pragma once
 
@@ -29,6 +30,7 @@
 #include "base/once_per_turn.h"
 #include "eventlog/eventlog.h"
 #include "exec_protocol/exec_protocol.h"
+#include "job_manager/dependencies.h"
 #include "job_manager/job.h"
 #include "job_manager/job_manager.h"
 #include "job_manager/submit_rules.h"
@@ -100,7 +102,8 @@ struct JobManager::Impl {
     double duration = 0;
     std::string ranks;
     std::string nodelist;
-    Json annotations;  // from the scheduler, while pending
+    Json annotations;              // from the scheduler, while pending
+    std::vector<Dependency> deps;  // from the jobspec, while active
     // Side effects in flight.
     bool alloc_pending = false;  // sched.alloc sent, no final answer yet
     bool cancel_sent = false;    // sched.cancel sent for that alloc
@@ -201,6 +204,19 @@ struct JobManager::Impl {
     flush_turn_.request();
   }
   void flush();
+
+  // --- dependencies (depend.cpp) ---
+  // Jobs in DEPEND waiting on a dependency, checked again in the loop turn
+  // after any job enters RUN, leaves DEPEND or ends.
+  std::set<JobId> depend_waiting_;
+  OncePerTurn depend_turn_{io_, [this] { recheck_dependencies(); }};
+  // Posts the dependency events a job in DEPEND calls for; true while it
+  // must wait (or once a dependency that can never be met ended it).
+  bool wait_on_dependencies(Job& j);
+  DependencyCheck check_one(const Job& j, const Dependency& d) const;
+  void recheck_dependencies();
+  // Whether the sender of `m` may make a job depend on `id`.
+  Status may_depend_on(const Message& m, JobId id) const;
 
   // --- scheduler ---
   void send_alloc(Job& j);

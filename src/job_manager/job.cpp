@@ -1,5 +1,7 @@
 #include "job_manager/job.h"
 
+#include <algorithm>
+
 namespace loom {
 
 const char* job_state_name(JobState s) {
@@ -65,7 +67,26 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
     j.t_inactive = e.timestamp;
   } else if (n == "depend") {
     if (j.state != JobState::kDepend) return not_allowed(e, j);
+    if (!j.deps_pending.empty()) return not_allowed(e, j, "dependency " + j.deps_pending.front() + " is not met");
     j.state = JobState::kPriority;
+  } else if (n == "dependency-add" || n == "dependency-remove") {
+    if (j.state != JobState::kDepend) return not_allowed(e, j);
+    if (!e.context.is_object() || !e.context.contains("description") || !e.context["description"].is_string() ||
+        e.context["description"].get_ref<const std::string&>().empty()) {
+      return Error{EINVAL, n + " needs a non-empty string \"description\""};
+    }
+    const auto& d = e.context["description"].get_ref<const std::string&>();
+    auto pending = std::find(j.deps_pending.begin(), j.deps_pending.end(), d);
+    if (n == "dependency-add") {
+      if (std::find(j.deps_added.begin(), j.deps_added.end(), d) != j.deps_added.end()) {
+        return not_allowed(e, j, d + " was already added");
+      }
+      j.deps_added.push_back(d);
+      j.deps_pending.push_back(d);
+    } else {
+      if (pending == j.deps_pending.end()) return not_allowed(e, j, d + " is not a dependency of the job");
+      j.deps_pending.erase(pending);
+    }
   } else if (n == "priority") {
     if (j.state != JobState::kPriority && j.state != JobState::kSched) return not_allowed(e, j);
     auto p = int_field(e, "priority", 0, UINT32_MAX);
@@ -150,7 +171,7 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
       }
     }
   }
-  // Every other event (memo, debug.*, dependency-*, set-flags,
+  // Every other event (memo, debug.*, set-flags,
   // jobspec-update, prolog-*, epilog-*, and events of later versions)
   // annotates an active job without changing its state.
   job = std::move(j);

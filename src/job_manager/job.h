@@ -7,6 +7,9 @@
 //   RUN -finish-> CLEANUP -clean-> INACTIVE;  NEW -invalidate-> INACTIVE
 //   exception severity 0: any active state before CLEANUP -> CLEANUP
 //   restart: SCHED -> PRIORITY (the priority is assigned again)
+//   in DEPEND, dependency-add {description} adds a dependency and
+//   dependency-remove {description} takes it away once met; depend needs
+//   every dependency added so far removed (RFC 21, RFC 26)
 #pragma once
 
 #include <cstdint>
@@ -58,6 +61,10 @@ struct JobRecord {
   IdSet released;             // ranks given back so far (when not "all")
   bool released_all = false;  // final release seen
   bool freed = false;
+  // Dependencies (dependency-add), each by its description; those not yet
+  // removed (dependency-remove) hold the job in DEPEND.
+  std::vector<std::string> deps_added;
+  std::vector<std::string> deps_pending;
 };
 
 // Applies `e` to `job`, or explains why `e` cannot follow what came before

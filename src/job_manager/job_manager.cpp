@@ -221,7 +221,15 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
       j.nnodes = static_cast<uint32_t>(R->ranks().size());
       if (is_active(j.rec.state)) j.R = std::move(*R);
     }
-    if (is_active(j.rec.state)) j.jobspec = std::move(t[1]);
+    if (is_active(j.rec.state)) {
+      auto deps = parse_dependencies(spec->raw);
+      if (!deps.ok()) {
+        set_aside("jobspec: " + deps.error().text);
+        continue;
+      }
+      j.deps = std::move(*deps);
+      j.jobspec = std::move(t[1]);
+    }
     j.exec_may_hold =
         is_active(j.rec.state) && j.rec.allocated && !j.rec.freed && !j.rec.started && !j.rec.released_all;
     jobs_.emplace(id, std::move(j));
@@ -266,6 +274,10 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   fields.emplace("op", "append");
   fields.emplace("value", format_event(e));
   commit_op(std::move(op));
+  // What dependencies wait on: a job entering RUN, leaving DEPEND, ending.
+  if (!depend_waiting_.empty() && (name == "alloc" || name == "depend" || name == "clean" || name == "invalidate")) {
+    depend_turn_.request();
+  }
   if (name == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();
@@ -284,6 +296,10 @@ void JobManager::Impl::advance(Job& j) {
         if (!post(j, "validate")) return;
         continue;
       case JobState::kDepend:
+        if (wait_on_dependencies(j)) {
+          if (r.state == JobState::kDepend) return;
+          continue;  // a dependency that can never be met ended it
+        }
         if (!post(j, "depend")) return;
         continue;
       case JobState::kPriority:

@@ -144,4 +144,33 @@ TEST(JobState, ExceptionTypesAreOneWordWithoutEquals) {
   }
 }
 
+TEST(JobState, DependenciesHoldTheJobInDependUntilEachIsRemoved) {
+  auto add = [](const char* d) { return ev("dependency-add", {{"description", d}}); };
+  auto remove = [](const char* d) { return ev("dependency-remove", {{"description", d}}); };
+  std::vector<EventEntry> held = {submit(), ev("validate"), add("afterok:f1"), add("singleton")};
+  EXPECT_EQ(run(held), "DEPEND");
+  // depend needs every dependency removed.
+  EXPECT_EQ(
+      run(plus(held, {ev("depend")})).rfind("ERROR:depend is not allowed in state DEPEND: dependency afterok:f1", 0),
+      0u);
+  EXPECT_EQ(run(plus(held, {remove("afterok:f1"), ev("depend")})).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run(plus(held, {remove("singleton"), remove("afterok:f1"), ev("depend")})), "PRIORITY");
+  // Only what was added can be removed, each once; nothing is added twice.
+  EXPECT_EQ(run(plus(held, {remove("after:f2")})).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run(plus(held, {remove("singleton"), remove("singleton")})).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run(plus(held, {add("singleton")})).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run(plus(held, {remove("singleton"), add("singleton")})).rfind("ERROR:", 0), 0u);
+  // Only in DEPEND, and with a description.
+  EXPECT_EQ(run(plus(to_sched(), {add("after:f1")})).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run({submit(), add("after:f1")}).rfind("ERROR:", 0), 0u);
+  EXPECT_EQ(run({submit(), ev("validate"), ev("dependency-add", Json::object())}).rfind("ERROR:", 0), 0u);
+  // A fatal exception ends a job that waits on a dependency.
+  EXPECT_EQ(run(plus(held, {exception(0, "dependency")})), "CLEANUP");
+  // Replaying the eventlog gives back the dependencies still waited on.
+  auto j = replay_eventlog(plus(held, {remove("afterok:f1")}));
+  ASSERT_TRUE(j.ok()) << j.error().text;
+  EXPECT_EQ(j->deps_pending, (std::vector<std::string>{"singleton"}));
+  EXPECT_EQ(j->deps_added.size(), 2u);
+}
+
 }  // namespace loom

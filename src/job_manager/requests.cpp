@@ -80,6 +80,14 @@ void JobManager::Impl::submit(const Message& m) {
     if (auto st = check_jobspec_size(text.size(), rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
+    // Nothing in a jobspec is ignored: a system attribute loom does not
+    // read, or dependencies it cannot follow, are refused here.
+    if (auto st = check_system_keys(spec->raw); !st) {
+      return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
+    if (auto deps = parse_dependencies(spec->raw); !deps.ok()) {
+      return h_.respond_error(m, deps.error().code, where + deps.error().text);
+    }
     if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
@@ -143,9 +151,27 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
   Json ids = Json::array();
   std::vector<Job*> created;
   uint64_t now_ms = static_cast<uint64_t>(h_.clock().wall() * 1000);
+  // Each job's id first, so that its dependencies are checked, against the
+  // jobs as they are now, before any job of the batch is stored (an id
+  // given to a job refused here is never used again).
+  std::vector<JobId> new_ids;
+  std::vector<std::vector<Dependency>> deps;
+  new_ids.reserve(specs.size());
+  deps.reserve(specs.size());
   for (size_t i = 0; i < specs.size(); ++i) {
-    JobId id = fluid_->next(now_ms);
+    new_ids.push_back(fluid_->next(now_ms));
+    auto d = parse_dependencies(specs[i].raw);  // accepted in submit()
+    deps.push_back(d.ok() ? std::move(*d) : std::vector<Dependency>{});
+    auto st = check_new_dependencies(deps.back(), new_ids.back(), [&](JobId t) { return may_depend_on(m, t); });
+    if (!st) {
+      std::string where = specs.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
+      return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
+  }
+  for (size_t i = 0; i < specs.size(); ++i) {
+    JobId id = new_ids[i];
     Job& j = jobs_[id];
+    j.deps = std::move(deps[i]);
     j.id = id;
     j.name = specs[i].name;
     j.ntasks = specs[i].ntasks;
@@ -183,6 +209,7 @@ Json JobManager::Impl::describe(const Job& j) const {
   if (r.finished) d["status"] = r.finish_status;
   if (r.fatal_exception) d["exception"] = Json{{"type", r.exception_type}, {"note", r.exception_note}};
   if (!j.annotations.is_null()) d["annotations"] = j.annotations;
+  if (r.state == JobState::kDepend && !r.deps_pending.empty()) d["dependencies"] = r.deps_pending;
   if (r.state == JobState::kCleanup && r.allocated && !r.freed) {
     d["ranks_held"] = j.R.rank_set().subtract(r.released).encode();
   }

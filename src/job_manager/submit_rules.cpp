@@ -50,9 +50,10 @@ Status check_system_attributes(const Json& jobspec, bool owner, const SubmitRule
       }
       continue;
     }
-    return Error{EPERM, "only the instance owner may set attributes.system." + key +
-                            " (users set duration, cwd, environment, job and shell; anything else goes under "
-                            "attributes.user)"};
+    return Error{EPERM,
+                 "only the instance owner may set attributes.system." + key +
+                     " (users set duration, cwd, environment, job, shell and dependencies; anything else goes under "
+                     "attributes.user)"};
   }
   return {};
 }

@@ -1,0 +1,89 @@
+// The DEPEND state (impl.h; the rules in dependencies.h): the dependency
+// events of RFC 21, posted so that a restarted job manager, replaying the
+// eventlog, finds the same dependencies still waited on and checks them
+// again against what every other job became meanwhile.
+#include "job_manager/impl.h"
+
+namespace loom {
+
+namespace {
+bool has(const std::vector<std::string>& v, const std::string& s) {
+  return std::find(v.begin(), v.end(), s) != v.end();
+}
+}  // namespace
+
+DependencyCheck JobManager::Impl::check_one(const Job& j, const Dependency& d) const {
+  if (d.scheme == DependencyScheme::kSingleton) {
+    std::vector<SingletonPeer> peers;
+    for (const auto& [id, k] : jobs_) {
+      if (id == j.id || !is_active(k.rec.state) || k.rec.userid != j.rec.userid || k.name != j.name) continue;
+      peers.push_back({id, k.rec.state != JobState::kNew && k.rec.state != JobState::kDepend});
+    }
+    return check_singleton(j.id, peers);
+  }
+  Antecedent a;
+  if (auto it = jobs_.find(d.target); it != jobs_.end()) {
+    const JobRecord& r = it->second.rec;
+    a.known = true;
+    a.entered_run = r.allocated;
+    a.inactive = r.state == JobState::kInactive;
+    a.result = result_of(r);
+  }
+  return check_dependency(d, a);
+}
+
+bool JobManager::Impl::wait_on_dependencies(Job& j) {
+  for (const auto& d : j.deps) {
+    std::string desc = d.description();
+    if (has(j.rec.deps_added, desc)) continue;
+    if (!post(j, "dependency-add", Json{{"description", desc}})) return true;
+  }
+  // A copy: each removal changes the list.
+  std::vector<std::string> pending = j.rec.deps_pending;
+  for (const auto& desc : pending) {
+    auto d = std::find_if(j.deps.begin(), j.deps.end(), [&](const Dependency& x) { return x.description() == desc; });
+    DependencyCheck c;
+    if (d == j.deps.end()) {
+      // Added by a job manager that read the jobspec otherwise: nothing
+      // here can meet it, and nothing should hold the job for it.
+      spdlog::warn("job-manager: job {}: dependency {} is not in its jobspec; removed", encode_f58(j.id), desc);
+      c.verdict = DependencyVerdict::kMet;
+    } else {
+      c = check_one(j, *d);
+    }
+    if (c.verdict == DependencyVerdict::kWaiting) continue;
+    if (c.verdict == DependencyVerdict::kNever) {
+      depend_waiting_.erase(j.id);
+      (void)post(j, "exception", exception_context("dependency", 0, c.reason));
+      return true;
+    }
+    if (!post(j, "dependency-remove", Json{{"description", desc}})) return true;
+  }
+  if (j.rec.deps_pending.empty()) {
+    if (!depend_waiting_.empty()) depend_waiting_.erase(j.id);
+    return false;
+  }
+  depend_waiting_.insert(j.id);
+  return true;
+}
+
+void JobManager::Impl::recheck_dependencies() {
+  std::vector<JobId> ids(depend_waiting_.begin(), depend_waiting_.end());
+  for (JobId id : ids) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || it->second.rec.state != JobState::kDepend) {
+      depend_waiting_.erase(id);
+      continue;
+    }
+    advance(it->second);
+  }
+}
+
+Status JobManager::Impl::may_depend_on(const Message& m, JobId id) const {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return Error{ENOENT, "job " + encode_f58(id) + " does not exist"};
+  if (!may_touch(m, it->second.rec.userid)) return Error{EPERM, "job " + encode_f58(id) + " belongs to another user"};
+  return {};
+}
+
+}  // namespace loom

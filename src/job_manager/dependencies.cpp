@@ -1,0 +1,63 @@
+#include "job_manager/dependencies.h"
+
+#include <cerrno>
+
+namespace loom {
+
+namespace {
+DependencyCheck met() { return {DependencyVerdict::kMet, ""}; }
+DependencyCheck waiting() { return {DependencyVerdict::kWaiting, ""}; }
+DependencyCheck never(const Dependency& d, const std::string& why) {
+  return {DependencyVerdict::kNever,
+          "dependency " + d.description() + " can never be met: job " + encode_f58(d.target) + " " + why};
+}
+std::string ended(const Antecedent& a) {
+  if (a.result == "CANCELED") return "was canceled";
+  if (a.result == "TIMEOUT") return "timed out";
+  if (a.result == "COMPLETED") return "completed successfully";
+  return "failed";
+}
+}  // namespace
+
+DependencyCheck check_dependency(const Dependency& d, const Antecedent& a) {
+  if (!a.known) {
+    if (d.scheme == DependencyScheme::kAfterAny) return met();
+    return never(d, "was purged and its result is lost");
+  }
+  switch (d.scheme) {
+    case DependencyScheme::kAfter:
+      if (a.entered_run) return met();
+      return a.inactive ? never(d, "ended without running (" + ended(a) + ")") : waiting();
+    case DependencyScheme::kAfterAny: return a.inactive ? met() : waiting();
+    case DependencyScheme::kAfterOk:
+      if (!a.inactive) return waiting();
+      return a.result == "COMPLETED" ? met() : never(d, ended(a));
+    case DependencyScheme::kAfterNotOk:
+      if (!a.inactive) return waiting();
+      return a.result != "COMPLETED" ? met() : never(d, ended(a));
+    case DependencyScheme::kSingleton: break;
+  }
+  return waiting();
+}
+
+DependencyCheck check_singleton(JobId self, const std::vector<SingletonPeer>& peers) {
+  for (const auto& p : peers) {
+    if (p.id == self) continue;
+    if (p.past_depend || p.id < self) return waiting();
+  }
+  return met();
+}
+
+Status check_new_dependencies(const std::vector<Dependency>& deps, JobId self,
+                              const std::function<Status(JobId)>& lookup) {
+  for (const auto& d : deps) {
+    if (d.scheme == DependencyScheme::kSingleton) continue;
+    if (d.target == self) return Error{EINVAL, "dependency " + d.description() + ": a job cannot depend on itself"};
+    if (auto st = lookup(d.target); !st) {
+      return Error{st.error().code, "dependency " + d.description() + ": " + st.error().text};
+    }
+  }
+  return {};
+}
+
+}  // namespace loom

@@ -1,0 +1,67 @@
+// When a job's dependencies (Flux RFC 26; jobspec/dependencies.h) are met,
+// decided from what the job manager knows of the other jobs. Pure: reads
+// no clock, sends no message; the job manager (depend.cpp) posts the
+// events that follow (RFC 21):
+//
+//   on entering DEPEND   dependency-add {description} for each dependency
+//   when one is met      dependency-remove {description}
+//   when all are         depend (the job goes on to PRIORITY)
+//   when one never can   a fatal exception of type "dependency" naming the
+//                        antecedent and why; the job then ends
+//
+//   after       met once the antecedent entered RUN (was allocated);
+//               never if it ended without
+//   afterany    met once the antecedent is inactive
+//   afterok     met once it is inactive and COMPLETED; never otherwise
+//   afternotok  met once it is inactive and not COMPLETED; never if it was
+//   singleton   met once no other active job of the same user and name is
+//               past DEPEND or was submitted earlier (so jobs of one name
+//               run one at a time, in submit order)
+//
+// An antecedent that is no longer known (purged) meets afterany and no
+// other dependency: its result is lost.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "base/result.h"
+#include "jobspec/dependencies.h"
+
+namespace loom {
+
+// What a dependency needs to know of its antecedent job.
+struct Antecedent {
+  bool known = false;        // the job manager has it (not purged)
+  bool entered_run = false;  // it was allocated resources
+  bool inactive = false;
+  std::string result;  // when inactive: COMPLETED, FAILED, CANCELED, TIMEOUT
+};
+
+enum class DependencyVerdict : uint8_t { kWaiting, kMet, kNever };
+
+struct DependencyCheck {
+  DependencyVerdict verdict = DependencyVerdict::kWaiting;
+  std::string reason;  // for kNever: one line naming the antecedent and why
+};
+
+// A dependency on a job (every scheme but singleton).
+DependencyCheck check_dependency(const Dependency& d, const Antecedent& a);
+
+// Another active job of the same user and name as a singleton job.
+struct SingletonPeer {
+  JobId id{0};
+  bool past_depend = false;  // in PRIORITY or later
+};
+// Whether singleton `self` may leave DEPEND, given its active peers.
+DependencyCheck check_singleton(JobId self, const std::vector<SingletonPeer>& peers);
+
+// At submit, for job `self`: a job cannot depend on itself, and every
+// antecedent must exist and be the submitter's to see; `lookup` answers
+// the latter for one id (ENOENT, EPERM). The first problem, on one line.
+Status check_new_dependencies(const std::vector<Dependency>& deps, JobId self,
+                              const std::function<Status(JobId)>& lookup);
+
+}  // namespace loom
