@@ -87,6 +87,15 @@ double runtime(const Json& j, double now) {
   return end - j["t_run"].get<double>();
 }
 
+// The dependencies a job in DEPEND still waits on: "afterok:ƒA,singleton".
+std::string dependencies_of(const Json& j) {
+  std::string out;
+  for (const auto& d : j.value("dependencies", Json::array())) {
+    if (d.is_string()) out += (out.empty() ? "" : ",") + d.get<std::string>();
+  }
+  return out;
+}
+
 std::string info(const Json& j) {
   std::string st = j.value("state", "");
   if (j.contains("exception") && (st == "INACTIVE" || st == "CLEANUP")) {
@@ -94,6 +103,7 @@ std::string info(const Json& j) {
     std::string type = j["exception"].value("type", "");
     return type + (note.empty() ? "" : ": " + note);
   }
+  if (st == "DEPEND" && j.contains("dependencies")) return "dependency: " + dependencies_of(j);
   if (st == "SCHED" || st == "PRIORITY" || st == "DEPEND") {
     if (j.value("priority", -1) == 0) return "held";
     const Json* a = j.contains("annotations") ? &j["annotations"] : nullptr;
@@ -145,6 +155,7 @@ Result<std::string> field(const Json& j, const std::string& f, double now) {
   if (f == "ranks") return j.value("ranks", "");
   if (f == "runtime") return j.contains("t_run") ? fmt_duration(runtime(j, now)) : "";
   if (f == "info") return info(j);
+  if (f == "dependencies") return dependencies_of(j);
   if (f == "urgency" || f == "priority" || f == "status" || f == "t_submit" || f == "t_run" || f == "t_cleanup" ||
       f == "t_inactive" || f == "duration") {
     return num(f.c_str());
@@ -153,10 +164,11 @@ Result<std::string> field(const Json& j, const std::string& f, double now) {
     if (!j.contains("exception")) return std::string();
     return j["exception"].value(f.substr(10), "");
   }
-  return Error{EINVAL, "unknown field {" + f +
-                           "} (id, id.dec, user, userid, name, state, st, result, ntasks, "
-                           "nnodes, ranks, runtime, info, urgency, priority, status, t_submit, t_run, t_cleanup, "
-                           "t_inactive, duration, exception.type, exception.note)"};
+  return Error{EINVAL,
+               "unknown field {" + f +
+                   "} (id, id.dec, user, userid, name, state, st, result, ntasks, "
+                   "nnodes, ranks, runtime, info, dependencies, urgency, priority, status, t_submit, t_run, t_cleanup, "
+                   "t_inactive, duration, exception.type, exception.note)"};
 }
 
 // "{id:>12} {name:<10}": Python-like fields with an optional alignment and width.

@@ -21,6 +21,7 @@
 #include "cli/attach.h"
 #include "cli/common.h"
 #include "idset/idset.h"
+#include "jobspec/dependencies.h"
 #include "jobspec/jobspec.h"
 
 extern char** environ;
@@ -52,6 +53,7 @@ struct SubmitOpts {
   std::string error;
   std::string input;  // --input: FILE, "all" or task ranks; "" for none
   std::vector<std::string> command;
+  std::vector<std::string> dependency;  // --dependency, as given
 };
 
 // --input: the tasks' stdin (src/shell/input.h). Task ranks ("all", "0",
@@ -210,6 +212,16 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
     Json value = v.ok() ? *v : Json(kv.substr(eq + 1));
     if (!key.starts_with("system.") && !key.starts_with("user.")) key = "system." + key;
     set_path((*js)["attributes"], key, std::move(value));
+  }
+  // --dependency=TYPE:ID[:ID...][,...], repeatable: RFC 26 objects in
+  // attributes.system.dependencies (jobspec/dependencies.h).
+  for (const auto& arg : o.dependency) {
+    auto list = parse_dependency_option(arg);
+    if (!list.ok()) return Error{EINVAL, "--dependency: " + list.error().text};
+    Json& deps = (*js)["attributes"]["system"]["dependencies"];
+    if (deps.is_null()) deps = Json::array();
+    if (!deps.is_array()) return Error{EINVAL, "--dependency: attributes.system.dependencies is not a list"};
+    for (auto& d : *list) deps.push_back(std::move(d));
   }
   // Check it here too, so that a bad --setattr is reported before anything is sent.
   auto spec = parse_jobspec(*js);
@@ -374,6 +386,10 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
   sub->add_option("--input", o.input,
                   "The tasks' stdin: FILE for every task, or the tasks that read loom's stdin (all, 0, 0-3); "
                   "loom run: task 0 by default, loom submit: none (/dev/null)");
+  sub->add_option("--dependency", o.dependency,
+                  "Hold the job until TYPE:ID[:ID...][,...] is met: afterok, afterany, afternotok, after "
+                  "(started) or singleton (repeatable)")
+      ->allow_extra_args(false);
   sub->add_option("command", o.command, "The command and its arguments")->required();
   sub->positionals_at_end(true);
 }
