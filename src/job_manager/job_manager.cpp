@@ -344,6 +344,7 @@ void JobManager::Impl::on_inactive(Job& j) {
   j.jobspec = std::string();
   j.R = ResourceSet{};
   j.annotations = nullptr;
+  j.deps = {};
   if (!j.waiters.empty()) {
     // Waiters hear of the end once it is stored.
     after_commit([this, result = describe(j), waiters = std::move(j.waiters)](const Error*) {
