@@ -118,7 +118,8 @@ TEST_F(Depend, AfterokOnAFailedOrCanceledJobRaisesADependencyException) {
   expect_never_met(c, canceled, "was canceled");
   // `loom jobs` shows the reason with the failure.
   auto ls = loom({"jobs", "-a", "-o", "{id} {info}"});
-  EXPECT_NE(ls.out.find(b + " dependency: dependency afterok:" + failed + " can never be met"), std::string::npos)
+  EXPECT_NE(ls.out.find(b + " dependency: afterok:" + failed + " can never be met: job " + failed + " failed"),
+            std::string::npos)
       << ls.out;
 }
 

@@ -8,8 +8,8 @@ namespace {
 DependencyCheck met() { return {DependencyVerdict::kMet, ""}; }
 DependencyCheck waiting() { return {DependencyVerdict::kWaiting, ""}; }
 DependencyCheck never(const Dependency& d, const std::string& why) {
-  return {DependencyVerdict::kNever,
-          "dependency " + d.description() + " can never be met: job " + encode_f58(d.target) + " " + why};
+  // The exception's type already says "dependency".
+  return {DependencyVerdict::kNever, d.description() + " can never be met: job " + encode_f58(d.target) + " " + why};
 }
 std::string ended(const Antecedent& a) {
   if (a.result == "CANCELED") return "was canceled";

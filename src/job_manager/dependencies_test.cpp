@@ -40,8 +40,7 @@ TEST(DependencyRules, AfterokNeedsSuccessAndNamesTheFailure) {
   EXPECT_EQ(verdict(DependencyScheme::kAfterOk, ended("COMPLETED")), kMet);
   auto failed = check_dependency(on(DependencyScheme::kAfterOk), ended("FAILED"));
   EXPECT_EQ(failed.verdict, kNever);
-  EXPECT_EQ(failed.reason,
-            "dependency afterok:" + encode_f58(kA) + " can never be met: job " + encode_f58(kA) + " failed");
+  EXPECT_EQ(failed.reason, "afterok:" + encode_f58(kA) + " can never be met: job " + encode_f58(kA) + " failed");
   auto canceled = check_dependency(on(DependencyScheme::kAfterOk), ended("CANCELED", false));
   EXPECT_NE(canceled.reason.find("was canceled"), std::string::npos) << canceled.reason;
   EXPECT_EQ(verdict(DependencyScheme::kAfterOk, ended("TIMEOUT")), kNever);
