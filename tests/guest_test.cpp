@@ -378,6 +378,23 @@ TEST_F(Guest, SubmitRefusesTheOwnersAttributes) {
   EXPECT_NE(r.err.find("attributes.system.queue"), std::string::npos) << show(r);
 }
 
+TEST_F(Guest, DependsOnlyOnTheirOwnJobs) {
+  start();
+  std::string owners = submit_job({"--urgency=0", "true"});
+  Json deps = Json::array({{{"scheme", "afterany"}, {"value", owners}}});
+  Json r = guest_submit(jobspec({"true"}, {{"dependencies", deps}}));
+  EXPECT_EQ(r["errnum"], EPERM) << r.dump();
+  EXPECT_NE(r["errstr"].get<std::string>().find("job " + owners + " belongs to another user"), std::string::npos)
+      << r.dump();
+  // On their own job, a user's dependency is taken (and waits).
+  std::string own = guest_job(jobspec({"true"}), 0);
+  ASSERT_FALSE(own.empty());
+  std::string waits = guest_job(jobspec({"true"}, {{"dependencies", {{{"scheme", "afterany"}, {"value", own}}}}}));
+  ASSERT_FALSE(waits.empty());
+  wait_event(waits, "dependency-add");
+  EXPECT_EQ(any_job(waits).value("state", ""), "DEPEND");
+}
+
 TEST_F(Guest, TestExecutionWhenTheOwnerAllowsIt) {
   if (!loomd_knows("--exec-allow-guest-test")) {
     GTEST_SKIP() << "exec.allow-guest-test does not reach loomd yet (loom start / loomd wiring)";
