@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "base/fluid.h"
+#include "kit/exec.h"
 #include "kit/instance.h"
 #include "kit/jobs.h"
 #include "msg/json.h"
@@ -298,6 +300,48 @@ TEST_F(Depend, ARestartKeepsJobsWaitingAndReleasesThemWhenMet) {
   ASSERT_EQ(run({"rpc", "job-exec.override", R"({"event":"finish","id":)" + n + R"(,"status":0})"}).code, 0);
   wait(later, "clean");
   EXPECT_EQ(listed(later)["result"], "COMPLETED");
+  ASSERT_EQ(again.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(Depend, JobsWaitingThroughACrashAreReleasedWhenTheirAntecedentEnds) {
+  auto dir = std::filesystem::temp_directory_path() / ("loom-depend-crash-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  start({"--state-dir", dir.string()});
+  std::string running = hold();
+  wait_event(running, "alloc");
+  std::string any = quick({"--dependency=afterany:" + running});
+  std::string ok = quick({"--dependency=afterok:" + running});
+  ASSERT_TRUE(held(any));
+  ASSERT_TRUE(held(ok));
+  // Nothing ends in an orderly way: the antecedent is found running again
+  // (test execution reattaches), and the dependent jobs still waiting.
+  crash_instance(inst);
+
+  Instance again;
+  ASSERT_TRUE(again.start(4, {"--cores-per-rank=2", "--state-dir", dir.string()}));
+  auto wait = [&](const std::string& id, const char* ev) {
+    auto r = again.loom({"job", "wait-event", "-t", "20", id, ev});
+    ASSERT_EQ(r.code, 0) << ev << " of " << id << ": " << show(r);
+  };
+  auto listed = [&] {
+    again.loom({"resource", "list"});  // settle
+    std::map<std::string, Json> by_id;
+    auto ls = parse_json(again.loom({"jobs", "-a", "--json"}).out);
+    for (auto& j : ls.value()) by_id[encode_f58(JobId{j["id"].get<uint64_t>()})] = j;
+    return by_id;
+  };
+  wait(any, "restart");
+  wait(ok, "restart");
+  auto now = listed();
+  EXPECT_EQ(now[any]["state"], "DEPEND") << now[any];
+  EXPECT_EQ(now[ok]["state"], "DEPEND") << now[ok];
+  ASSERT_EQ(again.loom({"cancel", running}).code, 0);
+  wait(any, "clean");
+  wait(ok, "clean");
+  now = listed();
+  EXPECT_EQ(now[any]["result"], "COMPLETED") << now[any];
+  EXPECT_EQ(now[ok]["exception"]["type"], "dependency") << now[ok];
   ASSERT_EQ(again.stop(), 0);
   std::filesystem::remove_all(dir);
 }
