@@ -1,4 +1,7 @@
 // loom: the command line.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <csignal>
 
@@ -6,6 +9,12 @@
 
 int main(int argc, char** argv) {
   std::signal(SIGPIPE, SIG_IGN);
+  // A closed stdin, stdout or stderr is /dev/null: otherwise the first
+  // descriptor we open (a socket, an event queue) would take its place,
+  // and `loom run` would send it to the job as its input.
+  for (int fd = 0; fd <= 2; ++fd) {
+    if (::fcntl(fd, F_GETFD) < 0 && ::open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY) != fd) return 1;
+  }
   CLI::App app{"loom: a cluster resource manager's job pipeline"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "loom 0.1.0");
