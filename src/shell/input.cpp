@@ -47,11 +47,18 @@ void TaskInput::feed(std::string_view text) {
 
 // One entry: data for every task, or the end. Entries that are not data
 // of stdin are not ours (a header, should one be written).
+// The user writes the eventlog: any field may be of any type, and what is
+// not as above is passed over.
 void TaskInput::take(std::string_view line) {
   auto e = parse_json(line);
-  if (!e.ok() || !e->is_object() || e->value("name", "") != "data") return;
-  const Json& ctx = (*e)["context"];
-  if (!ctx.is_object() || ctx.value("stream", "") != "stdin") return;
+  auto is = [](const Json& o, const char* key, const char* value) {
+    auto it = o.find(key);
+    return it != o.end() && it->is_string() && it->get<std::string>() == value;
+  };
+  if (!e.ok() || !e->is_object() || !is(*e, "name", "data")) return;
+  auto c = e->find("context");
+  if (c == e->end() || !c->is_object() || !is(*c, "stream", "stdin")) return;
+  const Json& ctx = *c;
   bool eof = ctx.contains("eof") && ctx["eof"].is_boolean() && ctx["eof"].get<bool>();
   std::string data;
   if (ctx.contains("data")) {
@@ -69,20 +76,28 @@ void TaskInput::take(std::string_view line) {
 
 void TaskInput::write(Sink& s) {
   if (s.writing || !s.fd) return;
-  if (s.buf.empty()) {
+  if (s.out_at == s.out.size()) {
+    s.out.clear();
+    s.out_at = 0;
+    std::swap(s.out, s.buf);
+  }
+  if (s.out.empty()) {
     if (s.eof) close(s);
     return;
   }
   s.writing = true;
-  s.fd->async_write_some(asio::buffer(s.buf), [this, &s](const std::error_code& ec, size_t n) {
+  auto rest = asio::buffer(s.out.data() + s.out_at, s.out.size() - s.out_at);
+  s.fd->async_write_some(rest, [this, &s](const std::error_code& ec, size_t n) {
     s.writing = false;
     if (ec) {
       // The task closed its stdin, or exited: nothing more goes to it.
+      s.out.clear();
+      s.out_at = 0;
       s.buf.clear();
       s.eof = true;
       return close(s);
     }
-    s.buf.erase(0, n);
+    s.out_at += n;
     write(s);
   });
 }

@@ -50,7 +50,9 @@ class TaskInput {
   struct Sink {
     int task_rank;
     std::unique_ptr<asio::posix::stream_descriptor> fd;
-    std::string buf;
+    std::string buf;    // what came and is not being written
+    std::string out;    // being written: left alone until the write ends
+    size_t out_at = 0;  // of `out`, written
     bool writing = false;
     bool eof = false;
   };

@@ -115,7 +115,8 @@ Result<std::string> output_data(const Json& context) {
     return Error{EPROTO, "output entry without data"};
   }
   std::string data = context["data"].get<std::string>();
-  if (context.value("encoding", "") == "base64") return base64_decode(data);
+  auto enc = context.find("encoding");
+  if (enc != context.end() && enc->is_string() && enc->get<std::string>() == "base64") return base64_decode(data);
   return data;
 }
 
