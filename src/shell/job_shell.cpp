@@ -47,6 +47,7 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -369,8 +370,15 @@ Result<int> Shell::task_stdin(const InputSpec& in, int task_rank, const std::str
   if (!in.reads(task_rank)) return -1;
   if (in.kind == InputSpec::Kind::kKvs) return input_.add(task_rank);
   std::string path = in.path[0] == '/' || cwd.empty() ? in.path : cwd + "/" + in.path;
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // Not waiting on a FIFO or a device: a regular file only.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return Error{errno, "cannot open the input " + path + ": " + std::strerror(errno)};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Error{EINVAL, "the input " + path + " is not a regular file"};
+  }
+  ::fcntl(fd, F_SETFL, O_RDONLY);
   return fd;
 }
 
@@ -709,7 +717,7 @@ int Shell::run() {
   // Two pipes and a pidfd per task: many tasks need more descriptors than
   // a default soft limit allows (the hard limit is ours to take).
   rlimit nofile{};
-  rlim_t needed = 3 * static_cast<rlim_t>(count) + 64;
+  rlim_t needed = 4 * static_cast<rlim_t>(count) + 64;  // and the stdin pipe's end we write
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < needed) {
     if (nofile.rlim_max < needed) {
       return cannot_start(0, std::to_string(count) + " tasks on rank " + std::to_string(my_rank) + " need " +
