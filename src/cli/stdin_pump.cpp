@@ -1,6 +1,6 @@
 #include "cli/stdin_pump.h"
 
-#include <sys/stat.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include <array>
@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <iostream>
+#include <system_error>
 
 #include "kvs/layout.h"
 #include "shell/input.h"
@@ -25,23 +26,26 @@ class Pump : public StdinPump {
       std::error_code ignored;
       fd_->cancel(ignored);
       fd_->close(ignored);
+      // Waiting on it made our stdin non-blocking, and the flag is the
+      // open file's, which whoever reads it after us shares.
+      if (flags_ >= 0) ::fcntl(0, F_SETFL, flags_);
     }
   }
 
   void begin() {
-    struct stat st {};
     bool tty = ::isatty(0) == 1;
-    if (::fstat(0, &st) != 0 || (tty && ::tcgetpgrp(0) != ::getpgrp())) return send("", true);
-    // Regular files (and /dev/null) cannot be waited on: they are read as
-    // they are, a chunk per commit. Pipes, sockets and terminals are
-    // waited on.
-    if (S_ISREG(st.st_mode) || (S_ISCHR(st.st_mode) && !tty)) {
-      blocking_ = true;
-      return next();
-    }
+    if (tty && ::tcgetpgrp(0) != ::getpgrp()) return send("", true);
+    // What can be waited on (pipes, sockets, terminals, most devices) is;
+    // what cannot (regular files) is read as it is, a chunk per commit.
+    flags_ = ::fcntl(0, F_GETFL);
     int fd = ::fcntl(0, F_DUPFD_CLOEXEC, 3);
     if (fd < 0) return send("", true);
-    fd_ = std::make_unique<asio::posix::stream_descriptor>(s_.io, fd);
+    try {
+      fd_ = std::make_unique<asio::posix::stream_descriptor>(s_.io, fd);
+    } catch (const std::system_error&) {
+      ::close(fd);
+      blocking_ = true;
+    }
     next();
   }
 
@@ -66,15 +70,27 @@ class Pump : public StdinPump {
     });
   }
 
-  // One entry, stored before the next chunk is read.
+  // One entry, stored before the next chunk is read. The input is kept in
+  // the instance (in memory, and with the job once it ends) whether or not
+  // a task reads it: past kMaxInput it ends, and we say so.
   void send(std::string_view data, bool eof) {
+    if (!eof && sent_ + data.size() > kMaxInput) {
+      std::cerr << "loom " << cmd_ << ": stdin: the job's input ends after " << (kMaxInput >> 20)
+                << " MiB (the limit; --input=FILE has none)\n";
+      data = data.substr(0, kMaxInput - sent_);
+      eof = true;
+    }
+    sent_ += data.size();
     std::string line = dump_json(input_entry(data, eof)) + "\n";
     Json ops = Json::array({Json{{"op", "append"}, {"key", kvs_key::kInput}, {"value", std::move(line)}}});
     s_.handle().rpc("kvs.commit", Json{{"namespace", kvs_key::guest_namespace(id_)}, {"ops", ops}}, {},
                     [this, eof, alive = alive_](const Message& r) {
                       if (!*alive) return;
-                      // The job is over (its namespace gone): nobody reads on.
-                      if (r.errnum) return;
+                      if (r.errnum) {
+                        // ENOENT: the job is over (its namespace gone), nobody reads on.
+                        if (r.errnum != ENOENT) std::cerr << "loom " << cmd_ << ": stdin: " << error_text(r) << "\n";
+                        return;
+                      }
                       if (!eof) next();
                     });
   }
@@ -83,7 +99,10 @@ class Pump : public StdinPump {
   std::string cmd_;
   JobId id_;
   std::unique_ptr<asio::posix::stream_descriptor> fd_;
+  static constexpr size_t kMaxInput = size_t{64} << 20;
   bool blocking_ = false;
+  int flags_ = -1;   // of our stdin before we waited on it
+  size_t sent_ = 0;  // bytes of input sent
   // Answers and reads that come after we are gone find it false.
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::array<char, 65536> buf_{};

@@ -51,21 +51,23 @@ struct SubmitOpts {
   bool label = false;
   std::string output;
   std::string error;
-  std::string input;  // --input: FILE, "all" or task ranks; "" for none
+  std::string input = "none";  // --input: FILE, "all", task ranks or "none"
   std::vector<std::string> command;
   std::vector<std::string> dependency;  // --dependency, as given
 };
 
 // --input: the tasks' stdin (src/shell/input.h). Task ranks ("all", "0",
-// "0-3") read what `loom run` (or `loom job attach --stdin`) sends; else it
-// names a file that every task reads.
+// "0-3") read what `loom run` (or `loom job attach --stdin`) sends; "none"
+// is /dev/null for every task (null: no option); else it names a file that
+// every task reads.
 Result<Json> input_option(const std::string& arg) {
+  if (arg == "none") return Json();
   if (arg == "all") return Json{{"type", "kvs"}, {"tasks", "all"}};
   if (auto set = IdSet::parse(arg); set.ok() && !set->empty()) return Json{{"type", "kvs"}, {"tasks", set->encode()}};
   std::error_code ec;
   auto path = std::filesystem::absolute(arg, ec);
   if (ec || !std::filesystem::is_regular_file(path, ec)) {
-    return Error{EINVAL, "--input: \"" + arg + "\" is neither a file nor task ranks (all, 0, 0-3)"};
+    return Error{EINVAL, "--input: \"" + arg + "\" is neither a file nor task ranks (all, 0, 0-3) nor none"};
   }
   return Json{{"type", "file"}, {"path", path.lexically_normal().string()}};
 }
@@ -198,10 +200,10 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   if (!o.error.empty()) output["stderr"] = {{"type", "file"}, {"path", o.error}};
   if (!output.empty()) (*js)["attributes"]["system"]["shell"]["options"]["output"] = output;
   // (Before --setattr, which may say otherwise.)
-  if (!o.input.empty()) {
+  {
     auto in = input_option(o.input);
     if (!in.ok()) return in.error();
-    (*js)["attributes"]["system"]["shell"]["options"]["input"] = std::move(*in);
+    if (!in->is_null()) (*js)["attributes"]["system"]["shell"]["options"]["input"] = std::move(*in);
   }
   for (const auto& kv : o.setattr) {
     auto eq = kv.find('=');
@@ -337,7 +339,10 @@ int run_run(const SubmitOpts& o) {
   AttachOpts a;
   a.cmd = "run";
   a.label = o.label;
-  a.forward_stdin = (*js)["attributes"]["system"]["shell"]["options"]["input"].value("type", "") == "kvs";
+  // Our stdin goes to the job if its tasks read it from loom (--setattr may
+  // have said otherwise than --input).
+  auto spec = parse_jobspec(*js);
+  a.forward_stdin = spec.ok() && spec->input.kind == InputSpec::Kind::kKvs;
   return attach_job(sess, id, a);
 }
 
@@ -384,8 +389,8 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
                   "(each node then writes its own file)");
   sub->add_option("--error", o.error, "Write the tasks' stderr to FILE (templates as for --output)");
   sub->add_option("--input", o.input,
-                  "The tasks' stdin: FILE for every task, or the tasks that read loom's stdin (all, 0, 0-3); "
-                  "loom run: task 0 by default, loom submit: none (/dev/null)");
+                  "The tasks' stdin: FILE for every task, the tasks that read loom's stdin (all, 0, 0-3), or "
+                  "none (/dev/null); loom run: 0 by default, loom submit: none");
   sub->add_option("--dependency", o.dependency,
                   "Hold the job until TYPE:ID[:ID...][,...] is met: afterok, afterany, afternotok, after "
                   "(started) or singleton (repeatable)")
