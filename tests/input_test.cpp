@@ -101,6 +101,39 @@ TEST_F(Input, SubmittedJobsReadNothingUnlessAttachSendsIt) {
   EXPECT_EQ(r.out, "typed later\ndone\n");
 }
 
+// --input=none: the tasks read /dev/null, and loom run reads nothing of
+// ours. A closed stdin is /dev/null too. What follows loom run in a
+// pipeline reads the rest of the pipe as it was (blocking).
+TEST_F(Input, NoneAClosedStdinAndWhatComesAfter) {
+  auto none = sh("echo x | loom run --input=none sh -c 'cat; echo end'");
+  EXPECT_EQ(none.code, 0) << show(none);
+  EXPECT_EQ(none.out, "end\n");
+  auto closed = sh("loom run sh -c 'cat; echo end' <&-");
+  EXPECT_EQ(closed.code, 0) << show(closed);
+  EXPECT_EQ(closed.out, "end\n");
+  // The rest comes after loom run is gone: cat must find the pipe blocking.
+  auto after = sh("(loom job wait-event --help >/dev/null; sleep 0.5; echo late) | { loom run true; cat; }");
+  EXPECT_EQ(after.code, 0) << show(after);
+  EXPECT_EQ(after.out, "late\n");
+}
+
+// The input eventlog is the user's to write: entries of any shape are
+// passed over, and the job reads what is well formed.
+TEST_F(Input, MalformedInputEntriesArePassedOver) {
+  std::string id = submit_job({"--input=0", "sh", "-c", "cat; echo done"});
+  wait_event(id, "start");
+  std::string junk =
+      "{\"name\":5}\n{\"name\":\"data\",\"context\":{\"stream\":7}}\n"
+      "{\"name\":\"data\",\"context\":{\"stream\":\"stdin\",\"data\":\"x\",\"encoding\":[]}}\nnot json\n";
+  auto put = loom({"rpc", "kvs.commit",
+                   dump_json(Json{{"namespace", "job-" + std::to_string(num(id))},
+                                  {"ops", {{{"op", "append"}, {"key", "input"}, {"value", junk}}}}})});
+  ASSERT_EQ(put.code, 0) << show(put);
+  auto r = sh("echo fine | loom job attach --stdin " + id);
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_EQ(r.out, "xfine\ndone\n");
+}
+
 // A job that reads nothing ends as it would, however much is sent.
 TEST_F(Input, AJobThatReadsNoInputEndsWhileInputKeepsComing) {
   auto r = sh("yes | loom run true");
@@ -111,14 +144,17 @@ TEST_F(Input, AJobThatReadsNoInputEndsWhileInputKeepsComing) {
 // jobspec sent to the job manager directly is refused too.
 TEST_F(Input, BadInputOptionsAreRefusedAtSubmit) {
   auto beyond = loom({"run", "-n2", "--input=5", "cat"});
-  EXPECT_EQ(beyond.code, 1);
+  EXPECT_EQ(beyond.code, 2);
   EXPECT_EQ(beyond.err, "loom run: jobspec: shell.options.input: task 5 is not one of the job's 2 tasks\n");
   auto missing = loom({"submit", "--input=" + dir + "/nosuch", "cat"});
-  EXPECT_EQ(missing.code, 1);
+  EXPECT_EQ(missing.code, 2);
   EXPECT_EQ(missing.err,
-            "loom submit: --input: \"" + dir + "/nosuch\" is neither a file nor task ranks (all, 0, 0-3)\n");
+            "loom submit: --input: \"" + dir + "/nosuch\" is neither a file nor task ranks (all, 0, 0-3) nor none\n");
+  auto empty = loom({"run", "--input", "", "cat"});
+  EXPECT_EQ(empty.code, 2);
+  EXPECT_EQ(empty.err, "loom run: --input: \"\" is neither a file nor task ranks (all, 0, 0-3) nor none\n");
   auto bogus = loom({"submit", R"(--setattr=shell.options.input={"type":"bogus"})", "cat"});
-  EXPECT_EQ(bogus.code, 1);
+  EXPECT_EQ(bogus.code, 2);
   EXPECT_EQ(bogus.err, "loom submit: jobspec: shell.options.input: unknown type \"bogus\" (kvs or file)\n");
   auto dry = loom({"submit", "--dry-run", "cat"});
   ASSERT_EQ(dry.code, 0) << show(dry);
