@@ -262,7 +262,10 @@ void Shell::open_output_files(const Json& sys, JobId id, const std::string& node
                                      {"{{id.f58}}", encode_f58(id)},
                                      {"{{id.dec}}", std::to_string(id.value())},
                                      {"{{node}}", node}}) {
-      for (size_t at; (at = path.find(key)) != std::string::npos;) path.replace(at, key.size(), value);
+      // (On after what was put in: a host name may hold anything.)
+      for (size_t at = 0; (at = path.find(key, at)) != std::string::npos; at += value.size()) {
+        path.replace(at, key.size(), value);
+      }
     }
     if (!path.empty() && path[0] != '/' && !cwd.empty()) path = cwd + "/" + path;
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
