@@ -7,6 +7,7 @@
 
 #include <pwd.h>
 
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <optional>
@@ -37,7 +38,7 @@ std::string seconds(double s) {
   if (s < 60) {
     std::snprintf(buf, sizeof buf, "%.3fs", s);
   } else {
-    long t = static_cast<long>(s + 0.5);
+    long t = std::lround(s);
     if (t >= 86400) {
       std::snprintf(buf, sizeof buf, "%ld-%02ld:%02ld:%02ld", t / 86400, (t / 3600) % 24, (t / 60) % 60, t % 60);
     } else {
