@@ -717,10 +717,15 @@ int Shell::run() {
   if (::write(1, first_line.data(), first_line.size()) == static_cast<ssize_t>(first_line.size())) {
     report_written_ = first_line.size();
   }
-  // Two pipes and a pidfd per task: many tasks need more descriptors than
-  // a default soft limit allows (the hard limit is ours to take).
+  // Two pipes and a pidfd per task, and the end we write of the stdin pipe
+  // of each task that reads the job's input: many tasks need more
+  // descriptors than a default soft limit allows (the hard limit is ours
+  // to take).
   rlimit nofile{};
-  rlim_t needed = 4 * static_cast<rlim_t>(count) + 64;  // and the stdin pipe's end we write
+  rlim_t needed = 3 * static_cast<rlim_t>(count) + 64;
+  for (int i = 0; i < count; ++i) {
+    if (js->input.kind == InputSpec::Kind::kKvs && js->input.reads(first + i)) ++needed;
+  }
   if (::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < needed) {
     if (nofile.rlim_max < needed) {
       return cannot_start(0, std::to_string(count) + " tasks on rank " + std::to_string(my_rank) + " need " +
