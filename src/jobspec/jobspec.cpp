@@ -78,6 +78,27 @@ Status parse_slot(const Json& slot, Jobspec& js, std::string& label) {
   return {};
 }
 
+// attributes.system.batch into js (after the tasks, whose count it checks).
+Status parse_batch(const Json& batch, Jobspec& js) {
+  if (!batch.is_object()) return bad("batch must be an object {\"script\": TEXT}");
+  for (const auto& [key, value] : batch.items()) {
+    if (key != "script") return bad("unknown key " + quote_input("batch." + key) + " (batch has script only)");
+  }
+  auto script = batch.find("script");
+  if (script == batch.end() || !script->is_string()) return bad("batch.script must be the script's text");
+  const std::string& text = script->get_ref<const std::string&>();
+  if (text.size() > kMaxScript) {
+    return bad("batch.script is " + std::to_string(text.size()) + " bytes (at most " + std::to_string(kMaxScript) +
+               ")");
+  }
+  if (!text.starts_with("#!")) return bad("batch.script must start with #! and the interpreter to run it with");
+  if (text.find('\0') != std::string::npos) return bad("batch.script holds a NUL byte");
+  if (js.ntasks != 1) return bad("a batch job runs one task (count {\"total\": 1}), not " + std::to_string(js.ntasks));
+  js.batch = true;
+  js.script = text;
+  return {};
+}
+
 }  // namespace
 
 Result<Jobspec> parse_jobspec_text(std::string_view text) {
@@ -157,7 +178,10 @@ Result<Jobspec> parse_jobspec(const Json& j) {
                  " slots");
     }
     js.ntasks = static_cast<uint32_t>(t.get<int64_t>());
-    if (js.nnodes > 0 && js.ntasks < js.nnodes) {
+    // A batch job runs one task (its script) on the first of its nodes.
+    bool batch = j.contains("attributes") && j["attributes"].is_object() && j["attributes"].contains("system") &&
+                 j["attributes"]["system"].is_object() && j["attributes"]["system"].contains("batch");
+    if (js.nnodes > 0 && js.ntasks < js.nnodes && !(batch && js.ntasks == 1)) {
       return bad("total task count " + std::to_string(js.ntasks) + " is less than the " + std::to_string(js.nnodes) +
                  " nodes");
     }
@@ -193,6 +217,17 @@ Result<Jobspec> parse_jobspec(const Json& j) {
     auto slash = js.command[0].rfind('/');
     js.name = slash == std::string::npos ? js.command[0] : js.command[0].substr(slash + 1);
   }
+  if (auto it = sys.find("batch"); it != sys.end()) {
+    auto st = parse_batch(*it, js);
+    if (!st) return st.error();
+  }
+  if (auto it = sys.find("allocation"); it != sys.end()) {
+    bool positive =
+        it->is_number_unsigned() ? it->get<uint64_t>() > 0 : it->is_number_integer() && it->get<int64_t>() > 0;
+    if (!positive) return bad("allocation must be a job id (a number)");
+    if (js.batch) return bad("a batch job cannot be a step of another allocation");
+    js.allocation = it->get<uint64_t>();
+  }
   auto input = parse_input_spec(sys);
   if (!input.ok()) return bad(input.error().text);
   js.input = std::move(*input);
@@ -210,9 +245,10 @@ Status check_system_keys(const Json& jobspec) {
   if (sys == attrs->end() || !sys->is_object()) return {};
   for (const auto& [key, value] : sys->items()) {
     if (std::find(kSystemAttributes.begin(), kSystemAttributes.end(), key) != kSystemAttributes.end()) continue;
-    return Error{EINVAL, "unknown attribute " + quote_input("attributes.system." + key) +
-                             " (loom reads duration, cwd, environment, job, shell, exec and dependencies; "
-                             "anything else goes under attributes.user)"};
+    return Error{EINVAL,
+                 "unknown attribute " + quote_input("attributes.system." + key) +
+                     " (loom reads duration, cwd, environment, job, shell, exec, dependencies, batch and allocation; "
+                     "anything else goes under attributes.user)"};
   }
   return {};
 }

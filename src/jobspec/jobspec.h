@@ -4,7 +4,8 @@
 //              node>slot>core, node>slot>(core,gpu)   with integer counts
 //   tasks:     one task {command: [..], slot: LABEL, count: {per_slot: 1} | {total: N}}
 //   attributes.system: duration (seconds, required, 0 = none), cwd,
-//              environment, job.name, ... ; attributes.user: anything
+//              environment, job.name, batch, allocation, ... ;
+//              attributes.user: anything
 //   version:   1
 #pragma once
 
@@ -35,15 +36,28 @@ struct Jobspec {
   std::string cwd;
   std::string name;  // attributes.system.job.name, else basename of command[0]
   InputSpec input;   // attributes.system.shell.options.input (jobspec/input.h)
+  // attributes.system.batch.script: the job is an allocation (loom batch,
+  // loom alloc) whose one task runs this script on its first rank; its
+  // steps share its resources (docs/steps.md). Its task count is 1 however
+  // many nodes it holds.
+  bool batch = false;
+  std::string script;
+  // attributes.system.allocation: the job is a step of the allocation with
+  // this id (0: it is not), placed in that job's resources rather than by
+  // the scheduler.
+  uint64_t allocation = 0;
 };
 
 Result<Jobspec> parse_jobspec(const Json& j);
 Result<Jobspec> parse_jobspec_text(std::string_view text);
 
 // The keys of attributes.system that loom reads: duration, cwd, environment,
-// job (name), shell (options), exec (test) and dependencies (RFC 26).
-inline constexpr std::array<std::string_view, 7> kSystemAttributes = {"duration", "cwd",  "environment", "job",
-                                                                      "shell",    "exec", "dependencies"};
+// job (name), shell (options), exec (test), dependencies (RFC 26), batch
+// and allocation (docs/steps.md).
+inline constexpr std::array<std::string_view, 9> kSystemAttributes = {
+    "duration", "cwd", "environment", "job", "shell", "exec", "dependencies", "batch", "allocation"};
+// The most bytes a batch script may have.
+inline constexpr size_t kMaxScript = size_t{1} << 20;
 // EINVAL naming the first key of attributes.system that loom does not know:
 // an attribute it would not act on is refused at submit rather than
 // ignored. Not part of parse_jobspec, so that jobs stored before a key was

@@ -137,3 +137,52 @@ TEST(Jobspec, ErrorsQuoteTheInputOnOneLine) {
 }
 
 }  // namespace loom
+
+namespace loom {
+
+// A batch job (docs/steps.md): one task, its script, on the first of its
+// nodes; a step names its allocation.
+TEST(Jobspec, BatchJobsRunOneScriptAndStepsNameTheirAllocation) {
+  Json j = valid();
+  j["tasks"][0]["count"] = Json{{"total", 1}};
+  j["attributes"]["system"]["batch"] = Json{{"script", "#!/bin/sh\necho hi\n"}};
+  auto js = parse_jobspec(j);
+  ASSERT_TRUE(js.ok()) << js.error().text;
+  EXPECT_TRUE(js->batch);
+  EXPECT_EQ(js->ntasks, 1u);
+  EXPECT_EQ(js->nnodes, 2u);
+  EXPECT_EQ(js->script, "#!/bin/sh\necho hi\n");
+  EXPECT_EQ(js->allocation, 0u);
+  EXPECT_TRUE(check_system_keys(j));
+
+  auto with = [&](auto edit) {
+    Json b = j;
+    edit(b);
+    return why(b);
+  };
+  EXPECT_NE(with([](Json& b) { b["attributes"]["system"]["batch"]["script"] = "echo hi\n"; }).find("#!"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& b) { b["attributes"]["system"]["batch"] = "x"; }).find("batch must be an object"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& b) { b["attributes"]["system"]["batch"]["other"] = 1; }).find("batch.other"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& b) { b["tasks"][0]["count"] = Json{{"per_slot", 1}}; }).find("one task"), std::string::npos);
+  // Without batch, one task on two nodes is refused as before.
+  EXPECT_NE(with([](Json& b) { b["attributes"]["system"].erase("batch"); }).find("less than the 2 nodes"),
+            std::string::npos);
+  EXPECT_NE(with([](Json& b) { b["attributes"]["system"]["allocation"] = 5; }).find("cannot be a step"),
+            std::string::npos);
+
+  Json step = valid();
+  step["attributes"]["system"]["allocation"] = 1234;
+  auto s = parse_jobspec(step);
+  ASSERT_TRUE(s.ok()) << s.error().text;
+  EXPECT_EQ(s->allocation, 1234u);
+  EXPECT_FALSE(s->batch);
+  step["attributes"]["system"]["allocation"] = "ƒ1";
+  EXPECT_NE(why(step).find("allocation must be a job id"), std::string::npos);
+  step["attributes"]["system"]["allocation"] = 0;
+  EXPECT_NE(why(step).find("allocation must be a job id"), std::string::npos);
+}
+
+}  // namespace loom
