@@ -61,6 +61,7 @@
 #include <cstdio>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -125,7 +126,15 @@ class Shell {
         c_(std::move(c)),
         info_(std::move(info)),
         user_(std::move(user)) {}
+  ~Shell() {
+    // A batch script's copy goes with us.
+    if (!script_dir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(script_dir_, ignored);
+    }
+  }
   int run();
+  Result<std::string> write_script(const std::string& text, const std::vector<std::string>& env);
   int cannot_start(int from, const std::string& why);
   int wait_tasks();
 
@@ -139,6 +148,7 @@ class Shell {
   std::optional<JobUser> user_;  // the job's user, when we became it (not the broker's uid)
   std::string cgroup_;           // the job's cgroup, which we joined ("" without: our process group)
   std::string id_text_;
+  std::string script_dir_;  // where a batch job's script was written ("" for other jobs)
   uint32_t rank_ = 0;
   double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
   bool adopted_ = false;                // by a broker that is not our parent: tell it our exit
@@ -668,6 +678,12 @@ int Shell::run() {
   open_output_files(sys, id, node, cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
+  if (js->batch) {
+    // Inside a batch job, loom run and loom submit place their work in its
+    // allocation (docs/steps.md).
+    std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_ALLOCATION="); });
+    env.push_back("LOOM_ALLOCATION=" + encode_f58(id));
+  }
   env.push_back("LOOM_JOB_SIZE=" + std::to_string(js->ntasks));
   env.push_back("LOOM_JOB_NNODES=" + std::to_string(R->ranks().size()));
   env.push_back("LOOM_JOB_RANKS=" + R->rank_set().encode());
@@ -746,6 +762,15 @@ int Shell::run() {
     }
     SpawnSpec spec;
     spec.argv = js->command;
+    if (js->batch) {
+      // The script as it was submitted, not the file it came from.
+      auto path = write_script(js->script, env);
+      if (!path.ok()) {
+        for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
+        return cannot_start(i, path.error().text);
+      }
+      spec.argv[0] = *path;
+    }
     spec.env = env;
     spec.env.push_back("LOOM_TASK_RANK=" + std::to_string(t.rank));
     spec.env.push_back("PMI_RANK=" + std::to_string(t.rank));
@@ -816,6 +841,37 @@ Status bind_to_cores(const IdSet& cores) {
     return Error{errno, std::string("cannot bind the tasks to their cores: ") + std::strerror(errno)};
   }
   return {};
+}
+
+// A batch job's script in a file its task can run: a directory of its own
+// (0700) under the job's TMPDIR, else /tmp, made by the job's user (us),
+// and removed when the shell ends.
+Result<std::string> Shell::write_script(const std::string& text, const std::vector<std::string>& env) {
+  std::string tmp = "/tmp";
+  for (const auto& e : env) {
+    if (e.starts_with("TMPDIR=") && e.size() > 7) tmp = e.substr(7);
+  }
+  std::string pattern = tmp + "/loom-" + id_text_ + "-XXXXXX";
+  if (::mkdtemp(pattern.data()) == nullptr) {
+    return Error{errno, "cannot make a directory for the batch script in " + tmp + ": " + std::strerror(errno)};
+  }
+  script_dir_ = pattern;
+  std::string path = script_dir_ + "/script";
+  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
+  if (fd < 0) return Error{errno, "cannot write the batch script " + path + ": " + std::strerror(errno)};
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      int e = errno;
+      ::close(fd);
+      return Error{e, "cannot write the batch script " + path + ": " + std::strerror(e)};
+    }
+    done += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return path;
 }
 
 // Not every task could be started (from task `from` on): the job fails
