@@ -7,6 +7,7 @@
 //   requests.cpp     the job-manager.* requests of users and the owner
 //   info.cpp         the job-info.* service
 //   depend.cpp       the DEPEND state: dependencies (dependencies.h)
+//   steps.cpp        job steps inside batch and alloc jobs (step_space.h)
 // Only these files include it.
 #pragma once
 
@@ -33,6 +34,7 @@
 #include "job_manager/dependencies.h"
 #include "job_manager/job.h"
 #include "job_manager/job_manager.h"
+#include "job_manager/step_space.h"
 #include "job_manager/submit_rules.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"
@@ -104,6 +106,12 @@ struct JobManager::Impl {
     std::string nodelist;
     Json annotations;              // from the scheduler, while pending
     std::vector<Dependency> deps;  // from the jobspec, while active
+    // docs/steps.md: a batch or alloc job (an allocation), and its steps
+    // that may still hold some of it (active, not yet freed); or, for a
+    // step, the id of its allocation.
+    bool batch = false;
+    std::set<JobId> steps;
+    uint64_t allocation = 0;
     // Side effects in flight.
     bool alloc_pending = false;  // sched.alloc sent, no final answer yet
     bool cancel_sent = false;    // sched.cancel sent for that alloc
@@ -217,6 +225,28 @@ struct JobManager::Impl {
   void recheck_dependencies();
   // Whether the sender of `m` may make a job depend on `id`.
   Status may_depend_on(const Message& m, JobId id) const;
+
+  // --- job steps (steps.cpp) ---
+  // Each allocation's resources as its steps share them, built when first
+  // needed (after a restart, from what its steps hold).
+  std::map<JobId, StepSpace> step_spaces_;
+  // Allocations whose steps gave something back or ended this turn.
+  std::set<JobId> steps_changed_;
+  OncePerTurn steps_turn_{io_, [this] { steps_changed(); }};
+  // Whether the sender of `m` may place `spec` in the allocation it names.
+  Status check_step(const Message& m, const Jobspec& spec);
+  Job* allocation_of(const Job& step);
+  StepSpace& space_of(Job& allocation);
+  // A step in SCHED: placed in its allocation if there is room.
+  void place_step(Job& step);
+  // Like send_free, for a step: back to its allocation.
+  void free_step(Job& step, const ResourceSet& r, bool final);
+  // The step holds nothing of its allocation any more.
+  void step_gone(Job& step);
+  // Cancels the allocation's steps that are still active; true while some
+  // still hold resources (the allocation waits for them).
+  bool end_steps(Job& allocation);
+  void steps_changed();
 
   // --- scheduler ---
   void send_alloc(Job& j);

@@ -211,6 +211,8 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
     j.ntasks = spec->ntasks;
     j.nnodes = spec->nnodes;
     j.duration = spec->duration;
+    j.batch = spec->batch;
+    j.allocation = spec->allocation;
     if (j.rec.allocated) {
       auto R = ResourceSet::parse_text(t[2]);
       if (!R.ok()) {
@@ -235,6 +237,11 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
     jobs_.emplace(id, std::move(j));
   }
   fluid_->restore(last);
+  // Each allocation knows its steps that may still hold some of it.
+  for (auto& [id, j] : jobs_) {
+    if (!j.allocation || !is_active(j.rec.state) || j.rec.freed) continue;
+    if (Job* a = allocation_of(j)) a->steps.insert(id);
+  }
   for (auto& [id, j] : jobs_) {
     if (j.rec.state == JobState::kInactive) inactive_order_.push_back(id);
   }
@@ -311,6 +318,9 @@ void JobManager::Impl::advance(Job& j) {
         send_start(j);
         return;
       case JobState::kCleanup:
+        // An allocation's steps end with it, and it gives nothing back
+        // while they still hold some of it.
+        if (j.batch && !j.steps.empty() && end_steps(j)) return;
         if (j.alloc_pending) {
           // The scheduler may be allocating right now: wait for its answer.
           if (!j.cancel_sent && sched_connected_) {
@@ -341,6 +351,7 @@ void JobManager::Impl::advance(Job& j) {
 }
 
 void JobManager::Impl::on_inactive(Job& j) {
+  if (j.allocation) step_gone(j);
   j.jobspec = std::string();
   j.R = ResourceSet{};
   j.annotations = nullptr;

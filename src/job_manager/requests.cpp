@@ -39,10 +39,6 @@ void JobManager::Impl::submit(const Message& m) {
   auto payload = payload_json(m);
   if (!payload.ok()) return h_.respond_error(m, payload.error());
   const Json* p = payload->get();
-  if (!submit_enabled_) {
-    return h_.respond_error(m, EAGAIN,
-                            "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
-  }
   Json single;
   const Json* jobs = &single;
   if (auto it = p->find("jobs"); it != p->end()) {
@@ -91,6 +87,11 @@ void JobManager::Impl::submit(const Message& m) {
     if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
+    // A step goes into its allocation (steps.cpp), which must be the
+    // sender's, running, and big enough.
+    if (spec->allocation) {
+      if (auto st = check_step(m, *spec); !st) return h_.respond_error(m, st.error().code, where + st.error().text);
+    }
     // A job runs as its user (docs/security.md): brokers that cannot switch
     // users refuse the jobs of anyone but the owner, unless the job runs
     // nothing. The user is the broker's stamp, never the payload's.
@@ -110,18 +111,28 @@ void JobManager::Impl::submit(const Message& m) {
     texts.push_back(std::move(text));
     urgencies.push_back(static_cast<uint32_t>(*u));
   }
+  // Steps work inside allocations already made: a queue closed to new
+  // work (a drain) does not stop them.
+  bool all_steps = std::all_of(specs.begin(), specs.end(), [](const Jobspec& s) { return s.allocation != 0; });
+  if (!submit_enabled_ && !all_steps) {
+    return h_.respond_error(m, EAGAIN,
+                            "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
+  }
   // Ask the scheduler whether this instance could ever run them, so that
-  // an impossible request is refused now rather than denied later.
+  // an impossible request is refused now rather than denied later (steps
+  // were checked against their allocations).
   Json check = Json::array();
   std::map<std::string, size_t> seen;  // identical resource requests are checked once
   std::vector<size_t> index;
   for (size_t i = 0; i < specs.size(); ++i) {
+    if (specs[i].allocation) continue;
     std::string key = dump_json(specs[i].raw["resources"]) + dump_json(specs[i].raw["tasks"]);
     if (seen.emplace(key, i).second) {
       check.push_back(specs[i].raw);
       index.push_back(i);
     }
   }
+  if (check.empty()) return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies));
   h_.rpc("sched.feasibility", Json{{"jobspecs", std::move(check)}}, {},
          [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
           index = std::move(index), n = items.size()](const Message& r) mutable {
@@ -144,7 +155,8 @@ void JobManager::Impl::submit(const Message& m) {
 
 void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
                                       std::vector<uint32_t> urgencies) {
-  if (!submit_enabled_) {
+  if (!submit_enabled_ &&
+      !std::all_of(specs.begin(), specs.end(), [](const Jobspec& s) { return s.allocation != 0; })) {
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
   }
@@ -177,6 +189,9 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     j.ntasks = specs[i].ntasks;
     j.nnodes = specs[i].nnodes;
     j.duration = specs[i].duration;
+    j.batch = specs[i].batch;
+    j.allocation = specs[i].allocation;
+    if (Job* a = j.allocation ? allocation_of(j) : nullptr) a->steps.insert(id);
     j.jobspec = std::move(texts[i]);
     commit_op(Json{{"op", "put"}, {"key", kvs_key::job_jobspec(id)}, {"value", j.jobspec}});
     (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
@@ -209,6 +224,7 @@ Json JobManager::Impl::describe(const Job& j) const {
   if (r.finished) d["status"] = r.finish_status;
   if (r.fatal_exception) d["exception"] = Json{{"type", r.exception_type}, {"note", r.exception_note}};
   if (!j.annotations.is_null()) d["annotations"] = j.annotations;
+  if (j.allocation) d["allocation"] = j.allocation;
   if (r.state == JobState::kDepend && !r.deps_pending.empty()) d["dependencies"] = r.deps_pending;
   if (r.state == JobState::kCleanup && r.allocated && !r.freed) {
     d["ranks_held"] = j.R.rank_set().subtract(r.released).encode();

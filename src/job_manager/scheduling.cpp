@@ -6,6 +6,7 @@ namespace loom {
 // ---------------------------------------------------------------- scheduler
 
 void JobManager::Impl::send_alloc(Job& j) {
+  if (j.allocation) return place_step(j);  // never the scheduler's
   if (j.alloc_pending || !sched_ready_ || !sched_started_ || stopping_ || j.rec.priority <= 0) return;
   if (sched_limited_ && allocs_outstanding_ >= sched_limit_) return;
   j.alloc_pending = true;
@@ -16,6 +17,17 @@ void JobManager::Impl::send_alloc(Job& j) {
 }
 
 void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
+  if (j.allocation) return free_step(j, r, final);
+  // An allocation keeps all it has, for its steps, until it is done: then
+  // all of it goes back at once.
+  if (j.batch) {
+    if (!final) return;
+    step_spaces_.erase(j.id);
+    if (!sched_connected_) return;
+    Json req{{"id", j.id.value()}, {"R", j.R.to_json()}, {"final", true}};
+    h_.send_matchless("sched.free", std::move(req));
+    return;
+  }
   // A scheduler that has not said hello yet learns the allocations from
   // its hello, which leaves freed jobs out: nothing to tell it now.
   if (!sched_connected_) return;
@@ -132,10 +144,12 @@ void JobManager::Impl::sched_hello(const Message& m) {
   for (auto& [id, j] : jobs_) {
     j.alloc_pending = false;
     j.cancel_sent = false;
-    if (!j.rec.allocated || j.rec.freed || !is_active(j.rec.state)) continue;
+    if (!j.rec.allocated || j.rec.freed || !is_active(j.rec.state) || j.allocation) continue;
+    // An allocation holds what its execution released until it is freed.
+    IdSet released = j.batch ? IdSet{} : j.rec.released_all ? j.R.rank_set() : j.rec.released;
     Json r{{"id", id.value()},       {"priority", std::max<int64_t>(j.rec.priority, 0)},
            {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit},
-           {"R", j.R.to_json()},     {"free", (j.rec.released_all ? j.R.rank_set() : j.rec.released).encode()}};
+           {"R", j.R.to_json()},     {"free", released.encode()}};
     h_.respond(m, r);
   }
   h_.respond_error(m, ENODATA, "");
@@ -160,7 +174,7 @@ void JobManager::Impl::sched_ready(const Message& m) {
   sched_limit_ = static_cast<uint32_t>(*limit);
   sched_ready_ = true;
   size_t count = 0;
-  for (auto& [id, j] : jobs_) count += j.rec.state == JobState::kSched;
+  for (auto& [id, j] : jobs_) count += j.rec.state == JobState::kSched && !j.allocation;
   h_.respond(m, Json{{"count", count}});
   offer_pending();
 }

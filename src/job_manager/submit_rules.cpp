@@ -52,7 +52,8 @@ Status check_system_attributes(const Json& jobspec, bool owner, const SubmitRule
     }
     return Error{EPERM,
                  "only the instance owner may set attributes.system." + key +
-                     " (users set duration, cwd, environment, job, shell and dependencies; anything else goes under "
+                     " (users set duration, cwd, environment, job, shell, dependencies, batch and allocation; anything "
+                     "else goes under "
                      "attributes.user)"};
   }
   return {};

@@ -30,8 +30,8 @@ inline constexpr size_t kDefaultJobspecSizeLimit = size_t{1} << 20;  // 1 MiB
 inline constexpr size_t kMaxJobspecSizeLimit = size_t{16} << 20;
 
 // The top-level keys of attributes.system any user may set.
-inline constexpr std::array<std::string_view, 6> kUserSystemAttributes = {"duration", "cwd",   "environment",
-                                                                          "job",      "shell", "dependencies"};
+inline constexpr std::array<std::string_view, 8> kUserSystemAttributes = {
+    "duration", "cwd", "environment", "job", "shell", "dependencies", "batch", "allocation"};
 
 struct SubmitRules {
   size_t jobspec_size_limit = kDefaultJobspecSizeLimit;  // bytes of jobspec text
