@@ -26,6 +26,8 @@ int main(int argc, char** argv) {
   loom::cli::add_kvs_command(app, run);
   loom::cli::add_submit_command(app, run);
   loom::cli::add_run_command(app, run);
+  loom::cli::add_batch_command(app, run);
+  loom::cli::add_alloc_command(app, run);
   loom::cli::add_jobs_command(app, run);
   loom::cli::add_cancel_command(app, run);
   loom::cli::add_job_command(app, run);

@@ -104,6 +104,8 @@ void add_status_command(CLI::App& app, Runner& run);
 void add_kvs_command(CLI::App& app, Runner& run);
 void add_submit_command(CLI::App& app, Runner& run);
 void add_run_command(CLI::App& app, Runner& run);
+void add_batch_command(CLI::App& app, Runner& run);
+void add_alloc_command(CLI::App& app, Runner& run);
 void add_jobs_command(CLI::App& app, Runner& run);
 void add_cancel_command(CLI::App& app, Runner& run);
 void add_job_command(CLI::App& app, Runner& run);

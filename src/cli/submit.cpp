@@ -11,6 +11,8 @@
 // it exits as a shell would (the tasks' largest exit code, 128+N for a
 // task killed by signal N, 1 for a job that failed without a status); the
 // exception that ended it goes to stderr.
+#include "cli/submit.h"
+
 #include <fnmatch.h>
 #include <unistd.h>
 
@@ -31,30 +33,6 @@ namespace loom::cli {
 namespace {
 
 constexpr size_t kSubmitBatch = 4096;
-
-struct SubmitOpts {
-  uint32_t nodes = 0;
-  uint32_t tasks = 0;
-  uint32_t cores = 1;
-  uint32_t gpus = 0;
-  bool exclusive = false;
-  std::string time_limit;
-  int urgency = 16;
-  std::string cc;
-  std::string name;
-  std::string cwd;
-  std::vector<std::string> setattr;
-  std::vector<std::string> env;
-  std::vector<std::string> env_remove;
-  std::vector<std::string> env_file;
-  bool dry_run = false;
-  bool label = false;
-  std::string output;
-  std::string error;
-  std::string input = "none";  // --input: FILE, "all", task ranks or "none"
-  std::vector<std::string> command;
-  std::vector<std::string> dependency;  // --dependency, as given
-};
 
 // --input: the tasks' stdin (src/shell/input.h). Task ranks ("all", "0",
 // "0-3") read what `loom run` (or `loom job attach --stdin`) sends; "none"
@@ -163,6 +141,8 @@ Result<std::string> expand_output_template(const std::string& path, const std::s
   }
 }
 
+}  // namespace
+
 Result<Json> make_jobspec(const SubmitOpts& o) {
   JobRequest r;
   r.nodes = o.nodes;
@@ -193,6 +173,19 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   r.environment = std::move(env);
   auto js = build_jobspec(r);
   if (!js.ok()) return js.error();
+  Json& system = (*js)["attributes"]["system"];
+  if (!o.script.empty()) {
+    // One task, the script, on the first node: the rest is for its steps.
+    (*js)["tasks"][0]["count"] = Json{{"total", 1}};
+    system["batch"] = Json{{"script", o.script}};
+  } else if (const char* within = std::getenv("LOOM_ALLOCATION"); within && *within) {
+    auto id = job_arg(within);
+    if (!id.ok()) {
+      return Error{EINVAL, "LOOM_ALLOCATION=" + std::string(within) +
+                               " is not a job id (unset it to submit to the whole instance)"};
+    }
+    system["allocation"] = id->value();
+  }
   // Output to files instead of the job's output eventlog: the shells write
   // there ({{id}} is the job id; {{cc}} is filled in per copy below).
   Json output = Json::object();
@@ -347,7 +340,7 @@ int run_run(const SubmitOpts& o) {
 }
 
 // The options submit and run share.
-void add_job_options(CLI::App* sub, SubmitOpts& o) {
+void add_job_options(CLI::App* sub, SubmitOpts& o, bool command) {
   sub->add_option("-N,--nodes", o.nodes, "Number of nodes (ranks)")->check(CLI::Range(1u, 1u << 20));
   sub->add_option("-n,--ntasks", o.tasks, "Number of tasks (default: one per node, else 1)")
       ->check(CLI::Range(1u, 1u << 24));
@@ -395,11 +388,10 @@ void add_job_options(CLI::App* sub, SubmitOpts& o) {
                   "Hold the job until TYPE:ID[:ID...][,...] is met: afterok, afterany, afternotok, after "
                   "(started) or singleton (repeatable)")
       ->allow_extra_args(false);
+  if (!command) return;
   sub->add_option("command", o.command, "The command and its arguments")->required();
   sub->positionals_at_end(true);
 }
-
-}  // namespace
 
 void add_run_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<SubmitOpts>();
@@ -422,7 +414,13 @@ void add_submit_command(CLI::App& app, Runner& run) {
   sub->footer(
       "Examples:\n  loom submit -N2 -n4 hostname\n  loom submit --cc=1-1000 -t 5m ./work\n"
       "  loom submit --setattr=exec.test='{\"run_duration\":\"1s\"}' true");
-  sub->callback([o, &run] { run = [o] { return run_submit(*o); }; });
+  // A script's #LOOM directives count as for loom batch (batch.cpp).
+  sub->callback([o, sub, &run] {
+    run = [o, sub] {
+      if (auto st = apply_directives(sub, o->command[0]); !st) return fail("submit", st.error(), kExitUsage);
+      return run_submit(*o);
+    };
+  });
 }
 
 }  // namespace loom::cli
