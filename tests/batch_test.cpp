@@ -1,0 +1,275 @@
+// Batch jobs, allocations and their steps (docs/steps.md), end to end on a
+// real instance of 4 ranks of 2 cores: `loom batch` runs a script once on
+// the first rank of its allocation, with #LOOM directives; `loom alloc`
+// holds one while a command runs here; inside either, `loom run` and
+// `loom submit` place steps in the allocation, without the scheduler.
+//
+// An allocation is held open by its script waiting on a FIFO of the test's
+// own (release() writes to it): no sleeps, every wait is on an event.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/fluid.h"
+#include "kit/exec.h"
+#include "kit/jobs.h"
+#include "kit/process.h"
+#include "msg/json.h"
+
+namespace loom::test {
+namespace {
+
+class Batch : public Exec {
+ protected:
+  std::string dir;
+  void SetUp() override {
+    Exec::SetUp();
+    dir = fresh_test_dir("batch");
+  }
+  void TearDown() override {
+    Exec::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+
+  std::string write_file(const std::string& name, const std::string& text, bool executable = true) {
+    std::string path = dir + "/" + name;
+    std::ofstream(path) << text;
+    if (executable) ::chmod(path.c_str(), 0755);
+    return path;
+  }
+  std::string read_file(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream s;
+    s << in.rdbuf();
+    return s.str();
+  }
+  std::string fifo(const std::string& name) {
+    std::string path = dir + "/" + name;
+    EXPECT_EQ(::mkfifo(path.c_str(), 0600), 0);
+    return path;
+  }
+  // Lets a script blocked reading `path` go on.
+  void release(const std::string& path) {
+    int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::write(fd, "go\n", 3), 3);
+    ::close(fd);
+  }
+  // `loom batch ARGS...` from the test's directory: the printed id.
+  std::string batch(std::vector<std::string> args) {
+    args.insert(args.begin(), "batch");
+    auto r = loom(args);
+    EXPECT_EQ(r.code, 0) << show(r);
+    return trim(r.out);
+  }
+  // An allocation of `args` held open until release(its fifo).
+  std::string hold_allocation(const std::string& name, std::vector<std::string> args) {
+    std::string gate = fifo(name + ".gate");
+    std::string script = write_file(name + ".sh", "#!/bin/sh\nread go < " + gate + "\n");
+    args.push_back("--output=" + dir + "/" + name + ".out");
+    args.push_back(script);
+    std::string id = batch(args);
+    wait_event(id, "start");
+    return id;
+  }
+  // `loom ARGS` as a step of allocation `a`.
+  CmdResult in(const std::string& a, const std::vector<std::string>& args) {
+    return loom(args, {{"LOOM_ALLOCATION", a}});
+  }
+  std::string ranks_of(const std::string& id) { return job(id).value("ranks", ""); }
+};
+
+// The issue's own scenario: a script with #LOOM -N2 and two `loom run`
+// steps runs them in its own allocation while the instance's queue is
+// stopped (nothing the scheduler places can start), and other jobs wait.
+TEST_F(Batch, ScriptStepsRunInItsOwnAllocationWhileOtherJobsWait) {
+  std::string gate = fifo("gate");
+  std::string loom_bin = bin("loom");
+  std::string script = write_file("job.sh",
+                                  "#!/bin/sh\n"
+                                  "#LOOM -N2\n"
+                                  "# a comment between directives\n"
+                                  "#LOOM --job-name=twosteps\n"
+                                  "read go < " +
+                                      gate +
+                                      "\n"
+                                      "echo \"script rank $LOOM_RANK size $LOOM_JOB_SIZE\"\n" +
+                                      loom_bin + " run -N2 -l sh -c 'echo step1 $LOOM_RANK'\n" + loom_bin +
+                                      " run -n4 -l sh -c 'echo step2 $LOOM_RANK'\n"
+                                      "#LOOM -N4 (after the first command: a comment)\n");
+  std::string out = dir + "/job.out";
+  std::string id = batch({"--output=" + out, script});
+  wait_event(id, "start");
+  std::string ranks = ranks_of(id);
+  EXPECT_EQ(job(id)["nnodes"], 2) << dump_json(job(id));
+  EXPECT_EQ(job(id)["name"], "twosteps");
+  ASSERT_EQ(loom({"queue", "stop"}).code, 0);
+  std::string other = submit_job({"-N1", "true"});
+  release(gate);
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED") << dump_json(job(id)) << read_file(out);
+  // The script ran once, on the first rank of the allocation; each step on
+  // the allocation's ranks.
+  std::string text = read_file(out);
+  std::string first = ranks.substr(0, ranks.find_first_of("-,"));
+  EXPECT_NE(text.find("script rank " + first + " size 1\n"), std::string::npos) << text;
+  EXPECT_EQ(text.find("script rank", text.find("script rank") + 1), std::string::npos) << text;
+  for (std::string step : {"step1", "step2"}) {
+    EXPECT_NE(text.find(step), std::string::npos) << text;
+  }
+  // The steps are jobs of their own, in the allocation, done.
+  auto r = loom({"jobs", "-a", "--json"});
+  auto all = parse_json(r.out);
+  ASSERT_TRUE(all.ok()) << r.out;
+  int steps = 0;
+  for (auto& j : *all) {
+    if (!j.contains("allocation")) continue;
+    ++steps;
+    EXPECT_EQ(j["allocation"], parse_jobid(id)->value());
+    EXPECT_EQ(j["result"], "COMPLETED");
+    EXPECT_EQ(j["ranks"], ranks) << dump_json(j);
+  }
+  EXPECT_EQ(steps, 2);
+  // The job the scheduler would place waited all along.
+  EXPECT_EQ(state(other), "SCHED");
+  ASSERT_EQ(loom({"queue", "start"}).code, 0);
+  wait_event(other, "clean");
+}
+
+TEST_F(Batch, TheCommandLineWinsOverDirectives) {
+  std::string script = write_file("n.sh", "#!/bin/sh\n#LOOM -N2 -t 30m\necho $LOOM_JOB_NNODES\n");
+  std::string out = dir + "/n.out";
+  std::string id = batch({"-N1", "--output=" + out, script});
+  wait_event(id, "clean");
+  EXPECT_EQ(read_file(out), "1\n");
+  EXPECT_EQ(job(id)["duration"], 1800.0);
+}
+
+TEST_F(Batch, BadScriptsAndDirectivesAreOneLineErrors) {
+  std::string bad = write_file("bad.sh", "#!/bin/sh\n#LOOM -N2\n#LOOM --bogus\ntrue\n");
+  auto r = loom({"batch", bad});
+  EXPECT_EQ(r.code, 2) << show(r);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("loom batch: " + bad + " line 3"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--bogus"), std::string::npos) << r.err;
+  // loom submit reads them too.
+  r = loom({"submit", bad});
+  EXPECT_EQ(r.code, 2) << show(r);
+  EXPECT_NE(r.err.find("loom submit: " + bad + " line 3"), std::string::npos) << r.err;
+
+  std::string plain = write_file("plain.sh", "echo no interpreter\n");
+  r = loom({"batch", plain});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("does not start with #!"), std::string::npos) << r.err;
+  r = loom({"batch", dir + "/nosuch.sh"});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_NE(r.err.find("cannot read"), std::string::npos) << r.err;
+  // Nothing was submitted.
+  EXPECT_EQ(trim(loom({"jobs", "-a", "-n", "-o", "{id}"}).out), "");
+}
+
+// Steps wait only for room in their allocation, in submit order, and never
+// run past it: when it ends, they are cancelled, and it gives its
+// resources back to the scheduler only after them.
+TEST_F(Batch, StepsWaitForRoomAndEndWithTheirAllocation) {
+  std::string a = hold_allocation("a", {"-N1"});
+  // Test execution mode: a step that runs until overridden or cancelled.
+  auto first = in(a, {"submit", "-n2", "--setattr=exec.test.run_duration=\"1h\"", "true"});
+  ASSERT_EQ(first.code, 0) << show(first);
+  std::string s1 = trim(first.out);
+  wait_event(s1, "start");
+  EXPECT_EQ(ranks_of(s1), ranks_of(a));
+  auto second = in(a, {"submit", "-n1", "--setattr=exec.test.run_duration=0", "true"});
+  ASSERT_EQ(second.code, 0) << show(second);
+  std::string s2 = trim(second.out);
+  settle();
+  EXPECT_EQ(state(s2), "SCHED");
+  auto listed = loom({"jobs", "-n", "-o", "{id} {state} {info}"});
+  EXPECT_NE(listed.out.find("waiting for room in allocation " + a), std::string::npos) << listed.out;
+  // The first one gives its cores back: the second runs.
+  ASSERT_EQ(loom({"cancel", s1}).code, 0);
+  wait_event(s2, "clean");
+  EXPECT_EQ(job(s2)["result"], "COMPLETED");
+
+  // A running step when its allocation ends: cancelled, and the allocation
+  // is freed after it.
+  auto third = in(a, {"submit", "-n2", "--setattr=exec.test.run_duration=\"1h\"", "true"});
+  ASSERT_EQ(third.code, 0) << show(third);
+  std::string s3 = trim(third.out);
+  wait_event(s3, "start");
+  release(dir + "/a.gate");
+  wait_event(a, "clean");
+  EXPECT_EQ(job(a)["result"], "COMPLETED");
+  EXPECT_EQ(job(s3)["result"], "CANCELED");
+  EXPECT_NE(job(s3)["exception"].value("note", "").find("allocation " + a + " ended"), std::string::npos);
+  auto alloc_log = eventlog(a);
+  auto step_log = eventlog(s3);
+  ASSERT_FALSE(named(alloc_log, "free").empty());
+  ASSERT_FALSE(named(step_log, "clean").empty());
+  EXPECT_GE(named(alloc_log, "free")[0]["timestamp"].get<double>(),
+            named(step_log, "clean")[0]["timestamp"].get<double>());
+  EXPECT_EQ(allocated_ranks(), "");
+  // Steps of an allocation that is over are refused.
+  auto late = in(a, {"submit", "true"});
+  EXPECT_EQ(late.code, 1) << show(late);
+  EXPECT_NE(late.err.find("is not running"), std::string::npos) << late.err;
+}
+
+TEST_F(Batch, AStepMustFitAndBelongToARunningAllocationOfItsUser) {
+  std::string a = hold_allocation("b", {"-N2"});
+  auto r = in(a, {"submit", "-N3", "true"});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_NE(r.err.find("allocation " + a), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("3 nodes"), std::string::npos) << r.err;
+  // A job that is not an allocation, and no job at all.
+  std::string plain = submit_job({"--setattr=exec.test.run_duration=\"1h\"", "true"});
+  r = in(plain, {"submit", "true"});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_NE(r.err.find("is not an allocation"), std::string::npos) << r.err;
+  r = in("nosuch", {"submit", "true"});
+  EXPECT_EQ(r.code, 2) << show(r);
+  EXPECT_NE(r.err.find("LOOM_ALLOCATION=nosuch is not a job id"), std::string::npos) << r.err;
+  // Another user's allocation (the owner may speak as another user).
+  r = loom({"submit", "true"}, {{"LOOM_ALLOCATION", a}, {"LOOM_HANDLE_USERID", std::to_string(::getuid() + 4242)}});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_NE(r.err.find("belongs to another user"), std::string::npos) << r.err;
+  ASSERT_EQ(loom({"cancel", plain}).code, 0);
+  release(dir + "/b.gate");
+  wait_event(a, "clean");
+}
+
+// loom alloc: the command runs here with the allocation's variables; its
+// steps run in the allocation; loom alloc exits as the command did, and
+// the allocation is given back.
+TEST_F(Batch, AllocRunsACommandHereHoldingTheAllocation) {
+  std::string loom_bin = bin("loom");
+  auto r = run_cmd({loom_bin, "alloc", "-N2", "sh", "-c",
+                    "echo alloc=$LOOM_ALLOCATION nodes=$LOOM_JOB_NNODES; " + loom_bin +
+                        " run -N2 -l printenv LOOM_ALLOCATION; exit 3"},
+                   {{"LOOM_URI", inst.uri()}});
+  EXPECT_EQ(r.code, 3) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), 3u) << r.out;
+  std::string a = lines[0].substr(6, lines[0].find(' ') - 6);
+  EXPECT_EQ(lines[0], "alloc=" + a + " nodes=2");
+  std::sort(lines.begin() + 1, lines.end());
+  EXPECT_EQ(lines[1], "0: " + a);
+  EXPECT_EQ(lines[2], "1: " + a);
+  EXPECT_NE(r.err.find("loom alloc: job " + a + " holds rank"), std::string::npos) << r.err;
+  wait_event(a, "clean");
+  Json j = job(a);
+  EXPECT_EQ(j["status"], 3 << 8) << dump_json(j);
+  EXPECT_EQ(allocated_ranks(), "");
+}
+
+}  // namespace
+}  // namespace loom::test
