@@ -103,7 +103,11 @@ struct JobManager::Impl {
     uint32_t nnodes = 0;  // from R once allocated, else from the jobspec (0: not asked)
     double duration = 0;
     std::string ranks;
-    std::string nodelist;
+    std::string nodelist;  // the hosts of its ranks, a hostlist; "" when unnamed
+    uint64_t ncores = 0;
+    double expiration = 0;
+    // Keeps what listings show of the job's R once R itself is let go.
+    void note_resources(const ResourceSet& r);
     Json annotations;              // from the scheduler, while pending
     std::vector<Dependency> deps;  // from the jobspec, while active
     // docs/steps.md: a batch or alloc job (an allocation), and its steps

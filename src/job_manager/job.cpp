@@ -61,6 +61,7 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
   } else if (n == "validate") {
     if (j.state != JobState::kNew) return not_allowed(e, j);
     j.state = JobState::kDepend;
+    j.t_depend = e.timestamp;
   } else if (n == "invalidate") {
     if (j.state != JobState::kNew) return not_allowed(e, j);
     j.state = JobState::kInactive;

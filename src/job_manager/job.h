@@ -48,7 +48,8 @@ struct JobRecord {
   uint32_t urgency = kUrgencyDefault;
   int64_t priority = -1;  // -1 until the first priority event
   double t_submit = 0;
-  double t_run = 0;  // alloc
+  double t_depend = 0;  // validate
+  double t_run = 0;     // alloc
   double t_cleanup = 0;
   double t_inactive = 0;
   bool allocated = false;

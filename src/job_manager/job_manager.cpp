@@ -219,8 +219,7 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
         set_aside("R: " + (t[2].empty() ? std::string("missing") : R.error().text));
         continue;
       }
-      j.ranks = R->rank_set().encode();
-      j.nnodes = static_cast<uint32_t>(R->ranks().size());
+      j.note_resources(*R);
       if (is_active(j.rec.state)) j.R = std::move(*R);
     }
     if (is_active(j.rec.state)) {

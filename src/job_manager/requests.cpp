@@ -1,4 +1,5 @@
 // The job-manager.* requests (docs/protocols/jobs.md; impl.h).
+#include "hostlist/hostlist.h"
 #include "job_manager/impl.h"
 
 namespace loom {
@@ -206,14 +207,31 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
   for (Job* j : created) advance(*j);
 }
 
+void JobManager::Impl::Job::note_resources(const ResourceSet& r) {
+  ranks = r.rank_set().encode();
+  nnodes = static_cast<uint32_t>(r.ranks().size());
+  ncores = r.ncores();
+  expiration = r.expiration;
+  Hostlist hosts;
+  nodelist.clear();
+  for (const auto& [rank, rr] : r.ranks()) {
+    if (rr.hostname.empty() || !hosts.append(rr.hostname)) return;
+  }
+  nodelist = hosts.encode();
+}
+
 Json JobManager::Impl::describe(const Job& j) const {
   const JobRecord& r = j.rec;
   Json d{{"id", j.id.value()},   {"userid", r.userid},     {"name", j.name},         {"state", job_state_name(r.state)},
          {"urgency", r.urgency}, {"priority", r.priority}, {"t_submit", r.t_submit}, {"ntasks", j.ntasks},
          {"nnodes", j.nnodes},   {"duration", j.duration}};
+  if (r.t_depend > 0) d["t_depend"] = r.t_depend;
   if (r.allocated) {
     d["t_run"] = r.t_run;
     d["ranks"] = j.ranks;
+    d["ncores"] = j.ncores;
+    if (!j.nodelist.empty()) d["nodelist"] = j.nodelist;
+    if (j.expiration > 0) d["expiration"] = j.expiration;
   }
   if (r.t_cleanup > 0) d["t_cleanup"] = r.t_cleanup;
   if (r.state == JobState::kInactive) {

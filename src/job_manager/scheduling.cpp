@@ -100,8 +100,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
       return;
     }
     j->R = std::move(*R);
-    j->ranks = j->R.rank_set().encode();
-    j->nnodes = static_cast<uint32_t>(j->R.ranks().size());
+    j->note_resources(j->R);
     j->annotations = nullptr;
     (void)post(*j, "alloc");
     advance(*j);
