@@ -6,11 +6,14 @@
 // limits, output file templates, environment rules; several job ids where
 // some are bad; drains and the resource listings.
 #include <gtest/gtest.h>
+#include <pwd.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -317,6 +320,234 @@ TEST_F(CliJobs, DrainKeepsItsReasonAndRanksCountOnce) {
   rows = list_rows(loom({"resource", "list"}));
   EXPECT_EQ(rows["free"], 4);
   EXPECT_EQ(loom({"resource", "drain"}).out_lines().size(), 1u);
+}
+
+// ---------------------------------------------------------------- loom jobs
+
+class JobsListing : public CliJobs {
+ protected:
+  static std::string user_name() {
+    struct passwd* pw = ::getpwuid(::getuid());
+    return pw ? pw->pw_name : std::to_string(::getuid());
+  }
+  // Four jobs, newest first in listings: `pending` (SCHED: all 4 ranks,
+  // while `running` holds 2), `running` (RUN on 2 ranks, until canceled),
+  // `failed` (ran `false`) and `done` (ran `true`, with a time limit).
+  std::string done, failed, running, pending;
+  void SetUp() override {
+    start();
+    done = submit_job({"-N1", "-t", "5m", "--job-name=done", "true"});
+    ASSERT_EQ(loom({"job", "wait", done}).code, 0);
+    failed = submit_job({"-N1", "--job-name=failed", "false"});
+    ASSERT_EQ(loom({"job", "wait", failed}).code, 1);
+    wait_event(failed, "clean");
+    running = submit_held({"-N2", "-n2", "--job-name=averyverylongname", "true"});
+    wait_event(running, "alloc");
+    pending = submit_held({"-N4", "--job-name=pending", "true"});
+    wait_event(pending, "priority");
+    settle();
+  }
+  // The lines of `loom jobs -n -o FORMAT ARGS...`, which must succeed.
+  std::vector<std::string> listed(const std::string& format, std::vector<std::string> args = {}) {
+    args.insert(args.begin(), {"jobs", "-n", "-o", format});
+    auto r = loom(args);
+    EXPECT_EQ(r.code, 0) << show(r);
+    EXPECT_EQ(r.err, "") << show(r);
+    return r.out_lines();
+  }
+};
+
+TEST_F(JobsListing, TheFormatsOfTheFluxJobsManPage) {
+  // The default format as flux-jobs(1) gives it is the named one, the queue
+  // column left out (?:) as no job has a queue.
+  const std::string flux_default =
+      "{id.f58:>12} ?:{queue:<8.8} {username:<8.8} {name:<10.10+} {status_abbrev:>2.2} {ntasks:>6} {nnodes:>6h} "
+      "{contextual_time!F:>8h} {contextual_info}";
+  // (The running job's time goes on: compared without it.)
+  auto unmoving = loom({"jobs", "-f", "sched,inactive", "-o", flux_default});
+  ASSERT_EQ(unmoving.code, 0) << show(unmoving);
+  EXPECT_EQ(unmoving.out_lines().size(), 4u) << unmoving.out;
+  EXPECT_EQ(unmoving.out, loom({"jobs", "-f", "sched,inactive"}).out);
+  EXPECT_EQ(unmoving.out, loom({"jobs", "-f", "sched,inactive", "-o", "default"}).out);
+  auto mine = loom({"jobs", "-a", "-o", flux_default});
+  auto lines = mine.out_lines();
+  ASSERT_EQ(lines.size(), 5u) << mine.out;
+  EXPECT_EQ(lines[0], "       JOBID USER     NAME       ST NTASKS NNODES     TIME INFO");
+  std::string user = user_name();
+  // pending: its own 4 nodes asked, no time limit ("-"), why it waits.
+  EXPECT_TRUE(lines[1].starts_with(std::string(12 - (pending.size() - 1), ' ') + pending + " ")) << lines[1];
+  EXPECT_NE(lines[1].find(" pending     S      4      4        - "), std::string::npos) << lines[1];
+  // running: the name cut to 10 with a "+".
+  EXPECT_NE(lines[2].find(" averyvery+  R      2      2 "), std::string::npos) << lines[2];
+  EXPECT_NE(lines[3].find(" failed      F      1      1 "), std::string::npos) << lines[3];
+  EXPECT_NE(lines[4].find(" done       CD      1      1 "), std::string::npos) << lines[4];
+  EXPECT_NE(lines[4].find(" " + user.substr(0, 8) + " "), std::string::npos) << lines[4];
+
+  // "{id} {annotations.sched}": the scheduler's annotations of the pending job.
+  auto ann = listed("{id} {annotations.sched}", {"-a"});
+  ASSERT_EQ(ann.size(), 4u);
+  EXPECT_TRUE(ann[0].starts_with(pending + " {\"reason_pending\":")) << ann[0];
+  EXPECT_EQ(ann[1], running);
+  EXPECT_EQ(listed("{sched.reason_pending}", {pending}), listed("{annotations.sched.reason_pending}", {pending}));
+  // "{id} {exception.type} {exception.note}" of failed jobs: `false` failed
+  // without one.
+  EXPECT_EQ(listed("{id} {exception.type} {exception.note}", {"--filter=failed"}), (std::vector<std::string>{failed}));
+  // "?:{exception.type}" is dropped when no job listed has one.
+  auto drop = loom({"jobs", "-a", "-o", "{id.f58:>12} ?:{exception.type}"});
+  EXPECT_EQ(drop.out_lines().at(0), "       JOBID") << drop.out;
+  // The conversions: !d with a strftime format (and "::" a spec), !D, !F, !H.
+  auto t = listed("{t_inactive!d:%H:%M:%S}|{t_inactive!d:%H:%M:%S::>10}|{t_submit!D}|{runtime!F}|{runtime!H}", {done});
+  ASSERT_EQ(t.size(), 1u);
+  std::smatch m;
+  EXPECT_TRUE(std::regex_match(
+      t[0], m,
+      std::regex(R"((\d\d:\d\d:\d\d)\|  (\d\d:\d\d:\d\d)\|\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\|\d+\.\d{3}s\|0:00:0\d)")))
+      << t[0];
+  EXPECT_EQ(m[1], m[2]);
+  // The named-format example of flux-jobs(1), CONFIGURATION.
+  auto cfg = listed("{id.f58:>12} {name:>8.8} {t_submit!D:<19} {t_run!D:<19} {t_remaining!F}", {pending});
+  EXPECT_TRUE(std::regex_match(cfg.at(0), std::regex(R"( *\S+  pending \d{4}-\S{14} {21}0s)"))) << cfg.at(0);
+  // "h": a hyphen for what is empty or zero; "{instance.*}" is empty: a
+  // loom job is never an instance.
+  EXPECT_EQ(listed("{nodelist:h}|{nnodes:>6h}|{duration:h}|{expiration!D:h}|{instance.utilization!P:>4}|", {pending}),
+            (std::vector<std::string>{"-|     4|-|-|    |"}));
+  EXPECT_EQ(listed("{duration}|{duration!F}|{duration!H}", {done}), (std::vector<std::string>{"300.0|5m|0:05:00"}));
+  // Once a job has an exception the column is kept.
+  ASSERT_EQ(loom({"cancel", running}).code, 0);
+  wait_event(running, "clean");
+  auto kept = loom({"jobs", "-a", "-o", "{id.f58:>12} ?:{exception.type}"}).out_lines();
+  EXPECT_EQ(kept.at(0), "       JOBID EXCEPTION-TYPE");
+  EXPECT_EQ(kept.at(2), std::string(12 - (running.size() - 1), ' ') + running + " cancel");
+}
+
+TEST_F(JobsListing, FieldsAndSpecs) {
+  uint64_t dec = parse_jobid(done).value().value();
+  char hex[32];
+  std::snprintf(hex, sizeof hex, "0x%llx", static_cast<unsigned long long>(dec));
+  auto ids = listed("{id}|{id.dec}|{id.hex}|{id.f58plain}|{id.dec:>25}|{id.dec:_}", {done});
+  ASSERT_EQ(ids.size(), 1u);
+  std::string d = std::to_string(dec);
+  std::string grouped;
+  for (size_t i = 0; i < d.size(); ++i) grouped += ((i > 0 && (d.size() - i) % 3 == 0) ? "_" : "") + d.substr(i, 1);
+  EXPECT_EQ(ids[0], done + "|" + d + "|" + hex + "|f" + done.substr(2) + "|" + std::string(25 - d.size(), ' ') + d +
+                        "|" + grouped);
+  // Ids in any form list those jobs, whatever their state.
+  EXPECT_EQ(listed("{id}", {hex, d, failed}), (std::vector<std::string>{failed, done}));
+
+  // What each job is.
+  EXPECT_EQ(
+      listed("{name}|{status}|{status_abbrev}|{state}|{state_single}|{result}|{result_abbrev}", {"-a"}),
+      (std::vector<std::string>{"pending|SCHED|S|SCHED|S||", "averyverylongname|RUN|R|RUN|R||",
+                                "failed|FAILED|F|INACTIVE|I|FAILED|F", "done|COMPLETED|CD|INACTIVE|I|COMPLETED|CD"}));
+  EXPECT_EQ(listed("{returncode}|{waitstatus}|{success}|{exception.occurred}|{inactive_reason}", {"-a"}),
+            (std::vector<std::string>{"||||", "||||", "1|256|False|False|Exit 1", "0|0|True|False|Exit 0"}));
+  // (-N asks for whole nodes: ncores is what R holds.)
+  auto given = [&](const std::string& id) {
+    Json j = job(id);
+    return std::to_string(j.value("ncores", -1)) + "|" + j.value("ranks", "?");
+  };
+  EXPECT_EQ(listed("{ntasks}|{nnodes}|{ncores}|{ranks}|{urgency}|{priority}|{dependencies}", {"-a"}),
+            (std::vector<std::string>{"4|4|||16|16|", "2|2|" + given(running) + "|16|16|",
+                                      "1|1|" + given(failed) + "|16|16|", "1|1|" + given(done) + "|16|16|"}));
+  // The hosts of an allocated job, as a hostlist (every rank of a test
+  // instance is on this machine).
+  auto st = parse_json(loom({"resource", "status", "--json"}).out);
+  ASSERT_TRUE(st.ok());
+  std::string host = (*st)[0].value("host", "?");
+  std::string nodes = listed("{nodelist}", {running}).at(0);
+  EXPECT_TRUE(nodes == host + "," + host || nodes == host) << nodes;
+  auto uid = std::to_string(::getuid());
+  EXPECT_EQ(listed("{userid}|{username}", {done}), (std::vector<std::string>{uid + "|" + user_name()}));
+  // Times: floats as Python prints them, and in every form asked.
+  auto times = listed("{t_submit}|{t_depend:.0f}|{t_run:>20.3f}|{t_cleanup:e}|{t_inactive:%}", {done});
+  EXPECT_TRUE(
+      std::regex_match(times.at(0), std::regex(R"(\d{10}\.\d+\|\d{10}\| +\d{10}\.\d{3}\|\d\.\d{6}e\+09\|\d+\.\d{6}%)")))
+      << times.at(0);
+  // Python's alignment, fill, sign, zero padding, precision; {{ and }}.
+  EXPECT_EQ(listed("[{name:^8}][{name:*>8}][{ntasks:+d}][{ntasks:03}][{ntasks:<3}][{name:.2}]{{x}}", {done}),
+            (std::vector<std::string>{"[  done  ][****done][+1][001][1  ][do]{x}"}));
+  // The header: each heading aligned and cut as its column.
+  auto h = loom({"jobs", "-o", "{id.dec:>20} {name:^8} {ntasks:06d} {t_submit!D:<19}|{runtime!H}", done});
+  EXPECT_EQ(h.out_lines().at(0), "               JOBID   NAME   NTASKS T_SUBMIT           |RUNTIME") << h.out;
+
+  // The named formats.
+  auto fmts = loom({"jobs", "--format=help"});
+  ASSERT_EQ(fmts.code, 0) << show(fmts);
+  for (std::string name : {"default", "long", "deps", "endreason"}) {
+    EXPECT_NE(fmts.out.find("  " + name + " "), std::string::npos) << fmts.out;
+    auto r = loom({"jobs", "-a", "-o", name});
+    EXPECT_EQ(r.code, 0) << show(r);
+    EXPECT_EQ(r.out_lines().size(), 5u) << r.out;
+  }
+  EXPECT_TRUE(loom({"jobs", "-o", "deps"})
+                  .out.starts_with("       JOBID NAME       URG PRI          STATE    "
+                                   "DEPENDENCIES\n"));
+  auto end = loom({"jobs", "-o", "endreason", failed}).out_lines();
+  EXPECT_TRUE(std::regex_match(end.at(1), std::regex(R"( *\S+ \S+ +failed +\w{3}\d\d \d\d:\d\d     FAILED Exit 1)")))
+      << end.at(1);
+  auto lng = loom({"jobs", "-o", "long", running}).out_lines();
+  EXPECT_EQ(lng.at(0),
+            "       JOBID USER     NAME          STATUS NTASKS NNODES     T_SUBMIT  T_REMAINING     TIME INFO");
+  // LOOM_JOBS_FORMAT_DEFAULT names the format used without -o.
+  EXPECT_EQ(loom({"jobs", "-n", done}, {{"LOOM_JOBS_FORMAT_DEFAULT", "{name}"}}).out, "done\n");
+}
+
+TEST_F(JobsListing, BadFormatsAreOneLineAndExit2) {
+  for (std::string bad : {"{nosuch}", "{id:>>>}", "{id!X}", "{id", "id}", "{id:{w}}", "{}", "{id:5.}", "{name:5h+x}",
+                          "nosuchformat", "{id.words}"}) {
+    EXPECT_TRUE(one_line_error(loom({"jobs", "-o", bad}), 2, "jobs", "")) << bad;
+  }
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-o", "{nosuch}"}), 2, "jobs", "unknown field \"nosuch\""));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-o", "nosuchformat"}), 2, "jobs", "no format named \"nosuchformat\""));
+  // Specs that do not fit a value's type are found on the first job.
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-a", "-o", "{name:d}"}), 2, "jobs", "unknown format code 'd'"));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-a", "-o", "{ntasks:.2}"}), 2, "jobs", "precision not allowed"));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-a", "-o", "{name:=5}"}), 2, "jobs", "'=' alignment not allowed"));
+  // Before any instance is looked for.
+  EXPECT_TRUE(one_line_error(loom_alone({"jobs", "-o", "{nosuch}"}), 2, "jobs", "unknown field"));
+}
+
+TEST_F(JobsListing, Filters) {
+  std::string me = user_name();
+  auto all_ids = std::vector<std::string>{pending, running, failed, done};
+  EXPECT_EQ(listed("{id}", {"-a", "-u", me}), all_ids);
+  EXPECT_EQ(listed("{id}", {"-a", "--user", std::to_string(::getuid())}), all_ids);
+  EXPECT_EQ(listed("{id}", {"-a", "-u", "all"}), all_ids);
+  // Another user's jobs: none here.
+  EXPECT_EQ(listed("{id}", {"-a", "-u", std::to_string(::getuid() + 4242)}), std::vector<std::string>{});
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-u", "no-such-user-here"}), 2, "jobs", "no user"));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "-u", me, "-A"}), 2, "jobs", "not both"));
+
+  EXPECT_EQ(listed("{id}", {"-a", "--name", "failed"}), (std::vector<std::string>{failed}));
+  EXPECT_EQ(listed("{id}", {"--name", "failed"}), std::vector<std::string>{});  // active only
+  EXPECT_EQ(listed("{id}", {"-f", "completed,sched"}), (std::vector<std::string>{pending, done}));
+
+  // --since: active jobs, and those that ended since then (it implies -a).
+  EXPECT_EQ(listed("{id}", {"--since", "-1h"}), all_ids);
+  EXPECT_EQ(listed("{id}", {"--since", "today"}).size() >= 2u, true);
+  EXPECT_EQ(listed("{id}", {"--since", "now"}), (std::vector<std::string>{pending, running}));
+  // Between the ends of `done` and `failed`.
+  double between = (job(done)["t_inactive"].get<double>() + job(failed)["t_inactive"].get<double>()) / 2;
+  EXPECT_EQ(listed("{id}", {"--since", std::to_string(between)}), (std::vector<std::string>{pending, running, failed}));
+  EXPECT_EQ(listed("{id}", {"--since", "-1h", "-f", "inactive"}), (std::vector<std::string>{failed, done}));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "--since", "+1h"}), 2, "jobs", "--since: cannot read"));
+  EXPECT_TRUE(one_line_error(loom({"jobs", "--since", "2999-01-01"}), 2, "jobs", "in the future"));
+
+  // Ids: a bad one is a usage error; an unknown one is reported, the
+  // others listed.
+  EXPECT_TRUE(one_line_error(loom({"jobs", "nosuch"}), 2, "jobs", "\"nosuch\" is not a job id"));
+  auto r = loom({"jobs", "-n", "-o", "{id}", done, "123456789"});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_EQ(r.out, done + "\n");
+  EXPECT_EQ(r.err_lines().size(), 1u) << r.err;
+  EXPECT_TRUE(r.err.starts_with("loom jobs: unknown job ")) << r.err;
+  // -f still applies to jobs named by id.
+  EXPECT_EQ(listed("{id}", {"-f", "running", done, running}), (std::vector<std::string>{running}));
+  // --json keeps its shape: an array of jobs.
+  auto js = loom({"jobs", "--json", done});
+  auto arr = parse_json(js.out);
+  ASSERT_TRUE(arr.ok() && arr->is_array() && arr->size() == 1u) << js.out;
+  EXPECT_EQ((*arr)[0]["name"], "done");
 }
 
 }  // namespace

@@ -1,19 +1,23 @@
-// loom jobs [-a] [-A] [-f STATES] [-o FORMAT] [-n] [--json]: list jobs.
+// loom jobs [-a] [-A] [-u USER] [--name NAME] [--since WHEN] [-f STATES]
+//           [-o NAME|FORMAT] [-c N] [-n] [--json] [ID...]: list jobs.
 // loom cancel ID... | --all [-m NOTE]: cancel jobs.
 //
-// The default listing matches `flux jobs`: active jobs of the caller,
-// newest first, columns JOBID USER NAME ST NTASKS NNODES TIME INFO.
+// As `flux jobs`: active jobs of the caller, newest first, in the named
+// format "default" (jobs_format.cpp) unless -o says otherwise.
 #include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <map>
 #include <sstream>
 
 #include "cli/common.h"
+#include "cli/jobs_format.h"
+#include "jobspec/jobspec.h"
 
 namespace loom::cli {
 
@@ -27,202 +31,16 @@ constexpr int kActive = kNew | kPending | kRun | kCleanup;
 struct JobsOpts {
   bool all = false;
   bool all_users = false;
+  std::string user;
+  std::string name;
+  std::string since;
   std::string filter;
   std::string format;
   bool no_header = false;
   bool json = false;
   int count = 0;
+  std::vector<std::string> ids;
 };
-
-std::string user_name(uint32_t uid) {
-  static std::map<uint32_t, std::string> cache;
-  auto it = cache.find(uid);
-  if (it != cache.end()) return it->second;
-  struct passwd pw {};
-  struct passwd* res = nullptr;
-  char buf[4096];
-  std::string name = std::to_string(uid);
-  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res) name = pw.pw_name;
-  return cache[uid] = name;
-}
-
-// "1.234s", "12.5m", "1:02:03" — short, like flux jobs.
-std::string fmt_duration(double s) {
-  char buf[64];
-  if (s < 0) s = 0;
-  if (s < 60) {
-    std::snprintf(buf, sizeof buf, "%.3fs", s);
-  } else if (s < 3600) {
-    std::snprintf(buf, sizeof buf, "%.2fm", s / 60);
-  } else {
-    long t = std::lround(s);
-    std::snprintf(buf, sizeof buf, "%ld:%02ld:%02ld", t / 3600, (t / 60) % 60, t % 60);
-  }
-  return buf;
-}
-
-// The one- or two-letter state of flux jobs: D P S R C, and for inactive
-// jobs their result: CD F CA TO.
-std::string state_single(const Json& j) {
-  std::string st = j.value("state", "");
-  if (st == "INACTIVE") {
-    std::string r = j.value("result", "");
-    if (r == "COMPLETED") return "CD";
-    if (r == "CANCELED") return "CA";
-    if (r == "TIMEOUT") return "TO";
-    return "F";
-  }
-  if (st == "NEW") return "N";
-  if (st == "DEPEND") return "D";
-  if (st == "PRIORITY") return "P";
-  if (st == "SCHED") return "S";
-  if (st == "RUN") return "R";
-  if (st == "CLEANUP") return "C";
-  return "?";
-}
-
-double runtime(const Json& j, double now) {
-  if (!j.contains("t_run")) return 0;
-  double end = j.contains("t_cleanup") ? j["t_cleanup"].get<double>() : now;
-  return end - j["t_run"].get<double>();
-}
-
-// The dependencies a job in DEPEND still waits on: "afterok:ƒA,singleton".
-std::string dependencies_of(const Json& j) {
-  std::string out;
-  for (const auto& d : j.value("dependencies", Json::array())) {
-    if (d.is_string()) out += (out.empty() ? "" : ",") + d.get<std::string>();
-  }
-  return out;
-}
-
-std::string info(const Json& j) {
-  std::string st = j.value("state", "");
-  if (j.contains("exception") && (st == "INACTIVE" || st == "CLEANUP")) {
-    std::string note = j["exception"].value("note", "");
-    std::string type = j["exception"].value("type", "");
-    return type + (note.empty() ? "" : ": " + note);
-  }
-  if (st == "DEPEND" && j.contains("dependencies")) return "dependency: " + dependencies_of(j);
-  if (st == "SCHED" || st == "PRIORITY" || st == "DEPEND") {
-    if (j.value("priority", -1) == 0) return "held";
-    const Json* a = j.contains("annotations") ? &j["annotations"] : nullptr;
-    if (a && a->contains("sched") && (*a)["sched"].contains("reason_pending")) {
-      std::string out = (*a)["sched"]["reason_pending"].get<std::string>();
-      if ((*a)["sched"].contains("t_estimate")) {
-        double in = (*a)["sched"]["t_estimate"].get<double>() - static_cast<double>(::time(nullptr));
-        out += " (starts in about " + fmt_duration(in) + ")";
-      }
-      return out;
-    }
-    // Not asked of the scheduler (the queue is stopped), or behind jobs
-    // that go first (Slurm's "Priority").
-    if (st == "SCHED" && j.contains("queue_stopped")) {
-      std::string why = j["queue_stopped"].get<std::string>();
-      return "queue stopped" + (why.empty() ? "" : ": " + why);
-    }
-    if (st == "SCHED") return "priority";
-    return "";
-  }
-  if (st == "CLEANUP" && j.contains("ranks_held")) return "holding rank" + j["ranks_held"].get<std::string>();
-  if (j.contains("ranks")) return "rank" + j["ranks"].get<std::string>();
-  return "";
-}
-
-// The value of `field` for job `j`, as text.
-Result<std::string> field(const Json& j, const std::string& f, double now) {
-  uint64_t id = j["id"].get<uint64_t>();
-  auto num = [&](const char* k) -> std::string {
-    if (!j.contains(k)) return "";
-    const Json& v = j[k];
-    if (v.is_number_float()) {
-      char buf[64];
-      std::snprintf(buf, sizeof buf, "%.6f", v.get<double>());
-      return buf;
-    }
-    return v.is_string() ? v.get<std::string>() : dump_json(v);
-  };
-  if (f == "id" || f == "id.f58") return encode_f58(JobId{id});
-  if (f == "id.dec") return std::to_string(id);
-  if (f == "user" || f == "username") return user_name(j["userid"].get<uint32_t>());
-  if (f == "userid") return num("userid");
-  if (f == "name") return j.value("name", "");
-  if (f == "state") return j.value("state", "");
-  if (f == "state_single" || f == "st") return state_single(j);
-  if (f == "result") return j.value("result", "");
-  if (f == "ntasks") return num("ntasks");
-  if (f == "nnodes") return j.value("nnodes", 0) > 0 ? num("nnodes") : "";
-  if (f == "ranks") return j.value("ranks", "");
-  if (f == "runtime") return j.contains("t_run") ? fmt_duration(runtime(j, now)) : "";
-  if (f == "info") return info(j);
-  if (f == "dependencies") return dependencies_of(j);
-  if (f == "urgency" || f == "priority" || f == "status" || f == "t_submit" || f == "t_run" || f == "t_cleanup" ||
-      f == "t_inactive" || f == "duration") {
-    return num(f.c_str());
-  }
-  if (f == "exception.type" || f == "exception.note") {
-    if (!j.contains("exception")) return std::string();
-    return j["exception"].value(f.substr(10), "");
-  }
-  return Error{EINVAL,
-               "unknown field {" + f +
-                   "} (id, id.dec, user, userid, name, state, st, result, ntasks, "
-                   "nnodes, ranks, runtime, info, dependencies, urgency, priority, status, t_submit, t_run, t_cleanup, "
-                   "t_inactive, duration, exception.type, exception.note)"};
-}
-
-// "{id:>12} {name:<10}": Python-like fields with an optional alignment and width.
-Result<std::string> render(const std::string& fmt, const Json& j, double now, bool header) {
-  std::string out;
-  for (size_t i = 0; i < fmt.size();) {
-    if (fmt[i] != '{') {
-      out += fmt[i++];
-      continue;
-    }
-    size_t end = fmt.find('}', i);
-    if (end == std::string::npos) return Error{EINVAL, "unclosed { in the format"};
-    std::string spec = fmt.substr(i + 1, end - i - 1);
-    i = end + 1;
-    std::string name = spec, align;
-    size_t width = 0;
-    if (auto c = spec.find(':'); c != std::string::npos) {
-      name = spec.substr(0, c);
-      std::string w = spec.substr(c + 1);
-      if (!w.empty() && (w[0] == '<' || w[0] == '>' || w[0] == '^')) {
-        align = w.substr(0, 1);
-        w = w.substr(1);
-      }
-      if (!w.empty()) {
-        char* e = nullptr;
-        width = std::strtoul(w.c_str(), &e, 10);
-        if (*e) return Error{EINVAL, "bad width in {" + spec + "}"};
-      }
-    }
-    std::string text;
-    if (header) {
-      text = name == "st" || name == "state_single" ? "ST" : name;
-      if (name == "id" || name == "id.f58" || name == "id.dec") text = "JOBID";
-      if (name == "runtime") text = "TIME";
-      for (auto& ch : text) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
-    } else {
-      auto v = field(j, name, now);
-      if (!v.ok()) return v.error();
-      text = *v;
-    }
-    // Widths count characters, not bytes (ƒ is two bytes).
-    size_t len = 0;
-    for (unsigned char ch : text) len += (ch & 0xC0) != 0x80;
-    if (len < width) {
-      std::string pad(width - len, ' ');
-      bool right = align == ">" || (align.empty() && !header && !text.empty() &&
-                                    std::isdigit(static_cast<unsigned char>(text[0])) && name != "name");
-      text = right ? pad + text : text + pad;
-    }
-    out += text;
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
 
 Result<int> parse_filter(const std::string& f) {
   int mask = 0;
@@ -250,8 +68,131 @@ Result<int> parse_filter(const std::string& f) {
   return mask;
 }
 
+int state_bit(const std::string& state) {
+  static const std::map<std::string, int> kBits = {{"NEW", kNew},          {"DEPEND", kDepend}, {"PRIORITY", kPriority},
+                                                   {"SCHED", kSched},      {"RUN", kRun},       {"CLEANUP", kCleanup},
+                                                   {"INACTIVE", kInactive}};
+  auto it = kBits.find(state);
+  return it == kBits.end() ? 0 : it->second;
+}
+
+// `-o NAME|FORMAT`: a named format, or a format when it holds a "{".
+Result<std::string> format_text(const std::string& arg) {
+  std::string name = arg;
+  if (name.empty()) {
+    const char* env = std::getenv("LOOM_JOBS_FORMAT_DEFAULT");
+    name = env && *env ? env : "default";
+  }
+  if (name.find('{') != std::string::npos) return name;
+  for (const auto& f : named_formats()) {
+    if (name == f.name) return std::string(f.format);
+  }
+  return Error{EINVAL, "no format named \"" + name + "\" (loom jobs --format=help lists them)"};
+}
+
+int print_format_help() {
+  std::cout << "loom jobs output formats (-o NAME):\n\n";
+  for (const auto& f : named_formats()) {
+    char line[64];
+    std::snprintf(line, sizeof line, "  %-12s", f.name);
+    std::cout << line << f.description << "\n";
+  }
+  std::cout << "\nFields for -o FORMAT, e.g. -o \"{id:>12} {name:<10.10+} {t_submit!D} {runtime!F:>8h}\":\n"
+               "  id id.f58 id.f58plain id.dec id.hex id.dothex id.kvs userid username urgency priority\n"
+               "  dependencies status status_abbrev name queue ntasks ncores duration nnodes ranks nodelist\n"
+               "  state state_single result result_abbrev success waitstatus returncode exception.occurred\n"
+               "  exception.severity exception.type exception.note t_submit t_depend t_run t_cleanup\n"
+               "  t_inactive runtime expiration t_remaining contextual_time contextual_info inactive_reason\n"
+               "  annotations annotations.KEY... sched.KEY... user.KEY... (and loom's user, st, info)\n"
+               "Conversions: !D (date and time) !d:STRFTIME[::SPEC] !F (duration) !H (h:mm:ss) !P (percent)\n"
+               "Suffixes: h (a hyphen for an empty value), + (mark a cut value); ?:{field} drops an empty column\n";
+  return 0;
+}
+
+// `-u USER`: a name or a uid; -1 for "all".
+Result<int64_t> user_arg(const std::string& u) {
+  if (u == "all") return int64_t{-1};
+  if (!u.empty() && u.find_first_not_of("0123456789") == std::string::npos && u.size() < 11) {
+    int64_t uid = std::stoll(u);
+    if (uid <= UINT32_MAX) return uid;
+  }
+  struct passwd pw {};
+  struct passwd* res = nullptr;
+  char buf[4096];
+  if (::getpwnam_r(u.c_str(), &pw, buf, sizeof buf, &res) == 0 && res) return static_cast<int64_t>(pw.pw_uid);
+  return Error{EINVAL, "--user: no user \"" + u + "\""};
+}
+
+// Midnight, local time, `days_ago` days before `now`.
+double local_midnight(double now, int days_ago) {
+  std::time_t t = static_cast<std::time_t>(now);
+  struct tm tm {};
+  ::localtime_r(&t, &tm);
+  tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+  tm.tm_mday -= days_ago;
+  tm.tm_isdst = -1;
+  return static_cast<double>(std::mktime(&tm));
+}
+
+// `--since WHEN`: "-FSD" (that long ago: -6h, -1d), now, today, yesterday,
+// seconds since the epoch, or a local date and time: 2026-06-21,
+// "2026-06-21 06:00", 2026-06-21T06:00:00, 06:00 (today).
+Result<double> since_arg(const std::string& w, double now) {
+  const Error bad{EINVAL, "--since: cannot read \"" + w +
+                              "\" (-6h, -1d, today, yesterday, 2026-06-21, \"2026-06-21 06:00\", 06:00 or seconds "
+                              "since the epoch)"};
+  double t = 0;
+  if (w.starts_with("-")) {
+    auto d = parse_fsd(w.substr(1));
+    if (!d.ok() || std::isinf(*d)) return bad;
+    t = now - *d;
+  } else if (w == "now") {
+    t = now;
+  } else if (w == "today") {
+    t = local_midnight(now, 0);
+  } else if (w == "yesterday") {
+    t = local_midnight(now, 1);
+  } else if (!w.empty() && w.find_first_not_of("0123456789.") == std::string::npos) {
+    char* end = nullptr;
+    t = std::strtod(w.c_str(), &end);
+    if (*end) return bad;
+  } else {
+    std::time_t base = static_cast<std::time_t>(now);
+    bool parsed = false;
+    for (const char* form : {"%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d",
+                             "%H:%M:%S", "%H:%M"}) {
+      struct tm tm {};
+      ::localtime_r(&base, &tm);  // the date of today for the time-only forms
+      tm.tm_hour = tm.tm_min = tm.tm_sec = 0;
+      const char* rest = ::strptime(w.c_str(), form, &tm);
+      if (!rest || *rest) continue;
+      tm.tm_isdst = -1;
+      t = static_cast<double>(std::mktime(&tm));
+      parsed = true;
+      break;
+    }
+    if (!parsed) return bad;
+  }
+  if (t > now + 1) return Error{EINVAL, "--since: " + w + " is in the future"};
+  return t;
+}
+
 int run_jobs(const JobsOpts& o) {
-  int mask = o.all ? kActive | kInactive : kActive;
+  if (o.format == "help") return print_format_help();
+  auto text = format_text(o.format);
+  if (!text.ok()) return fail("jobs", text.error(), kExitUsage);
+  auto format = JobsFormat::parse(*text);
+  if (!format.ok()) return fail("jobs", "bad format: " + format.error().text, kExitUsage);
+
+  // Which jobs: the states, results and ids asked for.
+  Json ids = Json::array();
+  for (const auto& a : o.ids) {
+    auto id = job_arg(a);
+    if (!id.ok()) return fail("jobs", id.error(), kExitUsage);
+    ids.push_back(id->value());
+  }
+  // Jobs named by id are listed whatever their state, unless -f says.
+  int mask = o.all || !o.since.empty() || !ids.empty() ? kActive | kInactive : kActive;
   std::vector<std::string> results;  // result filters among inactive jobs
   if (!o.filter.empty()) {
     auto m = parse_filter(o.filter);
@@ -265,28 +206,60 @@ int run_jobs(const JobsOpts& o) {
       if (w == "INACTIVE" || w == "ALL") results.clear(), results.push_back("*");
     }
   }
-  std::string fmt =
-      o.format.empty() ? "{id:>12} {user:<8} {name:<10} {st:>2} {ntasks:>6} {nnodes:>6} {runtime:>8} {info}" : o.format;
+  int64_t userid = static_cast<int64_t>(::getuid());
+  if (const char* u = std::getenv("LOOM_HANDLE_USERID"); u && *u) userid = std::atoll(u);
+  if (!o.user.empty() && o.all_users) return fail("jobs", "give -u or -A, not both", kExitUsage);
+  if (o.all_users || !ids.empty()) userid = -1;  // ids name the jobs; the service keeps users to their own
+  if (!o.user.empty()) {
+    auto u = user_arg(o.user);
+    if (!u.ok()) return fail("jobs", u.error(), kExitUsage);
+    userid = *u;
+  }
+
   auto s = connect_session();
   if (!s.ok()) return fail("jobs", s.error());
-  Json req{{"states", mask}};
-  if (!o.all_users) req["userid"] = static_cast<int64_t>(::getuid());
-  if (const char* u = std::getenv("LOOM_HANDLE_USERID"); u && *u && !o.all_users) req["userid"] = std::atoll(u);
+  double now = (*s)->clock->wall();
+  double since = 0;
+  if (!o.since.empty()) {
+    auto t = since_arg(o.since, now);
+    if (!t.ok()) return fail("jobs", t.error(), kExitUsage);
+    since = *t;
+  }
+  // Jobs named by id are asked for in every state, so that one -f leaves
+  // out is told from one that does not exist.
+  Json req{{"states", ids.empty() ? mask : kActive | kInactive}};
+  if (userid >= 0) req["userid"] = userid;
+  if (!ids.empty()) req["ids"] = ids;
   auto r = (*s)->client->call("job-manager.list", req);
   if (!r.ok()) return fail("jobs", r.error());
-  Json jobs = Json::array();
+  std::vector<Json> jobs;
   for (auto& j : (*r)["jobs"]) {
-    if (!results.empty() && j.value("state", "") == "INACTIVE" &&
-        std::find(results.begin(), results.end(), "*") == results.end() &&
+    if (!(state_bit(j.value("state", "")) & mask)) continue;
+    bool inactive = j.value("state", "") == "INACTIVE";
+    if (!results.empty() && inactive && std::find(results.begin(), results.end(), "*") == results.end() &&
         std::find(results.begin(), results.end(), j.value("result", "")) == results.end()) {
       continue;
     }
+    // A user who is not the owner is given their own jobs whatever -u says.
+    if (userid >= 0 && j.value("userid", int64_t{-1}) != userid) continue;
+    if (!o.name.empty() && j.value("name", "") != o.name) continue;
+    if (since > 0 && inactive && j.value("t_inactive", 0.0) < since) continue;
     jobs.push_back(j);
     if (o.count > 0 && static_cast<int>(jobs.size()) >= o.count) break;
   }
+  // Ids asked for and not listed: unknown, or another user's.
+  int rc = 0;
+  for (const auto& id : ids) {
+    uint64_t want = id.get<uint64_t>();
+    bool found = std::any_of((*r)["jobs"].begin(), (*r)["jobs"].end(),
+                             [&](const Json& j) { return j.value("id", uint64_t{0}) == want; });
+    if (!found) rc = fail("jobs", "unknown job " + encode_f58(JobId{want}));
+  }
   if (o.json) {
-    std::cout << dump_json(jobs) << "\n";
-    return 0;
+    Json arr = Json::array();
+    for (auto& j : jobs) arr.push_back(j);
+    std::cout << dump_json(arr) << "\n";
+    return rc;
   }
   // Why jobs wait that the scheduler was not asked about: a stopped queue.
   if (std::any_of(jobs.begin(), jobs.end(), [](const Json& j) { return j.value("state", "") == "SCHED"; })) {
@@ -297,20 +270,16 @@ int run_jobs(const JobsOpts& o) {
       }
     }
   }
-  double now = (*s)->clock->wall();
+  JobsFormat shown = format->without_empty(jobs, now);
   std::string out;
-  if (!o.no_header) {
-    auto h = render(fmt, Json::object(), now, true);
-    if (!h.ok()) return fail("jobs", h.error(), kExitUsage);
-    out += *h + "\n";
-  }
+  if (!o.no_header) out += shown.header() + "\n";
   for (auto& j : jobs) {
-    auto line = render(fmt, j, now, false);
-    if (!line.ok()) return fail("jobs", line.error(), kExitUsage);
+    auto line = shown.render(j, now);
+    if (!line.ok()) return fail("jobs", "bad format: " + line.error().text, kExitUsage);
     out += *line + "\n";
   }
   std::cout << out;
-  return 0;
+  return rc;
 }
 
 struct CancelOpts {
@@ -357,13 +326,23 @@ void add_jobs_command(CLI::App& app, Runner& run) {
   auto* sub = app.add_subcommand("jobs", "List jobs (active ones by default)");
   sub->add_flag("-a,--all", o->all, "Also list inactive jobs");
   sub->add_flag("-A,--all-users", o->all_users, "Jobs of every user (the owner sees all; users only their own)");
+  sub->add_option("-u,--user", o->user, "Jobs of this user: a name, a uid, or all")->type_name("USER");
+  sub->add_option("--name", o->name, "Only jobs of this name")->type_name("NAME");
+  sub->add_option("--since", o->since,
+                  "Active jobs and those that ended since WHEN: -6h, -1d, today, yesterday, 2026-06-21, "
+                  "\"2026-06-21 06:00\", 06:00, or epoch seconds (implies -a without -f)")
+      ->type_name("WHEN");
   sub->add_option("-f,--filter", o->filter,
                   "States or results, comma separated: pending, running, active, inactive, all, depend, priority, "
                   "sched, run, cleanup, completed, failed, canceled, timeout");
-  sub->add_option("-o,--format", o->format, "Output format, e.g. \"{id} {state} {result}\"");
+  sub->add_option("-o,--format", o->format,
+                  "A named format (default, long, deps, endreason) or a format as flux jobs takes it, e.g. "
+                  "\"{id.f58:>12} {name:<10.10+} {t_submit!D} {runtime!F:>8h}\"; help lists formats and fields")
+      ->type_name("NAME|FORMAT");
   sub->add_option("-c,--count", o->count, "List at most N jobs")->check(CLI::NonNegativeNumber);
   sub->add_flag("-n,--no-header", o->no_header, "Leave out the header line");
   sub->add_flag("--json", o->json, "Print a JSON array of jobs");
+  sub->add_option("ids", o->ids, "List only these jobs (any state unless -f says)")->type_name("ID");
   sub->callback([o, &run] { run = [o] { return run_jobs(*o); }; });
 }
 
