@@ -9,6 +9,7 @@
 #include <pwd.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -548,6 +549,38 @@ TEST_F(JobsListing, Filters) {
   auto arr = parse_json(js.out);
   ASSERT_TRUE(arr.ok() && arr->is_array() && arr->size() == 1u) << js.out;
   EXPECT_EQ((*arr)[0]["name"], "done");
+}
+
+TEST_F(CliJobs, JobStatusExitsWithTheLargestExitCode) {
+  start();
+  std::string ok = submit_job({"-N1", "true"});
+  std::string three = submit_job({"-N1", "sh", "-c", "exit 3"});
+  std::string one = submit_job({"-N1", "false"});
+  std::string held = submit_held({"-N1", "true"});
+  wait_event(held, "alloc");
+  ASSERT_EQ(loom({"cancel", held}).code, 0);
+  auto r = loom({"job", "status", ok});
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_EQ(r.out, "");
+  r = loom({"job", "status", "-v", ok, three, one});
+  EXPECT_EQ(r.code, 3) << show(r);
+  EXPECT_EQ(r.out, ok + ": exited with exit code 0\n" + three + ": exited with exit code 3\n" + one +
+                       ": exited with exit code 1\n");
+  r = loom({"job", "status", "-v", held});
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_EQ(r.out, held + ": exception type=cancel\n");
+  EXPECT_EQ(loom({"job", "status", "-e", "42", ok, held}).code, 42);
+  r = loom({"job", "status", "--json", three});
+  auto j = parse_json(r.out);
+  ASSERT_TRUE(j.ok()) << r.out;
+  EXPECT_EQ((*j)["status"], 3 << 8);
+  // A signal N is 128+N.
+  std::string killed = submit_job({"-N1", "sh", "-c", "kill -TERM $$"});
+  r = loom({"job", "status", "-v", killed});
+  EXPECT_EQ(r.code, 128 + SIGTERM) << show(r);
+  EXPECT_EQ(r.out, killed + ": killed by signal 15 (Terminated)\n");
+  EXPECT_TRUE(one_line_error(loom({"job", "status", "nosuch"}), 2, "job status", "not a job id"));
+  EXPECT_TRUE(one_line_error(loom({"job", "status", "123456789"}), 1, "job status", "unknown job"));
 }
 
 }  // namespace

@@ -3,13 +3,17 @@
 // loom job info ID [jobspec|R|eventlog]
 // loom job urgency ID N|hold|default|expedite
 // loom job wait ID
+// loom job status [-v] [-j] [-e N] ID...
 // loom job kill [-s SIG] ID
 // loom job attach [-l] ID
 // loom job purge [--num-limit N] [--age-limit T] [ID...]
 // Users read their own jobs through job-info, never the raw KVS.
+#include <sys/wait.h>
+
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 
 #include "cli/attach.h"
@@ -35,6 +39,8 @@ struct JobOpts {
   bool label = false;
   bool send_stdin = false;  // job attach --stdin
   double timeout = -1;
+  bool verbose = false;
+  int exception_exit_code = 1;
   int num_limit = -1;
   std::string age_limit;
 };
@@ -221,6 +227,51 @@ int run_wait(const JobOpts& o) {
   return fail("job wait", encode_f58(*id) + " " + why, 1);
 }
 
+// As `flux job status`: waits for every job to end and exits with the
+// largest of their exit codes: a job's tasks' largest (128+N for a signal
+// N), or the exception exit code (-e, 1 by default) for a job ended by a
+// fatal exception (canceled, timed out, ...).
+int run_status(const JobOpts& o) {
+  const std::string cmd = "job status";
+  std::vector<JobId> ids;
+  for (const auto& a : o.ids) {
+    auto id = job_arg(a);
+    if (!id.ok()) return fail(cmd, id.error(), kExitUsage);
+    ids.push_back(*id);
+  }
+  auto s = connect_session();
+  if (!s.ok()) return fail(cmd, s.error());
+  int worst = 0;
+  for (JobId id : ids) {
+    auto r = (*s)->client->call("job-manager.wait", Json{{"id", id.value()}});
+    if (!r.ok()) return fail(cmd, r.error());
+    int code = 0;
+    std::string said;
+    if (r->contains("exception")) {
+      code = o.exception_exit_code;
+      std::string note = (*r)["exception"].value("note", "");
+      said = "exception type=" + (*r)["exception"].value("type", "") + (note.empty() ? "" : ": " + note);
+    } else if (r->contains("status") && WIFSIGNALED((*r)["status"].get<int>())) {
+      int sig = WTERMSIG((*r)["status"].get<int>());
+      code = 128 + sig;
+      said = "killed by signal " + std::to_string(sig) + " (" + ::strsignal(sig) + ")";
+    } else if (r->contains("status")) {
+      code = WEXITSTATUS((*r)["status"].get<int>());
+      said = "exited with exit code " + std::to_string(code);
+    } else {
+      code = r->value("success", false) ? 0 : 1;  // ended without running
+      said = "ended " + r->value("result", std::string("FAILED"));
+    }
+    if (o.json) {
+      std::cout << dump_json(*r) << "\n";
+    } else if (o.verbose) {
+      std::cout << encode_f58(id) << ": " << said << "\n";
+    }
+    worst = std::max(worst, code);
+  }
+  return worst;
+}
+
 int run_purge(const JobOpts& o) {
   if (!o.ids.empty() && (o.num_limit >= 0 || !o.age_limit.empty())) {
     return fail("job purge", "give job ids, or --num-limit and --age-limit, not both", kExitUsage);
@@ -302,6 +353,15 @@ void add_job_command(CLI::App& app, Runner& run) {
   auto* wa = job->add_subcommand("wait", "Wait for a job to end: exit 0 on success, 1 on failure, 2 if it cannot");
   wa->add_option("id", o->id, "Job id")->required();
   wa->callback([o, &run] { run = [o] { return run_wait(*o); }; });
+
+  auto* st = job->add_subcommand("status", "Wait for jobs to end; exit with the largest of their exit codes");
+  st->add_flag("-v,--verbose", o->verbose, "Print a line per job: how it ended");
+  st->add_flag("-j,--json", o->json, "Print each job as job-manager.wait describes it, one JSON line per job");
+  st->add_option("-e,--exception-exit-code", o->exception_exit_code,
+                 "The exit code of a job ended by an exception, e.g. canceled (default 1)")
+      ->check(CLI::Range(0, 255));
+  st->add_option("ids", o->ids, "Job ids")->required();
+  st->callback([o, &run] { run = [o] { return run_status(*o); }; });
 
   auto* at = job->add_subcommand("attach", "Print a job's output as it is written; exit as the job did");
   at->add_flag("-l,--label-io", o->label, "Put the task rank before each line of output");
