@@ -296,40 +296,99 @@ TEST_F(Installed, TheManPagesRenderWithoutWarnings) {
 }
 
 // COMPREPLY for the command line `words` (the last one being completed),
-// from the installed completion script in bash, with `path` as PATH: the
-// words sorted, on one line; nothing at all for none.
-CmdResult complete(const fs::path& script, const std::vector<std::string>& words, const std::string& path) {
-  std::vector<std::string> argv{
-      "/bin/bash", "--norc", "-c",
-      "source \"$0\" && COMP_WORDS=(\"$@\") && COMP_CWORD=$(($# - 1)) && _loom && "
-      "if ((${#COMPREPLY[@]})); then printf '%s\\n' \"${COMPREPLY[@]}\" | sort | paste -sd ' '; fi",
-      script.string()};
+// from the installed completion script in bash, as bash's completion
+// calls the function: the words sorted, on one line; nothing at all for
+// none. PATH has no loom: the completion runs none.
+CmdResult complete(const fs::path& script, const std::vector<std::string>& words) {
+  std::vector<std::string> argv{"/bin/bash", "--norc", "-c",
+                                "source \"$0\" && COMP_WORDS=(\"$@\") && COMP_CWORD=$(($# - 1)) && _loom && "
+                                "if ((${#COMPREPLY[@]})); then printf '%s\\n' \"${COMPREPLY[@]}\" | "
+                                "LC_ALL=C sort | paste -sd ' '; fi",
+                                script.string()};
   argv.insert(argv.end(), words.begin(), words.end());
   Env env = kClean;
-  env.emplace_back("PATH", path);
+  env.emplace_back("PATH", "/usr/bin:/bin");
   return run_cmd(argv, env);
 }
 
 TEST_F(Installed, BashCompletesSubcommandsAndOptions) {
-  std::string path = (prefix() / "bin").string() + ":/usr/bin:/bin";
-  auto r = complete(completion(), {"loom", "jo"}, path);
+  auto p = run_cmd({"/bin/bash", "--norc", "-c", "source \"$0\" && complete -p loom", completion().string()}, kClean);
+  EXPECT_EQ(p.code, 0) << p.err;
+  EXPECT_EQ(p.out, "complete -F _loom loom\n") << p.err;
+  auto r = complete(completion(), {"loom", "sub"});
   EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.out, "job jobs\n") << r.err;
   EXPECT_EQ(r.err, "");
+  EXPECT_EQ(r.out, "submit\n");
+  EXPECT_EQ(complete(completion(), {"loom", "jo"}).out, "job jobs\n");
+  EXPECT_EQ(complete(completion(), {"loom", "submit", "--ur"}).out, "--urgency\n");
+  EXPECT_EQ(complete(completion(), {"loom", "job", ""}).out,
+            "attach eventlog info kill purge urgency wait wait-event\n");
   // Nested subcommands, and the options of the command typed so far.
-  EXPECT_EQ(complete(completion(), {"loom", "job", "at"}, path).out, "attach\n");
-  EXPECT_EQ(complete(completion(), {"loom", "resource", "li"}, path).out, "list\n");
-  EXPECT_EQ(complete(completion(), {"loom", "kvs", "eventlog", "wait"}, path).out, "wait-event\n");
-  EXPECT_EQ(complete(completion(), {"loom", "job", "attach", "--lab"}, path).out, "--label-io\n");
-  EXPECT_EQ(complete(completion(), {"loom", "run", "-N2", "--time"}, path).out, "--time-limit\n");
+  EXPECT_EQ(complete(completion(), {"loom", "job", "at"}).out, "attach\n");
+  EXPECT_EQ(complete(completion(), {"loom", "resource", "li"}).out, "list\n");
+  EXPECT_EQ(complete(completion(), {"loom", "kvs", "eventlog", "wait"}).out, "wait-event\n");
+  EXPECT_EQ(complete(completion(), {"loom", "job", "attach", "--lab"}).out, "--label-io\n");
+  EXPECT_EQ(complete(completion(), {"loom", "run", "-N2", "--time"}).out, "--time-limit\n");
 }
 
-TEST_F(Installed, BashCompletionIsQuietWithoutLoom) {
-  // No loom in PATH: nothing completed, nothing printed, no failure.
-  auto r = complete(completion(), {"loom", "jo"}, "/usr/bin:/bin");
-  EXPECT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(r.err, "");
-  EXPECT_EQ(r.out, "");
+TEST_F(Installed, BashCompletionKnowsOptionValuesAndTheCommandToRun) {
+  // An option's value is not a subcommand, separate or after "=" (which
+  // bash makes a word of its own).
+  EXPECT_EQ(complete(completion(), {"loom", "submit", "-t", "5m", "--ur"}).out, "--urgency\n");
+  EXPECT_EQ(complete(completion(), {"loom", "submit", "--urgency", "=", "hold", "--job"}).out, "--job-name\n");
+  EXPECT_EQ(complete(completion(), {"loom", "kvs", "--namespace", "job", "ge"}).out, "get\n");
+  EXPECT_EQ(complete(completion(), {"loom", "submit", "--output", ""}).out, "");
+  // What loom run, loom submit and loom start -- run is a command line of
+  // its own: not loom's options, unless it is loom.
+  EXPECT_EQ(complete(completion(), {"loom", "run", "-N2", "hostname", "--lab"}).out, "");
+  EXPECT_EQ(complete(completion(), {"loom", "start", "--test-size=2", "--", "loom", "job", "at"}).out, "attach\n");
+  EXPECT_EQ(complete(completion(), {"loom", "start", "--", "loom", "run", "-N", "2", "--lab"}).out, "--label-io\n");
+}
+
+// The completion offers what the binary's --help lists, for every command
+// and nested one: it is made from it at build time, and must not drift.
+TEST_F(Installed, BashCompletionOffersWhatHelpListsForEveryCommand) {
+  fs::path loom = prefix() / "bin/loom";
+  std::vector<std::vector<std::string>> todo{{}};
+  size_t commands = 0;
+  while (!todo.empty()) {
+    auto words = todo.back();
+    todo.pop_back();
+    std::vector<std::string> argv{loom.string()};
+    argv.insert(argv.end(), words.begin(), words.end());
+    argv.push_back("--help");
+    auto help = run_cmd(argv, kClean);
+    std::string title = "loom";
+    for (const auto& w : words) title += " " + w;
+    ASSERT_EQ(help.code, 0) << title << ": " << help.err;
+    auto line = [](std::vector<std::string> names) {
+      std::sort(names.begin(), names.end());
+      std::string out;
+      for (const auto& n : names) out += (out.empty() ? "" : " ") + n;
+      return out.empty() ? out : out + "\n";
+    };
+    std::vector<std::string> options;
+    for (const auto& o : help_entries(help.out, "Options:")) {
+      std::stringstream names(o);
+      for (std::string n; std::getline(names, n, ',');) options.push_back(n);
+    }
+    auto subs = help_entries(help.out, "Subcommands:");
+    std::vector<std::string> typed{"loom"};
+    typed.insert(typed.end(), words.begin(), words.end());
+    typed.push_back("-");
+    EXPECT_EQ(complete(completion(), typed).out, line(options)) << title;
+    if (!subs.empty()) {
+      typed.back() = "";
+      EXPECT_EQ(complete(completion(), typed).out, line(subs)) << title;
+    }
+    for (const auto& sub : subs) {
+      auto w = words;
+      w.push_back(sub);
+      todo.push_back(w);
+    }
+    ++commands;
+  }
+  EXPECT_GE(commands, 40u);
 }
 
 TEST_F(Installed, TheInstalledBinariesFindEachOther) {
