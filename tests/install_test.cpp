@@ -345,6 +345,31 @@ TEST_F(Installed, BashCompletionKnowsOptionValuesAndTheCommandToRun) {
   EXPECT_EQ(complete(completion(), {"loom", "start", "--", "loom", "run", "-N", "2", "--lab"}).out, "--label-io\n");
 }
 
+TEST_F(Installed, BashCompletionLoadsThroughBashCompletion) {
+  const char* loader = "/usr/share/bash-completion/bash_completion";
+  if (::access(loader, R_OK) != 0) GTEST_SKIP() << "no " << loader << " here: loading on demand not tried";
+  // As an interactive shell with bash-completion has it: the completion
+  // is found under PREFIX/share (docs/install.md) when `loom` is first
+  // completed, and the command that loom run runs is completed by that
+  // command's own completion (ls: its options).
+  std::string script =
+      "source \"$0\" && __load_completion loom && complete -p loom && "
+      "c() { COMP_WORDS=(\"$@\"); COMP_CWORD=$(($# - 1)); COMP_LINE=\"$*\"; COMP_POINT=${#COMP_LINE}; _loom; "
+      "printf '%s\\n' \"${COMPREPLY[@]}\" | LC_ALL=C sort -u | paste -sd ' '; } && "
+      "c loom job at && c loom run -N2 ls --al";
+  Env env = kClean;
+  env.emplace_back("PATH", (prefix() / "bin").string() + ":/usr/bin:/bin");
+  env.emplace_back("XDG_DATA_DIRS", (prefix() / "share").string());
+  env.emplace_back("HOME", prefix().string());
+  auto r = run_cmd({"/bin/bash", "--norc", "-c", script, loader}, env);
+  EXPECT_EQ(r.code, 0) << r.out << r.err;
+  auto lines = split_lines(r.out);
+  ASSERT_EQ(lines.size(), 3u) << r.out << r.err;
+  EXPECT_EQ(lines[0], "complete -F _loom loom");
+  EXPECT_EQ(lines[1], "attach");
+  EXPECT_THAT(lines[2], HasSubstr("--all")) << r.err;
+}
+
 // The completion offers what the binary's --help lists, for every command
 // and nested one: it is made from it at build time, and must not drift.
 TEST_F(Installed, BashCompletionOffersWhatHelpListsForEveryCommand) {
