@@ -322,7 +322,7 @@ TEST_F(Installed, BashCompletesSubcommandsAndOptions) {
   EXPECT_EQ(complete(completion(), {"loom", "jo"}).out, "job jobs\n");
   EXPECT_EQ(complete(completion(), {"loom", "submit", "--ur"}).out, "--urgency\n");
   EXPECT_EQ(complete(completion(), {"loom", "job", ""}).out,
-            "attach eventlog info kill purge urgency wait wait-event\n");
+            "attach eventlog info kill purge status urgency wait wait-event\n");
   // Nested subcommands, and the options of the command typed so far.
   EXPECT_EQ(complete(completion(), {"loom", "job", "at"}).out, "attach\n");
   EXPECT_EQ(complete(completion(), {"loom", "resource", "li"}).out, "list\n");
