@@ -1,13 +1,17 @@
 #include "cli/common.h"
 
+#include <pwd.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fstream>
 #include <iostream>
+#include <map>
 
 #include "jobspec/jobspec.h"
 
@@ -17,6 +21,27 @@ std::string latest_uri_file() {
   const char* dir = std::getenv("XDG_RUNTIME_DIR");
   std::string base = (dir && *dir) ? dir : "/tmp";
   return base + "/loom-" + std::to_string(::getuid()) + "/latest";
+}
+
+std::string local_time(double t, const char* fmt) {
+  std::time_t secs = static_cast<std::time_t>(std::floor(t));
+  std::tm tm{};
+  char buf[256];
+  if (!::localtime_r(&secs, &tm)) return "";
+  size_t n = std::strftime(buf, sizeof buf, fmt, &tm);
+  return std::string(buf, n);
+}
+
+std::string user_name(uint32_t uid) {
+  static std::map<uint32_t, std::string> cache;
+  auto it = cache.find(uid);
+  if (it != cache.end()) return it->second;
+  passwd pw{};
+  passwd* found = nullptr;
+  char buf[4096];
+  std::string name;
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found) name = found->pw_name;
+  return cache[uid] = name;
 }
 
 Result<std::string> instance_uri() {

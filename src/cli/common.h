@@ -84,6 +84,12 @@ struct EventMatch {
   bool operator()(const EventEntry& e) const;
 };
 
+// Wall seconds as local time, in strftime's `fmt` ("" if it cannot be
+// shown).
+std::string local_time(double t, const char* fmt);
+// The login name of `uid`, "" for a uid without one (looked up once).
+std::string user_name(uint32_t uid);
+
 // A job id argument in any accepted form, or a one-line error.
 Result<JobId> job_arg(const std::string& s);
 // An urgency as users give it: 0-31, hold (0), default (16), expedite (31).

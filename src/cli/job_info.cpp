@@ -23,14 +23,7 @@ namespace loom::cli {
 
 namespace {
 
-std::string local_time(double t) {
-  time_t secs = static_cast<time_t>(t);
-  std::tm tm{};
-  ::localtime_r(&secs, &tm);
-  char buf[64];
-  std::strftime(buf, sizeof buf, "%Y-%m-%d %H:%M:%S %Z", &tm);
-  return buf;
-}
+std::string shown_time(double t) { return local_time(t, "%Y-%m-%d %H:%M:%S %Z"); }
 
 std::string seconds(double s) {
   char buf[64];
@@ -46,14 +39,6 @@ std::string seconds(double s) {
     }
   }
   return buf;
-}
-
-std::string user_name(uint32_t uid) {
-  passwd pw{};
-  passwd* found = nullptr;
-  char buf[4096];
-  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found) return found->pw_name;
-  return "";
 }
 
 // "exit code 3", "killed by signal 9 (KILL)", "exit code 0".
@@ -130,14 +115,14 @@ int show_job_summary(Session& s, JobId id) {
     }
     line("given", given);
   }
-  line("submitted", local_time(j.value("t_submit", 0.0)));
+  line("submitted", shown_time(j.value("t_submit", 0.0)));
   if (j.contains("t_run")) {
     double t_run = j["t_run"].get<double>();
-    line("started", local_time(t_run) + " (waited " + seconds(t_run - j.value("t_submit", t_run)) + ")");
+    line("started", shown_time(t_run) + " (waited " + seconds(t_run - j.value("t_submit", t_run)) + ")");
     double end = j.contains("t_cleanup") ? j["t_cleanup"].get<double>() : s.clock->wall();
-    line(j.contains("t_cleanup") ? "ended" : "running",
-         (j.contains("t_cleanup") ? local_time(end) + " (ran " : "for ") + seconds(end - t_run) +
-             (j.contains("t_cleanup") ? ")" : ""));
+    line(j.contains("t_cleanup") ? "ended" : "running", (j.contains("t_cleanup") ? shown_time(end) + " (ran " : "for ") +
+                                                            seconds(end - t_run) +
+                                                            (j.contains("t_cleanup") ? ")" : ""));
   }
   if (j.contains("status")) line("exit", how_it_ended(j["status"].get<int>()));
   if (events.ok()) {
@@ -147,7 +132,7 @@ int show_job_summary(Session& s, JobId id) {
       int severity = e.context.value("severity", 0);
       line("exception", e.context.value("type", "?") +
                             (severity == 0 ? " (fatal)" : " (severity " + std::to_string(severity) + ")") + " at " +
-                            local_time(e.timestamp) + (note.empty() ? "" : ": " + note));
+                            shown_time(e.timestamp) + (note.empty() ? "" : ": " + note));
     }
   }
   int64_t priority = j.value("priority", int64_t{-1});

@@ -14,6 +14,7 @@
 #include <map>
 
 #include "base/fluid.h"
+#include "cli/common.h"
 
 namespace loom::cli {
 
@@ -21,20 +22,13 @@ namespace {
 
 using Kind = FieldValue::Kind;
 
-FieldValue text(std::string s) { return FieldValue{Kind::kString, std::move(s), 0, 0}; }
 FieldValue integer(int64_t i) { return FieldValue{Kind::kInt, "", i, 0}; }
 FieldValue real(double f) { return FieldValue{Kind::kFloat, "", 0, f}; }
 
-std::string user_name(uint32_t uid) {
-  static std::map<uint32_t, std::string> cache;
-  auto it = cache.find(uid);
-  if (it != cache.end()) return it->second;
-  struct passwd pw {};
-  struct passwd* res = nullptr;
-  char buf[4096];
-  std::string name = std::to_string(uid);
-  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &res) == 0 && res) name = pw.pw_name;
-  return cache[uid] = name;
+// The user's name, or the uid where it has none.
+std::string name_of(uint32_t uid) {
+  std::string name = user_name(uid);
+  return name.empty() ? std::to_string(uid) : name;
 }
 
 const std::string kEmpty;
@@ -217,7 +211,7 @@ Result<FieldValue> job_field(const Json& j, const std::string& f, double now) {
     return text((f == "id.kvs" ? "job." : "") + std::string(buf));
   }
   if (f == "userid") return integer(j.value("userid", int64_t{0}));
-  if (f == "username") return text(user_name(j.value("userid", uint32_t{0})));
+  if (f == "username") return text(name_of(j.value("userid", uint32_t{0})));
   if (f == "urgency") return integer(j.value("urgency", int64_t{0}));
   if (f == "priority") return j.value("priority", int64_t{-1}) < 0 ? text("") : integer(j["priority"].get<int64_t>());
   if (f == "dependencies") return text(dependencies_of(j));
@@ -264,7 +258,7 @@ Result<FieldValue> job_field(const Json& j, const std::string& f, double now) {
   if (f.starts_with("annotations.")) return annotation(j, f.substr(12));
   // "user" alone is the user's name, as loom has always had it; flux
   // jobs reads it as annotations.user, which loom never sets.
-  if (f == "user") return text(user_name(j.value("userid", uint32_t{0})));
+  if (f == "user") return text(name_of(j.value("userid", uint32_t{0})));
   if (f == "sched") return annotation(j, f);
   if (f.starts_with("sched.") || f.starts_with("user.")) return annotation(j, f);
   // Fields of jobs that are instances themselves: a loom job never is.

@@ -20,6 +20,7 @@ struct FieldValue {
   int64_t i = 0;
   double f = 0;
 };
+inline FieldValue text(std::string s) { return FieldValue{FieldValue::Kind::kString, std::move(s), 0, 0}; }
 
 // The value of field `name` (id, username, t_submit, sched.reason_pending,
 // ...) for job `job`, at wall time `now`; an error for an unknown name.

@@ -10,13 +10,13 @@
 #include <cstring>
 #include <ctime>
 
+#include "cli/common.h"
+
 namespace loom::cli {
 
 namespace {
 
 using Kind = FieldValue::Kind;
-
-FieldValue text(std::string s) { return FieldValue{Kind::kString, std::move(s), 0, 0}; }
 
 // Python's repr of a float: the shortest text that reads back the same,
 // with ".0" on whole numbers.
@@ -59,15 +59,6 @@ std::string first_codepoints(const std::string& s, size_t n) {
     }
   }
   return s.substr(0, i);
-}
-
-std::string local_time(double t, const char* fmt) {
-  std::time_t secs = static_cast<std::time_t>(std::floor(t));
-  struct tm tm {};
-  ::localtime_r(&secs, &tm);
-  char buf[256];
-  size_t n = std::strftime(buf, sizeof buf, fmt, &tm);
-  return std::string(buf, n);
 }
 
 // Python's str(timedelta(seconds=round(s))): "0:00:05", "1 day, 2:03:04".

@@ -29,12 +29,9 @@ std::string join(const std::vector<std::string>& words) {
 }
 
 // Wall seconds as local time, 2026-12-05T10:12:00.
-std::string local_time(double t) {
-  auto secs = static_cast<std::time_t>(t);
-  std::tm tm{};
-  char buf[32];
-  if (!::localtime_r(&secs, &tm) || std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%S", &tm) == 0) return "-";
-  return buf;
+std::string drain_time(double t) {
+  std::string s = local_time(t, "%Y-%m-%dT%H:%M:%S");
+  return s.empty() ? "-" : s;
 }
 
 // The hosts of these ranks' entries, each once, as a hostlist.
@@ -98,7 +95,7 @@ int run_list(const ResourceOpts& o) {
   if (r->contains("drain") && !(*r)["drain"].empty()) {
     std::printf("\n%-12s %-19s %s\n", "DRAINED", "SINCE", "REASON");
     for (auto& d : (*r)["drain"]) {
-      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), local_time(d.value("timestamp", 0.0)).c_str(),
+      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), drain_time(d.value("timestamp", 0.0)).c_str(),
                   d.value("reason", "").c_str());
     }
   }
@@ -121,8 +118,8 @@ int run_status(const ResourceOpts& o) {
     std::string cores = std::to_string(rk.value("used_cores", 0)) + "/" + std::to_string(rk.value("ncores", 0));
     bool drained = rk.contains("timestamp");
     std::printf("%6u %-10s %-20s %-9s %-19s %s\n", rk.value("rank", 0u), rk.value("state", "").c_str(),
-                rk.value("host", "").c_str(), cores.c_str(),
-                drained ? local_time(rk.value("timestamp", 0.0)).c_str() : "-", rk.value("reason", "").c_str());
+                rk.value("host", "").c_str(), cores.c_str(), drained ? drain_time(rk.value("timestamp", 0.0)).c_str() : "-",
+                rk.value("reason", "").c_str());
   }
   return 0;
 }
@@ -137,7 +134,7 @@ int run_drain(const ResourceOpts& o, bool drain) {
     if (!r.ok()) return fail(cmd, r.error());
     std::printf("%-12s %-19s %s\n", "RANKS", "SINCE", "REASON");
     for (auto& d : r->value("drain", Json::array())) {
-      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), local_time(d.value("timestamp", 0.0)).c_str(),
+      std::printf("%-12s %-19s %s\n", d.value("ranks", "").c_str(), drain_time(d.value("timestamp", 0.0)).c_str(),
                   d.value("reason", "").c_str());
     }
     return 0;
