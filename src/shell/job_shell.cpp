@@ -83,12 +83,13 @@
 #include "shell/user.h"
 
 namespace loom {
-namespace {
 
-[[noreturn]] void die(const std::string& why) {
+void shell_die(const std::string& why) {
   std::fprintf(stderr, "loom-shell: %s\n", why.c_str());
   std::exit(1);
 }
+
+namespace {
 
 struct Task {
   int rank = 0;  // global task rank
@@ -607,10 +608,10 @@ void Shell::read(Stream& s) {
 
 int Shell::run() {
   auto js = parse_jobspec(info_["jobspec"]);
-  if (!js.ok()) die("jobspec: " + js.error().text);
+  if (!js.ok()) shell_die("jobspec: " + js.error().text);
   auto R = ResourceSet::parse(info_["R"]);
-  if (!R.ok()) die("R: " + R.error().text);
-  if (!info_["rank"].is_number_unsigned() || !info_["id"].is_number_unsigned()) die("bad job info");
+  if (!R.ok()) shell_die("R: " + R.error().text);
+  if (!info_["rank"].is_number_unsigned() || !info_["id"].is_number_unsigned()) shell_die("bad job info");
   uint32_t my_rank = info_["rank"].get<uint32_t>();
   JobId id{info_["id"].get<uint64_t>()};
   rank_ = my_rank;
@@ -618,7 +619,7 @@ int Shell::run() {
   reattach_timeout_ = info_.value("reattach_timeout", 0.0);
   instance_uri_ = rank0_uri(uri_);
   ns_ = info_.value("namespace", "");
-  if (ns_.empty()) die("no namespace for the output");
+  if (ns_.empty()) shell_die("no namespace for the output");
 
   // Which tasks run here: slots rank by rank, one task per slot in order.
   std::vector<std::pair<uint32_t, uint32_t>> slots;  // rank, slots there

@@ -20,6 +20,9 @@ namespace loom {
 // job_shell.cpp); `c` the connection to the broker that started us (null
 // if it is gone: then we wait for it to come back); `user` the job's user,
 // when we became it.
+// Says why on stderr ("loom-shell: WHY") and exits 1.
+[[noreturn]] void shell_die(const std::string& why);
+
 int run_job_shell(asio::io_context& io, Clock& clock, std::string uri, uint32_t broker_uid, std::unique_ptr<Client> c,
                   Json info, std::optional<JobUser> user);
 

@@ -28,18 +28,13 @@
 namespace loom {
 namespace {
 
-[[noreturn]] void die(const std::string& why) {
-  std::fprintf(stderr, "loom-shell: %s\n", why.c_str());
-  std::exit(1);
-}
-
 // Everything on stdin: the job, as the shell launch service writes it.
 std::string read_stdin() {
   std::string text;
   char buf[65536];
   for (ssize_t n; (n = ::read(0, buf, sizeof buf)) != 0;) {
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) die(std::string("stdin: ") + std::strerror(errno));
+    if (n < 0) shell_die(std::string("stdin: ") + std::strerror(errno));
     text.append(buf, static_cast<size_t>(n));
   }
   return text;
@@ -91,7 +86,7 @@ Result<std::optional<JobUser>> take_identity(const Json& info) {
 // One job shell, its job (JSON) in `text`.
 int run_shell(const std::string& text) {
   auto info = parse_json(text);
-  if (!info.ok() || !info->is_object()) die("stdin: not a JSON object");
+  if (!info.ok() || !info->is_object()) shell_die("stdin: not a JSON object");
   // stdout is the report pipe of a broker that may be gone by the end.
   ::signal(SIGPIPE, SIG_IGN);
   // Into the job's cgroup while we may (before we become the job's user).
@@ -112,13 +107,13 @@ int run_shell(const std::string& text) {
   auto user = take_identity(*info);
   if (!user.ok()) return cannot_run(*info, user.error().text);
   const char* uri = std::getenv("LOOM_URI");
-  if (!uri) die("LOOM_URI is not set");
+  if (!uri) shell_die("LOOM_URI is not set");
   asio::io_context io;
   auto clock = make_real_clock(io);
   auto c = Client::connect(io, *clock, uri);
   if (c.ok() && (*c)->peer_uid() != broker_uid) {
-    die(std::string("refusing what listens at ") + uri + ": it runs as uid " + std::to_string((*c)->peer_uid()) +
-        ", not the brokers' " + std::to_string(broker_uid));
+    shell_die(std::string("refusing what listens at ") + uri + ": it runs as uid " + std::to_string((*c)->peer_uid()) +
+              ", not the brokers' " + std::to_string(broker_uid));
   }
   // The broker that started us (our parent) may have died before we could
   // connect: nobody listens, or a restarted broker does, which does not
@@ -130,10 +125,10 @@ int run_shell(const std::string& text) {
   // the job fails at once, nothing runs.)
   std::unique_ptr<Client> client;
   if (!broker_gone(*info)) {
-    if (!c.ok()) die(c.error().text);
+    if (!c.ok()) shell_die(c.error().text);
     client = std::move(*c);
   } else if (info->value("reattach_timeout", 0.0) <= 0) {
-    die("the broker that started this shell is gone");
+    shell_die("the broker that started this shell is gone");
   } else {
     std::fprintf(stderr, "loom-shell: the broker that started this shell is gone (%s)\n",
                  c.ok() ? "another listens at its socket" : c.error().text.c_str());
