@@ -26,7 +26,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr double kMaxSeconds = 1e10;
+using detail::kMaxSeconds;
 constexpr int64_t kMaxRes = 1'000'000'000;
 constexpr int kMaxProfileDepth = 16;
 

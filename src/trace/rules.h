@@ -11,6 +11,10 @@
 
 namespace loom::trace::detail {
 
+// The longest time a trace may give (317 years): beyond it, a value is
+// garbage, never a job.
+inline constexpr double kMaxSeconds = 1e10;
+
 // Applies the rules to `jobs` in place: each job holds its record in
 // `swf` and its input `submit` and `run` (SWF fields 2 and 4; Batsim may
 // have set run from the walltime already). Keeps the jobs that can run,

@@ -24,7 +24,7 @@ namespace loom::trace {
 namespace {
 
 constexpr int kFields = 18;
-constexpr double kMaxSeconds = 1e10;  // 317 years
+using detail::kMaxSeconds;
 constexpr int64_t kMaxProcs = 1'000'000'000;
 
 constexpr std::array<const char*, kFields> kFieldNames = {"job number",
