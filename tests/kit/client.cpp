@@ -93,13 +93,6 @@ bool subscribe(Loop& loop, Handle& h, const std::string& prefix, EventFn fn, dou
 
 // --- RawConn ---
 
-namespace {
-int remaining_ms(double deadline) {
-  double left = deadline - monotonic_now();
-  return left <= 0 ? 0 : static_cast<int>(std::ceil(left * 1000));
-}
-}  // namespace
-
 std::string u32le(uint32_t v) {
   std::string s(4, '\0');
   for (int i = 0; i < 4; ++i) s[i] = static_cast<char>((v >> (8 * i)) & 0xff);

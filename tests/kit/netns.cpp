@@ -22,29 +22,15 @@ namespace {
 
 // Every name of ours starts "lm<pid>" and goes on with 'b' (bridge), 'v'
 // (veth) or 'n' (namespace), then the Hosts counter.
-constexpr const char* kPrefix = "lm";
+constexpr const char* kNetnsPrefix = "lm";
 constexpr const char* kNetnsDir = "/run/netns";  // where `ip netns` mounts namespaces
 constexpr const char* kEtcNetns = "/etc/netns";  // what `ip netns exec` binds over /etc
 constexpr const char* kLock = "/run/loom-test-netns.lock";
 constexpr size_t kMaxHosts = 99;
 
-std::string tool(const std::string& name) {
-  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
-    if (::access((dir + name).c_str(), X_OK) == 0) return dir + name;
-  }
-  return "";
-}
-
 const std::string& ip_tool() {
-  static const std::string path = tool("ip");
+  static const std::string path = system_tool("ip");
   return path;
-}
-
-std::string show(const CmdResult& r) {
-  if (r.timed_out) return "timed out";
-  std::string text = r.err.empty() ? r.out : r.err;
-  while (!text.empty() && text.back() == '\n') text.pop_back();
-  return "exit " + std::to_string(r.code) + (text.empty() ? "" : ": " + text);
 }
 
 std::string joined(const std::vector<std::string>& args) {
@@ -59,7 +45,7 @@ std::string ip(const std::vector<std::string>& args) {
   argv.insert(argv.end(), args.begin(), args.end());
   auto r = run_cmd(argv, {}, 30);
   if (r.code == 0) return "";
-  return "ip " + joined(args) + ": " + show(r);
+  return "ip " + joined(args) + ": " + brief(r);
 }
 
 // A name of ours: the pid of the process that made it and its kind ('b',
@@ -69,7 +55,7 @@ struct Owner {
   char kind = 0;
 };
 Owner owner(const std::string& name) {
-  if (!name.starts_with(kPrefix)) return {};
+  if (!name.starts_with(kNetnsPrefix)) return {};
   size_t end = name.find_first_not_of("0123456789", 2);
   if (end == 2 || end > 2 + 9 || end == std::string::npos) return {};
   if (name[end] != 'b' && name[end] != 'v' && name[end] != 'n') return {};
@@ -92,7 +78,7 @@ bool link_exists(const std::string& name) { return fs::exists(fs::path("/sys/cla
 // that the namespace (and the link in it) goes with its mount.
 std::string kill_inside(const std::string& ns) {
   auto r = run_cmd({ip_tool(), "netns", "pids", ns}, {}, 30);
-  if (r.code != 0) return "ip netns pids " + ns + ": " + show(r);
+  if (r.code != 0) return "ip netns pids " + ns + ": " + brief(r);
   std::vector<pid_t> pids;
   for (const auto& line : r.out_lines()) {
     if (line.empty() || !std::all_of(line.begin(), line.end(), ::isdigit)) continue;
@@ -193,7 +179,7 @@ std::string Hosts::unavailable() {
     if (!made) {
       out = std::string("cannot create a network namespace linked to a bridge: ") + made.message();
     } else if (auto r = probe.run(0, {"cat", "/proc/sys/kernel/hostname"}, {}, 30); r.out != "probe0\n") {
-      out = "cannot run a command in a network namespace with its own hostname: " + show(r);
+      out = "cannot run a command in a network namespace with its own hostname: " + brief(r);
     }
     auto removed = probe.destroy();
     if (out.empty() && !removed) out = std::string("cannot remove a network namespace: ") + removed.message();
@@ -242,7 +228,7 @@ Hosts::~Hosts() {
   static unsigned counter = 0;
   unsigned c = counter++ % 100;
   auto pid = static_cast<unsigned>(::getpid());
-  std::string tag = kPrefix + std::to_string(pid);
+  std::string tag = kNetnsPrefix + std::to_string(pid);
   // 10.X.Y.0/24, X in 100..199: distinct for tests running at once unless
   // their pids are 25,600 apart; separate bridges keep them apart anyway.
   unsigned id = pid * 100 + c;
@@ -358,7 +344,7 @@ std::string quoted(const std::string& text) {
   if (path.empty() || path[0] != '/' || dir.empty() || dir[0] != '/') {
     return ::testing::AssertionFailure() << "add_private_dir: absolute paths, not " << path << " and " << dir;
   }
-  if (tool("unshare").empty() || tool("mount").empty()) {
+  if (system_tool("unshare").empty() || system_tool("mount").empty()) {
     return ::testing::AssertionFailure() << "add_private_dir: needs unshare and mount (util-linux)";
   }
   std::error_code ec;
@@ -391,7 +377,7 @@ std::vector<std::string> Hosts::wrap(size_t i, const std::vector<std::string>& a
   std::vector<std::string> out = {ip_tool(), "netns", "exec", netns(i)};
   if (!hosts_.at(i).private_dirs.empty()) {
     // The hostname is set in the child (with_hostname); the mounts here.
-    out.insert(out.end(), {tool("unshare"), "--mount", "sh", "-c", mount_script(i), "sh"});
+    out.insert(out.end(), {system_tool("unshare"), "--mount", "sh", "-c", mount_script(i), "sh"});
   }
   out.insert(out.end(), argv.begin(), argv.end());
   return out;
@@ -399,7 +385,7 @@ std::vector<std::string> Hosts::wrap(size_t i, const std::vector<std::string>& a
 
 std::vector<std::string> Hosts::enter(size_t i) const {
   // unshare's new mount namespace is private: the binds stay in it.
-  return {ip_tool(), "netns", "exec", netns(i), tool("unshare"),
+  return {ip_tool(), "netns", "exec", netns(i), system_tool("unshare"),
           "--mount", "--uts", "sh",   "-c",     "hostname " + quoted(hostname(i)) + " && " + mount_script(i),
           "sh"};
 }

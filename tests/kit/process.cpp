@@ -43,12 +43,6 @@ namespace {
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
-int remaining_ms(double deadline) {
-  double left = deadline - monotonic_now();
-  if (left <= 0) return 0;
-  return static_cast<int>(std::ceil(left * 1000));
-}
-
 // Polls `fd` for POLLIN until the deadline. True if readable (or hung up).
 bool poll_in(int fd, double deadline) {
   while (true) {
@@ -247,6 +241,26 @@ CmdResult Background::finish(double timeout) {
 
 CmdResult run_cmd(const std::vector<std::string>& argv, const Env& env, double timeout) {
   return Background(argv, env).finish(timeout);
+}
+
+int remaining_ms(double deadline) {
+  double left = deadline - monotonic_now();
+  if (left <= 0) return 0;
+  return static_cast<int>(std::ceil(left * 1000));
+}
+
+std::string system_tool(const std::string& name) {
+  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
+    if (::access((dir + name).c_str(), X_OK) == 0) return dir + name;
+  }
+  return "";
+}
+
+std::string brief(const CmdResult& r) {
+  if (r.timed_out) return "timed out";
+  std::string text = r.err.empty() ? r.out : r.err;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return "exit " + std::to_string(r.code) + (text.empty() ? "" : ": " + text);
 }
 
 }  // namespace loom::test

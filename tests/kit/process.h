@@ -86,5 +86,12 @@ std::vector<std::string> split_lines(const std::string& s);
 
 // Seconds on a monotonic clock.
 double monotonic_now();
+// Milliseconds left until `deadline` (monotonic_now() seconds), 0 once past.
+int remaining_ms(double deadline);
+// The path of a system tool (ip, useradd, unshare, ...) in the usual
+// directories, "" where there is none.
+std::string system_tool(const std::string& name);
+// "exit N: TEXT" (its stderr, else its stdout) or "timed out", on one line.
+std::string brief(const CmdResult& r);
 
 }  // namespace loom::test

@@ -15,20 +15,11 @@ namespace loom::test {
 
 namespace {
 
-constexpr const char* kPrefix = "lt";
-
-bool have(const std::string& path) { return ::access(path.c_str(), X_OK) == 0; }
-
-std::string tool(const std::string& name) {
-  for (const char* dir : {"/usr/sbin/", "/sbin/", "/usr/bin/", "/bin/"}) {
-    if (have(dir + name)) return dir + name;
-  }
-  return "";
-}
+constexpr const char* kUserPrefix = "lt";
 
 // The pid in a name of ours (lt<pid>x<tag>), or 0.
 pid_t owner_pid(const std::string& name) {
-  if (!name.starts_with(kPrefix)) return 0;
+  if (!name.starts_with(kUserPrefix)) return 0;
   size_t x = name.find('x', 2);
   if (x == std::string::npos || x == 2) return 0;
   std::string digits = name.substr(2, x - 2);
@@ -48,9 +39,7 @@ std::vector<std::string> stale(const char* file) {
   return out;
 }
 
-std::string name_for(const std::string& tag) { return kPrefix + std::to_string(::getpid()) + "x" + tag; }
-
-std::string show(const CmdResult& r) { return "exit " + std::to_string(r.code) + ": " + r.out + r.err; }
+std::string name_for(const std::string& tag) { return kUserPrefix + std::to_string(::getpid()) + "x" + tag; }
 
 // Becomes `user` in a forked child: groups, gid, uid (in that order), its
 // environment, and the directory.
@@ -81,34 +70,34 @@ std::string TestUser::groups_text() const {
 std::string TestUsers::unavailable() {
   if (::geteuid() != 0) return "needs root: it creates users and runs an instance that switches to them";
   for (const char* t : {"useradd", "userdel", "groupadd", "groupdel"}) {
-    if (tool(t).empty()) return std::string("needs ") + t;
+    if (system_tool(t).empty()) return std::string("needs ") + t;
   }
   return "";
 }
 
 TestUsers::TestUsers() {
   if (!unavailable().empty()) return;
-  for (const auto& u : stale("/etc/passwd")) run_cmd({tool("userdel"), "-r", "-f", u});
-  for (const auto& g : stale("/etc/group")) run_cmd({tool("groupdel"), g});
+  for (const auto& u : stale("/etc/passwd")) run_cmd({system_tool("userdel"), "-r", "-f", u});
+  for (const auto& g : stale("/etc/group")) run_cmd({system_tool("groupdel"), g});
 }
 
 TestUsers::~TestUsers() {
   for (const auto& u : users_) {
     // -f: even if a process of theirs outlived the test.
-    auto r = run_cmd({tool("userdel"), "-r", "-f", u});
+    auto r = run_cmd({system_tool("userdel"), "-r", "-f", u});
     // 12: the home directory could not be removed (or had no mail spool).
-    if (r.code != 0 && r.code != 12) ADD_FAILURE() << "userdel " << u << ": " << show(r);
+    if (r.code != 0 && r.code != 12) ADD_FAILURE() << "userdel " << u << ": " << brief(r);
   }
   for (const auto& g : groups_) {
-    auto r = run_cmd({tool("groupdel"), g});
-    if (r.code != 0 && r.code != 6) ADD_FAILURE() << "groupdel " << g << ": " << show(r);
+    auto r = run_cmd({system_tool("groupdel"), g});
+    if (r.code != 0 && r.code != 6) ADD_FAILURE() << "groupdel " << g << ": " << brief(r);
   }
 }
 
 ::testing::AssertionResult TestUsers::add_group(const std::string& tag, std::string* name) {
   std::string n = name_for(tag);
-  auto r = run_cmd({tool("groupadd"), n});
-  if (r.code != 0) return ::testing::AssertionFailure() << "groupadd " << n << ": " << show(r);
+  auto r = run_cmd({system_tool("groupadd"), n});
+  if (r.code != 0) return ::testing::AssertionFailure() << "groupadd " << n << ": " << brief(r);
   groups_.push_back(n);
   *name = n;
   return ::testing::AssertionSuccess();
@@ -117,7 +106,7 @@ TestUsers::~TestUsers() {
 ::testing::AssertionResult TestUsers::add(const std::string& tag, TestUser* out,
                                           const std::vector<std::string>& groups) {
   std::string n = name_for(tag);
-  std::vector<std::string> argv = {tool("useradd"), "--create-home", "--user-group", "--shell", "/bin/sh"};
+  std::vector<std::string> argv = {system_tool("useradd"), "--create-home", "--user-group", "--shell", "/bin/sh"};
   if (!groups.empty()) {
     std::string list;
     for (const auto& g : groups) list += (list.empty() ? "" : ",") + g;
@@ -125,7 +114,7 @@ TestUsers::~TestUsers() {
   }
   argv.push_back(n);
   auto r = run_cmd(argv);
-  if (r.code != 0) return ::testing::AssertionFailure() << "useradd " << n << ": " << show(r);
+  if (r.code != 0) return ::testing::AssertionFailure() << "useradd " << n << ": " << brief(r);
   users_.push_back(n);
   passwd* pw = ::getpwnam(n.c_str());
   if (!pw) return ::testing::AssertionFailure() << "useradd made " << n << " but getpwnam does not find it";
