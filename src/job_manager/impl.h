@@ -207,6 +207,10 @@ struct JobManager::Impl {
   Status post(Job& j, const std::string& name, Json context = nullptr);
   void advance(Job& j);
   void on_inactive(Job& j);
+  // Purges the oldest inactive jobs beyond job-manager.inactive-num-limit,
+  // once per loop turn (never under a caller that holds jobs).
+  void enforce_retention();
+  OncePerTurn retention_turn_{io_, [this] { enforce_retention(); }};
   void commit_op(Json op) {
     pending_ops_.push_back(std::move(op));
     flush_turn_.request();

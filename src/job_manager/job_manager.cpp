@@ -379,14 +379,19 @@ void JobManager::Impl::on_inactive(Job& j) {
     });
   }
   check_drain();
-  if (cfg_.inactive_num_limit > 0 && inactive_order_.size() > cfg_.inactive_num_limit) {
-    std::vector<JobId> old;
-    while (inactive_order_.size() > cfg_.inactive_num_limit) {
-      old.push_back(inactive_order_.front());
-      inactive_order_.pop_front();
-    }
-    purge_jobs(old, nullptr);
+  // In a turn of its own: whoever ended this job may hold others it is
+  // about to act on (a cancel of several, an allocation's steps).
+  if (cfg_.inactive_num_limit > 0 && inactive_order_.size() > cfg_.inactive_num_limit) retention_turn_.request();
+}
+
+void JobManager::Impl::enforce_retention() {
+  if (cfg_.inactive_num_limit == 0 || inactive_order_.size() <= cfg_.inactive_num_limit) return;
+  std::vector<JobId> old;
+  while (inactive_order_.size() > cfg_.inactive_num_limit) {
+    old.push_back(inactive_order_.front());
+    inactive_order_.pop_front();
   }
+  purge_jobs(old, nullptr);
 }
 
 void JobManager::Impl::flush() {

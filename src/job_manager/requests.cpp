@@ -312,11 +312,13 @@ void JobManager::Impl::cancel(const Message& m) {
   if (!note.ok()) return h_.respond_error(m, note.error());
   auto all = get_bool(*p, "all", false);
   if (!all.ok()) return h_.respond_error(m, all.error());
-  std::vector<Job*> targets;
+  // By id, not by pointer: cancelling one job may end others (an
+  // allocation's steps) before their turn here.
+  std::vector<JobId> targets;
   Json errors = Json::array();
   if (*all) {
     for (auto& [id, j] : jobs_) {
-      if (is_active(j.rec.state) && j.rec.userid == m.userid && !j.rec.fatal_exception) targets.push_back(&j);
+      if (is_active(j.rec.state) && j.rec.userid == m.userid && !j.rec.fatal_exception) targets.push_back(id);
     }
   } else {
     if (!p->contains("ids") || !(*p)["ids"].is_array()) return h_.respond_error(m, EPROTO, "missing \"ids\"");
@@ -331,14 +333,22 @@ void JobManager::Impl::cancel(const Message& m) {
             Json{{"id", v}, {"errnum", EALREADY}, {"error", "job " + encode_f58((*j)->id) + " is already canceled"}});
         continue;
       }
-      targets.push_back(*j);
+      targets.push_back((*j)->id);
     }
   }
   Json done = Json::array();
-  for (Job* j : targets) {
-    if (!post(*j, "exception", exception_context("cancel", 0, *note))) continue;
-    done.push_back(j->id.value());
-    advance(*j);
+  for (JobId id : targets) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) continue;
+    Job& j = it->second;
+    if (j.rec.fatal_exception || !is_active(j.rec.state)) {
+      // Cancelled already, on the way (a step whose allocation just was).
+      if (j.rec.exception_type == "cancel") done.push_back(id.value());
+      continue;
+    }
+    if (!post(j, "exception", exception_context("cancel", 0, *note))) continue;
+    done.push_back(id.value());
+    advance(j);
   }
   h_.respond(m, Json{{"canceled", done}, {"errors", errors}});
 }
