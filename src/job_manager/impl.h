@@ -255,6 +255,8 @@ struct JobManager::Impl {
   // still hold resources (the allocation waits for them).
   bool end_steps(Job& allocation);
   void steps_changed();
+  // A pending step's urgency changed: the steps behind it may go now.
+  void step_held_or_released(Job& step);
 
   // --- scheduler ---
   void send_alloc(Job& j);

@@ -381,6 +381,7 @@ void JobManager::Impl::urgency(const Message& m) {
     } else {
       send_alloc(j);
     }
+    step_held_or_released(j);
   }
   h_.respond(m, Json{{"old_urgency", old}});
 }

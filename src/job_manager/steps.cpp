@@ -26,6 +26,15 @@ Status JobManager::Impl::check_step(const Message& m, const Jobspec& spec) {
     return Error{EINVAL, name + " is not running (it is " + std::string(job_state_name(a.rec.state)) + ")"};
   }
   if (auto st = space_of(a).feasible(spec); !st) return Error{st.error().code, name + ": " + st.error().text};
+  // Only its start can be waited for: its end ends the step first.
+  if (auto deps = parse_dependencies(spec.raw); deps.ok()) {
+    for (const auto& d : *deps) {
+      bool on_end = d.scheme != DependencyScheme::kAfter && d.scheme != DependencyScheme::kSingleton;
+      if (on_end && d.target == aid) {
+        return Error{EINVAL, "a step cannot wait for the end of its own allocation (" + d.description() + ")"};
+      }
+    }
+  }
   return {};
 }
 
@@ -68,17 +77,21 @@ void JobManager::Impl::place_step(Job& j) {
     (void)post(j, "exception", exception_context("alloc", 0, "jobspec: " + spec.error().text));
     return advance(j);
   }
+  std::string waiting = "waiting for room in allocation " + encode_f58(a->id);
   // Steps of one allocation start in submit order: a later one never
-  // passes an earlier one that waits for room.
+  // passes an earlier one that waits for room (a held one does not count).
   for (JobId sid : a->steps) {
     if (sid >= j.id) break;
     const Job& other = jobs_.at(sid);
-    if (other.rec.state == JobState::kSched && other.rec.priority > 0) return;
+    if (other.rec.state == JobState::kSched && other.rec.priority > 0) {
+      j.annotations = Json{{"sched", {{"reason_pending", waiting}}}};
+      return;
+    }
   }
   StepSpace& space = space_of(*a);
   auto r = space.match(*spec);
   if (!r) {
-    j.annotations = Json{{"sched", {{"reason_pending", "waiting for room in allocation " + encode_f58(a->id)}}}};
+    j.annotations = Json{{"sched", {{"reason_pending", waiting}}}};
     return;
   }
   // It runs until its own limit, never past its allocation's.
@@ -93,9 +106,11 @@ void JobManager::Impl::place_step(Job& j) {
     return;
   }
   j.R = std::move(*r);
-  j.ranks = j.R.rank_set().encode();
-  j.nnodes = static_cast<uint32_t>(j.R.ranks().size());
+  j.note_resources(j.R);
   j.annotations = nullptr;
+  // Its R is stored as the scheduler stores a job's, in the same commit
+  // as its alloc event: a restarted job manager finds it again.
+  commit_op(Json{{"op", "put"}, {"key", kvs_key::job_R(j.id)}, {"value", dump_json(j.R.to_json())}});
   (void)post(j, "alloc");
   advance(j);
 }
@@ -134,6 +149,12 @@ bool JobManager::Impl::end_steps(Job& a) {
 // Once per loop turn, for each allocation whose steps gave something back
 // or ended: the steps waiting for room are tried again (in submit order),
 // and an allocation that was waiting for its steps goes on.
+void JobManager::Impl::step_held_or_released(Job& j) {
+  if (!j.allocation || j.rec.state != JobState::kSched) return;
+  steps_changed_.insert(JobId{j.allocation});
+  steps_turn_.request();
+}
+
 void JobManager::Impl::steps_changed() {
   auto changed = std::move(steps_changed_);
   steps_changed_.clear();
@@ -149,7 +170,9 @@ void JobManager::Impl::steps_changed() {
       }
       for (Job* s : waiting) {
         place_step(*s);
-        if (s->rec.state == JobState::kSched) break;  // no room for it: none for later ones either
+        // No room for it: none for later ones either (a held one waits for
+        // its release, not for room).
+        if (s->rec.state == JobState::kSched && s->rec.priority > 0) break;
       }
     } else if (a.rec.state == JobState::kCleanup && a.steps.empty()) {
       advance(a);
