@@ -88,6 +88,17 @@ void JobManager::Impl::exec_teardown(const std::string& why) {
 
 void JobManager::Impl::on_disconnect(const Message& m) {
   if (!exec_service_.empty() && m.sender() == exec_sender_) exec_teardown("its client disconnected");
+  auto tied = tied_.find(m.sender());
+  if (tied == tied_.end()) return;
+  std::vector<JobId> ids = std::move(tied->second);
+  tied_.erase(tied);
+  for (JobId id : ids) {
+    auto it = jobs_.find(id);
+    if (it == jobs_.end() || !is_active(it->second.rec.state) || it->second.rec.fatal_exception) continue;
+    if (post(it->second, "exception", exception_context("cancel", 0, "its submitter (loom alloc) went away"))) {
+      advance(it->second);
+    }
+  }
 }
 
 // A response the job's eventlog cannot take: the job gets a fatal exception

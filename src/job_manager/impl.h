@@ -293,7 +293,10 @@ struct JobManager::Impl {
   SubmitRules submit_rules() const { return {cfg_.jobspec_size_limit, cfg_.allow_guest_test}; }
   void submit(const Message& m);
   void submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
-                      std::vector<uint32_t> urgencies);
+                      std::vector<uint32_t> urgencies, bool tie);
+  // Jobs submitted with cancel_on_disconnect, by the client that did: its
+  // disconnect cancels those still active.
+  std::map<HopId, std::vector<JobId>> tied_;
   void list(const Message& m);
   void raise(const Message& m);
   void cancel(const Message& m);

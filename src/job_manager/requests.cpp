@@ -40,6 +40,10 @@ void JobManager::Impl::submit(const Message& m) {
   auto payload = payload_json(m);
   if (!payload.ok()) return h_.respond_error(m, payload.error());
   const Json* p = payload->get();
+  // loom alloc's jobs end with its connection (it holds the allocation
+  // for a command of its own: nobody else would give it back).
+  auto tie = get_bool(*p, "cancel_on_disconnect", false);
+  if (!tie.ok()) return h_.respond_error(m, tie.error());
   Json single;
   const Json* jobs = &single;
   if (auto it = p->find("jobs"); it != p->end()) {
@@ -133,10 +137,10 @@ void JobManager::Impl::submit(const Message& m) {
       index.push_back(i);
     }
   }
-  if (check.empty()) return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies));
+  if (check.empty()) return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), *tie);
   h_.rpc("sched.feasibility", Json{{"jobspecs", std::move(check)}}, {},
          [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
-          index = std::move(index), n = items.size()](const Message& r) mutable {
+          index = std::move(index), n = items.size(), tie = *tie](const Message& r) mutable {
            if (r.errnum && r.errnum != ENOSYS) {
              std::string text = error_text(r);
              // The scheduler numbers the jobspecs it was sent from 0; name
@@ -150,12 +154,12 @@ void JobManager::Impl::submit(const Message& m) {
              }
              return h_.respond_error(m, r.errnum, text);
            }
-           submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies));
+           submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
          });
 }
 
 void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
-                                      std::vector<uint32_t> urgencies) {
+                                      std::vector<uint32_t> urgencies, bool tie) {
   if (!submit_enabled_ &&
       !std::all_of(specs.begin(), specs.end(), [](const Jobspec& s) { return s.allocation != 0; })) {
     return h_.respond_error(m, EAGAIN,
@@ -198,6 +202,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
     ids.push_back(id.value());
     created.push_back(&j);
+    if (tie) tied_[m.sender()].push_back(id);
   }
   // The submitter hears of its jobs once they are durable.
   after_commit([this, m, ids](const Error* e) {
