@@ -127,12 +127,13 @@ class Shell {
         c_(std::move(c)),
         info_(std::move(info)),
         user_(std::move(user)) {}
-  ~Shell() {
-    // A batch script's copy goes with us.
-    if (!script_dir_.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(script_dir_, ignored);
-    }
+  ~Shell() { remove_script(); }
+  // A batch script's copy goes with us.
+  void remove_script() {
+    if (script_dir_.empty()) return;
+    std::error_code ignored;
+    std::filesystem::remove_all(script_dir_, ignored);
+    script_dir_.clear();
   }
   int run();
   Result<std::string> write_script(const std::string& text, const std::vector<std::string>& env);
@@ -845,16 +846,22 @@ Status bind_to_cores(const IdSet& cores) {
 }
 
 // A batch job's script in a file its task can run: a directory of its own
-// (0700) under the job's TMPDIR, else /tmp, made by the job's user (us),
-// and removed when the shell ends.
+// (0700) under the job's TMPDIR (the submitter's, which this node may not
+// have: then /tmp), made by the job's user (us), and removed when the
+// shell ends.
 Result<std::string> Shell::write_script(const std::string& text, const std::vector<std::string>& env) {
-  std::string tmp = "/tmp";
+  std::vector<std::string> dirs;
   for (const auto& e : env) {
-    if (e.starts_with("TMPDIR=") && e.size() > 7) tmp = e.substr(7);
+    if (e.starts_with("TMPDIR=") && e.size() > 7) dirs.push_back(e.substr(7));
   }
-  std::string pattern = tmp + "/loom-" + id_text_ + "-XXXXXX";
-  if (::mkdtemp(pattern.data()) == nullptr) {
-    return Error{errno, "cannot make a directory for the batch script in " + tmp + ": " + std::strerror(errno)};
+  dirs.push_back("/tmp");
+  std::string pattern;
+  for (const auto& tmp : dirs) {
+    pattern = tmp + "/loom-" + id_text_ + "-XXXXXX";
+    if (::mkdtemp(pattern.data()) != nullptr) break;
+    if (tmp == dirs.back()) {
+      return Error{errno, "cannot make a directory for the batch script in " + tmp + ": " + std::strerror(errno)};
+    }
   }
   script_dir_ = pattern;
   std::string path = script_dir_ + "/script";
@@ -925,6 +932,7 @@ int Shell::wait_tasks() {
     // And whatever they started, in our process group (ours alone: we
     // lead a session). Nobody is left to read our exit status.
     std::fflush(nullptr);
+    remove_script();
     if (::getsid(0) == ::getpid()) ::kill(0, SIGKILL);
     break;
   }

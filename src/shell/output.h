@@ -27,6 +27,9 @@ Json data_entry(const char* stream, std::string rank, std::string_view data);
 Result<std::string> output_data(const Json& context);
 
 bool valid_utf8(std::string_view s);
+// The offset of the first byte of `s` that is not (part of) valid UTF-8,
+// or npos.
+size_t first_invalid_utf8(std::string_view s);
 std::string base64_encode(std::string_view in);
 Result<std::string> base64_decode(std::string_view in);
 
