@@ -8,9 +8,11 @@
 // work in that allocation as job steps (docs/steps.md). Scripts given to
 // batch and submit may carry #LOOM directives (apply_directives).
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/signal_set.hpp>
 #include <cerrno>
 #include <cstring>
@@ -26,6 +28,7 @@
 #include "kvs/layout.h"
 #include "rset/rset.h"
 #include "shell/input.h"
+#include "shell/output.h"
 
 extern char** environ;
 
@@ -33,18 +36,21 @@ namespace loom::cli {
 
 namespace {
 
-// The directives of a script: (line number, text after "#LOOM").
-Result<std::vector<std::pair<int, std::string>>> read_directives(const std::string& path) {
+// The directives of a script's text: (line number, text after "#LOOM").
+std::vector<std::pair<int, std::string>> directive_lines(std::string_view text) {
   std::vector<std::pair<int, std::string>> out;
-  std::ifstream in(path);
-  if (!in) return out;
-  std::string line;
-  if (!std::getline(in, line) || !line.starts_with("#!")) return out;  // not a script
-  for (int n = 2; std::getline(in, line); ++n) {
-    size_t start = line.find_first_not_of(" \t\r");
-    if (start == std::string::npos) continue;
+  if (!text.starts_with("#!")) return out;  // not a script
+  int n = 0;
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string_view::npos) end = text.size();
+    std::string_view line = text.substr(at, end - at);
+    at = end + 1;
+    if (++n == 1) continue;  // the #! line
+    size_t start = line.find_first_not_of(" \t");
+    if (start == std::string_view::npos) continue;
     if (line[start] != '#') break;  // the script's first command: no directives after it
-    std::string_view rest = std::string_view(line).substr(start);
+    std::string_view rest = line.substr(start);
     if (!rest.starts_with("#LOOM")) continue;
     rest.remove_prefix(5);
     if (!rest.empty() && rest[0] != ' ' && rest[0] != '\t') continue;  // "#LOOMY": a comment
@@ -53,66 +59,139 @@ Result<std::vector<std::pair<int, std::string>>> read_directives(const std::stri
   return out;
 }
 
+// The words of a directive as a POSIX shell splits them: blanks separate;
+// '...' keeps all it holds; "..." all but \", \\, \$ and \` (the character
+// after the backslash); elsewhere a backslash keeps the next character.
+Result<std::vector<std::string>> split_words(std::string_view s) {
+  std::vector<std::string> words;
+  std::string word;
+  bool in_word = false;
+  for (size_t i = 0; i < s.size(); ++i) {
+    char c = s[i];
+    if (c == ' ' || c == '\t') {
+      if (in_word) words.push_back(std::move(word));
+      word.clear();
+      in_word = false;
+      continue;
+    }
+    in_word = true;
+    if (c == '\\') {
+      if (++i < s.size()) word += s[i];
+    } else if (c == '\'') {
+      size_t close = s.find('\'', i + 1);
+      if (close == std::string_view::npos) return Error{EINVAL, "unterminated '"};
+      word += s.substr(i + 1, close - i - 1);
+      i = close;
+    } else if (c == '"') {
+      for (++i;; ++i) {
+        if (i >= s.size()) return Error{EINVAL, "unterminated \""};
+        if (s[i] == '"') break;
+        if (s[i] == '\\' && i + 1 < s.size() && std::string_view("\"\\$`").find(s[i + 1]) != std::string_view::npos) {
+          ++i;
+        }
+        word += s[i];
+      }
+    } else {
+      word += c;
+    }
+  }
+  if (in_word) words.push_back(std::move(word));
+  return words;
+}
+
+// `words` parsed as the job options into `app` (fresh), or CLI11's error.
+Status parse_options(CLI::App& app, std::vector<std::string> words) {
+  std::reverse(words.begin(), words.end());  // CLI11 takes them last first
+  try {
+    app.parse(words);
+  } catch (const CLI::ParseError& e) {
+    std::string why = e.what();
+    if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
+    return Error{EINVAL, why};
+  }
+  return {};
+}
+
 }  // namespace
 
-Status apply_directives(CLI::App* sub, const std::string& path) {
-  auto lines = read_directives(path);
-  if (!lines.ok()) return lines.error();
-  if (lines->empty()) return {};
-  // Each line alone first, so that an error names its line; then all of
-  // them at once (a later directive wins over an earlier one).
-  std::string all;
-  for (const auto& [n, text] : *lines) {
+Status apply_directives(CLI::App* sub, const std::string& name, std::string_view text) {
+  // Line by line, so that an error names its line; a later line's value
+  // of an option replaces an earlier one's (repeatable options add up).
+  std::vector<std::pair<std::string, std::vector<std::string>>> given;  // in order, by option name
+  for (const auto& [n, line] : directive_lines(text)) {
+    auto where = [&, n = n, &line = line](const std::string& why) {
+      return Error{EINVAL, name + " line " + std::to_string(n) + ": #LOOM" + line + ": " + why};
+    };
+    auto words = split_words(line);
+    if (!words.ok()) return where(words.error().text);
     SubmitOpts scratch;
     CLI::App one;
     add_job_options(&one, scratch, false);
-    try {
-      one.parse(text, false);
-    } catch (const CLI::ParseError& e) {
-      std::string why = e.what();
-      if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
-      return Error{EINVAL, path + " line " + std::to_string(n) + ": #LOOM" + text + ": " + why};
+    if (auto st = parse_options(one, std::move(*words)); !st) return where(st.error().text);
+    for (const CLI::Option* opt : one.get_options()) {
+      if (opt->count() == 0 || opt->get_name() == "--help") continue;
+      auto it = std::find_if(given.begin(), given.end(), [&](const auto& g) { return g.first == opt->get_name(); });
+      if (it == given.end()) {
+        given.emplace_back(opt->get_name(), opt->results());
+      } else if (opt->get_expected_max() > 1) {
+        it->second.insert(it->second.end(), opt->results().begin(), opt->results().end());
+      } else {
+        it->second = opt->results();
+      }
     }
-    all += text + " ";
-  }
-  SubmitOpts from_script;
-  CLI::App d;
-  add_job_options(&d, from_script, false);
-  try {
-    d.parse(all, false);
-  } catch (const CLI::ParseError& e) {
-    return Error{EINVAL, path + ": #LOOM directives: " + e.what()};
   }
   // The command line wins: only what it did not say comes from the script.
-  for (const CLI::Option* opt : d.get_options()) {
-    if (opt->count() == 0 || opt->get_name() == "--help") continue;
-    CLI::Option* mine = sub->get_option_no_throw(opt->get_name());
+  for (const auto& [option, results] : given) {
+    CLI::Option* mine = sub->get_option_no_throw(option);
     if (!mine || mine->count() > 0) continue;
     try {
-      mine->add_result(opt->results());
+      mine->add_result(results);
       mine->run_callback();
     } catch (const CLI::Error& e) {
-      return Error{EINVAL, path + ": #LOOM " + opt->get_name() + ": " + e.what()};
+      return Error{EINVAL, name + ": #LOOM " + option + ": " + e.what()};
     }
   }
   return {};
 }
 
+Status apply_directives(CLI::App* sub, const std::string& path) {
+  // Only a path (as exec takes it: a name without a slash is looked up in
+  // PATH, not here), only a regular file, only what a script may hold.
+  if (path.find('/') == std::string::npos) return {};
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return {};
+  std::ifstream in(path, std::ios::binary);
+  std::string text(std::min<size_t>(static_cast<size_t>(st.st_size), kMaxScript), '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  return apply_directives(sub, path, text);
+}
+
 namespace {
 
-// The script's text: it must exist, be a script (#!) and fit in a jobspec.
+// The script's text: it must exist, be a script (#!), be text with Unix
+// line ends, and fit in a jobspec. Read once: the directives come from the
+// same text (a pipe can be read only once, a file may change).
 Result<std::string> read_script(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error{ENOENT, "cannot read " + path + ": " + std::strerror(errno)};
-  std::ostringstream text;
-  text << in.rdbuf();
-  std::string s = text.str();
+  std::string s(kMaxScript + 1, '\0');
+  in.read(s.data(), static_cast<std::streamsize>(s.size()));
+  s.resize(static_cast<size_t>(in.gcount()));
+  if (s.size() > kMaxScript) {
+    return Error{EFBIG, path + " is over " + std::to_string(kMaxScript >> 20) + " MiB, the most a batch script may be"};
+  }
   if (!s.starts_with("#!")) {
     return Error{EINVAL, path + " does not start with #! and the interpreter to run it with (e.g. #!/bin/sh)"};
   }
-  if (s.size() > kMaxScript) {
-    return Error{EFBIG, path + " is " + std::to_string(s.size()) + " bytes; a batch script may have " +
-                            std::to_string(kMaxScript)};
+  if (size_t bad = first_invalid_utf8(s); bad != std::string::npos) {
+    return Error{EINVAL, path + " is not UTF-8 text (byte " + std::to_string(bad + 1) +
+                             "): a batch script travels as text; keep binary data in a file of its own"};
+  }
+  if (size_t crlf = s.find("\r\n"); crlf != std::string::npos) {
+    int line = static_cast<int>(std::count(s.begin(), s.begin() + static_cast<std::ptrdiff_t>(crlf), '\n')) + 1;
+    return Error{EINVAL, path + " line " + std::to_string(line) +
+                             " ends in \\r\\n (DOS line breaks): convert the script, e.g. with dos2unix"};
   }
   return s;
 }
@@ -122,12 +201,12 @@ int run_batch(CLI::App* sub, const std::shared_ptr<SubmitOpts>& given) {
   auto script = read_script(path);
   if (!script.ok()) return fail("batch", script.error());
   // (Into *given, through the options of `sub`.)
-  if (auto st = apply_directives(sub, path); !st) return fail("batch", st.error(), kExitUsage);
+  if (auto st = apply_directives(sub, path, *script); !st) return fail("batch", st.error(), kExitUsage);
   SubmitOpts o = *given;
   o.script = std::move(*script);
   // As sbatch and flux batch do: the output in a file of the job's own.
   if (o.output.empty()) o.output = "loom-{{id}}.out";
-  return run_submit(o);
+  return run_submit(o, "batch");
 }
 
 // What an alloc job runs: it holds the allocation until loom alloc's
@@ -175,7 +254,10 @@ int wait_for_allocation(Session& sess, JobId id) {
   signals.cancel(ignored);
   if (rc != 0) return rc;
   if (started) return 0;
-  if (interrupted) return 128 + interrupted;
+  if (interrupted) {
+    std::cerr << "loom alloc: job " << encode_f58(id) << " cancelled\n";
+    return 128 + interrupted;
+  }
   return fail("alloc", "job " + encode_f58(id) + " ended before it was allocated" +
                            (ended.empty() ? std::string() : " (" + ended + ")"));
 }
@@ -188,6 +270,8 @@ int run_here(const std::vector<std::string>& cmd, const std::vector<std::pair<st
   pid_t pid = ::fork();
   if (pid < 0) return fail("alloc", std::string("fork: ") + std::strerror(errno));
   if (pid == 0) {
+    // Not our connection to the instance: it must close when we go.
+    ::close_range(3, ~0U, 0);
     for (const auto& [k, v] : vars) ::setenv(k.c_str(), v.c_str(), 1);
     std::vector<char*> argv;
     for (const auto& a : cmd) argv.push_back(const_cast<char*>(a.c_str()));
@@ -231,7 +315,9 @@ int run_alloc(const SubmitOpts& given) {
   auto s = connect_session();
   if (!s.ok()) return fail("alloc", s.error());
   Session& sess = **s;
-  auto sub = sess.client->call("job-manager.submit", Json{{"jobs", {{{"jobspec", *js}, {"urgency", o.urgency}}}}});
+  // Cancelled if we go away: nobody else would give the allocation back.
+  auto sub = sess.client->call("job-manager.submit", Json{{"jobs", {{{"jobspec", *js}, {"urgency", o.urgency}}}},
+                                                          {"cancel_on_disconnect", true}});
   if (!sub.ok()) return fail("alloc", sub.error());
   JobId id{(*sub)["ids"][0].get<uint64_t>()};
   if (int rc = wait_for_allocation(sess, id); rc != 0) return rc;

@@ -120,9 +120,9 @@ int show_job_summary(Session& s, JobId id) {
     double t_run = j["t_run"].get<double>();
     line("started", shown_time(t_run) + " (waited " + seconds(t_run - j.value("t_submit", t_run)) + ")");
     double end = j.contains("t_cleanup") ? j["t_cleanup"].get<double>() : s.clock->wall();
-    line(j.contains("t_cleanup") ? "ended" : "running", (j.contains("t_cleanup") ? shown_time(end) + " (ran " : "for ") +
-                                                            seconds(end - t_run) +
-                                                            (j.contains("t_cleanup") ? ")" : ""));
+    line(j.contains("t_cleanup") ? "ended" : "running",
+         (j.contains("t_cleanup") ? shown_time(end) + " (ran " : "for ") + seconds(end - t_run) +
+             (j.contains("t_cleanup") ? ")" : ""));
   }
   if (j.contains("status")) line("exit", how_it_ended(j["status"].get<int>()));
   if (events.ok()) {

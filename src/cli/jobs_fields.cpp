@@ -215,6 +215,11 @@ Result<FieldValue> job_field(const Json& j, const std::string& f, double now) {
   if (f == "urgency") return integer(j.value("urgency", int64_t{0}));
   if (f == "priority") return j.value("priority", int64_t{-1}) < 0 ? text("") : integer(j["priority"].get<int64_t>());
   if (f == "dependencies") return text(dependencies_of(j));
+  if (f == "allocation") {
+    // A step's allocation (docs/steps.md), "" for other jobs.
+    auto a = j.find("allocation");
+    return text(a != j.end() && a->is_number_unsigned() ? encode_f58(JobId{a->get<uint64_t>()}) : "");
+  }
   if (f == "status") return text(inactive ? str_of(j, "result") : st);
   if (f == "status_abbrev" || f == "st") return text(inactive ? result_abbrev(str_of(j, "result")) : state_single(st));
   if (f == "name") return text(str_of(j, "name"));
@@ -284,6 +289,7 @@ std::string field_heading(const std::string& f) {
       {"urgency", "URG"},
       {"priority", "PRI"},
       {"dependencies", "DEPENDENCIES"},
+      {"allocation", "ALLOCATION"},
       {"status", "STATUS"},
       {"status_abbrev", "ST"},
       {"st", "ST"},

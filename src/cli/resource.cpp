@@ -118,8 +118,8 @@ int run_status(const ResourceOpts& o) {
     std::string cores = std::to_string(rk.value("used_cores", 0)) + "/" + std::to_string(rk.value("ncores", 0));
     bool drained = rk.contains("timestamp");
     std::printf("%6u %-10s %-20s %-9s %-19s %s\n", rk.value("rank", 0u), rk.value("state", "").c_str(),
-                rk.value("host", "").c_str(), cores.c_str(), drained ? drain_time(rk.value("timestamp", 0.0)).c_str() : "-",
-                rk.value("reason", "").c_str());
+                rk.value("host", "").c_str(), cores.c_str(),
+                drained ? drain_time(rk.value("timestamp", 0.0)).c_str() : "-", rk.value("reason", "").c_str());
   }
   return 0;
 }

@@ -232,16 +232,16 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   return js;
 }
 
-int run_submit(const SubmitOpts& o) {
+int run_submit(const SubmitOpts& o, const std::string& cmd) {
   auto js = make_jobspec(o);
-  if (!js.ok()) return fail("submit", js.error(), kExitUsage);
+  if (!js.ok()) return fail(cmd, js.error(), kExitUsage);
   std::vector<Json> jobs;
   if (o.cc.empty()) {
     jobs.push_back(Json{{"jobspec", *js}, {"urgency", o.urgency}});
   } else {
     auto cc = IdSet::parse(o.cc);
-    if (!cc.ok()) return fail("submit", "--cc: " + cc.error().text, kExitUsage);
-    if (cc->count() > 1000000) return fail("submit", "--cc: at most 1000000 jobs at once", kExitUsage);
+    if (!cc.ok()) return fail(cmd, "--cc: " + cc.error().text, kExitUsage);
+    if (cc->count() > 1000000) return fail(cmd, "--cc: at most 1000000 jobs at once", kExitUsage);
     for (uint32_t id : cc->to_vector()) {
       Json one = *js;
       one["attributes"]["system"]["environment"]["LOOM_JOB_CC"] = std::to_string(id);
@@ -261,7 +261,7 @@ int run_submit(const SubmitOpts& o) {
     return 0;
   }
   auto s = connect_session();
-  if (!s.ok()) return fail("submit", s.error());
+  if (!s.ok()) return fail(cmd, s.error());
   Session& sess = **s;
   // Batches go out together. Each batch's ids are printed as soon as it and
   // every batch before it are acknowledged, so that whatever happens later
@@ -314,9 +314,9 @@ int run_submit(const SubmitOpts& o) {
       why += " after " + std::to_string(submitted) + " of " + std::to_string(njobs) +
              " jobs were submitted (their ids are printed); the others may or may not have been";
     }
-    return fail("submit", Error{ECONNRESET, why});
+    return fail(cmd, Error{ECONNRESET, why});
   }
-  if (error) return fail("submit", *error);
+  if (error) return fail(cmd, *error);
   return 0;
 }
 

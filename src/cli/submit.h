@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "base/result.h"
@@ -50,14 +51,19 @@ void add_job_options(CLI::App* sub, SubmitOpts& o, bool command = true);
 Result<Json> make_jobspec(const SubmitOpts& o);
 
 // Submits (the --cc copies too) and prints the ids; the exit status.
-int run_submit(const SubmitOpts& o);
+// Errors say "loom CMD: ...".
+int run_submit(const SubmitOpts& o, const std::string& cmd = "submit");
 
-// The #LOOM directives of the script at `path` (docs/steps.md): each line
+// The #LOOM directives of a script's `text` (docs/steps.md): each line
 // `#LOOM OPTIONS` after the #! line, before the first line that is
-// neither blank nor a comment, parsed as the options of `sub`; an option
-// `sub` was not given on the command line takes the directive's value
-// (the command line wins). A file that is not a script (no #!) has none.
-// The error names the file and line.
+// neither blank nor a comment, split as a shell splits words and parsed
+// as the options of `sub`; an option `sub` was not given on the command
+// line takes the directive's value (the command line wins; a later line
+// wins over an earlier one; repeatable options add up). Text that is not
+// a script (no #!) has none. The error names `name` and the line.
+Status apply_directives(CLI::App* sub, const std::string& name, std::string_view text);
+// The same for the file at `path`, if it is one (a path with a slash, as
+// exec takes it, naming a regular file): what loom submit reads.
 Status apply_directives(CLI::App* sub, const std::string& path);
 
 }  // namespace loom::cli
