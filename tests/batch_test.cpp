@@ -8,6 +8,7 @@
 // own (release() writes to it): no sleeps, every wait is on an event.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +16,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "base/fluid.h"
@@ -269,6 +271,154 @@ TEST_F(Batch, AllocRunsACommandHereHoldingTheAllocation) {
   Json j = job(a);
   EXPECT_EQ(j["status"], 3 << 8) << dump_json(j);
   EXPECT_EQ(allocated_ranks(), "");
+}
+
+// Directives come from the script as read once (a pipe too), split as a
+// shell splits words; a later line wins over an earlier one. The
+// submitter's TMPDIR, missing on the node, is not the script's end.
+TEST_F(Batch, DirectivesAreReadOnceAndSplitAsAShellDoes) {
+  std::string script = write_file("d.sh",
+                                  "#!/bin/sh\n"
+                                  "#LOOM -N2\n"
+                                  "#LOOM -N1 --env=X=\"y z\" --job-name='my job'\n"
+                                  "echo \"$X|$LOOM_JOB_NNODES\"\n");
+  std::string out = dir + "/d.out";
+  auto r = run_cmd({"/bin/sh", "-c", "cat " + script + " | \"$LOOM\" batch --output=" + out + " /dev/stdin"},
+                   {{"LOOM_URI", inst.uri()}, {"LOOM", bin("loom")}, {"TMPDIR", dir + "/nonexistent"}});
+  ASSERT_EQ(r.code, 0) << show(r);
+  std::string id = trim(r.out);
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "COMPLETED") << read_file(out);
+  EXPECT_EQ(read_file(out), "y z|1\n");
+  EXPECT_EQ(job(id)["name"], "my job");
+
+  for (auto [name, text, why] :
+       {std::tuple<std::string, std::string, std::string>{"crlf.sh", "#!/bin/sh\r\ntrue\r\n", "line 1 ends in \\r\\n"},
+        {"bin.sh", "#!/bin/sh\necho \xff\xfe\n", "is not UTF-8 text (byte 16)"},
+        {"quote.sh", "#!/bin/sh\n#LOOM --job-name=\"open\ntrue\n", "line 2"}}) {
+    auto bad = loom({"batch", write_file(name, text)});
+    EXPECT_NE(bad.code, 0) << name << ": " << show(bad);
+    EXPECT_EQ(bad.err_lines().size(), 1u) << name << ": " << bad.err;
+    EXPECT_NE(bad.err.find(why), std::string::npos) << name << ": " << bad.err;
+  }
+}
+
+// loom alloc killed while its command runs: its allocation is cancelled
+// (nobody else would give it back).
+TEST_F(Batch, AnAllocWhoseClientIsKilledIsCancelled) {
+  std::string gate = fifo("alloc.gate");
+  Background alloc({bin("loom"), "alloc", "-N1", "sh", "-c", "read go < " + gate}, {{"LOOM_URI", inst.uri()}});
+  ASSERT_TRUE(alloc.wait_for_err("holds rank")) << alloc.so_far().err;
+  std::string err = alloc.so_far().err;
+  size_t at = err.find("job ") + 4;
+  std::string id = err.substr(at, err.find(' ', at) - at);
+  ASSERT_TRUE(alloc.signal(SIGKILL));
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "CANCELED") << dump_json(job(id));
+  EXPECT_EQ(allocated_ranks(), "");
+  // Its command, orphaned, is ours to end.
+  for (pid_t p : processes_mentioning(gate)) ::kill(p, SIGKILL);
+}
+
+// Allocations and steps in test execution mode (nothing runs, they last
+// an hour unless cancelled), on an instance of this fixture's own.
+class BatchState : public JobsFixture {
+ protected:
+  std::string dir;
+  std::string script;
+  void SetUp() override {
+    dir = fresh_test_dir("batch-state");
+    script = dir + "/hold.sh";
+    std::ofstream(script) << "#!/bin/sh\ntrue\n";
+  }
+  void TearDown() override {
+    JobsFixture::TearDown();
+    std::filesystem::remove_all(dir);
+  }
+  static std::vector<std::string> an_hour(std::vector<std::string> args) {
+    args.insert(args.begin() + 1, "--setattr=exec.test.run_duration=\"1h\"");
+    return args;
+  }
+  std::string submitted(const CmdResult& r) {
+    EXPECT_EQ(r.code, 0) << show(r);
+    return trim(r.out);
+  }
+};
+
+// Cancelling an allocation ends its steps; with a retention limit of one
+// inactive job, each ending purges the one before while the cancel is
+// still walking its list: the broker must live on.
+TEST_F(BatchState, CancellingAnAllocationWithItsStepsUnderATightRetentionLimit) {
+  ASSERT_TRUE(
+      inst.start(1, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf", "job-manager.inactive-num-limit=1"}));
+  auto args = an_hour({"batch", "-n2", "--output=/dev/null", script});
+  std::string a = submitted(loom(args));
+  wait_event(a, "start");
+  Env in_a{{"LOOM_ALLOCATION", a}};
+  std::string running = submitted(loom(an_hour({"submit", "-n2", "true"}), in_a));
+  wait_event(running, "start");
+  std::vector<std::string> waiting;
+  for (int i = 0; i < 5; ++i) waiting.push_back(submitted(loom(an_hour({"submit", "-n1", "true"}), in_a)));
+  auto r = loom({"cancel", "--all"});
+  EXPECT_EQ(r.code, 0) << show(r);
+  auto ping = loom({"jobs", "-n", "-o", "{id}"});
+  ASSERT_EQ(ping.code, 0) << show(ping);
+  EXPECT_EQ(trim(ping.out), "");
+  EXPECT_EQ(allocated_ranks(), "");
+}
+
+// A job manager restarted (every broker killed) finds the allocation's
+// steps again, each with its R (test execution cannot be reattached: the
+// allocation is lost at the restart, so its steps end with it, the
+// running one after its R is seen to, the waiting one never placed).
+TEST_F(BatchState, StepsAreFoundAgainAfterARestart) {
+  std::string state_dir = dir + "/state";
+  ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir", state_dir}));
+  std::string a = submitted(loom(an_hour({"batch", "-N1", "--output=/dev/null", script})));
+  wait_event(a, "start");
+  Env in_a{{"LOOM_ALLOCATION", a}};
+  std::string first = submitted(loom(an_hour({"submit", "-n2", "true"}), in_a));
+  wait_event(first, "start");
+  std::string second = submitted(loom({"submit", "-n1", "--setattr=exec.test.run_duration=0", "true"}, in_a));
+  settle();
+  ASSERT_EQ(state(second), "SCHED");
+  std::string ranks = job(first).value("ranks", "");
+  crash_instance(inst);
+
+  ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir", state_dir}));
+  wait_event(first, "clean");
+  wait_event(second, "clean");
+  wait_event(a, "clean");
+  EXPECT_EQ(job(first).value("ranks", ""), ranks);
+  Names seen = events(first);
+  EXPECT_NE(std::find(seen.begin(), seen.end(), "restart"), seen.end());
+  auto info = loom({"job", "info", first, "R"});
+  EXPECT_EQ(info.code, 0) << show(info);
+  Names never = events(second);
+  EXPECT_EQ(std::find(never.begin(), never.end(), "alloc"), never.end());
+  EXPECT_NE(job(second)["exception"].value("note", "").find("allocation " + a + " ended"), std::string::npos);
+  EXPECT_EQ(allocated_ranks(), "");
+}
+
+// A held step does not hold back the steps behind it; released, it runs.
+TEST_F(BatchState, AHeldStepLetsTheStepsBehindItRun) {
+  ASSERT_TRUE(inst.start(1, {"--cores-per-rank=2", "--gpus-per-rank=0"}));
+  std::string a = submitted(loom(an_hour({"batch", "-n2", "--output=/dev/null", script})));
+  wait_event(a, "start");
+  Env in_a{{"LOOM_ALLOCATION", a}};
+  // A step may wait for its allocation's start, never for its end.
+  auto r = loom({"submit", "--dependency=afterany:" + a, "true"}, in_a);
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_NE(r.err.find("cannot wait for the end of its own allocation"), std::string::npos) << r.err;
+  std::string held = submitted(loom({"submit", "--urgency=hold", "-n1", "true"}, in_a));
+  std::string next = submitted(loom({"submit", "-n1", "--setattr=exec.test.run_duration=0", "true"}, in_a));
+  wait_event(next, "clean");
+  EXPECT_EQ(state(held), "SCHED");
+  ASSERT_EQ(loom({"job", "urgency", held, "16"}).code, 0);
+  wait_event(held, "start");
+  ASSERT_EQ(loom({"cancel", a}).code, 0);
+  wait_event(held, "clean");
+  wait_event(a, "clean");
 }
 
 }  // namespace
