@@ -2,23 +2,26 @@
 // loom job wait-event [-t SECS] [--json] [-m KEY=VALUE] ID EVENT
 // loom job info ID [jobspec|R|eventlog]
 // loom job urgency ID N|hold|default|expedite
-// loom job wait ID
+// loom job wait ID | --all
 // loom job status [-v] [-j] [-e N] ID...
 // loom job kill [-s SIG] ID
 // loom job attach [-l] ID
 // loom job purge [--num-limit N] [--age-limit T] [ID...]
 // Users read their own jobs through job-info, never the raw KVS.
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 
 #include "cli/attach.h"
 #include "cli/common.h"
 #include "cli/job_info.h"
+#include "cli/progress.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"
 
@@ -40,6 +43,7 @@ struct JobOpts {
   bool send_stdin = false;  // job attach --stdin
   double timeout = -1;
   bool verbose = false;
+  bool all = false;  // job wait --all
   int exception_exit_code = 1;
   int num_limit = -1;
   std::string age_limit;
@@ -209,7 +213,63 @@ int run_attach(const JobOpts& o) {
   return attach_job(**s, *id, a);
 }
 
+// One line for a job that did not succeed, as job-manager.wait tells it.
+std::string why_not(const Json& r) {
+  std::string why = r.value("result", "FAILED");
+  if (r.contains("exception")) {
+    std::string note = r["exception"].value("note", "");
+    why += ": " + r["exception"].value("type", "") + (note.empty() ? "" : " (" + note + ")");
+  } else if (r.contains("status")) {
+    why += ": status " + std::to_string(r["status"].get<int>());
+  }
+  return why;
+}
+
+// --all: every active job of the caller at the time of asking, waited on
+// together; each failure on its own line; exit 1 if any failed. On a
+// terminal, a progress line: N of M done (progress.h).
+int run_wait_all() {
+  const std::string cmd = "job wait";
+  auto s = connect_session();
+  if (!s.ok()) return fail(cmd, s.error(), 2);
+  Session& sess = **s;
+  int64_t userid = static_cast<int64_t>(::getuid());
+  if (const char* u = std::getenv("LOOM_HANDLE_USERID"); u && *u) userid = std::atoll(u);
+  constexpr int kActiveStates = 1 | 2 | 4 | 8 | 16 | 32;  // NEW to CLEANUP (job.h)
+  auto l = sess.client->call("job-manager.list", Json{{"userid", userid}, {"states", kActiveStates}});
+  if (!l.ok()) return fail(cmd, l.error(), 2);
+  std::vector<JobId> ids;
+  for (auto& j : (*l)["jobs"]) ids.push_back(JobId{j["id"].get<uint64_t>()});
+  ProgressLine progress("wait");
+  size_t done = 0;
+  int rc = 0;
+  progress.show(done, ids.size());
+  for (JobId id : ids) {
+    sess.handle().rpc("job-manager.wait", Json{{"id", id.value()}}, {}, [&, id](const Message& m) {
+      ++done;
+      if (m.errnum) {
+        // ENOENT: purged meanwhile, its result is lost.
+        progress.clear();
+        rc = std::max(rc, fail(cmd, encode_f58(id) + ": " + error_text(m)));
+      } else if (auto r = parse_json(m.payload); r.ok() && !r->value("success", false)) {
+        progress.clear();
+        rc = std::max(rc, fail(cmd, encode_f58(id) + " " + why_not(*r)));
+      }
+      progress.show(done, ids.size());
+    });
+  }
+  while (done < ids.size() && sess.client->is_open()) sess.io.run_one();
+  if (done < ids.size()) {
+    progress.clear();
+    return fail(cmd, sess.client->lost_text(), 2);
+  }
+  return rc;
+}
+
 int run_wait(const JobOpts& o) {
+  if (o.all && !o.id.empty()) return fail("job wait", "give a job id or --all, not both", kExitUsage);
+  if (o.all) return run_wait_all();
+  if (o.id.empty()) return fail("job wait", "give a job id, or --all", kExitUsage);
   auto id = job_arg(o.id);
   if (!id.ok()) return fail("job wait", id.error(), 2);
   auto s = connect_session();
@@ -217,14 +277,7 @@ int run_wait(const JobOpts& o) {
   auto r = (*s)->client->call("job-manager.wait", Json{{"id", id->value()}});
   if (!r.ok()) return fail("job wait", r.error(), 2);
   if (r->value("success", false)) return 0;
-  std::string why = r->value("result", "FAILED");
-  if (r->contains("exception")) {
-    std::string note = (*r)["exception"].value("note", "");
-    why += ": " + (*r)["exception"].value("type", "") + (note.empty() ? "" : " (" + note + ")");
-  } else if (r->contains("status")) {
-    why += ": status " + std::to_string((*r)["status"].get<int>());
-  }
-  return fail("job wait", encode_f58(*id) + " " + why, 1);
+  return fail("job wait", encode_f58(*id) + " " + why_not(*r), 1);
 }
 
 // As `flux job status`: waits for every job to end and exits with the
@@ -351,7 +404,8 @@ void add_job_command(CLI::App& app, Runner& run) {
   ur->callback([o, &run] { run = [o] { return run_urgency(*o); }; });
 
   auto* wa = job->add_subcommand("wait", "Wait for a job to end: exit 0 on success, 1 on failure, 2 if it cannot");
-  wa->add_option("id", o->id, "Job id")->required();
+  wa->add_option("id", o->id, "Job id");
+  wa->add_flag("--all", o->all, "Wait for all of your active jobs; exit 1 if any failed");
   wa->callback([o, &run] { run = [o] { return run_wait(*o); }; });
 
   auto* st = job->add_subcommand("status", "Wait for jobs to end; exit with the largest of their exit codes");

@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <sstream>
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "sched/sched.h"
 #include "sim/report.h"
 #include "sim/simulation.h"
@@ -51,33 +53,15 @@ Status write_file(const std::string& path, const std::string& text) {
   return {};
 }
 
-// A progress line on a terminal: simulated date, jobs ended, jobs per second.
-class Progress {
- public:
-  Progress(bool on, std::string policy, double epoch) : on_(on), policy_(std::move(policy)), epoch_(epoch) {}
-  void operator()(double now, size_t ended, size_t total) {
-    if (!on_) return;
-    double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
-    std::time_t t = static_cast<std::time_t>(epoch_ + now);
-    char date[32];
-    std::tm tm{};
-    ::gmtime_r(&t, &tm);
-    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", &tm);
-    int width = 30;
-    int fill = total ? static_cast<int>(width * ended / total) : width;
-    std::fprintf(stderr, "\r%-9s [%s%s] %zu/%zu jobs, %s, %.0f jobs/s ", policy_.c_str(),
-                 std::string(fill, '#').c_str(), std::string(width - fill, '.').c_str(), ended, total, date,
-                 secs > 0 ? ended / secs : 0.0);
-    if (ended == total) std::fprintf(stderr, "\r\033[K");
-    std::fflush(stderr);
-  }
-
- private:
-  bool on_;
-  std::string policy_;
-  double epoch_;
-  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
-};
+// The progress line's extra: the simulated date.
+std::string sim_date(double epoch, double now) {
+  std::time_t t = static_cast<std::time_t>(epoch + now);
+  char date[32];
+  std::tm tm{};
+  ::gmtime_r(&t, &tm);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M", &tm);
+  return date;
+}
 
 int run_sim(const SimOpts& o) {
   const char* cmd = "sim";
@@ -115,7 +99,6 @@ int run_sim(const SimOpts& o) {
               o.cores_per_node == 1 ? "" : "s", static_cast<long long>(total_cores),
               o.epilog > 0 ? (", epilog " + std::to_string(o.epilog) + " s").c_str() : "");
   std::fflush(stdout);
-  bool tty = ::isatty(STDERR_FILENO);
   bool several = policies.size() > 1;
   // Every file is made now, so that one that cannot be written fails
   // before the simulation rather than after it.
@@ -135,8 +118,13 @@ int run_sim(const SimOpts& o) {
     cfg.cores_per_node = o.cores_per_node;
     cfg.epilog = o.epilog;
     if (!o.state_dir.empty()) cfg.state_dir = per_policy(o.state_dir, policy, several);
-    Progress progress(tty, policy, static_cast<double>(w->header.unix_start_time.value_or(0)));
-    cfg.progress = [&progress](double now, size_t ended, size_t total) { progress(now, ended, total); };
+    char label[16];
+    std::snprintf(label, sizeof label, "%-9s", policy.c_str());
+    ProgressLine progress(label);
+    double epoch = static_cast<double>(w->header.unix_start_time.value_or(0));
+    cfg.progress = [&](double now, size_t ended, size_t total) {
+      if (progress.on()) progress.show(ended, total, sim_date(epoch, now));
+    };
     auto r = sim::simulate(*w, cfg);
     if (!r.ok()) return fail(cmd, policy + ": " + r.error().text);
     if (r->refused > 0) {
