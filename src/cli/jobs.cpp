@@ -1,6 +1,7 @@
 // loom jobs [-a] [-A] [-u USER] [--name NAME] [--since WHEN] [-f STATES]
 //           [-o NAME|FORMAT] [-c N] [-n] [--json] [ID...]: list jobs.
-// loom cancel ID... | --all [-m NOTE]: cancel jobs.
+// loom cancel ID... | --all [-u USER] [-S STATES] [--name NAME] [--dry-run]
+//             [-m NOTE]: cancel jobs.
 //
 // As `flux jobs`: active jobs of the caller, newest first, in the named
 // format "default" (jobs_format.cpp) unless -o says otherwise.
@@ -285,12 +286,47 @@ int run_jobs(const JobsOpts& o) {
 struct CancelOpts {
   std::vector<std::string> ids;
   bool all = false;
+  std::string user;
+  std::string states;
+  std::string name;
+  bool dry_run = false;
   std::string note;
 };
+
+// The filters of `loom cancel --all` into the request. The job manager
+// applies them in the same turn as the cancel, so that what is canceled
+// is what matched then (docs/protocols/jobs.md).
+Status cancel_filters(const CancelOpts& o, Json& req) {
+  req["all"] = true;
+  if (!o.user.empty()) {
+    auto u = user_arg(o.user);
+    if (!u.ok()) return Error{EINVAL, "-u" + u.error().text.substr(std::string("--user").size())};
+    req["userid"] = *u;
+  }
+  if (!o.states.empty()) {
+    auto m = parse_filter(o.states);
+    if (!m.ok() || (*m & kInactive)) {
+      return Error{EINVAL, "-S: \"" + o.states +
+                               "\" is not a list of active states (pending, running, active, new, depend, priority, "
+                               "sched, run, cleanup)"};
+    }
+    req["states"] = *m;
+  }
+  if (!o.name.empty()) req["name"] = o.name;
+  if (o.dry_run) req["dry_run"] = true;
+  return {};
+}
 
 int run_cancel(const CancelOpts& o) {
   if (o.ids.empty() && !o.all) return fail("cancel", "give job ids, or --all", kExitUsage);
   if (!o.ids.empty() && o.all) return fail("cancel", "give job ids or --all, not both", kExitUsage);
+  if (!o.all && (!o.user.empty() || !o.states.empty() || !o.name.empty() || o.dry_run)) {
+    return fail("cancel", "-u, -S, --name and --dry-run go with --all", kExitUsage);
+  }
+  Json req{{"note", o.note}};
+  if (o.all) {
+    if (auto st = cancel_filters(o, req); !st) return fail("cancel", st.error(), kExitUsage);
+  }
   // Every good id is canceled; each bad one is reported on its own line
   // and makes the exit status 1.
   int rc = 0;
@@ -304,16 +340,18 @@ int run_cancel(const CancelOpts& o) {
     ids.push_back(id->value());
   }
   if (!o.all && ids.empty()) return rc;
+  if (!o.all) req["ids"] = ids;
   auto s = connect_session();
   if (!s.ok()) return fail("cancel", s.error());
-  Json req{{"note", o.note}};
-  if (o.all) {
-    req["all"] = true;
-  } else {
-    req["ids"] = ids;
-  }
   auto r = (*s)->client->call("job-manager.cancel", req);
   if (!r.ok()) return fail("cancel", r.error());
+  if (o.dry_run) {
+    std::string out;
+    for (auto& id : (*r)["would_cancel"]) out += encode_f58(JobId{id.get<uint64_t>()}) + "\n";
+    std::cout << out << std::flush;
+    std::cerr << "loom cancel: would cancel " << (*r)["would_cancel"].size() << " jobs\n";
+    return 0;
+  }
   for (auto& e : (*r)["errors"]) rc = fail("cancel", e["error"].get<std::string>());
   if (o.all) std::cerr << "loom cancel: canceled " << (*r)["canceled"].size() << " jobs\n";
   return rc;
@@ -350,7 +388,17 @@ void add_cancel_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<CancelOpts>();
   auto* sub = app.add_subcommand("cancel", "Cancel jobs (a fatal exception of type cancel)");
   sub->add_option("ids", o->ids, "Job ids");
-  sub->add_flag("--all", o->all, "Cancel all of your active jobs");
+  sub->add_flag("--all", o->all, "Cancel every active job that the filters match (yours by default)");
+  sub->add_option("-u,--user", o->user,
+                  "With --all: jobs of this user, a name or a uid; all for every user (the "
+                  "instance owner only)")
+      ->type_name("USER");
+  sub->add_option("-S,--states", o->states,
+                  "With --all: only jobs in these states, comma separated: pending, running, active, new, depend, "
+                  "priority, sched, run, cleanup")
+      ->type_name("STATES");
+  sub->add_option("--name", o->name, "With --all: only jobs of this name")->type_name("NAME");
+  sub->add_flag("--dry-run", o->dry_run, "With --all: print the jobs that would be canceled, cancel none");
   sub->add_option("-m,--message", o->note, "A note for the exception");
   sub->callback([o, &run] { run = [o] { return run_cancel(*o); }; });
 }

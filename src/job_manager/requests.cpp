@@ -322,9 +322,31 @@ void JobManager::Impl::cancel(const Message& m) {
   std::vector<JobId> targets;
   Json errors = Json::array();
   if (*all) {
-    for (auto& [id, j] : jobs_) {
-      if (is_active(j.rec.state) && j.rec.userid == m.userid && !j.rec.fatal_exception) targets.push_back(id);
+    // The filters are applied here, in the same turn of the loop as the
+    // cancel: a job that moved on (pending to running) after a client
+    // listed it cannot be canceled by a request that asked for pending ones.
+    const int64_t self = m.userid, all_states = 127;
+    auto userid = get_int(*p, "userid", -1, UINT32_MAX, &self);
+    if (!userid.ok()) return h_.respond_error(m, userid.error());
+    if (*userid != static_cast<int64_t>(m.userid) && !is_owner(m)) {
+      return h_.respond_error(m, EPERM, "only the instance owner may cancel other users' jobs");
     }
+    auto states = get_int(*p, "states", 0, 127, &all_states);
+    if (!states.ok()) return h_.respond_error(m, states.error());
+    auto name = get_string(*p, "name", "");
+    if (!name.ok()) return h_.respond_error(m, name.error());
+    auto dry_run = get_bool(*p, "dry_run", false);
+    if (!dry_run.ok()) return h_.respond_error(m, dry_run.error());
+    Json ids = Json::array();
+    for (auto& [id, j] : jobs_) {
+      if (!is_active(j.rec.state) || j.rec.fatal_exception) continue;
+      if (*userid >= 0 && j.rec.userid != static_cast<uint32_t>(*userid)) continue;
+      if (!(static_cast<int64_t>(j.rec.state) & *states)) continue;
+      if (!name->empty() && j.name != *name) continue;
+      targets.push_back(id);
+      ids.push_back(id.value());
+    }
+    if (*dry_run) return h_.respond(m, Json{{"canceled", Json::array()}, {"would_cancel", ids}, {"errors", errors}});
   } else {
     if (!p->contains("ids") || !(*p)["ids"].is_array()) return h_.respond_error(m, EPROTO, "missing \"ids\"");
     for (const auto& v : (*p)["ids"]) {
