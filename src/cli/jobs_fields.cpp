@@ -88,7 +88,15 @@ std::string info_of(const Json& j) {
     std::string type = j["exception"].value("type", "");
     return type + (note.empty() ? "" : ": " + note);
   }
-  if (st == "DEPEND" && j.contains("dependencies")) return "dependency: " + dependencies_of(j);
+  if (st == "DEPEND" && j.contains("dependencies")) {
+    // cc_limit (--cc=IDSET%N), the last dependency checked: "cc_limit:5"
+    // or "cc_limit:ƒGROUP:5" as the job waits on it alone.
+    std::string deps = dependencies_of(j);
+    if (deps.starts_with("cc_limit:") && deps.find(',') == std::string::npos) {
+      return "array limit: " + deps.substr(deps.rfind(':') + 1) + " running";
+    }
+    return "dependency: " + deps;
+  }
   if (st == "SCHED" || st == "PRIORITY" || st == "DEPEND") {
     if (j.value("priority", -1) == 0) return "held";
     const Json* a = j.contains("annotations") ? &j["annotations"] : nullptr;

@@ -16,12 +16,14 @@
 #include <fnmatch.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "cli/attach.h"
 #include "cli/common.h"
+#include "cli/progress.h"
 #include "idset/idset.h"
 #include "jobspec/dependencies.h"
 #include "jobspec/jobspec.h"
@@ -236,10 +238,27 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
   auto js = make_jobspec(o);
   if (!js.ok()) return fail(cmd, js.error(), kExitUsage);
   std::vector<Json> jobs;
+  uint32_t cc_limit = 0;
   if (o.cc.empty()) {
     jobs.push_back(Json{{"jobspec", *js}, {"urgency", o.urgency}});
   } else {
-    auto cc = IdSet::parse(o.cc);
+    // IDSET%N: at most N of the set past DEPEND at once (cc_limit,
+    // jobspec/dependencies.h); the first job's id names the group.
+    std::string set = o.cc;
+    if (auto pct = set.find('%'); pct != std::string::npos) {
+      std::string n = set.substr(pct + 1);
+      set.resize(pct);
+      char* end = nullptr;
+      unsigned long v =
+          n.empty() || !std::isdigit(static_cast<unsigned char>(n[0])) ? 0 : std::strtoul(n.c_str(), &end, 10);
+      if (v < 1 || v > UINT32_MAX || *end) {
+        return fail(cmd,
+                    "--cc: after % comes the most jobs of the set to run at once, 1 or more (got \"" + n + "\")",
+                    kExitUsage);
+      }
+      cc_limit = static_cast<uint32_t>(v);
+    }
+    auto cc = IdSet::parse(set);
     if (!cc.ok()) return fail(cmd, "--cc: " + cc.error().text, kExitUsage);
     if (cc->count() > 1000000) return fail(cmd, "--cc: at most 1000000 jobs at once", kExitUsage);
     for (uint32_t id : cc->to_vector()) {
@@ -253,6 +272,7 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
           spec["path"] = path;
         }
       }
+      if (cc_limit > 0) one["attributes"]["system"]["cc_limit"] = Json{{"max", cc_limit}};
       jobs.push_back(Json{{"jobspec", std::move(one)}, {"urgency", o.urgency}});
     }
   }
@@ -268,10 +288,27 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
   // (the connection lost, a batch refused) the jobs already stored are
   // named and a user who retries knows what not to submit again.
   const size_t njobs = jobs.size();
-  size_t nbatch = (njobs + kSubmitBatch - 1) / kSubmitBatch;
+  size_t first = 0;  // jobs before it are submitted already
+  if (cc_limit > 0) {
+    // The first job alone: its id is the group of the others.
+    auto r = sess.client->call("job-manager.submit", Json{{"jobs", Json::array({std::move(jobs[0])})}});
+    if (!r.ok()) return fail("submit", r.error());
+    if (!(*r).contains("ids") || !(*r)["ids"].is_array() || (*r)["ids"].empty() ||
+        !(*r)["ids"][0].is_number_unsigned()) {
+      return fail("submit", Error{EPROTO, "the job manager answered without a job id"});
+    }
+    uint64_t group = (*r)["ids"][0].get<uint64_t>();
+    std::cout << encode_f58(JobId{group}) << "\n" << std::flush;
+    for (size_t i = 1; i < njobs; ++i) jobs[i]["jobspec"]["attributes"]["system"]["cc_limit"]["group"] = group;
+    first = 1;
+  }
+  size_t nbatch = (njobs - first + kSubmitBatch - 1) / kSubmitBatch;
   std::vector<std::optional<Json>> answers(nbatch);
-  size_t left = nbatch, printed = 0, submitted = 0;
+  size_t left = nbatch, printed = 0, submitted = first;
   std::optional<Error> error;
+  // --cc on a terminal: N of M submitted (progress.h).
+  ProgressLine progress("submit", !o.cc.empty() && ::isatty(STDERR_FILENO) == 1);
+  const bool ids_on_terminal = ::isatty(STDOUT_FILENO) == 1;
   auto print_ready = [&] {
     std::string out;
     for (; printed < nbatch && answers[printed]; ++printed) {
@@ -283,11 +320,13 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
         ++submitted;
       }
     }
+    if (!out.empty() && ids_on_terminal) progress.clear();
     std::cout << out << std::flush;
+    progress.show(submitted, njobs);
   };
   for (size_t b = 0; b < nbatch; ++b) {
     Json batch = Json::array();
-    for (size_t i = b * kSubmitBatch; i < std::min(njobs, (b + 1) * kSubmitBatch); ++i) {
+    for (size_t i = first + b * kSubmitBatch; i < std::min(njobs, first + (b + 1) * kSubmitBatch); ++i) {
       batch.push_back(std::move(jobs[i]));
     }
     sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
@@ -409,7 +448,9 @@ void add_submit_command(CLI::App& app, Runner& run) {
   auto o = std::make_shared<SubmitOpts>();
   auto* sub = app.add_subcommand("submit", "Submit a job; print its id");
   add_job_options(sub, *o);
-  sub->add_option("--cc", o->cc, "Submit one copy per id of IDSET (e.g. 1-100), LOOM_JOB_CC set to it");
+  sub->add_option("--cc", o->cc,
+                  "Submit one copy per id of IDSET (e.g. 1-100), LOOM_JOB_CC set to it; IDSET%N (1-100%5) runs at most "
+                  "N of them at once");
   sub->add_flag("--dry-run", o->dry_run, "Print the jobspec instead of submitting it");
   sub->footer(
       "Examples:\n  loom submit -N2 -n4 hostname\n  loom submit --cc=1-1000 -t 5m ./work\n"

@@ -10,6 +10,12 @@ namespace {
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
+const Dependency* cc_limit_of(const JobManager::Impl::Job& j) {
+  for (const auto& d : j.deps) {
+    if (d.scheme == DependencyScheme::kCcLimit) return &d;
+  }
+  return nullptr;
+}
 }  // namespace
 
 DependencyCheck JobManager::Impl::check_one(const Job& j, const Dependency& d) const {
@@ -20,6 +26,19 @@ DependencyCheck JobManager::Impl::check_one(const Job& j, const Dependency& d) c
       peers.push_back({id, k.rec.state != JobState::kNew && k.rec.state != JobState::kDepend});
     }
     return check_singleton(j.id, peers);
+  }
+  if (d.scheme == DependencyScheme::kCcLimit) {
+    JobId group = d.target.value() ? d.target : j.id;
+    std::vector<CcLimitPeer> peers;
+    for (const auto& [id, k] : jobs_) {
+      if (id == j.id || !is_active(k.rec.state) || k.rec.userid != j.rec.userid) continue;
+      const Dependency* limit = cc_limit_of(k);
+      if (!limit || (limit->target.value() ? limit->target : id) != group) continue;
+      bool in_depend = k.rec.state == JobState::kNew || k.rec.state == JobState::kDepend;
+      peers.push_back({id, !in_depend,
+                       in_depend && k.rec.deps_pending.size() == 1 && k.rec.deps_pending[0] == limit->description()});
+    }
+    return check_cc_limit(j.id, d.max, peers);
   }
   Antecedent a;
   if (auto it = jobs_.find(d.target); it != jobs_.end()) {
@@ -40,7 +59,11 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
   }
   // A copy: each removal changes the list.
   std::vector<std::string> pending = j.rec.deps_pending;
+  const Dependency* limit = cc_limit_of(j);
   for (const auto& desc : pending) {
+    // cc_limit last, once nothing else holds the job: met earlier, it
+    // would be gone by the time the job leaves DEPEND.
+    if (limit && desc == limit->description()) continue;
     auto d = std::find_if(j.deps.begin(), j.deps.end(), [&](const Dependency& x) { return x.description() == desc; });
     DependencyCheck c;
     if (d == j.deps.end()) {
@@ -58,6 +81,10 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
       return true;
     }
     if (!post(j, "dependency-remove", Json{{"description", desc}})) return true;
+  }
+  if (limit && j.rec.deps_pending.size() == 1 && j.rec.deps_pending[0] == limit->description() &&
+      check_one(j, *limit).verdict == DependencyVerdict::kMet) {
+    if (!post(j, "dependency-remove", Json{{"description", limit->description()}})) return true;
   }
   if (j.rec.deps_pending.empty()) {
     if (!depend_waiting_.empty()) depend_waiting_.erase(j.id);

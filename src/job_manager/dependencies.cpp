@@ -35,7 +35,8 @@ DependencyCheck check_dependency(const Dependency& d, const Antecedent& a) {
     case DependencyScheme::kAfterNotOk:
       if (!a.inactive) return waiting();
       return a.result != "COMPLETED" ? met() : never(d, ended(a));
-    case DependencyScheme::kSingleton: break;
+    case DependencyScheme::kSingleton:
+    case DependencyScheme::kCcLimit: break;
   }
   return waiting();
 }
@@ -48,10 +49,21 @@ DependencyCheck check_singleton(JobId self, const std::vector<SingletonPeer>& pe
   return met();
 }
 
+DependencyCheck check_cc_limit(JobId self, uint32_t max, const std::vector<CcLimitPeer>& peers) {
+  uint32_t ahead = 0;
+  for (const auto& p : peers) {
+    if (p.id == self) continue;
+    if (p.past_depend || (p.waits_on_limit && p.id < self)) ++ahead;
+  }
+  return ahead < max ? met() : waiting();
+}
+
 Status check_new_dependencies(const std::vector<Dependency>& deps, JobId self,
                               const std::function<Status(JobId)>& lookup) {
   for (const auto& d : deps) {
-    if (d.scheme == DependencyScheme::kSingleton) continue;
+    // A cc_limit group is the user's own whatever it names: not looked up,
+    // so that the rest of a --cc set goes in after its first job ended.
+    if (d.scheme == DependencyScheme::kSingleton || d.scheme == DependencyScheme::kCcLimit) continue;
     if (d.target == self) return Error{EINVAL, "dependency " + d.description() + ": a job cannot depend on itself"};
     if (auto st = lookup(d.target); !st) {
       return Error{st.error().code, "dependency " + d.description() + ": " + st.error().text};

@@ -17,6 +17,13 @@
 //   singleton   met once no other active job of the same user and name is
 //               past DEPEND or was submitted earlier (so jobs of one name
 //               run one at a time, in submit order)
+//   cc_limit    (--cc=IDSET%N) checked once it is the only dependency left
+//               (removed, it is never added again): met while fewer than N
+//               other active jobs of its group (the same user's jobs whose
+//               cc_limit names the same first job, and that first job) are
+//               past DEPEND or, submitted earlier, wait only on cc_limit
+//               too; so at most N of the group are ever past DEPEND (at
+//               most N run), and they leave in submit order
 //
 // An antecedent that is no longer known (purged) meets afterany and no
 // other dependency: its result is lost.
@@ -57,6 +64,16 @@ struct SingletonPeer {
 };
 // Whether singleton `self` may leave DEPEND, given its active peers.
 DependencyCheck check_singleton(JobId self, const std::vector<SingletonPeer>& peers);
+
+// Another active job of the same group as a cc_limit job.
+struct CcLimitPeer {
+  JobId id{0};
+  bool past_depend = false;     // in PRIORITY or later
+  bool waits_on_limit = false;  // in DEPEND, cc_limit its only dependency left
+};
+// Whether cc_limit job `self` may leave DEPEND, at most `max` of its group
+// being past DEPEND.
+DependencyCheck check_cc_limit(JobId self, uint32_t max, const std::vector<CcLimitPeer>& peers);
 
 // At submit, for job `self`: a job cannot depend on itself, and every
 // antecedent must exist and be the submitter's to see; `lookup` answers

@@ -68,6 +68,21 @@ TEST(DependencyRules, SingletonsOfOneNameGoOneAtATimeInSubmitOrder) {
   EXPECT_EQ(check_singleton(self, {{JobId{60}, false}}).verdict, kMet);
 }
 
+TEST(DependencyRules, CcLimitLetsAtMostMaxOfAGroupPastDependInSubmitOrder) {
+  JobId self{50};
+  EXPECT_EQ(check_cc_limit(self, 2, {}).verdict, kMet);
+  EXPECT_EQ(check_cc_limit(self, 2, {{JobId{10}, true, false}}).verdict, kMet);
+  EXPECT_EQ(check_cc_limit(self, 2, {{JobId{10}, true, false}, {JobId{20}, true, false}}).verdict, kWaiting);
+  // Later ones past DEPEND count too (a restart, a limit set by hand).
+  EXPECT_EQ(check_cc_limit(self, 1, {{JobId{60}, true, false}}).verdict, kWaiting);
+  // An earlier one waiting on the limit alone goes first; one waiting on
+  // something else does not hold the group up; a later one waits behind.
+  EXPECT_EQ(check_cc_limit(self, 2, {{JobId{10}, true, false}, {JobId{40}, false, true}}).verdict, kWaiting);
+  EXPECT_EQ(check_cc_limit(self, 2, {{JobId{10}, true, false}, {JobId{40}, false, false}}).verdict, kMet);
+  EXPECT_EQ(check_cc_limit(self, 2, {{JobId{10}, true, false}, {JobId{60}, false, true}}).verdict, kMet);
+  EXPECT_EQ(check_cc_limit(self, 1, {{self, true, false}}).verdict, kMet);
+}
+
 TEST(DependencyRules, SubmitRefusesItselfAndUnknownJobsWithOneLine) {
   JobId self{77};
   auto lookup = [](JobId id) -> Status {

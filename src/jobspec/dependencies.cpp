@@ -43,6 +43,8 @@ Result<JobId> dependency_target(std::string_view scheme, std::string_view value)
 }  // namespace
 
 const char* dependency_scheme_name(DependencyScheme s) {
+  // Not a scheme of attributes.system.dependencies: --cc=IDSET%N sets it.
+  if (s == DependencyScheme::kCcLimit) return "cc_limit";
   for (const auto& k : kSchemes) {
     if (k.scheme == s) return k.name.data();
   }
@@ -51,18 +53,56 @@ const char* dependency_scheme_name(DependencyScheme s) {
 
 std::string Dependency::description() const {
   if (scheme == DependencyScheme::kSingleton) return "singleton";
+  if (scheme == DependencyScheme::kCcLimit) {
+    return "cc_limit:" + (target.value() ? encode_f58(target) + ":" : std::string()) + std::to_string(max);
+  }
   return std::string(dependency_scheme_name(scheme)) + ":" + encode_f58(target);
 }
 
-Result<std::vector<Dependency>> parse_dependencies(const Json& jobspec) {
-  std::vector<Dependency> out;
+namespace {
+
+// attributes.system.KEY, or null.
+const Json* system_attribute(const Json& jobspec, const char* key) {
   const Json* at = &jobspec;
-  for (const char* key : {"attributes", "system", "dependencies"}) {
-    if (!at->is_object()) return out;
-    auto it = at->find(key);
-    if (it == at->end()) return out;
+  for (const char* k : {"attributes", "system", key}) {
+    if (!at->is_object()) return nullptr;
+    auto it = at->find(k);
+    if (it == at->end()) return nullptr;
     at = &*it;
   }
+  return at;
+}
+
+Result<Dependency> parse_cc_limit(const Json& v) {
+  const std::string where = "attributes.system.cc_limit";
+  if (!v.is_object()) return Error{EINVAL, where + " must be an object {max, group?}"};
+  for (const auto& [k, x] : v.items()) {
+    if (k != "max" && k != "group") return Error{EINVAL, where + ": unknown key \"" + k + "\""};
+  }
+  auto max = v.find("max");
+  if (max == v.end() || !max->is_number_integer() || max->get<int64_t>() < 1 || max->get<int64_t>() > UINT32_MAX) {
+    return Error{EINVAL, where + ".max must be a whole number of 1 or more"};
+  }
+  Dependency d{DependencyScheme::kCcLimit, JobId{0}, static_cast<uint32_t>(max->get<int64_t>())};
+  if (auto g = v.find("group"); g != v.end()) {
+    if (g->is_number_unsigned()) {
+      d.target = JobId{g->get<uint64_t>()};
+    } else if (g->is_string()) {
+      auto id = dependency_target("cc_limit", g->get<std::string>());
+      if (!id.ok()) return id.error();
+      d.target = *id;
+    } else {
+      return Error{EINVAL, where + ".group must be a job id"};
+    }
+  }
+  return d;
+}
+
+// attributes.system.dependencies alone.
+Result<std::vector<Dependency>> parse_listed_dependencies(const Json& jobspec) {
+  std::vector<Dependency> out;
+  const Json* at = system_attribute(jobspec, "dependencies");
+  if (!at) return out;
   const Json& list = *at;
   // RFC 26: a job without dependencies has no such key, never an empty list.
   if (!list.is_array() || list.empty()) {
@@ -91,6 +131,20 @@ Result<std::vector<Dependency>> parse_dependencies(const Json& jobspec) {
     }
     // The same dependency twice is one dependency.
     if (std::find(out.begin(), out.end(), dep) == out.end()) out.push_back(dep);
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<Dependency>> parse_dependencies(const Json& jobspec) {
+  auto out = parse_listed_dependencies(jobspec);
+  if (!out.ok()) return out;
+  // The concurrency limit last: it is checked last (job_manager/dependencies.h).
+  if (const Json* cc = system_attribute(jobspec, "cc_limit")) {
+    auto d = parse_cc_limit(*cc);
+    if (!d.ok()) return d.error();
+    out->push_back(*d);
   }
   return out;
 }

@@ -6,6 +6,12 @@
 //             {"scheme": S, "value": V}, nothing else in them.
 //             S is after, afterany, afterok, afternotok (V: a job id in
 //             any form loom accepts) or singleton (V: "").
+//             attributes.system.cc_limit: {"max": N (1 or more), "group": ID
+//             (a job id; absent in the group's first job, whose id names
+//             the group)}, set by `loom submit --cc=IDSET%N`: one more
+//             dependency, of scheme cc_limit, that holds the job in DEPEND
+//             while N jobs of its group are past DEPEND
+//             (job_manager/dependencies.h).
 //   command   --dependency=TYPE:ID[:ID...][,TYPE:ID...] (Slurm's form; the
 //             option may repeat, as in Flux); "singleton" takes no id.
 #pragma once
@@ -26,13 +32,16 @@ enum class DependencyScheme : uint8_t {
   kAfterOk,     // ... and completed successfully
   kAfterNotOk,  // ... and did not
   kSingleton,   // no other active job of the same user and name has left DEPEND
+  kCcLimit,     // fewer than `max` active jobs of its group have left DEPEND
 };
 
 struct Dependency {
   DependencyScheme scheme = DependencyScheme::kAfterAny;
-  JobId target{0};  // unused for singleton
+  JobId target{0};   // unused for singleton; for cc_limit the group (0: the job itself)
+  uint32_t max = 0;  // cc_limit only
 
-  // "afterok:ƒ2oLkTLb", "singleton": the form `loom jobs` shows and the
+  // "afterok:ƒ2oLkTLb", "singleton", "cc_limit:5" (the group's first job),
+  // "cc_limit:ƒ2oLkTLb:5" (the others): the form `loom jobs` shows and the
   // eventlog's dependency-add and dependency-remove events carry.
   std::string description() const;
   friend bool operator==(const Dependency&, const Dependency&) = default;

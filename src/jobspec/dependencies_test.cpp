@@ -56,6 +56,31 @@ TEST(Dependencies, RefusesWhatLoomCannotFollowWithOneLine) {
   }
 }
 
+TEST(Dependencies, ReadsTheConcurrencyLimitAsTheLastDependency) {
+  JobId g{1234567};
+  Json js = with_deps({{{"scheme", "singleton"}, {"value", ""}}});
+  js["attributes"]["system"]["cc_limit"] = {{"max", 5}};
+  auto deps = parse_dependencies(js);
+  ASSERT_TRUE(deps.ok()) << deps.error().text;
+  ASSERT_EQ(deps->size(), 2u);
+  EXPECT_EQ((*deps)[1], (Dependency{DependencyScheme::kCcLimit, JobId{0}, 5}));
+  EXPECT_EQ((*deps)[1].description(), "cc_limit:5");
+  for (Json group : {Json(g.value()), Json(encode_f58(g))}) {
+    Json one{{"attributes", {{"system", {{"cc_limit", {{"max", 2}, {"group", group}}}}}}}};
+    auto d = parse_dependencies(one);
+    ASSERT_TRUE(d.ok()) << d.error().text;
+    ASSERT_EQ(d->size(), 1u);
+    EXPECT_EQ((*d)[0].description(), "cc_limit:" + encode_f58(g) + ":2");
+  }
+  for (Json bad : {Json{{"max", 0}}, Json{{"max", -1}}, Json{{"max", "5"}}, Json::object(), Json{{"max", 2}, {"x", 1}},
+                   Json{{"max", 2}, {"group", "nope"}}, Json(5)}) {
+    Json one{{"attributes", {{"system", {{"cc_limit", bad}}}}}};
+    auto d = parse_dependencies(one);
+    ASSERT_FALSE(d.ok()) << bad.dump();
+    EXPECT_NE(d.error().text.find("cc_limit"), std::string::npos) << d.error().text;
+  }
+}
+
 TEST(Dependencies, TranslatesTheCommandLineForm) {
   JobId a{1234567}, b{7654321};
   auto one = parse_dependency_option("afterok:" + encode_f58(a) + ":7654321,singleton,afterany:1234567");

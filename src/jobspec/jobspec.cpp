@@ -247,7 +247,8 @@ Status check_system_keys(const Json& jobspec) {
     if (std::find(kSystemAttributes.begin(), kSystemAttributes.end(), key) != kSystemAttributes.end()) continue;
     return Error{EINVAL,
                  "unknown attribute " + quote_input("attributes.system." + key) +
-                     " (loom reads duration, cwd, environment, job, shell, exec, dependencies, batch and allocation; "
+                     " (loom reads duration, cwd, environment, job, shell, exec, dependencies, cc_limit, batch and "
+                     "allocation; "
                      "anything else goes under attributes.user)"};
   }
   return {};

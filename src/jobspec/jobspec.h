@@ -54,8 +54,8 @@ Result<Jobspec> parse_jobspec_text(std::string_view text);
 // The keys of attributes.system that loom reads: duration, cwd, environment,
 // job (name), shell (options), exec (test), dependencies (RFC 26), batch
 // and allocation (docs/steps.md).
-inline constexpr std::array<std::string_view, 9> kSystemAttributes = {
-    "duration", "cwd", "environment", "job", "shell", "exec", "dependencies", "batch", "allocation"};
+inline constexpr std::array<std::string_view, 10> kSystemAttributes = {
+    "duration", "cwd", "environment", "job", "shell", "exec", "dependencies", "cc_limit", "batch", "allocation"};
 // The most bytes a batch script may have.
 inline constexpr size_t kMaxScript = size_t{1} << 20;
 // EINVAL naming the first key of attributes.system that loom does not know:
