@@ -4,11 +4,14 @@
 // `loom job wait --all`, shown only on a terminal. Jobs run in test
 // execution mode: held ones wait for job-exec.override (finish()), as in
 // depend_test.cpp; that a job is still held is read after settle().
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <utility>
 #include <vector>
@@ -250,6 +253,42 @@ TEST_F(Bulk, CcLimitSurvivesARestart) {
   EXPECT_EQ(states({ids[3]})[0], "RUN");
   finish(ids[3]);
   ASSERT_EQ(inst.stop(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// Steps (docs/steps.md) are placed by the job manager, not the
+// scheduler, but only once they leave DEPEND: the limit holds them too.
+TEST_F(Bulk, CcLimitHoldsStepsOfAnAllocationToo) {
+  start();
+  auto dir = std::filesystem::temp_directory_path() / ("loom-bulk-steps-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string gate = (dir / "gate").string();
+  ASSERT_EQ(::mkfifo(gate.c_str(), 0600), 0);
+  std::string script = (dir / "job.sh").string();
+  std::ofstream(script) << "#!/bin/sh\nread go < " << gate << "\n";
+  ::chmod(script.c_str(), 0755);
+  auto b = loom({"batch", "-N2", "--output=" + (dir / "job.out").string(), script});
+  ASSERT_EQ(b.code, 0) << show(b);
+  std::string a = trim(b.out);
+  wait_event(a, "start");
+  auto r = loom({"submit", "--cc=1-3%1", "--setattr=exec.test.override=true", "true"}, {{"LOOM_ALLOCATION", a}});
+  ASSERT_EQ(r.code, 0) << show(r);
+  Names ids = r.out_lines();
+  ASSERT_EQ(ids.size(), 3u);
+  wait_event(ids[0], "alloc");
+  EXPECT_EQ(states(ids), (std::vector<std::string>{"RUN", "DEPEND", "DEPEND"}));
+  finish(ids[0]);
+  wait_event(ids[1], "alloc");
+  EXPECT_EQ(states(ids), (std::vector<std::string>{"INACTIVE", "RUN", "DEPEND"}));
+  finish(ids[1]);
+  finish(ids[2]);
+  int fd = ::open(gate.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::write(fd, "go\n", 3), 3);
+  ::close(fd);
+  wait_event(a, "clean");
+  EXPECT_EQ(job(a)["result"], "COMPLETED");
   std::filesystem::remove_all(dir);
 }
 
