@@ -82,9 +82,14 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
     }
     if (!post(j, "dependency-remove", Json{{"description", desc}})) return true;
   }
-  if (limit && j.rec.deps_pending.size() == 1 && j.rec.deps_pending[0] == limit->description() &&
-      check_one(j, *limit).verdict == DependencyVerdict::kMet) {
-    if (!post(j, "dependency-remove", Json{{"description", limit->description()}})) return true;
+  if (limit && j.rec.deps_pending.size() == 1 && j.rec.deps_pending[0] == limit->description()) {
+    std::pair<uint32_t, JobId> group{j.rec.userid, limit->target.value() ? limit->target : j.id};
+    bool full = rechecking_ && cc_full_.count(group);
+    if (!full && check_one(j, *limit).verdict == DependencyVerdict::kMet) {
+      if (!post(j, "dependency-remove", Json{{"description", limit->description()}})) return true;
+    } else if (rechecking_) {
+      cc_full_.insert(group);
+    }
   }
   if (j.rec.deps_pending.empty()) {
     if (!depend_waiting_.empty()) depend_waiting_.erase(j.id);
@@ -96,6 +101,8 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
 
 void JobManager::Impl::recheck_dependencies() {
   std::vector<JobId> ids(depend_waiting_.begin(), depend_waiting_.end());
+  rechecking_ = true;
+  cc_full_.clear();
   for (JobId id : ids) {
     auto it = jobs_.find(id);
     if (it == jobs_.end() || it->second.rec.state != JobState::kDepend) {
@@ -104,6 +111,8 @@ void JobManager::Impl::recheck_dependencies() {
     }
     advance(it->second);
   }
+  rechecking_ = false;
+  cc_full_.clear();
 }
 
 Status JobManager::Impl::may_depend_on(const Message& m, JobId id) const {

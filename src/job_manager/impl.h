@@ -231,6 +231,13 @@ struct JobManager::Impl {
   bool wait_on_dependencies(Job& j);
   DependencyCheck check_one(const Job& j, const Dependency& d) const;
   void recheck_dependencies();
+  // During recheck_dependencies(): the cc_limit groups (user, group) found
+  // full. No slot frees within the pass, and later members count every
+  // job an earlier one counts, so they wait too without a look at every
+  // job (a --cc=1-10000%5 set would otherwise cost its size squared at
+  // each end).
+  std::set<std::pair<uint32_t, JobId>> cc_full_;
+  bool rechecking_ = false;
   // Whether the sender of `m` may make a job depend on `id`.
   Status may_depend_on(const Message& m, JobId id) const;
 
