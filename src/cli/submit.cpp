@@ -292,10 +292,10 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
   if (cc_limit > 0) {
     // The first job alone: its id is the group of the others.
     auto r = sess.client->call("job-manager.submit", Json{{"jobs", Json::array({std::move(jobs[0])})}});
-    if (!r.ok()) return fail("submit", r.error());
+    if (!r.ok()) return fail(cmd, r.error());
     if (!(*r).contains("ids") || !(*r)["ids"].is_array() || (*r)["ids"].empty() ||
         !(*r)["ids"][0].is_number_unsigned()) {
-      return fail("submit", Error{EPROTO, "the job manager answered without a job id"});
+      return fail(cmd, Error{EPROTO, "the job manager answered without a job id"});
     }
     uint64_t group = (*r)["ids"][0].get<uint64_t>();
     std::cout << encode_f58(JobId{group}) << "\n" << std::flush;
