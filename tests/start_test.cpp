@@ -85,8 +85,6 @@ CmdResult start_and_exit(std::vector<std::string> args) {
   return run_cmd(args, {{"LOOM_URI", ""}}, 60);
 }
 
-}  // namespace
-
 // --- configuration merged once -------------------------------------------
 
 class StartConfig : public JobsFixture {
@@ -358,4 +356,5 @@ INSTANTIATE_TEST_SUITE_P(Signal, StartInterrupt,
                            return "?";
                          });
 
+}  // namespace
 }  // namespace loom::test
