@@ -252,8 +252,7 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
       unsigned long v =
           n.empty() || !std::isdigit(static_cast<unsigned char>(n[0])) ? 0 : std::strtoul(n.c_str(), &end, 10);
       if (v < 1 || v > UINT32_MAX || *end) {
-        return fail(cmd,
-                    "--cc: after % comes the most jobs of the set to run at once, 1 or more (got \"" + n + "\")",
+        return fail(cmd, "--cc: after % comes the most jobs of the set to run at once, 1 or more (got \"" + n + "\")",
                     kExitUsage);
       }
       cc_limit = static_cast<uint32_t>(v);
