@@ -119,9 +119,7 @@ TEST_F(Exec, JobsStillRunWhenTheShellForkServersAreGone) {
   }
   std::vector<pid_t> servers;
   for (pid_t p : processes_with("--fork-server")) {
-    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
-    std::string line;
-    std::getline(stat, line);
+    std::string line = read_proc("/proc/" + std::to_string(p) + "/stat");
     // pid (comm) state ppid ...
     auto after = line.rfind(')');
     if (after == std::string::npos) continue;

@@ -144,8 +144,7 @@ TEST_F(Faults, ARunningJobOnARankThatIsGoneAfterARestartEndsAtOnce) {
   // Rank 0's task, found again, was killed.
   std::vector<pid_t> left;
   for (pid_t p : processes_with(word)) {
-    std::ifstream in("/proc/" + std::to_string(p) + "/environ");
-    std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string env = read_proc("/proc/" + std::to_string(p) + "/environ");
     if (env.find(std::string("LOOM_RANK=0") + '\0') != std::string::npos) left.push_back(p);
   }
   expect_all_exit(left);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -26,6 +27,24 @@
 
 namespace loom::test {
 
+// A file under /proc/PID, empty when the process is gone: a process that
+// exits while it is read fails the read with ESRCH, which std::ifstream
+// would turn into an exception.
+inline std::string read_proc(const std::filesystem::path& path) {
+  std::string out;
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return out;
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return out;
+}
+
 // The processes (from /proc, this one left out) whose command line, its
 // arguments separated by NUL bytes, satisfies `match`.
 inline std::vector<pid_t> processes_where(const std::function<bool(const std::string&)>& match) {
@@ -33,8 +52,7 @@ inline std::vector<pid_t> processes_where(const std::function<bool(const std::st
   for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
     std::string name = entry.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
-    std::ifstream in(entry.path() / "cmdline");
-    std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::string cmdline = read_proc(entry.path() / "cmdline");
     pid_t pid = static_cast<pid_t>(std::stol(name));
     if (pid != ::getpid() && match(cmdline)) out.push_back(pid);
   }
@@ -122,8 +140,7 @@ class Exec : public JobsFixture {
   std::vector<pid_t> shells_with(const std::string& id, const std::string& text) {
     std::vector<pid_t> out;
     for (pid_t p : processes_with(std::to_string(num(id)))) {
-      std::ifstream in("/proc/" + std::to_string(p) + "/environ");
-      std::string env((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      std::string env = read_proc("/proc/" + std::to_string(p) + "/environ");
       if (env.find(text) != std::string::npos) out.push_back(p);
     }
     return out;
