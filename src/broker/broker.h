@@ -277,7 +277,7 @@ class Broker {
   std::function<void(bool up)> parent_link_;
   bool stop_asked_ = false;  // stop_instance asked rank 0 already
   std::vector<ShutdownHook> shutdown_hooks_;
-  void run_shutdown_hooks(size_t i, std::function<void()> then);
+  void run_shutdown_hooks(size_t i, const std::function<void()>& then);
   void stop_brokers();
   bool finished_flag_ = false;
   int exit_code_ = 0;

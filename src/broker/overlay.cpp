@@ -260,7 +260,7 @@ void Broker::set_rank_state(uint32_t rank, RankState s) {
   answer_waiters();
 }
 
-void Broker::run_shutdown_hooks(size_t i, std::function<void()> then) {
+void Broker::run_shutdown_hooks(size_t i, const std::function<void()>& then) {
   if (i >= shutdown_hooks_.size()) return then();
   auto once = std::make_shared<bool>(false);
   shutdown_hooks_[i]([this, i, then, once] {

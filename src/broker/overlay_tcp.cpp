@@ -214,7 +214,8 @@ void Broker::connect_tcp_parent(int attempt) {
   };
   a->resolver.async_resolve(
       address, std::to_string(cfg_.hosts->port),
-      [this, a, fail, host, address, where](const std::error_code& ec, asio::ip::tcp::resolver::results_type results) {
+      [this, a, fail, host, address, where](const std::error_code& ec,
+                                            const asio::ip::tcp::resolver::results_type& results) {
         if (ec) return fail("cannot resolve " + address + ": " + ec.message());
         asio::async_connect(
             a->stream->lowest_layer(), results,
