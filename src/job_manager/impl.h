@@ -201,7 +201,7 @@ struct JobManager::Impl {
   void restore_queue(const Message& lookup);
   void store_queue();
   void load_jobs(const std::vector<std::string>& names);
-  void finish_load(std::map<std::string, std::array<std::string, 3>> texts);
+  void finish_load(std::map<std::string, std::array<std::string, 3>>&& texts);
 
   // --- events ---
   Status post(Job& j, const std::string& name, Json context = nullptr);

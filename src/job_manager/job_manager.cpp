@@ -171,7 +171,7 @@ void JobManager::Impl::load_jobs(const std::vector<std::string>& names) {
   }
 }
 
-void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string, 3>> texts) {
+void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string, 3>>&& texts) {
   JobId last{0};
   for (auto& [name, t] : texts) {
     auto set_aside = [&, name = name](const std::string& why) {
