@@ -364,7 +364,7 @@ int main(int argc, char** argv) {
     job_exec = loom::JobExec::create(broker.add_module({"job-exec"}), exec_cfg);
     // An orderly stop ends every running job and stores its end first;
     // pending jobs stay pending.
-    broker.add_shutdown_hook([&](std::function<void()> done) {
+    broker.add_shutdown_hook([&](const std::function<void()>& done) {
       job_manager->stop_scheduling();
       done();
     });
