@@ -13,7 +13,8 @@ class StrongId {
   constexpr StrongId() = default;
   constexpr explicit StrongId(Rep v) : v_(v) {}
   constexpr Rep value() const { return v_; }
-  friend constexpr auto operator<=>(StrongId, StrongId) = default;
+  // (clang-tidy 14 takes the defaulted <=> for a comparison with literal 0.)
+  friend constexpr auto operator<=>(StrongId, StrongId) = default;  // NOLINT(modernize-use-nullptr)
 
  private:
   Rep v_{};
