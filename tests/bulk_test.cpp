@@ -26,19 +26,6 @@ const Env kAsUser = {{"LOOM_HANDLE_USERID", std::to_string(kOtherUid)}, {"LOOM_H
 
 class Bulk : public JobsFixture {
  protected:
-  void start(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    ASSERT_TRUE(inst.start(4, args));
-  }
-  // A job that, once started, runs until finish() or a cancel.
-  std::string hold(std::vector<std::string> args = {}) {
-    args.insert(args.begin(), {"submit", "--setattr=exec.test.override=true"});
-    args.push_back("true");
-    auto r = loom(args);
-    EXPECT_EQ(r.code, 0) << show(r);
-    return trim(r.out);
-  }
   // `loom submit ARGS` of several jobs: their ids in order.
   Names submit_many(std::vector<std::string> args) {
     args.insert(args.begin(), "submit");
@@ -46,19 +33,6 @@ class Bulk : public JobsFixture {
     EXPECT_EQ(r.code, 0) << show(r);
     EXPECT_EQ(r.err, "") << "a progress line where there is no terminal";
     return r.out_lines();
-  }
-  void override_event(const std::string& id, const std::string& what) {
-    std::string n = std::to_string(parse_jobid(id).value().value());
-    auto r = loom({"rpc", "job-exec.override", R"({"event":")" + what + R"(","id":)" + n + R"(,"status":0})"});
-    ASSERT_EQ(r.code, 0) << show(r);
-  }
-  // Ends a held job successfully.
-  void finish(const std::string& id) {
-    wait_event(id, "alloc");
-    override_event(id, "start");
-    wait_event(id, "start");
-    override_event(id, "finish");
-    wait_event(id, "clean");
   }
   // The jobs of `ids` in each state, once the scheduler had every chance.
   std::vector<std::string> states(const Names& ids) {

@@ -191,7 +191,6 @@ TEST(Cli, EnvironmentRules) {
 
 class CliJobs : public JobsFixture {
  protected:
-  void start() { ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0"})); }
   // A job that, once started, holds its resources until it is cancelled.
   std::string submit_held(std::vector<std::string> args) {
     args.insert(args.begin(), "--setattr=exec.test.override=true");

@@ -1,7 +1,7 @@
 // Job dependencies end to end (docs/protocols/jobs.md, "Dependencies"):
 // `loom submit --dependency=...` on a real instance of 4 ranks of 2 cores.
 // An antecedent job runs in test execution mode waiting for an override
-// (hold() below), so a test decides when and how it ends: override finish
+// (hold(), kit/jobs.h), so a test decides when and how it ends: override finish
 // with a status, or a cancel. Waiting is always on events; that a job is
 // still held is read after settle() (a scheduler round trip), and the
 // dependency-add event is posted before the submit is answered.
@@ -24,33 +24,11 @@ namespace {
 
 class Depend : public JobsFixture {
  protected:
-  void start(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    ASSERT_TRUE(inst.start(4, args));
-  }
-  // A job that, once started, runs until finish() or a cancel.
-  std::string hold(std::vector<std::string> args = {}) {
-    args.insert(args.begin(), "--setattr=exec.test.override=true");
-    args.push_back("true");
-    return submit_job(args);
-  }
   // A job that ends at once, successfully, when it runs.
   std::string quick(std::vector<std::string> args) {
     args.insert(args.begin(), "--setattr=exec.test.run_duration=0");
     args.push_back("true");
     return submit_job(args);
-  }
-  // Ends a hold() job with `status` (a wait status: 256 is exit 1).
-  void finish(const std::string& id, int status) {
-    wait_event(id, "alloc");
-    std::string n = std::to_string(parse_jobid(id).value().value());
-    ASSERT_EQ(loom({"rpc", "job-exec.override", R"({"event":"start","id":)" + n + "}"}).code, 0);
-    wait_event(id, "start");
-    auto r = loom({"rpc", "job-exec.override",
-                   R"({"event":"finish","id":)" + n + R"(,"status":)" + std::to_string(status) + "}"});
-    ASSERT_EQ(r.code, 0) << show(r);
-    wait_event(id, "clean");
   }
   // Whether `id` is still in DEPEND once the scheduler had every chance.
   bool held(const std::string& id) {

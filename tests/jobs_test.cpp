@@ -38,12 +38,6 @@ namespace {
 
 class Jobs : public JobsFixture {
  protected:
-  void start(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
-    args.insert(args.end(), extra.begin(), extra.end());
-    ASSERT_TRUE(inst.start(4, args));
-  }
-
   // Submits and returns the printed id. The job runs in test execution
   // mode and, once started, holds its resources until it is cancelled.
   std::string submit(std::vector<std::string> args) {

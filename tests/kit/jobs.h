@@ -95,6 +95,35 @@ class JobsFixture : public ::testing::Test {
   }
   std::string state(const std::string& id) { return job(id).value("state", "?"); }
 
+  // The usual instance: 4 ranks of 2 cores, no GPUs, and `extra` options.
+  void start(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--cores-per-rank=2", "--gpus-per-rank=0"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ASSERT_TRUE(inst.start(4, args));
+  }
+  // `loom submit ARGS true` in test execution: once started, the job holds
+  // its resources until finish() or a cancel.
+  std::string hold(std::vector<std::string> args = {}) {
+    args.insert(args.begin(), "--setattr=exec.test.override=true");
+    args.push_back("true");
+    return submit_job(args);
+  }
+  // Ends a hold() job with wait status `status` (256 is exit 1): starts it
+  // once it is allocated, finishes it, waits for its clean.
+  void finish(const std::string& id, int status = 0) {
+    wait_event(id, "alloc");
+    std::string n = std::to_string(parse_jobid(id).value().value());
+    auto override_event = [&](const std::string& event) {
+      auto r = loom({"rpc", "job-exec.override",
+                     R"({"event":")" + event + R"(","id":)" + n + R"(,"status":)" + std::to_string(status) + "}"});
+      ASSERT_EQ(r.code, 0) << show(r);
+    };
+    override_event("start");
+    wait_event(id, "start");
+    override_event("finish");
+    wait_event(id, "clean");
+  }
+
   void TearDown() override {
     if (!inst.running()) return;
     // The double-booking check must never have fired.
