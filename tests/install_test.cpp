@@ -17,6 +17,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -155,6 +156,38 @@ std::string roff_name(const std::string& name) {
   return r;
 }
 
+// One command of loom's tree as its --help shows it.
+struct CommandHelp {
+  std::vector<std::string> words;  // {"kvs", "eventlog", "get"}; {} for loom itself
+  std::string title;               // "loom kvs eventlog get"
+  std::vector<std::string> options, subcommands;
+};
+// Calls `visit` for `loom` itself and every command and nested command
+// under it, from what each --help lists (any failing --help fails the test).
+void each_command(const fs::path& loom, const std::function<void(const CommandHelp&)>& visit) {
+  std::vector<std::vector<std::string>> todo{{}};
+  while (!todo.empty()) {
+    CommandHelp c;
+    c.words = todo.back();
+    todo.pop_back();
+    std::vector<std::string> argv{loom.string()};
+    argv.insert(argv.end(), c.words.begin(), c.words.end());
+    argv.push_back("--help");
+    auto help = run_cmd(argv, kClean);
+    c.title = "loom";
+    for (const auto& w : c.words) c.title += " " + w;
+    ASSERT_EQ(help.code, 0) << c.title << ": " << help.err;
+    c.options = help_entries(help.out, "Options:");
+    c.subcommands = help_entries(help.out, "Subcommands:");
+    for (const auto& sub : c.subcommands) {
+      auto w = c.words;
+      w.push_back(sub);
+      todo.push_back(w);
+    }
+    visit(c);
+  }
+}
+
 TEST_F(Installed, TheManPageOfLoomHasASectionForEveryCommand) {
   // Every command that `loom --help` lists, and every nested one
   // (`loom job attach`, `loom kvs eventlog get`), with its options.
@@ -163,39 +196,23 @@ TEST_F(Installed, TheManPageOfLoomHasASectionForEveryCommand) {
   ASSERT_THAT(page, HasSubstr(".TH LOOM 1 "));
   auto top = run_cmd({loom.string(), "--help"}, kClean);
   ASSERT_EQ(top.code, 0) << top.err;
-  auto commands = help_entries(top.out, "Subcommands:");
-  ASSERT_GE(commands.size(), 10u) << top.out;
-  std::vector<std::vector<std::string>> todo;
-  for (const auto& c : commands) todo.push_back({c});
+  ASSERT_GE(help_entries(top.out, "Subcommands:").size(), 10u) << top.out;
   size_t nested = 0;
-  while (!todo.empty()) {
-    auto words = todo.back();
-    todo.pop_back();
-    std::vector<std::string> argv{loom.string()};
-    argv.insert(argv.end(), words.begin(), words.end());
-    argv.push_back("--help");
-    auto help = run_cmd(argv, kClean);
-    std::string title = "loom";
-    for (const auto& w : words) title += " " + w;
-    ASSERT_EQ(help.code, 0) << title << ": " << help.err;
-    auto at = page.find("\n.SS \"" + title + "\"\n");
-    EXPECT_NE(at, std::string::npos) << "loom.1 has no section for " << title;
-    if (at == std::string::npos) continue;
+  each_command(loom, [&](const CommandHelp& c) {
+    if (c.words.empty()) return;  // loom itself: the page's SYNOPSIS
+    if (c.words.size() > 1) ++nested;
+    auto at = page.find("\n.SS \"" + c.title + "\"\n");
+    EXPECT_NE(at, std::string::npos) << "loom.1 has no section for " << c.title;
+    if (at == std::string::npos) return;
     std::string section = page.substr(at, page.find("\n.S", at + 1) - at);
-    for (const auto& o : help_entries(help.out, "Options:")) {
+    for (const auto& o : c.options) {
       if (o == "-h,--help") continue;  // said once, under OPTIONS
       // "-l,--label-io": in bold, as a tag of the command's section.
       EXPECT_NE(section.find("\n\\fB" + roff_name(o) + "\\fR"), std::string::npos)
-          << "the section of " << title << " does not list " << o << ":\n"
+          << "the section of " << c.title << " does not list " << o << ":\n"
           << section;
     }
-    for (const auto& sub : help_entries(help.out, "Subcommands:")) {
-      auto w = words;
-      w.push_back(sub);
-      todo.push_back(w);
-      ++nested;
-    }
-  }
+  });
   EXPECT_GE(nested, 10u);
   // What the page says besides the commands.
   EXPECT_THAT(page, HasSubstr("\n.SH ENVIRONMENT\n.TP\n.B LOOM_URI\n"));
@@ -374,45 +391,29 @@ TEST_F(Installed, BashCompletionLoadsThroughBashCompletion) {
 // and nested one: it is made from it at build time, and must not drift.
 TEST_F(Installed, BashCompletionOffersWhatHelpListsForEveryCommand) {
   fs::path loom = prefix() / "bin/loom";
-  std::vector<std::vector<std::string>> todo{{}};
   size_t commands = 0;
-  while (!todo.empty()) {
-    auto words = todo.back();
-    todo.pop_back();
-    std::vector<std::string> argv{loom.string()};
-    argv.insert(argv.end(), words.begin(), words.end());
-    argv.push_back("--help");
-    auto help = run_cmd(argv, kClean);
-    std::string title = "loom";
-    for (const auto& w : words) title += " " + w;
-    ASSERT_EQ(help.code, 0) << title << ": " << help.err;
-    auto line = [](std::vector<std::string> names) {
-      std::sort(names.begin(), names.end());
-      std::string out;
-      for (const auto& n : names) out += (out.empty() ? "" : " ") + n;
-      return out.empty() ? out : out + "\n";
-    };
+  auto line = [](std::vector<std::string> names) {
+    std::sort(names.begin(), names.end());
+    std::string out;
+    for (const auto& n : names) out += (out.empty() ? "" : " ") + n;
+    return out.empty() ? out : out + "\n";
+  };
+  each_command(loom, [&](const CommandHelp& c) {
     std::vector<std::string> options;
-    for (const auto& o : help_entries(help.out, "Options:")) {
+    for (const auto& o : c.options) {
       std::stringstream names(o);
       for (std::string n; std::getline(names, n, ',');) options.push_back(n);
     }
-    auto subs = help_entries(help.out, "Subcommands:");
     std::vector<std::string> typed{"loom"};
-    typed.insert(typed.end(), words.begin(), words.end());
+    typed.insert(typed.end(), c.words.begin(), c.words.end());
     typed.push_back("-");
-    EXPECT_EQ(complete(completion(), typed).out, line(options)) << title;
-    if (!subs.empty()) {
+    EXPECT_EQ(complete(completion(), typed).out, line(options)) << c.title;
+    if (!c.subcommands.empty()) {
       typed.back() = "";
-      EXPECT_EQ(complete(completion(), typed).out, line(subs)) << title;
-    }
-    for (const auto& sub : subs) {
-      auto w = words;
-      w.push_back(sub);
-      todo.push_back(w);
+      EXPECT_EQ(complete(completion(), typed).out, line(c.subcommands)) << c.title;
     }
     ++commands;
-  }
+  });
   EXPECT_GE(commands, 40u);
 }
 
