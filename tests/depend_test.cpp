@@ -165,6 +165,22 @@ TEST_F(Depend, SingletonRunsOneJobOfANameAndUserAtATime) {
   expect_released(second);
 }
 
+// singleton beside another dependency is decided when that one is met:
+// a job of the same name that started meanwhile still holds it.
+TEST_F(Depend, SingletonIsDecidedOnceTheOtherDependenciesAreMet) {
+  start();
+  std::string a = hold();
+  std::string b = quick({"--job-name=solo", "--dependency=afterok:" + a + ",singleton"});
+  ASSERT_TRUE(held(b));
+  std::string c = hold({"--job-name=solo"});
+  wait_event(c, "alloc");
+  finish(a, 0);
+  ASSERT_TRUE(held(b));
+  EXPECT_EQ(job(b)["dependencies"], Json::array({"singleton"}));
+  finish(c, 0);
+  expect_released(b);
+}
+
 TEST_F(Depend, LoomRunAcceptsDependenciesToo) {
   start();
   std::string a = quick({});

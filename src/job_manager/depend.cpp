@@ -10,11 +10,18 @@ namespace {
 bool has(const std::vector<std::string>& v, const std::string& s) {
   return std::find(v.begin(), v.end(), s) != v.end();
 }
-const Dependency* cc_limit_of(const JobManager::Impl::Job& j) {
+const Dependency* scheme_of(const JobManager::Impl::Job& j, DependencyScheme scheme) {
   for (const auto& d : j.deps) {
-    if (d.scheme == DependencyScheme::kCcLimit) return &d;
+    if (d.scheme == scheme) return &d;
   }
   return nullptr;
+}
+const Dependency* cc_limit_of(const JobManager::Impl::Job& j) { return scheme_of(j, DependencyScheme::kCcLimit); }
+// Whether nothing but `d` and `limit` (either may be null) holds `j`.
+bool only_left(const JobManager::Impl::Job& j, const Dependency* d, const Dependency* limit) {
+  return std::all_of(j.rec.deps_pending.begin(), j.rec.deps_pending.end(), [&](const std::string& desc) {
+    return (d && desc == d->description()) || (limit && desc == limit->description());
+  });
 }
 }  // namespace
 
@@ -60,10 +67,13 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
   // A copy: each removal changes the list.
   std::vector<std::string> pending = j.rec.deps_pending;
   const Dependency* limit = cc_limit_of(j);
+  const Dependency* singleton = scheme_of(j, DependencyScheme::kSingleton);
   for (const auto& desc : pending) {
-    // cc_limit last, once nothing else holds the job: met earlier, it
-    // would be gone by the time the job leaves DEPEND.
-    if (limit && desc == limit->description()) continue;
+    // cc_limit last, once nothing else holds the job, and singleton just
+    // before it: met earlier, either would be gone by the time the job
+    // leaves DEPEND (another job of the name, or of the --cc set, could
+    // start meanwhile).
+    if ((limit && desc == limit->description()) || (singleton && desc == singleton->description())) continue;
     auto d = std::find_if(j.deps.begin(), j.deps.end(), [&](const Dependency& x) { return x.description() == desc; });
     DependencyCheck c;
     if (d == j.deps.end()) {
@@ -81,6 +91,10 @@ bool JobManager::Impl::wait_on_dependencies(Job& j) {
       return true;
     }
     if (!post(j, "dependency-remove", Json{{"description", desc}})) return true;
+  }
+  if (singleton && has(j.rec.deps_pending, singleton->description()) && only_left(j, singleton, limit) &&
+      check_one(j, *singleton).verdict == DependencyVerdict::kMet) {
+    if (!post(j, "dependency-remove", Json{{"description", singleton->description()}})) return true;
   }
   if (limit && j.rec.deps_pending.size() == 1 && j.rec.deps_pending[0] == limit->description()) {
     std::pair<uint32_t, JobId> group{j.rec.userid, limit->target.value() ? limit->target : j.id};

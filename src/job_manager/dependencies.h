@@ -14,9 +14,12 @@
 //   afterany    met once the antecedent is inactive
 //   afterok     met once it is inactive and COMPLETED; never otherwise
 //   afternotok  met once it is inactive and not COMPLETED; never if it was
-//   singleton   met once no other active job of the same user and name is
-//               past DEPEND or was submitted earlier (so jobs of one name
-//               run one at a time, in submit order)
+//   singleton   checked once nothing but cc_limit holds the job besides
+//               it (met earlier, it would let a job of the same name that
+//               started meanwhile run beside this one); met once no other
+//               active job of the same user and name is past DEPEND or was
+//               submitted earlier (so jobs of one name run one at a time,
+//               in submit order)
 //   cc_limit    (--cc=IDSET%N) checked once it is the only dependency left
 //               (removed, it is never added again): met while fewer than N
 //               other active jobs of its group (the same user's jobs whose
