@@ -213,12 +213,14 @@ TEST_F(SimCommand, AJobThatUsesExactlyItsTimeLimitEndsNormally) {
   for (const char* id : {"1", "2"}) EXPECT_EQ(jobs_csv(csv)[id]["final_state"], "COMPLETED_SUCCESSFULLY") << id;
 }
 
-// Bad traces and options: one line naming what is wrong, status 1.
+// Bad traces and options: one line naming what is wrong, status 1; 2 for
+// a bad option (a usage error).
 TEST_F(SimCommand, BadTracesGiveOneLine) {
   struct Case {
     std::string trace;  // file contents; "-" for a file that does not exist
     std::vector<std::string> options;
     std::string says;
+    int code = 1;
   };
   std::vector<Case> cases = {
       {"-", {}, "No such file"},
@@ -227,11 +229,13 @@ TEST_F(SimCommand, BadTracesGiveOneLine) {
       {"; MaxProcs: 4\n" + swf_job(1, -5, 10, 2, 20), {}, ":2:"},
       // A machine smaller than the trace's jobs: refused at submit.
       {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 4, 20), {"--nodes", "2"}, "refused"},
-      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--policy", "lifo"}, "--policy"},
-      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--filter", "weak"}, "--filter"},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--policy", "lifo"}, "--policy", 2},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--filter", "weak"}, "--filter", 2},
       // Beyond what a simulation spans (job ids hold 34 years).
       {"; MaxProcs: 4\n" + swf_job(1, 2000000000, 10, 2, 20), {}, "10^9 s"},
-      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--epilog", "inf"}, "epilog"},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--epilog", "inf"}, "epilog", 2},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--policy", "easy,easy"}, "given twice", 2},
+      {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--cores-per-node", "0"}, "--cores-per-node", 2},
       {"; MaxProcs: 4\n" + swf_job(1, 0, 10, 2, 20), {"--report", "/nonexistent/r.json"}, "cannot write"},
   };
   for (const auto& c : cases) {
@@ -239,7 +243,7 @@ TEST_F(SimCommand, BadTracesGiveOneLine) {
     std::vector<std::string> args{path};
     args.insert(args.end(), c.options.begin(), c.options.end());
     auto r = sim(args);
-    EXPECT_EQ(r.code, 1) << c.says << ": " << show(r);
+    EXPECT_EQ(r.code, c.code) << c.says << ": " << show(r);
     auto lines = r.err_lines();
     ASSERT_EQ(lines.size(), 1u) << c.says << ": " << show(r);
     EXPECT_EQ(lines[0].rfind("loom sim: ", 0), 0u) << lines[0];

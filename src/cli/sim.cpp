@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdio>
 #include <ctime>
 #include <fstream>
@@ -74,18 +75,20 @@ int run_sim(const SimOpts& o) {
     while (std::getline(ss, p, ',')) {
       SchedConfig c;
       c.policy = p;
-      if (auto v = validate_sched_config(c); !v.ok()) return fail(cmd, "--policy: " + v.error().text);
+      if (auto v = validate_sched_config(c); !v.ok()) return fail(cmd, "--policy: " + v.error().text, kExitUsage);
       for (const auto& seen : policies) {
-        if (seen == p) return fail(cmd, "--policy: " + p + " is given twice");
+        if (seen == p) return fail(cmd, "--policy: " + p + " is given twice", kExitUsage);
       }
       policies.push_back(p);
     }
-    if (policies.empty()) return fail(cmd, "--policy: no policy given");
+    if (policies.empty()) return fail(cmd, "--policy: no policy given", kExitUsage);
   }
-  if (o.cores_per_node == 0) return fail(cmd, "--cores-per-node must be at least 1");
-  if (!(o.epilog >= 0)) return fail(cmd, "--epilog must be a number of seconds >= 0");
+  if (o.cores_per_node == 0) return fail(cmd, "--cores-per-node must be at least 1", kExitUsage);
+  if (!std::isfinite(o.epilog) || o.epilog < 0) {
+    return fail(cmd, "--epilog must be a number of seconds >= 0", kExitUsage);
+  }
   auto filter = trace::parse_filter(o.filter);
-  if (!filter) return fail(cmd, "--filter must be none or strong, not " + o.filter);
+  if (!filter) return fail(cmd, "--filter must be none or strong, not " + o.filter, kExitUsage);
   auto w = trace::read_trace(o.trace, *filter);
   if (!w.ok()) return fail(cmd, w.error());
   size_t kept = w->jobs.size();
