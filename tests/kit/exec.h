@@ -4,8 +4,8 @@
 // /proc), waiting for them to exit (a pidfd each: an event, never a sleep).
 #pragma once
 
-#include <gtest/gtest.h>
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
