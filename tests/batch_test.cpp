@@ -320,6 +320,65 @@ TEST_F(Batch, AnAllocWhoseClientIsKilledIsCancelled) {
   for (pid_t p : processes_mentioning(gate)) ::kill(p, SIGKILL);
 }
 
+// A rank lost while an allocation holds it (docs/steps.md): heartbeats
+// every 0.1 s, a rank lost after 1 s without one; shells do not wait for
+// a lost broker to come back.
+class BatchLost : public Batch {
+ protected:
+  void SetUp() override {
+    dir = fresh_test_dir("batch-lost");
+    ASSERT_TRUE(inst.start(4, {"--cores-per-rank=2", "--gpus-per-rank=0", "--heartbeat-interval=0.1",
+                               "--heartbeat-timeout=1", "--setconf", "exec.reattach-timeout=0"}));
+    inst.expect_clean_exit(false);  // a rank is killed on purpose
+  }
+  void kill_rank(uint32_t rank) {
+    std::string why;
+    auto pid = inst.broker_pid(rank, &why);
+    ASSERT_TRUE(pid) << why;
+    ASSERT_EQ(::kill(*pid, SIGKILL), 0);
+  }
+  Json exception_of(const std::string& id) {
+    auto ex = named(eventlog(id), "exception");
+    return ex.empty() ? Json() : ex[0]["context"];
+  }
+};
+
+// The script runs on the first rank; the second, with no task of it, was
+// let go by the execution service at once and is watched by nobody but
+// the job manager: its loss fails the allocation, as a job whose shell
+// ran there would fail, rather than leaving steps to be placed on it.
+TEST_F(BatchLost, LosingARankWhereTheScriptDoesNotRunFailsTheAllocation) {
+  std::string a = hold_allocation("a", {"-N2"});
+  ASSERT_EQ(ranks_of(a), "0-1");
+  wait_event(a, "release");  // rank 1, where the script does not run
+  kill_rank(1);
+  wait_event(a, "clean");
+  Json ex = exception_of(a);
+  EXPECT_EQ(ex["type"], "node-failure") << ex;
+  EXPECT_NE(ex.value("note", "").find("rank 1 lost"), std::string::npos) << ex;
+  EXPECT_EQ(allocated_ranks(), "");
+  for (pid_t p : processes_mentioning(dir + "/a.gate")) ::kill(p, SIGKILL);
+}
+
+// loom alloc reached the instance through rank 3, which is lost: no
+// disconnect comes from a dead broker, and the allocation is cancelled all
+// the same.
+TEST_F(BatchLost, AnAllocWhoseBrokerIsLostIsCancelled) {
+  std::string gate = fifo("alloc.gate");
+  Background alloc({bin("loom"), "alloc", "-N1", "sh", "-c", "read go < " + gate},
+                   {{"LOOM_URI", "local://" + inst.socket(3)}});
+  ASSERT_TRUE(alloc.wait_for_err("holds rank")) << alloc.so_far().err;
+  std::string err = alloc.so_far().err;
+  size_t at = err.find("job ") + 4;
+  std::string id = err.substr(at, err.find(' ', at) - at);
+  kill_rank(3);
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "CANCELED") << dump_json(job(id));
+  EXPECT_NE(exception_of(id).value("note", "").find("rank 3 lost"), std::string::npos) << exception_of(id);
+  EXPECT_EQ(allocated_ranks(), "");
+  for (pid_t p : processes_mentioning(gate)) ::kill(p, SIGKILL);
+}
+
 // Allocations and steps in test execution mode (nothing runs, they last
 // an hour unless cancelled), on an instance of this fixture's own.
 class BatchState : public JobsFixture {

@@ -88,16 +88,46 @@ void JobManager::Impl::exec_teardown(const std::string& why) {
 
 void JobManager::Impl::on_disconnect(const Message& m) {
   if (!exec_service_.empty() && m.sender() == exec_sender_) exec_teardown("its client disconnected");
-  auto tied = tied_.find(m.sender());
+  cancel_tied(m.sender(), "its submitter (loom alloc) went away");
+}
+
+void JobManager::Impl::cancel_tied(HopId sender, const std::string& why) {
+  auto tied = tied_.find(sender);
   if (tied == tied_.end()) return;
   std::vector<JobId> ids = std::move(tied->second);
   tied_.erase(tied);
   for (JobId id : ids) {
     auto it = jobs_.find(id);
     if (it == jobs_.end() || !is_active(it->second.rec.state) || it->second.rec.fatal_exception) continue;
-    if (post(it->second, "exception", exception_context("cancel", 0, "its submitter (loom alloc) went away"))) {
-      advance(it->second);
+    if (post(it->second, "exception", exception_context("cancel", 0, why))) advance(it->second);
+  }
+}
+
+void JobManager::Impl::on_rank_lost(const Message& ev) {
+  auto p = payload_object(ev);
+  if (!p.ok()) return;
+  auto rank = get_uint(*p, "rank");
+  if (!rank.ok() || *rank > UINT32_MAX) return;
+  auto r = static_cast<uint32_t>(*rank);
+  auto given = get_string(*p, "reason", "");
+  std::string reason = given.ok() ? *given : "";
+  std::string lost = "rank " + std::to_string(r) + " lost" + (reason.empty() ? "" : " (" + reason + ")");
+  std::vector<HopId> gone;
+  for (const auto& [sender, ids] : tied_) {
+    if (hop_rank(sender) == r) gone.push_back(sender);
+  }
+  for (HopId sender : gone) cancel_tied(sender, "its submitter (loom alloc) went away with " + lost);
+  // A rank where the allocation's shell still runs is the execution
+  // service's to report; one it released is watched by nobody else.
+  std::vector<Job*> failed;
+  for (auto& [id, j] : jobs_) {
+    if (j.batch && j.rec.state == JobState::kRun && !j.rec.fatal_exception && !j.rec.released_all &&
+        j.rec.released.contains(r)) {
+      failed.push_back(&j);
     }
+  }
+  for (Job* j : failed) {
+    if (post(*j, "exception", exception_context("node-failure", 0, lost))) advance(*j);
   }
 }
 

@@ -286,6 +286,12 @@ struct JobManager::Impl {
   void on_exec(Job& j, const exec_protocol::Released& r);
   void exec_violation(Job& j, const std::string& why);
   void on_disconnect(const Message& m);
+  // The jobs `sender` submitted with cancel_on_disconnect get a cancel.
+  void cancel_tied(HopId sender, const std::string& why);
+  // broker.lost: the clients that came through the rank are gone (no
+  // disconnect will come from it), and so is an allocation's rank the
+  // execution service already let go of (no task of its script there).
+  void on_rank_lost(const Message& ev);
 
   // Responses without a matchtag (sched.alloc, sched.free, NAME.start)
   // are obeyed only from the instance's own services: a user's forged

@@ -42,6 +42,10 @@ void JobManager::Impl::install() {
   h_.add_method("job-info.disconnect", Access::kUser, [this](const Message& m) { info_disconnect(m); });
   h_.add_method("job-manager.exec-hello", Access::kOwner, gated(&Impl::exec_hello));
   h_.add_method("job-manager.disconnect", Access::kUser, [this](const Message& m) { on_disconnect(m); });
+  // (Only brokers may publish broker.lost.)
+  h_.subscribe("broker.lost", [this](const Message& ev) {
+    if (loaded_) on_rank_lost(ev);
+  });
   // These read payloads with payload_json (and error_text) only.
   h_.on_json_response("sched.alloc", [this](const Message& m) {
     if (from_own_service(m)) on_alloc_response(m);
