@@ -459,6 +459,23 @@ TEST_F(BatchState, StepsAreFoundAgainAfterARestart) {
   EXPECT_EQ(allocated_ranks(), "");
 }
 
+// A singleton step of the same name as its allocation does not wait for
+// the allocation's end (which comes only after the step's).
+TEST_F(BatchState, ASingletonStepDoesNotWaitForItsOwnAllocation) {
+  ASSERT_TRUE(inst.start(1, {"--cores-per-rank=2", "--gpus-per-rank=0"}));
+  std::string a = submitted(loom(an_hour({"batch", "-n2", "--job-name=solo", "--output=/dev/null", script})));
+  wait_event(a, "start");
+  std::string step = submitted(
+      loom({"submit", "--job-name=solo", "--dependency=singleton", "--setattr=exec.test.run_duration=0", "-n1", "true"},
+           {{"LOOM_ALLOCATION", a}}));
+  wait_event(step, "clean");
+  EXPECT_EQ(job(step)["result"], "COMPLETED");
+  // Another job of that name, not a step, waits for the allocation.
+  std::string other = submitted(loom({"submit", "--job-name=solo", "--dependency=singleton", "-n1", "true"}));
+  settle();
+  EXPECT_EQ(state(other), "DEPEND");
+}
+
 // A held step does not hold back the steps behind it; released, it runs.
 TEST_F(BatchState, AHeldStepLetsTheStepsBehindItRun) {
   ASSERT_TRUE(inst.start(1, {"--cores-per-rank=2", "--gpus-per-rank=0"}));

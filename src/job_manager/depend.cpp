@@ -30,6 +30,8 @@ DependencyCheck JobManager::Impl::check_one(const Job& j, const Dependency& d) c
     std::vector<SingletonPeer> peers;
     for (const auto& [id, k] : jobs_) {
       if (id == j.id || !is_active(k.rec.state) || k.rec.userid != j.rec.userid || k.name != j.name) continue;
+      // A step's own allocation is no peer: it ends only after the step.
+      if (j.allocation && id.value() == j.allocation) continue;
       peers.push_back({id, k.rec.state != JobState::kNew && k.rec.state != JobState::kDepend});
     }
     return check_singleton(j.id, peers);

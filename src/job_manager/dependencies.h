@@ -19,7 +19,7 @@
 //               started meanwhile run beside this one); met once no other
 //               active job of the same user and name is past DEPEND or was
 //               submitted earlier (so jobs of one name run one at a time,
-//               in submit order)
+//               in submit order); a step's own allocation is not one of them
 //   cc_limit    (--cc=IDSET%N) checked once it is the only dependency left
 //               (removed, it is never added again): met while fewer than N
 //               other active jobs of its group (the same user's jobs whose
