@@ -20,6 +20,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <sstream>
 
 #include "cli/attach.h"
 #include "cli/common.h"
@@ -100,10 +101,19 @@ Result<void> apply_env_rules(const SubmitOpts& o, Json& env) {
     return {};
   };
   for (const auto& file : o.env_file) {
-    std::ifstream in(file);
+    std::ifstream in(file, std::ios::binary);
     if (!in) return Error{ENOENT, "--env-file: cannot read " + file};
+    // An environment bigger than this could not be passed to a program
+    // anyway (Linux caps a process's arguments and environment at a few
+    // MiB); /dev/zero, say, must not eat the memory.
+    constexpr size_t kMaxEnvFile = 1 << 20;
+    std::string text(kMaxEnvFile + 1, '\0');
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(in.gcount()));
+    if (text.size() > kMaxEnvFile) return Error{EFBIG, "--env-file " + file + " is over 1 MiB"};
+    std::istringstream lines(text);
     std::string line;
-    for (int n = 1; std::getline(in, line); ++n) {
+    for (int n = 1; std::getline(lines, line); ++n) {
       if (line.empty() || line.find_first_not_of(" \t") == std::string::npos || line[0] == '#') continue;
       if (line.starts_with("export ")) line = line.substr(7);
       auto ok = set(line, "--env-file " + file + " line " + std::to_string(n));
@@ -182,7 +192,7 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
     system["batch"] = Json{{"script", o.script}};
   } else if (const char* within = std::getenv("LOOM_ALLOCATION"); within && *within) {
     auto id = job_arg(within);
-    if (!id.ok()) {
+    if (!id.ok() || id->value() == 0) {
       return Error{EINVAL, "LOOM_ALLOCATION=" + std::string(within) +
                                " is not a job id (unset it to submit to the whole instance)"};
     }
