@@ -303,6 +303,44 @@ TEST_F(Batch, DirectivesAreReadOnceAndSplitAsAShellDoes) {
   }
 }
 
+// Directive errors of loom submit ./SCRIPT as of loom batch: one readable
+// line (a stray \r or NUL shown as \xNN, never written raw), --help no
+// directive, extra words in the order written.
+TEST_F(Batch, DirectiveErrorsAreOneReadableLine) {
+  struct Case {
+    std::string name, text, why;
+  };
+  std::vector<Case> cases = {
+      {"crlf.sh", "#!/bin/sh\r\n#LOOM -N2\r\ntrue\r\n", "line 2: #LOOM -N2\\x0d: ends in \\r\\n"},
+      {"nul.sh", std::string("#!/bin/sh\n#LOOM -N\0 1\ntrue\n", 27), "line 2: #LOOM -N\\x00 1: a control character"},
+      {"help.sh", "#!/bin/sh\n#LOOM -h\ntrue\n", "line 2: #LOOM -h: the following argument was not expected: -h"},
+      {"extra.sh", "#!/bin/sh\n#LOOM -N1 one two\ntrue\n", "the following arguments were not expected: one two"},
+  };
+  for (const auto& c : cases) {
+    std::string path = write_file(c.name, c.text);
+    for (const char* cmd : {"batch", "submit"}) {
+      auto r = loom({cmd, path});
+      ASSERT_EQ(r.err_lines().size(), 1u) << c.name << ": " << r.err;
+      EXPECT_EQ(r.err.find_first_of(std::string("\r\0", 2)), std::string::npos) << c.name;
+      // (loom batch refuses a DOS script as a whole first, as a bad script.)
+      if (std::string(cmd) == "batch" && c.name == "crlf.sh") {
+        EXPECT_EQ(r.code, 1) << show(r);
+        continue;
+      }
+      EXPECT_EQ(r.code, 2) << c.name << ": " << show(r);
+      EXPECT_NE(r.err.find(c.why), std::string::npos) << c.name << ": " << r.err;
+    }
+  }
+  // An --env-file that never ends is refused, not read into memory.
+  auto r = loom({"submit", "--env-file=/dev/zero", "true"});
+  EXPECT_EQ(r.code, 2) << show(r);
+  EXPECT_NE(r.err.find("--env-file /dev/zero is over 1 MiB"), std::string::npos) << r.err;
+  r = loom({"submit", "true"}, {{"LOOM_ALLOCATION", "0"}});
+  EXPECT_NE(r.code, 0) << show(r);
+  EXPECT_NE(r.err.find("LOOM_ALLOCATION=0 is not a job id"), std::string::npos) << r.err;
+  EXPECT_EQ(trim(loom({"jobs", "-a", "-n", "-o", "{id}"}).out), "");
+}
+
 // loom alloc killed while its command runs: its allocation is cancelled
 // (nobody else would give it back).
 TEST_F(Batch, AnAllocWhoseClientIsKilledIsCancelled) {

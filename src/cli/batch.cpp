@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <asio/signal_set.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -99,9 +100,12 @@ Result<std::vector<std::string>> split_words(std::string_view s) {
   return words;
 }
 
-// `words` parsed as the job options into `app` (fresh), or CLI11's error.
+// `words` parsed as the job options into `app` (fresh, without --help:
+// a directive cannot ask for it), or the error.
 Status parse_options(CLI::App& app, std::vector<std::string> words) {
   std::reverse(words.begin(), words.end());  // CLI11 takes them last first
+  app.set_help_flag();
+  app.allow_extras();
   try {
     app.parse(words);
   } catch (const CLI::ParseError& e) {
@@ -109,7 +113,32 @@ Status parse_options(CLI::App& app, std::vector<std::string> words) {
     if (!why.empty()) why[0] = static_cast<char>(std::tolower(static_cast<unsigned char>(why[0])));
     return Error{EINVAL, why};
   }
+  // (CLI11's own error would list them last first.)
+  if (auto extra = app.remaining(); !extra.empty()) {
+    std::string list;
+    for (const auto& w : extra) list += (list.empty() ? "" : " ") + w;
+    return Error{EINVAL, std::string(extra.size() == 1 ? "the following argument was not expected: "
+                                                       : "the following arguments were not expected: ") +
+                             list};
+  }
   return {};
+}
+
+// A directive as an error message may show it: control characters (a
+// stray \r, a NUL) as \xNN.
+std::string printable(std::string_view s) {
+  std::string out;
+  for (char c : s) {
+    auto u = static_cast<unsigned char>(c);
+    if (u < 0x20 && c != '\t') {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", u);
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out;
 }
 
 }  // namespace
@@ -120,8 +149,15 @@ Status apply_directives(CLI::App* sub, const std::string& name, std::string_view
   std::vector<std::pair<std::string, std::vector<std::string>>> given;  // in order, by option name
   for (const auto& [n, line] : directive_lines(text)) {
     auto where = [&, n = n, &line = line](const std::string& why) {
-      return Error{EINVAL, name + " line " + std::to_string(n) + ": #LOOM" + line + ": " + why};
+      return Error{EINVAL, name + " line " + std::to_string(n) + ": #LOOM" + printable(line) + ": " + why};
     };
+    if (line.find('\r') != std::string::npos) {
+      return where("ends in \\r\\n (DOS line breaks): convert the script, e.g. with dos2unix");
+    }
+    if (std::any_of(line.begin(), line.end(),
+                    [](char c) { return static_cast<unsigned char>(c) < 0x20 && c != '\t'; })) {
+      return where("a control character in a directive");
+    }
     auto words = split_words(line);
     if (!words.ok()) return where(words.error().text);
     SubmitOpts scratch;
