@@ -417,6 +417,66 @@ TEST_F(BatchLost, AnAllocWhoseBrokerIsLostIsCancelled) {
   for (pid_t p : processes_mentioning(gate)) ::kill(p, SIGKILL);
 }
 
+// A crash of every broker while an allocation's step runs, then a restart
+// on the same state directory: real execution finds both jobs' shells
+// again, and the job manager rebuilds the allocation's room from its
+// steps' R, so the running step keeps its cores and a step that needs
+// them waits for its end.
+class BatchRestart : public Batch {
+ protected:
+  void SetUp() override {
+    dir = fresh_test_dir("batch-restart");
+    ASSERT_TRUE(inst.start(2, args()));
+  }
+  std::vector<std::string> args() {
+    return {"--cores-per-rank=2", "--gpus-per-rank=0", "--state-dir=" + dir + "/state", "--setconf",
+            "exec.reattach-timeout=30"};
+  }
+  // Waits until a task has opened FIFO `path` to write into it.
+  void wait_for(const std::string& path) {
+    auto r = run_cmd({"/bin/cat", path}, {}, 20);
+    ASSERT_EQ(r.code, 0) << "nobody writes " << path << ": " << show(r);
+  }
+};
+
+TEST_F(BatchRestart, ARunningStepKeepsItsCoresThroughACrash) {
+  std::string a = hold_allocation("a", {"-N1", "-n2"});
+  std::string up = fifo("step.up");
+  std::string gate = fifo("step.gate");
+  auto first = in(a, {"submit", "-n1", "sh", "-c", "echo up > " + up + "; read go < " + gate});
+  ASSERT_EQ(first.code, 0) << show(first);
+  std::string step = trim(first.out);
+  wait_for(up);
+  auto second = in(a, {"submit", "-n2", "true"});
+  ASSERT_EQ(second.code, 0) << show(second);
+  std::string whole = trim(second.out);
+  settle();
+  ASSERT_EQ(state(whole), "SCHED");
+
+  crash_instance(inst);
+  ASSERT_TRUE(inst.start(2, args()));
+  settle();
+  EXPECT_EQ(state(a), "RUN");
+  EXPECT_EQ(state(step), "RUN");
+  EXPECT_EQ(state(whole), "SCHED");
+  release(gate);
+  wait_event(step, "clean");
+  wait_event(whole, "clean");
+  EXPECT_EQ(job(step)["result"], "COMPLETED");
+  EXPECT_EQ(job(whole)["result"], "COMPLETED");
+  // The second step was placed only once the first had ended.
+  auto step_log = eventlog(step);
+  auto whole_log = eventlog(whole);
+  ASSERT_FALSE(named(step_log, "finish").empty());
+  ASSERT_FALSE(named(whole_log, "alloc").empty());
+  EXPECT_GE(named(whole_log, "alloc")[0]["timestamp"].get<double>(),
+            named(step_log, "finish")[0]["timestamp"].get<double>());
+  release(dir + "/a.gate");
+  wait_event(a, "clean");
+  EXPECT_EQ(job(a)["result"], "COMPLETED");
+  EXPECT_EQ(allocated_ranks(), "");
+}
+
 // Allocations and steps in test execution mode (nothing runs, they last
 // an hour unless cancelled), on an instance of this fixture's own.
 class BatchState : public JobsFixture {
