@@ -86,6 +86,17 @@ class Batch : public Exec {
     return loom(args, {{"LOOM_ALLOCATION", a}});
   }
   std::string ranks_of(const std::string& id) { return job(id).value("ranks", ""); }
+  // The job id `loom alloc` (running in `alloc`) names once it holds its
+  // allocation; "" if it never says.
+  std::string alloc_id(Background& alloc) {
+    if (!alloc.wait_for_err("holds rank")) {
+      ADD_FAILURE() << "loom alloc never held its allocation: " << alloc.so_far().err;
+      return "";
+    }
+    std::string err = alloc.so_far().err;
+    size_t at = err.find("job ") + 4;
+    return err.substr(at, err.find(' ', at) - at);
+  }
 };
 
 // The issue's own scenario: a script with #LOOM -N2 and two `loom run`
@@ -346,10 +357,8 @@ TEST_F(Batch, DirectiveErrorsAreOneReadableLine) {
 TEST_F(Batch, AnAllocWhoseClientIsKilledIsCancelled) {
   std::string gate = fifo("alloc.gate");
   Background alloc({bin("loom"), "alloc", "-N1", "sh", "-c", "read go < " + gate}, {{"LOOM_URI", inst.uri()}});
-  ASSERT_TRUE(alloc.wait_for_err("holds rank")) << alloc.so_far().err;
-  std::string err = alloc.so_far().err;
-  size_t at = err.find("job ") + 4;
-  std::string id = err.substr(at, err.find(' ', at) - at);
+  std::string id = alloc_id(alloc);
+  ASSERT_NE(id, "");
   ASSERT_TRUE(alloc.signal(SIGKILL));
   wait_event(id, "clean");
   EXPECT_EQ(job(id)["result"], "CANCELED") << dump_json(job(id));
@@ -405,10 +414,8 @@ TEST_F(BatchLost, AnAllocWhoseBrokerIsLostIsCancelled) {
   std::string gate = fifo("alloc.gate");
   Background alloc({bin("loom"), "alloc", "-N1", "sh", "-c", "read go < " + gate},
                    {{"LOOM_URI", "local://" + inst.socket(3)}});
-  ASSERT_TRUE(alloc.wait_for_err("holds rank")) << alloc.so_far().err;
-  std::string err = alloc.so_far().err;
-  size_t at = err.find("job ") + 4;
-  std::string id = err.substr(at, err.find(' ', at) - at);
+  std::string id = alloc_id(alloc);
+  ASSERT_NE(id, "");
   kill_rank(3);
   wait_event(id, "clean");
   EXPECT_EQ(job(id)["result"], "CANCELED") << dump_json(job(id));
