@@ -5,13 +5,17 @@
 // Tree (fanout 2): node0 → node1, node2; node1 → node3.
 //
 // Needs root (ctest label `cluster`); skipped with the reason otherwise.
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -106,13 +110,32 @@ class Cluster : public ::testing::Test {
     }
     return ::testing::AssertionSuccess();
   }
-  // A job of `sleep MARKER` on every host, started; its tasks in *tasks.
+  // A job of `sleep MARKER` on every host, each running; its sleeps in
+  // *tasks. (The job's start says its shells are up, not that their tasks
+  // have run exec yet: each task says so itself, on a FIFO of the test's,
+  // once its sleep is one.)
   std::string sleep_everywhere(const std::string& marker, std::vector<pid_t>* tasks) {
-    auto job = loom(0, {"submit", "-N4", "sleep", marker});
+    std::string fifo = dir_ + "/up." + marker;
+    EXPECT_EQ(::mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
+    // Opened for writing too, so that it never reads end-of-file between
+    // the tasks' writes.
+    int fd = ::open(fifo.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
+    EXPECT_GE(fd, 0) << std::strerror(errno);
+    auto job = loom(0, {"submit", "-N4", "sh", "-c",
+                        "sleep " + marker + " & until [ \"$(cat /proc/$!/comm)\" = sleep ]; do :; done; echo up > " +
+                            fifo + "; wait"});
     EXPECT_EQ(job.code, 0) << job.err;
     std::string id = job.out.substr(0, job.out.find('\n'));
-    auto started = loom(0, {"job", "wait-event", "-t", "30", id, "start"}, 40);
-    EXPECT_EQ(started.code, 0) << started.out << started.err;
+    std::string ups;
+    while (fd >= 0 && ups.size() < 4 * 3) {
+      pollfd pfd{fd, POLLIN, 0};
+      if (::poll(&pfd, 1, 30000) != 1) break;
+      char buf[64];
+      ssize_t n = ::read(fd, buf, sizeof buf);
+      if (n > 0) ups.append(buf, static_cast<size_t>(n));
+    }
+    if (fd >= 0) ::close(fd);
+    EXPECT_EQ(ups, "up\nup\nup\nup\n") << "not every task of " << id << " is running";
     *tasks = processes_with(marker);
     EXPECT_EQ(tasks->size(), 4u);
     return id;
