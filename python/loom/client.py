@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import errno
+import select
 import socket
 import threading
 import time
@@ -16,7 +17,7 @@ from typing import Any, Iterator, Optional
 
 from . import _api
 from ._instance import credentials, instance_uri, uri_to_path
-from ._wire import NODEID_ANY, Protocol, greeting
+from ._wire import Protocol, greeting
 from .errors import LoomError, TimedOut
 from .ids import JobId
 
@@ -141,12 +142,14 @@ class Client(_api.ApiMethods):
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         return False
-                    self._sock.settimeout(left)
+                    # select, not a socket timeout, which would apply to
+                    # other threads' sends too.
                     try:
+                        readable, _, _ = select.select([self._sock], [], [], left)
+                        if not readable:
+                            return False
                         data = self._sock.recv(1 << 16)
-                    except socket.timeout:
-                        return False
-                    except OSError as e:
+                    except (OSError, ValueError) as e:
                         self._lost(e)
                         continue
                     if not data:

@@ -146,3 +146,35 @@ def test_bad_input_is_a_clear_exception(client):
     with pytest.raises(loom.LoomError) as e:
         client.wait(12345)
     assert e.value.errno == errno.ENOENT
+
+
+def test_threads_share_one_client(client):
+    import threading
+
+    results, errors = [], []
+
+    def work(n):
+        try:
+            jobs = [client.submit(["sh", "-c", "exit %d" % ((n + i) % 4)]) for i in range(5)]
+            results.extend((n + i) % 4 == j.wait(timeout=60).returncode for i, j in enumerate(jobs))
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors and len(results) == 40 and all(results)
+
+
+def test_cancel_all_filters_by_name(client):
+    held = [client.submit(["true"], name="py-cancel-all", urgency="hold") for _ in range(3)]
+    other = client.submit(["true"], name="py-other", urgency="hold")
+    try:
+        assert sorted(client.cancel_all(name="py-cancel-all", dry_run=True)) == sorted(j.id for j in held)
+        assert sorted(client.cancel_all(name="py-cancel-all", states="pending")) == sorted(j.id for j in held)
+        assert all(j.wait(timeout=30).result == "CANCELED" for j in held)
+        assert client.jobs(ids=[other.id])[0]["state"] != "INACTIVE"
+    finally:
+        client.cancel(other)
