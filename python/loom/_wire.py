@@ -148,6 +148,10 @@ class Protocol:
         self._sinks[tag] = sink
         return tag, frame
 
+    def in_flight(self) -> int:
+        """Requests not yet ended (abandoned ones included)."""
+        return len(self._sinks)
+
     def abandon(self, tag: int) -> None:
         """Drop what still comes for `tag`. The tag stays taken until its
         request ends, so that a late response is never given to another."""

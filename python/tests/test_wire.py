@@ -39,6 +39,9 @@ def test_responses_reach_their_request_whatever_the_chunks():
             + response(tag_a, payload=b'{"ok":true}') + response(tag_b, errnum=errno.ENODATA, streaming=True))
     for i in range(len(data)):  # one byte at a time
         p.feed(data[i:i + 1])
+        if i == len(data) - 2:
+            assert p.in_flight() == 1  # the stream, until its end
+    assert p.in_flight() == 0
     assert got["a"][0].json() == {"ok": True}
     assert [r.errnum for r in got["b"]] == [0, errno.ENODATA]
     assert got["b"][0].json() == {"n": 1}
@@ -84,8 +87,9 @@ def test_a_late_response_to_an_abandoned_request_is_dropped_and_its_tag_kept():
     p.abandon(tag)
     tag2, _ = p.request("job-manager.wait", {}, got.append)
     assert tag2 != tag
+    assert p.in_flight() == 2
     p.feed(_wire.greeting(_wire.ROLE_BROKER) + response(tag, payload=b"{}"))
-    assert got == []
+    assert got == [] and p.in_flight() == 1
 
 
 def test_job_ids_print_as_f58_and_parse_every_form():
