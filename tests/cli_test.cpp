@@ -128,6 +128,7 @@ TEST(Cli, TimeLimitsInSlurmsFormsToo) {
   EXPECT_EQ(duration_of("2-3"), 2 * 86400 + 3 * 3600);               // D-HH
   EXPECT_EQ(duration_of("2-03:04"), 2 * 86400 + 3 * 3600 + 4 * 60);  // D-HH:MM
   EXPECT_EQ(duration_of("1-00:00:05"), 86400 + 5);                   // D-HH:MM:SS
+  EXPECT_EQ(duration_of("inf"), 0);                                  // no limit
   for (const char* bad : {"5x", "1:2:3:4", "-5", "1-", ":30", "1-2:3:4:5", "a:b", "1:-2", "5m:3", ""}) {
     EXPECT_TRUE(one_line_error(dry_run({"-t", bad}), 2, "submit", "time limit")) << bad;
   }

@@ -348,6 +348,8 @@ Result<double> time_limit_arg(const std::string& s) {
     auto d = parse_time_limit(s);
     if (!d.ok()) return d.error();
     if (*d < 0) return Error{EINVAL, "invalid time limit \"" + s + "\""};
+    // inf: no limit, which a jobspec says as duration 0.
+    if (std::isinf(*d)) return 0.0;
     return d;
   }
   // Slurm's forms: MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
