@@ -484,6 +484,34 @@ TEST_F(BatchRestart, ARunningStepKeepsItsCoresThroughACrash) {
   EXPECT_EQ(allocated_ranks(), "");
 }
 
+// The site's prolog and epilog run around an allocation, not around each
+// of its steps (docs/steps.md), as Slurm's run around a job.
+class BatchPerilogs : public Batch {
+ protected:
+  void SetUp() override {
+    dir = fresh_test_dir("batch-perilogs");
+    for (const char* kind : {"prolog", "epilog"}) {
+      write_file(std::string(kind) + ".sh",
+                 std::string("#!/bin/sh\necho ") + kind + " $LOOM_JOB_ID $LOOM_RANK >> " + dir + "/ran\n");
+    }
+    ASSERT_TRUE(inst.start(2, {"--cores-per-rank=2", "--gpus-per-rank=0", "--setconf",
+                               "exec.prolog=" + dir + "/prolog.sh", "--setconf", "exec.epilog=" + dir + "/epilog.sh"}));
+  }
+};
+
+TEST_F(BatchPerilogs, RunAroundTheAllocationNotItsSteps) {
+  std::string script = write_file(
+      "steps.sh", "#!/bin/sh\n#LOOM -N1 -n2\n" + bin("loom") + " run -n1 true\n" + bin("loom") + " run -n2 true\n");
+  std::string a = batch({"--output=" + dir + "/out", script});
+  wait_event(a, "clean");
+  EXPECT_EQ(job(a)["result"], "COMPLETED") << read_file(dir + "/out");
+  // Both steps ran, and only the allocation's prolog and epilog.
+  auto steps = loom({"jobs", "-a", "-n", "-o", "{id} {result}", "-f", "completed"});
+  EXPECT_EQ(steps.out_lines().size(), 3u) << steps.out;
+  std::string rank = ranks_of(a);
+  EXPECT_EQ(read_file(dir + "/ran"), "prolog " + a + " " + rank + "\nepilog " + a + " " + rank + "\n");
+}
+
 // Allocations and steps in test execution mode (nothing runs, they last
 // an hour unless cancelled), on an instance of this fixture's own.
 class BatchState : public JobsFixture {

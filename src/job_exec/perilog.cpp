@@ -23,7 +23,9 @@ void ShellExecutor::ask_rank(ShellRun& r, uint32_t rank, const char* topic,
   RpcOptions opts;
   opts.nodeid = rank;
   opts.streaming = true;
-  h_.rpc(topic, Json{{"id", id}, {"info", Json{{"userid", r.userid}, {"ranks", r.all}}}}, opts,
+  Json info{{"userid", r.userid}, {"ranks", r.all}};
+  if (!r.perilogs) info["perilogs"] = false;
+  h_.rpc(topic, Json{{"id", id}, {"info", std::move(info)}}, opts,
          [this, alive, id, serial, answer = std::move(answer)](const Message& m) {
            if (!alive.expired()) answer(run(id, serial), m);
          });

@@ -34,6 +34,18 @@ void ShellExecutor::enter(ShellRun& r, ShellRun::Phase next) {
   r.phase = next;
 }
 
+namespace {
+// Whether `jobspec` is a job step's (attributes.system.allocation).
+bool is_step(const Json& jobspec) {
+  auto attrs = jobspec.find("attributes");
+  if (attrs == jobspec.end() || !attrs->is_object()) return false;
+  auto system = attrs->find("system");
+  if (system == attrs->end() || !system->is_object()) return false;
+  auto a = system->find("allocation");
+  return a != system->end() && !a->is_null();
+}
+}  // namespace
+
 void ShellExecutor::start(const StartInfo& s) {
   auto run = std::make_unique<ShellRun>();
   run->req = s.req;
@@ -45,6 +57,7 @@ void ShellExecutor::start(const StartInfo& s) {
   r.kill_timer = h_.clock().make_timer();
   r.exec_log_timer = h_.clock().make_timer();
   name_run(r, s.head.userid);
+  r.perilogs = !is_step(s.jobspec);
   // The time limit: SIGALRM, then SIGKILL after the kill timeout. (Every
   // timer is the run's: none fires once the run is gone.) A job found
   // again after its finish has no tasks left to limit: its epilogs may
@@ -132,7 +145,7 @@ void ShellExecutor::launch(ShellRun& r, const Json& jobspec, const Json& R) {
          });
   r.jobspec = jobspec;
   r.R_json = R;
-  if (cfg_.prolog) {
+  if (cfg_.prolog && r.perilogs) {
     // Every rank's prolog first; the shells once all have ended well.
     enter(r, ShellRun::Phase::kProlog);
     for (uint32_t rank : r.ranks) ask_perilog(r, rank, true);
@@ -153,6 +166,7 @@ void ShellExecutor::start_shells(ShellRun& r) {
     Json info{
         {"id", id},          {"rank", rank},       {"jobspec", jobspec}, {"R", R},
         {"namespace", r.ns}, {"userid", r.userid}, {"ranks", r.all},     {"reattach_timeout", cfg_.reattach_timeout}};
+    if (!r.perilogs) info["perilogs"] = false;
     RpcOptions opts;
     opts.nodeid = rank;
     opts.streaming = true;

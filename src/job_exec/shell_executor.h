@@ -60,7 +60,10 @@ struct ShellRun final : Run {
 
   std::string ns;  // the job's guest namespace
   uint32_t userid = 0;
-  std::string all;                    // R's ranks as an idset
+  std::string all;  // R's ranks as an idset
+  // No prolog or epilog: a job step (docs/steps.md), whose allocation's
+  // ran around it. The launch service is told in each request's info.
+  bool perilogs = true;
   std::unique_ptr<Timer> timer;       // the time limit
   std::unique_ptr<Timer> kill_timer;  // the kill escalation
   std::unique_ptr<Timer> exit_timer;  // exec.shell-exit-timeout after a shell's failed exit

@@ -35,6 +35,13 @@ namespace {
 // How long a `shell.reattach` waits for its shell to connect again, and how
 // long an adopted shell waits for job-exec to claim it before it is killed.
 constexpr double kAdoptWait = 5;
+
+// Whether a job's prolog and epilog run: not for a job step, which
+// job-exec marks `perilogs: false` in each request's info.
+bool wants_perilogs(const Json& info) {
+  auto it = info.find("perilogs");
+  return it == info.end() || !it->is_boolean() || it->get<bool>();
+}
 constexpr double kClaimWait = 60;
 // How long a leaving broker waits for the shells it killed to be gone.
 constexpr double kLeaveWait = 5;
@@ -400,7 +407,8 @@ void ShellLauncher::Impl::report(uint64_t jid) {
   Json job_info = std::move(it->second.job_info);
   int status = *it->second.status;
   // Not while this broker leaves: it would outlive the broker, unwatched.
-  bool epilog = !cfg_.epilog.empty() && !leaving_;
+  // Nor for a job step: its allocation's epilog runs around it.
+  bool epilog = !cfg_.epilog.empty() && !leaving_ && wants_perilogs(job_info);
   Json answer{{"type", "exited"}, {"status", status}, {"epilog", epilog}};
   if (it->second.tasks.is_array()) answer["tasks"] = std::move(it->second.tasks);
   if (it->second.more_tasks) answer["more_tasks"] = it->second.more_tasks;
@@ -592,13 +600,13 @@ void ShellLauncher::Impl::perilog_request(PerilogKind kind, const Message& m) {
   if (!p) return;
   uint64_t jid = static_cast<uint64_t>(id);
   const std::string& command = kind == PerilogKind::kProlog ? cfg_.prolog : cfg_.epilog;
-  if (command.empty()) return h_.respond_error(m, ENODATA, "");
+  Json info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
+  if (command.empty() || !wants_perilogs(info)) return h_.respond_error(m, ENODATA, "");
   if (perilogs_.running(kind, jid)) {
     return h_.respond_error(
         m, EEXIST,
         std::string("the ") + perilog_name(kind) + " of job " + encode_f58(JobId{jid}) + " runs here already");
   }
-  Json info = p->contains("info") && (*p)["info"].is_object() ? (*p)["info"] : Json::object();
   Message req = head_of(m);
   perilogs_.end_orphans(jid, [this, kind, req, jid, info] { run_perilog(kind, req, jid, info, true); });
 }
