@@ -28,6 +28,7 @@
 
 #include "base/clock.h"
 #include "base/fluid.h"
+#include "base/histogram.h"
 #include "base/once_per_turn.h"
 #include "eventlog/eventlog.h"
 #include "exec_protocol/exec_protocol.h"
@@ -118,8 +119,11 @@ struct JobManager::Impl {
     uint64_t allocation = 0;
     // Side effects in flight.
     bool alloc_pending = false;  // sched.alloc sent, no final answer yet
-    bool cancel_sent = false;    // sched.cancel sent for that alloc
-    bool start_sent = false;     // a start is outstanding to the execution service
+    // When it first entered SCHED in this broker's life (0: before it, or
+    // never): where the scheduling latency of docs/metrics.md starts.
+    double t_sched = 0;
+    bool cancel_sent = false;  // sched.cancel sent for that alloc
+    bool start_sent = false;   // a start is outstanding to the execution service
     // Found holding ranks at a restart before it had started: the execution
     // service may have had it (prologs or epilogs running), so it is the one
     // to see to them and release the ranks, even once the job is ended.
@@ -148,6 +152,13 @@ struct JobManager::Impl {
   size_t ended_since_trim_ = 0;
   std::unique_ptr<Timer> trim_timer_;
   std::vector<BadJob> bad_;
+  // docs/metrics.md: counted as events are posted, since this start
+  // (replayed eventlogs are not counted again).
+  uint64_t submitted_total_ = 0;
+  uint64_t completed_total_ = 0;
+  Histogram wait_seconds_{Histogram::seconds_bounds()};   // alloc - submit
+  Histogram sched_seconds_{Histogram::seconds_bounds()};  // alloc - entering SCHED
+  void count_event(Job& j, JobState before, const EventEntry& e);
   std::unique_ptr<FluidGenerator> fluid_;
   bool loaded_ = false;
   std::vector<Message> waiting_for_load_;

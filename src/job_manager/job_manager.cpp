@@ -273,10 +273,12 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
 
 Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   EventEntry e{h_.clock().wall(), name, std::move(context)};
+  JobState before = j.rec.state;
   if (auto st = apply_event(j.rec, e); !st) {
     spdlog::error("job-manager: job {}: {}", encode_f58(j.id), st.error().text);
     return st;
   }
+  count_event(j, before, e);
   // Built member by member: an initializer list copies each one again.
   Json op = Json::object();
   auto& fields = op.get_ref<Json::object_t&>();
@@ -294,6 +296,19 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
     h_.publish_private("job-exception", dump_json(ev), j.rec.userid);
   }
   return {};
+}
+
+void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e) {
+  if (e.name == "submit") {
+    ++submitted_total_;
+  } else if (j.rec.state == JobState::kSched && before != JobState::kSched && j.t_sched == 0) {
+    j.t_sched = e.timestamp;
+  } else if (e.name == "alloc") {
+    wait_seconds_.observe(std::max(0.0, e.timestamp - j.rec.t_submit));
+    if (j.t_sched > 0) sched_seconds_.observe(std::max(0.0, e.timestamp - j.t_sched));
+  } else if (j.rec.state == JobState::kInactive && before != JobState::kInactive) {
+    ++completed_total_;
+  }
 }
 
 // Takes the side effects that the job's state calls for, posting the

@@ -1,6 +1,7 @@
 // The job-manager.* requests (docs/protocols/jobs.md; impl.h).
 #include "hostlist/hostlist.h"
 #include "job_manager/impl.h"
+#include "msg/histogram_json.h"
 
 namespace loom {
 
@@ -572,7 +573,13 @@ void JobManager::Impl::stats(const Message& m) {
   for (auto& [id, j] : jobs_) states[job_state_name(j.rec.state)] = states[job_state_name(j.rec.state)].get<int>() + 1;
   Json bad = Json::array();
   for (auto& b : bad_) bad.push_back(Json{{"id", b.name}, {"error", b.error}});
-  h_.respond(m, Json{{"states", states}, {"total", jobs_.size()}, {"bad", bad}});
+  h_.respond(m, Json{{"states", states},
+                     {"total", jobs_.size()},
+                     {"bad", bad},
+                     {"submitted_total", submitted_total_},
+                     {"completed_total", completed_total_},
+                     {"wait_seconds", histogram_json(wait_seconds_)},
+                     {"sched_latency_seconds", histogram_json(sched_seconds_)}});
 }
 
 }  // namespace loom
