@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 
 #include "msg/access.h"
+#include "msg/histogram_json.h"
 #include "msg/payload.h"
 
 namespace loom {
@@ -67,6 +68,13 @@ void Kvs::install() {
   h_.add_method("kvs.namespace-remove", Access::kOwner, [this](const Message& m) { namespace_remove(m); });
   h_.add_method("kvs.namespace-list", Access::kUser, [this](const Message& m) { namespace_list(m); });
   h_.add_method("kvs.namespace-link", Access::kOwner, [this](const Message& m) { namespace_link(m); });
+  h_.add_method("kvs.stats", Access::kUser, [this](const Message& m) { stats(m); });
+}
+
+void Kvs::stats(const Message& req) {
+  h_.respond(req, Json{{"group_writes_total", commit_seconds_.count()},
+                       {"commit_seconds", histogram_json(commit_seconds_)},
+                       {"group_size", histogram_json(group_size_)}});
 }
 
 bool Kvs::pending_for(const std::string& ns) const { return pending_ns_.count(ns) > 0; }
@@ -234,7 +242,10 @@ void Kvs::flush() {
     }
     ends.push_back(all.size());
   }
+  const double write_began = h_.clock().now();
   auto st = storage_->write(all);
+  commit_seconds_.observe(std::max(0.0, h_.clock().now() - write_began));
+  group_size_.observe(static_cast<double>(batch.size()));
   if (!st) {
     spdlog::error("kvs: writing {} commits failed: {}", batch.size(), st.error().text);
     for (auto& c : batch) {

@@ -13,6 +13,9 @@
 //   kvs.namespace-list {}                    the caller's namespaces (all for the owner)
 //   kvs.namespace-link {namespace, key}      copy a namespace under KEY of the
 //                                            primary namespace, atomically (owner only)
+//   kvs.stats {}                             {"group_writes_total", "commit_seconds",
+//                                            "group_size"}: histograms of each group
+//                                            write's time and requests (docs/metrics.md)
 //
 // The namespace defaults to "primary", which belongs to the instance owner.
 // A user may read and write only the namespaces they own.
@@ -30,6 +33,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "base/histogram.h"
 #include "base/once_per_turn.h"
 #include "base/result.h"
 #include "kvs/layout.h"
@@ -85,6 +89,7 @@ class Kvs {
   void watch(const Message& req);
   void watch_cancel(const Message& req);
   void disconnect(const Message& req);
+  void stats(const Message& req);
 
   // Queues ops for the next group write; the request is answered after it.
   void enqueue(const Message& req, std::vector<StoredOp> ops);
@@ -111,6 +116,9 @@ class Kvs {
   uint64_t next_watch_ = 1;
   std::unordered_map<uint64_t, Watch> watches_;
   std::multimap<std::pair<std::string, std::string>, uint64_t> watch_index_;  // (ns, key) → watch
+  // Per group write (one storage transaction per loop turn).
+  Histogram commit_seconds_{Histogram::seconds_bounds()};
+  Histogram group_size_{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}};
 };
 
 // A key is non-empty dot-separated components without whitespace or
