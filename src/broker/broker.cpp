@@ -373,6 +373,7 @@ void Broker::route_request(Message&& m) {
   };
   if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
     if (Peer* p = local()) {
+      ++requests_by_service_[service];
       if (p->kind == PeerKind::kClient && m.wants_response()) {
         // Remembered first (send_to may answer it at once with an error).
         if (m.matchtag != 0) {

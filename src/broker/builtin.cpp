@@ -44,6 +44,8 @@ void Broker::install_builtin_services() {
     Json services = Json::array();
     for (auto& [name, id] : services_) services.push_back(name);
     std::sort(services.begin(), services.end());
+    Json requests = Json::object();  // sorted by name: Json's objects are
+    for (auto& [name, n] : requests_by_service_) requests[name] = n;
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     auto parent = topo_.parent(cfg_.rank);
@@ -63,7 +65,8 @@ void Broker::install_builtin_services() {
                         // to forward; unsent output to local clients.
                         {"forged_responses", forged_responses_},
                         {"oversize_messages", oversize_messages_},
-                        {"client_buffered_bytes", client_memory_->used()}});
+                        {"client_buffered_bytes", client_memory_->used()},
+                        {"requests", requests}});
   });
 
   h.add_method("broker.status", Access::kUser, [this, &h](const Message& req) {
