@@ -26,6 +26,7 @@
 #include "job_manager/job_manager.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
+#include "metrics/metrics.h"
 #include "sched/sched.h"
 #include "shell/launcher.h"
 
@@ -232,6 +233,9 @@ int main(int argc, char** argv) {
                  "Seconds a job shell whose broker died waits for a restarted one (0: it kills its tasks)")
       ->check(CLI::NonNegativeNumber)
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  loom::MetricsConfig metrics_cfg;
+  app.add_option("--metrics-listen", metrics_cfg.listen,
+                 "HOST:PORT of the OpenMetrics endpoint, served by rank 0 alone (docs/metrics.md)");
   try {
     app.parse(static_cast<int>(args.size()), args.data());
   } catch (const CLI::ParseError& e) {
@@ -370,6 +374,17 @@ int main(int argc, char** argv) {
     });
     broker.add_shutdown_hook([&](std::function<void()> done) { job_exec->stop(std::move(done)); });
     broker.add_shutdown_hook([&](std::function<void()> done) { job_manager->quiesce(std::move(done)); });
+  }
+  // Rank 0 alone serves metrics: it gathers them from the services that
+  // live there and from broker.status, which knows every rank.
+  std::unique_ptr<loom::MetricsServer> metrics;
+  if (cfg.rank == 0 && !metrics_cfg.listen.empty()) {
+    auto m = loom::MetricsServer::create(io, broker.add_module({"metrics"}), metrics_cfg);
+    if (!m.ok()) {
+      std::cerr << "loomd: metrics.listen " << m.error().text << "\n";
+      return 1;
+    }
+    metrics = std::move(*m);
   }
   asio::signal_set signals(io, SIGINT, SIGTERM);
   std::function<void()> wait_signal = [&] {

@@ -15,6 +15,7 @@
 #include "base/quote.h"
 #include "hostlist/hostlist.h"
 #include "jobspec/jobspec.h"
+#include "metrics/metrics.h"
 #include "msg/json.h"
 
 namespace loom::cli {
@@ -373,6 +374,14 @@ const std::vector<Key>& keys() {
       {"job-manager.inactive-num-limit",
        field<uint32_t>([](const Setting& s) { return integer(s, 0, UINT32_MAX >> 1); },
                        [](InstanceConfig& c, uint32_t v) { c.inactive_num_limit = v; })},
+      {"metrics.listen", field<std::string>(
+                             [](const Setting& s) -> Result<std::string> {
+                               if (s.value.empty()) return s.value;  // off, as by default
+                               auto a = parse_listen_address(s.value);
+                               if (!a.ok()) return a.error();
+                               return s.value;
+                             },
+                             [](InstanceConfig& c, std::string v) { c.metrics_listen = std::move(v); })},
   };
   return table;
 }
@@ -473,6 +482,7 @@ std::vector<std::string> loomd_options(const InstanceConfig& c) {
   o.push_back("--exec-shell-exit-timeout=" + seconds(c.shell_exit_timeout));
   o.push_back("--exec-kill-timeout=" + seconds(c.kill_timeout));
   o.push_back("--exec-reattach-timeout=" + seconds(c.reattach_timeout));
+  if (!c.metrics_listen.empty()) o.push_back("--metrics-listen=" + c.metrics_listen);
   return o;
 }
 

@@ -64,6 +64,8 @@ struct InstanceConfig {
   double reattach_timeout = 60;
   double shell_exit_timeout = 30;
   bool allow_guest_test = false;
+  // HOST:PORT of rank 0's OpenMetrics endpoint (docs/metrics.md); empty: off.
+  std::string metrics_listen;
 };
 
 // Every configuration key, in the order of docs/configuration.md.

@@ -36,6 +36,7 @@
 #include "broker/topology.h"
 #include "cli/common.h"
 #include "cli/config.h"
+#include "metrics/metrics.h"
 
 namespace loom::cli {
 
@@ -88,6 +89,13 @@ Result<InstanceConfig> merge_start_config(const StartOpts& o) {
     return Error{EINVAL,
                  "resource.config is for instances over hosts ([bootstrap], loomd --config); `loom start` "
                  "gives every rank the same: use resource.cores-per-rank and resource.gpus-per-rank"};
+  }
+  // Rank 0 would find it too, but after the other brokers started: one
+  // line now instead (docs/metrics.md).
+  if (cfg.ok() && !cfg->metrics_listen.empty()) {
+    if (auto st = check_listen_address(cfg->metrics_listen); !st) {
+      return Error{st.error().code, "metrics.listen " + st.error().text};
+    }
   }
   return cfg;
 }
