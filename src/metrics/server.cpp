@@ -186,7 +186,7 @@ struct MetricsServer::Impl {
     });
   }
 
-  void reply(const std::shared_ptr<Conn>& c, int code, const std::string& type, std::string body,
+  void reply(const std::shared_ptr<Conn>& c, int code, const std::string& type, const std::string& body,
              std::optional<size_t> length = std::nullopt) {
     const char* reason = code == 200   ? "OK"
                          : code == 400 ? "Bad Request"
@@ -245,8 +245,8 @@ struct MetricsServer::Impl {
 };
 
 Result<std::unique_ptr<MetricsServer>> MetricsServer::create(asio::io_context& io, Handle& h, MetricsConfig cfg) {
-  auto impl = std::make_unique<Impl>(io, h, cfg);
-  if (auto st = open_acceptor(impl->acceptor_, cfg.listen); !st) return st.error();
+  auto impl = std::make_unique<Impl>(io, h, std::move(cfg));
+  if (auto st = open_acceptor(impl->acceptor_, impl->cfg_.listen); !st) return st.error();
   impl->accept();
   std::unique_ptr<MetricsServer> server(new MetricsServer(std::move(impl)));
   h.add_method("metrics.info", Access::kUser, [&h, s = server.get()](const Message& req) {
