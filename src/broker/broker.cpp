@@ -211,7 +211,10 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
     case PeerKind::kClient:
       spdlog::debug("client {} (uid {}) gone: {}", id, p->uid, why.text);
       notify_disconnect(*p);
-      for (const auto& s : p->services) services_.erase(s);
+      for (const auto& s : p->services) {
+        services_.erase(s);
+        requests_by_service_.erase(s);
+      }
       p->services.clear();
       for (auto& [key, req] : p->unanswered) {
         respond_error(req, ENOSYS, "service " + std::string(req.service()) + " went away before answering");
@@ -256,7 +259,10 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
       break;
     case PeerKind::kModule: break;
   }
-  for (const auto& s : p->services) services_.erase(s);
+  for (const auto& s : p->services) {
+    services_.erase(s);
+    requests_by_service_.erase(s);
+  }
   peers_.erase(id);
   maybe_finish_shutdown();
 }

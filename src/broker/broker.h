@@ -239,8 +239,9 @@ class Broker {
   uint32_t next_peer_id_ = 1;
   std::unordered_map<uint32_t, std::unique_ptr<Peer>> peers_;
   std::unordered_map<std::string, uint32_t> services_;  // name → peer id
-  // Requests delivered to a service of this broker, by service name (a
-  // name once registered; broker.info, docs/metrics.md).
+  // Requests delivered to a service of this broker, by service name
+  // (broker.info, docs/metrics.md): only registered names, each dropped
+  // with its registration, so clients that come and go cannot grow it.
   std::unordered_map<std::string, uint64_t> requests_by_service_;
   std::unordered_map<uint32_t, uint32_t> child_links_;  // child rank → peer id
   std::optional<uint32_t> parent_peer_;

@@ -135,6 +135,7 @@ void Broker::install_builtin_services() {
       return h.respond_error(req, ENOENT, "service " + *name + " is not registered by this client");
     }
     services_.erase(it);
+    requests_by_service_.erase(*name);
     std::erase(p->services, *name);
     h.respond(req, Json::object());
   });
