@@ -97,14 +97,19 @@ struct MetricsServer::Impl {
     acceptor_.async_accept([this, alive = std::weak_ptr<int>(alive_)](std::error_code ec, asio::ip::tcp::socket s) {
       if (alive.expired()) return;
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) {
-        if (conns_.size() >= cfg_.max_connections) {
-          spdlog::debug("metrics: {} scrapes at once already; closing a new one", conns_.size());
-          std::error_code ignored;
-          s.close(ignored);
-        } else {
-          start(std::make_shared<Conn>(std::move(s)));
-        }
+      if (ec) {
+        // Out of file descriptors, say: an accept failing at once would
+        // spin; try again a little later.
+        spdlog::warn("metrics: accept failed: {}", ec.message());
+        accept_retry_->arm(0.1, [this] { accept(); });
+        return;
+      }
+      if (conns_.size() >= cfg_.max_connections) {
+        spdlog::debug("metrics: {} scrapes at once already; closing a new one", conns_.size());
+        std::error_code ignored;
+        s.close(ignored);
+      } else {
+        start(std::make_shared<Conn>(std::move(s)));
       }
       accept();
     });
@@ -240,6 +245,7 @@ struct MetricsServer::Impl {
   Handle& h_;
   MetricsConfig cfg_;
   asio::ip::tcp::acceptor acceptor_;
+  std::unique_ptr<Timer> accept_retry_ = h_.clock().make_timer();
   std::set<std::shared_ptr<Conn>> conns_;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
 };
