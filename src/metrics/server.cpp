@@ -205,12 +205,26 @@ struct MetricsServer::Impl {
     // The deadline still runs: a client that does not read its answer is
     // closed like one that does not send its request.
     asio::async_write(c->sock, asio::buffer(c->out),
-                      [this, c, alive = std::weak_ptr<int>(alive_)](std::error_code, size_t) {
+                      [this, c, alive = std::weak_ptr<int>(alive_)](std::error_code ec, size_t) {
                         if (alive.expired() || !conns_.count(c)) return;
+                        if (ec) return close(c);
                         std::error_code ignored;
-                        c->sock.shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
-                        close(c);
+                        c->sock.shutdown(asio::ip::tcp::socket::shutdown_send, ignored);
+                        drain(c);
                       });
+  }
+
+  // After the answer: reads and drops what the client still sends until
+  // it closes (or the deadline), because closing with unread bytes would
+  // reset the connection and could destroy the answer before it is read
+  // (a refused request whose headers go on).
+  void drain(const std::shared_ptr<Conn>& c) {
+    c->sock.async_read_some(asio::buffer(c->buf),
+                            [this, c, alive = std::weak_ptr<int>(alive_)](std::error_code ec, size_t) {
+                              if (alive.expired() || !conns_.count(c)) return;
+                              if (ec) return close(c);
+                              drain(c);
+                            });
   }
 
   // Asks every source at once; `done` runs once all have answered or failed.
