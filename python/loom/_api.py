@@ -119,6 +119,19 @@ def parse_event(payload: Mapping[str, Any], topic: str) -> Event:
     return Event(e["name"], float(e.get("timestamp", 0)), dict(ctx) if isinstance(ctx, Mapping) else {})
 
 
+STREAM_END = object()  # what stream_payload gives at the end of a stream
+
+
+def stream_payload(resp) -> Any:
+    """One response of a streaming request: its payload, or STREAM_END at
+    the stream's end (ENODATA); an error response raises it."""
+    if resp.errnum:
+        if resp.errnum == errno.ENODATA:
+            return STREAM_END
+        raise resp.error()
+    return resp.json()
+
+
 def urgency_value(value: Union[int, str]) -> int:
     """0-31, or hold (0), default (16), expedite (31)."""
     named = {"hold": 0, "default": 16, "expedite": 31}

@@ -183,12 +183,11 @@ class AsyncClient(_api.ApiMethods):
                     resp = await asyncio.wait_for(q.get(), left)
                 except asyncio.TimeoutError:
                     raise TimedOut("timed out after %gs" % timeout, topic) from None
-                if resp.errnum:
-                    ended = True
-                    if resp.errnum == errno.ENODATA:
-                        return
-                    raise resp.error()
-                yield resp.json()
+                ended = bool(resp.errnum)
+                payload = _api.stream_payload(resp)
+                if payload is _api.STREAM_END:
+                    return
+                yield payload
         finally:
             if not ended:
                 self._proto.abandon(tag)

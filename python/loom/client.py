@@ -194,12 +194,11 @@ class Client(_api.ApiMethods):
                 if not self._pump(lambda: q, deadline):
                     raise TimedOut("timed out after %gs" % timeout, topic)
                 resp = q.popleft()
-                if resp.errnum:
-                    ended = True
-                    if resp.errnum == errno.ENODATA:
-                        return
-                    raise resp.error()
-                yield resp.json()
+                ended = bool(resp.errnum)
+                payload = _api.stream_payload(resp)
+                if payload is _api.STREAM_END:
+                    return
+                yield payload
         finally:
             if not ended:
                 with self._cv:
