@@ -213,7 +213,6 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
       notify_disconnect(*p);
       for (const auto& s : p->services) {
         services_.erase(s);
-        requests_by_service_.erase(s);
       }
       p->services.clear();
       for (auto& [key, req] : p->unanswered) {
@@ -261,7 +260,6 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
   }
   for (const auto& s : p->services) {
     services_.erase(s);
-    requests_by_service_.erase(s);
   }
   peers_.erase(id);
   maybe_finish_shutdown();
@@ -277,7 +275,7 @@ Status Broker::register_service(const std::string& name, uint32_t peer_id) {
   if (services_.count(name)) return Error{EEXIST, "service " + name + " is already registered"};
   Peer* p = find_peer(peer_id);
   LOOM_ASSERT(p != nullptr);
-  services_[name] = peer_id;
+  services_.emplace(name, Service{peer_id});
   p->services.push_back(name);
   return {};
 }
@@ -372,20 +370,17 @@ void Broker::on_message(uint32_t peer_id, Message&& m) {
 }
 
 void Broker::route_request(Message&& m) {
-  std::string service(m.service());
-  auto local = [&]() -> Peer* {
-    auto it = services_.find(service);
-    return it == services_.end() ? nullptr : find_peer(it->second);
-  };
+  std::string_view service = m.service();
   if (m.nodeid == kNodeAny || m.nodeid == cfg_.rank) {
-    if (Peer* p = local()) {
-      ++requests_by_service_[service];
+    auto it = services_.find(service);
+    if (Peer* p = it == services_.end() ? nullptr : find_peer(it->second.peer)) {
+      ++it->second.requests;
       if (p->kind == PeerKind::kClient && m.wants_response()) {
         // Remembered first (send_to may answer it at once with an error).
         if (m.matchtag != 0) {
           if (p->unanswered.size() >= kMaxUnanswered) {
             respond_error(m, EAGAIN,
-                          "service " + service + " has " + std::to_string(kMaxUnanswered) +
+                          "service " + std::string(service) + " has " + std::to_string(kMaxUnanswered) +
                               " requests unanswered; try again later");
             return;
           }
@@ -396,7 +391,8 @@ void Broker::route_request(Message&& m) {
         }
         if (!p->matchless_routes.count(m.route)) {
           if (p->matchless_routes.size() >= kMaxMatchlessRoutes) {
-            respond_error(m, EAGAIN, "service " + service + " is asked by too many requesters without matchtags");
+            respond_error(m, EAGAIN,
+                          "service " + std::string(service) + " is asked by too many requesters without matchtags");
             return;
           }
           p->matchless_routes.insert(m.route);
@@ -411,7 +407,7 @@ void Broker::route_request(Message&& m) {
         return;
       }
     }
-    respond_error(m, ENOSYS, "no service " + service + " is registered (topic " + m.topic + ")");
+    respond_error(m, ENOSYS, "no service " + std::string(service) + " is registered (topic " + m.topic + ")");
     return;
   }
   if (m.nodeid >= cfg_.size) {

@@ -19,6 +19,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -238,11 +239,20 @@ class Broker {
 
   uint32_t next_peer_id_ = 1;
   std::unordered_map<uint32_t, std::unique_ptr<Peer>> peers_;
-  std::unordered_map<std::string, uint32_t> services_;  // name → peer id
-  // Requests delivered to a service of this broker, by service name
-  // (broker.info, docs/metrics.md): only registered names, each dropped
-  // with its registration, so clients that come and go cannot grow it.
-  std::unordered_map<std::string, uint64_t> requests_by_service_;
+  // A service registered on this broker: who provides it, and how many
+  // requests it was handed (broker.info, docs/metrics.md). The count goes
+  // with the registration, so clients that come and go cannot grow it.
+  struct Service {
+    uint32_t peer = 0;
+    uint64_t requests = 0;
+  };
+  // Looked up by the topic's string_view on every routed request, without
+  // building a string (a transparent hash).
+  struct NameHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Service, NameHash, std::equal_to<>> services_;
   std::unordered_map<uint32_t, uint32_t> child_links_;  // child rank → peer id
   std::optional<uint32_t> parent_peer_;
   uint32_t event_seq_ = 0;

@@ -42,10 +42,10 @@ void Broker::install_builtin_services() {
       children.push_back({{"rank", c}, {"connected", child_links_.count(c) > 0}});
     }
     Json services = Json::array();
-    for (auto& [name, id] : services_) services.push_back(name);
+    for (auto& [name, service] : services_) services.push_back(name);
     std::sort(services.begin(), services.end());
     Json requests = Json::object();  // sorted by name: Json's objects are
-    for (auto& [name, n] : requests_by_service_) requests[name] = n;
+    for (auto& [name, service] : services_) requests[name] = service.requests;
     char host[256] = {};
     ::gethostname(host, sizeof host - 1);
     auto parent = topo_.parent(cfg_.rank);
@@ -131,19 +131,18 @@ void Broker::install_builtin_services() {
     if (!name.ok()) return h.respond_error(req, name.error());
     Peer* p = local_requester(req);
     auto it = services_.find(*name);
-    if (!p || it == services_.end() || it->second != p->id) {
+    if (!p || it == services_.end() || it->second.peer != p->id) {
       return h.respond_error(req, ENOENT, "service " + *name + " is not registered by this client");
     }
     services_.erase(it);
-    requests_by_service_.erase(*name);
     std::erase(p->services, *name);
     h.respond(req, Json::object());
   });
 
   h.add_method("service.list", Access::kUser, [this, &h](const Message& req) {
     Json out = Json::array();
-    for (auto& [name, id] : services_) {
-      Peer* p = find_peer(id);
+    for (auto& [name, service] : services_) {
+      Peer* p = find_peer(service.peer);
       out.push_back({{"service", name}, {"provider", p && p->kind == PeerKind::kModule ? "broker" : "client"}});
     }
     h.respond(req, Json{{"services", out}});
