@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "base/fluid.h"
+#include "kit/client.h"
 #include "kit/exec.h"
 #include "kit/jobs.h"
 #include "kit/process.h"
@@ -422,6 +423,35 @@ TEST_F(BatchLost, AnAllocWhoseBrokerIsLostIsCancelled) {
   EXPECT_NE(exception_of(id).value("note", "").find("rank 3 lost"), std::string::npos) << exception_of(id);
   EXPECT_EQ(allocated_ranks(), "");
   for (pid_t p : processes_mentioning(gate)) ::kill(p, SIGKILL);
+}
+
+// A loom alloc that goes away right after sending its submission, before
+// any answer: its job is cancelled all the same. (Here the scheduler's
+// feasibility answer comes before the disconnect; a disconnect that comes
+// first, while a slow scheduler is asked, is handled by end_tie_check.)
+TEST_F(Batch, AnAllocThatGoesAwayAtOnceIsCancelled) {
+  auto dry = inst.loom({"submit", "--dry-run", "--setattr=exec.test.run_duration=600", "true"});
+  ASSERT_EQ(dry.code, 0) << dry.err;
+  auto spec = parse_json(dry.out);
+  ASSERT_TRUE(spec.ok()) << dry.out;
+  Loop loop;
+  auto watcher = loop.connect(inst.socket(0));
+  ASSERT_TRUE(watcher.ok()) << watcher.error().text;
+  std::vector<Json> cancels;
+  ASSERT_TRUE(subscribe(loop, (*watcher)->handle(), "job-exception", [&](const Message& m) {
+    auto j = parse_json(m.payload);
+    if (j.ok() && j->value("type", "") == "cancel") cancels.push_back(*j);
+  }));
+  auto raw = RawConn::connect(inst.socket(0));
+  ASSERT_TRUE(raw.ok()) << raw.error().text;
+  Json submit{{"jobs", Json::array({{{"jobspec", *spec}}})}, {"cancel_on_disconnect", true}};
+  ASSERT_TRUE(raw->send(request("job-manager.submit", dump_json(submit), 1)));
+  raw->close();
+  ASSERT_TRUE(loop.run_until([&] { return !cancels.empty(); }, 20)) << "the tied job was never cancelled";
+  EXPECT_NE(cancels[0].value("note", "").find("went away"), std::string::npos) << cancels[0];
+  std::string id = encode_f58(JobId(cancels[0]["id"].get<uint64_t>()));
+  wait_event(id, "clean");
+  EXPECT_EQ(job(id)["result"], "CANCELED") << dump_json(job(id));
 }
 
 // A crash of every broker while an allocation's step runs, then a restart

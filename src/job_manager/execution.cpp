@@ -88,7 +88,12 @@ void JobManager::Impl::exec_teardown(const std::string& why) {
 
 void JobManager::Impl::on_disconnect(const Message& m) {
   if (!exec_service_.empty() && m.sender() == exec_sender_) exec_teardown("its client disconnected");
-  cancel_tied(m.sender(), "its submitter (loom alloc) went away");
+  tie_client_gone(m.sender(), "its submitter (loom alloc) went away");
+}
+
+void JobManager::Impl::tie_client_gone(HopId sender, const std::string& why) {
+  if (tie_checks_.count(sender)) tie_gone_.emplace(sender, why);
+  cancel_tied(sender, why);
 }
 
 void JobManager::Impl::cancel_tied(HopId sender, const std::string& why) {
@@ -112,11 +117,14 @@ void JobManager::Impl::on_rank_lost(const Message& ev) {
   auto given = get_string(*p, "reason", "");
   std::string reason = given.ok() ? *given : "";
   std::string lost = "rank " + std::to_string(r) + " lost" + (reason.empty() ? "" : " (" + reason + ")");
-  std::vector<HopId> gone;
+  std::set<HopId> gone;
   for (const auto& [sender, ids] : tied_) {
-    if (hop_rank(sender) == r) gone.push_back(sender);
+    if (hop_rank(sender) == r) gone.insert(sender);
   }
-  for (HopId sender : gone) cancel_tied(sender, "its submitter (loom alloc) went away with " + lost);
+  for (const auto& [sender, n] : tie_checks_) {
+    if (hop_rank(sender) == r) gone.insert(sender);
+  }
+  for (HopId sender : gone) tie_client_gone(sender, "its submitter (loom alloc) went away with " + lost);
   // A rank where the allocation's shell still runs is the execution
   // service's to report; one it released is watched by nobody else.
   std::vector<Job*> failed;

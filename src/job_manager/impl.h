@@ -321,6 +321,16 @@ struct JobManager::Impl {
   // Jobs submitted with cancel_on_disconnect, by the client that did: its
   // disconnect cancels those still active.
   std::map<HopId, std::vector<JobId>> tied_;
+  // Tied submissions still waiting for sched.feasibility, by client, and
+  // the clients among those that went away meanwhile, with why: their jobs
+  // are cancelled as soon as they are recorded (a disconnect that came
+  // first found nothing in tied_ to cancel).
+  std::map<HopId, uint32_t> tie_checks_;
+  std::map<HopId, std::string> tie_gone_;
+  // The client went away (its disconnect, or the loss of its rank, `why`):
+  // its tied jobs are cancelled, now or once its checks end.
+  void tie_client_gone(HopId sender, const std::string& why);
+  void end_tie_check(HopId sender);
   void list(const Message& m);
   void raise(const Message& m);
   void cancel(const Message& m);

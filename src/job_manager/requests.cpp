@@ -139,6 +139,7 @@ void JobManager::Impl::submit(const Message& m) {
     }
   }
   if (check.empty()) return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), *tie);
+  if (*tie) ++tie_checks_[m.sender()];
   h_.rpc("sched.feasibility", Json{{"jobspecs", std::move(check)}}, {},
          [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
           index = std::move(index), n = items.size(), tie = *tie](const Message& r) mutable {
@@ -153,10 +154,21 @@ void JobManager::Impl::submit(const Message& m) {
                  text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
                }
              }
-             return h_.respond_error(m, r.errnum, text);
+             h_.respond_error(m, r.errnum, text);
+           } else {
+             submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
            }
-           submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
+           if (tie) end_tie_check(m.sender());
          });
+}
+
+void JobManager::Impl::end_tie_check(HopId sender) {
+  auto it = tie_checks_.find(sender);
+  if (it == tie_checks_.end() || --it->second > 0) return;
+  tie_checks_.erase(it);
+  // Gone while the scheduler was asked: the jobs just recorded go with the
+  // others it tied.
+  if (auto gone = tie_gone_.extract(sender)) cancel_tied(sender, gone.mapped());
 }
 
 void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
