@@ -89,6 +89,7 @@ void JobManager::Impl::exec_teardown(const std::string& why) {
 void JobManager::Impl::on_disconnect(const Message& m) {
   if (!exec_service_.empty() && m.sender() == exec_sender_) exec_teardown("its client disconnected");
   tie_client_gone(m.sender(), "its submitter (loom alloc) went away");
+  journal_disconnect(m.sender());
 }
 
 void JobManager::Impl::tie_client_gone(HopId sender, const std::string& why) {

@@ -8,6 +8,7 @@
 //   info.cpp         the job-info.* service
 //   depend.cpp       the DEPEND state: dependencies (dependencies.h)
 //   steps.cpp        job steps inside batch and alloc jobs (step_space.h)
+//   journal.cpp      job-manager.events, the stream of every job's events
 // Only these files include it.
 #pragma once
 
@@ -348,6 +349,24 @@ struct JobManager::Impl {
   void info_lookup(const Message& m);
   void info_eventlog(const Message& m);
   void info_disconnect(const Message& m);
+
+  // --- the journal (journal.cpp) ---
+  struct JournalEntry {
+    JobId id;
+    uint32_t userid;
+    Json event;  // {timestamp, name, context}; null when only the job changed
+  };
+  // The open journals, by (sender, matchtag): the request to answer.
+  std::map<std::pair<HopId, uint32_t>, Message> journals_;
+  std::vector<JournalEntry> journal_pending_;
+  OncePerTurn journal_turn_{io_, [this] { journal_flush(); }};
+  void journal_open(const Message& m);
+  void journal_cancel(const Message& m);
+  void journal_disconnect(HopId sender);
+  // Job `j` had event `e` (null: it changed otherwise); sent to the
+  // journals at the end of the loop turn.
+  void journal_note(const Job& j, const EventEntry* e);
+  void journal_flush();
 
   Json describe(const Job& j) const;
   bool has_active() const;

@@ -35,6 +35,8 @@ void JobManager::Impl::install() {
   h_.add_method("job-manager.queue-control", Access::kOwner, gated(&Impl::queue_control));
   h_.add_method("job-manager.queue-drain", Access::kOwner, gated(&Impl::queue_drain));
   h_.add_method("job-manager.stats", Access::kUser, gated(&Impl::stats));
+  h_.add_method("job-manager.events", Access::kUser, gated(&Impl::journal_open));
+  h_.add_method("job-manager.events-cancel", Access::kUser, gated(&Impl::journal_cancel));
   h_.add_method("job-manager.sched-hello", Access::kOwner, gated(&Impl::sched_hello));
   h_.add_method("job-manager.sched-ready", Access::kOwner, gated(&Impl::sched_ready));
   h_.add_method("job-info.lookup", Access::kUser, gated(&Impl::info_lookup));
@@ -279,6 +281,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
     return st;
   }
   count_event(j, before, e);
+  journal_note(j, &e);
   // Built member by member: an initializer list copies each one again.
   Json op = Json::object();
   auto& fields = op.get_ref<Json::object_t&>();

@@ -68,7 +68,10 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
   auto it = jobs_.find(*id);
   Job* j = it == jobs_.end() ? nullptr : &it->second;
   if (*type == 1) {
-    if (j && p->contains("annotations")) j->annotations = (*p)["annotations"];
+    if (j && p->contains("annotations")) {
+      j->annotations = (*p)["annotations"];
+      journal_note(*j, nullptr);
+    }
     return;
   }
   if (!j || !j->alloc_pending) {
