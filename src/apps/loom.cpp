@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   loom::cli::add_ping_command(app, run);
   loom::cli::add_rpc_command(app, run);
   loom::cli::add_status_command(app, run);
+  loom::cli::add_top_command(app, run);
   loom::cli::add_kvs_command(app, run);
   loom::cli::add_submit_command(app, run);
   loom::cli::add_run_command(app, run);

@@ -118,5 +118,6 @@ void add_job_command(CLI::App& app, Runner& run);
 void add_resource_command(CLI::App& app, Runner& run);
 void add_queue_command(CLI::App& app, Runner& run);
 void add_keygen_command(CLI::App& app, Runner& run);
+void add_top_command(CLI::App& app, Runner& run);
 
 }  // namespace loom::cli
