@@ -3,7 +3,8 @@
 // up to date from, instead of listing every job again and again.
 //
 //   -> job-manager.events {} (streaming)
-//   <- {jobs: [JOB, ...]}                    the active jobs, once, first
+//   <- {jobs: [JOB, ...], more}              the active jobs, first, in parts
+//                                            of at most 1,000 (more: another follows)
 //   <- {id, event: {timestamp, name, context?}, job?: JOB}
 //   <- {id, job: JOB}                        a job changed without an event
 //   ...                                      until events-cancel or disconnect
@@ -23,6 +24,10 @@
 
 namespace loom {
 
+namespace {
+constexpr size_t kJournalPart = 1000;
+}  // namespace
+
 void JobManager::Impl::journal_open(const Message& m) {
   if (!m.has_flag(msgflag::kStreaming)) return h_.respond_error(m, EPROTO, "job-manager.events must be streaming");
   if (m.matchtag == 0) return h_.respond_error(m, EPROTO, "job-manager.events needs a matchtag");
@@ -30,12 +35,18 @@ void JobManager::Impl::journal_open(const Message& m) {
   if (!p.ok()) return h_.respond_error(m, p.error());
   auto key = std::make_pair(m.sender(), m.matchtag);
   if (journals_.count(key)) return h_.respond_error(m, EEXIST, "that matchtag already has a journal");
+  // In parts, so that a long queue never makes a message near the frame
+  // limit (docs/protocols/messages.md): `more` says another part follows.
   Json jobs = Json::array();
   for (auto& [id, j] : jobs_) {
     if (!is_active(j.rec.state) || !may_touch(m, j.rec.userid)) continue;
+    if (jobs.size() == kJournalPart) {
+      h_.respond(m, Json{{"jobs", std::move(jobs)}, {"more", true}});
+      jobs = Json::array();
+    }
     jobs.push_back(describe(j));
   }
-  h_.respond(m, Json{{"jobs", std::move(jobs)}});
+  h_.respond(m, Json{{"jobs", std::move(jobs)}, {"more", false}});
   journals_.emplace(key, m);
 }
 
