@@ -138,7 +138,7 @@ int run_top(const TopOpts& o) {
       error = "unexpected response from job-manager.events";
       return;
     }
-    have_jobs = true;
+    have_jobs = view.has_all_jobs();
   });
   int outstanding = 0;
   refresh(s, view, outstanding);

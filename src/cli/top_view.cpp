@@ -109,7 +109,10 @@ std::string top_keys_help() {
 bool TopView::apply_journal(const Json& p) {
   if (!p.is_object()) return false;
   if (auto it = p.find("jobs"); it != p.end() && it->is_array()) {
-    jobs_.clear();
+    // The first part of the active jobs replaces the table; those after
+    // it (`more` in the one before) add to it.
+    if (!in_snapshot_) jobs_.clear();
+    in_snapshot_ = p.value("more", false);
     for (const auto& j : *it) {
       if (j.is_object() && j.contains("id") && j["id"].is_number_integer() && j["id"].get<int64_t>() >= 0) {
         jobs_[j["id"].get<uint64_t>()] = j;

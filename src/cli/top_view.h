@@ -27,8 +27,9 @@ enum class TopSort : char {
 
 class TopView {
  public:
-  // A response of job-manager.events: the first ({jobs}) replaces every
-  // job; each later one ({id, event?, job?}) updates or drops one job.
+  // A response of job-manager.events: the first ({jobs, more}) replaces
+  // every job, the parts after it while `more` add to them; each later
+  // one ({id, event?, job?}) updates or drops one job.
   // False for a payload of neither form.
   bool apply_journal(const Json& payload);
   void set_resources(Json status) { resources_ = std::move(status); }
@@ -42,6 +43,8 @@ class TopView {
   TopSort sort() const { return sort_; }
   bool reversed() const { return reversed_; }
   size_t job_count() const { return jobs_.size(); }
+  // Whether every part of the first answer has come.
+  bool has_all_jobs() const { return !in_snapshot_; }
 
   // The screen at wall time `now`, `rows` lines of at most `cols`
   // characters (0: as many as there are, uncut: a one-shot print). The
@@ -52,6 +55,7 @@ class TopView {
  private:
   std::vector<const Json*> sorted_jobs(double now) const;
   std::map<uint64_t, Json> jobs_;  // active jobs by id
+  bool in_snapshot_ = false;       // more parts of the active jobs follow
   Json resources_;
   Json queue_;
   uint32_t size_ = 0;

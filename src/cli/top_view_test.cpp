@@ -75,6 +75,18 @@ TEST(TopView, EventsUpdateAndEndJobs) {
   EXPECT_FALSE(v.apply_journal(Json{{"nothing", 1}}));
 }
 
+TEST(TopView, TheActiveJobsComeInParts) {
+  TopView v;
+  ASSERT_TRUE(v.apply_journal(Json{{"jobs", Json::array({job(1, "SCHED", "a", 1, 1)})}, {"more", true}}));
+  EXPECT_FALSE(v.has_all_jobs());
+  ASSERT_TRUE(v.apply_journal(Json{{"jobs", Json::array({job(2, "SCHED", "b", 1, 1)})}, {"more", false}}));
+  EXPECT_TRUE(v.has_all_jobs());
+  EXPECT_EQ(v.job_count(), 2u);
+  // A new first answer (a journal opened again) starts over.
+  ASSERT_TRUE(v.apply_journal(Json{{"jobs", Json::array({job(3, "SCHED", "c", 1, 1)})}, {"more", false}}));
+  EXPECT_EQ(v.job_count(), 1u);
+}
+
 TEST(TopView, FitsTheScreenAndSaysWhatItLeftOut) {
   TopView v;
   Json jobs = Json::array();
