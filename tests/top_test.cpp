@@ -55,6 +55,7 @@ class Top : public JobsFixture {
     ASSERT_TRUE(loop.run_until([&] { return !j.got.empty() || j.end; }, 20));
     ASSERT_EQ(j.end, 0);
     ASSERT_TRUE(j.got[0].contains("jobs")) << j.got[0];
+    EXPECT_EQ(j.got[0]["more"], false) << j.got[0];
   }
   static uint64_t num(const std::string& id) { return parse_jobid(id).value().value(); }
   // The events of job `id` the journal has given so far, by name.
@@ -127,6 +128,28 @@ TEST_F(Top, JournalGivesTheActiveJobsThenEveryEventInOrder) {
   // Only a streaming request opens one.
   r = call(loop, *c, "job-manager.events", "{}", {0});
   EXPECT_EQ(r.errnum, EPROTO) << r.errstr;
+}
+
+TEST_F(Top, JournalGivesALongQueueInParts) {
+  start();
+  auto r = loom({"submit", "--cc=1-1001", "--urgency=hold", "true"});
+  ASSERT_EQ(r.code, 0) << show(r);
+  auto c = connect();
+  ASSERT_TRUE(c);
+  Journal j;
+  j.tag = c->handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&j](const Message& m) {
+    if (m.errnum) {
+      j.end = m.errnum;
+      return;
+    }
+    j.got.push_back(parse_json(m.payload).value());
+  });
+  ASSERT_TRUE(loop.run_until([&] { return j.got.size() >= 2 || j.end; }, 20));
+  ASSERT_EQ(j.end, 0);
+  EXPECT_EQ(j.got[0]["jobs"].size(), 1000u);
+  EXPECT_EQ(j.got[0]["more"], true);
+  EXPECT_EQ(j.got[1]["jobs"].size(), 1u);
+  EXPECT_EQ(j.got[1]["more"], false);
 }
 
 TEST_F(Top, JournalOfAUserHasOnlyTheirJobs) {
