@@ -288,6 +288,8 @@ std::vector<std::string> TopView::render(double now, size_t rows, size_t cols) c
     ++n;
   }
   if (rows > 0) {
+    // A screen too small for the header: what fits, never a scroll.
+    if (lines.size() + 1 > rows) lines.resize(rows - 1);
     while (lines.size() + 1 < rows) lines.emplace_back();
     add(top_keys_help());
   }

@@ -116,6 +116,7 @@ TEST(TopView, FitsTheScreenAndSaysWhatItLeftOut) {
   EXPECT_NE(row_of(lines, "more jobs"), std::string::npos);
   EXPECT_NE(lines[row_of(lines, "j1 ")].find("queue stopped: maintenance"), std::string::npos);
   EXPECT_EQ(lines.back(), top_keys_help());
+  for (size_t rows = 1; rows < 12; ++rows) EXPECT_EQ(v.render(kNow, rows, 40).size(), rows);
 }
 
 }  // namespace
