@@ -77,6 +77,9 @@ inline constexpr const char* kOutput = "output";
 // The tasks' input eventlog, written by `loom run` and `loom job attach`
 // (src/shell/input.h).
 inline constexpr const char* kInput = "input";
+// The shells' PMI exchange: one JSON line per shell and barrier, or an
+// abort (src/shell/pmi_server.h, docs/pmi.md).
+inline constexpr const char* kPmi = "pmi";
 // Keys under `exec` are written only by the instance (the kvs service
 // refuses the user): job-exec's record, which it trusts after a restart.
 inline constexpr const char* kExecDir = "exec";

@@ -77,6 +77,7 @@
 #include "shell/cgroup.h"
 #include "shell/input.h"
 #include "shell/output.h"
+#include "shell/pmi_server.h"
 #include "shell/released.h"
 #include "shell/report.h"
 #include "shell/spawn.h"
@@ -200,6 +201,9 @@ class Shell {
   // The tasks' stdin, from the job's input eventlog (shell/input.h).
   TaskInput input_{io_};
   void watch_input();
+  // MPI wire-up for the tasks (docs/pmi.md).
+  std::unique_ptr<PmiServer> pmi_;
+  void start_pmi(const PmiJob& job);
   std::deque<std::string> pending_;     // output eventlog lines not yet stored, in order
   std::vector<std::string> in_flight_;  // sent, not yet acknowledged
   int out_fd_ = -1;                     // --output file, else -1 (the output eventlog)
@@ -216,7 +220,7 @@ class Shell {
   void requeue();
   bool done() const {
     return open_streams_ == 0 && std::all_of(tasks_.begin(), tasks_.end(), [](const Task& t) { return t.exited; }) &&
-           pending_.empty() && !commit_in_flight_;
+           pending_.empty() && !commit_in_flight_ && (!pmi_ || pmi_->idle());
   }
 };
 
@@ -409,6 +413,20 @@ void Shell::watch_input() {
     auto j = parse_json(m.payload);
     if (!j.ok() || !j->contains("data") || !(*j)["data"].is_string()) return;
     input_.feed((*j)["data"].get<std::string>());
+  });
+}
+
+// The PMI server of this shell's tasks; its exchange with the other shells
+// goes through the job's `pmi` key (docs/pmi.md). A task that aborts the
+// job, or leaves the wire-up half done, ends it: every process of the job
+// here is killed, and the other shells do the same on reading why.
+void Shell::start_pmi(const PmiJob& job) {
+  auto handle = [this] { return connected() ? &c_->handle() : nullptr; };  // none while the broker is away
+  pmi_ = std::make_unique<PmiServer>(io_, job, pmi_kvs_exchange(handle, ns_), [this](const std::string& why) {
+    note(why + "; killing the job's tasks");
+    ending_ = true;
+    pmi_->set_ending();
+    signal_job(SIGKILL);
   });
 }
 
@@ -634,14 +652,25 @@ int Shell::run() {
   uint32_t per_slot = total_slots > 0 ? std::max(1u, (js->ntasks + total_slots - 1) / total_slots) : 1;
   int first = 0, count = 0;
   uint32_t next = 0;
+  // The shells with tasks take part in every PMI barrier; PMI_process_mapping
+  // tells MPI which tasks share a node (docs/pmi.md).
+  PmiJob pmi_job{.size = static_cast<int>(js->ntasks),
+                 .kvsname = "loom_" + std::to_string(id.value()),
+                 .nshells = 0,
+                 .broker_rank = my_rank,
+                 .process_mapping = {}};
+  std::vector<uint32_t> per_shell;
   for (auto [rank, n] : slots) {
     uint32_t here = std::min(js->ntasks - std::min(js->ntasks, next), n * per_slot);
     if (rank == my_rank) {
       first = static_cast<int>(next);
       count = static_cast<int>(here);
     }
+    if (here > 0) per_shell.push_back(here);
     next += here;
   }
+  pmi_job.nshells = static_cast<int>(per_shell.size());
+  pmi_job.process_mapping = pmi_process_mapping(per_shell);
 
   // The environment: the jobspec's (the submitter's), else ours; never
   // the broker's for another user's job.
@@ -656,7 +685,12 @@ int Shell::run() {
   } else {
     env.push_back("PATH=/usr/local/bin:/usr/bin:/bin");
   }
-  std::erase_if(env, [](const std::string& e) { return e.starts_with("LOOM_URI="); });
+  std::erase_if(env, [](const std::string& e) {
+    // Ours to set; and an enclosing job's PMI is not this job's.
+    return e.starts_with("LOOM_URI=") || e.starts_with("PMI_FD=") || e.starts_with("PMI_RANK=") ||
+           e.starts_with("PMI_SIZE=") || e.starts_with("PMI_SPAWNED=") || e.starts_with("PMI_PORT=") ||
+           e.starts_with("PMI_ID=");
+  });
   std::string cwd = js->cwd;
   if (user_) {
     // Who the tasks are, from the passwd entry, whatever the jobspec says.
@@ -697,6 +731,7 @@ int Shell::run() {
   }
   if (!nodelist.empty()) env.push_back("LOOM_JOB_NODELIST=" + nodelist);
   env.push_back("PMI_SIZE=" + std::to_string(js->ntasks));
+  env.push_back("PMI_FD=" + std::to_string(kPmiFd));
   cgroup_ = info_.value("cgroup", std::string());
 
   // This rank's cores and GPUs in R: the tasks run on those cores (our own
@@ -720,6 +755,7 @@ int Shell::run() {
       signal_job(sig);
       if (sig != SIGUSR1 && sig != SIGUSR2) {
         ending_ = true;
+        if (pmi_) pmi_->set_ending();
         if (!connected()) end_while_away_ = true;
       }
       forward();
@@ -740,7 +776,8 @@ int Shell::run() {
   // descriptors than a default soft limit allows (the hard limit is ours
   // to take).
   rlimit nofile{};
-  rlim_t needed = 3 * static_cast<rlim_t>(count) + 64;
+  // And the shell's end of each task's PMI connection.
+  rlim_t needed = 4 * static_cast<rlim_t>(count) + 64;
   for (int i = 0; i < count; ++i) {
     if (js->input.kind == InputSpec::Kind::kKvs && js->input.reads(first + i)) ++needed;
   }
@@ -753,6 +790,7 @@ int Shell::run() {
     nofile.rlim_cur = needed;
     ::setrlimit(RLIMIT_NOFILE, &nofile);
   }
+  start_pmi(pmi_job);
   for (int i = 0; i < count; ++i) {
     Task& t = tasks_[static_cast<size_t>(i)];
     int out[2], err[2];
@@ -786,9 +824,18 @@ int Shell::run() {
       return cannot_start(i, in.error().text);
     }
     spec.stdin_fd = *in;
+    auto pmi_fd = pmi_->add_task(t.rank);
+    if (!pmi_fd.ok()) {
+      for (int fd : {out[0], out[1], err[0], err[1], *in}) {
+        if (fd >= 0) ::close(fd);
+      }
+      return cannot_start(i, pmi_fd.error().text);
+    }
+    spec.pmi_fd = *pmi_fd;
     auto pid = spawn(spec);
     ::close(out[1]);
     ::close(err[1]);
+    ::close(*pmi_fd);
     if (*in >= 0) ::close(*in);
     for (auto [fd, name] : {std::pair{out[0], "stdout"}, std::pair{err[0], "stderr"}}) {
       auto s = std::make_unique<Stream>();

@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include "shell/pmi_server.h"
+
 namespace loom {
 namespace {
 
@@ -46,6 +48,12 @@ TEST(PmiWire, RefusesWhatIsNotARequest) {
 TEST(PmiWire, AnErrorIsOneLineOfWords) {
   EXPECT_EQ(pmi_error("get_result", "key x not found"), "cmd=get_result rc=-1 msg=key_x_not_found\n");
   EXPECT_EQ(pmi_error("error", "a=b\nc"), "cmd=error rc=-1 msg=a_b_c\n");
+}
+
+TEST(PmiProcessMapping, GroupsNodesWithAsManyTasks) {
+  EXPECT_EQ(pmi_process_mapping({2, 2}), "(vector,(0,2,2))");
+  EXPECT_EQ(pmi_process_mapping({3, 3, 2}), "(vector,(0,2,3),(2,1,2))");
+  EXPECT_EQ(pmi_process_mapping({1}), "(vector,(0,1,1))");
 }
 
 }  // namespace

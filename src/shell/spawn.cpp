@@ -35,8 +35,10 @@ Result<pid_t> spawn(const SpawnSpec& spec) {
   }
   if (spec.stdout_fd >= 0) posix_spawn_file_actions_adddup2(&fa, spec.stdout_fd, 1);
   if (spec.stderr_fd >= 0) posix_spawn_file_actions_adddup2(&fa, spec.stderr_fd, 2);
-  // Nothing of ours but 0-2 (the broker's sockets, other jobs' pipes).
-  posix_spawn_file_actions_addclosefrom_np(&fa, 3);
+  // Nothing of ours but 0-2 and the PMI connection (the broker's sockets,
+  // other jobs' pipes). dup2 onto itself clears close-on-exec.
+  if (spec.pmi_fd >= 0) posix_spawn_file_actions_adddup2(&fa, spec.pmi_fd, kPmiFd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, spec.pmi_fd >= 0 ? kPmiFd + 1 : kPmiFd);
   if (!spec.cwd.empty()) posix_spawn_file_actions_addchdir_np(&fa, spec.cwd.c_str());
   sigset_t all, none;
   sigfillset(&all);

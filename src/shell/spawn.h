@@ -17,6 +17,9 @@ class io_context;
 
 namespace loom {
 
+// The descriptor a task finds its PMI connection on (PMI_FD).
+inline constexpr int kPmiFd = 3;
+
 struct SpawnSpec {
   std::vector<std::string> argv;  // argv[0] is looked up in PATH unless it has a '/'
   std::vector<std::string> env;   // NAME=VALUE, the whole environment
@@ -25,6 +28,7 @@ struct SpawnSpec {
   int stdin_fd = -1;              // -1: /dev/null
   int stdout_fd = -1;             // -1: inherit ours
   int stderr_fd = -1;             // -1: inherit ours
+  int pmi_fd = -1;                // given to the child as descriptor kPmiFd (docs/pmi.md); -1: none
 };
 
 // Starts the child with default signal dispositions and an empty signal
