@@ -562,6 +562,7 @@ bool Shell::reconnect(double timeout) {
     probe_.reset();
     flush();
     watch_input();
+    if (pmi_) pmi_->rewatch();
     check_held();
     return true;
   }

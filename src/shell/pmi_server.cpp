@@ -276,7 +276,23 @@ void PmiServer::start_watch() {
   });
 }
 
+void PmiServer::rewatch() {
+  if (!watching_) return;
+  offset_ = 0;
+  exchange_.watch([this, a = std::weak_ptr<int>(alive_)](std::string_view chunk) {
+    if (!a.expired()) feed(chunk);
+  });
+}
+
 void PmiServer::feed(std::string_view chunk) {
+  if (offset_ < taken_) {
+    // Read through an earlier watch.
+    size_t skip = std::min(chunk.size(), taken_ - offset_);
+    offset_ += skip;
+    chunk.remove_prefix(skip);
+  }
+  offset_ += chunk.size();
+  taken_ += chunk.size();
   partial_.append(chunk);
   size_t start = 0;
   for (size_t nl; (nl = partial_.find('\n', start)) != std::string::npos; start = nl + 1) {

@@ -84,6 +84,9 @@ class PmiServer {
   // other shells: the shell may exit (a task's exit is seen before the end
   // of its connection, which may abort the job).
   bool idle() const;
+  // The broker came back (a new connection): follow the `pmi` key again,
+  // from its start, passing over what was read already.
+  void rewatch();
 
  private:
   struct Conn {
@@ -124,6 +127,8 @@ class PmiServer {
   bool watching_ = false;
   int appending_ = 0;    // appends to the `pmi` key not yet answered
   std::string partial_;  // of a line of the `pmi` key
+  size_t taken_ = 0;     // bytes of the `pmi` key read
+  size_t offset_ = 0;    // bytes delivered by the current watch
   bool aborted_ = false;
   bool ending_ = false;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);
