@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <set>
@@ -136,7 +137,7 @@ pmi "cmd=barrier_in"; echo "barrier ended: $reply"
 )");
   auto r = loom({"run", "-N2", "-n2", task});
   EXPECT_NE(r.code, 0) << show(r);
-  EXPECT_NE(r.err.find("task 1 closed its PMI connection before finalize; killing the job's tasks"), std::string::npos)
+  EXPECT_NE(r.err.find("task 1 left after PMI init, before finalize; killing the job's tasks"), std::string::npos)
       << show(r);
   EXPECT_EQ(r.out.find("barrier ended"), std::string::npos) << show(r);
 }
@@ -150,6 +151,17 @@ TEST_F(Pmi, ProgramsThatSpeakNoPmiRunAsBefore) {
   std::set<std::string> lines;
   for (auto& l : r.out_lines()) lines.insert(l);
   EXPECT_EQ(lines, (std::set<std::string>{"0/2 fd=3", "1/2 fd=3"})) << show(r);
+}
+
+TEST_F(Pmi, AProcessLeftHoldingTheConnectionDoesNotKeepTheJob) {
+  start_brokers(1);
+  // The background sleep keeps descriptor 3 (not its output): the job
+  // ends with its task.
+  auto r = loom({"run", "-n1", "sh", "-c", "sleep 317 </dev/null >/dev/null 2>&1 & echo started"});
+  for (pid_t p : processes_with("317")) ::kill(p, SIGKILL);
+  EXPECT_FALSE(r.timed_out) << show(r);
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_EQ(r.out, "started\n") << show(r);
 }
 
 // MPICH (Debian's mpich: ch4 over UCX, simple PMI-1 when PMI_FD is set).

@@ -857,9 +857,10 @@ int Shell::run() {
       continue;
     }
     t.pid = *pid;
-    auto w = ChildWatch::create(io_, *pid, [&t](int st) {
+    auto w = ChildWatch::create(io_, *pid, [this, &t](int st) {
       t.exited = true;
       t.status = st;
+      pmi_->task_exited(t.rank);
     });
     if (!w.ok()) return cannot_start(i + 1, w.error().text);
     t.watch = std::move(*w);

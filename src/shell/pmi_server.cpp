@@ -100,8 +100,27 @@ Result<int> PmiServer::add_task(int task_rank) {
   return sv[1];
 }
 
-bool PmiServer::idle() const {
-  return appending_ == 0 && std::all_of(conns_.begin(), conns_.end(), [](const auto& c) { return c->closed; });
+bool PmiServer::idle() const { return appending_ == 0; }
+
+// The connection ends with the task, whoever else holds its end (a
+// process it left running). What the task wrote before it exited is
+// taken first: its finalize may still be unread.
+void PmiServer::task_exited(int task_rank) {
+  for (auto& c : conns_) {
+    if (c->task_rank != task_rank || c->closed) continue;
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::recv(c->sd->native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+      if (n <= 0) break;
+      c->in.append(buf, static_cast<size_t>(n));
+      if (c->in.size() > 4 * kPmiLineMax) break;
+    }
+    size_t start = 0;
+    for (size_t nl; !c->closed && (nl = c->in.find('\n', start)) != std::string::npos; start = nl + 1) {
+      take(*c, std::string_view(c->in).substr(start, nl - start));
+    }
+    close(*c, "");
+  }
 }
 
 void PmiServer::read(Conn& c) {
@@ -236,7 +255,7 @@ void PmiServer::close(Conn& c, const std::string& why) {
   c.out.clear();
   c.out_bytes = 0;
   if (c.inited && !c.finalized && !ending_) {
-    std::string what = why.empty() ? "closed its PMI connection before finalize" : "sent " + why;
+    std::string what = why.empty() ? "left after PMI init, before finalize" : "sent " + why;
     return abort("task " + std::to_string(c.task_rank) + " " + what, true);
   }
   check_barrier();

@@ -80,9 +80,10 @@ class PmiServer {
   Result<int> add_task(int task_rank);
   // The job is being ended anyway: a connection lost now is no abort.
   void set_ending() { ending_ = true; }
-  // No task holds its connection open and nothing is on its way to the
-  // other shells: the shell may exit (a task's exit is seen before the end
-  // of its connection, which may abort the job).
+  // Task `task_rank` exited: its connection is over (what it wrote before
+  // is served first). Gone after init and before finalize, it aborts the job.
+  void task_exited(int task_rank);
+  // Nothing is on its way to the other shells (an abort): the shell may exit.
   bool idle() const;
   // The broker came back (a new connection): follow the `pmi` key again,
   // from its start, passing over what was read already.
