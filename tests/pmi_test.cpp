@@ -128,6 +128,22 @@ pmi "cmd=barrier_in"; echo "barrier ended: $reply"
   EXPECT_EQ(r.out.find("barrier ended"), std::string::npos) << show(r);
 }
 
+TEST_F(Pmi, AnAbortJustBeforeExitIsAnAbort) {
+  start_brokers(1);
+  // What MPICH's PMI_Abort does: send, and exit at once. The task's exit
+  // may be seen before its line: the line is still read.
+  std::string task = script("abort-exit", R"(
+pmi "cmd=init pmi_version=1 pmi_subversion=1"
+if [ "$PMI_RANK" = 0 ]; then printf 'cmd=abort exitcode=7 message=bye\n' >&$PMI_FD; exit 7; fi
+pmi "cmd=barrier_in"; echo "barrier ended: $reply"
+)");
+  for (int round = 0; round < 5; ++round) {
+    auto r = loom({"run", "-n2", task});
+    EXPECT_NE(r.code, 0) << show(r);
+    EXPECT_NE(r.err.find("task 0 aborted the job (exit code 7): bye"), std::string::npos) << show(r);
+  }
+}
+
 TEST_F(Pmi, ATaskGoneBeforeFinalizeEndsTheJob) {
   start_brokers(2);
   std::string task = script("gone", R"(

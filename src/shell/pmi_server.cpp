@@ -104,29 +104,42 @@ bool PmiServer::idle() const { return appending_ == 0; }
 
 // The connection ends with the task, whoever else holds its end (a
 // process it left running). What the task wrote before it exited is
-// taken first: its finalize may still be unread.
+// taken first (a finalize, or an abort sent just before exit): the read
+// under way is cancelled, and its handler, with what it read if anything,
+// finishes the connection.
 void PmiServer::task_exited(int task_rank) {
   for (auto& c : conns_) {
     if (c->task_rank != task_rank || c->closed) continue;
-    char buf[4096];
-    for (;;) {
-      ssize_t n = ::recv(c->sd->native_handle(), buf, sizeof buf, MSG_DONTWAIT);
-      if (n <= 0) break;
-      c->in.append(buf, static_cast<size_t>(n));
-      if (c->in.size() > 4 * kPmiLineMax) break;
-    }
-    size_t start = 0;
-    for (size_t nl; !c->closed && (nl = c->in.find('\n', start)) != std::string::npos; start = nl + 1) {
-      take(*c, std::string_view(c->in).substr(start, nl - start));
-    }
-    close(*c, "");
+    c->exited = true;
+    std::error_code ignored;
+    c->sd->cancel(ignored);
   }
+}
+
+// Task c exited: what is left in the socket, then the end.
+void PmiServer::finish(Conn& c) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::recv(c.sd->native_handle(), buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+    c.in.append(buf, static_cast<size_t>(n));
+    if (c.in.size() > 4 * kPmiLineMax) break;
+  }
+  size_t start = 0;
+  for (size_t nl; !c.closed && (nl = c.in.find('\n', start)) != std::string::npos; start = nl + 1) {
+    take(c, std::string_view(c.in).substr(start, nl - start));
+  }
+  close(c, "");
 }
 
 void PmiServer::read(Conn& c) {
   c.sd->async_read_some(
       asio::buffer(c.buf), [this, &c, a = std::weak_ptr<int>(alive_)](const std::error_code& ec, size_t n) {
         if (a.expired() || c.closed) return;
+        if (c.exited) {
+          if (!ec) c.in.append(c.buf.data(), n);
+          return finish(c);
+        }
         if (ec) return close(c, "");
         c.in.append(c.buf.data(), n);
         size_t start = 0;
@@ -236,7 +249,8 @@ void PmiServer::write(Conn& c) {
                     [this, &c, a = std::weak_ptr<int>(alive_)](const std::error_code& ec, size_t) {
                       if (a.expired()) return;
                       c.writing = false;
-                      if (c.closed) return;
+                      // (Cancelled when the task exited: the read's handler ends it.)
+                      if (c.closed || ec == asio::error::operation_aborted) return;
                       if (ec) return close(c, "");
                       c.out_bytes -= c.out.front().size();
                       c.out.pop_front();

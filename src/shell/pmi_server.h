@@ -103,12 +103,14 @@ class PmiServer {
     bool finalized = false;
     bool in_barrier = false;
     bool in_multi = false;  // inside an mcmd=... request, up to endcmd
+    bool exited = false;    // the task did: the connection ends once read
   };
   void read(Conn& c);
   void take(Conn& c, std::string_view line);
   void reply(Conn& c, std::string text);
   void write(Conn& c);
   void close(Conn& c, const std::string& why);
+  void finish(Conn& c);
   void check_barrier();
   void start_watch();
   void feed(std::string_view chunk);
