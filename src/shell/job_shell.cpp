@@ -43,7 +43,6 @@
 #include "shell/job_shell.h"
 
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -74,6 +73,7 @@
 #include "kvs/layout.h"
 #include "msg/client.h"
 #include "rset/rset.h"
+#include "shell/affinity.h"
 #include "shell/cgroup.h"
 #include "shell/input.h"
 #include "shell/output.h"
@@ -114,8 +114,6 @@ constexpr size_t kMaxHeldOutput = 64u << 20;
 // One commit carries at most about this much output (a message is at most
 // 64 MiB).
 constexpr size_t kCommitChunk = 4u << 20;
-
-Status bind_to_cores(const IdSet& cores);
 
 class Shell {
  public:
@@ -867,31 +865,6 @@ int Shell::run() {
   }
   watch_input();
   return wait_tasks();
-}
-
-// Binds this process (and so the tasks it starts) to `cores`, R's core ids
-// on this rank. Core i is the i-th CPU this process may run on (the
-// broker's own affinity), counted round again when R lists more cores than
-// there are such CPUs (resources given with --cores-per-rank).
-Status bind_to_cores(const IdSet& cores) {
-  if (cores.empty()) return {};
-  cpu_set_t allowed;
-  CPU_ZERO(&allowed);
-  if (::sched_getaffinity(0, sizeof allowed, &allowed) != 0) {
-    return Error{errno, std::string("cannot read this process's CPUs: ") + std::strerror(errno)};
-  }
-  std::vector<int> cpus;
-  for (int c = 0; c < CPU_SETSIZE; ++c) {
-    if (CPU_ISSET(c, &allowed)) cpus.push_back(c);
-  }
-  if (cpus.empty()) return {};
-  cpu_set_t mine;
-  CPU_ZERO(&mine);
-  for (uint32_t core : cores.to_vector()) CPU_SET(cpus[core % cpus.size()], &mine);
-  if (::sched_setaffinity(0, sizeof mine, &mine) != 0) {
-    return Error{errno, std::string("cannot bind the tasks to their cores: ") + std::strerror(errno)};
-  }
-  return {};
 }
 
 // A batch job's script in a file its task can run: a directory of its own
