@@ -137,6 +137,51 @@ TEST_F(ShellFaults, AnAdoptedShellKilledOutrightLeavesItsTasksCountedAsUnreporte
   expect_all_exit(processes_with(m));
 }
 
+TEST_F(ShellFaults, PmiBarriersWorkAgainOnceTheShellsAreAdopted) {
+  // MPI wire-up (docs/pmi.md) through a crash of the instance: a task on
+  // each rank puts a key and passes a barrier, waits while the brokers are
+  // killed and started again, then puts another and passes a second
+  // barrier through the shells' new connections.
+  std::string task = dir + "/pmi-task";
+  std::ofstream(task) << "#!/bin/bash\n"
+                      << "d=" << dir << "\n"
+                      << R"(pmi() { printf '%s\n' "$1" >&$PMI_FD; read -r reply <&$PMI_FD; }
+other=$(( 1 - PMI_RANK ))
+pmi "cmd=init pmi_version=1 pmi_subversion=1"
+pmi "cmd=put key=a$PMI_RANK value=before$PMI_RANK"; pmi "cmd=barrier_in"
+pmi "cmd=get key=a$other"; echo "$reply" > $d/before.$PMI_RANK
+echo up > $d/up.$PMI_RANK; read -r go < $d/go.$PMI_RANK
+pmi "cmd=put key=b$PMI_RANK value=after$PMI_RANK"; pmi "cmd=barrier_in"; echo "$reply" > $d/barrier.$PMI_RANK
+pmi "cmd=get key=b$other"; echo "$reply" > $d/after.$PMI_RANK
+pmi "cmd=finalize"
+)";
+  std::filesystem::permissions(task, std::filesystem::perms::owner_all);
+  std::vector<std::string> up{fifo("up.0"), fifo("up.1")};
+  std::vector<std::string> go{fifo("go.0"), fifo("go.1")};
+  std::string id = submit_job({"-N2", "-n2", task});
+  read_fifos(up);
+  crash();
+  inst.capture_log();
+  auto again = args();
+  again.push_back("--log-level=info");
+  ASSERT_TRUE(inst.start(2, again));
+  ASSERT_EQ(inst.wait_log("found its shells again"), 1u) << inst.log();
+  // Both shells adopted: job-exec found the job's two shells again.
+  for (const auto& g : go) std::ofstream(g) << "go\n";
+  wait_event(id, "clean");
+  EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], 0);
+  auto read_file = [&](const std::string& name) {
+    std::ifstream in(dir + "/" + name);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  for (int r = 0; r < 2; ++r) {
+    std::string n = std::to_string(r), other = std::to_string(1 - r);
+    EXPECT_EQ(read_file("before." + n), "cmd=get_result rc=0 value=before" + other + "\n");
+    EXPECT_EQ(read_file("barrier." + n), "cmd=barrier_out rc=0\n");
+    EXPECT_EQ(read_file("after." + n), "cmd=get_result rc=0 value=after" + other + "\n");
+  }
+}
+
 // The same without a cgroup, where a job is its shell's process group: an
 // instance of another user, who may not make cgroups (here, where root
 // may, the cgroup reaches the sleep anyway).
