@@ -126,7 +126,9 @@ struct JobExec::Impl final : Service {
 };
 
 void JobExec::Impl::install() {
-  h_.add_method("job-exec.start", Access::kOwner, [this](const Message& m) { start(m); });
+  // Reads its payload with payload_json only: the job manager's starts
+  // come parsed.
+  h_.add_json_method("job-exec.start", Access::kOwner, [this](const Message& m) { start(m); });
   h_.add_method("job-exec.kill", Access::kOwner, [this](const Message& m) { kill(m); });
   auto alive = std::weak_ptr<int>(alive_);
   h_.subscribe("job-exception", [this, alive](const Message& ev) {
@@ -173,13 +175,15 @@ void JobExec::Impl::on_teardown(const Message& ev) {
 }
 
 void JobExec::Impl::start(const Message& m) {
-  auto p = payload_object(m);
-  auto head = p.ok() ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(p.error());
+  // The payload as the job manager built it, not a copy.
+  auto payload = payload_json(m);
+  const Json* p = payload.ok() ? payload->get() : nullptr;
+  auto head = p ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(payload.error());
   if (!head.ok()) {
     spdlog::warn("job-exec: malformed start: {}", head.error().text);
     // With an id, that job alone fails: an error response would end the
     // job manager's stream, every job's.
-    auto id = p.ok() ? exec_protocol::response_id(*p) : Result<uint64_t>(p.error());
+    auto id = p ? exec_protocol::response_id(*p) : Result<uint64_t>(payload.error());
     if (id.ok()) return refuse(head_of(m), *id, "start: " + head.error().text, std::nullopt);
     return h_.respond_error(m, head.error());
   }
@@ -194,7 +198,7 @@ void JobExec::Impl::start(const Message& m) {
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   // The job manager validated the jobspec at submit: only what is read
   // here is checked again.
-  const Json* spec = member(&*p, "jobspec");
+  const Json* spec = member(p, "jobspec");
   if (!spec || !spec->is_object()) return refuse(req, jid, "jobspec: missing or not an object", all);
   const Json* system = member(member(spec, "attributes"), "system");
   Result<double> asked = 0.0;

@@ -65,7 +65,7 @@ void JobManager::Impl::send_start(Job& j) {
   }
   Json req = exec_protocol::to_json(start);
   req["R"] = j.R.to_json();
-  h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
+  send_with_jobspec(h_, exec_service_ + ".start", std::move(req), j.jobspec);
 }
 
 void JobManager::Impl::exec_teardown(const std::string& why) {

@@ -84,6 +84,17 @@ inline std::string with_jobspec(const Json& head, const std::string& jobspec) {
   return payload;
 }
 
+// `head` (a JSON object) with "jobspec" added, to send to a service: as
+// a parsed value, which a service of this broker reads as is (the broker
+// writes the text only for one behind a socket). The job manager wrote
+// the text, so it parses; if it ever did not, it goes spliced as text.
+inline void send_with_jobspec(Handle& h, std::string topic, Json&& head, const std::string& jobspec) {
+  auto spec = parse_json(jobspec);
+  if (!spec.ok()) return h.send_matchless(std::move(topic), with_jobspec(head, jobspec));
+  head["jobspec"] = std::move(*spec);
+  h.send_matchless(std::move(topic), std::move(head));
+}
+
 // A job id in a payload: a number, or a string in any accepted form.
 inline Result<JobId> get_jobid(const Json& j, const char* k = "id") {
   auto it = j.find(k);

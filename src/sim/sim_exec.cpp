@@ -30,7 +30,9 @@ struct SimExec::Run {
 
 SimExec::SimExec(Handle& h, std::string name, uint32_t cores_per_node, double epilog)
     : h_(h), name_(std::move(name)), cores_per_node_(cores_per_node), epilog_(epilog) {
-  h_.add_method(name_ + ".start", Access::kOwner, [this](const Message& m) { start(m); });
+  // Reads its payload with payload_json only: the job manager's starts
+  // come parsed.
+  h_.add_json_method(name_ + ".start", Access::kOwner, [this](const Message& m) { start(m); });
   // A fatal exception (a cancel) ends a running job's tasks at once, as
   // SIGTERM would.
   h_.subscribe("job-exception", [this, alive = std::weak_ptr<int>(alive_)](const Message& ev) {
@@ -65,8 +67,10 @@ double seconds_at(const Json& start, std::initializer_list<const char*> path) {
 }  // namespace
 
 void SimExec::start(const Message& m) {
-  auto p = payload_object(m);
-  auto head = p.ok() ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(p.error());
+  // The payload as the job manager built it, not a copy.
+  auto payload = payload_json(m);
+  const Json* p = payload.ok() ? payload->get() : nullptr;
+  auto head = p ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(payload.error());
   if (!head.ok()) return h_.respond_error(m, head.error());
   uint64_t id = head->id;
   Message req = head_of(m);
