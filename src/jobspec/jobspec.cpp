@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <utility>
 
 #include "base/quote.h"
 
@@ -104,17 +105,28 @@ Status parse_batch(const Json& batch, Jobspec& js) {
 Result<Jobspec> parse_jobspec_text(std::string_view text) {
   auto j = parse_json(text);
   if (!j.ok()) return bad(j.error().text);
-  return parse_jobspec(*j);
+  return parse_jobspec(std::move(*j));
 }
 
 Result<Jobspec> parse_jobspec(const Json& j) {
+  auto js = decode_jobspec(j);
+  if (js.ok()) js->raw = j;
+  return js;
+}
+
+Result<Jobspec> parse_jobspec(Json&& j) {
+  auto js = decode_jobspec(j);
+  if (js.ok()) js->raw = std::move(j);
+  return js;
+}
+
+Result<Jobspec> decode_jobspec(const Json& j) {
   if (!j.is_object()) return bad("must be a JSON object");
   for (const char* k : {"version", "resources", "tasks", "attributes"}) {
     if (!j.contains(k)) return bad(std::string("missing \"") + k + "\"");
   }
   if (!j["version"].is_number_integer() || j["version"].get<int64_t>() != 1) return bad("version must be 1");
   Jobspec js;
-  js.raw = j;
 
   const Json& res = j["resources"];
   if (!res.is_array() || res.size() != 1) return bad("resources must be a list of exactly one node or slot");

@@ -49,7 +49,11 @@ struct Jobspec {
 };
 
 Result<Jobspec> parse_jobspec(const Json& j);
+Result<Jobspec> parse_jobspec(Json&& j);  // the same, `raw` moved in rather than copied
 Result<Jobspec> parse_jobspec_text(std::string_view text);
+// The same checks and fields, `raw` left null: for a reader that keeps
+// only what is decoded (a copy of the document costs as much as a parse).
+Result<Jobspec> decode_jobspec(const Json& j);
 
 // The keys of attributes.system that loom reads: duration, cwd, environment,
 // job (name), shell (options), exec (test), dependencies (RFC 26), batch

@@ -79,8 +79,16 @@ Result<ResourceSet> get_R(const Json& j, const char* key) {
 
 // A jobspec as an object, or as its JSON text. The "jobspec: " prefix of
 // parse errors is dropped: callers say which jobspec.
+// Only the decoded fields are kept (raw stays null): the scheduler never
+// reads the document again.
 Result<Jobspec> to_jobspec(const Json& j) {
-  auto js = j.is_string() ? parse_jobspec_text(j.get<std::string>()) : parse_jobspec(j);
+  Result<Jobspec> js = Error{EINVAL, ""};
+  if (j.is_string()) {
+    auto parsed = parse_json(j.get_ref<const std::string&>());
+    js = parsed.ok() ? decode_jobspec(*parsed) : Result<Jobspec>(Error{EINVAL, "jobspec: " + parsed.error().text});
+  } else {
+    js = decode_jobspec(j);
+  }
   if (js.ok()) return js;
   std::string text = js.error().text;
   if (text.starts_with("jobspec: ")) text.erase(0, 9);
@@ -230,13 +238,16 @@ void Sched::install() {
   auto method = [this](const char* topic, Access access, void (Sched::*fn)(const Message&)) {
     h_.add_method(topic, access, [this, fn](const Message& m) { (this->*fn)(m); });
   };
-  method("sched.alloc", Access::kOwner, &Sched::alloc);
+  // These read their payloads with payload_json only: the job manager's
+  // requests arrive parsed, without text.
+  auto json_method = [this](const char* topic, Access access, void (Sched::*fn)(const Message&)) {
+    h_.add_json_method(topic, access, [this, fn](const Message& m) { (this->*fn)(m); });
+  };
+  json_method("sched.alloc", Access::kOwner, &Sched::alloc);
+  json_method("sched.feasibility", Access::kUser, &Sched::feasibility);
   method("sched.cancel", Access::kOwner, &Sched::cancel);
   method("sched.prioritize", Access::kOwner, &Sched::prioritize);
-  // Reads its payload with payload_json only: the job manager's frees
-  // arrive without text.
-  h_.add_json_method("sched.free", Access::kOwner, [this](const Message& m) { free(m); });
-  method("sched.feasibility", Access::kUser, &Sched::feasibility);
+  json_method("sched.free", Access::kOwner, &Sched::free);
   method("sched.resource-status", Access::kUser, &Sched::resource_status);
   method("sched.drain", Access::kOwner, &Sched::drain);
   method("sched.undrain", Access::kOwner, &Sched::undrain);
@@ -412,8 +423,9 @@ void Sched::sched_ready() {
 // --- the job manager's requests ---
 
 void Sched::alloc(const Message& req) {
-  auto p = payload_object(req);
-  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto payload = payload_json(req);
+  if (!payload.ok()) return h_.respond_error(req, payload.error());
+  const Json* p = payload->get();
   auto id = get_uint(*p, "id");
   if (!id.ok()) return h_.respond_error(req, id.error());
   auto priority = get_int(*p, "priority", INT64_MIN, INT64_MAX);
@@ -437,7 +449,6 @@ void Sched::alloc(const Message& req) {
   }
   // A pending job keeps what answering and matching need, not the request's
   // text or the jobspec's tree: thousands may wait.
-  js->raw = nullptr;
   Message kept = head_of(req);
   QueueKey key{*priority, *t_submit, *id};
   if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(key, *js));
@@ -533,8 +544,9 @@ void Sched::free(const Message& req) {
 }
 
 void Sched::feasibility(const Message& req) {
-  auto p = payload_object(req);
-  if (!p.ok()) return h_.respond_error(req, p.error());
+  auto payload = payload_json(req);
+  if (!payload.ok()) return h_.respond_error(req, payload.error());
+  const Json* p = payload->get();
   auto specs = p->find("jobspecs");
   if (specs == p->end() || !specs->is_array()) return h_.respond_error(req, EPROTO, "\"jobspecs\" must be a list");
   for (size_t i = 0; i < specs->size(); ++i) {
