@@ -172,6 +172,13 @@ struct JobManager::Impl {
   Histogram sched_seconds_{Histogram::seconds_bounds()};  // alloc - entering SCHED
   void count_event(Job& j, JobState before, const EventEntry& e);
   std::unique_ptr<FluidGenerator> fluid_;
+  // While a job just submitted takes its first steps (submit_checked), its
+  // jobspec as the submit parsed it: its alloc request, most often sent
+  // then, takes that tree rather than parsing the job's text again.
+  struct FreshSpec {
+    JobId id{0};
+    Json* spec = nullptr;
+  } fresh_spec_;
   bool loaded_ = false;
   std::vector<Message> waiting_for_load_;
 

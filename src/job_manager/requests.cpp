@@ -222,7 +222,11 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     if (e) return h_.respond_error(m, e->code, "the jobs could not be stored: " + e->text);
     h_.respond(m, Json{{"ids", ids}});
   });
-  for (Job* j : created) advance(*j);
+  for (size_t i = 0; i < created.size(); ++i) {
+    fresh_spec_ = FreshSpec{created[i]->id, &specs[i].raw};
+    advance(*created[i]);
+  }
+  fresh_spec_ = FreshSpec{};
 }
 
 void JobManager::Impl::Job::note_resources(const ResourceSet& r) {

@@ -13,7 +13,14 @@ void JobManager::Impl::send_alloc(Job& j) {
   j.cancel_sent = false;
   ++allocs_outstanding_;
   Json req{{"id", j.id.value()}, {"priority", j.rec.priority}, {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit}};
-  h_.send_matchless("sched.alloc", with_jobspec(req, j.jobspec));
+  if (fresh_spec_.spec && fresh_spec_.id == j.id) {
+    // The tree the submit parsed: the same document as the job's text.
+    req["jobspec"] = std::move(*fresh_spec_.spec);
+    fresh_spec_ = FreshSpec{};
+    h_.send_matchless("sched.alloc", std::move(req));
+    return;
+  }
+  send_with_jobspec(h_, "sched.alloc", std::move(req), j.jobspec);
 }
 
 void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
