@@ -76,6 +76,16 @@ class Top : public JobsFixture {
         },
         20);
   }
+  // A job that runs and one that waits behind it for cores, named so
+  // that sorting by name puts the waiting one first.
+  std::pair<std::string, std::string> running_and_pending() {
+    std::string running = hold({"--job-name=xrunning"});
+    wait_event(running, "alloc");
+    std::string pending = hold({"--job-name=awaiting", "-n8"});
+    wait_event(pending, "priority");
+    settle();
+    return {running, pending};
+  }
   static std::map<uint64_t, std::string> snapshot_states(const Journal& j) {
     std::map<uint64_t, std::string> out;
     for (const auto& job : j.got.at(0)["jobs"]) out[job["id"].get<uint64_t>()] = job["state"].get<std::string>();
@@ -191,11 +201,7 @@ TEST_F(Top, JournalOfAUserHasOnlyTheirJobs) {
 
 TEST_F(Top, PrintsTheScreenOnceWhenNotATerminal) {
   start();
-  std::string running = hold({"--job-name=xrunning"});
-  wait_event(running, "alloc");
-  std::string pending = hold({"--job-name=awaiting", "-n8"});
-  wait_event(pending, "priority");
-  settle();
+  auto [running, pending] = running_and_pending();
   auto r = loom({"top"});
   ASSERT_EQ(r.code, 0) << show(r);
   EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
@@ -311,11 +317,7 @@ std::string all_of(const std::vector<std::string>& screen) {
 TEST_F(Top, RunsInATerminalSortsAndQuits) {
   if (which("tmux").empty()) GTEST_SKIP() << "tmux is not installed (scripts/deps installs it)";
   start();
-  std::string running = hold({"--job-name=xrunning"});
-  wait_event(running, "alloc");
-  std::string pending = hold({"--job-name=awaiting", "-n8"});
-  wait_event(pending, "priority");
-  settle();
+  auto [running, pending] = running_and_pending();
 
   TempDir tmp;
   const std::string& dir = tmp.path;
