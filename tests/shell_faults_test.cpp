@@ -79,6 +79,16 @@ class ShellFaults : public Exec {
   }
   // Every broker SIGKILLed, `loom start` gone: the shells wait for theirs.
   void crash() { crash_instance(inst); }
+  // A crash, then the instance started again on its state: returns once
+  // job-exec has found the shells again.
+  void crash_and_restart() {
+    crash();
+    inst.capture_log();
+    auto again = args();
+    again.push_back("--log-level=info");
+    ASSERT_TRUE(inst.start(2, again));
+    ASSERT_EQ(inst.wait_log("found its shells again"), 1u) << inst.log();
+  }
 };
 
 TEST_F(ShellFaults, AShellKilledOutrightLeavesItsTasksCountedAsUnreported) {
@@ -123,12 +133,8 @@ TEST_F(ShellFaults, AnAdoptedShellKilledOutrightLeavesItsTasksCountedAsUnreporte
   read_fifos(up);
   pid_t shell = shell_of(id, 0);
   ASSERT_GT(shell, 0);
-  crash();
-  inst.capture_log();
-  auto again = args();
-  again.push_back("--log-level=info");
-  ASSERT_TRUE(inst.start(2, again));
-  ASSERT_EQ(inst.wait_log("found its shells again"), 1u) << inst.log();
+  crash_and_restart();
+  if (HasFatalFailure()) return;
   ASSERT_EQ(::kill(shell, SIGKILL), 0);
   wait_event(id, "clean");
   EXPECT_EQ(named(eventlog(id), "finish")[0]["context"]["status"], SIGKILL);
@@ -160,12 +166,8 @@ pmi "cmd=finalize"
   std::vector<std::string> go{fifo("go.0"), fifo("go.1")};
   std::string id = submit_job({"-N2", "-n2", task});
   read_fifos(up);
-  crash();
-  inst.capture_log();
-  auto again = args();
-  again.push_back("--log-level=info");
-  ASSERT_TRUE(inst.start(2, again));
-  ASSERT_EQ(inst.wait_log("found its shells again"), 1u) << inst.log();
+  crash_and_restart();
+  if (HasFatalFailure()) return;
   // Both shells adopted: job-exec found the job's two shells again.
   for (const auto& g : go) std::ofstream(g) << "go\n";
   wait_event(id, "clean");
