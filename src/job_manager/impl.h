@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <array>
 #include <asio/io_context.hpp>
+#include <bit>
 #include <cerrno>
 #include <cmath>
 #include <deque>
@@ -171,6 +172,11 @@ struct JobManager::Impl {
   Histogram wait_seconds_{Histogram::seconds_bounds()};   // alloc - submit
   Histogram sched_seconds_{Histogram::seconds_bounds()};  // alloc - entering SCHED
   void count_event(Job& j, JobState before, const EventEntry& e);
+  // Jobs in each state, kept as jobs come, change state (count_event) and
+  // are purged, so that job-manager.stats (each metrics scrape) does not
+  // walk every job. Indexed by state_slot.
+  std::array<uint64_t, 7> jobs_in_state_{};
+  static size_t state_slot(JobState s) { return static_cast<size_t>(std::countr_zero(static_cast<unsigned>(s))); }
   std::unique_ptr<FluidGenerator> fluid_;
   // While a job just submitted takes its first steps (submit_checked), its
   // jobspec as the submit parsed it: its alloc request, most often sent

@@ -239,6 +239,7 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
     }
     j.exec_may_hold =
         is_active(j.rec.state) && j.rec.allocated && !j.rec.freed && !j.rec.started && !j.rec.released_all;
+    ++jobs_in_state_[state_slot(j.rec.state)];
     jobs_.emplace(id, std::move(j));
   }
   fluid_->restore(last);
@@ -302,6 +303,10 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
 }
 
 void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e) {
+  if (j.rec.state != before) {
+    --jobs_in_state_[state_slot(before)];
+    ++jobs_in_state_[state_slot(j.rec.state)];
+  }
   if (e.name == "submit") {
     ++submitted_total_;
   } else if (j.rec.state == JobState::kSched && before != JobState::kSched && j.t_sched == 0) {
