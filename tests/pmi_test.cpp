@@ -76,6 +76,30 @@ pmi "cmd=finalize"; echo "$PMI_RANK finalize: $reply"
   }
 }
 
+// A task that runs one MPI program after another (`sh -c './a; ./b'`):
+// the second initializes the connection the first finalized, and takes
+// part in the barriers again.
+TEST_F(Pmi, ATaskWiresUpAgainAfterAFinalize) {
+  start_brokers(2);
+  std::string task = script("twice", R"(
+other=$(( 1 - PMI_RANK ))
+for run in 1 2; do
+  pmi "cmd=init pmi_version=1 pmi_subversion=1"
+  pmi "cmd=put key=k$PMI_RANK value=run$run-$PMI_RANK"; pmi "cmd=barrier_in"
+  pmi "cmd=get key=k$other"; echo "$PMI_RANK run $run: $reply"
+  pmi "cmd=finalize"
+done
+)");
+  auto r = loom({"run", "-N2", "-n2", "-t", "60s", task});
+  ASSERT_EQ(r.code, 0) << show(r);
+  std::set<std::string> lines;
+  for (auto& l : r.out_lines()) lines.insert(l);
+  EXPECT_EQ(lines, (std::set<std::string>{
+                       "0 run 1: cmd=get_result rc=0 value=run1-1", "1 run 1: cmd=get_result rc=0 value=run1-0",
+                       "0 run 2: cmd=get_result rc=0 value=run2-1", "1 run 2: cmd=get_result rc=0 value=run2-0"}))
+      << show(r);
+}
+
 TEST_F(Pmi, AMalformedOrOverlongLineDoesNotBreakTheShell) {
   start_brokers(1);
   // Garbage gets an error answer and the connection serves on; a line

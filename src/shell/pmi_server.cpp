@@ -179,7 +179,10 @@ void PmiServer::take(Conn& c, std::string_view line) {
     if (req->arg("pmi_version") != "1") {
       return reply(c, pmi_error("response_to_init", "only PMI version 1 is served"));
     }
+    // Again after a finalize: the task runs one MPI program after
+    // another, and takes part in barriers again.
     c.inited = true;
+    c.finalized = false;
     start_watch();
     return reply(c, "cmd=response_to_init rc=0 pmi_version=1 pmi_subversion=1\n");
   }
