@@ -15,6 +15,8 @@
 //
 // With stdout not a terminal it prints the screen once, uncut, without
 // escapes, and exits: what `top -b -n 1` users expect from a pipe.
+#include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -24,6 +26,7 @@
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <optional>
 
@@ -41,35 +44,50 @@ struct TopOpts {
 // The terminal as loom top found it, given back however top ends.
 class RawTerminal {
  public:
-  RawTerminal() {
-    if (::tcgetattr(STDIN_FILENO, &saved_) == 0) {
+  // `tty`: the terminal, opened for the keys (keys_fd()).
+  explicit RawTerminal(int tty) : tty_(tty) {
+    if (::tcgetattr(tty_, &saved_) == 0) {
       termios raw = saved_;
       raw.c_lflag &= ~static_cast<tcflag_t>(ICANON | ECHO);
       raw.c_cc[VMIN] = 1;
       raw.c_cc[VTIME] = 0;
-      have_saved_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+      have_saved_ = ::tcsetattr(tty_, TCSANOW, &raw) == 0;
     }
     // The alternate screen, the cursor hidden, the screen cleared.
     put("\x1b[?1049h\x1b[?25l\x1b[H\x1b[2J");
   }
   ~RawTerminal() {
     put("\x1b[?25h\x1b[?1049l");
-    if (have_saved_) ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    if (have_saved_) ::tcsetattr(tty_, TCSANOW, &saved_);
+    ::close(tty_);
   }
   RawTerminal(const RawTerminal&) = delete;
   RawTerminal& operator=(const RawTerminal&) = delete;
 
+  // Writes all of `s`, waiting while the terminal takes no more (stopped
+  // with Ctrl-S, or a descriptor someone else made non-blocking).
   static void put(const std::string& s) {
     size_t done = 0;
     while (done < s.size()) {
       ssize_t n = ::write(STDOUT_FILENO, s.data() + done, s.size() - done);
       if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        pollfd p{STDOUT_FILENO, POLLOUT, 0};
+        ::poll(&p, 1, -1);
+        continue;
+      }
       if (n <= 0) return;
       done += static_cast<size_t>(n);
     }
   }
 
+  // A descriptor of the terminal to read keys from: of a description of
+  // our own, so that Asio making it non-blocking leaves stdin and stdout
+  // (which share the shell's) as they were.
+  int keys_fd() const { return ::dup(tty_); }
+
  private:
+  int tty_;
   termios saved_{};
   bool have_saved_ = false;
 };
@@ -157,8 +175,11 @@ int run_top(const TopOpts& o) {
     return 0;
   }
 
+  // The keys come from the terminal itself, whatever stdin is.
+  int tty = ::open("/dev/tty", O_RDWR | O_CLOEXEC | O_NOCTTY);
+  if (tty < 0) return fail("top", std::string("cannot open the terminal (/dev/tty): ") + std::strerror(errno));
   std::optional<RawTerminal> term;
-  term.emplace();
+  term.emplace(tty);
   auto draw = [&] { RawTerminal::put(frame(view, s.clock->wall())); };
   auto tick = s.clock->make_timer();
   std::function<void()> every;
@@ -170,11 +191,11 @@ int run_top(const TopOpts& o) {
   tick->arm(o.interval, every);
 
   // Keys, and the signals that end or resize it.
-  asio::posix::stream_descriptor keys(s.io, ::dup(STDIN_FILENO));
+  asio::posix::stream_descriptor keys(s.io, term->keys_fd());
   char key = 0;
   std::function<void(const std::error_code&, size_t)> on_key = [&](const std::error_code& ec, size_t n) {
     if (ec || n == 0) {
-      rc = 0;  // stdin closed: nobody can press q any more
+      rc = 0;  // the terminal closed: nobody can press q any more
       return;
     }
     if (key == 'q') {
