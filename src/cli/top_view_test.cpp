@@ -40,6 +40,27 @@ TopView with_jobs() {
   return v;
 }
 
+// Another user's job name must not drive the terminal of whoever watches:
+// escapes, newlines and C1 controls show as '?', one column each.
+TEST(TopView, ControlCharactersInNamesNeverReachTheTerminal) {
+  TopView v;
+  std::string evil =
+      "a\x1b]0;owned\x07\x1b[2J\nb\r\x7f\xc2\x9b"
+      "31mz";
+  ASSERT_TRUE(v.apply_journal(Json{{"jobs", Json::array({job(1, "SCHED", evil, 1, 1)})}}));
+  auto lines = v.render(kNow, 0, 0);
+  size_t row = row_of(lines, "a?]0;owned");
+  ASSERT_NE(row, std::string::npos);
+  for (const auto& l : lines) {
+    for (unsigned char c : l) {
+      EXPECT_TRUE(c >= 0x20 && c != 0x7f) << "control byte " << int(c) << " in: " << l;
+    }
+    EXPECT_EQ(l.find("\xc2\x9b"), std::string::npos) << l;
+  }
+  // Cut to the name column (16), each control one '?'.
+  EXPECT_NE(lines[row].find("a?]0;owned??[2J?"), std::string::npos) << lines[row];
+}
+
 TEST(TopView, SortsByStateThenByTheKeyPressed) {
   TopView v = with_jobs();
   auto lines = v.render(kNow, 0, 0);
