@@ -41,9 +41,11 @@ void JobManager::Impl::install() {
   h_.add_method("job-manager.sched-ready", Access::kOwner, gated(&Impl::sched_ready));
   h_.add_method("job-info.lookup", Access::kUser, gated(&Impl::info_lookup));
   h_.add_method("job-info.eventlog", Access::kUser, gated(&Impl::info_eventlog));
-  h_.add_method("job-info.disconnect", Access::kUser, [this](const Message& m) { info_disconnect(m); });
+  // Disconnects wait for the load too, behind the requests of the same
+  // client they end (a submit tied to it, a journal, a watch).
+  h_.add_method("job-info.disconnect", Access::kUser, gated(&Impl::info_disconnect));
   h_.add_method("job-manager.exec-hello", Access::kOwner, gated(&Impl::exec_hello));
-  h_.add_method("job-manager.disconnect", Access::kUser, [this](const Message& m) { on_disconnect(m); });
+  h_.add_method("job-manager.disconnect", Access::kUser, gated(&Impl::on_disconnect));
   // (Only brokers may publish broker.lost.)
   h_.subscribe("broker.lost", [this](const Message& ev) {
     if (loaded_) on_rank_lost(ev);
