@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -197,6 +198,41 @@ TEST_F(Top, JournalOfAUserHasOnlyTheirJobs) {
   EXPECT_EQ(owner.end, 0);
   r = call(loop, *oc, "job-manager.events-cancel", dump_json(Json{{"matchtag", owner.tag}}), {0});
   EXPECT_EQ(r.errnum, 0) << r.errstr;
+}
+
+// A client holds at most 16 journals; a rank that is lost sends no
+// disconnect, and the journals of the clients it served end all the same.
+TEST_F(Top, JournalsAreCappedPerClientAndEndWithTheirRank) {
+  start({"--heartbeat-interval=0.1", "--heartbeat-timeout=1"});
+  inst.expect_clean_exit(false);  // rank 3 is killed on purpose
+  auto journals = [&] {
+    auto r = loom({"rpc", "job-manager.stats"});
+    auto j = parse_json(r.out);
+    return j.ok() ? j->value("journals", -1) : -1;
+  };
+  auto c = connect();
+  ASSERT_TRUE(c);
+  std::vector<Journal> mine(17);
+  for (size_t i = 0; i < 16; ++i) open(*c, mine[i]);
+  mine[16].tag = c->handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&](const Message& m) {
+    if (m.errnum) mine[16].end = m.errnum;
+  });
+  ASSERT_TRUE(loop.run_until([&] { return mine[16].end != 0; }, 20));
+  EXPECT_EQ(mine[16].end, EAGAIN);
+
+  auto far = loop.connect(inst.socket(3));
+  ASSERT_TRUE(far.ok()) << far.error().text;
+  Journal theirs;
+  open(**far, theirs);
+  EXPECT_EQ(journals(), 17);
+  bool lost = false;
+  ASSERT_TRUE(subscribe(loop, c->handle(), "broker.lost", [&](const Message&) { lost = true; }));
+  std::string why;
+  auto pid = inst.broker_pid(3, &why);
+  ASSERT_TRUE(pid) << why;
+  ASSERT_EQ(::kill(*pid, SIGKILL), 0);
+  ASSERT_TRUE(loop.run_until([&] { return lost; }, 20));
+  EXPECT_EQ(journals(), 16);
 }
 
 TEST_F(Top, PrintsTheScreenOnceWhenNotATerminal) {

@@ -126,6 +126,7 @@ void JobManager::Impl::on_rank_lost(const Message& ev) {
     if (hop_rank(sender) == r) gone.insert(sender);
   }
   for (HopId sender : gone) tie_client_gone(sender, "its submitter (loom alloc) went away with " + lost);
+  journal_rank_lost(r);
   // A rank where the allocation's shell still runs is the execution
   // service's to report; one it released is watched by nobody else.
   std::vector<Job*> failed;

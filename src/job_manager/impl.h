@@ -387,6 +387,7 @@ struct JobManager::Impl {
   void journal_open(const Message& m);
   void journal_cancel(const Message& m);
   void journal_disconnect(HopId sender);
+  void journal_rank_lost(uint32_t rank);
   // Job `j` had event `e` (null: it changed otherwise); sent to the
   // journals at the end of the loop turn.
   void journal_note(const Job& j, const EventEntry* e);

@@ -26,6 +26,9 @@ namespace loom {
 
 namespace {
 constexpr size_t kJournalPart = 1000;
+// Journals one client may hold open: each costs a walk of every job to
+// open and a copy of every event it may see.
+constexpr size_t kJournalsPerClient = 16;
 }  // namespace
 
 void JobManager::Impl::journal_open(const Message& m) {
@@ -35,6 +38,15 @@ void JobManager::Impl::journal_open(const Message& m) {
   if (!p.ok()) return h_.respond_error(m, p.error());
   auto key = std::make_pair(m.sender(), m.matchtag);
   if (journals_.count(key)) return h_.respond_error(m, EEXIST, "that matchtag already has a journal");
+  size_t open = 0;
+  for (auto it = journals_.lower_bound(std::make_pair(m.sender(), uint32_t{0}));
+       it != journals_.end() && it->first.first == m.sender(); ++it) {
+    ++open;
+  }
+  if (open >= kJournalsPerClient) {
+    return h_.respond_error(m, EAGAIN,
+                            "this client has " + std::to_string(open) + " journals open already; cancel one first");
+  }
   // In parts, so that a long queue never makes a message near the frame
   // limit (docs/protocols/messages.md): `more` says another part follows.
   Json jobs = Json::array();
@@ -65,6 +77,13 @@ void JobManager::Impl::journal_cancel(const Message& m) {
 void JobManager::Impl::journal_disconnect(HopId sender) {
   auto it = journals_.lower_bound(std::make_pair(sender, uint32_t{0}));
   while (it != journals_.end() && it->first.first == sender) it = journals_.erase(it);
+}
+
+// A lost rank sends no disconnect for the clients it served: their
+// journals end here (and a client of the restarted rank that is given the
+// same route starts afresh).
+void JobManager::Impl::journal_rank_lost(uint32_t rank) {
+  std::erase_if(journals_, [rank](const auto& entry) { return hop_rank(entry.first.first) == rank; });
 }
 
 void JobManager::Impl::journal_note(const Job& j, const EventEntry* e) {

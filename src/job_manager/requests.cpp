@@ -604,6 +604,7 @@ void JobManager::Impl::stats(const Message& m) {
                      {"bad", bad},
                      {"submitted_total", submitted_total_},
                      {"completed_total", completed_total_},
+                     {"journals", journals_.size()},
                      {"wait_seconds", histogram_json(wait_seconds_)},
                      {"sched_latency_seconds", histogram_json(sched_seconds_)}});
 }
