@@ -199,13 +199,14 @@ void PmiServer::take(Conn& c, std::string_view line) {
     if (key.empty() || !req->has("value")) return reply(c, pmi_error("put_result", "a put needs key= and value="));
     if (key.size() > kPmiKeyMax) return reply(c, pmi_error("put_result", "key too long"));
     if (value.size() > kPmiValueMax) return reply(c, pmi_error("put_result", "value too long"));
-    pending_[key] = std::move(value);
+    c.puts[key] = std::move(value);
     return reply(c, "cmd=put_result rc=0\n");
   }
   if (cmd == "get") {
     std::string key = req->arg("key");
-    auto it = pending_.find(key);
-    if (it == pending_.end()) {
+    // A task sees its own keys at once, the others' after a barrier.
+    auto it = c.puts.find(key);
+    if (it == c.puts.end()) {
       it = kvs_.find(key);
       if (it == kvs_.end()) return reply(c, pmi_error("get_result", "key " + key.substr(0, kPmiKeyMax) + " not found"));
     }
@@ -291,9 +292,10 @@ void PmiServer::check_barrier() {
   if (!any) return;
   contributed_ = true;
   Json kvs = Json::object();
-  for (auto& [k, v] : pending_) kvs[k] = v;
-  for (auto& [k, v] : pending_) kvs_[k] = std::move(v);
-  pending_.clear();
+  for (auto& c : conns_) {
+    for (auto& [k, v] : c->puts) kvs[k] = std::move(v);
+    c->puts.clear();
+  }
   std::string line = dump_json(Json{{"epoch", epoch_}, {"rank", job_.broker_rank}, {"kvs", std::move(kvs)}}) + "\n";
   start_watch();
   ++appending_;
@@ -350,13 +352,16 @@ void PmiServer::take_line(std::string_view line) {
   auto e = j->find("epoch");
   auto kvs = j->find("kvs");
   if (e == j->end() || !e->is_number_unsigned() || kvs == j->end() || !kvs->is_object()) return;
-  for (auto& [k, v] : kvs->items()) {
-    if (v.is_string()) kvs_[k] = v.get<std::string>();
-  }
   uint64_t epoch = e->get<uint64_t>();
+  auto& keys = arriving_[epoch];
+  for (auto& [k, v] : kvs->items()) {
+    if (v.is_string()) keys[k] = v.get<std::string>();
+  }
   if (++contributions_[epoch] < job_.nshells || epoch != epoch_ || !contributed_) return;
-  // Every shell is in: the barrier is over.
+  // Every shell is in: the barrier is over, and its keys are seen.
   contributions_.erase(epoch);
+  for (auto& [k, v] : arriving_[epoch]) kvs_[k] = std::move(v);
+  arriving_.erase(epoch);
   ++epoch_;
   contributed_ = false;
   for (auto& c : conns_) {

@@ -102,8 +102,9 @@ class PmiServer {
     bool inited = false;
     bool finalized = false;
     bool in_barrier = false;
-    bool in_multi = false;  // inside an mcmd=... request, up to endcmd
-    bool exited = false;    // the task did: the connection ends once read
+    bool in_multi = false;                    // inside an mcmd=... request, up to endcmd
+    bool exited = false;                      // the task did: the connection ends once read
+    std::map<std::string, std::string> puts;  // since its last barrier
   };
   void read(Conn& c);
   void take(Conn& c, std::string_view line);
@@ -122,8 +123,11 @@ class PmiServer {
   PmiExchange exchange_;
   std::function<void(const std::string&)> abort_job_;
   std::vector<std::unique_ptr<Conn>> conns_;
-  std::map<std::string, std::string> kvs_;      // what every shell put, up to the last barrier
-  std::map<std::string, std::string> pending_;  // put here since the last barrier
+  std::map<std::string, std::string> kvs_;  // what every shell put, up to the last barrier
+  // Keys read from the lines of a barrier not yet over (epoch → keys):
+  // a shell that is through a barrier may already have put its tasks'
+  // keys of the next, which no task may see before that one ends.
+  std::map<uint64_t, std::map<std::string, std::string>> arriving_;
   uint64_t epoch_ = 0;
   bool contributed_ = false;               // to epoch_
   std::map<uint64_t, int> contributions_;  // epoch → lines read
