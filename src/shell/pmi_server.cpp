@@ -54,15 +54,18 @@ PmiExchange pmi_kvs_exchange(const std::function<Handle*()>& handle, const std::
       done(&e);
     });
   };
-  ex.watch = [handle, ns](const std::function<void(std::string_view)>& chunk) {
+  ex.watch = [handle, ns](const std::function<void(std::string_view, const Error*)>& chunk) {
     Handle* h = handle();
     if (!h) return;
     Json req{{"namespace", ns}, {"key", kvs_key::kPmi}, {"append", true}, {"waitcreate", true}, {"from", "start"}};
     h->rpc("kvs.watch", req, {kNodeAny, true, 0}, [chunk](const Message& m) {
-      if (m.errnum) return;
+      if (m.errnum) {
+        Error e{m.errnum, error_text(m)};
+        return chunk({}, &e);
+      }
       auto j = parse_json(m.payload);
       if (!j.ok() || !j->contains("data") || !(*j)["data"].is_string()) return;
-      chunk((*j)["data"].get<std::string>());
+      chunk((*j)["data"].get<std::string>(), nullptr);
     });
   };
   return ex;
@@ -307,19 +310,38 @@ void PmiServer::check_barrier() {
 }
 
 void PmiServer::start_watch() {
-  if (watching_) return;
-  watching_ = true;
-  exchange_.watch([this, a = std::weak_ptr<int>(alive_)](std::string_view chunk) {
-    if (!a.expired()) feed(chunk);
-  });
+  if (!watching_) watch_from_start();
 }
 
 void PmiServer::rewatch() {
-  if (!watching_) return;
+  if (watching_) watch_from_start();
+}
+
+// What was read already (taken_) is passed over.
+void PmiServer::watch_from_start() {
+  watching_ = true;
   offset_ = 0;
-  exchange_.watch([this, a = std::weak_ptr<int>(alive_)](std::string_view chunk) {
-    if (!a.expired()) feed(chunk);
+  exchange_.watch([this, a = std::weak_ptr<int>(alive_)](std::string_view chunk, const Error* e) {
+    if (a.expired()) return;
+    if (e) return watch_failed(*e);
+    feed(chunk);
   });
+}
+
+// The watch ended with an error. The broker gone (ECONNRESET) is the
+// shell's to mend: it reconnects and calls rewatch(). Anything else (the
+// job's user overwrote the key, say) leaves the barriers without the
+// other shells' lines: a task in the wire-up would wait for ever, so the
+// job ends with the reason; with none in it, the next init watches anew.
+void PmiServer::watch_failed(const Error& e) {
+  if (e.code == ECONNRESET) return;
+  watching_ = false;
+  if (ending_ || aborted_) return;
+  for (const auto& c : conns_) {
+    if (c->inited && !c->finalized && !c->closed) {
+      return abort("cannot follow the PMI exchange: " + e.text, true);
+    }
+  }
 }
 
 void PmiServer::feed(std::string_view chunk) {

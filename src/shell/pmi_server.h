@@ -54,8 +54,9 @@ struct PmiJob {
 struct PmiExchange {
   // Appends `line` to the job's `pmi` key; `done` gets the error, if any.
   std::function<void(std::string line, std::function<void(const Error*)> done)> append;
-  // Follows the `pmi` key from its start: `chunk` gets each appended text.
-  std::function<void(std::function<void(std::string_view chunk)> chunk)> watch;
+  // Follows the `pmi` key from its start: `chunk` gets each appended text,
+  // or the error that ended the watch (ECONNRESET: the broker went away).
+  std::function<void(std::function<void(std::string_view chunk, const Error* e)> chunk)> watch;
 };
 
 // PMI_process_mapping for shells running `per_shell` tasks each, in task
@@ -114,6 +115,8 @@ class PmiServer {
   void finish(Conn& c);
   void check_barrier();
   void start_watch();
+  void watch_from_start();
+  void watch_failed(const Error& e);
   void feed(std::string_view chunk);
   void take_line(std::string_view line);
   void abort(const std::string& why, bool tell_others);

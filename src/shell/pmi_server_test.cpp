@@ -20,7 +20,7 @@ namespace {
 // The job's `pmi` key, and how much of it each shell's watch was given.
 struct Exchange {
   std::string key;
-  std::vector<std::function<void(std::string_view)>> watchers;
+  std::vector<std::function<void(std::string_view, const Error*)>> watchers;
   std::vector<size_t> delivered;
 
   PmiExchange for_shell(size_t shell) {
@@ -33,7 +33,7 @@ struct Exchange {
       key += line;
       done(nullptr);
     };
-    ex.watch = [this, shell](std::function<void(std::string_view)> chunk) {
+    ex.watch = [this, shell](std::function<void(std::string_view, const Error*)> chunk) {
       watchers[shell] = std::move(chunk);
       delivered[shell] = 0;
     };
@@ -44,8 +44,15 @@ struct Exchange {
     if (!watchers[shell] || delivered[shell] == key.size()) return;
     std::string chunk = key.substr(delivered[shell]);
     delivered[shell] = key.size();
-    watchers[shell](chunk);
+    watchers[shell](chunk, nullptr);
   }
+  // Ends shell's watch with `e`.
+  void fail(size_t shell, const Error& e) {
+    auto w = std::move(watchers[shell]);
+    watchers[shell] = nullptr;
+    w({}, &e);
+  }
+  bool watching(size_t shell) const { return static_cast<bool>(watchers[shell]); }
 };
 
 class PmiServerTest : public ::testing::Test {
@@ -160,6 +167,45 @@ TEST_F(PmiServerTest, ATaskSeesTheKeysOfItsShellsOtherTasksOnlyAfterABarrier) {
   EXPECT_EQ(answer(0), "cmd=barrier_out rc=0");
   EXPECT_EQ(answer(1), "cmd=barrier_out rc=0");
   EXPECT_EQ(ask(1, "cmd=get key=a"), "cmd=get_result rc=0 value=1");
+}
+
+TEST_F(PmiServerTest, AWatchThatEndsInTheWireUpEndsTheJobAndTellsTheOtherShells) {
+  start({1, 1});
+  for (int t : {0, 1}) ASSERT_NE(ask(t, "cmd=init pmi_version=1 pmi_subversion=1"), "");
+  exchange.fail(0, Error{EINVAL, "key pmi was overwritten, not appended to"});
+  ASSERT_EQ(aborts,
+            std::vector<std::string>{"cannot follow the PMI exchange: key pmi was overwritten, not appended to"});
+  exchange.deliver(1);
+  settle();
+  EXPECT_EQ(aborts.size(), 2u) << "shell 1 reads the abort line";
+}
+
+TEST_F(PmiServerTest, ALostBrokerIsNoAbortAndAWatchEndedOutsideTheWireUpStartsAgain) {
+  start({1});
+  ASSERT_NE(ask(0, "cmd=init pmi_version=1 pmi_subversion=1"), "");
+  // The broker went away: the shell reconnects and calls rewatch().
+  exchange.fail(0, Error{ECONNRESET, "lost the connection to the broker"});
+  EXPECT_TRUE(aborts.empty());
+  shells[0]->rewatch();
+  ASSERT_TRUE(exchange.watching(0));
+  EXPECT_EQ(ask(0, "cmd=put key=a value=1"), "cmd=put_result rc=0");
+  send(0, "cmd=barrier_in");
+  exchange.deliver(0);
+  settle();
+  EXPECT_EQ(answer(0), "cmd=barrier_out rc=0");
+  // Between two programs no task waits on the exchange: the next init
+  // follows it again, from its start, passing over what was read.
+  EXPECT_EQ(ask(0, "cmd=finalize"), "cmd=finalize_ack rc=0");
+  exchange.fail(0, Error{EPERM, "not yours"});
+  EXPECT_TRUE(aborts.empty());
+  EXPECT_FALSE(exchange.watching(0));
+  ASSERT_NE(ask(0, "cmd=init pmi_version=1 pmi_subversion=1"), "");
+  ASSERT_TRUE(exchange.watching(0));
+  send(0, "cmd=barrier_in");
+  exchange.deliver(0);
+  settle();
+  EXPECT_EQ(answer(0), "cmd=barrier_out rc=0");
+  EXPECT_TRUE(aborts.empty());
 }
 
 }  // namespace
