@@ -445,7 +445,7 @@ Result<std::string> JobsFormat::render(const Json& job, double now) const {
     if (!p.field) continue;
     auto v = render_piece(p, job, now);
     if (!v.ok()) return Error{EINVAL, "{" + p.name + "}: " + v.error().text};
-    out += *v;
+    out += terminal_text(*v);
   }
   while (!out.empty() && out.back() == ' ') out.pop_back();
   return out;

@@ -24,27 +24,6 @@ std::string cut(const std::string& s, size_t width) {
   return s;
 }
 
-// `s` with every control character (C0, DEL, and C1 as UTF-8) shown as
-// '?': job names and hosts are other users' words, and must not drive the
-// terminal of whoever watches (nor break the layout with a newline).
-std::string printable(const std::string& s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      out += '?';
-    } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
-      out += '?';
-      ++i;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 // `s` left-aligned in `width` columns (cut if longer); right-aligned with `right`.
 std::string pad(const std::string& s, size_t width, bool right = false) {
   std::string c = cut(s, width);
@@ -200,7 +179,7 @@ std::vector<std::string> TopView::render(double now, size_t rows, size_t cols) c
   std::vector<std::string> lines;
   const size_t width = cols == 0 ? std::string::npos : cols;
   auto add = [&](const std::string& s) {
-    std::string line = printable(s);
+    std::string line = terminal_text(s);
     lines.push_back(width == std::string::npos ? line : cut(line, width));
   };
 
