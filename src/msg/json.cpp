@@ -54,4 +54,36 @@ Result<Json> parse_json(std::string_view text, int max_depth) {
 
 std::string dump_json(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
 
+namespace {
+// A string as dump_json writes it, at most: quotes, two bytes for an
+// escaped quote or backslash, six for a control character (\u001f), and
+// three for any byte of UTF-8 (an invalid one becomes U+FFFD).
+size_t string_bound(const std::string& s) {
+  size_t n = 2;
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    n += c >= 0x80 ? 3 : c < 0x20 ? 6 : (c == '"' || c == '\\') ? 2 : 1;
+  }
+  return n;
+}
+}  // namespace
+
+size_t dump_json_bound(const Json& j) {
+  switch (j.type()) {
+    case Json::value_t::string: return string_bound(j.get_ref<const std::string&>());
+    case Json::value_t::array: {
+      size_t n = 2 + j.size();  // brackets, commas
+      for (const auto& v : j) n += dump_json_bound(v);
+      return n;
+    }
+    case Json::value_t::object: {
+      size_t n = 2 + 2 * j.size();  // braces, colons, commas
+      for (const auto& [k, v] : j.items()) n += string_bound(k) + dump_json_bound(v);
+      return n;
+    }
+    case Json::value_t::binary: return 64 + 4 * j.get_binary().size();
+    default: return 32;  // null, booleans and numbers: "-1.7976931348623157e+308" is 24
+  }
+}
+
 }  // namespace loom

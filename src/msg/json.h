@@ -24,5 +24,8 @@ bool json_nests_deeper_than(std::string_view text, int max_depth);
 
 // Dumps compactly; invalid UTF-8 in strings is replaced, never thrown.
 std::string dump_json(const Json& j);
+// At least dump_json(j).size(), found without building the text: what a
+// reply that gathers many values counts to stay within a frame.
+size_t dump_json_bound(const Json& j);
 
 }  // namespace loom

@@ -155,5 +155,24 @@ TEST(Json, RoundTripsThroughDumpAndParse) {
   EXPECT_EQ(*back, j);
 }
 
+TEST(Json, DumpBoundIsNeverBelowTheText) {
+  std::string controls;
+  for (int c = 0; c < 0x20; ++c) controls += static_cast<char>(c);
+  const Json samples[] = {
+      Json::parse(
+          R"({"id":1,"name":"a \"quoted\" \\ name","t":1.5e300,"neg":-1.7976931348623157e+308,"ok":true,"n":null})"),
+      Json{{"controls", controls}, {"bad utf-8", std::string("\xff\xfe\xc3")}, {"utf-8", "d\xc3\xa9j\xc3\xa0"}},
+      Json::array({Json::array(), Json::object(), Json::array({1, 2, 3}), std::string(100000, 'x')}),
+      Json::binary({1, 2, 3}),
+  };
+  for (const auto& j : samples) {
+    size_t text = dump_json(j).size();
+    EXPECT_GE(dump_json_bound(j), text) << dump_json(j);
+    // Close enough to count by: within a small factor for ordinary text.
+    EXPECT_LE(dump_json_bound(j), 6 * text + 64) << dump_json(j);
+  }
+  EXPECT_EQ(dump_json_bound(Json(std::string(1000, 'x'))), 1002u);
+}
+
 }  // namespace
 }  // namespace loom
