@@ -388,4 +388,24 @@ Result<double> time_limit_arg(const std::string& s) {
   return static_cast<double>(days) * 86400 + secs;
 }
 
+Result<Json> list_jobs(Client& c, Json req) {
+  Json jobs = Json::array();
+  for (;;) {
+    auto r = c.call("job-manager.list", req);
+    if (!r.ok()) return r.error();
+    auto part = r->find("jobs");
+    if (part == r->end() || !part->is_array()) return Error{EPROTO, "job-manager.list answered without \"jobs\""};
+    bool more = r->value("more", false) && !part->empty();
+    if (more) {
+      auto id = part->back().find("id");
+      if (id == part->back().end() || !id->is_number_unsigned()) {
+        return Error{EPROTO, "job-manager.list answered a job without an id"};
+      }
+      req["before"] = *id;
+    }
+    for (auto& j : *part) jobs.push_back(std::move(j));
+    if (!more) return jobs;
+  }
+}
+
 }  // namespace loom::cli

@@ -26,6 +26,11 @@ std::string latest_uri_file();
 // LOOM_URI, else the user's most recent instance.
 Result<std::string> instance_uri();
 
+// job-manager.list with `req`, every part of the answer (the job manager
+// cuts a long one in parts: docs/protocols/jobs.md): the jobs, newest
+// first, as one array.
+Result<Json> list_jobs(Client& c, Json req);
+
 // A connected client with its own loop and clock.
 struct Session {
   asio::io_context io;

@@ -236,10 +236,10 @@ int run_wait_all() {
   int64_t userid = static_cast<int64_t>(::getuid());
   if (const char* u = std::getenv("LOOM_HANDLE_USERID"); u && *u) userid = std::atoll(u);
   constexpr int kActiveStates = 1 | 2 | 4 | 8 | 16 | 32;  // NEW to CLEANUP (job.h)
-  auto l = sess.client->call("job-manager.list", Json{{"userid", userid}, {"states", kActiveStates}});
+  auto l = list_jobs(*sess.client, Json{{"userid", userid}, {"states", kActiveStates}});
   if (!l.ok()) return fail(cmd, l.error(), 2);
   std::vector<JobId> ids;
-  for (auto& j : (*l)["jobs"]) ids.push_back(JobId{j["id"].get<uint64_t>()});
+  for (auto& j : *l) ids.push_back(JobId{j["id"].get<uint64_t>()});
   ProgressLine progress("wait");
   size_t done = 0;
   int rc = 0;

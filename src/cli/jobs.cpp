@@ -231,10 +231,10 @@ int run_jobs(const JobsOpts& o) {
   Json req{{"states", ids.empty() ? mask : kActive | kInactive}};
   if (userid >= 0) req["userid"] = userid;
   if (!ids.empty()) req["ids"] = ids;
-  auto r = (*s)->client->call("job-manager.list", req);
+  auto r = list_jobs(*(*s)->client, req);
   if (!r.ok()) return fail("jobs", r.error());
   std::vector<Json> jobs;
-  for (auto& j : (*r)["jobs"]) {
+  for (auto& j : *r) {
     if (!(state_bit(j.value("state", "")) & mask)) continue;
     bool inactive = j.value("state", "") == "INACTIVE";
     if (!results.empty() && inactive && std::find(results.begin(), results.end(), "*") == results.end() &&
@@ -252,8 +252,7 @@ int run_jobs(const JobsOpts& o) {
   int rc = 0;
   for (const auto& id : ids) {
     uint64_t want = id.get<uint64_t>();
-    bool found = std::any_of((*r)["jobs"].begin(), (*r)["jobs"].end(),
-                             [&](const Json& j) { return j.value("id", uint64_t{0}) == want; });
+    bool found = std::any_of(r->begin(), r->end(), [&](const Json& j) { return j.value("id", uint64_t{0}) == want; });
     if (!found) rc = fail("jobs", "unknown job " + encode_f58(JobId{want}));
   }
   if (o.json) {
