@@ -273,9 +273,18 @@ def op_jobs(filter, all, name, user, ids, since, count):
         req["userid"] = uid
     if want:
         req["ids"] = [int(i) for i in want]
-    r = yield Call("job-manager.list", req)
+    # The job manager answers a long listing in parts (`more`): ask on,
+    # from the oldest job listed so far.
+    listed = []
+    while True:
+        r = yield Call("job-manager.list", req)
+        part = r.get("jobs", [])
+        listed.extend(part)
+        if not r.get("more") or not part:
+            break
+        req["before"] = part[-1]["id"]
     out = []
-    for j in r.get("jobs", []):
+    for j in listed:
         state = j.get("state", "")
         if not _STATE_BITS.get(state, 0) & mask:
             continue
