@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include "kit/client.h"
 #include "kit/jobs.h"
@@ -233,6 +234,56 @@ TEST_F(Top, JournalsAreCappedPerClientAndEndWithTheirRank) {
   ASSERT_EQ(::kill(*pid, SIGKILL), 0);
   ASSERT_TRUE(loop.run_until([&] { return lost; }, 20));
   EXPECT_EQ(journals(), 16);
+}
+
+// A listing far over one message's share (8 MiB) comes in parts, each
+// well within the 64 MiB frame: job-manager.list says `more` and is asked
+// again from its last job; the journal's first answer takes several
+// parts. 100 held jobs of 100 kB names make 10 MB of listing.
+TEST_F(Top, LongListingsComeInPartsWithinTheFrame) {
+  start();
+  auto submitted = loom({"submit", "--cc=1-100", "--urgency=0", "--job-name=" + std::string(100000, 'n'), "true"});
+  ASSERT_EQ(submitted.code, 0) << show(submitted);
+  std::vector<std::string> submitted_ids = submitted.out_lines();
+  std::set<std::string> ids(submitted_ids.begin(), submitted_ids.end());
+  ASSERT_EQ(ids.size(), 100u);
+
+  auto first = loom({"rpc", "job-manager.list", "{}"});
+  ASSERT_EQ(first.code, 0) << first.err;
+  auto part = parse_json(first.out);
+  ASSERT_TRUE(part.ok()) << part.error().text;
+  EXPECT_EQ((*part)["more"], true);
+  EXPECT_GT((*part)["jobs"].size(), 0u);
+  EXPECT_LT((*part)["jobs"].size(), 100u);
+  EXPECT_LE(first.out.size(), size_t{9} << 20);
+
+  auto listed = loom({"jobs", "-n", "-o", "{id}"});
+  ASSERT_EQ(listed.code, 0) << listed.err;
+  std::vector<std::string> lines = listed.out_lines();
+  EXPECT_EQ(lines.size(), 100u) << "every job once";
+  EXPECT_EQ(std::set<std::string>(lines.begin(), lines.end()), ids);
+
+  auto c = connect();
+  ASSERT_TRUE(c);
+  Journal j;
+  j.tag = c->handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&j](const Message& m) {
+    if (m.errnum) {
+      j.end = m.errnum;
+      return;
+    }
+    j.got.push_back(parse_json(m.payload).value());
+  });
+  ASSERT_TRUE(loop.run_until([&] { return j.end || (!j.got.empty() && j.got.back()["more"] == false); }, 20));
+  ASSERT_EQ(j.end, 0);
+  EXPECT_GE(j.got.size(), 2u);
+  std::set<uint64_t> journaled;
+  size_t total = 0;
+  for (const auto& p : j.got) {
+    for (const auto& job : p["jobs"]) journaled.insert(job["id"].get<uint64_t>());
+    total += p["jobs"].size();
+  }
+  EXPECT_EQ(total, 100u);
+  EXPECT_EQ(journaled.size(), 100u);
 }
 
 TEST_F(Top, PrintsTheScreenOnceWhenNotATerminal) {

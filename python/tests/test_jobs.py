@@ -178,3 +178,18 @@ def test_cancel_all_filters_by_name(client):
         assert client.jobs(ids=[other.id])[0]["state"] != "INACTIVE"
     finally:
         client.cancel(other)
+
+
+def test_a_listing_over_one_answer_comes_whole(client):
+    # 100 held jobs of 100 kB names: 10 MB, over the 8 MiB the job
+    # manager puts in one answer; the client asks on from the last job.
+    name = "n" * 100000
+    jobs = client.submit_many([["true"]] * 100, urgency="hold", name=name)
+    ids = [j.id for j in jobs]
+    try:
+        first = client.rpc("job-manager.list", {})
+        assert first["more"] is True and 0 < len(first["jobs"]) < 100
+        listed = client.jobs(name=name)
+        assert [j["id"] for j in listed] == list(reversed(ids))  # each once, newest first
+    finally:
+        client.cancel(*ids)

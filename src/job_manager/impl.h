@@ -52,6 +52,10 @@ inline constexpr uint32_t kPriorityMax = 4294967295U;
 inline constexpr size_t kMaxBatch = 100000;
 // The longest execution service name exec-hello takes.
 inline constexpr size_t kMaxServiceName = 64;
+// What one answer listing jobs (job-manager.list, a part of a journal's
+// first answer) holds at most, as dump_json_bound counts: far below the
+// 64 MiB frame whatever the jobs' names, and a client asks for the rest.
+inline constexpr size_t kListPartBytes = size_t{8} << 20;
 
 // The priority of a job with `urgency`: held jobs get 0 and are never
 // offered to the scheduler, expedited ones the highest value; otherwise

@@ -4,7 +4,8 @@
 //
 //   -> job-manager.events {} (streaming)
 //   <- {jobs: [JOB, ...], more}              the active jobs, first, in parts
-//                                            of at most 1,000 (more: another follows)
+//                                            of at most 1,000 jobs and 8 MiB
+//                                            (more: another follows)
 //   <- {id, event: {timestamp, name, context?}, job?: JOB}
 //   <- {id, job: JOB}                        a job changed without an event
 //   ...                                      until events-cancel or disconnect
@@ -50,13 +51,18 @@ void JobManager::Impl::journal_open(const Message& m) {
   // In parts, so that a long queue never makes a message near the frame
   // limit (docs/protocols/messages.md): `more` says another part follows.
   Json jobs = Json::array();
+  size_t bytes = 0;
   for (auto& [id, j] : jobs_) {
     if (!is_active(j.rec.state) || !may_touch(m, j.rec.userid)) continue;
-    if (jobs.size() == kJournalPart) {
+    Json d = describe(j);
+    size_t b = dump_json_bound(d);
+    if (jobs.size() == kJournalPart || (!jobs.empty() && bytes + b > kListPartBytes)) {
       h_.respond(m, Json{{"jobs", std::move(jobs)}, {"more", true}});
       jobs = Json::array();
+      bytes = 0;
     }
-    jobs.push_back(describe(j));
+    bytes += b;
+    jobs.push_back(std::move(d));
   }
   h_.respond(m, Json{{"jobs", std::move(jobs)}, {"more", false}});
   journals_.emplace(key, m);

@@ -299,16 +299,29 @@ void JobManager::Impl::list(const Message& m) {
       only.insert(v.get<uint64_t>());
     }
   }
+  // Jobs older than `before` only: the next page of a listing cut short.
+  auto before = p->contains("before") ? get_uint(*p, "before") : Result<uint64_t>(uint64_t{0});
+  if (!before.ok()) return h_.respond_error(m, before.error());
   Json out = Json::array();
-  for (auto it = jobs_.rbegin(); it != jobs_.rend(); ++it) {
+  size_t bytes = 0;
+  bool more = false;
+  auto start = *before > 0 ? std::make_reverse_iterator(jobs_.lower_bound(JobId{*before})) : jobs_.rbegin();
+  for (auto it = start; it != jobs_.rend(); ++it) {
     const Job& j = it->second;
     if (p->contains("ids") && !only.count(j.id.value())) continue;
     if (*userid >= 0 && j.rec.userid != static_cast<uint32_t>(*userid)) continue;
     if (!(static_cast<int64_t>(j.rec.state) & *states)) continue;
-    out.push_back(describe(j));
+    Json d = describe(j);
+    size_t b = dump_json_bound(d);
+    if (!out.empty() && bytes + b > kListPartBytes) {
+      more = true;
+      break;
+    }
+    bytes += b;
+    out.push_back(std::move(d));
     if (*limit > 0 && out.size() >= static_cast<size_t>(*limit)) break;
   }
-  h_.respond(m, Json{{"jobs", std::move(out)}});
+  h_.respond(m, Json{{"jobs", std::move(out)}, {"more", more}});
 }
 
 void JobManager::Impl::raise(const Message& m) {
