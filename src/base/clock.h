@@ -36,12 +36,16 @@ class Clock {
   // Seconds since the Unix epoch, for timestamps people read (eventlogs).
   virtual double wall() const = 0;
   virtual std::unique_ptr<Timer> make_timer() = 0;
+  // What waits for idleness runs in this order: writes first, so that
+  // decisions (the scheduler's pass) see what they caused.
+  enum class IdleOrder { kWrite, kDecide };
   // Takes `fn` to run once the loop has nothing else to do at the current
   // instant, and says so; false (the default, `fn` untouched): the caller
   // runs it on the loop's next turn. Only the simulator's clock takes it
   // (base/virtual_clock.h), so that everything that happens at one
-  // virtual time is seen by one scheduling pass.
-  virtual bool defer_to_idle(std::function<void()>& /*fn*/) { return false; }
+  // virtual time is seen by one scheduling pass, and is written in as few
+  // commits as the work's own order allows.
+  virtual bool defer_to_idle(std::function<void()>& /*fn*/, IdleOrder /*order*/) { return false; }
 };
 
 // The clock of the real world, timers on an Asio io_context.

@@ -8,8 +8,8 @@ namespace loom {
 OncePerTurn::OncePerTurn(asio::io_context& io, std::function<void()> fn)
     : io_(io), state_(std::make_shared<State>(State{std::move(fn), false})) {}
 
-OncePerTurn::OncePerTurn(asio::io_context& io, Clock& clock, std::function<void()> fn)
-    : io_(io), clock_(&clock), state_(std::make_shared<State>(State{std::move(fn), false})) {}
+OncePerTurn::OncePerTurn(asio::io_context& io, Clock& clock, Clock::IdleOrder order, std::function<void()> fn)
+    : io_(io), clock_(&clock), order_(order), state_(std::make_shared<State>(State{std::move(fn), false})) {}
 
 void OncePerTurn::request() {
   if (state_->posted) return;
@@ -21,7 +21,7 @@ void OncePerTurn::request() {
     state->posted = false;
     state->fn();
   };
-  if (clock_ && clock_->defer_to_idle(run)) return;
+  if (clock_ && clock_->defer_to_idle(run, order_)) return;
   asio::post(io_, std::move(run));
 }
 

@@ -21,9 +21,10 @@ class OncePerTurn {
  public:
   OncePerTurn(asio::io_context& io, std::function<void()> fn);
   // The same, where a turn ends only once `clock` says the loop is idle at
-  // the current instant (Clock::defer_to_idle: the simulator's clock), on
-  // the loop's next turn otherwise.
-  OncePerTurn(asio::io_context& io, Clock& clock, std::function<void()> fn);
+  // the current instant (Clock::defer_to_idle: the simulator's clock), in
+  // `order` among what else waits for that; on the loop's next turn
+  // otherwise.
+  OncePerTurn(asio::io_context& io, Clock& clock, Clock::IdleOrder order, std::function<void()> fn);
   OncePerTurn(const OncePerTurn&) = delete;
   OncePerTurn& operator=(const OncePerTurn&) = delete;
 
@@ -38,6 +39,7 @@ class OncePerTurn {
   };
   asio::io_context& io_;
   Clock* clock_ = nullptr;
+  Clock::IdleOrder order_ = Clock::IdleOrder::kDecide;
   // Held weakly by the posted handler, so that it does nothing once this
   // object is gone.
   std::shared_ptr<State> state_;

@@ -71,7 +71,7 @@ TEST(OncePerTurn, WithAVirtualClockWaitsForIdleness) {
   asio::io_context io;
   VirtualClock clock;
   int runs = 0;
-  OncePerTurn once(io, clock, [&] { ++runs; });
+  OncePerTurn once(io, clock, Clock::IdleOrder::kDecide, [&] { ++runs; });
   once.request();
   asio::post(io, [&] { once.request(); });
   io.run();

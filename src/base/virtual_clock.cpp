@@ -46,8 +46,8 @@ VirtualClock::~VirtualClock() = default;
 
 std::unique_ptr<Timer> VirtualClock::make_timer() { return std::make_unique<VirtualTimer>(*this); }
 
-bool VirtualClock::defer_to_idle(std::function<void()>& fn) {
-  idle_.push_back(std::move(fn));
+bool VirtualClock::defer_to_idle(std::function<void()>& fn, IdleOrder order) {
+  (order == IdleOrder::kWrite ? idle_writes_ : idle_decisions_).push_back(std::move(fn));
   return true;
 }
 
@@ -67,9 +67,10 @@ bool VirtualClock::fire_one() {
 }
 
 bool VirtualClock::run_idle_one() {
-  if (idle_.empty()) return false;
-  auto fn = std::move(idle_.front());
-  idle_.pop_front();
+  auto& queue = idle_writes_.empty() ? idle_decisions_ : idle_writes_;
+  if (queue.empty()) return false;
+  auto fn = std::move(queue.front());
+  queue.pop_front();
   fn();
   return true;
 }

@@ -34,7 +34,7 @@ class VirtualClock final : public Clock {
   double now() const override { return now_; }
   double wall() const override { return epoch_ + now_; }
   std::unique_ptr<Timer> make_timer() override;
-  bool defer_to_idle(std::function<void()>& fn) override;
+  bool defer_to_idle(std::function<void()>& fn, IdleOrder order) override;
 
   // The earliest deadline of an armed timer, if one is armed.
   std::optional<double> next_deadline() const;
@@ -42,7 +42,8 @@ class VirtualClock final : public Clock {
   void move_to(double t);
   // Runs the earliest timer due by now(), if one is; false if none is.
   bool fire_one();
-  // Runs the oldest work deferred to idleness, if there is; false if not.
+  // Runs the oldest work deferred to idleness, writes before decisions, if
+  // there is; false if not.
   bool run_idle_one();
   size_t armed_timers() const { return armed_.size(); }
 
@@ -55,7 +56,8 @@ class VirtualClock final : public Clock {
   double now_ = 0;
   uint64_t armings_ = 0;
   std::set<Key> armed_;
-  std::deque<std::function<void()>> idle_;
+  std::deque<std::function<void()>> idle_writes_;
+  std::deque<std::function<void()>> idle_decisions_;
 };
 
 }  // namespace loom

@@ -74,13 +74,35 @@ TEST(VirtualClock, WorkDeferredToIdlenessRunsInOrderWhenAsked) {
   std::vector<int> ran;
   for (int i = 0; i < 3; ++i) {
     std::function<void()> fn = [&ran, i] { ran.push_back(i); };
-    EXPECT_TRUE(c.defer_to_idle(fn));
+    EXPECT_TRUE(c.defer_to_idle(fn, Clock::IdleOrder::kDecide));
   }
   EXPECT_TRUE(ran.empty());
   while (c.run_idle_one()) {
   }
   EXPECT_EQ(ran, (std::vector<int>{0, 1, 2}));
   EXPECT_FALSE(c.run_idle_one());
+}
+
+// Writes go before decisions, whenever they were deferred: a decision
+// (the scheduler's pass) sees what the instant's commits led to. A write
+// deferred by a decision as it runs still goes before the next decision.
+TEST(VirtualClock, DeferredWritesRunBeforeDeferredDecisions) {
+  VirtualClock c;
+  std::string ran;
+  auto defer = [&](char what, Clock::IdleOrder order, std::function<void()> then = nullptr) {
+    std::function<void()> fn = [&ran, what, then] {
+      ran += what;
+      if (then) then();
+    };
+    EXPECT_TRUE(c.defer_to_idle(fn, order));
+  };
+  defer('d', Clock::IdleOrder::kDecide, [&] { defer('x', Clock::IdleOrder::kWrite); });
+  defer('e', Clock::IdleOrder::kDecide);
+  defer('w', Clock::IdleOrder::kWrite);
+  defer('v', Clock::IdleOrder::kWrite);
+  while (c.run_idle_one()) {
+  }
+  EXPECT_EQ(ran, "wvdxe");
 }
 
 }  // namespace

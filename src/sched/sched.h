@@ -195,7 +195,7 @@ class Sched {
   std::map<uint32_t, RankInventory> early_reports_;
   // In a simulation a turn lasts until the instance is idle at the current
   // instant (base/virtual_clock.h): one pass sees all that happened then.
-  OncePerTurn pass_turn_{io_, clock_, [this] { pass(); }};
+  OncePerTurn pass_turn_{io_, clock_, Clock::IdleOrder::kDecide, [this] { pass(); }};
   OncePerTurn save_inventory_turn_{io_, [this] { save_inventory(); }};
   OncePerTurn recheck_turn_{io_, [this] { recheck_feasible(); }};
   // Shared with posted passes and RPC callbacks, to know Sched still exists.
