@@ -209,8 +209,9 @@ struct JobManager::Impl {
   // Events waiting for the next KVS commit.
   Json pending_ops_ = Json::array();
   std::vector<std::function<void(const Error*)>> after_commit_;
-  // Every event posted in one loop turn goes into one commit.
-  OncePerTurn flush_turn_{io_, [this] { flush(); }};
+  // Every event posted in one loop turn goes into one commit; in a
+  // simulation, every event of one virtual instant that nothing waits on.
+  OncePerTurn flush_turn_{io_, h_.clock(), Clock::IdleOrder::kWrite, [this] { flush(); }};
 
   std::unordered_map<uint32_t, EventlogWatch> eventlog_watches_;  // by our kvs.watch matchtag
 
