@@ -45,8 +45,8 @@ class Top : public JobsFixture {
     EXPECT_TRUE(c.ok()) << c.error().text;
     return c.ok() ? std::move(*c) : nullptr;
   }
-  // Opens a journal and waits for its first answer, the active jobs.
-  void open(Client& c, Journal& j) {
+  // Asks for a journal: `j` gathers what comes.
+  void request(Client& c, Journal& j) {
     j.tag = c.handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&j](const Message& m) {
       if (m.errnum) {
         j.end = m.errnum;
@@ -54,6 +54,10 @@ class Top : public JobsFixture {
       }
       j.got.push_back(parse_json(m.payload).value());
     });
+  }
+  // Opens a journal and waits for its first answer, the active jobs.
+  void open(Client& c, Journal& j) {
+    request(c, j);
     ASSERT_TRUE(loop.run_until([&] { return !j.got.empty() || j.end; }, 20));
     ASSERT_EQ(j.end, 0);
     ASSERT_TRUE(j.got[0].contains("jobs")) << j.got[0];
@@ -149,13 +153,7 @@ TEST_F(Top, JournalGivesALongQueueInParts) {
   auto c = connect();
   ASSERT_TRUE(c);
   Journal j;
-  j.tag = c->handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&j](const Message& m) {
-    if (m.errnum) {
-      j.end = m.errnum;
-      return;
-    }
-    j.got.push_back(parse_json(m.payload).value());
-  });
+  request(*c, j);
   ASSERT_TRUE(loop.run_until([&] { return j.got.size() >= 2 || j.end; }, 20));
   ASSERT_EQ(j.end, 0);
   EXPECT_EQ(j.got[0]["jobs"].size(), 1000u);
@@ -266,13 +264,7 @@ TEST_F(Top, LongListingsComeInPartsWithinTheFrame) {
   auto c = connect();
   ASSERT_TRUE(c);
   Journal j;
-  j.tag = c->handle().rpc("job-manager.events", "{}", RpcOptions{0, true, 0}, [&j](const Message& m) {
-    if (m.errnum) {
-      j.end = m.errnum;
-      return;
-    }
-    j.got.push_back(parse_json(m.payload).value());
-  });
+  request(*c, j);
   ASSERT_TRUE(loop.run_until([&] { return j.end || (!j.got.empty() && j.got.back()["more"] == false); }, 20));
   ASSERT_EQ(j.end, 0);
   EXPECT_GE(j.got.size(), 2u);
