@@ -87,6 +87,11 @@ class PmiServerTest : public ::testing::Test {
     ASSERT_EQ(::write(fds[task], text.data(), text.size()), static_cast<ssize_t>(text.size()));
     settle();
   }
+  // What every shell appended, to every shell's watch.
+  void deliver_all() {
+    for (size_t s = 0; s < shells.size(); ++s) exchange.deliver(s);
+    settle();
+  }
   void settle() {
     // The server's read is ready once the reactor sees the bytes: run
     // until a pass finds nothing to do.
@@ -118,9 +123,7 @@ TEST_F(PmiServerTest, KeysPutForTheNextBarrierAreNotSeenBeforeItEnds) {
     ASSERT_EQ(ask(t, "cmd=put key=k" + std::to_string(t) + " value=first-" + std::to_string(t)), "cmd=put_result rc=0");
     send(t, "cmd=barrier_in");
   }
-  exchange.deliver(0);
-  exchange.deliver(1);
-  settle();
+  deliver_all();
   ASSERT_EQ(answer(0), "cmd=barrier_out rc=0");
   ASSERT_EQ(answer(1), "cmd=barrier_out rc=0");
 
@@ -145,9 +148,7 @@ TEST_F(PmiServerTest, KeysPutForTheNextBarrierAreNotSeenBeforeItEnds) {
   EXPECT_EQ(ask(1, "cmd=put key=k1 value=second-1"), "cmd=put_result rc=0");
   send(1, "cmd=barrier_in");
   EXPECT_EQ(answer(1), "") << "the barrier waits for shell 0's line";
-  exchange.deliver(0);
-  exchange.deliver(1);
-  settle();
+  deliver_all();
   EXPECT_EQ(answer(0), "cmd=barrier_out rc=0");
   EXPECT_EQ(answer(1), "cmd=barrier_out rc=0");
   EXPECT_EQ(ask(0, "cmd=get key=k1"), "cmd=get_result rc=0 value=second-1");
