@@ -386,7 +386,9 @@ struct JobManager::Impl {
     Json event;  // {timestamp, name, context}; null when only the job changed
   };
   // The open journals, by (sender, matchtag): the request to answer.
-  std::map<std::pair<HopId, uint32_t>, Message> journals_;
+  using Journals = std::map<std::pair<HopId, uint32_t>, Message>;
+  Journals journals_;
+  std::pair<Journals::iterator, Journals::iterator> client_journals(HopId sender);
   std::vector<JournalEntry> journal_pending_;
   OncePerTurn journal_turn_{io_, [this] { journal_flush(); }};
   void journal_open(const Message& m);

@@ -21,6 +21,8 @@
 // bound: past its output limit for one client (docs/protocols/messages.md,
 // "Limits") the broker drops that client with ENOBUFS, and its
 // job-manager.disconnect ends the stream here.
+#include <iterator>
+
 #include "job_manager/impl.h"
 
 namespace loom {
@@ -39,11 +41,8 @@ void JobManager::Impl::journal_open(const Message& m) {
   if (!p.ok()) return h_.respond_error(m, p.error());
   auto key = std::make_pair(m.sender(), m.matchtag);
   if (journals_.count(key)) return h_.respond_error(m, EEXIST, "that matchtag already has a journal");
-  size_t open = 0;
-  for (auto it = journals_.lower_bound(std::make_pair(m.sender(), uint32_t{0}));
-       it != journals_.end() && it->first.first == m.sender(); ++it) {
-    ++open;
-  }
+  auto [first, last] = client_journals(m.sender());
+  auto open = static_cast<size_t>(std::distance(first, last));
   if (open >= kJournalsPerClient) {
     return h_.respond_error(m, EAGAIN,
                             "this client has " + std::to_string(open) + " journals open already; cancel one first");
@@ -81,8 +80,15 @@ void JobManager::Impl::journal_cancel(const Message& m) {
 }
 
 void JobManager::Impl::journal_disconnect(HopId sender) {
-  auto it = journals_.lower_bound(std::make_pair(sender, uint32_t{0}));
-  while (it != journals_.end() && it->first.first == sender) it = journals_.erase(it);
+  auto [first, last] = client_journals(sender);
+  journals_.erase(first, last);
+}
+
+// The journals of one client: a range of journals_, keyed (client, matchtag).
+std::pair<JobManager::Impl::Journals::iterator, JobManager::Impl::Journals::iterator> JobManager::Impl::client_journals(
+    HopId sender) {
+  return {journals_.lower_bound(std::make_pair(sender, uint32_t{0})),
+          journals_.upper_bound(std::make_pair(sender, UINT32_MAX))};
 }
 
 // A lost rank sends no disconnect for the clients it served: their
