@@ -434,7 +434,8 @@ TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
 // `loom job info ID`: one page, each line a fact of the job.
 TEST_F(Jobs, JobInfoIsAPageAboutTheJob) {
   start();
-  std::string id = submit_job({"-N2", "-n2", "-t", "10m", "--job-name=three", "sh", "-c", "exit 3"});
+  // The name is its user's words: an escape in it never reaches the terminal.
+  std::string id = submit_job({"-N2", "-n2", "-t", "10m", "--job-name=three\x1b[2J", "sh", "-c", "exit 3"});
   wait_event(id, "clean");
   auto r = loom({"job", "info", id});
   ASSERT_EQ(r.code, 0) << show(r);
@@ -445,7 +446,7 @@ TEST_F(Jobs, JobInfoIsAPageAboutTheJob) {
     page[l.substr(0, l.find(' '))] += l.substr(12);
   }
   EXPECT_EQ(page["job"], id + " (" + std::to_string(parse_jobid(id).value().value()) + ")");
-  EXPECT_EQ(page["name"], "three");
+  EXPECT_EQ(page["name"], "three?[2J");
   EXPECT_EQ(page["state"], "INACTIVE, FAILED");
   EXPECT_EQ(page["command"], "sh -c exit 3");
   EXPECT_EQ(page["asked"], "2 tasks on 2 nodes, 1 core per task, time limit 0:10:00");

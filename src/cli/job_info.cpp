@@ -14,6 +14,7 @@
 #include <string>
 
 #include "base/wait_status.h"
+#include "cli/jobs_fields.h"
 #include "eventlog/eventlog.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"
@@ -51,9 +52,11 @@ std::string how_it_ended(int status) {
   return "exit code " + std::to_string(shell_exit_code(status));
 }
 
+// Values are users' words (a name, a command, a note): control
+// characters show as '?' (terminal_text).
 void line(const std::string& key, const std::string& value) {
   if (value.empty()) return;
-  std::printf("%-11s %s\n", key.c_str(), value.c_str());
+  std::printf("%-11s %s\n", key.c_str(), terminal_text(value).c_str());
 }
 
 }  // namespace
