@@ -242,6 +242,27 @@ TEST_F(MultiUser, AUserCannotTouchAnotherUsersJob) {
   EXPECT_EQ(out.out.find("forged"), std::string::npos) << out.out;
 }
 
+// shell.adopt takes a process for any job id (a shell coming back cannot
+// prove whose job it ran): another user's offer for a job that has not
+// started yet must not keep that job from starting.
+TEST_F(MultiUser, AShellOfferedByAnotherUserDoesNotKeepAJobFromStarting) {
+  std::string id = submit_as(a_, {"--urgency=hold", "-N2", "true"});
+  ASSERT_FALSE(id.empty());
+  std::string num = std::to_string(parse_jobid(id).value().value());
+  auto sleeper = run_as(b_, {"/bin/sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"});
+  ASSERT_EQ(sleeper.code, 0) << show(sleeper);
+  std::string pid = trim(sleeper.out);
+  for (const char* rank : {"0", "1"}) {
+    auto adopt = loom_as(b_, {"rpc", "--rank", rank, "shell.adopt",
+                              R"({"id":)" + num + R"(,"rank":)" + rank + R"(,"pid":)" + pid + "}"});
+    EXPECT_EQ(adopt.code, 0) << show(adopt);
+  }
+  ASSERT_EQ(loom_as(a_, {"job", "urgency", id, "default"}).code, 0);
+  ASSERT_EQ(inst_.loom({"job", "wait-event", id, "clean"}).code, 0);
+  EXPECT_EQ(trim(inst_.loom({"jobs", "-A", "-a", "-n", "-o", "{result}", id}).out), "COMPLETED");
+  ::kill(std::stoi(pid), SIGKILL);
+}
+
 // The exec eventlog is job-exec's record, which it trusts after a restart
 // (a rank with `shell-exit` counts as finished and is released): the job's
 // user writes their job's namespace (the shells write its output as them)

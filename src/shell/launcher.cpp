@@ -201,9 +201,6 @@ void ShellLauncher::Impl::launch(const Message& m) {
   if (!p) return;
   if (!p->contains("info") || !(*p)["info"].is_object()) return h_.respond_error(m, EPROTO, "missing \"info\"");
   uint64_t jid = static_cast<uint64_t>(id);
-  if (shells_.count(jid)) {
-    return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
-  }
   // Whose job (user.h): a shell never runs a job of another user as us.
   Json& job = (*p)["info"];
   uint32_t userid = static_cast<uint32_t>(::geteuid());
@@ -212,6 +209,19 @@ void ShellLauncher::Impl::launch(const Message& m) {
       return h_.respond_error(m, EPROTO, "\"userid\" must be a uid");
     }
     userid = job["userid"].get<uint32_t>();
+  }
+  if (auto it = shells_.find(jid); it != shells_.end()) {
+    // Anyone may offer a process of their own as the shell of any job id
+    // (shell.adopt cannot know whose job it will be): one nobody claimed,
+    // offered by another user, is not this job's. It is forgotten, not
+    // killed (it is that user's process), and the job starts.
+    const Shell& s = it->second;
+    if (s.claimed || s.owner_adopted || s.userid == userid) {
+      return h_.respond_error(m, EEXIST, "job " + encode_f58(JobId{jid}) + " already has a shell on this rank");
+    }
+    spdlog::warn("shell: job {}: forgetting process {}, offered as its shell by uid {}, not the job's user",
+                 encode_f58(JobId{jid}), s.pid, s.userid);
+    shells_.erase(it);
   }
   job.erase("user");
   if (userid != ::geteuid()) {
@@ -459,7 +469,7 @@ void ShellLauncher::Impl::adopt(const Message& m) {
         m, EPERM, "process " + std::to_string(*pid) + " is not one of uid " + std::to_string(m.userid) + "'s");
   }
   if (shells_.count(jid)) {
-    return h_.respond_error(m, EEXIST, "job " + std::to_string(jid) + " already has a shell on this rank");
+    return h_.respond_error(m, EEXIST, "job " + encode_f58(JobId{jid}) + " already has a shell on this rank");
   }
   // Each adopted shell holds a pidfd until it is claimed (or a minute has
   // passed): one process is one shell, and a user's unclaimed ones are
