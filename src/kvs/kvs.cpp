@@ -282,16 +282,11 @@ void Kvs::apply(const StoredOp& op) {
       if (overwrite) {
         // Not an append: an append watcher that has seen the old value
         // cannot follow (its tail of a longer value would be wrong data).
-        auto range = watch_index_.equal_range(std::make_pair(op.ns, op.key));
-        for (auto it = range.first; it != range.second;) {
-          auto wit = watches_.find(it->second);
-          if (wit == watches_.end() || !wit->second.append || wit->second.sent == 0) {
-            ++it;
-            continue;
-          }
+        for (uint64_t id : watches_of(op.ns, &op.key)) {
+          auto wit = watches_.find(id);
+          if (wit == watches_.end() || !wit->second.append || wit->second.sent == 0) continue;
           h_.respond_error(wit->second.req, EINVAL, "key " + op.key + " was overwritten, not appended to");
-          watches_.erase(wit);
-          it = watch_index_.erase(it);
+          erase_watch(id);
         }
       }
       notify(op.ns, op.key);

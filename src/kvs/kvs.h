@@ -30,6 +30,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <tuple>
 #include <unordered_map>
 #include <vector>
 
@@ -115,7 +116,15 @@ class Kvs {
   OncePerTurn flush_turn_{io_, [this] { flush(); }};
   uint64_t next_watch_ = 1;
   std::unordered_map<uint64_t, Watch> watches_;
-  std::multimap<std::pair<std::string, std::string>, uint64_t> watch_index_;  // (ns, key) → watch
+  // The watches by what finds them, each lookup and removal log n however
+  // many there are (a client may hold thousands on one key, and cancel
+  // or drop them all at once):
+  std::set<std::tuple<std::string, std::string, uint64_t>> watch_index_;  // (ns, key, watch)
+  std::set<std::tuple<HopId, uint32_t, uint64_t>> watch_by_client_;       // (sender, matchtag, watch)
+  // The watches of (ns, key), of a namespace (key ""), of a client.
+  std::vector<uint64_t> watches_of(const std::string& ns, const std::string* key) const;
+  // Forgets watch `id` everywhere (it is answered, if at all, by the caller).
+  void erase_watch(uint64_t id);
   // Per group write (one storage transaction per loop turn).
   Histogram commit_seconds_{Histogram::seconds_bounds()};
   Histogram group_size_{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}};

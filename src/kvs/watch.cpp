@@ -1,5 +1,6 @@
-// kvs.watch: a streaming request per watcher. A watcher is keyed by
-// (namespace, key) in watch_index_; every applied change calls notify().
+// kvs.watch: a streaming request per watcher. A watcher is found by
+// (namespace, key) in watch_index_, by its client in watch_by_client_;
+// every applied change calls notify().
 // Watches end (ENODATA) when their key is removed, their namespace is
 // removed, on kvs.watch-cancel, or silently when their client disconnects.
 #include <spdlog/spdlog.h>
@@ -42,7 +43,8 @@ void Kvs::watch(const Message& req) {
   Watch w{req, ns_name, key, get_flag(*j, "append"), 0};
   if (from == "now" && exists) w.sent = it->second.value.size();
   auto [wit, inserted] = watches_.emplace(id, std::move(w));
-  watch_index_.emplace(std::make_pair(ns_name, key), id);
+  watch_index_.emplace(ns_name, key, id);
+  watch_by_client_.emplace(req.sender(), req.matchtag, id);
   if (exists && from == "start") (void)send_update(wit->second);
 }
 
@@ -68,40 +70,47 @@ bool Kvs::send_update(Watch& w) {
 }
 
 void Kvs::notify(const std::string& ns, const std::string& key) {
-  auto range = watch_index_.equal_range(std::make_pair(ns, key));
-  if (range.first == range.second) return;
+  auto ids = watches_of(ns, &key);
+  if (ids.empty()) return;
   bool gone = true;
   if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) gone = !nit->second.keys.count(key);
-  for (auto it = range.first; it != range.second;) {
-    auto wit = watches_.find(it->second);
-    bool keep = wit != watches_.end();
-    if (keep && gone) {
+  for (uint64_t id : ids) {
+    auto wit = watches_.find(id);
+    if (wit == watches_.end()) continue;
+    if (gone) {
       h_.respond_error(wit->second.req, ENODATA, "key " + key + " was removed");
-      keep = false;
-    } else if (keep) {
-      keep = send_update(wit->second);
-    }
-    if (keep) {
-      ++it;
+    } else if (send_update(wit->second)) {
       continue;
     }
-    if (wit != watches_.end()) watches_.erase(wit);
-    it = watch_index_.erase(it);
+    erase_watch(id);
   }
 }
 
 void Kvs::end_watches_in(const std::string& ns) {
-  for (auto it = watch_index_.begin(); it != watch_index_.end();) {
-    if (it->first.first != ns) {
-      ++it;
-      continue;
-    }
-    if (auto wit = watches_.find(it->second); wit != watches_.end()) {
-      h_.respond_error(wit->second.req, ENODATA, "namespace " + ns + " was removed");
-      watches_.erase(wit);
-    }
-    it = watch_index_.erase(it);
+  for (uint64_t id : watches_of(ns, nullptr)) {
+    auto wit = watches_.find(id);
+    if (wit == watches_.end()) continue;
+    h_.respond_error(wit->second.req, ENODATA, "namespace " + ns + " was removed");
+    erase_watch(id);
   }
+}
+
+std::vector<uint64_t> Kvs::watches_of(const std::string& ns, const std::string* key) const {
+  std::vector<uint64_t> ids;
+  static const std::string kNone;
+  for (auto it = watch_index_.lower_bound({ns, key ? *key : kNone, 0});
+       it != watch_index_.end() && std::get<0>(*it) == ns && (!key || std::get<1>(*it) == *key); ++it) {
+    ids.push_back(std::get<2>(*it));
+  }
+  return ids;
+}
+
+void Kvs::erase_watch(uint64_t id) {
+  auto it = watches_.find(id);
+  if (it == watches_.end()) return;
+  watch_index_.erase({it->second.ns, it->second.key, id});
+  watch_by_client_.erase({it->second.req.sender(), it->second.req.matchtag, id});
+  watches_.erase(it);
 }
 
 void Kvs::watch_cancel(const Message& req) {
@@ -111,23 +120,15 @@ void Kvs::watch_cancel(const Message& req) {
     return h_.respond_error(req, EPROTO, "kvs.watch-cancel needs a numeric \"matchtag\"");
   }
   uint32_t tag = (*j)["matchtag"].get<uint32_t>();
-  int n = 0;
-  for (auto it = watches_.begin(); it != watches_.end();) {
-    if (it->second.req.sender() == req.sender() && it->second.req.matchtag == tag) {
-      h_.respond_error(it->second.req, ENODATA, "watch cancelled");
-      auto key = std::make_pair(it->second.ns, it->second.key);
-      uint64_t id = it->first;
-      for (auto r = watch_index_.equal_range(key); r.first != r.second; ++r.first) {
-        if (r.first->second == id) {
-          watch_index_.erase(r.first);
-          break;
-        }
-      }
-      it = watches_.erase(it);
-      ++n;
-    } else {
-      ++it;
-    }
+  std::vector<uint64_t> ids;
+  for (auto it = watch_by_client_.lower_bound({req.sender(), tag, 0});
+       it != watch_by_client_.end() && std::get<0>(*it) == req.sender() && std::get<1>(*it) == tag; ++it) {
+    ids.push_back(std::get<2>(*it));
+  }
+  size_t n = ids.size();
+  for (uint64_t id : ids) {
+    h_.respond_error(watches_.at(id).req, ENODATA, "watch cancelled");
+    erase_watch(id);
   }
   if (n == 0) return h_.respond_error(req, ENOENT, "no such watch");
   h_.respond(req, std::string("{}"));
@@ -135,20 +136,12 @@ void Kvs::watch_cancel(const Message& req) {
 
 void Kvs::disconnect(const Message& req) {
   HopId who = req.sender();
-  for (auto it = watches_.begin(); it != watches_.end();) {
-    if (it->second.req.sender() != who) {
-      ++it;
-      continue;
-    }
-    auto key = std::make_pair(it->second.ns, it->second.key);
-    for (auto r = watch_index_.equal_range(key); r.first != r.second; ++r.first) {
-      if (r.first->second == it->first) {
-        watch_index_.erase(r.first);
-        break;
-      }
-    }
-    it = watches_.erase(it);
+  std::vector<uint64_t> ids;
+  for (auto it = watch_by_client_.lower_bound({who, 0, 0}); it != watch_by_client_.end() && std::get<0>(*it) == who;
+       ++it) {
+    ids.push_back(std::get<2>(*it));
   }
+  for (uint64_t id : ids) erase_watch(id);
 }
 
 }  // namespace loom
