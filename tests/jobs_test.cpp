@@ -347,6 +347,14 @@ TEST_F(Jobs, ExceptionTypesAndServiceNamesAreChecked) {
     EXPECT_NE(r.code, 0) << type << ": " << show(r);
     EXPECT_NE(r.err.find("exception type"), std::string::npos) << r.err;
   }
+  // A note is stored and listed with the job: it is bounded, a jobspec is.
+  auto long_note =
+      loom({"rpc", "job-manager.raise",
+            dump_json(Json{{"id", std::stoull(n)}, {"severity", 1}, {"type", "t"}, {"note", std::string(4097, 'n')}})});
+  EXPECT_EQ(long_note.err, "loom rpc: job-manager.raise: note is 4097 bytes, over the limit of 4096\n")
+      << show(long_note);
+  auto long_cancel = loom({"cancel", "-m", std::string(4097, 'n'), id});
+  EXPECT_NE(long_cancel.err.find("note is 4097 bytes, over the limit of 4096"), std::string::npos) << show(long_cancel);
   auto ok = loom({"rpc", "job-manager.raise", R"({"id":)" + n + R"(,"severity":1,"type":"my-check"})"});
   EXPECT_EQ(ok.code, 0) << show(ok);
   auto ex = eventlog(id);

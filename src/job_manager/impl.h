@@ -56,6 +56,8 @@ inline constexpr size_t kMaxServiceName = 64;
 // first answer) holds at most, as dump_json_bound counts: far below the
 // 64 MiB frame whatever the jobs' names, and a client asks for the rest.
 inline constexpr size_t kListPartBytes = size_t{8} << 20;
+// The longest note a raise or a cancel takes, in bytes.
+inline constexpr size_t kMaxNote = 4096;
 
 // The priority of a job with `urgency`: held jobs get 0 and are never
 // offered to the scheduler, expedited ones the highest value; otherwise

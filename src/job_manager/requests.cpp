@@ -34,6 +34,18 @@ bool runs_nothing(const Jobspec& spec) {
   }
   return true;
 }
+
+// The note of a raise or a cancel: it is stored in the job's eventlog and
+// given with the job in every listing and journal, so it is bounded as a
+// jobspec is (docs/protocols/jobs.md).
+Result<std::string> get_note(const Json& p) {
+  auto note = get_string(p, "note", "");
+  if (note.ok() && note->size() > kMaxNote) {
+    return Error{EINVAL,
+                 "note is " + std::to_string(note->size()) + " bytes, over the limit of " + std::to_string(kMaxNote)};
+  }
+  return note;
+}
 }  // namespace
 
 void JobManager::Impl::submit(const Message& m) {
@@ -333,7 +345,7 @@ void JobManager::Impl::raise(const Message& m) {
   if (!sev.ok()) return h_.respond_error(m, sev.error());
   auto type = get_string(*p, "type");
   if (!type.ok()) return h_.respond_error(m, type.error());
-  auto note = get_string(*p, "note", "");
+  auto note = get_note(*p);
   if (!note.ok()) return h_.respond_error(m, note.error());
   EventEntry probe{0, "exception", exception_context(*type, static_cast<int>(*sev), *note)};
   if (auto st = check_exception_type(*type); !st) return h_.respond_error(m, st.error());
@@ -345,7 +357,7 @@ void JobManager::Impl::raise(const Message& m) {
 void JobManager::Impl::cancel(const Message& m) {
   auto p = payload_object(m);
   if (!p.ok()) return h_.respond_error(m, p.error());
-  auto note = get_string(*p, "note", "");
+  auto note = get_note(*p);
   if (!note.ok()) return h_.respond_error(m, note.error());
   auto all = get_bool(*p, "all", false);
   if (!all.ok()) return h_.respond_error(m, all.error());
