@@ -26,6 +26,9 @@ void Handle::set_credentials(uint32_t userid, uint32_t rolemask) {
 }
 
 void Handle::send(Message m) {
+  // (A topic no peer takes could not be framed: such a message is never
+  // handed to a transport. Responses carry their request's topic.)
+  if (!validate_message(m)) return;
   if (too_big(m)) {
     // Never handed to a transport, which could not frame it. A request's
     // caller learns it from its RPC (rpc_message); a response becomes an
@@ -71,10 +74,14 @@ uint32_t Handle::rpc_message(std::string topic, std::string payload, std::shared
   m.json = std::move(json);
   m.matchtag = tag;
   Rpc rpc{std::move(fn), opts.streaming, nullptr};
-  if (too_big(m)) {
+  // A topic no peer takes (empty, over 255 bytes, a space or a control
+  // byte) cannot even be framed; nor can a payload past the frame limit.
+  Status valid = validate_message(m);
+  if (!valid || too_big(m)) {
     // The caller hears of it from the loop, as of any other failure.
     rpc.timer = clock_.make_timer();
-    Message err = make_error_response(m, EMSGSIZE, too_big_text(m, "request"));
+    Message err = !valid ? make_error_response(m, EINVAL, "cannot send to that topic: " + valid.error().text)
+                         : make_error_response(m, EMSGSIZE, too_big_text(m, "request"));
     rpc.timer->arm(0, [this, tag, err = std::move(err)] {
       auto it = rpcs_.find(tag);
       if (it == rpcs_.end()) return;

@@ -67,6 +67,29 @@ TEST(Handle, SendsAnRpcAsARequestWithAMatchtag) {
   EXPECT_EQ(ep.handle.rpcs_in_flight(), 1u);
 }
 
+// A topic no peer takes cannot be framed (the encoder would refuse it):
+// the request is never sent, and its caller hears why from the loop.
+TEST(Handle, AnRpcToATopicNoPeerTakesIsAnErrorNotASend) {
+  Endpoint ep;
+  for (const std::string& topic : {std::string(256, 'a'), std::string("bro\nker.ping"), std::string()}) {
+    int errnum = 0;
+    std::string why;
+    ep.handle.rpc(topic, std::string("{}"), {}, [&](const Message& m) {
+      errnum = m.errnum;
+      why = error_text(m);
+    });
+    EXPECT_TRUE(ep.sent.empty()) << topic;
+    EXPECT_EQ(errnum, 0) << "answered from the loop, not from within rpc()";
+    ep.clock.advance(0);
+    EXPECT_EQ(errnum, EINVAL) << topic;
+    EXPECT_EQ(why.rfind("cannot send to that topic: ", 0), 0u) << why;
+  }
+  // Nor is an event or a matchless request to one passed on.
+  ep.handle.publish(std::string(300, 'e'), "{}");
+  ep.handle.send_matchless("a b", std::string("{}"));
+  EXPECT_TRUE(ep.sent.empty());
+}
+
 TEST(Handle, SendsAJsonPayloadCompactly) {
   Endpoint ep;
   ep.handle.rpc("kvs.get", Json{{"key", "a"}}, {}, [](const Message&) {});
