@@ -114,6 +114,12 @@ constexpr size_t kMaxHeldOutput = 64u << 20;
 // One commit carries at most about this much output (a message is at most
 // 64 MiB).
 constexpr size_t kCommitChunk = 4u << 20;
+// A job's output eventlog holds at most about this much (as stored), its
+// shells' shares together: it is read back whole (loom job attach, loom
+// run), in one message of at most 64 MiB, and a job that writes more
+// wants --output. Past its share a shell drops its tasks' output and says
+// so once on the job's stderr (docs/commands.md, "Output files").
+constexpr size_t kMaxStoredOutput = 16u << 20;
 
 class Shell {
  public:
@@ -151,13 +157,16 @@ class Shell {
   std::string id_text_;
   std::string script_dir_;  // where a batch job's script was written ("" for other jobs)
   uint32_t rank_ = 0;
-  double reattach_timeout_ = 0;         // seconds to wait for a broker that went away
-  bool adopted_ = false;                // by a broker that is not our parent: tell it our exit
-  size_t report_written_ = 0;           // bytes of the exit report's first line in the pipe (report.h)
-  size_t held_bytes_ = 0;               // output waiting in pending_, as stored
-  bool dropped_ = false;                // output dropped during this absence of the broker
-  uint64_t generation_ = 0;             // of the connection; a commit answered after a reconnect is void
-  std::unique_ptr<Timer> retry_timer_;  // a commit refused for now is tried again
+  double reattach_timeout_ = 0;            // seconds to wait for a broker that went away
+  bool adopted_ = false;                   // by a broker that is not our parent: tell it our exit
+  size_t report_written_ = 0;              // bytes of the exit report's first line in the pipe (report.h)
+  size_t held_bytes_ = 0;                  // output waiting in pending_, as stored
+  bool dropped_ = false;                   // output dropped during this absence of the broker
+  size_t stored_bytes_ = 0;                // of the tasks' output, put in the eventlog (as stored)
+  size_t store_limit_ = kMaxStoredOutput;  // this shell's share of kMaxStoredOutput
+  bool truncated_ = false;                 // output dropped past the share
+  uint64_t generation_ = 0;                // of the connection; a commit answered after a reconnect is void
+  std::unique_ptr<Timer> retry_timer_;     // a commit refused for now is tried again
   bool connected() const { return c_ && c_->is_open(); }
   bool reconnect(double timeout);
   void kill_tasks();
@@ -247,6 +256,15 @@ void Shell::emit(const Stream& s, std::string_view data) {
     return;
   }
   std::string line = dump_json(output_entry(s.name, s.task_rank, data)) + "\n";
+  if (stored_bytes_ + line.size() > store_limit_) {
+    if (!truncated_) {
+      truncated_ = true;
+      note("output past " + std::to_string(store_limit_ >> 10) +
+           " KiB on this rank is dropped (a job's output holds 16 MiB; --output writes it all to a file)");
+    }
+    return;
+  }
+  stored_bytes_ += line.size();
   if (!connected() && held_bytes_ + line.size() > kMaxHeldOutput) {
     if (!dropped_) {
       dropped_ = true;
@@ -629,6 +647,7 @@ int Shell::run() {
   if (!js.ok()) shell_die("jobspec: " + js.error().text);
   auto R = ResourceSet::parse(info_["R"]);
   if (!R.ok()) shell_die("R: " + R.error().text);
+  store_limit_ = std::max<size_t>(kMaxStoredOutput / std::max<size_t>(1, R->ranks().size()), 4u << 10);
   if (!info_["rank"].is_number_unsigned() || !info_["id"].is_number_unsigned()) shell_die("bad job info");
   uint32_t my_rank = info_["rank"].get<uint32_t>();
   JobId id{info_["id"].get<uint64_t>()};
