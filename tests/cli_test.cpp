@@ -71,6 +71,15 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
   EXPECT_TRUE(one_line_error(loom_alone({"submit", "-N", "x", "true"}), 2, "submit", "x"));
   EXPECT_TRUE(one_line_error(loom_alone({"submit", "-N", "0", "true"}), 2, "submit", "0"));
   EXPECT_TRUE(one_line_error(loom_alone({"submit", "-N"}), 2, "submit", "--nodes needs a value"));
+  // An empty value after '=' never takes the next argument for its value;
+  // the command's own arguments are its own.
+  EXPECT_TRUE(one_line_error(loom_alone({"submit", "--job-name=", "--urgency=20", "true"}), 2, "submit",
+                             "--job-name= needs a value (--job-name=VALUE)"));
+  EXPECT_TRUE(
+      one_line_error(loom_alone({"cancel", "-m", "why", "--message=", "f1"}), 2, "cancel", "--message= needs a value"));
+  auto own = loom_alone({"submit", "--dry-run", "-N", "1", "sh", "--opt="});
+  EXPECT_EQ(own.code, 0) << show(own);
+  EXPECT_NE(own.out.find(R"("command":["sh","--opt="])"), std::string::npos) << own.out;
   auto x = loom_alone({"resource", "drain", "-x"});  // no suggestion for one letter
   EXPECT_EQ(x.err, "loom resource drain: unknown option \"-x\"\n") << show(x);
   EXPECT_EQ(x.code, 2);

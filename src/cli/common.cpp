@@ -12,6 +12,7 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 
 #include "jobspec/jobspec.h"
 
@@ -308,7 +309,51 @@ std::vector<std::string> nearest_names(const std::string& word, const std::vecto
   return out;
 }
 
+namespace {
+
+// CLI11 reads `--opt=`, an empty value, as `--opt` alone and takes the
+// next argument for its value: `--job-name= --urgency=20` named the job
+// "--urgency=20" and kept the default urgency. The name of such an option
+// of the command, if one is given: options before the command's own words
+// (after `--`, or from its first positional) are looked at, never those.
+std::optional<std::string> empty_option_value(CLI::App& app, int argc, char** argv, CLI::App*& at) {
+  at = &app;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--") return std::nullopt;
+    if (a.size() < 2 || a[0] != '-') {
+      // A subcommand's name goes one level down; any other word is a
+      // positional, and the command's own words may follow.
+      auto subs = at->get_subcommands([&](CLI::App* sub) { return sub->check_name(std::string(a)); });
+      if (subs.empty()) return std::nullopt;
+      at = subs.front();
+      continue;
+    }
+    size_t eq = a.find('=');
+    std::string name(a.substr(0, eq));
+    const CLI::Option* opt = nullptr;
+    for (CLI::App* up = at; up && !opt; up = up->get_parent()) opt = up->get_option_no_throw(name);
+    if (!opt || opt->get_items_expected_min() == 0) continue;  // unknown (CLI11 says so), or a flag
+    if (eq != std::string_view::npos) {
+      if (eq + 1 == a.size()) return name;
+      continue;
+    }
+    // Its value is the next argument, unless given joined ("-N2").
+    if (a.starts_with("--") || a.size() == 2) ++i;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
 int parse_and_run(CLI::App& app, int argc, char** argv, const Runner& run) {
+  CLI::App* given = nullptr;
+  if (auto name = empty_option_value(app, argc, argv, given)) {
+    std::string cmd = command_path(given);
+    std::cerr << "loom" << (cmd.empty() ? "" : " " + cmd) << ": " << *name << "= needs a value (" << *name
+              << "=VALUE)\n";
+    return kExitUsage;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
