@@ -77,6 +77,11 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
                              "--job-name= needs a value (--job-name=VALUE)"));
   EXPECT_TRUE(
       one_line_error(loom_alone({"cancel", "-m", "why", "--message=", "f1"}), 2, "cancel", "--message= needs a value"));
+  // An error line echoes words it was given, a user's service may say
+  // anything: control characters show as '?', never reach the terminal.
+  auto esc = loom_alone({"job", "info", "f\x1b[31m"});
+  EXPECT_EQ(esc.err.find('\x1b'), std::string::npos) << show(esc);
+  EXPECT_NE(esc.err.find("f?[31m"), std::string::npos) << show(esc);
   auto own = loom_alone({"submit", "--dry-run", "-N", "1", "sh", "--opt="});
   EXPECT_EQ(own.code, 0) << show(own);
   EXPECT_NE(own.out.find(R"("command":["sh","--opt="])"), std::string::npos) << own.out;

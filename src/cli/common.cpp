@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 
+#include "cli/jobs_fields.h"
 #include "jobspec/jobspec.h"
 
 namespace loom::cli {
@@ -162,11 +163,12 @@ bool run_until(Session& s, const bool& done) {
 }
 
 int fail(const std::string& cmd, const std::string& text, int code) {
-  // One line, whatever the text (a service's error may hold newlines).
+  // One line, whatever the text (a service's error may hold newlines),
+  // and never the terminal's to obey: a service may be a user's own.
   std::string line = text;
   while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
   std::replace(line.begin(), line.end(), '\n', ' ');
-  std::cerr << "loom " << cmd << ": " << line << "\n";
+  std::cerr << "loom " << cmd << ": " << terminal_text(line) << "\n";
   return code;
 }
 
