@@ -201,6 +201,7 @@ Result<std::unique_ptr<Sched>> Sched::create(asio::io_context& io, Handle& h, Sc
   }
   if (cfg.cores_per_rank) rank.ncores = *cfg.cores_per_rank;
   if (cfg.gpus_per_rank) rank.ngpus = *cfg.gpus_per_rank;
+  if (!cfg.name_ranks) rank.hostname.clear();
   if (cfg.hostnames.empty()) {
     spdlog::info("sched: {} ranks of {} cores and {} gpus each, policy {}", cfg.size, rank.ncores, rank.ngpus,
                  cfg.policy);

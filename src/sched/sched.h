@@ -61,6 +61,10 @@ struct SchedConfig {
   // The host of each rank, where the bootstrap configuration names them
   // (else every rank is this host).
   std::vector<std::string> hostnames;
+  // Without hostnames, whether the ranks take this host's name. A
+  // simulation's nodes have none, so its R names no hosts
+  // (docs/simulator.md).
+  bool name_ranks = true;
 };
 
 // `c` if it is usable, else one line naming the bad setting, such as

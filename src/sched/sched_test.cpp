@@ -303,6 +303,19 @@ TEST_F(SchedTest, WritesRThenAnswersWithIt) {
   EXPECT_EQ(R->expiration, SteppedClock::kEpoch + 160);
 }
 
+TEST_F(SchedTest, RanksWithoutNamesGiveAnRWithoutANodelist) {
+  SchedConfig c = config(2, 1);
+  c.name_ranks = false;  // as a simulation's nodes
+  start(c);
+  alloc(7, slots(2, 1, 0, 60));
+  settle();
+  auto rs = responses("sched.alloc");
+  ASSERT_EQ(rs.size(), 1u);
+  EXPECT_EQ(rs[0]["R"]["execution"]["R_lite"][0]["rank"], "0-1");
+  EXPECT_FALSE(rs[0]["R"]["execution"].contains("nodelist")) << rs[0]["R"].dump();
+  EXPECT_EQ(status()["all"]["nodelist"], "");
+}
+
 TEST_F(SchedTest, AnswersAllocsInPriorityOrderThenOldestFirst) {
   start(config(1, 1));
   // All arrive in one loop turn, so one pass sees them all.

@@ -145,6 +145,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
   sched_cfg.gpus_per_rank = 0;
   sched_cfg.policy = cfg.policy;
   sched_cfg.backfill_depth = 0;  // EASY exactly: every pending job is a backfill candidate
+  sched_cfg.name_ranks = false;  // the nodes are only in the scheduler's inventory: no host
   auto sched = Sched::create(io, broker.add_module({"sched"}), sched_cfg);
   if (!sched.ok()) return sched.error();
   auto job_exec = JobExec::create(broker.add_module({"job-exec"}), JobExecConfig{});
