@@ -73,6 +73,20 @@ ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
     : inventory_(std::move(ranks)), state_(inventory_.size()), free_(inventory_.size()) {
   unusable_ = size();  // as free_ starts
   for (uint32_t r = 0; r < size(); ++r) refresh(r);
+  tally();
+}
+
+void ResourcePool::tally() {
+  totals_ = Totals{};
+  for (const auto& inv : inventory_) {
+    totals_.max_cores = std::max<uint64_t>(totals_.max_cores, inv.ncores);
+    totals_.max_gpus = std::max<uint64_t>(totals_.max_gpus, inv.ngpus);
+    totals_.cores += inv.ncores;
+    totals_.gpus += inv.ngpus;
+    totals_.unknown += inv.known ? 0 : 1;
+  }
+  ranks_holding_.clear();
+  slots_held_.clear();
 }
 
 void ResourcePool::refresh(uint32_t rank) {
@@ -103,6 +117,7 @@ std::string ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
   inv.known = true;
   inventory_[rank] = std::move(inv);
   refresh(rank);
+  tally();
   if (cores.empty() && gpus.empty()) return "";
   std::string what = !cores.empty() ? "cores " + cores.encode() : "gpus " + gpus.encode();
   if (!cores.empty() && !gpus.empty()) what += " and gpus " + gpus.encode();
@@ -110,9 +125,7 @@ std::string ResourcePool::set_inventory(uint32_t rank, RankInventory inv) {
          plural(inventory_[rank].ncores, "core") + " and " + plural(inventory_[rank].ngpus, "gpu");
 }
 
-bool ResourcePool::any_unknown() const {
-  return std::any_of(inventory_.begin(), inventory_.end(), [](const RankInventory& inv) { return !inv.known; });
-}
+bool ResourcePool::any_unknown() const { return totals_.unknown > 0; }
 
 void ResourcePool::set_up(uint32_t rank, bool up) {
   if (rank >= size()) return;
@@ -146,13 +159,8 @@ Status ResourcePool::feasible(const Jobspec& js) const {
     return {};
   }
   const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
-  uint64_t max_cores = 0, max_gpus = 0, total_cores = 0, total_gpus = 0;
-  for (const auto& inv : inventory_) {
-    max_cores = std::max<uint64_t>(max_cores, inv.ncores);
-    max_gpus = std::max<uint64_t>(max_gpus, inv.ngpus);
-    total_cores += inv.ncores;
-    total_gpus += inv.ngpus;
-  }
+  const uint64_t max_cores = totals_.max_cores, max_gpus = totals_.max_gpus;
+  const uint64_t total_cores = totals_.cores, total_gpus = totals_.gpus;
   if (cps > max_cores) {
     return bad(plural(cps, "core") + " per slot but a rank has at most " + plural(max_cores, "core"));
   }
@@ -169,8 +177,12 @@ Status ResourcePool::feasible(const Jobspec& js) const {
       return bad(plural(js.slots_per_node, "slot") + " of " + plural(gps, "gpu") + " per node need " +
                  plural(need_g, "gpu") + " on one rank; a rank has at most " + std::to_string(max_gpus));
     }
-    uint64_t fit = std::count_if(inventory_.begin(), inventory_.end(),
+    auto [at, counted] = ranks_holding_.try_emplace({need_c, need_g}, 0);
+    if (counted) {
+      at->second = std::count_if(inventory_.begin(), inventory_.end(),
                                  [&](const RankInventory& inv) { return inv.ncores >= need_c && inv.ngpus >= need_g; });
+    }
+    const uint64_t fit = at->second;
     if (fit < js.nnodes) {
       std::string each = plural(need_c, "core") + (need_g ? " and " + plural(need_g, "gpu") : "");
       return bad(plural(js.nnodes, "node") + " of " + each + " requested but only " + std::to_string(fit) + " of " +
@@ -188,12 +200,15 @@ Status ResourcePool::feasible(const Jobspec& js) const {
     return bad(plural(n, "slot") + " of " + plural(gps, "gpu") + " need " + plural(n * gps, "gpu") +
                "; the instance has " + std::to_string(total_gpus));
   }
-  uint64_t capacity = 0;
-  for (const auto& inv : inventory_) {
-    uint64_t k = inv.ncores / cps;
-    if (gps > 0) k = std::min<uint64_t>(k, inv.ngpus / gps);
-    capacity += k;
+  auto [at, counted] = slots_held_.try_emplace({cps, gps}, 0);
+  if (counted) {
+    for (const auto& inv : inventory_) {
+      uint64_t k = inv.ncores / cps;
+      if (gps > 0) k = std::min<uint64_t>(k, inv.ngpus / gps);
+      at->second += k;
+    }
   }
+  const uint64_t capacity = at->second;
   if (capacity < n) {
     return bad(plural(n, "slot") + " requested but the instance holds at most " + std::to_string(capacity) +
                " of that size (a slot must fit on one rank)");

@@ -256,7 +256,21 @@ class ResourcePool {
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
 
+  // The inventory's sums, for feasible(): kept as the inventory changes,
+  // since every submitted job is checked against it.
+  struct Totals {
+    uint64_t max_cores = 0, max_gpus = 0, cores = 0, gpus = 0;
+    uint32_t unknown = 0;  // ranks not known yet
+  };
+  void tally();
+
   std::vector<RankInventory> inventory_;
+  Totals totals_;
+  // By shape (cores, gpus), counted when first asked and forgotten when the
+  // inventory changes: the ranks that hold that much, and the slots of that
+  // size the whole inventory holds. Shapes past the largest rank are
+  // refused before they are counted, so these stay small.
+  mutable std::map<std::pair<uint64_t, uint64_t>, uint64_t> ranks_holding_, slots_held_;
   std::vector<RankState> state_;
   std::map<uint32_t, DrainInfo> drained_;
   std::map<uint64_t, ResourceSet> allocations_;

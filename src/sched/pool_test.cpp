@@ -251,6 +251,18 @@ TEST(PoolUnknown, FeasibilityWaitsForUnknownRanksButNotForTheRankCount) {
   EXPECT_EQ(why(pool.feasible(slots(1, 64, 8))), "64 cores per slot but a rank has at most 4 cores");
 }
 
+TEST(PoolUnknown, FeasibilityCountsTheInventoryAsItIsNow) {
+  ResourcePool pool({{3, 0, "node0"}, {1, 0, "node1"}});
+  // Counted once per shape, and counted again after a rank reports.
+  EXPECT_EQ(why(pool.feasible(slots(2, 2))),
+            "2 slots requested but the instance holds at most 1 of that size (a slot must fit on one rank)");
+  EXPECT_EQ(why(pool.feasible(nodes(2, 1, 3))), "2 nodes of 3 cores requested but only 1 of 2 ranks have that many");
+  EXPECT_EQ(pool.set_inventory(1, {3, 0, ""}), "");
+  EXPECT_EQ(why(pool.feasible(slots(2, 2))), "ok");
+  EXPECT_EQ(why(pool.feasible(nodes(2, 1, 3))), "ok");
+  EXPECT_EQ(why(pool.feasible(slots(1, 4))), "4 cores per slot but a rank has at most 3 cores");
+}
+
 TEST(PoolUnknown, AReportSmallerThanWhatAJobHoldsLeavesItThoseUntilFreed) {
   auto pool = partly_known();
   EXPECT_EQ(pool.restore(1, R({{0, "0"}, {1, "2-3/0"}})), "");  // rank 1 not known: held as it was
