@@ -92,6 +92,26 @@ TEST_F(Jobs, SubmitAllocatesAndCancelGivesBack) {
   EXPECT_NE(all.out.find(" CA "), std::string::npos) << all.out;
 }
 
+TEST_F(Jobs, TheSchedulerHearsOfAJobThreeTimes) {
+  start();
+  // Requests rank 0's broker delivered to the scheduler (broker.info).
+  auto sched_requests = [&]() -> uint64_t {
+    auto r = loom({"rpc", "broker.info"});
+    EXPECT_EQ(r.code, 0) << show(r);
+    auto j = parse_json(r.out);
+    return j.ok() ? j->at("requests").value("sched", uint64_t{0}) : 0;
+  };
+  const uint64_t before = sched_requests();
+  std::string id = hold({"-N1"});
+  finish(id);
+  EXPECT_EQ(events(id), (Names{"submit", "validate", "depend", "priority", "alloc", "start", "finish", "release",
+                               "free", "clean"}));
+  // Whether it could ever run, its alloc, and one free: the final
+  // release's ranks go back in the free event's final sched.free, not in
+  // one of their own.
+  EXPECT_EQ(sched_requests() - before, 3u);
+}
+
 TEST_F(Jobs, CancelWhilePendingLogsNoAllocOrFree) {
   start();
   std::string big = submit({"-N4", "-x", "true"});

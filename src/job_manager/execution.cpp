@@ -1,4 +1,6 @@
 // The job manager and the execution service (docs/protocols/exec.md; impl.h).
+#include <utility>
+
 #include "job_manager/impl.h"
 
 namespace loom {
@@ -215,14 +217,24 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Released& r) {
                                  ? "final release before finish or a fatal exception"
                                  : "release is out of order");
   }
-  // Every release goes back to the scheduler at once; the free event's
-  // final sched.free then carries nothing more.
-  if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
+  // Every release goes back to the scheduler at once. A final one most
+  // often ends in the free event at once, whose final sched.free carries
+  // them (advance() takes them from final_free_); if it did not, they go
+  // on their own. advance() may purge the job: only its id is kept.
   if (r.final) {
     j.start_sent = false;
+    const JobId id = j.id;
+    if (!j.allocation && !j.batch) final_free_ = FinalFree{id, std::move(fresh)};
+    else if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
     advance(j);
+    if (final_free_.id == id) {
+      FinalFree left = std::exchange(final_free_, FinalFree{});
+      auto it = jobs_.find(id);
+      if (it != jobs_.end() && !left.ranks.empty()) send_free(it->second, it->second.R.subset(left.ranks), false);
+    }
     return check_quiesce();
   }
+  if (!fresh.empty()) send_free(j, j.R.subset(fresh), false);
   advance(j);
 }
 

@@ -191,6 +191,13 @@ struct JobManager::Impl {
     JobId id{0};
     Json* spec = nullptr;
   } fresh_spec_;
+  // While a job's final release is taken (on_exec), the ranks it gave back
+  // that the scheduler has not had: the free event, most often posted then,
+  // sends them in its final sched.free rather than in one of their own.
+  struct FinalFree {
+    JobId id{0};
+    IdSet ranks;
+  } final_free_;
   bool loaded_ = false;
   std::vector<Message> waiting_for_load_;
 

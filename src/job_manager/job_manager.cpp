@@ -4,6 +4,8 @@
 
 #include <unistd.h>
 
+#include <utility>
+
 #include "base/memory.h"
 #include "job_manager/impl.h"
 
@@ -365,9 +367,11 @@ void JobManager::Impl::advance(Job& j) {
           if ((r.started || j.start_sent) && !r.released_all) return;
           if (j.exec_may_hold && !r.released_all) return send_start(j);
           // Released ranks went to the scheduler with their release; the
-          // final free carries the rest (all of R if the job never started).
-          ResourceSet rest = r.released_all ? ResourceSet{} : j.R.subset(j.R.rank_set().subtract(r.released));
-          send_free(j, rest, true);
+          // final free carries the rest (all of R if the job never started),
+          // and the final release's own if it is being taken now.
+          IdSet rest = r.released_all ? IdSet{} : j.R.rank_set().subtract(r.released);
+          if (final_free_.id == j.id) rest = rest.set_union(std::exchange(final_free_, FinalFree{}).ranks);
+          send_free(j, rest.empty() ? ResourceSet{} : j.R.subset(rest), true);
           if (!post(j, "free")) return;
           continue;
         }
