@@ -1,8 +1,11 @@
 #include "rset/rset.h"
 
+#include <algorithm>
 #include <cmath>
+#include <iterator>
 #include <utility>
 
+#include "base/assert.h"
 #include "base/quote.h"
 
 namespace loom {
@@ -71,51 +74,66 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
   if (!j.contains("execution") || !j["execution"].is_object()) return bad("missing execution");
   const Json& ex = j["execution"];
   if (!ex.contains("R_lite") || !ex["R_lite"].is_array()) return bad("execution.R_lite must be a list");
-  ResourceSet rs;
+  std::vector<Entry> got;
+  uint64_t total = 0;
+  bool ascending = true;  // each entry's ranks above the one's before it
   for (const Json& e : ex["R_lite"]) {
     if (!e.is_object() || !e.contains("rank") || !e["rank"].is_string())
       return bad("each R_lite entry needs a rank idset");
-    auto ranks = IdSet::parse(e["rank"].get<std::string>());
+    auto ranks = IdSet::parse(e["rank"].get_ref<const std::string&>());
     if (!ranks.ok()) return bad(ranks.error().text);
     if (!e.contains("children") || !e["children"].is_object()) return bad("each R_lite entry needs children");
-    RankResources rr;
+    Entry entry;
     for (auto& [type, ids] : e["children"].items()) {
       if (!ids.is_string()) return bad("children." + quote_input(type) + " must be an idset string");
-      auto set = IdSet::parse(ids.get<std::string>());
+      auto set = IdSet::parse(ids.get_ref<const std::string&>());
       if (!set.ok()) return bad(set.error().text);
-      if (type == "core") rr.cores = *set;
-      else if (type == "gpu") rr.gpus = *set;
+      if (type == "core") entry.cores = std::move(*set);
+      else if (type == "gpu") entry.gpus = std::move(*set);
       else return bad("unknown resource type " + quote_input(type) + " in children");
     }
+    if (ranks->empty()) continue;
     // The bound is on the whole R, not each entry: the encoder may join
     // entries, and it keeps a few lines of text from naming billions of ranks.
-    if (rs.ranks_.size() + ranks->count() > kMaxRanks) {
-      return bad("too many ranks (at most " + std::to_string(kMaxRanks) + ")");
+    total += ranks->count();
+    if (total > kMaxRanks) return bad("too many ranks (at most " + std::to_string(kMaxRanks) + ")");
+    if (!got.empty() && *ranks->first() <= *got.back().ranks.last()) ascending = false;
+    entry.ranks = std::move(*ranks);
+    got.push_back(std::move(entry));
+  }
+  ResourceSet rs;
+  if (ascending) {
+    for (Entry& e : got) rs.append(std::move(e));
+  } else {
+    // Entries out of order, or naming a rank twice: sorted out rank by rank.
+    RankMap m;
+    for (const Entry& e : got) {
+      for (uint32_t r : e.ranks.to_vector()) {
+        if (!m.emplace(r, RankResources{e.cores, e.gpus, ""}).second) {
+          return bad("rank " + std::to_string(r) + " appears twice");
+        }
+      }
     }
-    for (uint32_t r : ranks->to_vector()) {
-      if (rs.ranks_.count(r)) return bad("rank " + std::to_string(r) + " appears twice");
-      rs.ranks_[r] = rr;
-    }
+    rs.assign(std::move(m));
   }
   if (ex.contains("nodelist")) {
     if (!ex["nodelist"].is_array()) return bad("nodelist must be a list of hostlists");
     std::vector<std::string> hosts;
     for (const Json& h : ex["nodelist"]) {
       if (!h.is_string()) return bad("nodelist must be a list of strings");
-      auto more = expand_hostlist(h.get<std::string>());
+      auto more = expand_hostlist(h.get_ref<const std::string&>());
       if (!more.ok()) return more.error();
-      hosts.insert(hosts.end(), more->begin(), more->end());
-      if (hosts.size() > rs.ranks_.size()) break;  // too many: said below, without expanding the rest
+      hosts.insert(hosts.end(), std::make_move_iterator(more->begin()), std::make_move_iterator(more->end()));
+      if (hosts.size() > rs.nranks_) break;  // too many: said below, without expanding the rest
     }
-    if (hosts.size() != rs.ranks_.size()) {
-      if (hosts.size() > rs.ranks_.size()) {
-        return bad("nodelist names more hosts than the " + std::to_string(rs.ranks_.size()) + " ranks");
+    if (hosts.size() != rs.nranks_) {
+      if (hosts.size() > rs.nranks_) {
+        return bad("nodelist names more hosts than the " + std::to_string(rs.nranks_) + " ranks");
       }
-      return bad("nodelist names " + std::to_string(hosts.size()) + " hosts for " + std::to_string(rs.ranks_.size()) +
+      return bad("nodelist names " + std::to_string(hosts.size()) + " hosts for " + std::to_string(rs.nranks_) +
                  " ranks");
     }
-    size_t i = 0;
-    for (auto& [r, rr] : rs.ranks_) rr.hostname = hosts[i++];
+    rs.hostnames_ = std::move(hosts);
   }
   for (const char* k : {"starttime", "expiration"}) {
     if (!ex.contains(k)) continue;
@@ -130,54 +148,82 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
 
 Json ResourceSet::to_json() const {
   Json lite = Json::array();
-  // Consecutive runs of ranks with the same children share an entry.
-  const RankResources* prev = nullptr;
-  IdSet run;
-  auto flush = [&] {
-    if (!prev) return;
+  for (const Entry& e : entries_) {
     Json children = Json::object();
-    if (!prev->cores.empty()) children["core"] = prev->cores.encode();
-    if (!prev->gpus.empty()) children["gpu"] = prev->gpus.encode();
-    lite.push_back({{"rank", run.encode()}, {"children", std::move(children)}});
-  };
-  for (auto& [r, rr] : ranks_) {
-    if (!prev || prev->cores != rr.cores || prev->gpus != rr.gpus) {
-      flush();
-      run = IdSet{};
-      prev = &rr;
-    }
-    run.insert(r);
-  }
-  flush();
-  Json nodelist = Json::array();
-  bool named = false;
-  for (auto& [r, rr] : ranks_) {
-    nodelist.push_back(rr.hostname);
-    named = named || !rr.hostname.empty();
+    if (!e.cores.empty()) children["core"] = e.cores.encode();
+    if (!e.gpus.empty()) children["gpu"] = e.gpus.encode();
+    lite.push_back({{"rank", e.ranks.encode()}, {"children", std::move(children)}});
   }
   // Moved, not copied, into their parents: R is written for every job.
   Json ex = {{"R_lite", std::move(lite)}, {"starttime", starttime}, {"expiration", expiration}};
-  if (named) ex["nodelist"] = std::move(nodelist);
+  if (!hostnames_.empty()) ex["nodelist"] = hostnames_;
   return {{"version", 1}, {"execution", std::move(ex)}};
 }
 
-void ResourceSet::add_rank(uint32_t rank, RankResources r) { ranks_[rank] = std::move(r); }
+void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
+  const uint64_t n = e.ranks.count();
+  if (!hosts.empty() || !hostnames_.empty()) {
+    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
+    if (hosts.empty()) hosts.resize(n);
+    LOOM_ASSERT(hosts.size() == n);
+    hostnames_.insert(hostnames_.end(), std::make_move_iterator(hosts.begin()), std::make_move_iterator(hosts.end()));
+  }
+  nranks_ += n;
+  if (!entries_.empty() && entries_.back().cores == e.cores && entries_.back().gpus == e.gpus) {
+    IdSet& ranks = entries_.back().ranks;
+    for (auto [lo, hi] : e.ranks.ranges()) ranks.insert_range(lo, hi);
+    return;
+  }
+  entries_.push_back(std::move(e));
+}
+
+void ResourceSet::add_rank(uint32_t rank, RankResources r) {
+  if (entries_.empty() || rank > *entries_.back().ranks.last()) {
+    std::vector<std::string> host;
+    if (!r.hostname.empty()) host.push_back(std::move(r.hostname));
+    append(Entry{IdSet{rank}, std::move(r.cores), std::move(r.gpus)}, std::move(host));
+    return;
+  }
+  RankMap m = to_map();
+  m[rank] = std::move(r);
+  assign(std::move(m));
+}
+
+ResourceSet::RankMap ResourceSet::to_map() const {
+  RankMap m;
+  for (const auto& [rank, rr] : ranks()) m.emplace_hint(m.end(), rank, rr);
+  return m;
+}
+
+void ResourceSet::assign(RankMap m) {
+  entries_.clear();
+  hostnames_.clear();
+  nranks_ = 0;
+  const bool named = std::any_of(m.begin(), m.end(), [](const auto& kv) { return !kv.second.hostname.empty(); });
+  for (auto& [rank, rr] : m) {
+    std::vector<std::string> host;
+    if (named) host.push_back(std::move(rr.hostname));
+    append(Entry{IdSet{rank}, std::move(rr.cores), std::move(rr.gpus)}, std::move(host));
+  }
+}
 
 IdSet ResourceSet::rank_set() const {
   IdSet s;
-  for (auto& [r, rr] : ranks_) s.insert(r);
+  for (const Entry& e : entries_) {
+    for (auto [lo, hi] : e.ranks.ranges()) s.insert_range(lo, hi);
+  }
   return s;
 }
 
 uint64_t ResourceSet::ncores() const {
   uint64_t n = 0;
-  for (auto& [r, rr] : ranks_) n += rr.cores.count();
+  for (const Entry& e : entries_) n += e.ranks.count() * e.cores.count();
   return n;
 }
 
 uint64_t ResourceSet::ngpus() const {
   uint64_t n = 0;
-  for (auto& [r, rr] : ranks_) n += rr.gpus.count();
+  for (const Entry& e : entries_) n += e.ranks.count() * e.gpus.count();
   return n;
 }
 
@@ -185,46 +231,124 @@ ResourceSet ResourceSet::subset(const IdSet& ranks) const {
   ResourceSet out;
   out.starttime = starttime;
   out.expiration = expiration;
-  for (auto& [r, rr] : ranks_) {
-    if (ranks.contains(r)) out.ranks_[r] = rr;
+  if (!hostnames_.empty()) {
+    RankMap m;
+    for (const auto& [rank, rr] : this->ranks()) {
+      if (ranks.contains(rank)) m.emplace_hint(m.end(), rank, rr);
+    }
+    out.assign(std::move(m));
+    return out;
+  }
+  for (const Entry& e : entries_) {
+    IdSet keep = e.ranks.intersect(ranks);
+    if (!keep.empty()) out.append(Entry{std::move(keep), e.cores, e.gpus});
   }
   return out;
 }
 
 ResourceSet ResourceSet::set_union(const ResourceSet& o) const {
-  ResourceSet out = *this;
-  for (auto& [r, rr] : o.ranks_) {
-    auto& mine = out.ranks_[r];
+  RankMap m = to_map();
+  for (const auto& [rank, rr] : o.ranks()) {
+    auto& mine = m[rank];
     mine.cores = mine.cores.set_union(rr.cores);
     mine.gpus = mine.gpus.set_union(rr.gpus);
     if (mine.hostname.empty()) mine.hostname = rr.hostname;
   }
+  ResourceSet out;
+  out.starttime = starttime;
+  out.expiration = expiration;
+  out.assign(std::move(m));
   return out;
 }
 
 ResourceSet ResourceSet::subtract(const ResourceSet& o) const {
+  const RankMap theirs = o.to_map();
+  RankMap m;
+  for (const auto& [rank, rr] : ranks()) {
+    RankResources left = rr;
+    if (auto it = theirs.find(rank); it != theirs.end()) {
+      left.cores = left.cores.subtract(it->second.cores);
+      left.gpus = left.gpus.subtract(it->second.gpus);
+    }
+    if (!left.cores.empty() || !left.gpus.empty()) m.emplace_hint(m.end(), rank, std::move(left));
+  }
   ResourceSet out;
   out.starttime = starttime;
   out.expiration = expiration;
-  for (auto& [r, rr] : ranks_) {
-    auto it = o.ranks_.find(r);
-    RankResources left = rr;
-    if (it != o.ranks_.end()) {
-      left.cores = rr.cores.subtract(it->second.cores);
-      left.gpus = rr.gpus.subtract(it->second.gpus);
-    }
-    if (!left.cores.empty() || !left.gpus.empty()) out.ranks_[r] = std::move(left);
-  }
+  out.assign(std::move(m));
   return out;
 }
 
 bool ResourceSet::disjoint(const ResourceSet& o) const {
-  for (auto& [r, rr] : ranks_) {
-    auto it = o.ranks_.find(r);
-    if (it == o.ranks_.end()) continue;
+  const RankMap theirs = o.to_map();
+  for (const auto& [rank, rr] : ranks()) {
+    auto it = theirs.find(rank);
+    if (it == theirs.end()) continue;
     if (!rr.cores.intersect(it->second.cores).empty() || !rr.gpus.intersect(it->second.gpus).empty()) return false;
   }
   return true;
+}
+
+// --- ranks() ---
+
+ResourceSet::Ranks::iterator::value_type ResourceSet::Ranks::iterator::operator*() const {
+  static const std::string kNoName;
+  const Entry& e = set_->entries_[entry_];
+  const std::string& host = set_->hostnames_.empty() ? kNoName : set_->hostnames_[index_];
+  return {rank_, RankRef{e.cores, e.gpus, host}};
+}
+
+ResourceSet::Ranks::iterator& ResourceSet::Ranks::iterator::operator++() {
+  ++index_;
+  const auto& ranges = set_->entries_[entry_].ranks.ranges();
+  if (rank_ < ranges[range_].second) {
+    ++rank_;
+  } else if (++range_ < ranges.size()) {
+    rank_ = ranges[range_].first;
+  } else if (range_ = 0; ++entry_ < set_->entries_.size()) {
+    rank_ = set_->entries_[entry_].ranks.ranges()[0].first;
+  }
+  return *this;
+}
+
+ResourceSet::Ranks::iterator ResourceSet::Ranks::begin() const {
+  iterator it;
+  it.set_ = set_;
+  if (!set_->entries_.empty()) it.rank_ = set_->entries_[0].ranks.ranges()[0].first;
+  return it;
+}
+
+ResourceSet::Ranks::iterator ResourceSet::Ranks::end() const {
+  iterator it;
+  it.set_ = set_;
+  it.entry_ = set_->entries_.size();
+  it.index_ = set_->nranks_;
+  return it;
+}
+
+ResourceSet::Ranks::iterator ResourceSet::Ranks::find(uint32_t rank) const {
+  const auto& es = set_->entries_;
+  // The first entry that reaches `rank`, then the first of its ranges.
+  auto e = std::partition_point(es.begin(), es.end(), [&](const Entry& x) { return *x.ranks.last() < rank; });
+  if (e == es.end()) return end();
+  const auto& ranges = e->ranks.ranges();
+  auto g = std::partition_point(ranges.begin(), ranges.end(), [&](const auto& p) { return p.second < rank; });
+  if (g->first > rank) return end();
+  iterator it;
+  it.set_ = set_;
+  it.entry_ = static_cast<size_t>(e - es.begin());
+  it.range_ = static_cast<size_t>(g - ranges.begin());
+  it.rank_ = rank;
+  for (auto x = es.begin(); x != e; ++x) it.index_ += x->ranks.count();
+  for (auto p = ranges.begin(); p != g; ++p) it.index_ += uint64_t{p->second} - p->first + 1;
+  it.index_ += rank - g->first;
+  return it;
+}
+
+RankRef ResourceSet::Ranks::at(uint32_t rank) const {
+  auto it = find(rank);
+  LOOM_ASSERT(it != end());
+  return (*it).second;
 }
 
 }  // namespace loom

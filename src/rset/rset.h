@@ -2,14 +2,19 @@
 //   {"version": 1, "execution": {
 //      "R_lite": [{"rank": "0-3", "children": {"core": "0-7", "gpu": "0-1"}}],
 //      "nodelist": ["host0", "host[1-3]"], "starttime": T0, "expiration": T1}}
-// Kept per rank so that a job's R can be split by rank (partial release),
-// joined and subtracted.
+// Kept as R_lite has it, ranks that have the same children together, so
+// that reading and writing an R costs its entries, not its ranks: a job of
+// a thousand ranks of one core each is one entry. It is still read rank by
+// rank (ranks()), split by rank (partial release), joined and subtracted.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -18,6 +23,7 @@
 
 namespace loom {
 
+// What one rank holds, to add to a set.
 struct RankResources {
   IdSet cores;
   IdSet gpus;
@@ -25,17 +31,84 @@ struct RankResources {
   bool operator==(const RankResources&) const = default;
 };
 
+// What one rank of a set holds, as ranks() shows it: references into the
+// set, valid while it is not changed.
+struct RankRef {
+  const IdSet& cores;
+  const IdSet& gpus;
+  const std::string& hostname;
+  operator RankResources() const { return {cores, gpus, hostname}; }  // NOLINT(google-explicit-constructor)
+};
+
 class ResourceSet {
  public:
+  // Ranks with the same children, with no rank of the set between them
+  // that has other children: one R_lite entry.
+  struct Entry {
+    IdSet ranks;
+    IdSet cores;
+    IdSet gpus;
+    bool operator==(const Entry&) const = default;
+  };
+
+  // The set's ranks in ascending order, each as (rank, RankRef).
+  class Ranks {
+   public:
+    class iterator {
+     public:
+      using value_type = std::pair<uint32_t, RankRef>;
+      using difference_type = std::ptrdiff_t;
+      using iterator_category = std::forward_iterator_tag;
+      struct Arrow {
+        value_type v;
+        const value_type* operator->() const { return &v; }
+      };
+      iterator() = default;
+      value_type operator*() const;
+      Arrow operator->() const { return {**this}; }
+      iterator& operator++();
+      iterator operator++(int) {
+        iterator old = *this;
+        ++*this;
+        return old;
+      }
+      bool operator==(const iterator& o) const { return index_ == o.index_; }
+
+     private:
+      friend class Ranks;
+      const ResourceSet* set_ = nullptr;
+      size_t entry_ = 0, range_ = 0;  // where rank_ is: entries_[entry_].ranks.ranges()[range_]
+      uint32_t rank_ = 0;
+      uint64_t index_ = 0;  // among all the set's ranks
+    };
+    iterator begin() const;
+    iterator end() const;
+    // The rank's position, or end().
+    iterator find(uint32_t rank) const;
+    bool contains(uint32_t rank) const { return find(rank) != end(); }
+    // `rank` must be in the set.
+    RankRef at(uint32_t rank) const;
+    size_t size() const { return static_cast<size_t>(set_->nranks_); }
+    bool empty() const { return set_->nranks_ == 0; }
+
+   private:
+    friend class ResourceSet;
+    explicit Ranks(const ResourceSet* set) : set_(set) {}
+    const ResourceSet* set_;
+  };
+
   static Result<ResourceSet> parse(const Json& j);
   static Result<ResourceSet> parse_text(std::string_view text);
-  // Ranks with identical children share one R_lite entry.
+  // One R_lite entry per Entry.
   Json to_json() const;
 
+  // Adds `rank` (or replaces what it holds). Cheap when `rank` is above
+  // every rank in the set, as when a set is built in rank order.
   void add_rank(uint32_t rank, RankResources r);
-  const std::map<uint32_t, RankResources>& ranks() const { return ranks_; }
+  Ranks ranks() const { return Ranks(this); }
+  const std::vector<Entry>& entries() const { return entries_; }
   IdSet rank_set() const;
-  bool empty() const { return ranks_.empty(); }
+  bool empty() const { return nranks_ == 0; }
   uint64_t ncores() const;
   uint64_t ngpus() const;
 
@@ -53,7 +126,21 @@ class ResourceSet {
   bool operator==(const ResourceSet&) const = default;
 
  private:
-  std::map<uint32_t, RankResources> ranks_;
+  using RankMap = std::map<uint32_t, RankResources>;
+  // Rank by rank, for the operations that are not worth doing by entries.
+  RankMap to_map() const;
+  void assign(RankMap m);
+  // Appends `e` (its ranks all above the set's, `hosts` one name per rank
+  // or none), joining it to the last entry when their children are equal.
+  void append(Entry e, std::vector<std::string> hosts = {});
+
+  // Ascending: each entry's ranks above the one's before it, and two
+  // neighbours never have the same children (so that equal sets compare
+  // equal, and to_json() writes what parse() would read back).
+  std::vector<Entry> entries_;
+  uint64_t nranks_ = 0;
+  // One per rank in ascending order, or none when no rank has a name.
+  std::vector<std::string> hostnames_;
 };
 
 // "node[0-3,7]" → node0 node1 node2 node3 node7; plain names pass through.

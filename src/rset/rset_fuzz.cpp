@@ -54,7 +54,7 @@ void check_set(const ResourceSet& rs) {
   FUZZ_CHECK(back->to_json() == j);
 
   uint64_t cores = 0, gpus = 0;
-  for (auto& [rank, rr] : rs.ranks()) {
+  for (const auto& [rank, rr] : rs.ranks()) {
     cores += rr.cores.count();
     gpus += rr.gpus.count();
   }

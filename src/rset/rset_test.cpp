@@ -68,6 +68,64 @@ TEST(ResourceSet, RefusesMalformedR) {
   }
 }
 
+// Kept by entries: reading or writing R costs its entries, not its ranks.
+TEST(ResourceSet, RanksWithTheSameChildrenAreOneEntry) {
+  ResourceSet wide;
+  for (uint32_t r = 0; r < 1000; ++r) wide.add_rank(r, {IdSet{0}, {}, ""});
+  EXPECT_EQ(wide.entries().size(), 1u);
+  EXPECT_EQ(wide.ranks().size(), 1000u);
+  EXPECT_EQ(dump_json(wide.to_json()["execution"]["R_lite"]), R"([{"children":{"core":"0"},"rank":"0-999"}])");
+  EXPECT_FALSE(wide.to_json()["execution"].contains("nodelist"));
+  auto back = ResourceSet::parse(wide.to_json());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(*back, wide);
+}
+
+TEST(ResourceSet, EntriesOutOfOrderReadAsTheSameSet) {
+  auto in_order = ResourceSet::parse_text(R"({"version":1,"execution":{"R_lite":[
+      {"rank":"0-1","children":{"core":"0"}},{"rank":"2","children":{"core":"1"}},{"rank":"3","children":{"core":"0"}}]}})");
+  auto shuffled = ResourceSet::parse_text(R"({"version":1,"execution":{"R_lite":[
+      {"rank":"3","children":{"core":"0"}},{"rank":"2","children":{"core":"1"}},{"rank":"1","children":{"core":"0"}},
+      {"rank":"0","children":{"core":"0"}}]}})");
+  ASSERT_TRUE(in_order.ok() && shuffled.ok());
+  EXPECT_EQ(*in_order, *shuffled);
+  EXPECT_EQ(shuffled->entries().size(), 3u);
+  std::string seen;
+  for (const auto& [rank, rr] : shuffled->ranks()) seen += std::to_string(rank) + ":" + rr.cores.encode() + " ";
+  EXPECT_EQ(seen, "0:0 1:0 2:1 3:0 ");
+  // Without rank 2 its neighbours have the same children: one entry again.
+  auto part = shuffled->subset(*IdSet::parse("0-1,3"));
+  EXPECT_EQ(part.entries().size(), 1u);
+  EXPECT_EQ(part.entries()[0].ranks.encode(), "0-1,3");
+  EXPECT_EQ(part, *ResourceSet::parse_text(R"({"version":1,"execution":{"R_lite":[
+      {"rank":"0-1,3","children":{"core":"0"}}]}})"));
+}
+
+TEST(ResourceSet, RanksAreFoundAndAddedInAnyOrder) {
+  auto r = four_ranks();
+  EXPECT_EQ(r.ranks().find(4), r.ranks().end());
+  EXPECT_TRUE(r.ranks().contains(3));
+  auto it = r.ranks().find(3);
+  ASSERT_NE(it, r.ranks().end());
+  EXPECT_EQ(it->second.gpus.encode(), "0-1");
+  EXPECT_EQ(it->second.hostname, "node3");
+  // Added below the highest rank, and over a rank it has.
+  ResourceSet built;
+  built.add_rank(3, {IdSet{0, 1, 2, 3, 4, 5, 6, 7}, IdSet{0, 1}, "node3"});
+  built.add_rank(1, {*IdSet::parse("0-7"), {}, "node1"});
+  built.add_rank(0, {IdSet{0}, {}, "node0"});
+  built.add_rank(2, {*IdSet::parse("0-7"), {}, "node2"});
+  built.add_rank(0, {*IdSet::parse("0-7"), {}, "node0"});
+  built.starttime = 10;
+  built.expiration = 70;
+  EXPECT_EQ(built, r);
+  // The names follow their ranks into a part.
+  auto part = r.subset(*IdSet::parse("1,3"));
+  EXPECT_EQ(part.ranks().at(1).hostname, "node1");
+  EXPECT_EQ(part.ranks().at(3).hostname, "node3");
+  EXPECT_EQ(part.to_json()["execution"]["nodelist"], Json::array({"node1", "node3"}));
+}
+
 TEST(Hostlist, ExpandsRangesAndKeepsPadding) {
   EXPECT_EQ(*expand_hostlist("node[1-3]"), (std::vector<std::string>{"node1", "node2", "node3"}));
   EXPECT_EQ(*expand_hostlist("n[08-10]x,login"), (std::vector<std::string>{"n08x", "n09x", "n10x", "login"}));

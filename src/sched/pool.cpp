@@ -222,7 +222,7 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
   const uint64_t cps = js.cores_per_slot, gps = js.gpus_per_slot;
   // Rank r of `avail`, less what `avoid` has there (the ranks of both come
   // in ascending order, so one walk of `avoid` serves the whole scan).
-  std::map<uint32_t, RankResources>::const_iterator skip, skip_end;
+  ResourceSet::Ranks::iterator skip, skip_end;
   if (avoid) skip = avoid->ranks().begin(), skip_end = avoid->ranks().end();
   RankFree less;
   auto at = [&](uint32_t r) -> const RankFree& {
@@ -629,8 +629,7 @@ void ResourcePool::backfilled(Reservation& res, const ResourceSet& taken) const 
       a.cores = a.cores.subtract(rr.cores);
       a.gpus = a.gpus.subtract(rr.gpus);
     }
-    if (auto h = plan ? plan->ranks().find(rank) : std::map<uint32_t, RankResources>::const_iterator();
-        plan && h != plan->ranks().end()) {
+    if (auto h = plan ? plan->ranks().find(rank) : ResourceSet::Ranks::iterator(); plan && h != plan->ranks().end()) {
       moved = moved || !h->second.cores.intersect(rr.cores).empty() || !h->second.gpus.intersect(rr.gpus).empty();
     }
   }

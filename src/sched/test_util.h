@@ -72,7 +72,7 @@ inline ResourceSet R(const std::map<uint32_t, std::string>& spec, double expirat
 // "0:0-1 1:0/0": rank:cores[/gpus], for comparing matches at a glance.
 inline std::string show(const ResourceSet& rs) {
   std::string out;
-  for (auto& [rank, rr] : rs.ranks()) {
+  for (const auto& [rank, rr] : rs.ranks()) {
     if (!out.empty()) out += " ";
     out += std::to_string(rank) + ":" + rr.cores.encode();
     if (!rr.gpus.empty()) out += "/" + rr.gpus.encode();
