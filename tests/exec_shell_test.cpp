@@ -220,6 +220,23 @@ TEST_F(Exec, OutputFilesWithIdAndCcTemplates) {
   std::filesystem::remove_all(dir);
 }
 
+TEST_F(Exec, AnOutputFileThatCannotBeOpenedKeepsTheTasksFromRunning) {
+  char tmpl[] = "/tmp/loom-output-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string dir = tmpl;
+  std::string ran = dir + "/ran";
+  // Its output would be lost: the job says why and runs nothing.
+  auto r = loom({"run", "-N2", "--output=" + dir + "/missing/out", "touch", ran});
+  EXPECT_EQ(r.code, 126) << show(r);
+  EXPECT_NE(r.err.find("cannot open " + dir + "/missing/out: No such file or directory"), std::string::npos) << show(r);
+  EXPECT_FALSE(std::filesystem::exists(ran));
+  // --error alone too.
+  r = loom({"run", "--error=" + dir + "/missing/err", "touch", ran});
+  EXPECT_EQ(r.code, 126) << show(r);
+  EXPECT_FALSE(std::filesystem::exists(ran));
+  std::filesystem::remove_all(dir);
+}
+
 TEST_F(Exec, ARealTimeLimitSendsSigalrm) {
   auto r = loom({"run", "-t", "0.3s", "sleep", "100"});
   EXPECT_EQ(r.code, 128 + SIGALRM) << show(r);

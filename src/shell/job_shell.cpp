@@ -215,7 +215,9 @@ class Shell {
   std::vector<std::string> in_flight_;  // sent, not yet acknowledged
   int out_fd_ = -1;                     // --output file, else -1 (the output eventlog)
   int err_fd_ = -1;                     // --error file (or the --output one)
-  void open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd);
+  // Why a file could not be opened (the job's tasks do not start then), or
+  // "".
+  std::string open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd);
   Result<int> task_stdin(const InputSpec& in, int task_rank, const std::string& cwd);
   bool commit_in_flight_ = false;
   std::string error_;
@@ -282,10 +284,11 @@ void Shell::emit(const Stream& s, std::string_view data) {
 // {{name}} and {{cc}}, are filled in at submit, which refuses unknown ones):
 // {{id}} and {{id.f58}} the job id, {{id.dec}} in decimal, {{node}} this
 // rank's host name.
-void Shell::open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd) {
-  if (!sys.contains("shell") || !sys["shell"].is_object()) return;
+std::string Shell::open_output_files(const Json& sys, JobId id, const std::string& node, const std::string& cwd) {
+  if (!sys.contains("shell") || !sys["shell"].is_object()) return "";
   const Json& opts = sys["shell"].value("options", Json::object());
-  if (!opts.is_object() || !opts.contains("output") || !opts["output"].is_object()) return;
+  if (!opts.is_object() || !opts.contains("output") || !opts["output"].is_object()) return "";
+  std::string failed;
   auto open_one = [&](const char* stream) -> int {
     const Json& o = opts["output"];
     if (!o.contains(stream) || !o[stream].is_object() || o[stream].value("type", "") != "file") return -1;
@@ -301,14 +304,13 @@ void Shell::open_output_files(const Json& sys, JobId id, const std::string& node
     }
     if (!path.empty() && path[0] != '/' && !cwd.empty()) path = cwd + "/" + path;
     int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-    if (fd < 0) {
-      note("cannot open " + path + ": " + std::strerror(errno));
-    }
+    if (fd < 0 && failed.empty()) failed = "cannot open " + path + ": " + std::strerror(errno);
     return fd;
   };
   out_fd_ = open_one("stdout");
   err_fd_ = open_one("stderr");
   if (err_fd_ < 0 && out_fd_ >= 0 && !opts["output"].contains("stderr")) err_fd_ = out_fd_;
+  return failed;
 }
 
 void Shell::flush() {
@@ -729,7 +731,8 @@ int Shell::run() {
   if (auto mine = R->ranks().find(my_rank); mine != R->ranks().end() && !mine->second.hostname.empty()) {
     node = mine->second.hostname;
   }
-  open_output_files(sys, id, node, cwd);
+  // A job whose output has nowhere to go does not run (it would be lost).
+  const std::string output_failed = open_output_files(sys, id, node, cwd);
   if (const char* uri = std::getenv("LOOM_URI")) env.push_back(std::string("LOOM_URI=") + uri);
   env.push_back("LOOM_JOB_ID=" + encode_f58(id));
   if (js->batch) {
@@ -793,6 +796,7 @@ int Shell::run() {
   // of each task that reads the job's input: many tasks need more
   // descriptors than a default soft limit allows (the hard limit is ours
   // to take).
+  if (!output_failed.empty()) return cannot_start(0, output_failed);
   rlimit nofile{};
   // And the shell's end of each task's PMI connection.
   rlim_t needed = 4 * static_cast<rlim_t>(count) + 64;
