@@ -251,7 +251,7 @@ TEST_F(Batch, AStepMustFitAndBelongToARunningAllocationOfItsUser) {
   EXPECT_NE(r.err.find("is not an allocation"), std::string::npos) << r.err;
   r = in("nosuch", {"submit", "true"});
   EXPECT_EQ(r.code, 2) << show(r);
-  EXPECT_NE(r.err.find("LOOM_ALLOCATION=nosuch is not a job id"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("LOOM_ALLOCATION=\"nosuch\" is not a job id"), std::string::npos) << r.err;
   // Another user's allocation (the owner may speak as another user).
   r = loom({"submit", "true"}, {{"LOOM_ALLOCATION", a}, {"LOOM_HANDLE_USERID", std::to_string(::getuid() + 4242)}});
   EXPECT_EQ(r.code, 1) << show(r);
@@ -349,7 +349,7 @@ TEST_F(Batch, DirectiveErrorsAreOneReadableLine) {
   EXPECT_NE(r.err.find("--env-file /dev/zero is over 1 MiB"), std::string::npos) << r.err;
   r = loom({"submit", "true"}, {{"LOOM_ALLOCATION", "0"}});
   EXPECT_NE(r.code, 0) << show(r);
-  EXPECT_NE(r.err.find("LOOM_ALLOCATION=0 is not a job id"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("LOOM_ALLOCATION=\"0\" is not a job id"), std::string::npos) << r.err;
   EXPECT_EQ(trim(loom({"jobs", "-a", "-n", "-o", "{id}"}).out), "");
 }
 

@@ -79,9 +79,14 @@ TEST(Cli, UsageErrorsAreOneLineAndExit2) {
       one_line_error(loom_alone({"cancel", "-m", "why", "--message=", "f1"}), 2, "cancel", "--message= needs a value"));
   // An error line echoes words it was given, a user's service may say
   // anything: control characters show as '?', never reach the terminal.
-  auto esc = loom_alone({"job", "info", "f\x1b[31m"});
+  auto esc = loom_alone({"jobs", "-o", "{x\x1b[31m}"});
   EXPECT_EQ(esc.err.find('\x1b'), std::string::npos) << show(esc);
-  EXPECT_NE(esc.err.find("f?[31m"), std::string::npos) << show(esc);
+  EXPECT_NE(esc.err.find("x?[31m"), std::string::npos) << show(esc);
+  // A word that should have been a job id is quoted, escapes spelled out
+  // and cut short: it may be anything a user typed.
+  auto id = loom_alone({"job", "info", "f\x1b[31m" + std::string(100000, 'x')});
+  EXPECT_TRUE(one_line_error(id, 1, "job info", R"("f\x1b[31mxxx)")) << show(id);
+  EXPECT_LT(id.err.size(), 200u) << show(id);
   auto own = loom_alone({"submit", "--dry-run", "-N", "1", "sh", "--opt="});
   EXPECT_EQ(own.code, 0) << show(own);
   EXPECT_NE(own.out.find(R"("command":["sh","--opt="])"), std::string::npos) << own.out;

@@ -4,6 +4,7 @@
 #include <cctype>
 
 #include "base/assert.h"
+#include "base/quote.h"
 
 namespace loom {
 
@@ -14,7 +15,7 @@ constexpr uint64_t kMaxSeq = (1u << kFluidSequenceBits) - 1;
 constexpr uint64_t kMaxTs = (uint64_t{1} << kFluidTimestampBits) - 1;
 
 Error bad(std::string_view s, const char* why) {
-  return Error{EINVAL, "invalid job id \"" + std::string(s) + "\": " + why};
+  return Error{EINVAL, "invalid job id " + quote_input(s) + ": " + why};
 }
 
 bool mul_add(uint64_t& acc, uint64_t base, uint64_t digit) {

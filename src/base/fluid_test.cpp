@@ -29,6 +29,17 @@ TEST(Fluid, RejectsMalformedIds) {
   EXPECT_EQ(parse_jobid("18446744073709551615")->value(), UINT64_MAX);
 }
 
+TEST(Fluid, AnErrorQuotesAtMostTheStartOfALongId) {
+  auto r = parse_jobid(std::string(100000, 'x') + "\n");
+  ASSERT_FALSE(r.ok());
+  EXPECT_LT(r.error().text.size(), 200u) << r.error().text.substr(0, 300);
+  EXPECT_NE(r.error().text.find("\"xxxx"), std::string::npos) << r.error().text;
+  EXPECT_EQ(r.error().text.find('\n'), std::string::npos);
+  auto nl = parse_jobid("a\nb");
+  ASSERT_FALSE(nl.ok());
+  EXPECT_NE(nl.error().text.find("\"a\\nb\""), std::string::npos) << nl.error().text;
+}
+
 TEST(Fluid, RoundTripsThroughF58) {
   FluidGenerator g(1'700'000'000'000, 0);
   for (uint64_t t = 0; t < 5000; t += 7) {

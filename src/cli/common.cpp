@@ -14,6 +14,7 @@
 #include <map>
 #include <optional>
 
+#include "base/quote.h"
 #include "cli/jobs_fields.h"
 #include "jobspec/jobspec.h"
 
@@ -153,7 +154,7 @@ Result<int> urgency_arg(const std::string& s) {
 
 Result<JobId> job_arg(const std::string& s) {
   auto id = parse_jobid(s);
-  if (!id.ok()) return Error{EINVAL, "\"" + s + "\" is not a job id"};
+  if (!id.ok()) return Error{EINVAL, quote_input(s) + " is not a job id"};
   return id;
 }
 

@@ -22,6 +22,7 @@
 #include <iostream>
 #include <sstream>
 
+#include "base/quote.h"
 #include "cli/attach.h"
 #include "cli/common.h"
 #include "cli/progress.h"
@@ -193,7 +194,7 @@ Result<Json> make_jobspec(const SubmitOpts& o) {
   } else if (const char* within = std::getenv("LOOM_ALLOCATION"); within && *within) {
     auto id = job_arg(within);
     if (!id.ok() || id->value() == 0) {
-      return Error{EINVAL, "LOOM_ALLOCATION=" + std::string(within) +
+      return Error{EINVAL, "LOOM_ALLOCATION=" + quote_input(within) +
                                " is not a job id (unset it to submit to the whole instance)"};
     }
     system["allocation"] = id->value();

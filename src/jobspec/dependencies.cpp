@@ -4,6 +4,8 @@
 #include <array>
 #include <cerrno>
 
+#include "base/quote.h"
+
 namespace loom {
 
 namespace {
@@ -35,7 +37,7 @@ Result<JobId> dependency_target(std::string_view scheme, std::string_view value)
   if (value.empty()) return Error{EINVAL, "dependency " + std::string(scheme) + " needs a job id"};
   auto id = parse_jobid(value);
   if (!id.ok()) {
-    return Error{EINVAL, "dependency " + std::string(scheme) + ": \"" + std::string(value) + "\" is not a job id"};
+    return Error{EINVAL, "dependency " + std::string(scheme) + ": " + quote_input(value) + " is not a job id"};
   }
   return *id;
 }
