@@ -438,6 +438,7 @@ Result<double> time_limit_arg(const std::string& s) {
 
 Result<Json> list_jobs(Client& c, Json req) {
   Json jobs = Json::array();
+  size_t limit = req.value("limit", size_t{0});
   for (;;) {
     auto r = c.call("job-manager.list", req);
     if (!r.ok()) return r.error();
@@ -453,6 +454,11 @@ Result<Json> list_jobs(Client& c, Json req) {
     }
     for (auto& j : *part) jobs.push_back(std::move(j));
     if (!more) return jobs;
+    if (limit > 0) {
+      // The next part is asked for what the limit still wants.
+      if (jobs.size() >= limit) return jobs;
+      req["limit"] = limit - jobs.size();
+    }
   }
 }
 

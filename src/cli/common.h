@@ -28,7 +28,7 @@ Result<std::string> instance_uri();
 
 // job-manager.list with `req`, every part of the answer (the job manager
 // cuts a long one in parts: docs/protocols/jobs.md): the jobs, newest
-// first, as one array.
+// first, as one array. With a `limit` in `req`, at most that many in all.
 Result<Json> list_jobs(Client& c, Json req);
 
 // A connected client with its own loop and clock.

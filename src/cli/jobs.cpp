@@ -231,14 +231,23 @@ int run_jobs(const JobsOpts& o) {
   Json req{{"states", ids.empty() ? mask : kActive | kInactive}};
   if (userid >= 0) req["userid"] = userid;
   if (!ids.empty()) req["ids"] = ids;
+  // -c N: when nothing below would leave out a job the job manager
+  // lists, it is asked for the newest N only (`limit`), so that only N
+  // cross the wire and the same N are shown as when all were fetched. It
+  // filters by state (the mask, when no ids are named) and by user as
+  // the loop below does; where it ignores the user (a user who asks for
+  // another's jobs is given their own), the loop drops every job, limited
+  // or not. A name, a result, --since and ids (asked for in every state)
+  // are filters of the loop alone, which the newest N may not pass.
+  bool by_result = !results.empty() && std::find(results.begin(), results.end(), "*") == results.end();
+  if (o.count > 0 && ids.empty() && o.name.empty() && !by_result && since <= 0) req["limit"] = o.count;
   auto r = list_jobs(*(*s)->client, req);
   if (!r.ok()) return fail("jobs", r.error());
   std::vector<Json> jobs;
   for (auto& j : *r) {
     if (!(state_bit(j.value("state", "")) & mask)) continue;
     bool inactive = j.value("state", "") == "INACTIVE";
-    if (!results.empty() && inactive && std::find(results.begin(), results.end(), "*") == results.end() &&
-        std::find(results.begin(), results.end(), j.value("result", "")) == results.end()) {
+    if (by_result && inactive && std::find(results.begin(), results.end(), j.value("result", "")) == results.end()) {
       continue;
     }
     // A user who is not the owner is given their own jobs whatever -u says.
