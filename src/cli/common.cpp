@@ -15,7 +15,6 @@
 #include <optional>
 
 #include "base/quote.h"
-#include "cli/jobs_fields.h"
 #include "jobspec/jobspec.h"
 
 namespace loom::cli {
@@ -161,6 +160,24 @@ Result<JobId> job_arg(const std::string& s) {
 bool run_until(Session& s, const bool& done) {
   while (!done && s.client->is_open()) s.io.run_one();
   return done;
+}
+
+std::string terminal_text(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size(); ++i) {
+    auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x20 || c == 0x7f) {
+      out += '?';
+    } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
+               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
+      out += '?';
+      ++i;
+    } else {
+      out += s[i];
+    }
+  }
+  return out;
 }
 
 int fail(const std::string& cmd, const std::string& text, int code) {

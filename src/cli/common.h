@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -50,6 +51,12 @@ constexpr int kExitUsage = 2;
 // Prints "loom CMD: TEXT" to stderr and returns `code`.
 int fail(const std::string& cmd, const std::string& text, int code = kExitError);
 int fail(const std::string& cmd, const Error& e, int code = kExitError);
+
+// `s` with every control character (C0, DEL, and C1 as UTF-8) shown as
+// '?', one column for one: job names, notes and hosts are other users'
+// words, and must not drive the terminal of whoever lists them (nor
+// break a table with a newline).
+std::string terminal_text(std::string_view s);
 
 // Parses the command line with `app` and runs the command it picked
 // (`run`, set by the subcommand's callback). Help and --version print and

@@ -14,7 +14,6 @@
 #include <string>
 
 #include "base/wait_status.h"
-#include "cli/jobs_fields.h"
 #include "eventlog/eventlog.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"

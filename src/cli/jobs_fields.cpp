@@ -340,22 +340,4 @@ std::string field_heading(const std::string& f) {
   return h;
 }
 
-std::string terminal_text(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x20 || c == 0x7f) {
-      out += '?';
-    } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
-      out += '?';
-      ++i;
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
-}
-
 }  // namespace loom::cli

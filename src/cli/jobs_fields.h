@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 #include "base/result.h"
 #include "msg/json.h"
@@ -29,12 +28,6 @@ Result<FieldValue> job_field(const Json& job, const std::string& name, double no
 
 // The header of a field's column: "JOBID", "USER", "ST", ...
 std::string field_heading(const std::string& name);
-
-// `s` with every control character (C0, DEL, and C1 as UTF-8) shown as
-// '?', one column for one: job names, notes and hosts are other users'
-// words, and must not drive the terminal of whoever lists them (nor
-// break a table with a newline).
-std::string terminal_text(std::string_view s);
 
 // The FSD form flux jobs prints: "0s", "1.234s", "12.35s", "3.5m", "2h", "1.5d".
 std::string format_fsd(double seconds);

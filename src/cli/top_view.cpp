@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "cli/common.h"
 #include "cli/jobs_fields.h"
 
 namespace loom::cli {
