@@ -10,6 +10,16 @@ namespace {
 // broker's to check when it leaves through a socket.
 bool too_big(const Message& m) { return !m.payload.empty() && frame_body_size(m) > kMaxFrameSize; }
 
+// What the encoder asserts of a topic and a route (encode_message), for
+// a response: it copies its request's, which were checked in full where
+// the request was decoded or sent, so the scan of every byte is not done
+// again on the loop's busiest path. A response to a request that never
+// passed either (one built here by hand) is still never framed with a
+// topic or a route the encoder would abort on.
+bool frameable_response(const Message& m) {
+  return !m.topic.empty() && m.topic.size() <= kMaxTopicSize && m.route.size() <= kMaxRouteHops;
+}
+
 std::string too_big_text(const Message& m, const char* what) {
   return std::string(what) + " " + m.topic + " of " + std::to_string(frame_body_size(m)) +
          " bytes exceeds the frame limit of " + std::to_string(kMaxFrameSize) + " bytes";
@@ -26,9 +36,10 @@ void Handle::set_credentials(uint32_t userid, uint32_t rolemask) {
 }
 
 void Handle::send(Message m) {
-  // (A topic no peer takes could not be framed: such a message is never
-  // handed to a transport. Responses carry their request's topic.)
-  if (!validate_message(m)) return;
+  // A request's or an event's topic is its sender's word: one no peer
+  // takes (a space, a control byte, over 255 bytes) could not be framed or
+  // would be refused, so such a message is never handed to a transport.
+  if (m.is_response() ? !frameable_response(m) : !validate_message(m)) return;
   if (too_big(m)) {
     // Never handed to a transport, which could not frame it. A request's
     // caller learns it from its RPC (rpc_message); a response becomes an

@@ -15,6 +15,7 @@
 
 #include "base/clock.h"
 #include "base/stepped_clock.h"
+#include "msg/codec.h"
 #include "msg/message.h"
 #include "msg/payload.h"
 
@@ -441,6 +442,29 @@ TEST(Handle, DispatchesARequestToItsMethod) {
   EXPECT_EQ(r.route, req.route);
   EXPECT_EQ(r.errnum, 0);
   EXPECT_EQ(r.payload, R"({"value":7})");
+}
+
+// A response carries its request's topic and route, checked where the
+// request was decoded; one to a request built by hand that the encoder
+// would abort on (a topic empty or over 255 bytes, a route over 64 hops)
+// is not sent. The same request within the limits is answered.
+TEST(Handle, AResponseTheEncoderCouldNotFrameIsNotSent) {
+  Endpoint ep;
+  ep.handle.add_method(std::string(256, 'a'), Access::kUser, [&](const Message& req) { ep.handle.respond(req, "{}"); });
+  ep.handle.dispatch(incoming_request(std::string(256, 'a')));
+  ep.handle.dispatch(incoming_request(std::string(300, 'b')));  // ENOSYS, to that topic
+  Message empty = incoming_request("kvs.get");
+  empty.topic.clear();
+  ep.handle.respond_error(empty, EINVAL, "");
+  Message far = incoming_request("kvs.get");
+  far.route.assign(kMaxRouteHops + 1, make_hop(1, 1));
+  ep.handle.respond(far, "{}");
+  EXPECT_TRUE(ep.sent.empty());
+
+  far.route.pop_back();
+  ep.handle.respond(far, "{}");
+  ASSERT_EQ(ep.sent.size(), 1u);
+  EXPECT_EQ(encode_message(ep.sent[0]).size(), 4 + frame_body_size(ep.sent[0]));
 }
 
 TEST(Handle, RespondsWithAnErrorFromAnErrorValue) {
