@@ -21,6 +21,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -457,6 +458,60 @@ TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
   EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + n - 1}));
   ASSERT_EQ(r.err_lines().size(), 1u) << show(r);
   EXPECT_NE(r.err.find(std::to_string(n) + " of 5000 jobs were submitted"), std::string::npos) << r.err;
+}
+
+// `loom submit --cc` of big jobs: requests of at most 8 MiB, four of them
+// unanswered at most, the next sent as answers come. Here the test plays
+// the broker, and each job carries a 1.4 MB environment.
+TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
+  std::string dir = std::filesystem::temp_directory_path() / ("loom-batches-" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::string path = dir + "/broker.sock";
+  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  Env env = {{"LOOM_URI", "local://" + path}};
+  for (int i = 0; i < 12; ++i) env.emplace_back("LOOM_TEST_PAD" + std::to_string(i), std::string(120000, 'x'));
+  constexpr size_t kJobs = 40;
+  Background submit({bin("loom"), "submit", "--cc=1-" + std::to_string(kJobs), "true"}, env);
+  auto conn = RawConn::accept(lfd);
+  ASSERT_TRUE(conn.ok()) << conn.error().text;
+  std::deque<std::pair<Message, size_t>> unanswered;  // and how many jobs each holds
+  size_t received = 0, answered = 0, requests = 0;
+  while (answered < kJobs) {
+    while (unanswered.size() < 4 && received < kJobs) {
+      auto m = conn->recv();
+      ASSERT_TRUE(m.has_value()) << "request " << requests;
+      ASSERT_EQ(m->topic, "job-manager.submit");
+      EXPECT_LE(m->payload.size(), size_t{9} << 20) << "request " << requests;
+      ++requests;
+      size_t n = Json::parse(m->payload)["jobs"].size();
+      received += n;
+      unanswered.emplace_back(std::move(*m), n);
+    }
+    // Four unanswered: the client waits for an answer before the next.
+    if (received < kJobs) {
+      EXPECT_FALSE(conn->recv(0).has_value()) << "a fifth request before an answer";
+    }
+    auto [m, n] = std::move(unanswered.front());
+    unanswered.pop_front();
+    Json ids = Json::array();
+    for (size_t k = 0; k < n; ++k) ids.push_back(1000 + answered++);
+    ASSERT_TRUE(conn->send(make_response(m, dump_json(Json{{"ids", ids}}))));
+  }
+  auto r = submit.finish();
+  ::close(lfd);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.code, 0) << show(r);
+  EXPECT_GT(requests, 4u) << "more than four requests for jobs of 1.4 MB";
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), kJobs) << show(r);
+  EXPECT_EQ(lines.front(), encode_f58(JobId{1000}));
+  EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + kJobs - 1}));
 }
 
 // `loom job info ID`: one page, each line a fact of the job.

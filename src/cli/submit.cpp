@@ -19,6 +19,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <sstream>
 
@@ -36,7 +37,16 @@ namespace loom::cli {
 
 namespace {
 
+// A submit request holds at most this many jobs, and no more bytes of
+// them than this unless one job alone is bigger (a jobspec is at most
+// 16 MiB, well within a frame): many jobs go in a few requests, none of
+// them near the frame limit.
 constexpr size_t kSubmitBatch = 4096;
+constexpr size_t kSubmitBatchBytes = size_t{8} << 20;
+// Requests sent and not yet answered: enough to keep the job manager busy,
+// few enough that a million jobs are never all queued at once (the
+// connection would give up on a peer that had not read 256 MiB).
+constexpr size_t kBatchesInFlight = 4;
 
 // --input: the tasks' stdin (src/shell/input.h). Task ranks ("all", "0",
 // "0-3") read what `loom run` (or `loom job attach --stdin`) sends; "none"
@@ -312,7 +322,19 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
     for (size_t i = 1; i < njobs; ++i) jobs[i]["jobspec"]["attributes"]["system"]["cc_limit"]["group"] = group;
     first = 1;
   }
-  size_t nbatch = (njobs - first + kSubmitBatch - 1) / kSubmitBatch;
+  // Where each batch starts, and (last) where the jobs end.
+  std::vector<size_t> starts;
+  if (first < njobs) starts.push_back(first);
+  for (size_t i = first, bytes = 0; i < njobs; ++i) {
+    size_t size = dump_json_bound(jobs[i]);
+    if (i > starts.back() && (i - starts.back() == kSubmitBatch || bytes + size > kSubmitBatchBytes)) {
+      starts.push_back(i);
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  starts.push_back(njobs);
+  const size_t nbatch = starts.size() - 1;
   std::vector<std::optional<Json>> answers(nbatch);
   size_t left = nbatch, printed = 0, submitted = first;
   std::optional<Error> error;
@@ -334,23 +356,28 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
     std::cout << out << std::flush;
     progress.show(submitted, njobs);
   };
-  for (size_t b = 0; b < nbatch; ++b) {
-    Json batch = Json::array();
-    for (size_t i = first + b * kSubmitBatch; i < std::min(njobs, first + (b + 1) * kSubmitBatch); ++i) {
-      batch.push_back(std::move(jobs[i]));
+  size_t sent = 0;
+  std::function<void()> send_more = [&] {
+    // (Counted as sent before the request goes: its answer may come at once.)
+    while (sent < nbatch && sent - (nbatch - left) < kBatchesInFlight) {
+      const size_t b = sent++;
+      Json batch = Json::array();
+      for (size_t i = starts[b]; i < starts[b + 1]; ++i) batch.push_back(std::move(jobs[i]));
+      sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
+        --left;
+        if (m.errnum) {
+          if (!error) error = Error{m.errnum, error_text(m)};
+          answers[b] = Json::object();  // nothing stored: nothing to print
+        } else {
+          auto j = parse_json(m.payload);
+          answers[b] = j.ok() ? std::move(*j) : Json::object();
+        }
+        print_ready();
+        send_more();
+      });
     }
-    sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
-      --left;
-      if (m.errnum) {
-        if (!error) error = Error{m.errnum, error_text(m)};
-        answers[b] = Json::object();  // nothing stored: nothing to print
-      } else {
-        auto j = parse_json(m.payload);
-        answers[b] = j.ok() ? std::move(*j) : Json::object();
-      }
-      print_ready();
-    });
-  }
+  };
+  send_more();
   while (left > 0 && sess.client->is_open()) sess.io.run_one();
   if (left > 0) {
     // Batches acknowledged after one that never was still name their jobs.
