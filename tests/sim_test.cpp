@@ -139,6 +139,21 @@ TEST_F(SimCommand, AJobRunningPastItsLimitEndsThereWithTheTimeout) {
   EXPECT_EQ(rows["2"]["final_state"], "COMPLETED_SUCCESSFULLY");
 }
 
+// A time limit of 2^31-1 s (a log's "no limit", as CEA-Curie's) is
+// taken as it is: job 1 runs its 10 s. Job 2's reservation is at job 1's
+// limit, 68 years on, so EASY backfills job 3 at once; job 2 starts when
+// job 1 ends.
+TEST_F(SimCommand, ATimeLimitFarPastTheSpanIsNoObstacle) {
+  std::string t = trace(4, swf_job(1, 0, 10, 2, 2147483647) + swf_job(2, 1, 5, 4, 10) + swf_job(3, 2, 5, 2, 5));
+  std::string csv = (tmp_ / "jobs.csv").string();
+  auto r = sim({t, "--policy", "easy", "--jobs", csv});
+  ASSERT_EQ(r.code, 0) << show(r);
+  auto rows = jobs_csv(csv);
+  EXPECT_EQ(rows["1"]["finish_time"], "10");
+  EXPECT_EQ(rows["1"]["final_state"], "COMPLETED_SUCCESSFULLY");
+  EXPECT_EQ(starts(csv), (std::vector<std::string>{"1@0", "2@10", "3@2"}));
+}
+
 // With --epilog 5 a job's nodes go back 5 s after it ends: job 2, which
 // needs job 1's nodes, starts at 15, not 10.
 TEST_F(SimCommand, EpilogsHoldTheNodesAfterTheJob) {
