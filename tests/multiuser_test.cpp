@@ -205,6 +205,40 @@ TEST_F(MultiUser, OutputFilesAreTheirUsersAndOthersCannotWriteThem) {
   EXPECT_EQ(read_file(mine), "from b\n");
 }
 
+// A user's active jobs are bounded (job-manager.max-active-jobs-per-user),
+// so that one user cannot fill rank 0's memory; the owner's are not.
+class MultiUserLimit : public MultiUser {
+ protected:
+  std::vector<std::string> instance_args() override { return {"--setconf", "job-manager.max-active-jobs-per-user=3"}; }
+};
+
+TEST_F(MultiUserLimit, AUsersActiveJobsAreLimitedTheOwnersAreNot) {
+  std::string first = submit_as(a_, {"--urgency=hold", "true"});
+  submit_as(a_, {"--urgency=hold", "true"});
+  // A batch that would pass the limit is refused whole.
+  auto batch = loom_as(a_, {"submit", "--cc=1-2", "--urgency=hold", "true"});
+  EXPECT_EQ(batch.code, 1) << show(batch);
+  EXPECT_NE(batch.err.find("uid " + std::to_string(a_.uid) +
+                           " has 2 active jobs; 2 more would pass its limit of 3 "
+                           "(job-manager.max-active-jobs-per-user)"),
+            std::string::npos)
+      << show(batch);
+  EXPECT_TRUE(batch.out.empty()) << show(batch);
+  submit_as(a_, {"--urgency=hold", "true"});
+  auto fourth = loom_as(a_, {"submit", "--urgency=hold", "true"});
+  EXPECT_EQ(fourth.code, 1) << show(fourth);
+  EXPECT_NE(fourth.err.find("has 3 active jobs; one more would pass its limit of 3"), std::string::npos)
+      << show(fourth);
+  // Another user has a limit of their own; the owner has none.
+  submit_as(b_, {"--urgency=hold", "true"});
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(inst_.loom({"submit", "--urgency=hold", "true"}).code, 0);
+  // A job that ends makes room.
+  ASSERT_EQ(loom_as(a_, {"cancel", first}).code, 0);
+  ASSERT_EQ(inst_.loom({"job", "wait-event", first, "clean"}).code, 0);
+  submit_as(a_, {"--urgency=hold", "true"});
+  EXPECT_EQ(loom_as(a_, {"jobs", "--no-header"}).out_lines().size(), 3u);
+}
+
 TEST_F(MultiUser, AUserCannotTouchAnotherUsersJob) {
   std::string id = submit_as(a_, {"sleep", "300"});
   ASSERT_FALSE(id.empty());

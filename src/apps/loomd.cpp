@@ -208,6 +208,8 @@ int main(int argc, char** argv) {
   app.add_option("--inactive-num-limit", jm_cfg.inactive_num_limit, "Inactive jobs kept (0: all)");
   app.add_option("--jobspec-size-limit", jm_cfg.jobspec_size_limit, "Largest jobspec accepted at submit (bytes)")
       ->check(CLI::Range(size_t{1024}, size_t{16} << 20));
+  app.add_option("--max-active-jobs-per-user", jm_cfg.max_active_per_user,
+                 "Jobs a user other than the owner may have active at once (0: no limit)");
   app.add_option("--exec-allow-guest-test", jm_cfg.allow_guest_test,
                  "Users other than the owner may submit jobs in test execution mode (true/false)");
   loom::ShellLauncherConfig shell_cfg;

@@ -374,6 +374,9 @@ const std::vector<Key>& keys() {
       {"job-manager.inactive-num-limit",
        field<uint32_t>([](const Setting& s) { return integer(s, 0, UINT32_MAX >> 1); },
                        [](InstanceConfig& c, uint32_t v) { c.inactive_num_limit = v; })},
+      {"job-manager.max-active-jobs-per-user",
+       field<uint32_t>([](const Setting& s) { return integer(s, 0, UINT32_MAX >> 1); },
+                       [](InstanceConfig& c, uint32_t v) { c.max_active_per_user = v; })},
       {"metrics.listen", field<std::string>(
                              [](const Setting& s) -> Result<std::string> {
                                if (s.value.empty()) return s.value;  // off, as by default
@@ -471,6 +474,7 @@ std::vector<std::string> loomd_options(const InstanceConfig& c) {
       "--sched-backfill-depth=" + std::to_string(c.sched_backfill_depth),
       "--jobspec-size-limit=" + std::to_string(c.jobspec_size_limit),
       "--inactive-num-limit=" + std::to_string(c.inactive_num_limit),
+      "--max-active-jobs-per-user=" + std::to_string(c.max_active_per_user),
       "--exec-allow-guest-test=" + std::string(c.allow_guest_test ? "true" : "false"),
   };
   if (c.cores_per_rank) o.push_back("--cores-per-rank=" + std::to_string(*c.cores_per_rank));

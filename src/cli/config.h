@@ -54,6 +54,7 @@ struct InstanceConfig {
   std::vector<HostResources> host_resources;
   uint32_t jobspec_size_limit = 1u << 20;
   uint32_t inactive_num_limit = 0;
+  uint32_t max_active_per_user = 100'000;
   // A command as loomd takes it: text run with /bin/sh -c, or a JSON list
   // of a program and its arguments. Empty: none.
   std::string epilog;

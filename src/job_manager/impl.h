@@ -182,6 +182,10 @@ struct JobManager::Impl {
   // are purged, so that job-manager.stats (each metrics scrape) does not
   // walk every job. Indexed by state_slot.
   std::array<uint64_t, 7> jobs_in_state_{};
+  // Active jobs by user, kept the same way, for the per-user limit
+  // (cfg_.max_active_per_user).
+  std::map<uint32_t, uint64_t> active_by_user_;
+  void count_active(uint32_t userid, int64_t delta);
   static size_t state_slot(JobState s) { return static_cast<size_t>(std::countr_zero(static_cast<unsigned>(s))); }
   std::unique_ptr<FluidGenerator> fluid_;
   // While a job just submitted takes its first steps (submit_checked), its

@@ -244,6 +244,7 @@ void JobManager::Impl::finish_load(std::map<std::string, std::array<std::string,
     j.exec_may_hold =
         is_active(j.rec.state) && j.rec.allocated && !j.rec.freed && !j.rec.started && !j.rec.released_all;
     ++jobs_in_state_[state_slot(j.rec.state)];
+    if (is_active(j.rec.state)) count_active(j.rec.userid, 1);
     jobs_.emplace(id, std::move(j));
   }
   fluid_->restore(last);
@@ -313,6 +314,7 @@ void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e)
   }
   if (e.name == "submit") {
     ++submitted_total_;
+    count_active(j.rec.userid, 1);
   } else if (j.rec.state == JobState::kSched && before != JobState::kSched && j.t_sched == 0) {
     j.t_sched = e.timestamp;
   } else if (e.name == "alloc") {
@@ -321,6 +323,15 @@ void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e)
   } else if (j.rec.state == JobState::kInactive && before != JobState::kInactive) {
     ++completed_total_;
   }
+  if (j.rec.state == JobState::kInactive && before != JobState::kInactive && e.name != "submit") {
+    count_active(j.rec.userid, -1);
+  }
+}
+
+void JobManager::Impl::count_active(uint32_t userid, int64_t delta) {
+  uint64_t& n = active_by_user_[userid];
+  n = static_cast<uint64_t>(static_cast<int64_t>(n) + delta);
+  if (n == 0) active_by_user_.erase(userid);
 }
 
 // Takes the side effects that the job's state calls for, posting the

@@ -45,6 +45,9 @@ struct JobManagerConfig {
   // Users other than the owner may use test execution
   // (exec.allow-guest-test).
   bool allow_guest_test = false;
+  // Jobs a user other than the owner may have active at once; a submit
+  // past it is refused (job-manager.max-active-jobs-per-user; 0: no limit).
+  uint32_t max_active_per_user = 100'000;
 };
 
 class JobManager {

@@ -191,6 +191,19 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
   }
+  // One user may not fill rank 0's memory with jobs; the owner, whose
+  // instance it is, may (docs/configuration.md).
+  if (const uint64_t limit = cfg_.max_active_per_user; limit > 0 && !is_owner(m)) {
+    auto it = active_by_user_.find(m.userid);
+    const uint64_t active = it == active_by_user_.end() ? 0 : it->second;
+    if (active + specs.size() > limit) {
+      return h_.respond_error(m, EAGAIN,
+                              "uid " + std::to_string(m.userid) + " has " + std::to_string(active) + " active jobs; " +
+                                  (specs.size() > 1 ? std::to_string(specs.size()) + " more" : "one more") +
+                                  " would pass its limit of " + std::to_string(limit) +
+                                  " (job-manager.max-active-jobs-per-user)");
+    }
+  }
   Json ids = Json::array();
   std::vector<Job*> created;
   uint64_t now_ms = static_cast<uint64_t>(h_.clock().wall() * 1000);
@@ -487,6 +500,7 @@ void JobManager::Impl::purge_jobs(const std::vector<JobId>& ids, std::function<v
   for (JobId id : ids) {
     if (auto it = jobs_.find(id); it != jobs_.end()) {
       --jobs_in_state_[state_slot(it->second.rec.state)];
+      if (is_active(it->second.rec.state)) count_active(it->second.rec.userid, -1);
       jobs_.erase(it);
     }
     commit_op(Json{{"op", "unlink"}, {"key", kvs_key::job_dir(id)}});
