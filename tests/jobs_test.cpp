@@ -419,23 +419,42 @@ TEST_F(Jobs, TheReadmesStreamingRpcPrintsEachResponse) {
   EXPECT_NE(lines.back().find("\"clean\""), std::string::npos) << r.out;
 }
 
+// A socket where `loom` expects a broker, for a test that plays one
+// (RawConn::accept(fd)); removed with its directory at the end.
+struct FakeBroker {
+  explicit FakeBroker(const std::string& name)
+      : dir(std::filesystem::temp_directory_path() / ("loom-" + name + "-" + std::to_string(::getpid()))) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path().c_str(), sizeof addr.sun_path - 1);
+    ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0 && ::listen(fd, 4) == 0;
+  }
+  ~FakeBroker() {
+    ::close(fd);
+    std::filesystem::remove_all(dir);
+  }
+  FakeBroker(const FakeBroker&) = delete;
+  FakeBroker& operator=(const FakeBroker&) = delete;
+  std::string path() const { return dir + "/broker.sock"; }
+  std::string uri() const { return "local://" + path(); }
+  bool listening() const { return ok; }
+  std::string dir;
+  int fd = -1;
+  bool ok = false;
+};
+
 // `loom submit --cc` whose connection is lost after its first batch was
 // stored still prints that batch's ids (then one line saying what
 // happened), so a user who retries knows which jobs exist. Here the test
 // plays the broker: it stores the first batch, then hangs up.
 TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
-  std::string dir = std::filesystem::temp_directory_path() / ("loom-cutoff-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::string path = dir + "/broker.sock";
-  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
-  ASSERT_EQ(::listen(lfd, 4), 0);
-  Background submit({bin("loom"), "submit", "--cc=1-5000", "true"}, {{"LOOM_URI", "local://" + path}});
-  auto conn = RawConn::accept(lfd);
+  FakeBroker broker("cutoff");
+  ASSERT_TRUE(broker.listening()) << std::strerror(errno);
+  Background submit({bin("loom"), "submit", "--cc=1-5000", "true"}, {{"LOOM_URI", broker.uri()}});
+  auto conn = RawConn::accept(broker.fd);
   ASSERT_TRUE(conn.ok()) << conn.error().text;
   auto first = conn->recv();
   ASSERT_TRUE(first.has_value());
@@ -449,8 +468,6 @@ TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
   ASSERT_TRUE(conn->recv().has_value());  // the second batch: never answered
   conn->close();
   auto r = submit.finish();
-  ::close(lfd);
-  std::filesystem::remove_all(dir);
   EXPECT_EQ(r.code, 1) << show(r);
   auto lines = r.out_lines();
   ASSERT_EQ(lines.size(), n) << show(r);
@@ -464,21 +481,13 @@ TEST_F(Jobs, ABatchSubmitCutOffHalfwayPrintsTheIdsThatWereStored) {
 // unanswered at most, the next sent as answers come. Here the test plays
 // the broker, and each job carries a 1.4 MB environment.
 TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
-  std::string dir = std::filesystem::temp_directory_path() / ("loom-batches-" + std::to_string(::getpid()));
-  std::filesystem::remove_all(dir);
-  std::filesystem::create_directories(dir);
-  std::string path = dir + "/broker.sock";
-  int lfd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0) << std::strerror(errno);
-  ASSERT_EQ(::listen(lfd, 4), 0);
-  Env env = {{"LOOM_URI", "local://" + path}};
+  FakeBroker broker("batches");
+  ASSERT_TRUE(broker.listening()) << std::strerror(errno);
+  Env env = {{"LOOM_URI", broker.uri()}};
   for (int i = 0; i < 12; ++i) env.emplace_back("LOOM_TEST_PAD" + std::to_string(i), std::string(120000, 'x'));
   constexpr size_t kJobs = 40;
   Background submit({bin("loom"), "submit", "--cc=1-" + std::to_string(kJobs), "true"}, env);
-  auto conn = RawConn::accept(lfd);
+  auto conn = RawConn::accept(broker.fd);
   ASSERT_TRUE(conn.ok()) << conn.error().text;
   std::deque<std::pair<Message, size_t>> unanswered;  // and how many jobs each holds
   size_t received = 0, answered = 0, requests = 0;
@@ -504,8 +513,6 @@ TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
     ASSERT_TRUE(conn->send(make_response(m, dump_json(Json{{"ids", ids}}))));
   }
   auto r = submit.finish();
-  ::close(lfd);
-  std::filesystem::remove_all(dir);
   EXPECT_EQ(r.code, 0) << show(r);
   EXPECT_GT(requests, 4u) << "more than four requests for jobs of 1.4 MB";
   auto lines = r.out_lines();
