@@ -590,32 +590,6 @@ TEST_F(JobsListing, CountShowsTheNewestNThatPassTheFilters) {
   EXPECT_EQ(listed("{id}", {"--since", "-1h", "-c", "3"}), (std::vector<std::string>{pending, running, failed}));
 }
 
-// A count past the first part of a long listing (100 jobs of 100 kB
-// names: the job manager answers in parts of 8 MiB) is the same jobs as
-// the first N of the whole listing.
-TEST_F(CliJobs, ACountPastOnePartOfTheListingIsItsFirstN) {
-  start();
-  auto submitted = loom({"submit", "--cc=1-100", "--urgency=0", "--job-name=" + std::string(100000, 'n'), "true"});
-  ASSERT_EQ(submitted.code, 0) << show(submitted);
-  auto first = loom({"rpc", "job-manager.list", "{}"});
-  ASSERT_EQ(first.code, 0) << first.err;
-  auto part = parse_json(first.out);
-  ASSERT_TRUE(part.ok()) << part.error().text;
-  ASSERT_EQ((*part)["more"], true);
-  size_t in_part = (*part)["jobs"].size();
-  ASSERT_LT(in_part + 5, 100u);
-
-  auto all = loom({"jobs", "-n", "-o", "{id}"});
-  ASSERT_EQ(all.code, 0) << show(all);
-  std::vector<std::string> ids = all.out_lines();
-  ASSERT_EQ(ids.size(), 100u);
-  for (size_t n : {in_part, in_part + 5}) {
-    auto some = loom({"jobs", "-n", "-o", "{id}", "-c", std::to_string(n)});
-    ASSERT_EQ(some.code, 0) << show(some);
-    EXPECT_EQ(some.out_lines(), std::vector<std::string>(ids.begin(), ids.begin() + static_cast<long>(n))) << n;
-  }
-}
-
 TEST_F(CliJobs, JobStatusExitsWithTheLargestExitCode) {
   start();
   std::string ok = submit_job({"-N1", "true"});

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -258,8 +259,14 @@ TEST_F(Top, LongListingsComeInPartsWithinTheFrame) {
   auto listed = loom({"jobs", "-n", "-o", "{id}"});
   ASSERT_EQ(listed.code, 0) << listed.err;
   std::vector<std::string> lines = listed.out_lines();
-  EXPECT_EQ(lines.size(), 100u) << "every job once";
+  ASSERT_EQ(lines.size(), 100u) << "every job once";
   EXPECT_EQ(std::set<std::string>(lines.begin(), lines.end()), ids);
+  // A count (sent to the job manager as its limit) past the first part:
+  // the first N of the whole listing.
+  const size_t n = std::min<size_t>((*part)["jobs"].size() + 5, lines.size());
+  auto some = loom({"jobs", "-n", "-o", "{id}", "-c", std::to_string(n)});
+  ASSERT_EQ(some.code, 0) << show(some);
+  EXPECT_EQ(some.out_lines(), std::vector<std::string>(lines.begin(), lines.begin() + static_cast<long>(n)));
 
   auto c = connect();
   ASSERT_TRUE(c);
