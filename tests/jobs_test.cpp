@@ -485,7 +485,7 @@ TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
   ASSERT_TRUE(broker.listening()) << std::strerror(errno);
   Env env = {{"LOOM_URI", broker.uri()}};
   for (int i = 0; i < 12; ++i) env.emplace_back("LOOM_TEST_PAD" + std::to_string(i), std::string(120000, 'x'));
-  constexpr size_t kJobs = 40;
+  constexpr size_t kJobs = 26;  // five to a request: six requests
   Background submit({bin("loom"), "submit", "--cc=1-" + std::to_string(kJobs), "true"}, env);
   auto conn = RawConn::accept(broker.fd);
   ASSERT_TRUE(conn.ok()) << conn.error().text;
@@ -498,7 +498,9 @@ TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
       ASSERT_EQ(m->topic, "job-manager.submit");
       EXPECT_LE(m->payload.size(), size_t{9} << 20) << "request " << requests;
       ++requests;
-      size_t n = Json::parse(m->payload)["jobs"].size();
+      // Its jobs, counted without parsing 7 MB (slow under the sanitizers).
+      size_t n = 0;
+      for (size_t at = 0; (at = m->payload.find("\"jobspec\":", at)) != std::string::npos; ++at) ++n;
       received += n;
       unanswered.emplace_back(std::move(*m), n);
     }
