@@ -74,6 +74,7 @@
 #include "msg/client.h"
 #include "rset/rset.h"
 #include "shell/affinity.h"
+#include "shell/batch_script.h"
 #include "shell/cgroup.h"
 #include "shell/input.h"
 #include "shell/output.h"
@@ -141,7 +142,6 @@ class Shell {
     script_dir_.clear();
   }
   int run();
-  Result<std::string> write_script(const std::string& text, const std::vector<std::string>& env);
   int cannot_start(int from, const std::string& why);
   int wait_tasks();
 
@@ -826,7 +826,7 @@ int Shell::run() {
     spec.argv = js->command;
     if (js->batch) {
       // The script as it was submitted, not the file it came from.
-      auto path = write_script(js->script, env);
+      auto path = write_batch_script(id_text_, js->script, env, script_dir_);
       if (!path.ok()) {
         for (int fd : {out[0], out[1], err[0], err[1]}) ::close(fd);
         return cannot_start(i, path.error().text);
@@ -888,43 +888,6 @@ int Shell::run() {
   }
   watch_input();
   return wait_tasks();
-}
-
-// A batch job's script in a file its task can run: a directory of its own
-// (0700) under the job's TMPDIR (the submitter's, which this node may not
-// have: then /tmp), made by the job's user (us), and removed when the
-// shell ends.
-Result<std::string> Shell::write_script(const std::string& text, const std::vector<std::string>& env) {
-  std::vector<std::string> dirs;
-  for (const auto& e : env) {
-    if (e.starts_with("TMPDIR=") && e.size() > 7) dirs.push_back(e.substr(7));
-  }
-  dirs.push_back("/tmp");
-  std::string pattern;
-  for (const auto& tmp : dirs) {
-    pattern = tmp + "/loom-" + id_text_ + "-XXXXXX";
-    if (::mkdtemp(pattern.data()) != nullptr) break;
-    if (tmp == dirs.back()) {
-      return Error{errno, "cannot make a directory for the batch script in " + tmp + ": " + std::strerror(errno)};
-    }
-  }
-  script_dir_ = pattern;
-  std::string path = script_dir_ + "/script";
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
-  if (fd < 0) return Error{errno, "cannot write the batch script " + path + ": " + std::strerror(errno)};
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      ::close(fd);
-      return Error{e, "cannot write the batch script " + path + ": " + std::strerror(e)};
-    }
-    done += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  return path;
 }
 
 // Not every task could be started (from task `from` on): the job fails
