@@ -322,8 +322,6 @@ void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e)
     if (j.t_sched > 0) sched_seconds_.observe(std::max(0.0, e.timestamp - j.t_sched));
   } else if (j.rec.state == JobState::kInactive && before != JobState::kInactive) {
     ++completed_total_;
-  }
-  if (j.rec.state == JobState::kInactive && before != JobState::kInactive && e.name != "submit") {
     count_active(j.rec.userid, -1);
   }
 }
