@@ -386,7 +386,7 @@ TEST_F(Cluster, PlainTcpClientGetsNothing) {
   ASSERT_TRUE(wait_ready());
   // netprobe connects and prints what it reads until the peer closes:
   // nothing, within the handshake deadline.
-  auto r = hosts_.run(3, {bin("netprobe"), "connect", "node0", std::to_string(kPort), "10"});
+  auto r = hosts_.run(3, {test_tool("netprobe"), "connect", "node0", std::to_string(kPort), "10"});
   EXPECT_EQ(r.out, "") << r.err;
   EXPECT_TRUE(brokers_[0]->wait_for_err("no TLS handshake within", 10)) << brokers_[0]->so_far().err;
 }
@@ -399,7 +399,7 @@ TEST_F(Cluster, HandshakesUnderWayAreCapped) {
   ASSERT_TRUE(wait_ready());
   auto flood = hosts_.run(3,
                           {"sh", "-c",
-                           "i=0; while [ $i -lt 100 ]; do " + bin("netprobe") + " connect node0 " +
+                           "i=0; while [ $i -lt 100 ]; do " + test_tool("netprobe") + " connect node0 " +
                                std::to_string(kPort) + " 20 & i=$((i+1)); done; wait"},
                           {}, 60);
   EXPECT_EQ(flood.out, "");  // none of them was told anything
@@ -455,7 +455,7 @@ TEST_F(Cluster, HostNotInTheListStopsWithOneLine) {
 }
 
 TEST_F(Cluster, PortInUseStopsWithOneLine) {
-  auto l = hosts_.spawn(0, {bin("netprobe"), "listen", std::to_string(kPort)});
+  auto l = hosts_.spawn(0, {test_tool("netprobe"), "listen", std::to_string(kPort)});
   ASSERT_TRUE(l->wait_for_out("\n", 10)) << l->so_far().err;
   auto r = hosts_.run(0, {bin("loomd"), "--config", config(), "--rundir", rundir(0)}, {}, 10);
   EXPECT_EQ(r.code, 1);

@@ -650,18 +650,6 @@ TEST_F(KvsFourRanks, OverwritingAnEventlogEndsItsAppendWatchers) {
   EXPECT_EQ(c.data, "first\nsecond\n");
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kSanitized = true;
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
-#else
-constexpr bool kSanitized = false;
-#endif
-
 TEST_F(KvsFourRanks, ManyWatchersComingAndGoingDoNotAccumulateInTheBroker) {
   // Each watch request carries 64 KiB of padding (ignored by the service,
   // but kept with the watch): if disconnected watches were kept, 1000 of
@@ -673,7 +661,8 @@ TEST_F(KvsFourRanks, ManyWatchersComingAndGoingDoNotAccumulateInTheBroker) {
   ASSERT_TRUE(pid) << why;
   const std::string pad(64 * 1024, 'p');
   // Under ASan (slow, and RSS not checked) fewer rounds still exercise it.
-  constexpr int kPerRound = 25, kWarmup = 4, kRounds = kSanitized ? 8 : 44;
+  constexpr int kPerRound = 25, kWarmup = 4;
+  const int kRounds = sanitized() ? 8 : 44;
   std::optional<long> rss_after_warmup;
   for (int round = 0; round < kRounds; ++round) {
     std::vector<std::unique_ptr<Client>> cs;
@@ -696,7 +685,7 @@ TEST_F(KvsFourRanks, ManyWatchersComingAndGoingDoNotAccumulateInTheBroker) {
   long grown = *rss_end - *rss_after_warmup;
   std::cout << "rank 0 RSS after warm-up " << *rss_after_warmup << " KiB, after " << kRounds * kPerRound << " watchers "
             << *rss_end << " KiB\n";
-  if (kSanitized) {
+  if (sanitized()) {
     // ASan's quarantine holds freed memory: RSS says nothing here.
     std::cout << "(not checked under AddressSanitizer)\n";
   } else {

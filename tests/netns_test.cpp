@@ -30,7 +30,7 @@ class HostsTest : public ::testing::Test {
 
 // A `netprobe listen 0` in host i; its port in *port.
 std::unique_ptr<Background> listener(const Hosts& hosts, size_t i, int* port) {
-  auto l = hosts.spawn(i, {bin("netprobe"), "listen", "0"});
+  auto l = hosts.spawn(i, {test_tool("netprobe"), "listen", "0"});
   if (!l->wait_for_out("\n", 10)) {
     ADD_FAILURE() << "no listener in host " << i << ": " << l->so_far().err;
     return l;
@@ -41,7 +41,7 @@ std::unique_ptr<Background> listener(const Hosts& hosts, size_t i, int* port) {
 }
 
 CmdResult connect(const Hosts& hosts, size_t from, const std::string& to, int port, double timeout) {
-  return hosts.run(from, {bin("netprobe"), "connect", to, std::to_string(port), std::to_string(timeout)});
+  return hosts.run(from, {test_tool("netprobe"), "connect", to, std::to_string(port), std::to_string(timeout)});
 }
 
 std::string machine_hostname() {

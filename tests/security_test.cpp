@@ -77,15 +77,11 @@ std::pair<std::string, bool> read_until_closed(int fd, double timeout) {
   }
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-// AddressSanitizer keeps freed memory aside and shadows all of it, so a
-// broker's resident size says little about what loom holds; and its
-// UndefinedBehaviorSanitizer checks need a free descriptor (they test
-// memory through a pipe), so such a broker cannot run out of them.
-constexpr bool kSanitized = true;
-#else
-constexpr bool kSanitized = false;
-#endif
+// Under the sanitizers (sanitized()), AddressSanitizer keeps freed memory
+// aside and shadows all of it, so a broker's resident size says little about
+// what loom holds; and its UndefinedBehaviorSanitizer checks need a free
+// descriptor (they test memory through a pipe), so such a broker cannot run
+// out of them.
 
 // What loom may hold for clients, seen from outside: the broker's memory
 // high-water mark stays under this (not measured under the sanitizers).
@@ -102,7 +98,7 @@ long peak_rss_mib(pid_t pid) {
 }
 
 void expect_peak_under_bound(pid_t pid) {
-  if (kSanitized) return;
+  if (sanitized()) return;
   long peak = peak_rss_mib(pid);
   EXPECT_LT(peak, kPeakMiB) << "the broker's memory peaked at " << peak << " MiB";
 }
@@ -458,7 +454,7 @@ TEST_F(Security, ANearLimitJobIsRefusedAtSubmitAndAJobAtItsLimitRuns) {
   // R and a route) could not be sent, so it is never stored. (Under the
   // sanitizers, where parsing 64 MiB takes some 20 s, one just over the
   // limit: refused by the same check.)
-  spec["attributes"]["user"]["pad"] = std::string(kSanitized ? limit + 4096 : kMaxFrameSize - 4096, 'x');
+  spec["attributes"]["user"]["pad"] = std::string(sanitized() ? limit + 4096 : kMaxFrameSize - 4096, 'x');
   Reply r = call(loop_, *c, "job-manager.submit", dump_json(Json{{"jobspec", spec}}), {}, 60);
   EXPECT_EQ(r.errnum, EFBIG) << r.errstr;
   EXPECT_NE(r.errstr.find("job-manager.jobspec-size-limit"), std::string::npos) << r.errstr;
@@ -584,7 +580,7 @@ TEST_F(Security, HalfSentFramesAreDroppedAfterTheFrameTimeout) {
 }
 
 TEST_F(Security, RunningOutOfDescriptorsNeitherSpinsNorFloodsTheLog) {
-  if (kSanitized) GTEST_SKIP() << "a sanitizer build needs descriptors for its own checks";
+  if (sanitized()) GTEST_SKIP() << "a sanitizer build needs descriptors for its own checks";
   rlimit mine{};
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &mine), 0);
   if (mine.rlim_max < 3200) GTEST_SKIP() << "needs 3,200 descriptors for the test itself";

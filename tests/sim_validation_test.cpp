@@ -23,9 +23,7 @@ namespace {
 namespace fs = std::filesystem;
 
 TEST(SimValidation, KthSp2StronglyFilteredGivesThePublishedSlowdowns) {
-#if defined(__SANITIZE_ADDRESS__)
-  GTEST_SKIP() << "a year of KTH-SP2 takes minutes under the sanitizers; the release build runs it";
-#endif
+  if (sanitized()) GTEST_SKIP() << "a year of KTH-SP2 takes minutes under the sanitizers; the release build runs it";
   std::string trace = std::string(LOOM_TRACES_DIR) + "/swf/KTH-SP2-1996-2.1-cln.predictsim-strongfiltered.swf.gz";
   if (!fs::exists(trace)) GTEST_SKIP() << "no " << trace << " (the traces live in ../shared/traces beside the project)";
   std::string tmpl = (fs::temp_directory_path() / "loom-sim-validation-XXXXXX").string();

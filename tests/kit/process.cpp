@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <filesystem>
 #include <fstream>
 #include <map>
 
@@ -21,11 +22,32 @@ extern char** environ;
 namespace loom::test {
 
 std::string build_dir() {
-  if (const char* d = std::getenv("LOOM_BUILD_DIR"); d && *d) return d;
+  for (const char* var : {"LOOM_TREE_UNDER_TEST", "LOOM_BUILD_DIR"}) {
+    if (const char* d = std::getenv(var); d && *d) return d;
+  }
   return LOOM_TEST_DEFAULT_BUILD_DIR;
 }
 
 std::string bin(const std::string& name) { return build_dir() + "/bin/" + name; }
+
+std::string test_tool(const std::string& name) {
+  std::error_code ec;
+  auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return bin(name);
+  return (self.parent_path() / name).string();
+}
+
+bool sanitized() {
+  static const bool answer = [] {
+    std::ifstream cache(build_dir() + "/CMakeCache.txt");
+    std::string line;
+    while (std::getline(cache, line)) {
+      if (line.starts_with("LOOM_SANITIZE:")) return line.ends_with("=ON");
+    }
+    return false;
+  }();
+  return answer;
+}
 
 int exit_code(int st) {
   if (WIFEXITED(st)) return WEXITSTATUS(st);

@@ -13,11 +13,20 @@
 
 namespace loom::test {
 
-// The build directory: $LOOM_BUILD_DIR (set by ctest), else the one this
-// test was built in.
+// The build tree whose loom binaries the tests run: $LOOM_TREE_UNDER_TEST
+// if set (scripts/test runs the release tree's system tests against the
+// sanitizer tree's binaries), else $LOOM_BUILD_DIR (set by ctest), else the
+// tree this test was built in.
 std::string build_dir();
 // ${build_dir}/bin/NAME
 std::string bin(const std::string& name);
+// A helper program built with the tests (netprobe): beside the running
+// test binary, whichever tree's binaries are under test.
+std::string test_tool(const std::string& name);
+// Whether the tree under test was built with the sanitizers (its
+// CMakeCache.txt has LOOM_SANITIZE on): its brokers are several times
+// slower, and their memory says little about what loom holds.
+bool sanitized();
 
 // The exit code a shell would report: the status, or 128+N for signal N.
 int exit_code(int wait_status);
