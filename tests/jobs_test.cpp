@@ -523,6 +523,59 @@ TEST_F(Jobs, ABatchSubmitSendsRequestsOfBoundedSizeAFewAtATime) {
   EXPECT_EQ(lines.back(), encode_f58(JobId{1000 + kJobs - 1}));
 }
 
+// `loom submit --cc` whose second request is refused (a user at the limit
+// of active jobs) sends nothing more: the jobs stored are those of the
+// requests already under way, all printed, and its one error line counts
+// them. Here the test plays the broker; each job carries a 1.4 MB
+// environment, so five go to a request.
+TEST_F(Jobs, ABatchSubmitRefusedHalfwaySendsNoMore) {
+  FakeBroker broker("refused");
+  ASSERT_TRUE(broker.listening()) << std::strerror(errno);
+  Env env = {{"LOOM_URI", broker.uri()}};
+  for (int i = 0; i < 12; ++i) env.emplace_back("LOOM_TEST_PAD" + std::to_string(i), std::string(120000, 'x'));
+  constexpr size_t kJobs = 26;  // six requests: 5, 5, 5, 5, 5, 1
+  Background submit({bin("loom"), "submit", "--cc=1-" + std::to_string(kJobs), "true"}, env);
+  auto conn = RawConn::accept(broker.fd);
+  ASSERT_TRUE(conn.ok()) << conn.error().text;
+  auto jobs_in = [](const Message& m) {
+    size_t n = 0;
+    for (size_t at = 0; (at = m.payload.find("\"jobspec\":", at)) != std::string::npos; ++at) ++n;
+    return n;
+  };
+  uint64_t next_id = 1000;
+  auto store = [&](const Message& m) {
+    Json ids = Json::array();
+    for (size_t k = jobs_in(m); k > 0; --k) ids.push_back(next_id++);
+    return conn->send(make_response(m, dump_json(Json{{"ids", ids}})));
+  };
+  std::deque<Message> under_way;
+  for (int i = 0; i < 4; ++i) {
+    auto m = conn->recv();
+    ASSERT_TRUE(m.has_value()) << "request " << i;
+    under_way.push_back(std::move(*m));
+  }
+  // The first stored, which lets a fifth go; the second refused.
+  ASSERT_TRUE(store(under_way.front()));
+  under_way.pop_front();
+  auto fifth = conn->recv();
+  ASSERT_TRUE(fifth.has_value());
+  under_way.push_back(std::move(*fifth));
+  ASSERT_TRUE(conn->send(make_error_response(under_way.front(), EAGAIN, "user 1000 has too many active jobs")));
+  under_way.pop_front();
+  // Those under way are still answered, and stored.
+  for (auto& m : under_way) ASSERT_TRUE(store(m));
+  auto r = submit.finish();
+  EXPECT_FALSE(conn->recv(0).has_value()) << "a request after the refusal";
+  EXPECT_EQ(r.code, 1) << show(r);
+  auto lines = r.out_lines();
+  ASSERT_EQ(lines.size(), 20u) << show(r);
+  EXPECT_EQ(lines.front(), encode_f58(JobId{1000}));
+  EXPECT_EQ(lines.back(), encode_f58(JobId{1019}));
+  EXPECT_EQ(r.err,
+            "loom submit: user 1000 has too many active jobs; 20 of 26 jobs were submitted (their ids are "
+            "printed), the others were not\n");
+}
+
 // `loom job info ID`: one page, each line a fact of the job.
 TEST_F(Jobs, JobInfoIsAPageAboutTheJob) {
   start();

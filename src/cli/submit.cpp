@@ -336,7 +336,7 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
   starts.push_back(njobs);
   const size_t nbatch = starts.size() - 1;
   std::vector<std::optional<Json>> answers(nbatch);
-  size_t left = nbatch, printed = 0, submitted = first;
+  size_t answered = 0, printed = 0, submitted = first;
   std::optional<Error> error;
   // --cc on a terminal: N of M submitted (progress.h).
   ProgressLine progress("submit", !o.cc.empty() && ::isatty(STDERR_FILENO) == 1);
@@ -359,12 +359,15 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
   size_t sent = 0;
   std::function<void()> send_more = [&] {
     // (Counted as sent before the request goes: its answer may come at once.)
-    while (sent < nbatch && sent - (nbatch - left) < kBatchesInFlight) {
+    // After a refusal nothing more goes: the jobs stored are then the
+    // batches before it and those already under way, all named, and a
+    // retry of the rest is the user's choice, not a scatter of later jobs.
+    while (!error && sent < nbatch && sent - answered < kBatchesInFlight) {
       const size_t b = sent++;
       Json batch = Json::array();
       for (size_t i = starts[b]; i < starts[b + 1]; ++i) batch.push_back(std::move(jobs[i]));
       sess.handle().rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, b](const Message& m) {
-        --left;
+        ++answered;
         if (m.errnum) {
           if (!error) error = Error{m.errnum, error_text(m)};
           answers[b] = Json::object();  // nothing stored: nothing to print
@@ -378,8 +381,8 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
     }
   };
   send_more();
-  while (left > 0 && sess.client->is_open()) sess.io.run_one();
-  if (left > 0) {
+  while (answered < sent && sess.client->is_open()) sess.io.run_one();
+  if (answered < sent) {
     // Batches acknowledged after one that never was still name their jobs.
     for (auto& a : answers) {
       if (!a) a = Json::object();
@@ -392,7 +395,13 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
     }
     return fail(cmd, Error{ECONNRESET, why});
   }
-  if (error) return fail(cmd, *error);
+  if (error) {
+    if (njobs > 1) {
+      error->text += "; " + std::to_string(submitted) + " of " + std::to_string(njobs) +
+                     " jobs were submitted (their ids are printed), the others were not";
+    }
+    return fail(cmd, *error);
+  }
   return 0;
 }
 
