@@ -127,18 +127,89 @@ std::vector<uint32_t> IdSet::to_vector() const {
   return out;
 }
 
+// The set operations are one pass over both lists of ranges, each
+// making at most one allocation: the scheduler runs them for every rank of
+// every allocation and release.
 IdSet IdSet::set_union(const IdSet& o) const {
-  IdSet out = *this;
-  for (auto [a, b] : o.ranges_) out.insert_range(a, b);
+  if (o.ranges_.empty()) return *this;
+  if (ranges_.empty()) return o;
+  IdSet out;
+  out.ranges_.reserve(ranges_.size() + o.ranges_.size());
+  auto a = ranges_.begin(), b = o.ranges_.begin();
+  const auto ae = ranges_.end(), be = o.ranges_.end();
+  while (a != ae || b != be) {
+    const auto& next = (b == be || (a != ae && a->first <= b->first)) ? *a++ : *b++;
+    auto& last = out.ranges_;
+    if (!last.empty() && uint64_t{next.first} <= uint64_t{last.back().second} + 1) {
+      last.back().second = std::max(last.back().second, next.second);
+    } else {
+      last.push_back(next);
+    }
+  }
   return out;
 }
 
 IdSet IdSet::subtract(const IdSet& o) const {
-  IdSet out = *this;
-  for (auto [a, b] : o.ranges_) out.erase_range(a, b);
+  if (ranges_.empty() || o.ranges_.empty()) return *this;
+  IdSet out;
+  out.ranges_.reserve(ranges_.size() + o.ranges_.size());
+  auto b = o.ranges_.begin();
+  const auto be = o.ranges_.end();
+  for (auto [lo, hi] : ranges_) {
+    uint64_t from = lo;  // what is left of [lo, hi] starts here
+    while (b != be && b->second < lo) ++b;
+    // o's ranges that reach into [lo, hi]; the last may reach past it, into
+    // the next range too, so it stays current.
+    for (auto c = b; c != be && c->first <= hi; ++c) {
+      if (c->first > from) out.ranges_.emplace_back(static_cast<uint32_t>(from), c->first - 1);
+      from = uint64_t{c->second} + 1;
+      if (c->second >= hi) break;
+      b = c + 1;
+    }
+    if (from <= hi) out.ranges_.emplace_back(static_cast<uint32_t>(from), hi);
+  }
   return out;
 }
 
-IdSet IdSet::intersect(const IdSet& o) const { return subtract(subtract(o)); }
+IdSet IdSet::intersect(const IdSet& o) const {
+  IdSet out;
+  auto a = ranges_.begin(), b = o.ranges_.begin();
+  const auto ae = ranges_.end(), be = o.ranges_.end();
+  while (a != ae && b != be) {
+    uint32_t lo = std::max(a->first, b->first), hi = std::min(a->second, b->second);
+    if (lo <= hi) out.ranges_.emplace_back(lo, hi);
+    if (a->second < b->second) {
+      ++a;
+    } else {
+      ++b;
+    }
+  }
+  return out;
+}
+
+bool IdSet::intersects(const IdSet& o) const {
+  auto a = ranges_.begin(), b = o.ranges_.begin();
+  const auto ae = ranges_.end(), be = o.ranges_.end();
+  while (a != ae && b != be) {
+    if (std::max(a->first, b->first) <= std::min(a->second, b->second)) return true;
+    if (a->second < b->second) {
+      ++a;
+    } else {
+      ++b;
+    }
+  }
+  return false;
+}
+
+bool IdSet::is_subset_of(const IdSet& o) const {
+  // o's ranges never touch: each of ours must lie within one of them.
+  auto b = o.ranges_.begin();
+  const auto be = o.ranges_.end();
+  for (auto [lo, hi] : ranges_) {
+    while (b != be && b->second < lo) ++b;
+    if (b == be || b->first > lo || b->second < hi) return false;
+  }
+  return true;
+}
 
 }  // namespace loom

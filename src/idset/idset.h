@@ -39,7 +39,8 @@ class IdSet {
   IdSet set_union(const IdSet& o) const;
   IdSet intersect(const IdSet& o) const;
   IdSet subtract(const IdSet& o) const;
-  bool is_subset_of(const IdSet& o) const { return subtract(o).empty(); }
+  bool intersects(const IdSet& o) const;  // !intersect(o).empty(), without building it
+  bool is_subset_of(const IdSet& o) const;
 
   bool operator==(const IdSet&) const = default;
 

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <iterator>
 #include <random>
 #include <set>
+#include <vector>
 
 namespace loom {
 
@@ -71,6 +74,55 @@ TEST(IdSet, AgreesWithStdSetOnRandomOperations) {
   for (size_t i = 1; i < s.ranges().size(); ++i) {
     EXPECT_GT(s.ranges()[i].first, s.ranges()[i - 1].second + 1);  // never adjacent
   }
+}
+
+// Union, intersection, difference, overlap and inclusion of random sets
+// (a few ranges each, so that ranges meet, touch and nest) agree with
+// std::set's, and give sets in canonical form.
+TEST(IdSet, SetOperationsAgreeWithStdSet) {
+  std::mt19937 rng(7);
+  auto random_set = [&](std::set<uint32_t>& ref) {
+    IdSet s;
+    for (int n = static_cast<int>(rng() % 6); n > 0; --n) {
+      uint32_t lo = rng() % 60, hi = lo + rng() % 8;
+      s.insert_range(lo, hi);
+      for (uint32_t v = lo; v <= hi; ++v) ref.insert(v);
+    }
+    return s;
+  };
+  auto canonical = [](const IdSet& s) {
+    for (size_t i = 1; i < s.ranges().size(); ++i) {
+      if (s.ranges()[i].first <= s.ranges()[i - 1].second + 1) return false;
+    }
+    for (auto [a, b] : s.ranges()) {
+      if (a > b) return false;
+    }
+    return true;
+  };
+  for (int i = 0; i < 3000; ++i) {
+    std::set<uint32_t> ra, rb;
+    IdSet a = random_set(ra), b = random_set(rb);
+    std::vector<uint32_t> u, x, d;
+    std::set_union(ra.begin(), ra.end(), rb.begin(), rb.end(), std::back_inserter(u));
+    std::set_intersection(ra.begin(), ra.end(), rb.begin(), rb.end(), std::back_inserter(x));
+    std::set_difference(ra.begin(), ra.end(), rb.begin(), rb.end(), std::back_inserter(d));
+    IdSet su = a.set_union(b), sx = a.intersect(b), sd = a.subtract(b);
+    ASSERT_EQ(su.to_vector(), u) << a.encode() << " | " << b.encode();
+    ASSERT_EQ(sx.to_vector(), x) << a.encode() << " & " << b.encode();
+    ASSERT_EQ(sd.to_vector(), d) << a.encode() << " - " << b.encode();
+    ASSERT_TRUE(canonical(su) && canonical(sx) && canonical(sd)) << a.encode() << ", " << b.encode();
+    ASSERT_EQ(a.intersects(b), !x.empty()) << a.encode() << ", " << b.encode();
+    ASSERT_EQ(a.is_subset_of(b), d.empty()) << a.encode() << ", " << b.encode();
+  }
+  // At the top of the id space, where a range's end plus one wraps.
+  IdSet top;
+  top.insert_range(4294967290u, 4294967295u);
+  IdSet below;
+  below.insert_range(4294967280u, 4294967289u);
+  EXPECT_EQ(top.set_union(below).encode(), "4294967280-4294967295");
+  EXPECT_EQ(top.subtract(*IdSet::parse("4294967295")).encode(), "4294967290-4294967294");
+  EXPECT_EQ(below.set_union(top).subtract(top).encode(), "4294967280-4294967289");
+  EXPECT_TRUE(top.is_subset_of(top.set_union(below)));
 }
 
 }  // namespace loom
