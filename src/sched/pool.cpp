@@ -304,14 +304,16 @@ Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
     }
     const RankInventory& inv = inventory_[rank];
     // A rank not known yet is checked when it reports (set_inventory).
-    if (auto extra = rr.cores.subtract(first_ids(inv.ncores)); inv.known && !extra.empty()) {
-      return bad("rank " + std::to_string(rank) + " has no cores " + extra.encode() + " (it has " +
-                 plural(inv.ncores, "core") + ")");
+    // (Ids count from 0: a set is within the first n if its last is.)
+    if (inv.known && !rr.cores.empty() && *rr.cores.last() >= inv.ncores) {
+      return bad("rank " + std::to_string(rank) + " has no cores " + rr.cores.subtract(first_ids(inv.ncores)).encode() +
+                 " (it has " + plural(inv.ncores, "core") + ")");
     }
-    if (auto extra = rr.gpus.subtract(first_ids(inv.ngpus)); inv.known && !extra.empty()) {
-      return bad("rank " + std::to_string(rank) + " has no gpus " + extra.encode() + " (it has " +
-                 plural(inv.ngpus, "gpu") + ")");
+    if (inv.known && !rr.gpus.empty() && *rr.gpus.last() >= inv.ngpus) {
+      return bad("rank " + std::to_string(rank) + " has no gpus " + rr.gpus.subtract(first_ids(inv.ngpus)).encode() +
+                 " (it has " + plural(inv.ngpus, "gpu") + ")");
     }
+    if (!rr.cores.intersects(state_[rank].used_cores) && !rr.gpus.intersects(state_[rank].used_gpus)) continue;
     IdSet busy_cores = rr.cores.intersect(state_[rank].used_cores);
     IdSet busy_gpus = rr.gpus.intersect(state_[rank].used_gpus);
     if (busy_cores.empty() && busy_gpus.empty()) continue;
@@ -336,17 +338,25 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
     ++alarms_;
     return Error{EINVAL, "double-booking refused for job " + std::to_string(id) + ": " + st.error().text};
   }
-  ResourceSet held;
-  held.starttime = r.starttime;
-  held.expiration = r.expiration;
   uint64_t& cores = held_cores_[id];
+  bool unnamed = false;  // a rank of r without the host name the inventory has
   for (const auto& [rank, rr] : r.ranks()) {
     cores += rr.cores.count();
-    RankResources copy = rr;
-    if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
     state_[rank].used_cores = state_[rank].used_cores.set_union(rr.cores);
     state_[rank].used_gpus = state_[rank].used_gpus.set_union(rr.gpus);
     refresh(rank);
+    unnamed = unnamed || (rr.hostname.empty() && !inventory_[rank].hostname.empty());
+  }
+  if (!unnamed) {
+    allocations_[id] = r;
+    return {};
+  }
+  ResourceSet held;
+  held.starttime = r.starttime;
+  held.expiration = r.expiration;
+  for (const auto& [rank, rr] : r.ranks()) {
+    RankResources copy = rr;
+    if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
     held.add_rank(rank, std::move(copy));
   }
   allocations_[id] = std::move(held);
