@@ -9,6 +9,7 @@
 #include "sched/pool.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <limits>
 
@@ -70,7 +71,10 @@ Json ResourceCount::to_json() const {
 }
 
 ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
-    : inventory_(std::move(ranks)), state_(inventory_.size()), free_(inventory_.size()) {
+    : inventory_(std::move(ranks)),
+      state_(inventory_.size()),
+      free_(inventory_.size()),
+      open_((inventory_.size() + 63) / 64, 0) {
   unusable_ = size();  // as free_ starts
   for (uint32_t r = 0; r < size(); ++r) refresh(r);
   tally();
@@ -102,6 +106,23 @@ void ResourcePool::refresh(uint32_t rank) {
   if (f.usable) free_cores_ += f.cores.count();
   unusable_ += f.usable ? 0 : 1;
   beyond_ += st.beyond ? 1 : 0;
+  const uint64_t bit = uint64_t{1} << (rank % 64);
+  if (f.usable && !f.cores.empty()) {
+    open_[rank / 64] |= bit;
+  } else {
+    open_[rank / 64] &= ~bit;
+  }
+}
+
+uint32_t ResourcePool::next_open(uint32_t from) const {
+  size_t w = from / 64;
+  if (w >= open_.size()) return size();
+  uint64_t word = open_[w] & (~uint64_t{0} << (from % 64));
+  while (word == 0) {
+    if (++w == open_.size()) return size();
+    word = open_[w];
+  }
+  return static_cast<uint32_t>(w * 64 + static_cast<size_t>(std::countr_zero(word)));
 }
 
 const RankInventory& ResourcePool::inventory(uint32_t rank) const {
@@ -234,10 +255,13 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
     less.gpus = avail[r].gpus.subtract(skip->second.gpus);
     return less;
   };
+  // The ranks to look at, from r on: in free_, those with a free core.
+  const bool now = &avail == &free_;
+  auto from = [&](uint32_t r) { return now ? next_open(r) : r; };
   if (js.nnodes > 0) {
     const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
     uint32_t picked = 0;
-    for (uint32_t r = 0; r < size() && picked < js.nnodes; ++r) {
+    for (uint32_t r = from(0); r < size() && picked < js.nnodes; r = from(r + 1)) {
       if (!avail[r].usable) continue;
       const RankInventory& inv = inventory_[r];
       if (js.exclusive && (inv.ncores < need_c || inv.ngpus < need_g)) continue;
@@ -258,7 +282,7 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
     return picked == js.nnodes;
   }
   uint64_t left = js.nslots;
-  for (uint32_t r = 0; r < size() && left > 0; ++r) {
+  for (uint32_t r = from(0); r < size() && left > 0; r = from(r + 1)) {
     if (!avail[r].usable) continue;
     const RankFree& a = at(r);
     uint64_t k = a.cores.count() / cps;

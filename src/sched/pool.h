@@ -279,6 +279,12 @@ class ResourcePool {
   // change, so that a match does not rebuild it.
   std::vector<RankFree> free_;
   uint64_t free_cores_ = 0;
+  // Bit r: rank r is usable and has a free core (every match takes at
+  // least one core, so a match of free_ looks at these ranks only: on a
+  // full machine of thousands of nodes, a few). next_open(r) is the first
+  // such rank from r on, size() if none.
+  std::vector<uint64_t> open_;
+  uint32_t next_open(uint32_t from) const;
   // Job id → cores it holds; ranks not usable, ranks with cores held
   // beyond their inventory (while both are 0, a job's usable held cores
   // are all it holds).

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <map>
 #include <random>
 #include <set>
 #include <string>
@@ -154,6 +155,33 @@ TEST(PoolMatch, SkipsDrainedAndDownRanks) {
   EXPECT_EQ(show(pool.match(nodes(2))), "0:0 2:0");
   pool.set_up(1, true);
   EXPECT_EQ(show(pool.match(nodes(3))), "0:0 1:0 2:0");
+}
+
+// A match of what is free now looks only at ranks with a free core: past
+// full ones, across 64-rank words, as ranks fill, empty, drain and go down.
+TEST(PoolMatch, FindsTheFewFreeRanksOfAFullMachine) {
+  auto pool = uniform(200, 2);
+  std::map<uint32_t, std::string> busy;
+  for (uint32_t r = 0; r < 200; ++r) {
+    if (r == 5) busy[r] = "0";
+    if (r != 5 && r != 70 && r != 130 && r != 199) busy[r] = "0-1";
+  }
+  ASSERT_TRUE(pool.allocate(1, R(busy)).ok());
+  EXPECT_EQ(show(pool.match(slots(4))), "5:1 70:0-1 130:0");
+  EXPECT_EQ(show(pool.match(nodes(1, 1, 2, 0, true))), "70:0-1");
+  pool.drain(70, {"fan", 1});
+  EXPECT_EQ(show(pool.match(slots(4))), "5:1 130:0-1 199:0");
+  pool.set_up(130, false);
+  EXPECT_EQ(show(pool.match(slots(4))), "none");
+  EXPECT_EQ(show(pool.match(slots(3))), "5:1 199:0-1");
+  ASSERT_TRUE(pool.free(1, R({{64, "0-1"}, {128, "0-1"}})).ok());
+  EXPECT_EQ(show(pool.match(nodes(3, 1, 2, 0, true))), "64:0-1 128:0-1 199:0-1");
+  ASSERT_TRUE(pool.allocate(2, R({{5, "1"}, {64, "0-1"}, {199, "0-1"}})).ok());
+  EXPECT_EQ(show(pool.match(slots(2))), "128:0-1");
+  pool.undrain(70);
+  pool.set_up(130, true);
+  EXPECT_EQ(show(pool.match(slots(6))), "70:0-1 128:0-1 130:0-1");
+  EXPECT_EQ(show(pool.match(slots(7))), "none");
 }
 
 TEST(PoolMatch, AvoidsAGivenResourceSet) {
