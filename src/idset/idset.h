@@ -28,6 +28,7 @@ class IdSet {
   void insert_range(uint32_t lo, uint32_t hi);
   void erase(uint32_t id) { erase_range(id, id); }
   void erase_range(uint32_t lo, uint32_t hi);
+  void clear() { ranges_.clear(); }  // keeps its storage for what comes next
   bool contains(uint32_t id) const;
   bool empty() const { return ranges_.empty(); }
   uint64_t count() const;

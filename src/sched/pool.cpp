@@ -26,6 +26,31 @@ IdSet first_ids(uint64_t n) {
   return s;
 }
 
+// out = first_ids(n) less `used`, in out's own storage: a rank's free
+// cores are recounted at each allocation and release of it.
+void assign_first_less(IdSet& out, uint64_t n, const IdSet& used) {
+  out.clear();
+  uint64_t from = 0;
+  for (auto [a, b] : used.ranges()) {
+    if (a >= n) break;
+    if (a > from) out.insert_range(static_cast<uint32_t>(from), a - 1);
+    from = uint64_t{b} + 1;
+  }
+  if (from < n) out.insert_range(static_cast<uint32_t>(from), static_cast<uint32_t>(n - 1));
+}
+
+// set = set | add, and set = set - take, in set's own storage when that
+// is simple (the set empty, or all of it taken).
+void add_ids(IdSet& set, const IdSet& add) {
+  if (add.empty()) return;
+  set = set.empty() ? add : set.set_union(add);
+}
+void take_ids(IdSet& set, const IdSet& take) {
+  if (take.empty()) return;
+  if (set == take) return set.clear();
+  set = set.subtract(take);
+}
+
 // The k lowest ids of s (all of s if it has fewer).
 IdSet take_lowest(const IdSet& s, uint64_t k) {
   IdSet out;
@@ -100,8 +125,8 @@ void ResourcePool::refresh(uint32_t rank) {
   unusable_ -= f.usable ? 0 : 1;
   beyond_ -= st.beyond ? 1 : 0;
   f.usable = st.up && inventory_[rank].known && !drained_.count(rank);
-  f.cores = first_ids(inventory_[rank].ncores).subtract(st.used_cores);
-  f.gpus = first_ids(inventory_[rank].ngpus).subtract(st.used_gpus);
+  assign_first_less(f.cores, inventory_[rank].ncores, st.used_cores);
+  assign_first_less(f.gpus, inventory_[rank].ngpus, st.used_gpus);
   st.beyond = !st.used_cores.empty() && *st.used_cores.last() >= inventory_[rank].ncores;
   if (f.usable) free_cores_ += f.cores.count();
   unusable_ += f.usable ? 0 : 1;
@@ -366,8 +391,8 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   bool unnamed = false;  // a rank of r without the host name the inventory has
   for (const auto& [rank, rr] : r.ranks()) {
     cores += rr.cores.count();
-    state_[rank].used_cores = state_[rank].used_cores.set_union(rr.cores);
-    state_[rank].used_gpus = state_[rank].used_gpus.set_union(rr.gpus);
+    add_ids(state_[rank].used_cores, rr.cores);
+    add_ids(state_[rank].used_gpus, rr.gpus);
     refresh(rank);
     unnamed = unnamed || (rr.hostname.empty() && !inventory_[rank].hostname.empty());
   }
@@ -433,8 +458,8 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
   uint64_t& cores = held_cores_[id];
   for (const auto& [rank, rr] : it->second.ranks()) {
     if (!ranks.contains(rank)) continue;
-    state_[rank].used_cores = state_[rank].used_cores.subtract(rr.cores);
-    state_[rank].used_gpus = state_[rank].used_gpus.subtract(rr.gpus);
+    take_ids(state_[rank].used_cores, rr.cores);
+    take_ids(state_[rank].used_gpus, rr.gpus);
     cores -= rr.cores.count();
     refresh(rank);
   }
