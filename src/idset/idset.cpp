@@ -171,34 +171,43 @@ IdSet IdSet::subtract(const IdSet& o) const {
   return out;
 }
 
-IdSet IdSet::intersect(const IdSet& o) const {
-  IdSet out;
-  auto a = ranges_.begin(), b = o.ranges_.begin();
-  const auto ae = ranges_.end(), be = o.ranges_.end();
-  while (a != ae && b != be) {
+namespace {
+
+// Calls f(lo, hi) for each overlap of two sets' ranges, in ascending order,
+// until f returns false.
+template <class F>
+void for_each_overlap(const std::vector<std::pair<uint32_t, uint32_t>>& x,
+                      const std::vector<std::pair<uint32_t, uint32_t>>& y, F f) {
+  auto a = x.begin(), b = y.begin();
+  while (a != x.end() && b != y.end()) {
     uint32_t lo = std::max(a->first, b->first), hi = std::min(a->second, b->second);
-    if (lo <= hi) out.ranges_.emplace_back(lo, hi);
+    if (lo <= hi && !f(lo, hi)) return;
     if (a->second < b->second) {
       ++a;
     } else {
       ++b;
     }
   }
+}
+
+}  // namespace
+
+IdSet IdSet::intersect(const IdSet& o) const {
+  IdSet out;
+  for_each_overlap(ranges_, o.ranges_, [&](uint32_t lo, uint32_t hi) {
+    out.ranges_.emplace_back(lo, hi);
+    return true;
+  });
   return out;
 }
 
 bool IdSet::intersects(const IdSet& o) const {
-  auto a = ranges_.begin(), b = o.ranges_.begin();
-  const auto ae = ranges_.end(), be = o.ranges_.end();
-  while (a != ae && b != be) {
-    if (std::max(a->first, b->first) <= std::min(a->second, b->second)) return true;
-    if (a->second < b->second) {
-      ++a;
-    } else {
-      ++b;
-    }
-  }
-  return false;
+  bool any = false;
+  for_each_overlap(ranges_, o.ranges_, [&](uint32_t, uint32_t) {
+    any = true;
+    return false;  // one is enough
+  });
+  return any;
 }
 
 bool IdSet::is_subset_of(const IdSet& o) const {
