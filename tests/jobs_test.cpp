@@ -576,6 +576,29 @@ TEST_F(Jobs, ABatchSubmitRefusedHalfwaySendsNoMore) {
             "printed), the others were not\n");
 }
 
+// Every request refused: no job stored, and the line says so.
+TEST_F(Jobs, ABatchSubmitRefusedWholeSaysNoneWasSubmitted) {
+  FakeBroker broker("refused-all");
+  ASSERT_TRUE(broker.listening()) << std::strerror(errno);
+  Env env = {{"LOOM_URI", broker.uri()}};
+  for (int i = 0; i < 12; ++i) env.emplace_back("LOOM_TEST_PAD" + std::to_string(i), std::string(120000, 'x'));
+  Background submit({bin("loom"), "submit", "--cc=1-26", "true"}, env);
+  auto conn = RawConn::accept(broker.fd);
+  ASSERT_TRUE(conn.ok()) << conn.error().text;
+  std::vector<Message> under_way;
+  for (int i = 0; i < 4; ++i) {
+    auto m = conn->recv();
+    ASSERT_TRUE(m.has_value()) << "request " << i;
+    under_way.push_back(std::move(*m));
+  }
+  for (auto& m : under_way) ASSERT_TRUE(conn->send(make_error_response(m, EAGAIN, "too many active jobs")));
+  auto r = submit.finish();
+  EXPECT_FALSE(conn->recv(0).has_value()) << "a request after the refusals";
+  EXPECT_EQ(r.code, 1) << show(r);
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "loom submit: too many active jobs; none of the 26 jobs were submitted\n");
+}
+
 // `loom job info ID`: one page, each line a fact of the job.
 TEST_F(Jobs, JobInfoIsAPageAboutTheJob) {
   start();

@@ -396,9 +396,11 @@ int run_submit(const SubmitOpts& o, const std::string& cmd) {
     return fail(cmd, Error{ECONNRESET, why});
   }
   if (error) {
-    if (njobs > 1) {
-      error->text += "; " + std::to_string(submitted) + " of " + std::to_string(njobs) +
-                     " jobs were submitted (their ids are printed), the others were not";
+    // Of several requests, where it stopped (one alone is all or nothing).
+    if (nbatch + first > 1) {
+      error->text += submitted == 0 ? "; none of the " + std::to_string(njobs) + " jobs were submitted"
+                                    : "; " + std::to_string(submitted) + " of " + std::to_string(njobs) +
+                                          " jobs were submitted (their ids are printed), the others were not";
     }
     return fail(cmd, *error);
   }
