@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/write_all.h"
+
 namespace loom {
 
 Result<std::string> write_batch_script(const std::string& id_text, const std::string& text,
@@ -28,16 +30,10 @@ Result<std::string> write_batch_script(const std::string& id_text, const std::st
   std::string path = dir + "/script";
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0700);
   if (fd < 0) return Error{errno, "cannot write the batch script " + path + ": " + std::strerror(errno)};
-  size_t done = 0;
-  while (done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) {
-      int e = errno;
-      ::close(fd);
-      return Error{e, "cannot write the batch script " + path + ": " + std::strerror(e)};
-    }
-    done += static_cast<size_t>(n);
+  if (!write_all(fd, text)) {
+    int e = errno;
+    ::close(fd);
+    return Error{e, "cannot write the batch script " + path + ": " + std::strerror(e)};
   }
   ::close(fd);
   return path;

@@ -68,6 +68,7 @@
 #include "base/clock.h"
 #include "base/fluid.h"
 #include "base/wait_status.h"
+#include "base/write_all.h"
 #include "idset/idset.h"
 #include "jobspec/jobspec.h"
 #include "kvs/layout.h"
@@ -246,15 +247,7 @@ void Shell::emit(const Stream& s, std::string_view data) {
   if (fd >= 0) {
     // To the file the job asked for (opened O_APPEND: shells of other
     // ranks append to it too).
-    while (!data.empty()) {
-      ssize_t n = ::write(fd, data.data(), data.size());
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        if (error_.empty()) error_ = std::string("cannot write output: ") + std::strerror(errno);
-        return;
-      }
-      data.remove_prefix(static_cast<size_t>(n));
-    }
+    if (!write_all(fd, data) && error_.empty()) error_ = std::string("cannot write output: ") + std::strerror(errno);
     return;
   }
   std::string line = dump_json(output_entry(s.name, s.task_rank, data)) + "\n";

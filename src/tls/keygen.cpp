@@ -15,6 +15,7 @@
 #include <ctime>
 #include <set>
 
+#include "base/write_all.h"
 #include "tls/ossl.h"
 
 namespace loom::tls {
@@ -112,15 +113,7 @@ Status write_file(const std::filesystem::path& path, const std::string& text, mo
   std::string tmp = path.string() + ".tmp";
   int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
   if (fd < 0) return Error{errno, "cannot write " + tmp + ": " + std::strerror(errno)};
-  bool ok = ::fchmod(fd, mode) == 0;
-  size_t done = 0;
-  while (ok && done < text.size()) {
-    ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    ok = n > 0;
-    if (ok) done += static_cast<size_t>(n);
-  }
-  ok = ok && ::fsync(fd) == 0;
+  bool ok = ::fchmod(fd, mode) == 0 && write_all(fd, text) && ::fsync(fd) == 0;
   int err = errno;
   ::close(fd);
   if (ok && ::rename(tmp.c_str(), path.c_str()) != 0) {
