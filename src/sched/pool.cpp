@@ -365,7 +365,6 @@ Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
     if (!rr.cores.intersects(state_[rank].used_cores) && !rr.gpus.intersects(state_[rank].used_gpus)) continue;
     IdSet busy_cores = rr.cores.intersect(state_[rank].used_cores);
     IdSet busy_gpus = rr.gpus.intersect(state_[rank].used_gpus);
-    if (busy_cores.empty() && busy_gpus.empty()) continue;
     std::string what = !busy_cores.empty() ? "cores " + busy_cores.encode() : "gpus " + busy_gpus.encode();
     std::string holder;
     for (const auto& [other, held] : allocations_) {
