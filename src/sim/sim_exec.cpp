@@ -92,18 +92,11 @@ void SimExec::start(const Message& m) {
   r->timer = h_.clock().make_timer();
   ExecRecord& rec = records_[id];
   rec.start = h_.clock().now();
-  // Node n's core c is machine core n * cores_per_node + c: ranges of
-  // ranks and of cores become ranges of machine cores, and a run of whole
-  // nodes one range (a job of Curie's holds thousands of cores).
+  // Node n's core c is machine core n * cores_per_node + c, added range by
+  // range of cores (a job of CEA-Curie's holds thousands of them).
   IdSet cores;
   for (const auto& e : R->entries()) {
-    const bool whole = e.cores.ranges().size() == 1 && e.cores.ranges()[0].first == 0 &&
-                       e.cores.ranges()[0].second + 1 == cores_per_node_;
     for (auto [rlo, rhi] : e.ranks.ranges()) {
-      if (whole) {
-        cores.insert_range(rlo * cores_per_node_, rhi * cores_per_node_ + cores_per_node_ - 1);
-        continue;
-      }
       for (uint32_t rank = rlo; rank <= rhi; ++rank) {
         for (auto [clo, chi] : e.cores.ranges())
           cores.insert_range(rank * cores_per_node_ + clo, rank * cores_per_node_ + chi);
