@@ -82,7 +82,7 @@ size_t frame_body_size(const Message& m) {
 void encode_message(const Message& m, std::string& out) {
   LOOM_ASSERT(m.topic.size() <= kMaxTopicSize);
   LOOM_ASSERT(m.route.size() <= kMaxRouteHops);
-  LOOM_ASSERT(!m.json || !m.payload.empty());  // its text must be written first (Message::write_text)
+  LOOM_ASSERT((!m.json && !m.typed) || !m.payload.empty());  // its text must be written first (Message::write_text)
   size_t body = frame_body_size(m);
   LOOM_ASSERT(body <= kMaxFrameSize);
   out.reserve(out.size() + 4 + body);

@@ -54,6 +54,12 @@ void Handle::send(Message m) {
   send_(std::move(m));
 }
 
+void Handle::send_typed(Message m, std::shared_ptr<const TypedPayload> payload) {
+  m.typed = std::move(payload);
+  if (!lazy_text_) m.write_text();
+  send(std::move(m));
+}
+
 uint32_t Handle::next_matchtag() {
   // Skip 0 (matchtag-less) and any tag still in flight after wrapping.
   do {
@@ -79,10 +85,12 @@ uint32_t Handle::rpc(std::string topic, std::string payload, RpcOptions opts, Re
 }
 
 uint32_t Handle::rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
-                             ResponseFn fn) {
+                             ResponseFn fn, std::shared_ptr<const TypedPayload> typed) {
   uint32_t tag = next_matchtag();
   Message m = make_request(std::move(topic), std::move(payload), opts.nodeid, opts.streaming ? msgflag::kStreaming : 0);
   m.json = std::move(json);
+  m.typed = std::move(typed);
+  if (m.typed && !lazy_text_) m.write_text();
   m.matchtag = tag;
   Rpc rpc{std::move(fn), opts.streaming, nullptr};
   // A topic no peer takes (empty, over 255 bytes, a space or a control

@@ -25,6 +25,7 @@
 #include "base/result.h"
 #include "msg/json.h"
 #include "msg/message.h"
+#include "msg/typed_payload.h"
 
 namespace loom {
 
@@ -72,6 +73,12 @@ class Handle {
   // The same, handing the receiver the parsed payload as well (see
   // Message::json): for large payloads between services of one broker.
   uint32_t rpc(std::string topic, Json&& payload, RpcOptions opts, ResponseFn fn);
+  // The same with a typed payload (TypedPayload): a service of this
+  // process reads the value itself; its JSON is written only where needed.
+  template <class T>
+  uint32_t rpc_typed(std::string topic, T payload, RpcOptions opts, ResponseFn fn) {
+    return rpc_message(std::move(topic), {}, nullptr, opts, std::move(fn), typed(std::move(payload)));
+  }
   // Forgets an RPC: later responses to it are dropped.
   void cancel_rpc(uint32_t matchtag);
   size_t rpcs_in_flight() const { return rpcs_.size(); }
@@ -82,6 +89,10 @@ class Handle {
   // whose responses carry the job id and arrive through on_response().
   void send_matchless(std::string topic, std::string payload, uint32_t nodeid = kNodeAny);
   void send_matchless(std::string topic, Json&& payload, uint32_t nodeid = kNodeAny);
+  template <class T>
+  void send_matchless_typed(std::string topic, T payload, uint32_t nodeid = kNodeAny) {
+    send_typed(make_request(std::move(topic), {}, nodeid, msgflag::kStreaming), typed(std::move(payload)));
+  }
   // Handler for responses that carry no matchtag, by exact topic.
   void on_response(const std::string& topic, ResponseFn fn);
   // The same for a handler that reads the payload only with payload_json
@@ -98,6 +109,10 @@ class Handle {
   void respond(const Message& req, const char* payload) { respond(req, std::string(payload)); }
   void respond(const Message& req, const Json& payload) { respond(req, dump_json(payload)); }
   void respond(const Message& req, Json&& payload);
+  template <class T>
+  void respond_typed(const Message& req, T payload) {
+    if (req.wants_response()) send_typed(make_response(req), typed(std::move(payload)));
+  }
   void respond_error(const Message& req, int errnum, std::string_view text);
   void respond_error(const Message& req, const Error& e) { respond_error(req, e.code, e.text); }
 
@@ -131,10 +146,16 @@ class Handle {
     bool reads_json = false;
   };
   std::shared_ptr<const Json> share(Json&& payload, std::string& text) const;
+  template <class T>
+  static std::shared_ptr<const TypedPayload> typed(T payload) {
+    return std::make_shared<const TypedAs<T>>(std::move(payload));
+  }
 
   void send(Message m);
+  // Sends `m` with `payload`, its text written unless it may wait.
+  void send_typed(Message m, std::shared_ptr<const TypedPayload> payload);
   uint32_t rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
-                       ResponseFn fn);
+                       ResponseFn fn, std::shared_ptr<const TypedPayload> typed = nullptr);
   void dispatch_response(Message&& m);
   void dispatch_request(Message&& m);
   void dispatch_event(const Message& m);

@@ -174,6 +174,74 @@ TEST(Handle, LazyTextIsWrittenForHandlersThatReadText) {
   EXPECT_EQ(seen, R"({"type":"start"})");
 }
 
+}  // namespace
+
+// A typed payload of the tests: its JSON is {"n": n, "tag": tag}.
+struct Sample {
+  int n = 0;
+  std::string tag;
+};
+Json payload_json_of(const Sample& s) { return Json{{"n", s.n}, {"tag", s.tag}}; }
+struct OtherSample {};
+Json payload_json_of(const OtherSample& /*s*/) { return Json::object(); }
+
+namespace {
+
+// A typed payload reaches a handler of the same process as the value it
+// was sent as; any other reader sees its JSON: the text written for a
+// socket or a text handler, payload_json for a JSON reader. A sender
+// outside a broker (not lazy) writes the text at once.
+TEST(Handle, TypedPayloadsAreValuesInsideAndJsonOutside) {
+  Endpoint sender;
+  sender.handle.keep_text_lazy();
+  sender.handle.send_matchless_typed("svc.json", Sample{1, "a"});
+  sender.handle.send_matchless_typed("svc.text", Sample{2, "b"});
+  sender.handle.rpc_typed("svc.json", Sample{3, "c"}, {}, [](const Message&) {});
+  sender.handle.respond_typed(incoming_request("svc.json"), Sample{4, "d"});
+  ASSERT_EQ(sender.sent.size(), 4u);
+  for (const auto& m : sender.sent) {
+    EXPECT_EQ(m.payload, "");
+    ASSERT_NE(typed_payload<Sample>(m), nullptr);
+    EXPECT_EQ(typed_payload<OtherSample>(m), nullptr);  // not a T: read its JSON
+  }
+  EXPECT_EQ(typed_payload<Sample>(sender.sent[3])->tag, "d");
+  EXPECT_TRUE(sender.sent[3].is_response());
+
+  Endpoint receiver;
+  std::vector<std::string> texts;
+  std::vector<int> values;
+  std::vector<std::string> jsons;
+  auto record = [&](const Message& m) {
+    texts.push_back(m.payload);
+    const Sample* v = typed_payload<Sample>(m);
+    values.push_back(v ? v->n : -1);
+    auto p = payload_json(m);
+    jsons.push_back(p.ok() ? dump_json(**p) : p.error().text);
+  };
+  receiver.handle.add_json_method("svc.json", Access::kOwner, record);
+  receiver.handle.add_method("svc.text", Access::kOwner, record);
+  for (size_t i = 0; i < 2; ++i) {
+    Message m = sender.sent[i];
+    m.rolemask = role::kOwner;
+    receiver.handle.dispatch(std::move(m));
+  }
+  EXPECT_EQ(texts, (std::vector<std::string>{"", R"({"n":2,"tag":"b"})"}));
+  EXPECT_EQ(values, (std::vector<int>{1, 2}));
+  EXPECT_EQ(jsons, (std::vector<std::string>{R"({"n":1,"tag":"a"})", R"({"n":2,"tag":"b"})"}));
+
+  // Framed for a socket, the text goes (the encoder asserts it is written).
+  Message out = sender.sent[2];
+  out.write_text();
+  std::string frame;
+  encode_message(out, frame);
+  EXPECT_EQ(out.payload, R"({"n":3,"tag":"c"})");
+
+  Endpoint client;  // not lazy: the text is there from the start
+  client.handle.send_matchless_typed("svc.json", Sample{5, "e"});
+  EXPECT_EQ(client.last_sent().payload, R"({"n":5,"tag":"e"})");
+  EXPECT_EQ(typed_payload<Sample>(client.last_sent())->n, 5);
+}
+
 TEST(Handle, SingleRpcGetsOneResponseThenIsForgotten) {
   Endpoint ep;
   std::vector<std::string> got;

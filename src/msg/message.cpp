@@ -20,7 +20,12 @@ std::string_view Message::method() const {
 }
 
 void Message::write_text() {
-  if (json && payload.empty()) payload = dump_json(*json);
+  if (!payload.empty()) return;
+  if (json) {
+    payload = dump_json(*json);
+  } else if (typed) {
+    payload = dump_json(typed->to_json());
+  }
 }
 
 Message make_request(std::string topic, std::string payload, uint32_t nodeid, uint8_t flags) {

@@ -36,6 +36,16 @@ inline constexpr HopId make_hop(uint32_t rank, uint32_t local) { return (uint64_
 inline constexpr uint32_t hop_rank(HopId h) { return static_cast<uint32_t>(h >> 32); }
 inline constexpr uint32_t hop_local(HopId h) { return static_cast<uint32_t>(h); }
 
+// A payload handed over as a C++ value between services of one process
+// (msg/typed_payload.h; docs/design.md, section 3). Never changed once
+// sent; shared by the copies of a message.
+class TypedPayload {
+ public:
+  virtual ~TypedPayload() = default;
+  // The payload as JSON, as the sender would have built it.
+  virtual nlohmann::json to_json() const = 0;
+};
+
 struct Message {
   MsgType type = MsgType::kRequest;
   uint8_t flags = 0;
@@ -56,8 +66,11 @@ struct Message {
   // the text may be left empty until something needs it (write_text()):
   // a socket, or a handler that reads `payload`.
   std::shared_ptr<const nlohmann::json> json;
+  // The payload as a C++ value, when a service of the same process built
+  // it so (see TypedPayload); `payload` and `json` may then both be empty.
+  std::shared_ptr<const TypedPayload> typed;
 
-  // Makes `payload` the text of `json` if only the latter is there.
+  // Makes `payload` the text of `json` or `typed` if only that is there.
   void write_text();
 
   bool is_request() const { return type == MsgType::kRequest; }

@@ -16,12 +16,22 @@ Result<Json> parse_object(const Message& m) {
 }  // namespace
 
 Result<Json> payload_object(const Message& m) {
+  if (!m.json && m.typed && m.payload.empty()) {
+    Json j = m.typed->to_json();
+    if (!j.is_object()) return not_an_object();
+    return j;
+  }
   if (!m.json) return parse_object(m);
   if (!m.json->is_object()) return not_an_object();
   return *m.json;
 }
 
 Result<std::shared_ptr<const Json>> payload_json(const Message& m) {
+  if (!m.json && m.typed && m.payload.empty()) {
+    auto j = std::make_shared<const Json>(m.typed->to_json());
+    if (!j->is_object()) return not_an_object();
+    return j;
+  }
   if (!m.json) {
     auto j = parse_object(m);
     if (!j.ok()) return j.error();

@@ -15,7 +15,8 @@ namespace loom {
 // The payload as a JSON object (EPROTO otherwise).
 Result<Json> payload_object(const Message& m);
 // The same without a copy: the value the sender handed over parsed
-// (Message::json), else the text parsed now.
+// (Message::json), else the JSON of a typed payload (Message::typed), else
+// the text parsed now.
 Result<std::shared_ptr<const Json>> payload_json(const Message& m);
 
 // Field `k` of `j` as a string; `dflt` when absent (an error if null).
