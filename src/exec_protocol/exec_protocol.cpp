@@ -80,6 +80,8 @@ Json to_json(uint64_t id, const Response& r) {
   return Json{{"id", id}, {"type", std::string(type_name(r))}, {"data", std::visit(Data{}, r)}};
 }
 
+Json payload_json_of(const JobResponse& r) { return to_json(r.id, r.response); }
+
 Result<uint64_t> response_id(const Json& j) {
   if (!j.is_object()) return Error{EPROTO, "a response must be a JSON object"};
   auto id = get_int(j, "id", 0, INT64_MAX);

@@ -101,6 +101,16 @@ std::string_view type_name(const Response& r);
 // {id, type, data} for job `id`.
 Json to_json(uint64_t id, const Response& r);
 
+// One response about one job as a typed payload (msg/message.h): how
+// job-exec and the simulated execution service answer a job manager of
+// their own process, which then reads neither JSON nor text. Anywhere
+// else it is to_json(id, response).
+struct JobResponse {
+  uint64_t id = 0;
+  Response response;
+};
+Json payload_json_of(const JobResponse& r);
+
 // The job a response (or a start) is about, or why it names none.
 Result<uint64_t> response_id(const Json& j);
 

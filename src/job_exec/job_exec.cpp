@@ -74,7 +74,7 @@ struct JobExec::Impl final : Service {
     if (std::holds_alternative<Started>(resp) || std::holds_alternative<Reattached>(resp)) r.started = true;
     if (std::holds_alternative<Finished>(resp)) r.finished = true;
     if (auto* x = std::get_if<Raised>(&resp); x && x->fatal()) r.fatal = true;
-    h_.respond(r.req, exec_protocol::to_json(r.id, resp));
+    h_.respond_typed(r.req, exec_protocol::JobResponse{r.id, resp});
   }
   void raise(Run& r, ExceptionType type, const std::string& note) override {
     if (r.fatal) return;
@@ -87,14 +87,14 @@ struct JobExec::Impl final : Service {
     // Out of the table first: whatever the response sets off finds the job gone.
     std::unique_ptr<Run> gone = std::move(it->second);
     runs_.erase(it);
-    h_.respond(gone->req, exec_protocol::to_json(gone->id, last));
+    h_.respond_typed(gone->req, exec_protocol::JobResponse{gone->id, last});
     gone.reset();
     if (stopping_ && runs_.empty()) stopped();
   }
   void refuse(const Message& req, uint64_t id, const std::string& note, std::optional<IdSet> ranks) override {
-    h_.respond(req, exec_protocol::to_json(id, Raised(Severity::kFatal, ExceptionType::kExec, note)));
-    h_.respond(req,
-               exec_protocol::to_json(id, ranks ? Released::of(std::move(*ranks), true) : Released::everything(true)));
+    h_.respond_typed(req, exec_protocol::JobResponse{id, Raised(Severity::kFatal, ExceptionType::kExec, note)});
+    h_.respond_typed(req, exec_protocol::JobResponse{
+                              id, ranks ? Released::of(std::move(*ranks), true) : Released::everything(true)});
   }
 
   Run* find(uint64_t id) override {

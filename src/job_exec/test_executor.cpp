@@ -39,7 +39,7 @@ class TestExecutor final : public Executor {
     IdSet all = s.R.rank_set();
     // Test execution runs nothing that could have outlived a restart.
     if (s.head.reattach && !s.head.started) {
-      h_.respond(s.req, exec_protocol::to_json(jid, Released::everything(true)));
+      h_.respond_typed(s.req, exec_protocol::JobResponse{jid, Released::everything(true)});
       return;
     }
     if (s.head.reattach) return svc_.refuse(s.req, jid, "the job was lost: test execution cannot be reattached", all);

@@ -162,6 +162,12 @@ void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
 void JobManager::Impl::on_start_response(const Message& m) {
   if (exec_service_.empty() || m.topic != exec_service_ + ".start") return;  // not from the registered service
   if (m.errnum) return exec_teardown(m.topic + ": " + error_text(m));
+  if (const auto* typed = typed_payload<exec_protocol::JobResponse>(m)) {
+    // From an execution service of this process, as it built it.
+    Job* j = started_job(m, typed->id);
+    if (j) std::visit([this, j](const auto& r) { on_exec(*j, r); }, typed->response);
+    return;
+  }
   auto payload = payload_json(m);
   const Json* p = payload.ok() ? payload->get() : nullptr;
   Result<uint64_t> idv = p ? exec_protocol::response_id(*p) : Result<uint64_t>(payload.error());
@@ -169,16 +175,21 @@ void JobManager::Impl::on_start_response(const Message& m) {
     spdlog::warn("job-manager: ignoring a malformed {} response: {}", m.topic, idv.error().text);
     return;
   }
-  auto it = jobs_.find(JobId{*idv});
+  Job* j = started_job(m, *idv);
+  if (!j) return;
+  auto response = exec_protocol::parse_response(*p);
+  if (!response.ok()) return exec_violation(*j, response.error().text);
+  std::visit([this, j](const auto& r) { on_exec(*j, r); }, *response);
+}
+
+JobManager::Impl::Job* JobManager::Impl::started_job(const Message& m, uint64_t id) {
+  auto it = jobs_.find(JobId{id});
   if (it == jobs_.end() || !it->second.start_sent) {
     spdlog::warn("job-manager: ignoring a {} response for job {}, which has no start outstanding", m.topic,
-                 encode_f58(JobId{*idv}));
-    return;
+                 encode_f58(JobId{id}));
+    return nullptr;
   }
-  Job& j = it->second;
-  auto response = exec_protocol::parse_response(*p);
-  if (!response.ok()) return exec_violation(j, response.error().text);
-  std::visit([this, &j](const auto& r) { on_exec(j, r); }, *response);
+  return &it->second;
 }
 
 void JobManager::Impl::on_exec(Job& j, const exec_protocol::Started&) {

@@ -331,6 +331,9 @@ struct JobManager::Impl {
   void exec_teardown(const std::string& why);
   void send_start(Job& j);
   void on_start_response(const Message& m);
+  // The job a response of the execution service is about, if it has a
+  // start outstanding (else the response is logged and ignored).
+  Job* started_job(const Message& m, uint64_t id);
   // Each response of the execution protocol (exec_protocol.h), in the
   // job's eventlog.
   void on_exec(Job& j, const exec_protocol::Started&);

@@ -74,7 +74,9 @@ void SimExec::start(const Message& m) {
   if (!head.ok()) return h_.respond_error(m, head.error());
   uint64_t id = head->id;
   Message req = head_of(m);
-  auto respond = [this, &req, id](const exec_protocol::Response& r) { h_.respond(req, exec_protocol::to_json(id, r)); };
+  auto respond = [this, &req, id](const exec_protocol::Response& r) {
+    h_.respond_typed(req, exec_protocol::JobResponse{id, r});
+  };
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   // (A second start of a running job is refused as job-exec refuses it.)
   if (runs_.count(id)) return h_.respond_error(m, EEXIST, "job " + std::to_string(id) + " is already running");
@@ -114,8 +116,8 @@ void SimExec::start(const Message& m) {
   if (asked > 0 && run > asked && limit >= 0) {
     r->timer->arm(limit, [this, id] {
       auto it = runs_.find(id);
-      h_.respond(it->second->req, exec_protocol::to_json(id, Raised(Severity::kFatal, ExceptionType::kTimeout,
-                                                                    "resource allocation expired")));
+      h_.respond_typed(it->second->req, exec_protocol::JobResponse{id, Raised(Severity::kFatal, ExceptionType::kTimeout,
+                                                                              "resource allocation expired")});
       records_[id].timeout = true;
       it->second->status = SIGALRM;
       finish(id);
@@ -129,7 +131,7 @@ void SimExec::finish(uint64_t id) {
   Run& r = *runs_.at(id);
   records_[id].end = h_.clock().now();
   records_[id].status = r.status;
-  h_.respond(r.req, exec_protocol::to_json(id, Finished{r.status}));
+  h_.respond_typed(r.req, exec_protocol::JobResponse{id, Finished{r.status}});
   if (epilog_ > 0) {
     r.timer->arm(epilog_, [this, id] { release(id); });
     return;
@@ -146,14 +148,14 @@ void SimExec::release(uint64_t id) {
   runs_.erase(it);
   ++ended_;
   if (epilog_ <= 0) {
-    h_.respond(r->req, exec_protocol::to_json(id, Released::everything(true)));
+    h_.respond_typed(r->req, exec_protocol::JobResponse{id, Released::everything(true)});
     return;
   }
   for (size_t i = 0; i + 1 < r->ranks.size(); ++i) {
-    h_.respond(r->req, exec_protocol::to_json(id, Released::rank(r->ranks[i], false)));
+    h_.respond_typed(r->req, exec_protocol::JobResponse{id, Released::rank(r->ranks[i], false)});
   }
-  h_.respond(r->req, exec_protocol::to_json(
-                         id, r->ranks.empty() ? Released::everything(true) : Released::rank(r->ranks.back(), true)));
+  h_.respond_typed(r->req, exec_protocol::JobResponse{id, r->ranks.empty() ? Released::everything(true)
+                                                                           : Released::rank(r->ranks.back(), true)});
 }
 
 }  // namespace loom::sim
