@@ -40,6 +40,7 @@
 #include "job_manager/step_space.h"
 #include "job_manager/submit_rules.h"
 #include "jobspec/jobspec.h"
+#include "kvs/commit.h"
 #include "kvs/layout.h"
 #include "msg/access.h"
 #include "msg/handle.h"
@@ -219,8 +220,9 @@ struct JobManager::Impl {
   uint32_t sched_limit_ = 0;
   uint32_t allocs_outstanding_ = 0;
 
-  // Events waiting for the next KVS commit.
-  Json pending_ops_ = Json::array();
+  // Events waiting for the next KVS commit (a typed payload: the KVS is in
+  // this process).
+  std::vector<KvsOp> pending_ops_;
   std::vector<std::function<void(const Error*)>> after_commit_;
   // Every event posted in one loop turn goes into one commit; in a
   // simulation, every event of one virtual instant that nothing waits on.
@@ -265,7 +267,7 @@ struct JobManager::Impl {
   // once per loop turn (never under a caller that holds jobs).
   void enforce_retention();
   OncePerTurn retention_turn_{io_, [this] { enforce_retention(); }};
-  void commit_op(Json op) {
+  void commit_op(KvsOp op) {
     pending_ops_.push_back(std::move(op));
     flush_turn_.request();
   }

@@ -118,7 +118,7 @@ void JobManager::Impl::restore_queue(const Message& r) {
 void JobManager::Impl::store_queue() {
   Json q{{"submit", {{"enabled", submit_enabled_}, {"reason", submit_reason_}}},
          {"sched", {{"started", sched_started_}, {"reason", sched_reason_}}}};
-  commit_op(Json{{"op", "put"}, {"key", kvs_key::kJobManagerQueue}, {"value", dump_json(q)}});
+  commit_op(KvsOp::put(kvs_key::kJobManagerQueue, dump_json(q)));
 }
 
 void JobManager::Impl::load_epoch() {
@@ -138,7 +138,7 @@ void JobManager::Impl::load_epoch() {
     }
     if (epoch == 0) {
       epoch = static_cast<uint64_t>(h_.clock().wall() * 1000);
-      commit_op(Json{{"op", "put"}, {"key", kvs_key::kJobManagerEpoch}, {"value", std::to_string(epoch)}});
+      commit_op(KvsOp::put(kvs_key::kJobManagerEpoch, std::to_string(epoch)));
     }
     fluid_ = std::make_unique<FluidGenerator>(epoch, 0);
     h_.rpc("kvs.lookup", Json{{"key", kvs_key::kJobDir}}, {}, [this](const Message& r) {
@@ -288,13 +288,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   }
   count_event(j, before, e);
   journal_note(j, &e);
-  // Built member by member: an initializer list copies each one again.
-  Json op = Json::object();
-  auto& fields = op.get_ref<Json::object_t&>();
-  fields.emplace("key", kvs_key::job_eventlog(j.id));
-  fields.emplace("op", "append");
-  fields.emplace("value", format_event(e));
-  commit_op(std::move(op));
+  commit_op(KvsOp::append(kvs_key::job_eventlog(j.id), format_event(e)));
   // What dependencies wait on: a job entering RUN, leaving DEPEND, ending.
   if (!depend_waiting_.empty() && (name == "alloc" || name == "depend" || name == "clean" || name == "invalidate")) {
     depend_turn_.request();
@@ -438,22 +432,23 @@ void JobManager::Impl::enforce_retention() {
 
 void JobManager::Impl::flush() {
   auto ops = std::move(pending_ops_);
-  pending_ops_ = Json::array();
+  pending_ops_.clear();
   auto after = std::move(after_commit_);
   after_commit_.clear();
   if (ops.empty()) {
     for (auto& fn : after) fn(nullptr);
     return;
   }
-  h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [after = std::move(after)](const Message& r) {
-    if (r.errnum) {
-      Error e{r.errnum, error_text(r)};
-      spdlog::error("job-manager: a commit of job events failed: {}", e.text);
-      for (auto& fn : after) fn(&e);
-      return;
-    }
-    for (auto& fn : after) fn(nullptr);
-  });
+  h_.rpc_typed("kvs.commit", KvsCommit{kvs_key::kPrimaryNamespace, std::move(ops)}, {},
+               [after = std::move(after)](const Message& r) {
+                 if (r.errnum) {
+                   Error e{r.errnum, error_text(r)};
+                   spdlog::error("job-manager: a commit of job events failed: {}", e.text);
+                   for (auto& fn : after) fn(&e);
+                   return;
+                 }
+                 for (auto& fn : after) fn(nullptr);
+               });
 }
 
 // ---------------------------------------------------------------- public

@@ -238,7 +238,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     j.allocation = specs[i].allocation;
     if (Job* a = j.allocation ? allocation_of(j) : nullptr) a->steps.insert(id);
     j.jobspec = std::move(texts[i]);
-    commit_op(Json{{"op", "put"}, {"key", kvs_key::job_jobspec(id)}, {"value", j.jobspec}});
+    commit_op(KvsOp::put(kvs_key::job_jobspec(id), j.jobspec));
     (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
     ids.push_back(id.value());
     created.push_back(&j);
@@ -503,7 +503,7 @@ void JobManager::Impl::purge_jobs(const std::vector<JobId>& ids, std::function<v
       if (is_active(it->second.rec.state)) count_active(it->second.rec.userid, -1);
       jobs_.erase(it);
     }
-    commit_op(Json{{"op", "unlink"}, {"key", kvs_key::job_dir(id)}});
+    commit_op(KvsOp::unlink(kvs_key::job_dir(id)));
   }
   if (done) after_commit(std::move(done));
 }

@@ -127,7 +127,19 @@ void Kvs::lookup(const Message& req) {
   h_.respond(req, Json{{"dir", names}});
 }
 
+namespace {
+// Whether the sender of `req` may write `key` in namespace `ns`.
+Status may_write(const Message& req, const std::string& ns, const std::string& key) {
+  if (auto st = validate_key(key); !st) return st;
+  if (!is_owner(req) && written_only_by_the_instance(key)) {
+    return Error{EPERM, "key " + key + " of namespace " + ns + " is written only by the instance"};
+  }
+  return {};
+}
+}  // namespace
+
 void Kvs::commit(const Message& req) {
+  if (const auto* typed = typed_payload<KvsCommit>(req)) return commit_typed(req, *typed);
   auto payload = payload_json(req);
   if (!payload.ok()) return h_.respond_error(req, payload.error());
   const Json* j = payload->get();
@@ -144,11 +156,7 @@ void Kvs::commit(const Message& req) {
     auto key = get_string(o, "key");
     if (!kind.ok()) return h_.respond_error(req, kind.error());
     if (!key.ok()) return h_.respond_error(req, key.error());
-    if (auto st = validate_key(*key); !st) return h_.respond_error(req, st.error());
-    if (!is_owner(req) && written_only_by_the_instance(*key)) {
-      return h_.respond_error(req, EPERM,
-                              "key " + *key + " of namespace " + *ns_name + " is written only by the instance");
-    }
+    if (auto st = may_write(req, *ns_name, *key); !st) return h_.respond_error(req, st.error());
     StoredOp op;
     op.ns = *ns_name;
     op.key = *key;
@@ -162,6 +170,28 @@ void Kvs::commit(const Message& req) {
     } else {
       return h_.respond_error(req, EPROTO, "unknown op \"" + *kind + "\" (put, append, unlink)");
     }
+    ops.push_back(std::move(op));
+  }
+  enqueue(req, std::move(ops));
+}
+
+// The ops of a service of this process, checked as those of JSON are.
+void Kvs::commit_typed(const Message& req, const KvsCommit& c) {
+  auto ns = access(req, c.ns, true);
+  if (!ns.ok()) return h_.respond_error(req, ns.error());
+  std::vector<StoredOp> ops;
+  ops.reserve(c.ops.size());
+  for (const auto& o : c.ops) {
+    if (auto st = may_write(req, c.ns, o.key); !st) return h_.respond_error(req, st.error());
+    StoredOp op;
+    op.ns = c.ns;
+    op.key = o.key;
+    switch (o.kind) {
+      case KvsOp::kPut: op.kind = StoredOp::kPut; break;
+      case KvsOp::kAppend: op.kind = StoredOp::kAppend; break;
+      case KvsOp::kUnlink: op.kind = StoredOp::kUnlink; break;
+    }
+    if (o.kind != KvsOp::kUnlink) op.value = o.value;
     ops.push_back(std::move(op));
   }
   enqueue(req, std::move(ops));

@@ -37,6 +37,7 @@
 #include "base/histogram.h"
 #include "base/once_per_turn.h"
 #include "base/result.h"
+#include "kvs/commit.h"
 #include "kvs/layout.h"
 #include "kvs/storage.h"
 #include "msg/handle.h"
@@ -83,6 +84,7 @@ class Kvs {
 
   void lookup(const Message& req);
   void commit(const Message& req);
+  void commit_typed(const Message& req, const KvsCommit& c);
   void namespace_create(const Message& req);
   void namespace_remove(const Message& req);
   void namespace_list(const Message& req);
