@@ -46,6 +46,7 @@
 #include "msg/handle.h"
 #include "msg/payload.h"
 #include "rset/rset.h"
+#include "sched/alloc_protocol.h"
 
 namespace loom {
 
@@ -326,6 +327,9 @@ struct JobManager::Impl {
   void send_free(Job& j, const ResourceSet& r, bool final);
   void sched_gone(const std::string& why);
   void on_alloc_response(const Message& m);
+  Job* alloc_answered(JobId id);
+  void give_back(JobId id, const ResourceSet& R);
+  void on_granted(Job& j, ResourceSet R);
   void offer_pending();
 
   // --- execution service ---

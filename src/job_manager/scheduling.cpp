@@ -31,15 +31,13 @@ void JobManager::Impl::send_free(Job& j, const ResourceSet& r, bool final) {
     if (!final) return;
     step_spaces_.erase(j.id);
     if (!sched_connected_) return;
-    Json req{{"id", j.id.value()}, {"R", j.R.to_json()}, {"final", true}};
-    h_.send_matchless("sched.free", std::move(req));
+    h_.send_matchless_typed("sched.free", sched_protocol::Free{j.id.value(), j.R, true});
     return;
   }
   // A scheduler that has not said hello yet learns the allocations from
   // its hello, which leaves freed jobs out: nothing to tell it now.
   if (!sched_connected_) return;
-  Json req{{"id", j.id.value()}, {"R", r.to_json()}, {"final", final}};
-  h_.send_matchless("sched.free", std::move(req));
+  h_.send_matchless_typed("sched.free", sched_protocol::Free{j.id.value(), r, final});
 }
 
 void JobManager::Impl::sched_gone(const std::string& why) {
@@ -60,6 +58,14 @@ void JobManager::Impl::sched_gone(const std::string& why) {
 
 void JobManager::Impl::on_alloc_response(const Message& m) {
   if (m.errnum) return sched_gone(error_text(m));
+  if (const auto* granted = typed_payload<sched_protocol::AllocGranted>(m)) {
+    // From a scheduler of this process: R as it allocated it.
+    Job* j = alloc_answered(JobId{granted->id});
+    if (!j) return give_back(JobId{granted->id}, granted->R);
+    on_granted(*j, ResourceSet(granted->R));
+    if (sched_limited_) offer_pending();
+    return;
+  }
   auto payload = payload_json(m);
   if (!payload.ok()) {
     spdlog::warn("job-manager: ignoring a malformed sched.alloc response");
@@ -72,17 +78,16 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     spdlog::warn("job-manager: ignoring a sched.alloc response without id or type");
     return;
   }
-  auto it = jobs_.find(*id);
-  Job* j = it == jobs_.end() ? nullptr : &it->second;
   if (*type == 1) {
-    if (j && p->contains("annotations")) {
-      j->annotations = (*p)["annotations"];
-      journal_note(*j, nullptr);
+    auto it = jobs_.find(*id);
+    if (it != jobs_.end() && p->contains("annotations")) {
+      it->second.annotations = (*p)["annotations"];
+      journal_note(it->second, nullptr);
     }
     return;
   }
-  if (!j || !j->alloc_pending) {
-    spdlog::warn("job-manager: sched.alloc response for job {} that has no alloc pending", encode_f58(*id));
+  Job* j = alloc_answered(*id);
+  if (!j) {
     if (*type == 0 && p->contains("R")) {
       // Never leave resources with a job that is not waiting for them.
       Json req{{"id", id->value()}, {"R", (*p)["R"]}, {"final", true}};
@@ -90,9 +95,6 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
     }
     return;
   }
-  j->alloc_pending = false;
-  j->cancel_sent = false;
-  if (allocs_outstanding_ > 0) --allocs_outstanding_;
   if (*type == 0) {
     auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing R"});
     if (!R.ok()) {
@@ -101,19 +103,7 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
       advance(*j);
       return;
     }
-    if (j->rec.state != JobState::kSched || stopping_) {
-      // Cancelled (or the instance stopping) while the scheduler was
-      // allocating: give it straight back; the job stays as it was.
-      Json req{{"id", j->id.value()}, {"R", (*p)["R"]}, {"final", true}};
-      h_.send_matchless("sched.free", std::move(req));
-      advance(*j);
-      return;
-    }
-    j->R = std::move(*R);
-    j->note_resources(j->R);
-    j->annotations = nullptr;
-    (void)post(*j, "alloc");
-    advance(*j);
+    on_granted(*j, std::move(*R));
   } else if (*type == 2) {
     std::string note = p->value("note", "");
     if (!p->contains("note") || !(*p)["note"].is_string()) note = "the scheduler denied the request";
@@ -129,6 +119,41 @@ void JobManager::Impl::on_alloc_response(const Message& m) {
   // entered SCHED: walking them all again on each answer would make a
   // long queue quadratic. In limited mode an answer frees a slot.
   if (sched_limited_) offer_pending();
+}
+
+// The job a final sched.alloc response (not an annotation) is about, its
+// alloc no longer pending; nullptr (and a warning) if it had none.
+JobManager::Impl::Job* JobManager::Impl::alloc_answered(JobId id) {
+  auto it = jobs_.find(id);
+  if (it == jobs_.end() || !it->second.alloc_pending) {
+    spdlog::warn("job-manager: sched.alloc response for job {} that has no alloc pending", encode_f58(id));
+    return nullptr;
+  }
+  Job& j = it->second;
+  j.alloc_pending = false;
+  j.cancel_sent = false;
+  if (allocs_outstanding_ > 0) --allocs_outstanding_;
+  return &j;
+}
+
+// Resources allocated to no job waiting for them go straight back.
+void JobManager::Impl::give_back(JobId id, const ResourceSet& R) {
+  h_.send_matchless_typed("sched.free", sched_protocol::Free{id.value(), R, true});
+}
+
+void JobManager::Impl::on_granted(Job& j, ResourceSet R) {
+  if (j.rec.state != JobState::kSched || stopping_) {
+    // Cancelled (or the instance stopping) while the scheduler was
+    // allocating: give it straight back; the job stays as it was.
+    give_back(j.id, R);
+    advance(j);
+    return;
+  }
+  j.R = std::move(R);
+  j.note_resources(j.R);
+  j.annotations = nullptr;
+  (void)post(j, "alloc");
+  advance(j);
 }
 
 // Offers pending jobs to the scheduler, highest priority first.

@@ -47,8 +47,10 @@
 
 #include "base/fluid.h"
 #include "hostlist/hostlist.h"
+#include "kvs/commit.h"
 #include "kvs/layout.h"
 #include "msg/payload.h"
+#include "sched/alloc_protocol.h"
 
 namespace loom {
 
@@ -62,7 +64,9 @@ constexpr const char* kInventoryKey = kvs_key::kResourceInventory;
 constexpr uint64_t kMaxCores = 1u << 20, kMaxGpus = 1u << 16;
 constexpr const char* kInsufficient = "insufficient resources";
 
-enum AllocType { kSuccess = 0, kAnnotate = 1, kDeny = 2, kCancel = 3 };
+using sched_protocol::kAnnotate;
+using sched_protocol::kCancel;
+using sched_protocol::kDeny;
 
 Error invalid(std::string why) { return Error{EINVAL, std::move(why)}; }
 // A request of the wrong shape (a field missing or of the wrong type).
@@ -501,46 +505,47 @@ void Sched::prioritize(const Message& req) {
 }
 
 void Sched::free(const Message& req) {
-  auto fail = [&](const Error& e) {
-    spdlog::warn("sched: refusing sched.free: {}", e.text);
-    h_.respond_error(req, e);
-  };
+  if (const auto* f = typed_payload<sched_protocol::Free>(req)) return free(req, f->id, f->R, f->final);
   auto payload = payload_json(req);
-  if (!payload.ok()) return fail(payload.error());
-  const Json* p = payload->get();
-  auto id = get_uint(*p, "id");
-  if (!id.ok()) return fail(id.error());
-  auto R = get_R(*p, "R");
-  if (!R.ok()) return fail(R.error());
-  auto final_ = get_bool(*p, "final", false);
-  if (!final_.ok()) return fail(final_.error());
-  bool final = *final_;
+  Result<uint64_t> id = payload.ok() ? get_uint(**payload, "id") : Result<uint64_t>(payload.error());
+  auto R = id.ok() ? get_R(**payload, "R") : Result<ResourceSet>(id.error());
+  auto final = R.ok() ? get_bool(**payload, "final", false) : Result<bool>(R.error());
+  if (!final.ok()) return refuse_free(req, final.error());
+  free(req, *id, *R, *final);
+}
+
+void Sched::refuse_free(const Message& req, const Error& e) {
+  spdlog::warn("sched: refusing sched.free: {}", e.text);
+  h_.respond_error(req, e);
+}
+
+void Sched::free(const Message& req, uint64_t id, const ResourceSet& R, bool final) {
   if (final) {
     // The last free of a job: whatever it still holds goes back, and ranks
     // it names but no longer holds are only worth a warning. Nothing of
     // another job is touched: allocations are kept per job.
-    auto held = pool_.allocations().find(*id);
+    auto held = pool_.allocations().find(id);
     IdSet held_ranks = held != pool_.allocations().end() ? held->second.rank_set() : IdSet();
-    IdSet gone = R->rank_set().subtract(held_ranks);
-    IdSet extra = held_ranks.subtract(R->rank_set());
+    IdSet gone = R.rank_set().subtract(held_ranks);
+    IdSet extra = held_ranks.subtract(R.rank_set());
     if (!gone.empty())
-      spdlog::warn("sched: job {} no longer held ranks {} named in its final free", encode_f58(JobId{*id}),
+      spdlog::warn("sched: job {} no longer held ranks {} named in its final free", encode_f58(JobId{id}),
                    gone.encode());
     if (!extra.empty())
-      spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", encode_f58(JobId{*id}),
+      spdlog::warn("sched: the final free of job {} left ranks {}; freeing them too", encode_f58(JobId{id}),
                    extra.encode());
-    (void)pool_.free_all(*id);
-    restored_partly_.erase(*id);
-  } else if (restored_partly_.count(*id)) {
+    (void)pool_.free_all(id);
+    restored_partly_.erase(id);
+  } else if (restored_partly_.count(id)) {
     // Some of its ranks were never held again: free the ones that were.
-    auto held = pool_.allocations().find(*id);
+    auto held = pool_.allocations().find(id);
     if (held != pool_.allocations().end()) {
-      (void)pool_.free(*id, held->second.subset(R->rank_set().intersect(held->second.rank_set())));
+      (void)pool_.free(id, held->second.subset(R.rank_set().intersect(held->second.rank_set())));
     }
-  } else if (!R->empty()) {
-    if (auto st = pool_.free(*id, *R); !st) return fail(st.error());
+  } else if (!R.empty()) {
+    if (auto st = pool_.free(id, R); !st) return refuse_free(req, st.error());
   }
-  h_.respond(req, Json{{"id", *id}});
+  h_.respond(req, Json{{"id", id}});
   request_pass();
 }
 
@@ -871,7 +876,7 @@ bool Sched::start(uint64_t id, const ResourceSet& r) {
     return false;
   }
   // The R of every job started in this pass goes to the KVS in one commit.
-  starting_.push_back(Starting{req, id, r.to_json()});
+  starting_.push_back(Starting{req, id, r});
   return true;
 }
 
@@ -879,14 +884,13 @@ void Sched::commit_starts() {
   if (starting_.empty()) return;
   auto batch = std::make_shared<std::vector<Starting>>(std::move(starting_));
   starting_.clear();
-  Json ops = Json::array();
-  for (const auto& s : *batch) {
-    ops.push_back(Json{{"op", "put"}, {"key", kvs_key::job_R(JobId{s.id})}, {"value", dump_json(s.R)}});
-  }
+  KvsCommit commit;
+  commit.ops.reserve(batch->size());
+  for (const auto& s : *batch) commit.ops.push_back(KvsOp::put(kvs_key::job_R(JobId{s.id}), dump_json(s.R.to_json())));
   auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc("kvs.commit", Json{{"ops", std::move(ops)}}, {}, [this, alive, batch](const Message& resp) {
+  h_.rpc_typed("kvs.commit", std::move(commit), {}, [this, alive, batch](const Message& resp) {
     if (alive.expired()) return;
-    for (const auto& s : *batch) {
+    for (auto& s : *batch) {
       if (resp.errnum) {
         spdlog::error("sched: job {}: cannot write its R: {}", encode_f58(JobId{s.id}), error_text(resp));
         (void)pool_.free_all(s.id);
@@ -894,7 +898,7 @@ void Sched::commit_starts() {
                                {"type", kDeny},
                                {"note", "cannot write " + kvs_key::job_R(JobId{s.id}) + ": " + error_text(resp)}});
       } else {
-        h_.respond(s.req, Json{{"id", s.id}, {"type", kSuccess}, {"R", s.R}});
+        h_.respond_typed(s.req, sched_protocol::AllocGranted{s.id, std::move(s.R)});
       }
     }
     if (resp.errnum) request_pass();

@@ -135,6 +135,8 @@ class Sched {
   void cancel(const Message& req);
   void prioritize(const Message& req);
   void free(const Message& req);
+  void free(const Message& req, uint64_t id, const ResourceSet& R, bool final);
+  void refuse_free(const Message& req, const Error& e);
   void feasibility(const Message& req);
   void resource_status(const Message& req);
   std::string nodelist(const IdSet& ranks) const;
@@ -183,7 +185,7 @@ class Sched {
   struct Starting {
     Message req;
     uint64_t id;
-    Json R;
+    ResourceSet R;
   };
   std::vector<Starting> starting_;
   void commit_starts();  // the pending job whose annotation has a t_estimate

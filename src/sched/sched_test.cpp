@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "sched/alloc_protocol.h"
 #include "sched/sched_fixture.h"
 
 namespace loom::sched_test {
@@ -66,6 +67,43 @@ TEST_F(SchedTest, RetriesTheHelloUntilTheJobManagerAnswers) {
   alloc(1, nodes(2));
   settle();
   EXPECT_TRUE(ids_of(responses("sched.alloc"), 0).empty());
+}
+
+// A job manager of the same process gets its grant as the ResourceSet
+// allocated, and frees with one: the same R and the same effect as the
+// JSON a job manager behind a socket sends and reads.
+TEST_F(SchedTest, TypedGrantsAndFreesCarryTheSameRAsJson) {
+  start(config(2, 2));
+  alloc(1, slots(3));
+  settle();
+  auto granted = std::find_if(sent.begin(), sent.end(),
+                              [](const Message& m) { return m.topic == "sched.alloc" && m.is_response(); });
+  ASSERT_NE(granted, sent.end());
+  const auto* typed = typed_payload<sched_protocol::AllocGranted>(*granted);
+  ASSERT_NE(typed, nullptr);
+  EXPECT_EQ(typed->id, 1u);
+  EXPECT_EQ(typed->R.to_json(), Json::parse(granted->payload)["R"]);
+  EXPECT_EQ(typed->R.to_json()["execution"]["R_lite"], R({{0, "0-1"}, {1, "0"}}).to_json()["execution"]["R_lite"]);
+  ResourceSet held = typed->R;
+  sent.erase(granted);
+  EXPECT_EQ(status()["allocated"]["ranks"], "0-1");
+
+  // Rank 1 back on its own, then the rest with the final free.
+  auto typed_free = [&](ResourceSet r, bool final) {
+    Message m = make_request("sched.free", {}, kNodeAny, msgflag::kStreaming);
+    m.typed = std::make_shared<const TypedAs<sched_protocol::Free>>(sched_protocol::Free{1, std::move(r), final});
+    m.route = {make_hop(0, 4)};
+    m.userid = 1000;
+    m.rolemask = role::kOwner;
+    h.dispatch(std::move(m));
+  };
+  typed_free(held.subset(IdSet::parse("1").value()), false);
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 1}}}));
+  EXPECT_EQ(status()["allocated"]["ranks"], "0");
+  typed_free(held.subset(IdSet::parse("0").value()), true);
+  EXPECT_EQ(responses("sched.free"), (std::vector<Json>{Json{{"id", 1}}}));
+  EXPECT_EQ(status()["free"]["ranks"], "0-1");
+  EXPECT_EQ(status()["allocated"]["ranks"], "");
 }
 
 TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
