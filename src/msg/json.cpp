@@ -1,5 +1,7 @@
 #include "msg/json.h"
 
+#include <utility>
+
 namespace loom {
 
 // A linear pre-scan that measures nesting without recursion, skipping
@@ -52,7 +54,20 @@ Result<Json> parse_json(std::string_view text, int max_depth) {
   return j;
 }
 
-std::string dump_json(const Json& j) { return j.dump(-1, ' ', false, Json::error_handler_t::replace); }
+std::string dump_json(const Json& j) {
+  // One serializer per thread, writing into one buffer: setting one up (a
+  // shared output adapter, two zeroed buffers, the locale's separators),
+  // as Json::dump does for every call, cost more than writing most
+  // payloads. The text is the same.
+  thread_local std::string buffer;
+  thread_local nlohmann::detail::serializer<Json> serializer(nlohmann::detail::output_adapter<char>(buffer), ' ',
+                                                             Json::error_handler_t::replace);
+  constexpr size_t kKeptCapacity = 64 * 1024;
+  buffer.clear();
+  serializer.dump(j, false, false, 0);
+  if (buffer.size() > kKeptCapacity) return std::exchange(buffer, std::string());  // not kept for the next
+  return buffer;
+}
 
 namespace {
 // A string as dump_json writes it, at most: quotes, two bytes for an
