@@ -82,6 +82,13 @@ Json to_json(uint64_t id, const Response& r) {
 
 Json payload_json_of(const JobResponse& r) { return to_json(r.id, r.response); }
 
+Json payload_json_of(const Start& s) {
+  Json j = to_json(s.head);
+  j["R"] = s.R.to_json();
+  j["jobspec"] = s.jobspec ? *s.jobspec : Json::object();
+  return j;
+}
+
 Result<uint64_t> response_id(const Json& j) {
   if (!j.is_object()) return Error{EPROTO, "a response must be a JSON object"};
   auto id = get_int(j, "id", 0, INT64_MAX);

@@ -12,10 +12,11 @@
 // to_json, and the job manager reads them only through parse_response,
 // whose errors name what was wrong (the job manager turns them into the
 // job's fatal `exec` exception). A vocabulary library: it depends on
-// nothing but JSON and id sets.
+// nothing but JSON, id sets and R.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -23,6 +24,7 @@
 #include "base/result.h"
 #include "idset/idset.h"
 #include "msg/json.h"
+#include "rset/rset.h"
 
 namespace loom::exec_protocol {
 
@@ -52,6 +54,18 @@ Json to_json(const StartRequest& s);
 // to 0, reattach to false, started to reattach, released to none,
 // finished and fatal to false.
 Result<StartRequest> parse_start_request(const Json& j);
+
+// A whole start as a typed payload (msg/message.h): how a job manager
+// hands it to an execution service of its own process, R as the
+// ResourceSet it holds and the jobspec parsed, rather than a JSON
+// document for the service to read R out of again. Anywhere else it is
+// to_json(head) with "R" and "jobspec" added.
+struct Start {
+  StartRequest head;
+  ResourceSet R;
+  std::shared_ptr<const Json> jobspec;  // an object
+};
+Json payload_json_of(const Start& s);
 
 // How bad an exception is: 0 ends the job; 1 to 7 are recorded only.
 enum class Severity : int { kFatal = 0, kNonFatal = 1 };

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <vector>
 
 namespace loom::exec_protocol {
@@ -51,6 +52,36 @@ TEST(ExecProtocol, TheWireFormIsTheDocumentedOne) {
                             "data":{"severity":0,"type":"timeout","note":"resource allocation expired"}})"));
   EXPECT_EQ(type_name(ExceptionType::kProlog), "prolog");
   EXPECT_EQ(type_name(ExceptionType::kExec), "exec");
+}
+
+// The typed forms stand for exactly the JSON of the protocol: a service
+// behind a socket reads what one in the job manager's process reads.
+TEST(ExecProtocol, TypedPayloadsAreTheWireForm) {
+  EXPECT_EQ(payload_json_of(JobResponse{5, Finished{9}}), to_json(5, Finished{9}));
+
+  StartRequest head;
+  head.id = 77;
+  head.userid = 1000;
+  head.reattach = true;
+  head.started = true;
+  head.released.insert(1);
+  head.finished = true;
+  auto R = ResourceSet::parse(Json::parse(
+      R"({"version":1,"execution":{"R_lite":[{"rank":"0-1","children":{"core":"0-3"}}],"expiration":100}})"));
+  ASSERT_TRUE(R.ok()) << R.error().text;
+  Json spec = Json::parse(R"({"version":1,"attributes":{"system":{"duration":60}}})");
+  Json j = payload_json_of(Start{head, *R, std::make_shared<const Json>(spec)});
+  auto back = parse_start_request(j);
+  ASSERT_TRUE(back.ok()) << back.error().text;
+  EXPECT_EQ(*back, head);
+  auto back_R = ResourceSet::parse(j["R"]);
+  ASSERT_TRUE(back_R.ok());
+  EXPECT_EQ(back_R->to_json(), R->to_json());
+  EXPECT_EQ(j["jobspec"], spec);
+  Json expected = to_json(head);
+  expected["R"] = R->to_json();
+  expected["jobspec"] = spec;
+  EXPECT_EQ(j, expected);
 }
 
 TEST(ExecProtocol, WhatCannotBeReadIsNamed) {

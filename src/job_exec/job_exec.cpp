@@ -118,6 +118,9 @@ struct JobExec::Impl final : Service {
   void install();
   void hello();
   void start(const Message& m);
+  // R is nullptr if the start's R could not be read (R_error says why).
+  void start(const Message& m, const exec_protocol::StartRequest& head, const ResourceSet* R, const Json& R_json,
+             const std::string& R_error, const Json* spec);
   void kill(const Message& m);
   void on_exception(const Message& ev);
   void on_teardown(const Message& ev);
@@ -175,6 +178,11 @@ void JobExec::Impl::on_teardown(const Message& ev) {
 }
 
 void JobExec::Impl::start(const Message& m) {
+  if (const auto* s = typed_payload<exec_protocol::Start>(m)) {
+    // From the job manager of this process: R as it holds it, the jobspec
+    // parsed. Shells and the KVS get R as JSON, written once here.
+    return start(m, s->head, &s->R, s->R.to_json(), "", s->jobspec.get());
+  }
   // The payload as the job manager built it, not a copy.
   auto payload = payload_json(m);
   const Json* p = payload.ok() ? payload->get() : nullptr;
@@ -187,24 +195,30 @@ void JobExec::Impl::start(const Message& m) {
     if (id.ok()) return refuse(head_of(m), *id, "start: " + head.error().text, std::nullopt);
     return h_.respond_error(m, head.error());
   }
-  uint64_t jid = head->id;
+  auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
+  static const Json kNoR;
+  start(m, *head, R.ok() ? &*R : nullptr, R.ok() ? (*p)["R"] : kNoR, R.ok() ? "" : R.error().text,
+        member(p, "jobspec"));
+}
+
+void JobExec::Impl::start(const Message& m, const exec_protocol::StartRequest& head, const ResourceSet* R,
+                          const Json& R_json, const std::string& R_error, const Json* spec) {
+  uint64_t jid = head.id;
   if (runs_.count(jid)) {
     return h_.respond_error(m, EEXIST, "job " + encode_f58(JobId{jid}) + " is already running");
   }
   Message req = head_of(m);
-  auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
-  if (!R.ok()) return refuse(req, jid, "R: " + R.error().text, std::nullopt);
+  if (!R) return refuse(req, jid, "R: " + R_error, std::nullopt);
   IdSet all = R->rank_set();
   if (stopping_) return refuse(req, jid, "the instance is shutting down", all);
   // The job manager validated the jobspec at submit: only what is read
   // here is checked again.
-  const Json* spec = member(p, "jobspec");
   if (!spec || !spec->is_object()) return refuse(req, jid, "jobspec: missing or not an object", all);
   const Json* system = member(member(spec, "attributes"), "system");
   Result<double> asked = 0.0;
   if (const Json* d = member(system, "duration")) asked = jobspec_duration(*d);
   if (!asked.ok()) return refuse(req, jid, asked.error().text, all);
-  StartInfo s{std::move(req), *head, *spec, (*p)["R"], *R, *asked};
+  StartInfo s{std::move(req), head, *spec, R_json, *R, *asked};
   for (auto& e : executors_) {
     if (e->claims(*spec)) return e->start(s);
   }

@@ -65,9 +65,15 @@ void JobManager::Impl::send_start(Job& j) {
     start.finished = j.rec.finished;
     start.fatal = j.rec.fatal_exception;
   }
-  Json req = exec_protocol::to_json(start);
-  req["R"] = j.R.to_json();
-  send_with_jobspec(h_, exec_service_ + ".start", std::move(req), j.jobspec);
+  auto spec = parse_json(j.jobspec);
+  if (!spec.ok()) {
+    // Never so: the job manager wrote the text. It goes as it is.
+    Json req = exec_protocol::to_json(start);
+    req["R"] = j.R.to_json();
+    return h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
+  }
+  h_.send_matchless_typed(exec_service_ + ".start",
+                          exec_protocol::Start{std::move(start), j.R, std::make_shared<const Json>(std::move(*spec))});
 }
 
 void JobManager::Impl::exec_teardown(const std::string& why) {

@@ -55,9 +55,9 @@ void SimExec::hello(std::function<void(const std::string&)> done) {
 }
 
 namespace {
-// The number at `path` in `start`, 0 when absent or not a positive number.
-double seconds_at(const Json& start, std::initializer_list<const char*> path) {
-  const Json* j = &start;
+// The number at `path` in `doc`, 0 when absent or not a positive number.
+double seconds_at(const Json& doc, std::initializer_list<const char*> path) {
+  const Json* j = &doc;
   for (const char* k : path) {
     if (!j->is_object() || !j->contains(k)) return 0;
     j = &(*j)[k];
@@ -67,23 +67,31 @@ double seconds_at(const Json& start, std::initializer_list<const char*> path) {
 }  // namespace
 
 void SimExec::start(const Message& m) {
-  // The payload as the job manager built it, not a copy.
+  // From the job manager of this process: the start as it built it.
+  if (const auto* s = typed_payload<exec_protocol::Start>(m)) return start(m, s->head, &s->R, "", *s->jobspec);
   auto payload = payload_json(m);
   const Json* p = payload.ok() ? payload->get() : nullptr;
   auto head = p ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(payload.error());
   if (!head.ok()) return h_.respond_error(m, head.error());
-  uint64_t id = head->id;
+  auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
+  static const Json kNone = Json::object();
+  const Json& spec = p->contains("jobspec") ? (*p)["jobspec"] : kNone;
+  start(m, *head, R.ok() ? &*R : nullptr, R.ok() ? "" : R.error().text, spec);
+}
+
+void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, const ResourceSet* R,
+                    const std::string& R_error, const Json& spec) {
+  uint64_t id = head.id;
   Message req = head_of(m);
   auto respond = [this, &req, id](const exec_protocol::Response& r) {
     h_.respond_typed(req, exec_protocol::JobResponse{id, r});
   };
-  auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
   // (A second start of a running job is refused as job-exec refuses it.)
   if (runs_.count(id)) return h_.respond_error(m, EEXIST, "job " + std::to_string(id) + " is already running");
-  if (!R.ok() || head->reattach) {
+  if (!R || head.reattach) {
     // Nothing of a simulation outlives it, and R is the scheduler's own.
     respond(Raised(Severity::kFatal, ExceptionType::kExec,
-                   R.ok() ? "the simulated execution service cannot reattach" : "R: " + R.error().text));
+                   R ? "the simulated execution service cannot reattach" : "R: " + R_error));
     respond(Released::everything(true));
     return;
   }
@@ -107,11 +115,11 @@ void SimExec::start(const Message& m) {
   }
   rec.cores = cores.encode();
   respond(Started{});
-  double run = seconds_at(*p, {"jobspec", "attributes", "system", "exec", "test", "run_duration"});
+  double run = seconds_at(spec, {"attributes", "system", "exec", "test", "run_duration"});
   // Over its time limit when it runs longer than it asked (compared as
   // given: R's expiration less the clock need not give back the duration
   // exactly in floating point); stopped at R's expiration.
-  double asked = seconds_at(*p, {"jobspec", "attributes", "system", "duration"});
+  double asked = seconds_at(spec, {"attributes", "system", "duration"});
   double limit = R->expiration > 0 ? std::max(0.0, R->expiration - h_.clock().wall()) : -1;
   if (asked > 0 && run > asked && limit >= 0) {
     r->timer->arm(limit, [this, id] {

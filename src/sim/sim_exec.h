@@ -19,7 +19,9 @@
 #include <memory>
 #include <string>
 
+#include "exec_protocol/exec_protocol.h"
 #include "msg/handle.h"
+#include "rset/rset.h"
 
 namespace loom::sim {
 
@@ -52,6 +54,9 @@ class SimExec {
  private:
   struct Run;
   void start(const Message& m);
+  // R is nullptr if the start's R could not be read (R_error says why).
+  void start(const Message& m, const exec_protocol::StartRequest& head, const ResourceSet* R,
+             const std::string& R_error, const Json& spec);
   void finish(uint64_t id);
   void release(uint64_t id);
 
