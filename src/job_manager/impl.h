@@ -195,7 +195,7 @@ struct JobManager::Impl {
   // then, takes that tree rather than parsing the job's text again.
   struct FreshSpec {
     JobId id{0};
-    Json* spec = nullptr;
+    Jobspec* spec = nullptr;  // taken by the alloc request
   } fresh_spec_;
   // While a job's final release is taken (on_exec), the ranks it gave back
   // that the scheduler has not had: the free event, most often posted then,

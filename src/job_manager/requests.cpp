@@ -250,7 +250,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     h_.respond(m, Json{{"ids", ids}});
   });
   for (size_t i = 0; i < created.size(); ++i) {
-    fresh_spec_ = FreshSpec{created[i]->id, &specs[i].raw};
+    fresh_spec_ = FreshSpec{created[i]->id, &specs[i]};
     advance(*created[i]);
   }
   fresh_spec_ = FreshSpec{};

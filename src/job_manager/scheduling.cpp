@@ -12,14 +12,19 @@ void JobManager::Impl::send_alloc(Job& j) {
   j.alloc_pending = true;
   j.cancel_sent = false;
   ++allocs_outstanding_;
-  Json req{{"id", j.id.value()}, {"priority", j.rec.priority}, {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit}};
   if (fresh_spec_.spec && fresh_spec_.id == j.id) {
-    // The tree the submit parsed: the same document as the job's text.
-    req["jobspec"] = std::move(*fresh_spec_.spec);
-    fresh_spec_ = FreshSpec{};
-    h_.send_matchless("sched.alloc", std::move(req));
+    // The jobspec the submit parsed and decoded: the same document as the
+    // job's text, which the scheduler need not decode again.
+    Jobspec& spec = *std::exchange(fresh_spec_, FreshSpec{}).spec;
+    sched_protocol::AllocRequest a{
+        j.id.value(), j.rec.priority, j.rec.userid, j.rec.t_submit, std::make_shared<const Json>(std::move(spec.raw)),
+        nullptr};
+    spec.raw = nullptr;
+    a.decoded = std::make_shared<const Jobspec>(std::move(spec));
+    h_.send_matchless_typed("sched.alloc", std::move(a));
     return;
   }
+  Json req{{"id", j.id.value()}, {"priority", j.rec.priority}, {"userid", j.rec.userid}, {"t_submit", j.rec.t_submit}};
   send_with_jobspec(h_, "sched.alloc", std::move(req), j.jobspec);
 }
 

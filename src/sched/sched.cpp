@@ -428,6 +428,12 @@ void Sched::sched_ready() {
 // --- the job manager's requests ---
 
 void Sched::alloc(const Message& req) {
+  if (const auto* a = typed_payload<sched_protocol::AllocRequest>(req)) {
+    // From a job manager of this process, which may have decoded the
+    // jobspec already.
+    if (!a->jobspec && !a->decoded) return h_.respond_error(req, EPROTO, "missing \"jobspec\"");
+    return alloc(req, a->id, a->priority, a->t_submit, a->decoded.get(), a->jobspec.get());
+  }
   auto payload = payload_json(req);
   if (!payload.ok()) return h_.respond_error(req, payload.error());
   const Json* p = payload->get();
@@ -441,23 +447,28 @@ void Sched::alloc(const Message& req) {
     return h_.respond_error(req, EPROTO, "\"userid\" must be a non-negative integer");
   }
   if (!p->contains("jobspec")) return h_.respond_error(req, EPROTO, "missing \"jobspec\"");
-  if (pending_.count(*id)) return h_.respond_error(req, EINVAL, "job " + std::to_string(*id) + " is already pending");
-  if (pool_.allocations().count(*id)) {
-    return h_.respond_error(req, EINVAL, "job " + std::to_string(*id) + " already holds resources");
+  alloc(req, *id, *priority, *t_submit, nullptr, &(*p)["jobspec"]);
+}
+
+void Sched::alloc(const Message& req, uint64_t id, int64_t priority, double t_submit, const Jobspec* decoded,
+                  const Json* jobspec) {
+  if (pending_.count(id)) return h_.respond_error(req, EINVAL, "job " + std::to_string(id) + " is already pending");
+  if (pool_.allocations().count(id)) {
+    return h_.respond_error(req, EINVAL, "job " + std::to_string(id) + " already holds resources");
   }
   // A jobspec that cannot be read or never fits is this job's problem, not
   // the protocol's: deny it.
-  auto js = to_jobspec((*p)["jobspec"]);
-  if (!js.ok()) return h_.respond(req, Json{{"id", *id}, {"type", kDeny}, {"note", "jobspec: " + js.error().text}});
+  auto js = decoded ? Result<Jobspec>(*decoded) : to_jobspec(*jobspec);
+  if (!js.ok()) return h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "jobspec: " + js.error().text}});
   if (auto st = pool_.feasible(*js); !st) {
-    return h_.respond(req, Json{{"id", *id}, {"type", kDeny}, {"note", st.error().text}});
+    return h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", st.error().text}});
   }
   // A pending job keeps what answering and matching need, not the request's
   // text or the jobspec's tree: thousands may wait.
   Message kept = head_of(req);
-  QueueKey key{*priority, *t_submit, *id};
+  QueueKey key{priority, t_submit, id};
   if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(key, *js));
-  pending_.emplace(*id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""});
+  pending_.emplace(id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""});
   queue_.insert(key);
   request_pass();
 }

@@ -132,6 +132,9 @@ class Sched {
   void retry_startup(const std::string& why);
 
   void alloc(const Message& req);
+  // `decoded` if the sender decoded the jobspec, else `jobspec` is decoded.
+  void alloc(const Message& req, uint64_t id, int64_t priority, double t_submit, const Jobspec* decoded,
+             const Json* jobspec);
   void cancel(const Message& req);
   void prioritize(const Message& req);
   void free(const Message& req);

@@ -106,6 +106,45 @@ TEST_F(SchedTest, TypedGrantsAndFreesCarryTheSameRAsJson) {
   EXPECT_EQ(status()["allocated"]["ranks"], "");
 }
 
+// sched.alloc from a job manager of the same process: its jobspec
+// decoded already, or only as the document. Each is scheduled, or denied
+// with the same note, as the JSON request a job manager behind a socket
+// sends.
+TEST_F(SchedTest, ATypedAllocIsScheduledAsTheJsonOne) {
+  start(config(5, 2));
+  auto typed_alloc = [&](uint64_t id, const Jobspec& js, bool decoded) {
+    sched_protocol::AllocRequest a{id,     16, 1000, static_cast<double>(id), std::make_shared<const Json>(js.raw),
+                                   nullptr};
+    if (decoded) {
+      Jobspec d = js;
+      d.raw = nullptr;
+      a.decoded = std::make_shared<const Jobspec>(std::move(d));
+    }
+    Message m = make_request("sched.alloc", {}, kNodeAny, msgflag::kStreaming);
+    m.typed = std::make_shared<const TypedAs<sched_protocol::AllocRequest>>(std::move(a));
+    m.route = {make_hop(0, 4)};
+    m.userid = 1000;
+    m.rolemask = role::kOwner;
+    h.dispatch(std::move(m));
+  };
+  typed_alloc(1, slots(3), true);
+  typed_alloc(2, slots(3), false);
+  alloc(3, slots(3), 16, 3);
+  EXPECT_EQ(settle().size(), 3u);
+  auto granted = responses("sched.alloc");
+  EXPECT_EQ(ids_of(granted, 0), (std::vector<uint64_t>{1, 2, 3}));
+  EXPECT_EQ(status()["allocated"]["ncores"], 9);
+
+  // Never feasible (11 cores of 10): the same denial either way.
+  typed_alloc(4, slots(11), true);
+  typed_alloc(5, slots(11), false);
+  alloc(6, slots(11), 16, 6);
+  auto denied = responses("sched.alloc");
+  ASSERT_EQ(ids_of(denied, 2), (std::vector<uint64_t>{4, 5, 6}));
+  EXPECT_EQ(denied[0]["note"], denied[2]["note"]);
+  EXPECT_EQ(denied[1]["note"], denied[2]["note"]);
+}
+
 TEST_F(SchedTest, AJobWhoseResourcesAreGoneAfterARestartGetsAFatalException) {
   // Job 7 ran on cores 0-1 of rank 0 and on rank 2; the instance came back
   // with one core per rank and two ranks.
