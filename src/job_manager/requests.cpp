@@ -140,39 +140,41 @@ void JobManager::Impl::submit(const Message& m) {
   // Ask the scheduler whether this instance could ever run them, so that
   // an impossible request is refused now rather than denied later (steps
   // were checked against their allocations).
-  Json check = Json::array();
+  sched_protocol::Feasibility check;   // a typed payload: the scheduler reads them decoded
   std::map<std::string, size_t> seen;  // identical resource requests are checked once
   std::vector<size_t> index;
   for (size_t i = 0; i < specs.size(); ++i) {
     if (specs[i].allocation) continue;
     std::string key = dump_json(specs[i].raw["resources"]) + dump_json(specs[i].raw["tasks"]);
     if (seen.emplace(key, i).second) {
-      check.push_back(specs[i].raw);
+      check.jobspecs.push_back(specs[i]);
       index.push_back(i);
     }
   }
-  if (check.empty()) return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), *tie);
+  if (check.jobspecs.empty()) {
+    return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), *tie);
+  }
   if (*tie) ++tie_checks_[m.sender()];
-  h_.rpc("sched.feasibility", Json{{"jobspecs", std::move(check)}}, {},
-         [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
-          index = std::move(index), n = items.size(), tie = *tie](const Message& r) mutable {
-           if (r.errnum && r.errnum != ENOSYS) {
-             std::string text = error_text(r);
-             // The scheduler numbers the jobspecs it was sent from 0; name
-             // the job of the batch (from 1), or nothing for a single job.
-             if (text.starts_with("jobspec ")) {
-               size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
-               size_t colon = text.find(": ");
-               if (k < index.size() && colon != std::string::npos) {
-                 text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
-               }
-             }
-             h_.respond_error(m, r.errnum, text);
-           } else {
-             submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
-           }
-           if (tie) end_tie_check(m.sender());
-         });
+  h_.rpc_typed("sched.feasibility", std::move(check), {},
+               [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
+                index = std::move(index), n = items.size(), tie = *tie](const Message& r) mutable {
+                 if (r.errnum && r.errnum != ENOSYS) {
+                   std::string text = error_text(r);
+                   // The scheduler numbers the jobspecs it was sent from 0; name
+                   // the job of the batch (from 1), or nothing for a single job.
+                   if (text.starts_with("jobspec ")) {
+                     size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
+                     size_t colon = text.find(": ");
+                     if (k < index.size() && colon != std::string::npos) {
+                       text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
+                     }
+                   }
+                   h_.respond_error(m, r.errnum, text);
+                 } else {
+                   submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
+                 }
+                 if (tie) end_tie_check(m.sender());
+               });
 }
 
 void JobManager::Impl::end_tie_check(HopId sender) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <utility>
+#include <vector>
 
 #include "jobspec/jobspec.h"
 #include "msg/json.h"
@@ -38,6 +39,17 @@ inline Json payload_json_of(const AllocRequest& a) {
               {"userid", a.userid},
               {"t_submit", a.t_submit},
               {"jobspec", a.jobspec ? *a.jobspec : Json()}};
+}
+
+// A sched.feasibility request: {"jobspecs": [document, ...]}, each
+// jobspec here decoded as well (raw is the document).
+struct Feasibility {
+  std::vector<Jobspec> jobspecs;
+};
+inline Json payload_json_of(const Feasibility& f) {
+  Json specs = Json::array();
+  for (const auto& js : f.jobspecs) specs.push_back(js.raw);
+  return Json{{"jobspecs", std::move(specs)}};
 }
 
 // A sched.alloc success: {"id": ID, "type": 0, "R": R}.

@@ -561,6 +561,13 @@ void Sched::free(const Message& req, uint64_t id, const ResourceSet& R, bool fin
 }
 
 void Sched::feasibility(const Message& req) {
+  if (const auto* f = typed_payload<sched_protocol::Feasibility>(req)) {
+    // From a job manager of this process: decoded as it submitted them.
+    for (size_t i = 0; i < f->jobspecs.size(); ++i) {
+      if (Status st = pool_.feasible(f->jobspecs[i]); !st) return refuse_infeasible(req, i, st.error());
+    }
+    return h_.respond(req, Json::object());
+  }
   auto payload = payload_json(req);
   if (!payload.ok()) return h_.respond_error(req, payload.error());
   const Json* p = payload->get();
@@ -569,9 +576,13 @@ void Sched::feasibility(const Message& req) {
   for (size_t i = 0; i < specs->size(); ++i) {
     auto js = to_jobspec((*specs)[i]);
     Status st = js.ok() ? pool_.feasible(*js) : Status(js.error());
-    if (!st) return h_.respond_error(req, EINVAL, "jobspec " + std::to_string(i) + ": " + st.error().text);
+    if (!st) return refuse_infeasible(req, i, st.error());
   }
   h_.respond(req, Json::object());
+}
+
+void Sched::refuse_infeasible(const Message& req, size_t i, const Error& e) {
+  h_.respond_error(req, EINVAL, "jobspec " + std::to_string(i) + ": " + e.text);
 }
 
 void Sched::disconnect(const Message& req) {

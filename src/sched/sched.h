@@ -141,6 +141,7 @@ class Sched {
   void free(const Message& req, uint64_t id, const ResourceSet& R, bool final);
   void refuse_free(const Message& req, const Error& e);
   void feasibility(const Message& req);
+  void refuse_infeasible(const Message& req, size_t i, const Error& e);
   void resource_status(const Message& req);
   std::string nodelist(const IdSet& ranks) const;
   void drain(const Message& req);

@@ -559,6 +559,29 @@ TEST_F(SchedTest, ChecksFeasibilityOfEachJobspec) {
   EXPECT_EQ(rs[1]["errstr"], "jobspec 0: missing \"resources\"");
 }
 
+// From a job manager of the same process the jobspecs come decoded: the
+// same answers as for their documents.
+TEST_F(SchedTest, ChecksFeasibilityOfTypedJobspecsAsOfTheirDocuments) {
+  start(config(4, 2));
+  auto typed_check = [&](std::vector<Jobspec> specs) {
+    Message m = make_request("sched.feasibility");
+    m.typed = std::make_shared<const TypedAs<sched_protocol::Feasibility>>(sched_protocol::Feasibility{specs});
+    m.matchtag = 5;
+    m.route = {make_hop(0, 4)};
+    m.userid = 1000;
+    m.rolemask = role::kOwner;
+    h.dispatch(std::move(m));
+  };
+  typed_check({slots(8), nodes(4)});
+  EXPECT_EQ(responses("sched.feasibility"), std::vector<Json>{Json::object()});
+  typed_check({slots(8), slots(8, 2)});
+  request("sched.feasibility", Json{{"jobspecs", Json::array({slots(8).raw, slots(8, 2).raw})}});
+  auto rs = responses("sched.feasibility");
+  ASSERT_EQ(rs.size(), 2u);
+  EXPECT_EQ(rs[0]["errstr"], "jobspec 1: 8 slots of 2 cores need 16 cores; the instance has 8");
+  EXPECT_EQ(rs[0], rs[1]);
+}
+
 TEST_F(SchedTest, DrainIsSavedBeforeItIsAnsweredAndKeepsNewJobsOff) {
   start(config(4, 1));
   request("sched.drain", Json{{"ranks", "5-6"}, {"reason", "x"}});
