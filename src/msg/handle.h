@@ -77,7 +77,8 @@ class Handle {
   // process reads the value itself; its JSON is written only where needed.
   template <class T>
   uint32_t rpc_typed(std::string topic, T payload, RpcOptions opts, ResponseFn fn) {
-    return rpc_message(std::move(topic), {}, nullptr, opts, std::move(fn), typed(std::move(payload)));
+    std::shared_ptr<const TypedPayload> value = typed(std::move(payload));
+    return rpc_message(std::move(topic), {}, nullptr, opts, std::move(fn), std::move(value));
   }
   // Forgets an RPC: later responses to it are dropped.
   void cancel_rpc(uint32_t matchtag);

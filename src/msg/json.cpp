@@ -62,7 +62,7 @@ std::string dump_json(const Json& j) {
   thread_local std::string buffer;
   thread_local nlohmann::detail::serializer<Json> serializer(nlohmann::detail::output_adapter<char>(buffer), ' ',
                                                              Json::error_handler_t::replace);
-  constexpr size_t kKeptCapacity = 64 * 1024;
+  constexpr size_t kKeptCapacity = size_t{64} * 1024;
   buffer.clear();
   serializer.dump(j, false, false, 0);
   if (buffer.size() > kKeptCapacity) return std::exchange(buffer, std::string());  // not kept for the next
