@@ -217,6 +217,10 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Raised& e) {
 }
 
 void JobManager::Impl::on_exec(Job& j, const exec_protocol::Finished& f) {
+  // What parse_response refuses in JSON, refused the same when typed.
+  if (f.status < 0) {
+    return exec_violation(j, "finish: \"status\" must be 0-2147483647, not " + std::to_string(f.status));
+  }
   if (!post(j, "finish", Json{{"status", f.status}})) return exec_violation(j, "finish is out of order");
   advance(j);
 }
