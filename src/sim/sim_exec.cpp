@@ -55,6 +55,12 @@ void SimExec::hello(std::function<void(const std::string&)> done) {
 }
 
 namespace {
+// A start without a jobspec reads as one that asks for nothing.
+const Json& no_jobspec() {
+  static const Json none = Json::object();
+  return none;
+}
+
 // The number at `path` in `doc`, 0 when absent or not a positive number.
 double seconds_at(const Json& doc, std::initializer_list<const char*> path) {
   const Json* j = &doc;
@@ -68,14 +74,15 @@ double seconds_at(const Json& doc, std::initializer_list<const char*> path) {
 
 void SimExec::start(const Message& m) {
   // From the job manager of this process: the start as it built it.
-  if (const auto* s = typed_payload<exec_protocol::Start>(m)) return start(m, s->head, &s->R, "", *s->jobspec);
+  if (const auto* s = typed_payload<exec_protocol::Start>(m)) {
+    return start(m, s->head, &s->R, "", s->jobspec ? *s->jobspec : no_jobspec());
+  }
   auto payload = payload_json(m);
   const Json* p = payload.ok() ? payload->get() : nullptr;
   auto head = p ? exec_protocol::parse_start_request(*p) : Result<exec_protocol::StartRequest>(payload.error());
   if (!head.ok()) return h_.respond_error(m, head.error());
   auto R = p->contains("R") ? ResourceSet::parse((*p)["R"]) : Result<ResourceSet>(Error{EPROTO, "missing \"R\""});
-  static const Json kNone = Json::object();
-  const Json& spec = p->contains("jobspec") ? (*p)["jobspec"] : kNone;
+  const Json& spec = p->contains("jobspec") ? (*p)["jobspec"] : no_jobspec();
   start(m, *head, R.ok() ? &*R : nullptr, R.ok() ? "" : R.error().text, spec);
 }
 
