@@ -3,6 +3,8 @@
 //   kvs.lookup {namespace?, key}             → {"value": S} or {"dir": [names]}
 //   kvs.commit {namespace?, ops: [{op: put|append|unlink, key, value?}, ...]}
 //                                            → {} once durable; all ops or none
+//                                            (from a service of this process:
+//                                            the same as a KvsCommit, kvs/commit.h)
 //   kvs.watch {namespace?, key, append?, waitcreate?, from?: "start"|"now"}
 //            streaming: {"value": S} per change, or with append {"data": S}
 //            per appended chunk; ends with ENODATA when the key is removed
