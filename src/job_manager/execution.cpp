@@ -65,6 +65,12 @@ void JobManager::Impl::send_start(Job& j) {
     start.finished = j.rec.finished;
     start.fatal = j.rec.fatal_exception;
   }
+  if (j.held_spec) {
+    std::shared_ptr<const Json> tree = j.held_spec;
+    drop_held_spec(j);
+    h_.send_matchless_typed(exec_service_ + ".start", exec_protocol::Start{std::move(start), j.R, std::move(tree)});
+    return;
+  }
   auto spec = parse_json(j.jobspec);
   if (!spec.ok()) {
     // Never so: the job manager wrote the text. It goes as it is.

@@ -118,7 +118,11 @@ struct JobManager::Impl {
     JobId id;
     JobRecord rec;
     std::string jobspec;  // its JSON text, while active (a tree costs ten times more)
-    ResourceSet R;        // while active and allocated
+    // The tree its submit parsed, from its first alloc until its start, for
+    // at most kHeldSpecs jobs at once: a job that starts as soon as it is
+    // submitted is not parsed again.
+    std::shared_ptr<const Json> held_spec;
+    ResourceSet R;  // while active and allocated
     // Kept for listings after the job is inactive.
     std::string name;
     uint32_t ntasks = 0;
@@ -193,6 +197,12 @@ struct JobManager::Impl {
   // While a job just submitted takes its first steps (submit_checked), its
   // jobspec as the submit parsed it: its alloc request, most often sent
   // then, takes that tree rather than parsing the job's text again.
+  static constexpr size_t kHeldSpecs = 1024;
+  size_t held_specs_ = 0;
+  void drop_held_spec(Job& j) {
+    if (j.held_spec) --held_specs_;
+    j.held_spec.reset();
+  }
   struct FreshSpec {
     JobId id{0};
     Jobspec* spec = nullptr;  // taken by the alloc request

@@ -387,6 +387,7 @@ void JobManager::Impl::advance(Job& j) {
 
 void JobManager::Impl::on_inactive(Job& j) {
   if (j.allocation) step_gone(j);
+  drop_held_spec(j);
   j.jobspec = std::string();
   j.R = ResourceSet{};
   j.annotations = nullptr;

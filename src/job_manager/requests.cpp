@@ -503,6 +503,7 @@ void JobManager::Impl::purge_jobs(const std::vector<JobId>& ids, std::function<v
     if (auto it = jobs_.find(id); it != jobs_.end()) {
       --jobs_in_state_[state_slot(it->second.rec.state)];
       if (is_active(it->second.rec.state)) count_active(it->second.rec.userid, -1);
+      drop_held_spec(it->second);
       jobs_.erase(it);
     }
     commit_op(KvsOp::unlink(kvs_key::job_dir(id)));

@@ -19,6 +19,10 @@ void JobManager::Impl::send_alloc(Job& j) {
     sched_protocol::AllocRequest a{
         j.id.value(), j.rec.priority, j.rec.userid, j.rec.t_submit, std::make_shared<const Json>(std::move(spec.raw)),
         nullptr};
+    if (held_specs_ < kHeldSpecs && !j.held_spec) {
+      j.held_spec = a.jobspec;
+      ++held_specs_;
+    }
     spec.raw = nullptr;
     a.decoded = std::make_shared<const Jobspec>(std::move(spec));
     h_.send_matchless_typed("sched.alloc", std::move(a));
