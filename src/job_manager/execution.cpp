@@ -65,21 +65,21 @@ void JobManager::Impl::send_start(Job& j) {
     start.finished = j.rec.finished;
     start.fatal = j.rec.fatal_exception;
   }
-  if (j.held_spec) {
-    std::shared_ptr<const Json> tree = j.held_spec;
-    drop_held_spec(j);
-    h_.send_matchless_typed(exec_service_ + ".start", exec_protocol::Start{std::move(start), j.R, std::move(tree)});
-    return;
+  // The tree its submit parsed if the job still holds it, else its text
+  // parsed now.
+  std::shared_ptr<const Json> spec = j.held_spec;
+  drop_held_spec(j);
+  if (!spec) {
+    auto parsed = parse_json(j.jobspec);
+    if (!parsed.ok()) {
+      // Never so: the job manager wrote the text. It goes as it is.
+      Json req = exec_protocol::to_json(start);
+      req["R"] = j.R.to_json();
+      return h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
+    }
+    spec = std::make_shared<const Json>(std::move(*parsed));
   }
-  auto spec = parse_json(j.jobspec);
-  if (!spec.ok()) {
-    // Never so: the job manager wrote the text. It goes as it is.
-    Json req = exec_protocol::to_json(start);
-    req["R"] = j.R.to_json();
-    return h_.send_matchless(exec_service_ + ".start", with_jobspec(req, j.jobspec));
-  }
-  h_.send_matchless_typed(exec_service_ + ".start",
-                          exec_protocol::Start{std::move(start), j.R, std::make_shared<const Json>(std::move(*spec))});
+  h_.send_matchless_typed(exec_service_ + ".start", exec_protocol::Start{std::move(start), j.R, std::move(spec)});
 }
 
 void JobManager::Impl::exec_teardown(const std::string& why) {
