@@ -51,6 +51,14 @@ Status Broker::start() {
   if (cfg_.size == 0 || cfg_.rank >= cfg_.size) return Error{EINVAL, "rank must be below size"};
   if (cfg_.fanout == 0) return Error{EINVAL, "fanout must be at least 1"};
   // Local clients.
+  if (auto st = listen_local(); !st) return st;
+  install_builtin_services();
+  if (auto st = start_overlay(); !st) return st;
+  return {};
+}
+
+Status Broker::listen_local() {
+  if (cfg_.no_local_clients) return {};
   local_acceptor_ = std::make_unique<asio::local::stream_protocol::acceptor>(io_);
   std::error_code ec;
   if (cfg_.local_fd >= 0) {
@@ -73,8 +81,6 @@ Status Broker::start() {
     return Error{EINVAL, "no local socket given"};
   }
   accept_local();
-  install_builtin_services();
-  if (auto st = start_overlay(); !st) return st;
   return {};
 }
 

@@ -41,6 +41,10 @@ struct BrokerConfig {
   // else a path to bind.
   int local_fd = -1;
   std::string local_path;
+  // No local clients at all: only the services added with add_module
+  // talk (a simulation, docs/simulator.md). The loop then has no socket
+  // to watch, and polling it never asks the kernel.
+  bool no_local_clients = false;
   // Children: an already listening Unix socket (from `loom start`), else
   // a path to bind, when this rank has children. Only processes of the
   // broker's own uid are accepted on it (docs/security.md).
@@ -171,6 +175,7 @@ class Broker {
   // is answered with EMSGSIZE, a response becomes that error, an event is
   // dropped.
   bool send_to(Peer& p, Message&& m);
+  Status listen_local();
   void accept_local();
   void on_local_connection(asio::local::stream_protocol::socket sock);
   // An acceptor's state after errors: out of descriptors (EMFILE, ENFILE)
