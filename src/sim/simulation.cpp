@@ -113,19 +113,8 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
   asio::io_context io;
   VirtualClock clock(static_cast<double>(w.header.unix_start_time.value_or(0)));
 
-  // A private directory for the broker's socket (and the store, unless one is given).
-  std::string tmp = (std::filesystem::temp_directory_path() / ("loom-sim-XXXXXX")).string();
-  if (!::mkdtemp(tmp.data())) return Error{errno, "cannot make a temporary directory: " + std::string(strerror(errno))};
-  struct Cleanup {
-    std::string dir;
-    ~Cleanup() {
-      std::error_code ec;
-      std::filesystem::remove_all(dir, ec);
-    }
-  } cleanup{tmp};
-
   BrokerConfig bcfg;
-  bcfg.local_path = tmp + "/sim.sock";
+  bcfg.no_local_clients = true;            // nothing but the services talks: no socket for the loop to watch
   bcfg.heartbeat_interval = kLongestWait;  // one broker: no link to watch
   Broker broker(io, clock, bcfg);
   if (auto st = broker.start(); !st) return st.error();
