@@ -203,9 +203,19 @@ struct JobManager::Impl {
     if (j.held_spec) --held_specs_;
     j.held_spec.reset();
   }
+  // A job of a submit, once checked: its document, shared and never
+  // changed from the submit to the start; the same decoded (raw left
+  // null); its text as stored; its urgency and dependencies.
+  struct Submitted {
+    std::shared_ptr<const Json> doc;
+    std::shared_ptr<const Jobspec> spec;
+    std::string text;
+    uint32_t urgency = 0;
+    std::vector<Dependency> deps;
+  };
   struct FreshSpec {
     JobId id{0};
-    Jobspec* spec = nullptr;  // taken by the alloc request
+    const Submitted* job = nullptr;  // for the alloc request
   } fresh_spec_;
   // While a job's final release is taken (on_exec), the ranks it gave back
   // that the scheduler has not had: the free event, most often posted then,
@@ -316,7 +326,7 @@ struct JobManager::Impl {
   std::set<JobId> steps_changed_;
   OncePerTurn steps_turn_{io_, [this] { steps_changed(); }};
   // Whether the sender of `m` may place `spec` in the allocation it names.
-  Status check_step(const Message& m, const Jobspec& spec);
+  Status check_step(const Message& m, const Jobspec& spec, const std::vector<Dependency>& deps);
   Job* allocation_of(const Job& step);
   StepSpace& space_of(Job& allocation);
   // A step in SCHED: placed in its allocation if there is room.
@@ -378,8 +388,7 @@ struct JobManager::Impl {
   Result<Job*> find_job(const Message& m, const Json& p, bool must_be_active);
   SubmitRules submit_rules() const { return {cfg_.jobspec_size_limit, cfg_.allow_guest_test}; }
   void submit(const Message& m);
-  void submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
-                      std::vector<uint32_t> urgencies, bool tie);
+  void submit_checked(const Message& m, std::vector<Submitted> jobs, bool tie);
   // Jobs submitted with cancel_on_disconnect, by the client that did: its
   // disconnect cancels those still active.
   std::map<HopId, std::vector<JobId>> tied_;

@@ -2,6 +2,7 @@
 #include "base/assert.h"
 #include "hostlist/hostlist.h"
 #include "job_manager/impl.h"
+#include "job_manager/submit_protocol.h"
 #include "msg/histogram_json.h"
 
 namespace loom {
@@ -24,8 +25,8 @@ Result<JobManager::Impl::Job*> JobManager::Impl::find_job(const Message& m, cons
 namespace {
 // A job in test execution mode (attributes.system.exec.test) starts no
 // process at all, as nobody.
-bool runs_nothing(const Jobspec& spec) {
-  const Json* at = &spec.raw;
+bool runs_nothing(const Json& doc) {
+  const Json* at = &doc;
   for (const char* key : {"attributes", "system", "exec", "test"}) {
     if (!at->is_object()) return false;
     auto it = at->find(key);
@@ -33,6 +34,12 @@ bool runs_nothing(const Jobspec& spec) {
     at = &*it;
   }
   return true;
+}
+
+// The text of a document's `key`, "null" if it has none.
+std::string dump_member(const Json& doc, const char* key) {
+  auto it = doc.find(key);
+  return it == doc.end() ? std::string("null") : dump_json(*it);
 }
 
 // The note of a raise or a cancel: it is stored in the job's eventlog and
@@ -49,90 +56,117 @@ Result<std::string> get_note(const Json& p) {
 }  // namespace
 
 void JobManager::Impl::submit(const Message& m) {
-  // The payload as the sender built it (a batch from a service of this
-  // broker comes parsed: no text is written or read), never copied.
-  auto payload = payload_json(m);
-  if (!payload.ok()) return h_.respond_error(m, payload.error());
-  const Json* p = payload->get();
-  // loom alloc's jobs end with its connection (it holds the allocation
-  // for a command of its own: nobody else would give it back).
-  auto tie = get_bool(*p, "cancel_on_disconnect", false);
-  if (!tie.ok()) return h_.respond_error(m, tie.error());
-  Json single;
-  const Json* jobs = &single;
-  if (auto it = p->find("jobs"); it != p->end()) {
-    jobs = &*it;
-    if (!jobs->is_array() || jobs->empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
-    if (jobs->size() > kMaxBatch) {
+  // Each job of the batch: a document a service of this process built
+  // (typed, kept as it was sent), or an item of the JSON request, read
+  // where it is (a batch from a service of this broker comes parsed: no
+  // text is written or read).
+  struct Item {
+    const Json* fields = nullptr;  // the JSON item: its jobspec and urgency
+    std::shared_ptr<const Json> doc;
+  };
+  std::vector<Item> items;
+  std::shared_ptr<const Json> payload;  // holds the items' fields
+  bool tie = false;
+  if (const auto* typed = typed_payload<SubmitJobs>(m)) {
+    if (typed->jobspecs.empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
+    if (typed->jobspecs.size() > kMaxBatch) {
       return h_.respond_error(m, EINVAL, "at most " + std::to_string(kMaxBatch) + " jobs per submit");
     }
+    items.reserve(typed->jobspecs.size());
+    for (size_t i = 0; i < typed->jobspecs.size(); ++i) {
+      if (!typed->jobspecs[i]) return h_.respond_error(m, EPROTO, "job " + std::to_string(i + 1) + ": no jobspec");
+      items.push_back(Item{nullptr, typed->jobspecs[i]});
+    }
   } else {
-    single = Json::array({*p});
+    auto p = payload_json(m);
+    if (!p.ok()) return h_.respond_error(m, p.error());
+    payload = std::move(*p);
+    // loom alloc's jobs end with its connection (it holds the allocation
+    // for a command of its own: nobody else would give it back).
+    auto t = get_bool(*payload, "cancel_on_disconnect", false);
+    if (!t.ok()) return h_.respond_error(m, t.error());
+    tie = *t;
+    if (auto it = payload->find("jobs"); it != payload->end()) {
+      if (!it->is_array() || it->empty()) return h_.respond_error(m, EPROTO, "\"jobs\" must be a non-empty array");
+      if (it->size() > kMaxBatch) {
+        return h_.respond_error(m, EINVAL, "at most " + std::to_string(kMaxBatch) + " jobs per submit");
+      }
+      items.reserve(it->size());
+      for (const Json& item : *it) items.push_back(Item{&item, nullptr});
+    } else {
+      items.push_back(Item{payload.get(), nullptr});
+    }
   }
-  const Json& items = *jobs;
   bool owner = is_owner(m);
   SubmitRules rules = submit_rules();
-  std::vector<Jobspec> specs;
-  std::vector<std::string> texts;  // each jobspec as it will be stored
-  std::vector<uint32_t> urgencies;
-  specs.reserve(items.size());
-  texts.reserve(items.size());
+  std::vector<Submitted> jobs;
+  jobs.reserve(items.size());
   for (size_t i = 0; i < items.size(); ++i) {
     std::string where = items.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
-    const Json& it = items[i];
-    if (!it.is_object() || !it.contains("jobspec")) return h_.respond_error(m, EPROTO, where + "missing \"jobspec\"");
-    const Json& js = it["jobspec"];
-    // Text over the limit is refused before it is parsed; the stored text
-    // (compact) is measured again below.
-    if (js.is_string()) {
-      if (auto st = check_jobspec_size(js.get_ref<const std::string&>().size(), rules); !st) {
-        return h_.respond_error(m, st.error().code, where + st.error().text);
+    std::shared_ptr<const Json> doc = items[i].doc;
+    Result<Jobspec> spec = Error{EPROTO, "no jobspec"};
+    if (doc) {
+      spec = decode_jobspec(*doc);  // kept as sent: decoded, not copied
+    } else {
+      const Json& it = *items[i].fields;
+      if (!it.is_object() || !it.contains("jobspec")) return h_.respond_error(m, EPROTO, where + "missing \"jobspec\"");
+      const Json& js = it["jobspec"];
+      // Text over the limit is refused before it is parsed; the stored text
+      // (compact) is measured again below.
+      if (js.is_string()) {
+        if (auto st = check_jobspec_size(js.get_ref<const std::string&>().size(), rules); !st) {
+          return h_.respond_error(m, st.error().code, where + st.error().text);
+        }
       }
+      spec = js.is_string() ? parse_jobspec_text(js.get<std::string>()) : parse_jobspec(js);
+      if (spec.ok()) doc = std::make_shared<const Json>(std::exchange(spec->raw, nullptr));
     }
-    auto spec = js.is_string() ? parse_jobspec_text(js.get<std::string>()) : parse_jobspec(js);
     if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
-    std::string text = dump_json(spec->raw);
+    std::string text = dump_json(*doc);
     if (auto st = check_jobspec_size(text.size(), rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
     // Nothing in a jobspec is ignored: a system attribute loom does not
     // read, or dependencies it cannot follow, are refused here.
-    if (auto st = check_system_keys(spec->raw); !st) {
+    if (auto st = check_system_keys(*doc); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
-    if (auto deps = parse_dependencies(spec->raw); !deps.ok()) {
-      return h_.respond_error(m, deps.error().code, where + deps.error().text);
-    }
-    if (auto st = check_system_attributes(spec->raw, owner, rules); !st) {
+    auto deps = parse_dependencies(*doc);
+    if (!deps.ok()) return h_.respond_error(m, deps.error().code, where + deps.error().text);
+    if (auto st = check_system_attributes(*doc, owner, rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
     // A step goes into its allocation (steps.cpp), which must be the
     // sender's, running, and big enough.
     if (spec->allocation) {
-      if (auto st = check_step(m, *spec); !st) return h_.respond_error(m, st.error().code, where + st.error().text);
+      if (auto st = check_step(m, *spec, *deps); !st) {
+        return h_.respond_error(m, st.error().code, where + st.error().text);
+      }
     }
     // A job runs as its user (docs/security.md): brokers that cannot switch
     // users refuse the jobs of anyone but the owner, unless the job runs
     // nothing. The user is the broker's stamp, never the payload's.
-    if (m.userid != cfg_.owner && !cfg_.runs_jobs_as_users.value_or(false) && !runs_nothing(*spec)) {
+    if (m.userid != cfg_.owner && !cfg_.runs_jobs_as_users.value_or(false) && !runs_nothing(*doc)) {
       return h_.respond_error(m, EPERM,
                               where + "this instance runs as uid " + std::to_string(cfg_.owner) +
                                   " and cannot run jobs as other users (you are uid " + std::to_string(m.userid) +
                                   "); ask its owner, or use an instance started as root");
     }
-    int64_t dflt = kUrgencyDefault;
-    auto u = get_int(it, "urgency", 0, 31, &dflt);
-    if (!u.ok()) return h_.respond_error(m, u.error().code, where + "urgency must be 0-31");
-    if (*u > kUrgencyDefault && !owner) {
+    int64_t urgency = kUrgencyDefault;
+    if (items[i].fields) {
+      auto u = get_int(*items[i].fields, "urgency", 0, 31, &urgency);
+      if (!u.ok()) return h_.respond_error(m, u.error().code, where + "urgency must be 0-31");
+      urgency = *u;
+    }
+    if (urgency > kUrgencyDefault && !owner) {
       return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
     }
-    specs.push_back(std::move(*spec));
-    texts.push_back(std::move(text));
-    urgencies.push_back(static_cast<uint32_t>(*u));
+    jobs.push_back(Submitted{std::move(doc), std::make_shared<const Jobspec>(std::move(*spec)), std::move(text),
+                             static_cast<uint32_t>(urgency), std::move(*deps)});
   }
   // Steps work inside allocations already made: a queue closed to new
   // work (a drain) does not stop them.
-  bool all_steps = std::all_of(specs.begin(), specs.end(), [](const Jobspec& s) { return s.allocation != 0; });
+  bool all_steps = std::all_of(jobs.begin(), jobs.end(), [](const Submitted& s) { return s.spec->allocation != 0; });
   if (!submit_enabled_ && !all_steps) {
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
@@ -143,38 +177,36 @@ void JobManager::Impl::submit(const Message& m) {
   sched_protocol::Feasibility check;   // a typed payload: the scheduler reads them decoded
   std::map<std::string, size_t> seen;  // identical resource requests are checked once
   std::vector<size_t> index;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    if (specs[i].allocation) continue;
-    std::string key = dump_json(specs[i].raw["resources"]) + dump_json(specs[i].raw["tasks"]);
+  for (size_t i = 0; i < jobs.size(); ++i) {
+    if (jobs[i].spec->allocation) continue;
+    std::string key = dump_member(*jobs[i].doc, "resources") + dump_member(*jobs[i].doc, "tasks");
     if (seen.emplace(key, i).second) {
-      check.jobspecs.push_back(specs[i]);
+      check.jobspecs.push_back({jobs[i].doc, jobs[i].spec});
       index.push_back(i);
     }
   }
-  if (check.jobspecs.empty()) {
-    return submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), *tie);
-  }
-  if (*tie) ++tie_checks_[m.sender()];
-  h_.rpc_typed("sched.feasibility", std::move(check), {},
-               [this, m, specs = std::move(specs), texts = std::move(texts), urgencies = std::move(urgencies),
-                index = std::move(index), n = items.size(), tie = *tie](const Message& r) mutable {
-                 if (r.errnum && r.errnum != ENOSYS) {
-                   std::string text = error_text(r);
-                   // The scheduler numbers the jobspecs it was sent from 0; name
-                   // the job of the batch (from 1), or nothing for a single job.
-                   if (text.starts_with("jobspec ")) {
-                     size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
-                     size_t colon = text.find(": ");
-                     if (k < index.size() && colon != std::string::npos) {
-                       text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
-                     }
-                   }
-                   h_.respond_error(m, r.errnum, text);
-                 } else {
-                   submit_checked(m, std::move(specs), std::move(texts), std::move(urgencies), tie);
-                 }
-                 if (tie) end_tie_check(m.sender());
-               });
+  if (check.jobspecs.empty()) return submit_checked(m, std::move(jobs), tie);
+  if (tie) ++tie_checks_[m.sender()];
+  h_.rpc_typed(
+      "sched.feasibility", std::move(check), {},
+      [this, m, jobs = std::move(jobs), index = std::move(index), n = items.size(), tie](const Message& r) mutable {
+        if (r.errnum && r.errnum != ENOSYS) {
+          std::string text = error_text(r);
+          // The scheduler numbers the jobspecs it was sent from 0; name
+          // the job of the batch (from 1), or nothing for a single job.
+          if (text.starts_with("jobspec ")) {
+            size_t k = std::strtoul(text.c_str() + 8, nullptr, 10);
+            size_t colon = text.find(": ");
+            if (k < index.size() && colon != std::string::npos) {
+              text = (n > 1 ? "job " + std::to_string(index[k] + 1) + ": " : "") + text.substr(colon + 2);
+            }
+          }
+          h_.respond_error(m, r.errnum, text);
+        } else {
+          submit_checked(m, std::move(jobs), tie);
+        }
+        if (tie) end_tie_check(m.sender());
+      });
 }
 
 void JobManager::Impl::end_tie_check(HopId sender) {
@@ -186,10 +218,9 @@ void JobManager::Impl::end_tie_check(HopId sender) {
   if (auto gone = tie_gone_.extract(sender)) cancel_tied(sender, gone.mapped());
 }
 
-void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> specs, std::vector<std::string> texts,
-                                      std::vector<uint32_t> urgencies, bool tie) {
+void JobManager::Impl::submit_checked(const Message& m, std::vector<Submitted> jobs, bool tie) {
   if (!submit_enabled_ &&
-      !std::all_of(specs.begin(), specs.end(), [](const Jobspec& s) { return s.allocation != 0; })) {
+      !std::all_of(jobs.begin(), jobs.end(), [](const Submitted& s) { return s.spec->allocation != 0; })) {
     return h_.respond_error(m, EAGAIN,
                             "submissions are disabled" + (submit_reason_.empty() ? "" : ": " + submit_reason_));
   }
@@ -198,10 +229,10 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
   if (const uint64_t limit = cfg_.max_active_per_user; limit > 0 && !is_owner(m)) {
     auto it = active_by_user_.find(m.userid);
     const uint64_t active = it == active_by_user_.end() ? 0 : it->second;
-    if (active + specs.size() > limit) {
+    if (active + jobs.size() > limit) {
       return h_.respond_error(m, EAGAIN,
                               "uid " + std::to_string(m.userid) + " has " + std::to_string(active) + " active jobs; " +
-                                  (specs.size() > 1 ? std::to_string(specs.size()) + " more" : "one more") +
+                                  (jobs.size() > 1 ? std::to_string(jobs.size()) + " more" : "one more") +
                                   " would pass its limit of " + std::to_string(limit) +
                                   " (job-manager.max-active-jobs-per-user)");
     }
@@ -213,35 +244,32 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
   // jobs as they are now, before any job of the batch is stored (an id
   // given to a job refused here is never used again).
   std::vector<JobId> new_ids;
-  std::vector<std::vector<Dependency>> deps;
-  new_ids.reserve(specs.size());
-  deps.reserve(specs.size());
-  for (size_t i = 0; i < specs.size(); ++i) {
+  new_ids.reserve(jobs.size());
+  for (size_t i = 0; i < jobs.size(); ++i) {
     new_ids.push_back(fluid_->next(now_ms));
-    auto d = parse_dependencies(specs[i].raw);  // accepted in submit()
-    deps.push_back(d.ok() ? std::move(*d) : std::vector<Dependency>{});
-    auto st = check_new_dependencies(deps.back(), new_ids.back(), [&](JobId t) { return may_depend_on(m, t); });
+    auto st = check_new_dependencies(jobs[i].deps, new_ids.back(), [&](JobId t) { return may_depend_on(m, t); });
     if (!st) {
-      std::string where = specs.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
+      std::string where = jobs.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }
   }
-  for (size_t i = 0; i < specs.size(); ++i) {
+  for (size_t i = 0; i < jobs.size(); ++i) {
     JobId id = new_ids[i];
     Job& j = jobs_[id];
     ++jobs_in_state_[state_slot(j.rec.state)];
-    j.deps = std::move(deps[i]);
+    const Jobspec& spec = *jobs[i].spec;
+    j.deps = std::move(jobs[i].deps);
     j.id = id;
-    j.name = specs[i].name;
-    j.ntasks = specs[i].ntasks;
-    j.nnodes = specs[i].nnodes;
-    j.duration = specs[i].duration;
-    j.batch = specs[i].batch;
-    j.allocation = specs[i].allocation;
+    j.name = spec.name;
+    j.ntasks = spec.ntasks;
+    j.nnodes = spec.nnodes;
+    j.duration = spec.duration;
+    j.batch = spec.batch;
+    j.allocation = spec.allocation;
     if (Job* a = j.allocation ? allocation_of(j) : nullptr) a->steps.insert(id);
-    j.jobspec = std::move(texts[i]);
+    j.jobspec = std::move(jobs[i].text);
     commit_op(KvsOp::put(kvs_key::job_jobspec(id), j.jobspec));
-    (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", urgencies[i]}, {"flags", 0}, {"version", 1}});
+    (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", jobs[i].urgency}, {"flags", 0}, {"version", 1}});
     ids.push_back(id.value());
     created.push_back(&j);
     if (tie) tied_[m.sender()].push_back(id);
@@ -252,7 +280,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Jobspec> spe
     h_.respond(m, Json{{"ids", ids}});
   });
   for (size_t i = 0; i < created.size(); ++i) {
-    fresh_spec_ = FreshSpec{created[i]->id, &specs[i]};
+    fresh_spec_ = FreshSpec{created[i]->id, &jobs[i]};
     advance(*created[i]);
   }
   fresh_spec_ = FreshSpec{};

@@ -12,19 +12,15 @@ void JobManager::Impl::send_alloc(Job& j) {
   j.alloc_pending = true;
   j.cancel_sent = false;
   ++allocs_outstanding_;
-  if (fresh_spec_.spec && fresh_spec_.id == j.id) {
-    // The jobspec the submit parsed and decoded: the same document as the
+  if (fresh_spec_.job && fresh_spec_.id == j.id) {
+    // The jobspec the submit checked and decoded: the same document as the
     // job's text, which the scheduler need not decode again.
-    Jobspec& spec = *std::exchange(fresh_spec_, FreshSpec{}).spec;
-    sched_protocol::AllocRequest a{
-        j.id.value(), j.rec.priority, j.rec.userid, j.rec.t_submit, std::make_shared<const Json>(std::move(spec.raw)),
-        nullptr};
+    const Submitted& s = *std::exchange(fresh_spec_, FreshSpec{}).job;
+    sched_protocol::AllocRequest a{j.id.value(), j.rec.priority, j.rec.userid, j.rec.t_submit, s.doc, s.spec};
     if (held_specs_ < kHeldSpecs && !j.held_spec) {
-      j.held_spec = a.jobspec;
+      j.held_spec = s.doc;
       ++held_specs_;
     }
-    spec.raw = nullptr;
-    a.decoded = std::make_shared<const Jobspec>(std::move(spec));
     h_.send_matchless_typed("sched.alloc", std::move(a));
     return;
   }

@@ -14,7 +14,7 @@
 
 namespace loom {
 
-Status JobManager::Impl::check_step(const Message& m, const Jobspec& spec) {
+Status JobManager::Impl::check_step(const Message& m, const Jobspec& spec, const std::vector<Dependency>& deps) {
   JobId aid{spec.allocation};
   auto it = jobs_.find(aid);
   std::string name = "allocation " + encode_f58(aid);
@@ -27,12 +27,10 @@ Status JobManager::Impl::check_step(const Message& m, const Jobspec& spec) {
   }
   if (auto st = space_of(a).feasible(spec); !st) return Error{st.error().code, name + ": " + st.error().text};
   // Only its start can be waited for: its end ends the step first.
-  if (auto deps = parse_dependencies(spec.raw); deps.ok()) {
-    for (const auto& d : *deps) {
-      bool on_end = d.scheme != DependencyScheme::kAfter && d.scheme != DependencyScheme::kSingleton;
-      if (on_end && d.target == aid) {
-        return Error{EINVAL, "a step cannot wait for the end of its own allocation (" + d.description() + ")"};
-      }
+  for (const auto& d : deps) {
+    bool on_end = d.scheme != DependencyScheme::kAfter && d.scheme != DependencyScheme::kSingleton;
+    if (on_end && d.target == aid) {
+      return Error{EINVAL, "a step cannot wait for the end of its own allocation (" + d.description() + ")"};
     }
   }
   return {};

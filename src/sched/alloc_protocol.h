@@ -42,13 +42,18 @@ inline Json payload_json_of(const AllocRequest& a) {
 }
 
 // A sched.feasibility request: {"jobspecs": [document, ...]}, each
-// jobspec here decoded as well (raw is the document).
+// jobspec here with the same decoded (raw left null), both as the job
+// manager's submit holds them.
 struct Feasibility {
-  std::vector<Jobspec> jobspecs;
+  struct Spec {
+    std::shared_ptr<const Json> document;
+    std::shared_ptr<const Jobspec> decoded;
+  };
+  std::vector<Spec> jobspecs;
 };
 inline Json payload_json_of(const Feasibility& f) {
   Json specs = Json::array();
-  for (const auto& js : f.jobspecs) specs.push_back(js.raw);
+  for (const auto& js : f.jobspecs) specs.push_back(*js.document);
   return Json{{"jobspecs", std::move(specs)}};
 }
 

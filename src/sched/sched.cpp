@@ -564,7 +564,7 @@ void Sched::feasibility(const Message& req) {
   if (const auto* f = typed_payload<sched_protocol::Feasibility>(req)) {
     // From a job manager of this process: decoded as it submitted them.
     for (size_t i = 0; i < f->jobspecs.size(); ++i) {
-      if (Status st = pool_.feasible(f->jobspecs[i]); !st) return refuse_infeasible(req, i, st.error());
+      if (Status st = pool_.feasible(*f->jobspecs[i].decoded); !st) return refuse_infeasible(req, i, st.error());
     }
     return h_.respond(req, Json::object());
   }

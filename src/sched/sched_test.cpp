@@ -565,7 +565,12 @@ TEST_F(SchedTest, ChecksFeasibilityOfTypedJobspecsAsOfTheirDocuments) {
   start(config(4, 2));
   auto typed_check = [&](std::vector<Jobspec> specs) {
     Message m = make_request("sched.feasibility");
-    m.typed = std::make_shared<const TypedAs<sched_protocol::Feasibility>>(sched_protocol::Feasibility{specs});
+    sched_protocol::Feasibility f;
+    for (auto& s : specs) {
+      auto doc = std::make_shared<const Json>(std::exchange(s.raw, nullptr));
+      f.jobspecs.push_back({std::move(doc), std::make_shared<const Jobspec>(std::move(s))});
+    }
+    m.typed = std::make_shared<const TypedAs<sched_protocol::Feasibility>>(std::move(f));
     m.matchtag = 5;
     m.route = {make_hop(0, 4)};
     m.userid = 1000;

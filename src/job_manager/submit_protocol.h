@@ -1,0 +1,31 @@
+// job-manager.submit as a typed payload (msg/typed_payload.h): how a
+// service of the job manager's own process (the simulator) hands over
+// jobspecs it built. The job manager keeps each document as it was sent,
+// shared and never changed, from the submit to the job's start, where a
+// JSON submit's are copied out of the request's tree. Its JSON is the
+// request's, {"jobs": [{"jobspec": document}, ...]} (docs/protocols/jobs.md);
+// the job manager checks these documents exactly as it checks those.
+//
+// Header only, like sched/alloc_protocol.h: a client names it without
+// depending on the job manager.
+#pragma once
+
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "msg/json.h"
+
+namespace loom {
+
+struct SubmitJobs {
+  std::vector<std::shared_ptr<const Json>> jobspecs;  // none null
+};
+
+inline Json payload_json_of(const SubmitJobs& s) {
+  Json jobs = Json::array();
+  for (const auto& doc : s.jobspecs) jobs.push_back(Json{{"jobspec", *doc}});
+  return Json{{"jobs", std::move(jobs)}};
+}
+
+}  // namespace loom
