@@ -18,6 +18,7 @@
 #include "broker/broker.h"
 #include "job_exec/job_exec.h"
 #include "job_manager/job_manager.h"
+#include "job_manager/submit_protocol.h"
 #include "jobspec/jobspec.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
@@ -50,10 +51,11 @@ constexpr size_t kSubmitBatch = 10000;
 // The jobspecs of trace jobs: `procs` tasks of one core, the requested
 // time as the duration, the run time for the simulated execution service.
 // Jobs of a trace share few shapes (procs, requested time): each is built
-// (and checked) once, and copied with the job's run time.
+// (and checked) once, and copied with the job's run time. The job manager
+// keeps the copy as it is sent (SubmitJobs), to the job's start.
 class Jobspecs {
  public:
-  Result<Json> of(const trace::Job& j) {
+  Result<std::shared_ptr<const Json>> of(const trace::Job& j) {
     auto it = shapes_.find({j.procs, j.requested_time});
     if (it == shapes_.end()) {
       JobRequest r;
@@ -64,9 +66,9 @@ class Jobspecs {
       if (!built.ok()) return built.error();
       it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(*built)).first;
     }
-    Json spec = it->second;
-    spec["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
-    return spec;
+    auto spec = std::make_shared<Json>(it->second);
+    (*spec)["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
+    return std::shared_ptr<const Json>(std::move(spec));
   }
 
  private:
@@ -190,19 +192,19 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
     // convention): they are sent first, and the one scheduling pass of
     // the instant comes once both are handled.
     while (next < jobs.size() && jobs[next].submit <= clock.now()) {
-      Json batch = Json::array();
+      SubmitJobs batch;
       std::vector<size_t> which;  // the batch's jobs, by place in the trace
       while (next < jobs.size() && jobs[next].submit <= clock.now() && which.size() < kSubmitBatch) {
         // A job larger than the machine is refused alone (a submit is all
         // or nothing: the others of its instant must not go with it).
         const auto& j = jobs[next];
-        auto spec =
-            j.procs > total_cores
-                ? Result<Json>(Error{EINVAL, "job " + std::to_string(j.id) + " needs " + std::to_string(j.procs) +
-                                                 " cores; the machine has " + std::to_string(total_cores)})
-                : jobspecs.of(j);
+        auto spec = j.procs > total_cores
+                        ? Result<std::shared_ptr<const Json>>(
+                              Error{EINVAL, "job " + std::to_string(j.id) + " needs " + std::to_string(j.procs) +
+                                                " cores; the machine has " + std::to_string(total_cores)})
+                        : jobspecs.of(j);
         if (spec.ok()) {
-          batch.push_back(Json{{"jobspec", std::move(*spec)}});
+          batch.jobspecs.push_back(std::move(*spec));
           which.push_back(next);
         } else {
           if (out.refused == 0) out.first_refusal = spec.error().text;
@@ -212,7 +214,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
         ++next;
       }
       if (which.empty()) continue;
-      h.rpc("job-manager.submit", Json{{"jobs", std::move(batch)}}, {}, [&, which](const Message& m) {
+      h.rpc_typed("job-manager.submit", std::move(batch), {}, [&, which](const Message& m) {
         size_t n = which.size();
         answered += n;
         // The answer as the job manager built it, not its text parsed again.
