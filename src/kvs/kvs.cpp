@@ -3,6 +3,9 @@
 #include <spdlog/spdlog.h>
 
 #include <asio/io_context.hpp>
+#include <map>
+#include <string_view>
+#include <utility>
 
 #include "msg/access.h"
 #include "msg/histogram_json.h"
@@ -237,23 +240,20 @@ void Kvs::flush() {
     }
     batch.push_back(std::move(c));
   }
-  // Number the appended segments against what memory will hold by then.
-  std::map<std::pair<std::string, std::string>, uint32_t> segs;
+  // Number the appended segments against what memory will hold by then
+  // (the counts are keyed by views of the ops' own strings, which stay
+  // where they are until every op is numbered).
+  std::map<std::pair<std::string_view, std::string_view>, uint32_t> segs;
   auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
-    auto k = std::make_pair(ns, key);
-    auto it = segs.find(k);
-    if (it != segs.end()) return it->second;
-    uint32_t n = 0;
-    if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) {
-      if (auto kit = nit->second.keys.find(key); kit != nit->second.keys.end()) n = kit->second.segments;
+    auto [it, fresh] = segs.try_emplace(std::make_pair(std::string_view(ns), std::string_view(key)), 0);
+    if (fresh) {
+      if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) {
+        if (auto kit = nit->second.keys.find(key); kit != nit->second.keys.end()) it->second = kit->second.segments;
+      }
     }
-    return segs[k] = n;
+    return it->second;
   };
-  // Every op of the batch, moved out of its commit (ends: where each
-  // commit's ops end), to be written and then applied in this order.
-  std::vector<StoredOp> all;
-  std::vector<size_t> ends;
-  ends.reserve(batch.size());
+  size_t nops = 0;
   for (auto& c : batch) {
     for (auto& op : c.ops) {
       switch (op.kind) {
@@ -268,8 +268,18 @@ void Kvs::flush() {
         }
         default: break;
       }
-      all.push_back(std::move(op));
     }
+    nops += c.ops.size();
+  }
+  segs.clear();  // its views go with the ops moved below
+  // Every op of the batch, moved out of its commit (ends: where each
+  // commit's ops end), to be written and then applied in this order.
+  std::vector<StoredOp> all;
+  std::vector<size_t> ends;
+  all.reserve(nops);
+  ends.reserve(batch.size());
+  for (auto& c : batch) {
+    for (auto& op : c.ops) all.push_back(std::move(op));
     ends.push_back(all.size());
   }
   const double write_began = h_.clock().now();
