@@ -6,6 +6,9 @@
 #include <gtest/gtest.h>
 
 #include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstdint>
 #include <string>
 
 namespace loom {
@@ -153,6 +156,57 @@ TEST(Json, RoundTripsThroughDumpAndParse) {
   auto back = parse_json(dump_json(j));
   ASSERT_TRUE(back.ok()) << back.error().text;
   EXPECT_EQ(*back, j);
+}
+
+// dump_json writes most of the text itself: it must be nlohmann's compact
+// text (what Json::dump writes, invalid UTF-8 replaced) byte for byte.
+TEST(Json, DumpWritesWhatNlohmannWrites) {
+  std::string every_byte;
+  for (int c = 0; c < 0x100; ++c) every_byte += static_cast<char>(c);
+  std::string controls;
+  for (int c = 0; c < 0x20; ++c) controls += static_cast<char>(c);
+  const Json samples[] = {
+      Json(),
+      Json(true),
+      Json(false),
+      Json(0),
+      Json(-1),
+      Json(INT64_MIN),
+      Json(INT64_MAX),
+      Json(UINT64_MAX),
+      Json(0.0),
+      Json(-0.0),
+      Json(5.0),
+      Json(0.1),
+      Json(1e15),
+      Json(1e16),
+      Json(1e21),
+      Json(1.5e300),
+      Json(1e-5),
+      Json(123456.789),
+      Json(-1.7976931348623157e+308),
+      Json(4.9e-324),
+      Json(std::nan("")),
+      Json(INFINITY),
+      Json(""),
+      Json("plain"),
+      Json(controls),
+      Json("a \"quoted\" \\ back\\slash / and \x7f"),
+      Json(every_byte),
+      Json("d\xc3\xa9j\xc3\xa0 vu \xe2\x82\xac \xf0\x9f\x98\x80"),
+      Json(std::string("bad \xff\xfe\xc3 byte")),
+      Json::array(),
+      Json::object(),
+      Json::array({Json::array(), Json::object(), Json::array({1, "x", nullptr})}),
+      Json{{"", 1}, {"\n", 2}, {"\xc3\xa9", 3}, {std::string("\xff"), 4}, {"k\"ey", {{"inner", {1.25, -3}}}}},
+      Json::binary({1, 2, 3}),
+      Json::parse(R"({"version":1,"resources":[{"type":"slot","count":4,"label":"task","with":[{"type":"core",
+                  "count":1}]}],"tasks":[{"command":["sh","-c","echo \"hi\"\tthere"],"slot":"task",
+                  "count":{"per_slot":1}}],"attributes":{"system":{"duration":60.5,"cwd":"/tmp"}}})"),
+  };
+  for (const auto& j : samples) {
+    EXPECT_EQ(dump_json(j), j.dump(-1, ' ', false, Json::error_handler_t::replace)) << j.type_name();
+  }
 }
 
 TEST(Json, DumpBoundIsNeverBelowTheText) {
