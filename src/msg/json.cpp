@@ -59,131 +59,139 @@ Result<Json> parse_json(std::string_view text, int max_depth) {
 
 namespace {
 
+// A string with bytes of UTF-8 as nlohmann writes it: checked, and
+// replaced if invalid. One serializer per thread (setting one up costs
+// more than most strings), writing into its own buffer.
+void append_by_nlohmann(std::string& out, const Json& j) {
+  thread_local std::string scratch;
+  thread_local nlohmann::detail::serializer<Json> serializer(nlohmann::detail::output_adapter<char>(scratch), ' ',
+                                                             Json::error_handler_t::replace);
+  scratch.clear();
+  serializer.dump(j, false, false, 0);
+  out += scratch;
+}
+
 // The writer behind dump_json: nlohmann's compact text, byte for byte,
 // written directly where that is simple (the structure, numbers, strings
 // of ASCII) and by nlohmann's serializer where it is not (a string with
-// bytes of UTF-8, which it checks and replaces if invalid; binary values).
-// nlohmann's own writer runs every byte of every string through its UTF-8
-// decoder, which cost more than the rest of most payloads.
+// bytes of UTF-8; binary values). nlohmann's own writer runs every byte
+// of every string through its UTF-8 decoder, which cost more than the
+// rest of most payloads.
 class Writer {
  public:
-  Writer() : serializer_(nlohmann::detail::output_adapter<char>(buffer_), ' ', Json::error_handler_t::replace) {}
+  explicit Writer(std::string& out) : out_(out) {}
 
-  std::string dump(const Json& j) {
-    // One buffer per thread, kept between calls unless it grew large.
-    constexpr size_t kKeptCapacity = size_t{64} * 1024;
-    buffer_.clear();
-    write(j);
-    if (buffer_.size() > kKeptCapacity) return std::exchange(buffer_, std::string());
-    return buffer_;
-  }
-
- private:
   void write(const Json& j) {
     switch (j.type()) {
       case Json::value_t::object: {
         if (j.empty()) {
-          buffer_ += "{}";
+          out_ += "{}";
           return;
         }
-        buffer_ += '{';
+        out_ += '{';
         bool first = true;
         for (const auto& [k, v] : j.get_ref<const Json::object_t&>()) {
-          if (!first) buffer_ += ',';
+          if (!first) out_ += ',';
           first = false;
           write_string(k);
-          buffer_ += ':';
+          out_ += ':';
           write(v);
         }
-        buffer_ += '}';
+        out_ += '}';
         return;
       }
       case Json::value_t::array: {
         if (j.empty()) {
-          buffer_ += "[]";
+          out_ += "[]";
           return;
         }
-        buffer_ += '[';
+        out_ += '[';
         bool first = true;
         for (const auto& v : j.get_ref<const Json::array_t&>()) {
-          if (!first) buffer_ += ',';
+          if (!first) out_ += ',';
           first = false;
           write(v);
         }
-        buffer_ += ']';
+        out_ += ']';
         return;
       }
       case Json::value_t::string: write_string(j.get_ref<const std::string&>()); return;
-      case Json::value_t::boolean: buffer_ += j.get<bool>() ? "true" : "false"; return;
-      case Json::value_t::null: buffer_ += "null"; return;
+      case Json::value_t::boolean: out_ += j.get<bool>() ? "true" : "false"; return;
+      case Json::value_t::null: out_ += "null"; return;
       case Json::value_t::number_integer: write_integer(j.get<int64_t>()); return;
       case Json::value_t::number_unsigned: write_integer(j.get<uint64_t>()); return;
-      case Json::value_t::number_float: {
-        double x = j.get<double>();
-        if (!std::isfinite(x)) {
-          buffer_ += "null";
-          return;
-        }
-        std::array<char, 64> digits{};
-        char* end = nlohmann::detail::to_chars(digits.data(), digits.data() + digits.size(), x);
-        buffer_.append(digits.data(), static_cast<size_t>(end - digits.data()));
-        return;
-      }
-      default: serializer_.dump(j, false, false, 0); return;  // binary, discarded
+      case Json::value_t::number_float: write_double(j.get<double>()); return;
+      default: append_by_nlohmann(out_, j); return;  // binary, discarded
     }
   }
 
+  void write_double(double x) {
+    if (!std::isfinite(x)) {
+      out_ += "null";
+      return;
+    }
+    std::array<char, 64> digits{};
+    char* end = nlohmann::detail::to_chars(digits.data(), digits.data() + digits.size(), x);
+    out_.append(digits.data(), static_cast<size_t>(end - digits.data()));
+  }
+
+  void write_string(std::string_view s) {
+    for (char ch : s) {
+      if (static_cast<unsigned char>(ch) >= 0x80) return append_by_nlohmann(out_, Json(s));
+    }
+    out_ += '"';
+    size_t run = 0;  // where the bytes not yet written begin
+    for (size_t i = 0; i < s.size(); ++i) {
+      auto c = static_cast<unsigned char>(s[i]);
+      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      out_.append(s.substr(run, i - run));
+      run = i + 1;
+      switch (c) {
+        case '"': out_ += "\\\""; break;
+        case '\\': out_ += "\\\\"; break;
+        case '\b': out_ += "\\b"; break;
+        case '\f': out_ += "\\f"; break;
+        case '\n': out_ += "\\n"; break;
+        case '\r': out_ += "\\r"; break;
+        case '\t': out_ += "\\t"; break;
+        default: {
+          static constexpr char kHex[] = "0123456789abcdef";
+          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
+          out_.append(u, sizeof u);
+        }
+      }
+    }
+    out_.append(s.substr(run));
+    out_ += '"';
+  }
+
+ private:
   template <class T>
   void write_integer(T v) {
     std::array<char, 24> digits{};
     auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), v);
     (void)ec;  // 24 bytes hold any 64-bit integer
-    buffer_.append(digits.data(), static_cast<size_t>(end - digits.data()));
+    out_.append(digits.data(), static_cast<size_t>(end - digits.data()));
   }
 
-  void write_string(const std::string& s) {
-    for (char ch : s) {
-      if (static_cast<unsigned char>(ch) >= 0x80) {
-        serializer_.dump(Json(s), false, false, 0);  // UTF-8: checked as nlohmann checks it
-        return;
-      }
-    }
-    buffer_ += '"';
-    size_t run = 0;  // where the bytes not yet written begin
-    for (size_t i = 0; i < s.size(); ++i) {
-      auto c = static_cast<unsigned char>(s[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
-      buffer_.append(s, run, i - run);
-      run = i + 1;
-      switch (c) {
-        case '"': buffer_ += "\\\""; break;
-        case '\\': buffer_ += "\\\\"; break;
-        case '\b': buffer_ += "\\b"; break;
-        case '\f': buffer_ += "\\f"; break;
-        case '\n': buffer_ += "\\n"; break;
-        case '\r': buffer_ += "\\r"; break;
-        case '\t': buffer_ += "\\t"; break;
-        default: {
-          static constexpr char kHex[] = "0123456789abcdef";
-          const char u[] = {'\\', 'u', '0', '0', kHex[c >> 4], kHex[c & 0xF]};
-          buffer_.append(u, sizeof u);
-        }
-      }
-    }
-    buffer_.append(s, run, s.size() - run);
-    buffer_ += '"';
-  }
-
-  std::string buffer_;
-  nlohmann::detail::serializer<Json> serializer_;  // writes into buffer_
+  std::string& out_;
 };
 
 }  // namespace
 
 std::string dump_json(const Json& j) {
-  thread_local Writer writer;
-  return writer.dump(j);
+  // One buffer per thread, kept between calls unless it grew large.
+  thread_local std::string buffer;
+  constexpr size_t kKeptCapacity = size_t{64} * 1024;
+  buffer.clear();
+  Writer(buffer).write(j);
+  if (buffer.size() > kKeptCapacity) return std::exchange(buffer, std::string());
+  return buffer;
 }
+
+void append_json(std::string& out, const Json& j) { Writer(out).write(j); }
+void append_json_string(std::string& out, std::string_view s) { Writer(out).write_string(s); }
+void append_json_number(std::string& out, double x) { Writer(out).write_double(x); }
 
 namespace {
 // A string as dump_json writes it, at most: quotes, two bytes for an

@@ -24,6 +24,11 @@ bool json_nests_deeper_than(std::string_view text, int max_depth);
 
 // Dumps compactly; invalid UTF-8 in strings is replaced, never thrown.
 std::string dump_json(const Json& j);
+// The same text appended to `out`; and the text of one string or one
+// number, as dump_json writes them, without building a Json for it.
+void append_json(std::string& out, const Json& j);
+void append_json_string(std::string& out, std::string_view s);
+void append_json_number(std::string& out, double x);
 // At least dump_json(j).size(), found without building the text: what a
 // reply that gathers many values counts to stay within a frame.
 size_t dump_json_bound(const Json& j);

@@ -205,7 +205,17 @@ TEST(Json, DumpWritesWhatNlohmannWrites) {
                   "count":{"per_slot":1}}],"attributes":{"system":{"duration":60.5,"cwd":"/tmp"}}})"),
   };
   for (const auto& j : samples) {
-    EXPECT_EQ(dump_json(j), j.dump(-1, ' ', false, Json::error_handler_t::replace)) << j.type_name();
+    std::string text = j.dump(-1, ' ', false, Json::error_handler_t::replace);
+    EXPECT_EQ(dump_json(j), text) << j.type_name();
+    std::string appended = "x";
+    append_json(appended, j);
+    EXPECT_EQ(appended, "x" + text);
+    if (j.is_string() || j.is_number_float()) {
+      std::string one;
+      if (j.is_string()) append_json_string(one, j.get_ref<const std::string&>());
+      if (j.is_number_float()) append_json_number(one, j.get<double>());
+      EXPECT_EQ(one, text);
+    }
   }
 }
 
