@@ -66,13 +66,13 @@ std::string format_event(const EventEntry& e) {
   std::string out = "{";
   if (!e.context.is_null()) {
     out += "\"context\":";
-    out += dump_json(e.context);
+    append_json(out, e.context);
     out += ',';
   }
   out += "\"name\":";
-  out += dump_json(Json(e.name));
+  append_json_string(out, e.name);
   out += ",\"timestamp\":";
-  out += dump_json(Json(e.timestamp));
+  append_json_number(out, e.timestamp);
   out += "}\n";
   return out;
 }
