@@ -160,6 +160,43 @@ Json ResourceSet::to_json() const {
   return {{"version", 1}, {"execution", std::move(ex)}};
 }
 
+std::string ResourceSet::to_text() const {
+  // The keys in the order dump_json writes them: sorted, as nlohmann's
+  // objects hold them ("R_lite" before "expiration": capitals first).
+  std::string out = "{\"execution\":{\"R_lite\":[";
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    const Entry& e = entries_[i];
+    if (i > 0) out += ',';
+    out += "{\"children\":{";
+    if (!e.cores.empty()) {
+      out += "\"core\":";
+      append_json_string(out, e.cores.encode());
+    }
+    if (!e.gpus.empty()) {
+      if (!e.cores.empty()) out += ',';
+      out += "\"gpu\":";
+      append_json_string(out, e.gpus.encode());
+    }
+    out += "},\"rank\":";
+    append_json_string(out, e.ranks.encode());
+    out += '}';
+  }
+  out += "],\"expiration\":";
+  append_json_number(out, expiration);
+  if (!hostnames_.empty()) {
+    out += ",\"nodelist\":[";
+    for (size_t i = 0; i < hostnames_.size(); ++i) {
+      if (i > 0) out += ',';
+      append_json_string(out, hostnames_[i]);
+    }
+    out += ']';
+  }
+  out += ",\"starttime\":";
+  append_json_number(out, starttime);
+  out += "},\"version\":1}";
+  return out;
+}
+
 void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
   const uint64_t n = e.ranks.count();
   if (!hosts.empty() || !hostnames_.empty()) {

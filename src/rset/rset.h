@@ -101,6 +101,9 @@ class ResourceSet {
   static Result<ResourceSet> parse_text(std::string_view text);
   // One R_lite entry per Entry.
   Json to_json() const;
+  // dump_json(to_json()), written without building the tree: R is
+  // written for every job that starts.
+  std::string to_text() const;
 
   // Adds `rank` (or replaces what it holds). Cheap when `rank` is above
   // every rank in the set, as when a set is built in rank order.

@@ -31,6 +31,22 @@ TEST(ResourceSet, RoundTripsThroughJson) {
   EXPECT_EQ(r.to_json()["execution"]["R_lite"].size(), 2u);  // ranks 0-2 share an entry
 }
 
+TEST(ResourceSet, TextIsTheDumpOfItsJson) {
+  std::vector<ResourceSet> sets{four_ranks(), ResourceSet()};
+  ResourceSet gpus_only;
+  gpus_only.add_rank(0, RankResources{{}, IdSet{0, 1}, ""});
+  gpus_only.add_rank(5, RankResources{IdSet{2}, {}, ""});
+  gpus_only.starttime = 1.5;
+  gpus_only.expiration = 1e21;
+  sets.push_back(gpus_only);
+  ResourceSet named;
+  named.add_rank(0, RankResources{IdSet{0, 1, 2}, {}, "h\"x\xc3\xa9"});
+  named.add_rank(1, RankResources{IdSet{0, 1, 2}, {}, ""});
+  named.expiration = 0.1;
+  sets.push_back(named);
+  for (const auto& r : sets) EXPECT_EQ(r.to_text(), dump_json(r.to_json()));
+}
+
 TEST(ResourceSet, SubsetByRanksForPartialRelease) {
   auto r = four_ranks();
   auto part = r.subset(*IdSet::parse("0-1"));
