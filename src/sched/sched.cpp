@@ -908,7 +908,7 @@ void Sched::commit_starts() {
   starting_.clear();
   KvsCommit commit;
   commit.ops.reserve(batch->size());
-  for (const auto& s : *batch) commit.ops.push_back(KvsOp::put(kvs_key::job_R(JobId{s.id}), dump_json(s.R.to_json())));
+  for (const auto& s : *batch) commit.ops.push_back(KvsOp::put(kvs_key::job_R(JobId{s.id}), s.R.to_text()));
   auto alive = std::weak_ptr<int>(alive_);
   h_.rpc_typed("kvs.commit", std::move(commit), {}, [this, alive, batch](const Message& resp) {
     if (alive.expired()) return;
