@@ -179,8 +179,12 @@ void JobManager::Impl::submit(const Message& m) {
   std::vector<size_t> index;
   for (size_t i = 0; i < jobs.size(); ++i) {
     if (jobs[i].spec->allocation) continue;
-    std::string key = dump_member(*jobs[i].doc, "resources") + dump_member(*jobs[i].doc, "tasks");
-    if (seen.emplace(key, i).second) {
+    bool first = true;
+    if (jobs.size() > 1) {
+      std::string key = dump_member(*jobs[i].doc, "resources") + dump_member(*jobs[i].doc, "tasks");
+      first = seen.emplace(std::move(key), i).second;
+    }
+    if (first) {
       check.jobspecs.push_back({jobs[i].doc, jobs[i].spec});
       index.push_back(i);
     }
