@@ -112,7 +112,8 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
       return Error{EEXIST, cfg.state_dir + " is not empty: a simulation starts from nothing"};
     }
   }
-  asio::io_context io;
+  // One thread does everything (docs/simulator.md): the loop needs no lock.
+  asio::io_context io(ASIO_CONCURRENCY_HINT_UNSAFE);
   VirtualClock clock(static_cast<double>(w.header.unix_start_time.value_or(0)));
 
   BrokerConfig bcfg;
