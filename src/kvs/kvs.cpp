@@ -344,11 +344,13 @@ void Kvs::apply(const StoredOp& op) {
       break;
     }
     case StoredOp::kUnlink: {
+      // The keys removed, for their watchers, if anyone watches at all.
+      const bool watched = !watch_index_.empty();
       std::vector<std::string> gone;
-      if (keys.erase(op.key)) gone.push_back(op.key);
+      if (keys.erase(op.key) && watched) gone.push_back(op.key);
       std::string prefix = op.key + ".";
       for (auto it = keys.lower_bound(prefix); it != keys.end() && it->first.starts_with(prefix);) {
-        gone.push_back(it->first);
+        if (watched) gone.push_back(it->first);
         it = keys.erase(it);
       }
       for (auto& k : gone) notify(op.ns, k);

@@ -97,6 +97,7 @@ void Kvs::end_watches_in(const std::string& ns) {
 
 std::vector<uint64_t> Kvs::watches_of(const std::string& ns, const std::string* key) const {
   std::vector<uint64_t> ids;
+  if (watch_index_.empty()) return ids;  // most changes: nobody watches, and the bound below copies the key
   static const std::string kNone;
   for (auto it = watch_index_.lower_bound({ns, key ? *key : kNone, 0});
        it != watch_index_.end() && std::get<0>(*it) == ns && (!key || std::get<1>(*it) == *key); ++it) {
