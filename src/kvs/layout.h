@@ -7,6 +7,8 @@
 // name the same keys without depending on the kvs service.
 #pragma once
 
+#include <array>
+#include <charconv>
 #include <string>
 #include <string_view>
 
@@ -49,8 +51,21 @@ inline std::string job_leaf(std::string_view name, std::string_view leaf) {
   k += leaf;
   return k;
 }
-// "job.ID.LEAF".
-inline std::string job_leaf(JobId id, std::string_view leaf) { return job_leaf(std::to_string(id.value()), leaf); }
+// "job.ID.LEAF", written in one string: the job manager names one for
+// every event it posts.
+inline std::string job_leaf(JobId id, std::string_view leaf) {
+  std::array<char, 20> digits{};  // any 64-bit id
+  auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), id.value());
+  (void)ec;
+  std::string k;
+  k.reserve(std::char_traits<char>::length(kJobDir) + 2 + static_cast<size_t>(end - digits.data()) + leaf.size());
+  k += kJobDir;
+  k += '.';
+  k.append(digits.data(), end);
+  k += '.';
+  k += leaf;
+  return k;
+}
 
 inline std::string job_eventlog(JobId id) { return job_leaf(id, kEventlog); }
 inline std::string job_jobspec(JobId id) { return job_leaf(id, kJobspec); }
