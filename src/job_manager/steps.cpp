@@ -108,7 +108,7 @@ void JobManager::Impl::place_step(Job& j) {
   j.annotations = nullptr;
   // Its R is stored as the scheduler stores a job's, in the same commit
   // as its alloc event: a restarted job manager finds it again.
-  commit_op(KvsOp::put(kvs_key::job_R(j.id), dump_json(j.R.to_json())));
+  commit_op(KvsOp::put(kvs_key::job_R(j.id), j.R.to_text()));
   (void)post(j, "alloc");
   advance(j);
 }
