@@ -77,6 +77,14 @@ void append_by_nlohmann(std::string& out, const Json& j) {
 // bytes of UTF-8; binary values). nlohmann's own writer runs every byte
 // of every string through its UTF-8 decoder, which cost more than the
 // rest of most payloads.
+// The bytes a string holds as they are: printable ASCII but the quote and
+// the backslash.
+constexpr std::array<bool, 256> kPlain = [] {
+  std::array<bool, 256> t{};
+  for (int c = 0x20; c < 0x80; ++c) t[c] = c != '"' && c != '\\';
+  return t;
+}();
+
 class Writer {
  public:
   explicit Writer(std::string& out) : out_(out) {}
@@ -130,20 +138,37 @@ class Writer {
       out_ += "null";
       return;
     }
+    // A whole number below 10^15 (timestamps, mostly) is its digits and
+    // ".0", as nlohmann writes it, without finding its shortest digits.
+    if (x == std::trunc(x) && std::abs(x) < 1e15 && !(x == 0 && std::signbit(x))) {
+      write_integer(static_cast<int64_t>(x));
+      out_ += ".0";
+      return;
+    }
     std::array<char, 64> digits{};
     char* end = nlohmann::detail::to_chars(digits.data(), digits.data() + digits.size(), x);
     out_.append(digits.data(), static_cast<size_t>(end - digits.data()));
   }
 
   void write_string(std::string_view s) {
-    for (char ch : s) {
-      if (static_cast<unsigned char>(ch) >= 0x80) return append_by_nlohmann(out_, Json(s));
+    // Most strings are printable ASCII with nothing to escape: one pass
+    // finds that, and they are written whole.
+    size_t i = 0;
+    while (i < s.size() && kPlain[static_cast<unsigned char>(s[i])]) ++i;
+    if (i == s.size()) {
+      out_ += '"';
+      out_.append(s);
+      out_ += '"';
+      return;
+    }
+    for (size_t k = i; k < s.size(); ++k) {
+      if (static_cast<unsigned char>(s[k]) >= 0x80) return append_by_nlohmann(out_, Json(s));
     }
     out_ += '"';
     size_t run = 0;  // where the bytes not yet written begin
-    for (size_t i = 0; i < s.size(); ++i) {
+    for (; i < s.size(); ++i) {
       auto c = static_cast<unsigned char>(s[i]);
-      if (c >= 0x20 && c != '"' && c != '\\') continue;
+      if (kPlain[c]) continue;
       out_.append(s.substr(run, i - run));
       run = i + 1;
       switch (c) {
