@@ -4,7 +4,9 @@
 #pragma once
 
 #include <nlohmann/json.hpp>
+#include <string>
 #include <string_view>
+#include <utility>
 
 #include "base/result.h"
 
@@ -21,6 +23,27 @@ Result<Json> parse_json(std::string_view text, int max_depth = kMaxJsonDepth);
 // linear scan without recursion (brackets in strings skipped), to run
 // before a parser that recurses.
 bool json_nests_deeper_than(std::string_view text, int max_depth);
+
+namespace json_detail {
+inline void add_pairs(Json::object_t& /*o*/) {}
+template <class K, class V, class... Rest>
+void add_pairs(Json::object_t& o, K&& key, V&& value, Rest&&... rest) {
+  o.emplace(std::string(std::forward<K>(key)), Json(std::forward<V>(value)));
+  add_pairs(o, std::forward<Rest>(rest)...);
+}
+}  // namespace json_detail
+
+// {k1: v1, k2: v2, ...}, built in place: json_object("id", 1, "final",
+// true) is Json{{"id", 1}, {"final", true}}, whose initializer lists
+// build each pair as an array of two first (the event contexts of every
+// job are built so).
+template <class... KeysAndValues>
+Json json_object(KeysAndValues&&... kv) {
+  static_assert(sizeof...(kv) % 2 == 0, "json_object takes keys and values in pairs");
+  Json j(Json::value_t::object);
+  json_detail::add_pairs(j.get_ref<Json::object_t&>(), std::forward<KeysAndValues>(kv)...);
+  return j;
+}
 
 // Dumps compactly; invalid UTF-8 in strings is replaced, never thrown.
 std::string dump_json(const Json& j);

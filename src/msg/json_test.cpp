@@ -225,6 +225,15 @@ TEST(Json, DumpWritesWhatNlohmannWrites) {
   }
 }
 
+TEST(Json, ObjectsBuiltInPlaceAreTheInitializerListsObjects) {
+  std::string text = "x";
+  EXPECT_EQ(json_object(), Json::object());
+  EXPECT_EQ(json_object("id", 1, "final", true, "s", text, "ranks", "0-3", "t", 1.5, "n", nullptr),
+            (Json{{"id", 1}, {"final", true}, {"s", "x"}, {"ranks", "0-3"}, {"t", 1.5}, {"n", nullptr}}));
+  EXPECT_EQ(json_object("a", json_object("b", json_object())), (Json{{"a", {{"b", Json::object()}}}}));
+  EXPECT_EQ(dump_json(json_object("z", 1, "a", 2)), R"({"a":2,"z":1})");
+}
+
 TEST(Json, DumpBoundIsNeverBelowTheText) {
   std::string controls;
   for (int c = 0; c < 0x20; ++c) controls += static_cast<char>(c);
