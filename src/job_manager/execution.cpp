@@ -165,7 +165,7 @@ void JobManager::Impl::exec_violation(Job& j, const std::string& why) {
   }
   if (j.rec.allocated && !j.rec.released_all && is_active(j.rec.state)) {
     IdSet rest = j.R.rank_set().subtract(j.rec.released);
-    if (post(j, "release", Json{{"ranks", rest.encode()}, {"final", true}})) send_free(j, j.R.subset(rest), false);
+    if (post(j, "release", json_object("ranks", rest.encode(), "final", true))) send_free(j, j.R.subset(rest), false);
   }
   advance(j);
   check_quiesce();
@@ -227,7 +227,7 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Finished& f) {
   if (f.status < 0) {
     return exec_violation(j, "finish: \"status\" must be 0-2147483647, not " + std::to_string(f.status));
   }
-  if (!post(j, "finish", Json{{"status", f.status}})) return exec_violation(j, "finish is out of order");
+  if (!post(j, "finish", json_object("status", f.status))) return exec_violation(j, "finish is out of order");
   advance(j);
 }
 
@@ -239,7 +239,7 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Released& r) {
   // A non-final "all" is logged as the ranks it means, so that they count
   // as released (and are not freed a second time later).
   std::string logged = r.all && !r.final ? ranks.encode() : r.ranks_text();
-  if (!post(j, "release", Json{{"ranks", logged}, {"final", r.final}})) {
+  if (!post(j, "release", json_object("ranks", logged, "final", r.final))) {
     return exec_violation(j, r.final && j.rec.state == JobState::kRun
                                  ? "final release before finish or a fatal exception"
                                  : "release is out of order");

@@ -343,7 +343,7 @@ void JobManager::Impl::advance(Job& j) {
         if (!post(j, "depend")) return;
         continue;
       case JobState::kPriority:
-        if (!post(j, "priority", Json{{"priority", priority_of(r.urgency)}})) return;
+        if (!post(j, "priority", json_object("priority", priority_of(r.urgency)))) return;
         continue;
       case JobState::kSched: send_alloc(j); return;
       case JobState::kRun:

@@ -273,7 +273,7 @@ void JobManager::Impl::submit_checked(const Message& m, std::vector<Submitted> j
     if (Job* a = j.allocation ? allocation_of(j) : nullptr) a->steps.insert(id);
     j.jobspec = std::move(jobs[i].text);
     commit_op(KvsOp::put(kvs_key::job_jobspec(id), j.jobspec));
-    (void)post(j, "submit", Json{{"userid", m.userid}, {"urgency", jobs[i].urgency}, {"flags", 0}, {"version", 1}});
+    (void)post(j, "submit", json_object("userid", m.userid, "urgency", jobs[i].urgency, "flags", 0, "version", 1));
     ids.push_back(id.value());
     created.push_back(&j);
     if (tie) tied_[m.sender()].push_back(id);
