@@ -556,7 +556,7 @@ void Sched::free(const Message& req, uint64_t id, const ResourceSet& R, bool fin
   } else if (!R.empty()) {
     if (auto st = pool_.free(id, R); !st) return refuse_free(req, st.error());
   }
-  h_.respond(req, Json{{"id", id}});
+  h_.respond(req, json_object("id", id));
   request_pass();
 }
 
@@ -840,7 +840,7 @@ void Sched::pass() {
   }
   if (!head) return commit_starts();
   if (policy_ == Policy::kFcfs) {
-    annotate(*head, Json{{"reason_pending", kInsufficient}});
+    annotate(*head, json_object("reason_pending", kInsufficient));
     return commit_starts();
   }
   const QueueKey head_key = head->key;
@@ -851,7 +851,7 @@ void Sched::pass() {
   // A job that held the reservation before loses its estimate.
   if (estimate_holder_ && *estimate_holder_ != head_key.id) {
     auto old = pending_.find(*estimate_holder_);
-    if (old != pending_.end()) annotate(old->second, Json{{"reason_pending", kInsufficient}});
+    if (old != pending_.end()) annotate(old->second, json_object("reason_pending", kInsufficient));
   }
   estimate_holder_ = reservation ? std::optional<uint64_t>(head_key.id) : std::nullopt;
   if (reservation) {
@@ -936,7 +936,8 @@ void Sched::annotate(PendingJob& job, Json sched) {
       if (!update.contains(k)) update[k] = nullptr;
     }
   }
-  h_.respond(job.req, Json{{"id", job.key.id}, {"type", kAnnotate}, {"annotations", Json{{"sched", update}}}});
+  h_.respond(job.req,
+             json_object("id", job.key.id, "type", kAnnotate, "annotations", json_object("sched", std::move(update))));
   job.annotation = std::move(sched);
 }
 
