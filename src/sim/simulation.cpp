@@ -67,7 +67,7 @@ class Jobspecs {
       it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(*built)).first;
     }
     auto spec = std::make_shared<Json>(it->second);
-    (*spec)["attributes"]["system"]["exec"] = Json{{"test", Json{{"run_duration", j.run}}}};
+    (*spec)["attributes"]["system"]["exec"] = json_object("test", json_object("run_duration", j.run));
     return std::shared_ptr<const Json>(std::move(spec));
   }
 
