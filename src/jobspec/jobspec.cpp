@@ -13,6 +13,10 @@ namespace {
 
 Error bad(const std::string& why) { return Error{EINVAL, "jobspec: " + why}; }
 
+// The member `key` of `o`, which has it (checked before): one lookup,
+// where a const operator[] would also build a string of the key.
+const Json& member(const Json& o, std::string_view key) { return *o.find(key); }
+
 Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
   auto it = vertex.find("count");
   if (it == vertex.end()) return bad(type + " has no count");
@@ -125,10 +129,11 @@ Result<Jobspec> decode_jobspec(const Json& j) {
   for (const char* k : {"version", "resources", "tasks", "attributes"}) {
     if (!j.contains(k)) return bad(std::string("missing \"") + k + "\"");
   }
-  if (!j["version"].is_number_integer() || j["version"].get<int64_t>() != 1) return bad("version must be 1");
+  if (!member(j, "version").is_number_integer() || member(j, "version").get<int64_t>() != 1)
+    return bad("version must be 1");
   Jobspec js;
 
-  const Json& res = j["resources"];
+  const Json& res = member(j, "resources");
   if (!res.is_array() || res.size() != 1) return bad("resources must be a list of exactly one node or slot");
   auto top = type_of(res[0]);
   if (!top.ok()) return top.error();
@@ -138,8 +143,8 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     if (!n.ok()) return n.error();
     js.nnodes = *n;
     if (res[0].contains("exclusive")) {
-      if (!res[0]["exclusive"].is_boolean()) return bad("exclusive must be true or false");
-      js.exclusive = res[0]["exclusive"].get<bool>();
+      if (!member(res[0], "exclusive").is_boolean()) return bad("exclusive must be true or false");
+      js.exclusive = member(res[0], "exclusive").get<bool>();
     }
     auto with = res[0].find("with");
     if (with == res[0].end() || !with->is_array() || with->size() != 1) return bad("node must contain one slot");
@@ -161,7 +166,7 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     return bad("resources must start with node or slot, not " + *top);
   }
 
-  const Json& tasks = j["tasks"];
+  const Json& tasks = member(j, "tasks");
   if (!tasks.is_array() || tasks.size() != 1 || !tasks[0].is_object()) return bad("tasks must be a list of one task");
   const Json& task = tasks[0];
   auto cmd = task.find("command");
@@ -171,7 +176,7 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     js.command.push_back(a.get<std::string>());
   }
   if (js.command[0].empty()) return bad("task command is empty");
-  if (!task.contains("slot") || !task["slot"].is_string() || task["slot"].get<std::string>() != label) {
+  if (!task.contains("slot") || !member(task, "slot").is_string() || member(task, "slot").get<std::string>() != label) {
     return bad("task slot must name the slot label " + quote_input(label));
   }
   auto count = task.find("count");
@@ -179,11 +184,11 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     return bad("task count must hold exactly one of per_slot and total");
   }
   if (count->contains("per_slot")) {
-    const Json& ps = (*count)["per_slot"];
+    const Json& ps = member((*count), "per_slot");
     if (!ps.is_number_integer() || ps.get<int64_t>() != 1) return bad("per_slot must be 1 in version 1");
     js.ntasks = js.nslots;
   } else if (count->contains("total")) {
-    const Json& t = (*count)["total"];
+    const Json& t = member((*count), "total");
     if (!t.is_number_integer() || t.get<int64_t>() < 1) return bad("total task count must be at least 1");
     if (t.get<int64_t>() > js.nslots) {
       return bad("total task count " + std::to_string(t.get<int64_t>()) + " exceeds the " + std::to_string(js.nslots) +
@@ -191,8 +196,9 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     }
     js.ntasks = static_cast<uint32_t>(t.get<int64_t>());
     // A batch job runs one task (its script) on the first of its nodes.
-    bool batch = j.contains("attributes") && j["attributes"].is_object() && j["attributes"].contains("system") &&
-                 j["attributes"]["system"].is_object() && j["attributes"]["system"].contains("batch");
+    bool batch = j.contains("attributes") && member(j, "attributes").is_object() &&
+                 member(j, "attributes").contains("system") && member(member(j, "attributes"), "system").is_object() &&
+                 member(member(j, "attributes"), "system").contains("batch");
     if (js.nnodes > 0 && js.ntasks < js.nnodes && !(batch && js.ntasks == 1)) {
       return bad("total task count " + std::to_string(js.ntasks) + " is less than the " + std::to_string(js.nnodes) +
                  " nodes");
@@ -201,30 +207,32 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     return bad("task count must hold per_slot or total");
   }
 
-  const Json& attrs = j["attributes"];
+  const Json& attrs = member(j, "attributes");
   if (!attrs.is_object()) return bad("attributes must be an object");
   for (auto& [k, v] : attrs.items()) {
     if (k != "system" && k != "user") return bad("unknown attributes section " + quote_input(k));
     if (!v.is_object()) return bad("attributes." + quote_input(k) + " must be an object");
   }
   if (!attrs.contains("system")) return bad("attributes.system is required");
-  const Json& sys = attrs["system"];
+  const Json& sys = member(attrs, "system");
   if (!sys.contains("duration")) return bad("attributes.system.duration is required");
-  auto duration = jobspec_duration(sys["duration"]);
+  auto duration = jobspec_duration(member(sys, "duration"));
   if (!duration.ok()) return duration.error();
   js.duration = *duration;
   if (sys.contains("cwd")) {
-    if (!sys["cwd"].is_string()) return bad("cwd must be a string");
-    js.cwd = sys["cwd"].get<std::string>();
+    if (!member(sys, "cwd").is_string()) return bad("cwd must be a string");
+    js.cwd = member(sys, "cwd").get<std::string>();
   }
-  if (sys.contains("environment") && !sys["environment"].is_object()) return bad("environment must be an object");
+  if (sys.contains("environment") && !member(sys, "environment").is_object())
+    return bad("environment must be an object");
   if (sys.contains("environment")) {
-    for (auto& [k, v] : sys["environment"].items()) {
+    for (auto& [k, v] : member(sys, "environment").items()) {
       if (!v.is_string()) return bad("environment value of " + quote_input(k) + " must be a string");
     }
   }
-  if (sys.contains("job") && sys["job"].is_object() && sys["job"].contains("name") && sys["job"]["name"].is_string()) {
-    js.name = sys["job"]["name"].get<std::string>();
+  if (sys.contains("job") && member(sys, "job").is_object() && member(sys, "job").contains("name") &&
+      member(member(sys, "job"), "name").is_string()) {
+    js.name = member(member(sys, "job"), "name").get<std::string>();
   } else {
     auto slash = js.command[0].rfind('/');
     js.name = slash == std::string::npos ? js.command[0] : js.command[0].substr(slash + 1);
