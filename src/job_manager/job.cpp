@@ -28,10 +28,11 @@ Error not_allowed(const EventEntry& e, const JobRecord& j, const std::string& wh
 }
 
 Result<int64_t> int_field(const EventEntry& e, const char* key, int64_t lo, int64_t hi) {
-  if (!e.context.is_object() || !e.context.contains(key) || !e.context[key].is_number_integer()) {
+  auto it = e.context.is_object() ? e.context.find(key) : e.context.end();  // one lookup
+  if (it == e.context.end() || !it->is_number_integer()) {
     return Error{EINVAL, e.name + " needs an integer \"" + key + "\" in its context"};
   }
-  int64_t v = e.context[key].get<int64_t>();
+  int64_t v = it->get<int64_t>();
   if (v < lo || v > hi) {
     return Error{EINVAL, e.name + " " + key + " " + std::to_string(v) + " is outside " + std::to_string(lo) + "-" +
                              std::to_string(hi)};
