@@ -194,9 +194,8 @@ struct JobManager::Impl {
   void count_active(uint32_t userid, int64_t delta);
   static size_t state_slot(JobState s) { return static_cast<size_t>(std::countr_zero(static_cast<unsigned>(s))); }
   std::unique_ptr<FluidGenerator> fluid_;
-  // While a job just submitted takes its first steps (submit_checked), its
-  // jobspec as the submit parsed it: its alloc request, most often sent
-  // then, takes that tree rather than parsing the job's text again.
+  // The jobs holding their submit's tree until their start (Job::held_spec):
+  // at most kHeldSpecs at once, so that a long queue keeps only text.
   static constexpr size_t kHeldSpecs = 1024;
   size_t held_specs_ = 0;
   void drop_held_spec(Job& j) {
@@ -213,9 +212,12 @@ struct JobManager::Impl {
     uint32_t urgency = 0;
     std::vector<Dependency> deps;
   };
+  // While a job just submitted takes its first steps (submit_checked), its
+  // jobspec as the submit checked it: its alloc request, most often sent
+  // then, takes that document and its decoding rather than the job's text.
   struct FreshSpec {
     JobId id{0};
-    const Submitted* job = nullptr;  // for the alloc request
+    const Submitted* job = nullptr;
   } fresh_spec_;
   // While a job's final release is taken (on_exec), the ranks it gave back
   // that the scheduler has not had: the free event, most often posted then,
