@@ -42,29 +42,24 @@ inline constexpr const char* kGuestExecEventlog = "guest.exec.eventlog";
 // "job.ID": a job's directory (unlinked whole when it is purged).
 inline std::string job_dir(JobId id) { return std::string(kJobDir) + "." + std::to_string(id.value()); }
 // "job.NAME.LEAF" for an entry NAME of the job directory, as listed
-// (not yet known to be a job id).
+// (not yet known to be a job id), written in one string: the job manager
+// names one for every event it posts.
 inline std::string job_leaf(std::string_view name, std::string_view leaf) {
-  std::string k(kJobDir);
+  std::string k;
+  k.reserve(std::char_traits<char>::length(kJobDir) + 2 + name.size() + leaf.size());
+  k += kJobDir;
   k += '.';
   k += name;
   k += '.';
   k += leaf;
   return k;
 }
-// "job.ID.LEAF", written in one string: the job manager names one for
-// every event it posts.
+// "job.ID.LEAF".
 inline std::string job_leaf(JobId id, std::string_view leaf) {
   std::array<char, 20> digits{};  // any 64-bit id
   auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), id.value());
   (void)ec;
-  std::string k;
-  k.reserve(std::char_traits<char>::length(kJobDir) + 2 + static_cast<size_t>(end - digits.data()) + leaf.size());
-  k += kJobDir;
-  k += '.';
-  k.append(digits.data(), end);
-  k += '.';
-  k += leaf;
-  return k;
+  return job_leaf(std::string_view(digits.data(), static_cast<size_t>(end - digits.data())), leaf);
 }
 
 inline std::string job_eventlog(JobId id) { return job_leaf(id, kEventlog); }
