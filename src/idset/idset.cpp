@@ -69,6 +69,16 @@ std::string IdSet::encode() const {
 }
 
 void IdSet::insert_range(uint32_t lo, uint32_t hi) {
+  // Sets are mostly built in ascending order (R rank by rank, a rank's
+  // cores): past the last range is a push, on or touching it a stretch.
+  if (ranges_.empty() || uint64_t{lo} > uint64_t{ranges_.back().second} + 1) {
+    ranges_.emplace_back(lo, hi);
+    return;
+  }
+  if (lo >= ranges_.back().first) {
+    ranges_.back().second = std::max(ranges_.back().second, hi);
+    return;
+  }
   // Merge with every range that overlaps or touches [lo, hi].
   auto it = std::lower_bound(ranges_.begin(), ranges_.end(), lo,
                              [](const auto& r, uint32_t v) { return r.second < v && r.second + 1 < v; });

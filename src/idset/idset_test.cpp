@@ -76,6 +76,36 @@ TEST(IdSet, AgreesWithStdSetOnRandomOperations) {
   }
 }
 
+// Sets built mostly in ascending order take the short ways in (past the
+// last range, touching it, on it, over it, just before it); they must keep
+// the set what std::set says, in canonical form.
+TEST(IdSet, AscendingInsertsAgreeWithStdSet) {
+  std::mt19937 rng(11);
+  IdSet s;
+  std::set<uint32_t> ref;
+  uint32_t top = 0;
+  for (int i = 0; i < 5000; ++i) {
+    // From a little below the top to a little past it.
+    uint32_t lo = top > 6 ? top - 6 + rng() % 10 : rng() % 10;
+    uint32_t hi = lo + rng() % 4;
+    s.insert_range(lo, hi);
+    for (uint32_t v = lo; v <= hi; ++v) ref.insert(v);
+    top = std::max(top, hi);
+    ASSERT_EQ(s.count(), ref.size()) << i;
+  }
+  EXPECT_EQ(s.to_vector(), std::vector<uint32_t>(ref.begin(), ref.end()));
+  for (size_t i = 1; i < s.ranges().size(); ++i) {
+    EXPECT_GT(s.ranges()[i].first, s.ranges()[i - 1].second + 1);
+  }
+  IdSet t;
+  t.insert_range(5, 9);
+  t.insert_range(10, 12);  // touching: one range
+  t.insert_range(3, 4);    // before it, touching: still one
+  t.insert_range(14, 14);  // past it
+  t.insert_range(13, 13);  // closing the gap
+  EXPECT_EQ(t.encode(), "3-14");
+}
+
 // Union, intersection, difference, overlap and inclusion of random sets
 // (a few ranges each, so that ranges meet, touch and nest) agree with
 // std::set's, and give sets in canonical form.
