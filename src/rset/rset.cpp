@@ -215,15 +215,33 @@ void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
 }
 
 void ResourceSet::add_rank(uint32_t rank, RankResources r) {
-  if (entries_.empty() || rank > *entries_.back().ranks.last()) {
-    std::vector<std::string> host;
-    if (!r.hostname.empty()) host.push_back(std::move(r.hostname));
-    append(Entry{IdSet{rank}, std::move(r.cores), std::move(r.gpus)}, std::move(host));
+  if (above(rank)) {
+    if (!join_last(rank, r.cores, r.gpus, r.hostname)) {
+      entries_.push_back(Entry{IdSet{rank}, std::move(r.cores), std::move(r.gpus)});
+    }
     return;
   }
   RankMap m = to_map();
   m[rank] = std::move(r);
   assign(std::move(m));
+}
+
+void ResourceSet::add_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {
+  if (!above(rank)) return add_rank(rank, RankResources{cores, gpus, std::string(hostname)});
+  if (!join_last(rank, cores, gpus, hostname)) entries_.push_back(Entry{IdSet{rank}, cores, gpus});
+}
+
+bool ResourceSet::above(uint32_t rank) const { return entries_.empty() || rank > *entries_.back().ranks.last(); }
+
+bool ResourceSet::join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {
+  if (!hostname.empty() || !hostnames_.empty()) {
+    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
+    hostnames_.emplace_back(hostname);
+  }
+  ++nranks_;
+  if (entries_.empty() || entries_.back().cores != cores || entries_.back().gpus != gpus) return false;
+  entries_.back().ranks.insert(rank);
+  return true;
 }
 
 ResourceSet::RankMap ResourceSet::to_map() const {

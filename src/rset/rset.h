@@ -108,6 +108,9 @@ class ResourceSet {
   // Adds `rank` (or replaces what it holds). Cheap when `rank` is above
   // every rank in the set, as when a set is built in rank order.
   void add_rank(uint32_t rank, RankResources r);
+  // The same from views: nothing is copied when `rank` joins the last
+  // entry (a matcher adds rank after rank).
+  void add_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname);
   Ranks ranks() const { return Ranks(this); }
   const std::vector<Entry>& entries() const { return entries_; }
   IdSet rank_set() const;
@@ -136,6 +139,12 @@ class ResourceSet {
   // Appends `e` (its ranks all above the set's, `hosts` one name per rank
   // or none), joining it to the last entry when their children are equal.
   void append(Entry e, std::vector<std::string> hosts = {});
+  // Whether `rank` is above every rank in the set.
+  bool above(uint32_t rank) const;
+  // For a rank above every rank in the set: counts and names it, and adds
+  // it to the last entry if that has the same children. False when it
+  // needs an entry of its own, which the caller appends.
+  bool join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname);
 
   // Ascending: each entry's ranks above the one's before it, and two
   // neighbours never have the same children (so that equal sets compare

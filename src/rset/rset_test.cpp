@@ -2,6 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <map>
+#include <random>
+#include <string>
+
 namespace loom {
 
 namespace {
@@ -140,6 +145,56 @@ TEST(ResourceSet, RanksAreFoundAndAddedInAnyOrder) {
   EXPECT_EQ(part.ranks().at(1).hostname, "node1");
   EXPECT_EQ(part.ranks().at(3).hostname, "node3");
   EXPECT_EQ(part.to_json()["execution"]["nodelist"], Json::array({"node1", "node3"}));
+}
+
+// add_rank, from views (what a matcher uses) or from a RankResources, in
+// order and out of it, joining entries or not, with names on some ranks
+// only: the set holds what a plain map of rank to resources says, in
+// canonical entries, and reads back from its own text.
+TEST(ResourceSet, RanksAddedOneByOneAreWhatAMapSays) {
+  std::mt19937 rng(5);
+  for (int trial = 0; trial < 300; ++trial) {
+    ResourceSet set;
+    std::map<uint32_t, RankResources> model;
+    uint32_t rank = 0;
+    for (int n = static_cast<int>(rng() % 12); n > 0; --n) {
+      rank = rng() % 5 == 0 ? rng() % (rank + 1) : rank + 1 + rng() % 2;  // now and then below the top
+      IdSet cores{0};
+      if (rng() % 3 == 0) cores.insert(1 + rng() % 2);
+      IdSet gpus;
+      if (rng() % 4 == 0) gpus.insert(0);
+      std::string host = rng() % 3 == 0 ? "" : "n" + std::to_string(rank);
+      model[rank] = RankResources{cores, gpus, host};
+      if (rng() % 2) {
+        set.add_rank(rank, cores, gpus, host);
+      } else {
+        set.add_rank(rank, RankResources{cores, gpus, host});
+      }
+    }
+    const bool named =
+        std::any_of(model.begin(), model.end(), [](const auto& m) { return !m.second.hostname.empty(); });
+    std::map<uint32_t, RankResources> got;
+    for (const auto& [r, rr] : set.ranks()) got[r] = rr;
+    ASSERT_EQ(got.size(), set.ranks().size());
+    for (auto& [r, rr] : model) {
+      ASSERT_TRUE(got.count(r)) << r;
+      EXPECT_EQ(got[r].cores, rr.cores) << set.to_text();
+      EXPECT_EQ(got[r].gpus, rr.gpus) << set.to_text();
+      EXPECT_EQ(got[r].hostname, named ? rr.hostname : "") << set.to_text();
+    }
+    ASSERT_EQ(got.size(), model.size());
+    for (size_t e = 1; e < set.entries().size(); ++e) {
+      const auto &a = set.entries()[e - 1], &b = set.entries()[e];
+      EXPECT_FALSE(a.cores == b.cores && a.gpus == b.gpus) << set.to_text();
+    }
+    // (A nodelist cannot name some ranks only.)
+    const bool all_named =
+        std::all_of(model.begin(), model.end(), [](const auto& m) { return !m.second.hostname.empty(); });
+    if (named && !all_named) continue;
+    auto back = ResourceSet::parse_text(set.to_text());
+    ASSERT_TRUE(back.ok()) << back.error().text;
+    EXPECT_EQ(*back, set) << set.to_text();
+  }
 }
 
 TEST(Hostlist, ExpandsRangesAndKeepsPadding) {
