@@ -39,29 +39,30 @@ void assign_first_less(IdSet& out, uint64_t n, const IdSet& used) {
   if (from < n) out.insert_range(static_cast<uint32_t>(from), static_cast<uint32_t>(n - 1));
 }
 
-// set = set | add, and set = set - take, in set's own storage when that
-// is simple (the set empty, or all of it taken).
+// set = set | add, and set = set - take, in set's own storage: a rank's
+// used cores change at each allocation and release of it.
 void add_ids(IdSet& set, const IdSet& add) {
-  if (add.empty()) return;
-  set = set.empty() ? add : set.set_union(add);
+  for (auto [lo, hi] : add.ranges()) set.insert_range(lo, hi);
 }
 void take_ids(IdSet& set, const IdSet& take) {
   if (take.empty()) return;
   if (set == take) return set.clear();
-  set = set.subtract(take);
+  for (auto [lo, hi] : take.ranges()) set.erase_range(lo, hi);
 }
 
-// The k lowest ids of s (all of s if it has fewer).
-IdSet take_lowest(const IdSet& s, uint64_t k) {
-  IdSet out;
+// The k lowest ids of s: s itself when that is all of it (a rank's free
+// cores all taken), else written into `scratch`.
+const IdSet& lowest(const IdSet& s, uint64_t k, IdSet& scratch) {
+  if (k >= s.count()) return s;
+  scratch.clear();
   for (auto [lo, hi] : s.ranges()) {
     if (k == 0) break;
     uint64_t n = uint64_t{hi} - lo + 1;
     uint64_t take = std::min(n, k);
-    out.insert_range(lo, static_cast<uint32_t>(lo + take - 1));
+    scratch.insert_range(lo, static_cast<uint32_t>(lo + take - 1));
     k -= take;
   }
-  return out;
+  return scratch;
 }
 
 std::string plural(uint64_t n, const std::string& word) { return std::to_string(n) + " " + word + (n == 1 ? "" : "s"); }
@@ -283,6 +284,7 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
   // The ranks to look at, from r on: in free_, those with a free core.
   const bool now = &avail == &free_;
   auto from = [&](uint32_t r) { return now ? next_open(r) : r; };
+  IdSet some_cores, some_gpus;  // what lowest() takes of a rank, when not all of it
   if (js.nnodes > 0) {
     const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
     uint32_t picked = 0;
@@ -298,11 +300,11 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
       }
       ++picked;
       if (!out) continue;
-      RankResources rr;
-      rr.hostname = inv.hostname;
-      rr.cores = js.exclusive ? a.cores : take_lowest(a.cores, need_c);
-      rr.gpus = js.exclusive ? a.gpus : take_lowest(a.gpus, need_g);
-      out->add_rank(r, std::move(rr));
+      if (js.exclusive) {
+        out->add_rank(r, a.cores, a.gpus, inv.hostname);
+      } else {
+        out->add_rank(r, lowest(a.cores, need_c, some_cores), lowest(a.gpus, need_g, some_gpus), inv.hostname);
+      }
     }
     return picked == js.nnodes;
   }
@@ -316,11 +318,7 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
     if (k == 0) continue;
     left -= k;
     if (!out) continue;
-    RankResources rr;
-    rr.hostname = inventory_[r].hostname;
-    rr.cores = take_lowest(a.cores, k * cps);
-    rr.gpus = take_lowest(a.gpus, k * gps);
-    out->add_rank(r, std::move(rr));
+    out->add_rank(r, lowest(a.cores, k * cps, some_cores), lowest(a.gpus, k * gps, some_gpus), inventory_[r].hostname);
   }
   return left == 0;
 }
