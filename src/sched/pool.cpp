@@ -388,9 +388,7 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   bool unnamed = false;  // a rank of r without the host name the inventory has
   for (const auto& [rank, rr] : r.ranks()) {
     cores += rr.cores.count();
-    add_ids(state_[rank].used_cores, rr.cores);
-    add_ids(state_[rank].used_gpus, rr.gpus);
-    refresh(rank);
+    hold(rank, rr.cores, rr.gpus);
     unnamed = unnamed || (rr.hostname.empty() && !inventory_[rank].hostname.empty());
   }
   if (!unnamed) {
@@ -452,27 +450,60 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
     return bad("job " + std::to_string(id) + " does not hold ranks " + missing.encode() + " (it holds " +
                (held.empty() ? std::string("none") : held.encode()) + ")");
   }
+  if (ranks == held) return release_all(it);
   uint64_t& cores = held_cores_[id];
   for (const auto& [rank, rr] : it->second.ranks()) {
     if (!ranks.contains(rank)) continue;
-    take_ids(state_[rank].used_cores, rr.cores);
-    take_ids(state_[rank].used_gpus, rr.gpus);
+    unhold(rank, rr.cores, rr.gpus);
     cores -= rr.cores.count();
-    refresh(rank);
   }
   it->second = it->second.subset(held.subtract(ranks));
-  if (it->second.empty()) {
-    allocations_.erase(it);
-    held_cores_.erase(id);
-  }
   return {};
 }
 
 Status ResourcePool::free_all(uint64_t id) {
   auto it = allocations_.find(id);
   if (it == allocations_.end()) return bad("job " + std::to_string(id) + " holds no resources");
-  ResourceSet all = it->second;
-  return free(id, all);
+  return release_all(it);
+}
+
+Status ResourcePool::release_all(std::map<uint64_t, ResourceSet>::iterator it) {
+  for (const auto& [rank, rr] : it->second.ranks()) unhold(rank, rr.cores, rr.gpus);
+  held_cores_.erase(it->first);
+  allocations_.erase(it);
+  return {};
+}
+
+void ResourcePool::hold(uint32_t rank, const IdSet& cores, const IdSet& gpus) {
+  RankState& st = state_[rank];
+  add_ids(st.used_cores, cores);
+  add_ids(st.used_gpus, gpus);
+  // A rank not known yet has nothing free to take them from: recount.
+  if (!inventory_[rank].known) return refresh(rank);
+  // Checked (check_allocation): within the inventory and not used, so
+  // free, and the rank's beyond flag stands.
+  RankFree& f = free_[rank];
+  take_ids(f.cores, cores);
+  take_ids(f.gpus, gpus);
+  if (!f.usable) return;
+  free_cores_ -= cores.count();
+  if (f.cores.empty()) open_[rank / 64] &= ~(uint64_t{1} << (rank % 64));
+}
+
+void ResourcePool::unhold(uint32_t rank, const IdSet& cores, const IdSet& gpus) {
+  RankState& st = state_[rank];
+  take_ids(st.used_cores, cores);
+  take_ids(st.used_gpus, gpus);
+  // Held beyond the inventory (or on a rank not known yet): some of them
+  // are not the rank's to have free, and the flag may drop. Recount.
+  if (!inventory_[rank].known || st.beyond) return refresh(rank);
+  // All within the inventory, and used until now: free again.
+  RankFree& f = free_[rank];
+  add_ids(f.cores, cores);
+  add_ids(f.gpus, gpus);
+  if (!f.usable || cores.empty()) return;
+  free_cores_ += cores.count();
+  open_[rank / 64] |= uint64_t{1} << (rank % 64);
 }
 
 // --- reports ---

@@ -240,6 +240,14 @@ class ResourcePool {
 
   // Recomputes free_[rank] (and free_cores_) from the rank's state.
   void refresh(uint32_t rank);
+  // A job takes `cores` and `gpus` of `rank` (checked: not held, and
+  // within its inventory when known), or gives them back: the rank's state
+  // and free_ change by just those, without a recount where none is
+  // needed.
+  void hold(uint32_t rank, const IdSet& cores, const IdSet& gpus);
+  void unhold(uint32_t rank, const IdSet& cores, const IdSet& gpus);
+  // Frees all that the allocation at `it` holds, and forgets it.
+  Status release_all(std::map<uint64_t, ResourceSet>::iterator it);
   // Whether `js` fits in `avail` less `avoid` (none: nullptr); the
   // resources it would get go to `out` unless it is nullptr.
   bool match_in(const Jobspec& js, const std::vector<RankFree>& avail, const ResourceSet* avoid,

@@ -562,5 +562,84 @@ TEST(PoolFree, KeepsItsFreeCountThroughEveryChange) {
   EXPECT_EQ(pool.free_cores(), 1u + 4 + 4);
 }
 
+// An allocation or a release changes a rank's free cores by just what
+// moved (hold and unhold, not a recount). What the pool keeps must be what
+// a recount from the ranks' state gives, through random jobs, partial and
+// whole releases, drain, down, and hosts that come back another size.
+TEST(PoolFree, WhatItKeepsFreeIsWhatARecountGives) {
+  std::mt19937 rng(3);
+  auto pool = uniform(12, 4, 2);
+  const std::vector<Jobspec> probes{slots(1),       slots(7),    slots(3, 2),
+                                    slots(2, 1, 1), nodes(2, 2), nodes(3, 1, 4, 2, true)};
+  auto snapshot = [&] {
+    std::string s = std::to_string(pool.free_cores()) + " free " + pool.count_free().to_json().dump() + " held " +
+                    pool.count_allocated().to_json().dump();
+    for (const auto& js : probes) s += " | " + show(pool.match(js));
+    return s;
+  };
+  uint64_t next_id = 1;
+  auto random_id = [&] {
+    auto it = pool.allocations().begin();
+    std::advance(it, static_cast<long>(rng() % pool.allocations().size()));
+    return it->first;
+  };
+  int allocated = 0, partial = 0;
+  for (int step = 0; step < 3000; ++step) {
+    const uint32_t rank = rng() % pool.size();
+    switch (rng() % 10) {
+      case 0:
+      case 1:
+      case 2:
+      case 3: {
+        Jobspec js = rng() % 3 == 0 ? nodes(1 + rng() % 3, 1 + rng() % 2, 1, rng() % 2, rng() % 4 == 0)
+                                    : slots(1 + rng() % 9, 1 + rng() % 2, rng() % 5 == 0 ? 1 : 0);
+        if (auto r = pool.match(js)) {
+          ASSERT_TRUE(pool.allocate(next_id++, *r).ok());
+          ++allocated;
+        }
+        break;
+      }
+      case 4:
+      case 5:
+        if (!pool.allocations().empty()) {
+          const uint64_t id = random_id();
+          IdSet some;
+          for (const auto& [r, rr] : pool.allocations().at(id).ranks()) {
+            if (rng() % 2) some.insert(r);
+          }
+          if (some.empty()) break;
+          ASSERT_TRUE(pool.free(id, pool.allocations().at(id).subset(some)).ok());
+          ++partial;
+        }
+        break;
+      case 6:
+      case 7:
+        if (!pool.allocations().empty()) {
+          ASSERT_TRUE(pool.free_all(random_id()).ok());
+        }
+        break;
+      case 8:
+        if (pool.is_drained(rank)) {
+          pool.undrain(rank);
+        } else {
+          pool.drain(rank, {"test", 0});
+        }
+        break;
+      default:
+        if (rng() % 3 == 0) {
+          (void)pool.set_inventory(rank, {2 + static_cast<uint32_t>(rng() % 4), 2, "", true});
+        } else {
+          pool.set_up(rank, !pool.is_up(rank));
+        }
+    }
+    const std::string kept = snapshot();
+    for (uint32_t r = 0; r < pool.size(); ++r) pool.set_up(r, pool.is_up(r));  // a recount of every rank
+    ASSERT_EQ(snapshot(), kept) << "step " << step;
+  }
+  EXPECT_GT(allocated, 500);
+  EXPECT_GT(partial, 100);
+  EXPECT_EQ(pool.alarms(), 0u);
+}
+
 }  // namespace
 }  // namespace loom
