@@ -176,9 +176,8 @@ void Broker::on_local_connection(asio::local::stream_protocol::socket sock) {
 bool Broker::send_to(Peer& p, Message&& m) {
   if (p.kind == PeerKind::kModule) {
     // Deliver from the loop, never from inside the sender's call stack.
-    asio::post(io_, [this, id = p.id, m = std::move(m)]() mutable {
-      if (Peer* q = find_peer(id)) q->handle->dispatch(std::move(m));
-    });
+    deliveries_.push_back({p.id, std::move(m)});
+    asio::post(io_, [this] { deliver_one(); });
     return true;
   }
   if (!p.conn) return false;
@@ -201,6 +200,13 @@ bool Broker::send_to(Peer& p, Message&& m) {
   }
   p.conn->send(m);
   return true;
+}
+
+void Broker::deliver_one() {
+  // One handler was posted per message, in the same order.
+  Delivery d = std::move(deliveries_.front());
+  deliveries_.pop_front();
+  if (Peer* q = find_peer(d.peer)) q->handle->dispatch(std::move(d.msg));
 }
 
 void Broker::on_peer_closed(uint32_t id, const Error& why) {

@@ -13,6 +13,7 @@
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
 #include <asio/ssl/context.hpp>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -175,6 +176,15 @@ class Broker {
   // is answered with EMSGSIZE, a response becomes that error, an event is
   // dropped.
   bool send_to(Peer& p, Message&& m);
+  // Messages to modules wait here, in order, each with one handler posted
+  // to the loop that hands the oldest on (deliver_one): the loop's
+  // handler stays small rather than carrying the message.
+  struct Delivery {
+    uint32_t peer;
+    Message msg;
+  };
+  std::deque<Delivery> deliveries_;
+  void deliver_one();
   Status listen_local();
   void accept_local();
   void on_local_connection(asio::local::stream_protocol::socket sock);
