@@ -7,6 +7,7 @@
 // name the same keys without depending on the kvs service.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <charconv>
 #include <string>
@@ -45,13 +46,11 @@ inline std::string job_dir(JobId id) { return std::string(kJobDir) + "." + std::
 // (not yet known to be a job id), written in one string: the job manager
 // names one for every event it posts.
 inline std::string job_leaf(std::string_view name, std::string_view leaf) {
-  std::string k;
-  k.reserve(std::char_traits<char>::length(kJobDir) + 2 + name.size() + leaf.size());
-  k += kJobDir;
-  k += '.';
-  k += name;
-  k += '.';
-  k += leaf;
+  constexpr std::string_view dir = kJobDir;
+  std::string k(dir.size() + 1 + name.size() + 1 + leaf.size(), '.');  // the dots in place
+  char* at = std::copy(dir.begin(), dir.end(), k.data()) + 1;
+  at = std::copy(name.begin(), name.end(), at) + 1;
+  std::copy(leaf.begin(), leaf.end(), at);
   return k;
 }
 // "job.ID.LEAF".

@@ -17,6 +17,9 @@ TEST(KvsLayout, JobKeysAreUnderJobDotDecimalId) {
   EXPECT_EQ(kvs_key::job_guest_output(id), "job.42.guest.output");
   EXPECT_EQ(kvs_key::job_guest_exec_eventlog(id), "job.42.guest.exec.eventlog");
   EXPECT_EQ(kvs_key::job_leaf("17", kvs_key::kR), "job.17.R");
+  // Ids as the job manager makes them (FLUIDs) have 16 to 20 digits.
+  EXPECT_EQ(kvs_key::job_eventlog(JobId{18446744073709551615u}), "job.18446744073709551615.eventlog");
+  EXPECT_EQ(kvs_key::job_R(JobId{0}), "job.0.R");
 }
 
 TEST(KvsLayout, GuestNamespaceIsJobDashDecimalId) {
