@@ -46,7 +46,10 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
   if (auto st = validate_event(e); !st) return st;
   if (!job.submitted && e.name != "submit") return Error{EINVAL, "the first event must be submit, not " + e.name};
   if (job.state == JobState::kInactive) return not_allowed(e, job, "the job is inactive");
-  JobRecord j = job;  // work on a copy: the job is unchanged on error
+  // Every branch below checks all it needs before it changes anything, so
+  // that a refused event leaves the job as it was (no copy to work on: ten
+  // events a job, each applied once).
+  JobRecord& j = job;
   const std::string& n = e.name;
 
   if (n == "submit") {
@@ -176,7 +179,6 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
   // Every other event (memo, debug.*, set-flags,
   // jobspec-update, prolog-*, epilog-*, and events of later versions)
   // annotates an active job without changing its state.
-  job = std::move(j);
   return {};
 }
 

@@ -66,6 +66,7 @@ struct JobRecord {
   // removed (dependency-remove) hold the job in DEPEND.
   std::vector<std::string> deps_added;
   std::vector<std::string> deps_pending;
+  bool operator==(const JobRecord&) const = default;
 };
 
 // Applies `e` to `job`, or explains why `e` cannot follow what came before

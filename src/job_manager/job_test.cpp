@@ -99,6 +99,49 @@ TEST(JobState, RefusesEventsThatBreakTheOrder) {
   EXPECT_NE(run({submit(), ev("validate"), ev("priority", {{"priority", 1}})}).find("DEPEND"), std::string::npos);
 }
 
+// A refused event changes nothing, whichever check refuses it: each is
+// tried on a job at each point of its life.
+TEST(JobState, ARefusedEventLeavesTheJobAsItWas) {
+  const std::vector<EventEntry> life =
+      plus(to_sched(), {ev("alloc"), ev("start"), release("0", false), ev("finish", {{"status", 0}}),
+                        release("1-2", true), ev("free"), ev("clean")});
+  const std::vector<EventEntry> bad{
+      submit(),
+      ev("submit", {{"urgency", 16}, {"userid", -1}}),
+      ev("priority", {{"priority", -1}}),
+      ev("priority", {{"priority", "high"}}),
+      ev("urgency", {{"urgency", 99}}),
+      ev("finish", {{"status", -1}}),
+      ev("release", {{"ranks", "3-1"}, {"final", true}}),
+      ev("release", {{"ranks", "0"}}),
+      ev("exception", {{"type", "cancel"}, {"severity", 9}}),
+      ev("exception", {{"type", ""}, {"severity", 0}}),
+      ev("exception", {{"type", "cancel"}, {"severity", 0}, {"note", 5}}),
+      ev("dependency-add", {{"description", ""}}),
+      ev("dependency-remove", {{"description", "never-added"}}),
+      ev("alloc"),
+      ev("start"),
+      ev("free"),
+      ev("clean"),
+      ev("depend"),
+      ev("validate"),
+  };
+  JobRecord j;
+  int refused = 0;
+  for (size_t step = 0; step <= life.size(); ++step) {
+    for (const auto& e : bad) {
+      JobRecord tried = j;
+      if (apply_event(tried, e).ok()) continue;  // allowed here: not this test's case
+      ++refused;
+      EXPECT_EQ(tried, j) << e.name << " refused after " << step << " events changed the job";
+    }
+    if (step < life.size()) {
+      ASSERT_TRUE(apply_event(j, life[step]).ok()) << life[step].name;
+    }
+  }
+  EXPECT_GT(refused, 150);
+}
+
 TEST(JobState, ValidatesEventContexts) {
   EXPECT_NE(run({ev("submit", {{"urgency", 32}, {"userid", 1}})}).find("outside 0-31"), std::string::npos);
   EXPECT_NE(run({ev("submit", {{"userid", 1}})}).find("urgency"), std::string::npos);
