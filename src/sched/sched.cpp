@@ -832,7 +832,7 @@ void Sched::pass() {
     if (auto fit = pool_.match(job.jobspec)) {
       fit->starttime = now;
       fit->expiration = job.jobspec.duration > 0 ? now + job.jobspec.duration : 0;
-      start(key.id, *fit);
+      start(key.id, std::move(*fit));
       continue;
     }
     head = &job;
@@ -881,15 +881,15 @@ void Sched::backfill(const Set& order, const QueueKey& head, Reservation& res, d
     // long the queue is (0: no cap).
     if (depth > 0 && ++tried > depth) break;
     if (auto fit = pool_.backfill(p->second.jobspec, res, now)) {
-      if (start(key.id, *fit)) pool_.backfilled(res, *fit);
+      if (start(key.id, std::move(*fit))) pool_.backfilled(res, pool_.allocations().at(key.id));
     }
   }
 }
 
-bool Sched::start(uint64_t id, const ResourceSet& r) {
+bool Sched::start(uint64_t id, ResourceSet r) {
   auto it = pending_.find(id);
   LOOM_ASSERT(it != pending_.end());
-  Message req = it->second.req;
+  Message req = std::move(it->second.req);  // the job leaves the queue
   remove_pending(id);
   if (auto st = pool_.allocate(id, r); !st) {
     // match() only offers free resources: this is a bug in the pool.
@@ -898,7 +898,7 @@ bool Sched::start(uint64_t id, const ResourceSet& r) {
     return false;
   }
   // The R of every job started in this pass goes to the KVS in one commit.
-  starting_.push_back(Starting{req, id, r});
+  starting_.push_back(Starting{std::move(req), id, std::move(r)});
   return true;
 }
 

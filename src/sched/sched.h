@@ -171,7 +171,7 @@ class Sched {
   void backfill(const Set& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of);
   // Allocates `r` (its starttime and expiration set) to the pending job
   // `id`, writes job.<id>.R, then answers. False if the pool refused it.
-  bool start(uint64_t id, const ResourceSet& r);
+  bool start(uint64_t id, ResourceSet r);
   void annotate(PendingJob& job, Json sched);
   void remove_pending(uint64_t id);
   // Writes resource.drain, then answers `req`.
