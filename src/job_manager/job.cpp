@@ -50,7 +50,8 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
   // that a refused event leaves the job as it was (no copy to work on: ten
   // events a job, each applied once).
   JobRecord& j = job;
-  const std::string& n = e.name;
+  // A view: each comparison below is first one of lengths.
+  const std::string_view n = e.name;
 
   if (n == "submit") {
     if (j.submitted) return not_allowed(e, j, "the job was already submitted");
@@ -78,7 +79,7 @@ Status apply_event(JobRecord& job, const EventEntry& e) {
     if (j.state != JobState::kDepend) return not_allowed(e, j);
     if (!e.context.is_object() || !e.context.contains("description") || !e.context["description"].is_string() ||
         e.context["description"].get_ref<const std::string&>().empty()) {
-      return Error{EINVAL, n + " needs a non-empty string \"description\""};
+      return Error{EINVAL, e.name + " needs a non-empty string \"description\""};
     }
     const auto& d = e.context["description"].get_ref<const std::string&>();
     auto pending = std::find(j.deps_pending.begin(), j.deps_pending.end(), d);

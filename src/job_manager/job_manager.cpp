@@ -290,10 +290,11 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   journal_note(j, &e);
   commit_op(KvsOp::append(kvs_key::job_eventlog(j.id), format_event(e)));
   // What dependencies wait on: a job entering RUN, leaving DEPEND, ending.
-  if (!depend_waiting_.empty() && (name == "alloc" || name == "depend" || name == "clean" || name == "invalidate")) {
+  const std::string_view n = name;  // compared by length first
+  if (!depend_waiting_.empty() && (n == "alloc" || n == "depend" || n == "clean" || n == "invalidate")) {
     depend_turn_.request();
   }
-  if (name == "exception") {
+  if (n == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();
     h_.publish_private("job-exception", dump_json(ev), j.rec.userid);
@@ -306,12 +307,13 @@ void JobManager::Impl::count_event(Job& j, JobState before, const EventEntry& e)
     --jobs_in_state_[state_slot(before)];
     ++jobs_in_state_[state_slot(j.rec.state)];
   }
-  if (e.name == "submit") {
+  const std::string_view name = e.name;  // compared by length first
+  if (name == "submit") {
     ++submitted_total_;
     count_active(j.rec.userid, 1);
   } else if (j.rec.state == JobState::kSched && before != JobState::kSched && j.t_sched == 0) {
     j.t_sched = e.timestamp;
-  } else if (e.name == "alloc") {
+  } else if (name == "alloc") {
     wait_seconds_.observe(std::max(0.0, e.timestamp - j.rec.t_submit));
     if (j.t_sched > 0) sched_seconds_.observe(std::max(0.0, e.timestamp - j.t_sched));
   } else if (j.rec.state == JobState::kInactive && before != JobState::kInactive) {
