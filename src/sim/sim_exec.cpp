@@ -65,8 +65,10 @@ const Json& no_jobspec() {
 double seconds_at(const Json& doc, std::initializer_list<const char*> path) {
   const Json* j = &doc;
   for (const char* k : path) {
-    if (!j->is_object() || !j->contains(k)) return 0;
-    j = &(*j)[k];
+    if (!j->is_object()) return 0;
+    auto it = j->find(k);
+    if (it == j->end()) return 0;
+    j = &*it;
   }
   return j->is_number() && j->get<double>() > 0 ? j->get<double>() : 0;
 }
