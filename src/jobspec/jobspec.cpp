@@ -29,7 +29,8 @@ Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
 
 Status check_keys(const Json& vertex) {
   for (auto& [k, v] : vertex.items()) {
-    if (k != "type" && k != "count" && k != "unit" && k != "with" && k != "label" && k != "exclusive") {
+    const std::string_view key = k;  // compared by length first
+    if (key != "type" && key != "count" && key != "unit" && key != "with" && key != "label" && key != "exclusive") {
       return bad("unknown resource key " + quote_input(k));
     }
   }
@@ -40,8 +41,8 @@ Result<std::string> type_of(const Json& vertex) {
   if (!vertex.is_object()) return bad("a resource must be an object");
   auto it = vertex.find("type");
   if (it == vertex.end() || !it->is_string()) return bad("a resource needs a string type");
-  std::string t = it->get<std::string>();
-  if (t != "node" && t != "slot" && t != "core" && t != "gpu") {
+  const std::string& t = it->get_ref<const std::string&>();
+  if (const std::string_view v = t; v != "node" && v != "slot" && v != "core" && v != "gpu") {
     return bad("unknown resource type " + quote_input(t) + " (version 1 knows node, slot, core, gpu)");
   }
   if (auto st = check_keys(vertex); !st) return st.error();
