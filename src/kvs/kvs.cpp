@@ -201,7 +201,12 @@ void Kvs::commit_typed(const Message& req, const KvsCommit& c) {
 }
 
 void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
-  for (const auto& op : ops) pending_ns_.insert(op.ns);
+  const std::string* last = nullptr;  // a commit's ops are mostly in one namespace
+  for (const auto& op : ops) {
+    if (last && *last == op.ns) continue;
+    pending_ns_.insert(op.ns);
+    last = &op.ns;
+  }
   pending_.push_back(PendingCommit{req, std::move(ops)});
   flush_turn_.request();
 }
