@@ -7,3 +7,12 @@ namespace loom::detail {
 }
 
 #define LOOM_ASSERT(cond) ((cond) ? static_cast<void>(0) : ::loom::detail::assert_fail(#cond, __FILE__, __LINE__))
+
+// The same for a check that costs too much to make in a release build:
+// made only where NDEBUG is not defined (the sanitizer and debug trees,
+// which run the whole suite).
+#ifdef NDEBUG
+#define LOOM_DEBUG_ASSERT(cond) static_cast<void>(0)
+#else
+#define LOOM_DEBUG_ASSERT(cond) LOOM_ASSERT(cond)
+#endif
