@@ -63,6 +63,7 @@ void JobManager::Impl::submit(const Message& m) {
   struct Item {
     const Json* fields = nullptr;  // the JSON item: its jobspec and urgency
     std::shared_ptr<const Json> doc;
+    const std::string* text = nullptr;  // doc's text, when the sender gave it
   };
   std::vector<Item> items;
   std::shared_ptr<const Json> payload;  // holds the items' fields
@@ -72,10 +73,13 @@ void JobManager::Impl::submit(const Message& m) {
     if (typed->jobspecs.size() > kMaxBatch) {
       return h_.respond_error(m, EINVAL, "at most " + std::to_string(kMaxBatch) + " jobs per submit");
     }
+    if (!typed->texts.empty() && typed->texts.size() != typed->jobspecs.size()) {
+      return h_.respond_error(m, EPROTO, "one text for each jobspec, or none");
+    }
     items.reserve(typed->jobspecs.size());
     for (size_t i = 0; i < typed->jobspecs.size(); ++i) {
       if (!typed->jobspecs[i]) return h_.respond_error(m, EPROTO, "job " + std::to_string(i + 1) + ": no jobspec");
-      items.push_back(Item{nullptr, typed->jobspecs[i]});
+      items.push_back(Item{nullptr, typed->jobspecs[i], typed->texts.empty() ? nullptr : &typed->texts[i]});
     }
   } else {
     auto p = payload_json(m);
@@ -122,7 +126,8 @@ void JobManager::Impl::submit(const Message& m) {
       if (spec.ok()) doc = std::make_shared<const Json>(std::exchange(spec->raw, nullptr));
     }
     if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
-    std::string text = dump_json(*doc);
+    std::string text = items[i].text ? *items[i].text : dump_json(*doc);
+    LOOM_DEBUG_ASSERT(!items[i].text || text == dump_json(*doc));
     if (auto st = check_jobspec_size(text.size(), rules); !st) {
       return h_.respond_error(m, st.error().code, where + st.error().text);
     }

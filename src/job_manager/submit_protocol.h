@@ -11,6 +11,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -20,6 +21,12 @@ namespace loom {
 
 struct SubmitJobs {
   std::vector<std::shared_ptr<const Json>> jobspecs;  // none null
+  // Each document's text exactly as dump_json() writes it, when the sender
+  // has it at hand (the simulator writes a job's run time into its shape's
+  // text): the job manager stores it as the jobspec rather than writing
+  // the document again. Empty, or one per document. A build with checks
+  // (not NDEBUG) compares it with the document's own text.
+  std::vector<std::string> texts;
 };
 
 inline Json payload_json_of(const SubmitJobs& s) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <asio/io_context.hpp>
+#include <cerrno>
 #include <memory>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "kvs/kvs.h"
 #include "kvs/layout.h"
 #include "kvs/storage.h"
+#include "msg/json.h"
 #include "msg/payload.h"
 #include "sched/sched.h"
 
@@ -68,7 +70,7 @@ struct Instance {
   }
 
   // The answer to a submit of `docs`, sent typed or as JSON.
-  Json submit(const std::vector<Json>& docs, bool typed) {
+  Json submit(const std::vector<Json>& docs, bool typed, std::vector<std::string> texts = {}) {
     Json answer;
     auto got = [&](const Message& m) {
       answer = m.errnum ? Json{{"errnum", m.errnum}, {"errstr", error_text(m)}} : **payload_json(m);
@@ -76,6 +78,7 @@ struct Instance {
     if (typed) {
       SubmitJobs s;
       for (const auto& d : docs) s.jobspecs.push_back(std::make_shared<const Json>(d));
+      s.texts = std::move(texts);
       client->rpc_typed("job-manager.submit", std::move(s), {}, got);
     } else {
       Json jobs = Json::array();
@@ -122,6 +125,23 @@ TEST(TypedSubmit, StoresTheSameJobspecsAsTheJsonSubmit) {
     EXPECT_EQ(a, b);
     EXPECT_EQ(Json::parse(a), docs[i]);
   }
+}
+
+// The sender may hand over each document's text (the simulator does):
+// it is what the job manager stores, and it must come one per document.
+TEST(TypedSubmit, StoresTheTextsItIsGiven) {
+  Instance inst;
+  std::vector<Json> docs{jobspec(1, 5), jobspec(2, 0.25)};
+  std::vector<std::string> texts{dump_json(docs[0]), dump_json(docs[1])};
+  Json typed = inst.submit(docs, true, texts);
+  ASSERT_TRUE(typed.contains("ids")) << typed.dump();
+  ASSERT_EQ(typed["ids"].size(), 2u);
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(inst.lookup(kvs_key::job_jobspec(JobId{typed["ids"][i].get<uint64_t>()})), texts[i]);
+  }
+  Json refused = inst.submit(docs, true, {texts[0]});
+  EXPECT_EQ(refused.value("errnum", 0), EPROTO) << refused.dump();
+  EXPECT_EQ(refused.value("errstr", ""), "one text for each jobspec, or none");
 }
 
 TEST(TypedSubmit, IsRefusedAsTheJsonSubmitIs) {
