@@ -11,9 +11,11 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
+#include "base/assert.h"
 #include "base/virtual_clock.h"
 #include "broker/broker.h"
 #include "job_exec/job_exec.h"
@@ -22,6 +24,7 @@
 #include "jobspec/jobspec.h"
 #include "kvs/kvs.h"
 #include "kvs/storage.h"
+#include "msg/json.h"
 #include "msg/payload.h"
 #include "sched/sched.h"
 #include "sim/sim_exec.h"
@@ -52,10 +55,16 @@ constexpr size_t kSubmitBatch = 10000;
 // time as the duration, the run time for the simulated execution service.
 // Jobs of a trace share few shapes (procs, requested time): each is built
 // (and checked) once, and copied with the job's run time. The job manager
-// keeps the copy as it is sent (SubmitJobs), to the job's start.
+// keeps the copy as it is sent (SubmitJobs), to the job's start. A job's
+// text, which the job manager stores as its jobspec, is its shape's text
+// with the run time written in where it goes, not the copy written again.
 class Jobspecs {
  public:
-  Result<std::shared_ptr<const Json>> of(const trace::Job& j) {
+  struct Spec {
+    std::shared_ptr<const Json> doc;
+    std::string text;  // dump_json(*doc)
+  };
+  Result<Spec> of(const trace::Job& j) {
     auto it = shapes_.find({j.procs, j.requested_time});
     if (it == shapes_.end()) {
       JobRequest r;
@@ -64,17 +73,37 @@ class Jobspecs {
       r.command = {"sim"};
       auto built = build_jobspec(r);
       if (!built.ok()) return built.error();
-      it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(*built)).first;
+      Shape shape;
+      shape.doc = std::move(*built);
+      // The shape's text with a null run time, cut around the null. (The
+      // document holds nothing else that could read as that member.)
+      shape.doc["attributes"]["system"]["exec"] = json_object("test", json_object("run_duration", nullptr));
+      const std::string whole = dump_json(shape.doc);
+      constexpr std::string_view kRun = "\"run_duration\":";
+      const size_t at = whole.find(std::string(kRun) + "null");
+      LOOM_ASSERT(at != std::string::npos && whole.find(kRun, at + 1) == std::string::npos);
+      shape.before = whole.substr(0, at + kRun.size());
+      shape.after = whole.substr(at + kRun.size() + 4);
+      it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(shape)).first;
     }
-    auto spec = std::make_shared<Json>(it->second);
-    (*spec)["attributes"]["system"]["exec"] = json_object("test", json_object("run_duration", j.run));
-    return std::shared_ptr<const Json>(std::move(spec));
+    const Shape& shape = it->second;
+    auto doc = std::make_shared<Json>(shape.doc);
+    (*doc)["attributes"]["system"]["exec"] = json_object("test", json_object("run_duration", j.run));
+    Spec out{std::move(doc), {}};
+    out.text.reserve(shape.before.size() + 32 + shape.after.size());
+    out.text += shape.before;
+    append_json_number(out.text, j.run);  // as dump_json writes a number
+    out.text += shape.after;
+    return out;
   }
 
  private:
-  std::map<std::pair<int64_t, double>, Json> shapes_;
+  struct Shape {
+    Json doc;
+    std::string before, after;  // its text, up to the run time and after it
+  };
+  std::map<std::pair<int64_t, double>, Shape> shapes_;
 };
-
 }  // namespace
 
 uint32_t default_nodes(const trace::Workload& w, uint32_t cores_per_node) {
@@ -200,12 +229,13 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
         // or nothing: the others of its instant must not go with it).
         const auto& j = jobs[next];
         auto spec = j.procs > total_cores
-                        ? Result<std::shared_ptr<const Json>>(
+                        ? Result<Jobspecs::Spec>(
                               Error{EINVAL, "job " + std::to_string(j.id) + " needs " + std::to_string(j.procs) +
                                                 " cores; the machine has " + std::to_string(total_cores)})
                         : jobspecs.of(j);
         if (spec.ok()) {
-          batch.jobspecs.push_back(std::move(*spec));
+          batch.jobspecs.push_back(std::move(spec->doc));
+          batch.texts.push_back(std::move(spec->text));
           which.push_back(next);
         } else {
           if (out.refused == 0) out.first_refusal = spec.error().text;
