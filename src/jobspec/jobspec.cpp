@@ -16,6 +16,12 @@ Error bad(const std::string& why) { return Error{EINVAL, "jobspec: " + why}; }
 // The member `key` of `o`, which has it (checked before): one lookup,
 // where a const operator[] would also build a string of the key.
 const Json& member(const Json& o, std::string_view key) { return *o.find(key); }
+// The member `key` of the object `o`, or nullptr: one search for what is
+// looked for and then read.
+const Json* find_member(const Json& o, std::string_view key) {
+  auto it = o.find(key);
+  return it == o.end() ? nullptr : &*it;
+}
 
 Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
   auto it = vertex.find("count");
@@ -127,14 +133,18 @@ Result<Jobspec> parse_jobspec(Json&& j) {
 
 Result<Jobspec> decode_jobspec(const Json& j) {
   if (!j.is_object()) return bad("must be a JSON object");
-  for (const char* k : {"version", "resources", "tasks", "attributes"}) {
-    if (!j.contains(k)) return bad(std::string("missing \"") + k + "\"");
-  }
-  if (!member(j, "version").is_number_integer() || member(j, "version").get<int64_t>() != 1)
-    return bad("version must be 1");
+  const Json* version = find_member(j, "version");
+  const Json* resources = find_member(j, "resources");
+  const Json* task_list = find_member(j, "tasks");
+  const Json* attributes = find_member(j, "attributes");
+  if (!version) return bad("missing \"version\"");
+  if (!resources) return bad("missing \"resources\"");
+  if (!task_list) return bad("missing \"tasks\"");
+  if (!attributes) return bad("missing \"attributes\"");
+  if (!version->is_number_integer() || version->get<int64_t>() != 1) return bad("version must be 1");
   Jobspec js;
 
-  const Json& res = member(j, "resources");
+  const Json& res = *resources;
   if (!res.is_array() || res.size() != 1) return bad("resources must be a list of exactly one node or slot");
   auto top = type_of(res[0]);
   if (!top.ok()) return top.error();
@@ -167,29 +177,30 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     return bad("resources must start with node or slot, not " + *top);
   }
 
-  const Json& tasks = member(j, "tasks");
+  const Json& tasks = *task_list;
   if (!tasks.is_array() || tasks.size() != 1 || !tasks[0].is_object()) return bad("tasks must be a list of one task");
   const Json& task = tasks[0];
   auto cmd = task.find("command");
   if (cmd == task.end() || !cmd->is_array() || cmd->empty()) return bad("task command must be a non-empty list");
+  js.command.reserve(cmd->size());
   for (auto& a : *cmd) {
     if (!a.is_string()) return bad("task command must be a list of strings");
-    js.command.push_back(a.get<std::string>());
+    js.command.push_back(a.get_ref<const std::string&>());
   }
   if (js.command[0].empty()) return bad("task command is empty");
-  if (!task.contains("slot") || !member(task, "slot").is_string() || member(task, "slot").get<std::string>() != label) {
+  if (const Json* slot = find_member(task, "slot");
+      !slot || !slot->is_string() || slot->get_ref<const std::string&>() != label) {
     return bad("task slot must name the slot label " + quote_input(label));
   }
   auto count = task.find("count");
   if (count == task.end() || !count->is_object() || count->size() != 1) {
     return bad("task count must hold exactly one of per_slot and total");
   }
-  if (count->contains("per_slot")) {
-    const Json& ps = member((*count), "per_slot");
-    if (!ps.is_number_integer() || ps.get<int64_t>() != 1) return bad("per_slot must be 1 in version 1");
+  if (const Json* ps = find_member(*count, "per_slot")) {
+    if (!ps->is_number_integer() || ps->get<int64_t>() != 1) return bad("per_slot must be 1 in version 1");
     js.ntasks = js.nslots;
-  } else if (count->contains("total")) {
-    const Json& t = member((*count), "total");
+  } else if (const Json* total = find_member(*count, "total")) {
+    const Json& t = *total;
     if (!t.is_number_integer() || t.get<int64_t>() < 1) return bad("total task count must be at least 1");
     if (t.get<int64_t>() > js.nslots) {
       return bad("total task count " + std::to_string(t.get<int64_t>()) + " exceeds the " + std::to_string(js.nslots) +
@@ -208,32 +219,34 @@ Result<Jobspec> decode_jobspec(const Json& j) {
     return bad("task count must hold per_slot or total");
   }
 
-  const Json& attrs = member(j, "attributes");
+  const Json& attrs = *attributes;
   if (!attrs.is_object()) return bad("attributes must be an object");
   for (auto& [k, v] : attrs.items()) {
     if (k != "system" && k != "user") return bad("unknown attributes section " + quote_input(k));
     if (!v.is_object()) return bad("attributes." + quote_input(k) + " must be an object");
   }
-  if (!attrs.contains("system")) return bad("attributes.system is required");
-  const Json& sys = member(attrs, "system");
-  if (!sys.contains("duration")) return bad("attributes.system.duration is required");
-  auto duration = jobspec_duration(member(sys, "duration"));
+  const Json* system = find_member(attrs, "system");
+  if (!system) return bad("attributes.system is required");
+  const Json& sys = *system;
+  const Json* duration_member = find_member(sys, "duration");
+  if (!duration_member) return bad("attributes.system.duration is required");
+  auto duration = jobspec_duration(*duration_member);
   if (!duration.ok()) return duration.error();
   js.duration = *duration;
-  if (sys.contains("cwd")) {
-    if (!member(sys, "cwd").is_string()) return bad("cwd must be a string");
-    js.cwd = member(sys, "cwd").get<std::string>();
+  if (const Json* cwd = find_member(sys, "cwd")) {
+    if (!cwd->is_string()) return bad("cwd must be a string");
+    js.cwd = cwd->get<std::string>();
   }
-  if (sys.contains("environment") && !member(sys, "environment").is_object())
-    return bad("environment must be an object");
-  if (sys.contains("environment")) {
-    for (auto& [k, v] : member(sys, "environment").items()) {
+  if (const Json* env = find_member(sys, "environment")) {
+    if (!env->is_object()) return bad("environment must be an object");
+    for (auto& [k, v] : env->items()) {
       if (!v.is_string()) return bad("environment value of " + quote_input(k) + " must be a string");
     }
   }
-  if (sys.contains("job") && member(sys, "job").is_object() && member(sys, "job").contains("name") &&
-      member(member(sys, "job"), "name").is_string()) {
-    js.name = member(member(sys, "job"), "name").get<std::string>();
+  const Json* job = find_member(sys, "job");
+  const Json* name = job && job->is_object() ? find_member(*job, "name") : nullptr;
+  if (name && name->is_string()) {
+    js.name = name->get<std::string>();
   } else {
     auto slash = js.command[0].rfind('/');
     js.name = slash == std::string::npos ? js.command[0] : js.command[0].substr(slash + 1);
