@@ -23,18 +23,18 @@ const Json* find_member(const Json& o, std::string_view key) {
   return it == o.end() ? nullptr : &*it;
 }
 
-Result<uint32_t> positive_count(const Json& vertex, const std::string& type) {
+Result<uint32_t> positive_count(const Json& vertex, std::string_view type) {
   auto it = vertex.find("count");
-  if (it == vertex.end()) return bad(type + " has no count");
-  if (!it->is_number_integer()) return bad(type + " count must be an integer");
+  if (it == vertex.end()) return bad(std::string(type) + " has no count");
+  if (!it->is_number_integer()) return bad(std::string(type) + " count must be an integer");
   int64_t n = it->get<int64_t>();
-  if (n < 1) return bad(type + " count must be at least 1 (got " + std::to_string(n) + ")");
-  if (n > 1'000'000) return bad(type + " count " + std::to_string(n) + " is too large");
+  if (n < 1) return bad(std::string(type) + " count must be at least 1 (got " + std::to_string(n) + ")");
+  if (n > 1'000'000) return bad(std::string(type) + " count " + std::to_string(n) + " is too large");
   return static_cast<uint32_t>(n);
 }
 
 Status check_keys(const Json& vertex) {
-  for (auto& [k, v] : vertex.items()) {
+  for (const auto& [k, v] : vertex.get_ref<const Json::object_t&>()) {
     const std::string_view key = k;  // compared by length first
     if (key != "type" && key != "count" && key != "unit" && key != "with" && key != "label" && key != "exclusive") {
       return bad("unknown resource key " + quote_input(k));
@@ -61,10 +61,10 @@ Status parse_slot(const Json& slot, Jobspec& js, std::string& label) {
   if (!n.ok()) return n.error();
   js.nslots = *n;
   auto lit = slot.find("label");
-  if (lit == slot.end() || !lit->is_string() || lit->get<std::string>().empty()) {
+  if (lit == slot.end() || !lit->is_string() || lit->get_ref<const std::string&>().empty()) {
     return bad("slot needs a label");
   }
-  label = lit->get<std::string>();
+  label = lit->get_ref<const std::string&>();
   auto with = slot.find("with");
   if (with == slot.end() || !with->is_array() || with->empty() || with->size() > 2) {
     return bad("slot must contain core (and optionally gpu)");
