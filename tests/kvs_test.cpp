@@ -793,6 +793,64 @@ TEST(KvsRestart, EventlogsUnlinksAndNamespacesSurviveRestarts) {
   }
 }
 
+// One commit of many keys (more than the flush's short list of counts,
+// so its index is used, and cleared by an unlink in the middle): each
+// key's appended segments are numbered in order, and read back whole
+// after a restart, the unlinked ones from where they began again.
+TEST(KvsRestart, ALongCommitNumbersEveryKeysSegments) {
+  TempDir tmp;
+  std::string dir = tmp / "state";
+  constexpr int kKeys = 40;
+  std::map<std::string, std::string> want;
+  {
+    Instance inst;
+    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
+    Loop loop;
+    auto c = must_connect(loop, inst.socket(0));
+    ASSERT_TRUE(c);
+    Handle& h = c->handle();
+    // A key appended to before this commit: its count comes from memory.
+    ASSERT_EQ(kvs_commit(loop, h, {append_op("d.k0", "0")}).errnum, 0);
+    want["d.k0"] = "0";
+    std::vector<Json> ops;
+    for (int round = 0; round < 2; ++round) {
+      for (int i = 0; i < kKeys; ++i) {
+        std::string key = "d.k" + std::to_string(i), v = std::to_string(round) + "." + std::to_string(i) + ";";
+        ops.push_back(append_op(key, v));
+        want[key] += v;
+      }
+      if (round == 0) {
+        // Everything under d.k1 and d.k2x goes; d.k1's later appends start
+        // a new value. (d.k10 to d.k19 are not under d.k1: a key's children
+        // are under "d.k1.".)
+        ops.push_back(append_op("d.k1.sub", "s"));
+        ops.push_back(unlink_op("d.k1"));
+        want.erase("d.k1");
+      }
+    }
+    ASSERT_EQ(kvs_commit(loop, h, ops).errnum, 0);
+    for (const auto& [k, v] : want) EXPECT_EQ(kvs_value(loop, h, k), v) << k;
+    EXPECT_EQ(kvs_lookup(loop, h, "d.k1.sub").errnum, ENOENT);
+    c.reset();
+    ASSERT_EQ(inst.stop(), 0);
+  }
+  // Twice: the first start reads the journal, the second what it was
+  // folded into (segments by their numbers).
+  for (int pass = 0; pass < 2; ++pass) {
+    SCOPED_TRACE("restart " + std::to_string(pass + 1));
+    Instance inst;
+    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
+    Loop loop;
+    auto c = must_connect(loop, inst.socket(0));
+    ASSERT_TRUE(c);
+    for (const auto& [k, v] : want) EXPECT_EQ(kvs_value(loop, c->handle(), k), v) << k;
+    EXPECT_EQ(kvs_value(loop, c->handle(), "d.k1"), "1.1;");
+    EXPECT_EQ(kvs_lookup(loop, c->handle(), "d.k1.sub").errnum, ENOENT);
+    c.reset();
+    EXPECT_EQ(inst.stop(), 0);
+  }
+}
+
 TEST(KvsRestart, ACommitBehindANamespaceRemoveInOneTurnDoesNotComeBack) {
   TempDir tmp;
   std::string dir = tmp / "state";

@@ -247,16 +247,36 @@ void Kvs::flush() {
   }
   // Number the appended segments against what memory will hold by then
   // (the counts are keyed by views of the ops' own strings, which stay
-  // where they are until every op is numbered).
-  std::map<std::pair<std::string_view, std::string_view>, uint32_t> segs;
+  // where they are until every op is numbered). A batch mostly touches a
+  // few keys: their counts are a short list searched in order, indexed by
+  // a map only once the list is long.
+  struct Count {
+    std::string_view ns, key;
+    uint32_t n;
+  };
+  constexpr size_t kShortList = 16;
+  std::vector<Count> counts;
+  std::map<std::pair<std::string_view, std::string_view>, size_t> index;  // into counts, when long
   auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
-    auto [it, fresh] = segs.try_emplace(std::make_pair(std::string_view(ns), std::string_view(key)), 0);
-    if (fresh) {
-      if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) {
-        if (auto kit = nit->second.keys.find(key); kit != nit->second.keys.end()) it->second = kit->second.segments;
+    if (counts.size() <= kShortList) {
+      for (auto& c : counts) {
+        if (c.key == key && c.ns == ns) return c.n;
+      }
+    } else {
+      if (index.empty()) {
+        for (size_t i = 0; i < counts.size(); ++i) index.emplace(std::make_pair(counts[i].ns, counts[i].key), i);
+      }
+      if (auto it = index.find(std::make_pair(std::string_view(ns), std::string_view(key))); it != index.end()) {
+        return counts[it->second].n;
       }
     }
-    return it->second;
+    uint32_t n = 0;
+    if (auto nit = namespaces_.find(ns); nit != namespaces_.end()) {
+      if (auto kit = nit->second.keys.find(key); kit != nit->second.keys.end()) n = kit->second.segments;
+    }
+    counts.push_back(Count{ns, key, n});
+    if (!index.empty()) index.emplace(std::make_pair(std::string_view(ns), std::string_view(key)), counts.size() - 1);
+    return counts.back().n;
   };
   size_t nops = 0;
   for (auto& c : batch) {
@@ -266,9 +286,11 @@ void Kvs::flush() {
         case StoredOp::kAppend: op.seq = segments_of(op.ns, op.key)++; break;
         case StoredOp::kUnlink: {
           segments_of(op.ns, op.key) = 0;
-          // Keys below it vanish too; forget their counts.
+          // Keys below it vanish too; forget their counts (and the index,
+          // whose places they were).
           std::string prefix = op.key + ".";
-          std::erase_if(segs, [&](auto& kv) { return kv.first.first == op.ns && kv.first.second.starts_with(prefix); });
+          std::erase_if(counts, [&](const Count& c) { return c.ns == op.ns && c.key.starts_with(prefix); });
+          index.clear();
           break;
         }
         default: break;
@@ -276,7 +298,8 @@ void Kvs::flush() {
     }
     nops += c.ops.size();
   }
-  segs.clear();  // its views go with the ops moved below
+  counts.clear();  // their views go with the ops moved below
+  index.clear();
   // Every op of the batch, moved out of its commit (ends: where each
   // commit's ops end), to be written and then applied in this order.
   std::vector<StoredOp> all;
