@@ -35,7 +35,7 @@ void Handle::set_credentials(uint32_t userid, uint32_t rolemask) {
   rolemask_ = rolemask;
 }
 
-void Handle::send(Message m) {
+void Handle::send(Message&& m) {
   // A request's or an event's topic is its sender's word: one no peer
   // takes (a space, a control byte, over 255 bytes) could not be framed or
   // would be refused, so such a message is never handed to a transport.
@@ -47,6 +47,10 @@ void Handle::send(Message m) {
     if (!m.is_response() || m.errnum != 0) return;
     m = make_error_response(m, EMSGSIZE, too_big_text(m, "response to"));
   }
+  hand_over(std::move(m));
+}
+
+void Handle::hand_over(Message&& m) {
   if (m.userid == kUserIdUnknown) {
     m.userid = userid_;
     m.rolemask = rolemask_;
@@ -54,7 +58,7 @@ void Handle::send(Message m) {
   send_(std::move(m));
 }
 
-void Handle::send_typed(Message m, std::shared_ptr<const TypedPayload> payload) {
+void Handle::send_typed(Message&& m, std::shared_ptr<const TypedPayload> payload) {
   m.typed = std::move(payload);
   if (!lazy_text_) m.write_text();
   send(std::move(m));
@@ -125,7 +129,7 @@ uint32_t Handle::rpc_message(std::string topic, std::string payload, std::shared
     });
   }
   rpcs_.emplace(tag, std::move(rpc));
-  send(std::move(m));
+  hand_over(std::move(m));  // checked above, as send() would
   return tag;
 }
 

@@ -152,9 +152,11 @@ class Handle {
     return std::make_shared<const TypedAs<T>>(std::move(payload));
   }
 
-  void send(Message m);
+  void send(Message&& m);
+  // send() past its checks, for a message already checked (rpc_message).
+  void hand_over(Message&& m);
   // Sends `m` with `payload`, its text written unless it may wait.
-  void send_typed(Message m, std::shared_ptr<const TypedPayload> payload);
+  void send_typed(Message&& m, std::shared_ptr<const TypedPayload> payload);
   uint32_t rpc_message(std::string topic, std::string payload, std::shared_ptr<const Json> json, RpcOptions opts,
                        ResponseFn fn, std::shared_ptr<const TypedPayload> typed = nullptr);
   void dispatch_response(Message&& m);
