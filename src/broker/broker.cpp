@@ -89,7 +89,7 @@ Handle& Broker::add_module(const std::vector<std::string>& services) {
   p.owner = true;
   p.uid = static_cast<uint32_t>(::getuid());
   uint32_t id = p.id;
-  p.handle = std::make_unique<Handle>(clock_, [this, id](Message m) { on_message(id, std::move(m)); });
+  p.handle = std::make_unique<Handle>(clock_, [this, id](Message&& m) { on_message(id, std::move(m)); });
   p.handle->keep_text_lazy();
   p.handle->set_credentials(p.uid, role::kOwner);
   for (const auto& s : services) {

@@ -43,7 +43,7 @@ struct RpcOptions {
 
 class Handle {
  public:
-  using SendFn = std::function<void(Message)>;
+  using SendFn = std::function<void(Message&&)>;
   Handle(Clock& clock, SendFn send);
   ~Handle();
   Handle(const Handle&) = delete;
