@@ -63,6 +63,23 @@ struct AsUser {
   std::unique_ptr<Client> client;
 };
 
+// One broker keeping its state in `dir`, and a client of it: how each
+// restart test begins. ok() is false (and the failure recorded) unless
+// both came up. Members in that order, for a structured binding.
+struct OnStateDir {
+  explicit OnStateDir(const std::string& dir) {
+    if (inst.start(1, {"--state-dir=" + dir})) {
+      c = must_connect(loop, inst.socket(0));
+    } else {
+      ADD_FAILURE() << "no broker started on " << dir;
+    }
+  }
+  bool ok() const { return c != nullptr; }
+  Instance inst;
+  Loop loop;
+  std::unique_ptr<Client> c;
+};
+
 Env user_env(uint32_t uid) { return {{"LOOM_HANDLE_USERID", std::to_string(uid)}, {"LOOM_HANDLE_ROLEMASK", "2"}}; }
 
 class KvsOneRank : public ::testing::Test {
@@ -725,11 +742,9 @@ TEST(KvsRestart, EventlogsUnlinksAndNamespacesSurviveRestarts) {
     return s;
   };
   {
-    Instance inst;
-    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-    Loop loop;
-    auto c = must_connect(loop, inst.socket(0));
-    ASSERT_TRUE(c);
+    OnStateDir on(dir);
+    ASSERT_TRUE(on.ok());
+    auto& [inst, loop, c] = on;
     Handle& h = c->handle();
     // Three appends in three commits, then one commit of two more ops.
     for (int i = 0; i < 3; ++i) ASSERT_EQ(kvs_commit(loop, h, {append_op("job.1.eventlog", lines[i])}).errnum, 0);
@@ -752,11 +767,9 @@ TEST(KvsRestart, EventlogsUnlinksAndNamespacesSurviveRestarts) {
   }
   for (int pass = 0; pass < 2; ++pass) {
     SCOPED_TRACE("restart " + std::to_string(pass + 1));
-    Instance inst;
-    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-    Loop loop;
-    auto c = must_connect(loop, inst.socket(0));
-    ASSERT_TRUE(c);
+    OnStateDir on(dir);
+    ASSERT_TRUE(on.ok());
+    auto& [inst, loop, c] = on;
     Handle& h = c->handle();
     size_t expect = pass == 0 ? 3 : 6;
     EXPECT_EQ(kvs_value(loop, h, "job.1.eventlog"), join(expect));
@@ -803,11 +816,9 @@ TEST(KvsRestart, ALongCommitNumbersEveryKeysSegments) {
   constexpr int kKeys = 40;
   std::map<std::string, std::string> want;
   {
-    Instance inst;
-    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-    Loop loop;
-    auto c = must_connect(loop, inst.socket(0));
-    ASSERT_TRUE(c);
+    OnStateDir on(dir);
+    ASSERT_TRUE(on.ok());
+    auto& [inst, loop, c] = on;
     Handle& h = c->handle();
     // A key appended to before this commit: its count comes from memory.
     ASSERT_EQ(kvs_commit(loop, h, {append_op("d.k0", "0")}).errnum, 0);
@@ -838,11 +849,9 @@ TEST(KvsRestart, ALongCommitNumbersEveryKeysSegments) {
   // folded into (segments by their numbers).
   for (int pass = 0; pass < 2; ++pass) {
     SCOPED_TRACE("restart " + std::to_string(pass + 1));
-    Instance inst;
-    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-    Loop loop;
-    auto c = must_connect(loop, inst.socket(0));
-    ASSERT_TRUE(c);
+    OnStateDir on(dir);
+    ASSERT_TRUE(on.ok());
+    auto& [inst, loop, c] = on;
     for (const auto& [k, v] : want) EXPECT_EQ(kvs_value(loop, c->handle(), k), v) << k;
     EXPECT_EQ(kvs_value(loop, c->handle(), "d.k1"), "1.1;");
     EXPECT_EQ(kvs_lookup(loop, c->handle(), "d.k1.sub").errnum, ENOENT);
@@ -855,11 +864,9 @@ TEST(KvsRestart, ACommitBehindANamespaceRemoveInOneTurnDoesNotComeBack) {
   TempDir tmp;
   std::string dir = tmp / "state";
   {
-    Instance inst;
-    ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-    Loop loop;
-    auto c = must_connect(loop, inst.socket(0));
-    ASSERT_TRUE(c);
+    OnStateDir on(dir);
+    ASSERT_TRUE(on.ok());
+    auto& [inst, loop, c] = on;
     ASSERT_EQ(call(loop, c->handle(), "kvs.namespace-create", R"({"name":"gx","owner":5000})").errnum, 0);
     ASSERT_EQ(kvs_commit(loop, c->handle(), {put_op("old", "1")}, "gx").errnum, 0);
     // Remove, then write into it, in one turn: the write must not survive
@@ -876,11 +883,9 @@ TEST(KvsRestart, ACommitBehindANamespaceRemoveInOneTurnDoesNotComeBack) {
     c.reset();
     ASSERT_EQ(inst.stop(), 0);
   }
-  Instance inst;
-  ASSERT_TRUE(inst.start(1, {"--state-dir=" + dir}));
-  Loop loop;
-  auto c = must_connect(loop, inst.socket(0));
-  ASSERT_TRUE(c);
+  OnStateDir on(dir);
+  ASSERT_TRUE(on.ok());
+  auto& [inst, loop, c] = on;
   EXPECT_EQ(kvs_lookup(loop, c->handle(), "ghost", "gx").errnum, ENOENT);
   EXPECT_EQ(kvs_lookup(loop, c->handle(), "old", "gx").errnum, ENOENT);
   EXPECT_EQ(dir_of(loop, c->handle(), ".", "gx"), Json::array());
