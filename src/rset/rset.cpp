@@ -231,6 +231,34 @@ void ResourceSet::add_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus,
   if (!join_last(rank, cores, gpus, hostname)) entries_.push_back(Entry{IdSet{rank}, cores, gpus});
 }
 
+void ResourceSet::add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const IdSet& gpus,
+                            const std::function<std::string_view(uint32_t)>& name_of) {
+  LOOM_ASSERT(lo <= hi);
+  if (!above(lo)) {
+    for (uint64_t r = lo; r <= hi; ++r) {
+      const auto rank = static_cast<uint32_t>(r);
+      add_rank(rank, cores, gpus, name_of ? name_of(rank) : std::string_view());
+    }
+    return;
+  }
+  bool names = !hostnames_.empty();
+  for (uint64_t r = lo; name_of && !names && r <= hi; ++r) names = !name_of(static_cast<uint32_t>(r)).empty();
+  if (names) {
+    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
+    for (uint64_t r = lo; r <= hi; ++r) {
+      hostnames_.emplace_back(name_of ? name_of(static_cast<uint32_t>(r)) : std::string_view());
+    }
+  }
+  nranks_ += uint64_t{hi} - lo + 1;
+  if (!entries_.empty() && entries_.back().cores == cores && entries_.back().gpus == gpus) {
+    entries_.back().ranks.insert_range(lo, hi);
+    return;
+  }
+  IdSet ranks;
+  ranks.insert_range(lo, hi);
+  entries_.push_back(Entry{std::move(ranks), cores, gpus});
+}
+
 bool ResourceSet::above(uint32_t rank) const { return entries_.empty() || rank > *entries_.back().ranks.last(); }
 
 bool ResourceSet::join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {

@@ -10,6 +10,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <string>
@@ -111,6 +112,15 @@ class ResourceSet {
   // The same from views: nothing is copied when `rank` joins the last
   // entry (a matcher adds rank after rank).
   void add_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname);
+  // Ranks lo..hi (lo <= hi), each holding `cores` and `gpus`, with the
+  // host name name_of(rank) (none without name_of): add_rank() of each in
+  // turn, costing one entry, not its ranks, when lo is above every rank in
+  // the set (a matcher takes a run of ranks that are wholly free).
+  void add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const IdSet& gpus,
+                 const std::function<std::string_view(uint32_t)>& name_of = nullptr);
+  // One host name per rank in ascending order ("" for a rank without
+  // one), or none when no rank has a name.
+  const std::vector<std::string>& hostnames() const { return hostnames_; }
   Ranks ranks() const { return Ranks(this); }
   const std::vector<Entry>& entries() const { return entries_; }
   IdSet rank_set() const;

@@ -3,9 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <map>
 #include <random>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace loom {
 
@@ -195,6 +198,38 @@ TEST(ResourceSet, RanksAddedOneByOneAreWhatAMapSays) {
     ASSERT_TRUE(back.ok()) << back.error().text;
     EXPECT_EQ(*back, set) << set.to_text();
   }
+}
+
+// add_ranks() is add_rank() of each rank in turn, above the set or not,
+// with names or without: the two sets are equal, names and all.
+TEST(ResourceSet, ARunOfRanksIsWhatAddingEachGives) {
+  std::mt19937 rng(9);
+  int runs = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    ResourceSet by_run, by_rank;
+    uint32_t top = 0;
+    for (int n = static_cast<int>(rng() % 6); n > 0; --n) {
+      const uint32_t lo = rng() % 6 == 0 ? rng() % (top + 1) : top + rng() % 3;  // now and then below the top
+      const uint32_t hi = lo + rng() % 70;
+      top = std::max(top, hi + 1);
+      IdSet cores{0};
+      if (rng() % 3 == 0) cores.insert(1);
+      IdSet gpus;
+      if (rng() % 4 == 0) gpus.insert(0);
+      const int naming = static_cast<int>(rng() % 3);  // none, every rank, every rank but the even ones
+      std::function<std::string_view(uint32_t)> name_of;
+      std::vector<std::string> names(hi + 1);
+      for (uint32_t r = lo; r <= hi; ++r)
+        names[r] = naming == 0 || (naming == 2 && r % 2 == 0) ? "" : "n" + std::to_string(r);
+      if (naming) name_of = [&names](uint32_t r) -> std::string_view { return names[r]; };
+      by_run.add_ranks(lo, hi, cores, gpus, name_of);
+      for (uint32_t r = lo; r <= hi; ++r) by_rank.add_rank(r, cores, gpus, names[r]);
+      runs += hi > lo ? 1 : 0;
+    }
+    ASSERT_EQ(by_run, by_rank) << by_run.to_text() << "\n" << by_rank.to_text();
+    ASSERT_EQ(by_run.hostnames(), by_rank.hostnames());
+  }
+  EXPECT_GT(runs, 600);
 }
 
 TEST(Hostlist, ExpandsRangesAndKeepsPadding) {
