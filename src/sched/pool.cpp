@@ -3,7 +3,9 @@
 //
 // Every rank keeps the union of the cores and gpus its jobs hold, and its
 // complement (RankFree, in free_), which every change of an allocation or
-// of a rank's state refreshes. The one matcher (match_in) serves match(),
+// of a rank's state refreshes. Ranks that are wholly free and alike, one
+// after another, are matched, checked and added to R by ranges, not rank
+// by rank (whole_, alike_). The one matcher (match_in) serves match(),
 // match_avoiding(), reserve() and backfill(), which differ only in the
 // availability they hand it and what it must avoid.
 #include "sched/pool.h"
@@ -11,6 +13,7 @@
 #include <algorithm>
 #include <bit>
 #include <cmath>
+#include <functional>
 #include <limits>
 
 #include "base/assert.h"
@@ -100,7 +103,9 @@ ResourcePool::ResourcePool(std::vector<RankInventory> ranks)
     : inventory_(std::move(ranks)),
       state_(inventory_.size()),
       free_(inventory_.size()),
-      open_((inventory_.size() + 63) / 64, 0) {
+      open_((inventory_.size() + 63) / 64, 0),
+      whole_(open_.size(), 0),
+      alike_(open_.size(), 0) {
   unusable_ = size();  // as free_ starts
   for (uint32_t r = 0; r < size(); ++r) refresh(r);
   tally();
@@ -114,6 +119,15 @@ void ResourcePool::tally() {
     totals_.cores += inv.ncores;
     totals_.gpus += inv.ngpus;
     totals_.unknown += inv.known ? 0 : 1;
+  }
+  named_ =
+      std::any_of(inventory_.begin(), inventory_.end(), [](const RankInventory& inv) { return !inv.hostname.empty(); });
+  std::fill(alike_.begin(), alike_.end(), 0);
+  for (uint32_t r = 1; r < size(); ++r) {
+    const RankInventory &a = inventory_[r - 1], &b = inventory_[r];
+    if (a.ncores == b.ncores && a.ngpus == b.ngpus) {
+      alike_[r / 64] |= uint64_t{1} << (r % 64);
+    }
   }
   ranks_holding_.clear();
   slots_held_.clear();
@@ -138,6 +152,27 @@ void ResourcePool::refresh(uint32_t rank) {
   } else {
     open_[rank / 64] &= ~bit;
   }
+  set_whole(rank, f.usable && !f.cores.empty() && st.used_cores.empty() && st.used_gpus.empty());
+}
+
+void ResourcePool::set_whole(uint32_t rank, bool on) {
+  const uint64_t bit = uint64_t{1} << (rank % 64);
+  if (on) {
+    whole_[rank / 64] |= bit;
+  } else {
+    whole_[rank / 64] &= ~bit;
+  }
+}
+
+uint32_t ResourcePool::run_end(uint32_t from, uint32_t limit) const {
+  for (uint32_t r = from + 1; r < limit;) {
+    const size_t w = r / 64;
+    // Ones where the run stops, from r on.
+    const uint64_t stop = ~(whole_[w] & alike_[w]) >> (r % 64);
+    if (stop != 0) return std::min<uint32_t>(limit, r + static_cast<uint32_t>(std::countr_zero(stop)));
+    r = static_cast<uint32_t>((w + 1) * 64);
+  }
+  return limit;
 }
 
 uint32_t ResourcePool::next_open(uint32_t from) const {
@@ -284,6 +319,11 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
   // The ranks to look at, from r on: in free_, those with a free core.
   const bool now = &avail == &free_;
   auto from = [&](uint32_t r) { return now ? next_open(r) : r; };
+  // In free_, with nothing to avoid, a run of whole ranks alike from r
+  // (r..end-1) is taken as one: each gives what the first gives.
+  const bool runs = now && !avoid;
+  std::function<std::string_view(uint32_t)> name_of;
+  if (named_) name_of = [this](uint32_t r) -> std::string_view { return inventory_[r].hostname; };
   IdSet some_cores, some_gpus;  // what lowest() takes of a rank, when not all of it
   if (js.nnodes > 0) {
     const uint64_t need_c = uint64_t{js.slots_per_node} * cps, need_g = uint64_t{js.slots_per_node} * gps;
@@ -291,6 +331,17 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
     for (uint32_t r = from(0); r < size() && picked < js.nnodes; r = from(r + 1)) {
       if (!avail[r].usable) continue;
       const RankInventory& inv = inventory_[r];
+      if (runs && whole(r) && inv.ncores >= need_c && inv.ngpus >= need_g) {
+        const uint32_t n = std::min(run_end(r, size()) - r, js.nnodes - picked);
+        picked += n;
+        if (out && js.exclusive) out->add_ranks(r, r + n - 1, avail[r].cores, avail[r].gpus, name_of);
+        if (out && !js.exclusive) {
+          out->add_ranks(r, r + n - 1, lowest(avail[r].cores, need_c, some_cores),
+                         lowest(avail[r].gpus, need_g, some_gpus), name_of);
+        }
+        r += n - 1;
+        continue;
+      }
       if (js.exclusive && (inv.ncores < need_c || inv.ngpus < need_g)) continue;
       const RankFree& a = at(r);
       if (js.exclusive) {
@@ -311,6 +362,21 @@ bool ResourcePool::match_in(const Jobspec& js, const std::vector<RankFree>& avai
   uint64_t left = js.nslots;
   for (uint32_t r = from(0); r < size() && left > 0; r = from(r + 1)) {
     if (!avail[r].usable) continue;
+    if (runs && whole(r)) {
+      const RankInventory& inv = inventory_[r];
+      uint64_t k = inv.ncores / cps;
+      if (gps > 0) k = std::min<uint64_t>(k, inv.ngpus / gps);
+      if (k > 0 && k <= left) {  // (the last rank, taken in part, is taken below)
+        const auto n = static_cast<uint32_t>(std::min<uint64_t>(run_end(r, size()) - r, left / k));
+        left -= n * k;
+        if (out) {
+          out->add_ranks(r, r + n - 1, lowest(avail[r].cores, k * cps, some_cores),
+                         lowest(avail[r].gpus, k * gps, some_gpus), name_of);
+        }
+        r += n - 1;
+        continue;
+      }
+    }
     const RankFree& a = at(r);
     uint64_t k = a.cores.count() / cps;
     if (gps > 0) k = std::min<uint64_t>(k, a.gpus.count() / gps);
@@ -345,37 +411,52 @@ Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
   if (auto it = allocations_.find(id); it != allocations_.end()) {
     return bad("job " + std::to_string(id) + " already holds resources (ranks " + it->second.rank_set().encode() + ")");
   }
-  for (const auto& [rank, rr] : r.ranks()) {
-    if (rank >= size()) {
-      return bad("rank " + std::to_string(rank) + " is not in this instance (size " + std::to_string(size()) + ")");
-    }
-    const RankInventory& inv = inventory_[rank];
-    // A rank not known yet is checked when it reports (set_inventory).
-    // (Ids count from 0: a set is within the first n if its last is.)
-    if (inv.known && !rr.cores.empty() && *rr.cores.last() >= inv.ncores) {
-      return bad("rank " + std::to_string(rank) + " has no cores " + rr.cores.subtract(first_ids(inv.ncores)).encode() +
-                 " (it has " + plural(inv.ncores, "core") + ")");
-    }
-    if (inv.known && !rr.gpus.empty() && *rr.gpus.last() >= inv.ngpus) {
-      return bad("rank " + std::to_string(rank) + " has no gpus " + rr.gpus.subtract(first_ids(inv.ngpus)).encode() +
-                 " (it has " + plural(inv.ngpus, "gpu") + ")");
-    }
-    if (!rr.cores.intersects(state_[rank].used_cores) && !rr.gpus.intersects(state_[rank].used_gpus)) continue;
-    IdSet busy_cores = rr.cores.intersect(state_[rank].used_cores);
-    IdSet busy_gpus = rr.gpus.intersect(state_[rank].used_gpus);
-    std::string what = !busy_cores.empty() ? "cores " + busy_cores.encode() : "gpus " + busy_gpus.encode();
-    std::string holder;
-    for (const auto& [other, held] : allocations_) {
-      auto h = held.ranks().find(rank);
-      if (h == held.ranks().end()) continue;
-      if (!h->second.cores.intersect(busy_cores).empty() || !h->second.gpus.intersect(busy_gpus).empty()) {
-        holder = " to job " + std::to_string(other);
-        break;
+  // In rank order (R's entries are), entry by entry and range by range:
+  // a run of whole ranks alike is checked as its first rank.
+  for (const auto& e : r.entries()) {
+    for (auto [lo, hi] : e.ranks.ranges()) {
+      if (hi < size() && whole(lo) && run_end(lo, hi + 1) == hi + 1 &&
+          (e.cores.empty() || *e.cores.last() < inventory_[lo].ncores) &&
+          (e.gpus.empty() || *e.gpus.last() < inventory_[lo].ngpus)) {
+        continue;
+      }
+      for (uint64_t rank = lo; rank <= hi; ++rank) {
+        if (auto st = check_rank(static_cast<uint32_t>(rank), e.cores, e.gpus); !st) return st;
       }
     }
-    return bad(what + " of rank " + std::to_string(rank) + " are already allocated" + holder);
   }
   return {};
+}
+
+Status ResourcePool::check_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus) const {
+  if (rank >= size()) {
+    return bad("rank " + std::to_string(rank) + " is not in this instance (size " + std::to_string(size()) + ")");
+  }
+  const RankInventory& inv = inventory_[rank];
+  // A rank not known yet is checked when it reports (set_inventory).
+  // (Ids count from 0: a set is within the first n if its last is.)
+  if (inv.known && !cores.empty() && *cores.last() >= inv.ncores) {
+    return bad("rank " + std::to_string(rank) + " has no cores " + cores.subtract(first_ids(inv.ncores)).encode() +
+               " (it has " + plural(inv.ncores, "core") + ")");
+  }
+  if (inv.known && !gpus.empty() && *gpus.last() >= inv.ngpus) {
+    return bad("rank " + std::to_string(rank) + " has no gpus " + gpus.subtract(first_ids(inv.ngpus)).encode() +
+               " (it has " + plural(inv.ngpus, "gpu") + ")");
+  }
+  if (!cores.intersects(state_[rank].used_cores) && !gpus.intersects(state_[rank].used_gpus)) return {};
+  IdSet busy_cores = cores.intersect(state_[rank].used_cores);
+  IdSet busy_gpus = gpus.intersect(state_[rank].used_gpus);
+  std::string what = !busy_cores.empty() ? "cores " + busy_cores.encode() : "gpus " + busy_gpus.encode();
+  std::string holder;
+  for (const auto& [other, held] : allocations_) {
+    auto h = held.ranks().find(rank);
+    if (h == held.ranks().end()) continue;
+    if (!h->second.cores.intersect(busy_cores).empty() || !h->second.gpus.intersect(busy_gpus).empty()) {
+      holder = " to job " + std::to_string(other);
+      break;
+    }
+  }
+  return bad(what + " of rank " + std::to_string(rank) + " are already allocated" + holder);
 }
 
 Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
@@ -386,10 +467,17 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   }
   uint64_t& cores = held_cores_[id];
   bool unnamed = false;  // a rank of r without the host name the inventory has
-  for (const auto& [rank, rr] : r.ranks()) {
-    cores += rr.cores.count();
-    hold(rank, rr.cores, rr.gpus);
-    unnamed = unnamed || (rr.hostname.empty() && !inventory_[rank].hostname.empty());
+  const auto& names = r.hostnames();
+  size_t i = 0;  // the rank's place in r
+  for (const auto& e : r.entries()) {
+    const uint64_t per = e.cores.count();
+    for (auto [lo, hi] : e.ranks.ranges()) {
+      for (uint64_t rank = lo; rank <= hi; ++rank, ++i) {
+        hold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
+        unnamed = unnamed || ((names.empty() || names[i].empty()) && !inventory_[rank].hostname.empty());
+      }
+      cores += per * (uint64_t{hi} - lo + 1);
+    }
   }
   if (!unnamed) {
     allocations_[id] = r;
@@ -452,10 +540,13 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
   }
   if (ranks == held) return release_all(it);
   uint64_t& cores = held_cores_[id];
-  for (const auto& [rank, rr] : it->second.ranks()) {
-    if (!ranks.contains(rank)) continue;
-    unhold(rank, rr.cores, rr.gpus);
-    cores -= rr.cores.count();
+  for (const auto& e : it->second.entries()) {
+    const uint64_t per = e.cores.count();
+    const IdSet going = e.ranks.intersect(ranks);
+    for (auto [lo, hi] : going.ranges()) {
+      for (uint64_t rank = lo; rank <= hi; ++rank) unhold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
+      cores -= per * (uint64_t{hi} - lo + 1);
+    }
   }
   it->second = it->second.subset(held.subtract(ranks));
   return {};
@@ -468,13 +559,18 @@ Status ResourcePool::free_all(uint64_t id) {
 }
 
 Status ResourcePool::release_all(std::map<uint64_t, ResourceSet>::iterator it) {
-  for (const auto& [rank, rr] : it->second.ranks()) unhold(rank, rr.cores, rr.gpus);
+  for (const auto& e : it->second.entries()) {
+    const uint64_t per = e.cores.count();
+    for (auto [lo, hi] : e.ranks.ranges()) {
+      for (uint64_t rank = lo; rank <= hi; ++rank) unhold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
+    }
+  }
   held_cores_.erase(it->first);
   allocations_.erase(it);
   return {};
 }
 
-void ResourcePool::hold(uint32_t rank, const IdSet& cores, const IdSet& gpus) {
+void ResourcePool::hold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {
   RankState& st = state_[rank];
   add_ids(st.used_cores, cores);
   add_ids(st.used_gpus, gpus);
@@ -486,11 +582,12 @@ void ResourcePool::hold(uint32_t rank, const IdSet& cores, const IdSet& gpus) {
   take_ids(f.cores, cores);
   take_ids(f.gpus, gpus);
   if (!f.usable) return;
-  free_cores_ -= cores.count();
+  if (ncores + gpus.count() > 0) set_whole(rank, false);
+  free_cores_ -= ncores;
   if (f.cores.empty()) open_[rank / 64] &= ~(uint64_t{1} << (rank % 64));
 }
 
-void ResourcePool::unhold(uint32_t rank, const IdSet& cores, const IdSet& gpus) {
+void ResourcePool::unhold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {
   RankState& st = state_[rank];
   take_ids(st.used_cores, cores);
   take_ids(st.used_gpus, gpus);
@@ -501,8 +598,10 @@ void ResourcePool::unhold(uint32_t rank, const IdSet& cores, const IdSet& gpus) 
   RankFree& f = free_[rank];
   add_ids(f.cores, cores);
   add_ids(f.gpus, gpus);
-  if (!f.usable || cores.empty()) return;
-  free_cores_ += cores.count();
+  if (!f.usable) return;
+  if (st.used_cores.empty() && st.used_gpus.empty() && !f.cores.empty()) set_whole(rank, true);
+  if (ncores == 0) return;
+  free_cores_ += ncores;
   open_[rank / 64] |= uint64_t{1} << (rank % 64);
 }
 

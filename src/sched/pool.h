@@ -240,12 +240,12 @@ class ResourcePool {
 
   // Recomputes free_[rank] (and free_cores_) from the rank's state.
   void refresh(uint32_t rank);
-  // A job takes `cores` and `gpus` of `rank` (checked: not held, and
-  // within its inventory when known), or gives them back: the rank's state
-  // and free_ change by just those, without a recount where none is
-  // needed.
-  void hold(uint32_t rank, const IdSet& cores, const IdSet& gpus);
-  void unhold(uint32_t rank, const IdSet& cores, const IdSet& gpus);
+  // A job takes `cores` (`ncores` of them) and `gpus` of `rank` (checked:
+  // not held, and within its inventory when known), or gives them back:
+  // the rank's state and free_ change by just those, without a recount
+  // where none is needed.
+  void hold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
+  void unhold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
   // Frees all that the allocation at `it` holds, and forgets it.
   Status release_all(std::map<uint64_t, ResourceSet>::iterator it);
   // Whether `js` fits in `avail` less `avoid` (none: nullptr); the
@@ -263,6 +263,8 @@ class ResourcePool {
                                         bool from_expirations) const;
   // Why `r` cannot be allocated to `id`, or ok.
   Status check_allocation(uint64_t id, const ResourceSet& r) const;
+  // Why `cores` and `gpus` of `rank` cannot be allocated, or ok.
+  Status check_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus) const;
 
   // The inventory's sums, for feasible(): kept as the inventory changes,
   // since every submitted job is checked against it.
@@ -293,6 +295,19 @@ class ResourcePool {
   // such rank from r on, size() if none.
   std::vector<uint64_t> open_;
   uint32_t next_open(uint32_t from) const;
+  // Bit r: rank r is usable, has cores, and nothing of it is held (its
+  // free_ is its whole inventory).
+  std::vector<uint64_t> whole_;
+  // Bit r: rank r and rank r-1 have as many cores and gpus. A run of
+  // whole ranks alike is matched, checked and added to an R by ranges:
+  // what one of them gives, each gives.
+  std::vector<uint64_t> alike_;
+  bool named_ = false;  // some rank has a host name
+  bool whole(uint32_t rank) const { return (whole_[rank / 64] >> (rank % 64)) & 1; }
+  void set_whole(uint32_t rank, bool on);
+  // The first rank after `from` (< limit <= size()) that does not continue
+  // a run of whole ranks alike from it, at most `limit`.
+  uint32_t run_end(uint32_t from, uint32_t limit) const;
   // Job id → cores it holds; ranks not usable, ranks with cores held
   // beyond their inventory (while both are 0, a job's usable held cores
   // are all it holds).

@@ -184,6 +184,86 @@ TEST(PoolMatch, FindsTheFewFreeRanksOfAFullMachine) {
   EXPECT_EQ(show(pool.match(slots(7))), "none");
 }
 
+// A run of wholly free ranks of one size is matched, checked and added to
+// R as one range. What it gives must be what the rank-by-rank walk gives
+// (match_avoiding with nothing to avoid walks rank by rank), names
+// included, through random jobs over ranks of three sizes, named and not.
+TEST(PoolMatch, RunsOfWholeRanksMatchAsRankByRank) {
+  for (bool named : {false, true}) {
+    std::vector<RankInventory> inv;
+    for (uint32_t r = 0; r < 300; ++r) {
+      const uint32_t cores = r < 130 ? 4 : r < 200 ? 2 : 4;
+      inv.push_back({cores, r >= 230 && r < 260 ? 1u : 0u, named && r % 7 ? "n" + std::to_string(r) : ""});
+    }
+    ResourcePool pool(inv);
+    std::mt19937 rng(named ? 11 : 7);
+    auto random_job = [&] {
+      return rng() % 3 == 0
+                 ? nodes(1 + rng() % 60, 1 + rng() % 2, 1 + rng() % 2, rng() % 4 == 0 ? 1 : 0, rng() % 3 == 0)
+                 : slots(1 + rng() % 300, 1 + rng() % 2 * (rng() % 3), rng() % 6 == 0 ? 1 : 0);
+    };
+    uint64_t next_id = 1;
+    int compared = 0, runs = 0;
+    uint64_t doubles = 0;
+    for (int step = 0; step < 1500; ++step) {
+      const Jobspec js = random_job();
+      auto fast = pool.match(js);
+      auto slow = pool.match_avoiding(js, ResourceSet{});
+      ASSERT_EQ(fast.has_value(), slow.has_value()) << "step " << step;
+      if (fast) {
+        ASSERT_EQ(*fast, *slow) << "step " << step << ": " << show(*fast) << " vs " << show(*slow);
+        ++compared;
+        for (const auto& e : fast->entries()) runs += e.ranks.count() > e.ranks.ranges().size() ? 1 : 0;
+        if (rng() % 2) {
+          ASSERT_TRUE(pool.allocate(next_id++, *fast).ok()) << "step " << step;
+          // The same again is double-booking, whatever the run.
+          EXPECT_FALSE(pool.allocate(next_id, *fast).ok()) << "step " << step;
+          ++doubles;
+        }
+      }
+      if (!pool.allocations().empty() && rng() % 3 == 0) {
+        auto it = pool.allocations().begin();
+        std::advance(it, static_cast<long>(rng() % pool.allocations().size()));
+        if (rng() % 2) {
+          ASSERT_TRUE(pool.free_all(it->first).ok());
+        } else {
+          IdSet some;
+          for (const auto& [r, rr] : it->second.ranks()) {
+            if (rng() % 2) some.insert(r);
+          }
+          if (!some.empty()) {
+            ASSERT_TRUE(pool.free(it->first, it->second.subset(some)).ok());
+          }
+        }
+      }
+      if (rng() % 20 == 0) {
+        const uint32_t r = rng() % pool.size();
+        pool.is_drained(r) ? pool.undrain(r) : pool.drain(r, {"test", 0});
+      }
+    }
+    EXPECT_GT(compared, 400) << named;
+    EXPECT_GT(runs, 300) << named;
+    EXPECT_EQ(pool.alarms(), doubles) << named;
+  }
+}
+
+// A range of R whose first rank is wholly free, but not every rank after
+// it, is checked rank by rank: the busy one is named.
+TEST(PoolAllocate, RefusesARangeWithOneBusyRankInIt) {
+  auto pool = uniform(150, 4);
+  ASSERT_TRUE(pool.allocate(1, R({{70, "3"}})).ok());
+  std::map<uint32_t, std::string> all;
+  for (uint32_t r = 0; r < 130; ++r) all[r] = "0-3";
+  EXPECT_EQ(why(pool.allocate(2, R(all))),
+            "double-booking refused for job 2: cores 3 of rank 70 are already "
+            "allocated to job 1");
+  pool.drain(100, {"x", 1});  // a drained rank breaks a run too, and is still given
+  all.erase(70);
+  ASSERT_TRUE(pool.allocate(3, R(all)).ok());
+  EXPECT_EQ(pool.free_cores(), 4u * 20 + 3);
+  EXPECT_EQ(pool.free_cores(), pool.count_free().ncores);
+}
+
 TEST(PoolMatch, AvoidsAGivenResourceSet) {
   auto pool = uniform(2, 4);
   EXPECT_EQ(show(pool.match_avoiding(slots(2), R({{0, "0-2"}}))), "0:3 1:0");
