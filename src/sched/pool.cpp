@@ -472,9 +472,9 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
   for (const auto& e : r.entries()) {
     const uint64_t per = e.cores.count();
     for (auto [lo, hi] : e.ranks.ranges()) {
-      for (uint64_t rank = lo; rank <= hi; ++rank, ++i) {
-        hold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
-        unnamed = unnamed || ((names.empty() || names[i].empty()) && !inventory_[rank].hostname.empty());
+      hold_range(lo, hi, e.cores, per, e.gpus);
+      for (uint64_t rank = lo; rank <= hi && !unnamed; ++rank, ++i) {
+        unnamed = (names.empty() || names[i].empty()) && !inventory_[rank].hostname.empty();
       }
       cores += per * (uint64_t{hi} - lo + 1);
     }
@@ -544,7 +544,7 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
     const uint64_t per = e.cores.count();
     const IdSet going = e.ranks.intersect(ranks);
     for (auto [lo, hi] : going.ranges()) {
-      for (uint64_t rank = lo; rank <= hi; ++rank) unhold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
+      unhold_range(lo, hi, e.cores, per, e.gpus);
       cores -= per * (uint64_t{hi} - lo + 1);
     }
   }
@@ -561,9 +561,7 @@ Status ResourcePool::free_all(uint64_t id) {
 Status ResourcePool::release_all(std::map<uint64_t, ResourceSet>::iterator it) {
   for (const auto& e : it->second.entries()) {
     const uint64_t per = e.cores.count();
-    for (auto [lo, hi] : e.ranks.ranges()) {
-      for (uint64_t rank = lo; rank <= hi; ++rank) unhold(static_cast<uint32_t>(rank), e.cores, per, e.gpus);
-    }
+    for (auto [lo, hi] : e.ranks.ranges()) unhold_range(lo, hi, e.cores, per, e.gpus);
   }
   held_cores_.erase(it->first);
   allocations_.erase(it);
@@ -585,6 +583,51 @@ void ResourcePool::hold(uint32_t rank, const IdSet& cores, uint64_t ncores, cons
   if (ncores + gpus.count() > 0) set_whole(rank, false);
   free_cores_ -= ncores;
   if (f.cores.empty()) open_[rank / 64] &= ~(uint64_t{1} << (rank % 64));
+}
+
+void ResourcePool::hold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {
+  const uint64_t ngpus = gpus.count();
+  if (hi >= size() || !whole(lo) || run_end(lo, hi + 1) != hi + 1 || ncores + ngpus == 0) {
+    for (uint64_t r = lo; r <= hi; ++r) hold(static_cast<uint32_t>(r), cores, ncores, gpus);
+    return;
+  }
+  // A run of whole ranks alike (and what they are given is within their
+  // inventory: checked): each holds just that now, and has the rest free.
+  const RankInventory& inv = inventory_[lo];
+  const bool all_cores = ncores == inv.ncores, all_gpus = ngpus == inv.ngpus;
+  for (uint64_t r = lo; r <= hi; ++r) {
+    state_[r].used_cores = cores;
+    state_[r].used_gpus = gpus;
+    RankFree& f = free_[r];
+    all_cores ? f.cores.clear() : take_ids(f.cores, cores);
+    all_gpus ? f.gpus.clear() : take_ids(f.gpus, gpus);
+    const uint64_t bit = uint64_t{1} << (r % 64);
+    whole_[r / 64] &= ~bit;
+    if (all_cores) open_[r / 64] &= ~bit;
+  }
+  free_cores_ -= ncores * (uint64_t{hi} - lo + 1);
+}
+
+void ResourcePool::unhold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {
+  for (uint64_t r = lo; r <= hi; ++r) {
+    RankState& st = state_[r];
+    RankFree& f = free_[r];
+    // All that is held of a usable rank, within its inventory, is given
+    // back: it is whole again (unhold() in short).
+    if (!f.usable || !inventory_[r].known || st.beyond || ncores == 0 || st.used_cores != cores ||
+        st.used_gpus != gpus) {
+      unhold(static_cast<uint32_t>(r), cores, ncores, gpus);
+      continue;
+    }
+    st.used_cores.clear();
+    st.used_gpus.clear();
+    add_ids(f.cores, cores);
+    add_ids(f.gpus, gpus);
+    const uint64_t bit = uint64_t{1} << (r % 64);
+    whole_[r / 64] |= bit;
+    open_[r / 64] |= bit;
+    free_cores_ += ncores;
+  }
 }
 
 void ResourcePool::unhold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {

@@ -246,6 +246,11 @@ class ResourcePool {
   // where none is needed.
   void hold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
   void unhold(uint32_t rank, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
+  // The same for ranks lo..hi (< size() when unholding), each given or
+  // giving back the same; a run of whole ranks alike, and ranks left
+  // wholly free, cost little each.
+  void hold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
+  void unhold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint64_t ncores, const IdSet& gpus);
   // Frees all that the allocation at `it` holds, and forgets it.
   Status release_all(std::map<uint64_t, ResourceSet>::iterator it);
   // Whether `js` fits in `avail` less `avoid` (none: nullptr); the
