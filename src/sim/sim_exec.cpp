@@ -23,7 +23,7 @@ using exec_protocol::Started;
 
 struct SimExec::Run {
   Message req;
-  std::vector<uint32_t> ranks;
+  IdSet ranks;
   int status = 0;
   std::unique_ptr<Timer> timer;
 };
@@ -107,7 +107,7 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
   auto& r = runs_[id];
   r = std::make_unique<Run>();
   r->req = req;
-  r->ranks = R->rank_set().to_vector();
+  r->ranks = R->rank_set();
   r->timer = h_.clock().make_timer();
   ExecRecord& rec = records_[id];
   rec.start = h_.clock().now();
@@ -115,7 +115,13 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
   // range of cores (a job of CEA-Curie's holds thousands of them).
   IdSet cores;
   for (const auto& e : R->entries()) {
+    const bool whole =
+        e.cores.ranges().size() == 1 && e.cores.ranges()[0] == std::pair<uint32_t, uint32_t>(0, cores_per_node_ - 1);
     for (auto [rlo, rhi] : e.ranks.ranges()) {
+      if (whole) {  // whole nodes in a row: one range of machine cores
+        cores.insert_range(rlo * cores_per_node_, rhi * cores_per_node_ + cores_per_node_ - 1);
+        continue;
+      }
       for (uint32_t rank = rlo; rank <= rhi; ++rank) {
         for (auto [clo, chi] : e.cores.ranges())
           cores.insert_range(rank * cores_per_node_ + clo, rank * cores_per_node_ + chi);
@@ -168,11 +174,17 @@ void SimExec::release(uint64_t id) {
     h_.respond_typed(r->req, exec_protocol::JobResponse{id, Released::everything(true)});
     return;
   }
-  for (size_t i = 0; i + 1 < r->ranks.size(); ++i) {
-    h_.respond_typed(r->req, exec_protocol::JobResponse{id, Released::rank(r->ranks[i], false)});
+  if (r->ranks.empty()) {
+    h_.respond_typed(r->req, exec_protocol::JobResponse{id, Released::everything(true)});
+    return;
   }
-  h_.respond_typed(r->req, exec_protocol::JobResponse{id, r->ranks.empty() ? Released::everything(true)
-                                                                           : Released::rank(r->ranks.back(), true)});
+  const uint32_t last = *r->ranks.last();
+  for (auto [lo, hi] : r->ranks.ranges()) {
+    for (uint64_t rank = lo; rank <= hi; ++rank) {
+      h_.respond_typed(r->req,
+                       exec_protocol::JobResponse{id, Released::rank(static_cast<uint32_t>(rank), rank == last)});
+    }
+  }
 }
 
 }  // namespace loom::sim
