@@ -479,19 +479,19 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
       cores += per * (uint64_t{hi} - lo + 1);
     }
   }
+  ResourceSet& kept = allocations_[id];
   if (!unnamed) {
-    allocations_[id] = r;
-    return {};
+    kept = r;
+  } else {
+    kept.starttime = r.starttime;
+    kept.expiration = r.expiration;
+    for (const auto& [rank, rr] : r.ranks()) {
+      RankResources copy = rr;
+      if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
+      kept.add_rank(rank, std::move(copy));
+    }
   }
-  ResourceSet held;
-  held.starttime = r.starttime;
-  held.expiration = r.expiration;
-  for (const auto& [rank, rr] : r.ranks()) {
-    RankResources copy = rr;
-    if (copy.hostname.empty()) copy.hostname = inventory_[rank].hostname;
-    held.add_rank(rank, std::move(copy));
-  }
-  allocations_[id] = std::move(held);
+  if (ends(kept)) by_end_.emplace(std::make_pair(kept.expiration, id), &kept);
   return {};
 }
 
@@ -564,6 +564,7 @@ Status ResourcePool::release_all(std::map<uint64_t, ResourceSet>::iterator it) {
     for (auto [lo, hi] : e.ranks.ranges()) unhold_range(lo, hi, e.cores, per, e.gpus);
   }
   held_cores_.erase(it->first);
+  if (ends(it->second)) by_end_.erase({it->second.expiration, it->first});
   allocations_.erase(it);
   return {};
 }
@@ -744,9 +745,9 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, const std:
 
 std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now) const {
   std::vector<Ending> order;
-  order.reserve(allocations_.size());
-  for (const auto& [id, r] : allocations_) {
-    if (r.expiration > 0 && std::isfinite(r.expiration)) order.push_back(Ending{std::max(r.expiration, now), id, &r});
+  if (!counted(head) || !check_shape(head).ok()) {  // (a counted head walks by_end_ itself)
+    order.reserve(by_end_.size());
+    for (const auto& [end, r] : by_end_) order.push_back(Ending{std::max(end.first, now), end.second, r});
   }
   return reserve_in(head, std::move(order), now, true);
 }
@@ -780,16 +781,23 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head, std::ve
   // end (ties in id order); the first moment the head fits is its
   // reservation. Every job ending at one moment gives back at that moment,
   // before the head is tried then: a job ending exactly at the shadow time
-  // counts as ended.
-  std::stable_sort(order.begin(), order.end(), [](const Ending& a, const Ending& b) { return a.end < b.end; });
+  // counts as ended. (From the expirations, the order is by_end_'s: ends
+  // already past count as now, and in any order, since the moment's jobs
+  // all give back before the head is tried.)
   if (by_count) {
-    // Only counts change: no rank needs copying.
-    for (size_t i = 0; i < order.size();) {
-      double t = order[i].end;
-      for (; i < order.size() && order[i].end == t; ++i) cores += usable_held_cores(order[i].id, *order[i].held);
+    // Only counts change: no rank needs copying, and only the jobs that
+    // end by the reservation are looked at.
+    for (auto it = by_end_.begin(); it != by_end_.end();) {
+      const double t = std::max(it->first.first, now);
+      for (; it != by_end_.end() && std::max(it->first.first, now) == t; ++it) {
+        cores += usable_held_cores(it->first.second, *it->second);
+      }
       if (cores >= need) return plan(t, {}, cores);
     }
     return std::nullopt;
+  }
+  if (!from_expirations) {
+    std::stable_sort(order.begin(), order.end(), [](const Ending& a, const Ending& b) { return a.end < b.end; });
   }
   std::vector<RankFree> avail;
   for (size_t i = 0; i < order.size();) {

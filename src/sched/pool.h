@@ -19,6 +19,7 @@
 // Core ids on a rank are 0..ncores-1 and gpu ids 0..ngpus-1.
 #pragma once
 
+#include <cmath>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -263,7 +264,9 @@ class ResourcePool {
   // inventory.
   uint64_t usable_held_cores(uint64_t id, const ResourceSet& held) const;
   // reserve() from the jobs expected to end. Only where those ends are the
-  // expirations may at_time be left for at_time() to build.
+  // expirations may at_time be left for at_time() to build. From the
+  // expirations, `order` is by_end_'s (and none for a counted head, which
+  // walks by_end_ itself, only as far as it needs).
   std::optional<Reservation> reserve_in(const Jobspec& head, std::vector<Ending> order, double now,
                                         bool from_expirations) const;
   // Why `r` cannot be allocated to `id`, or ok.
@@ -289,6 +292,10 @@ class ResourcePool {
   std::vector<RankState> state_;
   std::map<uint32_t, DrainInfo> drained_;
   std::map<uint64_t, ResourceSet> allocations_;
+  // The allocations with an expiration (ends()), by (expiration, job id):
+  // the order reserve() gives them back in.
+  std::map<std::pair<double, uint64_t>, const ResourceSet*> by_end_;
+  static bool ends(const ResourceSet& r) { return r.expiration > 0 && std::isfinite(r.expiration); }
   uint64_t alarms_ = 0;
   // What is free now on each rank, kept as allocations and rank states
   // change, so that a match does not rebuild it.

@@ -483,6 +483,54 @@ TEST(PoolReserve, FindsTheFirstMomentEnoughJobsHaveEnded) {
   }
 }
 
+// reserve(head, now) walks the allocations in the order it keeps of their
+// expirations. It must agree with reserve() given expected_ends(), which
+// sorts them afresh: through random jobs with ends past, equal and far,
+// partial and whole releases, drains, and heads counted and not.
+TEST(PoolReserve, ItsOrderOfEndsIsWhatSortingTheExpirationsGives) {
+  std::mt19937 rng(17);
+  auto pool = uniform(40, 4, 1);
+  const std::vector<Jobspec> heads{slots(30),        slots(90), slots(150), slots(20, 2), nodes(12, 1, 4, 0, true),
+                                   nodes(3, 2, 1, 1)};
+  uint64_t next_id = 1;
+  int reserved = 0;
+  for (int step = 0; step < 2000; ++step) {
+    const double now = 100 + step;
+    if (rng() % 2 == 0) {
+      Jobspec js = rng() % 4 == 0 ? nodes(1 + rng() % 4) : slots(1 + rng() % 12, 1 + rng() % 2);
+      if (auto r = pool.match(js)) {
+        const uint32_t kind = rng() % 5;  // none, past, on the hour, random
+        r->expiration = kind == 0 ? 0 : kind == 1 ? now - 1 - rng() % 50 : kind == 2 ? now + 60 : now + rng() % 500;
+        ASSERT_TRUE(pool.allocate(next_id++, *r).ok());
+      }
+    } else if (!pool.allocations().empty()) {
+      auto it = pool.allocations().begin();
+      std::advance(it, static_cast<long>(rng() % pool.allocations().size()));
+      if (rng() % 3 == 0 && it->second.ranks().size() > 1) {
+        ASSERT_TRUE(pool.free(it->first, it->second.subset(IdSet{it->second.ranks().begin()->first})).ok());
+      } else {
+        ASSERT_TRUE(pool.free_all(it->first).ok());
+      }
+    }
+    if (rng() % 25 == 0) {
+      const uint32_t r = rng() % pool.size();
+      pool.is_drained(r) ? pool.undrain(r) : pool.drain(r, {"test", 0});
+    }
+    for (const auto& head : heads) {
+      if (pool.match(head)) continue;  // a head is blocked when the scheduler reserves for it
+      auto sorted = pool.reserve(head, pool.expected_ends(), now);
+      auto kept = pool.reserve(head, now);
+      ASSERT_EQ(sorted.has_value(), kept.has_value()) << "step " << step;
+      if (!sorted) continue;
+      ++reserved;
+      ASSERT_EQ(kept->time, sorted->time) << "step " << step;
+      ASSERT_EQ(kept->spare_cores, sorted->spare_cores) << "step " << step;
+      ASSERT_EQ(show(pool.planned(*kept)), show(pool.planned(*sorted))) << "step " << step;
+    }
+  }
+  EXPECT_GT(reserved, 4000);
+}
+
 TEST(PoolReserve, NeverCountsOnJobsWithoutADurationOrOnUnusableRanks) {
   auto pool = uniform(2, 4);
   ASSERT_TRUE(pool.allocate(1, R({{0, "0-3"}})).ok());  // no expiration: never ends
