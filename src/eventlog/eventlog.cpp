@@ -63,7 +63,14 @@ Result<std::vector<EventEntry>> parse_eventlog(std::string_view text) {
 // (keys in sorted order), without building that object: a copy of the
 // context and a map per event was most of the cost of posting one.
 std::string format_event(const EventEntry& e) {
-  std::string out = "{";
+  std::string out;
+  out.reserve(96);  // most events, at one allocation
+  append_event(out, e);
+  return out;
+}
+
+void append_event(std::string& out, const EventEntry& e) {
+  out += '{';
   if (!e.context.is_null()) {
     out += "\"context\":";
     append_json(out, e.context);
@@ -74,7 +81,6 @@ std::string format_event(const EventEntry& e) {
   out += ",\"timestamp\":";
   append_json_number(out, e.timestamp);
   out += "}\n";
-  return out;
 }
 
 std::vector<std::string> LineSplitter::feed(std::string_view chunk) {

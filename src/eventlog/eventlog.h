@@ -27,6 +27,8 @@ Result<EventEntry> parse_event(std::string_view line);
 Result<std::vector<EventEntry>> parse_eventlog(std::string_view text);
 // The line for `e`, ending in '\n'.
 std::string format_event(const EventEntry& e);
+// The same, appended to `out`.
+void append_event(std::string& out, const EventEntry& e);
 // Checks a name and context before they are written.
 Status validate_event(const EventEntry& e);
 

@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace loom {
 
 TEST(Eventlog, FormatsAndParsesBack) {
@@ -48,6 +51,18 @@ TEST(Eventlog, ParsesManyLinesInOrder) {
   ASSERT_EQ(r->size(), 100u);
   EXPECT_EQ((*r)[42].name, "e42");
   EXPECT_EQ((*r)[42].context["i"], 42);
+}
+
+TEST(Eventlog, EventsAppendedToOneTextReadBackInOrder) {
+  const std::vector<EventEntry> events{
+      {10.5, "submit", Json{{"userid", 7}}}, {11, "alloc", nullptr}, {12, "finish", Json{{"status", 0}}}};
+  std::string log = "{\"name\":\"first\",\"timestamp\":1.0}\n";
+  for (const auto& e : events) append_event(log, e);
+  auto back = parse_eventlog(log);
+  ASSERT_TRUE(back.ok()) << back.error().text;
+  ASSERT_EQ(back->size(), 4u);
+  for (size_t i = 0; i < events.size(); ++i) EXPECT_EQ((*back)[i + 1], events[i]);
+  EXPECT_EQ(log.substr(log.size() - format_event(events[2]).size()), format_event(events[2]));
 }
 
 TEST(Eventlog, UnterminatedLastLineIsAnError) {
