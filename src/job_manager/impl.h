@@ -291,16 +291,24 @@ struct JobManager::Impl {
   void enforce_retention();
   OncePerTurn retention_turn_{io_, [this] { enforce_retention(); }};
   void commit_op(KvsOp op) {
-    // Events of one job posted one after another in a turn go into one
-    // append: the eventlog reads the same, line by line, at fewer ops.
-    if (op.kind == KvsOp::kAppend && !pending_ops_.empty() && pending_ops_.back().kind == KvsOp::kAppend &&
-        pending_ops_.back().key == op.key) {
-      pending_ops_.back().value += op.value;
-    } else {
-      pending_ops_.push_back(std::move(op));
-    }
+    pending_ops_.push_back(std::move(op));
+    events_open_ = false;
     flush_turn_.request();
   }
+  // Appends event `e` to job j's eventlog in the next commit. Events of
+  // one job posted one after another in a turn go into one append: the
+  // eventlog reads the same, line by line, at fewer ops.
+  void commit_event(const Job& j, const EventEntry& e) {
+    if (!events_open_ || events_job_ != j.id) {
+      commit_op(KvsOp::append(kvs_key::job_eventlog(j.id), {}));
+      events_open_ = true;
+      events_job_ = j.id;
+    }
+    append_event(pending_ops_.back().value, e);
+  }
+  // Whether the last pending op appends to the eventlog of events_job_.
+  bool events_open_ = false;
+  JobId events_job_{};
   void after_commit(std::function<void(const Error*)> fn) {
     after_commit_.push_back(std::move(fn));
     flush_turn_.request();

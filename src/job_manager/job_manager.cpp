@@ -288,7 +288,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   }
   count_event(j, before, e);
   journal_note(j, &e);
-  commit_op(KvsOp::append(kvs_key::job_eventlog(j.id), format_event(e)));
+  commit_event(j, e);
   // What dependencies wait on: a job entering RUN, leaving DEPEND, ending.
   const std::string_view n = name;  // compared by length first
   if (!depend_waiting_.empty() && (n == "alloc" || n == "depend" || n == "clean" || n == "invalidate")) {
@@ -436,6 +436,7 @@ void JobManager::Impl::enforce_retention() {
 void JobManager::Impl::flush() {
   auto ops = std::move(pending_ops_);
   pending_ops_.clear();
+  events_open_ = false;
   auto after = std::move(after_commit_);
   after_commit_.clear();
   if (ops.empty()) {
