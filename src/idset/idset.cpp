@@ -1,6 +1,8 @@
 #include "idset/idset.h"
 
 #include <algorithm>
+#include <array>
+#include <charconv>
 
 #include "base/quote.h"
 
@@ -60,12 +62,24 @@ Result<IdSet> IdSet::parse(std::string_view s) {
 
 std::string IdSet::encode() const {
   std::string out;
-  for (auto [lo, hi] : ranges_) {
-    if (!out.empty()) out += ',';
-    out += std::to_string(lo);
-    if (hi != lo) out += '-' + std::to_string(hi);
-  }
+  encode_to(out);
   return out;
+}
+
+void IdSet::encode_to(std::string& out) const {
+  // "4294967295-4294967295,": the longest a range is written.
+  std::array<char, 24> buf;
+  for (size_t i = 0; i < ranges_.size(); ++i) {
+    auto [lo, hi] = ranges_[i];
+    char* p = buf.data();
+    if (i > 0) *p++ = ',';
+    p = std::to_chars(p, buf.data() + buf.size(), lo).ptr;
+    if (hi != lo) {
+      *p++ = '-';
+      p = std::to_chars(p, buf.data() + buf.size(), hi).ptr;
+    }
+    out.append(buf.data(), static_cast<size_t>(p - buf.data()));
+  }
 }
 
 void IdSet::insert_range(uint32_t lo, uint32_t hi) {

@@ -23,6 +23,9 @@ class IdSet {
   static Result<IdSet> parse(std::string_view s);
   // The canonical form: ascending, ranges collapsed, no brackets.
   std::string encode() const;
+  // The same, appended to `out` (digits, commas and dashes: nothing a
+  // JSON string needs to escape).
+  void encode_to(std::string& out) const;
 
   void insert(uint32_t id) { insert_range(id, id); }
   void insert_range(uint32_t lo, uint32_t hi);

@@ -24,6 +24,10 @@ TEST(IdSet, ParsesBracketsUnsortedAndOverlappingInput) {
   EXPECT_TRUE(IdSet::parse("")->empty());
   EXPECT_TRUE(IdSet::parse("[]")->empty());
   EXPECT_EQ(IdSet::parse("4294967295")->encode(), "4294967295");
+  EXPECT_EQ(IdSet::parse("0,4294967293-4294967295")->encode(), "0,4294967293-4294967295");
+  std::string out = "R:";
+  IdSet::parse("1-2,7")->encode_to(out);
+  EXPECT_EQ(out, "R:1-2,7");
 }
 
 TEST(IdSet, RefusesMalformedText) {
