@@ -167,19 +167,22 @@ std::string ResourceSet::to_text() const {
   for (size_t i = 0; i < entries_.size(); ++i) {
     const Entry& e = entries_[i];
     if (i > 0) out += ',';
+    // (An idset's text needs no escapes: it is written as it is.)
     out += "{\"children\":{";
     if (!e.cores.empty()) {
-      out += "\"core\":";
-      append_json_string(out, e.cores.encode());
+      out += "\"core\":\"";
+      e.cores.encode_to(out);
+      out += '"';
     }
     if (!e.gpus.empty()) {
       if (!e.cores.empty()) out += ',';
-      out += "\"gpu\":";
-      append_json_string(out, e.gpus.encode());
+      out += "\"gpu\":\"";
+      e.gpus.encode_to(out);
+      out += '"';
     }
-    out += "},\"rank\":";
-    append_json_string(out, e.ranks.encode());
-    out += '}';
+    out += "},\"rank\":\"";
+    e.ranks.encode_to(out);
+    out += "\"}";
   }
   out += "],\"expiration\":";
   append_json_number(out, expiration);
