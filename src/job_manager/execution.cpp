@@ -232,9 +232,12 @@ void JobManager::Impl::on_exec(Job& j, const exec_protocol::Finished& f) {
 }
 
 void JobManager::Impl::on_exec(Job& j, const exec_protocol::Released& r) {
-  IdSet ranks = r.all ? j.R.rank_set() : r.ranks;
-  IdSet outside = ranks.subtract(j.R.rank_set());
-  if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
+  IdSet ranks = j.R.rank_set();
+  if (!r.all) {
+    IdSet outside = r.ranks.subtract(ranks);
+    if (!outside.empty()) return exec_violation(j, "release of ranks " + outside.encode() + " the job does not hold");
+    ranks = r.ranks;
+  }
   IdSet fresh = ranks.subtract(j.rec.released);
   // A non-final "all" is logged as the ranks it means, so that they count
   // as released (and are not freed a second time later).

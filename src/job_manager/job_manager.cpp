@@ -376,7 +376,12 @@ void JobManager::Impl::advance(Job& j) {
           // and the final release's own if it is being taken now.
           IdSet rest = r.released_all ? IdSet{} : j.R.rank_set().subtract(r.released);
           if (final_free_.id == j.id) rest = rest.set_union(std::exchange(final_free_, FinalFree{}).ranks);
-          send_free(j, rest.empty() ? ResourceSet{} : j.R.subset(rest), true);
+          // (rest is within R's ranks: all of them when it counts as many.)
+          send_free(j,
+                    rest.empty()                         ? ResourceSet{}
+                    : rest.count() == j.R.ranks().size() ? j.R
+                                                         : j.R.subset(rest),
+                    true);
           if (!post(j, "free")) return;
           continue;
         }
