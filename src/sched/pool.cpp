@@ -597,8 +597,10 @@ void ResourcePool::hold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint
   const RankInventory& inv = inventory_[lo];
   const bool all_cores = ncores == inv.ncores, all_gpus = ngpus == inv.ngpus;
   for (uint64_t r = lo; r <= hi; ++r) {
-    state_[r].used_cores = cores;
-    state_[r].used_gpus = gpus;
+    // (A whole rank holds nothing: only what it is given is written.)
+    RankState& st = state_[r];
+    add_ids(st.used_cores, cores);
+    add_ids(st.used_gpus, gpus);
     RankFree& f = free_[r];
     all_cores ? f.cores.clear() : take_ids(f.cores, cores);
     all_gpus ? f.gpus.clear() : take_ids(f.gpus, gpus);
