@@ -141,8 +141,11 @@ class Writer {
     // A whole number below 10^15 (timestamps, mostly) is its digits and
     // ".0", as nlohmann writes it, without finding its shortest digits.
     if (x == std::trunc(x) && std::abs(x) < 1e15 && !(x == 0 && std::signbit(x))) {
-      write_integer(static_cast<int64_t>(x));
-      out_ += ".0";
+      std::array<char, 24> text;  // "-999999999999999.0"
+      char* end = std::to_chars(text.data(), text.data() + text.size(), static_cast<int64_t>(x)).ptr;
+      *end++ = '.';
+      *end++ = '0';
+      out_.append(text.data(), static_cast<size_t>(end - text.data()));
       return;
     }
     std::array<char, 64> digits{};
@@ -193,7 +196,7 @@ class Writer {
  private:
   template <class T>
   void write_integer(T v) {
-    std::array<char, 24> digits{};
+    std::array<char, 24> digits;
     auto [end, ec] = std::to_chars(digits.data(), digits.data() + digits.size(), v);
     (void)ec;  // 24 bytes hold any 64-bit integer
     out_.append(digits.data(), static_cast<size_t>(end - digits.data()));
