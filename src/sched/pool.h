@@ -96,6 +96,12 @@ class ResourcePool {
  public:
   // Every rank starts up, undrained and free.
   explicit ResourcePool(std::vector<RankInventory> ranks);
+  // Moved, never copied: by_end_ points into allocations_, whose entries
+  // stay where they are when the pool moves.
+  ResourcePool(ResourcePool&&) = default;
+  ResourcePool& operator=(ResourcePool&&) = default;
+  ResourcePool(const ResourcePool&) = delete;
+  ResourcePool& operator=(const ResourcePool&) = delete;
 
   uint32_t size() const { return static_cast<uint32_t>(inventory_.size()); }
   // `rank` must be < size().
