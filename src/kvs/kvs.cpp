@@ -212,15 +212,26 @@ void Kvs::enqueue(const Message& req, std::vector<StoredOp> ops) {
 }
 
 void Kvs::flush() {
-  auto queued = std::move(pending_);
-  pending_.clear();
+  std::vector<PendingCommit> queued;
+  queued.swap(pending_);
   pending_ns_.clear();
   if (queued.empty()) return;  // flushed early (a request behind a creation or a commit)
+  // The queue's storage serves the next turn's commits, unless some came
+  // in meanwhile.
+  struct GiveBack {
+    std::vector<PendingCommit>& from;
+    std::vector<PendingCommit>& to;
+    ~GiveBack() {
+      from.clear();
+      if (to.empty()) to.swap(from);
+    }
+  } give_back{queued, pending_};
   // Requests were checked against memory when they arrived, but one batch
   // can invalidate its own later requests (a namespace created twice, a
   // commit into a namespace removed just before): check again in order.
   std::map<std::string, bool> exists;  // namespaces created/removed so far in this batch
-  std::vector<PendingCommit> batch;
+  // The commits that stand, moved to the front of the queue (batch).
+  size_t kept = 0;
   for (auto& c : queued) {
     int code = 0;
     std::string name;
@@ -243,8 +254,11 @@ void Kvs::flush() {
       if (op.kind == StoredOp::kNamespaceCreate) exists[op.ns] = true;
       if (op.kind == StoredOp::kNamespaceRemove) exists[op.ns] = false;
     }
-    batch.push_back(std::move(c));
+    if (&c != &queued[kept]) queued[kept] = std::move(c);
+    ++kept;
   }
+  queued.resize(kept);
+  auto& batch = queued;
   // Number the appended segments against what memory will hold by then
   // (the counts are keyed by views of the ops' own strings, which stay
   // where they are until every op is numbered). A batch mostly touches a
