@@ -536,9 +536,11 @@ void Sched::free(const Message& req, uint64_t id, const ResourceSet& R, bool fin
     // it names but no longer holds are only worth a warning. Nothing of
     // another job is touched: allocations are kept per job.
     auto held = pool_.allocations().find(id);
-    IdSet held_ranks = held != pool_.allocations().end() ? held->second.rank_set() : IdSet();
-    IdSet gone = R.rank_set().subtract(held_ranks);
-    IdSet extra = held_ranks.subtract(R.rank_set());
+    const IdSet held_ranks = held != pool_.allocations().end() ? held->second.rank_set() : IdSet();
+    const IdSet named = R.rank_set();
+    const bool same = named == held_ranks;  // (mostly)
+    const IdSet gone = same ? IdSet() : named.subtract(held_ranks);
+    const IdSet extra = same ? IdSet() : held_ranks.subtract(named);
     if (!gone.empty())
       spdlog::warn("sched: job {} no longer held ranks {} named in its final free", encode_f58(JobId{id}),
                    gone.encode());
