@@ -108,10 +108,17 @@ Broker::Peer& Broker::add_peer(PeerKind kind) {
   p->rx_progress_at = p->last_rx;
   Peer& ref = *p;
   peers_.emplace(ref.id, std::move(p));
+  if (ref.id < low_peers_.size()) low_peers_[ref.id] = &ref;
   return ref;
 }
 
+void Broker::forget_peer(uint32_t id) {
+  if (id < low_peers_.size()) low_peers_[id] = nullptr;
+  peers_.erase(id);
+}
+
 Broker::Peer* Broker::find_peer(uint32_t id) {
+  if (id < low_peers_.size()) return low_peers_[id];
   auto it = peers_.find(id);
   return it == peers_.end() ? nullptr : it->second.get();
 }
@@ -248,7 +255,7 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
         // refuses us is not asked many times a second (overlay_tcp.cpp).
         spdlog::error("lost the parent broker: {}; reconnecting", why.text);
         for (auto& [key, req] : p->unanswered) respond_error(req, EHOSTUNREACH, "the parent broker was lost");
-        peers_.erase(id);
+        forget_peer(id);
         // The parent announced our subtree lost: the children come back
         // through us once we are back (overlay_tcp.cpp).
         std::vector<std::shared_ptr<Connection>> children;
@@ -262,7 +269,7 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
       }
       if (!shutting_down_) {
         spdlog::error("lost the parent broker: {}; stopping", why.text);
-        peers_.erase(id);
+        forget_peer(id);
         shutdown("lost the parent broker", 1);
         maybe_finish_shutdown();
         return;
@@ -273,7 +280,7 @@ void Broker::on_peer_closed(uint32_t id, const Error& why) {
   for (const auto& s : p->services) {
     services_.erase(s);
   }
-  peers_.erase(id);
+  forget_peer(id);
   maybe_finish_shutdown();
 }
 

@@ -9,6 +9,7 @@
 // every broker, each delivering them to its subscribers.
 #pragma once
 
+#include <array>
 #include <asio/io_context.hpp>
 #include <asio/ip/tcp.hpp>
 #include <asio/local/stream_protocol.hpp>
@@ -254,6 +255,10 @@ class Broker {
 
   uint32_t next_peer_id_ = 1;
   std::unordered_map<uint32_t, std::unique_ptr<Peer>> peers_;
+  // peers_ by id for the first ids, which the modules take at start: every
+  // message looks its peers up, most of them between modules.
+  std::array<Peer*, 64> low_peers_{};
+  void forget_peer(uint32_t id);
   // A service registered on this broker: who provides it, and how many
   // requests it was handed (broker.info, docs/metrics.md). The count goes
   // with the registration, so clients that come and go cannot grow it.
