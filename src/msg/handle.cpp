@@ -151,18 +151,20 @@ void Handle::send_matchless(std::string topic, Json&& payload, uint32_t nodeid) 
   send(std::move(m));
 }
 
-void Handle::on_response(const std::string& topic, ResponseFn fn) { matchless_[topic] = Matchless{std::move(fn)}; }
+void Handle::on_response(const std::string& topic, ResponseFn fn) {
+  matchless_[topic] = Matchless{std::make_shared<const ResponseFn>(std::move(fn))};
+}
 
 void Handle::on_json_response(const std::string& topic, ResponseFn fn) {
-  matchless_[topic] = Matchless{std::move(fn), true};
+  matchless_[topic] = Matchless{std::make_shared<const ResponseFn>(std::move(fn)), true};
 }
 
 void Handle::add_method(const std::string& topic, Access access, RequestFn fn) {
-  methods_[topic] = Method{access, std::move(fn)};
+  methods_[topic] = Method{access, std::make_shared<const RequestFn>(std::move(fn))};
 }
 
 void Handle::add_json_method(const std::string& topic, Access access, RequestFn fn) {
-  methods_[topic] = Method{access, std::move(fn), true};
+  methods_[topic] = Method{access, std::make_shared<const RequestFn>(std::move(fn)), true};
 }
 
 void Handle::remove_methods(const std::string& service) {
@@ -226,7 +228,7 @@ void Handle::dispatch_response(Message&& m) {
     if (it != matchless_.end()) {
       if (!it->second.reads_json) m.write_text();
       auto fn = it->second.fn;  // the handler may replace itself
-      fn(m);
+      (*fn)(m);
     }
     return;
   }
@@ -265,7 +267,7 @@ void Handle::dispatch_request(Message&& m) {
     return;
   }
   auto fn = it->second.fn;  // the handler may remove its own method
-  fn(m);
+  (*fn)(m);
 }
 
 void Handle::dispatch_event(const Message& m) {

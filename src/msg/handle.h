@@ -139,11 +139,13 @@ class Handle {
   };
   struct Method {
     Access access;
-    RequestFn fn;
+    // Shared, so that a request holds its handler by a count rather than
+    // a copy while it runs (the handler may remove its own method).
+    std::shared_ptr<const RequestFn> fn;
     bool reads_json = false;
   };
   struct Matchless {
-    ResponseFn fn;
+    std::shared_ptr<const ResponseFn> fn;  // shared, as Method's
     bool reads_json = false;
   };
   std::shared_ptr<const Json> share(Json&& payload, std::string& text) const;
