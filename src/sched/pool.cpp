@@ -164,6 +164,10 @@ void ResourcePool::set_whole(uint32_t rank, bool on) {
   }
 }
 
+bool ResourcePool::whole_run(uint32_t lo, uint32_t hi) const {
+  return hi < size() && whole(lo) && run_end(lo, hi + 1) == hi + 1;
+}
+
 uint32_t ResourcePool::run_end(uint32_t from, uint32_t limit) const {
   for (uint32_t r = from + 1; r < limit;) {
     const size_t w = r / 64;
@@ -415,8 +419,7 @@ Status ResourcePool::check_allocation(uint64_t id, const ResourceSet& r) const {
   // a run of whole ranks alike is checked as its first rank.
   for (const auto& e : r.entries()) {
     for (auto [lo, hi] : e.ranks.ranges()) {
-      if (hi < size() && whole(lo) && run_end(lo, hi + 1) == hi + 1 &&
-          (e.cores.empty() || *e.cores.last() < inventory_[lo].ncores) &&
+      if (whole_run(lo, hi) && (e.cores.empty() || *e.cores.last() < inventory_[lo].ncores) &&
           (e.gpus.empty() || *e.gpus.last() < inventory_[lo].ngpus)) {
         continue;
       }
@@ -588,7 +591,7 @@ void ResourcePool::hold(uint32_t rank, const IdSet& cores, uint64_t ncores, cons
 
 void ResourcePool::hold_range(uint32_t lo, uint32_t hi, const IdSet& cores, uint64_t ncores, const IdSet& gpus) {
   const uint64_t ngpus = gpus.count();
-  if (hi >= size() || !whole(lo) || run_end(lo, hi + 1) != hi + 1 || ncores + ngpus == 0) {
+  if (!whole_run(lo, hi) || ncores + ngpus == 0) {
     for (uint64_t r = lo; r <= hi; ++r) hold(static_cast<uint32_t>(r), cores, ncores, gpus);
     return;
   }

@@ -326,6 +326,8 @@ class ResourcePool {
   // The first rank after `from` (< limit <= size()) that does not continue
   // a run of whole ranks alike from it, at most `limit`.
   uint32_t run_end(uint32_t from, uint32_t limit) const;
+  // Whether ranks lo..hi are all in the pool, whole, and alike.
+  bool whole_run(uint32_t lo, uint32_t hi) const;
   // Job id → cores it holds; ranks not usable, ranks with cores held
   // beyond their inventory (while both are 0, a job's usable held cores
   // are all it holds).
