@@ -367,6 +367,9 @@ struct JobManager::Impl {
   Job* alloc_answered(JobId id);
   void give_back(JobId id, const ResourceSet& R);
   void on_granted(Job& j, ResourceSet R);
+  // Job j holds R (the scheduler's grant, or a step's place): R is stored
+  // in the commit of its alloc event, and the job goes on.
+  void allocated(Job& j, ResourceSet R);
   void offer_pending();
 
   // --- execution service ---

@@ -154,9 +154,16 @@ void JobManager::Impl::on_granted(Job& j, ResourceSet R) {
     advance(j);
     return;
   }
+  allocated(j, std::move(R));
+}
+
+void JobManager::Impl::allocated(Job& j, ResourceSet R) {
   j.R = std::move(R);
   j.note_resources(j.R);
   j.annotations = nullptr;
+  // In the same commit as the alloc event, before it: whoever reads the
+  // event finds R, and a restarted job manager finds both or neither.
+  commit_op(KvsOp::put(kvs_key::job_R(j.id), j.R.to_text()));
   (void)post(j, "alloc");
   advance(j);
 }

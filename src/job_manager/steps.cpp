@@ -103,14 +103,7 @@ void JobManager::Impl::place_step(Job& j) {
     spdlog::error("job-manager: step {}: {}", encode_f58(j.id), st.error().text);
     return;
   }
-  j.R = std::move(*r);
-  j.note_resources(j.R);
-  j.annotations = nullptr;
-  // Its R is stored as the scheduler stores a job's, in the same commit
-  // as its alloc event: a restarted job manager finds it again.
-  commit_op(KvsOp::put(kvs_key::job_R(j.id), j.R.to_text()));
-  (void)post(j, "alloc");
-  advance(j);
+  allocated(j, std::move(*r));
 }
 
 void JobManager::Impl::free_step(Job& j, const ResourceSet& r, bool final) {

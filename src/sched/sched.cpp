@@ -33,7 +33,8 @@
 //   easy-sjbf  EASY whose candidates are tried shortest requested time
 //         (jobspec duration) first, ties in queue order, jobs without a
 //         duration last; the cap counts candidates in that order.
-// A started job's R is written to job.<id>.R before the alloc is answered.
+// A started job's alloc is answered with its R at once; the job manager
+// stores R (job.<id>.R) in the commit of the job's alloc event.
 #include "sched/sched.h"
 
 #include <hwloc.h>
@@ -47,7 +48,6 @@
 
 #include "base/fluid.h"
 #include "hostlist/hostlist.h"
-#include "kvs/commit.h"
 #include "kvs/layout.h"
 #include "msg/payload.h"
 #include "sched/alloc_protocol.h"
@@ -840,10 +840,10 @@ void Sched::pass() {
     head = &job;
     break;
   }
-  if (!head) return commit_starts();
+  if (!head) return;
   if (policy_ == Policy::kFcfs) {
     annotate(*head, json_object("reason_pending", kInsufficient));
-    return commit_starts();
+    return;
   }
   const QueueKey head_key = head->key;
   auto reservation = pool_.reserve(head->jobspec, now);
@@ -863,7 +863,6 @@ void Sched::pass() {
       backfill(queue_, head_key, *reservation, now, [](const QueueKey& k) { return k; });
     }
   }
-  commit_starts();
 }
 
 template <typename Set, typename KeyOf>
@@ -899,34 +898,10 @@ bool Sched::start(uint64_t id, ResourceSet r) {
     h_.respond(req, Json{{"id", id}, {"type", kDeny}, {"note", "internal scheduler error: " + st.error().text}});
     return false;
   }
-  // The R of every job started in this pass goes to the KVS in one commit.
-  starting_.push_back(Starting{std::move(req), id, std::move(r)});
+  // Answered at once: the job manager stores R with the job's alloc event,
+  // in one commit (docs/protocols/jobs.md).
+  h_.respond_typed(req, sched_protocol::AllocGranted{id, std::move(r)});
   return true;
-}
-
-void Sched::commit_starts() {
-  if (starting_.empty()) return;
-  auto batch = std::make_shared<std::vector<Starting>>(std::move(starting_));
-  starting_.clear();
-  KvsCommit commit;
-  commit.ops.reserve(batch->size());
-  for (const auto& s : *batch) commit.ops.push_back(KvsOp::put(kvs_key::job_R(JobId{s.id}), s.R.to_text()));
-  auto alive = std::weak_ptr<int>(alive_);
-  h_.rpc_typed("kvs.commit", std::move(commit), {}, [this, alive, batch](const Message& resp) {
-    if (alive.expired()) return;
-    for (auto& s : *batch) {
-      if (resp.errnum) {
-        spdlog::error("sched: job {}: cannot write its R: {}", encode_f58(JobId{s.id}), error_text(resp));
-        (void)pool_.free_all(s.id);
-        h_.respond(s.req, Json{{"id", s.id},
-                               {"type", kDeny},
-                               {"note", "cannot write " + kvs_key::job_R(JobId{s.id}) + ": " + error_text(resp)}});
-      } else {
-        h_.respond_typed(s.req, sched_protocol::AllocGranted{s.id, std::move(s.R)});
-      }
-    }
-    if (resp.errnum) request_pass();
-  });
 }
 
 void Sched::annotate(PendingJob& job, Json sched) {

@@ -20,7 +20,8 @@
 //   kvs.lookup resource.drain (and resource.inventory over hosts),
 //   broker.status, then job-manager.sched-hello
 //   (streaming), then job-manager.sched-ready {mode: "unlimited"};
-//   kvs.commit of job.<id>.R, resource.drain and resource.inventory.
+//   kvs.commit of resource.drain and resource.inventory (a job's R goes
+//   in its grant; the job manager stores it).
 // Events: broker.lost {rank} marks a rank down, broker.online {rank} up;
 // over hosts, broker.online {rank, cores, gpus} is also what that rank's
 // host has (saved to resource.inventory).
@@ -185,14 +186,6 @@ class Sched {
   ResourcePool pool_;
   bool ready_ = false;
   std::optional<uint64_t> estimate_holder_;
-  // Jobs started in this pass, answered once their R is stored.
-  struct Starting {
-    Message req;
-    uint64_t id;
-    ResourceSet R;
-  };
-  std::vector<Starting> starting_;
-  void commit_starts();  // the pending job whose annotation has a t_estimate
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
   std::set<QueueKey> queue_;

@@ -141,10 +141,21 @@ class SchedTest : public ::testing::Test {
     io.poll();
     io.restart();
   }
-  // Runs the posted scheduling pass and answers the R commits.
-  std::vector<std::string> settle() {
+  // Runs the posted scheduling pass, answers what it committed (drains),
+  // and returns the jobs it started: those whose allocs it answered with
+  // success (the responses stay in `sent`).
+  std::vector<uint64_t> settle() {
+    const size_t before = sent.size();
     run();
-    return commit_all();
+    std::vector<uint64_t> started;
+    for (size_t i = before; i < sent.size(); ++i) {
+      const Message& m = sent[i];
+      if (m.topic != "sched.alloc" || !m.is_response() || m.errnum) continue;
+      Json r = Json::parse(m.payload);
+      if (r.value("type", -1) == 0) started.push_back(r["id"]);
+    }
+    commit_all();
+    return started;
   }
   Json status() {
     request("sched.resource-status", Json::object(), false, role::kUser);

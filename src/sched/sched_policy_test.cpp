@@ -18,13 +18,13 @@ TEST_F(SchedTest, EasyReservesForTheHeadAndBackfillsAroundIt) {
   clock.advance(10);
   alloc(1, nodes(1, 4, 1, 0, false, 100));  // rank 0 until t=110
   alloc(2, slots(2, 1, 0, 1000), 15);       // rank 1 cores 0-1, until t=1010
-  EXPECT_EQ(settle(), (std::vector<std::string>{"job.1.R", "job.2.R"}));
+  EXPECT_EQ(settle(), (std::vector<uint64_t>{1, 2}));
   responses("sched.alloc");
   alloc(3, nodes(2, 4), 14);           // the head: needs both ranks whole, at t=1010
   alloc(4, slots(1, 1, 0, 50), 13);    // ends by then: backfills
   alloc(5, slots(1, 1, 0, 5000), 12);  // would delay the head: waits
   alloc(6, slots(1), 11);              // no duration: waits
-  EXPECT_EQ(settle(), std::vector<std::string>{"job.4.R"});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{4});
   auto rs = responses("sched.alloc");
   EXPECT_EQ(ids_of(rs, 0), std::vector<uint64_t>{4});
   ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{3});
@@ -42,7 +42,7 @@ TEST_F(SchedTest, EasySjbfTriesTheShortestCandidateFirst) {
     start(config(1, 4, policy));
     clock.advance(10);
     alloc(1, slots(2, 1, 0, 100), 20);
-    EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+    EXPECT_EQ(settle(), std::vector<uint64_t>{1});
     alloc(2, slots(4, 1, 0, 10), 19);
     alloc(3, slots(2, 1, 0, 90), 18);  // first in queue order: ends at 100
     alloc(4, slots(2, 1, 0, 50), 17);  // shortest: ends at 60
@@ -53,8 +53,8 @@ TEST_F(SchedTest, EasySjbfTriesTheShortestCandidateFirst) {
     sent.clear();
     return started;
   };
-  EXPECT_EQ(run("easy"), std::vector<std::string>{"job.3.R"});
-  EXPECT_EQ(run("easy-sjbf"), std::vector<std::string>{"job.4.R"});
+  EXPECT_EQ(run("easy"), std::vector<uint64_t>{3});
+  EXPECT_EQ(run("easy-sjbf"), std::vector<uint64_t>{4});
 }
 
 TEST_F(SchedTest, EasySjbfTriesJobsWithoutADurationLastAndFollowsPriorityChanges) {
@@ -66,11 +66,11 @@ TEST_F(SchedTest, EasySjbfTriesJobsWithoutADurationLastAndFollowsPriorityChanges
   alloc(3, nodes(1, 2, 1, 0, false, 0), 18);  // no duration: runs past t=110, and the head needs its cores
   alloc(4, slots(1, 1, 0, 500), 17);          // past t=110 too
   alloc(5, slots(1, 1, 0, 400), 16);
-  EXPECT_EQ(settle(), std::vector<std::string>{});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{});
   // Two short ones: the one of equal duration and higher priority first.
   alloc(6, slots(2, 1, 0, 30), 10);
   alloc(7, slots(2, 1, 0, 30), 11);
-  EXPECT_EQ(settle(), std::vector<std::string>{"job.7.R"});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{7});
   EXPECT_EQ(sched->pending(), 5u);
   EXPECT_EQ(sched->pool().alarms(), 0u);
 }
@@ -91,9 +91,9 @@ TEST_F(SchedTest, BackfillDepthCapsTheCandidatesTriedPerPass) {
     sent.clear();
     return started;
   };
-  EXPECT_EQ(run(1), std::vector<std::string>{});  // only job 3 is tried
-  EXPECT_EQ(run(0), std::vector<std::string>{"job.4.R"});
-  EXPECT_EQ(run(2), std::vector<std::string>{"job.4.R"});
+  EXPECT_EQ(run(1), std::vector<uint64_t>{});  // only job 3 is tried
+  EXPECT_EQ(run(0), std::vector<uint64_t>{4});
+  EXPECT_EQ(run(2), std::vector<uint64_t>{4});
 }
 
 // Four ranks of one core at t=10: jobs 1 and 2 end exactly at t=100, job
@@ -125,8 +125,8 @@ TEST_F(SchedTest, EasyCountsEveryJobEndingExactlyAtTheShadowTime) {
     sent.clear();
     return started;
   };
-  EXPECT_EQ(run(90), std::vector<std::string>{"job.5.R"});
-  EXPECT_EQ(run(91), std::vector<std::string>{});
+  EXPECT_EQ(run(90), std::vector<uint64_t>{5});
+  EXPECT_EQ(run(91), std::vector<uint64_t>{});
 }
 
 // A candidate that ends exactly at the shadow time is gone by then: it may
@@ -141,7 +141,7 @@ TEST_F(SchedTest, EasyBackfillsAJobEndingExactlyAtTheShadowTime) {
   alloc(2, slots(4, 1, 0, 10), 19);   // the head, at t=110
   alloc(3, slots(2, 1, 0, 101), 18);  // t=111: too late
   alloc(4, slots(2, 1, 0, 100), 17);  // t=110 exactly
-  EXPECT_EQ(settle(), std::vector<std::string>{"job.4.R"});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{4});
   auto rs = responses("sched.alloc");
   for (auto& r : rs) {
     if (r["type"] == 0) {
@@ -203,7 +203,7 @@ TEST_F(SchedTest, ALongQueueWithoutACapIsWalkedWholeAndKeepsTheReservation) {
   responses("sched.alloc");
   alloc(2, nodes(100, 1, 1, 0, true, 1000), 99);  // the head: every rank whole
   for (uint64_t id = 3; id < 3 + 2000; ++id) alloc(id, nodes(2, 1, 1, 0, true, 50), 50);
-  EXPECT_EQ(settle(), std::vector<std::string>{});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{});
   EXPECT_EQ(ids_of(responses("sched.alloc"), 0), std::vector<uint64_t>{});
   EXPECT_EQ(sched->pool().alarms(), 0u);
 }
@@ -213,7 +213,7 @@ TEST_F(SchedTest, EasyWithoutEstimatesBehavesLikeFcfs) {
   alloc(1, slots(1));  // no duration: the head's start cannot be planned
   alloc(2, slots(2));
   alloc(3, slots(1, 1, 0, 10));
-  EXPECT_EQ(settle(), std::vector<std::string>{"job.1.R"});
+  EXPECT_EQ(settle(), std::vector<uint64_t>{1});
   auto rs = responses("sched.alloc");
   ASSERT_EQ(ids_of(rs, 1), std::vector<uint64_t>{2});
   EXPECT_FALSE(rs.back()["annotations"]["sched"].contains("t_estimate"));
