@@ -63,7 +63,8 @@ void JobManager::Impl::submit(const Message& m) {
   struct Item {
     const Json* fields = nullptr;  // the JSON item: its jobspec and urgency
     std::shared_ptr<const Json> doc;
-    const std::string* text = nullptr;  // doc's text, when the sender gave it
+    const std::string* text = nullptr;         // doc's text, when the sender gave it
+    std::shared_ptr<const Jobspec> decoded{};  // doc decoded, when the sender gave it
   };
   std::vector<Item> items;
   std::shared_ptr<const Json> payload;  // holds the items' fields
@@ -76,10 +77,14 @@ void JobManager::Impl::submit(const Message& m) {
     if (!typed->texts.empty() && typed->texts.size() != typed->jobspecs.size()) {
       return h_.respond_error(m, EPROTO, "one text for each jobspec, or none");
     }
+    if (!typed->decoded.empty() && typed->decoded.size() != typed->jobspecs.size()) {
+      return h_.respond_error(m, EPROTO, "one decoding for each jobspec, or none");
+    }
     items.reserve(typed->jobspecs.size());
     for (size_t i = 0; i < typed->jobspecs.size(); ++i) {
       if (!typed->jobspecs[i]) return h_.respond_error(m, EPROTO, "job " + std::to_string(i + 1) + ": no jobspec");
-      items.push_back(Item{nullptr, typed->jobspecs[i], typed->texts.empty() ? nullptr : &typed->texts[i]});
+      items.push_back(Item{nullptr, typed->jobspecs[i], typed->texts.empty() ? nullptr : &typed->texts[i],
+                           typed->decoded.empty() ? nullptr : typed->decoded[i]});
     }
   } else {
     auto p = payload_json(m);
@@ -108,8 +113,11 @@ void JobManager::Impl::submit(const Message& m) {
   for (size_t i = 0; i < items.size(); ++i) {
     std::string where = items.size() > 1 ? "job " + std::to_string(i + 1) + ": " : "";
     std::shared_ptr<const Json> doc = items[i].doc;
+    std::shared_ptr<const Jobspec> decoded = items[i].decoded;
     Result<Jobspec> spec = Error{EPROTO, "no jobspec"};
-    if (doc) {
+    if (doc && decoded) {
+      LOOM_DEBUG_ASSERT(decode_jobspec(*doc).ok() && *decode_jobspec(*doc) == *decoded);
+    } else if (doc) {
       spec = decode_jobspec(*doc);  // kept as sent: decoded, not copied
     } else {
       const Json& it = *items[i].fields;
@@ -125,7 +133,10 @@ void JobManager::Impl::submit(const Message& m) {
       spec = js.is_string() ? parse_jobspec_text(js.get<std::string>()) : parse_jobspec(js);
       if (spec.ok()) doc = std::make_shared<const Json>(std::exchange(spec->raw, nullptr));
     }
-    if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
+    if (!decoded) {
+      if (!spec.ok()) return h_.respond_error(m, spec.error().code, where + spec.error().text);
+      decoded = std::make_shared<const Jobspec>(std::move(*spec));
+    }
     std::string text = items[i].text ? *items[i].text : dump_json(*doc);
     LOOM_DEBUG_ASSERT(!items[i].text || text == dump_json(*doc));
     if (auto st = check_jobspec_size(text.size(), rules); !st) {
@@ -143,8 +154,8 @@ void JobManager::Impl::submit(const Message& m) {
     }
     // A step goes into its allocation (steps.cpp), which must be the
     // sender's, running, and big enough.
-    if (spec->allocation) {
-      if (auto st = check_step(m, *spec, *deps); !st) {
+    if (decoded->allocation) {
+      if (auto st = check_step(m, *decoded, *deps); !st) {
         return h_.respond_error(m, st.error().code, where + st.error().text);
       }
     }
@@ -166,8 +177,8 @@ void JobManager::Impl::submit(const Message& m) {
     if (urgency > kUrgencyDefault && !owner) {
       return h_.respond_error(m, EPERM, "only the instance owner may set an urgency above 16");
     }
-    jobs.push_back(Submitted{std::move(doc), std::make_shared<const Jobspec>(std::move(*spec)), std::move(text),
-                             static_cast<uint32_t>(urgency), std::move(*deps)});
+    jobs.push_back(Submitted{std::move(doc), std::move(decoded), std::move(text), static_cast<uint32_t>(urgency),
+                             std::move(*deps)});
   }
   // Steps work inside allocations already made: a queue closed to new
   // work (a drain) does not stop them.

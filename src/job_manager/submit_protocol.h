@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "jobspec/jobspec.h"
 #include "msg/json.h"
 
 namespace loom {
@@ -27,6 +28,12 @@ struct SubmitJobs {
   // the document again. Empty, or one per document. A build with checks
   // (not NDEBUG) compares it with the document's own text.
   std::vector<std::string> texts;
+  // Each document decoded (decode_jobspec), when the sender has it at
+  // hand (the simulator decodes each shape of job once, and its jobs share
+  // it): the job manager takes it rather than decoding the document again,
+  // as the scheduler takes the job manager's. Empty, or one per document.
+  // A build with checks compares it with the document's own decoding.
+  std::vector<std::shared_ptr<const Jobspec>> decoded;
 };
 
 inline Json payload_json_of(const SubmitJobs& s) {

@@ -70,7 +70,8 @@ struct Instance {
   }
 
   // The answer to a submit of `docs`, sent typed or as JSON.
-  Json submit(const std::vector<Json>& docs, bool typed, std::vector<std::string> texts = {}) {
+  Json submit(const std::vector<Json>& docs, bool typed, std::vector<std::string> texts = {},
+              std::vector<std::shared_ptr<const Jobspec>> decoded = {}) {
     Json answer;
     auto got = [&](const Message& m) {
       answer = m.errnum ? Json{{"errnum", m.errnum}, {"errstr", error_text(m)}} : **payload_json(m);
@@ -79,6 +80,7 @@ struct Instance {
       SubmitJobs s;
       for (const auto& d : docs) s.jobspecs.push_back(std::make_shared<const Json>(d));
       s.texts = std::move(texts);
+      s.decoded = std::move(decoded);
       client->rpc_typed("job-manager.submit", std::move(s), {}, got);
     } else {
       Json jobs = Json::array();
@@ -142,6 +144,29 @@ TEST(TypedSubmit, StoresTheTextsItIsGiven) {
   Json refused = inst.submit(docs, true, {texts[0]});
   EXPECT_EQ(refused.value("errnum", 0), EPROTO) << refused.dump();
   EXPECT_EQ(refused.value("errstr", ""), "one text for each jobspec, or none");
+}
+
+// The sender may hand over each document decoded (the simulator shares
+// one decoding among the jobs of a shape): the jobs are those of the
+// documents, and there must be one decoding per document.
+TEST(TypedSubmit, TakesTheDecodingsItIsGiven) {
+  Instance inst;
+  std::vector<Json> docs{jobspec(2, 5), jobspec(2, 9), jobspec(3, 1)};
+  auto shape = std::make_shared<const Jobspec>(*decode_jobspec(docs[0]));  // the run time is not decoded
+  auto other = std::make_shared<const Jobspec>(*decode_jobspec(docs[2]));
+  Json typed = inst.submit(docs, true, {}, {shape, shape, other});
+  ASSERT_TRUE(typed.contains("ids")) << typed.dump();
+  ASSERT_EQ(typed["ids"].size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(Json::parse(inst.lookup(kvs_key::job_jobspec(JobId{typed["ids"][i].get<uint64_t>()}))), docs[i]);
+  }
+  // Each job holds what its own decoding asks: 2 and 2 cores of rank 0,
+  // then 3 of rank 1.
+  EXPECT_EQ(Json::parse(inst.lookup(kvs_key::job_R(JobId{typed["ids"][2].get<uint64_t>()})))["execution"]["R_lite"],
+            Json::parse(R"([{"rank":"1","children":{"core":"0-2"}}])"));
+  Json refused = inst.submit(docs, true, {}, {shape});
+  EXPECT_EQ(refused.value("errnum", 0), EPROTO) << refused.dump();
+  EXPECT_EQ(refused.value("errstr", ""), "one decoding for each jobspec, or none");
 }
 
 TEST(TypedSubmit, IsRefusedAsTheJsonSubmitIs) {

@@ -23,6 +23,7 @@ struct InputSpec {
   IdSet tasks;             // kKvs: else these task ranks
   std::string path;        // kFile
   bool reads(int task_rank) const;
+  bool operator==(const InputSpec&) const = default;
 };
 
 // The input option of a jobspec's attributes.system (absent: kNone); one

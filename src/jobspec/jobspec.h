@@ -46,6 +46,8 @@ struct Jobspec {
   // this id (0: it is not), placed in that job's resources rather than by
   // the scheduler.
   uint64_t allocation = 0;
+
+  bool operator==(const Jobspec&) const = default;
 };
 
 Result<Jobspec> parse_jobspec(const Json& j);
