@@ -57,12 +57,14 @@ constexpr size_t kSubmitBatch = 10000;
 // (and checked) once, and copied with the job's run time. The job manager
 // keeps the copy as it is sent (SubmitJobs), to the job's start. A job's
 // text, which the job manager stores as its jobspec, is its shape's text
-// with the run time written in where it goes, not the copy written again.
+// with the run time written in where it goes, not the copy written again;
+// its decoding is its shape's, which the run time does not change.
 class Jobspecs {
  public:
   struct Spec {
     std::shared_ptr<const Json> doc;
-    std::string text;  // dump_json(*doc)
+    std::string text;                        // dump_json(*doc)
+    std::shared_ptr<const Jobspec> decoded;  // decode_jobspec(*doc), the shape's
   };
   Result<Spec> of(const trace::Job& j) {
     auto it = shapes_.find({j.procs, j.requested_time});
@@ -84,12 +86,17 @@ class Jobspecs {
       LOOM_ASSERT(at != std::string::npos && whole.find(kRun, at + 1) == std::string::npos);
       shape.before = whole.substr(0, at + kRun.size());
       shape.after = whole.substr(at + kRun.size() + 4);
+      // The decoding does not read the run time: one serves every job of
+      // the shape.
+      auto decoded = decode_jobspec(shape.doc);
+      if (!decoded.ok()) return decoded.error();
+      shape.decoded = std::make_shared<const Jobspec>(std::move(*decoded));
       it = shapes_.emplace(std::make_pair(j.procs, j.requested_time), std::move(shape)).first;
     }
     const Shape& shape = it->second;
     auto doc = std::make_shared<Json>(shape.doc);
     (*doc)["attributes"]["system"]["exec"]["test"]["run_duration"] = j.run;  // in place of the null
-    Spec out{std::move(doc), {}};
+    Spec out{std::move(doc), {}, shape.decoded};
     out.text.reserve(shape.before.size() + 32 + shape.after.size());
     out.text += shape.before;
     append_json_number(out.text, j.run);  // as dump_json writes a number
@@ -101,6 +108,7 @@ class Jobspecs {
   struct Shape {
     Json doc;
     std::string before, after;  // its text, up to the run time and after it
+    std::shared_ptr<const Jobspec> decoded;
   };
   std::map<std::pair<int64_t, double>, Shape> shapes_;
 };
@@ -236,6 +244,7 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
         if (spec.ok()) {
           batch.jobspecs.push_back(std::move(spec->doc));
           batch.texts.push_back(std::move(spec->text));
+          batch.decoded.push_back(std::move(spec->decoded));
           which.push_back(next);
         } else {
           if (out.refused == 0) out.first_refusal = spec.error().text;
