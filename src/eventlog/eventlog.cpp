@@ -1,6 +1,8 @@
 #include "eventlog/eventlog.h"
 
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
 #include "base/quote.h"
 
@@ -79,7 +81,17 @@ void append_event(std::string& out, const EventEntry& e) {
   out += "\"name\":";
   append_json_string(out, e.name);
   out += ",\"timestamp\":";
-  append_json_number(out, e.timestamp);
+  // Events come in runs at one instant (a job's events of one turn, every
+  // job of a simulated instant): the last timestamp's text serves again,
+  // known by its bits (0.0 and -0.0 are written differently).
+  thread_local uint64_t last_bits = ~uint64_t{0};  // a NaN's: never a timestamp's
+  thread_local std::string last_text;
+  if (const auto bits = std::bit_cast<uint64_t>(e.timestamp); bits != last_bits || last_text.empty()) {
+    last_text.clear();
+    append_json_number(last_text, e.timestamp);
+    last_bits = bits;
+  }
+  out += last_text;
   out += "}\n";
 }
 

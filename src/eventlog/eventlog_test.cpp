@@ -65,6 +65,23 @@ TEST(Eventlog, EventsAppendedToOneTextReadBackInOrder) {
   EXPECT_EQ(log.substr(log.size() - format_event(events[2]).size()), format_event(events[2]));
 }
 
+// Each event's timestamp is its own, however the events before it ran:
+// the same instant again, another, and 0 after -0 (equal, written apart).
+TEST(Eventlog, EachTimestampIsWrittenAsItIs) {
+  const std::vector<std::pair<double, std::string>> cases{{844079881, "844079881.0"},
+                                                          {844079881, "844079881.0"},
+                                                          {844079881.5, "844079881.5"},
+                                                          {844079881, "844079881.0"},
+                                                          {-0.0, "-0.0"},
+                                                          {0.0, "0.0"},
+                                                          {0.0, "0.0"},
+                                                          {-0.0, "-0.0"},
+                                                          {1e-7, "1e-07"}};
+  for (const auto& [t, text] : cases) {
+    EXPECT_EQ(format_event({t, "x", nullptr}), "{\"name\":\"x\",\"timestamp\":" + text + "}\n");
+  }
+}
+
 TEST(Eventlog, UnterminatedLastLineIsAnError) {
   EXPECT_FALSE(parse_eventlog("{\"timestamp\":1,\"name\":\"a\"}").ok());
   EXPECT_TRUE(parse_eventlog("").ok());
