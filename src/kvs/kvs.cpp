@@ -264,12 +264,28 @@ void Kvs::flush() {
   // where they are until every op is numbered). A batch mostly touches a
   // few keys: their counts are a short list searched in order, indexed by
   // a map only once the list is long.
-  struct Count {
-    std::string_view ns, key;
-    uint32_t n;
-  };
+  using Count = SegmentCount;
   constexpr size_t kShortList = 16;
-  std::vector<Count> counts;
+  std::vector<Count> counts;  // the lists of the last flush, for their capacity
+  std::vector<StoredOp> all;
+  std::vector<size_t> ends;
+  counts.swap(flush_counts_);
+  all.swap(flush_ops_);
+  ends.swap(flush_ends_);
+  struct Keep {
+    Kvs& kvs;
+    std::vector<Count>& counts;
+    std::vector<StoredOp>& all;
+    std::vector<size_t>& ends;
+    ~Keep() {
+      counts.clear();
+      all.clear();
+      ends.clear();
+      kvs.flush_counts_.swap(counts);
+      kvs.flush_ops_.swap(all);
+      kvs.flush_ends_.swap(ends);
+    }
+  } keep{*this, counts, all, ends};
   std::map<std::pair<std::string_view, std::string_view>, size_t> index;  // into counts, when long
   auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
     if (counts.size() <= kShortList) {
@@ -316,8 +332,6 @@ void Kvs::flush() {
   index.clear();
   // Every op of the batch, moved out of its commit (ends: where each
   // commit's ops end), to be written and then applied in this order.
-  std::vector<StoredOp> all;
-  std::vector<size_t> ends;
   all.reserve(nops);
   ends.reserve(batch.size());
   for (auto& c : batch) {

@@ -32,6 +32,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -129,6 +130,16 @@ class Kvs {
   std::vector<uint64_t> watches_of(const std::string& ns, const std::string* key) const;
   // Forgets watch `id` everywhere (it is answered, if at all, by the caller).
   void erase_watch(uint64_t id);
+  // flush()'s working lists, kept between turns for their capacity: the
+  // appended segments counted per key (views of the ops' strings), and
+  // every op of the batch with where each commit's ops end.
+  struct SegmentCount {
+    std::string_view ns, key;
+    uint32_t n;
+  };
+  std::vector<SegmentCount> flush_counts_;
+  std::vector<StoredOp> flush_ops_;
+  std::vector<size_t> flush_ends_;
   // Per group write (one storage transaction per loop turn).
   Histogram commit_seconds_{Histogram::seconds_bounds()};
   Histogram group_size_{{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}};
