@@ -290,6 +290,7 @@ struct JobManager::Impl {
   // once per loop turn (never under a caller that holds jobs).
   void enforce_retention();
   OncePerTurn retention_turn_{io_, [this] { enforce_retention(); }};
+  static constexpr size_t kOpsPerTurn = 8;
   void commit_op(KvsOp op) {
     pending_ops_.push_back(std::move(op));
     events_open_ = false;

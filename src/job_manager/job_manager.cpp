@@ -441,6 +441,7 @@ void JobManager::Impl::enforce_retention() {
 void JobManager::Impl::flush() {
   auto ops = std::move(pending_ops_);
   pending_ops_.clear();
+  pending_ops_.reserve(kOpsPerTurn);  // the commit takes the list; most turns' ops fit a new one as it is
   events_open_ = false;
   auto after = std::move(after_commit_);
   after_commit_.clear();
