@@ -266,6 +266,7 @@ void Kvs::flush() {
   // a map only once the list is long.
   using Count = SegmentCount;
   constexpr size_t kShortList = 16;
+  constexpr size_t kKeptOps = 4096;
   std::vector<Count> counts;  // the lists of the last flush, for their capacity
   std::vector<StoredOp> all;
   std::vector<size_t> ends;
@@ -281,6 +282,13 @@ void Kvs::flush() {
       counts.clear();
       all.clear();
       ends.clear();
+      // Not the room of a rare huge batch (a burst of submits, a link of
+      // a large namespace) for good.
+      if (all.capacity() > kKeptOps) {
+        std::vector<StoredOp>().swap(all);
+        std::vector<size_t>().swap(ends);
+      }
+      if (counts.capacity() > kKeptOps) std::vector<Count>().swap(counts);
       kvs.flush_counts_.swap(counts);
       kvs.flush_ops_.swap(all);
       kvs.flush_ends_.swap(ends);
