@@ -467,9 +467,9 @@ void Sched::alloc(const Message& req, uint64_t id, int64_t priority, double t_su
   // text or the jobspec's tree: thousands may wait.
   Message kept = head_of(req);
   QueueKey key{priority, t_submit, id};
-  if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(key, *js));
-  pending_.emplace(id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""});
-  queue_.insert(key);
+  PendingJob& job = pending_.emplace(id, PendingJob{std::move(kept), key, std::move(*js), Json(), ""}).first->second;
+  queue_.emplace(key, &job);
+  if (policy_ == Policy::kEasySjbf) shortest_.emplace(shortest_key(key, job.jobspec), &job);
   request_pass();
 }
 
@@ -508,8 +508,8 @@ void Sched::prioritize(const Message& req) {
     queue_.erase(it->second.key);
     if (policy_ == Policy::kEasySjbf) shortest_.erase(shortest_key(it->second.key, it->second.jobspec));
     it->second.key.priority = e[1].get<int64_t>();
-    queue_.insert(it->second.key);
-    if (policy_ == Policy::kEasySjbf) shortest_.insert(shortest_key(it->second.key, it->second.jobspec));
+    queue_.emplace(it->second.key, &it->second);
+    if (policy_ == Policy::kEasySjbf) shortest_.emplace(shortest_key(it->second.key, it->second.jobspec), &it->second);
   }
   h_.respond(req, Json::object());  // only if a response was asked for
   request_pass();
@@ -825,10 +825,8 @@ void Sched::pass() {
   // walk keeps the next position before looking at a job.
   PendingJob* head = nullptr;
   for (auto qit = queue_.begin(); qit != queue_.end();) {
-    const QueueKey key = *qit++;
-    auto it = pending_.find(key.id);
-    if (it == pending_.end()) continue;
-    PendingJob& job = it->second;
+    const QueueKey key = qit->first;
+    PendingJob& job = *qit++->second;
     // Fits no host as they are now: it neither starts nor holds others up.
     if (!job.never.empty()) continue;
     if (auto fit = pool_.match(job.jobspec)) {
@@ -865,23 +863,23 @@ void Sched::pass() {
   }
 }
 
-template <typename Set, typename KeyOf>
-void Sched::backfill(const Set& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of) {
+template <typename Order, typename KeyOf>
+void Sched::backfill(const Order& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of) {
   const uint64_t depth = static_cast<uint64_t>(cfg_.backfill_depth);
   uint64_t tried = 0;
   // In queue order the candidates are the jobs after the head; shortest
   // first they are every job but those (the head, and ahead of it only jobs
   // that fit no host: the others have started).
   for (auto it = order.begin(); it != order.end();) {
-    const QueueKey key = key_of(*it++);
+    const QueueKey key = key_of(it->first);
+    const PendingJob& job = *it++->second;
     if (!(head < key)) continue;
     if (pool_.free_cores() == 0) break;
-    auto p = pending_.find(key.id);
-    if (p == pending_.end() || !p->second.never.empty()) continue;
+    if (!job.never.empty()) continue;
     // Only the first `depth` candidates, so that a pass stays cheap however
     // long the queue is (0: no cap).
     if (depth > 0 && ++tried > depth) break;
-    if (auto fit = pool_.backfill(p->second.jobspec, res, now)) {
+    if (auto fit = pool_.backfill(job.jobspec, res, now)) {
       if (start(key.id, std::move(*fit))) pool_.backfilled(res, pool_.allocations().at(key.id));
     }
   }

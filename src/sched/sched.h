@@ -166,12 +166,12 @@ class Sched {
   // At most one scheduling pass per loop turn.
   void request_pass() { pass_turn_.request(); }
   void pass();
-  // EASY behind the head: tries each candidate in `order` (an ordered set
-  // of keys whose QueueKey `key_of` gives) against `res`.
-  template <typename Set, typename KeyOf>
-  void backfill(const Set& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of);
+  // EASY behind the head: tries each candidate in `order` (an ordered map
+  // of keys whose QueueKey `key_of` gives to their jobs) against `res`.
+  template <typename Order, typename KeyOf>
+  void backfill(const Order& order, const QueueKey& head, Reservation& res, double now, KeyOf key_of);
   // Allocates `r` (its starttime and expiration set) to the pending job
-  // `id`, writes job.<id>.R, then answers. False if the pool refused it.
+  // `id` and answers with it. False if the pool refused it.
   bool start(uint64_t id, ResourceSet r);
   void annotate(PendingJob& job, Json sched);
   void remove_pending(uint64_t id);
@@ -188,9 +188,12 @@ class Sched {
   std::optional<uint64_t> estimate_holder_;
   std::unique_ptr<Timer> retry_timer_;
   std::map<uint64_t, PendingJob> pending_;
-  std::set<QueueKey> queue_;
+  // The pending jobs in queue order, each with its entry of pending_ (a
+  // map's entries stay where they are): a pass walks the queue without
+  // looking each job up.
+  std::map<QueueKey, PendingJob*> queue_;
   // The same jobs shortest first, for easy-sjbf only.
-  std::set<ShortestKey> shortest_;
+  std::map<ShortestKey, PendingJob*> shortest_;
   // Jobs the hello reported running whose R could not all be held again
   // (ResourcePool::restore): their frees of ranks not held are expected.
   std::set<uint64_t> restored_partly_;
