@@ -124,16 +124,16 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
       auto more = expand_hostlist(h.get_ref<const std::string&>());
       if (!more.ok()) return more.error();
       hosts.insert(hosts.end(), std::make_move_iterator(more->begin()), std::make_move_iterator(more->end()));
-      if (hosts.size() > rs.nranks_) break;  // too many: said below, without expanding the rest
+      if (hosts.size() > rs.body().nranks) break;  // too many: said below, without expanding the rest
     }
-    if (hosts.size() != rs.nranks_) {
-      if (hosts.size() > rs.nranks_) {
-        return bad("nodelist names more hosts than the " + std::to_string(rs.nranks_) + " ranks");
+    if (hosts.size() != rs.body().nranks) {
+      if (hosts.size() > rs.body().nranks) {
+        return bad("nodelist names more hosts than the " + std::to_string(rs.body().nranks) + " ranks");
       }
-      return bad("nodelist names " + std::to_string(hosts.size()) + " hosts for " + std::to_string(rs.nranks_) +
+      return bad("nodelist names " + std::to_string(hosts.size()) + " hosts for " + std::to_string(rs.body().nranks) +
                  " ranks");
     }
-    rs.hostnames_ = std::move(hosts);
+    rs.own().hostnames = std::move(hosts);
   }
   for (const char* k : {"starttime", "expiration"}) {
     if (!ex.contains(k)) continue;
@@ -146,9 +146,32 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
   return rs;
 }
 
+const ResourceSet::Body& ResourceSet::body() const {
+  static const Body kEmpty;
+  return body_ ? *body_ : kEmpty;
+}
+
+ResourceSet::Body& ResourceSet::own() {
+  // Only this set holds a body counted once: no other can copy it meanwhile.
+  if (!body_) {
+    body_ = std::make_shared<Body>();
+  } else if (body_.use_count() > 1) {
+    body_ = std::make_shared<Body>(*body_);
+  }
+  return *body_;
+}
+
+bool ResourceSet::operator==(const ResourceSet& o) const {
+  if (starttime != o.starttime || expiration != o.expiration) return false;
+  if (body_ == o.body_) return true;
+  const Body& a = body();
+  const Body& b = o.body();
+  return a.nranks == b.nranks && a.entries == b.entries && a.hostnames == b.hostnames;
+}
+
 Json ResourceSet::to_json() const {
   Json lite = Json::array();
-  for (const Entry& e : entries_) {
+  for (const Entry& e : body().entries) {
     Json children = Json::object();
     if (!e.cores.empty()) children["core"] = e.cores.encode();
     if (!e.gpus.empty()) children["gpu"] = e.gpus.encode();
@@ -156,16 +179,17 @@ Json ResourceSet::to_json() const {
   }
   // Moved, not copied, into their parents: R is written for every job.
   Json ex = {{"R_lite", std::move(lite)}, {"starttime", starttime}, {"expiration", expiration}};
-  if (!hostnames_.empty()) ex["nodelist"] = hostnames_;
+  if (!body().hostnames.empty()) ex["nodelist"] = body().hostnames;
   return {{"version", 1}, {"execution", std::move(ex)}};
 }
 
 std::string ResourceSet::to_text() const {
   // The keys in the order dump_json writes them: sorted, as nlohmann's
   // objects hold them ("R_lite" before "expiration": capitals first).
+  const auto& [entries, nranks, hostnames] = body();
   std::string out = "{\"execution\":{\"R_lite\":[";
-  for (size_t i = 0; i < entries_.size(); ++i) {
-    const Entry& e = entries_[i];
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
     if (i > 0) out += ',';
     // (An idset's text needs no escapes: it is written as it is.)
     out += "{\"children\":{";
@@ -186,11 +210,11 @@ std::string ResourceSet::to_text() const {
   }
   out += "],\"expiration\":";
   append_json_number(out, expiration);
-  if (!hostnames_.empty()) {
+  if (!hostnames.empty()) {
     out += ",\"nodelist\":[";
-    for (size_t i = 0; i < hostnames_.size(); ++i) {
+    for (size_t i = 0; i < hostnames.size(); ++i) {
       if (i > 0) out += ',';
-      append_json_string(out, hostnames_[i]);
+      append_json_string(out, hostnames[i]);
     }
     out += ']';
   }
@@ -201,26 +225,27 @@ std::string ResourceSet::to_text() const {
 }
 
 void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
+  auto& [entries, nranks, hostnames] = own();
   const uint64_t n = e.ranks.count();
-  if (!hosts.empty() || !hostnames_.empty()) {
-    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
+  if (!hosts.empty() || !hostnames.empty()) {
+    hostnames.resize(nranks);  // "" for the ranks before, if they had no names
     if (hosts.empty()) hosts.resize(n);
     LOOM_ASSERT(hosts.size() == n);
-    hostnames_.insert(hostnames_.end(), std::make_move_iterator(hosts.begin()), std::make_move_iterator(hosts.end()));
+    hostnames.insert(hostnames.end(), std::make_move_iterator(hosts.begin()), std::make_move_iterator(hosts.end()));
   }
-  nranks_ += n;
-  if (!entries_.empty() && entries_.back().cores == e.cores && entries_.back().gpus == e.gpus) {
-    IdSet& ranks = entries_.back().ranks;
+  nranks += n;
+  if (!entries.empty() && entries.back().cores == e.cores && entries.back().gpus == e.gpus) {
+    IdSet& ranks = entries.back().ranks;
     for (auto [lo, hi] : e.ranks.ranges()) ranks.insert_range(lo, hi);
     return;
   }
-  entries_.push_back(std::move(e));
+  entries.push_back(std::move(e));
 }
 
 void ResourceSet::add_rank(uint32_t rank, RankResources r) {
   if (above(rank)) {
     if (!join_last(rank, r.cores, r.gpus, r.hostname)) {
-      entries_.push_back(Entry{IdSet{rank}, std::move(r.cores), std::move(r.gpus)});
+      own().entries.push_back(Entry{IdSet{rank}, std::move(r.cores), std::move(r.gpus)});
     }
     return;
   }
@@ -231,7 +256,7 @@ void ResourceSet::add_rank(uint32_t rank, RankResources r) {
 
 void ResourceSet::add_rank(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {
   if (!above(rank)) return add_rank(rank, RankResources{cores, gpus, std::string(hostname)});
-  if (!join_last(rank, cores, gpus, hostname)) entries_.push_back(Entry{IdSet{rank}, cores, gpus});
+  if (!join_last(rank, cores, gpus, hostname)) own().entries.push_back(Entry{IdSet{rank}, cores, gpus});
 }
 
 void ResourceSet::add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const IdSet& gpus,
@@ -244,34 +269,39 @@ void ResourceSet::add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const 
     }
     return;
   }
-  bool names = !hostnames_.empty();
+  auto& [entries, nranks, hostnames] = own();
+  bool names = !hostnames.empty();
   for (uint64_t r = lo; name_of && !names && r <= hi; ++r) names = !name_of(static_cast<uint32_t>(r)).empty();
   if (names) {
-    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
+    hostnames.resize(nranks);  // "" for the ranks before, if they had no names
     for (uint64_t r = lo; r <= hi; ++r) {
-      hostnames_.emplace_back(name_of ? name_of(static_cast<uint32_t>(r)) : std::string_view());
+      hostnames.emplace_back(name_of ? name_of(static_cast<uint32_t>(r)) : std::string_view());
     }
   }
-  nranks_ += uint64_t{hi} - lo + 1;
-  if (!entries_.empty() && entries_.back().cores == cores && entries_.back().gpus == gpus) {
-    entries_.back().ranks.insert_range(lo, hi);
+  nranks += uint64_t{hi} - lo + 1;
+  if (!entries.empty() && entries.back().cores == cores && entries.back().gpus == gpus) {
+    entries.back().ranks.insert_range(lo, hi);
     return;
   }
   IdSet ranks;
   ranks.insert_range(lo, hi);
-  entries_.push_back(Entry{std::move(ranks), cores, gpus});
+  entries.push_back(Entry{std::move(ranks), cores, gpus});
 }
 
-bool ResourceSet::above(uint32_t rank) const { return entries_.empty() || rank > *entries_.back().ranks.last(); }
+bool ResourceSet::above(uint32_t rank) const {
+  const auto& entries = body().entries;
+  return entries.empty() || rank > *entries.back().ranks.last();
+}
 
 bool ResourceSet::join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {
-  if (!hostname.empty() || !hostnames_.empty()) {
-    hostnames_.resize(nranks_);  // "" for the ranks before, if they had no names
-    hostnames_.emplace_back(hostname);
+  auto& [entries, nranks, hostnames] = own();
+  if (!hostname.empty() || !hostnames.empty()) {
+    hostnames.resize(nranks);  // "" for the ranks before, if they had no names
+    hostnames.emplace_back(hostname);
   }
-  ++nranks_;
-  if (entries_.empty() || entries_.back().cores != cores || entries_.back().gpus != gpus) return false;
-  entries_.back().ranks.insert(rank);
+  ++nranks;
+  if (entries.empty() || entries.back().cores != cores || entries.back().gpus != gpus) return false;
+  entries.back().ranks.insert(rank);
   return true;
 }
 
@@ -282,9 +312,7 @@ ResourceSet::RankMap ResourceSet::to_map() const {
 }
 
 void ResourceSet::assign(RankMap m) {
-  entries_.clear();
-  hostnames_.clear();
-  nranks_ = 0;
+  body_.reset();
   const bool named = std::any_of(m.begin(), m.end(), [](const auto& kv) { return !kv.second.hostname.empty(); });
   for (auto& [rank, rr] : m) {
     std::vector<std::string> host;
@@ -295,7 +323,7 @@ void ResourceSet::assign(RankMap m) {
 
 IdSet ResourceSet::rank_set() const {
   IdSet s;
-  for (const Entry& e : entries_) {
+  for (const Entry& e : body().entries) {
     for (auto [lo, hi] : e.ranks.ranges()) s.insert_range(lo, hi);
   }
   return s;
@@ -303,13 +331,13 @@ IdSet ResourceSet::rank_set() const {
 
 uint64_t ResourceSet::ncores() const {
   uint64_t n = 0;
-  for (const Entry& e : entries_) n += e.ranks.count() * e.cores.count();
+  for (const Entry& e : body().entries) n += e.ranks.count() * e.cores.count();
   return n;
 }
 
 uint64_t ResourceSet::ngpus() const {
   uint64_t n = 0;
-  for (const Entry& e : entries_) n += e.ranks.count() * e.gpus.count();
+  for (const Entry& e : body().entries) n += e.ranks.count() * e.gpus.count();
   return n;
 }
 
@@ -317,7 +345,7 @@ ResourceSet ResourceSet::subset(const IdSet& ranks) const {
   ResourceSet out;
   out.starttime = starttime;
   out.expiration = expiration;
-  if (!hostnames_.empty()) {
+  if (!body().hostnames.empty()) {
     RankMap m;
     for (const auto& [rank, rr] : this->ranks()) {
       if (ranks.contains(rank)) m.emplace_hint(m.end(), rank, rr);
@@ -325,7 +353,7 @@ ResourceSet ResourceSet::subset(const IdSet& ranks) const {
     out.assign(std::move(m));
     return out;
   }
-  for (const Entry& e : entries_) {
+  for (const Entry& e : body().entries) {
     IdSet keep = e.ranks.intersect(ranks);
     if (!keep.empty()) out.append(Entry{std::move(keep), e.cores, e.gpus});
   }
@@ -379,20 +407,22 @@ bool ResourceSet::disjoint(const ResourceSet& o) const {
 
 ResourceSet::Ranks::iterator::value_type ResourceSet::Ranks::iterator::operator*() const {
   static const std::string kNoName;
-  const Entry& e = set_->entries_[entry_];
-  const std::string& host = set_->hostnames_.empty() ? kNoName : set_->hostnames_[index_];
+  const auto& [entries, nranks, hostnames] = set_->body();
+  const Entry& e = entries[entry_];
+  const std::string& host = hostnames.empty() ? kNoName : hostnames[index_];
   return {rank_, RankRef{e.cores, e.gpus, host}};
 }
 
 ResourceSet::Ranks::iterator& ResourceSet::Ranks::iterator::operator++() {
   ++index_;
-  const auto& ranges = set_->entries_[entry_].ranks.ranges();
+  const auto& entries = set_->body().entries;
+  const auto& ranges = entries[entry_].ranks.ranges();
   if (rank_ < ranges[range_].second) {
     ++rank_;
   } else if (++range_ < ranges.size()) {
     rank_ = ranges[range_].first;
-  } else if (range_ = 0; ++entry_ < set_->entries_.size()) {
-    rank_ = set_->entries_[entry_].ranks.ranges()[0].first;
+  } else if (range_ = 0; ++entry_ < entries.size()) {
+    rank_ = entries[entry_].ranks.ranges()[0].first;
   }
   return *this;
 }
@@ -400,20 +430,21 @@ ResourceSet::Ranks::iterator& ResourceSet::Ranks::iterator::operator++() {
 ResourceSet::Ranks::iterator ResourceSet::Ranks::begin() const {
   iterator it;
   it.set_ = set_;
-  if (!set_->entries_.empty()) it.rank_ = set_->entries_[0].ranks.ranges()[0].first;
+  const auto& entries = set_->body().entries;
+  if (!entries.empty()) it.rank_ = entries[0].ranks.ranges()[0].first;
   return it;
 }
 
 ResourceSet::Ranks::iterator ResourceSet::Ranks::end() const {
   iterator it;
   it.set_ = set_;
-  it.entry_ = set_->entries_.size();
-  it.index_ = set_->nranks_;
+  it.entry_ = set_->body().entries.size();
+  it.index_ = set_->body().nranks;
   return it;
 }
 
 ResourceSet::Ranks::iterator ResourceSet::Ranks::find(uint32_t rank) const {
-  const auto& es = set_->entries_;
+  const auto& es = set_->body().entries;
   // The first entry that reaches `rank`, then the first of its ranges.
   auto e = std::partition_point(es.begin(), es.end(), [&](const Entry& x) { return *x.ranks.last() < rank; });
   if (e == es.end()) return end();

@@ -13,6 +13,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -78,7 +79,7 @@ class ResourceSet {
      private:
       friend class Ranks;
       const ResourceSet* set_ = nullptr;
-      size_t entry_ = 0, range_ = 0;  // where rank_ is: entries_[entry_].ranks.ranges()[range_]
+      size_t entry_ = 0, range_ = 0;  // where rank_ is: entries()[entry_].ranks.ranges()[range_]
       uint32_t rank_ = 0;
       uint64_t index_ = 0;  // among all the set's ranks
     };
@@ -89,8 +90,8 @@ class ResourceSet {
     bool contains(uint32_t rank) const { return find(rank) != end(); }
     // `rank` must be in the set.
     RankRef at(uint32_t rank) const;
-    size_t size() const { return static_cast<size_t>(set_->nranks_); }
-    bool empty() const { return set_->nranks_ == 0; }
+    size_t size() const { return static_cast<size_t>(set_->body().nranks); }
+    bool empty() const { return set_->body().nranks == 0; }
 
    private:
     friend class ResourceSet;
@@ -120,11 +121,11 @@ class ResourceSet {
                  const std::function<std::string_view(uint32_t)>& name_of = nullptr);
   // One host name per rank in ascending order ("" for a rank without
   // one), or none when no rank has a name.
-  const std::vector<std::string>& hostnames() const { return hostnames_; }
+  const std::vector<std::string>& hostnames() const { return body().hostnames; }
   Ranks ranks() const { return Ranks(this); }
-  const std::vector<Entry>& entries() const { return entries_; }
+  const std::vector<Entry>& entries() const { return body().entries; }
   IdSet rank_set() const;
-  bool empty() const { return nranks_ == 0; }
+  bool empty() const { return body().nranks == 0; }
   uint64_t ncores() const;
   uint64_t ngpus() const;
 
@@ -139,7 +140,7 @@ class ResourceSet {
   double starttime = 0;
   double expiration = 0;
 
-  bool operator==(const ResourceSet&) const = default;
+  bool operator==(const ResourceSet& o) const;
 
  private:
   using RankMap = std::map<uint32_t, RankResources>;
@@ -156,13 +157,23 @@ class ResourceSet {
   // needs an entry of its own, which the caller appends.
   bool join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname);
 
-  // Ascending: each entry's ranks above the one's before it, and two
-  // neighbours never have the same children (so that equal sets compare
-  // equal, and to_json() writes what parse() would read back).
-  std::vector<Entry> entries_;
-  uint64_t nranks_ = 0;
-  // One per rank in ascending order, or none when no rank has a name.
-  std::vector<std::string> hostnames_;
+  struct Body {
+    // Ascending: each entry's ranks above the one's before it, and two
+    // neighbours never have the same children (so that equal sets compare
+    // equal, and to_json() writes what parse() would read back).
+    std::vector<Entry> entries;
+    uint64_t nranks = 0;
+    // One per rank in ascending order, or none when no rank has a name.
+    std::vector<std::string> hostnames;
+  };
+  const Body& body() const;
+  // The body to change: this set's own, copied first if other sets share it.
+  Body& own();
+
+  // Shared by copies until one of them changes (copy on write): an R is
+  // copied from the scheduler's pool to the job manager's job, its start
+  // and its free, and a large one holds thousands of idsets. Null: empty.
+  std::shared_ptr<Body> body_;
 };
 
 // "node[0-3,7]" → node0 node1 node2 node3 node7; plain names pass through.

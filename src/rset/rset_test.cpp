@@ -232,6 +232,42 @@ TEST(ResourceSet, ARunOfRanksIsWhatAddingEachGives) {
   EXPECT_GT(runs, 600);
 }
 
+// Copies share what they hold until one changes: the change is that
+// copy's alone, by every way a set changes.
+TEST(ResourceSet, ACopyChangesAlone) {
+  const ResourceSet original = four_ranks();
+  const std::string before = original.to_text();
+  const std::vector<std::function<void(ResourceSet&)>> changes{
+      [](ResourceSet& r) {
+        r.add_rank(9, RankResources{IdSet{0}, {}, "node9"});
+      },  // above: joins or appends
+      [](ResourceSet& r) {
+        r.add_rank(1, RankResources{IdSet{9}, {}, "other"});
+      },  // below: rebuilt
+      [](ResourceSet& r) {
+        r.add_ranks(10, 12, IdSet{0, 1, 2, 3, 4, 5, 6, 7}, {});
+      },  // a run
+      [](ResourceSet& r) { r = ResourceSet(); },
+  };
+  for (const auto& change : changes) {
+    ResourceSet copy = original;
+    ResourceSet second = copy;
+    EXPECT_EQ(copy, original);
+    change(copy);
+    EXPECT_NE(copy, original);
+    EXPECT_EQ(original.to_text(), before);
+    EXPECT_EQ(second, original);
+    EXPECT_EQ(original.ranks().at(3).hostname, "node3");
+  }
+  // Equal sets built apart compare equal; the times count too.
+  auto again = ResourceSet::parse_text(before);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, original);
+  again->expiration += 1;
+  EXPECT_NE(*again, original);
+  EXPECT_EQ(ResourceSet(), ResourceSet::parse_text(R"({"version":1,"execution":{"R_lite":[]}})").value());
+}
+
 TEST(Hostlist, ExpandsRangesAndKeepsPadding) {
   EXPECT_EQ(*expand_hostlist("node[1-3]"), (std::vector<std::string>{"node1", "node2", "node3"}));
   EXPECT_EQ(*expand_hostlist("n[08-10]x,login"), (std::vector<std::string>{"n08x", "n09x", "n10x", "login"}));
