@@ -64,9 +64,66 @@ class Kvs {
     std::string value;
     uint32_t segments = 0;  // storage's next segment number for it (0: a new key)
   };
+  // A namespace's keys: in order, for a directory's listing and the keys
+  // an unlink removes below one, and hashed, for the lookups that nearly
+  // every request and op makes. (A tree of thousands of long keys that
+  // all begin "job." costs two cache misses a level to search.) The
+  // subset of std::map's interface the KVS uses.
+  class Keys {
+   public:
+    using Map = std::map<std::string, Entry>;
+    using iterator = Map::iterator;
+    using const_iterator = Map::const_iterator;
+    Keys() = default;
+    Keys(Keys&&) = default;  // a map's nodes, and so the index, move with it
+    Keys& operator=(Keys&&) = default;
+    Keys(const Keys&) = delete;
+    Keys& operator=(const Keys&) = delete;
+    ~Keys() = default;
+
+    iterator find(const std::string& key) {
+      auto it = index_.find(key);
+      return it == index_.end() ? map_.end() : it->second;
+    }
+    const_iterator find(const std::string& key) const {
+      auto it = index_.find(key);
+      return it == index_.end() ? map_.end() : const_iterator(it->second);
+    }
+    size_t count(const std::string& key) const { return index_.count(key); }
+    // The key's entry, a new empty one if it had none.
+    Entry& operator[](const std::string& key) {
+      if (auto it = index_.find(key); it != index_.end()) return it->second->second;
+      auto m = map_.emplace(key, Entry{}).first;
+      index_.emplace(m->first, m);
+      return m->second;
+    }
+    iterator erase(iterator it) {
+      index_.erase(it->first);
+      return map_.erase(it);
+    }
+    size_t erase(const std::string& key) {
+      auto it = index_.find(key);
+      if (it == index_.end()) return 0;
+      auto m = it->second;
+      index_.erase(it);  // before the node its view is of
+      map_.erase(m);
+      return 1;
+    }
+    iterator lower_bound(const std::string& key) { return map_.lower_bound(key); }
+    const_iterator lower_bound(const std::string& key) const { return map_.lower_bound(key); }
+    iterator begin() { return map_.begin(); }
+    iterator end() { return map_.end(); }
+    const_iterator begin() const { return map_.begin(); }
+    const_iterator end() const { return map_.end(); }
+    size_t size() const { return map_.size(); }
+
+   private:
+    Map map_;
+    std::unordered_map<std::string_view, iterator> index_;  // views of map_'s keys
+  };
   struct Namespace {
     uint32_t owner = 0;
-    std::map<std::string, Entry> keys;
+    Keys keys;
   };
 
  private:
