@@ -23,6 +23,7 @@ using exec_protocol::Started;
 
 struct SimExec::Run {
   Message req;
+  ExecRecord* record;  // records_'s, which keeps its elements where they are
   IdSet ranks;
   int status = 0;
   std::unique_ptr<Timer> timer;
@@ -41,7 +42,7 @@ SimExec::SimExec(Handle& h, std::string name, uint32_t cores_per_node, double ep
     if (!p.ok() || !p->is_object() || !(*p)["id"].is_number_unsigned() || p->value("severity", 1) != 0) return;
     uint64_t id = (*p)["id"].get<uint64_t>();
     auto it = runs_.find(id);
-    if (it == runs_.end() || records_[id].end >= 0) return;  // not running (or in its epilog)
+    if (it == runs_.end() || it->second->record->end >= 0) return;  // not running (or in its epilog)
     it->second->status = SIGTERM;
     finish(id);
   });
@@ -104,12 +105,13 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
     respond(Released::everything(true));
     return;
   }
+  ExecRecord& rec = records_[id];
   auto& r = runs_[id];
   r = std::make_unique<Run>();
   r->req = req;
+  r->record = &rec;
   r->ranks = R->rank_set();
   r->timer = h_.clock().make_timer();
-  ExecRecord& rec = records_[id];
   rec.start = h_.clock().now();
   // Node n's core c is machine core n * cores_per_node + c, added range by
   // range of cores (a job of CEA-Curie's holds thousands of them).
@@ -141,7 +143,7 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
       auto it = runs_.find(id);
       h_.respond_typed(it->second->req, exec_protocol::JobResponse{id, Raised(Severity::kFatal, ExceptionType::kTimeout,
                                                                               "resource allocation expired")});
-      records_[id].timeout = true;
+      it->second->record->timeout = true;
       it->second->status = SIGALRM;
       finish(id);
     });
@@ -152,8 +154,8 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
 
 void SimExec::finish(uint64_t id) {
   Run& r = *runs_.at(id);
-  records_[id].end = h_.clock().now();
-  records_[id].status = r.status;
+  r.record->end = h_.clock().now();
+  r.record->status = r.status;
   h_.respond_typed(r.req, exec_protocol::JobResponse{id, Finished{r.status}});
   if (epilog_ > 0) {
     r.timer->arm(epilog_, [this, id] { release(id); });

@@ -15,9 +15,9 @@
 
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 
 #include "exec_protocol/exec_protocol.h"
 #include "msg/handle.h"
@@ -45,7 +45,7 @@ class SimExec {
   // Says hello; `done` gets the error text, empty once registered.
   void hello(std::function<void(const std::string& error)> done);
   // Every job started so far, by job id; jobs stay here once ended.
-  const std::map<uint64_t, ExecRecord>& records() const { return records_; }
+  const std::unordered_map<uint64_t, ExecRecord>& records() const { return records_; }
   // Jobs whose final release was sent.
   size_t ended() const { return ended_; }
   // Jobs started and not yet released.
@@ -64,8 +64,10 @@ class SimExec {
   std::string name_;
   uint32_t cores_per_node_;
   double epilog_;
-  std::map<uint64_t, std::unique_ptr<Run>> runs_;
-  std::map<uint64_t, ExecRecord> records_;
+  // Hashed: a simulation's records hold every job of the trace, and each
+  // start and end finds its own.
+  std::unordered_map<uint64_t, std::unique_ptr<Run>> runs_;
+  std::unordered_map<uint64_t, ExecRecord> records_;
   size_t ended_ = 0;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // tells event callbacks this still exists
 };
