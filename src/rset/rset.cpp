@@ -146,10 +146,7 @@ Result<ResourceSet> ResourceSet::parse(const Json& j) {
   return rs;
 }
 
-const ResourceSet::Body& ResourceSet::body() const {
-  static const Body kEmpty;
-  return body_ ? *body_ : kEmpty;
-}
+const ResourceSet::Body ResourceSet::kEmptyBody;
 
 ResourceSet::Body& ResourceSet::own() {
   // Only this set holds a body counted once: no other can copy it meanwhile.
@@ -186,7 +183,7 @@ Json ResourceSet::to_json() const {
 std::string ResourceSet::to_text() const {
   // The keys in the order dump_json writes them: sorted, as nlohmann's
   // objects hold them ("R_lite" before "expiration": capitals first).
-  const auto& [entries, nranks, hostnames] = body();
+  const auto& [entries, nranks, hostnames, all] = body();
   std::string out = "{\"execution\":{\"R_lite\":[";
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
@@ -225,7 +222,7 @@ std::string ResourceSet::to_text() const {
 }
 
 void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
-  auto& [entries, nranks, hostnames] = own();
+  auto& [entries, nranks, hostnames, all] = own();
   const uint64_t n = e.ranks.count();
   if (!hosts.empty() || !hostnames.empty()) {
     hostnames.resize(nranks);  // "" for the ranks before, if they had no names
@@ -234,6 +231,7 @@ void ResourceSet::append(Entry e, std::vector<std::string> hosts) {
     hostnames.insert(hostnames.end(), std::make_move_iterator(hosts.begin()), std::make_move_iterator(hosts.end()));
   }
   nranks += n;
+  for (auto [lo, hi] : e.ranks.ranges()) all.insert_range(lo, hi);
   if (!entries.empty() && entries.back().cores == e.cores && entries.back().gpus == e.gpus) {
     IdSet& ranks = entries.back().ranks;
     for (auto [lo, hi] : e.ranks.ranges()) ranks.insert_range(lo, hi);
@@ -269,7 +267,7 @@ void ResourceSet::add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const 
     }
     return;
   }
-  auto& [entries, nranks, hostnames] = own();
+  auto& [entries, nranks, hostnames, all] = own();
   bool names = !hostnames.empty();
   for (uint64_t r = lo; name_of && !names && r <= hi; ++r) names = !name_of(static_cast<uint32_t>(r)).empty();
   if (names) {
@@ -279,6 +277,7 @@ void ResourceSet::add_ranks(uint32_t lo, uint32_t hi, const IdSet& cores, const 
     }
   }
   nranks += uint64_t{hi} - lo + 1;
+  all.insert_range(lo, hi);
   if (!entries.empty() && entries.back().cores == cores && entries.back().gpus == gpus) {
     entries.back().ranks.insert_range(lo, hi);
     return;
@@ -294,12 +293,13 @@ bool ResourceSet::above(uint32_t rank) const {
 }
 
 bool ResourceSet::join_last(uint32_t rank, const IdSet& cores, const IdSet& gpus, std::string_view hostname) {
-  auto& [entries, nranks, hostnames] = own();
+  auto& [entries, nranks, hostnames, all] = own();
   if (!hostname.empty() || !hostnames.empty()) {
     hostnames.resize(nranks);  // "" for the ranks before, if they had no names
     hostnames.emplace_back(hostname);
   }
   ++nranks;
+  all.insert(rank);
   if (entries.empty() || entries.back().cores != cores || entries.back().gpus != gpus) return false;
   entries.back().ranks.insert(rank);
   return true;
@@ -319,14 +319,6 @@ void ResourceSet::assign(RankMap m) {
     if (named) host.push_back(std::move(rr.hostname));
     append(Entry{IdSet{rank}, std::move(rr.cores), std::move(rr.gpus)}, std::move(host));
   }
-}
-
-IdSet ResourceSet::rank_set() const {
-  IdSet s;
-  for (const Entry& e : body().entries) {
-    for (auto [lo, hi] : e.ranks.ranges()) s.insert_range(lo, hi);
-  }
-  return s;
 }
 
 uint64_t ResourceSet::ncores() const {
@@ -407,7 +399,7 @@ bool ResourceSet::disjoint(const ResourceSet& o) const {
 
 ResourceSet::Ranks::iterator::value_type ResourceSet::Ranks::iterator::operator*() const {
   static const std::string kNoName;
-  const auto& [entries, nranks, hostnames] = set_->body();
+  const auto& [entries, nranks, hostnames, all] = set_->body();
   const Entry& e = entries[entry_];
   const std::string& host = hostnames.empty() ? kNoName : hostnames[index_];
   return {rank_, RankRef{e.cores, e.gpus, host}};

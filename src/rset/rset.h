@@ -124,7 +124,7 @@ class ResourceSet {
   const std::vector<std::string>& hostnames() const { return body().hostnames; }
   Ranks ranks() const { return Ranks(this); }
   const std::vector<Entry>& entries() const { return body().entries; }
-  IdSet rank_set() const;
+  const IdSet& rank_set() const { return body().ranks; }
   bool empty() const { return body().nranks == 0; }
   uint64_t ncores() const;
   uint64_t ngpus() const;
@@ -165,8 +165,10 @@ class ResourceSet {
     uint64_t nranks = 0;
     // One per rank in ascending order, or none when no rank has a name.
     std::vector<std::string> hostnames;
+    IdSet ranks;  // every entry's, kept as ranks are added (always above the set's)
   };
-  const Body& body() const;
+  static const Body kEmptyBody;
+  const Body& body() const { return body_ ? *body_ : kEmptyBody; }
   // The body to change: this set's own, copied first if other sets share it.
   Body& own();
 

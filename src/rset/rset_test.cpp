@@ -228,6 +228,13 @@ TEST(ResourceSet, ARunOfRanksIsWhatAddingEachGives) {
     }
     ASSERT_EQ(by_run, by_rank) << by_run.to_text() << "\n" << by_rank.to_text();
     ASSERT_EQ(by_run.hostnames(), by_rank.hostnames());
+    // The set's ranks, kept as they were added, are its entries' ranks.
+    for (const ResourceSet* r : {&by_run, &by_rank}) {
+      IdSet ranks;
+      for (const auto& e : r->entries()) ranks = ranks.set_union(e.ranks);
+      ASSERT_EQ(r->rank_set(), ranks) << r->to_text();
+      ASSERT_EQ(r->rank_set().count(), r->ranks().size());
+    }
   }
   EXPECT_GT(runs, 600);
 }
