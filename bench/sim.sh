@@ -2,7 +2,8 @@
 # bench/sim.sh: loom sim's speed and memory on the real traces
 # (docs/performance.md, "The simulator"): for each trace and policy, the
 # simulation's own wall time, simulated jobs per second, and the peak
-# resident memory of the whole process (GNU time).
+# resident memory of the whole process (GNU time); first, the machine's
+# own baseline (below).
 #
 #   bench/sim.sh [LOOM] [TRACES_DIR]      (defaults: build/release/bin/loom, ../shared/traces)
 #   bench/sim.sh --quick ...              the first 2,000 jobs of the small trace (a smoke run)
@@ -27,6 +28,19 @@ runs=("KTH-SP2-1996-2.1-cln.swf.gz|--limit 2000")
 if ((!quick)); then
   runs=("KTH-SP2-1996-2.1-cln.swf.gz|" "HPC2N-2002-2.2-cln.swf.gz|" "SDSC-BLUE-2000-4.2-cln.swf.gz|" "CEA-Curie-2011-2.1-cln.swf.gz|--cores-per-node 16")
 fi
+# The machine's own baseline, in the same run: how fast one core gunzips
+# the run's largest trace (gzip -dc, the best of three), a figure any
+# machine gives without loom, to set the rates below against.
+largest=${runs[-1]%%|*}
+best=""
+for _ in 1 2 3; do
+  t0=$EPOCHREALTIME
+  bytes=$(gzip -dc "$traces/$largest" | wc -c)
+  t1=$EPOCHREALTIME
+  best=$(awk -v b="$bytes" -v s="$(awk -v a="$t0" -v z="$t1" 'BEGIN { print z - a }')" -v best="$best" \
+    'BEGIN { r = b / s / 1e6; print (best == "" || r > best) ? r : best }')
+done
+printf 'baseline: gzip -dc %s at %.0f MB/s (one core, best of 3)\n\n' "$largest" "$best"
 printf '%-34s %-6s %8s %10s %12s %10s\n' trace policy jobs "wall (s)" "jobs/s" "peak MB"
 for run in "${runs[@]}"; do
   trace=${run%%|*}
