@@ -23,7 +23,7 @@ using exec_protocol::Started;
 
 struct SimExec::Run {
   Message req;
-  ExecRecord* record;  // records_'s, which keeps its elements where they are
+  ExecRecord* record = nullptr;  // in records_, which keeps its elements where they are
   IdSet ranks;
   int status = 0;
   std::unique_ptr<Timer> timer;
