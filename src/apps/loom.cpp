@@ -4,34 +4,24 @@
 
 #include <CLI/CLI.hpp>
 #include <csignal>
-#include <cstddef>
-#include <cstdlib>
-#include <string_view>
 
 #include "cli/common.h"
 
-// jemalloc's control call, present when loom is linked with it (release
-// builds); weak, so that loom links without it.
-extern "C" int mallctl(const char* name, void* oldp, size_t* oldlenp, void* newp, size_t newlen) __attribute__((weak));
-
-namespace {
-// `loom sim` walks a heap of hundreds of megabytes by pointer (trees of
-// jobs, keys and idsets), where small pages cost a TLB miss at many steps:
-// with jemalloc's heap on transparent huge pages, CEA-Curie's replay runs
-// about 3 % faster (docs/simulator.md, "Speed"). jemalloc reads that
-// option only as it starts, so a simulation runs loom again with it set,
-// unless MALLOC_CONF says otherwise already. Other commands keep small
-// pages: their heaps are small, and huge pages would add megabytes to each.
-void rerun_sim_on_huge_pages(int argc, char** argv) {
-  if (mallctl == nullptr || argc < 2 || std::string_view(argv[1]) != "sim" || std::getenv("MALLOC_CONF")) return;
-  if (::setenv("MALLOC_CONF", "thp:always,metadata_thp:always", 1) != 0) return;
-  ::execv("/proc/self/exe", argv);
-  ::unsetenv("MALLOC_CONF");  // not run again: on as it is
+// jemalloc's options, which it reads as it starts when loom is linked with
+// it (release builds; otherwise nothing reads this): its heap on
+// transparent huge pages. `loom sim` walks a heap of hundreds of megabytes
+// by pointer (trees of jobs, keys and idsets), where small pages cost a
+// TLB miss at many steps: CEA-Curie's replay runs 1-4 % faster
+// (docs/simulator.md, "Speed"). The option holds for every command, since
+// jemalloc takes it before main() can tell them apart; a command's heap
+// then starts at about 15 MB resident rather than 9. (Not loomd: a
+// long-lived broker keeps to small pages.) MALLOC_CONF overrides it.
+extern "C" {
+extern const char* malloc_conf;
+const char* malloc_conf = "thp:always,metadata_thp:always";
 }
-}  // namespace
 
 int main(int argc, char** argv) {
-  rerun_sim_on_huge_pages(argc, argv);
   std::signal(SIGPIPE, SIG_IGN);
   // A closed stdin, stdout or stderr is /dev/null: otherwise the first
   // descriptor we open (a socket, an event queue) would take its place,
