@@ -183,7 +183,8 @@ Json ResourceSet::to_json() const {
 std::string ResourceSet::to_text() const {
   // The keys in the order dump_json writes them: sorted, as nlohmann's
   // objects hold them ("R_lite" before "expiration": capitals first).
-  const auto& [entries, nranks, hostnames, all] = body();
+  const auto& entries = body().entries;
+  const auto& hostnames = body().hostnames;
   std::string out = "{\"execution\":{\"R_lite\":[";
   for (size_t i = 0; i < entries.size(); ++i) {
     const Entry& e = entries[i];
@@ -399,9 +400,9 @@ bool ResourceSet::disjoint(const ResourceSet& o) const {
 
 ResourceSet::Ranks::iterator::value_type ResourceSet::Ranks::iterator::operator*() const {
   static const std::string kNoName;
-  const auto& [entries, nranks, hostnames, all] = set_->body();
-  const Entry& e = entries[entry_];
-  const std::string& host = hostnames.empty() ? kNoName : hostnames[index_];
+  const Body& body = set_->body();
+  const Entry& e = body.entries[entry_];
+  const std::string& host = body.hostnames.empty() ? kNoName : body.hostnames[index_];
   return {rank_, RankRef{e.cores, e.gpus, host}};
 }
 
