@@ -807,7 +807,7 @@ TEST(KvsRestart, EventlogsUnlinksAndNamespacesSurviveRestarts) {
 }
 
 // One commit of many keys (more than the flush's short list of counts,
-// so its index is used, and cleared by an unlink in the middle): each
+// so its index is used, with an unlink in the middle): each
 // key's appended segments are numbered in order, and read back whole
 // after a restart, the unlinked ones from where they began again.
 TEST(KvsRestart, ALongCommitNumbersEveryKeysSegments) {

@@ -5,6 +5,7 @@
 #include <asio/io_context.hpp>
 #include <map>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "msg/access.h"
@@ -263,7 +264,8 @@ void Kvs::flush() {
   // (the counts are keyed by views of the ops' own strings, which stay
   // where they are until every op is numbered). A batch mostly touches a
   // few keys: their counts are a short list searched in order, indexed by
-  // a map only once the list is long.
+  // a hash only once the list is long (a simulation's turn touches
+  // thousands).
   using Count = SegmentCount;
   constexpr size_t kShortList = 16;
   constexpr size_t kKeptOps = 4096;
@@ -294,7 +296,12 @@ void Kvs::flush() {
       kvs.flush_ends_.swap(ends);
     }
   } keep{*this, counts, all, ends};
-  std::map<std::pair<std::string_view, std::string_view>, size_t> index;  // into counts, when long
+  struct NsKeyHash {
+    size_t operator()(const std::pair<std::string_view, std::string_view>& k) const {
+      return std::hash<std::string_view>{}(k.second) * 31 + std::hash<std::string_view>{}(k.first);
+    }
+  };
+  std::unordered_map<std::pair<std::string_view, std::string_view>, size_t, NsKeyHash> index;  // into counts, when long
   auto segments_of = [&](const std::string& ns, const std::string& key) -> uint32_t& {
     if (counts.size() <= kShortList) {
       for (auto& c : counts) {
@@ -324,11 +331,14 @@ void Kvs::flush() {
         case StoredOp::kAppend: op.seq = segments_of(op.ns, op.key)++; break;
         case StoredOp::kUnlink: {
           segments_of(op.ns, op.key) = 0;
-          // Keys below it vanish too; forget their counts (and the index,
-          // whose places they were).
+          // Keys below it vanish too. (One this batch has not counted yet
+          // is counted from memory, as it stands before the unlink: its
+          // next segment then leaves a gap in the numbers, which storage
+          // keeps in order all the same.)
           std::string prefix = op.key + ".";
-          std::erase_if(counts, [&](const Count& c) { return c.ns == op.ns && c.key.starts_with(prefix); });
-          index.clear();
+          for (auto& c : counts) {
+            if (c.key.starts_with(prefix) && c.ns == op.ns) c.n = 0;
+          }
           break;
         }
         default: break;
