@@ -108,17 +108,26 @@ void IdSet::insert_range(uint32_t lo, uint32_t hi) {
 }
 
 void IdSet::erase_range(uint32_t lo, uint32_t hi) {
-  std::vector<std::pair<uint32_t, uint32_t>> out;
-  out.reserve(ranges_.size() + 1);
-  for (auto [a, b] : ranges_) {
-    if (b < lo || a > hi) {
-      out.emplace_back(a, b);
-      continue;
-    }
-    if (a < lo) out.emplace_back(a, lo - 1);
-    if (b > hi) out.emplace_back(hi + 1, b);
+  // In place: the ranges that reach into [lo, hi] give way to what is left
+  // of the first below lo and of the last above hi (one more range than
+  // before at most, when [lo, hi] splits one).
+  auto first =
+      std::lower_bound(ranges_.begin(), ranges_.end(), lo, [](const auto& r, uint32_t v) { return r.second < v; });
+  if (first == ranges_.end() || first->first > hi) return;
+  auto last = first;
+  while (last != ranges_.end() && last->first <= hi) ++last;
+  const bool head = first->first < lo;
+  const bool tail = (last - 1)->second > hi;
+  const std::pair<uint32_t, uint32_t> left(first->first, lo - 1), right(hi + 1, (last - 1)->second);
+  if (head && tail && last - first == 1) {  // a split
+    *first = right;
+    ranges_.insert(first, left);
+    return;
   }
-  ranges_ = std::move(out);
+  auto out = first;
+  if (head) *out++ = left;
+  if (tail) *out++ = right;
+  ranges_.erase(out, last);
 }
 
 bool IdSet::contains(uint32_t id) const {
@@ -151,14 +160,13 @@ std::vector<uint32_t> IdSet::to_vector() const {
   return out;
 }
 
-// The set operations are one pass over both lists of ranges, each
-// making at most one allocation: the scheduler runs them for every rank of
-// every allocation and release.
+// The set operations are one pass over both lists of ranges, making no
+// allocation for a result of one range: the scheduler runs them for every
+// rank of every allocation and release.
 IdSet IdSet::set_union(const IdSet& o) const {
   if (o.ranges_.empty()) return *this;
   if (ranges_.empty()) return o;
   IdSet out;
-  out.ranges_.reserve(ranges_.size() + o.ranges_.size());
   auto a = ranges_.begin(), b = o.ranges_.begin();
   const auto ae = ranges_.end(), be = o.ranges_.end();
   while (a != ae || b != be) {
@@ -176,7 +184,6 @@ IdSet IdSet::set_union(const IdSet& o) const {
 IdSet IdSet::subtract(const IdSet& o) const {
   if (ranges_.empty() || o.ranges_.empty()) return *this;
   IdSet out;
-  out.ranges_.reserve(ranges_.size() + o.ranges_.size());
   auto b = o.ranges_.begin();
   const auto be = o.ranges_.end();
   for (auto [lo, hi] : ranges_) {
@@ -200,8 +207,7 @@ namespace {
 // Calls f(lo, hi) for each overlap of two sets' ranges, in ascending order,
 // until f returns false.
 template <class F>
-void for_each_overlap(const std::vector<std::pair<uint32_t, uint32_t>>& x,
-                      const std::vector<std::pair<uint32_t, uint32_t>>& y, F f) {
+void for_each_overlap(const IdRanges& x, const IdRanges& y, F f) {
   auto a = x.begin(), b = y.begin();
   while (a != x.end() && b != y.end()) {
     uint32_t lo = std::max(a->first, b->first), hi = std::min(a->second, b->second);
