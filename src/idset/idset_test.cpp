@@ -6,6 +6,7 @@
 #include <iterator>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
 namespace loom {
@@ -71,12 +72,49 @@ TEST(IdSet, AgreesWithStdSetOnRandomOperations) {
       s.erase_range(lo, hi);
       for (uint32_t v = lo; v <= hi; ++v) ref.erase(v);
     }
-    ASSERT_EQ(s.count(), ref.size());
+    ASSERT_EQ(s.to_vector(), std::vector<uint32_t>(ref.begin(), ref.end())) << i;
+    for (size_t k = 1; k < s.ranges().size(); ++k) ASSERT_GT(s.ranges()[k].first, s.ranges()[k - 1].second + 1);
   }
   EXPECT_EQ(s.to_vector(), std::vector<uint32_t>(ref.begin(), ref.end()));
   EXPECT_EQ(IdSet::parse(s.encode())->to_vector(), s.to_vector());
   for (size_t i = 1; i < s.ranges().size(); ++i) {
     EXPECT_GT(s.ranges()[i].first, s.ranges()[i - 1].second + 1);  // never adjacent
+  }
+}
+
+// A set of one range keeps it in place, a longer one elsewhere: copies and
+// moves between the two, both ways, leave each set its own ranges, and a
+// set moved from is empty and takes new ranges.
+TEST(IdSet, CopiesAndMovesKeepTheirOwnRanges) {
+  const std::vector<std::string> texts = {"", "3", "0-15", "1,3", "0-2,4-6,8-10,12-14,16-18,20"};
+  for (const auto& from : texts) {
+    for (const auto& to : texts) {
+      SCOPED_TRACE(from + " onto " + to);
+      const IdSet a = *IdSet::parse(from);
+      IdSet copy = a;
+      copy.insert(100);
+      EXPECT_EQ(a.encode(), from);
+      EXPECT_EQ(copy, *IdSet::parse(from.empty() ? "100" : from + ",100"));
+
+      IdSet assigned = *IdSet::parse(to);
+      assigned = a;
+      EXPECT_EQ(assigned, a);
+      assigned.erase_range(0, 2);
+      EXPECT_EQ(a.encode(), from);
+
+      IdSet source = a;
+      IdSet moved = *IdSet::parse(to);
+      moved = std::move(source);
+      EXPECT_EQ(moved, a);
+      EXPECT_TRUE(source.empty());  // NOLINT(bugprone-use-after-move): moved from is empty, as promised
+      source.insert_range(7, 9);
+      EXPECT_EQ(source.encode(), "7-9");
+      EXPECT_EQ(moved, a);
+
+      IdSet constructed(std::move(moved));
+      EXPECT_EQ(constructed, a);
+      EXPECT_TRUE(moved.empty());  // NOLINT(bugprone-use-after-move)
+    }
   }
 }
 
