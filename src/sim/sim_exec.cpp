@@ -23,7 +23,7 @@ using exec_protocol::Started;
 
 struct SimExec::Run {
   Message req;
-  ExecRecord* record = nullptr;  // in records_, which keeps its elements where they are
+  ExecRecord* record = nullptr;  // in records_, which keeps its elements where they are (a deque)
   IdSet ranks;
   int status = 0;
   std::unique_ptr<Timer> timer;
@@ -105,7 +105,8 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
     respond(Released::everything(true));
     return;
   }
-  ExecRecord& rec = records_[id];
+  ExecRecord& rec = records_.emplace_back();
+  rec.id = id;
   auto& r = runs_[id];
   r = std::make_unique<Run>();
   r->req = req;

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <string>
@@ -27,6 +28,7 @@ namespace loom::sim {
 
 // What the simulated execution service saw of one job.
 struct ExecRecord {
+  uint64_t id = 0;    // the job's
   double start = -1;  // virtual seconds (Clock::now)
   double end = -1;    // when its finish was sent
   std::string cores;  // the cores of R, numbered across nodes (rank * cores_per_node + core)
@@ -44,8 +46,9 @@ class SimExec {
 
   // Says hello; `done` gets the error text, empty once registered.
   void hello(std::function<void(const std::string& error)> done);
-  // Every job started so far, by job id; jobs stay here once ended.
-  const std::unordered_map<uint64_t, ExecRecord>& records() const { return records_; }
+  // Every job started so far, in the order they started; jobs stay here
+  // once ended.
+  const std::deque<ExecRecord>& records() const { return records_; }
   // Jobs whose final release was sent.
   size_t ended() const { return ended_; }
   // Jobs started and not yet released.
@@ -64,10 +67,11 @@ class SimExec {
   std::string name_;
   uint32_t cores_per_node_;
   double epilog_;
-  // Hashed: a simulation's records hold every job of the trace, and each
-  // start and end finds its own.
+  // Hashed: a start and its end each find their own run.
   std::unordered_map<uint64_t, std::unique_ptr<Run>> runs_;
-  std::unordered_map<uint64_t, ExecRecord> records_;
+  // Added at the end, where the memory of the last added is (a record is
+  // kept until the simulation's end, and found again through its run).
+  std::deque<ExecRecord> records_;
   size_t ended_ = 0;
   std::shared_ptr<int> alive_ = std::make_shared<int>(0);  // tells event callbacks this still exists
 };

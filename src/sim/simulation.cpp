@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -275,6 +276,10 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
   }
   if (cfg.progress) cfg.progress(clock.now(), exec.ended() + out.refused, jobs.size());
 
+  // Each job's record, by job id (a job started again has its last).
+  std::unordered_map<uint64_t, const ExecRecord*> records;
+  records.reserve(exec.records().size());
+  for (const auto& rec : exec.records()) records[rec.id] = &rec;
   out.jobs.reserve(jobs.size());
   for (size_t i = 0; i < jobs.size(); ++i) {
     JobResult r;
@@ -282,13 +287,13 @@ Result<SimResult> simulate(const trace::Workload& w, const SimConfig& cfg) {
     r.submit = jobs[i].submit;
     r.cores = jobs[i].procs;
     r.requested_time = jobs[i].requested_time;
-    auto rec = exec.records().find(ids[i]);
-    if (ids[i] && rec != exec.records().end() && rec->second.end >= 0) {
-      r.start = rec->second.start;
-      r.end = rec->second.end;
-      r.allocated = rec->second.cores;
-      r.timeout = rec->second.timeout;
-      r.status = rec->second.status;
+    auto rec = records.find(ids[i]);
+    if (ids[i] && rec != records.end() && rec->second->end >= 0) {
+      r.start = rec->second->start;
+      r.end = rec->second->end;
+      r.allocated = rec->second->cores;
+      r.timeout = rec->second->timeout;
+      r.status = rec->second->status;
     } else if (ids[i]) {
       ++out.never_started;
     }
