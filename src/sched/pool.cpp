@@ -468,7 +468,7 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
     ++alarms_;
     return Error{EINVAL, "double-booking refused for job " + std::to_string(id) + ": " + st.error().text};
   }
-  uint64_t& cores = held_cores_[id];
+  uint64_t cores = 0;
   bool unnamed = false;  // a rank of r without the host name the inventory has
   const auto& names = r.hostnames();
   size_t i = 0;  // the rank's place in r
@@ -494,7 +494,7 @@ Status ResourcePool::allocate(uint64_t id, const ResourceSet& r) {
       kept.add_rank(rank, std::move(copy));
     }
   }
-  if (ends(kept)) by_end_.emplace(std::make_pair(kept.expiration, id), &kept);
+  if (ends(kept)) by_end_.emplace(std::make_pair(kept.expiration, id), Held{&kept, cores});
   return {};
 }
 
@@ -542,15 +542,16 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
                (held.empty() ? std::string("none") : held.encode()) + ")");
   }
   if (ranks == held) return release_all(it);
-  uint64_t& cores = held_cores_[id];
+  uint64_t going_cores = 0;
   for (const auto& e : it->second.entries()) {
     const uint64_t per = e.cores.count();
     const IdSet going = e.ranks.intersect(ranks);
     for (auto [lo, hi] : going.ranges()) {
       unhold_range(lo, hi, e.cores, per, e.gpus);
-      cores -= per * (uint64_t{hi} - lo + 1);
+      going_cores += per * (uint64_t{hi} - lo + 1);
     }
   }
+  if (ends(it->second)) by_end_.at({it->second.expiration, id}).cores -= going_cores;
   it->second = it->second.subset(held.subtract(ranks));
   return {};
 }
@@ -566,7 +567,6 @@ Status ResourcePool::release_all(std::map<uint64_t, ResourceSet>::iterator it) {
     const uint64_t per = e.cores.count();
     for (auto [lo, hi] : e.ranks.ranges()) unhold_range(lo, hi, e.cores, per, e.gpus);
   }
-  held_cores_.erase(it->first);
   if (ends(it->second)) by_end_.erase({it->second.expiration, it->first});
   allocations_.erase(it);
   return {};
@@ -724,10 +724,10 @@ std::map<uint64_t, double> ResourcePool::expected_ends() const {
   return ends;
 }
 
-uint64_t ResourcePool::usable_held_cores(uint64_t id, const ResourceSet& held) const {
-  if (unusable_ == 0 && beyond_ == 0) return held_cores_.at(id);
+uint64_t ResourcePool::usable_held_cores(const Held& held) const {
+  if (unusable_ == 0 && beyond_ == 0) return held.cores;
   uint64_t n = 0;
-  for (const auto& [rank, rr] : held.ranks()) {
+  for (const auto& [rank, rr] : held.set->ranks()) {
     if (rank >= size() || !free_[rank].usable) continue;
     const uint32_t nc = inventory_[rank].ncores;
     // (Not what a job holds beyond a host that came back smaller.)
@@ -752,7 +752,7 @@ std::optional<Reservation> ResourcePool::reserve(const Jobspec& head, double now
   std::vector<Ending> order;
   if (!counted(head) || !check_shape(head).ok()) {  // (a counted head walks by_end_ itself)
     order.reserve(by_end_.size());
-    for (const auto& [end, r] : by_end_) order.push_back(Ending{std::max(end.first, now), end.second, r});
+    for (const auto& [end, h] : by_end_) order.push_back(Ending{std::max(end.first, now), end.second, h.set});
   }
   return reserve_in(head, std::move(order), now, true);
 }
@@ -795,7 +795,7 @@ std::optional<Reservation> ResourcePool::reserve_in(const Jobspec& head, std::ve
     for (auto it = by_end_.begin(); it != by_end_.end();) {
       const double t = std::max(it->first.first, now);
       for (; it != by_end_.end() && std::max(it->first.first, now) == t; ++it) {
-        cores += usable_held_cores(it->first.second, *it->second);
+        cores += usable_held_cores(it->second);
       }
       if (cores >= need) return plan(t, {}, cores);
     }

@@ -238,6 +238,12 @@ class ResourcePool {
     bool up = true;
     bool beyond = false;  // jobs hold cores beyond its inventory
   };
+  // An allocation expected to end (by_end_): what it holds, and how many
+  // cores that is.
+  struct Held {
+    const ResourceSet* set;
+    uint64_t cores;
+  };
   // A job expected to end, for reserve().
   struct Ending {
     double end;  // >= now
@@ -266,9 +272,8 @@ class ResourcePool {
                 ResourceSet* out) const;
   std::optional<ResourceSet> match_in(const Jobspec& js, const std::vector<RankFree>& avail,
                                       const ResourceSet* avoid = nullptr) const;
-  // The cores job `id` holds (`held`) on usable ranks, within their
-  // inventory.
-  uint64_t usable_held_cores(uint64_t id, const ResourceSet& held) const;
+  // The cores an allocation holds on usable ranks, within their inventory.
+  uint64_t usable_held_cores(const Held& held) const;
   // reserve() from the jobs expected to end. Only where those ends are the
   // expirations may at_time be left for at_time() to build. From the
   // expirations, `order` is by_end_'s (and none for a counted head, which
@@ -300,7 +305,7 @@ class ResourcePool {
   std::map<uint64_t, ResourceSet> allocations_;
   // The allocations with an expiration (ends()), by (expiration, job id):
   // the order reserve() gives them back in.
-  std::map<std::pair<double, uint64_t>, const ResourceSet*> by_end_;
+  std::map<std::pair<double, uint64_t>, Held> by_end_;
   static bool ends(const ResourceSet& r) { return r.expiration > 0 && std::isfinite(r.expiration); }
   uint64_t alarms_ = 0;
   // What is free now on each rank, kept as allocations and rank states
@@ -328,10 +333,8 @@ class ResourcePool {
   uint32_t run_end(uint32_t from, uint32_t limit) const;
   // Whether ranks lo..hi are all in the pool, whole, and alike.
   bool whole_run(uint32_t lo, uint32_t hi) const;
-  // Job id → cores it holds; ranks not usable, ranks with cores held
-  // beyond their inventory (while both are 0, a job's usable held cores
-  // are all it holds).
-  std::map<uint64_t, uint64_t> held_cores_;
+  // Ranks not usable, ranks with cores held beyond their inventory (while
+  // both are 0, a job's usable held cores are all it holds).
   uint32_t unusable_ = 0, beyond_ = 0;
 };
 
