@@ -536,7 +536,7 @@ Status ResourcePool::free(uint64_t id, const ResourceSet& part) {
   auto it = allocations_.find(id);
   if (it == allocations_.end()) return bad("job " + std::to_string(id) + " holds no resources");
   IdSet held = it->second.rank_set();
-  IdSet ranks = part.rank_set();
+  const IdSet& ranks = part.rank_set();
   if (IdSet missing = ranks.subtract(held); !missing.empty()) {
     return bad("job " + std::to_string(id) + " does not hold ranks " + missing.encode() + " (it holds " +
                (held.empty() ? std::string("none") : held.encode()) + ")");
