@@ -36,8 +36,9 @@ class Clock {
   // Seconds since the Unix epoch, for timestamps people read (eventlogs).
   virtual double wall() const = 0;
   virtual std::unique_ptr<Timer> make_timer() = 0;
-  // What waits for idleness runs in this order: writes first, so that
-  // decisions (the scheduler's pass) see what they caused.
+  // What waits for idleness runs in this order: decisions (the
+  // scheduler's pass) first, then writes (the job manager's commit), so
+  // that one commit records what the instant's decisions led to as well.
   enum class IdleOrder { kWrite, kDecide };
   // Takes `fn` to run once the loop has nothing else to do at the current
   // instant, and says so; false (the default, `fn` untouched): the caller

@@ -67,7 +67,7 @@ bool VirtualClock::fire_one() {
 }
 
 bool VirtualClock::run_idle_one() {
-  auto& queue = idle_writes_.empty() ? idle_decisions_ : idle_writes_;
+  auto& queue = idle_decisions_.empty() ? idle_writes_ : idle_decisions_;
   if (queue.empty()) return false;
   auto fn = std::move(queue.front());
   queue.pop_front();

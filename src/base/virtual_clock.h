@@ -42,7 +42,7 @@ class VirtualClock final : public Clock {
   void move_to(double t);
   // Runs the earliest timer due by now(), if one is; false if none is.
   bool fire_one();
-  // Runs the oldest work deferred to idleness, writes before decisions, if
+  // Runs the oldest work deferred to idleness, decisions before writes, if
   // there is; false if not.
   bool run_idle_one();
   size_t armed_timers() const { return armed_.size(); }

@@ -83,10 +83,11 @@ TEST(VirtualClock, WorkDeferredToIdlenessRunsInOrderWhenAsked) {
   EXPECT_FALSE(c.run_idle_one());
 }
 
-// Writes go before decisions, whenever they were deferred: a decision
-// (the scheduler's pass) sees what the instant's commits led to. A write
-// deferred by a decision as it runs still goes before the next decision.
-TEST(VirtualClock, DeferredWritesRunBeforeDeferredDecisions) {
+// Decisions go before writes, whenever they were deferred: a write (the
+// job manager's commit) records what the instant's decisions led to too.
+// A decision deferred by a write as it runs still goes before the next
+// write.
+TEST(VirtualClock, DeferredDecisionsRunBeforeDeferredWrites) {
   VirtualClock c;
   std::string ran;
   auto defer = [&](char what, Clock::IdleOrder order, std::function<void()> then = nullptr) {
@@ -96,13 +97,13 @@ TEST(VirtualClock, DeferredWritesRunBeforeDeferredDecisions) {
     };
     EXPECT_TRUE(c.defer_to_idle(fn, order));
   };
-  defer('d', Clock::IdleOrder::kDecide, [&] { defer('x', Clock::IdleOrder::kWrite); });
-  defer('e', Clock::IdleOrder::kDecide);
-  defer('w', Clock::IdleOrder::kWrite);
+  defer('w', Clock::IdleOrder::kWrite, [&] { defer('y', Clock::IdleOrder::kDecide); });
+  defer('d', Clock::IdleOrder::kDecide);
   defer('v', Clock::IdleOrder::kWrite);
+  defer('e', Clock::IdleOrder::kDecide);
   while (c.run_idle_one()) {
   }
-  EXPECT_EQ(ran, "wvdxe");
+  EXPECT_EQ(ran, "dewyv");
 }
 
 }  // namespace
