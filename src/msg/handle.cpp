@@ -214,6 +214,16 @@ void Handle::publish_private(std::string topic, std::string payload, uint32_t us
   send(std::move(m));
 }
 
+void Handle::publish_private(std::string topic, Json&& payload, uint32_t userid) {
+  // (The text always: an event's subscribers may read either.)
+  Message m = make_event(std::move(topic), dump_json(payload));
+  m.json = std::make_shared<const Json>(std::move(payload));
+  m.flags |= msgflag::kPrivate;
+  m.userid = userid;
+  m.rolemask = rolemask_;
+  send(std::move(m));
+}
+
 void Handle::dispatch(Message&& m) {
   switch (m.type) {
     case MsgType::kResponse: dispatch_response(std::move(m)); break;

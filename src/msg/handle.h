@@ -124,6 +124,9 @@ class Handle {
   void publish(std::string topic, std::string payload);
   // An event only the owner and `userid` receive (e.g. about that user's job).
   void publish_private(std::string topic, std::string payload, uint32_t userid);
+  // The same with its text written from `payload`, which subscribers of
+  // this process read parsed (payload_json) rather than parsing the text.
+  void publish_private(std::string topic, Json&& payload, uint32_t userid);
 
   // Everything that arrives for this endpoint goes through here.
   void dispatch(Message&& m);

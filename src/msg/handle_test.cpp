@@ -721,6 +721,23 @@ TEST(Handle, PublishesEvents) {
   EXPECT_EQ(m.payload, R"({"id":1})");
 }
 
+// A private event published from a document carries its text, for
+// subscribers anywhere, and the document itself, which a subscriber of
+// the same process reads without parsing the text.
+TEST(Handle, PublishesAPrivateEventAsTextAndParsed) {
+  Endpoint ep;
+  ep.handle.publish_private("job-exception", Json{{"id", 7}, {"severity", 0}}, 1000);
+  const Message& m = ep.last_sent();
+  EXPECT_TRUE(m.is_event());
+  EXPECT_TRUE(m.has_flag(msgflag::kPrivate));
+  EXPECT_EQ(m.userid, 1000u);
+  EXPECT_EQ(m.payload, R"({"id":7,"severity":0})");
+  ASSERT_NE(m.json, nullptr);
+  auto p = payload_json(m);
+  ASSERT_TRUE(p.ok());
+  EXPECT_EQ(p->get(), m.json.get());  // the document sent, not the text parsed again
+}
+
 // --- the transport going away ---
 
 TEST(Handle, FailAllFailsEveryRpcInFlightOnce) {
