@@ -297,7 +297,7 @@ Status JobManager::Impl::post(Job& j, const std::string& name, Json context) {
   if (n == "exception") {
     Json ev = e.context;
     ev["id"] = j.id.value();
-    h_.publish_private("job-exception", dump_json(ev), j.rec.userid);
+    h_.publish_private("job-exception", std::move(ev), j.rec.userid);
   }
   return {};
 }
