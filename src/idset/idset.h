@@ -59,12 +59,13 @@ class IdRanges {
   void reserve(size_t n) {
     if (n > cap_) grow(n);
   }
-  void push_back(const value_type& v) {
+  // (v by value: it may be one of this list's own, which growing moves.)
+  void push_back(value_type v) {
     if (size_ == cap_) grow(2 * size_t{cap_});
     data_[size_++] = v;
   }
   void emplace_back(uint32_t lo, uint32_t hi) { push_back(value_type(lo, hi)); }
-  iterator insert(const_iterator pos, const value_type& v) {
+  iterator insert(const_iterator pos, value_type v) {
     const auto at = static_cast<size_t>(pos - data_);
     if (size_ == cap_) grow(2 * size_t{cap_});
     std::move_backward(data_ + at, data_ + size_, data_ + size_ + 1);
