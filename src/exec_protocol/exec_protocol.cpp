@@ -89,6 +89,15 @@ Json payload_json_of(const Start& s) {
   return j;
 }
 
+std::optional<uint64_t> fatal_exception_job(const Json& event) {
+  if (!event.is_object()) return std::nullopt;
+  auto id = event.find("id");
+  auto severity = event.find("severity");
+  if (id == event.end() || !id->is_number_unsigned()) return std::nullopt;
+  if (severity == event.end() || !severity->is_number_integer() || severity->get<int64_t>() != 0) return std::nullopt;
+  return id->get<uint64_t>();
+}
+
 Result<uint64_t> response_id(const Json& j) {
   if (!j.is_object()) return Error{EPROTO, "a response must be a JSON object"};
   auto id = get_int(j, "id", 0, INT64_MAX);

@@ -17,6 +17,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -133,5 +134,11 @@ Result<uint64_t> response_id(const Json& j);
 // "malformed exception", "finish: ...", "release needs ranks and final",
 // "release: ..." (ranks neither "all" nor an id set).
 Result<Response> parse_response(const Json& j);
+
+// The job a job-exception event ({id, severity, type, note}, as the job
+// manager publishes it) ends: its id when the exception is fatal
+// (severity 0), nothing when it is not or names no job. An execution
+// service kills that job's tasks.
+std::optional<uint64_t> fatal_exception_job(const Json& event);
 
 }  // namespace loom::exec_protocol

@@ -144,5 +144,18 @@ TEST(ExecProtocol, AStartReadsBackAndSaysWhatIsWrong) {
   EXPECT_FALSE(parse_start_request(Json::array()).ok());
 }
 
+// A job-exception event names the job whose tasks are to be killed only
+// when it is fatal; anything else, or anything malformed, names none. (An
+// id is unsigned, as the job manager writes it and as its text parses.)
+TEST(ExecProtocol, AFatalExceptionEventNamesItsJob) {
+  EXPECT_EQ(fatal_exception_job(Json{{"id", 7u}, {"severity", 0}, {"type", "cancel"}}), 7u);
+  EXPECT_EQ(fatal_exception_job(Json{{"id", 7u}, {"severity", 1}, {"type", "memo"}}), std::nullopt);
+  EXPECT_EQ(fatal_exception_job(Json{{"id", 7u}, {"type", "cancel"}}), std::nullopt);
+  EXPECT_EQ(fatal_exception_job(Json{{"id", 7u}, {"severity", "0"}}), std::nullopt);
+  EXPECT_EQ(fatal_exception_job(Json{{"id", -7}, {"severity", 0}}), std::nullopt);
+  EXPECT_EQ(fatal_exception_job(Json{{"severity", 0}}), std::nullopt);
+  EXPECT_EQ(fatal_exception_job(Json::array()), std::nullopt);
+}
+
 }  // namespace
 }  // namespace loom::exec_protocol

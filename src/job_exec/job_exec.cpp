@@ -225,13 +225,10 @@ void JobExec::Impl::start(const Message& m, const exec_protocol::StartRequest& h
 }
 
 void JobExec::Impl::on_exception(const Message& ev) {
-  auto parsed = payload_json(ev);  // parsed by the job manager, when it is of this process
-  const Json* p = parsed.ok() ? parsed->get() : nullptr;
-  if (!p || !p->is_object()) return;
-  auto idit = p->find("id");
-  if (idit == p->end() || !idit->is_number_unsigned()) return;
-  Run* r = find(idit->get<uint64_t>());
-  if (!r || p->value("severity", 1) != 0) return;
+  auto p = payload_json(ev);  // parsed by the job manager, when it is of this process
+  auto id = p.ok() ? exec_protocol::fatal_exception_job(**p) : std::nullopt;
+  Run* r = id ? find(*id) : nullptr;
+  if (!r) return;
   // Cancel and other fatal exceptions kill the tasks.
   r->fatal = true;
   r->executor->cancel(*r);

@@ -38,16 +38,13 @@ SimExec::SimExec(Handle& h, std::string name, uint32_t cores_per_node, double ep
   // SIGTERM would.
   h_.subscribe("job-exception", [this, alive = std::weak_ptr<int>(alive_)](const Message& ev) {
     if (alive.expired()) return;
-    auto parsed = payload_json(ev);  // parsed by the job manager of this process
-    const Json* p = parsed.ok() ? parsed->get() : nullptr;
-    if (!p || !p->is_object()) return;
-    auto idit = p->find("id");
-    if (idit == p->end() || !idit->is_number_unsigned() || p->value("severity", 1) != 0) return;
-    uint64_t id = idit->get<uint64_t>();
-    auto it = runs_.find(id);
+    auto p = payload_json(ev);  // parsed by the job manager of this process
+    auto id = p.ok() ? exec_protocol::fatal_exception_job(**p) : std::nullopt;
+    if (!id) return;
+    auto it = runs_.find(*id);
     if (it == runs_.end() || it->second->record->end >= 0) return;  // not running (or in its epilog)
     it->second->status = SIGTERM;
-    finish(id);
+    finish(*id);
   });
 }
 
