@@ -207,17 +207,17 @@ void Handle::subscribe(const std::string& prefix, EventFn fn, std::function<void
 void Handle::publish(std::string topic, std::string payload) { send(make_event(std::move(topic), std::move(payload))); }
 
 void Handle::publish_private(std::string topic, std::string payload, uint32_t userid) {
-  Message m = make_event(std::move(topic), std::move(payload));
-  m.flags |= msgflag::kPrivate;
-  m.userid = userid;
-  m.rolemask = rolemask_;
-  send(std::move(m));
+  send_private(make_event(std::move(topic), std::move(payload)), userid);
 }
 
 void Handle::publish_private(std::string topic, Json&& payload, uint32_t userid) {
   // (The text always: an event's subscribers may read either.)
   Message m = make_event(std::move(topic), dump_json(payload));
   m.json = std::make_shared<const Json>(std::move(payload));
+  send_private(std::move(m), userid);
+}
+
+void Handle::send_private(Message m, uint32_t userid) {
   m.flags |= msgflag::kPrivate;
   m.userid = userid;
   m.rolemask = rolemask_;

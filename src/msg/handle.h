@@ -158,6 +158,8 @@ class Handle {
   }
 
   void send(Message&& m);
+  // An event for the owner and `userid` alone (publish_private).
+  void send_private(Message m, uint32_t userid);
   // send() past its checks, for a message already checked (rpc_message).
   void hand_over(Message&& m);
   // Sends `m` with `payload`, its text written unless it may wait.
