@@ -24,7 +24,7 @@ using exec_protocol::Started;
 struct SimExec::Run {
   Message req;
   ExecRecord* record = nullptr;  // in records_, which keeps its elements where they are (a deque)
-  IdSet ranks;
+  IdSet ranks;                   // released one by one after their epilogs (kept only with epilogs)
   int status = 0;
   std::unique_ptr<Timer> timer;
 };
@@ -111,7 +111,7 @@ void SimExec::start(const Message& m, const exec_protocol::StartRequest& head, c
   r = std::make_unique<Run>();
   r->req = req;
   r->record = &rec;
-  r->ranks = R->rank_set();
+  if (epilog_ > 0) r->ranks = R->rank_set();
   r->timer = h_.clock().make_timer();
   rec.start = h_.clock().now();
   // Node n's core c is machine core n * cores_per_node + c, added range by
